@@ -1,0 +1,3 @@
+"""Audiences: an open, self-hostable audience engine."""
+
+__version__ = "0.1.0"
