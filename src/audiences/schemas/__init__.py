@@ -1,0 +1,1 @@
+"""The wire contract: pydantic models shared by the API, the SDK and the services."""
