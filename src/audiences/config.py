@@ -1,0 +1,77 @@
+"""Settings: every knob of the service, read from the environment with the ``AUDIENCES_`` prefix.
+
+Built once at the entry point (``audiences serve`` or ``create_app``) and passed down; no layer
+imports a global settings object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service configuration. ``docs/configuration.md`` lists every field; a test keeps it so."""
+
+    model_config = SettingsConfigDict(env_prefix="AUDIENCES_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Folder for the embedded metadata database and profile data files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the metadata database. Default: SQLite at "
+            "`<data_dir>/audiences.db`. Production: `postgresql+psycopg://user@host/db`."
+        ),
+    )
+    host: str = Field(default="127.0.0.1", description="Address `audiences serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `audiences serve` binds to.")
+    page_size_default: int = Field(
+        default=50, ge=1, description="Items in a list page when `limit` is not given."
+    )
+    page_size_max: int = Field(
+        default=200, ge=1, description="Largest `limit` a list accepts; above it answers 422."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body for JSON endpoints, in bytes; above it answers 413.",
+    )
+    max_ids_per_call: int = Field(
+        default=100, ge=1, description="Most ids a bulk-get call accepts; above it answers 422."
+    )
+    rate_limit: str = Field(
+        default="600/minute",
+        description=(
+            "Requests allowed per API key, in the `limits` library's notation "
+            "(`600/minute`, `10/second`). Above it answers 429 with `Retry-After`."
+        ),
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where rate-limit counters live: `memory://` or `redis://host:port`.",
+    )
+    require_if_match: bool = Field(
+        default=False,
+        description="When true, PUT, PATCH and DELETE without `If-Match` answer 428.",
+    )
+    idempotency_ttl_hours: int = Field(
+        default=24, ge=1, description="How long an `Idempotency-Key` and its response are kept."
+    )
+    log_level: str = Field(default="info", description="Log level of the server.")
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'audiences.db'}"
+        return self
+
+    @property
+    def metadata_url(self) -> str:
+        """The metadata database URL, resolved (never ``None`` after validation)."""
+        assert self.database_url is not None
+        return self.database_url

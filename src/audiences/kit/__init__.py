@@ -1,0 +1,1 @@
+"""Domain-free helpers: identifiers, clock, cursor codec. Imports nothing above itself."""

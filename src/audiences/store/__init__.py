@@ -1,0 +1,1 @@
+"""Metadata store: SQLAlchemy 2 tables, workspace-scoped repositories, Alembic migrations."""

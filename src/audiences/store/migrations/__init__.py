@@ -1,0 +1,1 @@
+"""Alembic migrations of the metadata database, applied at start by :func:`migrate`."""

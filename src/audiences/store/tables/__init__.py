@@ -1,0 +1,18 @@
+"""ORM tables, one class per file, each ending in ``Row``; ``Base.metadata`` is the schema."""
+
+from audiences.store.tables.api_keys import ApiKeyRow
+from audiences.store.tables.audiences import AudienceLabelRow, AudienceRow
+from audiences.store.tables.base import Base
+from audiences.store.tables.groups import AudienceGroupRow
+from audiences.store.tables.idempotency import IdempotencyKeyRow
+from audiences.store.tables.workspaces import WorkspaceRow
+
+__all__ = [
+    "ApiKeyRow",
+    "AudienceGroupRow",
+    "AudienceLabelRow",
+    "AudienceRow",
+    "Base",
+    "IdempotencyKeyRow",
+    "WorkspaceRow",
+]
