@@ -1,0 +1,76 @@
+"""The FastAPI application: built from settings, with every convention wired in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from audiences import __version__
+from audiences.api import problems
+from audiences.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from audiences.api.ratelimit import RateLimiter
+from audiences.api.routes import api_keys, audiences, groups, health
+from audiences.config import Settings
+from audiences.services.idempotency import Replayed
+from audiences.store.db import make_engine, make_session_factory
+from audiences.store.migrate import migrate
+
+DOCS_STATIC = Path(fastapi_offline.__file__).parent / "static"
+DESCRIPTION = """An open, self-hostable audience engine.
+
+Authenticate with an API key: `Authorization: Bearer aud_…`. Errors are RFC 9457 problem
+details with a stable `code`; every response carries `X-Request-ID`. Lists share one set of
+conventions (cursor or offset paging, filters, `q`, `sort`, `fields`, `include`)."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """An app for ``settings``: migrates the metadata database, then serves the API."""
+    settings = settings or Settings()
+    engine = make_engine(settings.metadata_url)
+    migrate(engine)
+    app = FastAPI(
+        title="Audiences",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
+    problems.install(app)
+    app.add_exception_handler(Replayed, _replay)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    for module in (health, audiences, groups, api_keys):
+        app.include_router(module.router)
+    _mount_docs(app)
+    return app
+
+
+async def _replay(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Replayed)
+    stored = exc.response
+    headers = {**stored.headers, "Idempotent-Replayed": "true"}
+    return JSONResponse(stored.body, status_code=stored.status, headers=headers)
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI from files shipped in a package, so ``/docs`` works with no network."""
+    app.mount("/static/docs", StaticFiles(directory=DOCS_STATIC), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Audiences API",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js",
+            swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon.png",
+        )

@@ -1,0 +1,76 @@
+"""Request bodies: content-type checks (415) and parsing PATCH documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Depends, Request
+
+from audiences.errors import BadRequest, UnsupportedMediaType
+from audiences.services.patching import Patch, PatchFormat
+
+JSON = "application/json"
+
+
+def media_type(request: Request) -> str:
+    """The request's content type without parameters, lower-cased ('' when absent)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _require_json(request: Request) -> None:
+    if media_type(request) != JSON:
+        raise UnsupportedMediaType(
+            f"send the body as {JSON}, not {media_type(request) or 'no content type'}",
+            code="unsupported_media_type",
+        )
+
+
+RequireJson = Depends(_require_json)
+
+PATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            PatchFormat.JSON_PATCH.value: {
+                "schema": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["op", "path"],
+                        "properties": {
+                            "op": {
+                                "type": "string",
+                                "enum": ["add", "remove", "replace", "move", "copy", "test"],
+                            },
+                            "path": {"type": "string"},
+                            "from": {"type": "string"},
+                            "value": {},
+                        },
+                    },
+                }
+            },
+            PatchFormat.MERGE_PATCH.value: {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+async def read_patch(request: Request) -> Patch:
+    """The PATCH body as a JSON Patch or merge patch, by its content type."""
+    kind = media_type(request)
+    try:
+        patch_format = PatchFormat(kind)
+    except ValueError:
+        raise UnsupportedMediaType(
+            f"PATCH takes {PatchFormat.JSON_PATCH.value} or {PatchFormat.MERGE_PATCH.value}",
+            code="unsupported_media_type",
+        ) from None
+    try:
+        document = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("the body is not valid JSON", code="malformed_json") from exc
+    return Patch(patch_format, document)
+
+
+PatchBody = Depends(read_patch)

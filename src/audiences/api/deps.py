@@ -1,0 +1,82 @@
+"""FastAPI dependencies: settings, the request's database session, and the authenticated caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from audiences.api.ratelimit import RateLimiter
+from audiences.config import Settings
+from audiences.errors import Unauthorized
+from audiences.schemas.api_keys import Role
+from audiences.services import api_keys
+from audiences.services.callers import Caller
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer aud_…`")
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session whose transaction commits when the handler returns and rolls back on error.
+
+    Function-scoped, so the commit happens before the response is sent: a failed commit is
+    reported to the client instead of being lost after a 2xx.
+    """
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    with factory() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_caller(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    """The caller behind the bearer token, after its rate limit is counted."""
+    if credentials is None:
+        raise Unauthorized(
+            "send an API key as `Authorization: Bearer <key>`",
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        caller = api_keys.authenticate(session, credentials.credentials)
+    except Unauthorized as exc:
+        exc.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
+        raise
+    limiter: RateLimiter = request.app.state.rate_limiter
+    request.scope["state"]["response_headers"] = limiter.hit(caller.key_id)
+    return caller
+
+
+def require(role: Role) -> object:
+    """A dependency that authenticates and then requires at least ``role`` (403 otherwise)."""
+
+    def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        caller.require(role)
+        return caller
+
+    return Depends(dependency)
+
+
+ReadCaller = Annotated[Caller, require(Role.READ)]
+WriteCaller = Annotated[Caller, require(Role.WRITE)]
+AdminCaller = Annotated[Caller, require(Role.ADMIN)]

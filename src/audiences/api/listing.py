@@ -1,0 +1,102 @@
+"""The list conventions over HTTP: query parameters in, a page with a ``Link`` header out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from audiences.config import Settings
+from audiences.errors import BadRequest, ErrorDetail, InvalidParameter, ValidationFailed
+from audiences.schemas.common import ListParams, ListQuery, PageResult
+
+COMMON = frozenset(ListParams.model_fields)
+
+
+def to_list_query(
+    params: ListParams,
+    settings: Settings,
+    *,
+    model: type[BaseModel],
+    includes: Iterable[str] = (),
+) -> ListQuery:
+    """Check the parameters against this list's response model and limits; build the query."""
+    limit = params.limit or settings.page_size_default
+    if limit > settings.page_size_max:
+        raise ValidationFailed(
+            f"limit is at most {settings.page_size_max}",
+            code="limit_out_of_range",
+            errors=[ErrorDetail("limit_out_of_range", "too large", ("query", "limit"))],
+        )
+    if params.cursor is not None and params.offset is not None:
+        raise BadRequest("use either cursor or offset, not both", code="cursor_with_offset")
+    filters = {
+        name: _as_text(value)
+        for name, value in params
+        if name not in COMMON and value is not None
+    }
+    return ListQuery(
+        limit=limit,
+        cursor=params.cursor,
+        offset=params.offset,
+        sort=params.sort,
+        filters=filters,
+        q=params.q,
+        updated_since=params.updated_since,
+        fields=parse_names(params.fields, "fields", frozenset(model.model_fields)),
+        include=parse_names(params.include, "include", frozenset(includes)) or frozenset(),
+    )
+
+
+def page_response(
+    request: Request,
+    page: PageResult[Any],
+    query: ListQuery,
+    render: Callable[[Any], dict[str, Any]],
+) -> JSONResponse:
+    """The page as JSON with sparse fields applied, and ``Link: <…>; rel="next"`` when more follow."""
+    items = [_sparse(render(item), query.fields) for item in page.items]
+    body = {
+        "data": items,
+        "has_more": page.has_more,
+        "next_cursor": page.next_cursor,
+        "total": page.total,
+    }
+    headers = {}
+    if page.next_cursor is not None:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "offset")]
+        params.append(("cursor", page.next_cursor))
+        next_url = request.url.replace_query_params(**dict(params))
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    return JSONResponse(body, headers=headers)
+
+
+def parse_names(raw: str | None, parameter: str, allowed: frozenset[str]) -> frozenset[str] | None:
+    """The comma-separated names in ``raw`` (``fields``, ``include``); 400 naming unknown ones."""
+    if raw is None:
+        return None
+    names = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    unknown = sorted(names - allowed)
+    if unknown:
+        raise InvalidParameter(
+            f"unknown {parameter} entr{'y' if len(unknown) == 1 else 'ies'}: {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed)) or 'none'}",
+            code=f"unknown_{parameter}",
+            errors=[ErrorDetail(f"unknown_{parameter}", f"unknown {n!r}", ("query", parameter)) for n in unknown],
+        )
+    return names
+
+
+def _sparse(item: dict[str, Any], fields: frozenset[str] | None) -> dict[str, Any]:
+    if fields is None:
+        return item
+    return {key: value for key, value in item.items() if key in fields or key == "id"}
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(getattr(value, "value", value))

@@ -1,0 +1,125 @@
+"""ASGI middleware: request ids, last-resort error handling, and the request body limit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from audiences.errors import AudiencesError, PayloadTooLarge
+from audiences.api.problems import PROBLEM_JSON, problem_body
+
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+log = logging.getLogger("audiences.api")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (``X-Request-ID``, echoed when the client sent a sane one),
+    adds it and any rate-limit headers to every response, and turns an unhandled exception
+    into a 500 problem without a stack trace."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                for name, value in state.get("response_headers", {}).items():
+                    headers.append((name.lower().encode(), str(value).encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            error = AudiencesError("an unexpected error occurred")
+            await _send_problem(send_with_headers, error, request_id, scope.get("path"))
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413, counted while streaming in, so an
+    oversized body is never buffered whole (a lying or absent Content-Length included)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            request_id = scope.get("state", {}).get("request_id", "unknown")
+            await _send_problem(send, self._too_large(), request_id, scope.get("path"))
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException, because FastAPI turns any other exception raised while
+                    # it reads the body into a 400; the problem handler maps it back to 413.
+                    raise HTTPException(413, detail=self._too_large().detail)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the request body is over the limit of {self.max_bytes} bytes",
+            code="body_too_large",
+            extra={"limit_bytes": self.max_bytes},
+        )
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if REQUEST_ID_PATTERN.match(text) else None
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_problem(send: Send, error: AudiencesError, request_id: str, path: Any) -> None:
+    body = json.dumps(problem_body(error, request_id, instance=path)).encode()
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

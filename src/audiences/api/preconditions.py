@@ -1,0 +1,110 @@
+"""HTTP preconditions: ETags from versions, ``If-Match`` on writes, ``Idempotency-Key`` on creates."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from audiences.api.deps import SessionDep, SettingsDep, get_caller
+from audiences.errors import PreconditionFailed, PreconditionRequired
+from audiences.services import idempotency
+from audiences.services.callers import Caller
+
+IF_MATCH_DOC = "The ETag you read; the write answers 412 if the resource changed since."
+IDEMPOTENCY_DOC = (
+    "A unique key per logical request: a retry with the same key and body replays the first "
+    "response; the same key with another body answers 422; while the first is running, 409."
+)
+
+
+def etag(version: int) -> str:
+    """The strong ETag of a resource at ``version``."""
+    return f'"{version}"'
+
+
+def expected_version(
+    settings: SettingsDep,
+    if_match: Annotated[str | None, Header(description=IF_MATCH_DOC)] = None,
+) -> int | None:
+    """The version ``If-Match`` names, None for ``*`` or no header (428 if required)."""
+    if if_match is None:
+        if settings.require_if_match:
+            raise PreconditionRequired("send If-Match with the ETag you read", code="if_match_required")
+        return None
+    value = if_match.strip()
+    if value == "*":
+        return None
+    value = value.removeprefix("W/")
+    if len(value) >= 2 and value[0] == value[-1] == '"' and value[1:-1].isdigit():
+        return int(value[1:-1])
+    raise PreconditionFailed(f"If-Match {if_match!r} is not an ETag of this resource", code="version_mismatch")
+
+
+ExpectedVersion = Annotated[int | None, Depends(expected_version)]
+
+
+class Idempotency:
+    """The ``Idempotency-Key`` of one request: replays, conflicts, and recording the answer."""
+
+    def __init__(self, session: Session, caller: Caller, key: str | None, fingerprint: str) -> None:
+        self.session = session
+        self.caller = caller
+        self.key = key
+        self.fingerprint = fingerprint
+
+    def respond(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> JSONResponse:
+        """The response, recorded under the key (in the request's transaction) when there is one."""
+        if self.key is not None:
+            idempotency.record(
+                self.session,
+                workspace_id=self.caller.workspace_id,
+                key=self.key,
+                status=status,
+                body=body,
+                headers=headers,
+            )
+        return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _fingerprint(request: Request) -> str:
+    body = await request.body()
+    return hashlib.sha256(request.method.encode() + request.url.path.encode() + b"\0" + body).hexdigest()
+
+
+def idempotency_handle(
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: Annotated[Caller, Depends(get_caller)],
+    fingerprint: Annotated[str, Depends(_fingerprint)],
+    key: Annotated[
+        str | None, Header(alias="Idempotency-Key", max_length=255, description=IDEMPOTENCY_DOC)
+    ] = None,
+) -> Iterator[Idempotency]:
+    """Claim the key before the handler runs; release it if the handler fails."""
+    if key is None:
+        yield Idempotency(session, caller, None, fingerprint)
+        return
+    replay = idempotency.claim(
+        session,
+        workspace_id=caller.workspace_id,
+        key=key,
+        fingerprint=fingerprint,
+        ttl_hours=settings.idempotency_ttl_hours,
+    )
+    if replay is not None:
+        raise idempotency.Replayed(replay)
+    try:
+        yield Idempotency(session, caller, key, fingerprint)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        idempotency.release(session, workspace_id=caller.workspace_id, key=key)
+        raise
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency_handle, scope="function")]

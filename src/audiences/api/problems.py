@@ -1,0 +1,131 @@
+"""RFC 9457 problem details: one JSON shape for every error, with a stable ``code``.
+
+Every error the service can produce ends here: our own :class:`AudiencesError` tree, FastAPI's
+request validation, Starlette's 404 and 405, and anything unexpected (a 500 that never shows a
+stack trace).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from audiences import errors
+from audiences.errors import AudiencesError, ErrorDetail
+from audiences.schemas.common import Problem
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("audiences.api")
+
+STATUS_ERRORS: dict[int, type[AudiencesError]] = {
+    cls.status: cls
+    for cls in (
+        errors.BadRequest,
+        errors.Unauthorized,
+        errors.Forbidden,
+        errors.NotFound,
+        errors.MethodNotAllowed,
+        errors.Conflict,
+        errors.PreconditionFailed,
+        errors.PayloadTooLarge,
+        errors.UnsupportedMediaType,
+        errors.Unprocessable,
+        errors.PreconditionRequired,
+        errors.RateLimited,
+        errors.ServiceUnavailable,
+    )
+}
+
+
+def request_id_of(request: Request) -> str:
+    """The id the request-id middleware gave this request."""
+    return str(getattr(request.state, "request_id", "") or "unknown")
+
+
+def problem_body(error: AudiencesError, request_id: str, instance: str | None = None) -> dict[str, Any]:
+    """The JSON body of a problem response for ``error``."""
+    body: dict[str, Any] = {
+        **error.extra,
+        "type": "about:blank",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+        "request_id": request_id,
+        "errors": [item.to_dict() for item in error.errors],
+    }
+    if instance is not None:
+        body["instance"] = instance
+    return body
+
+
+def problem_response(error: AudiencesError, request: Request) -> JSONResponse:
+    """A ``application/problem+json`` response for ``error``."""
+    body = problem_body(error, request_id_of(request), instance=request.url.path)
+    return JSONResponse(body, status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON)
+
+
+async def _on_audiences_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AudiencesError)
+    return problem_response(exc, request)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    items = exc.errors()
+    if any(item.get("type") == "json_invalid" for item in items):
+        return problem_response(
+            errors.BadRequest("the body is not valid JSON", code="malformed_json"), request
+        )
+    details = [
+        ErrorDetail(
+            code=str(item.get("type", "invalid")),
+            message=str(item.get("msg", "invalid")),
+            location=tuple(item.get("loc", ())),
+        )
+        for item in items
+    ]
+    error = errors.ValidationFailed(f"{len(details)} field(s) failed validation", errors=details)
+    return problem_response(error, request)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    cls = STATUS_ERRORS.get(exc.status_code, AudiencesError)
+    detail = exc.detail if isinstance(exc.detail, str) else cls.title
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route {request.url.path}"
+    error = cls(detail, headers=dict(exc.headers or {}))
+    if exc.status_code == 413:
+        error.code = "body_too_large"
+    return problem_response(error, request)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(errors.AudiencesError("an unexpected error occurred"), request)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem response."""
+    app.add_exception_handler(AudiencesError, _on_audiences_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries declaring a problem body for each status."""
+    return {
+        status: {
+            "description": STATUS_ERRORS[status].title,
+            "model": Problem,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }

@@ -1,0 +1,1 @@
+"""One router per resource; handlers parse, call one service, and render. No business logic."""

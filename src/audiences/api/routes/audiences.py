@@ -1,0 +1,182 @@
+"""``/v1/audiences``: create, list, get, replace, patch, delete, bulk-get."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from audiences.api.content import PATCH_BODY, PatchBody, RequireJson
+from audiences.api.deps import ReadCaller, SessionDep, SettingsDep, WriteCaller
+from audiences.api.listing import page_response, parse_names, to_list_query
+from audiences.api.preconditions import ExpectedVersion, IdempotencyDep, etag
+from audiences.api.problems import problem_body, request_id_of, responses
+from audiences.errors import NotFound, ValidationFailed
+from audiences.schemas.audiences import (
+    Audience,
+    AudienceKind,
+    AudienceWrite,
+    BulkGet,
+    BulkResult,
+    LifecycleState,
+)
+from audiences.schemas.common import ListParams, Page
+from audiences.services import audiences, groups
+from audiences.services.callers import Caller
+from audiences.services.patching import Patch
+from audiences.store.tables import AudienceRow
+
+router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
+INCLUDES = ("group",)
+ONE = responses(401, 404, 429)
+WRITE = responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429)
+
+
+class AudienceListParams(ListParams):
+    """Exact-match filters of the audience list, on top of the common list parameters."""
+
+    kind: AudienceKind | None = None
+    lifecycle_state: LifecycleState | None = None
+    archived: bool | None = None
+    group: str | None = Query(default=None, description="A group id, or `none` for ungrouped.")
+    label: str | None = Query(default=None, description="Audiences carrying this label.")
+    key: str | None = None
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=Audience,
+    dependencies=[RequireJson],
+    responses=responses(400, 401, 403, 409, 413, 415, 422, 429),
+)
+def create_audience(
+    body: AudienceWrite, request: Request, session: SessionDep, caller: WriteCaller, idem: IdempotencyDep
+) -> Response:
+    """Create an audience. Answers 201 with ``Location``; replays under ``Idempotency-Key``."""
+    row = audiences.create(session, caller=caller, data=body)
+    location = str(request.url_for("get_audience", audience_id=row.id).path)
+    rendered = audiences.to_model(row).model_dump(mode="json", exclude={"group"})
+    return idem.respond(201, rendered, {"Location": location, "ETag": etag(row.version)})
+
+
+@router.get("", response_model=Page[Audience], responses=responses(400, 401, 422, 429))
+def list_audiences(
+    params: Annotated[AudienceListParams, Query()],
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: ReadCaller,
+) -> Response:
+    """List audiences: filters, `q`, `updated_since`, `sort`, cursor or offset, `fields`, `include`."""
+    query = to_list_query(params, settings, model=Audience, includes=INCLUDES)
+    page = audiences.list_(session, caller=caller, query=query)
+    rendered = _render(session, caller, page.items, query.include)
+    return page_response(request, page, query, lambda row: rendered[row.id])
+
+
+@router.post(
+    "/bulk-get",
+    status_code=207,
+    response_model=BulkResult,
+    dependencies=[RequireJson],
+    responses=responses(400, 401, 413, 415, 422, 429),
+)
+def bulk_get_audiences(
+    body: BulkGet, request: Request, session: SessionDep, settings: SettingsDep, caller: ReadCaller
+) -> Response:
+    """Fetch many audiences at once: 207 with a status and a body or a problem per id."""
+    if len(body.ids) > settings.max_ids_per_call:
+        raise ValidationFailed(
+            f"at most {settings.max_ids_per_call} ids per call, got {len(body.ids)}",
+            code="too_many_ids",
+        )
+    found = audiences.get_many(session, caller=caller, ids=body.ids)
+    results: list[dict[str, Any]] = []
+    for audience_id in body.ids:
+        row = found.get(audience_id)
+        if row is None:
+            missing = NotFound(f"no audience {audience_id!r}", code="audience_not_found")
+            problem = problem_body(missing, request_id_of(request))
+            results.append({"id": audience_id, "status": 404, "problem": problem})
+        else:
+            rendered = audiences.to_model(row).model_dump(mode="json", exclude={"group"})
+            results.append({"id": audience_id, "status": 200, "body": rendered})
+    return JSONResponse({"results": results}, status_code=207)
+
+
+@router.get("/{audience_id}", response_model=Audience, responses=ONE)
+def get_audience(
+    audience_id: str,
+    session: SessionDep,
+    caller: ReadCaller,
+    include: Annotated[str | None, Query(description="`group` to embed the group.")] = None,
+) -> Response:
+    """One audience, with its ETag."""
+    row = audiences.get(session, caller=caller, audience_id=audience_id)
+    wanted = parse_names(include, "include", frozenset(INCLUDES)) or frozenset()
+    body = _render(session, caller, [row], wanted)[row.id]
+    return JSONResponse(body, headers={"ETag": etag(row.version)})
+
+
+@router.put("/{audience_id}", response_model=Audience, dependencies=[RequireJson], responses=WRITE)
+def replace_audience(
+    audience_id: str,
+    body: AudienceWrite,
+    session: SessionDep,
+    caller: WriteCaller,
+    version: ExpectedVersion,
+) -> Response:
+    """Replace every writable field; send ``If-Match`` to be safe against lost updates."""
+    row = audiences.replace(
+        session, caller=caller, audience_id=audience_id, data=body, expected_version=version
+    )
+    return _one(row)
+
+
+@router.patch("/{audience_id}", response_model=Audience, openapi_extra=PATCH_BODY, responses=WRITE)
+def patch_audience(
+    audience_id: str,
+    session: SessionDep,
+    caller: WriteCaller,
+    version: ExpectedVersion,
+    patch: Patch = PatchBody,
+) -> Response:
+    """Edit with JSON Patch (RFC 6902, `test` honoured) or JSON merge patch (RFC 7386)."""
+    row = audiences.patch(
+        session, caller=caller, audience_id=audience_id, patch=patch, expected_version=version
+    )
+    return _one(row)
+
+
+@router.delete("/{audience_id}", status_code=204, responses=WRITE)
+def delete_audience(
+    audience_id: str, session: SessionDep, caller: WriteCaller, version: ExpectedVersion
+) -> Response:
+    """Delete an audience."""
+    audiences.delete(session, caller=caller, audience_id=audience_id, expected_version=version)
+    return Response(status_code=204)
+
+
+def _one(row: AudienceRow) -> JSONResponse:
+    body = audiences.to_model(row).model_dump(mode="json", exclude={"group"})
+    return JSONResponse(body, headers={"ETag": etag(row.version)})
+
+
+def _render(
+    session: Session, caller: Caller, rows: list[AudienceRow], include: frozenset[str]
+) -> dict[str, dict[str, Any]]:
+    refs = None
+    if "group" in include:
+        group_ids = sorted({row.group_id for row in rows if row.group_id})
+        refs = groups.relationships(session, caller=caller, ids=group_ids)
+    rendered = {}
+    for row in rows:
+        body = audiences.to_model(row).model_dump(mode="json", exclude={"group"})
+        if refs is not None:
+            ref = refs.get(row.group_id or "")
+            body["group"] = None if ref is None else ref.model_dump(mode="json", exclude_none=True)
+        rendered[row.id] = body
+    return rendered

@@ -1,0 +1,94 @@
+"""Typer commands. Each builds the settings once and calls the service layer (or the server)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from audiences.config import Settings
+from audiences.schemas.api_keys import ApiKeyCreate, Role
+from audiences.services import api_keys, demo, workspaces
+from audiences.store.db import make_engine, make_session_factory
+from audiences.store.migrate import migrate
+
+app = typer.Typer(help="Audiences: an open, self-hostable audience engine.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data folder (env AUDIENCES_DATA_DIR).", show_default=False),
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (env AUDIENCES_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env AUDIENCES_PORT).")] = None,
+    data_dir: DataDir = None,
+    demo_data: Annotated[
+        bool, typer.Option("--demo/--no-demo", help="Seed a demo workspace and print its key.")
+    ] = False,
+) -> None:
+    """Run the API server on the embedded default (SQLite metadata in the data folder)."""
+    import uvicorn
+
+    from audiences.api.app import create_app
+
+    settings = _settings(host=host, port=port, data_dir=data_dir)
+    application = create_app(settings)
+    if demo_data:
+        token = demo.seed(application.state.session_factory, data_dir=settings.data_dir)
+        _announce(settings, token)
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def _announce(settings: Settings, token: str) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [
+        f"Audiences demo workspace ready at {base}",
+        f"  API docs:  {base}/docs",
+        f"  API key:   {token}   (admin, workspace 'demo')",
+        f'  Try:       curl -H "Authorization: Bearer {token}" {base}/v1/audiences',
+    ]
+    typer.echo("\n".join(lines), err=True)
+
+
+@keys_app.command("create")
+def create_key(
+    workspace: Annotated[str, typer.Option(help="Workspace slug; created if it does not exist.")],
+    role: Annotated[Role, typer.Option(help="What the key may do.")] = Role.ADMIN,
+    name: Annotated[str, typer.Option(help="A name to recognise the key by.")] = "cli",
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Mint an API key. The token is printed once and never stored."""
+    settings = _settings(data_dir=data_dir)
+    engine = make_engine(settings.metadata_url)
+    migrate(engine)
+    with make_session_factory(engine).begin() as session:
+        ws = workspaces.ensure(session, slug=workspace)
+        row, token = api_keys.create(
+            session, workspace=ws, data=ApiKeyCreate(name=name, role=role), actor="cli"
+        )
+        shown = api_keys.to_model(row, ws.slug).model_dump(mode="json")
+    engine.dispose()
+    if as_json:
+        typer.echo(json.dumps({**shown, "token": token}))
+    else:
+        typer.echo(token)
+        console.print(f"{role.value} key {row.id} for workspace {workspace!r}; it will not be shown again.")
+
+
+def main() -> None:
+    """Entry point of the ``audiences`` console script."""
+    app()

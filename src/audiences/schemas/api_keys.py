@@ -1,0 +1,47 @@
+"""API key request and response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Role(StrEnum):
+    """What a key may do: read; read and write; and admin, which also manages keys."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+ROLE_RANK = {Role.READ: 0, Role.WRITE: 1, Role.ADMIN: 2}
+
+
+class ApiKeyCreate(BaseModel):
+    """A new key's name and role."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+
+
+class ApiKey(BaseModel):
+    """A key as listed: never the token, only its prefix for recognition."""
+
+    id: str
+    name: str
+    role: Role
+    prefix: str = Field(description="The token's first characters, to tell keys apart.")
+    workspace: str = Field(description="The slug of the key's workspace.")
+    created_at: datetime
+    created_by: str | None = None
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKey):
+    """The answer to creating a key: the only time the token is shown."""
+
+    token: str

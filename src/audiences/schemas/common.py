@@ -1,0 +1,117 @@
+"""Shapes every resource shares: list pages, list queries, problem details, relationships."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: the items, whether more follow, and the cursor to ask for them."""
+
+    data: list[T]
+    has_more: bool
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` to get the next page; null on the last."
+    )
+    total: int = Field(description="Items matching the filters, across all pages.")
+
+
+class ProblemItem(BaseModel):
+    """One field or rule problem inside an error response."""
+
+    code: str
+    message: str
+    location: list[str | int] | None = None
+    start: int | None = None
+    end: int | None = None
+    line: int | None = None
+    col: int | None = None
+    suggestion: str | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with a stable ``code`` and the ``request_id`` to quote."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable snake_case error code; see docs/errors.md.")
+    request_id: str
+    instance: str | None = None
+    errors: list[ProblemItem] = Field(default_factory=list)
+
+
+class Relationship(BaseModel):
+    """The slim shape of a related resource inside ``include=``."""
+
+    id: str
+    name: str
+    key: str | None = None
+
+
+@dataclass
+class ListQuery:
+    """A parsed list request: paging, order, filters, search, and response shaping."""
+
+    limit: int
+    cursor: str | None = None
+    offset: int | None = None
+    sort: str | None = None
+    filters: dict[str, str] = field(default_factory=dict)
+    q: str | None = None
+    updated_since: datetime | None = None
+    fields: frozenset[str] | None = None
+    include: frozenset[str] = frozenset()
+
+
+@dataclass
+class PageResult(Generic[T]):
+    """What a service returns for a list: rows of one page and how to continue."""
+
+    items: list[T]
+    has_more: bool
+    next_cursor: str | None
+    total: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ListParams(BaseModel):
+    """The query parameters every list accepts. Unknown parameters answer 400 naming them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int | None = Field(
+        default=None, ge=1, description="Items per page: default 50, at most 200 (422 above)."
+    )
+    cursor: str | None = Field(
+        default=None, max_length=2000, description="`next_cursor` of the previous page."
+    )
+    offset: int | None = Field(
+        default=None, ge=0, le=1_000_000, description="Skip this many items (not with `cursor`)."
+    )
+    sort: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A sortable field, `-field` for descending. Ties are broken by id.",
+    )
+    q: str | None = Field(
+        default=None, max_length=200, description="Case-insensitive search in name and description."
+    )
+    updated_since: datetime | None = Field(
+        default=None, description="Only items updated at or after this time (RFC 3339)."
+    )
+    fields: str | None = Field(
+        default=None, max_length=1000, description="Comma-separated fields to return (id always)."
+    )
+    include: str | None = Field(
+        default=None, max_length=200, description="Comma-separated related resources to embed."
+    )

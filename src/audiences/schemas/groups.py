@@ -1,0 +1,35 @@
+"""Audience group request and response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from audiences.schemas.common import Relationship
+
+
+class GroupWrite(BaseModel):
+    """The writable fields of a group: the body of POST and PUT, and what PATCH edits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="Unique in the workspace.")
+    description: str | None = Field(default=None, max_length=5000)
+
+
+class Group(GroupWrite):
+    """An audience group as the API returns it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    audience_count: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    created_by: str | None = None
+    updated_by: str | None = None
+    audiences: list[Relationship] | None = Field(
+        default=None, description="With `include=audiences` only."
+    )

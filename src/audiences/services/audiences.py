@@ -1,0 +1,219 @@
+"""Audiences: create, read, list, replace, patch, delete, bulk-get."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from audiences.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
+from audiences.kit.clock import utcnow
+from audiences.schemas.audiences import Audience, AudienceWrite, EvaluationState
+from audiences.schemas.common import ListQuery, PageResult, Relationship
+from audiences.services import versions
+from audiences.services.callers import Caller
+from audiences.services.patching import Patch, apply_patch
+from audiences.services.validation import validation_failed
+from audiences.store.repositories.audiences import AudienceRepository
+from audiences.store.repositories.groups import GroupRepository
+from audiences.store.tables import AudienceLabelRow, AudienceRow
+
+WRITABLE = frozenset(AudienceWrite.model_fields)
+
+
+def create(session: Session, *, caller: Caller, data: AudienceWrite) -> AudienceRow:
+    """A new audience in the caller's workspace; :class:`Conflict` if its key is taken."""
+    repo = AudienceRepository(session, caller.workspace_id)
+    _check_references(session, caller, data)
+    _check_key_free(repo, data.key)
+    row = AudienceRow(created_by=caller.actor, updated_by=caller.actor)
+    _assign(row, data)
+    try:
+        return repo.add(row)
+    except IntegrityError as exc:
+        raise _duplicate(data.key) from exc
+
+
+def get(session: Session, *, caller: Caller, audience_id: str) -> AudienceRow:
+    """One audience of the caller's workspace; :class:`NotFound` for any other id."""
+    row = AudienceRepository(session, caller.workspace_id).get(audience_id)
+    if row is None:
+        raise NotFound(f"no audience {audience_id!r}", code="audience_not_found")
+    return row
+
+
+def get_many(session: Session, *, caller: Caller, ids: list[str]) -> dict[str, AudienceRow]:
+    """The audiences among ``ids`` that exist in the caller's workspace."""
+    return AudienceRepository(session, caller.workspace_id).get_many(ids)
+
+
+def list_(session: Session, *, caller: Caller, query: ListQuery) -> PageResult[AudienceRow]:
+    """A page of the workspace's audiences under the list conventions."""
+    return AudienceRepository(session, caller.workspace_id).page(query)
+
+
+def replace(
+    session: Session,
+    *,
+    caller: Caller,
+    audience_id: str,
+    data: AudienceWrite,
+    expected_version: int | None,
+) -> AudienceRow:
+    """Replace every writable field (PUT); :class:`PreconditionFailed` on a stale version."""
+    row = get(session, caller=caller, audience_id=audience_id)
+    versions.check(row.version, expected_version)
+    if data == writable_view(row):
+        return row
+    repo = AudienceRepository(session, caller.workspace_id)
+    _check_references(session, caller, data)
+    if data.key != row.key:
+        _check_key_free(repo, data.key)
+    _assign(row, data)
+    row.updated_at = utcnow()
+    row.updated_by = caller.actor
+    try:
+        session.flush()
+    except StaleDataError as exc:
+        raise versions.stale() from exc
+    except IntegrityError as exc:
+        raise _duplicate(data.key) from exc
+    return row
+
+
+def patch(
+    session: Session,
+    *,
+    caller: Caller,
+    audience_id: str,
+    patch: Patch,
+    expected_version: int | None,
+) -> AudienceRow:
+    """Apply a JSON Patch or merge patch to the writable fields, then replace."""
+    row = get(session, caller=caller, audience_id=audience_id)
+    versions.check(row.version, expected_version)
+    current = to_model(row).model_dump(mode="json", exclude={"group"})
+    patched = apply_patch(current, patch, WRITABLE)
+    try:
+        data = AudienceWrite.model_validate(patched)
+    except ValidationError as exc:
+        raise validation_failed(exc, prefix=("body",)) from exc
+    return replace(
+        session, caller=caller, audience_id=audience_id, data=data, expected_version=row.version
+    )
+
+
+def delete(
+    session: Session, *, caller: Caller, audience_id: str, expected_version: int | None
+) -> None:
+    """Delete an audience."""
+    row = get(session, caller=caller, audience_id=audience_id)
+    versions.check(row.version, expected_version)
+    try:
+        AudienceRepository(session, caller.workspace_id).delete(row)
+    except StaleDataError as exc:
+        raise versions.stale() from exc
+
+
+def writable_view(row: AudienceRow) -> AudienceWrite:
+    """The writable fields of a stored audience, as a write body would carry them."""
+    return AudienceWrite.model_validate(
+        {
+            "key": row.key,
+            "name": row.name,
+            "description": row.description,
+            "kind": row.kind,
+            "rule": row.rule,
+            "group_id": row.group_id,
+            "labels": row.labels,
+            "metadata": row.extra_metadata,
+            "lifecycle_state": row.lifecycle_state,
+            "archived": row.archived,
+            "refresh_policy": {
+                "mode": row.refresh_mode,
+                "interval_seconds": row.refresh_interval_seconds,
+            },
+            "ttl_days": row.ttl_days,
+            "source": row.source,
+        }
+    )
+
+
+def to_model(row: AudienceRow, *, group: Relationship | None = None) -> Audience:
+    """The public shape of an audience."""
+    return Audience(
+        **writable_view(row).model_dump(),
+        id=row.id,
+        size=row.size,
+        evaluation=EvaluationState(
+            status=row.evaluation_status, computed_at=row.computed_at, last_error=row.last_error
+        ),
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        created_by=row.created_by,
+        updated_by=row.updated_by,
+        group=group,
+    )
+
+
+def _assign(row: AudienceRow, data: AudienceWrite) -> None:
+    row.key = data.key
+    row.name = data.name
+    row.description = data.description
+    row.kind = data.kind.value
+    row.rule = data.rule
+    row.group_id = data.group_id
+    row.extra_metadata = data.metadata
+    row.lifecycle_state = data.lifecycle_state.value
+    row.archived = data.archived
+    row.refresh_mode = data.refresh_policy.mode.value
+    row.refresh_interval_seconds = data.refresh_policy.interval_seconds
+    row.ttl_days = data.ttl_days
+    row.source = None if data.source is None else data.source.model_dump()
+    _assign_labels(row, data.labels)
+
+
+def _assign_labels(row: AudienceRow, labels: list[str]) -> None:
+    # Reuse rows for labels that stay: a fresh row with the same primary key would be inserted
+    # before the old one is deleted, and collide.
+    existing = {label_row.label: label_row for label_row in row.label_rows}
+    new_rows: list[AudienceLabelRow] = []
+    for position, label in enumerate(labels):
+        label_row = existing.get(label) or AudienceLabelRow(label=label)
+        label_row.position = position
+        new_rows.append(label_row)
+    row.label_rows = new_rows
+
+
+def _check_references(session: Session, caller: Caller, data: AudienceWrite) -> None:
+    if data.group_id is None:
+        return
+    if GroupRepository(session, caller.workspace_id).get(data.group_id) is None:
+        raise ValidationFailed(
+            f"no audience group {data.group_id!r} in this workspace",
+            code="unknown_group",
+            errors=[ErrorDetail("unknown_group", "no such group", ("body", "group_id"))],
+        )
+
+
+def _check_key_free(repo: AudienceRepository, key: str) -> None:
+    if repo.by_key(key) is not None:
+        raise _duplicate(key)
+
+
+def _duplicate(key: str) -> Conflict:
+    return Conflict(f"an audience with key {key!r} already exists", code="duplicate_key")
+
+
+
+def relationships_by_group(
+    session: Session, *, caller: Caller, group_ids: list[str]
+) -> dict[str, list[Relationship]]:
+    """The slim shape of the audiences in each of these groups (for ``include=audiences``)."""
+    grouped: dict[str, list[Relationship]] = {gid: [] for gid in group_ids}
+    for row in AudienceRepository(session, caller.workspace_id).in_groups(group_ids):
+        assert row.group_id is not None
+        grouped[row.group_id].append(Relationship(id=row.id, key=row.key, name=row.name))
+    return grouped

@@ -1,0 +1,27 @@
+"""Workspaces: created on demand by slug (the CLI and the demo seed use this)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from audiences.errors import ValidationFailed
+from audiences.store.tables import WorkspaceRow
+
+SLUG_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def ensure(session: Session, *, slug: str, name: str | None = None) -> WorkspaceRow:
+    """The workspace with this slug, created if it does not exist yet."""
+    if not slug or len(slug) > 64 or not set(slug) <= SLUG_CHARS:
+        raise ValidationFailed(
+            "a workspace slug is 1-64 characters of lowercase letters, digits, '-' and '_'",
+            code="invalid_workspace_slug",
+        )
+    found = session.scalars(select(WorkspaceRow).where(WorkspaceRow.slug == slug)).one_or_none()
+    if found is not None:
+        return found
+    row = WorkspaceRow(slug=slug, name=name or slug)
+    session.add(row)
+    session.flush()
+    return row
