@@ -1,0 +1,208 @@
+"""The audience resource over HTTP: life cycle, validation, bulk-get."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.factories import Tenant, audience_body, make_audience, make_group
+
+
+def test_create_answers_201_with_location_etag_and_every_field(tenant: Tenant) -> None:
+    body = audience_body(labels=["core", "q3"], metadata={"owner": "growth"})
+    response = tenant.write.post("/v1/audiences", json=body)
+    assert response.status_code == 201
+    created = response.json()
+    assert response.headers["location"] == f"/v1/audiences/{created['id']}"
+    assert response.headers["etag"] == '"1"'
+    assert created["version"] == 1
+    assert {k: created[k] for k in body} == body
+    assert created["lifecycle_state"] == "draft"
+    assert created["archived"] is False
+    assert created["refresh_policy"] == {"mode": "manual", "interval_seconds": None}
+    assert created["size"] is None
+    assert created["evaluation"] == {"status": None, "computed_at": None, "last_error": None}
+    assert created["created_by"] == created["updated_by"]
+    assert created["created_by"].startswith("api_key:")
+
+
+def test_get_put_delete_life_cycle(tenant: Tenant) -> None:
+    created = make_audience(tenant.write)
+    url = f"/v1/audiences/{created['id']}"
+    fetched = tenant.read.get(url)
+    assert fetched.status_code == 200
+    assert fetched.json() == created
+    assert fetched.headers["etag"] == '"1"'
+
+    replacement = audience_body(key=created["key"], name="Renamed", kind="static", rule=None)
+    replaced = tenant.write.put(url, json=replacement, headers={"If-Match": '"1"'})
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["name"] == "Renamed"
+    assert replaced.json()["kind"] == "static"
+    assert replaced.json()["rule"] is None
+    assert replaced.json()["version"] == 2
+    assert replaced.headers["etag"] == '"2"'
+    assert replaced.json()["updated_at"] >= created["updated_at"]
+
+    assert tenant.write.delete(url, headers={"If-Match": '"2"'}).status_code == 204
+    gone = tenant.read.get(url)
+    assert gone.status_code == 404
+    assert gone.json()["code"] == "audience_not_found"
+
+
+def test_put_with_identical_body_keeps_the_version(tenant: Tenant) -> None:
+    created = make_audience(tenant.write)
+    same = {k: created[k] for k in audience_body() | {"labels": 0, "metadata": 0}}
+    response = tenant.write.put(f"/v1/audiences/{created['id']}", json=same)
+    assert response.status_code == 200
+    assert response.json()["version"] == 1
+
+
+def test_stale_if_match_is_refused_and_changes_nothing(tenant: Tenant) -> None:
+    created = make_audience(tenant.write)
+    url = f"/v1/audiences/{created['id']}"
+    body = audience_body(key=created["key"], name="Changed")
+    response = tenant.write.put(url, json=body, headers={"If-Match": '"7"'})
+    assert response.status_code == 412
+    assert response.json()["code"] == "version_mismatch"
+    assert tenant.read.get(url).json() == created
+    garbage = tenant.write.put(url, json=body, headers={"If-Match": "nonsense"})
+    assert garbage.status_code == 412
+    assert tenant.write.delete(url, headers={"If-Match": '"2"'}).status_code == 412
+    assert tenant.read.get(url).status_code == 200
+
+
+def test_if_match_star_matches_any_version(tenant: Tenant) -> None:
+    created = make_audience(tenant.write)
+    body = audience_body(key=created["key"], name="Starred")
+    response = tenant.write.put(f"/v1/audiences/{created['id']}", json=body, headers={"If-Match": "*"})
+    assert response.status_code == 200
+    assert response.json()["name"] == "Starred"
+
+
+def test_duplicate_key_is_a_conflict(tenant: Tenant) -> None:
+    created = make_audience(tenant.write)
+    again = tenant.write.post("/v1/audiences", json=audience_body(key=created["key"]))
+    assert again.status_code == 409
+    assert again.json()["code"] == "duplicate_key"
+    other = make_audience(tenant.write)
+    renamed = audience_body(key=created["key"])
+    clash = tenant.write.put(f"/v1/audiences/{other['id']}", json=renamed)
+    assert clash.status_code == 409
+    assert tenant.read.get(f"/v1/audiences/{other['id']}").json()["key"] == other["key"]
+
+
+def test_same_key_in_another_workspace_is_fine(tenant: Tenant, other_tenant: Tenant) -> None:
+    created = make_audience(tenant.write)
+    assert other_tenant.write.post("/v1/audiences", json=audience_body(key=created["key"])).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("overrides", "location"),
+    [
+        ({"key": "Has Spaces"}, ["body", "key"]),
+        ({"name": ""}, ["body", "name"]),
+        ({"kind": "quantum"}, ["body", "kind"]),
+        ({"kind": "dynamic", "rule": None}, ["body"]),
+        ({"kind": "static", "rule": "age > 3"}, ["body"]),
+        ({"kind": "dynamic", "ttl_days": 3}, ["body"]),
+        ({"labels": ["a", "a"]}, ["body"]),
+        ({"labels": "core"}, ["body", "labels"]),
+        ({"refresh_policy": {"mode": "scheduled"}}, ["body", "refresh_policy"]),
+        ({"refresh_policy": {"mode": "manual", "interval_seconds": 3600}}, ["body", "refresh_policy"]),
+        ({"refresh_policy": {"mode": "scheduled", "interval_seconds": 5}}, ["body", "refresh_policy", "interval_seconds"]),
+        ({"ttl_days": 0, "kind": "static", "rule": None}, ["body", "ttl_days"]),
+        ({"source": {"name": "crm"}}, ["body"]),
+        ({"id": "mine"}, ["body", "id"]),
+        ({"size": 10}, ["body", "size"]),
+        ({"version": 3}, ["body", "version"]),
+    ],
+)
+def test_invalid_bodies_get_422_naming_the_field(
+    tenant: Tenant, overrides: dict[str, Any], location: list[str]
+) -> None:
+    response = tenant.write.post("/v1/audiences", json=audience_body(**overrides))
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "validation_failed"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert any(item["location"][: len(location)] == location for item in problem["errors"]), problem
+    assert tenant.read.get("/v1/audiences").json()["total"] == 0
+
+
+def test_malformed_json_is_400_and_wrong_content_type_415(tenant: Tenant) -> None:
+    broken = tenant.write.post(
+        "/v1/audiences", content=b'{"key": ', headers={"Content-Type": "application/json"}
+    )
+    assert broken.status_code == 400
+    assert broken.json()["code"] == "malformed_json"
+    as_text = tenant.write.post(
+        "/v1/audiences", content=b"key=x", headers={"Content-Type": "text/plain"}
+    )
+    assert as_text.status_code == 415
+    assert as_text.json()["code"] == "unsupported_media_type"
+    assert tenant.read.get("/v1/audiences").json()["total"] == 0
+
+
+def test_oversized_body_is_413(tenant: Tenant) -> None:
+    huge = audience_body(metadata={"blob": "x" * 2_000_000})
+    response = tenant.write.post("/v1/audiences", json=huge)
+    assert response.status_code == 413
+    assert response.json()["code"] == "body_too_large"
+    assert tenant.read.get("/v1/audiences").json()["total"] == 0
+
+
+def test_oversized_body_without_content_length_is_refused_while_streaming(tenant: Tenant) -> None:
+    def chunks() -> Any:
+        for _ in range(64):
+            yield b"x" * 65536
+
+    response = tenant.write.post(
+        "/v1/audiences", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "body_too_large"
+
+
+def test_group_must_exist_in_the_workspace(tenant: Tenant, other_tenant: Tenant) -> None:
+    foreign = make_group(other_tenant.write)
+    response = tenant.write.post("/v1/audiences", json=audience_body(group_id=foreign["id"]))
+    assert response.status_code == 422
+    assert response.json()["code"] == "unknown_group"
+    own = make_group(tenant.write)
+    assert make_audience(tenant.write, group_id=own["id"])["group_id"] == own["id"]
+
+
+def test_get_with_include_group_embeds_the_slim_group(tenant: Tenant) -> None:
+    group = make_group(tenant.write, name="Lifecycle")
+    created = make_audience(tenant.write, group_id=group["id"])
+    plain = tenant.read.get(f"/v1/audiences/{created['id']}").json()
+    assert "group" not in plain
+    embedded = tenant.read.get(f"/v1/audiences/{created['id']}", params={"include": "group"})
+    assert embedded.json()["group"] == {"id": group["id"], "name": "Lifecycle"}
+    bad = tenant.read.get(f"/v1/audiences/{created['id']}", params={"include": "owner"})
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "unknown_include"
+
+
+def test_bulk_get_answers_207_with_a_status_per_id(tenant: Tenant, other_tenant: Tenant) -> None:
+    first, second = make_audience(tenant.write), make_audience(tenant.write)
+    foreign = make_audience(other_tenant.write)
+    ids = [second["id"], "missing", first["id"], foreign["id"]]
+    response = tenant.read.post("/v1/audiences/bulk-get", json={"ids": ids})
+    assert response.status_code == 207
+    results = response.json()["results"]
+    assert [r["id"] for r in results] == ids
+    assert [r["status"] for r in results] == [200, 404, 200, 404]
+    assert results[0]["body"] == second
+    assert results[2]["body"] == first
+    assert results[1]["problem"]["code"] == "audience_not_found"
+
+
+def test_bulk_get_refuses_more_than_the_limit(tenant: Tenant) -> None:
+    response = tenant.read.post("/v1/audiences/bulk-get", json={"ids": [f"id{i}" for i in range(101)]})
+    assert response.status_code == 422
+    assert response.json()["code"] == "too_many_ids"
+    empty = tenant.read.post("/v1/audiences/bulk-get", json={"ids": []})
+    assert empty.status_code == 422

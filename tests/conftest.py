@@ -1,0 +1,71 @@
+"""Shared fixtures: one app per test session on SQLite or PostgreSQL, a fresh workspace per test.
+
+The metadata database is SQLite in a temporary folder unless ``AUDIENCES_TEST_DATABASE_URL``
+names a PostgreSQL server; then a database of its own is created for the session and dropped
+at the end. Tests are isolated by workspace: every resource is workspace-scoped, so a fresh
+workspace is a clean slate without truncating anything.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from audiences.api.app import create_app
+from audiences.config import Settings
+from tests.factories import Tenant, make_tenant
+
+DATABASE_ENV = "AUDIENCES_TEST_DATABASE_URL"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, empty metadata database for this test session."""
+    server = os.environ.get(DATABASE_ENV)
+    if not server:
+        yield f"sqlite:///{tmp_path_factory.mktemp('metadata') / 'audiences.db'}"
+        return
+    name = f"audiences_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for the session's app: the test database, a generous rate limit."""
+    data_dir: Path = tmp_path_factory.mktemp("data")
+    return Settings(data_dir=data_dir, database_url=database_url, rate_limit="100000/minute")
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Iterator[FastAPI]:
+    """The real application, migrated, shared by the whole session."""
+    application = create_app(settings)
+    yield application
+    application.state.engine.dispose()
+
+
+@pytest.fixture
+def tenant(app: FastAPI) -> Iterator[Tenant]:
+    """A fresh workspace with a client per role."""
+    with make_tenant(app) as made:
+        yield made
+
+
+@pytest.fixture
+def other_tenant(app: FastAPI) -> Iterator[Tenant]:
+    """A second fresh workspace, to check that nothing crosses over."""
+    with make_tenant(app) as made:
+        yield made
