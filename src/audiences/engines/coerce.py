@@ -1,0 +1,158 @@
+"""Attribute values checked against their declared type before any engine stores them.
+
+Every engine runs the same table, so a value refused by DuckDB is refused by PostgreSQL too, and
+the error names the attribute instead of failing a whole batch inside the database.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+
+from audiences.schemas.attributes import AttributeType
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class TypeMismatchError(ValueError):
+    """A value contradicts the declared type of its attribute; the message says how."""
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'…' if len(text) > 40 else ''}"
+
+
+def to_string(value: object) -> str:
+    """Strings only: a number where text is declared is more likely a mistake than intent."""
+    if isinstance(value, str):
+        return value
+    raise TypeMismatchError(f"expected a string, got {_describe(value)}")
+
+
+def to_integer(value: object) -> int:
+    """Integers, integral floats and integer strings (as CSV imports send), within 64 bits."""
+    result: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        result = value
+    elif isinstance(value, float) and value.is_integer():
+        result = int(value)
+    elif isinstance(value, str):
+        try:
+            result = int(value.strip())
+        except ValueError:
+            result = None
+    if result is None or not INT64_MIN <= result <= INT64_MAX:
+        raise TypeMismatchError(f"expected an integer, got {_describe(value)}")
+    return result
+
+
+def to_float(value: object) -> float:
+    """Finite numbers and numeric strings; NaN and infinities compare differently in SQL."""
+    result: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value.strip())
+        except ValueError:
+            result = None
+    if result is None or not math.isfinite(result):
+        raise TypeMismatchError(f"expected a finite number, got {_describe(value)}")
+    return result
+
+
+def to_boolean(value: object) -> bool:
+    """Booleans and the strings 'true' / 'false' in any case."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise TypeMismatchError(f"expected a boolean, got {_describe(value)}")
+
+
+def to_timestamp(value: object) -> datetime:
+    """Datetimes and ISO 8601 strings; a naive one is taken as UTC, the result is UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise TypeMismatchError(
+                f"expected an ISO 8601 timestamp, got {_describe(value)}"
+            ) from None
+    if not isinstance(value, datetime):
+        raise TypeMismatchError(f"expected a timestamp, got {_describe(value)}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def to_date(value: object) -> date:
+    """Dates and ISO 8601 date strings (YYYY-MM-DD); a datetime is refused, not truncated."""
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise TypeMismatchError(f"expected an ISO 8601 date, got {_describe(value)}") from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    raise TypeMismatchError(f"expected a date, got {_describe(value)}")
+
+
+def to_string_list(value: object) -> list[str]:
+    """A list (or tuple) of strings, no nulls inside."""
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise TypeMismatchError(f"expected a list of strings, got {_describe(value)}")
+
+
+def to_number_list(value: object) -> list[float]:
+    """A list (or tuple) of finite numbers, no nulls inside."""
+    if not isinstance(value, list | tuple):
+        raise TypeMismatchError(f"expected a list of numbers, got {_describe(value)}")
+    try:
+        return [_number_item(item) for item in value]
+    except TypeMismatchError:
+        raise TypeMismatchError(f"expected a list of numbers, got {_describe(value)}") from None
+
+
+def _number_item(item: object) -> float:
+    if isinstance(item, bool) or not isinstance(item, int | float):
+        raise TypeMismatchError("not a number")
+    return to_float(item)
+
+
+def to_json(value: object) -> str:
+    """Any JSON-serialisable value, stored as its JSON text."""
+    return dump_json(value)
+
+
+def dump_json(value: object) -> str:
+    """JSON text of a value, or ``TypeMismatchError`` naming what cannot be serialised."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as error:
+        raise TypeMismatchError(f"expected a JSON value: {error}") from None
+
+
+COERCERS: dict[AttributeType, Callable[[object], Any]] = {
+    AttributeType.STRING: to_string,
+    AttributeType.INTEGER: to_integer,
+    AttributeType.FLOAT: to_float,
+    AttributeType.BOOLEAN: to_boolean,
+    AttributeType.TIMESTAMP: to_timestamp,
+    AttributeType.DATE: to_date,
+    AttributeType.STRING_LIST: to_string_list,
+    AttributeType.NUMBER_LIST: to_number_list,
+    AttributeType.JSON: to_json,
+}
+"""One checker per attribute type: the value in the form engines bind, or ``TypeMismatchError``."""
+
+
+def coerce(attribute_type: AttributeType, value: object) -> Any:
+    """The value converted for its declared type; ``TypeMismatchError`` if it contradicts it."""
+    return COERCERS[attribute_type](value)

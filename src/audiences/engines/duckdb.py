@@ -1,0 +1,456 @@
+"""The embedded profile engine: one DuckDB file, one table and one pid sequence per workspace.
+
+One process owns the file. Writes (upserts, deletes, new columns) take one lock and run on one
+connection; reads run on a fresh cursor each, so they proceed in parallel with writes under
+DuckDB's snapshot isolation. An upsert appends the merged row and deletes the old one: updating
+several columns of 1,000 scattered rows in place costs DuckDB 5-10 times more.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import numpy as np
+import orjson
+from pydantic import ValidationError
+from pyroaring import BitMap
+
+from audiences.engines import duckdb_sql as sql
+from audiences.engines.base import (
+    RESERVED_COLUMNS,
+    Params,
+    Profile,
+    ProfileRecord,
+    UpsertResult,
+    check_workspace_id,
+    pids_to_bitmap,
+)
+from audiences.engines.coerce import TypeMismatchError, coerce, dump_json
+from audiences.engines.idindex import AMBIGUOUS, IdIndex
+from audiences.engines.writes import WritePlan, merge_extra, plan_writes
+from audiences.errors import Conflict, ErrorDetail, Unprocessable, ValidationFailed
+from audiences.kit.clock import as_utc, utcnow
+from audiences.schemas.attributes import Attribute, AttributeSchema, AttributeType
+
+K = TypeVar("K")
+
+MAX_PID = 2**32 - 1
+
+QUERY_ERRORS = (
+    duckdb.BinderException,
+    duckdb.CatalogException,
+    duckdb.ConversionException,
+    duckdb.InvalidInputException,
+    duckdb.NotImplementedException,
+    duckdb.OutOfRangeException,
+    duckdb.ParserException,
+)
+"""DuckDB errors that mean the WHERE-SQL cannot run on this data, not that the engine broke."""
+
+
+@dataclass
+class _Workspace:
+    """What the engine keeps about one workspace; ``schema`` is replaced, never mutated."""
+
+    table: str
+    sequence: str
+    schema: dict[str, AttributeType]
+    index: IdIndex | None = None
+
+
+@dataclass(frozen=True)
+class _Stored:
+    pid: int
+    rowid: int
+    extra: str | None
+
+
+class DuckDBEngine:
+    """Profiles in ``<data_dir>/profiles.duckdb``; safe to share between threads."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, filename: str = "profiles.duckdb"):
+        folder = Path(data_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / filename
+        self._con = duckdb.connect(str(self.path))
+        self._lock = threading.RLock()
+        self._cursor_lock = threading.Lock()
+        self._writer = self._new_cursor()
+        self._workspaces: dict[str, _Workspace] = {}
+
+    @property
+    def dialect(self) -> str:
+        """WHERE-SQL for this engine is compiled by sqlglot's ``duckdb`` dialect."""
+        return sql.DIALECT
+
+    def ensure_attributes(self, workspace_id: str, schema: AttributeSchema) -> None:
+        """Add a typed column per new attribute and move matching ``extra`` values into it."""
+        wanted = _checked_schema(schema)
+        state = self._workspace(workspace_id, create=True)
+        assert state is not None
+        with self._lock:
+            _refuse_type_changes(state.schema, wanted)
+            for name, kind in wanted.items():
+                if name not in state.schema:
+                    self._add_attribute(state, name, kind)
+
+    def attributes(self, workspace_id: str) -> dict[str, AttributeType]:
+        """The declared attributes of a workspace, read from its columns."""
+        state = self._workspace(workspace_id)
+        return dict(state.schema) if state else {}
+
+    def upsert_profiles(
+        self, workspace_id: str, records: Sequence[ProfileRecord]
+    ) -> list[UpsertResult]:
+        """Merge each record into its profile; a record with a bad value fails alone."""
+        state = self._workspace(workspace_id, create=True)
+        assert state is not None
+        with self._lock:
+            plan = plan_writes(records, state.schema)
+            if plan.writes:
+                self._apply(state, plan)
+        return plan.results()
+
+    def get_profile(self, workspace_id: str, external_id: str) -> Profile | None:
+        """One profile by external id, found through the hash index and confirmed in SQL."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return None
+        with self._lock:
+            stored = self._resolve(state, [external_id])[1].get(external_id)
+            if stored is None:
+                return None
+            names = list(state.schema)
+            query = sql.select_rows(state.table, names, "pid = ? AND external_id = ?")
+            row = self._writer.execute(query, [stored.pid, external_id]).fetchone()
+        return _to_profile(row, names, state.schema) if row else None
+
+    def get_profiles_by_pid(self, workspace_id: str, pids: Sequence[int]) -> list[Profile | None]:
+        """Profiles by pid, in the order asked, None where there is none."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return [None] * len(pids)
+        schema = state.schema
+        query = sql.select_rows(state.table, list(schema), "pid IN (SELECT unnest(?::UINTEGER[]))")
+        with self._cursor() as cur:
+            rows = cur.execute(query, [_valid_pids(pids)]).fetchall()
+        found = {row[0]: _to_profile(row, list(schema), schema) for row in rows}
+        return [found.get(pid) for pid in pids]
+
+    def delete_profile(self, workspace_id: str, external_id: str) -> int | None:
+        """Delete one profile and return its pid; the pid is never given out again."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return None
+        with self._lock:
+            hashes, found = self._resolve(state, [external_id])
+            stored = found.get(external_id)
+            if stored is None:
+                return None
+            self._writer.execute(
+                f"DELETE FROM {state.table} WHERE pid = ? AND external_id = ?",
+                [stored.pid, external_id],
+            )
+            self._index(state).remove(hashes[external_id], stored.pid)
+        return stored.pid
+
+    def pids_for(self, workspace_id: str, external_ids: Sequence[str]) -> list[int | None]:
+        """The pid of each external id, in order, None where unknown."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return [None] * len(external_ids)
+        with self._lock:
+            found = self._resolve(state, list(external_ids))[1]
+        return [found[eid].pid if eid in found else None for eid in external_ids]
+
+    def external_ids_for(self, workspace_id: str, pids: Sequence[int]) -> list[str | None]:
+        """The external id of each pid, in order, None where unknown."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return [None] * len(pids)
+        query = f"SELECT pid, external_id FROM {state.table} WHERE pid IN (SELECT unnest(?))"
+        with self._cursor() as cur:
+            found = dict(cur.execute(query, [_valid_pids(pids)]).fetchall())
+        return [found.get(pid) for pid in pids]
+
+    def select_pids(self, workspace_id: str, where_sql: str, params: Params = ()) -> BitMap:
+        """Run ``SELECT pid FROM <profiles> WHERE <where_sql>`` into a bitmap."""
+        state = self._workspace(workspace_id)
+        condition = sql.checked_condition(where_sql)
+        if state is None:
+            return BitMap()
+        with self._cursor() as cur:
+            return self._select(cur, state, condition, params)
+
+    def select_many(
+        self,
+        workspace_id: str,
+        predicates: Mapping[K, str],
+        params: Mapping[K, Params] | None = None,
+    ) -> dict[K, BitMap]:
+        """One query per predicate on one cursor.
+
+        One pass computing a boolean column per predicate was measured too (bench/engines): it
+        is 10-40% slower, since most rows match some predicate and every column is fetched.
+        """
+        state = self._workspace(workspace_id)
+        conditions = {key: sql.checked_condition(text) for key, text in predicates.items()}
+        if state is None:
+            return {key: BitMap() for key in conditions}
+        bound = params or {}
+        with self._cursor() as cur:
+            return {
+                key: self._select(cur, state, condition, bound.get(key, ()))
+                for key, condition in conditions.items()
+            }
+
+    def count(self, workspace_id: str) -> int:
+        """How many profiles the workspace holds."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return 0
+        with self._cursor() as cur:
+            row = cur.execute(f"SELECT count(*) FROM {state.table}").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        """Close the database file; calls after this fail."""
+        with self._lock:
+            self._writer.close()
+            self._con.close()
+
+    # Internals: cursors, workspace state, the id index.
+
+    def _new_cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._cursor_lock:
+            cur = self._con.cursor()
+        # Rules may cast timestamps to dates; the Python predicates do that in UTC too.
+        cur.execute("SET TimeZone = 'UTC'")
+        return cur
+
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        cur = self._new_cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    def _workspace(self, workspace_id: str, *, create: bool = False) -> _Workspace | None:
+        check_workspace_id(workspace_id)
+        with self._lock:
+            state = self._workspaces.get(workspace_id) or self._load(workspace_id, create)
+            if state is not None:
+                self._workspaces[workspace_id] = state
+            return state
+
+    def _load(self, workspace_id: str, create: bool) -> _Workspace | None:
+        name = sql.table_name(workspace_id)
+        columns = self._writer.execute(
+            "SELECT column_name, data_type FROM duckdb_columns()"
+            " WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index",
+            [name],
+        ).fetchall()
+        if not columns and not create:
+            return None
+        state = _Workspace(sql.quote(name), sql.quote("pids_" + name.removeprefix("profiles_")), {})
+        if not columns:
+            self._writer.execute(sql.create_table(state.table))
+            self._writer.execute(f"CREATE SEQUENCE IF NOT EXISTS {state.sequence} START 1")
+        state.schema = {
+            column: sql.ATTRIBUTE_TYPES[kind]
+            for column, kind in columns
+            if column not in RESERVED_COLUMNS
+        }
+        return state
+
+    def _index(self, state: _Workspace) -> IdIndex:
+        if state.index is None:
+            query = f"SELECT hash(external_id) AS h, pid FROM {state.table}"
+            arrays = self._writer.execute(query).fetchnumpy()
+            state.index = IdIndex(np.asarray(arrays["h"]), np.asarray(arrays["pid"], np.int64))
+        return state.index
+
+    def _hashes(self, external_ids: list[str]) -> dict[str, int]:
+        query = "SELECT list_transform(?::VARCHAR[], lambda x: hash(x))"
+        row = self._writer.execute(query, [external_ids]).fetchone()
+        return dict(zip(external_ids, row[0] if row else [], strict=True))
+
+    def _resolve(
+        self, state: _Workspace, external_ids: list[str]
+    ) -> tuple[dict[str, int], dict[str, _Stored]]:
+        """Hash each id, and confirm in SQL the stored row of each id that has one."""
+        hashes = self._hashes(external_ids)
+        candidates = self._index(state).lookup(list(hashes.values()))
+        by_pid = [pid for pid in candidates if pid > 0]
+        exact = [eid for eid, pid in zip(hashes, candidates, strict=True) if pid == AMBIGUOUS]
+        select = f"SELECT external_id, pid, rowid, extra FROM {state.table} WHERE"
+        rows = self._writer.execute(
+            f"{select} pid IN (SELECT unnest(?::UINTEGER[]))"
+            " OR external_id IN (SELECT unnest(?::VARCHAR[]))",
+            [by_pid, exact],
+        ).fetchall()
+        return hashes, {eid: _Stored(pid, rowid, extra) for eid, pid, rowid, extra in rows}
+
+    def _apply(self, state: _Workspace, plan: WritePlan) -> None:
+        """Write a checked plan in one transaction, then teach the index the new ids."""
+        cur = self._writer
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            hashes, stored = self._resolve(state, [w.external_id for w in plan.writes])
+            self._assign_pids(state, plan, stored)
+            cur.execute(*self._merge_statement(state, plan, stored))
+            old = [stored[w.external_id].rowid for w in plan.writes if not w.created]
+            if old:
+                cur.execute(f"DELETE FROM {state.table} WHERE rowid IN (SELECT unnest(?))", [old])
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        index = self._index(state)
+        for write in plan.writes:
+            if write.created:
+                index.add(hashes[write.external_id], write.pid)
+
+    def _assign_pids(self, state: _Workspace, plan: WritePlan, stored: dict[str, _Stored]) -> None:
+        fresh = [write for write in plan.writes if write.external_id not in stored]
+        query = "SELECT nextval(?) AS pid FROM range(?) ORDER BY pid"
+        pids = (
+            self._writer.execute(query, [state.sequence, len(fresh)]).fetchnumpy()["pid"].tolist()
+        )
+        if pids and pids[-1] > MAX_PID:
+            raise Conflict("This workspace has used every pid.", code="pids_exhausted")
+        for write, pid in zip(fresh, pids, strict=True):
+            write.pid, write.created = int(pid), True
+        for write in plan.writes:
+            if not write.created:
+                write.pid = stored[write.external_id].pid
+
+    def _merge_statement(
+        self, state: _Workspace, plan: WritePlan, stored: dict[str, _Stored]
+    ) -> tuple[str, dict[str, Any]]:
+        touched, writes = plan.touched(), plan.writes
+        old = [stored.get(w.external_id) for w in writes]
+        params: dict[str, Any] = {
+            "pid": [w.pid for w in writes],
+            "external_id": [w.external_id for w in writes],
+            "extra": [
+                merge_extra(o.extra if o else None, w.extra)
+                for w, o in zip(writes, old, strict=True)
+            ],
+            "updated_at": utcnow(),
+            "old": [o.rowid for o in old if o is not None],
+        }
+        for n, name in enumerate(touched):
+            params[f"v{n}"] = [w.values.get(name) for w in writes]
+            params[f"p{n}"] = [name in w.values for w in writes]
+        return sql.merge_insert(state.table, state.schema, touched), params
+
+    def _add_attribute(self, state: _Workspace, name: str, kind: AttributeType) -> None:
+        """Add the column and move ``extra`` values that fit its type, in one transaction."""
+        cur = self._writer
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            cur.execute(sql.add_column(state.table, name, kind))
+            self._backfill(state, name, kind)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        state.schema = {**state.schema, name: kind}
+
+    def _backfill(self, state: _Workspace, name: str, kind: AttributeType) -> None:
+        path = f'$."{name}"'
+        query = f"SELECT pid, extra FROM {state.table} WHERE json_exists(extra, ?)"
+        moves: list[tuple[int, Any, str | None]] = []
+        for pid, extra in self._writer.execute(query, [path]).fetchall():
+            data = orjson.loads(extra)
+            try:
+                value = coerce(kind, data.pop(name))
+            except TypeMismatchError:
+                continue
+            moves.append((pid, value, dump_json(data) if data else None))
+        if moves:
+            pids, values, extras = (list(column) for column in zip(*moves, strict=True))
+            self._writer.execute(
+                f"UPDATE {state.table} SET {sql.quote(name)} = s.v, extra = s.e FROM (SELECT"
+                f" unnest(?::UINTEGER[]) AS pid, unnest(?::{sql.COLUMN_TYPES[kind]}[]) AS v,"
+                " unnest(?::JSON[]) AS e) s WHERE s.pid = " + state.table + ".pid",
+                [pids, values, extras],
+            )
+
+    @staticmethod
+    def _select(
+        cur: duckdb.DuckDBPyConnection, state: _Workspace, condition: str, params: Params
+    ) -> BitMap:
+        query = f"SELECT pid FROM {state.table} WHERE ({condition})"
+        try:
+            result = cur.execute(query, list(params)).fetchnumpy()
+        except QUERY_ERRORS as error:
+            raise Unprocessable(str(error), code="engine_query_failed") from None
+        return pids_to_bitmap(result["pid"])
+
+
+def _checked_schema(schema: AttributeSchema) -> dict[str, AttributeType]:
+    """Names and types as ``Attribute`` allows them, reserved column names refused."""
+    problems: list[ErrorDetail] = []
+    for name, kind in schema.items():
+        try:
+            Attribute(name=name, type=kind)
+        except ValidationError as error:
+            message = f"{name!r} is not a valid attribute: {error.errors()[0]['msg']}"
+            problems.append(ErrorDetail("attribute_invalid", message, ("schema", name)))
+        if name in RESERVED_COLUMNS:
+            message = f"{name!r} is reserved: pid, external_id, extra and updated_at are built in"
+            problems.append(ErrorDetail("attribute_reserved", message, ("schema", name)))
+    if problems:
+        raise ValidationFailed("The attribute schema is not valid.", errors=problems)
+    return {name: AttributeType(kind) for name, kind in schema.items()}
+
+
+def _refuse_type_changes(
+    current: Mapping[str, AttributeType], wanted: Mapping[str, AttributeType]
+) -> None:
+    problems = [
+        ErrorDetail(
+            "attribute_type_conflict",
+            f"{name!r} is declared {current[name]}; it cannot become {kind}",
+            ("schema", name),
+        )
+        for name, kind in wanted.items()
+        if name in current and current[name] != kind
+    ]
+    if problems:
+        raise Conflict(
+            "An attribute cannot change type.", code="attribute_type_conflict", errors=problems
+        )
+
+
+def _valid_pids(pids: Sequence[int]) -> list[int]:
+    return [pid for pid in pids if 0 < pid <= MAX_PID]
+
+
+def _to_profile(
+    row: tuple[Any, ...], names: list[str], schema: Mapping[str, AttributeType]
+) -> Profile:
+    pid, external_id, extra, updated_at, *values = row
+    # A declared name left in extra (its value did not fit the type) stays hidden, so that a
+    # profile reads the same to a Python predicate as to the SQL rule.
+    stored: dict[str, Any] = orjson.loads(extra) if extra else {}
+    attributes = {key: value for key, value in stored.items() if key not in schema}
+    for name, value in zip(names, values, strict=True):
+        if value is None:
+            continue
+        if schema[name] is AttributeType.JSON:
+            value = orjson.loads(value)
+        elif schema[name] is AttributeType.TIMESTAMP:
+            value = as_utc(value)
+        attributes[name] = value
+    return Profile(int(pid), external_id, attributes, as_utc(updated_at))

@@ -1,0 +1,125 @@
+"""The SQL the DuckDB engine runs: table names, column types and statement builders.
+
+Every identifier goes through sqlglot quoting and every value is a bound parameter; the only
+text that is not ours is the WHERE-SQL from the rule compiler, checked by ``checked_condition``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+from audiences.errors import Unprocessable
+from audiences.schemas.attributes import AttributeType
+
+DIALECT = "duckdb"
+
+COLUMN_TYPES: dict[AttributeType, str] = {
+    AttributeType.STRING: "VARCHAR",
+    AttributeType.INTEGER: "BIGINT",
+    AttributeType.FLOAT: "DOUBLE",
+    AttributeType.BOOLEAN: "BOOLEAN",
+    AttributeType.TIMESTAMP: "TIMESTAMPTZ",
+    AttributeType.DATE: "DATE",
+    AttributeType.STRING_LIST: "VARCHAR[]",
+    AttributeType.NUMBER_LIST: "DOUBLE[]",
+    AttributeType.JSON: "JSON",
+}
+"""The DuckDB column type of each attribute type."""
+
+ATTRIBUTE_TYPES: dict[str, AttributeType] = {
+    **{sql: kind for kind, sql in COLUMN_TYPES.items()},
+    "TIMESTAMP WITH TIME ZONE": AttributeType.TIMESTAMP,
+}
+"""Attribute type by the ``data_type`` in ``duckdb_columns()``: the columns are the truth."""
+
+FORBIDDEN_NODES: tuple[type[Any], ...] = (exp.Query, exp.Command, exp.DDL, exp.DML)
+"""Nodes a WHERE condition never needs: subqueries, commands, DDL and DML."""
+
+
+def quote(name: str) -> str:
+    """A DuckDB identifier for ``name``, quoted by sqlglot."""
+    return exp.to_identifier(name, quoted=True).sql(dialect=DIALECT)
+
+
+def table_name(workspace_id: str) -> str:
+    """The profile table of a workspace, unquoted.
+
+    DuckDB matches identifiers case-insensitively even when quoted, so ``Acme`` and ``acme``
+    would share a table; upper-case letters and ``-`` are escaped with ``_`` to keep names apart.
+    """
+    escaped = "".join(_ESCAPES.get(char, char) for char in workspace_id)
+    return f"profiles_{escaped}"
+
+
+_ESCAPES = {"_": "__", "-": "_h", **{c: f"_{c.lower()}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}}
+
+
+def checked_condition(where_sql: str) -> str:
+    """The WHERE-SQL unchanged, once sqlglot has seen one condition without forbidden nodes."""
+    try:
+        statements = sqlglot.parse(where_sql, read=DIALECT)
+    except ParseError as error:
+        raise _refused(f"The condition does not parse: {error}") from None
+    condition = statements[0] if len(statements) == 1 else None
+    if condition is None or isinstance(condition, FORBIDDEN_NODES):
+        raise _refused("The condition must be one SQL expression.")
+    if condition.find(*FORBIDDEN_NODES) is not None:
+        raise _refused("The condition may not contain subqueries, commands or DDL.")
+    return where_sql
+
+
+def _refused(detail: str) -> Unprocessable:
+    return Unprocessable(detail, code="engine_condition_invalid")
+
+
+def create_table(table: str) -> str:
+    """The DDL of a new, attribute-less profile table."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} (pid UINTEGER NOT NULL, external_id VARCHAR NOT NULL,"
+        " extra JSON, updated_at TIMESTAMPTZ NOT NULL)"
+    )
+
+
+def add_column(table: str, name: str, kind: AttributeType) -> str:
+    """The online DDL that declares one attribute."""
+    return f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote(name)} {COLUMN_TYPES[kind]}"
+
+
+def select_rows(table: str, attributes: Sequence[str], where: str) -> str:
+    """The columns ``row_to_profile`` reads: pid, external_id, extra, updated_at, attributes."""
+    columns = ", ".join(["pid", "external_id", "extra", "updated_at", *map(quote, attributes)])
+    return f"SELECT {columns} FROM {table} WHERE {where}"
+
+
+def merge_insert(table: str, schema: dict[str, AttributeType], touched: Sequence[str]) -> str:
+    """Append the merged row of each staged write; values not touched are copied from the old row.
+
+    Staged columns are bound as lists and unnested side by side (``$v<n>`` the values, ``$p<n>``
+    whether each write names the attribute); old rows are picked by rowid (``$old``), so the
+    rows this statement appends can never match, and a new profile has no old row.
+    """
+    staged = ["unnest($pid::UINTEGER[]) AS pid", "unnest($external_id::VARCHAR[]) AS external_id"]
+    for n, name in enumerate(touched):
+        staged.append(f"unnest($v{n}::{COLUMN_TYPES[schema[name]]}[]) AS v{n}")
+        staged.append(f"unnest($p{n}::BOOLEAN[]) AS p{n}")
+    staged.append("unnest($extra::JSON[]) AS extra")
+    slots = {name: n for n, name in enumerate(touched)}
+    merged = [_merged(quote(name), slots.get(name)) for name in schema]
+    targets = ", ".join(["pid", "external_id", *map(quote, schema), "extra", "updated_at"])
+    values = ", ".join(["s.pid", "s.external_id", *merged, "s.extra", "$updated_at::TIMESTAMPTZ"])
+    return (
+        f"INSERT INTO {table} ({targets}) SELECT {values} FROM (SELECT {', '.join(staged)}) s"
+        f" LEFT JOIN (SELECT * FROM {table} WHERE rowid IN (SELECT unnest($old::BIGINT[]))) o"
+        " ON o.pid = s.pid"
+    )
+
+
+def _merged(column: str, slot: int | None) -> str:
+    if slot is None:
+        return f"o.{column}"
+    return f"CASE WHEN s.p{slot} THEN s.v{slot} ELSE o.{column} END"
