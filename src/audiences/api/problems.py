@@ -82,6 +82,18 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         return problem_response(
             errors.BadRequest("the body is not valid JSON", code="malformed_json"), request
         )
+    unknown = [item["loc"][-1] for item in items if _is_unknown_query_parameter(item)]
+    if unknown:
+        names = ", ".join(str(name) for name in unknown)
+        error: AudiencesError = errors.InvalidParameter(
+            f"unknown query parameter {names}",
+            code="unknown_parameter",
+            errors=[
+                ErrorDetail("unknown_parameter", f"unknown parameter {n!r}", ("query", n))
+                for n in unknown
+            ],
+        )
+        return problem_response(error, request)
     details = [
         ErrorDetail(
             code=str(item.get("type", "invalid")),
@@ -92,6 +104,11 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     ]
     error = errors.ValidationFailed(f"{len(details)} field(s) failed validation", errors=details)
     return problem_response(error, request)
+
+
+def _is_unknown_query_parameter(item: Any) -> bool:
+    location = item.get("loc", ())
+    return item.get("type") == "extra_forbidden" and len(location) >= 2 and location[0] == "query"
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,158 @@
+"""PATCH with JSON Patch (RFC 6902) and JSON merge patch (RFC 7386), edge cases included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.client import ApiClient
+from tests.factories import Tenant, make_audience, make_group
+
+JSON_PATCH = {"Content-Type": "application/json-patch+json"}
+MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+
+
+def _patch(client: ApiClient, audience: dict[str, Any], doc: Any, headers: dict[str, str]) -> Any:
+    return client.patch(f"/v1/audiences/{audience['id']}", json=doc, headers=headers)
+
+
+def test_json_patch_edits_fields_and_bumps_the_version(tenant: Tenant) -> None:
+    audience = make_audience(tenant.write, labels=["a"])
+    ops = [
+        {"op": "replace", "path": "/name", "value": "Patched"},
+        {"op": "add", "path": "/labels/-", "value": "b"},
+        {"op": "add", "path": "/metadata/owner", "value": "growth"},
+        {"op": "replace", "path": "/refresh_policy", "value": {"mode": "streaming"}},
+    ]
+    response = _patch(tenant.write, audience, ops, JSON_PATCH)
+    assert response.status_code == 200, response.text
+    patched = response.json()
+    assert patched["name"] == "Patched"
+    assert patched["labels"] == ["a", "b"]
+    assert patched["metadata"] == {"owner": "growth"}
+    assert patched["refresh_policy"] == {"mode": "streaming", "interval_seconds": None}
+    assert patched["version"] == 2
+    assert response.headers["etag"] == '"2"'
+
+
+def test_label_only_change_bumps_the_version(tenant: Tenant) -> None:
+    audience = make_audience(tenant.write, labels=["a", "b"])
+    ops = [{"op": "move", "from": "/labels/0", "path": "/labels/-"}]
+    response = _patch(tenant.write, audience, ops, JSON_PATCH)
+    assert response.json()["labels"] == ["b", "a"]
+    assert response.json()["version"] == 2
+
+
+def test_test_op_guards_the_patch(tenant: Tenant) -> None:
+    audience = make_audience(tenant.write, name="Before")
+    ok = [{"op": "test", "path": "/version", "value": 1}, {"op": "replace", "path": "/name", "value": "After"}]
+    assert _patch(tenant.write, audience, ok, JSON_PATCH).json()["name"] == "After"
+    stale = [{"op": "test", "path": "/name", "value": "Before"}, {"op": "replace", "path": "/name", "value": "X"}]
+    response = _patch(tenant.write, audience, stale, JSON_PATCH)
+    assert response.status_code == 409
+    assert response.json()["code"] == "patch_test_failed"
+    assert tenant.read.get(f"/v1/audiences/{audience['id']}").json()["name"] == "After"
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        {"op": "replace", "path": "/id", "value": "x"},
+        {"op": "replace", "path": "/version", "value": 9},
+        {"op": "replace", "path": "/size", "value": 9},
+        {"op": "add", "path": "/created_by", "value": "me"},
+        {"op": "remove", "path": "/evaluation"},
+        {"op": "replace", "path": "", "value": {}},
+        {"op": "move", "from": "/id", "path": "/name"},
+    ],
+)
+def test_read_only_paths_are_refused(tenant: Tenant, op: dict[str, Any]) -> None:
+    audience = make_audience(tenant.write)
+    response = _patch(tenant.write, audience, [op], JSON_PATCH)
+    assert response.status_code == 422
+    assert response.json()["code"] == "patch_forbidden_path"
+    assert tenant.read.get(f"/v1/audiences/{audience['id']}").json() == audience
+
+
+@pytest.mark.parametrize(
+    ("doc", "code"),
+    [
+        ({"op": "replace"}, "patch_malformed"),
+        ([{"path": "/name"}], "patch_malformed"),
+        ([{"op": "frobnicate", "path": "/name"}], "patch_malformed"),
+        ([{"op": "replace", "path": 3, "value": 1}], "patch_malformed"),
+        ([{"op": "replace", "path": "/labels/7", "value": "x"}], "patch_failed"),
+        ([{"op": "remove", "path": "/metadata/missing"}], "patch_failed"),
+        ([{"op": "remove", "path": "/name"}], "validation_failed"),
+        ([{"op": "replace", "path": "/kind", "value": "static"}], "validation_failed"),
+        ([{"op": "add", "path": "/unknown", "value": 1}], "patch_forbidden_path"),
+    ],
+)
+def test_bad_patches_get_a_clear_422_and_change_nothing(tenant: Tenant, doc: Any, code: str) -> None:
+    audience = make_audience(tenant.write)
+    response = _patch(tenant.write, audience, doc, JSON_PATCH)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == code
+    assert tenant.read.get(f"/v1/audiences/{audience['id']}").json() == audience
+
+
+def test_merge_patch_merges_objects_and_null_removes(tenant: Tenant) -> None:
+    audience = make_audience(tenant.write, description="old", metadata={"a": 1, "b": {"c": 2}})
+    doc = {"description": None, "metadata": {"b": {"c": None, "d": 3}}, "archived": True}
+    response = _patch(tenant.write, audience, doc, MERGE_PATCH)
+    assert response.status_code == 200, response.text
+    patched = response.json()
+    assert patched["description"] is None
+    assert patched["metadata"] == {"a": 1, "b": {"d": 3}}
+    assert patched["archived"] is True
+    assert patched["version"] == 2
+
+
+def test_merge_patch_refuses_read_only_and_non_objects(tenant: Tenant) -> None:
+    audience = make_audience(tenant.write)
+    forbidden = _patch(tenant.write, audience, {"version": 5, "name": "x"}, MERGE_PATCH)
+    assert forbidden.status_code == 422
+    assert forbidden.json()["code"] == "patch_forbidden_path"
+    not_object = _patch(tenant.write, audience, ["name"], MERGE_PATCH)
+    assert not_object.json()["code"] == "patch_malformed"
+    removes_required = _patch(tenant.write, audience, {"key": None}, MERGE_PATCH)
+    assert removes_required.json()["code"] == "validation_failed"
+    assert tenant.read.get(f"/v1/audiences/{audience['id']}").json() == audience
+
+
+def test_patch_content_types(tenant: Tenant) -> None:
+    audience = make_audience(tenant.write)
+    plain = _patch(tenant.write, audience, {"name": "x"}, {"Content-Type": "application/json"})
+    assert plain.status_code == 415
+    broken = tenant.write.patch(
+        f"/v1/audiences/{audience['id']}", content=b"[{", headers=JSON_PATCH
+    )
+    assert broken.status_code == 400
+    assert broken.json()["code"] == "malformed_json"
+
+
+def test_patch_honours_if_match(tenant: Tenant) -> None:
+    audience = make_audience(tenant.write)
+    doc = {"name": "x"}
+    stale = tenant.write.patch(
+        f"/v1/audiences/{audience['id']}", json=doc, headers={**MERGE_PATCH, "If-Match": '"5"'}
+    )
+    assert stale.status_code == 412
+    fresh = tenant.write.patch(
+        f"/v1/audiences/{audience['id']}", json=doc, headers={**MERGE_PATCH, "If-Match": '"1"'}
+    )
+    assert fresh.status_code == 200
+
+
+def test_patch_group_with_both_formats(tenant: Tenant) -> None:
+    group = make_group(tenant.write, name="Before")
+    url = f"/v1/audience-groups/{group['id']}"
+    merged = tenant.write.patch(url, json={"description": "new"}, headers=MERGE_PATCH)
+    assert merged.json()["description"] == "new"
+    ops = [{"op": "replace", "path": "/name", "value": "After"}]
+    patched = tenant.write.patch(url, json=ops, headers=JSON_PATCH)
+    assert patched.json()["name"] == "After"
+    assert patched.json()["version"] == 3
+    forbidden = tenant.write.patch(url, json=[{"op": "replace", "path": "/audience_count", "value": 1}], headers=JSON_PATCH)
+    assert forbidden.status_code == 422
