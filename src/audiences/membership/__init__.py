@@ -1,0 +1,1 @@
+"""Membership: Roaring bitmaps of pids, their storage form, diffs, paging and an in-memory cache."""
