@@ -1,0 +1,85 @@
+"""Tenancy: another workspace's resources answer 404 on every route and method, never 403 or 2xx.
+
+The matrix is built from the app's OpenAPI paths, so a new route with a path parameter is
+covered automatically (or fails here until the test knows what id to put in it).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI
+
+from tests.factories import Tenant, audience_body, make_audience, make_group
+
+BODIES: dict[str, dict[str, Any]] = {
+    "PUT": {"json": audience_body()},
+    "PATCH": {"json": {"name": "stolen"}, "headers": {"Content-Type": "application/merge-patch+json"}},
+    "POST": {"json": {}},
+    "DELETE": {},
+    "GET": {},
+}
+PUT_GROUP: dict[str, Any] = {"json": {"name": "stolen"}}
+
+
+def _victim_ids(victim: Tenant) -> dict[str, str]:
+    group = make_group(victim.write)
+    audience = make_audience(victim.write, group_id=group["id"])
+    key = victim.admin.get("/v1/api-keys").json()["data"][0]
+    return {"audience_id": audience["id"], "group_id": group["id"], "key_id": key["id"]}
+
+
+def _routes_with_ids(app: FastAPI) -> list[tuple[str, str]]:
+    paths = app.openapi()["paths"]
+    return [
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if "{" in path
+        for method in operations
+    ]
+
+
+def test_every_route_answers_404_for_another_workspaces_ids(
+    app: FastAPI, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    ids = _victim_ids(tenant)
+    before = {path: tenant.admin.get(path).json() for path in _victim_urls(ids)}
+    routes = _routes_with_ids(app)
+    assert len(routes) >= 10
+    outcomes = []
+    for method, template in routes:
+        params = re.findall(r"{(\w+)}", template)
+        missing = [p for p in params if p not in ids]
+        assert not missing, f"teach this test an id for {missing} in {template}"
+        url = template.format(**ids)
+        body = PUT_GROUP if method == "PUT" and "audience-groups" in url else BODIES[method]
+        response = other_tenant.admin.request(method, url, **body)
+        outcomes.append((method, url, response.status_code))
+    assert [o for o in outcomes if o[2] != 404] == []
+    assert {path: tenant.admin.get(path).json() for path in _victim_urls(ids)} == before
+
+
+def test_lists_and_bulk_get_show_nothing_of_another_workspace(tenant: Tenant, other_tenant: Tenant) -> None:
+    ids = _victim_ids(tenant)
+    for path in ("/v1/audiences", "/v1/audience-groups", "/v1/api-keys"):
+        seen = other_tenant.admin.get(path, params={"limit": 200}).json()["data"]
+        assert set(ids.values()).isdisjoint(item["id"] for item in seen)
+    bulk = other_tenant.admin.post("/v1/audiences/bulk-get", json={"ids": [ids["audience_id"]]}).json()
+    assert [r["status"] for r in bulk["results"]] == [404]
+    filtered = other_tenant.admin.get("/v1/audiences", params={"group": ids["group_id"]}).json()
+    assert filtered["total"] == 0
+
+
+def test_another_workspaces_group_cannot_be_joined(tenant: Tenant, other_tenant: Tenant) -> None:
+    ids = _victim_ids(tenant)
+    response = other_tenant.write.post("/v1/audiences", json=audience_body(group_id=ids["group_id"]))
+    assert response.status_code == 422
+
+
+def _victim_urls(ids: dict[str, str]) -> list[str]:
+    return [
+        f"/v1/audiences/{ids['audience_id']}",
+        f"/v1/audience-groups/{ids['group_id']}",
+        f"/v1/api-keys/{ids['key_id']}",
+    ]
