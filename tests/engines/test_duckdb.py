@@ -1,0 +1,274 @@
+"""The DuckDB engine on real files: schema, merge semantics, id map, deletes and selects."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from pyroaring import BitMap
+
+from audiences.engines.base import ProfileEngine
+from audiences.engines.duckdb import DuckDBEngine
+from audiences.errors import Conflict, InvalidParameter, Unprocessable, ValidationFailed
+from audiences.schemas.attributes import AttributeType
+from tests.engines.conftest import SCHEMA, WS
+
+
+def test_engine_satisfies_the_protocol(engine: DuckDBEngine) -> None:
+    assert isinstance(engine, ProfileEngine)
+    assert engine.dialect == "duckdb"
+    assert engine.path.name == "profiles.duckdb"
+
+
+def test_every_attribute_type_round_trips(engine: DuckDBEngine) -> None:
+    attributes = {
+        "country": "US",
+        "age": 31,
+        "lifetime_value": 12.5,
+        "churned": False,
+        "last_seen": datetime(2024, 5, 1, 12, 0, tzinfo=timezone(timedelta(hours=2))),
+        "signup_date": date(2020, 2, 29),
+        "tags": ["vip", "beta"],
+        "scores": [1, 2.5],
+        "settings": {"theme": "dark", "nested": {"a": [1, None]}},
+    }
+    [result] = engine.upsert_profiles(WS, [("u1", attributes)])
+    profile = engine.get_profile(WS, "u1")
+    assert result.ok and result.created and profile is not None
+    assert profile.pid == result.pid
+    assert profile.attributes == {
+        **attributes,
+        "last_seen": datetime(2024, 5, 1, 10, 0, tzinfo=UTC),
+        "scores": [1.0, 2.5],
+    }
+    assert profile.updated_at.tzinfo is not None
+
+
+def test_strings_are_coerced_to_declared_types(engine: DuckDBEngine) -> None:
+    record = {
+        "age": "42",
+        "churned": "TRUE",
+        "signup_date": "2021-03-04",
+        "last_seen": "2024-01-01",
+    }
+    engine.upsert_profiles(WS, [("u1", record)])
+    profile = engine.get_profile(WS, "u1")
+    assert profile is not None
+    assert profile.attributes == {
+        "age": 42,
+        "churned": True,
+        "signup_date": date(2021, 3, 4),
+        "last_seen": datetime(2024, 1, 1, tzinfo=UTC),
+    }
+
+
+def test_schema_is_read_back_from_the_columns(engine: DuckDBEngine, tmp_path: Path) -> None:
+    engine.close()
+    reopened = DuckDBEngine(tmp_path)
+    assert reopened.attributes(WS) == SCHEMA
+    assert reopened.attributes("other") == {}
+    reopened.close()
+
+
+def test_adding_an_attribute_moves_fitting_extra_values(engine: DuckDBEngine) -> None:
+    engine.upsert_profiles(WS, [("a", {"plan": "pro", "x": 1}), ("b", {"plan": 7}), ("c", {})])
+    assert set(engine.select_pids(WS, "extra->>'$.plan' = 'pro'")) == {1}
+    engine.ensure_attributes(WS, {**SCHEMA, "plan": AttributeType.STRING})
+    assert engine.attributes(WS)["plan"] is AttributeType.STRING
+    assert set(engine.select_pids(WS, "plan = 'pro'")) == {1}
+    assert set(engine.select_pids(WS, "extra->>'$.plan' IS NOT NULL")) == {2}
+    a, b = engine.get_profile(WS, "a"), engine.get_profile(WS, "b")
+    assert a is not None and a.attributes == {"plan": "pro", "x": 1}
+    # 7 does not fit a string: it stays in extra, hidden behind the declared name.
+    assert b is not None and b.attributes == {}
+
+
+def test_an_attribute_cannot_change_type(engine: DuckDBEngine) -> None:
+    with pytest.raises(Conflict) as caught:
+        engine.ensure_attributes(WS, {"age": AttributeType.STRING})
+    assert caught.value.code == "attribute_type_conflict"
+    assert [error.location for error in caught.value.errors] == [("schema", "age")]
+    assert engine.attributes(WS)["age"] is AttributeType.INTEGER
+
+
+@pytest.mark.parametrize("name", ["pid", "extra", "Bad Name", "1st"])
+def test_reserved_and_malformed_names_are_refused(engine: DuckDBEngine, name: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        engine.ensure_attributes(WS, {name: AttributeType.STRING})
+    assert caught.value.errors[0].location == ("schema", name)
+    assert name not in engine.attributes(WS)
+
+
+def test_dotted_attribute_names_are_quoted_columns(engine: DuckDBEngine) -> None:
+    engine.ensure_attributes(WS, {"address.country": AttributeType.STRING})
+    engine.upsert_profiles(WS, [("u1", {"address.country": "FR"})])
+    assert set(engine.select_pids(WS, "\"address.country\" = 'FR'")) == {1}
+
+
+def test_upsert_merges_into_what_is_stored(engine: DuckDBEngine) -> None:
+    engine.upsert_profiles(WS, [("u1", {"country": "US", "age": 30, "tags": ["a"]})])
+    [result] = engine.upsert_profiles(WS, [("u1", {"age": 31, "churned": True})])
+    profile = engine.get_profile(WS, "u1")
+    assert not result.created and result.pid == 1
+    assert profile is not None
+    assert profile.attributes == {"country": "US", "age": 31, "tags": ["a"], "churned": True}
+    assert engine.count(WS) == 1
+
+
+def test_none_clears_declared_and_extra_attributes(engine: DuckDBEngine) -> None:
+    engine.upsert_profiles(WS, [("u1", {"country": "US", "age": 30, "color": "red", "k": 1})])
+    engine.upsert_profiles(WS, [("u1", {"country": None, "color": None})])
+    profile = engine.get_profile(WS, "u1")
+    assert profile is not None and profile.attributes == {"age": 30, "k": 1}
+    assert set(engine.select_pids(WS, "country IS NULL")) == {1}
+
+
+def test_extra_merges_top_level_keys_and_keeps_nested_values(engine: DuckDBEngine) -> None:
+    engine.upsert_profiles(WS, [("u1", {"prefs": {"a": 1, "b": 2}, "n": 1})])
+    engine.upsert_profiles(WS, [("u1", {"prefs": {"c": None}, "m": [1, None]})])
+    profile = engine.get_profile(WS, "u1")
+    assert profile is not None
+    assert profile.attributes == {"prefs": {"c": None}, "n": 1, "m": [1, None]}
+
+
+def test_a_bad_value_fails_its_record_and_the_rest_is_written(engine: DuckDBEngine) -> None:
+    results = engine.upsert_profiles(
+        WS,
+        [
+            ("good", {"age": 5}),
+            ("bad", {"age": "five", "country": 3, "tags": "vip"}),
+            ("", {"age": 1}),
+            ("also-good", {"tags": ["x"]}),
+        ],
+    )
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert [e.location for e in results[1].errors] == [
+        ("attributes", "age"),
+        ("attributes", "country"),
+        ("attributes", "tags"),
+    ]
+    assert {e.code for e in results[1].errors} == {"attribute_type_mismatch"}
+    assert results[1].pid is None and results[1].external_id == "bad"
+    assert results[2].errors[0].code == "external_id_invalid"
+    assert engine.pids_for(WS, ["good", "bad", "also-good"]) == [1, None, 2]
+
+
+def test_values_that_are_not_json_are_refused(engine: DuckDBEngine) -> None:
+    [result] = engine.upsert_profiles(WS, [("u1", {"things": {1, 2}})])
+    assert not result.ok and result.errors[0].location == ("attributes", "things")
+    assert engine.count(WS) == 0
+
+
+def test_a_refused_record_leaves_the_stored_profile_alone(engine: DuckDBEngine) -> None:
+    engine.upsert_profiles(WS, [("u1", {"age": 30})])
+    [result] = engine.upsert_profiles(WS, [("u1", {"age": 31, "lifetime_value": "lots"})])
+    profile = engine.get_profile(WS, "u1")
+    assert not result.ok
+    assert profile is not None and profile.attributes == {"age": 30}
+
+
+def test_repeated_ids_in_one_batch_apply_in_order(engine: DuckDBEngine) -> None:
+    results = engine.upsert_profiles(
+        WS, [("u1", {"age": 1, "country": "US"}), ("u2", {}), ("u1", {"age": 2, "x": 1})]
+    )
+    assert [(r.pid, r.created) for r in results] == [(1, True), (2, True), (1, False)]
+    profile = engine.get_profile(WS, "u1")
+    assert profile is not None and profile.attributes == {"age": 2, "country": "US", "x": 1}
+    assert engine.count(WS) == 2
+
+
+def test_undeclared_workspaces_read_as_empty(engine: DuckDBEngine) -> None:
+    assert engine.get_profile("nobody", "u1") is None
+    assert engine.count("nobody") == 0
+    assert set(engine.select_pids("nobody", "age > 1")) == set()
+    assert engine.select_many("nobody", {"a": "age > 1"}) == {"a": BitMap()}
+    assert engine.pids_for("nobody", ["u1"]) == [None]
+    assert engine.external_ids_for("nobody", [1]) == [None]
+    assert engine.delete_profile("nobody", "u1") is None
+
+
+def test_workspaces_are_apart_even_when_ids_differ_only_in_case(tmp_path: Path) -> None:
+    engine = DuckDBEngine(tmp_path)
+    engine.upsert_profiles("Acme", [("u1", {"n": 1})])
+    engine.upsert_profiles("acme", [("u1", {"n": 2}), ("u2", {})])
+    upper, lower = engine.get_profile("Acme", "u1"), engine.get_profile("acme", "u1")
+    assert upper is not None and upper.attributes == {"n": 1}
+    assert lower is not None and lower.attributes == {"n": 2}
+    assert (engine.count("Acme"), engine.count("acme")) == (1, 2)
+    engine.close()
+
+
+@pytest.mark.parametrize("workspace", ["", "a b", "x" * 65, 'a";DROP TABLE t;--'])
+def test_unsafe_workspace_ids_are_refused(engine: DuckDBEngine, workspace: str) -> None:
+    with pytest.raises(InvalidParameter):
+        engine.upsert_profiles(workspace, [("u1", {})])
+
+
+def test_delete_returns_the_pid_and_never_reuses_it(engine: DuckDBEngine, tmp_path: Path) -> None:
+    engine.upsert_profiles(WS, [("u1", {"age": 1}), ("u2", {"age": 2})])
+    assert engine.delete_profile(WS, "u2") == 2
+    assert engine.delete_profile(WS, "u2") is None
+    assert engine.get_profile(WS, "u2") is None
+    assert set(engine.select_pids(WS, "age > 0")) == {1}
+    engine.close()
+    reopened = DuckDBEngine(tmp_path)
+    [again] = reopened.upsert_profiles(WS, [("u2", {"age": 2})])
+    assert again.created and again.pid == 3
+    assert reopened.pids_for(WS, ["u1", "u2"]) == [1, 3]
+    reopened.close()
+
+
+def test_id_map_round_trips_in_order(engine: DuckDBEngine) -> None:
+    ids = [f"user-{n}" for n in range(300)]
+    engine.upsert_profiles(WS, [(eid, {}) for eid in ids])
+    asked = ["user-7", "missing", "user-0", "user-299", "user-7"]
+    pids = engine.pids_for(WS, asked)
+    assert pids == [8, None, 1, 300, 8]
+    assert engine.external_ids_for(WS, [p or 0 for p in pids]) == [
+        "user-7",
+        None,
+        "user-0",
+        "user-299",
+        "user-7",
+    ]
+    assert engine.external_ids_for(WS, [-1, 2**40]) == [None, None]
+
+
+def test_profiles_by_pid_in_the_order_asked(engine: DuckDBEngine) -> None:
+    engine.upsert_profiles(WS, [("a", {"age": 1}), ("b", {"age": 2})])
+    profiles = engine.get_profiles_by_pid(WS, [2, 99, 1])
+    assert [p.external_id if p else None for p in profiles] == ["b", None, "a"]
+    assert profiles[0] is not None and profiles[0].attributes == {"age": 2}
+
+
+def test_select_pids_binds_parameters(engine: DuckDBEngine) -> None:
+    engine.upsert_profiles(WS, [(f"u{n}", {"age": n, "country": "US"}) for n in range(10)])
+    assert set(engine.select_pids(WS, "age >= ? AND country = ?", [7, "US"])) == {8, 9, 10}
+
+
+@pytest.mark.parametrize(
+    "where_sql",
+    ["age > 1; DROP TABLE x", "pid IN (SELECT pid FROM other)", "age >", "DROP TABLE x"],
+)
+def test_conditions_that_are_not_one_expression_are_refused(
+    engine: DuckDBEngine, where_sql: str
+) -> None:
+    with pytest.raises(Unprocessable) as caught:
+        engine.select_pids(WS, where_sql)
+    assert caught.value.code == "engine_condition_invalid"
+
+
+def test_a_condition_that_cannot_run_is_unprocessable(engine: DuckDBEngine) -> None:
+    with pytest.raises(Unprocessable) as caught:
+        engine.select_pids(WS, "no_such_column = 1")
+    assert caught.value.code == "engine_query_failed"
+
+
+def test_profiles_survive_many_rewrites(engine: DuckDBEngine) -> None:
+    for round_ in range(5):
+        batch = [(f"u{n}", {"age": round_ * 100 + n}) for n in range(200)]
+        assert all(r.ok for r in engine.upsert_profiles(WS, batch))
+    assert engine.count(WS) == 200
+    assert set(engine.select_pids(WS, "age >= 400")) == set(range(1, 201))
+    assert engine.pids_for(WS, ["u0", "u199"]) == [1, 200]

@@ -1,0 +1,60 @@
+"""The hash to pid index: lookups, ambiguity, removal and compaction."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from audiences.engines.idindex import ABSENT, AMBIGUOUS, IdIndex
+
+
+def make(pairs: dict[int, int]) -> IdIndex:
+    hashes = np.array(list(pairs), dtype=np.uint64)
+    return IdIndex(hashes, np.array(list(pairs.values()), dtype=np.int64))
+
+
+def test_lookup_answers_pids_and_absent() -> None:
+    index = make({2**64 - 1: 3, 10: 1, 5: 2})
+    assert index.lookup([10, 5, 2**64 - 1, 7]) == [1, 2, 3, ABSENT]
+    assert len(index) == 3
+
+
+def test_an_empty_index_knows_nothing() -> None:
+    index = make({})
+    assert index.lookup([1, 2]) == [ABSENT, ABSENT]
+    index.add(1, 9)
+    assert index.lookup([1]) == [9]
+
+
+def test_shared_hashes_are_ambiguous() -> None:
+    index = IdIndex(np.array([7, 7, 8], dtype=np.uint64), np.array([1, 2, 3], dtype=np.int64))
+    assert index.lookup([7, 8]) == [AMBIGUOUS, 3]
+    index.add(8, 4)
+    assert index.lookup([8]) == [AMBIGUOUS]
+
+
+def test_re_adding_the_same_pair_is_harmless() -> None:
+    index = make({1: 1})
+    index.add(1, 1)
+    assert index.lookup([1]) == [1]
+
+
+def test_remove_then_add_again() -> None:
+    index = make({1: 1, 2: 2})
+    index.add(3, 3)
+    index.remove(1, 1)
+    index.remove(3, 3)
+    assert index.lookup([1, 2, 3]) == [ABSENT, 2, ABSENT]
+    index.add(1, 4)
+    assert index.lookup([1]) == [4]
+    assert len(index) == 2
+
+
+def test_compaction_keeps_every_entry() -> None:
+    index = make({n * 2: n + 1 for n in range(1000)})
+    index.remove(0, 1)
+    added = {n * 2 + 1: 5000 + n for n in range(70_000)}
+    for key, pid in added.items():
+        index.add(key, pid)
+    keys = [0, 2, 1998, *list(added)[::997]]
+    assert index.lookup(keys) == [ABSENT, 2, 1000, *list(added.values())[::997]]
+    assert len(index) == 999 + 70_000

@@ -1,0 +1,41 @@
+"""Batch planning: per-record checks, folding repeated ids, and the extra merge."""
+
+from __future__ import annotations
+
+import orjson
+
+from audiences.engines.writes import merge_extra, plan_writes
+from audiences.schemas.attributes import AttributeType
+
+SCHEMA = {"age": AttributeType.INTEGER}
+
+
+def test_records_fold_by_external_id_in_order() -> None:
+    plan = plan_writes([("a", {"age": 1, "x": 1}), ("b", {}), ("a", {"age": None, "y": 2})], SCHEMA)
+    assert [w.external_id for w in plan.writes] == ["a", "b"]
+    assert plan.writes[0].values == {"age": None}
+    assert plan.writes[0].extra == {"x": 1, "y": 2}
+    assert plan.writes[0].positions == [0, 2]
+    assert plan.touched() == ["age"]
+
+
+def test_refused_records_are_reported_at_their_position() -> None:
+    plan = plan_writes([("a", {"age": "x"}), ("b", {"age": 2})], SCHEMA)
+    results = plan.results()
+    assert [r.external_id for r in results] == ["a", "b"]
+    assert results[0].errors[0].code == "attribute_type_mismatch"
+    assert [w.external_id for w in plan.writes] == ["b"]
+
+
+def test_non_mapping_attributes_are_refused() -> None:
+    plan = plan_writes([("a", ["age", 1])], SCHEMA)  # type: ignore[list-item]
+    assert plan.results()[0].errors[0].code == "attributes_invalid"
+
+
+def test_merge_extra_is_a_top_level_merge() -> None:
+    stored = orjson.dumps({"a": {"x": 1}, "b": 2}).decode()
+    merged = merge_extra(stored, {"a": {"y": None}, "b": None, "c": [None]})
+    assert merged is not None and orjson.loads(merged) == {"a": {"y": None}, "c": [None]}
+    assert merge_extra(stored, {}) == stored
+    assert merge_extra('{"a": 1}', {"a": None}) is None
+    assert merge_extra(None, {"a": None}) is None
