@@ -1,0 +1,106 @@
+"""The rule language: parse, validate and compile audience rules (no database, no HTTP).
+
+A rule is a SQL boolean expression over profile attributes, written as text
+(``country = 'US' AND age >= 30``) or as a JSON tree (``{"all": [{"field": ...}]}``). Both
+forms parse to one sqlglot tree, held by a ``Rule``. From it come canonical text, the JSON
+form, SQL for DuckDB / PostgreSQL / ClickHouse / Spark, a compiled Python predicate, an
+explanation on one profile, and the audiences it depends on. Every problem is reported at
+once in a ``RuleError`` whose ``errors`` carry stable ``rule_*`` codes and positions.
+
+Typical use::
+
+    rule = validate_rule(text_or_json, schema)      # RuleError if anything is wrong
+    rule.text, rule.to_json(), dependencies(rule)   # store / return
+    to_sql(rule, "duckdb", audience=hook, now=t)    # batch
+    to_predicate(rule, audience=hook)(profile)      # streaming, one profile
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from audiences.rules.explain import explain
+from audiences.rules.json_form import from_json
+from audiences.rules.parse import parse_rule, parse_tree
+from audiences.rules.problems import at, fail
+from audiences.rules.references import dependencies, evaluation_mode, evaluation_order, find_cycle
+from audiences.rules.rule import Rule, RuleLimits
+from audiences.rules.structure import check_structure
+from audiences.rules.to_python import to_predicate
+from audiences.rules.to_sql import DIALECTS, to_sql
+from audiences.rules.validate import validate_tree
+from audiences.schemas.attributes import AttributeSchema
+
+__all__ = [
+    "DIALECTS",
+    "Rule",
+    "RuleLimits",
+    "dependencies",
+    "evaluation_mode",
+    "evaluation_order",
+    "explain",
+    "find_cycle",
+    "parse_rule",
+    "parse_rule_json",
+    "to_predicate",
+    "to_sql",
+    "validate_rule",
+]
+
+
+def parse_rule_json(data: Mapping[str, Any], *, limits: RuleLimits = RuleLimits()) -> Rule:
+    """Build a Rule from the JSON tree form; problems carry JSON paths in ``location``.
+
+    >>> parse_rule_json({"all": [{"field": "country", "op": "in", "values": ["US", "CA"]},
+    ...                          {"field": "age", "op": "gte", "value": 30}]}).text
+    "country IN ('US', 'CA') AND age >= 30"
+    """
+    rule, problems = _from_json(data, limits)
+    fail(problems)
+    assert rule is not None
+    return rule
+
+
+def _from_json(data: Any, limits: RuleLimits) -> tuple[Rule | None, list[Any]]:
+    tree, problems = from_json(data, limits.max_depth, limits.max_nodes)
+    if tree is None:
+        return None, problems
+    problems = check_structure(tree, None, limits)
+    rule = Rule(tree)
+    if not problems and len(rule.text) > limits.max_length:
+        message = f"The rule's text is over {limits.max_length:,} characters."
+        problems.append(at("rule_too_large", message, None, None))
+    return rule, problems
+
+
+def validate_rule(
+    rule: Rule | str | Mapping[str, Any],
+    schema: AttributeSchema,
+    *,
+    limits: RuleLimits = RuleLimits(),
+) -> Rule:
+    """Check a rule (text, JSON form or parsed) against an attribute schema and bind it.
+
+    Raises ``RuleError`` with every problem: syntax, forbidden constructs, limits, unknown
+    attributes (with a did-you-mean), type mismatches, bad literals and patterns. The rule
+    returned knows its attributes' types, which the back ends use (time zones, collation);
+    string literals compared with dates or timestamps become typed literals.
+
+    >>> from audiences.schemas.attributes import AttributeType
+    >>> validate_rule("last_seen > '2024-01-01'", {"last_seen": AttributeType.TIMESTAMP}).text
+    "last_seen > TIMESTAMP '2024-01-01 00:00:00+00:00'"
+    """
+    if isinstance(rule, Rule):
+        parsed, problems = rule, []
+    elif isinstance(rule, str):
+        tree, problems = parse_tree(rule, limits)
+        parsed = Rule(tree, source=rule) if tree is not None else None
+    else:
+        parsed, problems = _from_json(rule, limits)
+    if parsed is None:
+        fail(problems)
+        raise AssertionError("unreachable")
+    bound, typing = validate_tree(parsed, schema, limits)
+    fail([*problems, *typing])
+    return bound

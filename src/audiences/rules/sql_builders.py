@@ -1,0 +1,312 @@
+"""Engine-specific SQL for the nodes whose meaning sqlglot's generators do not already match."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlglot
+from sqlglot import exp
+
+from audiences.rules.kinds import Kind
+from audiences.rules.runtime import lower as lower_ascii
+
+ColumnHook = Callable[[str], exp.Expression]
+"""Attribute path -> the engine expression that reads it."""
+AudienceHook = Callable[[str], exp.Expression]
+"""Audience key -> a boolean engine expression (e.g. ``pid IN (...)``)."""
+
+UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+LOWER = UPPER.lower()
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything a builder needs besides the node: engine, hooks, reference time, node kinds."""
+
+    dialect: str
+    column: ColumnHook
+    audience: AudienceHook
+    now: datetime
+    kinds: Mapping[int, Kind]
+
+    def kind(self, node: exp.Expression) -> Kind:
+        """The kind validation inferred for an original node."""
+        return self.kinds.get(id(node), Kind.UNKNOWN)
+
+
+def template(text: str, dialect: str, **nodes: exp.Expression) -> exp.Expression:
+    """Parse a fixed SQL template and put expression nodes in its ``:name`` placeholders.
+
+    User values only ever enter as nodes, so sqlglot quotes them; no text is pasted.
+    """
+    tree = sqlglot.parse_one(text, read=dialect)
+    return exp.replace_placeholders(tree, **nodes)
+
+
+def keep(node: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """The node as sqlglot prints it."""
+    return new
+
+
+def timestamp_literal(moment: datetime, dialect: str) -> exp.Expression:
+    """A UTC instant as a typed literal of the engine's time-zone-aware timestamp type."""
+    text = exp.Literal.string(moment.astimezone(UTC).isoformat(sep=" "))
+    if dialect == "clickhouse":
+        return exp.func("toDateTime64", text, exp.Literal.number(6), exp.Literal.string("UTC"))
+    kind = "TIMESTAMP" if dialect == "spark" else "TIMESTAMPTZ"
+    return exp.Cast(this=text, to=exp.DataType.build(kind))
+
+
+def _date_to_timestamp(node: exp.Expression, dialect: str) -> exp.Expression:
+    if dialect == "clickhouse":
+        return exp.func("toDateTime64", node, exp.Literal.number(6), exp.Literal.string("UTC"))
+    kind = "TIMESTAMP" if dialect == "spark" else "TIMESTAMPTZ"
+    return exp.Cast(this=node, to=exp.DataType.build(kind))
+
+
+def coerce_operands(original: exp.Expression, new: exp.Expression, target: Target) -> None:
+    """Where dates meet timestamps, read each date as midnight UTC (as the Python back end)."""
+    from audiences.rules.operators import operands
+
+    kinds = [target.kind(op) for op in operands(original)]
+    if not (Kind.TIMESTAMP in kinds and Kind.DATE in kinds):
+        return
+    for before, after in zip(operands(original), operands(new), strict=True):
+        if target.kind(before) is Kind.DATE:
+            after.replace(_date_to_timestamp(after.copy(), target.dialect))
+
+
+def comparison(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Dates read as timestamps; on PostgreSQL, text ordering by code point (``COLLATE "C"``)."""
+    from audiences.rules.operators import operands
+
+    coerce_operands(original, new, target)
+    ordering = not isinstance(original, exp.EQ | exp.NEQ | exp.In)
+    texts = any(target.kind(op) is Kind.STRING for op in operands(original))
+    if target.dialect == "postgres" and ordering and texts:
+        for operand in operands(new):
+            collated = exp.Collate(this=operand.copy(), expression=exp.to_identifier("C", quoted=True))
+            operand.replace(collated)
+    return new
+
+
+def like(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Backslash escapes ``%`` and ``_`` everywhere; DuckDB and PostgreSQL are told so."""
+    if target.dialect in ("duckdb", "postgres"):
+        return exp.Escape(this=new, expression=exp.Literal.string("\\"))
+    return new
+
+
+def ilike(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Case-insensitive LIKE folds ASCII letters only, the same on every engine."""
+    pattern = exp.Literal.string(lower_ascii(new.expression.name))
+    folded = exp.Like(this=ascii_case(original, exp.Lower(this=new.this), target), expression=pattern)
+    return like(original, folded, target)
+
+
+def ascii_case(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """``lower``/``upper`` of ASCII letters only: engines disagree on the rest of Unicode."""
+    if target.dialect == "clickhouse":
+        return new
+    source, dest = (UPPER, LOWER) if isinstance(new, exp.Lower) else (LOWER, UPPER)
+    return exp.func("translate", new.this, exp.Literal.string(source), exp.Literal.string(dest))
+
+
+def arithmetic(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """A date moved by an interval stays a date (engines would widen it to a timestamp)."""
+    if target.kind(original) is Kind.DATE:
+        return exp.Cast(this=exp.Paren(this=new), to=exp.DataType.build("DATE"))
+    return new
+
+
+def divide(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """True division, NULL when dividing by zero (PostgreSQL would raise, DuckDB give inf)."""
+    return exp.Div(
+        this=exp.Cast(this=new.this, to=exp.DataType.build("DOUBLE")),
+        expression=exp.Nullif(this=new.expression, expression=exp.Literal.number(0)),
+    )
+
+
+def modulo(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Truncated remainder (sign of the dividend), NULL for a zero divisor."""
+    divisor = exp.Nullif(this=new.expression, expression=exp.Literal.number(0))
+    return exp.Mod(this=new.this, expression=divisor)
+
+
+def coalesce(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Mixed dates and timestamps read as timestamps."""
+    coerce_operands(original, new, target)
+    return new
+
+
+def starts_with(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Prefix test."""
+    names = {"clickhouse": "startsWith", "spark": "startswith"}
+    return exp.func(names.get(target.dialect, "starts_with"), new.this, new.expression)
+
+
+def ends_with(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Suffix test (PostgreSQL has no ``ends_with``: compare the right-hand characters)."""
+    if target.dialect == "postgres":
+        return template("RIGHT(:a, LENGTH(:b)) = :b", "postgres", a=new.this, b=new.expression)
+    names = {"clickhouse": "endsWith", "spark": "endswith"}
+    return exp.func(names.get(target.dialect, "ends_with"), new.this, new.expression)
+
+
+def contains(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Substring test."""
+    if target.dialect == "duckdb":
+        return exp.func("contains", new.this, new.expression)
+    texts = {"postgres": "STRPOS(:a, :b) > 0", "clickhouse": "positionUTF8(:a, :b) > 0"}
+    sql = texts.get(target.dialect, "INSTR(:a, :b) > 0")
+    return template(sql, target.dialect, a=new.this, b=new.expression)
+
+
+def regexp(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Unanchored RE2 search in which ``.`` matches a newline, as PostgreSQL's ``~`` does."""
+    pattern = new.expression
+    if target.dialect != "postgres":
+        pattern = exp.Literal.string("(?s)" + pattern.name)
+    return exp.RegexpLike(this=new.this, expression=pattern)
+
+
+_LIST_GUARD = "CASE WHEN :l IS NULL OR :x IS NULL THEN NULL ELSE COALESCE({test}, FALSE) END"
+_LISTS = {
+    "list_contains": {
+        "duckdb": "LIST_CONTAINS(:l, :x)",
+        "postgres": _LIST_GUARD.format(test="ARRAY_POSITION(:l, :x) IS NOT NULL"),
+        "clickhouse": "has(:l, :x)",
+        "spark": _LIST_GUARD.format(test="ARRAY_CONTAINS(:l, :x)"),
+    },
+    "list_has_any": {
+        "duckdb": "LIST_HAS_ANY(:l, :x)",
+        "postgres": _LIST_GUARD.format(test=":l && :x"),
+        "clickhouse": "hasAny(:l, :x)",
+        "spark": _LIST_GUARD.format(test="ARRAYS_OVERLAP(:l, :x)"),
+    },
+    "list_has_all": {
+        "duckdb": "LIST_HAS_ALL(:l, :x)",
+        "postgres": _LIST_GUARD.format(test=":l @> :x"),
+        "clickhouse": "hasAll(:l, :x)",
+        "spark": _LIST_GUARD.format(test="SIZE(ARRAY_EXCEPT(:x, :l)) = 0"),
+    },
+}
+
+
+def _list_function(name: str) -> Callable[[exp.Expression, exp.Expression, Target], exp.Expression]:
+    def build(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+        sql = _LISTS[name][target.dialect]
+        return template(sql, target.dialect, l=new.this, x=new.expression)
+
+    return build
+
+
+list_contains = _list_function("list_contains")
+list_has_any = _list_function("list_has_any")
+list_has_all = _list_function("list_has_all")
+
+
+def in_audience(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Membership of another audience, as the caller's hook expresses it."""
+    return exp.Paren(this=target.audience(original.this.name))
+
+
+def days_between(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Whole UTC calendar days from start to end."""
+    start, end = (exp.Cast(this=e, to=exp.DataType.build("DATE")) for e in (new.this, new.expression))
+    if target.dialect == "postgres":
+        return exp.Paren(this=exp.Sub(this=end, expression=start))
+    return exp.DateDiff(this=end, expression=start, unit=exp.var("DAY"))
+
+
+def extract(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Date parts of the UTC time; the day of the week counts from Sunday = 0 everywhere."""
+    unit = original.this.name.upper()
+    if target.dialect == "spark" and unit == "DOW":
+        return exp.Paren(this=exp.Sub(this=new, expression=exp.Literal.number(1)))
+    return new
+
+
+def now(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """The caller's reference time, so SQL and Python agree on "now"."""
+    return timestamp_literal(target.now, target.dialect)
+
+
+def today(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """The UTC date of the reference time."""
+    day = target.now.astimezone(UTC).date().isoformat()
+    return exp.Cast(this=exp.Literal.string(day), to=exp.DataType.build("DATE"))
+
+
+def cast(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Typed literals and conversions, in the engine's own types."""
+    assert isinstance(original, exp.Cast)
+    if original.to.this is exp.DType.TIMESTAMPTZ:
+        if isinstance(original.this, exp.Literal):
+            return timestamp_literal(datetime.fromisoformat(original.this.name), target.dialect)
+        return _date_to_timestamp(new.this, target.dialect)
+    return new
+
+
+def attribute(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """The caller's column for an attribute path."""
+    return target.column(original.name)
+
+
+def literal(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Floats become exact doubles (engines would otherwise read ``0.1`` as a decimal)."""
+    assert isinstance(original, exp.Literal)
+    if original.is_string or original.this.lstrip("-").isdigit():
+        return new
+    return exp.Cast(this=exp.Literal.string(original.this), to=exp.DataType.build("DOUBLE"))
+
+
+def array(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """List literals; number lists are typed as lists of doubles."""
+    if target.kind(original) is not Kind.NUMBER_LIST:
+        return new
+    return exp.Cast(this=new, to=exp.DataType.build("DOUBLE[]", dialect="duckdb"))
+
+
+def interval(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """Intervals as each engine spells them."""
+    return new
+
+
+def default_column(dialect: str, kinds: Mapping[str, Kind]) -> ColumnHook:
+    """Columns of the attribute's name; a dotted path is a struct field (JSON on PostgreSQL)."""
+
+    def column(path: str) -> exp.Expression:
+        head, *rest = path.split(".")
+        base: exp.Expression = exp.column(exp.to_identifier(head, quoted=True))
+        if not rest:
+            return base
+        if dialect != "postgres":
+            return exp.Dot.build([base, *(exp.to_identifier(p, quoted=True) for p in rest)])
+        keys = [exp.Literal.string(p) for p in rest]
+        text = exp.Anonymous(this="jsonb_extract_path_text", expressions=[base, *keys])
+        return _typed(text, kinds.get(path, Kind.STRING))
+
+    return column
+
+
+_PG_TYPES = {
+    Kind.INTEGER: "BIGINT",
+    Kind.FLOAT: "DOUBLE",
+    Kind.BOOLEAN: "BOOLEAN",
+    Kind.TIMESTAMP: "TIMESTAMPTZ",
+    Kind.DATE: "DATE",
+}
+
+
+def _typed(node: exp.Expression, kind: Kind) -> exp.Expression:
+    name = _PG_TYPES.get(kind)
+    return exp.Cast(this=node, to=exp.DataType.build(name)) if name else node
+
+
+def no_audience(key: str) -> exp.Expression:
+    """The default audience hook: a rule that names an audience needs the caller's hook."""
+    raise ValueError(f"in_audience({key!r}) needs an `audience` hook to compile to SQL")
+

@@ -1,0 +1,427 @@
+"""Tree to a Python predicate: generated source, compiled once, with SQL three-valued logic.
+
+Each node compiles in one of three contexts. ``value`` gives the SQL value (None for NULL);
+``truth`` gives a plain bool that is True exactly when the node is TRUE; ``falsity`` is True
+exactly when it is FALSE. A rule's predicate is its truth code, so ``NOT`` flips context rather
+than computing NULLs, AND/OR short-circuit as Python's ``and``/``or``, and a comparison with a
+literal compiles to ``p.get('age') >= 30`` style code with constant lists as frozensets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+import re2
+from sqlglot import exp
+
+from audiences.rules import dialect as d
+from audiences.rules import runtime
+from audiences.rules.kinds import Kind
+from audiences.rules.operators import OPERATORS, operands
+from audiences.rules.rule import Rule
+from audiences.rules.structure import compile_regex
+from audiences.rules.validate import annotate
+
+Profile = Mapping[str, Any]
+AudienceCheck = Callable[[str, Profile], "bool | None"]
+Clock = Callable[[], datetime]
+
+NOT_CONSTANT = object()
+_PLAIN = (str, int, float, bool)
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Coalesce)
+_PREDICATES = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, d.StartsWith, d.EndsWith)
+_PREDICATES += (d.Contains, d.RegexpMatches, d.ListContains, d.ListHasAny, d.ListHasAll)
+# Operand conversions the Python back end needs for some arguments: (class, index) -> how.
+_CONVERT: dict[tuple[type[exp.Expression], int], tuple[Callable[[Any], Any], str]] = {
+    (d.RegexpMatches, 1): (compile_regex, "_regex({})"),
+    (d.ListHasAny, 1): (frozenset, "_values({})"),
+    (d.ListHasAll, 1): (frozenset, "_values({})"),
+}
+
+
+def no_audience(key: str, profile: Profile) -> bool | None:
+    """Default audience hook: a rule naming an audience needs the caller's hook."""
+    raise ValueError(f"in_audience({key!r}) needs an `audience` hook")
+
+
+class Codegen:
+    """Python source for the nodes of one rule, with the constants it refers to."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.kinds, _ = annotate(rule.tree, rule.schema)
+        self.names: dict[str, Any] = {}
+        self._ids = itertools.count()
+        self.clock_used = False
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def temp(self) -> str:
+        """A fresh local name."""
+        return f"_t{next(self._ids)}"
+
+    def const(self, value: Any) -> str:
+        """Code for a constant: inline when it is a plain literal, else a global name."""
+        if value is None or (type(value) in _PLAIN and value == value):
+            return repr(value)
+        name = f"_c{next(self._ids)}"
+        self.names[name] = value
+        return name
+
+    def kind(self, node: exp.Expression) -> Kind:
+        return self.kinds.get(id(node), Kind.UNKNOWN)
+
+    def coerce_date(self, parent: exp.Expression, node: exp.Expression) -> bool:
+        """A date operand next to a timestamp reads as midnight UTC (as in SQL back ends)."""
+        if not isinstance(parent, _COMPARISONS) or self.kind(node) is not Kind.DATE:
+            return False
+        return any(self.kind(op) is Kind.TIMESTAMP for op in operands(parent))
+
+    def operand(self, parent: exp.Expression, node: exp.Expression, index: int) -> tuple[str, bool]:
+        """(code, is_constant) for an operand; NULL constants give ``"None"``."""
+        value = constant(node)
+        convert = _CONVERT.get((type(parent), index))
+        if value is not NOT_CONSTANT:
+            if value is not None and convert:
+                value = convert[0](value)
+            elif value is not None and self.coerce_date(parent, node):
+                value = runtime.midnight(value)
+            return self.const(value), True
+        code = self.value(node)
+        if self.coerce_date(parent, node):
+            code = f"_midnight_n({code})"
+        if convert:
+            code = convert[1].format(code)
+        return code, False
+
+    # --- value context ----------------------------------------------------------------------
+
+    def value(self, node: exp.Expression) -> str:
+        """Code whose result is the node's SQL value, None for NULL."""
+        fixed = constant(node)
+        if fixed is not NOT_CONSTANT:
+            return self.const(fixed)
+        special = _VALUE.get(type(node))
+        if special is not None:
+            return special(self, node)
+        return self.strict(node)
+
+    def strict(self, node: exp.Expression) -> str:
+        """An operator that is NULL when any operand is NULL (its template gets the rest)."""
+        operator = OPERATORS[type(node)]
+        assert operator.python is not None, f"no Python template for {type(node).__name__}"
+        args, checks = self.strict_args(node)
+        if args is None:
+            return "None"
+        nulls = [f"{check} is None" for check in checks]
+        if operator.python_null:
+            nulls.append(operator.python_null.format(*args))
+        body = operator.python.format(*args)
+        return f"(None if {' or '.join(nulls)} else {body})" if nulls else f"({body})"
+
+    def strict_args(self, node: exp.Expression) -> tuple[list[str] | None, list[str]]:
+        args, checks = [], []
+        for index, op in enumerate(operands(node)):
+            code, fixed = self.operand(node, op, index)
+            if fixed and code == "None":
+                return None, []
+            if fixed:
+                args.append(code)
+                continue
+            name = self.temp()
+            checks.append(f"({name} := {code})")
+            args.append(name)
+        return args, checks
+
+    # --- truth and falsity contexts ---------------------------------------------------------
+
+    def truth(self, node: exp.Expression) -> str:
+        """Code that is True exactly when the node is TRUE."""
+        special = _TRUTH.get(type(node))
+        if special is not None:
+            return special(self, node, True)
+        if isinstance(node, _PREDICATES):
+            return self.predicate(node, True)
+        return f"({self.value(node)} is True)"
+
+    def falsity(self, node: exp.Expression) -> str:
+        """Code that is True exactly when the node is FALSE."""
+        special = _TRUTH.get(type(node))
+        if special is not None:
+            return special(self, node, False)
+        if isinstance(node, _PREDICATES):
+            return self.predicate(node, False)
+        return f"({self.value(node)} is False)"
+
+    def predicate(self, node: exp.Expression, want: bool) -> str:
+        """A strict boolean operator: its operands are not NULL and its test holds (or fails)."""
+        operator = OPERATORS[type(node)]
+        assert operator.python is not None
+        ops = operands(node)
+        if want and operator.none_is_false and all(constant(o) is not NOT_CONSTANT for o in ops[1:]):
+            first, _ = self.operand(node, ops[0], 0)
+            rest = [self.operand(node, o, i + 1)[0] for i, o in enumerate(ops[1:])]
+            if "None" not in rest:
+                return f"({operator.python.format(first, *rest)})"
+        args, checks = self.strict_args(node)
+        if args is None:
+            return "False"
+        body = operator.python.format(*args)
+        tests = [f"{check} is not None" for check in checks] + [body if want else f"not ({body})"]
+        return f"({' and '.join(tests)})"
+
+
+def constant(node: exp.Expression) -> Any:
+    """The Python value of a literal node, or ``NOT_CONSTANT`` when the node is not a literal."""
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return node.name
+        return int(node.this) if node.this.lstrip("-").isdigit() else float(node.this)
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):
+        return -constant(node.this)
+    if isinstance(node, exp.Boolean):
+        return bool(node.this)
+    if isinstance(node, exp.Null):
+        return None
+    if isinstance(node, exp.Var):
+        return node.name.upper()
+    if isinstance(node, exp.Interval):
+        return runtime.interval(int(node.this.this), node.unit.name)
+    if isinstance(node, exp.Array):
+        return tuple(constant(item) for item in node.expressions)
+    if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
+        kind = node.to.this
+        raw = node.this.name
+        return date.fromisoformat(raw) if kind is exp.DType.DATE else datetime.fromisoformat(raw)
+    return NOT_CONSTANT
+
+
+def _chain(node: exp.Expression) -> list[exp.Expression]:
+    kind, items = type(node), []
+    while type(node) is kind:
+        items.append(node.expression)
+        node = node.this
+    items.append(node)
+    return items[::-1]
+
+
+def _connective(gen: Codegen, node: exp.Expression, want: bool) -> str:
+    joiner = " and " if isinstance(node, exp.And) == want else " or "
+    context = gen.truth if want else gen.falsity
+    return "(" + joiner.join(context(item) for item in _chain(node)) + ")"
+
+
+def _not(gen: Codegen, node: exp.Expression, want: bool) -> str:
+    return gen.falsity(node.this) if want else gen.truth(node.this)
+
+
+def _paren(gen: Codegen, node: exp.Expression, want: bool) -> str:
+    return gen.truth(node.this) if want else gen.falsity(node.this)
+
+
+def _is(gen: Codegen, node: exp.Expression, want: bool) -> str:
+    return f"({gen.value(node.this)} is {'' if want else 'not '}None)"
+
+
+def _in(gen: Codegen, node: exp.Expression, want: bool) -> str:
+    values = gen.const(frozenset(_value_of(gen, node, v) for v in node.expressions))
+    if want:
+        return f"({gen.operand(node, node.this, 0)[0]} in {values})"
+    name = gen.temp()
+    return f"(({name} := {gen.operand(node, node.this, 0)[0]}) is not None and {name} not in {values})"
+
+
+def _value_of(gen: Codegen, parent: exp.Expression, node: exp.Expression) -> Any:
+    value = constant(node)
+    return runtime.midnight(value) if gen.coerce_date(parent, node) else value
+
+
+def _like(gen: Codegen, node: exp.Expression, want: bool) -> str:
+    name = gen.temp()
+    test = like_code(gen, name, node.expression.name, isinstance(node, exp.ILike))
+    return f"(({name} := {gen.value(node.this)}) is not None and {'' if want else 'not '}{test})"
+
+
+def _between(gen: Codegen, node: exp.Expression, want: bool) -> str:
+    name = gen.temp()
+    low, high = (gen.operand(node, node.args[k], i + 1) for i, k in enumerate(("low", "high")))
+    subject = gen.operand(node, node.this, 0)[0]
+    if low[1] and high[1] and "None" not in (low[0], high[0]):
+        test = f"{low[0]} <= {name} <= {high[0]}"
+        return f"(({name} := {subject}) is not None and {'' if want else 'not '}({test}))"
+    return f"({_between_value(gen, node)} is {want})"
+
+
+def _between_value(gen: Codegen, node: exp.Expression) -> str:
+    name, low, high = gen.temp(), gen.temp(), gen.temp()
+    lo_code = gen.operand(node, node.args["low"], 1)[0]
+    hi_code = gen.operand(node, node.args["high"], 2)[0]
+    first = f"(None if ({low} := {lo_code}) is None else {name} >= {low})"
+    second = f"(None if ({high} := {hi_code}) is None else {name} <= {high})"
+    subject = gen.operand(node, node.this, 0)[0]
+    return f"(None if ({name} := {subject}) is None else _and3({first}, {second}))"
+
+
+def _bool_attr(gen: Codegen, node: exp.Expression, want: bool) -> str:
+    return f"({gen.value(node)} is {want})"
+
+
+_TRUTH: dict[type[exp.Expression], Callable[[Codegen, exp.Expression, bool], str]] = {
+    exp.And: _connective,
+    exp.Or: _connective,
+    exp.Not: _not,
+    exp.Paren: _paren,
+    exp.Is: _is,
+    exp.In: _in,
+    exp.Like: _like,
+    exp.ILike: _like,
+    exp.Between: _between,
+    d.Attr: _bool_attr,
+}
+
+
+def _three(gen: Codegen, node: exp.Expression) -> str:
+    """A boolean node in value context, from its truth and falsity codes."""
+    return f"(True if {gen.truth(node)} else False if {gen.falsity(node)} else None)"
+
+
+def _connective_value(gen: Codegen, node: exp.Expression) -> str:
+    helper = "_and3" if isinstance(node, exp.And) else "_or3"
+    return f"{helper}({', '.join(gen.value(item) for item in _chain(node))})"
+
+
+def _not_value(gen: Codegen, node: exp.Expression) -> str:
+    name = gen.temp()
+    return f"(None if ({name} := {gen.value(node.this)}) is None else not {name})"
+
+
+def _coalesce(gen: Codegen, node: exp.Expression) -> str:
+    items = [gen.operand(node, op, i)[0] for i, op in enumerate(operands(node))]
+    code = items[-1]
+    for item in reversed(items[:-1]):
+        name = gen.temp()
+        code = f"({name} if ({name} := {item}) is not None else {code})"
+    return code
+
+
+def _attribute(gen: Codegen, node: exp.Expression) -> str:
+    path = node.name
+    access = f"p.get({path!r})" if "." not in path else f"_dig(p, {tuple(path.split('.'))!r})"
+    wrap = {Kind.TIMESTAMP: "_timestamp({})", Kind.DATE: "_day({})"}.get(gen.kind(node), "{}")
+    return wrap.format(access)
+
+
+def _clock_value(gen: Codegen, node: exp.Expression) -> str:
+    gen.clock_used = True
+    return "_now" if isinstance(node, exp.CurrentTimestamp) else "_today"
+
+
+def _cast(gen: Codegen, node: exp.Expression) -> str:
+    name = gen.temp()
+    convert = "float" if node.to.this is exp.DType.DOUBLE else "_midnight"
+    return f"(None if ({name} := {gen.value(node.this)}) is None else {convert}({name}))"
+
+
+_VALUE: dict[type[exp.Expression], Callable[[Codegen, exp.Expression], str]] = {
+    exp.And: _connective_value,
+    exp.Or: _connective_value,
+    exp.Not: _not_value,
+    exp.Paren: lambda gen, node: gen.value(node.this),
+    exp.Is: lambda gen, node: gen.truth(node),
+    exp.In: _three,
+    exp.Like: _three,
+    exp.ILike: _three,
+    exp.Between: _between_value,
+    exp.Coalesce: _coalesce,
+    d.Attr: _attribute,
+    exp.CurrentTimestamp: _clock_value,
+    exp.CurrentDate: _clock_value,
+    exp.Cast: _cast,
+}
+
+
+def like_code(gen: Codegen, name: str, pattern: str, fold: bool) -> str:
+    """Code testing ``name LIKE pattern``: string methods for the common shapes, else RE2."""
+    if fold:
+        name, pattern = f"_lower({name})", runtime.lower(pattern)
+    pieces = re.findall(r"\\.|[%_]|[^\\%_]+", pattern, flags=re.S)
+    literal = "".join(p[-1] if p.startswith("\\") else p for p in pieces if p not in "%_")
+    shape = "".join(p if p in ("%", "_") else "L" for p in pieces)
+    shape = re.sub("L+", "L", shape)
+    simple = {
+        "L": f"{name} == {literal!r}", "": f"{name} == ''", "%": "True",
+        "L%": f"{name}.startswith({literal!r})", "%L": f"{name}.endswith({literal!r})",
+        "%L%": f"({literal!r} in {name})",
+    }
+    if shape in simple:
+        return simple[shape]
+    regex = "".join(
+        ".*" if p == "%" else "." if p == "_" else re2.escape(p[-1] if p.startswith("\\") else p)
+        for p in pieces
+    )
+    return f"({gen.const(compile_regex(regex))}.fullmatch({name}) is not None)"
+
+
+_RUNTIME: dict[str, Any] = {
+    "_lower": runtime.lower,
+    "_upper": runtime.upper,
+    "_mod": runtime.mod,
+    "_timestamp": runtime.timestamp,
+    "_day": runtime.day,
+    "_midnight": runtime.midnight,
+    "_midnight_n": lambda v: None if v is None else runtime.midnight(v),
+    "_days_between": runtime.days_between,
+    "_extract": runtime.extract,
+    "_values": runtime.values,
+    "_regex": compile_regex,
+    "_dig": runtime.dig,
+    "_and3": runtime.and3,
+    "_or3": runtime.or3,
+    "UTC": UTC,
+}
+
+
+def compile_function(
+    gen: Codegen, body: str, audience: AudienceCheck, clock: Clock
+) -> Callable[[Profile], Any]:
+    """Compile ``def _rule(p): return <body>`` with the constants and helpers it names."""
+    lines = ["def _rule(p):"]
+    if gen.clock_used:
+        lines += ["    _now = _clock()", "    _today = _now.astimezone(UTC).date()"]
+    lines.append(f"    return {body}")
+    namespace = {**_RUNTIME, **gen.names, "_audience": audience, "_clock": clock}
+    exec(compile("\n".join(lines), "<rule>", "exec"), namespace)  # noqa: S102 - our own source
+    function: Callable[[Profile], Any] = namespace["_rule"]
+    return function
+
+
+def to_predicate(
+    rule: Rule,
+    *,
+    audience: AudienceCheck = no_audience,
+    clock: Clock = runtime.now_utc,
+) -> Callable[[Profile], bool]:
+    """Compile a rule once into ``predicate(profile) -> bool``: True when the rule is TRUE.
+
+    A missing key is NULL. ``audience(key, profile)`` answers ``in_audience``; ``clock`` gives
+    ``now()`` (read once per call, and only by rules that use the time).
+
+    >>> from audiences.rules import parse_rule
+    >>> member = to_predicate(parse_rule("age >= 30 AND NOT churned"))
+    >>> member({"age": 31, "churned": False}), member({"age": 31}), member({})
+    (True, False, False)
+    """
+    gen = Codegen(rule)
+    body = gen.truth(rule.tree)
+    return compile_function(gen, body, audience, clock)
+
+
+def to_evaluator(
+    rule: Rule, node: exp.Expression, *, audience: AudienceCheck, clock: Clock
+) -> Callable[[Profile], Any]:
+    """A function giving one node's SQL value (None for NULL) on a profile, for ``explain``."""
+    gen = Codegen(rule)
+    return compile_function(gen, gen.value(node), audience, clock)

@@ -1,0 +1,107 @@
+"""Tree to engine SQL (DuckDB, PostgreSQL, ClickHouse, Spark) through sqlglot's generators."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from sqlglot import exp
+
+from audiences.rules import sql_builders as sql
+from audiences.rules.kinds import Kind, attribute_kind
+from audiences.rules.normalize import parenthesize
+from audiences.rules.operators import OPERATORS, sql_builder
+from audiences.rules.rule import Rule
+from audiences.rules.runtime import now_utc
+from audiences.rules.validate import annotate
+
+Dialect = Literal["duckdb", "postgres", "clickhouse", "spark"]
+DIALECTS: tuple[Dialect, ...] = ("duckdb", "postgres", "clickhouse", "spark")
+
+
+def to_sql(
+    rule: Rule,
+    dialect: Dialect,
+    *,
+    column: sql.ColumnHook | None = None,
+    audience: sql.AudienceHook = sql.no_audience,
+    now: datetime | None = None,
+) -> str:
+    """The rule as a boolean SQL expression for an engine, ready for a ``WHERE`` clause.
+
+    ``column(path)`` maps an attribute to an expression (default: a quoted column of the
+    same name; a dotted path is a struct field, or JSON on PostgreSQL). ``audience(key)``
+    gives the expression for ``in_audience(key)``. ``now`` is the reference time of
+    ``now()`` / ``current_date`` (default: the time of the call); pass the same to the Python
+    back end for identical results. The engine session must run in UTC.
+
+    >>> from audiences.rules import parse_rule
+    >>> to_sql(parse_rule("plan IN ('pro', 'team') AND name < 'm'"), "postgres")
+    '"plan" IN (\\'pro\\', \\'team\\') AND "name" COLLATE "C" < \\'m\\' COLLATE "C"'
+    """
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown dialect {dialect!r}; expected one of {', '.join(DIALECTS)}")
+    return to_sql_tree(rule, dialect, column=column, audience=audience, now=now).sql(dialect)
+
+
+def to_sql_tree(
+    rule: Rule,
+    dialect: Dialect,
+    *,
+    column: sql.ColumnHook | None = None,
+    audience: sql.AudienceHook = sql.no_audience,
+    now: datetime | None = None,
+) -> exp.Expression:
+    """The engine expression tree behind ``to_sql`` (for callers that embed it in a query)."""
+    kinds, _ = annotate(rule.tree, rule.schema)
+    path_kinds = {
+        path: kind
+        for path in rule.schema
+        if (kind := attribute_kind(path, rule.schema)) is not None
+    }
+    target = sql.Target(
+        dialect=dialect,
+        column=column or sql.default_column(dialect, path_kinds),
+        audience=audience,
+        now=now or now_utc(),
+        kinds=kinds,
+    )
+    tree = _emit(rule.tree, target)
+    return parenthesize(tree)
+
+
+def _emit(node: exp.Expression, target: sql.Target) -> exp.Expression:
+    if isinstance(node, exp.Connector):
+        items = _chain(node)
+        compiled = [_emit(item, target) for item in items]
+        result = compiled[0]
+        for item in compiled[1:]:
+            result = type(node)(this=result, expression=item)
+        return result
+    rebuilt = _rebuild(node, target)
+    builder = sql_builder(type(node), target.dialect) if type(node) in OPERATORS else None
+    return builder(node, rebuilt, target) if builder else rebuilt
+
+
+def _rebuild(node: exp.Expression, target: sql.Target) -> exp.Expression:
+    args: dict[str, object] = {}
+    for key, value in node.args.items():
+        if isinstance(value, list):
+            args[key] = [_emit(v, target) if isinstance(v, exp.Expression) else v for v in value]
+        elif isinstance(value, exp.Expression) and not isinstance(value, exp.DataType | exp.Var):
+            args[key] = _emit(value, target)
+        else:
+            args[key] = value.copy() if isinstance(value, exp.Expression) else value
+    return type(node)(**args)
+
+
+def _chain(node: exp.Expression) -> list[exp.Expression]:
+    kind, items = type(node), []
+    while type(node) is kind:
+        items.append(node.expression)
+        node = node.this
+    items.append(node)
+    return items[::-1]
+
+
+__all__ = ["DIALECTS", "Dialect", "Kind", "to_sql", "to_sql_tree"]

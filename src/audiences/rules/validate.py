@@ -1,0 +1,157 @@
+"""Validation against an attribute schema: kinds of every node, with each mismatch reported."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlglot import exp
+
+from audiences.errors import ErrorDetail
+from audiences.rules import kinds as k
+from audiences.rules.dialect import Attr, render
+from audiences.rules.kinds import Kind
+from audiences.rules.normalize import TIME_TYPES, format_time
+from audiences.rules.operators import OPERATORS, operands
+from audiences.rules.problems import did_you_mean, fail, on
+from audiences.rules.rule import Rule, RuleLimits
+from audiences.rules.scan import skeleton
+from audiences.schemas.attributes import AttributeSchema
+
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In)
+
+
+def annotate(
+    tree: exp.Expression, schema: AttributeSchema, text: str | None = None
+) -> tuple[dict[int, Kind], list[ErrorDetail]]:
+    """The kind of every node (by ``id``) and every typing problem, children before parents."""
+    kinds: dict[int, Kind] = {}
+    problems: list[ErrorDetail] = []
+    for node in reversed(list(tree.walk(bfs=False))):
+        kinds[id(node)] = _kind(node, kinds, schema, text, problems)
+    root = kinds[id(tree)]
+    if root not in (Kind.BOOLEAN, Kind.NULL, Kind.UNKNOWN):
+        message = f"A rule must be a condition (true or false); this is a {root.value}."
+        problems.append(on("rule_type_mismatch", message, tree, text))
+    return kinds, problems
+
+
+def _kind(
+    node: exp.Expression,
+    kinds: Mapping[int, Kind],
+    schema: AttributeSchema,
+    text: str | None,
+    problems: list[ErrorDetail],
+) -> Kind:
+    if isinstance(node, Attr):
+        return _attribute(node, schema, text, problems)
+    literal = k.literal_kind(node)
+    if literal is not None:
+        return literal
+    if isinstance(node, exp.Array):
+        element = k.unify([kinds[id(item)] for item in node.expressions])
+        return Kind.NUMBER_LIST if element in k.NUMBERS else Kind.STRING_LIST
+    if isinstance(node, exp.Cast):
+        return _cast(node, kinds)
+    operator = OPERATORS.get(type(node))
+    if operator is None:
+        return Kind.UNKNOWN
+    found = [kinds.get(id(op), Kind.UNKNOWN) for op in operands(node)]
+    result = operator.typing(found)
+    if result is None:
+        got = ", ".join(kind.value for kind in found if kind is not Kind.UNKNOWN)
+        message = f"{render(node)}: {operator.name} takes {operator.accepts}, not {got}."
+        problems.append(on("rule_type_mismatch", message, node, text))
+        return Kind.UNKNOWN
+    return result
+
+
+def _cast(node: exp.Cast, kinds: Mapping[int, Kind]) -> Kind:
+    target = node.to.this
+    if target is exp.DType.DOUBLE:
+        return Kind.FLOAT
+    return Kind.DATE if target is exp.DType.DATE else Kind.TIMESTAMP
+
+
+def _attribute(
+    node: Attr, schema: AttributeSchema, text: str | None, problems: list[ErrorDetail]
+) -> Kind:
+    path = node.name
+    found = k.attribute_kind(path, schema)
+    if found is not None:
+        return found
+    ascii_form = skeleton(path)
+    if ascii_form != path and ascii_form in schema:
+        message = f"The name {path!r} contains non-ASCII look-alike characters."
+        problems.append(on("rule_confusable", message, node, text, suggestion=ascii_form))
+        return Kind.UNKNOWN
+    suggestion = did_you_mean(path, schema) or did_you_mean(path.lower(), schema)
+    hint = f" Did you mean {suggestion}?" if suggestion else ""
+    message = f"Unknown attribute {path}.{hint}"
+    problems.append(on("rule_unknown_attribute", message, node, text, suggestion=suggestion))
+    return Kind.UNKNOWN
+
+
+def type_time_literals(tree: exp.Expression, schema: AttributeSchema) -> list[ErrorDetail]:
+    """Read string literals compared with dates or timestamps as typed literals, in place.
+
+    ``last_seen > '2024-01-01'`` becomes ``last_seen > TIMESTAMP '2024-01-01 00:00:00+00:00'``,
+    so every back end compares instants rather than text.
+    """
+    kinds, _ = annotate(tree, schema)
+    problems: list[ErrorDetail] = []
+    for node in list(tree.find_all(*_COMPARISONS)):
+        others = [kinds[id(op)] for op in operands(node) if not _string(op)]
+        common = k.unify(others)
+        if common not in k.TIMES:
+            continue
+        target = exp.DType.DATE if common is Kind.DATE else exp.DType.TIMESTAMPTZ
+        for op in operands(node):
+            if _string(op):
+                problems.extend(_retype(op, target))
+    return problems
+
+
+def _string(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Literal) and node.is_string
+
+
+def _retype(literal: exp.Expression, target: exp.DType) -> list[ErrorDetail]:
+    try:
+        spelled = format_time(literal.name, target)
+    except ValueError:
+        label = "date" if target is exp.DType.DATE else "timestamp"
+        message = f"{literal.name!r} is not a valid {label} (use ISO 8601)."
+        return [on("rule_bad_literal", message, literal, None)]
+    typed = exp.Cast(this=exp.Literal.string(spelled), to=exp.DataType.build(target))
+    typed._meta = literal._meta
+    literal.replace(typed)
+    return []
+
+
+def referenced_schema(tree: exp.Expression, schema: AttributeSchema) -> dict[str, Any]:
+    """The schema entries of the attributes a rule reads (paths into JSON are left out)."""
+    return {a.name: schema[a.name] for a in tree.find_all(Attr) if a.name in schema}
+
+
+def validate_tree(
+    rule: Rule, schema: AttributeSchema, limits: RuleLimits
+) -> tuple[Rule, list[ErrorDetail]]:
+    """Bind a parsed rule to a schema: typed time literals, every type problem, the bound rule."""
+    tree = rule.tree.copy()
+    problems = type_time_literals(tree, schema)
+    _, typing = annotate(tree, schema, rule.source)
+    problems.extend(typing)
+    if len(render(tree)) > limits.max_length:
+        message = f"The rule's text is over {limits.max_length:,} characters."
+        problems.append(on("rule_too_large", message, tree, rule.source))
+    bound = Rule(tree, referenced_schema(tree, schema), rule.source)
+    return bound, problems
+
+
+def raise_problems(problems: list[ErrorDetail]) -> None:
+    """Raise a RuleError when there are problems (re-exported for the parse step)."""
+    fail(problems)
+
+
+__all__ = ["TIME_TYPES", "annotate", "type_time_literals", "validate_tree"]
