@@ -21,30 +21,36 @@ def test_lookup_answers_pids_and_absent() -> None:
 def test_an_empty_index_knows_nothing() -> None:
     index = make({})
     assert index.lookup([1, 2]) == [ABSENT, ABSENT]
-    index.add(1, 9)
+    index.add_many([1], [9])
     assert index.lookup([1]) == [9]
 
 
 def test_shared_hashes_are_ambiguous() -> None:
     index = IdIndex(np.array([7, 7, 8], dtype=np.uint64), np.array([1, 2, 3], dtype=np.int64))
     assert index.lookup([7, 8]) == [AMBIGUOUS, 3]
-    index.add(8, 4)
+    index.add_many([8], [4])
     assert index.lookup([8]) == [AMBIGUOUS]
+
+
+def test_one_batch_sharing_a_hash_is_ambiguous() -> None:
+    index = make({})
+    index.add_many([5, 5, 6], [1, 2, 3])
+    assert index.lookup([5, 6]) == [AMBIGUOUS, 3]
 
 
 def test_re_adding_the_same_pair_is_harmless() -> None:
     index = make({1: 1})
-    index.add(1, 1)
+    index.add_many([1], [1])
     assert index.lookup([1]) == [1]
 
 
 def test_remove_then_add_again() -> None:
     index = make({1: 1, 2: 2})
-    index.add(3, 3)
+    index.add_many([3], [3])
     index.remove(1, 1)
     index.remove(3, 3)
     assert index.lookup([1, 2, 3]) == [ABSENT, 2, ABSENT]
-    index.add(1, 4)
+    index.add_many([1], [4])
     assert index.lookup([1]) == [4]
     assert len(index) == 2
 
@@ -53,8 +59,7 @@ def test_compaction_keeps_every_entry() -> None:
     index = make({n * 2: n + 1 for n in range(1000)})
     index.remove(0, 1)
     added = {n * 2 + 1: 5000 + n for n in range(70_000)}
-    for key, pid in added.items():
-        index.add(key, pid)
+    index.add_many(list(added), list(added.values()))
     keys = [0, 2, 1998, *list(added)[::997]]
     assert index.lookup(keys) == [ABSENT, 2, 1000, *list(added.values())[::997]]
     assert len(index) == 999 + 70_000

@@ -293,10 +293,11 @@ class DuckDBEngine:
         exact = [eid for eid, pid in zip(hashes, candidates, strict=True) if pid == AMBIGUOUS]
         select = f"SELECT external_id, pid, rowid, extra FROM {state.table} WHERE"
         rows = self._writer.execute(
-            f"{select} pid IN (SELECT unnest(?::UINTEGER[]))"
-            " OR external_id IN (SELECT unnest(?::VARCHAR[]))",
-            [by_pid, exact],
+            f"{select} pid IN (SELECT unnest(?::UINTEGER[]))", [by_pid]
         ).fetchall()
+        if exact:  # Only for hashes shared by two ids: this scans every external id.
+            query = f"{select} external_id IN (SELECT unnest(?::VARCHAR[]))"
+            rows += self._writer.execute(query, [exact]).fetchall()
         return hashes, {eid: _Stored(pid, rowid, extra) for eid, pid, rowid, extra in rows}
 
     def _apply(self, state: _Workspace, plan: WritePlan) -> None:
@@ -314,10 +315,10 @@ class DuckDBEngine:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        index = self._index(state)
-        for write in plan.writes:
-            if write.created:
-                index.add(hashes[write.external_id], write.pid)
+        created = [write for write in plan.writes if write.created]
+        self._index(state).add_many(
+            [hashes[w.external_id] for w in created], [w.pid for w in created]
+        )
 
     def _assign_pids(self, state: _Workspace, plan: WritePlan, stored: dict[str, _Stored]) -> None:
         fresh = [write for write in plan.writes if write.external_id not in stored]

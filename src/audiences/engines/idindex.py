@@ -50,13 +50,13 @@ class IdIndex:
                 found[i] = self._recent[key]
         return [int(pid) for pid in found]
 
-    def add(self, key: int, pid: int) -> None:
-        """Record a new external id's hash; a hash already live for another pid turns ambiguous."""
-        current = self.lookup([key])[0]
-        if current not in (ABSENT, pid):
-            self._ambiguous.add(key)
-            return
-        self._recent[key] = pid
+    def add_many(self, keys: Sequence[int], pids: Sequence[int]) -> None:
+        """Record new external ids' hashes; a hash already live for another pid turns ambiguous."""
+        for key, pid, current in zip(keys, pids, self.lookup(keys), strict=True):
+            if current not in (ABSENT, pid) or self._recent.get(key, pid) != pid:
+                self._ambiguous.add(key)
+            else:
+                self._recent[key] = pid
         if len(self._recent) > max(65_536, len(self._keys) // 8):
             self._compact()
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the profile engines: loading, upserts and batch audience evaluation."""
