@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import duckdb
 import numpy as np
 import orjson
-from pydantic import ValidationError
 from pyroaring import BitMap
 
 from audiences.engines import duckdb_sql as sql
@@ -32,12 +31,12 @@ from audiences.engines.base import (
     check_workspace_id,
     pids_to_bitmap,
 )
-from audiences.engines.coerce import TypeMismatchError, coerce, dump_json
 from audiences.engines.idindex import AMBIGUOUS, IdIndex
+from audiences.engines.schema import checked_schema, extra_moves, refuse_type_changes
 from audiences.engines.writes import WritePlan, merge_extra, plan_writes
-from audiences.errors import Conflict, ErrorDetail, Unprocessable, ValidationFailed
+from audiences.errors import Conflict, Unprocessable
 from audiences.kit.clock import as_utc, utcnow
-from audiences.schemas.attributes import Attribute, AttributeSchema, AttributeType
+from audiences.schemas.attributes import AttributeSchema, AttributeType
 
 K = TypeVar("K")
 
@@ -92,11 +91,11 @@ class DuckDBEngine:
 
     def ensure_attributes(self, workspace_id: str, schema: AttributeSchema) -> None:
         """Add a typed column per new attribute and move matching ``extra`` values into it."""
-        wanted = _checked_schema(schema)
+        wanted = checked_schema(schema)
         state = self._workspace(workspace_id, create=True)
         assert state is not None
         with self._lock:
-            _refuse_type_changes(state.schema, wanted)
+            refuse_type_changes(state.schema, wanted)
             for name, kind in wanted.items():
                 if name not in state.schema:
                     self._add_attribute(state, name, kind)
@@ -370,21 +369,12 @@ class DuckDBEngine:
     def _backfill(self, state: _Workspace, name: str, kind: AttributeType) -> None:
         path = f'$."{name}"'
         query = f"SELECT pid, extra FROM {state.table} WHERE json_exists(extra, ?)"
-        moves: list[tuple[int, Any, str | None]] = []
-        for pid, extra in self._writer.execute(query, [path]).fetchall():
-            data = orjson.loads(extra)
-            try:
-                value = coerce(kind, data.pop(name))
-            except TypeMismatchError:
-                continue
-            moves.append((pid, value, dump_json(data) if data else None))
+        rows = self._writer.execute(query, [path]).fetchall()
+        moves = extra_moves(rows, name, kind)
         if moves:
             pids, values, extras = (list(column) for column in zip(*moves, strict=True))
             self._writer.execute(
-                f"UPDATE {state.table} SET {sql.quote(name)} = s.v, extra = s.e FROM (SELECT"
-                f" unnest(?::UINTEGER[]) AS pid, unnest(?::{sql.COLUMN_TYPES[kind]}[]) AS v,"
-                " unnest(?::JSON[]) AS e) s WHERE s.pid = " + state.table + ".pid",
-                [pids, values, extras],
+                sql.move_from_extra(state.table, name, kind), [pids, values, extras]
             )
 
     @staticmethod
@@ -397,41 +387,6 @@ class DuckDBEngine:
         except QUERY_ERRORS as error:
             raise Unprocessable(str(error), code="engine_query_failed") from None
         return pids_to_bitmap(result["pid"])
-
-
-def _checked_schema(schema: AttributeSchema) -> dict[str, AttributeType]:
-    """Names and types as ``Attribute`` allows them, reserved column names refused."""
-    problems: list[ErrorDetail] = []
-    for name, kind in schema.items():
-        try:
-            Attribute(name=name, type=kind)
-        except ValidationError as error:
-            message = f"{name!r} is not a valid attribute: {error.errors()[0]['msg']}"
-            problems.append(ErrorDetail("attribute_invalid", message, ("schema", name)))
-        if name in RESERVED_COLUMNS:
-            message = f"{name!r} is reserved: pid, external_id, extra and updated_at are built in"
-            problems.append(ErrorDetail("attribute_reserved", message, ("schema", name)))
-    if problems:
-        raise ValidationFailed("The attribute schema is not valid.", errors=problems)
-    return {name: AttributeType(kind) for name, kind in schema.items()}
-
-
-def _refuse_type_changes(
-    current: Mapping[str, AttributeType], wanted: Mapping[str, AttributeType]
-) -> None:
-    problems = [
-        ErrorDetail(
-            "attribute_type_conflict",
-            f"{name!r} is declared {current[name]}; it cannot become {kind}",
-            ("schema", name),
-        )
-        for name, kind in wanted.items()
-        if name in current and current[name] != kind
-    ]
-    if problems:
-        raise Conflict(
-            "An attribute cannot change type.", code="attribute_type_conflict", errors=problems
-        )
 
 
 def _valid_pids(pids: Sequence[int]) -> list[int]:

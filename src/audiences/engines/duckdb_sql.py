@@ -90,6 +90,15 @@ def add_column(table: str, name: str, kind: AttributeType) -> str:
     return f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote(name)} {COLUMN_TYPES[kind]}"
 
 
+def move_from_extra(table: str, name: str, kind: AttributeType) -> str:
+    """Set a new column and the trimmed ``extra`` of the rows whose extra held its value."""
+    return (
+        f"UPDATE {table} SET {quote(name)} = s.v, extra = s.e FROM (SELECT"
+        f" unnest(?::UINTEGER[]) AS pid, unnest(?::{COLUMN_TYPES[kind]}[]) AS v,"
+        f" unnest(?::JSON[]) AS e) s WHERE s.pid = {table}.pid"
+    )
+
+
 def select_rows(table: str, attributes: Sequence[str], where: str) -> str:
     """The columns ``row_to_profile`` reads: pid, external_id, extra, updated_at, attributes."""
     columns = ", ".join(["pid", "external_id", "extra", "updated_at", *map(quote, attributes)])

@@ -1,0 +1,71 @@
+"""Attribute schemas as engines apply them: names checked, types fixed, extras moved to columns.
+
+Engine-neutral, so PostgreSQL or ClickHouse adapters refuse and migrate exactly as DuckDB does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from audiences.engines.base import RESERVED_COLUMNS
+from audiences.engines.coerce import TypeMismatchError, coerce, dump_json
+from audiences.errors import Conflict, ErrorDetail, ValidationFailed
+from audiences.schemas.attributes import Attribute, AttributeSchema, AttributeType
+
+
+def checked_schema(schema: AttributeSchema) -> dict[str, AttributeType]:
+    """Names and types as ``Attribute`` allows them, reserved column names refused."""
+    problems: list[ErrorDetail] = []
+    for name, kind in schema.items():
+        try:
+            Attribute(name=name, type=kind)
+        except ValidationError as error:
+            message = f"{name!r} is not a valid attribute: {error.errors()[0]['msg']}"
+            problems.append(ErrorDetail("attribute_invalid", message, ("schema", name)))
+        if name in RESERVED_COLUMNS:
+            message = f"{name!r} is reserved: pid, external_id, extra and updated_at are built in"
+            problems.append(ErrorDetail("attribute_reserved", message, ("schema", name)))
+    if problems:
+        raise ValidationFailed("The attribute schema is not valid.", errors=problems)
+    return {name: AttributeType(kind) for name, kind in schema.items()}
+
+
+def refuse_type_changes(
+    current: Mapping[str, AttributeType], wanted: Mapping[str, AttributeType]
+) -> None:
+    """Raise ``Conflict`` listing every declared attribute whose type would change."""
+    problems = [
+        ErrorDetail(
+            "attribute_type_conflict",
+            f"{name!r} is declared {current[name]}; it cannot become {kind}",
+            ("schema", name),
+        )
+        for name, kind in wanted.items()
+        if name in current and current[name] != kind
+    ]
+    if problems:
+        raise Conflict(
+            "An attribute cannot change type.", code="attribute_type_conflict", errors=problems
+        )
+
+
+def extra_moves(
+    rows: list[tuple[int, str]], name: str, kind: AttributeType
+) -> list[tuple[int, Any, str | None]]:
+    """For rows (pid, extra JSON) holding ``name``: the pid, the typed value, the extra left over.
+
+    Values that do not fit the newly declared type stay in ``extra``, where nothing is lost.
+    """
+    moves: list[tuple[int, Any, str | None]] = []
+    for pid, extra in rows:
+        data = orjson.loads(extra)
+        try:
+            value = coerce(kind, data.pop(name))
+        except TypeMismatchError:
+            continue
+        moves.append((pid, value, dump_json(data) if data else None))
+    return moves
