@@ -62,14 +62,15 @@ def make_tenant(app: FastAPI) -> Iterator[Tenant]:
 
 
 def audience_body(**overrides: Any) -> dict[str, Any]:
-    """A valid audience write body; ``key`` is unique unless given."""
+    """A valid audience write body; ``key`` is unique unless given, a rule only for dynamic."""
     body: dict[str, Any] = {
         "key": f"aud-{uuid.uuid4().hex[:10]}",
         "name": "US customers over 30",
         "kind": "dynamic",
-        "rule": "country = 'US' AND age > 30",
     }
     body.update(overrides)
+    if body["kind"] == "dynamic":
+        body.setdefault("rule", "country = 'US' AND age > 30")
     return body
 
 

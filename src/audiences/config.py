@@ -34,7 +34,10 @@ class Settings(BaseSettings):
         default=50, ge=1, description="Items in a list page when `limit` is not given."
     )
     page_size_max: int = Field(
-        default=200, ge=1, description="Largest `limit` a list accepts; above it answers 422."
+        default=200,
+        ge=1,
+        le=200,
+        description="Largest `limit` a list accepts (at most 200); above it answers 422.",
     )
     max_body_bytes: int = Field(
         default=1_048_576,

@@ -31,7 +31,7 @@ def test_json_patch_edits_fields_and_bumps_the_version(tenant: Tenant) -> None:
     assert patched["name"] == "Patched"
     assert patched["labels"] == ["a", "b"]
     assert patched["metadata"] == {"owner": "growth"}
-    assert patched["refresh_policy"] == {"mode": "streaming", "interval_seconds": None}
+    assert patched["refresh_policy"] == {"mode": "streaming"}
     assert patched["version"] == 2
     assert response.headers["etag"] == '"2"'
 

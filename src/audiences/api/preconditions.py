@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from audiences.api.deps import SessionDep, SettingsDep, get_caller
-from audiences.errors import PreconditionFailed, PreconditionRequired
+from audiences.errors import PreconditionRequired
 from audiences.services import idempotency
 from audiences.services.callers import Caller
 
@@ -27,25 +27,28 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
+ETAG_LIST = r'^\s*(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)\s*$'
+"""RFC 9110 If-Match: ``*`` or a comma-separated list of entity tags."""
+
+
 def expected_version(
     settings: SettingsDep,
-    if_match: Annotated[str | None, Header(description=IF_MATCH_DOC)] = None,
-) -> int | None:
-    """The version ``If-Match`` names, None for ``*`` or no header (428 if required)."""
+    if_match: Annotated[
+        str | None, Header(description=IF_MATCH_DOC, pattern=ETAG_LIST, max_length=1000)
+    ] = None,
+) -> frozenset[int] | None:
+    """The versions ``If-Match`` accepts; None for ``*`` or no header (428 if required)."""
     if if_match is None:
         if settings.require_if_match:
             raise PreconditionRequired("send If-Match with the ETag you read", code="if_match_required")
         return None
-    value = if_match.strip()
-    if value == "*":
+    if if_match.strip() == "*":
         return None
-    value = value.removeprefix("W/")
-    if len(value) >= 2 and value[0] == value[-1] == '"' and value[1:-1].isdigit():
-        return int(value[1:-1])
-    raise PreconditionFailed(f"If-Match {if_match!r} is not an ETag of this resource", code="version_mismatch")
+    tags = [tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")]
+    return frozenset(int(tag) for tag in tags if tag.isdigit() and len(tag) < 19)
 
 
-ExpectedVersion = Annotated[int | None, Depends(expected_version)]
+ExpectedVersion = Annotated[frozenset[int] | None, Depends(expected_version)]
 
 
 class Idempotency:

@@ -22,6 +22,9 @@ from audiences.schemas.common import Problem
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("audiences.api")
 
+NAME_PARAMETERS = {"sort": "unknown_sort_field", "fields": "unknown_fields", "include": "unknown_include"}
+"""Query parameters that name fields: a name the list does not have answers 400, not 422."""
+
 STATUS_ERRORS: dict[int, type[AudiencesError]] = {
     cls.status: cls
     for cls in (
@@ -82,6 +85,16 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         return problem_response(
             errors.BadRequest("the body is not valid JSON", code="malformed_json"), request
         )
+    names = [item for item in items if _query_location(item) in NAME_PARAMETERS]
+    if names:
+        parameter = _query_location(names[0])
+        code = NAME_PARAMETERS[parameter]
+        error = errors.InvalidParameter(
+            f"{parameter}={names[0].get('input')!r} names something this list does not have",
+            code=code,
+            errors=[ErrorDetail(code, str(names[0].get("msg")), ("query", parameter))],
+        )
+        return problem_response(error, request)
     unknown = [item["loc"][-1] for item in items if _is_unknown_query_parameter(item)]
     if unknown:
         names = ", ".join(str(name) for name in unknown)
@@ -104,6 +117,13 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     ]
     error = errors.ValidationFailed(f"{len(details)} field(s) failed validation", errors=details)
     return problem_response(error, request)
+
+
+def _query_location(item: Any) -> str | None:
+    location = item.get("loc", ())
+    if item.get("type") == "string_pattern_mismatch" and len(location) == 2 and location[0] == "query":
+        return str(location[1])
+    return None
 
 
 def _is_unknown_query_parameter(item: Any) -> bool:

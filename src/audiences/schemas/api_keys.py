@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from audiences.schemas.common import ListParams, sparse_model, names_pattern, sort_pattern
+
 
 class Role(StrEnum):
     """What a key may do: read; read and write; and admin, which also manages keys."""
@@ -45,3 +47,23 @@ class ApiKeyCreated(ApiKey):
     """The answer to creating a key: the only time the token is shown."""
 
     token: str
+
+
+API_KEY_SORTS = ("name", "created_at")
+
+
+class ApiKeyListParams(ListParams):
+    """Query parameters of the key list: the common ones plus a role filter."""
+
+    sort: str | None = Field(
+        default=None,
+        pattern=sort_pattern(API_KEY_SORTS),
+        description="One of " + ", ".join(API_KEY_SORTS) + "; `-` for descending.",
+    )
+    fields: str | None = Field(default=None, pattern=names_pattern(ApiKey.model_fields))
+    include: str | None = Field(default=None, pattern="^$", description="Nothing to include.")
+    role: Role | None = None
+
+
+ApiKeyListItem = sparse_model(ApiKey, "ApiKeyListItem")
+"""A apikey in a list: every field present unless ``fields=`` asks for fewer."""

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+)
 
-from audiences.schemas.common import Relationship
+from audiences.schemas.common import ListParams, sparse_model, Relationship, names_pattern, sort_pattern
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 Label = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$")]
 MAX_RULE_CHARS = 10_000
+
+
+def _unique(labels: list[str]) -> list[str]:
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must be unique")
+    return labels
 
 
 class AudienceKind(StrEnum):
@@ -39,21 +52,34 @@ class RefreshMode(StrEnum):
     STREAMING = "streaming"
 
 
-class RefreshPolicy(BaseModel):
-    """When an audience is evaluated; ``interval_seconds`` only (and always) with ``scheduled``."""
+class ManualRefresh(BaseModel):
+    """Evaluated only when asked (``POST …/refresh``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: RefreshMode = RefreshMode.MANUAL
-    interval_seconds: int | None = Field(default=None, ge=60, le=31_536_000)
+    mode: Literal[RefreshMode.MANUAL]
 
-    @model_validator(mode="after")
-    def _interval_matches_mode(self) -> RefreshPolicy:
-        if self.mode is RefreshMode.SCHEDULED and self.interval_seconds is None:
-            raise ValueError("a scheduled refresh policy needs interval_seconds")
-        if self.mode is not RefreshMode.SCHEDULED and self.interval_seconds is not None:
-            raise ValueError("interval_seconds applies only to the scheduled mode")
-        return self
+
+class ScheduledRefresh(BaseModel):
+    """Evaluated every ``interval_seconds``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal[RefreshMode.SCHEDULED]
+    interval_seconds: int = Field(ge=60, le=31_536_000)
+
+
+class StreamingRefresh(BaseModel):
+    """Evaluated the moment a profile changes (rules that depend on the clock cannot be)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal[RefreshMode.STREAMING]
+
+
+RefreshPolicy = Annotated[
+    ManualRefresh | ScheduledRefresh | StreamingRefresh, Field(discriminator="mode")
+]
 
 
 class AudienceSource(BaseModel):
@@ -67,8 +93,15 @@ class AudienceSource(BaseModel):
     )
 
 
-class AudienceWrite(BaseModel):
-    """The writable fields of an audience: the body of POST and PUT, and what PATCH edits."""
+Labels = Annotated[
+    list[Label],
+    Field(max_length=50, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_unique),
+]
+
+
+class _AudienceFields(BaseModel):
+    """Writable fields every kind of audience has."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -77,36 +110,54 @@ class AudienceWrite(BaseModel):
     )
     name: str = Field(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=5000)
-    kind: AudienceKind
-    rule: str | None = Field(
-        default=None,
-        max_length=MAX_RULE_CHARS,
-        description="The membership rule of a dynamic audience (required for dynamic only).",
-    )
     group_id: str | None = Field(default=None, max_length=36)
-    labels: list[Label] = Field(default_factory=list, max_length=50)
+    labels: Labels = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     lifecycle_state: LifecycleState = LifecycleState.DRAFT
     archived: bool = False
-    refresh_policy: RefreshPolicy = Field(default_factory=RefreshPolicy)
-    ttl_days: int | None = Field(
-        default=None, ge=1, le=3650, description="Static only: members leave this long after."
+    refresh_policy: RefreshPolicy = Field(
+        default_factory=lambda: ManualRefresh(mode=RefreshMode.MANUAL)
     )
-    source: AudienceSource | None = Field(default=None, description="External audiences only.")
 
-    @model_validator(mode="after")
-    def _fields_match_kind(self) -> AudienceWrite:
-        if self.kind is AudienceKind.DYNAMIC and not (self.rule and self.rule.strip()):
-            raise ValueError("a dynamic audience needs a rule")
-        if self.kind is not AudienceKind.DYNAMIC and self.rule is not None:
-            raise ValueError(f"a {self.kind.value} audience has no rule")
-        if self.ttl_days is not None and self.kind is not AudienceKind.STATIC:
-            raise ValueError("ttl_days applies only to static audiences")
-        if self.source is not None and self.kind is not AudienceKind.EXTERNAL:
-            raise ValueError("source applies only to external audiences")
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError("labels must be unique")
-        return self
+
+class StaticAudienceWrite(_AudienceFields):
+    """An audience whose members are uploaded or added by id."""
+
+    kind: Literal[AudienceKind.STATIC]
+    ttl_days: int | None = Field(
+        default=None, ge=1, le=3650, description="Members leave this many days after joining."
+    )
+
+
+class DynamicAudienceWrite(_AudienceFields):
+    """An audience whose members are the profiles its rule holds true for."""
+
+    kind: Literal[AudienceKind.DYNAMIC]
+    rule: str = Field(
+        min_length=1, max_length=MAX_RULE_CHARS, pattern=r"\S", description="The membership rule."
+    )
+
+
+class ExternalAudienceWrite(_AudienceFields):
+    """A mirror of a list held in another system."""
+
+    kind: Literal[AudienceKind.EXTERNAL]
+    source: AudienceSource | None = Field(default=None, description="Where the list lives.")
+
+
+AudienceWrite = Annotated[
+    StaticAudienceWrite | DynamicAudienceWrite | ExternalAudienceWrite,
+    Field(discriminator="kind"),
+]
+"""The body of POST and PUT, and what PATCH edits: the fields depend on ``kind``."""
+
+AUDIENCE_WRITE: TypeAdapter[StaticAudienceWrite | DynamicAudienceWrite | ExternalAudienceWrite]
+AUDIENCE_WRITE = TypeAdapter(AudienceWrite)
+WRITABLE_FIELDS = frozenset(
+    name
+    for model in (StaticAudienceWrite, DynamicAudienceWrite, ExternalAudienceWrite)
+    for name in model.model_fields
+)
 
 
 class EvaluationState(BaseModel):
@@ -117,12 +168,16 @@ class EvaluationState(BaseModel):
     last_error: str | None = None
 
 
-class Audience(AudienceWrite):
-    """An audience as the API returns it."""
+class Audience(_AudienceFields):
+    """An audience as the API returns it; fields of other kinds are null."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str
+    kind: AudienceKind
+    rule: str | None = None
+    ttl_days: int | None = None
+    source: AudienceSource | None = None
     size: int | None = Field(default=None, description="Members as of `evaluation.computed_at`.")
     evaluation: EvaluationState
     version: int = Field(description="Increases on every change; the ETag is its quoted value.")
@@ -154,3 +209,29 @@ class BulkResult(BaseModel):
     """The 207 body of a bulk-get, in the order the ids were asked for."""
 
     results: list[BulkItem]
+
+
+AUDIENCE_SORTS = ("name", "key", "created_at", "updated_at")
+AUDIENCE_INCLUDES = ("group",)
+
+
+class AudienceListParams(ListParams):
+    """Query parameters of the audience list: the common ones plus exact-match filters."""
+
+    sort: str | None = Field(
+        default=None,
+        pattern=sort_pattern(AUDIENCE_SORTS),
+        description="One of " + ", ".join(AUDIENCE_SORTS) + "; `-` for descending.",
+    )
+    fields: str | None = Field(default=None, pattern=names_pattern(Audience.model_fields))
+    include: str | None = Field(default=None, pattern=names_pattern(AUDIENCE_INCLUDES))
+    kind: AudienceKind | None = None
+    lifecycle_state: LifecycleState | None = None
+    archived: bool | None = None
+    group: str | None = Field(default=None, description="A group id, or `none` for ungrouped.")
+    label: str | None = Field(default=None, description="Audiences carrying this label.")
+    key: str | None = None
+
+
+AudienceListItem = sparse_model(Audience, "AudienceListItem")
+"""A audience in a list: every field present unless ``fields=`` asks for fewer."""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 T = TypeVar("T")
+MAX_PAGE_SIZE = 200
+"""The largest page any list serves; ``AUDIENCES_PAGE_SIZE_MAX`` may lower it, not raise it."""
 
 
 class Page(BaseModel, Generic[T]):
@@ -90,7 +94,10 @@ class ListParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int | None = Field(
-        default=None, ge=1, description="Items per page: default 50, at most 200 (422 above)."
+        default=None,
+        ge=1,
+        le=MAX_PAGE_SIZE,
+        description="Items per page: default 50, at most 200 (422 above).",
     )
     cursor: str | None = Field(
         default=None, max_length=2000, description="`next_cursor` of the previous page."
@@ -115,3 +122,36 @@ class ListParams(BaseModel):
     include: str | None = Field(
         default=None, max_length=200, description="Comma-separated related resources to embed."
     )
+
+
+def _alternatives(names: Iterable[str]) -> str:
+    return "|".join(sorted((re.escape(name) for name in names), key=len, reverse=True))
+
+
+def names_pattern(names: Iterable[str]) -> str:
+    """A regex for a comma-separated list of ``names`` (``fields=``, ``include=``).
+
+    >>> bool(re.match(names_pattern(["id", "name"]), "name,id"))
+    True
+    """
+    alternatives = _alternatives(names)
+    return rf"^({alternatives})(,({alternatives}))*$"
+
+
+def sort_pattern(names: Iterable[str]) -> str:
+    """A regex for ``sort=``: one of ``names``, optionally prefixed by ``-`` for descending.
+
+    >>> bool(re.match(sort_pattern(["name"]), "-name")), bool(re.match(sort_pattern(["name"]), "x"))
+    (True, False)
+    """
+    return rf"^-?({_alternatives(names)})$"
+
+
+def sparse_model(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """``model`` with no field required: the shape of list items, which ``fields=`` may trim."""
+    definitions: dict[str, Any] = {
+        field_name: (info.annotation, Field(default=None, description=info.description))
+        for field_name, info in model.model_fields.items()
+    }
+    sparse: type[BaseModel] = create_model(name, __doc__=model.__doc__, **definitions)
+    return sparse

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from audiences.schemas.common import Relationship
+from audiences.schemas.common import ListParams, sparse_model, Relationship, names_pattern, sort_pattern
 
 
 class GroupWrite(BaseModel):
@@ -33,3 +33,24 @@ class Group(GroupWrite):
     audiences: list[Relationship] | None = Field(
         default=None, description="With `include=audiences` only."
     )
+
+
+GROUP_SORTS = ("name", "created_at", "updated_at")
+GROUP_INCLUDES = ("audiences",)
+
+
+class GroupListParams(ListParams):
+    """Query parameters of the group list: the common ones plus an exact-match name filter."""
+
+    sort: str | None = Field(
+        default=None,
+        pattern=sort_pattern(GROUP_SORTS),
+        description="One of " + ", ".join(GROUP_SORTS) + "; `-` for descending.",
+    )
+    fields: str | None = Field(default=None, pattern=names_pattern(Group.model_fields))
+    include: str | None = Field(default=None, pattern=names_pattern(GROUP_INCLUDES))
+    name: str | None = None
+
+
+GroupListItem = sparse_model(Group, "GroupListItem")
+"""A group in a list: every field present unless ``fields=`` asks for fewer."""

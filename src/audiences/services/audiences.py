@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -9,7 +12,17 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from audiences.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
 from audiences.kit.clock import utcnow
-from audiences.schemas.audiences import Audience, AudienceWrite, EvaluationState
+from audiences.schemas.audiences import (
+    AUDIENCE_WRITE,
+    WRITABLE_FIELDS,
+    Audience,
+    AudienceWrite,
+    DynamicAudienceWrite,
+    EvaluationState,
+    ExternalAudienceWrite,
+    ScheduledRefresh,
+    StaticAudienceWrite,
+)
 from audiences.schemas.common import ListQuery, PageResult, Relationship
 from audiences.services import versions
 from audiences.services.callers import Caller
@@ -19,7 +32,6 @@ from audiences.store.repositories.audiences import AudienceRepository
 from audiences.store.repositories.groups import GroupRepository
 from audiences.store.tables import AudienceLabelRow, AudienceRow
 
-WRITABLE = frozenset(AudienceWrite.model_fields)
 
 
 def create(session: Session, *, caller: Caller, data: AudienceWrite) -> AudienceRow:
@@ -59,7 +71,7 @@ def replace(
     caller: Caller,
     audience_id: str,
     data: AudienceWrite,
-    expected_version: int | None,
+    expected_version: Collection[int] | None,
 ) -> AudienceRow:
     """Replace every writable field (PUT); :class:`PreconditionFailed` on a stale version."""
     row = get(session, caller=caller, audience_id=audience_id)
@@ -88,24 +100,28 @@ def patch(
     caller: Caller,
     audience_id: str,
     patch: Patch,
-    expected_version: int | None,
+    expected_version: Collection[int] | None,
 ) -> AudienceRow:
     """Apply a JSON Patch or merge patch to the writable fields, then replace."""
     row = get(session, caller=caller, audience_id=audience_id)
     versions.check(row.version, expected_version)
-    current = to_model(row).model_dump(mode="json", exclude={"group"})
-    patched = apply_patch(current, patch, WRITABLE)
+    # The document a patch edits: read-only fields (for `test`) and this kind's writable ones.
+    current = {
+        **to_model(row).model_dump(mode="json", exclude=set(WRITABLE_FIELDS) | {"group"}),
+        **writable_view(row).model_dump(mode="json"),
+    }
+    patched = apply_patch(current, patch, WRITABLE_FIELDS)
     try:
-        data = AudienceWrite.model_validate(patched)
+        data = AUDIENCE_WRITE.validate_python(patched)
     except ValidationError as exc:
         raise validation_failed(exc, prefix=("body",)) from exc
     return replace(
-        session, caller=caller, audience_id=audience_id, data=data, expected_version=row.version
+        session, caller=caller, audience_id=audience_id, data=data, expected_version=None
     )
 
 
 def delete(
-    session: Session, *, caller: Caller, audience_id: str, expected_version: int | None
+    session: Session, *, caller: Caller, audience_id: str, expected_version: Collection[int] | None
 ) -> None:
     """Delete an audience."""
     row = get(session, caller=caller, audience_id=audience_id)
@@ -118,32 +134,30 @@ def delete(
 
 def writable_view(row: AudienceRow) -> AudienceWrite:
     """The writable fields of a stored audience, as a write body would carry them."""
-    return AudienceWrite.model_validate(
-        {
-            "key": row.key,
-            "name": row.name,
-            "description": row.description,
-            "kind": row.kind,
-            "rule": row.rule,
-            "group_id": row.group_id,
-            "labels": row.labels,
-            "metadata": row.extra_metadata,
-            "lifecycle_state": row.lifecycle_state,
-            "archived": row.archived,
-            "refresh_policy": {
-                "mode": row.refresh_mode,
-                "interval_seconds": row.refresh_interval_seconds,
-            },
-            "ttl_days": row.ttl_days,
-            "source": row.source,
-        }
-    )
+    fields: dict[str, Any] = {
+        "key": row.key,
+        "name": row.name,
+        "description": row.description,
+        "kind": row.kind,
+        "group_id": row.group_id,
+        "labels": row.labels,
+        "metadata": row.extra_metadata,
+        "lifecycle_state": row.lifecycle_state,
+        "archived": row.archived,
+        "refresh_policy": {"mode": row.refresh_mode},
+    }
+    if row.refresh_interval_seconds is not None:
+        fields["refresh_policy"]["interval_seconds"] = row.refresh_interval_seconds
+    kind_fields = {"static": {"ttl_days": row.ttl_days}, "dynamic": {"rule": row.rule}}
+    fields.update(kind_fields.get(row.kind, {"source": row.source}))
+    return AUDIENCE_WRITE.validate_python(fields)
 
 
 def to_model(row: AudienceRow, *, group: Relationship | None = None) -> Audience:
     """The public shape of an audience."""
     return Audience(
-        **writable_view(row).model_dump(),
+        **writable_view(row).model_dump(exclude={"kind"}),
+        kind=row.kind,
         id=row.id,
         size=row.size,
         evaluation=EvaluationState(
@@ -163,15 +177,19 @@ def _assign(row: AudienceRow, data: AudienceWrite) -> None:
     row.name = data.name
     row.description = data.description
     row.kind = data.kind.value
-    row.rule = data.rule
     row.group_id = data.group_id
     row.extra_metadata = data.metadata
     row.lifecycle_state = data.lifecycle_state.value
     row.archived = data.archived
     row.refresh_mode = data.refresh_policy.mode.value
-    row.refresh_interval_seconds = data.refresh_policy.interval_seconds
-    row.ttl_days = data.ttl_days
-    row.source = None if data.source is None else data.source.model_dump()
+    policy = data.refresh_policy
+    row.refresh_interval_seconds = (
+        policy.interval_seconds if isinstance(policy, ScheduledRefresh) else None
+    )
+    row.rule = data.rule if isinstance(data, DynamicAudienceWrite) else None
+    row.ttl_days = data.ttl_days if isinstance(data, StaticAudienceWrite) else None
+    source = data.source if isinstance(data, ExternalAudienceWrite) else None
+    row.source = None if source is None else source.model_dump()
     _assign_labels(row, data.labels)
 
 

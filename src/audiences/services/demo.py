@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from audiences.schemas.api_keys import ApiKeyCreate, Role
-from audiences.schemas.audiences import AudienceWrite
+from audiences.schemas.audiences import AUDIENCE_WRITE
 from audiences.schemas.groups import GroupWrite
 from audiences.services import api_keys, audiences, groups, workspaces
 from audiences.services.callers import Caller
@@ -83,7 +83,7 @@ def _seed_audiences(session: Session, caller: Caller) -> None:
     repo = AudienceRepository(session, caller.workspace_id)
     for group_name, fields in AUDIENCES:
         if repo.by_key(str(fields["key"])) is None:
-            data = AudienceWrite.model_validate({**fields, "group_id": group_ids.get(group_name or "")})
+            data = AUDIENCE_WRITE.validate_python({**fields, "group_id": group_ids.get(group_name or "")})
             audiences.create(session, caller=caller, data=data)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -55,7 +57,7 @@ def replace(
     caller: Caller,
     group_id: str,
     data: GroupWrite,
-    expected_version: int | None,
+    expected_version: Collection[int] | None,
 ) -> AudienceGroupRow:
     """Replace the writable fields (PUT)."""
     row = get(session, caller=caller, group_id=group_id)
@@ -76,7 +78,7 @@ def replace(
 
 
 def patch(
-    session: Session, *, caller: Caller, group_id: str, patch: Patch, expected_version: int | None
+    session: Session, *, caller: Caller, group_id: str, patch: Patch, expected_version: Collection[int] | None
 ) -> AudienceGroupRow:
     """Apply a JSON Patch or merge patch to the writable fields, then replace."""
     row = get(session, caller=caller, group_id=group_id)
@@ -95,7 +97,7 @@ def delete(
     *,
     caller: Caller,
     group_id: str,
-    expected_version: int | None,
+    expected_version: Collection[int] | None,
     detach: bool = False,
 ) -> None:
     """Delete a group; refused while it holds audiences unless ``detach`` ungroups them first."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from audiences.errors import PreconditionFailed
 
 
-def check(current: int, expected: int | None) -> None:
-    """Raise :class:`PreconditionFailed` unless ``expected`` is absent or equals ``current``."""
-    if expected is not None and expected != current:
+def check(current: int, expected: Collection[int] | None) -> None:
+    """Raise :class:`PreconditionFailed` unless ``expected`` is absent or holds ``current``."""
+    if expected is not None and current not in expected:
+        wanted = ", ".join(str(v) for v in sorted(expected)) or "none"
         raise PreconditionFailed(
-            f"the resource is at version {current}, not {expected}; fetch it and retry",
+            f"the resource is at version {current}, not {wanted}; fetch it and retry",
             code="version_mismatch",
         )
 

@@ -12,18 +12,12 @@ from audiences.api.deps import AdminCaller, SessionDep, SettingsDep
 from audiences.api.listing import page_response, to_list_query
 from audiences.api.preconditions import IdempotencyDep
 from audiences.api.problems import responses
-from audiences.schemas.api_keys import ApiKey, ApiKeyCreate, ApiKeyCreated, Role
-from audiences.schemas.common import ListParams, Page
+from audiences.schemas.api_keys import ApiKey, ApiKeyListItem, ApiKeyCreate, ApiKeyCreated, ApiKeyListParams
+from audiences.schemas.common import Page
 from audiences.services import api_keys
 from audiences.store.tables import WorkspaceRow
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
-
-
-class ApiKeyListParams(ListParams):
-    """Exact-match filters of the key list, on top of the common list parameters."""
-
-    role: Role | None = None
 
 
 @router.post(
@@ -44,7 +38,7 @@ def create_api_key(
     return idem.respond(201, created.model_dump(mode="json"), {"Location": location})
 
 
-@router.get("", response_model=Page[ApiKey], responses=responses(400, 401, 403, 422, 429))
+@router.get("", response_model=Page[ApiKeyListItem], responses=responses(400, 401, 403, 422, 429))
 def list_api_keys(
     params: Annotated[ApiKeyListParams, Query()],
     request: Request,

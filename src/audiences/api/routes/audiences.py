@@ -15,34 +15,23 @@ from audiences.api.preconditions import ExpectedVersion, IdempotencyDep, etag
 from audiences.api.problems import problem_body, request_id_of, responses
 from audiences.errors import NotFound, ValidationFailed
 from audiences.schemas.audiences import (
+    AUDIENCE_INCLUDES,
     Audience,
-    AudienceKind,
+    AudienceListItem,
+    AudienceListParams,
     AudienceWrite,
     BulkGet,
     BulkResult,
-    LifecycleState,
 )
-from audiences.schemas.common import ListParams, Page
+from audiences.schemas.common import Page
 from audiences.services import audiences, groups
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch
 from audiences.store.tables import AudienceRow
 
 router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
-INCLUDES = ("group",)
 ONE = responses(401, 404, 429)
 WRITE = responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429)
-
-
-class AudienceListParams(ListParams):
-    """Exact-match filters of the audience list, on top of the common list parameters."""
-
-    kind: AudienceKind | None = None
-    lifecycle_state: LifecycleState | None = None
-    archived: bool | None = None
-    group: str | None = Query(default=None, description="A group id, or `none` for ungrouped.")
-    label: str | None = Query(default=None, description="Audiences carrying this label.")
-    key: str | None = None
 
 
 @router.post(
@@ -62,7 +51,7 @@ def create_audience(
     return idem.respond(201, rendered, {"Location": location, "ETag": etag(row.version)})
 
 
-@router.get("", response_model=Page[Audience], responses=responses(400, 401, 422, 429))
+@router.get("", response_model=Page[AudienceListItem], responses=responses(400, 401, 422, 429))
 def list_audiences(
     params: Annotated[AudienceListParams, Query()],
     request: Request,
@@ -71,7 +60,7 @@ def list_audiences(
     caller: ReadCaller,
 ) -> Response:
     """List audiences: filters, `q`, `updated_since`, `sort`, cursor or offset, `fields`, `include`."""
-    query = to_list_query(params, settings, model=Audience, includes=INCLUDES)
+    query = to_list_query(params, settings, model=Audience, includes=AUDIENCE_INCLUDES)
     page = audiences.list_(session, caller=caller, query=query)
     rendered = _render(session, caller, page.items, query.include)
     return page_response(request, page, query, lambda row: rendered[row.id])
@@ -116,7 +105,7 @@ def get_audience(
 ) -> Response:
     """One audience, with its ETag."""
     row = audiences.get(session, caller=caller, audience_id=audience_id)
-    wanted = parse_names(include, "include", frozenset(INCLUDES)) or frozenset()
+    wanted = parse_names(include, "include", frozenset(AUDIENCE_INCLUDES)) or frozenset()
     body = _render(session, caller, [row], wanted)[row.id]
     return JSONResponse(body, headers={"ETag": etag(row.version)})
 

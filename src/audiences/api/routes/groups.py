@@ -13,23 +13,22 @@ from audiences.api.deps import ReadCaller, SessionDep, SettingsDep, WriteCaller
 from audiences.api.listing import page_response, parse_names, to_list_query
 from audiences.api.preconditions import ExpectedVersion, IdempotencyDep, etag
 from audiences.api.problems import responses
-from audiences.schemas.common import ListParams, Page
-from audiences.schemas.groups import Group, GroupWrite
+from audiences.schemas.common import Page
+from audiences.schemas.groups import (
+    GROUP_INCLUDES,
+    Group,
+    GroupListItem,
+    GroupListParams,
+    GroupWrite,
+)
 from audiences.services import audiences, groups
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch
 from audiences.store.tables import AudienceGroupRow
 
 router = APIRouter(prefix="/v1/audience-groups", tags=["audience groups"])
-INCLUDES = ("audiences",)
 ONE = responses(400, 401, 404, 429)
 WRITE = responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429)
-
-
-class GroupListParams(ListParams):
-    """Exact-match filters of the group list, on top of the common list parameters."""
-
-    name: str | None = None
 
 
 @router.post(
@@ -49,7 +48,7 @@ def create_group(
     return idem.respond(201, rendered, {"Location": location, "ETag": etag(row.version)})
 
 
-@router.get("", response_model=Page[Group], responses=responses(400, 401, 422, 429))
+@router.get("", response_model=Page[GroupListItem], responses=responses(400, 401, 422, 429))
 def list_groups(
     params: Annotated[GroupListParams, Query()],
     request: Request,
@@ -58,7 +57,7 @@ def list_groups(
     caller: ReadCaller,
 ) -> Response:
     """List groups: `name` filter, `q`, `updated_since`, `sort`, paging, `fields`, `include`."""
-    query = to_list_query(params, settings, model=Group, includes=INCLUDES)
+    query = to_list_query(params, settings, model=Group, includes=GROUP_INCLUDES)
     page = groups.list_(session, caller=caller, query=query)
     rendered = _render(session, caller, page.items, query.include)
     return page_response(request, page, query, lambda row: rendered[row.id])
@@ -73,7 +72,7 @@ def get_group(
 ) -> Response:
     """One group, with its ETag."""
     row = groups.get(session, caller=caller, group_id=group_id)
-    wanted = parse_names(include, "include", frozenset(INCLUDES)) or frozenset()
+    wanted = parse_names(include, "include", frozenset(GROUP_INCLUDES)) or frozenset()
     body = _render(session, caller, [row], wanted)[row.id]
     return JSONResponse(body, headers={"ETag": etag(row.version)})
 

@@ -1,0 +1,51 @@
+"""The OpenAPI contract, the offline docs page, and the operator endpoints."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI
+
+from tests.factories import Tenant
+
+
+def test_openapi_declares_security_errors_and_headers(app: FastAPI) -> None:
+    spec: dict[str, Any] = app.openapi()
+    schemes = spec["components"]["securitySchemes"]
+    assert any(s["type"] == "http" and s["scheme"] == "bearer" for s in schemes.values())
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            assert operation.get("security"), f"{method} {path} declares no security"
+            statuses = set(operation["responses"])
+            assert {"401", "429"} <= statuses, f"{method} {path}: {statuses}"
+            problem = operation["responses"]["401"]["content"]
+            assert "application/problem+json" in problem
+    create = spec["paths"]["/v1/audiences"]["post"]
+    headers = {p["name"] for p in create["parameters"] if p["in"] == "header"}
+    assert "Idempotency-Key" in headers
+    put = spec["paths"]["/v1/audiences/{audience_id}"]["put"]
+    assert "if-match" in {p["name"].lower() for p in put["parameters"]}
+    assert {"412", "428", "409"} <= set(put["responses"])
+    patch_body = spec["paths"]["/v1/audiences/{audience_id}"]["patch"]["requestBody"]["content"]
+    assert set(patch_body) == {"application/json-patch+json", "application/merge-patch+json"}
+
+
+def test_docs_page_needs_no_network(tenant: Tenant) -> None:
+    page = tenant.anonymous.get("/docs")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets
+    for asset in assets:
+        assert asset.startswith("/"), f"{asset} would need the network"
+        assert tenant.anonymous.get(asset).status_code == 200, asset
+    assert tenant.anonymous.get("/openapi.json").json()["info"]["title"] == "Audiences"
+
+
+def test_health_endpoints(tenant: Tenant) -> None:
+    assert tenant.anonymous.get("/livez").json() == {"status": "ok"}
+    ready = tenant.anonymous.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok"}
