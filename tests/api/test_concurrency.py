@@ -26,7 +26,9 @@ def test_two_writers_with_one_etag_one_wins_one_gets_412(tenant: Tenant) -> None
     for _ in range(5):
         audience = make_audience(tenant.write)
         url = f"/v1/audiences/{audience['id']}"
-        responses = tenant.write.gather([_put(url, f"writer-{i}", audience["key"]) for i in range(2)])
+        responses = tenant.write.gather(
+            [_put(url, f"writer-{i}", audience["key"]) for i in range(2)]
+        )
         statuses = sorted(r.status_code for r in responses)
         assert statuses == [200, 412], [r.text for r in responses]
         winner = next(r for r in responses if r.status_code == 200).json()
@@ -65,7 +67,9 @@ def test_retry_replays_and_another_body_is_refused(tenant: Tenant) -> None:
     assert retry.json() == first.json()
     assert retry.headers["location"] == first.headers["location"]
     assert retry.headers["idempotent-replayed"] == "true"
-    other = tenant.write.post("/v1/audiences", json=audience_body(), headers={"Idempotency-Key": key})
+    other = tenant.write.post(
+        "/v1/audiences", json=audience_body(), headers={"Idempotency-Key": key}
+    )
     assert other.status_code == 422
     assert other.json()["code"] == "idempotency_key_reused"
     assert tenant.read.get("/v1/audiences").json()["total"] == 1

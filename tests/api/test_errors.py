@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from fastapi import FastAPI
 
@@ -30,7 +28,9 @@ def _assert_problem(response: object, status: int, code: str) -> None:
 def test_framework_errors_are_problems_too(tenant: Tenant) -> None:
     _assert_problem(tenant.read.get("/v1/nowhere"), 404, "not_found")
     _assert_problem(tenant.read.request("TRACE", "/v1/audiences"), 405, "method_not_allowed")
-    _assert_problem(tenant.read.get("/v1/audiences", params={"limit": "x"}), 422, "validation_failed")
+    _assert_problem(
+        tenant.read.get("/v1/audiences", params={"limit": "x"}), 422, "validation_failed"
+    )
 
 
 def test_every_response_carries_a_request_id_and_echoes_a_sane_one(tenant: Tenant) -> None:
@@ -44,9 +44,11 @@ def test_every_response_carries_a_request_id_and_echoes_a_sane_one(tenant: Tenan
 
 
 @pytest.fixture
-def strict_app(settings: Settings, tmp_path: Path) -> FastAPI:
+def strict_app(settings: Settings) -> Iterator[FastAPI]:
     tight = settings.model_copy(update={"rate_limit": "3/minute", "require_if_match": True})
-    return create_app(tight)
+    application = create_app(tight)
+    yield application
+    application.state.engine.dispose()
 
 
 @pytest.fixture
@@ -57,7 +59,9 @@ def strict_client(strict_app: FastAPI) -> Iterator[ApiClient]:
     client.close()
 
 
-def test_rate_limit_answers_429_with_retry_after_and_ratelimit_headers(strict_client: ApiClient) -> None:
+def test_rate_limit_answers_429_with_retry_after_and_ratelimit_headers(
+    strict_client: ApiClient,
+) -> None:
     responses = [strict_client.get("/v1/audiences") for _ in range(4)]
     assert [r.status_code for r in responses] == [200, 200, 200, 429]
     assert responses[0].headers["ratelimit-policy"] == '"default";q=3;w=60'
@@ -69,9 +73,7 @@ def test_rate_limit_answers_429_with_retry_after_and_ratelimit_headers(strict_cl
 
 
 def test_if_match_can_be_required(strict_client: ApiClient) -> None:
-    created = strict_client.post(
-        "/v1/audience-groups", json={"name": "g"}
-    ).json()
+    created = strict_client.post("/v1/audience-groups", json={"name": "g"}).json()
     response = strict_client.put(f"/v1/audience-groups/{created['id']}", json={"name": "h"})
     _assert_problem(response, 428, "if_match_required")
 
@@ -88,6 +90,7 @@ def test_unexpected_errors_are_500_problems_without_a_trace(settings: Settings) 
         response = client.get("/boom")
     finally:
         client.close()
+        app.state.engine.dispose()
     _assert_problem(response, 500, "internal_error")
     assert "secret" not in response.text
     assert "Traceback" not in response.text

@@ -6,7 +6,9 @@ from tests.factories import Tenant, make_audience, make_group
 
 
 def test_group_life_cycle(tenant: Tenant) -> None:
-    response = tenant.write.post("/v1/audience-groups", json={"name": "Age", "description": "Age cuts"})
+    response = tenant.write.post(
+        "/v1/audience-groups", json={"name": "Age", "description": "Age cuts"}
+    )
     assert response.status_code == 201
     group = response.json()
     assert response.headers["location"] == f"/v1/audience-groups/{group['id']}"
@@ -39,7 +41,9 @@ def test_include_audiences_lists_members_in_the_slim_shape(tenant: Tenant) -> No
     first = make_audience(tenant.write, name="b", group_id=group["id"])
     second = make_audience(tenant.write, name="a", group_id=group["id"])
     make_audience(tenant.write)
-    body = tenant.read.get(f"/v1/audience-groups/{group['id']}", params={"include": "audiences"}).json()
+    body = tenant.read.get(
+        f"/v1/audience-groups/{group['id']}", params={"include": "audiences"}
+    ).json()
     assert body["audience_count"] == 2
     assert body["audiences"] == [
         {"id": second["id"], "key": second["key"], "name": "a"},
@@ -58,7 +62,9 @@ def test_delete_refused_while_the_group_holds_audiences(tenant: Tenant) -> None:
     assert refused.status_code == 409
     problem = refused.json()
     assert problem["code"] == "group_not_empty"
-    assert problem["audiences"] == [{"id": member["id"], "key": member["key"], "name": member["name"]}]
+    assert problem["audiences"] == [
+        {"id": member["id"], "key": member["key"], "name": member["name"]}
+    ]
     assert tenant.read.get(url).status_code == 200
 
     assert tenant.write.delete(url, params={"detach": "true"}).status_code == 204

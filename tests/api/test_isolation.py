@@ -15,7 +15,10 @@ from tests.factories import Tenant, audience_body, make_audience, make_group
 
 BODIES: dict[str, dict[str, Any]] = {
     "PUT": {"json": audience_body()},
-    "PATCH": {"json": {"name": "stolen"}, "headers": {"Content-Type": "application/merge-patch+json"}},
+    "PATCH": {
+        "json": {"name": "stolen"},
+        "headers": {"Content-Type": "application/merge-patch+json"},
+    },
     "POST": {"json": {}},
     "DELETE": {},
     "GET": {},
@@ -60,12 +63,16 @@ def test_every_route_answers_404_for_another_workspaces_ids(
     assert {path: tenant.admin.get(path).json() for path in _victim_urls(ids)} == before
 
 
-def test_lists_and_bulk_get_show_nothing_of_another_workspace(tenant: Tenant, other_tenant: Tenant) -> None:
+def test_lists_and_bulk_get_show_nothing_of_another_workspace(
+    tenant: Tenant, other_tenant: Tenant
+) -> None:
     ids = _victim_ids(tenant)
     for path in ("/v1/audiences", "/v1/audience-groups", "/v1/api-keys"):
         seen = other_tenant.admin.get(path, params={"limit": 200}).json()["data"]
         assert set(ids.values()).isdisjoint(item["id"] for item in seen)
-    bulk = other_tenant.admin.post("/v1/audiences/bulk-get", json={"ids": [ids["audience_id"]]}).json()
+    bulk = other_tenant.admin.post(
+        "/v1/audiences/bulk-get", json={"ids": [ids["audience_id"]]}
+    ).json()
     assert [r["status"] for r in bulk["results"]] == [404]
     filtered = other_tenant.admin.get("/v1/audiences", params={"group": ids["group_id"]}).json()
     assert filtered["total"] == 0
@@ -73,7 +80,9 @@ def test_lists_and_bulk_get_show_nothing_of_another_workspace(tenant: Tenant, ot
 
 def test_another_workspaces_group_cannot_be_joined(tenant: Tenant, other_tenant: Tenant) -> None:
     ids = _victim_ids(tenant)
-    response = other_tenant.write.post("/v1/audiences", json=audience_body(group_id=ids["group_id"]))
+    response = other_tenant.write.post(
+        "/v1/audiences", json=audience_body(group_id=ids["group_id"])
+    )
     assert response.status_code == 422
 
 

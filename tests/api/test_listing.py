@@ -18,7 +18,9 @@ def _all_pages(client: ApiClient, **params: Any) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor = None
     while True:
-        response = client.get("/v1/audiences", params={**params, **({"cursor": cursor} if cursor else {})})
+        response = client.get(
+            "/v1/audiences", params={**params, **({"cursor": cursor} if cursor else {})}
+        )
         assert response.status_code == 200, response.text
         page = response.json()
         items += page["data"]
@@ -49,7 +51,9 @@ def populated(tenant: Tenant) -> list[dict[str, Any]]:
     ]
 
 
-def test_default_page_is_creation_order_with_total(tenant: Tenant, populated: list[dict[str, Any]]) -> None:
+def test_default_page_is_creation_order_with_total(
+    tenant: Tenant, populated: list[dict[str, Any]]
+) -> None:
     page = tenant.read.get("/v1/audiences").json()
     assert [a["id"] for a in page["data"]] == [a["id"] for a in populated]
     assert page["total"] == 7
@@ -57,7 +61,10 @@ def test_default_page_is_creation_order_with_total(tenant: Tenant, populated: li
     assert page["next_cursor"] is None
 
 
-@pytest.mark.parametrize("sort", ["name", "-name", "key", "-key", "created_at", "-created_at", "updated_at", "-updated_at"])
+@pytest.mark.parametrize(
+    "sort",
+    ["name", "-name", "key", "-key", "created_at", "-created_at", "updated_at", "-updated_at"],
+)
 def test_cursor_pages_cover_everything_once_in_sort_order(
     tenant: Tenant, populated: list[dict[str, Any]], sort: str
 ) -> None:
@@ -73,7 +80,9 @@ def test_offset_paging(tenant: Tenant, populated: list[dict[str, Any]]) -> None:
     assert page["total"] == 7
     first = tenant.read.get("/v1/audiences", params={"offset": 1, "limit": 2}).json()
     assert [a["id"] for a in first["data"]] == [a["id"] for a in populated[1:3]]
-    rest = tenant.read.get("/v1/audiences", params={"cursor": first["next_cursor"], "limit": 10}).json()
+    rest = tenant.read.get(
+        "/v1/audiences", params={"cursor": first["next_cursor"], "limit": 10}
+    ).json()
     assert [a["id"] for a in rest["data"]] == [a["id"] for a in populated[3:]]
 
 
@@ -110,7 +119,12 @@ def test_group_and_key_filters(tenant: Tenant, populated: list[dict[str, Any]]) 
 
 def test_updated_since(tenant: Tenant, populated: list[dict[str, Any]]) -> None:
     later = datetime.now(UTC) + timedelta(seconds=1)
-    assert tenant.read.get("/v1/audiences", params={"updated_since": later.isoformat()}).json()["total"] == 0
+    assert (
+        tenant.read.get("/v1/audiences", params={"updated_since": later.isoformat()}).json()[
+            "total"
+        ]
+        == 0
+    )
     cut = populated[3]["updated_at"]
     page = tenant.read.get("/v1/audiences", params={"updated_since": cut}).json()
     assert [a["id"] for a in page["data"]] == [a["id"] for a in populated[3:]]
@@ -143,7 +157,9 @@ def test_sparse_fields_and_include(tenant: Tenant, populated: list[dict[str, Any
         ({"updated_since": "yesterday"}, 422, "validation_failed"),
     ],
 )
-def test_bad_list_parameters(tenant: Tenant, params: dict[str, Any], status: int, code: str) -> None:
+def test_bad_list_parameters(
+    tenant: Tenant, params: dict[str, Any], status: int, code: str
+) -> None:
     response = tenant.read.get("/v1/audiences", params=params)
     assert response.status_code == status, response.text
     assert response.json()["code"] == code
@@ -155,8 +171,13 @@ def test_unknown_parameter_is_named(tenant: Tenant) -> None:
 
 
 def test_cursor_is_bound_to_its_sort(tenant: Tenant, populated: list[dict[str, Any]]) -> None:
-    cursor = tenant.read.get("/v1/audiences", params={"sort": "name", "limit": 1}).json()["next_cursor"]
-    assert tenant.read.get("/v1/audiences", params={"sort": "name", "cursor": cursor}).status_code == 200
+    cursor = tenant.read.get("/v1/audiences", params={"sort": "name", "limit": 1}).json()[
+        "next_cursor"
+    ]
+    assert (
+        tenant.read.get("/v1/audiences", params={"sort": "name", "cursor": cursor}).status_code
+        == 200
+    )
     wrong = tenant.read.get("/v1/audiences", params={"sort": "-name", "cursor": cursor})
     assert wrong.status_code == 400
     assert wrong.json()["code"] == "invalid_cursor"
@@ -164,7 +185,9 @@ def test_cursor_is_bound_to_its_sort(tenant: Tenant, populated: list[dict[str, A
     assert both.status_code == 400
 
 
-def test_link_header_points_at_the_next_page(tenant: Tenant, populated: list[dict[str, Any]]) -> None:
+def test_link_header_points_at_the_next_page(
+    tenant: Tenant, populated: list[dict[str, Any]]
+) -> None:
     response = tenant.read.get("/v1/audiences", params={"limit": 2, "kind": "static"})
     match = re.match(r"<([^>]+)>; rel=\"next\"", response.headers["link"])
     assert match is not None
@@ -184,7 +207,9 @@ def test_group_and_key_lists_follow_the_conventions(tenant: Tenant) -> None:
     assert [k["role"] for k in keys["data"]] == ["read"]
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     names=st.lists(st.sampled_from(["a", "b", "B", "c", "ä", "a b"]), min_size=0, max_size=9),
     limit=st.integers(min_value=1, max_value=4),

@@ -46,9 +46,15 @@ def test_label_only_change_bumps_the_version(tenant: Tenant) -> None:
 
 def test_test_op_guards_the_patch(tenant: Tenant) -> None:
     audience = make_audience(tenant.write, name="Before")
-    ok = [{"op": "test", "path": "/version", "value": 1}, {"op": "replace", "path": "/name", "value": "After"}]
+    ok = [
+        {"op": "test", "path": "/version", "value": 1},
+        {"op": "replace", "path": "/name", "value": "After"},
+    ]
     assert _patch(tenant.write, audience, ok, JSON_PATCH).json()["name"] == "After"
-    stale = [{"op": "test", "path": "/name", "value": "Before"}, {"op": "replace", "path": "/name", "value": "X"}]
+    stale = [
+        {"op": "test", "path": "/name", "value": "Before"},
+        {"op": "replace", "path": "/name", "value": "X"},
+    ]
     response = _patch(tenant.write, audience, stale, JSON_PATCH)
     assert response.status_code == 409
     assert response.json()["code"] == "patch_test_failed"
@@ -89,7 +95,9 @@ def test_read_only_paths_are_refused(tenant: Tenant, op: dict[str, Any]) -> None
         ([{"op": "add", "path": "/unknown", "value": 1}], "patch_forbidden_path"),
     ],
 )
-def test_bad_patches_get_a_clear_422_and_change_nothing(tenant: Tenant, doc: Any, code: str) -> None:
+def test_bad_patches_get_a_clear_422_and_change_nothing(
+    tenant: Tenant, doc: Any, code: str
+) -> None:
     audience = make_audience(tenant.write)
     response = _patch(tenant.write, audience, doc, JSON_PATCH)
     assert response.status_code == 422, response.text
@@ -154,5 +162,7 @@ def test_patch_group_with_both_formats(tenant: Tenant) -> None:
     patched = tenant.write.patch(url, json=ops, headers=JSON_PATCH)
     assert patched.json()["name"] == "After"
     assert patched.json()["version"] == 3
-    forbidden = tenant.write.patch(url, json=[{"op": "replace", "path": "/audience_count", "value": 1}], headers=JSON_PATCH)
+    forbidden = tenant.write.patch(
+        url, json=[{"op": "replace", "path": "/audience_count", "value": 1}], headers=JSON_PATCH
+    )
     assert forbidden.status_code == 422

@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, with optional parameters described as optional rather than nullable.
+    """FastAPI's schema, with every error as a problem and optional parameters not nullable.
 
     A query parameter or header cannot be JSON null: leaving it out is how a client says
     "none". FastAPI renders ``str | None = None`` as ``anyOf: [string, null]``, which invites
@@ -72,6 +72,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             for operation in operations.values():
                 for parameter in operation.get("parameters", []):
                     parameter["schema"] = _without_null(parameter.get("schema", {}))
+                problems.document_errors(operation)
+        schema["components"]["schemas"].pop("HTTPValidationError", None)
+        schema["components"]["schemas"].pop("ValidationError", None)
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -80,3 +80,9 @@ def require(role: Role) -> object:
 ReadCaller = Annotated[Caller, require(Role.READ)]
 WriteCaller = Annotated[Caller, require(Role.WRITE)]
 AdminCaller = Annotated[Caller, require(Role.ADMIN)]
+
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+AudienceId = Annotated[str, Path(pattern=ID_PATTERN, description="The audience's id.")]
+GroupId = Annotated[str, Path(pattern=ID_PATTERN, description="The group's id.")]
+KeyId = Annotated[str, Path(pattern=ID_PATTERN, description="The API key's id.")]

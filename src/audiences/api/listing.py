@@ -34,9 +34,7 @@ def to_list_query(
     if params.cursor is not None and params.offset is not None:
         raise BadRequest("use either cursor or offset, not both", code="cursor_with_offset")
     filters = {
-        name: _as_text(value)
-        for name, value in params
-        if name not in COMMON and value is not None
+        name: _as_text(value) for name, value in params if name not in COMMON and value is not None
     }
     return ListQuery(
         limit=limit,
@@ -67,7 +65,9 @@ def page_response(
     }
     headers = {}
     if page.next_cursor is not None:
-        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "offset")]
+        params = [
+            (k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "offset")
+        ]
         params.append(("cursor", page.next_cursor))
         next_url = request.url.replace_query_params(**dict(params))
         headers["Link"] = f'<{next_url}>; rel="next"'
@@ -85,7 +85,10 @@ def parse_names(raw: str | None, parameter: str, allowed: frozenset[str]) -> fro
             f"unknown {parameter} entr{'y' if len(unknown) == 1 else 'ies'}: {', '.join(unknown)}; "
             f"allowed: {', '.join(sorted(allowed)) or 'none'}",
             code=f"unknown_{parameter}",
-            errors=[ErrorDetail(f"unknown_{parameter}", f"unknown {n!r}", ("query", parameter)) for n in unknown],
+            errors=[
+                ErrorDetail(f"unknown_{parameter}", f"unknown {n!r}", ("query", parameter))
+                for n in unknown
+            ],
         )
     return names
 

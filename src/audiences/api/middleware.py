@@ -11,8 +11,8 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from audiences.errors import AudiencesError, PayloadTooLarge
 from audiences.api.problems import PROBLEM_JSON, problem_body
+from audiences.errors import AudiencesError, PayloadTooLarge
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = logging.getLogger("audiences.api")

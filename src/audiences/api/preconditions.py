@@ -40,7 +40,9 @@ def expected_version(
     """The versions ``If-Match`` accepts; None for ``*`` or no header (428 if required)."""
     if if_match is None:
         if settings.require_if_match:
-            raise PreconditionRequired("send If-Match with the ETag you read", code="if_match_required")
+            raise PreconditionRequired(
+                "send If-Match with the ETag you read", code="if_match_required"
+            )
         return None
     if if_match.strip() == "*":
         return None
@@ -76,7 +78,9 @@ class Idempotency:
 
 async def _fingerprint(request: Request) -> str:
     body = await request.body()
-    return hashlib.sha256(request.method.encode() + request.url.path.encode() + b"\0" + body).hexdigest()
+    return hashlib.sha256(
+        request.method.encode() + request.url.path.encode() + b"\0" + body
+    ).hexdigest()
 
 
 def idempotency_handle(
@@ -85,7 +89,8 @@ def idempotency_handle(
     caller: Annotated[Caller, Depends(get_caller)],
     fingerprint: Annotated[str, Depends(_fingerprint)],
     key: Annotated[
-        str | None, Header(alias="Idempotency-Key", max_length=255, description=IDEMPOTENCY_DOC)
+        str | None,
+        Header(alias="Idempotency-Key", pattern=r"^[!-~]{1,255}$", description=IDEMPOTENCY_DOC),
     ] = None,
 ) -> Iterator[Idempotency]:
     """Claim the key before the handler runs; release it if the handler fails."""

@@ -22,7 +22,11 @@ from audiences.schemas.common import Problem
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("audiences.api")
 
-NAME_PARAMETERS = {"sort": "unknown_sort_field", "fields": "unknown_fields", "include": "unknown_include"}
+NAME_PARAMETERS = {
+    "sort": "unknown_sort_field",
+    "fields": "unknown_fields",
+    "include": "unknown_include",
+}
 """Query parameters that name fields: a name the list does not have answers 400, not 422."""
 
 STATUS_ERRORS: dict[int, type[AudiencesError]] = {
@@ -50,7 +54,9 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", "") or "unknown")
 
 
-def problem_body(error: AudiencesError, request_id: str, instance: str | None = None) -> dict[str, Any]:
+def problem_body(
+    error: AudiencesError, request_id: str, instance: str | None = None
+) -> dict[str, Any]:
     """The JSON body of a problem response for ``error``."""
     body: dict[str, Any] = {
         **error.extra,
@@ -70,7 +76,9 @@ def problem_body(error: AudiencesError, request_id: str, instance: str | None = 
 def problem_response(error: AudiencesError, request: Request) -> JSONResponse:
     """A ``application/problem+json`` response for ``error``."""
     body = problem_body(error, request_id_of(request), instance=request.url.path)
-    return JSONResponse(body, status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON)
+    return JSONResponse(
+        body, status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON
+    )
 
 
 async def _on_audiences_error(request: Request, exc: Exception) -> JSONResponse:
@@ -121,7 +129,11 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 def _query_location(item: Any) -> str | None:
     location = item.get("loc", ())
-    if item.get("type") == "string_pattern_mismatch" and len(location) == 2 and location[0] == "query":
+    if (
+        item.get("type") == "string_pattern_mismatch"
+        and len(location) == 2
+        and location[0] == "query"
+    ):
         return str(location[1])
     return None
 
@@ -166,3 +178,20 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
+
+
+def document_errors(operation: dict[str, Any]) -> None:
+    """Make an OpenAPI operation declare its errors as problems, 422 and 500 included.
+
+    FastAPI adds its own 422 schema to any operation with parameters; ours replaces it, since
+    :func:`_on_validation_error` answers with a problem.
+    """
+    declared = operation.setdefault("responses", {})
+    if operation.get("parameters") or operation.get("requestBody"):
+        declared.setdefault("422", {})
+    declared.setdefault("500", {})
+    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for status, response in declared.items():
+        if status.isdigit() and int(status) >= 400:
+            response["description"] = STATUS_ERRORS.get(int(status), AudiencesError).title
+            response["content"] = content

@@ -7,7 +7,13 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from audiences.schemas.common import ListParams, sparse_model, names_pattern, sort_pattern
+from audiences.schemas.common import (
+    InputModel,
+    ListParams,
+    sparse_model,
+    names_pattern,
+    sort_pattern,
+)
 
 
 class Role(StrEnum):
@@ -21,10 +27,8 @@ class Role(StrEnum):
 ROLE_RANK = {Role.READ: 0, Role.WRITE: 1, Role.ADMIN: 2}
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(InputModel):
     """A new key's name and role."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     role: Role

@@ -15,10 +15,19 @@ from pydantic import (
     TypeAdapter,
 )
 
-from audiences.schemas.common import ListParams, sparse_model, Relationship, names_pattern, sort_pattern
+from audiences.schemas.common import (
+    InputModel,
+    ListParams,
+    sparse_model,
+    Relationship,
+    names_pattern,
+    sort_pattern,
+)
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-Label = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$")]
+LABEL_PATTERN = r"^[A-Za-z0-9_./:@+-]{1,100}$"
+Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
+"""A tag such as ``core``, ``core/C1`` or ``team:growth``: ASCII letters, digits and ``_./:@+-``."""
 MAX_RULE_CHARS = 10_000
 
 
@@ -100,10 +109,8 @@ Labels = Annotated[
 ]
 
 
-class _AudienceFields(BaseModel):
+class _AudienceFields(InputModel):
     """Writable fields every kind of audience has."""
-
-    model_config = ConfigDict(extra="forbid")
 
     key: str = Field(
         pattern=KEY_PATTERN, description="Unique slug in the workspace, used by `in_audience()`."
@@ -133,9 +140,7 @@ class DynamicAudienceWrite(_AudienceFields):
     """An audience whose members are the profiles its rule holds true for."""
 
     kind: Literal[AudienceKind.DYNAMIC]
-    rule: str = Field(
-        min_length=1, max_length=MAX_RULE_CHARS, pattern=r"\S", description="The membership rule."
-    )
+    rule: str = Field(min_length=1, max_length=MAX_RULE_CHARS, description="The membership rule.")
 
 
 class ExternalAudienceWrite(_AudienceFields):
@@ -188,10 +193,8 @@ class Audience(_AudienceFields):
     group: Relationship | None = Field(default=None, description="With `include=group` only.")
 
 
-class BulkGet(BaseModel):
+class BulkGet(InputModel):
     """Ids to fetch in one call."""
-
-    model_config = ConfigDict(extra="forbid")
 
     ids: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(min_length=1)
 

@@ -8,11 +8,46 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 T = TypeVar("T")
 MAX_PAGE_SIZE = 200
 """The largest page any list serves; ``AUDIENCES_PAGE_SIZE_MAX`` may lower it, not raise it."""
+
+
+def reject_nul(value: Any) -> None:
+    """Raise ``ValueError`` if any string inside ``value`` (keys included) holds a NUL character.
+
+    PostgreSQL text cannot store NUL, and no legitimate name, rule or label needs one, so input
+    is refused with 422 up front instead of failing deep inside the database.
+
+    >>> reject_nul({"a": ["ok", {"b\x00": 1}]})
+    Traceback (most recent call last):
+    ...
+    ValueError: text may not contain NUL characters
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text may not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reject_nul(key)
+            reject_nul(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            reject_nul(item)
+
+
+class InputModel(BaseModel):
+    """Base of every request body and query model: unknown fields refused, no NUL characters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        reject_nul(data)
+        return data
 
 
 class Page(BaseModel, Generic[T]):
@@ -88,10 +123,8 @@ class PageResult(Generic[T]):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class ListParams(BaseModel):
+class ListParams(InputModel):
     """The query parameters every list accepts. Unknown parameters answer 400 naming them."""
-
-    model_config = ConfigDict(extra="forbid")
 
     limit: int | None = Field(
         default=None,

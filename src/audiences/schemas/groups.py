@@ -6,13 +6,18 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from audiences.schemas.common import ListParams, sparse_model, Relationship, names_pattern, sort_pattern
+from audiences.schemas.common import (
+    InputModel,
+    ListParams,
+    sparse_model,
+    Relationship,
+    names_pattern,
+    sort_pattern,
+)
 
 
-class GroupWrite(BaseModel):
+class GroupWrite(InputModel):
     """The writable fields of a group: the body of POST and PUT, and what PATCH edits."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200, description="Unique in the workspace.")
     description: str | None = Field(default=None, max_length=5000)

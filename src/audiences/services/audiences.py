@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from audiences.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
+from audiences.errors import Conflict, ErrorDetail, NotFound, RuleError, ValidationFailed
 from audiences.kit.clock import utcnow
 from audiences.schemas.audiences import (
     AUDIENCE_WRITE,
@@ -31,7 +31,6 @@ from audiences.services.validation import validation_failed
 from audiences.store.repositories.audiences import AudienceRepository
 from audiences.store.repositories.groups import GroupRepository
 from audiences.store.tables import AudienceLabelRow, AudienceRow
-
 
 
 def create(session: Session, *, caller: Caller, data: AudienceWrite) -> AudienceRow:
@@ -205,7 +204,14 @@ def _assign_labels(row: AudienceRow, labels: list[str]) -> None:
     row.label_rows = new_rows
 
 
+def _check_rule(data: AudienceWrite) -> None:
+    if isinstance(data, DynamicAudienceWrite) and not data.rule.strip():
+        problem = ErrorDetail("rule_empty", "the rule is blank", ("body", "rule"))
+        raise RuleError("a dynamic audience needs a rule", errors=[problem])
+
+
 def _check_references(session: Session, caller: Caller, data: AudienceWrite) -> None:
+    _check_rule(data)
     if data.group_id is None:
         return
     if GroupRepository(session, caller.workspace_id).get(data.group_id) is None:
@@ -223,7 +229,6 @@ def _check_key_free(repo: AudienceRepository, key: str) -> None:
 
 def _duplicate(key: str) -> Conflict:
     return Conflict(f"an audience with key {key!r} already exists", code="duplicate_key")
-
 
 
 def relationships_by_group(

@@ -23,33 +23,71 @@ GROUPS = {
     "Marketing lists": "Lists uploaded by the marketing team.",
 }
 AUDIENCES: list[tuple[str | None, dict[str, object]]] = [
-    ("Lifecycle", {
-        "key": "us-pro-over-30", "name": "US customers over 30 on pro", "kind": "dynamic",
-        "rule": "country = 'US' AND age >= 30 AND plan = 'pro'", "lifecycle_state": "published",
-        "labels": ["core"], "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
-    }),
-    ("Lifecycle", {
-        "key": "churned", "name": "Churned customers", "kind": "dynamic",
-        "rule": "churned", "lifecycle_state": "published", "refresh_policy": {"mode": "streaming"},
-    }),
-    ("Lifecycle", {
-        "key": "recently-active", "name": "Seen in the last 30 days", "kind": "dynamic",
-        "rule": "last_seen > now() - INTERVAL 30 DAY", "lifecycle_state": "published",
-        "refresh_policy": {"mode": "scheduled", "interval_seconds": 86400},
-    }),
-    ("Marketing lists", {
-        "key": "webinar-signups", "name": "Webinar sign-ups", "kind": "static",
-        "description": "The list marketing uploaded after the November webinar.",
-        "labels": ["marketing"], "ttl_days": 90,
-    }),
-    ("Marketing lists", {
-        "key": "crm-vip", "name": "VIPs from the CRM", "kind": "external",
-        "source": {"name": "crm", "external_id": "list-4711"}, "labels": ["marketing", "vip"],
-    }),
-    (None, {
-        "key": "vip-not-churned", "name": "VIPs who are not churned", "kind": "dynamic",
-        "rule": "list_contains(tags, 'vip') AND NOT churned", "lifecycle_state": "draft",
-    }),
+    (
+        "Lifecycle",
+        {
+            "key": "us-pro-over-30",
+            "name": "US customers over 30 on pro",
+            "kind": "dynamic",
+            "rule": "country = 'US' AND age >= 30 AND plan = 'pro'",
+            "lifecycle_state": "published",
+            "labels": ["core"],
+            "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
+        },
+    ),
+    (
+        "Lifecycle",
+        {
+            "key": "churned",
+            "name": "Churned customers",
+            "kind": "dynamic",
+            "rule": "churned",
+            "lifecycle_state": "published",
+            "refresh_policy": {"mode": "streaming"},
+        },
+    ),
+    (
+        "Lifecycle",
+        {
+            "key": "recently-active",
+            "name": "Seen in the last 30 days",
+            "kind": "dynamic",
+            "rule": "last_seen > now() - INTERVAL 30 DAY",
+            "lifecycle_state": "published",
+            "refresh_policy": {"mode": "scheduled", "interval_seconds": 86400},
+        },
+    ),
+    (
+        "Marketing lists",
+        {
+            "key": "webinar-signups",
+            "name": "Webinar sign-ups",
+            "kind": "static",
+            "description": "The list marketing uploaded after the November webinar.",
+            "labels": ["marketing"],
+            "ttl_days": 90,
+        },
+    ),
+    (
+        "Marketing lists",
+        {
+            "key": "crm-vip",
+            "name": "VIPs from the CRM",
+            "kind": "external",
+            "source": {"name": "crm", "external_id": "list-4711"},
+            "labels": ["marketing", "vip"],
+        },
+    ),
+    (
+        None,
+        {
+            "key": "vip-not-churned",
+            "name": "VIPs who are not churned",
+            "kind": "dynamic",
+            "rule": "list_contains(tags, 'vip') AND NOT churned",
+            "lifecycle_state": "draft",
+        },
+    ),
 ]
 
 
@@ -64,7 +102,10 @@ def seed(factory: sessionmaker[Session], *, data_dir: Path) -> str:
         token = _existing_token(session, data_dir)
         if token is None:
             _, token = api_keys.create(
-                session, workspace=workspace, data=ApiKeyCreate(name="demo", role=Role.ADMIN), actor="demo"
+                session,
+                workspace=workspace,
+                data=ApiKeyCreate(name="demo", role=Role.ADMIN),
+                actor="demo",
             )
             _save_token(data_dir, token)
         caller = api_keys.authenticate(session, token)
@@ -83,7 +124,9 @@ def _seed_audiences(session: Session, caller: Caller) -> None:
     repo = AudienceRepository(session, caller.workspace_id)
     for group_name, fields in AUDIENCES:
         if repo.by_key(str(fields["key"])) is None:
-            data = AUDIENCE_WRITE.validate_python({**fields, "group_id": group_ids.get(group_name or "")})
+            data = AUDIENCE_WRITE.validate_python(
+                {**fields, "group_id": group_ids.get(group_name or "")}
+            )
             audiences.create(session, caller=caller, data=data)
 
 

@@ -78,7 +78,12 @@ def replace(
 
 
 def patch(
-    session: Session, *, caller: Caller, group_id: str, patch: Patch, expected_version: Collection[int] | None
+    session: Session,
+    *,
+    caller: Caller,
+    group_id: str,
+    patch: Patch,
+    expected_version: Collection[int] | None,
 ) -> AudienceGroupRow:
     """Apply a JSON Patch or merge patch to the writable fields, then replace."""
     row = get(session, caller=caller, group_id=group_id)

@@ -71,7 +71,9 @@ def _check_op(index: int, op: Any, writable: frozenset[str]) -> None:
                     f"operation {index} may not change {path!r}; writable: "
                     + ", ".join(sorted(writable)),
                     code="patch_forbidden_path",
-                    errors=[ErrorDetail("patch_forbidden_path", f"{path!r} is read-only", (index,))],
+                    errors=[
+                        ErrorDetail("patch_forbidden_path", f"{path!r} is read-only", (index,))
+                    ],
                 )
 
 
@@ -88,7 +90,9 @@ def _merge_patch(current: dict[str, Any], doc: Any, writable: frozenset[str]) ->
         raise Unprocessable(
             f"a merge patch may not change {', '.join(forbidden)}",
             code="patch_forbidden_path",
-            errors=[ErrorDetail("patch_forbidden_path", f"{k!r} is read-only", (k,)) for k in forbidden],
+            errors=[
+                ErrorDetail("patch_forbidden_path", f"{k!r} is read-only", (k,)) for k in forbidden
+            ],
         )
     base = {key: value for key, value in current.items() if key in writable}
     merged = merge(base, doc)

@@ -7,7 +7,9 @@ from pydantic import ValidationError
 from audiences.errors import ErrorDetail, ValidationFailed
 
 
-def validation_failed(exc: ValidationError, *, prefix: tuple[str | int, ...] = ()) -> ValidationFailed:
+def validation_failed(
+    exc: ValidationError, *, prefix: tuple[str | int, ...] = ()
+) -> ValidationFailed:
     """A :class:`ValidationFailed` listing every problem pydantic found."""
     details = [
         ErrorDetail(
@@ -17,6 +19,4 @@ def validation_failed(exc: ValidationError, *, prefix: tuple[str | int, ...] = (
         )
         for error in exc.errors(include_url=False)
     ]
-    return ValidationFailed(
-        f"{len(details)} field(s) failed validation", errors=details
-    )
+    return ValidationFailed(f"{len(details)} field(s) failed validation", errors=details)

@@ -8,11 +8,17 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from audiences.api.content import RequireJson
-from audiences.api.deps import AdminCaller, SessionDep, SettingsDep
+from audiences.api.deps import AdminCaller, KeyId, SessionDep, SettingsDep
 from audiences.api.listing import page_response, to_list_query
 from audiences.api.preconditions import IdempotencyDep
 from audiences.api.problems import responses
-from audiences.schemas.api_keys import ApiKey, ApiKeyListItem, ApiKeyCreate, ApiKeyCreated, ApiKeyListParams
+from audiences.schemas.api_keys import (
+    ApiKey,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyListItem,
+    ApiKeyListParams,
+)
 from audiences.schemas.common import Page
 from audiences.services import api_keys
 from audiences.store.tables import WorkspaceRow
@@ -28,12 +34,18 @@ router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
     responses=responses(400, 401, 403, 409, 413, 415, 422, 429),
 )
 def create_api_key(
-    body: ApiKeyCreate, request: Request, session: SessionDep, caller: AdminCaller, idem: IdempotencyDep
+    body: ApiKeyCreate,
+    request: Request,
+    session: SessionDep,
+    caller: AdminCaller,
+    idem: IdempotencyDep,
 ) -> Response:
     """Mint a key in the caller's workspace. The token is in this response and nowhere else."""
     workspace = session.get_one(WorkspaceRow, caller.workspace_id)
     row, token = api_keys.create(session, workspace=workspace, data=body, actor=caller.actor)
-    created = ApiKeyCreated(**api_keys.to_model(row, caller.workspace_slug).model_dump(), token=token)
+    created = ApiKeyCreated(
+        **api_keys.to_model(row, caller.workspace_slug).model_dump(), token=token
+    )
     location = str(request.url_for("get_api_key", key_id=row.id).path)
     return idem.respond(201, created.model_dump(mode="json"), {"Location": location})
 
@@ -58,14 +70,14 @@ def list_api_keys(
 
 
 @router.get("/{key_id}", response_model=ApiKey, responses=responses(401, 403, 404, 429))
-def get_api_key(key_id: str, session: SessionDep, caller: AdminCaller) -> Response:
+def get_api_key(key_id: KeyId, session: SessionDep, caller: AdminCaller) -> Response:
     """One key (never its token)."""
     row = api_keys.get(session, caller=caller, key_id=key_id)
     return JSONResponse(api_keys.to_model(row, caller.workspace_slug).model_dump(mode="json"))
 
 
 @router.delete("/{key_id}", status_code=204, responses=responses(401, 403, 404, 429))
-def revoke_api_key(key_id: str, session: SessionDep, caller: AdminCaller) -> Response:
+def revoke_api_key(key_id: KeyId, session: SessionDep, caller: AdminCaller) -> Response:
     """Revoke a key: from now on it answers 401. Revoking twice is harmless."""
     api_keys.revoke(session, caller=caller, key_id=key_id)
     return Response(status_code=204)

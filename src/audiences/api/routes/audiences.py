@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from audiences.api.content import PATCH_BODY, PatchBody, RequireJson
-from audiences.api.deps import ReadCaller, SessionDep, SettingsDep, WriteCaller
+from audiences.api.deps import AudienceId, ReadCaller, SessionDep, SettingsDep, WriteCaller
 from audiences.api.listing import page_response, parse_names, to_list_query
 from audiences.api.preconditions import ExpectedVersion, IdempotencyDep, etag
 from audiences.api.problems import problem_body, request_id_of, responses
@@ -42,7 +42,11 @@ WRITE = responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429)
     responses=responses(400, 401, 403, 409, 413, 415, 422, 429),
 )
 def create_audience(
-    body: AudienceWrite, request: Request, session: SessionDep, caller: WriteCaller, idem: IdempotencyDep
+    body: AudienceWrite,
+    request: Request,
+    session: SessionDep,
+    caller: WriteCaller,
+    idem: IdempotencyDep,
 ) -> Response:
     """Create an audience. Answers 201 with ``Location``; replays under ``Idempotency-Key``."""
     row = audiences.create(session, caller=caller, data=body)
@@ -98,7 +102,7 @@ def bulk_get_audiences(
 
 @router.get("/{audience_id}", response_model=Audience, responses=ONE)
 def get_audience(
-    audience_id: str,
+    audience_id: AudienceId,
     session: SessionDep,
     caller: ReadCaller,
     include: Annotated[str | None, Query(description="`group` to embed the group.")] = None,
@@ -112,7 +116,7 @@ def get_audience(
 
 @router.put("/{audience_id}", response_model=Audience, dependencies=[RequireJson], responses=WRITE)
 def replace_audience(
-    audience_id: str,
+    audience_id: AudienceId,
     body: AudienceWrite,
     session: SessionDep,
     caller: WriteCaller,
@@ -127,7 +131,7 @@ def replace_audience(
 
 @router.patch("/{audience_id}", response_model=Audience, openapi_extra=PATCH_BODY, responses=WRITE)
 def patch_audience(
-    audience_id: str,
+    audience_id: AudienceId,
     session: SessionDep,
     caller: WriteCaller,
     version: ExpectedVersion,
@@ -142,7 +146,7 @@ def patch_audience(
 
 @router.delete("/{audience_id}", status_code=204, responses=WRITE)
 def delete_audience(
-    audience_id: str, session: SessionDep, caller: WriteCaller, version: ExpectedVersion
+    audience_id: AudienceId, session: SessionDep, caller: WriteCaller, version: ExpectedVersion
 ) -> Response:
     """Delete an audience."""
     audiences.delete(session, caller=caller, audience_id=audience_id, expected_version=version)

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from audiences.api.content import PATCH_BODY, PatchBody, RequireJson
-from audiences.api.deps import ReadCaller, SessionDep, SettingsDep, WriteCaller
+from audiences.api.deps import GroupId, ReadCaller, SessionDep, SettingsDep, WriteCaller
 from audiences.api.listing import page_response, parse_names, to_list_query
 from audiences.api.preconditions import ExpectedVersion, IdempotencyDep, etag
 from audiences.api.problems import responses
@@ -39,7 +39,11 @@ WRITE = responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429)
     responses=responses(400, 401, 403, 409, 413, 415, 422, 429),
 )
 def create_group(
-    body: GroupWrite, request: Request, session: SessionDep, caller: WriteCaller, idem: IdempotencyDep
+    body: GroupWrite,
+    request: Request,
+    session: SessionDep,
+    caller: WriteCaller,
+    idem: IdempotencyDep,
 ) -> Response:
     """Create a group. Answers 201 with ``Location``; replays under ``Idempotency-Key``."""
     row = groups.create(session, caller=caller, data=body)
@@ -65,7 +69,7 @@ def list_groups(
 
 @router.get("/{group_id}", response_model=Group, responses=ONE)
 def get_group(
-    group_id: str,
+    group_id: GroupId,
     session: SessionDep,
     caller: ReadCaller,
     include: Annotated[str | None, Query(description="`audiences` to embed them.")] = None,
@@ -79,29 +83,37 @@ def get_group(
 
 @router.put("/{group_id}", response_model=Group, dependencies=[RequireJson], responses=WRITE)
 def replace_group(
-    group_id: str, body: GroupWrite, session: SessionDep, caller: WriteCaller, version: ExpectedVersion
+    group_id: GroupId,
+    body: GroupWrite,
+    session: SessionDep,
+    caller: WriteCaller,
+    version: ExpectedVersion,
 ) -> Response:
     """Replace the writable fields; send ``If-Match`` to be safe against lost updates."""
-    row = groups.replace(session, caller=caller, group_id=group_id, data=body, expected_version=version)
+    row = groups.replace(
+        session, caller=caller, group_id=group_id, data=body, expected_version=version
+    )
     return _one(session, caller, row)
 
 
 @router.patch("/{group_id}", response_model=Group, openapi_extra=PATCH_BODY, responses=WRITE)
 def patch_group(
-    group_id: str,
+    group_id: GroupId,
     session: SessionDep,
     caller: WriteCaller,
     version: ExpectedVersion,
     patch: Patch = PatchBody,
 ) -> Response:
     """Edit with JSON Patch (RFC 6902) or JSON merge patch (RFC 7386)."""
-    row = groups.patch(session, caller=caller, group_id=group_id, patch=patch, expected_version=version)
+    row = groups.patch(
+        session, caller=caller, group_id=group_id, patch=patch, expected_version=version
+    )
     return _one(session, caller, row)
 
 
 @router.delete("/{group_id}", status_code=204, responses=WRITE)
 def delete_group(
-    group_id: str,
+    group_id: GroupId,
     session: SessionDep,
     caller: WriteCaller,
     version: ExpectedVersion,
@@ -110,7 +122,9 @@ def delete_group(
     ] = False,
 ) -> Response:
     """Delete a group; 409 naming its audiences while it holds any, unless ``detach=true``."""
-    groups.delete(session, caller=caller, group_id=group_id, expected_version=version, detach=detach)
+    groups.delete(
+        session, caller=caller, group_id=group_id, expected_version=version, detach=detach
+    )
     return Response(status_code=204)
 
 

@@ -25,5 +25,7 @@ def readyz(request: Request) -> JSONResponse:
         with request.app.state.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:
-        raise ServiceUnavailable("the metadata database does not answer", code="database_unavailable") from exc
+        raise ServiceUnavailable(
+            "the metadata database does not answer", code="database_unavailable"
+        ) from exc
     return JSONResponse({"status": "ok", "checks": {"database": "ok"}})
