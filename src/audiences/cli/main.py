@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,12 +12,17 @@ import typer
 from rich.console import Console
 
 from audiences.config import Settings
+from audiences.errors import AudiencesError
 from audiences.schemas.api_keys import ApiKeyCreate, Role
 from audiences.services import api_keys, demo, workspaces
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 
-app = typer.Typer(help="Audiences: an open, self-hostable audience engine.", no_args_is_help=True)
+app = typer.Typer(
+    help="Audiences: an open, self-hostable audience engine.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
@@ -45,7 +52,8 @@ def serve(
     from audiences.api.app import create_app
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
-    application = create_app(settings)
+    with reported_errors():
+        application = create_app(settings)
     if demo_data:
         token = demo.seed(application.state.session_factory, data_dir=settings.data_dir)
         _announce(settings, token)
@@ -75,7 +83,7 @@ def create_key(
     settings = _settings(data_dir=data_dir)
     engine = make_engine(settings.metadata_url)
     migrate(engine)
-    with make_session_factory(engine).begin() as session:
+    with reported_errors(), make_session_factory(engine).begin() as session:
         ws = workspaces.ensure(session, slug=workspace)
         row, token = api_keys.create(
             session, workspace=ws, data=ApiKeyCreate(name=name, role=role), actor="cli"
@@ -86,7 +94,19 @@ def create_key(
         typer.echo(json.dumps({**shown, "token": token}))
     else:
         typer.echo(token)
-        console.print(f"{role.value} key {row.id} for workspace {workspace!r}; it will not be shown again.")
+        console.print(
+            f"{role.value} key {row.id} for workspace {workspace!r}; it will not be shown again."
+        )
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Print an :class:`AudiencesError` as one line and exit 1, instead of a traceback."""
+    try:
+        yield
+    except AudiencesError as exc:
+        typer.echo(f"error: {exc.detail} ({exc.code})", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:
