@@ -30,7 +30,11 @@ class ApiClient:
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send one request and wait for the response."""
         content = kwargs.get("content")
-        if content is not None and not isinstance(content, bytes | str) and isinstance(content, Iterable):
+        if (
+            content is not None
+            and not isinstance(content, bytes | str)
+            and isinstance(content, Iterable)
+        ):
             kwargs["content"] = _aiter(content)
         return self.portal.call(lambda: self.async_client.request(method, url, **kwargs))
 
@@ -49,7 +53,9 @@ class ApiClient:
     def delete(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.request("DELETE", url, **kwargs)
 
-    def gather(self, calls: list[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]]) -> list[httpx.Response]:
+    def gather(
+        self, calls: list[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]]
+    ) -> list[httpx.Response]:
         """Run several requests concurrently on the client's loop; responses in call order."""
 
         async def run_all() -> list[httpx.Response]:
@@ -76,4 +82,3 @@ class ApiClient:
 async def _aiter(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield chunk
-

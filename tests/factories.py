@@ -33,7 +33,10 @@ def mint_key(app: FastAPI, slug: str, role: Role) -> tuple[str, str]:
     with app.state.session_factory.begin() as session:
         workspace = workspaces.ensure(session, slug=slug)
         _, token = api_keys.create(
-            session, workspace=workspace, data=ApiKeyCreate(name=f"test-{role}", role=role), actor="tests"
+            session,
+            workspace=workspace,
+            data=ApiKeyCreate(name=f"test-{role}", role=role),
+            actor="tests",
         )
         return token, workspace.id
 
