@@ -128,7 +128,7 @@ class MethodNotAllowed(AudiencesError):
 
 
 class Conflict(AudiencesError):
-    """The request conflicts with current state: a duplicate key, dependents, a request in flight."""
+    """The request conflicts with current state: a duplicate key, dependents, a retry."""
 
     status = 409
     code = "conflict"

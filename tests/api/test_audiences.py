@@ -222,9 +222,16 @@ def test_bulk_get_refuses_more_than_the_limit(tenant: Tenant) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"name": "a\x00b"}, {"labels": ["ok", "x\x00"]}, {"metadata": {"k\x00": 1}}, {"metadata": {"k": ["\x00"]}}],
+    [
+        {"name": "a\x00b"},
+        {"labels": ["ok", "x\x00"]},
+        {"metadata": {"k\x00": 1}},
+        {"metadata": {"k": ["\x00"]}},
+    ],
 )
-def test_nul_characters_are_refused_anywhere_in_the_body(tenant: Tenant, overrides: dict[str, Any]) -> None:
+def test_nul_characters_are_refused_anywhere_in_the_body(
+    tenant: Tenant, overrides: dict[str, Any]
+) -> None:
     response = tenant.write.post("/v1/audiences", json=audience_body(**overrides))
     assert response.status_code == 422
     assert "NUL" in response.json()["errors"][0]["message"]

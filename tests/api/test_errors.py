@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import pytest
 from fastapi import FastAPI
 
@@ -19,7 +20,7 @@ def _assert_problem(response: object, status: int, code: str) -> None:
     assert response.status_code == status  # type: ignore[attr-defined]
     assert response.headers["content-type"] == "application/problem+json"  # type: ignore[attr-defined]
     body = response.json()  # type: ignore[attr-defined]
-    assert PROBLEM_KEYS <= set(body)
+    assert set(body) >= PROBLEM_KEYS
     assert body["status"] == status
     assert body["code"] == code
     assert body["request_id"] == response.headers["x-request-id"]  # type: ignore[attr-defined]

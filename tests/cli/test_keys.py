@@ -18,7 +18,18 @@ runner = CliRunner()
 
 def test_keys_create_json_prints_one_object_with_the_token(tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["keys", "create", "--workspace", "acme", "--role", "write", "--json", "--data-dir", str(tmp_path)]
+        app,
+        [
+            "keys",
+            "create",
+            "--workspace",
+            "acme",
+            "--role",
+            "write",
+            "--json",
+            "--data-dir",
+            str(tmp_path),
+        ],
     )
     assert result.exit_code == 0, result.output
     created = json.loads(result.stdout)
@@ -35,7 +46,9 @@ def test_keys_create_json_prints_one_object_with_the_token(tmp_path: Path) -> No
 
 
 def test_keys_create_plain_prints_the_token_alone(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["keys", "create", "--workspace", "acme", "--data-dir", str(tmp_path)])
+    result = runner.invoke(
+        app, ["keys", "create", "--workspace", "acme", "--data-dir", str(tmp_path)]
+    )
     assert result.exit_code == 0
     assert result.stdout.strip().startswith("aud_")
     assert len(result.stdout.strip().splitlines()) == 1
@@ -43,10 +56,17 @@ def test_keys_create_plain_prints_the_token_alone(tmp_path: Path) -> None:
 
 def test_bad_workspace_or_role_fails_clearly(tmp_path: Path) -> None:
     base = [sys.executable, "-m", "audiences", "keys", "create", "--data-dir", str(tmp_path)]
-    bad_role = subprocess.run([*base, "--workspace", "acme", "--role", "owner"], capture_output=True, text=True, check=False)
+    bad_role = subprocess.run(
+        [*base, "--workspace", "acme", "--role", "owner"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad_role.returncode == 2
     assert "owner" in bad_role.stderr
-    bad_slug = subprocess.run([*base, "--workspace", "Not A Slug"], capture_output=True, text=True, check=False)
+    bad_slug = subprocess.run(
+        [*base, "--workspace", "Not A Slug"], capture_output=True, text=True, check=False
+    )
     assert bad_slug.returncode == 1
     assert bad_slug.stderr.startswith("error: a workspace slug is")
     assert "Traceback" not in bad_slug.stderr

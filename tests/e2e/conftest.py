@@ -51,7 +51,17 @@ def start_server(data_dir: Path, database_url: str) -> Server:
     port = free_port()
     env = {**os.environ, "AUDIENCES_DATABASE_URL": database_url}
     process = subprocess.Popen(
-        [sys.executable, "-m", "audiences", "serve", "--demo", "--port", str(port), "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "audiences",
+            "serve",
+            "--demo",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -43,12 +43,19 @@ def test_life_cycle_over_http(server: Server) -> None:
         url = created.headers["location"]
         etag = created.headers["etag"]
         renamed = client.patch(
-            url, json={"name": "E2E renamed"}, headers={"Content-Type": "application/merge-patch+json", "If-Match": etag}
+            url,
+            json={"name": "E2E renamed"},
+            headers={"Content-Type": "application/merge-patch+json", "If-Match": etag},
         )
         assert renamed.status_code == 200
-        assert client.patch(
-            url, json={"name": "lost update"}, headers={"Content-Type": "application/merge-patch+json", "If-Match": etag}
-        ).status_code == 412
+        assert (
+            client.patch(
+                url,
+                json={"name": "lost update"},
+                headers={"Content-Type": "application/merge-patch+json", "If-Match": etag},
+            ).status_code
+            == 412
+        )
         assert client.get(url).json()["name"] == "E2E renamed"
         assert client.delete(url).status_code == 204
         assert client.get(url).status_code == 404
@@ -56,7 +63,15 @@ def test_life_cycle_over_http(server: Server) -> None:
 
 def test_cli_key_works_against_the_running_server(server: Server, e2e_database_url: str) -> None:
     result = cli(
-        "keys", "create", "--workspace", "demo", "--role", "read", "--json", "--data-dir", str(server.data_dir),
+        "keys",
+        "create",
+        "--workspace",
+        "demo",
+        "--role",
+        "read",
+        "--json",
+        "--data-dir",
+        str(server.data_dir),
         env={"AUDIENCES_DATABASE_URL": e2e_database_url},
     )
     assert result.returncode == 0, result.stderr
@@ -68,13 +83,21 @@ def test_cli_key_works_against_the_running_server(server: Server, e2e_database_u
         assert refused.status_code == 403
 
 
-def test_restart_keeps_everything_and_the_demo_key(server: Server, e2e_database_url: str, tmp_path_factory: object) -> None:
+def test_restart_keeps_everything_and_the_demo_key(
+    server: Server, e2e_database_url: str, tmp_path_factory: object
+) -> None:
     data_dir = server.data_dir.parent / f"restart-{uuid.uuid4().hex[:6]}"
-    url = e2e_database_url if not e2e_database_url.startswith("sqlite") else f"sqlite:///{data_dir / 'meta.db'}"
+    url = (
+        e2e_database_url
+        if not e2e_database_url.startswith("sqlite")
+        else f"sqlite:///{data_dir / 'meta.db'}"
+    )
     first = start_server(data_dir, url)
     try:
         with _client(first) as client:
-            made = client.post("/v1/audiences", json={"key": "survivor", "name": "Survivor", "kind": "static"})
+            made = client.post(
+                "/v1/audiences", json={"key": "survivor", "name": "Survivor", "kind": "static"}
+            )
             assert made.status_code in (201, 409)
             before = client.get("/v1/audiences", params={"key": "survivor"}).json()["data"]
     finally:

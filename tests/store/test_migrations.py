@@ -1,4 +1,4 @@
-"""Migrations: they build exactly the schema the tables declare, and running them twice is harmless."""
+"""Migrations build exactly the schema the tables declare; running them twice is harmless."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def page_response(
     query: ListQuery,
     render: Callable[[Any], dict[str, Any]],
 ) -> JSONResponse:
-    """The page as JSON with sparse fields applied, and ``Link: <…>; rel="next"`` when more follow."""
+    """The page as JSON, sparse fields applied, with ``Link: <…>; rel="next"`` when more follow."""
     items = [_sparse(render(item), query.fields) for item in page.items]
     body = {
         "data": items,

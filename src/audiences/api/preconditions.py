@@ -1,4 +1,4 @@
-"""HTTP preconditions: ETags from versions, ``If-Match`` on writes, ``Idempotency-Key`` on creates."""
+"""HTTP preconditions: ETags from versions, ``If-Match`` on writes, ``Idempotency-Key``."""
 
 from __future__ import annotations
 

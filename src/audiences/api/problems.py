@@ -88,33 +88,31 @@ async def _on_audiences_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    items = exc.errors()
+    return problem_response(_validation_problem(list(exc.errors())), request)
+
+
+def _validation_problem(items: list[Any]) -> AudiencesError:
     if any(item.get("type") == "json_invalid" for item in items):
-        return problem_response(
-            errors.BadRequest("the body is not valid JSON", code="malformed_json"), request
-        )
-    names = [item for item in items if _query_location(item) in NAME_PARAMETERS]
-    if names:
-        parameter = _query_location(names[0])
+        return errors.BadRequest("the body is not valid JSON", code="malformed_json")
+    misnamed = [item for item in items if _query_location(item) in NAME_PARAMETERS]
+    if misnamed:
+        parameter = str(_query_location(misnamed[0]))
         code = NAME_PARAMETERS[parameter]
-        error = errors.InvalidParameter(
-            f"{parameter}={names[0].get('input')!r} names something this list does not have",
+        return errors.InvalidParameter(
+            f"{parameter}={misnamed[0].get('input')!r} names something this list does not have",
             code=code,
-            errors=[ErrorDetail(code, str(names[0].get("msg")), ("query", parameter))],
+            errors=[ErrorDetail(code, str(misnamed[0].get("msg")), ("query", parameter))],
         )
-        return problem_response(error, request)
-    unknown = [item["loc"][-1] for item in items if _is_unknown_query_parameter(item)]
+    unknown = [str(item["loc"][-1]) for item in items if _is_unknown_query_parameter(item)]
     if unknown:
-        names = ", ".join(str(name) for name in unknown)
-        error: AudiencesError = errors.InvalidParameter(
-            f"unknown query parameter {names}",
+        return errors.InvalidParameter(
+            f"unknown query parameter {', '.join(unknown)}",
             code="unknown_parameter",
             errors=[
                 ErrorDetail("unknown_parameter", f"unknown parameter {n!r}", ("query", n))
                 for n in unknown
             ],
         )
-        return problem_response(error, request)
     details = [
         ErrorDetail(
             code=str(item.get("type", "invalid")),
@@ -123,8 +121,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         )
         for item in items
     ]
-    error = errors.ValidationFailed(f"{len(details)} field(s) failed validation", errors=details)
-    return problem_response(error, request)
+    return errors.ValidationFailed(f"{len(details)} field(s) failed validation", errors=details)
 
 
 def _query_location(item: Any) -> str | None:

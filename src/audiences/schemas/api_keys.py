@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from audiences.schemas.common import (
     InputModel,
     ListParams,
-    sparse_model,
     names_pattern,
     sort_pattern,
+    sparse_model,
 )
 
 

@@ -18,10 +18,10 @@ from pydantic import (
 from audiences.schemas.common import (
     InputModel,
     ListParams,
-    sparse_model,
     Relationship,
     names_pattern,
     sort_pattern,
+    sparse_model,
 )
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"

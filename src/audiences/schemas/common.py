@@ -188,3 +188,9 @@ def sparse_model(model: type[BaseModel], name: str) -> type[BaseModel]:
     }
     sparse: type[BaseModel] = create_model(name, __doc__=model.__doc__, **definitions)
     return sparse
+
+
+def page_of(item: type[BaseModel]) -> type[BaseModel]:
+    """``Page[item]`` for an item model built at run time (mypy cannot take those as types)."""
+    page: type[BaseModel] = Page[item]  # type: ignore[valid-type]
+    return page

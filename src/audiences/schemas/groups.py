@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from audiences.schemas.common import (
     InputModel,
     ListParams,
-    sparse_model,
     Relationship,
     names_pattern,
     sort_pattern,
+    sparse_model,
 )
 
 

@@ -147,7 +147,10 @@ def writable_view(row: AudienceRow) -> AudienceWrite:
     }
     if row.refresh_interval_seconds is not None:
         fields["refresh_policy"]["interval_seconds"] = row.refresh_interval_seconds
-    kind_fields = {"static": {"ttl_days": row.ttl_days}, "dynamic": {"rule": row.rule}}
+    kind_fields: dict[str, dict[str, Any]] = {
+        "static": {"ttl_days": row.ttl_days},
+        "dynamic": {"rule": row.rule},
+    }
     fields.update(kind_fields.get(row.kind, {"source": row.source}))
     return AUDIENCE_WRITE.validate_python(fields)
 

@@ -33,7 +33,7 @@ class StoredResponse:
     headers: dict[str, str]
 
 
-class Replayed(Exception):  # noqa: N818 - a signal to the API layer, not an error
+class Replayed(Exception):
     """Raised when the key was already answered; carries the answer to send again."""
 
     def __init__(self, response: StoredResponse) -> None:

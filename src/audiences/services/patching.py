@@ -36,7 +36,7 @@ class Patch:
 
 
 def apply_patch(current: dict[str, Any], patch: Patch, writable: frozenset[str]) -> dict[str, Any]:
-    """The writable fields of ``current`` after ``patch``; raise a clear error if it cannot apply."""
+    """The writable fields of ``current`` after ``patch``; a clear error if it cannot apply."""
     if patch.format is PatchFormat.MERGE_PATCH:
         return _merge_patch(current, patch.document, writable)
     return _json_patch(current, patch.document, writable)
@@ -101,7 +101,7 @@ def _merge_patch(current: dict[str, Any], doc: Any, writable: frozenset[str]) ->
 
 
 def merge(target: Any, patch: Any) -> Any:
-    """RFC 7386 section 2, verbatim: objects merge recursively, null deletes, anything else replaces.
+    """RFC 7386 section 2: objects merge recursively, null deletes, anything else replaces.
 
     >>> merge({"a": 1, "b": {"c": 2}}, {"b": {"c": None, "d": 3}})
     {'a': 1, 'b': {'d': 3}}

@@ -1,4 +1,4 @@
-"""Database engine and session factory: SQLite (WAL, foreign keys) by default, PostgreSQL in production."""
+"""Engine and session factory: SQLite (WAL, foreign keys) by default, PostgreSQL in production."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout per connection."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

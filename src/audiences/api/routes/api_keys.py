@@ -19,7 +19,7 @@ from audiences.schemas.api_keys import (
     ApiKeyListItem,
     ApiKeyListParams,
 )
-from audiences.schemas.common import Page
+from audiences.schemas.common import page_of
 from audiences.services import api_keys
 from audiences.store.tables import WorkspaceRow
 
@@ -50,7 +50,9 @@ def create_api_key(
     return idem.respond(201, created.model_dump(mode="json"), {"Location": location})
 
 
-@router.get("", response_model=Page[ApiKeyListItem], responses=responses(400, 401, 403, 422, 429))
+@router.get(
+    "", response_model=page_of(ApiKeyListItem), responses=responses(400, 401, 403, 422, 429)
+)
 def list_api_keys(
     params: Annotated[ApiKeyListParams, Query()],
     request: Request,

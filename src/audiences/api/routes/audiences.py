@@ -23,7 +23,7 @@ from audiences.schemas.audiences import (
     BulkGet,
     BulkResult,
 )
-from audiences.schemas.common import Page
+from audiences.schemas.common import page_of
 from audiences.services import audiences, groups
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch
@@ -55,7 +55,7 @@ def create_audience(
     return idem.respond(201, rendered, {"Location": location, "ETag": etag(row.version)})
 
 
-@router.get("", response_model=Page[AudienceListItem], responses=responses(400, 401, 422, 429))
+@router.get("", response_model=page_of(AudienceListItem), responses=responses(400, 401, 422, 429))
 def list_audiences(
     params: Annotated[AudienceListParams, Query()],
     request: Request,
@@ -63,7 +63,7 @@ def list_audiences(
     settings: SettingsDep,
     caller: ReadCaller,
 ) -> Response:
-    """List audiences: filters, `q`, `updated_since`, `sort`, cursor or offset, `fields`, `include`."""
+    """List audiences: filters, `q`, `updated_since`, `sort`, paging, `fields`, `include`."""
     query = to_list_query(params, settings, model=Audience, includes=AUDIENCE_INCLUDES)
     page = audiences.list_(session, caller=caller, query=query)
     rendered = _render(session, caller, page.items, query.include)

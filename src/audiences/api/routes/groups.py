@@ -13,7 +13,7 @@ from audiences.api.deps import GroupId, ReadCaller, SessionDep, SettingsDep, Wri
 from audiences.api.listing import page_response, parse_names, to_list_query
 from audiences.api.preconditions import ExpectedVersion, IdempotencyDep, etag
 from audiences.api.problems import responses
-from audiences.schemas.common import Page
+from audiences.schemas.common import page_of
 from audiences.schemas.groups import (
     GROUP_INCLUDES,
     Group,
@@ -52,7 +52,7 @@ def create_group(
     return idem.respond(201, rendered, {"Location": location, "ETag": etag(row.version)})
 
 
-@router.get("", response_model=Page[GroupListItem], responses=responses(400, 401, 422, 429))
+@router.get("", response_model=page_of(GroupListItem), responses=responses(400, 401, 422, 429))
 def list_groups(
     params: Annotated[GroupListParams, Query()],
     request: Request,

@@ -73,7 +73,10 @@ class AudienceRepository(ScopedRepository[AudienceRow]):
 
     def by_key(self, key: str) -> AudienceRow | None:
         """The audience with this key, if any."""
-        return self.session.scalars(self.base().where(AudienceRow.key == key)).one_or_none()
+        found: AudienceRow | None = self.session.scalars(
+            self.base().where(AudienceRow.key == key)
+        ).one_or_none()
+        return found
 
     def in_groups(self, group_ids: list[str]) -> list[AudienceRow]:
         """Audiences that belong to any of these groups, ordered by name then id."""
@@ -90,5 +93,6 @@ class AudienceRepository(ScopedRepository[AudienceRow]):
         )
         counts: dict[str, int] = {gid: 0 for gid in group_ids}
         for group_id, count in self.session.execute(stmt):
-            counts[group_id] = count
+            if group_id is not None:
+                counts[group_id] = count
         return counts

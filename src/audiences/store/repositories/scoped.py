@@ -28,17 +28,22 @@ class ScopedRepository(Generic[RowT]):
         self.session = session
         self.workspace_id = workspace_id
 
-    def base(self) -> Select[tuple[RowT]]:
+    def base(self) -> Select[Any]:
         """Every row of this table in the workspace."""
         return select(self.row).where(self.row.workspace_id == self.workspace_id)
 
     def get(self, row_id: str) -> RowT | None:
         """The row with this id, or None (also when it belongs to another workspace)."""
-        return self.session.scalars(self.base().where(self.row.id == row_id)).one_or_none()
+        found: RowT | None = self.session.scalars(
+            self.base().where(self.row.id == row_id)
+        ).one_or_none()
+        return found
 
     def get_many(self, row_ids: Iterable[str]) -> dict[str, RowT]:
         """Rows by id; missing ids are simply absent."""
-        rows = self.session.scalars(self.base().where(self.row.id.in_(list(row_ids))))
+        rows: Iterable[Any] = self.session.scalars(
+            self.base().where(self.row.id.in_(list(row_ids)))
+        )
         return {row.id: row for row in rows}
 
     def page(self, query: ListQuery) -> PageResult[RowT]:
