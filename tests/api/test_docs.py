@@ -6,7 +6,11 @@ import re
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import create_engine
 
+from audiences.api.app import create_app
+from audiences.config import Settings
+from tests.client import ApiClient
 from tests.factories import Tenant
 
 
@@ -49,3 +53,17 @@ def test_health_endpoints(tenant: Tenant) -> None:
     ready = tenant.anonymous.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok"}
+
+
+def test_readyz_is_503_when_the_database_does_not_answer(settings: Settings) -> None:
+    app = create_app(settings)
+    app.state.engine.dispose()
+    app.state.engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    client = ApiClient(app)
+    try:
+        response = client.get("/readyz")
+    finally:
+        client.close()
+        app.state.engine.dispose()
+    assert response.status_code == 503
+    assert response.json()["code"] == "database_unavailable"
