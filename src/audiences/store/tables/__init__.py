@@ -5,6 +5,7 @@ from audiences.store.tables.audiences import AudienceLabelRow, AudienceRow
 from audiences.store.tables.base import Base
 from audiences.store.tables.groups import AudienceGroupRow
 from audiences.store.tables.idempotency import IdempotencyKeyRow
+from audiences.store.tables.jobs import JobRow
 from audiences.store.tables.workspaces import WorkspaceRow
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "AudienceRow",
     "Base",
     "IdempotencyKeyRow",
+    "JobRow",
     "WorkspaceRow",
 ]
