@@ -40,9 +40,9 @@ def explain(
     >>> result["member"], result["value"], [c["value"] for c in result["tree"]["children"]]
     (False, None, [True, None])
     """
-    nodes = [node for node in rule.tree.walk(bfs=False) if _shown(node)]
+    nodes = [node for node in rule.tree.walk(bfs=False) if node is rule.tree or _shown(node)]
     gen = Codegen(rule)
-    body = "(" + ", ".join(gen.value(node) for node in nodes) + ",)"
+    body = "(" + "".join(f"{gen.value(node)}, " for node in nodes) + ")"
     moment = now or runtime.now_utc()
     values = compile_function(gen, body, audience, lambda: moment)(profile)
     by_node = {id(node): value for node, value in zip(nodes, values, strict=True)}
@@ -52,9 +52,7 @@ def explain(
         "value": root["value"],
         "text": rule.text,
         "tree": root,
-        "attributes": {
-            a.name: json_value(by_node[id(a)]) for a in rule.tree.find_all(Attr)
-        },
+        "attributes": {a.name: json_value(by_node[id(a)]) for a in rule.tree.find_all(Attr)},
     }
 
 

@@ -244,7 +244,9 @@ def _value(node: exp.Expression) -> Json:
 # --- JSON -> tree -------------------------------------------------------------------------
 
 
-def from_json(data: Json, max_depth: int, max_nodes: int) -> tuple[exp.Expression | None, list[ErrorDetail]]:
+def from_json(
+    data: Json, max_depth: int, max_nodes: int
+) -> tuple[exp.Expression | None, list[ErrorDetail]]:
     """Build the tree of a JSON rule, or report what is malformed (with JSON paths)."""
     builder = _Builder(max_depth, max_nodes)
     try:
@@ -276,7 +278,9 @@ class _Builder:
             return self.raw(data, path)
         return _tag(self.condition(data, path), path)
 
-    def group(self, data: Mapping[str, Json], keys: list[str], path: Path, depth: int) -> exp.Expression:
+    def group(
+        self, data: Mapping[str, Json], keys: list[str], path: Path, depth: int
+    ) -> exp.Expression:
         if len(keys) != 1 or len(data) != 1:
             raise JsonProblem("rule_syntax", "A group has exactly one of all, any, none.", path)
         key = keys[0]
@@ -304,10 +308,13 @@ class _Builder:
 
         text = data["expr"]
         if len(data) != 1 or not isinstance(text, str):
-            raise JsonProblem("rule_syntax", "A raw leaf is {\"expr\": \"<rule text>\"}.", path)
+            raise JsonProblem("rule_syntax", 'A raw leaf is {"expr": "<rule text>"}.', path)
         tree, problems = parse_tree(text, RuleLimits(max_depth=self.max_depth))
         located = (*path, "expr")
-        self.problems.extend(ErrorDetail(p.code, p.message, located, p.start, p.end, p.line, p.col, p.suggestion) for p in problems)
+        self.problems.extend(
+            ErrorDetail(p.code, p.message, located, p.start, p.end, p.line, p.col, p.suggestion)
+            for p in problems
+        )
         if tree is None:
             raise JsonProblem("rule_syntax", "The raw expression does not parse.", located)
         return _tag(tree, path)
@@ -345,9 +352,13 @@ class _Builder:
             return literal(data["value"], (*path, "value"))
         values = data.get("values")
         if not isinstance(values, list) or not values:
-            raise JsonProblem("rule_wrong_arity", f"{name!r} needs a non-empty 'values' list.", (*path, "values"))
+            raise JsonProblem(
+                "rule_wrong_arity", f"{name!r} needs a non-empty 'values' list.", (*path, "values")
+            )
         if name == "between" and len(values) != 2:
-            raise JsonProblem("rule_wrong_arity", "'between' needs 'values': [low, high].", (*path, "values"))
+            raise JsonProblem(
+                "rule_wrong_arity", "'between' needs 'values': [low, high].", (*path, "values")
+            )
         return [literal(v, (*path, "values", i)) for i, v in enumerate(values)]
 
 
@@ -359,12 +370,16 @@ def literal(value: Json, path: Path) -> exp.Expression:
         return _tag(exp.Literal.string(value), path)
     if isinstance(value, int | float):
         if not math.isfinite(value) or abs(value) > MAX_EXACT:
-            raise JsonProblem("rule_bad_number", f"{value!r} is not a usable number (limit ±2^53).", path)
+            raise JsonProblem(
+                "rule_bad_number", f"{value!r} is not a usable number (limit ±2^53).", path
+            )
         spelled = str(abs(value)) if isinstance(value, int) else repr(abs(value))
         number = _tag(exp.Literal.number(spelled), path)
         return _tag(exp.Neg(this=number), path) if value < 0 or repr(value) == "-0.0" else number
     kind = "null (use is_null)" if value is None else type(value).__name__
-    raise JsonProblem("rule_type_mismatch", f"A value must be text, a number or a boolean, not {kind}.", path)
+    raise JsonProblem(
+        "rule_type_mismatch", f"A value must be text, a number or a boolean, not {kind}.", path
+    )
 
 
 def _tag(node: exp.Expression, path: Path) -> exp.Expression:

@@ -81,7 +81,10 @@ def fixed(*params: frozenset[Kind], result: Kind) -> Typing:
     """Typing of an operator whose operand ``i`` must have a kind in ``params[i]``."""
 
     def check(kinds: Sequence[Kind]) -> Kind | None:
-        ok = all(k in allowed or k in (Kind.NULL, Kind.UNKNOWN) for k, allowed in zip(kinds, params, strict=True))
+        ok = all(
+            k in allowed or k in (Kind.NULL, Kind.UNKNOWN)
+            for k, allowed in zip(kinds, params, strict=True)
+        )
         return result if ok else None
 
     return check
@@ -106,7 +109,9 @@ def numeric(kinds: Sequence[Kind]) -> Kind | None:
 
 def division(kinds: Sequence[Kind]) -> Kind | None:
     """``/`` is true division: numbers in, float out."""
-    return Kind.FLOAT if all(k in NUMBERS or k in (Kind.NULL, Kind.UNKNOWN) for k in kinds) else None
+    return (
+        Kind.FLOAT if all(k in NUMBERS or k in (Kind.NULL, Kind.UNKNOWN) for k in kinds) else None
+    )
 
 
 def list_membership(kinds: Sequence[Kind]) -> Kind | None:
@@ -115,7 +120,9 @@ def list_membership(kinds: Sequence[Kind]) -> Kind | None:
     element = LISTS.get(lst)
     if lst in (Kind.NULL, Kind.UNKNOWN):
         return Kind.BOOLEAN
-    if element is None or (value not in (Kind.NULL, Kind.UNKNOWN) and family(value) != family(element)):
+    if element is None or (
+        value not in (Kind.NULL, Kind.UNKNOWN) and family(value) != family(element)
+    ):
         return None
     return Kind.BOOLEAN
 

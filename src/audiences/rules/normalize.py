@@ -124,8 +124,10 @@ def _number(node: exp.Literal, text: str | None, problems: list[ErrorDetail]) ->
 
 def _interval(node: exp.Interval, text: str | None, problems: list[ErrorDetail]) -> exp.Expression:
     unit = (node.unit.name if node.unit else "").upper().removesuffix("S")
-    raw = node.this.name if node.this is not None else ""
-    amount = raw.strip()
+    value = node.this
+    negative = isinstance(value, exp.Neg)
+    raw = (value.this if negative else value).name if value is not None else ""
+    amount = ("-" if negative else "") + raw.strip()
     if unit not in INTERVAL_UNITS or not amount.lstrip("-").isdigit() or len(amount) > 7:
         message = f"INTERVAL needs a whole number and one of {', '.join(INTERVAL_UNITS)}."
         problems.append(on("rule_bad_literal", message, node, text))

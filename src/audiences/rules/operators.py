@@ -43,8 +43,12 @@ class Operator:
 
 def _cmp(name: str, op: str) -> Operator:
     return Operator(
-        name, "two values of one kind", k.comparison, f"{{0}} {op} {{1}}",
-        none_is_false=op == "==", sql={"*": sql.comparison},
+        name,
+        "two values of one kind",
+        k.comparison,
+        f"{{0}} {op} {{1}}",
+        none_is_false=op == "==",
+        sql={"*": sql.comparison},
     )
 
 
@@ -67,35 +71,106 @@ OPERATORS: dict[type[exp.Expression], Operator] = {
     exp.GTE: _cmp(">=", ">="),
     exp.LT: _cmp("<", "<"),
     exp.LTE: _cmp("<=", "<="),
-    exp.Between: Operator("BETWEEN", "three values of one kind", k.comparison, sql={"*": sql.comparison}),
-    exp.In: Operator("IN", "a value and a list of literals of its kind", k.comparison, sql={"*": sql.comparison}),
+    exp.Between: Operator(
+        "BETWEEN", "three values of one kind", k.comparison, sql={"*": sql.comparison}
+    ),
+    exp.In: Operator(
+        "IN", "a value and a list of literals of its kind", k.comparison, sql={"*": sql.comparison}
+    ),
     exp.Is: Operator("IS NULL", "any value", k.fixed(k.ANY, k.ANY, result=Kind.BOOLEAN)),
-    exp.Like: Operator("LIKE", "text and a pattern", k.fixed(k.STRING, k.STRING, result=Kind.BOOLEAN), sql={"*": sql.like}),
-    exp.ILike: Operator("ILIKE", "text and a pattern", k.fixed(k.STRING, k.STRING, result=Kind.BOOLEAN), sql={"*": sql.ilike}),
-    exp.Add: Operator("+", "numbers, or a date/timestamp and an interval", k.arithmetic, "{0} + {1}", sql=_ARITH),
-    exp.Sub: Operator("-", "numbers, or a date/timestamp and an interval", k.arithmetic, "{0} - {1}", sql=_ARITH),
+    exp.Like: Operator(
+        "LIKE",
+        "text and a pattern",
+        k.fixed(k.STRING, k.STRING, result=Kind.BOOLEAN),
+        sql={"*": sql.like},
+    ),
+    exp.ILike: Operator(
+        "ILIKE",
+        "text and a pattern",
+        k.fixed(k.STRING, k.STRING, result=Kind.BOOLEAN),
+        sql={"*": sql.ilike},
+    ),
+    exp.Add: Operator(
+        "+", "numbers, or a date/timestamp and an interval", k.arithmetic, "{0} + {1}", sql=_ARITH
+    ),
+    exp.Sub: Operator(
+        "-", "numbers, or a date/timestamp and an interval", k.arithmetic, "{0} - {1}", sql=_ARITH
+    ),
     exp.Mul: Operator("*", "numbers", k.numeric, "{0} * {1}"),
     exp.Div: Operator("/", "numbers", k.division, "{0} / {1}", "{1} == 0", sql={"*": sql.divide}),
-    exp.Mod: Operator("%", "integers", k.fixed(frozenset({Kind.INTEGER}), frozenset({Kind.INTEGER}), result=Kind.INTEGER), "_mod({0}, {1})", "{1} == 0", sql={"*": sql.modulo}),
+    exp.Mod: Operator(
+        "%",
+        "integers",
+        k.fixed(frozenset({Kind.INTEGER}), frozenset({Kind.INTEGER}), result=Kind.INTEGER),
+        "_mod({0}, {1})",
+        "{1} == 0",
+        sql={"*": sql.modulo},
+    ),
     exp.Neg: Operator("-", "a number", k.numeric, "-{0}"),
-    exp.Coalesce: Operator("coalesce", "values of one kind", k.same_as_first, sql={"*": sql.coalesce}),
-    exp.Lower: _text("lower", "_lower({0})", Kind.STRING, {"clickhouse": sql.keep, "*": sql.ascii_case}),
-    exp.Upper: _text("upper", "_upper({0})", Kind.STRING, {"clickhouse": sql.keep, "*": sql.ascii_case}),
-    exp.Length: _text("length", "len({0})", Kind.INTEGER, {}),
+    exp.Coalesce: Operator(
+        "coalesce", "values of one kind", k.same_as_first, sql={"*": sql.coalesce}
+    ),
+    exp.Lower: _text(
+        "lower", "_lower({0})", Kind.STRING, {"clickhouse": sql.keep, "*": sql.ascii_case}
+    ),
+    exp.Upper: _text(
+        "upper", "_upper({0})", Kind.STRING, {"clickhouse": sql.keep, "*": sql.ascii_case}
+    ),
+    exp.Length: _text("length", "len({0})", Kind.INTEGER, {"postgres": sql.bigint}),
     exp.Trim: _text("trim", "{0}.strip(' ')", Kind.STRING, {}),
     d.StartsWith: _text("starts_with", "{0}.startswith({1})", Kind.BOOLEAN, {"*": sql.starts_with}),
     d.EndsWith: _text("ends_with", "{0}.endswith({1})", Kind.BOOLEAN, {"*": sql.ends_with}),
     d.Contains: _text("contains", "({1} in {0})", Kind.BOOLEAN, {"*": sql.contains}),
-    d.RegexpMatches: _text("regexp_matches", "({1}.search({0}) is not None)", Kind.BOOLEAN, {"*": sql.regexp}),
-    d.ListContains: Operator("list_contains", "a list and a value of its element kind", k.list_membership, "({1} in {0})", sql={"*": sql.list_contains}),
-    d.ListHasAny: Operator("list_has_any", "two lists of one element kind", k.list_overlap, "(not {1}.isdisjoint({0}))", sql={"*": sql.list_has_any}),
-    d.ListHasAll: Operator("list_has_all", "two lists of one element kind", k.list_overlap, "{1}.issubset({0})", sql={"*": sql.list_has_all}),
-    d.InAudience: Operator("in_audience", "an audience key", k.fixed(k.STRING, result=Kind.BOOLEAN), "_audience({0}, p)", sql={"*": sql.in_audience}),
-    d.DaysBetween: Operator("date_diff", "'day' and two dates or timestamps", k.fixed(k.STRING, k.TIME, k.TIME, result=Kind.INTEGER), "_days_between({1}, {2})", sql={"*": sql.days_between}),
-    exp.Extract: Operator("extract", "a date or timestamp", k.fixed(k.ANY, k.TIME, result=Kind.INTEGER), "_extract({0}, {1})", sql={"*": sql.extract}),
+    d.RegexpMatches: _text(
+        "regexp_matches", "({1}.search({0}) is not None)", Kind.BOOLEAN, {"*": sql.regexp}
+    ),
+    d.ListContains: Operator(
+        "list_contains",
+        "a list and a value of its element kind",
+        k.list_membership,
+        "({1} in {0})",
+        sql={"*": sql.list_contains},
+    ),
+    d.ListHasAny: Operator(
+        "list_has_any",
+        "two lists of one element kind",
+        k.list_overlap,
+        "(not {1}.isdisjoint({0}))",
+        sql={"*": sql.list_has_any},
+    ),
+    d.ListHasAll: Operator(
+        "list_has_all",
+        "two lists of one element kind",
+        k.list_overlap,
+        "{1}.issubset({0})",
+        sql={"*": sql.list_has_all},
+    ),
+    d.InAudience: Operator(
+        "in_audience",
+        "an audience key",
+        k.fixed(k.STRING, result=Kind.BOOLEAN),
+        "_audience({0}, p)",
+        sql={"*": sql.in_audience},
+    ),
+    d.DaysBetween: Operator(
+        "date_diff",
+        "'day' and two dates or timestamps",
+        k.fixed(k.STRING, k.TIME, k.TIME, result=Kind.INTEGER),
+        "_days_between({1}, {2})",
+        sql={"*": sql.days_between},
+    ),
+    exp.Extract: Operator(
+        "extract",
+        "a date or timestamp",
+        k.fixed(k.ANY, k.TIME, result=Kind.INTEGER),
+        "_extract({0}, {1})",
+        sql={"*": sql.extract},
+    ),
     exp.CurrentTimestamp: Operator("now", "nothing", lambda _: Kind.TIMESTAMP, sql={"*": sql.now}),
     exp.CurrentDate: Operator("current_date", "nothing", lambda _: Kind.DATE, sql={"*": sql.today}),
-    exp.Cast: Operator("CAST", "a number to DOUBLE, or a date to TIMESTAMP", lambda _: None, sql={"*": sql.cast}),
+    exp.Cast: Operator(
+        "CAST", "a number to DOUBLE, or a date to TIMESTAMP", lambda _: None, sql={"*": sql.cast}
+    ),
     d.Attr: Operator("attribute", "", lambda _: None, sql={"*": sql.attribute}),
     exp.Literal: Operator("literal", "", lambda _: None, sql={"*": sql.literal}),
     exp.Array: Operator("list", "literals of one kind", lambda _: None, sql={"*": sql.array}),

@@ -37,10 +37,15 @@ def evaluation_mode(rule: Rule, streaming_audiences: Iterable[str]) -> tuple[Mod
     >>> evaluation_mode(parse_rule("last_seen > now() - INTERVAL 7 DAY"), set())
     ('scheduled', 'it depends on the current time (now()), so its answer changes as time passes')
     """
-    clock = sorted({_clock_name(n) for n in rule.tree.find_all(exp.CurrentTimestamp, exp.CurrentDate)})
+    clock = sorted(
+        {_clock_name(n) for n in rule.tree.find_all(exp.CurrentTimestamp, exp.CurrentDate)}
+    )
     if clock:
         used = " and ".join(clock)
-        return "scheduled", f"it depends on the current time ({used}), so its answer changes as time passes"
+        return (
+            "scheduled",
+            f"it depends on the current time ({used}), so its answer changes as time passes",
+        )
     batch = sorted(dependencies(rule) - set(streaming_audiences))
     if batch:
         names = ", ".join(batch)
@@ -75,7 +80,7 @@ def find_cycle(graph: Graph) -> list[str] | None:
                 state[path.pop()] = 2
                 stack.pop()
             elif state.get(step) == 1:
-                return [*path[path.index(step):], step]
+                return [*path[path.index(step) :], step]
             elif step not in state:
                 state[step] = 1
                 path.append(step)

@@ -86,9 +86,10 @@ def comparison(original: exp.Expression, new: exp.Expression, target: Target) ->
     ordering = not isinstance(original, exp.EQ | exp.NEQ | exp.In)
     texts = any(target.kind(op) is Kind.STRING for op in operands(original))
     if target.dialect == "postgres" and ordering and texts:
-        for operand in operands(new):
-            collated = exp.Collate(this=operand.copy(), expression=exp.to_identifier("C", quoted=True))
-            operand.replace(collated)
+        # One collated operand decides the comparison's collation (and BETWEEN's bounds may
+        # not carry a COLLATE clause of their own).
+        first = operands(new)[0]
+        first.replace(exp.Collate(this=first.copy(), expression=exp.to_identifier("C", quoted=True)))
     return new
 
 
@@ -102,7 +103,9 @@ def like(original: exp.Expression, new: exp.Expression, target: Target) -> exp.E
 def ilike(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
     """Case-insensitive LIKE folds ASCII letters only, the same on every engine."""
     pattern = exp.Literal.string(lower_ascii(new.expression.name))
-    folded = exp.Like(this=ascii_case(original, exp.Lower(this=new.this), target), expression=pattern)
+    folded = exp.Like(
+        this=ascii_case(original, exp.Lower(this=new.this), target), expression=pattern
+    )
     return like(original, folded, target)
 
 
@@ -157,6 +160,8 @@ def ends_with(original: exp.Expression, new: exp.Expression, target: Target) -> 
 
 def contains(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
     """Substring test."""
+    if target.dialect == "postgres" and target.kind(original.expression) is Kind.DATE:
+        new.set("expression", exp.Cast(this=new.expression, to=exp.DataType.build("TIMESTAMP")))
     if target.dialect == "duckdb":
         return exp.func("contains", new.this, new.expression)
     texts = {"postgres": "STRPOS(:a, :b) > 0", "clickhouse": "positionUTF8(:a, :b) > 0"}
@@ -175,7 +180,7 @@ def regexp(original: exp.Expression, new: exp.Expression, target: Target) -> exp
 _LIST_GUARD = "CASE WHEN :l IS NULL OR :x IS NULL THEN NULL ELSE COALESCE({test}, FALSE) END"
 _LISTS = {
     "list_contains": {
-        "duckdb": "LIST_CONTAINS(:l, :x)",
+        "duckdb": _LIST_GUARD.format(test="LIST_CONTAINS(:l, :x)"),
         "postgres": _LIST_GUARD.format(test="ARRAY_POSITION(:l, :x) IS NOT NULL"),
         "clickhouse": "has(:l, :x)",
         "spark": _LIST_GUARD.format(test="ARRAY_CONTAINS(:l, :x)"),
@@ -215,9 +220,11 @@ def in_audience(original: exp.Expression, new: exp.Expression, target: Target) -
 
 def days_between(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
     """Whole UTC calendar days from start to end."""
-    start, end = (exp.Cast(this=e, to=exp.DataType.build("DATE")) for e in (new.this, new.expression))
+    start, end = (
+        exp.Cast(this=e, to=exp.DataType.build("DATE")) for e in (new.this, new.expression)
+    )
     if target.dialect == "postgres":
-        return exp.Paren(this=exp.Sub(this=end, expression=start))
+        return bigint(original, exp.Paren(this=exp.Sub(this=end, expression=start)), target)
     return exp.DateDiff(this=end, expression=start, unit=exp.var("DAY"))
 
 
@@ -226,6 +233,12 @@ def extract(original: exp.Expression, new: exp.Expression, target: Target) -> ex
     unit = original.this.name.upper()
     if target.dialect == "spark" and unit == "DOW":
         return exp.Paren(this=exp.Sub(this=new, expression=exp.Literal.number(1)))
+    if target.dialect == "postgres" and target.kind(original.expression) is Kind.DATE:
+        new.set("expression", exp.Cast(this=new.expression, to=exp.DataType.build("TIMESTAMP")))
+    if target.dialect == "duckdb":
+        # sqlglot warns about EXTRACT on a TIMESTAMPTZ literal (session time zones differ);
+        # rules run in a UTC session, so the warning does not apply.
+        new.set("expression", exp.Paren(this=new.expression))
     return new
 
 
@@ -258,9 +271,32 @@ def attribute(original: exp.Expression, new: exp.Expression, target: Target) -> 
 def literal(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
     """Floats become exact doubles (engines would otherwise read ``0.1`` as a decimal)."""
     assert isinstance(original, exp.Literal)
-    if original.is_string or original.this.lstrip("-").isdigit():
+    if original.is_string:
         return new
+    if original.this.lstrip("-").isdigit():
+        return bigint(original, new, target) if _constant_arithmetic(original) else new
     return exp.Cast(this=exp.Literal.string(original.this), to=exp.DataType.build("DOUBLE"))
+
+
+_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Mod)
+
+
+def _constant_arithmetic(literal: exp.Expression) -> bool:
+    """An integer literal in arithmetic with another literal: engines would compute in 32 bits."""
+    node = literal.parent if isinstance(literal.parent, exp.Neg) else literal
+    parent = node.parent
+    if not isinstance(parent, _ARITHMETIC):
+        return False
+    other = parent.expression if node is parent.this else parent.this
+    other = other.this if isinstance(other, exp.Neg) else other
+    return isinstance(other, exp.Literal)
+
+
+def bigint(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+    """64-bit integers, as in Python: PostgreSQL and DuckDB would use 32 bits here."""
+    if target.dialect not in ("postgres", "duckdb"):
+        return new
+    return exp.Cast(this=new, to=exp.DataType.build("BIGINT"))
 
 
 def array(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
@@ -271,7 +307,11 @@ def array(original: exp.Expression, new: exp.Expression, target: Target) -> exp.
 
 
 def interval(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
-    """Intervals as each engine spells them."""
+    """Intervals as each engine spells them; a negative amount is quoted (sqlglot drops the
+    sign of ``INTERVAL -1 MONTH`` when it writes PostgreSQL's single-string form)."""
+    amount = new.this
+    if isinstance(amount, exp.Neg):
+        new.set("this", exp.Literal.string(f"-{amount.this.name}"))
     return new
 
 
@@ -309,4 +349,3 @@ def _typed(node: exp.Expression, kind: Kind) -> exp.Expression:
 def no_audience(key: str) -> exp.Expression:
     """The default audience hook: a rule that names an audience needs the caller's hook."""
     raise ValueError(f"in_audience({key!r}) needs an `audience` hook to compile to SQL")
-

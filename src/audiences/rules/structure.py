@@ -26,25 +26,54 @@ FORBIDDEN_FUNCTIONS = {
         "window functions are not allowed in a rule",
     ),
     **dict.fromkeys(
-        ("read_csv", "read_csv_auto", "read_parquet", "read_json", "read_json_auto", "glob",
-         "read_text", "read_blob", "pg_read_file", "pg_read_binary_file", "lo_import", "file",
-         "url", "s3", "remote", "getenv", "current_setting", "set_config", "pg_sleep", "sleep"),
+        (
+            "read_csv",
+            "read_csv_auto",
+            "read_parquet",
+            "read_json",
+            "read_json_auto",
+            "glob",
+            "read_text",
+            "read_blob",
+            "pg_read_file",
+            "pg_read_binary_file",
+            "lo_import",
+            "file",
+            "url",
+            "s3",
+            "remote",
+            "getenv",
+            "current_setting",
+            "set_config",
+            "pg_sleep",
+            "sleep",
+        ),
         "functions that read files, the network or the server are not allowed in a rule",
     ),
 }
 
 _NODE_NAMES: dict[type[exp.Expression], str] = {
-    exp.Select: "a subquery", exp.Subquery: "a subquery", exp.Star: "'*'",
-    exp.Window: "a window function", exp.Placeholder: "a parameter placeholder",
-    exp.Parameter: "a parameter", exp.Table: "a table reference", exp.Exists: "EXISTS",
-    exp.Case: "CASE", exp.If: "IF", exp.DPipe: "'||'", exp.Bracket: "indexing with []",
+    exp.Select: "a subquery",
+    exp.Subquery: "a subquery",
+    exp.Star: "'*'",
+    exp.Window: "a window function",
+    exp.Placeholder: "a parameter placeholder",
+    exp.Parameter: "a parameter",
+    exp.Table: "a table reference",
+    exp.Exists: "EXISTS",
+    exp.Case: "CASE",
+    exp.If: "IF",
+    exp.DPipe: "'||'",
+    exp.Bracket: "indexing with []",
 }
 _STATEMENTS = (exp.Query, exp.DDL, exp.DML, exp.Command, exp.Drop, exp.Create, exp.Alter)
 
 Check = Callable[[exp.Expression, str | None, RuleLimits], Iterator[ErrorDetail]]
 
 
-def check_structure(tree: exp.Expression, text: str | None, limits: RuleLimits) -> list[ErrorDetail]:
+def check_structure(
+    tree: exp.Expression, text: str | None, limits: RuleLimits
+) -> list[ErrorDetail]:
     """Every structural problem: forbidden nodes, unknown calls, bad literals, size, depth."""
     problems = list(_size(tree, text, limits))
     if problems:
@@ -119,7 +148,9 @@ def _string_literal(node: exp.Expression | None) -> bool:
     return isinstance(node, exp.Literal) and node.is_string
 
 
-def _literal_list(items: list[exp.Expression], owner: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _literal_list(
+    items: list[exp.Expression], owner: exp.Expression, text: str | None, limits: RuleLimits
+) -> Iterator[ErrorDetail]:
     if not items:
         yield on("rule_forbidden", "An empty list is not allowed here.", owner, text)
     if len(items) > limits.max_list:
@@ -200,7 +231,9 @@ def _extract(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iter
     unit = node.this.name.upper()
     if unit not in EXTRACT_UNITS:
         message = f"EXTRACT supports {', '.join(EXTRACT_UNITS)}; not {unit}."
-        yield on("rule_forbidden", message, node, text, suggestion=did_you_mean(unit, EXTRACT_UNITS))
+        yield on(
+            "rule_forbidden", message, node, text, suggestion=did_you_mean(unit, EXTRACT_UNITS)
+        )
 
 
 def _cast(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:

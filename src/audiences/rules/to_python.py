@@ -32,7 +32,17 @@ Clock = Callable[[], datetime]
 
 NOT_CONSTANT = object()
 _PLAIN = (str, int, float, bool)
-_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Coalesce)
+_COMPARISONS = (
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.Between,
+    exp.In,
+    exp.Coalesce,
+)
 _PREDICATES = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, d.StartsWith, d.EndsWith)
 _PREDICATES += (d.Contains, d.RegexpMatches, d.ListContains, d.ListHasAny, d.ListHasAll)
 # Operand conversions the Python back end needs for some arguments: (class, index) -> how.
@@ -161,7 +171,11 @@ class Codegen:
         operator = OPERATORS[type(node)]
         assert operator.python is not None
         ops = operands(node)
-        if want and operator.none_is_false and all(constant(o) is not NOT_CONSTANT for o in ops[1:]):
+        if (
+            want
+            and operator.none_is_false
+            and all(constant(o) is not NOT_CONSTANT for o in ops[1:])
+        ):
             first, _ = self.operand(node, ops[0], 0)
             rest = [self.operand(node, o, i + 1)[0] for i, o in enumerate(ops[1:])]
             if "None" not in rest:
@@ -189,7 +203,7 @@ def constant(node: exp.Expression) -> Any:
     if isinstance(node, exp.Var):
         return node.name.upper()
     if isinstance(node, exp.Interval):
-        return runtime.interval(int(node.this.this), node.unit.name)
+        return runtime.interval(constant(node.this), node.unit.name)
     if isinstance(node, exp.Array):
         return tuple(constant(item) for item in node.expressions)
     if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
@@ -231,7 +245,9 @@ def _in(gen: Codegen, node: exp.Expression, want: bool) -> str:
     if want:
         return f"({gen.operand(node, node.this, 0)[0]} in {values})"
     name = gen.temp()
-    return f"(({name} := {gen.operand(node, node.this, 0)[0]}) is not None and {name} not in {values})"
+    return (
+        f"(({name} := {gen.operand(node, node.this, 0)[0]}) is not None and {name} not in {values})"
+    )
 
 
 def _value_of(gen: Codegen, parent: exp.Expression, node: exp.Expression) -> Any:
@@ -352,8 +368,11 @@ def like_code(gen: Codegen, name: str, pattern: str, fold: bool) -> str:
     shape = "".join(p if p in ("%", "_") else "L" for p in pieces)
     shape = re.sub("L+", "L", shape)
     simple = {
-        "L": f"{name} == {literal!r}", "": f"{name} == ''", "%": "True",
-        "L%": f"{name}.startswith({literal!r})", "%L": f"{name}.endswith({literal!r})",
+        "L": f"{name} == {literal!r}",
+        "": f"{name} == ''",
+        "%": "True",
+        "L%": f"{name}.startswith({literal!r})",
+        "%L": f"{name}.endswith({literal!r})",
         "%L%": f"({literal!r} in {name})",
     }
     if shape in simple:

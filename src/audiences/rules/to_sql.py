@@ -37,7 +37,7 @@ def to_sql(
 
     >>> from audiences.rules import parse_rule
     >>> to_sql(parse_rule("plan IN ('pro', 'team') AND name < 'm'"), "postgres")
-    '"plan" IN (\\'pro\\', \\'team\\') AND "name" COLLATE "C" < \\'m\\' COLLATE "C"'
+    '"plan" IN (\\'pro\\', \\'team\\') AND "name" COLLATE "C" < \\'m\\''
     """
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}; expected one of {', '.join(DIALECTS)}")
