@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyroaring import BitMap
 
 from audiences.engines.duckdb import DuckDBEngine
+from audiences.errors import InvalidParameter
 from tests.engines.conftest import WS
 
 Row = dict[str, Any]
@@ -156,3 +158,25 @@ def test_hash_collisions_fall_back_to_exact_lookups(tmp_path: Path) -> None:
     assert engine.pids_for(WS, ["a", "b"]) == [None, 2]
     assert engine.count(WS) == 2
     engine.close()
+
+
+def test_member_sets_join_under_their_alias(engine: DuckDBEngine) -> None:
+    results = engine.upsert_profiles(WS, [(f"m{i}", {"age": i}) for i in range(20)])
+    pids = [result.pid for result in results if result.pid is not None]
+    members = BitMap(pids[:8])
+    both = engine.select_pids(
+        WS, 'age >= 5 AND "m_vip".pid IS NOT NULL', memberships={"m_vip": members}
+    )
+    either = engine.select_pids(
+        WS, 'age >= 15 OR "m_vip".pid IS NOT NULL', memberships={"m_vip": members}
+    )
+    outside = engine.select_pids(WS, '"m_vip".pid IS NULL', memberships={"m_vip": members})
+    assert both == BitMap(pids[5:8])
+    assert either == BitMap(pids[:8] + pids[15:])
+    assert outside == BitMap(pids[8:])
+
+
+@pytest.mark.parametrize("alias", ["vip", "m_VIP", "m_a;drop", "m_" + "x" * 61])
+def test_unsafe_member_set_aliases_are_refused(engine: DuckDBEngine, alias: str) -> None:
+    with pytest.raises(InvalidParameter):
+        engine.select_pids(WS, "true", memberships={alias: BitMap([1])})

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-from pyroaring import BitMap
+from pyroaring import AbstractBitMap, BitMap
 
 from audiences.errors import ErrorDetail, InvalidParameter
 from audiences.schemas.attributes import AttributeSchema, AttributeType
@@ -26,6 +26,9 @@ K = TypeVar("K")
 
 WORKSPACE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """What a workspace id may look like; engines derive table names from it."""
+
+MEMBERSHIP_ALIAS = re.compile(r"^m_[a-z0-9_]{1,60}$")
+"""What the alias of a member set passed to ``select_pids`` must look like."""
 
 RESERVED_COLUMNS = frozenset({"pid", "external_id", "extra", "updated_at"})
 """Column names every profile table has; no attribute may be declared with one of them."""
@@ -67,6 +70,16 @@ class UpsertResult:
     def ok(self) -> bool:
         """Whether the record was written."""
         return not self.errors
+
+
+def check_membership_alias(alias: str) -> str:
+    """Refuse a member-set alias that could not safely name a relation; return it unchanged."""
+    if not MEMBERSHIP_ALIAS.fullmatch(alias):
+        raise InvalidParameter(
+            "A member-set alias is m_ and 1 to 60 lowercase letters, digits or '_'.",
+            code="invalid_membership_alias",
+        )
+    return alias
 
 
 def check_workspace_id(workspace_id: str) -> str:
@@ -147,8 +160,19 @@ class ProfileEngine(Protocol):
         """The external id of each pid, in order, None where unknown."""
         ...
 
-    def select_pids(self, workspace_id: str, where_sql: str, params: Params = ()) -> BitMap:
-        """The pids of profiles for which ``where_sql`` is TRUE (not NULL)."""
+    def select_pids(
+        self,
+        workspace_id: str,
+        where_sql: str,
+        params: Params = (),
+        memberships: Mapping[str, AbstractBitMap] | None = None,
+    ) -> BitMap:
+        """The pids of profiles for which ``where_sql`` is TRUE (not NULL).
+
+        ``memberships`` names member sets the condition may test, as ``<alias>.pid IS NOT NULL``:
+        each is joined to the profiles by pid under its alias (see :data:`MEMBERSHIP_ALIAS`).
+        This is how ``in_audience()`` runs where the data is.
+        """
         ...
 
     def select_many(

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import duckdb
 import numpy as np
 import orjson
-from pyroaring import BitMap
+from pyroaring import AbstractBitMap, BitMap
 
 from audiences.engines import duckdb_sql as sql
 from audiences.engines.base import (
@@ -28,6 +28,7 @@ from audiences.engines.base import (
     Profile,
     ProfileRecord,
     UpsertResult,
+    check_membership_alias,
     check_workspace_id,
     pids_to_bitmap,
 )
@@ -179,14 +180,32 @@ class DuckDBEngine:
             found = dict(cur.execute(query, [_valid_pids(pids)]).fetchall())
         return [found.get(pid) for pid in pids]
 
-    def select_pids(self, workspace_id: str, where_sql: str, params: Params = ()) -> BitMap:
-        """Run ``SELECT pid FROM <profiles> WHERE <where_sql>`` into a bitmap."""
+    def select_pids(
+        self,
+        workspace_id: str,
+        where_sql: str,
+        params: Params = (),
+        memberships: Mapping[str, AbstractBitMap] | None = None,
+    ) -> BitMap:
+        """Run ``SELECT pid FROM <profiles> WHERE <where_sql>`` into a bitmap.
+
+        Each member set in ``memberships`` is registered on the cursor as a relation of pids
+        (a numpy buffer, no copy through Python objects) and left-joined under its alias.
+        """
         state = self._workspace(workspace_id)
         condition = sql.checked_condition(where_sql)
+        aliases = [check_membership_alias(alias) for alias in memberships or {}]
         if state is None:
             return BitMap()
         with self._cursor() as cur:
-            return self._select(cur, state, condition, params)
+            for alias in aliases:
+                members = np.asarray((memberships or {})[alias].to_array(), dtype=np.uint32)
+                cur.register(alias, {"pid": members})
+            try:
+                return self._select(cur, state, condition, params, aliases)
+            finally:
+                for alias in aliases:
+                    cur.unregister(alias)
 
     def select_many(
         self,
@@ -379,9 +398,16 @@ class DuckDBEngine:
 
     @staticmethod
     def _select(
-        cur: duckdb.DuckDBPyConnection, state: _Workspace, condition: str, params: Params
+        cur: duckdb.DuckDBPyConnection,
+        state: _Workspace,
+        condition: str,
+        params: Params,
+        aliases: Sequence[str] = (),
     ) -> BitMap:
-        query = f"SELECT pid FROM {state.table} WHERE ({condition})"
+        joins = "".join(
+            f" LEFT JOIN {sql.quote(a)} ON {sql.quote(a)}.pid = {state.table}.pid" for a in aliases
+        )
+        query = f"SELECT {state.table}.pid FROM {state.table}{joins} WHERE ({condition})"
         try:
             result = cur.execute(query, list(params)).fetchnumpy()
         except QUERY_ERRORS as error:
