@@ -297,6 +297,8 @@ class _Builder:
                 self.problems.append(problem.detail)
         if len(built) != len(items):
             return exp.Null()
+        if len(built) == 1 and key != "none":
+            return built[0]
         if key == "none":
             inner = _connect(exp.Or, built) if len(built) > 1 else _grouped(built[0])
             return _tag(exp.Not(this=inner), path)

@@ -36,8 +36,8 @@ Typing = Callable[[Sequence[Kind]], Kind | None]
 
 
 def of_attribute(kind: AttributeType) -> Kind:
-    """The kind of an attribute of the given schema type."""
-    return Kind(kind.value)
+    """The kind of an attribute of the given schema type (its value may be a plain string)."""
+    return Kind(str(kind))
 
 
 def family(kind: Kind) -> str:

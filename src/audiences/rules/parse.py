@@ -13,7 +13,7 @@ from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.scan import scan
 from audiences.rules.structure import check_structure
 
-_FATAL = {"rule_too_large", "rule_too_deep", "rule_syntax", "rule_forbidden"}
+_FATAL = {"rule_too_large", "rule_too_deep", "rule_syntax", "rule_forbidden", "rule_bad_character"}
 
 
 def parse_tree(text: str, limits: RuleLimits) -> tuple[exp.Expression | None, list[ErrorDetail]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlglot import exp
 
@@ -65,6 +66,9 @@ def on(
     path = _json_path(node)
     if path is not None:
         return ErrorDetail(code, message, location=path, suggestion=suggestion)
+    own = node._meta if isinstance(node, exp.Anonymous | exp.Func) else None
+    if own and "start" in own and not isinstance(node, exp.Cast):
+        return at(code, message, text, (own["start"], own["end"] + 1), suggestion=suggestion)
     current: exp.Expression | None = node
     where = None
     while current is not None and where is None:
@@ -95,9 +99,15 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
 
 def fail(problems: Sequence[ErrorDetail]) -> None:
     """Raise one RuleError carrying every problem, when there is any."""
-    unique = list(dict.fromkeys(problems))
+    unique = sorted(dict.fromkeys(problems), key=_position)
     if unique:
         problems = unique
         first = problems[0].message
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise RuleError(f"Invalid rule: {first}{more}", errors=list(problems))
+
+
+def _position(problem: ErrorDetail) -> tuple[Any, ...]:
+    """Order problems as they appear: by offset in the text, else by JSON path."""
+    path = tuple((0, part, "") if isinstance(part, int) else (1, 0, part) for part in problem.location)
+    return (problem.start is None, problem.start or 0, path)

@@ -25,7 +25,7 @@ class RuleLimits:
     """Characters of rule text (a JSON rule counts the characters of its canonical text)."""
     max_depth: int = 32
     """Nesting of parentheses, brackets and sub-expressions; an AND/OR chain counts once."""
-    max_nodes: int = 2_000
+    max_nodes: int = 5_000
     """Nodes in the parsed tree."""
     max_list: int = 1_000
     """Values in one IN list or list literal."""

@@ -16,7 +16,7 @@ from audiences.rules.operators import OPERATORS, operands
 from audiences.rules.problems import did_you_mean, fail, on
 from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.scan import skeleton
-from audiences.schemas.attributes import AttributeSchema
+from audiences.schemas.attributes import AttributeSchema, AttributeType
 
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In)
 
@@ -92,7 +92,9 @@ def _attribute(
     return Kind.UNKNOWN
 
 
-def type_time_literals(tree: exp.Expression, schema: AttributeSchema) -> list[ErrorDetail]:
+def type_time_literals(
+    tree: exp.Expression, schema: AttributeSchema, text: str | None = None
+) -> list[ErrorDetail]:
     """Read string literals compared with dates or timestamps as typed literals, in place.
 
     ``last_seen > '2024-01-01'`` becomes ``last_seen > TIMESTAMP '2024-01-01 00:00:00+00:00'``,
@@ -108,7 +110,7 @@ def type_time_literals(tree: exp.Expression, schema: AttributeSchema) -> list[Er
         target = exp.DType.DATE if common is Kind.DATE else exp.DType.TIMESTAMPTZ
         for op in operands(node):
             if _string(op):
-                problems.extend(_retype(op, target))
+                problems.extend(_retype(op, target, text))
     return problems
 
 
@@ -116,13 +118,15 @@ def _string(node: exp.Expression) -> bool:
     return isinstance(node, exp.Literal) and node.is_string
 
 
-def _retype(literal: exp.Expression, target: exp.DType) -> list[ErrorDetail]:
+def _retype(literal: exp.Expression, target: exp.DType, text: str | None) -> list[ErrorDetail]:
     try:
         spelled = format_time(literal.name, target)
     except ValueError:
         label = "date" if target is exp.DType.DATE else "timestamp"
         message = f"{literal.name!r} is not a valid {label} (use ISO 8601)."
-        return [on("rule_bad_literal", message, literal, None)]
+        problem = on("rule_bad_literal", message, literal, text)
+        literal.replace(exp.Null())  # reported once: not again as a type mismatch
+        return [problem]
     typed = exp.Cast(this=exp.Literal.string(spelled), to=exp.DataType.build(target))
     typed._meta = literal._meta
     literal.replace(typed)
@@ -131,7 +135,7 @@ def _retype(literal: exp.Expression, target: exp.DType) -> list[ErrorDetail]:
 
 def referenced_schema(tree: exp.Expression, schema: AttributeSchema) -> dict[str, Any]:
     """The schema entries of the attributes a rule reads (paths into JSON are left out)."""
-    return {a.name: schema[a.name] for a in tree.find_all(Attr) if a.name in schema}
+    return {a.name: AttributeType(schema[a.name]) for a in tree.find_all(Attr) if a.name in schema}
 
 
 def validate_tree(
@@ -139,7 +143,7 @@ def validate_tree(
 ) -> tuple[Rule, list[ErrorDetail]]:
     """Bind a parsed rule to a schema: typed time literals, every type problem, the bound rule."""
     tree = rule.tree.copy()
-    problems = type_time_literals(tree, schema)
+    problems = type_time_literals(tree, schema, rule.source)
     _, typing = annotate(tree, schema, rule.source)
     problems.extend(typing)
     if len(render(tree)) > limits.max_length:
