@@ -171,7 +171,7 @@ _NO_VALUE = {"is_null", "is_not_null", "is_true", "is_false"}
 # --- tree -> JSON -------------------------------------------------------------------------
 
 
-def to_json(node: exp.Expression) -> dict[str, Json]:
+def to_json(node: exp.Expression, schema: Mapping[str, str] | None = None) -> dict[str, Json]:
     """The JSON form of a tree: groups for AND / OR / NOT, conditions, raw leaves.
 
     >>> from audiences.rules import parse_rule
@@ -179,18 +179,18 @@ def to_json(node: exp.Expression) -> dict[str, Json]:
     {'all': [{'field': 'country', 'op': 'equals', 'value': 'US'}, {'field': 'churned', 'op': 'is_false'}]}
     """
     if isinstance(node, exp.Paren):
-        return to_json(node.this)
+        return to_json(node.this, schema)
     if isinstance(node, exp.And | exp.Or):
         key = "all" if isinstance(node, exp.And) else "any"
-        return {key: [to_json(item) for item in _chain(node)]}
-    leaf = _leaf(node)
+        return {key: [to_json(item, schema) for item in _chain(node)]}
+    leaf = _leaf(node, schema or {})
     if leaf is not None:
         return leaf
     if isinstance(node, exp.Not):
         inner = node.this
         if isinstance(inner, exp.Paren) and isinstance(inner.this, exp.Or):
-            return {"none": [to_json(item) for item in _chain(inner.this)]}
-        return {"none": [to_json(inner)]}
+            return {"none": [to_json(item, schema) for item in _chain(inner.this)]}
+        return {"none": [to_json(inner, schema)]}
     return {"expr": render(node)}
 
 
@@ -204,12 +204,15 @@ def _chain(node: exp.Expression) -> list[exp.Expression]:
     return items[::-1]
 
 
-def _leaf(node: exp.Expression) -> dict[str, Json] | None:
+def _leaf(node: exp.Expression, schema: Mapping[str, str]) -> dict[str, Json] | None:
     for name, op in OPS.items():
         found = op.match(node)
         if found is None:
             continue
         target, value = found
+        values = value if op.values else [value]
+        if not all(_plain(target, v, schema) for v in values):
+            return None
         leaf: dict[str, Json] = {"field": target.name} if op.field else {}
         leaf["op"] = name
         if op.values:
@@ -218,6 +221,17 @@ def _leaf(node: exp.Expression) -> dict[str, Json] | None:
             leaf["value"] = _value(value)
         return leaf
     return None
+
+
+_TYPED = {exp.DType.DATE: "date", exp.DType.TIMESTAMPTZ: "timestamp"}
+
+
+def _plain(target: exp.Expression, value: Any, schema: Mapping[str, str]) -> bool:
+    """A typed literal is written as plain text only where validation will type it back:
+    against an attribute declared with that very type."""
+    if not isinstance(value, exp.Cast):
+        return True
+    return str(schema.get(target.name, "")) == _TYPED.get(value.to.this)
 
 
 def _is_value(node: exp.Expression) -> bool:

@@ -65,6 +65,8 @@ def _rewrite(node: exp.Expression, text: str | None, problems: list[ErrorDetail]
         positive = node.copy()
         positive.set("negate", None)
         return exp.Not(this=positive)
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and node.this.this == "0":
+        return node.this  # -0 is 0 (but -0.0 stays: JSON and floats keep its sign)
     if isinstance(node, exp.Interval):
         return _interval(node, text, problems)
     if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:

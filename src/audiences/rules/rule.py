@@ -57,7 +57,7 @@ class Rule:
         """The JSON tree form (``all`` / ``any`` / ``none`` groups of conditions)."""
         from audiences.rules.json_form import to_json
 
-        return to_json(self.tree)
+        return to_json(self.tree, self.schema)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Rule) and other.text == self.text
