@@ -66,6 +66,43 @@ class Settings(BaseSettings):
         default=24, ge=1, description="How long an `Idempotency-Key` and its response are kept."
     )
     log_level: str = Field(default="info", description="Log level of the server.")
+    worker_threads: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description=(
+            "Job worker threads `audiences serve` runs inside the server (0: none; run "
+            "`audiences worker` processes instead). Also the default of `audiences worker`."
+        ),
+    )
+    job_lease_seconds: float = Field(
+        default=30.0,
+        ge=0.5,
+        description=(
+            "How long a worker holds a job without a heartbeat; after it, the job is retried "
+            "by another worker. Heartbeats come every third of it."
+        ),
+    )
+    job_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How long an idle worker waits before looking again."
+    )
+    job_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Attempts a job gets before it fails, unless its enqueuer says otherwise.",
+    )
+    job_backoff_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Wait before the first retry of a failed job; doubles each time, at most 1h.",
+    )
+    job_handler_modules: str = Field(
+        default="",
+        description=(
+            "Comma-separated Python modules workers import at start; each registers job "
+            "handlers with `audiences.jobs.handlers.HANDLERS`."
+        ),
+    )
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

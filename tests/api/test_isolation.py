@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from audiences.jobs import queue
 from tests.factories import Tenant, audience_body, make_audience, make_group
 
 BODIES: dict[str, dict[str, Any]] = {
@@ -26,11 +27,20 @@ BODIES: dict[str, dict[str, Any]] = {
 PUT_GROUP: dict[str, Any] = {"json": {"name": "stolen"}}
 
 
-def _victim_ids(victim: Tenant) -> dict[str, str]:
+def _victim_ids(app: FastAPI, victim: Tenant) -> dict[str, str]:
     group = make_group(victim.write)
     audience = make_audience(victim.write, group_id=group["id"])
     key = victim.admin.get("/v1/api-keys").json()["data"][0]
-    return {"audience_id": audience["id"], "group_id": group["id"], "key_id": key["id"]}
+    with app.state.session_factory.begin() as session:
+        job = queue.enqueue(
+            session, workspace_id=victim.workspace_id, kind="export", handler="tests.isolation"
+        )
+    return {
+        "audience_id": audience["id"],
+        "group_id": group["id"],
+        "key_id": key["id"],
+        "job_id": job.id,
+    }
 
 
 def _routes_with_ids(app: FastAPI) -> list[tuple[str, str]]:
@@ -46,7 +56,7 @@ def _routes_with_ids(app: FastAPI) -> list[tuple[str, str]]:
 def test_every_route_answers_404_for_another_workspaces_ids(
     app: FastAPI, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    ids = _victim_ids(tenant)
+    ids = _victim_ids(app, tenant)
     before = {path: tenant.admin.get(path).json() for path in _victim_urls(ids)}
     routes = _routes_with_ids(app)
     assert len(routes) >= 10
@@ -64,10 +74,10 @@ def test_every_route_answers_404_for_another_workspaces_ids(
 
 
 def test_lists_and_bulk_get_show_nothing_of_another_workspace(
-    tenant: Tenant, other_tenant: Tenant
+    app: FastAPI, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    ids = _victim_ids(tenant)
-    for path in ("/v1/audiences", "/v1/audience-groups", "/v1/api-keys"):
+    ids = _victim_ids(app, tenant)
+    for path in ("/v1/audiences", "/v1/audience-groups", "/v1/api-keys", "/v1/jobs"):
         seen = other_tenant.admin.get(path, params={"limit": 200}).json()["data"]
         assert set(ids.values()).isdisjoint(item["id"] for item in seen)
     bulk = other_tenant.admin.post(
@@ -78,8 +88,10 @@ def test_lists_and_bulk_get_show_nothing_of_another_workspace(
     assert filtered["total"] == 0
 
 
-def test_another_workspaces_group_cannot_be_joined(tenant: Tenant, other_tenant: Tenant) -> None:
-    ids = _victim_ids(tenant)
+def test_another_workspaces_group_cannot_be_joined(
+    app: FastAPI, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    ids = _victim_ids(app, tenant)
     response = other_tenant.write.post(
         "/v1/audiences", json=audience_body(group_id=ids["group_id"])
     )
@@ -91,4 +103,5 @@ def _victim_urls(ids: dict[str, str]) -> list[str]:
         f"/v1/audiences/{ids['audience_id']}",
         f"/v1/audience-groups/{ids['group_id']}",
         f"/v1/api-keys/{ids['key_id']}",
+        f"/v1/jobs/{ids['job_id']}",
     ]

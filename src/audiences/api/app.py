@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -16,8 +19,9 @@ from audiences import __version__
 from audiences.api import problems
 from audiences.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from audiences.api.ratelimit import RateLimiter
-from audiences.api.routes import api_keys, audiences, groups, health
+from audiences.api.routes import api_keys, audiences, groups, health, jobs
 from audiences.config import Settings
+from audiences.jobs.worker import embedded
 from audiences.services.idempotency import Replayed
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
@@ -41,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         docs_url=None,
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -50,11 +55,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Replayed, _replay)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, audiences, groups, api_keys):
+    for module in (health, audiences, groups, api_keys, jobs):
         app.include_router(module.router)
     _mount_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run the embedded job workers (``AUDIENCES_WORKER_THREADS``) while the server runs."""
+    pool = embedded(app.state.settings, app.state.session_factory)
+    try:
+        yield
+    finally:
+        if pool is not None:
+            await anyio.to_thread.run_sync(pool.stop)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

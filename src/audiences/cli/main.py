@@ -71,6 +71,30 @@ def _announce(settings: Settings, token: str) -> None:
     typer.echo("\n".join(lines), err=True)
 
 
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Worker threads (env AUDIENCES_WORKER_THREADS)."),
+    ] = None,
+) -> None:
+    """Run job workers against the metadata database until SIGINT or SIGTERM.
+
+    Start any number of these processes beside the API servers (PostgreSQL in production).
+    """
+    import logging
+
+    from audiences.jobs.worker import run_workers
+
+    settings = _settings(data_dir=data_dir)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with reported_errors():
+        run_workers(settings, threads=threads or max(settings.worker_threads, 1))
+
+
 @keys_app.command("create")
 def create_key(
     workspace: Annotated[str, typer.Option(help="Workspace slug; created if it does not exist.")],

@@ -1,0 +1,49 @@
+"""``/v1/jobs``: list and read jobs (imports, evaluations, exports), and cancel one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from audiences.api.deps import ID_PATTERN, ReadCaller, SessionDep, SettingsDep, WriteCaller
+from audiences.api.listing import page_response, to_list_query
+from audiences.api.problems import responses
+from audiences.schemas.common import page_of
+from audiences.schemas.jobs import Job, JobListItem, JobListParams
+from audiences.services import jobs
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+JobId = Annotated[str, Path(pattern=ID_PATTERN, description="The job's id.")]
+
+
+@router.get("", response_model=page_of(JobListItem), responses=responses(400, 401, 422, 429))
+def list_jobs(
+    params: Annotated[JobListParams, Query()],
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: ReadCaller,
+) -> Response:
+    """List jobs: `kind`, `state` and `subject_id` filters, `q` on the handler, `sort`, paging."""
+    query = to_list_query(params, settings, model=Job)
+    page = jobs.list_(session, caller=caller, query=query)
+    return page_response(request, page, query, lambda row: jobs.to_model(row).model_dump(mode="json"))
+
+
+@router.get("/{job_id}", response_model=Job, responses=responses(400, 401, 404, 429))
+def get_job(job_id: JobId, session: SessionDep, caller: ReadCaller) -> Response:
+    """One job: its state, progress, counts, errors (the first 1,000), attempts and times."""
+    row = jobs.get(session, caller=caller, job_id=job_id)
+    return JSONResponse(jobs.to_model(row).model_dump(mode="json"))
+
+
+@router.post(
+    "/{job_id}/cancel", response_model=Job, responses=responses(400, 401, 403, 404, 409, 429)
+)
+def cancel_job(job_id: JobId, session: SessionDep, caller: WriteCaller) -> Response:
+    """Cancel: a queued job at once; a running one stops at its next checkpoint
+    (`cancel_requested` is true until it does). 409 `job_finished` if it already ended."""
+    row = jobs.cancel(session, caller=caller, job_id=job_id)
+    return JSONResponse(jobs.to_model(row).model_dump(mode="json"))

@@ -1,0 +1,89 @@
+"""Job handlers by name (``domain.verb``): a registry, the built-in handlers, plugin loading.
+
+A handler is ``function(context, job) -> result``: it does the work through services, reports
+progress, counts and errors on the :class:`~audiences.jobs.context.JobContext`, and returns a
+JSON value that becomes the job's ``result``. It must be idempotent: the queue runs a job at
+least once (see :mod:`audiences.jobs.queue`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from audiences.jobs.context import JobContext
+from audiences.jobs.queue import HANDLER_NAME, ClaimedJob
+from audiences.kit.clock import utcnow
+from audiences.services import maintenance
+
+Handler = Callable[[JobContext, ClaimedJob], Any]
+
+
+class HandlerRegistry:
+    """Handlers by name. Workers claim only jobs whose handler their registry knows."""
+
+    def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
+        self._handlers: dict[str, Handler] = {}
+        for name, handler in (handlers or {}).items():
+            self.add(name, handler)
+
+    def add(self, name: str, handler: Handler) -> None:
+        """Register ``handler`` under ``name``; a name is registered once."""
+        if not HANDLER_NAME.match(name):
+            raise ValueError(f"handler name {name!r} is not `domain.verb`")
+        if self._handlers.get(name, handler) is not handler:
+            raise ValueError(f"a handler named {name!r} is already registered")
+        self._handlers[name] = handler
+
+    def register(self, name: str) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`add`."""
+
+        def decorate(handler: Handler) -> Handler:
+            self.add(name, handler)
+            return handler
+
+        return decorate
+
+    def get(self, name: str) -> Handler:
+        """The handler named ``name``; ``KeyError`` if none is."""
+        return self._handlers[name]
+
+    def names(self) -> frozenset[str]:
+        """Every registered name."""
+        return frozenset(self._handlers)
+
+    def copy(self) -> HandlerRegistry:
+        """An independent registry with the same handlers (tests extend a copy)."""
+        return HandlerRegistry(self._handlers)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._handlers))
+
+
+HANDLERS = HandlerRegistry()
+"""The process's registry: the built-ins below, plus what plugin modules register."""
+
+
+@HANDLERS.register("maintenance.purge_idempotency_keys")
+def purge_idempotency_keys(context: JobContext, job: ClaimedJob) -> dict[str, int]:
+    """Delete the workspace's idempotency keys older than ``AUDIENCES_IDEMPOTENCY_TTL_HOURS``."""
+    with context.session() as session:
+        deleted = maintenance.purge_idempotency_keys(
+            session,
+            workspace_id=job.workspace_id,
+            ttl_hours=context.settings.idempotency_ttl_hours,
+            now=utcnow(),
+        )
+    context.counts["deleted"] = deleted
+    return {"deleted": deleted}
+
+
+def load_modules(names: str) -> list[str]:
+    """Import the comma-separated modules in ``names``; each registers handlers on import."""
+    loaded = []
+    for name in (part.strip() for part in names.split(",")):
+        if name:
+            importlib.import_module(name)
+            loaded.append(name)
+    return loaded

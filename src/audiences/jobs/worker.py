@@ -1,0 +1,217 @@
+"""Workers: claim a job, run its handler with a heartbeat beside it, record what happened.
+
+``audiences serve`` runs ``AUDIENCES_WORKER_THREADS`` of them inside the server process;
+``audiences worker`` runs them in a process of their own, any number of them against the same
+database. Each worker also reaps expired leases now and then, so a job whose worker died is
+retried as long as any worker lives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from audiences.config import Settings
+from audiences.jobs import queue
+from audiences.jobs.context import Cancelled, Interrupted, JobContext, JobFailed
+from audiences.jobs.handlers import HANDLERS, HandlerRegistry, load_modules
+from audiences.jobs.queue import ClaimedJob, LeaseLost
+from audiences.kit.ids import new_id
+from audiences.store.db import make_engine, make_session_factory
+from audiences.store.migrate import migrate
+
+log = logging.getLogger("audiences.jobs")
+
+
+class Worker:
+    """One worker: a loop of claim, run, record, on the calling thread."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        registry: HandlerRegistry | None = None,
+        name: str | None = None,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.registry = registry or HANDLERS
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+        self.stopping = stopping or threading.Event()
+        self._next_reap = 0.0
+
+    def run(self) -> None:
+        """Work until :attr:`stopping` is set; database errors are logged and waited out."""
+        while not self.stopping.is_set():
+            try:
+                self.reap_if_due()
+                ran = self.run_once()
+            except Exception:
+                log.exception("worker %s: queue call failed; retrying", self.name)
+                ran = False
+            if not ran:
+                self.stopping.wait(self.settings.job_poll_seconds)
+
+    def run_once(self) -> bool:
+        """Claim one due job and run it to an outcome; False if none was due."""
+        with self.session_factory.begin() as session:
+            job = queue.claim(
+                session,
+                owner=self.name,
+                lease_seconds=self.settings.job_lease_seconds,
+                handlers=self.registry.names(),
+            )
+        if job is None:
+            return False
+        self._execute(job)
+        return True
+
+    def reap_if_due(self) -> list[str]:
+        """Reap expired leases, at most once per half lease; the ids of the jobs reaped."""
+        if time.monotonic() < self._next_reap:
+            return []
+        self._next_reap = time.monotonic() + self.settings.job_lease_seconds / 2
+        with self.session_factory.begin() as session:
+            reaped = queue.reap(session, backoff_seconds=self.settings.job_backoff_seconds)
+        if reaped:
+            log.warning(
+                "worker %s: re-queued %d job(s) with expired leases", self.name, len(reaped)
+            )
+        return reaped
+
+    def _execute(self, job: ClaimedJob) -> None:
+        context = JobContext(
+            job=job,
+            session_factory=self.session_factory,
+            settings=self.settings,
+            stopping=self.stopping,
+        )
+        done = threading.Event()
+        beat = threading.Thread(
+            target=_beat, args=(context, done), name=f"heartbeat-{job.id}", daemon=True
+        )
+        beat.start()
+        try:
+            self._outcome(context, job)
+        except LeaseLost:
+            log.warning(
+                "worker %s: lost the lease of job %s; its result is dropped", self.name, job.id
+            )
+        finally:
+            done.set()
+            beat.join()
+
+    def _outcome(self, context: JobContext, job: ClaimedJob) -> None:
+        backoff = self.settings.job_backoff_seconds
+        try:
+            result = self.registry.get(job.handler)(context, job)
+        except Cancelled:
+            context.finish(queue.cancelled)
+        except Interrupted:
+            with self.session_factory.begin() as session:
+                queue.release(session, job=job)
+        except LeaseLost:
+            raise
+        except JobFailed as exc:
+            context.finish(queue.fail, error=str(exc), retry=False, backoff_seconds=backoff)
+        except Exception as exc:
+            log.exception("worker %s: job %s (%s) failed", self.name, job.id, job.handler)
+            error = f"{type(exc).__name__}: {exc}"
+            context.finish(queue.fail, error=error, backoff_seconds=backoff)
+        else:
+            context.finish(queue.complete, result=result)
+
+
+def _beat(context: JobContext, done: threading.Event) -> None:
+    interval = context.settings.job_lease_seconds / 3
+    while not done.wait(interval):
+        try:
+            context.beat()
+        except Exception:
+            log.exception("heartbeat of job %s failed; retrying", context.job.id)
+
+
+class WorkerPool:
+    """``threads`` workers on daemon threads, started and stopped together."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        threads: int,
+        registry: HandlerRegistry | None = None,
+    ) -> None:
+        self.stopping = threading.Event()
+        self.workers = [
+            Worker(
+                session_factory=session_factory,
+                settings=settings,
+                registry=registry,
+                stopping=self.stopping,
+            )
+            for _ in range(threads)
+        ]
+        self._threads: list[threading.Thread] = []
+        self._timeout = settings.job_lease_seconds
+
+    def start(self) -> None:
+        """Start every worker on a thread of its own."""
+        for index, worker in enumerate(self.workers):
+            thread = threading.Thread(target=worker.run, name=f"worker-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the workers to stop and wait for them (a running handler is interrupted at its
+        next checkpoint and its job re-queued; past ``timeout`` its lease will expire instead)."""
+        self.stopping.set()
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+
+
+def embedded(settings: Settings, session_factory: sessionmaker[Session]) -> WorkerPool | None:
+    """The server's own workers (``AUDIENCES_WORKER_THREADS``), started; None if set to 0."""
+    if settings.worker_threads == 0:
+        return None
+    load_modules(settings.job_handler_modules)
+    pool = WorkerPool(
+        session_factory=session_factory, settings=settings, threads=settings.worker_threads
+    )
+    pool.start()
+    return pool
+
+
+def run_workers(settings: Settings, *, threads: int) -> None:
+    """``audiences worker``: run ``threads`` workers until SIGINT or SIGTERM, then stop cleanly."""
+    engine = make_engine(settings.metadata_url)
+    migrate(engine)
+    load_modules(settings.job_handler_modules)
+    pool = WorkerPool(
+        session_factory=make_session_factory(engine), settings=settings, threads=threads
+    )
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping workers", signum)
+        pool.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    pool.start()
+    log.info("%d worker(s) running handlers: %s", threads, ", ".join(HANDLERS))
+    try:
+        while not pool.stopping.wait(1.0):
+            pass
+        pool.stop()
+    finally:
+        engine.dispose()

@@ -1,0 +1,28 @@
+"""Housekeeping work run as jobs: purging records that have outlived their use."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from audiences.store.tables import IdempotencyKeyRow
+
+
+def purge_idempotency_keys(
+    session: Session, *, workspace_id: str, ttl_hours: int, now: datetime
+) -> int:
+    """Delete the workspace's idempotency keys older than ``ttl_hours``; how many went.
+
+    Such keys would be replaced on their next use anyway; purging keeps the table small.
+    Deleting is idempotent, so the job may safely run twice.
+    """
+    stmt = delete(IdempotencyKeyRow).where(
+        IdempotencyKeyRow.workspace_id == workspace_id,
+        IdempotencyKeyRow.created_at < now - timedelta(hours=ttl_hours),
+    )
+    result = session.execute(stmt.returning(IdempotencyKeyRow.key))
+    deleted = len(result.all())
+    session.flush()
+    return deleted
