@@ -143,11 +143,9 @@ def dig(profile: Any, path: tuple[str, ...]) -> Any:
     """A nested attribute (``address.country``); missing or non-object on the way is NULL."""
     current = profile
     for key in path:
-        if not hasattr(current, "get"):
-            return None
-        current = current.get(key)
-    if current is None and hasattr(profile, "get"):
-        return profile.get(".".join(path))
+        current = current.get(key) if hasattr(current, "get") else None
+        if current is None:
+            return profile.get(".".join(path))
     return current
 
 
