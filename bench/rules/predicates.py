@@ -42,7 +42,12 @@ def hand_written(p: Any) -> bool:
     )
 
 
-GROWTHBOOK = {"country": "US", "age": {"$gte": 30}, "plan": {"$in": ["pro", "team"]}, "churned": False}
+GROWTHBOOK = {
+    "country": "US",
+    "age": {"$gte": 30},
+    "plan": {"$in": ["pro", "team"]},
+    "churned": False,
+}
 FLAGSMITH = {
     "key": "1",
     "name": "rule",
@@ -73,15 +78,22 @@ def datasets(size: int) -> dict[str, list[dict[str, Any]]]:
         for _ in range(size)
     ]
     full = [
-        {"country": "US", "age": rng.randint(30, 80), "plan": rng.choice(["pro", "team"]),
-         "churned": rng.random() < 0.5}
+        {
+            "country": "US",
+            "age": rng.randint(30, 80),
+            "plan": rng.choice(["pro", "team"]),
+            "churned": rng.random() < 0.5,
+        }
         for _ in range(size)
     ]
     return {"first condition decides": early, "every condition runs": full}
 
 
 def _flagsmith_context(profile: dict[str, Any]) -> dict[str, Any]:
-    return {"environment": {"key": "e", "name": "e"}, "identity": {"identifier": "u", "traits": profile}}
+    return {
+        "environment": {"key": "e", "name": "e"},
+        "identity": {"identifier": "u", "traits": profile},
+    }
 
 
 def rate(evaluate: Callable[[Any], bool], inputs: Sequence[Any], rounds: int) -> float:
@@ -126,9 +138,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         results = {
             "audiences predicate": rate(compiled, profiles, rounds),
             "hand-written lambda": rate(hand_written, profiles, rounds),
-            "growthbook evalCondition": rate(lambda p: evalCondition(p, GROWTHBOOK), profiles, rounds),
+            "growthbook evalCondition": rate(
+                lambda p: evalCondition(p, GROWTHBOOK), profiles, rounds
+            ),
             "flagsmith is_context_in_segment": rate(
-                lambda c: is_context_in_segment(c, FLAGSMITH), contexts, max(1, rounds // 3)  # type: ignore[arg-type]
+                lambda c: is_context_in_segment(c, FLAGSMITH),
+                contexts,
+                max(1, rounds // 3),  # type: ignore[arg-type]
             ),
         }
         ours = results["audiences predicate"]

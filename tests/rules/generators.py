@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta, timezone
 import random
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import strategies as st
@@ -75,15 +75,30 @@ def _pools() -> dict[str, list[Any]]:
     rng = random.Random(20240229)
     texts = ["", "a", "A", "ab", "b%", "ß", "É", "a_b", "a\\%", "🇺🇸", "中", " a ", "a\n", "Σσ", "İ"]
     texts += ["".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 5))) for _ in range(40)]
-    ints = [0, 1, -1, 2, 3, -7, 7, 30, 2**31 - 1, -(2**31)] + [rng.randint(-100, 100) for _ in range(20)]
+    ints = [0, 1, -1, 2, 3, -7, 7, 30, 2**31 - 1, -(2**31)] + [
+        rng.randint(-100, 100) for _ in range(20)
+    ]
     floats = [0.0, -0.0, 0.1, 0.5, 1.5, -2.5, 3.0, 30.0, 1e15, 2.0**53, 1e-05, 0.30000000000000004]
     floats += [float(i) for i in ints[:10]]
-    dates = [date(2024, 1, 31), date(2024, 2, 29), date(2024, 3, 31), date(2023, 12, 31),
-             date(2024, 2, 1), date(1970, 1, 1), date(2099, 12, 31), date(2024, 2, 28)]
+    dates = [
+        date(2024, 1, 31),
+        date(2024, 2, 29),
+        date(2024, 3, 31),
+        date(2023, 12, 31),
+        date(2024, 2, 1),
+        date(1970, 1, 1),
+        date(2099, 12, 31),
+        date(2024, 2, 28),
+    ]
     dates += [date(1970, 1, 1) + timedelta(days=rng.randint(0, 47000)) for _ in range(20)]
     stamps = [
-        (datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(seconds=s, microseconds=u)).astimezone(z)
-        for d in dates for s in (0, 86399, 43200) for u in (0, 999_999) for z in ZONES
+        (
+            datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(seconds=s, microseconds=u)
+        ).astimezone(z)
+        for d in dates
+        for s in (0, 86399, 43200)
+        for u in (0, 999_999)
+        for z in ZONES
     ]
     POOLS.update(texts=texts, ints=ints, floats=floats, dates=dates, stamps=rng.sample(stamps, 120))
     return POOLS
@@ -91,8 +106,16 @@ def _pools() -> dict[str, list[Any]]:
 
 def _value(rng: random.Random, name: str) -> Any:
     pools = _pools()
-    simple = {"s": "texts", "t": "texts", "n": "ints", "m": "ints", "f": "floats", "d": "dates",
-              "ts": "stamps", "ts2": "stamps"}
+    simple = {
+        "s": "texts",
+        "t": "texts",
+        "n": "ints",
+        "m": "ints",
+        "f": "floats",
+        "d": "dates",
+        "ts": "stamps",
+        "ts2": "stamps",
+    }
     if name in simple:
         return rng.choice(pools[simple[name]])
     if name == "b":

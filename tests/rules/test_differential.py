@@ -14,9 +14,9 @@ from typing import Any
 
 import duckdb
 import psycopg
-from psycopg.types.json import Jsonb
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
+from psycopg.types.json import Jsonb
 from sqlglot import exp
 
 from audiences.rules import Rule, explain, to_predicate, to_sql, validate_rule

@@ -9,7 +9,10 @@ from tests.rules.helpers import NOW, SCHEMA
 
 
 def test_explain_shows_why() -> None:
-    rule = validate_rule("country = 'US' AND (age >= 30 OR NOT churned) AND last_seen > now() - INTERVAL 7 DAY", SCHEMA)
+    rule = validate_rule(
+        "country = 'US' AND (age >= 30 OR NOT churned) AND last_seen > now() - INTERVAL 7 DAY",
+        SCHEMA,
+    )
     profile = {"country": "US", "age": 25, "churned": None, "last_seen": NOW}
     result = explain(rule, profile, now=NOW)
     assert result["member"] is False and result["value"] is None
@@ -21,10 +24,16 @@ def test_explain_shows_why() -> None:
         ("last_seen > now() - INTERVAL 7 DAY", True),
     ]
     either = tree["children"][1]["children"]
-    assert [(c["text"], c["value"]) for c in either] == [("age >= 30", False), ("NOT churned", None)]
+    assert [(c["text"], c["value"]) for c in either] == [
+        ("age >= 30", False),
+        ("NOT churned", None),
+    ]
     assert either[0]["children"][0] == {"text": "age", "value": 25, "attribute": "age"}
     assert result["attributes"] == {
-        "country": "US", "age": 25, "churned": None, "last_seen": "2024-05-31T12:00:00+00:00"
+        "country": "US",
+        "age": 25,
+        "churned": None,
+        "last_seen": "2024-05-31T12:00:00+00:00",
     }
     assert json.loads(json.dumps(result)) == result
 

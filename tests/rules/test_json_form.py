@@ -37,7 +37,10 @@ OPERATORS = [
     ({"field": "tags", "op": "list_contains", "value": "vip"}, "list_contains(tags, 'vip')"),
     ({"field": "tags", "op": "has_any", "values": ["a", "b"]}, "list_has_any(tags, ['a', 'b'])"),
     ({"field": "tags", "op": "has_all", "values": ["a"]}, "list_has_all(tags, ['a'])"),
-    ({"field": "last_seen", "op": "within_last", "value": 30}, "last_seen >= now() - INTERVAL 30 DAY"),
+    (
+        {"field": "last_seen", "op": "within_last", "value": 30},
+        "last_seen >= now() - INTERVAL 30 DAY",
+    ),
     ({"op": "in_audience", "value": "newsletter"}, "in_audience('newsletter')"),
     ({"op": "not_in_audience", "value": "newsletter"}, "NOT in_audience('newsletter')"),
     ({"field": "address.country", "op": "equals", "value": "FR"}, "address.country = 'FR'"),
@@ -56,8 +59,18 @@ def test_groups() -> None:
     tree = {
         "all": [
             {"field": "country", "op": "in", "values": ["US", "CA"]},
-            {"any": [{"field": "age", "op": "gte", "value": 30}, {"op": "in_audience", "value": "vip"}]},
-            {"none": [{"field": "churned", "op": "is_true"}, {"field": "plan", "op": "equals", "value": "free"}]},
+            {
+                "any": [
+                    {"field": "age", "op": "gte", "value": 30},
+                    {"op": "in_audience", "value": "vip"},
+                ]
+            },
+            {
+                "none": [
+                    {"field": "churned", "op": "is_true"},
+                    {"field": "plan", "op": "equals", "value": "free"},
+                ]
+            },
         ]
     }
     rule = parse_rule_json(tree)
@@ -91,7 +104,9 @@ def _canonical_groups(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any
         many.map(lambda xs: {"all": xs}),
         many.map(lambda xs: {"any": xs}),
         many.map(lambda xs: {"none": xs}),
-        st.lists(children.filter(lambda x: "all" in x), min_size=1, max_size=1).map(lambda xs: {"none": xs}),
+        st.lists(children.filter(lambda x: "all" in x), min_size=1, max_size=1).map(
+            lambda xs: {"none": xs}
+        ),
     )
 
 

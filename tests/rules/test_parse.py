@@ -70,7 +70,7 @@ HOSTILE = [
     ("read_csv('/etc/passwd')", RuleLimits(), "rule_forbidden"),
     ("1; DROP TABLE x", RuleLimits(), "rule_forbidden"),
     ("country = 'US'; DELETE FROM profiles", RuleLimits(), "rule_forbidden"),
-    ("cоuntry = 'US'", RuleLimits(), "rule_confusable"),  # Cyrillic о
+    ("c\u043euntry = 'US'", RuleLimits(), "rule_confusable"),  # Cyrillic o
     ("country = 'US' \u202e AND 1", RuleLimits(), "rule_bad_character"),
     ("x = 1e400", RuleLimits(), "rule_bad_number"),
     ("x = 99999999999999999999999", RuleLimits(), "rule_bad_number"),

@@ -18,9 +18,24 @@ def test_dependencies() -> None:
     ("text", "streaming", "mode", "reason"),
     [
         ("age > 1", set(), "streaming", "it depends only on the profile's own attributes"),
-        ("in_audience('s')", {"s"}, "streaming", "it depends only on profile attributes and streaming audiences"),
-        ("in_audience('s') OR in_audience('b')", {"s"}, "scheduled", "it depends on audiences evaluated on a schedule: b"),
-        ("birthday = current_date", set(), "scheduled", "it depends on the current time (current_date), so its answer changes as time passes"),
+        (
+            "in_audience('s')",
+            {"s"},
+            "streaming",
+            "it depends only on profile attributes and streaming audiences",
+        ),
+        (
+            "in_audience('s') OR in_audience('b')",
+            {"s"},
+            "scheduled",
+            "it depends on audiences evaluated on a schedule: b",
+        ),
+        (
+            "birthday = current_date",
+            set(),
+            "scheduled",
+            "it depends on the current time (current_date), so its answer changes as time passes",
+        ),
     ],
 )
 def test_evaluation_mode(text: str, streaming: set[str], mode: str, reason: str) -> None:

@@ -16,7 +16,9 @@ def value(text: str, profile: dict[str, Any], **hooks: Any) -> Any:
     """The rule's three-valued result (None for NULL) on a profile."""
     rule = validate_rule(text, SCHEMA)
     gen = Codegen(rule)
-    result = compile_function(gen, gen.value(rule.tree), hooks.get("audience"), lambda: NOW)(profile)
+    result = compile_function(gen, gen.value(rule.tree), hooks.get("audience"), lambda: NOW)(
+        profile
+    )
     member = to_predicate(rule, clock=lambda: NOW, **hooks)(profile)
     assert member is (result is True)
     return result
@@ -74,8 +76,17 @@ def test_time() -> None:
     naive, text = datetime(2024, 5, 31, 12), "2024-05-31T14:00:00+02:00"
     assert value("last_seen = now()", {"last_seen": naive}) is True
     assert value("last_seen = now()", {"last_seen": text}) is True
-    assert value("extract(day from last_seen) = 1", {"last_seen": datetime(2024, 6, 1, 1, tzinfo=plus_two)}) is False
-    assert value("birthday + INTERVAL 1 MONTH = DATE '2024-02-29'", {"birthday": date(2024, 1, 31)}) is True
+    assert (
+        value(
+            "extract(day from last_seen) = 1",
+            {"last_seen": datetime(2024, 6, 1, 1, tzinfo=plus_two)},
+        )
+        is False
+    )
+    assert (
+        value("birthday + INTERVAL 1 MONTH = DATE '2024-02-29'", {"birthday": date(2024, 1, 31)})
+        is True
+    )
     assert value("birthday < last_seen", {"birthday": date(2024, 5, 31), "last_seen": NOW}) is True
     assert value("date_diff('day', birthday, now()) = 1", {"birthday": date(2024, 5, 30)}) is True
     assert value("birthday = current_date", {"birthday": NOW.date()}) is True

@@ -18,7 +18,8 @@ DIALECTS = ("duckdb", "postgres", "clickhouse", "spark")
 RULES = [
     "country = 'US' AND age >= 30 AND plan IN ('pro', 'team') AND NOT churned",
     "email LIKE '%@acme.com' OR email NOT ILIKE 'Admin%'",
-    "list_contains(tags, 'vip') AND list_has_any(tags, ['a', 'b']) AND list_has_all(scores, [1, 2.5])",
+    "list_contains(tags, 'vip') AND list_has_any(tags, ['a', 'b'])"
+    " AND list_has_all(scores, [1, 2.5])",
     "last_seen > now() - INTERVAL 30 DAY",
     "birthday + INTERVAL 1 MONTH > current_date",
     "in_audience('newsletter') AND NOT in_audience('churned')",
@@ -46,7 +47,9 @@ def _golden_blocks() -> dict[str, dict[str, str]]:
 
 
 def _write_goldens() -> None:
-    lines = ["-- Golden SQL for tests/rules/test_to_sql.py (regenerate: AUDIENCES_UPDATE_GOLDENS=1)."]
+    lines = [
+        "-- Golden SQL for tests/rules/test_to_sql.py (regenerate: AUDIENCES_UPDATE_GOLDENS=1)."
+    ]
     for rule in RULES:
         bound = validate_rule(rule, SCHEMA)
         lines += ["", f"-- rule: {rule}"]

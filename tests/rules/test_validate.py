@@ -64,8 +64,8 @@ def test_every_problem_is_collected() -> None:
         ("age > 1e999", "rule_bad_number", (6, 11), None),
         ("birthday = DATE '2024-02-30'", "rule_bad_literal", (16, 28), None),
         ("last_seen > 'yesterday'", "rule_bad_literal", (12, 23), None),
-        ("cоuntry = 'US'", "rule_confusable", (0, 7), "country"),
-        ('"cоuntry" = \'US\'', "rule_confusable", (0, 9), "country"),
+        ("c\u043euntry = 'US'", "rule_confusable", (0, 7), "country"),
+        ("\"c\u043euntry\" = 'US'", "rule_confusable", (0, 9), "country"),
         ("age = 1 \u200b", "rule_bad_character", (8, 9), None),
         ("extract(epoch from last_seen) > 1", "rule_forbidden", (19, 28), None),
         ("date_diff('month', birthday, now()) > 1", "rule_forbidden", (10, 17), "'day'"),
@@ -114,7 +114,11 @@ def test_json_problems_carry_json_paths() -> None:
     ("rule", "code", "location"),
     [
         ({"all": []}, "rule_syntax", ("all",)),
-        ({"all": [{"field": "age", "op": "bigger", "value": 1}]}, "rule_unknown_operator", ("all", 0, "op")),
+        (
+            {"all": [{"field": "age", "op": "bigger", "value": 1}]},
+            "rule_unknown_operator",
+            ("all", 0, "op"),
+        ),
         ({"field": "age", "op": "between", "values": [1]}, "rule_wrong_arity", ("values",)),
         ({"field": "age", "op": "equals"}, "rule_wrong_arity", ()),
         ({"field": "age", "op": "equals", "value": None}, "rule_type_mismatch", ("value",)),
@@ -140,7 +144,9 @@ def test_hostile_json_is_refused() -> None:
 
 
 def test_validation_binds_types_and_types_time_literals() -> None:
-    rule = validate_rule("last_seen > '2024-01-01T10:00:00+02:00' AND birthday < '2000-01-01'", SCHEMA)
+    rule = validate_rule(
+        "last_seen > '2024-01-01T10:00:00+02:00' AND birthday < '2000-01-01'", SCHEMA
+    )
     assert rule.text == (
         "last_seen > TIMESTAMP '2024-01-01 08:00:00+00:00' AND birthday < DATE '2000-01-01'"
     )

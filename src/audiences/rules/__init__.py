@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from audiences.errors import ErrorDetail
 from audiences.rules.explain import explain
 from audiences.rules.json_form import from_json
 from audiences.rules.parse import parse_rule, parse_tree
@@ -62,7 +63,7 @@ def parse_rule_json(data: Mapping[str, Any], *, limits: RuleLimits = RuleLimits(
     return rule
 
 
-def _from_json(data: Any, limits: RuleLimits) -> tuple[Rule | None, list[Any]]:
+def _from_json(data: Any, limits: RuleLimits) -> tuple[Rule | None, list[ErrorDetail]]:
     tree, problems = from_json(data, limits.max_depth, limits.max_nodes)
     if tree is None:
         return None, problems
@@ -91,6 +92,8 @@ def validate_rule(
     >>> validate_rule("last_seen > '2024-01-01'", {"last_seen": AttributeType.TIMESTAMP}).text
     "last_seen > TIMESTAMP '2024-01-01 00:00:00+00:00'"
     """
+    parsed: Rule | None
+    problems: list[ErrorDetail]
     if isinstance(rule, Rule):
         parsed, problems = rule, []
     elif isinstance(rule, str):

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from sqlglot import exp, parser, tokens
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.generator import Generator
-from sqlglot.tokens import TokenType
+from sqlglot.tokenizer_core import TokenType
 
 # Our own nodes. sqlglot's classes are reused where their meaning is already ours (Lower,
 # Coalesce, Extract, ...); these exist because no sqlglot class has our exact semantics.
@@ -96,20 +96,20 @@ class BadCall(exp.Expression, exp.Func):
 class FunctionSpec:
     """One function of the language: the node it builds and how many arguments it takes."""
 
-    build: Callable[[list[Any]], exp.Expression]
+    build: Callable[[list[Any]], exp.Expr]
     arity: tuple[int, int]
     usage: str
 
 
-def _binary(cls: type[exp.Func]) -> Callable[[list[Any]], exp.Expression]:
+def _binary(cls: type[exp.Func]) -> Callable[[list[Any]], exp.Expr]:
     return lambda args: cls(this=args[0], expression=args[1])
 
 
-def _unary(cls: type[exp.Func]) -> Callable[[list[Any]], exp.Expression]:
+def _unary(cls: type[exp.Func]) -> Callable[[list[Any]], exp.Expr]:
     return lambda args: cls(this=args[0])
 
 
-def _date_diff(args: list[Any]) -> exp.Expression:
+def _date_diff(args: list[Any]) -> exp.Expr:
     return DaysBetween(unit=args[0], this=args[1], expression=args[2])
 
 
@@ -141,8 +141,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
 """Every function a rule may call, by lower-case name (``extract`` and ``cast`` are syntax)."""
 
 
-def _builder(name: str, spec: FunctionSpec) -> Callable[[list[Any]], exp.Expression]:
-    def build(args: list[Any]) -> exp.Expression:
+def _builder(name: str, spec: FunctionSpec) -> Callable[[list[Any]], exp.Expr]:
+    def build(args: list[Any]) -> exp.Expr:
         low, high = spec.arity
         if low <= len(args) <= high:
             return spec.build(args)
@@ -181,7 +181,7 @@ class Rules(Dialect):
     class Generator(Generator):
         """Prints canonical rule text: upper-case keywords, lower-case function names."""
 
-        TRANSFORMS: ClassVar[dict[type[exp.Expression], Callable[..., str]]] = {
+        TRANSFORMS: ClassVar[dict[type[exp.Expr], Callable[..., str]]] = {
             **Generator.TRANSFORMS,
             Attr: lambda self, e: render_path(e.name),
             exp.CurrentTimestamp: lambda self, e: "now()",
@@ -234,7 +234,7 @@ def _not_sql(gen: Generator, node: exp.Not) -> str:
     return f"NOT {gen.sql(node, 'this')}"
 
 
-def render(tree: exp.Expression) -> str:
+def render(tree: exp.Expr) -> str:
     """Canonical rule text for a tree (the tree must already carry the parentheses it needs).
 
     >>> render(exp.EQ(this=Attr(this="country"), expression=exp.Literal.string("US")))

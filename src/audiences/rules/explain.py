@@ -56,11 +56,11 @@ def explain(
     }
 
 
-def _shown(node: exp.Expression) -> bool:
+def _shown(node: exp.Expr) -> bool:
     return not isinstance(node, _SKIP) and constant(node) is NOT_CONSTANT
 
 
-def _describe(node: exp.Expression, values: Mapping[int, Any]) -> dict[str, Any]:
+def _describe(node: exp.Expr, values: Mapping[int, Any]) -> dict[str, Any]:
     while isinstance(node, exp.Paren):
         node = node.this
     children = [
@@ -76,7 +76,7 @@ def _describe(node: exp.Expression, values: Mapping[int, Any]) -> dict[str, Any]
     return described
 
 
-def _children(node: exp.Expression) -> list[exp.Expression]:
+def _children(node: exp.Expr) -> list[exp.Expr]:
     if isinstance(node, exp.Connector):
         kind, items = type(node), []
         while type(node) is kind:

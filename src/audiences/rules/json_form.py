@@ -36,15 +36,15 @@ class JsonProblem(Exception):
 class Op:
     """One condition operator: how it builds a tree, and how to recognise that tree again."""
 
-    build: Callable[[exp.Expression, Any], exp.Expression]
-    match: Callable[[exp.Expression], tuple[exp.Expression, Any] | None]
+    build: Callable[[exp.Expr, Any], exp.Expr]
+    match: Callable[[exp.Expr], tuple[exp.Expr, Any] | None]
     values: bool = False
     """Takes a ``values`` list rather than one ``value``."""
     field: bool = True
 
 
-def _binary(cls: type[exp.Expression]) -> Op:
-    def match(node: exp.Expression) -> tuple[exp.Expression, Any] | None:
+def _binary(cls: type[exp.Expr]) -> Op:
+    def match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
         if type(node) is cls and isinstance(node.this, d.Attr) and _is_value(node.expression):
             return node.this, node.expression
         return None
@@ -53,20 +53,20 @@ def _binary(cls: type[exp.Expression]) -> Op:
 
 
 def _negated(op: Op) -> Op:
-    def match(node: exp.Expression) -> tuple[exp.Expression, Any] | None:
+    def match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
         return op.match(node.this) if isinstance(node, exp.Not) else None
 
     return Op(lambda f, v: exp.Not(this=op.build(f, v)), match, op.values, op.field)
 
 
-def _in_match(node: exp.Expression) -> tuple[exp.Expression, Any] | None:
-    if isinstance(node, exp.In) and isinstance(node.this, d.Attr) and "query" not in node.args:
-        if all(_is_value(v) for v in node.expressions):
-            return node.this, node.expressions
+def _in_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
+    simple = isinstance(node, exp.In) and isinstance(node.this, d.Attr)
+    if simple and all(_is_value(v) for v in node.expressions):
+        return node.this, node.expressions
     return None
 
 
-def _between_match(node: exp.Expression) -> tuple[exp.Expression, Any] | None:
+def _between_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
     if isinstance(node, exp.Between) and isinstance(node.this, d.Attr):
         low, high = node.args["low"], node.args["high"]
         if _is_value(low) and _is_value(high):
@@ -74,8 +74,8 @@ def _between_match(node: exp.Expression) -> tuple[exp.Expression, Any] | None:
     return None
 
 
-def _list_match(cls: type[exp.Expression]) -> Callable[[exp.Expression], Any]:
-    def match(node: exp.Expression) -> tuple[exp.Expression, Any] | None:
+def _list_match(cls: type[exp.Expr]) -> Callable[[exp.Expr], Any]:
+    def match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
         values = node.expression
         if type(node) is cls and isinstance(node.this, d.Attr) and isinstance(values, exp.Array):
             return node.this, values.expressions
@@ -84,18 +84,18 @@ def _list_match(cls: type[exp.Expression]) -> Callable[[exp.Expression], Any]:
     return match
 
 
-def _null_match(node: exp.Expression) -> tuple[exp.Expression, Any] | None:
+def _null_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
     if isinstance(node, exp.Is) and isinstance(node.this, d.Attr):
         return (node.this, None) if isinstance(node.expression, exp.Null) else None
     return None
 
 
-def _within_last(f: exp.Expression, days: exp.Expression) -> exp.Expression:
+def _within_last(f: exp.Expr, days: exp.Expr) -> exp.Expr:
     interval = exp.Interval(this=days, unit=exp.var("DAY"))
     return exp.GTE(this=f, expression=exp.Sub(this=exp.CurrentTimestamp(), expression=interval))
 
 
-def _within_match(node: exp.Expression) -> tuple[exp.Expression, Any] | None:
+def _within_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
     if not (isinstance(node, exp.GTE) and isinstance(node.this, d.Attr)):
         return None
     moved = node.expression
@@ -106,15 +106,15 @@ def _within_match(node: exp.Expression) -> tuple[exp.Expression, Any] | None:
     return None
 
 
-def _audience_match(node: exp.Expression) -> tuple[exp.Expression, Any] | None:
+def _audience_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
     return (node, node.this) if isinstance(node, d.InAudience) else None
 
 
-def _true_match(node: exp.Expression) -> tuple[exp.Expression, Any] | None:
+def _true_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
     return (node, None) if isinstance(node, d.Attr) else None
 
 
-def _array(values: list[exp.Expression]) -> exp.Expression:
+def _array(values: list[exp.Expr]) -> exp.Expr:
     return exp.Array(expressions=values)
 
 
@@ -171,12 +171,12 @@ _NO_VALUE = {"is_null", "is_not_null", "is_true", "is_false"}
 # --- tree -> JSON -------------------------------------------------------------------------
 
 
-def to_json(node: exp.Expression, schema: Mapping[str, str] | None = None) -> dict[str, Json]:
+def to_json(node: exp.Expr, schema: Mapping[str, str] | None = None) -> dict[str, Json]:
     """The JSON form of a tree: groups for AND / OR / NOT, conditions, raw leaves.
 
     >>> from audiences.rules import parse_rule
-    >>> to_json(parse_rule("country = 'US' AND NOT churned").tree)
-    {'all': [{'field': 'country', 'op': 'equals', 'value': 'US'}, {'field': 'churned', 'op': 'is_false'}]}
+    >>> to_json(parse_rule("country = 'US' AND NOT churned").tree)["all"]
+    [{'field': 'country', 'op': 'equals', 'value': 'US'}, {'field': 'churned', 'op': 'is_false'}]
     """
     if isinstance(node, exp.Paren):
         return to_json(node.this, schema)
@@ -194,7 +194,7 @@ def to_json(node: exp.Expression, schema: Mapping[str, str] | None = None) -> di
     return {"expr": render(node)}
 
 
-def _chain(node: exp.Expression) -> list[exp.Expression]:
+def _chain(node: exp.Expr) -> list[exp.Expr]:
     """Operands of a left-deep chain of one connective (a parenthesised one is a nested group)."""
     kind, items = type(node), []
     while type(node) is kind:
@@ -204,7 +204,7 @@ def _chain(node: exp.Expression) -> list[exp.Expression]:
     return items[::-1]
 
 
-def _leaf(node: exp.Expression, schema: Mapping[str, str]) -> dict[str, Json] | None:
+def _leaf(node: exp.Expr, schema: Mapping[str, str]) -> dict[str, Json] | None:
     for name, op in OPS.items():
         found = op.match(node)
         if found is None:
@@ -226,7 +226,7 @@ def _leaf(node: exp.Expression, schema: Mapping[str, str]) -> dict[str, Json] | 
 _TYPED = {exp.DType.DATE: "date", exp.DType.TIMESTAMPTZ: "timestamp"}
 
 
-def _plain(target: exp.Expression, value: Any, schema: Mapping[str, str]) -> bool:
+def _plain(target: exp.Expr, value: Any, schema: Mapping[str, str]) -> bool:
     """A typed literal is written as plain text only where validation will type it back:
     against an attribute declared with that very type."""
     if not isinstance(value, exp.Cast):
@@ -234,7 +234,7 @@ def _plain(target: exp.Expression, value: Any, schema: Mapping[str, str]) -> boo
     return str(schema.get(target.name, "")) == _TYPED.get(value.to.this)
 
 
-def _is_value(node: exp.Expression) -> bool:
+def _is_value(node: exp.Expr) -> bool:
     if isinstance(node, exp.Neg):
         return isinstance(node.this, exp.Literal) and not node.this.is_string
     if isinstance(node, exp.Cast):
@@ -242,7 +242,7 @@ def _is_value(node: exp.Expression) -> bool:
     return isinstance(node, exp.Literal | exp.Boolean)
 
 
-def _value(node: exp.Expression) -> Json:
+def _value(node: exp.Expr) -> Json:
     if isinstance(node, exp.Neg):
         return -_value(node.this)
     if isinstance(node, exp.Boolean):
@@ -260,7 +260,7 @@ def _value(node: exp.Expression) -> Json:
 
 def from_json(
     data: Json, max_depth: int, max_nodes: int
-) -> tuple[exp.Expression | None, list[ErrorDetail]]:
+) -> tuple[exp.Expr | None, list[ErrorDetail]]:
     """Build the tree of a JSON rule, or report what is malformed (with JSON paths)."""
     builder = _Builder(max_depth, max_nodes)
     try:
@@ -277,7 +277,7 @@ class _Builder:
         self.max_depth, self.max_nodes, self.count = max_depth, max_nodes, 0
         self.problems: list[ErrorDetail] = []
 
-    def node(self, data: Json, path: Path, depth: int) -> exp.Expression:
+    def node(self, data: Json, path: Path, depth: int) -> exp.Expr:
         self.count += 1
         if depth > self.max_depth:
             raise JsonProblem("rule_too_deep", f"Groups nest deeper than {self.max_depth}.", path)
@@ -292,9 +292,7 @@ class _Builder:
             return self.raw(data, path)
         return _tag(self.condition(data, path), path)
 
-    def group(
-        self, data: Mapping[str, Json], keys: list[str], path: Path, depth: int
-    ) -> exp.Expression:
+    def group(self, data: Mapping[str, Json], keys: list[str], path: Path, depth: int) -> exp.Expr:
         if len(keys) != 1 or len(data) != 1:
             raise JsonProblem("rule_syntax", "A group has exactly one of all, any, none.", path)
         key = keys[0]
@@ -318,7 +316,7 @@ class _Builder:
             return _tag(exp.Not(this=inner), path)
         return _tag(_connect(GROUPS[key], built), path)
 
-    def raw(self, data: Mapping[str, Json], path: Path) -> exp.Expression:
+    def raw(self, data: Mapping[str, Json], path: Path) -> exp.Expr:
         from audiences.rules.parse import parse_tree
         from audiences.rules.rule import RuleLimits
 
@@ -335,7 +333,7 @@ class _Builder:
             raise JsonProblem("rule_syntax", "The raw expression does not parse.", located)
         return _tag(tree, path)
 
-    def condition(self, data: Mapping[str, Json], path: Path) -> exp.Expression:
+    def condition(self, data: Mapping[str, Json], path: Path) -> exp.Expr:
         name = data.get("op")
         op = OPS.get(name) if isinstance(name, str) else None
         if op is None:
@@ -353,7 +351,7 @@ class _Builder:
         field = self.field(data, path) if op.field else exp.Null()
         return op.build(field, self.argument(data, op, str(name), path))
 
-    def field(self, data: Mapping[str, Json], path: Path) -> exp.Expression:
+    def field(self, data: Mapping[str, Json], path: Path) -> exp.Expr:
         field = data.get("field")
         if not isinstance(field, str) or not field or len(field) > 256:
             raise JsonProblem("rule_syntax", "'field' must be an attribute name.", (*path, "field"))
@@ -378,7 +376,7 @@ class _Builder:
         return [literal(v, (*path, "values", i)) for i, v in enumerate(values)]
 
 
-def literal(value: Json, path: Path) -> exp.Expression:
+def literal(value: Json, path: Path) -> exp.Expr:
     """A JSON scalar as a literal node (refusing null, containers, NaN and huge numbers)."""
     if isinstance(value, bool):
         return _tag(exp.Boolean(this=value), path)
@@ -398,16 +396,16 @@ def literal(value: Json, path: Path) -> exp.Expression:
     )
 
 
-def _tag(node: exp.Expression, path: Path) -> exp.Expression:
+def _tag(node: exp.Expr, path: Path) -> exp.Expr:
     node.meta[JSON_PATH] = path
     return node
 
 
-def _grouped(node: exp.Expression) -> exp.Expression:
+def _grouped(node: exp.Expr) -> exp.Expr:
     return exp.Paren(this=node) if isinstance(node, exp.Connector) else node
 
 
-def _connect(cls: type[exp.Expression], items: list[exp.Expression]) -> exp.Expression:
+def _connect(cls: type[exp.Expr], items: list[exp.Expr]) -> exp.Expr:
     tree = _grouped(items[0])
     for item in items[1:]:
         tree = cls(this=tree, expression=_grouped(item))

@@ -147,7 +147,7 @@ TIME = TIMES
 ANY = frozenset(Kind)
 
 
-def literal_kind(node: exp.Expression) -> Kind | None:
+def literal_kind(node: exp.Expr) -> Kind | None:
     """The kind of a literal node, or None if the node is not a literal."""
     if isinstance(node, exp.Literal):
         if node.is_string:

@@ -25,7 +25,7 @@ TIME_TYPES = {
 }
 
 # Binding strength, weakest first; a child binding weaker than its parent needs parentheses.
-PRECEDENCE: dict[type[exp.Expression], int] = {
+PRECEDENCE: dict[type[exp.Expr], int] = {
     exp.Or: 1,
     exp.And: 2,
     exp.Not: 3,
@@ -39,7 +39,7 @@ PRECEDENCE: dict[type[exp.Expression], int] = {
 COMPARISON = 4
 
 
-def normalize(tree: exp.Expression, text: str | None) -> tuple[exp.Expression, list[ErrorDetail]]:
+def normalize(tree: exp.Expr, text: str | None) -> tuple[exp.Expr, list[ErrorDetail]]:
     """Rewrite a parsed tree into canonical shape and report literals that cannot be used.
 
     Names become ``Attr`` paths, numbers and typed literals get one spelling, ``NOT LIKE``
@@ -56,7 +56,7 @@ def normalize(tree: exp.Expression, text: str | None) -> tuple[exp.Expression, l
     return parenthesize(_strip_top(tree)), problems
 
 
-def _rewrite(node: exp.Expression, text: str | None, problems: list[ErrorDetail]) -> exp.Expression:
+def _rewrite(node: exp.Expr, text: str | None, problems: list[ErrorDetail]) -> exp.Expr:
     if isinstance(node, exp.Column | exp.Dot):
         return _attr(node)
     if isinstance(node, exp.Literal) and not node.is_string:
@@ -74,20 +74,21 @@ def _rewrite(node: exp.Expression, text: str | None, problems: list[ErrorDetail]
     if isinstance(node, exp.Cast) and node.to.this in TIME_TYPES:
         node.set("to", exp.DataType.build(TIME_TYPES[node.to.this]))
     if isinstance(node, exp.Escape) and node.expression.name == "\\":
-        return node.this
+        like: exp.Expr = node.this
+        return like
     return node
 
 
-def _attr(node: exp.Column | exp.Dot) -> exp.Expression:
+def _attr(node: exp.Column | exp.Dot) -> exp.Expr:
     parts = _parts(node)
     if parts is None:
         return node
-    attr = Attr(this=".".join(p.name if p.quoted else p.name.lower() for p in parts))
+    attr = Attr(this=".".join(p.name if p.args.get("quoted") else p.name.lower() for p in parts))
     attr._meta = _merged_meta(node)
     return attr
 
 
-def _parts(node: exp.Expression) -> list[exp.Identifier] | None:
+def _parts(node: exp.Expr) -> list[exp.Expr] | None:
     if isinstance(node, Attr):
         return [exp.to_identifier(part, quoted=True) for part in node.name.split(".")]
     if isinstance(node, exp.Dot):
@@ -100,7 +101,7 @@ def _parts(node: exp.Expression) -> list[exp.Identifier] | None:
     return None
 
 
-def _merged_meta(node: exp.Expression) -> dict[str, int] | None:
+def _merged_meta(node: exp.Expr) -> dict[str, int] | None:
     metas = [sub._meta for sub in node.walk() if sub._meta and "start" in sub._meta]
     if not metas:
         return None
@@ -108,7 +109,7 @@ def _merged_meta(node: exp.Expression) -> dict[str, int] | None:
     return {**first, "end": max(m["end"] for m in metas)}
 
 
-def _number(node: exp.Literal, text: str | None, problems: list[ErrorDetail]) -> exp.Expression:
+def _number(node: exp.Literal, text: str | None, problems: list[ErrorDetail]) -> exp.Expr:
     raw = node.this
     try:
         value: float = int(raw)
@@ -124,7 +125,7 @@ def _number(node: exp.Literal, text: str | None, problems: list[ErrorDetail]) ->
     return literal
 
 
-def _interval(node: exp.Interval, text: str | None, problems: list[ErrorDetail]) -> exp.Expression:
+def _interval(node: exp.Interval, text: str | None, problems: list[ErrorDetail]) -> exp.Expr:
     unit = (node.unit.name if node.unit else "").upper().removesuffix("S")
     value = node.this
     negative = isinstance(value, exp.Neg)
@@ -139,7 +140,7 @@ def _interval(node: exp.Interval, text: str | None, problems: list[ErrorDetail])
     return result
 
 
-def _typed_literal(node: exp.Cast, text: str | None, problems: list[ErrorDetail]) -> exp.Expression:
+def _typed_literal(node: exp.Cast, text: str | None, problems: list[ErrorDetail]) -> exp.Expr:
     kind = TIME_TYPES.get(node.to.this)
     if kind is None:
         return node
@@ -169,13 +170,13 @@ def format_time(value: str, kind: exp.DType) -> str:
     return moment.astimezone(UTC).isoformat(sep=" ")
 
 
-def _strip_top(tree: exp.Expression) -> exp.Expression:
+def _strip_top(tree: exp.Expr) -> exp.Expr:
     while isinstance(tree, exp.Paren):
         tree = tree.this.pop()
     return tree
 
 
-def parenthesize(tree: exp.Expression) -> exp.Expression:
+def parenthesize(tree: exp.Expr) -> exp.Expr:
     """Keep parentheses only where they mean something and add the ones precedence needs.
 
     A parenthesised AND/OR group inside another connective is kept: it is the user's grouping
@@ -198,11 +199,13 @@ def _meaningful(paren: exp.Paren) -> bool:
     return isinstance(inner, exp.Connector) and isinstance(parent, exp.Connector | exp.Not)
 
 
-def needs_parens(node: exp.Expression) -> bool:
+def needs_parens(node: exp.Expr) -> bool:
     """Whether a node printed inside its parent needs parentheses to keep its meaning."""
     parent = node.parent
+    if parent is None or isinstance(parent, exp.Escape):
+        return False
     mine, theirs = PRECEDENCE.get(type(node)), PRECEDENCE.get(type(parent))
-    if mine is None or theirs is None or isinstance(parent, exp.Escape):
+    if mine is None or theirs is None:
         return False
     if isinstance(parent, exp.Between):
         return mine <= COMPARISON

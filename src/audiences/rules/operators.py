@@ -18,7 +18,7 @@ from audiences.rules import kinds as k
 from audiences.rules import sql_builders as sql
 from audiences.rules.kinds import Kind
 
-SqlBuilder = Callable[[exp.Expression, exp.Expression, "sql.Target"], exp.Expression]
+SqlBuilder = Callable[[exp.Expr, exp.Expr, "sql.Target"], exp.Expr]
 """(original node, node rebuilt from compiled operands, target) -> engine expression."""
 
 
@@ -61,7 +61,7 @@ def _text(name: str, template: str, result: Kind, builders: Mapping[str, SqlBuil
 _ARITH = {"*": sql.arithmetic}
 _LOGIC = k.fixed(k.BOOLEAN, k.BOOLEAN, result=Kind.BOOLEAN)
 
-OPERATORS: dict[type[exp.Expression], Operator] = {
+OPERATORS: dict[type[exp.Expr], Operator] = {
     exp.And: Operator("AND", "conditions", _LOGIC),
     exp.Or: Operator("OR", "conditions", _LOGIC),
     exp.Not: Operator("NOT", "a condition", k.fixed(k.BOOLEAN, result=Kind.BOOLEAN)),
@@ -183,19 +183,19 @@ OPERATORS: dict[type[exp.Expression], Operator] = {
 """Every node class a rule may contain. Anything else is refused by validation."""
 
 
-def operands(node: exp.Expression) -> list[exp.Expression]:
+def operands(node: exp.Expr) -> list[exp.Expr]:
     """A node's operands in order: its child expressions, list arguments flattened."""
-    result: list[exp.Expression] = []
+    result: list[exp.Expr] = []
     for key in node.arg_types:
         value = node.args.get(key)
         if isinstance(value, list):
             result.extend(value)
-        elif isinstance(value, exp.Expression):
+        elif isinstance(value, exp.Expr):
             result.append(value)
     return result
 
 
-def sql_builder(node_class: type[exp.Expression], dialect: str) -> SqlBuilder | None:
+def sql_builder(node_class: type[exp.Expr], dialect: str) -> SqlBuilder | None:
     """The engine rewrite for a node class, if it needs one."""
     builders = OPERATORS[node_class].sql
     return builders.get(dialect) or builders.get("*")

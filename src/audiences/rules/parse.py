@@ -16,7 +16,7 @@ from audiences.rules.structure import check_structure
 _FATAL = {"rule_too_large", "rule_too_deep", "rule_syntax", "rule_forbidden", "rule_bad_character"}
 
 
-def parse_tree(text: str, limits: RuleLimits) -> tuple[exp.Expression | None, list[ErrorDetail]]:
+def parse_tree(text: str, limits: RuleLimits) -> tuple[exp.Expr | None, list[ErrorDetail]]:
     """Parse and check a rule's text, returning the tree (if any) and every problem found."""
     if not isinstance(text, str):
         return None, [at("rule_syntax", "A rule must be a string.", None, None)]

@@ -14,7 +14,7 @@ JSON_PATH = "json_path"
 """Meta key holding the JSON path of a node built from the JSON form."""
 
 
-def span(node: exp.Expression) -> tuple[int, int] | None:
+def span(node: exp.Expr) -> tuple[int, int] | None:
     """Half-open character offsets covered by a node, from the token positions sqlglot kept."""
     starts: list[int] = []
     ends: list[int] = []
@@ -57,7 +57,7 @@ def at(
 def on(
     code: str,
     message: str,
-    node: exp.Expression,
+    node: exp.Expr,
     text: str | None,
     *,
     suggestion: str | None = None,
@@ -69,15 +69,15 @@ def on(
     own = node._meta if isinstance(node, exp.Anonymous | exp.Func) else None
     if own and "start" in own and not isinstance(node, exp.Cast):
         return at(code, message, text, (own["start"], own["end"] + 1), suggestion=suggestion)
-    current: exp.Expression | None = node
+    current: exp.Expr | None = node
     where = None
     while current is not None and where is None:
         where, current = span(current), current.parent
     return at(code, message, text, where, suggestion=suggestion)
 
 
-def _json_path(node: exp.Expression) -> tuple[str | int, ...] | None:
-    current: exp.Expression | None = node
+def _json_path(node: exp.Expr) -> tuple[str | int, ...] | None:
+    current: exp.Expr | None = node
     while current is not None:
         meta = current._meta
         if meta and JSON_PATH in meta:
@@ -109,5 +109,7 @@ def fail(problems: Sequence[ErrorDetail]) -> None:
 
 def _position(problem: ErrorDetail) -> tuple[Any, ...]:
     """Order problems as they appear: by offset in the text, else by JSON path."""
-    path = tuple((0, part, "") if isinstance(part, int) else (1, 0, part) for part in problem.location)
+    path = tuple(
+        (0, part, "") if isinstance(part, int) else (1, 0, part) for part in problem.location
+    )
     return (problem.start is None, problem.start or 0, path)

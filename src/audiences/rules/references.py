@@ -55,7 +55,7 @@ def evaluation_mode(rule: Rule, streaming_audiences: Iterable[str]) -> tuple[Mod
     return "streaming", "it depends only on the profile's own attributes"
 
 
-def _clock_name(node: exp.Expression) -> str:
+def _clock_name(node: exp.Expr) -> str:
     return "now()" if isinstance(node, exp.CurrentTimestamp) else "current_date"
 
 

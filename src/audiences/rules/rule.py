@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlglot import exp
 
-from audiences.schemas.attributes import AttributeType
 from audiences.rules.dialect import render
+from audiences.schemas.attributes import AttributeType
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Rule:
     "country = 'US' AND age >= 30"
     """
 
-    tree: exp.Expression
+    tree: exp.Expr
     schema: Mapping[str, AttributeType] = field(default_factory=dict)
     """Types of the attributes this rule reads; empty until ``validate_rule`` binds it."""
     source: str | None = None

@@ -113,7 +113,7 @@ def _word_at(text: str, index: int) -> tuple[int, int] | None:
 def skeleton(word: str) -> str:
     """The ASCII look-alike of a word, for a did-you-mean.
 
-    >>> skeleton("cоuntry")  # the second letter is Cyrillic
+    >>> skeleton("c\u043euntry")  # the second letter is Cyrillic
     'country'
     """
     folded = unicodedata.normalize("NFKC", word)

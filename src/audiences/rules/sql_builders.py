@@ -12,9 +12,9 @@ from sqlglot import exp
 from audiences.rules.kinds import Kind
 from audiences.rules.runtime import lower as lower_ascii
 
-ColumnHook = Callable[[str], exp.Expression]
+ColumnHook = Callable[[str], exp.Expr]
 """Attribute path -> the engine expression that reads it."""
-AudienceHook = Callable[[str], exp.Expression]
+AudienceHook = Callable[[str], exp.Expr]
 """Audience key -> a boolean engine expression (e.g. ``pid IN (...)``)."""
 
 UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -31,12 +31,12 @@ class Target:
     now: datetime
     kinds: Mapping[int, Kind]
 
-    def kind(self, node: exp.Expression) -> Kind:
+    def kind(self, node: exp.Expr) -> Kind:
         """The kind validation inferred for an original node."""
         return self.kinds.get(id(node), Kind.UNKNOWN)
 
 
-def template(text: str, dialect: str, **nodes: exp.Expression) -> exp.Expression:
+def template(text: str, dialect: str, **nodes: exp.Expr) -> exp.Expr:
     """Parse a fixed SQL template and put expression nodes in its ``:name`` placeholders.
 
     User values only ever enter as nodes, so sqlglot quotes them; no text is pasted.
@@ -45,12 +45,12 @@ def template(text: str, dialect: str, **nodes: exp.Expression) -> exp.Expression
     return exp.replace_placeholders(tree, **nodes)
 
 
-def keep(node: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def keep(node: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """The node as sqlglot prints it."""
     return new
 
 
-def timestamp_literal(moment: datetime, dialect: str) -> exp.Expression:
+def timestamp_literal(moment: datetime, dialect: str) -> exp.Expr:
     """A UTC instant as a typed literal of the engine's time-zone-aware timestamp type."""
     text = exp.Literal.string(moment.astimezone(UTC).isoformat(sep=" "))
     if dialect == "clickhouse":
@@ -59,14 +59,14 @@ def timestamp_literal(moment: datetime, dialect: str) -> exp.Expression:
     return exp.Cast(this=text, to=exp.DataType.build(kind))
 
 
-def _date_to_timestamp(node: exp.Expression, dialect: str) -> exp.Expression:
+def _date_to_timestamp(node: exp.Expr, dialect: str) -> exp.Expr:
     if dialect == "clickhouse":
         return exp.func("toDateTime64", node, exp.Literal.number(6), exp.Literal.string("UTC"))
     kind = "TIMESTAMP" if dialect == "spark" else "TIMESTAMPTZ"
     return exp.Cast(this=node, to=exp.DataType.build(kind))
 
 
-def coerce_operands(original: exp.Expression, new: exp.Expression, target: Target) -> None:
+def coerce_operands(original: exp.Expr, new: exp.Expr, target: Target) -> None:
     """Where dates meet timestamps, read each date as midnight UTC (as the Python back end)."""
     from audiences.rules.operators import operands
 
@@ -78,7 +78,7 @@ def coerce_operands(original: exp.Expression, new: exp.Expression, target: Targe
             after.replace(_date_to_timestamp(after.copy(), target.dialect))
 
 
-def comparison(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def comparison(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Dates read as timestamps; on PostgreSQL, text ordering by code point (``COLLATE "C"``)."""
     from audiences.rules.operators import operands
 
@@ -89,18 +89,20 @@ def comparison(original: exp.Expression, new: exp.Expression, target: Target) ->
         # One collated operand decides the comparison's collation (and BETWEEN's bounds may
         # not carry a COLLATE clause of their own).
         first = operands(new)[0]
-        first.replace(exp.Collate(this=first.copy(), expression=exp.to_identifier("C", quoted=True)))
+        first.replace(
+            exp.Collate(this=first.copy(), expression=exp.to_identifier("C", quoted=True))
+        )
     return new
 
 
-def like(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def like(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Backslash escapes ``%`` and ``_`` everywhere; DuckDB and PostgreSQL are told so."""
     if target.dialect in ("duckdb", "postgres"):
         return exp.Escape(this=new, expression=exp.Literal.string("\\"))
     return new
 
 
-def ilike(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def ilike(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Case-insensitive LIKE folds ASCII letters only, the same on every engine."""
     pattern = exp.Literal.string(lower_ascii(new.expression.name))
     folded = exp.Like(
@@ -109,7 +111,7 @@ def ilike(original: exp.Expression, new: exp.Expression, target: Target) -> exp.
     return like(original, folded, target)
 
 
-def ascii_case(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def ascii_case(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """``lower``/``upper`` of ASCII letters only: engines disagree on the rest of Unicode."""
     if target.dialect == "clickhouse":
         return new
@@ -117,14 +119,14 @@ def ascii_case(original: exp.Expression, new: exp.Expression, target: Target) ->
     return exp.func("translate", new.this, exp.Literal.string(source), exp.Literal.string(dest))
 
 
-def arithmetic(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def arithmetic(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """A date moved by an interval stays a date (engines would widen it to a timestamp)."""
     if target.kind(original) is Kind.DATE:
         return exp.Cast(this=exp.Paren(this=new), to=exp.DataType.build("DATE"))
     return new
 
 
-def divide(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def divide(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """True division, NULL when dividing by zero (PostgreSQL would raise, DuckDB give inf)."""
     return exp.Div(
         this=exp.Cast(this=new.this, to=exp.DataType.build("DOUBLE")),
@@ -132,25 +134,25 @@ def divide(original: exp.Expression, new: exp.Expression, target: Target) -> exp
     )
 
 
-def modulo(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def modulo(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Truncated remainder (sign of the dividend), NULL for a zero divisor."""
     divisor = exp.Nullif(this=new.expression, expression=exp.Literal.number(0))
     return exp.Mod(this=new.this, expression=divisor)
 
 
-def coalesce(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def coalesce(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Mixed dates and timestamps read as timestamps."""
     coerce_operands(original, new, target)
     return new
 
 
-def starts_with(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def starts_with(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Prefix test."""
     names = {"clickhouse": "startsWith", "spark": "startswith"}
     return exp.func(names.get(target.dialect, "starts_with"), new.this, new.expression)
 
 
-def ends_with(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def ends_with(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Suffix test (PostgreSQL has no ``ends_with``: compare the right-hand characters)."""
     if target.dialect == "postgres":
         return template("RIGHT(:a, LENGTH(:b)) = :b", "postgres", a=new.this, b=new.expression)
@@ -158,7 +160,7 @@ def ends_with(original: exp.Expression, new: exp.Expression, target: Target) -> 
     return exp.func(names.get(target.dialect, "ends_with"), new.this, new.expression)
 
 
-def contains(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def contains(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Substring test."""
     if target.dialect == "postgres" and target.kind(original.expression) is Kind.DATE:
         new.set("expression", exp.Cast(this=new.expression, to=exp.DataType.build("TIMESTAMP")))
@@ -169,7 +171,7 @@ def contains(original: exp.Expression, new: exp.Expression, target: Target) -> e
     return template(sql, target.dialect, a=new.this, b=new.expression)
 
 
-def regexp(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def regexp(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Unanchored RE2 search in which ``.`` matches a newline, as PostgreSQL's ``~`` does."""
     pattern = new.expression
     if target.dialect != "postgres":
@@ -200,8 +202,8 @@ _LISTS = {
 }
 
 
-def _list_function(name: str) -> Callable[[exp.Expression, exp.Expression, Target], exp.Expression]:
-    def build(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def _list_function(name: str) -> Callable[[exp.Expr, exp.Expr, Target], exp.Expr]:
+    def build(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
         sql = _LISTS[name][target.dialect]
         return template(sql, target.dialect, l=new.this, x=new.expression)
 
@@ -213,12 +215,12 @@ list_has_any = _list_function("list_has_any")
 list_has_all = _list_function("list_has_all")
 
 
-def in_audience(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def in_audience(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Membership of another audience, as the caller's hook expresses it."""
     return exp.Paren(this=target.audience(original.this.name))
 
 
-def days_between(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def days_between(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Whole UTC calendar days from start to end."""
     start, end = (
         exp.Cast(this=e, to=exp.DataType.build("DATE")) for e in (new.this, new.expression)
@@ -228,7 +230,7 @@ def days_between(original: exp.Expression, new: exp.Expression, target: Target) 
     return exp.DateDiff(this=end, expression=start, unit=exp.var("DAY"))
 
 
-def extract(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def extract(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Date parts of the UTC time; the day of the week counts from Sunday = 0 everywhere."""
     unit = original.this.name.upper()
     if target.dialect == "spark" and unit == "DOW":
@@ -242,18 +244,18 @@ def extract(original: exp.Expression, new: exp.Expression, target: Target) -> ex
     return new
 
 
-def now(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def now(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """The caller's reference time, so SQL and Python agree on "now"."""
     return timestamp_literal(target.now, target.dialect)
 
 
-def today(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def today(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """The UTC date of the reference time."""
     day = target.now.astimezone(UTC).date().isoformat()
     return exp.Cast(this=exp.Literal.string(day), to=exp.DataType.build("DATE"))
 
 
-def cast(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def cast(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Typed literals and conversions, in the engine's own types."""
     assert isinstance(original, exp.Cast)
     if original.to.this is exp.DType.TIMESTAMPTZ:
@@ -263,12 +265,12 @@ def cast(original: exp.Expression, new: exp.Expression, target: Target) -> exp.E
     return new
 
 
-def attribute(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def attribute(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """The caller's column for an attribute path."""
     return target.column(original.name)
 
 
-def literal(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def literal(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Floats become exact doubles (engines would otherwise read ``0.1`` as a decimal)."""
     assert isinstance(original, exp.Literal)
     if original.is_string:
@@ -281,7 +283,7 @@ def literal(original: exp.Expression, new: exp.Expression, target: Target) -> ex
 _ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Mod)
 
 
-def _constant_arithmetic(literal: exp.Expression) -> bool:
+def _constant_arithmetic(literal: exp.Expr) -> bool:
     """An integer literal in arithmetic with another literal: engines would compute in 32 bits."""
     node = literal.parent if isinstance(literal.parent, exp.Neg) else literal
     parent = node.parent
@@ -292,21 +294,21 @@ def _constant_arithmetic(literal: exp.Expression) -> bool:
     return isinstance(other, exp.Literal)
 
 
-def bigint(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def bigint(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """64-bit integers, as in Python: PostgreSQL and DuckDB would use 32 bits here."""
     if target.dialect not in ("postgres", "duckdb"):
         return new
     return exp.Cast(this=new, to=exp.DataType.build("BIGINT"))
 
 
-def array(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def array(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """List literals; number lists are typed as lists of doubles."""
     if target.kind(original) is not Kind.NUMBER_LIST:
         return new
     return exp.Cast(this=new, to=exp.DataType.build("DOUBLE[]", dialect="duckdb"))
 
 
-def interval(original: exp.Expression, new: exp.Expression, target: Target) -> exp.Expression:
+def interval(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Intervals as each engine spells them; a negative amount is quoted (sqlglot drops the
     sign of ``INTERVAL -1 MONTH`` when it writes PostgreSQL's single-string form)."""
     amount = new.this
@@ -318,9 +320,9 @@ def interval(original: exp.Expression, new: exp.Expression, target: Target) -> e
 def default_column(dialect: str, kinds: Mapping[str, Kind]) -> ColumnHook:
     """Columns of the attribute's name; a dotted path is a struct field (JSON on PostgreSQL)."""
 
-    def column(path: str) -> exp.Expression:
+    def column(path: str) -> exp.Expr:
         head, *rest = path.split(".")
-        base: exp.Expression = exp.column(exp.to_identifier(head, quoted=True))
+        base: exp.Expr = exp.column(exp.to_identifier(head, quoted=True))
         if not rest:
             return base
         if dialect != "postgres":
@@ -341,11 +343,11 @@ _PG_TYPES = {
 }
 
 
-def _typed(node: exp.Expression, kind: Kind) -> exp.Expression:
+def _typed(node: exp.Expr, kind: Kind) -> exp.Expr:
     name = _PG_TYPES.get(kind)
     return exp.Cast(this=node, to=exp.DataType.build(name)) if name else node
 
 
-def no_audience(key: str) -> exp.Expression:
+def no_audience(key: str) -> exp.Expr:
     """The default audience hook: a rule that names an audience needs the caller's hook."""
     raise ValueError(f"in_audience({key!r}) needs an `audience` hook to compile to SQL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import re2
 from sqlglot import exp
@@ -52,7 +53,7 @@ FORBIDDEN_FUNCTIONS = {
     ),
 }
 
-_NODE_NAMES: dict[type[exp.Expression], str] = {
+_NODE_NAMES: dict[type[exp.Expr], str] = {
     exp.Select: "a subquery",
     exp.Subquery: "a subquery",
     exp.Star: "'*'",
@@ -68,12 +69,10 @@ _NODE_NAMES: dict[type[exp.Expression], str] = {
 }
 _STATEMENTS = (exp.Query, exp.DDL, exp.DML, exp.Command, exp.Drop, exp.Create, exp.Alter)
 
-Check = Callable[[exp.Expression, str | None, RuleLimits], Iterator[ErrorDetail]]
+Check = Callable[[exp.Expr, str | None, RuleLimits], Iterator[ErrorDetail]]
 
 
-def check_structure(
-    tree: exp.Expression, text: str | None, limits: RuleLimits
-) -> list[ErrorDetail]:
+def check_structure(tree: exp.Expr, text: str | None, limits: RuleLimits) -> list[ErrorDetail]:
     """Every structural problem: forbidden nodes, unknown calls, bad literals, size, depth."""
     problems = list(_size(tree, text, limits))
     if problems:
@@ -87,7 +86,7 @@ def check_structure(
     return problems
 
 
-def _size(tree: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _size(tree: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     count, deepest = 0, (0, tree)
     stack = [(tree, 1)]
     while stack:
@@ -105,7 +104,7 @@ def _size(tree: exp.Expression, text: str | None, limits: RuleLimits) -> Iterato
         yield on("rule_too_deep", message, deepest[1], text)
 
 
-def _is_part(node: exp.Expression) -> bool:
+def _is_part(node: exp.Expr) -> bool:
     """Nodes that are syntax inside an allowed parent rather than values of their own."""
     parent = node.parent
     if isinstance(node, exp.DataType):
@@ -115,7 +114,7 @@ def _is_part(node: exp.Expression) -> bool:
     return False
 
 
-def _forbidden(node: exp.Expression, text: str | None) -> ErrorDetail:
+def _forbidden(node: exp.Expr, text: str | None) -> ErrorDetail:
     if isinstance(node, _STATEMENTS):
         message = "A rule is a condition, not a statement or query."
     else:
@@ -124,7 +123,7 @@ def _forbidden(node: exp.Expression, text: str | None) -> ErrorDetail:
     return on("rule_forbidden", message, node, text)
 
 
-def _anonymous(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _anonymous(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     name = node.name.lower()
     if name in FORBIDDEN_FUNCTIONS:
         yield on("rule_forbidden", f"{name}(): {FORBIDDEN_FUNCTIONS[name]}.", node, text)
@@ -135,7 +134,7 @@ def _anonymous(node: exp.Expression, text: str | None, limits: RuleLimits) -> It
     yield on("rule_unknown_function", message, node, text, suggestion=suggestion)
 
 
-def _bad_call(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _bad_call(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     spec = d.FUNCTIONS[node.name]
     low, high = spec.arity
     wanted = f"{low}" if low == high else f"{low} to {high}"
@@ -144,12 +143,12 @@ def _bad_call(node: exp.Expression, text: str | None, limits: RuleLimits) -> Ite
     yield on("rule_wrong_arity", message, node, text, suggestion=spec.usage)
 
 
-def _string_literal(node: exp.Expression | None) -> bool:
+def _string_literal(node: exp.Expr | None) -> bool:
     return isinstance(node, exp.Literal) and node.is_string
 
 
 def _literal_list(
-    items: list[exp.Expression], owner: exp.Expression, text: str | None, limits: RuleLimits
+    items: list[exp.Expr], owner: exp.Expr, text: str | None, limits: RuleLimits
 ) -> Iterator[ErrorDetail]:
     if not items:
         yield on("rule_forbidden", "An empty list is not allowed here.", owner, text)
@@ -165,25 +164,25 @@ def _literal_list(
             yield on("rule_forbidden", "A list may only hold literal values.", item, text)
 
 
-def _typed_literal(node: exp.Expression) -> bool:
+def _typed_literal(node: exp.Expr) -> bool:
     return isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal)
 
 
-def _in(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _in(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     if set(node.args) - {"this", "expressions"}:
         yield on("rule_forbidden", "IN takes a list of literal values only.", node, text)
         return
     yield from _literal_list(node.expressions, node, text, limits)
 
 
-def _array(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _array(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     if not isinstance(node.parent, d.ListHasAny | d.ListHasAll) or node.arg_key != "expression":
         message = "A list literal may only be the second argument of list_has_any/list_has_all."
         yield on("rule_forbidden", message, node, text)
     yield from _literal_list(node.expressions, node, text, limits)
 
 
-def _like(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _like(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     pattern = node.expression
     if not _string_literal(pattern):
         yield on("rule_forbidden", "The LIKE pattern must be a string literal.", node, text)
@@ -192,7 +191,7 @@ def _like(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterato
         yield on("rule_bad_pattern", message, pattern, text, suggestion=pattern.name + "\\")
 
 
-def _regexp(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _regexp(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     pattern = node.expression
     if not _string_literal(pattern):
         yield on("rule_forbidden", "The regular expression must be a string literal.", node, text)
@@ -205,7 +204,7 @@ def _regexp(node: exp.Expression, text: str | None, limits: RuleLimits) -> Itera
         yield on("rule_bad_regex", message, pattern, text)
 
 
-def compile_regex(pattern: str) -> re2._Regexp:  # type: ignore[name-defined]
+def compile_regex(pattern: str) -> Any:
     """Compile a rule's pattern with RE2 (linear time), ``.`` matching newlines."""
     options = re2.Options()
     options.log_errors = False
@@ -214,20 +213,20 @@ def compile_regex(pattern: str) -> re2._Regexp:  # type: ignore[name-defined]
     return re2.compile(pattern, options)
 
 
-def _audience(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _audience(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     if not _string_literal(node.this) or not node.this.name:
         message = "in_audience() takes an audience key as a string literal."
         yield on("rule_forbidden", message, node, text, suggestion="in_audience('key')")
 
 
-def _days(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _days(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     unit = node.args["unit"]
     if not (_string_literal(unit) and unit.name.lower() == "day"):
         message = "date_diff() counts days only: date_diff('day', start, end)."
         yield on("rule_forbidden", message, unit, text, suggestion="'day'")
 
 
-def _extract(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _extract(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     unit = node.this.name.upper()
     if unit not in EXTRACT_UNITS:
         message = f"EXTRACT supports {', '.join(EXTRACT_UNITS)}; not {unit}."
@@ -236,7 +235,8 @@ def _extract(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iter
         )
 
 
-def _cast(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _cast(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+    assert isinstance(node, exp.Cast)
     target, source = node.to.this, node.this
     literal = _string_literal(source)
     allowed = {
@@ -252,23 +252,23 @@ def _cast(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterato
         yield on("rule_forbidden", message, node, text)
 
 
-def _trim(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _trim(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     if set(node.args) - {"this"}:
         yield on("rule_forbidden", "trim() takes one argument and trims spaces.", node, text)
 
 
-def _interval(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _interval(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     if not isinstance(node.parent, exp.Add | exp.Sub):
         message = "An INTERVAL may only be added to or subtracted from a date or timestamp."
         yield on("rule_forbidden", message, node, text)
 
 
-def _escape(node: exp.Expression, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
+def _escape(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
     message = "LIKE always escapes with backslash; a custom ESCAPE is not supported."
     yield on("rule_forbidden", message, node, text)
 
 
-CHECKS: dict[type[exp.Expression], Check] = {
+CHECKS: dict[type[exp.Expr], Check] = {
     exp.Anonymous: _anonymous,
     d.BadCall: _bad_call,
     exp.In: _in,

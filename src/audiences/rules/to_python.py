@@ -43,10 +43,11 @@ _COMPARISONS = (
     exp.In,
     exp.Coalesce,
 )
-_PREDICATES = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, d.StartsWith, d.EndsWith)
-_PREDICATES += (d.Contains, d.RegexpMatches, d.ListContains, d.ListHasAny, d.ListHasAll)
+_PREDICATES: tuple[type[exp.Expr], ...] = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+_PREDICATES += (d.StartsWith, d.EndsWith, d.Contains, d.RegexpMatches)
+_PREDICATES += (d.ListContains, d.ListHasAny, d.ListHasAll)
 # Operand conversions the Python back end needs for some arguments: (class, index) -> how.
-_CONVERT: dict[tuple[type[exp.Expression], int], tuple[Callable[[Any], Any], str]] = {
+_CONVERT: dict[tuple[type[exp.Expr], int], tuple[Callable[[Any], Any], str]] = {
     (d.RegexpMatches, 1): (compile_regex, "_regex({})"),
     (d.ListHasAny, 1): (frozenset, "_values({})"),
     (d.ListHasAll, 1): (frozenset, "_values({})"),
@@ -81,16 +82,16 @@ class Codegen:
         self.names[name] = value
         return name
 
-    def kind(self, node: exp.Expression) -> Kind:
+    def kind(self, node: exp.Expr) -> Kind:
         return self.kinds.get(id(node), Kind.UNKNOWN)
 
-    def coerce_date(self, parent: exp.Expression, node: exp.Expression) -> bool:
+    def coerce_date(self, parent: exp.Expr, node: exp.Expr) -> bool:
         """A date operand next to a timestamp reads as midnight UTC (as in SQL back ends)."""
         if not isinstance(parent, _COMPARISONS) or self.kind(node) is not Kind.DATE:
             return False
         return any(self.kind(op) is Kind.TIMESTAMP for op in operands(parent))
 
-    def operand(self, parent: exp.Expression, node: exp.Expression, index: int) -> tuple[str, bool]:
+    def operand(self, parent: exp.Expr, node: exp.Expr, index: int) -> tuple[str, bool]:
         """(code, is_constant) for an operand; NULL constants give ``"None"``."""
         value = constant(node)
         convert = _CONVERT.get((type(parent), index))
@@ -109,7 +110,7 @@ class Codegen:
 
     # --- value context ----------------------------------------------------------------------
 
-    def value(self, node: exp.Expression) -> str:
+    def value(self, node: exp.Expr) -> str:
         """Code whose result is the node's SQL value, None for NULL."""
         fixed = constant(node)
         if fixed is not NOT_CONSTANT:
@@ -119,7 +120,7 @@ class Codegen:
             return special(self, node)
         return self.strict(node)
 
-    def strict(self, node: exp.Expression) -> str:
+    def strict(self, node: exp.Expr) -> str:
         """An operator that is NULL when any operand is NULL (its template gets the rest)."""
         operator = OPERATORS[type(node)]
         assert operator.python is not None, f"no Python template for {type(node).__name__}"
@@ -132,7 +133,7 @@ class Codegen:
         body = operator.python.format(*args)
         return f"(None if {' or '.join(nulls)} else {body})" if nulls else f"({body})"
 
-    def strict_args(self, node: exp.Expression) -> tuple[list[str] | None, list[str]]:
+    def strict_args(self, node: exp.Expr) -> tuple[list[str] | None, list[str]]:
         args, checks = [], []
         for index, op in enumerate(operands(node)):
             code, fixed = self.operand(node, op, index)
@@ -148,7 +149,7 @@ class Codegen:
 
     # --- truth and falsity contexts ---------------------------------------------------------
 
-    def truth(self, node: exp.Expression) -> str:
+    def truth(self, node: exp.Expr) -> str:
         """Code that is True exactly when the node is TRUE."""
         special = _TRUTH.get(type(node))
         if special is not None:
@@ -157,7 +158,7 @@ class Codegen:
             return self.predicate(node, True)
         return f"({self.value(node)} is True)"
 
-    def falsity(self, node: exp.Expression) -> str:
+    def falsity(self, node: exp.Expr) -> str:
         """Code that is True exactly when the node is FALSE."""
         special = _TRUTH.get(type(node))
         if special is not None:
@@ -166,7 +167,7 @@ class Codegen:
             return self.predicate(node, False)
         return f"({self.value(node)} is False)"
 
-    def predicate(self, node: exp.Expression, want: bool) -> str:
+    def predicate(self, node: exp.Expr, want: bool) -> str:
         """A strict boolean operator: its operands are not NULL and its test holds (or fails)."""
         operator = OPERATORS[type(node)]
         assert operator.python is not None
@@ -188,7 +189,7 @@ class Codegen:
         return f"({' and '.join(tests)})"
 
 
-def constant(node: exp.Expression) -> Any:
+def constant(node: exp.Expr) -> Any:
     """The Python value of a literal node, or ``NOT_CONSTANT`` when the node is not a literal."""
     if isinstance(node, exp.Literal):
         if node.is_string:
@@ -203,7 +204,7 @@ def constant(node: exp.Expression) -> Any:
     if isinstance(node, exp.Var):
         return node.name.upper()
     if isinstance(node, exp.Interval):
-        return runtime.interval(constant(node.this), node.unit.name)
+        return runtime.interval(constant(node.this), node.text("unit").upper())
     if isinstance(node, exp.Array):
         return tuple(constant(item) for item in node.expressions)
     if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
@@ -213,7 +214,7 @@ def constant(node: exp.Expression) -> Any:
     return NOT_CONSTANT
 
 
-def _chain(node: exp.Expression) -> list[exp.Expression]:
+def _chain(node: exp.Expr) -> list[exp.Expr]:
     kind, items = type(node), []
     while type(node) is kind:
         items.append(node.expression)
@@ -222,25 +223,25 @@ def _chain(node: exp.Expression) -> list[exp.Expression]:
     return items[::-1]
 
 
-def _connective(gen: Codegen, node: exp.Expression, want: bool) -> str:
+def _connective(gen: Codegen, node: exp.Expr, want: bool) -> str:
     joiner = " and " if isinstance(node, exp.And) == want else " or "
     context = gen.truth if want else gen.falsity
     return "(" + joiner.join(context(item) for item in _chain(node)) + ")"
 
 
-def _not(gen: Codegen, node: exp.Expression, want: bool) -> str:
+def _not(gen: Codegen, node: exp.Expr, want: bool) -> str:
     return gen.falsity(node.this) if want else gen.truth(node.this)
 
 
-def _paren(gen: Codegen, node: exp.Expression, want: bool) -> str:
+def _paren(gen: Codegen, node: exp.Expr, want: bool) -> str:
     return gen.truth(node.this) if want else gen.falsity(node.this)
 
 
-def _is(gen: Codegen, node: exp.Expression, want: bool) -> str:
+def _is(gen: Codegen, node: exp.Expr, want: bool) -> str:
     return f"({gen.value(node.this)} is {'' if want else 'not '}None)"
 
 
-def _in(gen: Codegen, node: exp.Expression, want: bool) -> str:
+def _in(gen: Codegen, node: exp.Expr, want: bool) -> str:
     values = gen.const(frozenset(_value_of(gen, node, v) for v in node.expressions))
     if want:
         return f"({gen.operand(node, node.this, 0)[0]} in {values})"
@@ -250,18 +251,18 @@ def _in(gen: Codegen, node: exp.Expression, want: bool) -> str:
     )
 
 
-def _value_of(gen: Codegen, parent: exp.Expression, node: exp.Expression) -> Any:
+def _value_of(gen: Codegen, parent: exp.Expr, node: exp.Expr) -> Any:
     value = constant(node)
     return runtime.midnight(value) if gen.coerce_date(parent, node) else value
 
 
-def _like(gen: Codegen, node: exp.Expression, want: bool) -> str:
+def _like(gen: Codegen, node: exp.Expr, want: bool) -> str:
     name = gen.temp()
     test = like_code(gen, name, node.expression.name, isinstance(node, exp.ILike))
     return f"(({name} := {gen.value(node.this)}) is not None and {'' if want else 'not '}{test})"
 
 
-def _between(gen: Codegen, node: exp.Expression, want: bool) -> str:
+def _between(gen: Codegen, node: exp.Expr, want: bool) -> str:
     name = gen.temp()
     low, high = (gen.operand(node, node.args[k], i + 1) for i, k in enumerate(("low", "high")))
     subject = gen.operand(node, node.this, 0)[0]
@@ -271,7 +272,7 @@ def _between(gen: Codegen, node: exp.Expression, want: bool) -> str:
     return f"({_between_value(gen, node)} is {want})"
 
 
-def _between_value(gen: Codegen, node: exp.Expression) -> str:
+def _between_value(gen: Codegen, node: exp.Expr) -> str:
     name, low, high = gen.temp(), gen.temp(), gen.temp()
     lo_code = gen.operand(node, node.args["low"], 1)[0]
     hi_code = gen.operand(node, node.args["high"], 2)[0]
@@ -281,11 +282,11 @@ def _between_value(gen: Codegen, node: exp.Expression) -> str:
     return f"(None if ({name} := {subject}) is None else _and3({first}, {second}))"
 
 
-def _bool_attr(gen: Codegen, node: exp.Expression, want: bool) -> str:
+def _bool_attr(gen: Codegen, node: exp.Expr, want: bool) -> str:
     return f"({gen.value(node)} is {want})"
 
 
-_TRUTH: dict[type[exp.Expression], Callable[[Codegen, exp.Expression, bool], str]] = {
+_TRUTH: dict[type[exp.Expr], Callable[[Codegen, exp.Expr, bool], str]] = {
     exp.And: _connective,
     exp.Or: _connective,
     exp.Not: _not,
@@ -299,22 +300,22 @@ _TRUTH: dict[type[exp.Expression], Callable[[Codegen, exp.Expression, bool], str
 }
 
 
-def _three(gen: Codegen, node: exp.Expression) -> str:
+def _three(gen: Codegen, node: exp.Expr) -> str:
     """A boolean node in value context, from its truth and falsity codes."""
     return f"(True if {gen.truth(node)} else False if {gen.falsity(node)} else None)"
 
 
-def _connective_value(gen: Codegen, node: exp.Expression) -> str:
+def _connective_value(gen: Codegen, node: exp.Expr) -> str:
     helper = "_and3" if isinstance(node, exp.And) else "_or3"
     return f"{helper}({', '.join(gen.value(item) for item in _chain(node))})"
 
 
-def _not_value(gen: Codegen, node: exp.Expression) -> str:
+def _not_value(gen: Codegen, node: exp.Expr) -> str:
     name = gen.temp()
     return f"(None if ({name} := {gen.value(node.this)}) is None else not {name})"
 
 
-def _coalesce(gen: Codegen, node: exp.Expression) -> str:
+def _coalesce(gen: Codegen, node: exp.Expr) -> str:
     items = [gen.operand(node, op, i)[0] for i, op in enumerate(operands(node))]
     code = items[-1]
     for item in reversed(items[:-1]):
@@ -323,25 +324,26 @@ def _coalesce(gen: Codegen, node: exp.Expression) -> str:
     return code
 
 
-def _attribute(gen: Codegen, node: exp.Expression) -> str:
+def _attribute(gen: Codegen, node: exp.Expr) -> str:
     path = node.name
     access = f"p.get({path!r})" if "." not in path else f"_dig(p, {tuple(path.split('.'))!r})"
     wrap = {Kind.TIMESTAMP: "_timestamp({})", Kind.DATE: "_day({})"}.get(gen.kind(node), "{}")
     return wrap.format(access)
 
 
-def _clock_value(gen: Codegen, node: exp.Expression) -> str:
+def _clock_value(gen: Codegen, node: exp.Expr) -> str:
     gen.clock_used = True
     return "_now" if isinstance(node, exp.CurrentTimestamp) else "_today"
 
 
-def _cast(gen: Codegen, node: exp.Expression) -> str:
+def _cast(gen: Codegen, node: exp.Expr) -> str:
     name = gen.temp()
+    assert isinstance(node, exp.Cast)
     convert = "float" if node.to.this is exp.DType.DOUBLE else "_midnight"
     return f"(None if ({name} := {gen.value(node.this)}) is None else {convert}({name}))"
 
 
-_VALUE: dict[type[exp.Expression], Callable[[Codegen, exp.Expression], str]] = {
+_VALUE: dict[type[exp.Expr], Callable[[Codegen, exp.Expr], str]] = {
     exp.And: _connective_value,
     exp.Or: _connective_value,
     exp.Not: _not_value,
@@ -412,7 +414,7 @@ def compile_function(
         lines += ["    _now = _clock()", "    _today = _now.astimezone(UTC).date()"]
     lines.append(f"    return {body}")
     namespace = {**_RUNTIME, **gen.names, "_audience": audience, "_clock": clock}
-    exec(compile("\n".join(lines), "<rule>", "exec"), namespace)  # noqa: S102 - our own source
+    exec(compile("\n".join(lines), "<rule>", "exec"), namespace)
     function: Callable[[Profile], Any] = namespace["_rule"]
     return function
 
@@ -439,7 +441,7 @@ def to_predicate(
 
 
 def to_evaluator(
-    rule: Rule, node: exp.Expression, *, audience: AudienceCheck, clock: Clock
+    rule: Rule, node: exp.Expr, *, audience: AudienceCheck, clock: Clock
 ) -> Callable[[Profile], Any]:
     """A function giving one node's SQL value (None for NULL) on a profile, for ``explain``."""
     gen = Codegen(rule)

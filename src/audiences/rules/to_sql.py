@@ -51,7 +51,7 @@ def to_sql_tree(
     column: sql.ColumnHook | None = None,
     audience: sql.AudienceHook = sql.no_audience,
     now: datetime | None = None,
-) -> exp.Expression:
+) -> exp.Expr:
     """The engine expression tree behind ``to_sql`` (for callers that embed it in a query)."""
     kinds, _ = annotate(rule.tree, rule.schema)
     path_kinds = {
@@ -70,7 +70,7 @@ def to_sql_tree(
     return parenthesize(tree)
 
 
-def _emit(node: exp.Expression, target: sql.Target) -> exp.Expression:
+def _emit(node: exp.Expr, target: sql.Target) -> exp.Expr:
     if isinstance(node, exp.Connector):
         items = _chain(node)
         compiled = [_emit(item, target) for item in items]
@@ -83,19 +83,19 @@ def _emit(node: exp.Expression, target: sql.Target) -> exp.Expression:
     return builder(node, rebuilt, target) if builder else rebuilt
 
 
-def _rebuild(node: exp.Expression, target: sql.Target) -> exp.Expression:
+def _rebuild(node: exp.Expr, target: sql.Target) -> exp.Expr:
     args: dict[str, object] = {}
     for key, value in node.args.items():
         if isinstance(value, list):
-            args[key] = [_emit(v, target) if isinstance(v, exp.Expression) else v for v in value]
-        elif isinstance(value, exp.Expression) and not isinstance(value, exp.DataType | exp.Var):
+            args[key] = [_emit(v, target) if isinstance(v, exp.Expr) else v for v in value]
+        elif isinstance(value, exp.Expr) and not isinstance(value, exp.DataType | exp.Var):
             args[key] = _emit(value, target)
         else:
-            args[key] = value.copy() if isinstance(value, exp.Expression) else value
+            args[key] = value.copy() if isinstance(value, exp.Expr) else value
     return type(node)(**args)
 
 
-def _chain(node: exp.Expression) -> list[exp.Expression]:
+def _chain(node: exp.Expr) -> list[exp.Expr]:
     kind, items = type(node), []
     while type(node) is kind:
         items.append(node.expression)

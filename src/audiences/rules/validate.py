@@ -22,7 +22,7 @@ _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, 
 
 
 def annotate(
-    tree: exp.Expression, schema: AttributeSchema, text: str | None = None
+    tree: exp.Expr, schema: AttributeSchema, text: str | None = None
 ) -> tuple[dict[int, Kind], list[ErrorDetail]]:
     """The kind of every node (by ``id``) and every typing problem, children before parents."""
     kinds: dict[int, Kind] = {}
@@ -37,7 +37,7 @@ def annotate(
 
 
 def _kind(
-    node: exp.Expression,
+    node: exp.Expr,
     kinds: Mapping[int, Kind],
     schema: AttributeSchema,
     text: str | None,
@@ -93,7 +93,7 @@ def _attribute(
 
 
 def type_time_literals(
-    tree: exp.Expression, schema: AttributeSchema, text: str | None = None
+    tree: exp.Expr, schema: AttributeSchema, text: str | None = None
 ) -> list[ErrorDetail]:
     """Read string literals compared with dates or timestamps as typed literals, in place.
 
@@ -114,11 +114,11 @@ def type_time_literals(
     return problems
 
 
-def _string(node: exp.Expression) -> bool:
+def _string(node: exp.Expr) -> bool:
     return isinstance(node, exp.Literal) and node.is_string
 
 
-def _retype(literal: exp.Expression, target: exp.DType, text: str | None) -> list[ErrorDetail]:
+def _retype(literal: exp.Expr, target: exp.DType, text: str | None) -> list[ErrorDetail]:
     try:
         spelled = format_time(literal.name, target)
     except ValueError:
@@ -133,7 +133,7 @@ def _retype(literal: exp.Expression, target: exp.DType, text: str | None) -> lis
     return []
 
 
-def referenced_schema(tree: exp.Expression, schema: AttributeSchema) -> dict[str, Any]:
+def referenced_schema(tree: exp.Expr, schema: AttributeSchema) -> dict[str, Any]:
     """The schema entries of the attributes a rule reads (paths into JSON are left out)."""
     return {a.name: AttributeType(schema[a.name]) for a in tree.find_all(Attr) if a.name in schema}
 
