@@ -243,6 +243,21 @@ def render(tree: exp.Expr) -> str:
     return Rules().generate(tree, copy=False)
 
 
+def chain(node: exp.Expr) -> list[exp.Expr]:
+    """Operands of a left-deep chain of one connective, in order (without recursion, so a
+    thousand ANDs are fine); a parenthesised group is one operand.
+
+    >>> [render(n) for n in chain(exp.and_("a", "b", "c"))]
+    ['a', 'b', 'c']
+    """
+    kind, items = type(node), []
+    while type(node) is kind:
+        items.append(node.expression)
+        node = node.this
+    items.append(node)
+    return items[::-1]
+
+
 def function_names() -> Sequence[str]:
     """Every callable name, for did-you-mean suggestions."""
     return [*FUNCTIONS, "extract", "cast"]

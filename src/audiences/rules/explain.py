@@ -9,16 +9,10 @@ from typing import Any
 from sqlglot import exp
 
 from audiences.rules import runtime
-from audiences.rules.dialect import Attr, render
+from audiences.rules.dialect import Attr, chain, render
+from audiences.rules.literals import NOT_CONSTANT, constant
 from audiences.rules.rule import Rule
-from audiences.rules.to_python import (
-    NOT_CONSTANT,
-    AudienceCheck,
-    Codegen,
-    compile_function,
-    constant,
-    no_audience,
-)
+from audiences.rules.to_python import AudienceCheck, Codegen, compile_function, no_audience
 
 _SKIP = (exp.Paren, exp.DataType, exp.Var)
 
@@ -78,11 +72,7 @@ def _describe(node: exp.Expr, values: Mapping[int, Any]) -> dict[str, Any]:
 
 def _children(node: exp.Expr) -> list[exp.Expr]:
     if isinstance(node, exp.Connector):
-        kind, items = type(node), []
-        while type(node) is kind:
-            items.append(node.expression)
-            node = node.this
-        return [node, *items[::-1]]
+        return chain(node)
     return list(node.iter_expressions())
 
 

@@ -7,15 +7,15 @@ operator describes becomes a raw leaf ``{"expr": "age + 1 > 30"}``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlglot import exp
 
 from audiences.errors import ErrorDetail
 from audiences.rules import dialect as d
-from audiences.rules.dialect import render
+from audiences.rules.dialect import chain, render
+from audiences.rules.json_ops import NO_VALUE, OPS, Op
 from audiences.rules.normalize import MAX_EXACT, parenthesize
 from audiences.rules.problems import JSON_PATH
 
@@ -32,142 +32,6 @@ class JsonProblem(Exception):
         self.detail = ErrorDetail(code, message, location=path, suggestion=suggestion)
 
 
-@dataclass(frozen=True)
-class Op:
-    """One condition operator: how it builds a tree, and how to recognise that tree again."""
-
-    build: Callable[[exp.Expr, Any], exp.Expr]
-    match: Callable[[exp.Expr], tuple[exp.Expr, Any] | None]
-    values: bool = False
-    """Takes a ``values`` list rather than one ``value``."""
-    field: bool = True
-
-
-def _binary(cls: type[exp.Expr]) -> Op:
-    def match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
-        if type(node) is cls and isinstance(node.this, d.Attr) and _is_value(node.expression):
-            return node.this, node.expression
-        return None
-
-    return Op(lambda f, v: cls(this=f, expression=v), match)
-
-
-def _negated(op: Op) -> Op:
-    def match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
-        return op.match(node.this) if isinstance(node, exp.Not) else None
-
-    return Op(lambda f, v: exp.Not(this=op.build(f, v)), match, op.values, op.field)
-
-
-def _in_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
-    simple = isinstance(node, exp.In) and isinstance(node.this, d.Attr)
-    if simple and all(_is_value(v) for v in node.expressions):
-        return node.this, node.expressions
-    return None
-
-
-def _between_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
-    if isinstance(node, exp.Between) and isinstance(node.this, d.Attr):
-        low, high = node.args["low"], node.args["high"]
-        if _is_value(low) and _is_value(high):
-            return node.this, [low, high]
-    return None
-
-
-def _list_match(cls: type[exp.Expr]) -> Callable[[exp.Expr], Any]:
-    def match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
-        values = node.expression
-        if type(node) is cls and isinstance(node.this, d.Attr) and isinstance(values, exp.Array):
-            return node.this, values.expressions
-        return None
-
-    return match
-
-
-def _null_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
-    if isinstance(node, exp.Is) and isinstance(node.this, d.Attr):
-        return (node.this, None) if isinstance(node.expression, exp.Null) else None
-    return None
-
-
-def _within_last(f: exp.Expr, days: exp.Expr) -> exp.Expr:
-    interval = exp.Interval(this=days, unit=exp.var("DAY"))
-    return exp.GTE(this=f, expression=exp.Sub(this=exp.CurrentTimestamp(), expression=interval))
-
-
-def _within_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
-    if not (isinstance(node, exp.GTE) and isinstance(node.this, d.Attr)):
-        return None
-    moved = node.expression
-    if isinstance(moved, exp.Sub) and isinstance(moved.this, exp.CurrentTimestamp):
-        interval = moved.expression
-        if isinstance(interval, exp.Interval) and interval.unit and interval.unit.name == "DAY":
-            return node.this, interval.this
-    return None
-
-
-def _audience_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
-    return (node, node.this) if isinstance(node, d.InAudience) else None
-
-
-def _true_match(node: exp.Expr) -> tuple[exp.Expr, Any] | None:
-    return (node, None) if isinstance(node, d.Attr) else None
-
-
-def _array(values: list[exp.Expr]) -> exp.Expr:
-    return exp.Array(expressions=values)
-
-
-_IN = Op(lambda f, v: exp.In(this=f, expressions=v), _in_match, values=True)
-_CONTAINS = _binary(d.Contains)
-_LIKE = _binary(exp.Like)
-_NULL = Op(lambda f, v: exp.Is(this=f, expression=exp.Null()), _null_match)
-_TRUE = Op(lambda f, v: f, _true_match)
-_AUDIENCE = Op(lambda f, v: d.InAudience(this=v), _audience_match, field=False)
-
-OPS: dict[str, Op] = {
-    "equals": _binary(exp.EQ),
-    "not_equals": _binary(exp.NEQ),
-    "gt": _binary(exp.GT),
-    "gte": _binary(exp.GTE),
-    "lt": _binary(exp.LT),
-    "lte": _binary(exp.LTE),
-    "in": _IN,
-    "not_in": _negated(_IN),
-    "between": Op(
-        lambda f, v: exp.Between(this=f, low=v[0], high=v[1]), _between_match, values=True
-    ),
-    "contains": _CONTAINS,
-    "not_contains": _negated(_CONTAINS),
-    "starts_with": _binary(d.StartsWith),
-    "ends_with": _binary(d.EndsWith),
-    "like": _LIKE,
-    "not_like": _negated(_LIKE),
-    "ilike": _binary(exp.ILike),
-    "matches": _binary(d.RegexpMatches),
-    "is_null": _NULL,
-    "is_not_null": _negated(_NULL),
-    "is_true": _TRUE,
-    "is_false": _negated(_TRUE),
-    "list_contains": _binary(d.ListContains),
-    "has_any": Op(
-        lambda f, v: d.ListHasAny(this=f, expression=_array(v)),
-        _list_match(d.ListHasAny),
-        values=True,
-    ),
-    "has_all": Op(
-        lambda f, v: d.ListHasAll(this=f, expression=_array(v)),
-        _list_match(d.ListHasAll),
-        values=True,
-    ),
-    "within_last": Op(_within_last, _within_match),
-    "in_audience": _AUDIENCE,
-    "not_in_audience": _negated(_AUDIENCE),
-}
-"""Condition operators of the JSON form, by name; tried in this order when rendering."""
-_NO_VALUE = {"is_null", "is_not_null", "is_true", "is_false"}
-
-
 # --- tree -> JSON -------------------------------------------------------------------------
 
 
@@ -182,26 +46,16 @@ def to_json(node: exp.Expr, schema: Mapping[str, str] | None = None) -> dict[str
         return to_json(node.this, schema)
     if isinstance(node, exp.And | exp.Or):
         key = "all" if isinstance(node, exp.And) else "any"
-        return {key: [to_json(item, schema) for item in _chain(node)]}
+        return {key: [to_json(item, schema) for item in chain(node)]}
     leaf = _leaf(node, schema or {})
     if leaf is not None:
         return leaf
     if isinstance(node, exp.Not):
         inner = node.this
         if isinstance(inner, exp.Paren) and isinstance(inner.this, exp.Or):
-            return {"none": [to_json(item, schema) for item in _chain(inner.this)]}
+            return {"none": [to_json(item, schema) for item in chain(inner.this)]}
         return {"none": [to_json(inner, schema)]}
     return {"expr": render(node)}
-
-
-def _chain(node: exp.Expr) -> list[exp.Expr]:
-    """Operands of a left-deep chain of one connective (a parenthesised one is a nested group)."""
-    kind, items = type(node), []
-    while type(node) is kind:
-        items.append(node.expression)
-        node = node.this
-    items.append(node)
-    return items[::-1]
 
 
 def _leaf(node: exp.Expr, schema: Mapping[str, str]) -> dict[str, Json] | None:
@@ -217,7 +71,7 @@ def _leaf(node: exp.Expr, schema: Mapping[str, str]) -> dict[str, Json] | None:
         leaf["op"] = name
         if op.values:
             leaf["values"] = [_value(v) for v in value]
-        elif name not in _NO_VALUE:
+        elif name not in NO_VALUE:
             leaf["value"] = _value(value)
         return leaf
     return None
@@ -232,14 +86,6 @@ def _plain(target: exp.Expr, value: Any, schema: Mapping[str, str]) -> bool:
     if not isinstance(value, exp.Cast):
         return True
     return str(schema.get(target.name, "")) == _TYPED.get(value.to.this)
-
-
-def _is_value(node: exp.Expr) -> bool:
-    if isinstance(node, exp.Neg):
-        return isinstance(node.this, exp.Literal) and not node.this.is_string
-    if isinstance(node, exp.Cast):
-        return isinstance(node.this, exp.Literal)
-    return isinstance(node, exp.Literal | exp.Boolean)
 
 
 def _value(node: exp.Expr) -> Json:
@@ -343,7 +189,7 @@ class _Builder:
             message = f"Unknown operator {name!r}." + (f" Did you mean {guess!r}?" if guess else "")
             raise JsonProblem("rule_unknown_operator", message, (*path, "op"), guess)
         allowed = {"op", "field"} if op.field else {"op"}
-        allowed |= {"values"} if op.values else ({"value"} if name not in _NO_VALUE else set())
+        allowed |= {"values"} if op.values else ({"value"} if name not in NO_VALUE else set())
         extra = set(data) - allowed
         if extra:
             message = f"Operator {name!r} takes {sorted(allowed)}, not {sorted(extra)}."
@@ -358,7 +204,7 @@ class _Builder:
         return _tag(d.Attr(this=field), (*path, "field"))
 
     def argument(self, data: Mapping[str, Json], op: Op, name: str, path: Path) -> Any:
-        if name in _NO_VALUE:
+        if name in NO_VALUE:
             return None
         if not op.values:
             if "value" not in data:

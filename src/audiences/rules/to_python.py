@@ -10,17 +10,17 @@ literal compiles to ``p.get('age') >= 30`` style code with constant lists as fro
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
-import re2
 from sqlglot import exp
 
 from audiences.rules import dialect as d
 from audiences.rules import runtime
+from audiences.rules.dialect import chain
 from audiences.rules.kinds import Kind
+from audiences.rules.literals import NOT_CONSTANT, constant, like_code
 from audiences.rules.operators import OPERATORS, operands
 from audiences.rules.rule import Rule
 from audiences.rules.structure import compile_regex
@@ -30,7 +30,6 @@ Profile = Mapping[str, Any]
 AudienceCheck = Callable[[str, Profile], "bool | None"]
 Clock = Callable[[], datetime]
 
-NOT_CONSTANT = object()
 _PLAIN = (str, int, float, bool)
 _COMPARISONS = (
     exp.EQ,
@@ -189,44 +188,10 @@ class Codegen:
         return f"({' and '.join(tests)})"
 
 
-def constant(node: exp.Expr) -> Any:
-    """The Python value of a literal node, or ``NOT_CONSTANT`` when the node is not a literal."""
-    if isinstance(node, exp.Literal):
-        if node.is_string:
-            return node.name
-        return int(node.this) if node.this.lstrip("-").isdigit() else float(node.this)
-    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):
-        return -constant(node.this)
-    if isinstance(node, exp.Boolean):
-        return bool(node.this)
-    if isinstance(node, exp.Null):
-        return None
-    if isinstance(node, exp.Var):
-        return node.name.upper()
-    if isinstance(node, exp.Interval):
-        return runtime.interval(constant(node.this), node.text("unit").upper())
-    if isinstance(node, exp.Array):
-        return tuple(constant(item) for item in node.expressions)
-    if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
-        kind = node.to.this
-        raw = node.this.name
-        return date.fromisoformat(raw) if kind is exp.DType.DATE else datetime.fromisoformat(raw)
-    return NOT_CONSTANT
-
-
-def _chain(node: exp.Expr) -> list[exp.Expr]:
-    kind, items = type(node), []
-    while type(node) is kind:
-        items.append(node.expression)
-        node = node.this
-    items.append(node)
-    return items[::-1]
-
-
 def _connective(gen: Codegen, node: exp.Expr, want: bool) -> str:
     joiner = " and " if isinstance(node, exp.And) == want else " or "
     context = gen.truth if want else gen.falsity
-    return "(" + joiner.join(context(item) for item in _chain(node)) + ")"
+    return "(" + joiner.join(context(item) for item in chain(node)) + ")"
 
 
 def _not(gen: Codegen, node: exp.Expr, want: bool) -> str:
@@ -258,7 +223,7 @@ def _value_of(gen: Codegen, parent: exp.Expr, node: exp.Expr) -> Any:
 
 def _like(gen: Codegen, node: exp.Expr, want: bool) -> str:
     name = gen.temp()
-    test = like_code(gen, name, node.expression.name, isinstance(node, exp.ILike))
+    test = like_code(gen.const, name, node.expression.name, isinstance(node, exp.ILike))
     return f"(({name} := {gen.value(node.this)}) is not None and {'' if want else 'not '}{test})"
 
 
@@ -307,7 +272,7 @@ def _three(gen: Codegen, node: exp.Expr) -> str:
 
 def _connective_value(gen: Codegen, node: exp.Expr) -> str:
     helper = "_and3" if isinstance(node, exp.And) else "_or3"
-    return f"{helper}({', '.join(gen.value(item) for item in _chain(node))})"
+    return f"{helper}({', '.join(gen.value(item) for item in chain(node))})"
 
 
 def _not_value(gen: Codegen, node: exp.Expr) -> str:
@@ -359,31 +324,6 @@ _VALUE: dict[type[exp.Expr], Callable[[Codegen, exp.Expr], str]] = {
     exp.CurrentDate: _clock_value,
     exp.Cast: _cast,
 }
-
-
-def like_code(gen: Codegen, name: str, pattern: str, fold: bool) -> str:
-    """Code testing ``name LIKE pattern``: string methods for the common shapes, else RE2."""
-    if fold:
-        name, pattern = f"_lower({name})", runtime.lower(pattern)
-    pieces = re.findall(r"\\.|[%_]|[^\\%_]+", pattern, flags=re.S)
-    literal = "".join(p[-1] if p.startswith("\\") else p for p in pieces if p not in "%_")
-    shape = "".join(p if p in ("%", "_") else "L" for p in pieces)
-    shape = re.sub("L+", "L", shape)
-    simple = {
-        "L": f"{name} == {literal!r}",
-        "": f"{name} == ''",
-        "%": "True",
-        "L%": f"{name}.startswith({literal!r})",
-        "%L": f"{name}.endswith({literal!r})",
-        "%L%": f"({literal!r} in {name})",
-    }
-    if shape in simple:
-        return simple[shape]
-    regex = "".join(
-        ".*" if p == "%" else "." if p == "_" else re2.escape(p[-1] if p.startswith("\\") else p)
-        for p in pieces
-    )
-    return f"({gen.const(compile_regex(regex))}.fullmatch({name}) is not None)"
 
 
 _RUNTIME: dict[str, Any] = {

@@ -8,6 +8,7 @@ from typing import Literal
 from sqlglot import exp
 
 from audiences.rules import sql_builders as sql
+from audiences.rules.dialect import chain
 from audiences.rules.kinds import Kind, attribute_kind
 from audiences.rules.normalize import parenthesize
 from audiences.rules.operators import OPERATORS, sql_builder
@@ -72,7 +73,7 @@ def to_sql_tree(
 
 def _emit(node: exp.Expr, target: sql.Target) -> exp.Expr:
     if isinstance(node, exp.Connector):
-        items = _chain(node)
+        items = chain(node)
         compiled = [_emit(item, target) for item in items]
         result = compiled[0]
         for item in compiled[1:]:
@@ -93,15 +94,6 @@ def _rebuild(node: exp.Expr, target: sql.Target) -> exp.Expr:
         else:
             args[key] = value.copy() if isinstance(value, exp.Expr) else value
     return type(node)(**args)
-
-
-def _chain(node: exp.Expr) -> list[exp.Expr]:
-    kind, items = type(node), []
-    while type(node) is kind:
-        items.append(node.expression)
-        node = node.this
-    items.append(node)
-    return items[::-1]
 
 
 __all__ = ["DIALECTS", "Dialect", "Kind", "to_sql", "to_sql_tree"]
