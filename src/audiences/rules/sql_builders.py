@@ -238,9 +238,10 @@ def extract(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     if target.dialect == "postgres" and target.kind(original.expression) is Kind.DATE:
         new.set("expression", exp.Cast(this=new.expression, to=exp.DataType.build("TIMESTAMP")))
     if target.dialect == "duckdb":
-        # sqlglot warns about EXTRACT on a TIMESTAMPTZ literal (session time zones differ);
-        # rules run in a UTC session, so the warning does not apply.
-        new.set("expression", exp.Paren(this=new.expression))
+        # DATE_PART rather than EXTRACT: sqlglot's DuckDB EXTRACT logs a time-zone warning for
+        # TIMESTAMPTZ literals, which does not apply to a UTC session.
+        part = exp.Literal.string(unit.lower())
+        return exp.Anonymous(this="DATE_PART", expressions=[part, new.expression])
     return new
 
 

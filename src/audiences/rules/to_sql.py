@@ -9,7 +9,7 @@ from sqlglot import exp
 
 from audiences.rules import sql_builders as sql
 from audiences.rules.dialect import chain
-from audiences.rules.kinds import Kind, attribute_kind
+from audiences.rules.kinds import attribute_kind
 from audiences.rules.normalize import parenthesize
 from audiences.rules.operators import OPERATORS, sql_builder
 from audiences.rules.rule import Rule
@@ -94,6 +94,3 @@ def _rebuild(node: exp.Expr, target: sql.Target) -> exp.Expr:
         else:
             args[key] = value.copy() if isinstance(value, exp.Expr) else value
     return type(node)(**args)
-
-
-__all__ = ["DIALECTS", "Dialect", "Kind", "to_sql", "to_sql_tree"]

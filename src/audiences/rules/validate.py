@@ -11,9 +11,9 @@ from audiences.errors import ErrorDetail
 from audiences.rules import kinds as k
 from audiences.rules.dialect import Attr, render
 from audiences.rules.kinds import Kind
-from audiences.rules.normalize import TIME_TYPES, format_time
+from audiences.rules.normalize import format_time
 from audiences.rules.operators import OPERATORS, operands
-from audiences.rules.problems import did_you_mean, fail, on
+from audiences.rules.problems import did_you_mean, on
 from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.scan import skeleton
 from audiences.schemas.attributes import AttributeSchema, AttributeType
@@ -151,11 +151,3 @@ def validate_tree(
         problems.append(on("rule_too_large", message, tree, rule.source))
     bound = Rule(tree, referenced_schema(tree, schema), rule.source)
     return bound, problems
-
-
-def raise_problems(problems: list[ErrorDetail]) -> None:
-    """Raise a RuleError when there are problems (re-exported for the parse step)."""
-    fail(problems)
-
-
-__all__ = ["TIME_TYPES", "annotate", "type_time_literals", "validate_tree"]
