@@ -54,9 +54,7 @@ def workspace_id(factory: sessionmaker[Session]) -> str:
         return workspaces.ensure(session, slug=f"jobs-{uuid.uuid4().hex[:12]}").id
 
 
-def enqueue(
-    factory: sessionmaker[Session], workspace_id: str, handler: str, **options: Any
-) -> str:
+def enqueue(factory: sessionmaker[Session], workspace_id: str, handler: str, **options: Any) -> str:
     """Queue a job in a committed transaction; its id."""
     options.setdefault("kind", "maintenance")
     with factory.begin() as session:

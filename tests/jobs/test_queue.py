@@ -24,9 +24,7 @@ def claim(
     factory: sessionmaker[Session], handler: str, owner: str = "w1", **options: object
 ) -> ClaimedJob | None:
     with factory.begin() as session:
-        return queue.claim(
-            session, owner=owner, lease_seconds=LEASE, handlers={handler}, **options
-        )
+        return queue.claim(session, owner=owner, lease_seconds=LEASE, handlers={handler}, **options)
 
 
 def claimed(factory: sessionmaker[Session], handler: str, owner: str = "w1") -> ClaimedJob:
@@ -69,7 +67,7 @@ def test_concurrent_enqueues_of_one_dedupe_key_make_one_job(
 def test_enqueue_refuses_a_handler_name_that_is_not_domain_verb(
     factory: sessionmaker[Session], workspace_id: str
 ) -> None:
-    with pytest.raises(ValueError, match="domain.verb"):
+    with pytest.raises(ValueError, match=r"domain\.verb"):
         enqueue(factory, workspace_id, "Evaluate")
     with pytest.raises(ValueError):
         enqueue(factory, workspace_id, "tests.ok", kind="compute")
