@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,7 @@ LEASE = 30.0
 
 
 def claim(
-    factory: sessionmaker[Session], handler: str, owner: str = "w1", **options: object
+    factory: sessionmaker[Session], handler: str, owner: str = "w1", **options: Any
 ) -> ClaimedJob | None:
     with factory.begin() as session:
         return queue.claim(session, owner=owner, lease_seconds=LEASE, handlers={handler}, **options)

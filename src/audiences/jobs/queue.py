@@ -41,15 +41,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from audiences.errors import Conflict
+from audiences.jobs.transitions import MAX_ERRORS as MAX_ERRORS
+from audiences.jobs.transitions import after_failure, clear_lease, finish, record
+from audiences.jobs.transitions import backoff_delay as backoff_delay
 from audiences.kit.clock import utcnow
-from audiences.schemas.jobs import FINISHED_STATES, JobKind, JobState
+from audiences.schemas.jobs import JobKind, JobState
 from audiences.store.tables import JobRow
 from audiences.store.tables.base import UTCDateTime
 
 DEFAULT_MAX_ATTEMPTS = 3
-MAX_ERRORS = 1000
-"""Errors kept per job; ``error_count`` goes on counting beyond it."""
-MAX_BACKOFF = timedelta(hours=1)
 MAX_MESSAGE = 2000
 HANDLER_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 QUEUED, RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
@@ -77,16 +77,6 @@ class ClaimedJob:
     total: int | None = None
     counts: Mapping[str, int] = field(default_factory=dict)
     created_by: str | None = None
-
-
-def backoff_delay(attempt: int, base_seconds: float) -> timedelta:
-    """How long a job waits before attempt ``attempt + 1``: doubling, capped at an hour.
-
-    >>> [backoff_delay(n, 10).total_seconds() for n in (1, 2, 3)]
-    [10.0, 20.0, 40.0]
-    """
-    seconds = base_seconds * 2 ** max(attempt - 1, 0)
-    return min(timedelta(seconds=seconds), MAX_BACKOFF)
 
 
 def enqueue(
@@ -249,7 +239,7 @@ def checkpoint(
     """
     now = now or utcnow()
     row = _leased_row(session, job)
-    _record(row, processed=processed, total=total, counts=counts, errors=errors)
+    record(row, processed=processed, total=total, counts=counts, errors=errors)
     row.lease_expires_at = now + timedelta(seconds=lease_seconds)
     row.heartbeat_at = now
     row.updated_at = now
@@ -268,9 +258,9 @@ def complete(
 ) -> None:
     """Mark the job succeeded with its result; :class:`LeaseLost` if the lease is gone."""
     row = _leased_row(session, job)
-    _record(row, counts=counts, errors=errors)
+    record(row, counts=counts, errors=errors)
     row.result = result
-    _finish(row, JobState.SUCCEEDED, now or utcnow())
+    finish(row, JobState.SUCCEEDED, now or utcnow())
     session.flush()
 
 
@@ -294,9 +284,9 @@ def fail(
     row = _leased_row(session, job)
     message = error[:MAX_MESSAGE]
     failure = {"code": "attempt_failed", "message": message, "attempt": job.attempt}
-    _record(row, counts=counts, errors=[*errors, failure])
+    record(row, counts=counts, errors=[*errors, failure])
     row.last_error = message
-    state = _after_failure(row, retry=retry, backoff_seconds=backoff_seconds, now=now)
+    state = after_failure(row, retry=retry, backoff_seconds=backoff_seconds, now=now)
     session.flush()
     return state
 
@@ -311,8 +301,8 @@ def cancelled(
 ) -> None:
     """Mark a running job cancelled: its handler stopped on a cancel request."""
     row = _leased_row(session, job)
-    _record(row, counts=counts, errors=errors)
-    _finish(row, JobState.CANCELLED, now or utcnow())
+    record(row, counts=counts, errors=errors)
+    finish(row, JobState.CANCELLED, now or utcnow())
     session.flush()
 
 
@@ -324,7 +314,7 @@ def release(session: Session, *, job: ClaimedJob, now: datetime | None = None) -
     row.attempts = max(row.attempts - 1, 0)
     row.run_after = now
     row.updated_at = now
-    _clear_lease(row)
+    clear_lease(row)
     session.flush()
 
 
@@ -375,9 +365,9 @@ def reap(
     for row in rows:
         message = f"the lease of {row.lease_owner} expired: its worker stopped or lost the database"
         lost = {"code": "lease_expired", "message": message, "attempt": row.attempts}
-        _record(row, errors=[lost])
+        record(row, errors=[lost])
         row.last_error = message
-        _after_failure(row, retry=True, backoff_seconds=backoff_seconds, now=now)
+        after_failure(row, retry=True, backoff_seconds=backoff_seconds, now=now)
     session.flush()
     return [row.id for row in rows]
 
@@ -407,54 +397,3 @@ def _leased_row(session: Session, job: ClaimedJob) -> JobRow:
     if row is None:
         raise LeaseLost(job.id)
     return row
-
-
-def _record(
-    row: JobRow,
-    *,
-    processed: int | None = None,
-    total: int | None = None,
-    counts: Mapping[str, int] | None = None,
-    errors: Iterable[Mapping[str, Any]] = (),
-) -> None:
-    if processed is not None and processed > row.processed:
-        row.processed = processed
-    if total is not None:
-        row.total = total
-    if counts is not None:
-        row.counts = dict(counts)
-    new = [dict(error) for error in errors]
-    if new:
-        kept = list(row.errors or [])
-        row.errors = kept + new[: max(MAX_ERRORS - len(kept), 0)]
-        row.error_count += len(new)
-
-
-def _after_failure(row: JobRow, *, retry: bool, backoff_seconds: float, now: datetime) -> JobState:
-    if row.cancel_requested:
-        state = JobState.CANCELLED
-    elif retry and row.attempts < row.max_attempts:
-        state = JobState.QUEUED
-    else:
-        state = JobState.FAILED
-    if state is JobState.QUEUED:
-        row.state = QUEUED
-        row.run_after = now + backoff_delay(row.attempts, backoff_seconds)
-        row.updated_at = now
-        _clear_lease(row)
-    else:
-        _finish(row, state, now)
-    return state
-
-
-def _finish(row: JobRow, state: JobState, now: datetime) -> None:
-    assert state in FINISHED_STATES
-    row.state = state.value
-    row.finished_at = now
-    row.updated_at = now
-    _clear_lease(row)
-
-
-def _clear_lease(row: JobRow) -> None:
-    row.lease_owner = None
-    row.lease_expires_at = None

@@ -29,7 +29,9 @@ def list_jobs(
     """List jobs: `kind`, `state` and `subject_id` filters, `q` on the handler, `sort`, paging."""
     query = to_list_query(params, settings, model=Job)
     page = jobs.list_(session, caller=caller, query=query)
-    return page_response(request, page, query, lambda row: jobs.to_model(row).model_dump(mode="json"))
+    return page_response(
+        request, page, query, lambda row: jobs.to_model(row).model_dump(mode="json")
+    )
 
 
 @router.get("/{job_id}", response_model=Job, responses=responses(400, 401, 404, 429))
