@@ -14,6 +14,18 @@ from audiences.schemas.api_keys import ApiKeyCreate, Role
 from audiences.services import api_keys, workspaces
 from tests.client import ApiClient
 
+SCHEMA = {
+    "country": "string",
+    "age": "integer",
+    "plan": "string",
+    "churned": "boolean",
+    "tags": "string_list",
+    "ltv": "float",
+    "signup": "date",
+    "last_seen": "timestamp",
+}
+"""The attribute schema every test tenant declares."""
+
 
 @dataclass
 class Tenant:
@@ -57,6 +69,9 @@ def make_tenant(app: FastAPI) -> Iterator[Tenant]:
         tokens[role], workspace_id = mint_key(app, slug, role)
     clients = [client_for(app, tokens[role]) for role in (Role.ADMIN, Role.WRITE, Role.READ)]
     anonymous = client_for(app, None)
+    for name, kind in SCHEMA.items():
+        declared = clients[0].put(f"/v1/attributes/{name}", json={"type": kind})
+        assert declared.status_code == 201, declared.text
     try:
         yield Tenant(slug, workspace_id, tokens, *clients, anonymous)
     finally:

@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = Field(
         default=24, ge=1, description="How long an `Idempotency-Key` and its response are kept."
     )
+    bitmap_cache_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="Memory for deserialized membership bitmaps kept between requests, in bytes.",
+    )
+    max_profiles_per_call: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000,
+        description="Most profiles one batch upsert accepts; above it answers 422.",
+    )
     log_level: str = Field(default="info", description="Log level of the server.")
     worker_threads: int = Field(
         default=2,

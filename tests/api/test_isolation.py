@@ -24,12 +24,28 @@ BODIES: dict[str, dict[str, Any]] = {
     "DELETE": {},
     "GET": {},
 }
-PUT_GROUP: dict[str, Any] = {"json": {"name": "stolen"}}
+PUT_BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("PUT", "/v1/audience-groups/{group_id}"): {"json": {"name": "stolen"}},
+    ("PUT", "/v1/attributes/{name}"): {"json": {"type": "string"}},
+    ("PUT", "/v1/profiles/{profile_id}"): {"json": {"attributes": {"country": "FR"}}},
+    ("POST", "/v1/audiences/{audience_id}/preview"): {"json": {"rule": "age > 1"}},
+    ("GET", "/v1/audiences/{audience_id}/changes"): {"params": {"since": "none"}},
+}
+UPSERTS = {("PUT", "/v1/attributes/{name}"), ("PUT", "/v1/profiles/{profile_id}")}
+"""Routes where the client names the resource: another workspace's name creates one's own."""
 
 
 def _victim_ids(app: FastAPI, victim: Tenant) -> dict[str, str]:
     group = make_group(victim.write)
     audience = make_audience(victim.write, group_id=group["id"])
+    assert (
+        victim.write.put("/v1/attributes/secret_score", json={"type": "float"}).status_code == 201
+    )
+    profile = victim.write.put(
+        "/v1/profiles/victim-1", json={"attributes": {"country": "US", "age": 40}}
+    )
+    assert profile.status_code == 201
+    run = victim.write.post(f"/v1/audiences/{audience['id']}/refresh").json()
     key = victim.admin.get("/v1/api-keys").json()["data"][0]
     with app.state.session_factory.begin() as session:
         job = queue.enqueue(
@@ -40,17 +56,23 @@ def _victim_ids(app: FastAPI, victim: Tenant) -> dict[str, str]:
         "group_id": group["id"],
         "key_id": key["id"],
         "job_id": job.id,
+        "name": "secret_score",
+        "profile_id": "victim-1",
+        "run_id": run["id"],
     }
 
 
 def _routes_with_ids(app: FastAPI) -> list[tuple[str, str]]:
     paths = app.openapi()["paths"]
-    return [
+    found = [
         (method.upper(), path)
         for path, operations in paths.items()
         if "{" in path
         for method in operations
     ]
+    # Upserts last: once one has created the attacker's own "victim-1", the other routes would
+    # find that one instead of answering 404.
+    return sorted(found, key=lambda route: route in UPSERTS)
 
 
 def test_every_route_answers_404_for_another_workspaces_ids(
@@ -66,10 +88,12 @@ def test_every_route_answers_404_for_another_workspaces_ids(
         missing = [p for p in params if p not in ids]
         assert not missing, f"teach this test an id for {missing} in {template}"
         url = template.format(**ids)
-        body = PUT_GROUP if method == "PUT" and "audience-groups" in url else BODIES[method]
+        body = PUT_BODIES.get((method, template), BODIES[method])
         response = other_tenant.admin.request(method, url, **body)
-        outcomes.append((method, url, response.status_code))
-    assert [o for o in outcomes if o[2] != 404] == []
+        expected = 201 if (method, template) in UPSERTS else 404
+        outcomes.append((method, url, response.status_code, expected))
+    wrong = [o for o in outcomes if o[2] != o[3]]
+    assert wrong == []
     assert {path: tenant.admin.get(path).json() for path in _victim_urls(ids)} == before
 
 
@@ -100,6 +124,9 @@ def test_another_workspaces_group_cannot_be_joined(
 
 def _victim_urls(ids: dict[str, str]) -> list[str]:
     return [
+        f"/v1/attributes/{ids['name']}",
+        f"/v1/profiles/{ids['profile_id']}",
+        f"/v1/audiences/{ids['audience_id']}/runs/{ids['run_id']}",
         f"/v1/audiences/{ids['audience_id']}",
         f"/v1/audience-groups/{ids['group_id']}",
         f"/v1/api-keys/{ids['key_id']}",

@@ -31,8 +31,10 @@ def test_two_processes_share_one_window_through_redis(redis_url: str) -> None:
     with pytest.raises(RateLimited) as refused:
         second.hit(key)
     assert int(refused.value.headers["Retry-After"]) >= 1
-    assert RateLimiter("3/minute", redis_url).hit(f"other-{key}")["RateLimit"].startswith(
-        '"default";r=2;'
+    assert (
+        RateLimiter("3/minute", redis_url)
+        .hit(f"other-{key}")["RateLimit"]
+        .startswith('"default";r=2;')
     )
 
 

@@ -9,6 +9,7 @@ a 5xx. Driven from a plain test (schemathesis' pytest plugin does not run on pyt
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,17 +21,20 @@ from schemathesis import Case, CheckContext, GenerationMode
 from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from audiences.api.app import create_app
+from audiences.config import Settings
 from audiences.schemas.api_keys import Role
 from tests.factories import mint_key
 
 EXAMPLES_PER_OPERATION = 20
-# What OpenAPI cannot express: a body naming a group that does not exist or a rule outside the
-# rule language (422), a cursor that this service did not issue or a cursor together with an
-# offset (400), an ETag that is not current (412). Schema-valid data refused with any other
-# code is still a failure.
+# What OpenAPI cannot express: a body naming a group that does not exist, a rule outside the
+# rule language or a profile that contradicts the workspace's attributes (422), a cursor this
+# service did not issue or a cursor together with an offset (400), an ETag that is not current
+# (412). Schema-valid data refused with any other code is still a failure.
 UNDESCRIBABLE_ERRORS = {
     "unknown_group",
     "rule_invalid",
+    "profile_invalid",
     "invalid_cursor",
     "cursor_with_offset",
     "version_mismatch",
@@ -46,9 +50,21 @@ def _accepts_valid_data(ctx: CheckContext, response: Response, case: Case) -> bo
     return positive_data_acceptance(ctx, response, case)
 
 
-@pytest.fixture(scope="module")
-def api_schema(app: FastAPI) -> Any:
-    loaded = schemathesis.openapi.from_asgi("/openapi.json", app)
+@pytest.fixture
+def fuzzed_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
+    """An app of its own per test: schemathesis runs the app's lifespan, whose end closes the
+    app's profile engine."""
+    own = settings.model_copy(
+        update={"data_dir": tmp_path_factory.mktemp("fuzz"), "worker_threads": 0}
+    )
+    application = create_app(own)
+    yield application
+    application.state.engine.dispose()
+
+
+@pytest.fixture
+def api_schema(fuzzed_app: FastAPI) -> Any:
+    loaded = schemathesis.openapi.from_asgi("/openapi.json", fuzzed_app)
     # NUL characters are refused everywhere (422, documented in docs/api.md): PostgreSQL text
     # cannot hold them. tests/api/test_audiences.py checks that refusal on its own.
     loaded.config.generation.update(allow_x00=False)
@@ -57,9 +73,9 @@ def api_schema(app: FastAPI) -> Any:
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_every_operation_conforms_to_its_schema(
-    app: FastAPI, api_schema: Any, mode: GenerationMode
+    fuzzed_app: FastAPI, api_schema: Any, mode: GenerationMode
 ) -> None:
-    token, _ = mint_key(app, f"schemathesis-{mode.value}", Role.ADMIN)
+    token, _ = mint_key(fuzzed_app, f"schemathesis-{mode.value}", Role.ADMIN)
     auth = {"Authorization": f"Bearer {token}"}
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 15

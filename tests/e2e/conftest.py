@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-STARTUP_SECONDS = 30
+STARTUP_SECONDS = 60
+DEMO_PROFILES = 3_000
 
 
 @dataclass

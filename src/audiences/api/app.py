@@ -19,10 +19,22 @@ from audiences import __version__
 from audiences.api import problems
 from audiences.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from audiences.api.ratelimit import RateLimiter
-from audiences.api.routes import api_keys, audiences, groups, health, jobs
+from audiences.api.routes import (
+    api_keys,
+    attributes,
+    audiences,
+    groups,
+    health,
+    jobs,
+    members,
+    profiles,
+)
 from audiences.config import Settings
+from audiences.engines.duckdb import DuckDBEngine
 from audiences.jobs.worker import embedded
+from audiences.membership.cache import BitmapCache
 from audiences.services.idempotency import Replayed
+from audiences.services.runtime import Runtime
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 
@@ -51,11 +63,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
+    app.state.runtime = Runtime(
+        profiles=DuckDBEngine(settings.data_dir), bitmaps=BitmapCache(settings.bitmap_cache_bytes)
+    )
     problems.install(app)
     app.add_exception_handler(Replayed, _replay)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, audiences, groups, api_keys, jobs):
+    for module in (health, audiences, members, groups, attributes, profiles, api_keys, jobs):
         app.include_router(module.router)
     _mount_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -71,6 +86,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if pool is not None:
             await anyio.to_thread.run_sync(pool.stop)
+        app.state.runtime.profiles.close()
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from audiences.errors import Unauthorized
 from audiences.schemas.api_keys import Role
 from audiences.services import api_keys
 from audiences.services.callers import Caller
+from audiences.services.runtime import Runtime
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer aud_…`")
 
@@ -86,3 +87,19 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 AudienceId = Annotated[str, Path(pattern=ID_PATTERN, description="The audience's id.")]
 GroupId = Annotated[str, Path(pattern=ID_PATTERN, description="The group's id.")]
 KeyId = Annotated[str, Path(pattern=ID_PATTERN, description="The API key's id.")]
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The process's profile engine and bitmap cache."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ATTRIBUTE_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
+AttributeName = Annotated[
+    str, Path(pattern=ATTRIBUTE_PATTERN, max_length=128, description="The attribute's name.")
+]
+ProfileId = Annotated[
+    str, Path(pattern=r"^[^\x00-\x1f/]{1,512}$", description="The profile's external id.")
+]

@@ -186,6 +186,9 @@ def document_errors(operation: dict[str, Any]) -> None:
     declared = operation.setdefault("responses", {})
     if operation.get("parameters") or operation.get("requestBody"):
         declared.setdefault("422", {})
+    if operation.get("requestBody"):
+        for status in ("400", "413", "415"):
+            declared.setdefault(status, {})
     declared.setdefault("500", {})
     content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for status, response in declared.items():

@@ -45,6 +45,9 @@ def serve(
     demo_data: Annotated[
         bool, typer.Option("--demo/--no-demo", help="Seed a demo workspace and print its key.")
     ] = False,
+    demo_profiles: Annotated[
+        int, typer.Option(min=0, max=10_000_000, help="Profiles in the demo workspace.")
+    ] = demo.PROFILES,
 ) -> None:
     """Run the API server on the embedded default (SQLite metadata in the data folder)."""
     import uvicorn
@@ -55,7 +58,12 @@ def serve(
     with reported_errors():
         application = create_app(settings)
     if demo_data:
-        token = demo.seed(application.state.session_factory, data_dir=settings.data_dir)
+        token = demo.seed(
+            application.state.session_factory,
+            runtime=application.state.runtime,
+            data_dir=settings.data_dir,
+            profile_count=demo_profiles,
+        )
         _announce(settings, token)
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
 

@@ -140,7 +140,13 @@ class DynamicAudienceWrite(_AudienceFields):
     """An audience whose members are the profiles its rule holds true for."""
 
     kind: Literal[AudienceKind.DYNAMIC]
-    rule: str = Field(min_length=1, max_length=MAX_RULE_CHARS, description="The membership rule.")
+    rule: Annotated[str, Field(min_length=1, max_length=MAX_RULE_CHARS)] | dict[str, Any] = Field(
+        description=(
+            "The membership rule: SQL boolean text (`country = 'US' AND age >= 30`) or the JSON "
+            'tree form (`{"all": [{"field": "country", "op": "equals", "value": "US"}]}`). '
+            "Stored and returned as canonical text, with the JSON form in `rule_json`."
+        )
+    )
 
 
 class ExternalAudienceWrite(_AudienceFields):
@@ -168,9 +174,21 @@ WRITABLE_FIELDS = frozenset(
 class EvaluationState(BaseModel):
     """Freshness of the membership: when it was computed, how the last run went."""
 
-    status: str | None = Field(default=None, description="Null until the first evaluation.")
-    computed_at: datetime | None = None
-    last_error: str | None = None
+    status: str | None = Field(
+        default=None, description="`succeeded` or `failed`: the last run; null before the first."
+    )
+    computed_at: datetime | None = Field(
+        default=None, description="When the member set last changed or was computed (as of)."
+    )
+    last_error: str | None = Field(default=None, description="Why the last run failed.")
+    last_run_id: str | None = None
+
+
+class EvaluationMode(BaseModel):
+    """Whether a rule can follow profile writes as they happen, and why (or why not)."""
+
+    mode: Literal["streaming", "scheduled"]
+    reason: str
 
 
 class Audience(_AudienceFields):
@@ -180,7 +198,17 @@ class Audience(_AudienceFields):
 
     id: str
     kind: AudienceKind
-    rule: str | None = None
+    rule: str | None = Field(default=None, description="Canonical text of the rule.")
+    rule_json: dict[str, Any] | None = Field(default=None, description="The rule's JSON form.")
+    dependencies: list[str] = Field(
+        default_factory=list, description="Keys of the audiences this rule reads (`in_audience`)."
+    )
+    dependents: list[str] = Field(
+        default_factory=list, description="Keys of the audiences whose rules read this one."
+    )
+    evaluation_mode: EvaluationMode | None = Field(
+        default=None, description="Dynamic audiences: streaming or scheduled, with the reason."
+    )
     ttl_days: int | None = None
     source: AudienceSource | None = None
     size: int | None = Field(default=None, description="Members as of `evaluation.computed_at`.")

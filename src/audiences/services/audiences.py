@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,27 +11,27 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from audiences.errors import Conflict, ErrorDetail, NotFound, RuleError, ValidationFailed
+from audiences.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
 from audiences.kit.clock import utcnow
 from audiences.schemas.audiences import (
     AUDIENCE_WRITE,
     WRITABLE_FIELDS,
     Audience,
     AudienceWrite,
-    DynamicAudienceWrite,
+    EvaluationMode,
     EvaluationState,
     ExternalAudienceWrite,
     ScheduledRefresh,
     StaticAudienceWrite,
 )
 from audiences.schemas.common import ListQuery, PageResult, Relationship
-from audiences.services import versions
+from audiences.services import definitions, memberships, versions
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch, apply_patch
 from audiences.services.validation import validation_failed
 from audiences.store.repositories.audiences import AudienceRepository
 from audiences.store.repositories.groups import GroupRepository
-from audiences.store.tables import AudienceLabelRow, AudienceRow
+from audiences.store.tables import AudienceLabelRow, AudienceRow, MembershipRow
 
 
 def create(session: Session, *, caller: Caller, data: AudienceWrite) -> AudienceRow:
@@ -38,8 +39,11 @@ def create(session: Session, *, caller: Caller, data: AudienceWrite) -> Audience
     repo = AudienceRepository(session, caller.workspace_id)
     _check_references(session, caller, data)
     _check_key_free(repo, data.key)
+    binding = definitions.bind(
+        session, workspace_id=caller.workspace_id, data=data, audience_id=None
+    )
     row = AudienceRow(created_by=caller.actor, updated_by=caller.actor)
-    _assign(row, data)
+    _assign(row, data, binding)
     try:
         return repo.add(row)
     except IntegrityError as exc:
@@ -75,13 +79,19 @@ def replace(
     """Replace every writable field (PUT); :class:`PreconditionFailed` on a stale version."""
     row = get(session, caller=caller, audience_id=audience_id)
     versions.check(row.version, expected_version)
-    if data == writable_view(row):
-        return row
     repo = AudienceRepository(session, caller.workspace_id)
     _check_references(session, caller, data)
+    binding = definitions.bind(
+        session, workspace_id=caller.workspace_id, data=data, audience_id=row.id
+    )
+    if binding is not None:
+        data = data.model_copy(update={"rule": binding.text})
+    if data == writable_view(row):
+        return row
     if data.key != row.key:
         _check_key_free(repo, data.key)
-    _assign(row, data)
+        _check_no_dependents(session, row, "change the key of")
+    _assign(row, data, binding)
     row.updated_at = utcnow()
     row.updated_by = caller.actor
     try:
@@ -105,8 +115,9 @@ def patch(
     row = get(session, caller=caller, audience_id=audience_id)
     versions.check(row.version, expected_version)
     # The document a patch edits: read-only fields (for `test`) and this kind's writable ones.
+    ctx = context(session, workspace_id=caller.workspace_id, rows=[row])
     current = {
-        **to_model(row).model_dump(mode="json", exclude=set(WRITABLE_FIELDS) | {"group"}),
+        **to_model(row, ctx).model_dump(mode="json", exclude=set(WRITABLE_FIELDS) | {"group"}),
         **writable_view(row).model_dump(mode="json"),
     }
     patched = apply_patch(current, patch, WRITABLE_FIELDS)
@@ -125,6 +136,7 @@ def delete(
     """Delete an audience."""
     row = get(session, caller=caller, audience_id=audience_id)
     versions.check(row.version, expected_version)
+    _check_no_dependents(session, row, "delete")
     try:
         AudienceRepository(session, caller.workspace_id).delete(row)
     except StaleDataError as exc:
@@ -155,15 +167,42 @@ def writable_view(row: AudienceRow) -> AudienceWrite:
     return AUDIENCE_WRITE.validate_python(fields)
 
 
-def to_model(row: AudienceRow, *, group: Relationship | None = None) -> Audience:
+@dataclass(frozen=True)
+class Context:
+    """What rendering audiences needs beyond their rows: state, dependents, evaluation modes."""
+
+    states: dict[str, MembershipRow]
+    dependents: dict[str, list[str]]
+    modes: dict[str, EvaluationMode]
+
+
+def context(session: Session, *, workspace_id: str, rows: list[AudienceRow]) -> Context:
+    """The rendering context for these audiences of one workspace."""
+    nodes = definitions.graph(session, workspace_id)
+    return Context(
+        states=memberships.states(session, [row.id for row in rows]),
+        dependents=definitions.dependents(nodes),
+        modes=definitions.modes(nodes),
+    )
+
+
+def to_model(row: AudienceRow, ctx: Context, *, group: Relationship | None = None) -> Audience:
     """The public shape of an audience."""
+    state = ctx.states.get(row.id)
     return Audience(
         **writable_view(row).model_dump(exclude={"kind"}),
         kind=row.kind,
+        rule_json=row.rule_json,
+        dependencies=list(row.dependencies or []),
+        dependents=ctx.dependents.get(row.key, []),
+        evaluation_mode=ctx.modes.get(row.key),
         id=row.id,
-        size=row.size,
+        size=None if state is None else state.size,
         evaluation=EvaluationState(
-            status=row.evaluation_status, computed_at=row.computed_at, last_error=row.last_error
+            status=None if state is None else state.status,
+            computed_at=None if state is None else state.computed_at,
+            last_error=None if state is None else state.last_error,
+            last_run_id=None if state is None else state.last_run_id,
         ),
         version=row.version,
         created_at=row.created_at,
@@ -174,7 +213,7 @@ def to_model(row: AudienceRow, *, group: Relationship | None = None) -> Audience
     )
 
 
-def _assign(row: AudienceRow, data: AudienceWrite) -> None:
+def _assign(row: AudienceRow, data: AudienceWrite, binding: definitions.Binding | None) -> None:
     row.key = data.key
     row.name = data.name
     row.description = data.description
@@ -188,7 +227,9 @@ def _assign(row: AudienceRow, data: AudienceWrite) -> None:
     row.refresh_interval_seconds = (
         policy.interval_seconds if isinstance(policy, ScheduledRefresh) else None
     )
-    row.rule = data.rule if isinstance(data, DynamicAudienceWrite) else None
+    row.rule = None if binding is None else binding.text
+    row.rule_json = None if binding is None else binding.json
+    row.dependencies = [] if binding is None else binding.dependencies
     row.ttl_days = data.ttl_days if isinstance(data, StaticAudienceWrite) else None
     source = data.source if isinstance(data, ExternalAudienceWrite) else None
     row.source = None if source is None else source.model_dump()
@@ -207,14 +248,17 @@ def _assign_labels(row: AudienceRow, labels: list[str]) -> None:
     row.label_rows = new_rows
 
 
-def _check_rule(data: AudienceWrite) -> None:
-    if isinstance(data, DynamicAudienceWrite) and not data.rule.strip():
-        problem = ErrorDetail("rule_empty", "the rule is blank", ("body", "rule"))
-        raise RuleError("a dynamic audience needs a rule", errors=[problem])
+def _check_no_dependents(session: Session, row: AudienceRow, action: str) -> None:
+    readers = definitions.dependents(definitions.graph(session, row.workspace_id)).get(row.key)
+    if readers:
+        raise Conflict(
+            f"cannot {action} audience {row.key!r}: the rules of {', '.join(readers)} read it",
+            code="has_dependents",
+            extra={"dependents": readers},
+        )
 
 
 def _check_references(session: Session, caller: Caller, data: AudienceWrite) -> None:
-    _check_rule(data)
     if data.group_id is None:
         return
     if GroupRepository(session, caller.workspace_id).get(data.group_id) is None:

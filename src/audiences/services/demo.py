@@ -1,30 +1,48 @@
-"""The demo workspace: a few groups and audiences of every kind, and an admin key to try them."""
+"""The demo workspace: 100,000 synthetic profiles, a dozen audiences of every kind in groups, and
+an admin key to try them with. Seeded once; restarts reuse it."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences.errors import Unauthorized
 from audiences.schemas.api_keys import ApiKeyCreate, Role
+from audiences.schemas.attributes import AttributeDeclare
 from audiences.schemas.audiences import AUDIENCE_WRITE
 from audiences.schemas.groups import GroupWrite
-from audiences.services import api_keys, audiences, groups, workspaces
+from audiences.services import (
+    api_keys,
+    attributes,
+    audiences,
+    evaluation,
+    groups,
+    memberships,
+    workspaces,
+)
 from audiences.services.callers import Caller
-from audiences.store.repositories.audiences import AudienceRepository
+from audiences.services.demo_profiles import SCHEMA, profiles
+from audiences.services.runtime import Runtime
 from audiences.store.repositories.groups import GroupRepository
 
 DEMO_SLUG = "demo"
 TOKEN_FILE = "demo-api-key.txt"
+PROFILES = 100_000
+BATCH = 5_000
 
 GROUPS = {
     "Lifecycle": "Where customers are in their journey.",
+    "Plans": "Who pays for what.",
+    "Geography": "Where customers are.",
     "Marketing lists": "Lists uploaded by the marketing team.",
 }
-AUDIENCES: list[tuple[str | None, dict[str, object]]] = [
+AUDIENCES: list[tuple[str | None, dict[str, Any]]] = [
     (
-        "Lifecycle",
+        "Plans",
         {
             "key": "us-pro-over-30",
             "name": "US customers over 30 on pro",
@@ -33,6 +51,17 @@ AUDIENCES: list[tuple[str | None, dict[str, object]]] = [
             "lifecycle_state": "published",
             "labels": ["core"],
             "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
+        },
+    ),
+    (
+        "Plans",
+        {
+            "key": "paying-teams",
+            "name": "Team and enterprise plans",
+            "kind": "dynamic",
+            "rule": {"all": [{"field": "plan", "op": "in", "values": ["team", "enterprise"]}]},
+            "lifecycle_state": "published",
+            "refresh_policy": {"mode": "streaming"},
         },
     ),
     (
@@ -49,12 +78,75 @@ AUDIENCES: list[tuple[str | None, dict[str, object]]] = [
     (
         "Lifecycle",
         {
+            "key": "vip",
+            "name": "VIPs",
+            "kind": "dynamic",
+            "rule": "list_contains(tags, 'vip')",
+            "lifecycle_state": "published",
+            "labels": ["core"],
+            "refresh_policy": {"mode": "streaming"},
+        },
+    ),
+    (
+        "Lifecycle",
+        {
+            "key": "vip-not-churned",
+            "name": "VIPs who are not churned",
+            "kind": "dynamic",
+            "rule": "in_audience('vip') AND NOT in_audience('churned')",
+            "lifecycle_state": "published",
+            "refresh_policy": {"mode": "streaming"},
+        },
+    ),
+    (
+        "Lifecycle",
+        {
             "key": "recently-active",
             "name": "Seen in the last 30 days",
             "kind": "dynamic",
             "rule": "last_seen > now() - INTERVAL 30 DAY",
             "lifecycle_state": "published",
             "refresh_policy": {"mode": "scheduled", "interval_seconds": 86400},
+        },
+    ),
+    (
+        "Lifecycle",
+        {
+            "key": "vip-at-risk",
+            "name": "VIPs not seen for two weeks",
+            "kind": "dynamic",
+            "rule": "in_audience('vip') AND last_seen < now() - INTERVAL 14 DAY",
+            "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
+        },
+    ),
+    (
+        None,
+        {
+            "key": "high-value",
+            "name": "Lifetime value over 1,000",
+            "kind": "dynamic",
+            "rule": "lifetime_value >= 1000",
+            "description": "Evaluated when asked.",
+        },
+    ),
+    (
+        "Geography",
+        {
+            "key": "europe",
+            "name": "Customers in Europe",
+            "kind": "dynamic",
+            "rule": "country IN ('DE', 'FR', 'GB')",
+            "lifecycle_state": "published",
+        },
+    ),
+    (
+        "Geography",
+        {
+            "key": "acme-staff",
+            "name": "Acme e-mail addresses",
+            "kind": "dynamic",
+            "rule": "email LIKE '%@acme.com'",
+            "lifecycle_state": "draft",
         },
     ),
     (
@@ -66,6 +158,7 @@ AUDIENCES: list[tuple[str | None, dict[str, object]]] = [
             "description": "The list marketing uploaded after the November webinar.",
             "labels": ["marketing"],
             "ttl_days": 90,
+            "lifecycle_state": "published",
         },
     ),
     (
@@ -78,21 +171,18 @@ AUDIENCES: list[tuple[str | None, dict[str, object]]] = [
             "labels": ["marketing", "vip"],
         },
     ),
-    (
-        None,
-        {
-            "key": "vip-not-churned",
-            "name": "VIPs who are not churned",
-            "kind": "dynamic",
-            "rule": "list_contains(tags, 'vip') AND NOT churned",
-            "lifecycle_state": "draft",
-        },
-    ),
 ]
+STATIC_MEMBERS = {"webinar-signups": range(1, PROFILES + 1, 200)}
 
 
-def seed(factory: sessionmaker[Session], *, data_dir: Path) -> str:
-    """Create the demo workspace once and return an admin token for it.
+def seed(
+    factory: sessionmaker[Session],
+    *,
+    runtime: Runtime,
+    data_dir: Path,
+    profile_count: int = PROFILES,
+) -> str:
+    """Create the demo workspace once (profiles, audiences, first runs); return an admin token.
 
     The token is kept in ``<data_dir>/demo-api-key.txt`` (mode 0600) so restarts print the same
     key; if that key was revoked, a new one is minted.
@@ -109,25 +199,41 @@ def seed(factory: sessionmaker[Session], *, data_dir: Path) -> str:
             )
             _save_token(data_dir, token)
         caller = api_keys.authenticate(session, token)
-        _seed_audiences(session, caller)
+    with factory.begin() as session:
+        if not _seeded(session, caller):
+            _seed_workspace(session, caller, runtime, profile_count)
     return token
 
 
-def _seed_audiences(session: Session, caller: Caller) -> None:
-    group_repo = GroupRepository(session, caller.workspace_id)
-    if group_repo.session.scalars(group_repo.base().limit(1)).first() is not None:
-        return
+def _seeded(session: Session, caller: Caller) -> bool:
+    repo = GroupRepository(session, caller.workspace_id)
+    return session.scalars(repo.base().limit(1)).first() is not None
+
+
+def _seed_workspace(session: Session, caller: Caller, runtime: Runtime, count: int) -> None:
+    for name, kind in SCHEMA.items():
+        attributes.declare(
+            session, caller=caller, runtime=runtime, name=name, data=AttributeDeclare(type=kind)
+        )
+    records = profiles(count)
+    while chunk := list(itertools.islice(records, BATCH)):
+        runtime.profiles.upsert_profiles(caller.workspace_id, chunk)
     group_ids = {
         name: groups.create(session, caller=caller, data=GroupWrite(name=name, description=text)).id
         for name, text in GROUPS.items()
     }
-    repo = AudienceRepository(session, caller.workspace_id)
+    created = {}
     for group_name, fields in AUDIENCES:
-        if repo.by_key(str(fields["key"])) is None:
-            data = AUDIENCE_WRITE.validate_python(
-                {**fields, "group_id": group_ids.get(group_name or "")}
-            )
-            audiences.create(session, caller=caller, data=data)
+        data = AUDIENCE_WRITE.validate_python(
+            {**fields, "group_id": group_ids.get(group_name or "")}
+        )
+        created[data.key] = audiences.create(session, caller=caller, data=data)
+    for key, numbers in STATIC_MEMBERS.items():
+        pids = runtime.profiles.pids_for(caller.workspace_id, [f"user-{n:06d}" for n in numbers])
+        memberships.apply(session, audience=created[key], add=[p for p in pids if p is not None])
+    evaluation.refresh_all(
+        session, runtime=runtime, workspace_id=caller.workspace_id, trigger="demo"
+    )
 
 
 def _existing_token(session: Session, data_dir: Path) -> str | None:
@@ -137,7 +243,7 @@ def _existing_token(session: Session, data_dir: Path) -> str | None:
     token = path.read_text().strip()
     try:
         api_keys.authenticate(session, token)
-    except Exception:
+    except Unauthorized:
         return None
     return token
 

@@ -51,7 +51,7 @@ def create_audience(
     """Create an audience. Answers 201 with ``Location``; replays under ``Idempotency-Key``."""
     row = audiences.create(session, caller=caller, data=body)
     location = str(request.url_for("get_audience", audience_id=row.id).path)
-    rendered = audiences.to_model(row).model_dump(mode="json", exclude={"group"})
+    rendered = _render(session, caller, [row], frozenset())[row.id]
     return idem.respond(201, rendered, {"Location": location, "ETag": etag(row.version)})
 
 
@@ -87,6 +87,7 @@ def bulk_get_audiences(
             code="too_many_ids",
         )
     found = audiences.get_many(session, caller=caller, ids=body.ids)
+    rendered = _render(session, caller, list(found.values()), frozenset())
     results: list[dict[str, Any]] = []
     for audience_id in body.ids:
         row = found.get(audience_id)
@@ -95,8 +96,7 @@ def bulk_get_audiences(
             problem = problem_body(missing, request_id_of(request))
             results.append({"id": audience_id, "status": 404, "problem": problem})
         else:
-            rendered = audiences.to_model(row).model_dump(mode="json", exclude={"group"})
-            results.append({"id": audience_id, "status": 200, "body": rendered})
+            results.append({"id": audience_id, "status": 200, "body": rendered[row.id]})
     return JSONResponse({"results": results}, status_code=207)
 
 
@@ -126,7 +126,7 @@ def replace_audience(
     row = audiences.replace(
         session, caller=caller, audience_id=audience_id, data=body, expected_version=version
     )
-    return _one(row)
+    return _one(session, caller, row)
 
 
 @router.patch("/{audience_id}", response_model=Audience, openapi_extra=PATCH_BODY, responses=WRITE)
@@ -141,7 +141,7 @@ def patch_audience(
     row = audiences.patch(
         session, caller=caller, audience_id=audience_id, patch=patch, expected_version=version
     )
-    return _one(row)
+    return _one(session, caller, row)
 
 
 @router.delete("/{audience_id}", status_code=204, responses=WRITE)
@@ -153,8 +153,8 @@ def delete_audience(
     return Response(status_code=204)
 
 
-def _one(row: AudienceRow) -> JSONResponse:
-    body = audiences.to_model(row).model_dump(mode="json", exclude={"group"})
+def _one(session: Session, caller: Caller, row: AudienceRow) -> JSONResponse:
+    body = _render(session, caller, [row], frozenset())[row.id]
     return JSONResponse(body, headers={"ETag": etag(row.version)})
 
 
@@ -165,9 +165,10 @@ def _render(
     if "group" in include:
         group_ids = sorted({row.group_id for row in rows if row.group_id})
         refs = groups.relationships(session, caller=caller, ids=group_ids)
+    ctx = audiences.context(session, workspace_id=caller.workspace_id, rows=rows)
     rendered = {}
     for row in rows:
-        body = audiences.to_model(row).model_dump(mode="json", exclude={"group"})
+        body = audiences.to_model(row, ctx).model_dump(mode="json", exclude={"group"})
         if refs is not None:
             ref = refs.get(row.group_id or "")
             body["group"] = None if ref is None else ref.model_dump(mode="json", exclude_none=True)

@@ -1,20 +1,25 @@
 """ORM tables, one class per file, each ending in ``Row``; ``Base.metadata`` is the schema."""
 
 from audiences.store.tables.api_keys import ApiKeyRow
+from audiences.store.tables.attributes import AttributeRow
 from audiences.store.tables.audiences import AudienceLabelRow, AudienceRow
 from audiences.store.tables.base import Base
 from audiences.store.tables.groups import AudienceGroupRow
 from audiences.store.tables.idempotency import IdempotencyKeyRow
 from audiences.store.tables.jobs import JobRow
+from audiences.store.tables.memberships import MembershipRow, RunRow
 from audiences.store.tables.workspaces import WorkspaceRow
 
 __all__ = [
     "ApiKeyRow",
+    "AttributeRow",
     "AudienceGroupRow",
     "AudienceLabelRow",
     "AudienceRow",
     "Base",
     "IdempotencyKeyRow",
     "JobRow",
+    "MembershipRow",
+    "RunRow",
     "WorkspaceRow",
 ]

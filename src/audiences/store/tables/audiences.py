@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from audiences.store.tables.base import Base, IdMixin, JSONType, TimestampsMixin, UTCDateTime
+from audiences.store.tables.base import Base, IdMixin, JSONType, TimestampsMixin
 
 
 class AudienceRow(IdMixin, TimestampsMixin, Base):
-    """One audience: its definition, lifecycle, refresh policy and evaluation state.
+    """One audience's definition: rule, lifecycle, refresh policy (its state is a MembershipRow).
 
     ``version`` is SQLAlchemy's version counter: an UPDATE names the version it read, so of two
     writers holding the same ETag exactly one succeeds.
@@ -39,10 +38,8 @@ class AudienceRow(IdMixin, TimestampsMixin, Base):
     ttl_days: Mapped[int | None] = mapped_column(Integer)
     extra_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
     source: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    size: Mapped[int | None] = mapped_column(Integer)
-    computed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    evaluation_status: Mapped[str | None] = mapped_column(String(16))
-    last_error: Mapped[str | None] = mapped_column(Text)
+    rule_json: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    dependencies: Mapped[list[str]] = mapped_column(JSONType, default=list)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     label_rows: Mapped[list[AudienceLabelRow]] = relationship(

@@ -1,0 +1,328 @@
+"""Membership of ``/v1/audiences/{id}``: refresh, runs, members, changes, export, preview."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from audiences.api.content import RequireJson
+from audiences.api.deps import (
+    AudienceId,
+    ProfileId,
+    ReadCaller,
+    RuntimeDep,
+    SessionDep,
+    SettingsDep,
+    WriteCaller,
+)
+from audiences.api.listing import page_response, to_list_query
+from audiences.api.problems import responses
+from audiences.errors import InvalidParameter
+from audiences.kit.cursors import CursorError, decode_cursor, encode_cursor
+from audiences.schemas.common import MAX_PAGE_SIZE, page_of
+from audiences.schemas.memberships import (
+    ChangePage,
+    MemberPage,
+    Membership,
+    PreviewRequest,
+    PreviewResult,
+    Run,
+    RunListItem,
+    RunListParams,
+)
+from audiences.services import audiences, evaluation, memberships, previews, profiles, runs
+from audiences.store.tables import RunRow
+
+router = APIRouter(prefix="/v1/audiences", tags=["membership"])
+RUN_ID = r"^[A-Za-z0-9_-]{1,64}$"
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (default 50).")]
+Cursor = Annotated[
+    str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+]
+
+
+@router.post(
+    "/preview",
+    response_model=PreviewResult,
+    dependencies=[RequireJson],
+    responses=responses(401, 413, 415, 422, 429),
+)
+def preview_rule(
+    body: PreviewRequest, session: SessionDep, caller: ReadCaller, runtime: RuntimeDep
+) -> Response:
+    """What a rule would select now: size, a sample, its evaluation mode. Nothing is stored."""
+    result = previews.preview(
+        session, caller=caller, runtime=runtime, rule=body.rule, sample=body.sample
+    )
+    return JSONResponse(result.model_dump(mode="json", exclude_none=True))
+
+
+@router.post(
+    "/{audience_id}/preview",
+    response_model=PreviewResult,
+    dependencies=[RequireJson],
+    responses=responses(401, 404, 413, 415, 422, 429),
+)
+def preview_audience_rule(
+    audience_id: AudienceId,
+    body: PreviewRequest,
+    session: SessionDep,
+    caller: ReadCaller,
+    runtime: RuntimeDep,
+) -> Response:
+    """A proposed rule for this audience: its size, who would enter and exit; nothing stored."""
+    result = previews.preview(
+        session,
+        caller=caller,
+        runtime=runtime,
+        rule=body.rule,
+        sample=body.sample,
+        audience_id=audience_id,
+    )
+    return JSONResponse(result.model_dump(mode="json"))
+
+
+@router.post(
+    "/{audience_id}/refresh",
+    status_code=202,
+    response_model=Run,
+    responses=responses(401, 403, 404, 409, 429),
+)
+def refresh_audience(
+    audience_id: AudienceId,
+    request: Request,
+    session: SessionDep,
+    caller: WriteCaller,
+    runtime: RuntimeDep,
+) -> Response:
+    """Evaluate a dynamic audience now: 202 with the run (``Location`` points at it)."""
+    audience = audiences.get(session, caller=caller, audience_id=audience_id)
+    run = evaluation.refresh(session, runtime=runtime, audience=audience, trigger="manual")
+    location = str(request.url_for("get_run", audience_id=audience.id, run_id=run.id).path)
+    return JSONResponse(_run(run), status_code=202, headers={"Location": location})
+
+
+@router.get(
+    "/{audience_id}/runs",
+    response_model=page_of(RunListItem),
+    responses=responses(400, 401, 404, 422, 429),
+)
+def list_runs(
+    audience_id: AudienceId,
+    params: Annotated[RunListParams, Query()],
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: ReadCaller,
+) -> Response:
+    """The audience's evaluation runs, newest first."""
+    query = to_list_query(params, settings, model=Run)
+    page = runs.list_(session, caller=caller, audience_id=audience_id, query=query)
+    return page_response(request, page, query, _run)
+
+
+@router.get("/{audience_id}/runs/{run_id}", response_model=Run, responses=responses(401, 404, 429))
+def get_run(
+    audience_id: AudienceId,
+    run_id: Annotated[str, Path(pattern=RUN_ID, description="The run's id.")],
+    session: SessionDep,
+    caller: ReadCaller,
+) -> Response:
+    """One run."""
+    return JSONResponse(
+        _run(runs.get(session, caller=caller, audience_id=audience_id, run_id=run_id))
+    )
+
+
+@router.get(
+    "/{audience_id}/members",
+    response_model=MemberPage,
+    responses=responses(400, 401, 404, 409, 422, 429),
+)
+def list_members(
+    audience_id: AudienceId,
+    session: SessionDep,
+    caller: ReadCaller,
+    runtime: RuntimeDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    as_of: Annotated[
+        str | None, Query(pattern=RUN_ID, description="A run id: the members as of that run.")
+    ] = None,
+) -> Response:
+    """Members by external id, in a stable order, with ``computed_at`` (as of)."""
+    after = _after(cursor, as_of)
+    found = runs.members(
+        session,
+        caller=caller,
+        runtime=runtime,
+        audience_id=audience_id,
+        after=after,
+        limit=limit,
+        as_of=as_of,
+    )
+    next_cursor = _cursor(found.last_pid, as_of) if found.has_more else None
+    body = {
+        "data": [{"id": external} for external in found.ids],
+        "has_more": found.has_more,
+        "next_cursor": next_cursor,
+        "total": found.total,
+        "computed_at": _iso(found.computed_at),
+    }
+    return JSONResponse(body)
+
+
+@router.get(
+    "/{audience_id}/members/{profile_id}",
+    response_model=Membership,
+    responses=responses(401, 404, 429),
+)
+def get_membership(
+    audience_id: AudienceId,
+    profile_id: ProfileId,
+    session: SessionDep,
+    caller: ReadCaller,
+    runtime: RuntimeDep,
+    explain: Annotated[bool, Query(description="Explain by the rule, evaluated now.")] = False,
+) -> Response:
+    """Is this profile a member (as of ``computed_at``); with ``explain=true``, why by the rule."""
+    audience = audiences.get(session, caller=caller, audience_id=audience_id)
+    profile = profiles.get(session, caller=caller, runtime=runtime, external_id=profile_id)
+    members = memberships.current(session, runtime=runtime, audience_id=audience.id)
+    state = memberships.states(session, [audience.id]).get(audience.id)
+    body: dict[str, Any] = {
+        "audience_id": audience.id,
+        "profile_id": profile_id,
+        "member": profile.pid in members,
+        "computed_at": _iso(None if state is None else state.computed_at),
+    }
+    if explain:
+        body["explanation"] = evaluation.explain_member(
+            session,
+            runtime=runtime,
+            audience=audience,
+            attributes_=profile.attributes,
+            pid=profile.pid,
+        )
+    return JSONResponse(body)
+
+
+@router.get(
+    "/{audience_id}/changes",
+    response_model=ChangePage,
+    responses=responses(400, 401, 404, 409, 422, 429),
+)
+def list_changes(
+    audience_id: AudienceId,
+    since: Annotated[str, Query(pattern=RUN_ID, description="A run id: changes since that run.")],
+    session: SessionDep,
+    caller: ReadCaller,
+    runtime: RuntimeDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Response:
+    """Who entered and who exited since a run, in a stable order, with the totals."""
+    after = _after(cursor, since)
+    found = runs.changes(
+        session,
+        caller=caller,
+        runtime=runtime,
+        audience_id=audience_id,
+        since=since,
+        after=after,
+        limit=limit,
+    )
+    body = {
+        "data": [{"id": external, "change": change} for external, change in found.changes],
+        "has_more": found.has_more,
+        "next_cursor": _cursor(found.last_pid, since) if found.has_more else None,
+        "entered": found.entered,
+        "exited": found.exited,
+        "computed_at": _iso(found.computed_at),
+    }
+    return JSONResponse(body)
+
+
+@router.get(
+    "/{audience_id}/export",
+    responses={
+        200: {"content": {"text/csv": {}, "application/x-ndjson": {}}},
+        **responses(401, 404, 422, 429),
+    },
+)
+def export_members(
+    audience_id: AudienceId,
+    session: SessionDep,
+    caller: ReadCaller,
+    runtime: RuntimeDep,
+    format: Annotated[
+        Literal["csv", "ndjson"], Query(description="`csv` (default) or `ndjson`.")
+    ] = "csv",
+) -> Response:
+    """Every member's external id, streamed; ``X-Computed-At`` says as of when."""
+    chunks, computed_at = runs.export(
+        session, caller=caller, runtime=runtime, audience_id=audience_id
+    )
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    headers = {"Content-Disposition": f'attachment; filename="{audience_id}.{format}"'}
+    if computed_at is not None:
+        headers["X-Computed-At"] = computed_at.isoformat()
+    return StreamingResponse(_lines(chunks, format), media_type=media, headers=headers)
+
+
+def _lines(chunks: Iterator[list[str]], format: str) -> Iterator[bytes]:
+    if format == "csv":
+        yield b"id\n"
+    for chunk in chunks:
+        if format == "csv":
+            yield "".join(_csv_cell(external) + "\n" for external in chunk).encode()
+        else:
+            yield b"".join(orjson.dumps({"id": external}) + b"\n" for external in chunk)
+
+
+def _csv_cell(value: str) -> str:
+    if any(char in value for char in ',"\n\r') or value.startswith(("=", "+", "-", "@")):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _after(cursor: str | None, scope: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        payload = decode_cursor(cursor)
+        if payload.get("s") != scope or not isinstance(payload.get("p"), int):
+            raise CursorError("cursor was issued for another listing")
+        return int(payload["p"])
+    except CursorError as exc:
+        raise InvalidParameter(f"invalid cursor: {exc}", code="invalid_cursor") from exc
+
+
+def _cursor(last_pid: int | None, scope: str | None) -> str | None:
+    return None if last_pid is None else encode_cursor({"p": last_pid, "s": scope})
+
+
+def _run(run: RunRow) -> dict[str, Any]:
+    return Run(
+        id=run.id,
+        audience_id=run.audience_id,
+        number=run.number,
+        trigger=run.trigger,
+        status=run.status,
+        rule=run.rule,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        size=run.size,
+        entered=run.entered,
+        exited=run.exited,
+        error=run.error,
+        members_kept=run.members_kept,
+    ).model_dump(mode="json")
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()

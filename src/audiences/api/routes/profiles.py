@@ -1,0 +1,197 @@
+"""``/v1/profiles`` and ``/v1/evaluate``: ingest, read, erase, a profile's audiences, what-if."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from audiences.api.content import RequireJson
+from audiences.api.deps import (
+    ProfileId,
+    ReadCaller,
+    RuntimeDep,
+    SessionDep,
+    SettingsDep,
+    WriteCaller,
+)
+from audiences.api.problems import problem_body, request_id_of, responses
+from audiences.engines.base import Profile as StoredProfile
+from audiences.errors import Unprocessable
+from audiences.schemas.profiles import (
+    BatchResult,
+    EvaluateRequest,
+    EvaluateResult,
+    Profile,
+    ProfileAudiences,
+    ProfileBatch,
+    ProfileWrite,
+)
+from audiences.services import evaluation, profiles
+
+router = APIRouter(tags=["profiles"])
+
+
+@router.put(
+    "/v1/profiles/{profile_id}",
+    response_model=Profile,
+    dependencies=[RequireJson],
+    responses={201: {"model": Profile}, **responses(401, 403, 413, 415, 422, 429)},
+)
+def upsert_profile(
+    profile_id: ProfileId,
+    body: ProfileWrite,
+    session: SessionDep,
+    caller: WriteCaller,
+    runtime: RuntimeDep,
+) -> Response:
+    """Create (201) or merge into a profile; streaming audiences follow before the answer."""
+    result = profiles.upsert(
+        session, caller=caller, runtime=runtime, records=[(profile_id, body.attributes)]
+    )[0]
+    if not result.ok:
+        raise Unprocessable(
+            "the profile contradicts the attribute schema",
+            code="profile_invalid",
+            errors=list(result.errors),
+        )
+    stored = profiles.get(session, caller=caller, runtime=runtime, external_id=profile_id)
+    return JSONResponse(_profile(stored), status_code=201 if result.created else 200)
+
+
+@router.post(
+    "/v1/profiles/batch",
+    response_model=BatchResult,
+    dependencies=[RequireJson],
+    responses={207: {"model": BatchResult}, **responses(401, 403, 413, 415, 422, 429)},
+)
+def upsert_profiles(
+    body: ProfileBatch,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: WriteCaller,
+    runtime: RuntimeDep,
+) -> Response:
+    """Upsert up to 10,000 profiles: a result per record; 207 when some were refused."""
+    profiles.check_batch_size(len(body.profiles), settings.max_profiles_per_call)
+    records = [(record.id, record.attributes) for record in body.profiles]
+    results = profiles.upsert(session, caller=caller, runtime=runtime, records=records)
+    rendered: list[dict[str, Any]] = []
+    for result in results:
+        if result.ok:
+            rendered.append(
+                {
+                    "id": result.external_id,
+                    "status": 201 if result.created else 200,
+                    "created": result.created,
+                }
+            )
+            continue
+        problem = Unprocessable(
+            "the profile contradicts the attribute schema",
+            code="profile_invalid",
+            errors=list(result.errors),
+        )
+        rendered.append(
+            {
+                "id": result.external_id,
+                "status": 422,
+                "created": False,
+                "problem": problem_body(problem, request_id_of(request)),
+            }
+        )
+    failed = sum(1 for item in rendered if item["status"] == 422)
+    body_out = {"results": rendered, "written": len(rendered) - failed, "failed": failed}
+    return JSONResponse(body_out, status_code=207 if failed else 200)
+
+
+@router.get("/v1/profiles/{profile_id}", response_model=Profile, responses=responses(401, 404, 429))
+def get_profile(
+    profile_id: ProfileId, session: SessionDep, caller: ReadCaller, runtime: RuntimeDep
+) -> Response:
+    """A stored profile."""
+    return JSONResponse(
+        _profile(profiles.get(session, caller=caller, runtime=runtime, external_id=profile_id))
+    )
+
+
+@router.delete(
+    "/v1/profiles/{profile_id}", status_code=204, responses=responses(401, 403, 404, 429)
+)
+def delete_profile(
+    profile_id: ProfileId, session: SessionDep, caller: WriteCaller, runtime: RuntimeDep
+) -> Response:
+    """Erase a profile: its data, and its membership in every audience and kept run."""
+    profiles.delete(session, caller=caller, runtime=runtime, external_id=profile_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/v1/profiles/{profile_id}/audiences",
+    response_model=ProfileAudiences,
+    responses=responses(401, 404, 429),
+)
+def get_profile_audiences(
+    profile_id: ProfileId, session: SessionDep, caller: ReadCaller, runtime: RuntimeDep
+) -> Response:
+    """Every audience the profile is in, each with when its membership was computed."""
+    found = profiles.audiences_of(session, caller=caller, runtime=runtime, external_id=profile_id)
+    items = [
+        {
+            "id": m.audience.id,
+            "key": m.audience.key,
+            "name": m.audience.name,
+            "computed_at": _iso(m.state.computed_at),
+        }
+        for m in found
+    ]
+    return JSONResponse({"profile_id": profile_id, "audiences": items})
+
+
+@router.post(
+    "/v1/evaluate",
+    response_model=EvaluateResult,
+    dependencies=[RequireJson],
+    responses=responses(401, 404, 413, 415, 422, 429),
+)
+def evaluate_profile(
+    body: EvaluateRequest, session: SessionDep, caller: ReadCaller, runtime: RuntimeDep
+) -> Response:
+    """Which audiences a profile (stored or not) would be in now, and why; stores nothing."""
+    stored: dict[str, Any] = {}
+    pid = None
+    if body.profile_id is not None:
+        profile = profiles.get(session, caller=caller, runtime=runtime, external_id=body.profile_id)
+        stored, pid = profile.attributes, profile.pid
+    verdicts = evaluation.evaluate_profile(
+        session,
+        runtime=runtime,
+        workspace_id=caller.workspace_id,
+        attributes_={**stored, **body.attributes},
+        pid=pid,
+        explain=body.explain,
+    )
+    items = [
+        {
+            "id": v.audience.id,
+            "key": v.audience.key,
+            "name": v.audience.name,
+            "kind": v.audience.kind,
+            "member": v.member,
+            "explanation": v.explanation,
+        }
+        for v in sorted(verdicts, key=lambda v: v.audience.key)
+    ]
+    return JSONResponse({"profile_id": body.profile_id, "audiences": items})
+
+
+def _profile(profile: StoredProfile) -> dict[str, Any]:
+    return Profile(
+        id=profile.external_id, attributes=profile.attributes, updated_at=profile.updated_at
+    ).model_dump(mode="json")
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()

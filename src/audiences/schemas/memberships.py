@@ -1,0 +1,120 @@
+"""Membership request and response bodies: runs, members, changes, previews."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from audiences.schemas.audiences import MAX_RULE_CHARS, EvaluationMode
+from audiences.schemas.common import (
+    InputModel,
+    ListParams,
+    names_pattern,
+    sort_pattern,
+    sparse_model,
+)
+
+RUN_SORTS = ("number", "started_at")
+
+
+class Run(BaseModel):
+    """One evaluation of an audience."""
+
+    id: str
+    audience_id: str
+    number: int = Field(description="1 for the audience's first run, then counting up.")
+    trigger: str = Field(description="`manual`, `scheduled`, `rule_change`, ...")
+    status: Literal["running", "succeeded", "failed"]
+    rule: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    size: int | None
+    entered: int | None
+    exited: int | None
+    error: str | None
+    members_kept: bool = Field(description="Whether the member set as of this run can be read.")
+
+
+RunListItem = sparse_model(Run, "RunListItem")
+
+
+class RunListParams(ListParams):
+    """Query parameters of the run list."""
+
+    sort: str | None = Field(
+        default=None,
+        pattern=sort_pattern(RUN_SORTS),
+        description="`number` (default `-number`) or `started_at`.",
+    )
+    fields: str | None = Field(default=None, pattern=names_pattern(Run.model_fields))
+    include: str | None = Field(default=None, pattern="^$", description="Nothing to include.")
+    status: Literal["running", "succeeded", "failed"] | None = None
+    trigger: str | None = Field(default=None, max_length=16)
+
+
+class Member(BaseModel):
+    """A member, by external id."""
+
+    id: str
+
+
+class MemberPage(BaseModel):
+    """A page of members in a stable order, as of ``computed_at``."""
+
+    data: list[Member]
+    has_more: bool
+    next_cursor: str | None
+    total: int
+    computed_at: datetime | None
+
+
+class Change(BaseModel):
+    """A profile that entered or exited."""
+
+    id: str
+    change: Literal["entered", "exited"]
+
+
+class ChangePage(BaseModel):
+    """A page of the changes since a run, and their totals."""
+
+    data: list[Change]
+    has_more: bool
+    next_cursor: str | None
+    entered: int
+    exited: int
+    computed_at: datetime | None
+
+
+class Membership(BaseModel):
+    """Is this profile a member, as of when, and (on request) why by the rule now."""
+
+    audience_id: str
+    profile_id: str
+    member: bool
+    computed_at: datetime | None
+    explanation: dict[str, Any] | None = None
+
+
+class PreviewRequest(InputModel):
+    """A rule to try: its text or its JSON form."""
+
+    rule: Annotated[str, Field(min_length=1, max_length=MAX_RULE_CHARS)] | dict[str, Any]
+    sample: int = Field(default=10, ge=0, le=100, description="How many members to list.")
+
+
+class PreviewResult(BaseModel):
+    """What a rule would select now; nothing stored. ``entering``/``exiting`` compare it with an
+    existing audience's current members."""
+
+    rule: str
+    rule_json: dict[str, Any]
+    size: int
+    sample: list[str]
+    evaluation_mode: EvaluationMode
+    entering: int | None = None
+    exiting: int | None = None
+    entering_sample: list[str] | None = None
+    exiting_sample: list[str] | None = None

@@ -1,0 +1,336 @@
+"""Evaluation in its three modes, all through the rule language's back ends.
+
+- batch: the rule compiled to the engine's SQL and run where the data is; the member set
+  replaces the audience's membership and the run records who entered and who exited;
+- streaming: when profiles are written, the Python predicate of every streaming audience runs
+  on them and the memberships change before the write returns;
+- synchronous: which audiences one profile (stored or not) would be in, and why.
+
+Predicates see a profile as its attributes plus two keys no attribute can have (NUL is refused
+in every name): its pid and an ``in_audience`` answerer, so compiled predicates stay pure and
+are cached by rule text and schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from pyroaring import AbstractBitMap, BitMap
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+from sqlglot import exp
+
+from audiences import rules
+from audiences.errors import AudiencesError, Conflict
+from audiences.kit.clock import utcnow
+from audiences.membership.bitmaps import serialize
+from audiences.rules.to_sql import Dialect
+from audiences.schemas.attributes import AttributeType
+from audiences.services import attributes, definitions, memberships
+from audiences.services.runtime import Runtime
+from audiences.store.tables import AudienceRow, RunRow
+
+IN_AUDIENCE = "\x00in_audience"
+PID = "\x00pid"
+SNAPSHOTS_KEPT = 20
+"""Runs per audience that keep their member set (for ``as_of`` reads and change feeds)."""
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+
+def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigger: str) -> RunRow:
+    """Evaluate a dynamic audience on the engine now and record the run.
+
+    A failing run (an engine error, a rule that no longer validates) is recorded as failed with
+    the message, and the previous membership stays served.
+    """
+    if audience.kind != "dynamic" or audience.rule is None:
+        raise Conflict(
+            f"a {audience.kind} audience is not evaluated from a rule",
+            code="audience_not_evaluable",
+        )
+    state = memberships.locked(session, audience)
+    now = utcnow()
+    run = RunRow(
+        workspace_id=audience.workspace_id,
+        audience_id=audience.id,
+        number=_next_number(session, audience.id),
+        trigger=trigger,
+        status="running",
+        rule=audience.rule,
+        started_at=now,
+    )
+    session.add(run)
+    session.flush()
+    try:
+        members = _select(session, runtime, audience, now)
+    except AudiencesError as exc:
+        _finish(run, state, status="failed", error=exc.detail)
+        return run
+    change = memberships.replace(session, audience=audience, members=members)
+    run.size, run.entered, run.exited = len(members), len(change.entered), len(change.exited)
+    run.members = serialize(members)
+    run.members_kept = True
+    _finish(run, state, status="succeeded", error=None)
+    _prune_snapshots(session, audience.id, run.number)
+    return run
+
+
+def refresh_all(
+    session: Session, *, runtime: Runtime, workspace_id: str, trigger: str
+) -> list[RunRow]:
+    """Evaluate every dynamic audience of a workspace, each after those it depends on."""
+    dynamic = _dynamic(session, workspace_id)
+    by_key = {audience.key: audience for audience in dynamic}
+    graph = {a.key: [k for k in a.dependencies if k in by_key] for a in dynamic}
+    return [
+        refresh(session, runtime=runtime, audience=by_key[key], trigger=trigger)
+        for key in rules.evaluation_order(graph)
+        if key in by_key
+    ]
+
+
+def on_profiles_written(
+    session: Session, *, runtime: Runtime, workspace_id: str, pids: Iterable[int]
+) -> None:
+    """Re-evaluate every streaming audience on these profiles (deleted ones leave them all)."""
+    streaming = streaming_audiences(session, workspace_id)
+    wanted = sorted(set(pids))
+    if not streaming or not wanted:
+        return
+    profiles = runtime.profiles.get_profiles_by_pid(workspace_id, wanted)
+    views = {
+        pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile
+    }
+    schema = attributes.schema(session, workspace_id=workspace_id)
+    sets = _member_sets(session, runtime, workspace_id)
+    answer = _answerer(sets)
+    for audience in streaming:
+        predicate = compiled_predicate(audience.rule or "", _frozen(schema))
+        entering = [pid for pid, attrs in views.items() if predicate(_view(attrs, pid, answer))]
+        leaving = [pid for pid in wanted if pid not in entering]
+        memberships.apply(session, audience=audience, add=entering, remove=leaving)
+        updated = BitMap(sets.get(audience.key, BitMap()))
+        updated.update(BitMap(entering))
+        updated.difference_update(BitMap(leaving))
+        sets[audience.key] = updated
+
+
+def streaming_audiences(session: Session, workspace_id: str) -> list[AudienceRow]:
+    """Dynamic audiences kept current on every write, each after those it depends on."""
+    modes = definitions.modes(definitions.graph(session, workspace_id))
+    candidates = [
+        a
+        for a in _dynamic(session, workspace_id)
+        if a.refresh_mode == "streaming" and a.key in modes and modes[a.key].mode == "streaming"
+    ]
+    by_key = {audience.key: audience for audience in candidates}
+    graph = {a.key: [k for k in a.dependencies if k in by_key] for a in candidates}
+    return [by_key[key] for key in rules.evaluation_order(graph) if key in by_key]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One audience's answer for one profile, with the explanation when asked for."""
+
+    audience: AudienceRow
+    member: bool
+    explanation: dict[str, Any] | None
+
+
+def evaluate_profile(
+    session: Session,
+    *,
+    runtime: Runtime,
+    workspace_id: str,
+    attributes_: Mapping[str, Any],
+    pid: int | None,
+    explain: bool,
+    now: datetime | None = None,
+) -> list[Verdict]:
+    """Which audiences a profile would be in now, storing nothing.
+
+    Dynamic audiences are evaluated on the given attributes in dependency order; static and
+    external ones answer from their stored membership (a profile not stored is in none).
+    """
+    moment = now or utcnow()
+    schema = _frozen(attributes.schema(session, workspace_id=workspace_id))
+    every = list(
+        session.scalars(select(AudienceRow).where(AudienceRow.workspace_id == workspace_id))
+    )
+    stored = memberships.many(session, runtime=runtime, audience_ids=[a.id for a in every])
+    answers: dict[str, bool] = {
+        a.key: pid is not None and pid in stored[a.id] for a in every if a.kind != "dynamic"
+    }
+    dynamic = {a.key: a for a in every if a.kind == "dynamic" and a.rule}
+    graph = {key: [k for k in a.dependencies if k in dynamic] for key, a in dynamic.items()}
+    verdicts = [Verdict(a, answers[a.key], None) for a in every if a.kind != "dynamic"]
+    view = _view(attributes_, pid, lambda key, _pid: answers.get(key))
+    for key in rules.evaluation_order(graph):
+        audience = dynamic[key]
+        rule = bound_rule(audience.rule or "", schema)
+        member = compiled_predicate(audience.rule or "", schema)(view)
+        answers[key] = member
+        detail = None
+        if explain:
+            detail = rules.explain(rule, view, audience=_hook, now=moment)
+        verdicts.append(Verdict(audience, member, detail))
+    return verdicts
+
+
+def explain_member(
+    session: Session,
+    *,
+    runtime: Runtime,
+    audience: AudienceRow,
+    attributes_: Mapping[str, Any],
+    pid: int | None,
+) -> dict[str, Any] | None:
+    """Why a profile is (not) in a dynamic audience by its rule now; None for other kinds."""
+    if audience.kind != "dynamic" or not audience.rule:
+        return None
+    for verdict in evaluate_profile(
+        session,
+        runtime=runtime,
+        workspace_id=audience.workspace_id,
+        attributes_=attributes_,
+        pid=pid,
+        explain=True,
+    ):
+        if verdict.audience.id == audience.id:
+            return verdict.explanation
+    return None
+
+
+def select_members(
+    session: Session, *, runtime: Runtime, workspace_id: str, rule: rules.Rule, now: datetime
+) -> BitMap:
+    """The profiles a bound rule holds for now, computed on the engine (nothing stored)."""
+    sets = _member_sets(session, runtime, workspace_id)
+    aliases = {key: f"m_{index}" for index, key in enumerate(sorted(rules.dependencies(rule)))}
+    where = rules.to_sql(
+        rule,
+        _dialect(runtime),
+        column=_column,
+        audience=lambda key: _member_test(aliases[key]),
+        now=now,
+    )
+    joined = {alias: sets.get(key, BitMap()) for key, alias in aliases.items()}
+    return runtime.profiles.select_pids(workspace_id, where, memberships=joined)
+
+
+def bound_rule(text: str, schema: frozenset[tuple[str, AttributeType]]) -> rules.Rule:
+    """A stored rule bound to the workspace's schema (cached: rules are immutable)."""
+    return _bound(text, schema)
+
+
+def compiled_predicate(text: str, schema: frozenset[tuple[str, AttributeType]]) -> Predicate:
+    """The compiled Python predicate of a stored rule (cached by text and schema)."""
+    return _predicate(text, schema)
+
+
+@lru_cache(maxsize=4096)
+def _bound(text: str, schema: frozenset[tuple[str, AttributeType]]) -> rules.Rule:
+    return rules.validate_rule(text, dict(schema))
+
+
+@lru_cache(maxsize=4096)
+def _predicate(text: str, schema: frozenset[tuple[str, AttributeType]]) -> Predicate:
+    return rules.to_predicate(_bound(text, schema), audience=_hook)
+
+
+Answer = Callable[[str, "int | None"], "bool | None"]
+"""``answer(audience_key, pid)``: is the profile in that audience (None when unknown)."""
+
+
+def _hook(key: str, profile: Mapping[str, Any]) -> bool | None:
+    answer: Answer = profile[IN_AUDIENCE]
+    return answer(key, profile[PID])
+
+
+def _view(attrs: Mapping[str, Any], pid: int | None, answer: Answer) -> dict[str, Any]:
+    return {**attrs, PID: pid, IN_AUDIENCE: answer}
+
+
+def _answerer(sets: Mapping[str, AbstractBitMap]) -> Answer:
+    def answer(key: str, pid: int | None) -> bool | None:
+        members = sets.get(key)
+        return None if members is None or pid is None else pid in members
+
+    return answer
+
+
+def _frozen(schema: Mapping[str, AttributeType]) -> frozenset[tuple[str, AttributeType]]:
+    return frozenset(schema.items())
+
+
+def _select(session: Session, runtime: Runtime, audience: AudienceRow, now: datetime) -> BitMap:
+    schema = _frozen(attributes.schema(session, workspace_id=audience.workspace_id))
+    rule = bound_rule(audience.rule or "", schema)
+    return select_members(
+        session, runtime=runtime, workspace_id=audience.workspace_id, rule=rule, now=now
+    )
+
+
+def _member_sets(
+    session: Session, runtime: Runtime, workspace_id: str
+) -> dict[str, AbstractBitMap]:
+    keyed = session.execute(
+        select(AudienceRow.key, AudienceRow.id).where(AudienceRow.workspace_id == workspace_id)
+    ).all()
+    sets = memberships.many(
+        session, runtime=runtime, audience_ids=[audience_id for _, audience_id in keyed]
+    )
+    return {key: sets[audience_id] for key, audience_id in keyed}
+
+
+def _member_test(alias: str) -> exp.Expression:
+    return exp.column("pid", table=alias, quoted=True).is_(exp.null()).not_()
+
+
+def _column(path: str) -> exp.Expression:
+    # Every declared attribute, dotted or not, is one column of the profile table.
+    return exp.column(path, quoted=True)
+
+
+def _dialect(runtime: Runtime) -> Dialect:
+    dialect = runtime.profiles.dialect
+    if dialect not in rules.DIALECTS:
+        raise AudiencesError(f"the profile engine speaks {dialect}, which rules do not compile to")
+    return dialect
+
+
+def _dynamic(session: Session, workspace_id: str) -> list[AudienceRow]:
+    stmt = select(AudienceRow).where(
+        AudienceRow.workspace_id == workspace_id,
+        AudienceRow.kind == "dynamic",
+        AudienceRow.rule.is_not(None),
+    )
+    return list(session.scalars(stmt))
+
+
+def _next_number(session: Session, audience_id: str) -> int:
+    last = session.scalar(select(func.max(RunRow.number)).where(RunRow.audience_id == audience_id))
+    return (last or 0) + 1
+
+
+def _finish(run: RunRow, state: Any, *, status: str, error: str | None) -> None:
+    run.status = status
+    run.error = error
+    run.finished_at = utcnow()
+    state.status = status
+    state.last_error = error
+    state.last_run_id = run.id
+
+
+def _prune_snapshots(session: Session, audience_id: str, number: int) -> None:
+    session.execute(
+        update(RunRow)
+        .where(RunRow.audience_id == audience_id, RunRow.number <= number - SNAPSHOTS_KEPT)
+        .where(RunRow.members_kept.is_(True))
+        .values(members=None, members_kept=False)
+    )

@@ -1,0 +1,117 @@
+"""Audience membership state: members read through the bitmap cache, writes with a new revision."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+
+from pyroaring import AbstractBitMap, BitMap, FrozenBitMap
+from sqlalchemy import select
+from sqlalchemy.orm import Session, undefer
+
+from audiences.kit.clock import utcnow
+from audiences.membership.bitmaps import Diff, deserialize, diff, serialize
+from audiences.services.runtime import Runtime
+from audiences.store.tables import AudienceRow, MembershipRow
+
+EMPTY = FrozenBitMap()
+
+
+def states(session: Session, audience_ids: Iterable[str]) -> dict[str, MembershipRow]:
+    """The evaluation state of each audience that has one (bitmaps not loaded)."""
+    stmt = select(MembershipRow).where(MembershipRow.audience_id.in_(list(audience_ids)))
+    return {row.audience_id: row for row in session.scalars(stmt)}
+
+
+def current(session: Session, *, runtime: Runtime, audience_id: str) -> FrozenBitMap:
+    """The audience's members now (empty before its first evaluation)."""
+    return many(session, runtime=runtime, audience_ids=[audience_id])[audience_id]
+
+
+def many(
+    session: Session, *, runtime: Runtime, audience_ids: Iterable[str]
+) -> dict[str, FrozenBitMap]:
+    """Current members of several audiences, by id; a blob is read only on a cache miss."""
+    wanted = list(audience_ids)
+    found: dict[str, FrozenBitMap] = dict.fromkeys(wanted, EMPTY)
+    revisions = session.execute(
+        select(MembershipRow.audience_id, MembershipRow.revision).where(
+            MembershipRow.audience_id.in_(wanted), MembershipRow.revision > 0
+        )
+    ).all()
+    for audience_id, revision in revisions:
+        found[audience_id] = runtime.bitmaps.get_or_load(
+            (audience_id, revision), partial(_load, session, audience_id)
+        )
+    return found
+
+
+def replace(session: Session, *, audience: AudienceRow, members: AbstractBitMap) -> Diff:
+    """Make ``members`` the audience's membership; returns who entered and who exited."""
+    state = locked(session, audience)
+    before = _members_of(state)
+    change = diff(before, members)
+    _write(session, state, members)
+    return change
+
+
+def apply(
+    session: Session,
+    *,
+    audience: AudienceRow,
+    add: Iterable[int] = (),
+    remove: Iterable[int] = (),
+) -> Diff:
+    """Add and remove single members (streaming writes, erasure); returns the effective change."""
+    state = locked(session, audience)
+    before = _members_of(state)
+    after = BitMap(before)
+    after.update(BitMap(add))
+    after.difference_update(BitMap(remove))
+    change = diff(before, after)
+    if change.entered or change.exited:
+        _write(session, state, after)
+    return change
+
+
+def locked(session: Session, audience: AudienceRow) -> MembershipRow:
+    """The audience's state row, created if missing, locked for this transaction.
+
+    The row lock makes concurrent writers to one audience queue up on PostgreSQL instead of
+    losing each other's changes; SQLite serialises writers already (BEGIN IMMEDIATE).
+    """
+    stmt = (
+        select(MembershipRow)
+        .where(MembershipRow.audience_id == audience.id)
+        .options(undefer(MembershipRow.bitmap))
+        .with_for_update()
+    )
+    state: MembershipRow | None = session.scalars(stmt).one_or_none()
+    if state is None:
+        state = MembershipRow(
+            audience_id=audience.id, workspace_id=audience.workspace_id, revision=0
+        )
+        session.add(state)
+        session.flush()
+    return state
+
+
+def _members_of(state: MembershipRow) -> BitMap:
+    return BitMap() if state.bitmap is None else deserialize(state.bitmap)
+
+
+def _load(session: Session, audience_id: str) -> BitMap:
+    blob = session.scalar(
+        select(MembershipRow.bitmap).where(MembershipRow.audience_id == audience_id)
+    )
+    return BitMap() if blob is None else deserialize(blob)
+
+
+def _write(session: Session, state: MembershipRow, members: AbstractBitMap) -> None:
+    state.bitmap = serialize(members)
+    state.size = len(members)
+    state.revision += 1
+    state.computed_at = utcnow()
+    session.flush()
+    # Not cached here: the transaction may still roll back, and a revision number that never
+    # committed would be reused by the next writer. Readers load it once after the commit.

@@ -1,0 +1,118 @@
+"""Profiles: upsert (streaming audiences follow at once), read, erase, a profile's audiences."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, undefer
+
+from audiences.engines.base import Profile, UpsertResult
+from audiences.errors import NotFound, ValidationFailed
+from audiences.membership.bitmaps import deserialize, serialize
+from audiences.services import attributes, evaluation, memberships
+from audiences.services.callers import Caller
+from audiences.services.runtime import Runtime
+from audiences.store.tables import AudienceRow, MembershipRow, RunRow
+
+
+@dataclass(frozen=True)
+class Membership:
+    """One audience a profile is in, and as of when."""
+
+    audience: AudienceRow
+    state: MembershipRow
+
+
+def upsert(
+    session: Session,
+    *,
+    caller: Caller,
+    runtime: Runtime,
+    records: Sequence[tuple[str, dict[str, Any]]],
+) -> list[UpsertResult]:
+    """Merge attributes into profiles (created when new); a result per record, in order.
+
+    A record whose values contradict the schema is refused on its own; the rest are written.
+    Streaming audiences are re-evaluated on the written profiles before this returns.
+    """
+    attributes.infer(
+        session, workspace_id=caller.workspace_id, runtime=runtime, records=[a for _, a in records]
+    )
+    results = runtime.profiles.upsert_profiles(caller.workspace_id, records)
+    written = [result.pid for result in results if result.pid is not None and result.ok]
+    evaluation.on_profiles_written(
+        session, runtime=runtime, workspace_id=caller.workspace_id, pids=written
+    )
+    return results
+
+
+def get(session: Session, *, caller: Caller, runtime: Runtime, external_id: str) -> Profile:
+    """A stored profile; :class:`NotFound` if the workspace has none with this id."""
+    profile = runtime.profiles.get_profile(caller.workspace_id, external_id)
+    if profile is None:
+        raise NotFound(f"no profile {external_id!r}", code="profile_not_found")
+    return profile
+
+
+def delete(session: Session, *, caller: Caller, runtime: Runtime, external_id: str) -> None:
+    """Erase a profile: from the engine, from every audience, and from every kept run snapshot."""
+    pid = runtime.profiles.delete_profile(caller.workspace_id, external_id)
+    if pid is None:
+        raise NotFound(f"no profile {external_id!r}", code="profile_not_found")
+    for audience in _audiences_holding(session, caller.workspace_id):
+        memberships.apply(session, audience=audience, remove=[pid])
+    snapshots = (
+        select(RunRow)
+        .where(RunRow.workspace_id == caller.workspace_id, RunRow.members_kept.is_(True))
+        .options(undefer(RunRow.members))
+    )
+    for run in session.scalars(snapshots):
+        members = deserialize(run.members or b"")
+        if pid in members:
+            members.discard(pid)
+            run.members = serialize(members)
+    session.flush()
+
+
+def audiences_of(
+    session: Session, *, caller: Caller, runtime: Runtime, external_id: str
+) -> list[Membership]:
+    """Every audience the profile is in now, by name."""
+    pid = runtime.profiles.pids_for(caller.workspace_id, [external_id])[0]
+    if pid is None:
+        raise NotFound(f"no profile {external_id!r}", code="profile_not_found")
+    every = list(
+        session.scalars(
+            select(AudienceRow)
+            .where(AudienceRow.workspace_id == caller.workspace_id)
+            .order_by(AudienceRow.name, AudienceRow.id)
+        )
+    )
+    sets = memberships.many(session, runtime=runtime, audience_ids=[a.id for a in every])
+    states = memberships.states(session, [a.id for a in every])
+    return [Membership(a, states[a.id]) for a in every if pid in sets[a.id]]
+
+
+def pid_of(runtime: Runtime, workspace_id: str, external_id: str) -> int | None:
+    """The pid of a stored profile, None when it is not stored."""
+    return runtime.profiles.pids_for(workspace_id, [external_id])[0]
+
+
+def check_batch_size(count: int, limit: int) -> None:
+    """Refuse a batch over ``limit`` records."""
+    if count > limit:
+        raise ValidationFailed(
+            f"at most {limit} profiles per call, got {count}", code="too_many_ids"
+        )
+
+
+def _audiences_holding(session: Session, workspace_id: str) -> list[AudienceRow]:
+    stmt = (
+        select(AudienceRow)
+        .join(MembershipRow, MembershipRow.audience_id == AudienceRow.id)
+        .where(AudienceRow.workspace_id == workspace_id, MembershipRow.revision > 0)
+    )
+    return list(session.scalars(stmt))

@@ -1,0 +1,153 @@
+"""Runs and what they tell: run history, members (now or as of a run), changes since a run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from pyroaring import AbstractBitMap
+from sqlalchemy.orm import Session
+
+from audiences.errors import Conflict, NotFound
+from audiences.membership.bitmaps import deserialize, page
+from audiences.schemas.common import ListQuery, PageResult
+from audiences.services import audiences, memberships
+from audiences.services.callers import Caller
+from audiences.services.runtime import Runtime
+from audiences.store.repositories.runs import RunRepository
+from audiences.store.tables import RunRow
+
+EXPORT_CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class MemberPage:
+    """A page of members in pid order: external ids, the last pid, and as of when."""
+
+    ids: list[str]
+    last_pid: int | None
+    has_more: bool
+    total: int
+    computed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    """A page of changes since a run: (external id, ``entered`` or ``exited``) in pid order."""
+
+    changes: list[tuple[str, str]]
+    last_pid: int | None
+    has_more: bool
+    entered: int
+    exited: int
+    computed_at: datetime | None
+
+
+def list_(
+    session: Session, *, caller: Caller, audience_id: str, query: ListQuery
+) -> PageResult[RunRow]:
+    """A page of an audience's runs, newest first by default."""
+    audiences.get(session, caller=caller, audience_id=audience_id)
+    return RunRepository(session, caller.workspace_id, audience_id).page(query)
+
+
+def get(session: Session, *, caller: Caller, audience_id: str, run_id: str) -> RunRow:
+    """One run of an audience."""
+    run = RunRepository(session, caller.workspace_id, audience_id).get(run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id!r} of this audience", code="run_not_found")
+    return run
+
+
+def members(
+    session: Session,
+    *,
+    caller: Caller,
+    runtime: Runtime,
+    audience_id: str,
+    after: int | None,
+    limit: int,
+    as_of: str | None = None,
+) -> MemberPage:
+    """A page of members after pid ``after``: stable between pages because pids only sort."""
+    bitmap, computed_at = _member_set(session, caller, runtime, audience_id, as_of)
+    pids = page(bitmap, after, limit + 1)
+    has_more = len(pids) > limit
+    pids = pids[:limit]
+    ids = runtime.profiles.external_ids_for(caller.workspace_id, pids)
+    return MemberPage(
+        ids=[external for external in ids if external is not None],
+        last_pid=pids[-1] if pids else after,
+        has_more=has_more,
+        total=len(bitmap),
+        computed_at=computed_at,
+    )
+
+
+def export(
+    session: Session, *, caller: Caller, runtime: Runtime, audience_id: str
+) -> tuple[Iterator[list[str]], datetime | None]:
+    """Every member's external id, in chunks, as of now."""
+    bitmap, computed_at = _member_set(session, caller, runtime, audience_id, None)
+
+    def chunks() -> Iterator[list[str]]:
+        after: int | None = None
+        while True:
+            pids = page(bitmap, after, EXPORT_CHUNK)
+            if not pids:
+                return
+            after = pids[-1]
+            ids = runtime.profiles.external_ids_for(caller.workspace_id, pids)
+            yield [external for external in ids if external is not None]
+
+    return chunks(), computed_at
+
+
+def changes(
+    session: Session,
+    *,
+    caller: Caller,
+    runtime: Runtime,
+    audience_id: str,
+    since: str,
+    after: int | None,
+    limit: int,
+) -> ChangePage:
+    """Who entered and who exited between run ``since`` and now, a page at a time."""
+    then, _ = _member_set(session, caller, runtime, audience_id, since)
+    now, computed_at = _member_set(session, caller, runtime, audience_id, None)
+    entered, exited = now - then, then - now
+    moved = entered | exited
+    pids = page(moved, after, limit + 1)
+    has_more = len(pids) > limit
+    pids = pids[:limit]
+    ids = runtime.profiles.external_ids_for(caller.workspace_id, pids)
+    listed = [
+        (external, "entered" if pid in entered else "exited")
+        for pid, external in zip(pids, ids, strict=True)
+        if external is not None
+    ]
+    return ChangePage(
+        changes=listed,
+        last_pid=pids[-1] if pids else after,
+        has_more=has_more,
+        entered=len(entered),
+        exited=len(exited),
+        computed_at=computed_at,
+    )
+
+
+def _member_set(
+    session: Session, caller: Caller, runtime: Runtime, audience_id: str, as_of: str | None
+) -> tuple[AbstractBitMap, datetime | None]:
+    audience = audiences.get(session, caller=caller, audience_id=audience_id)
+    if as_of is None:
+        state = memberships.states(session, [audience.id]).get(audience.id)
+        bitmap = memberships.current(session, runtime=runtime, audience_id=audience.id)
+        return bitmap, None if state is None else state.computed_at
+    run = get(session, caller=caller, audience_id=audience.id, run_id=as_of)
+    if not run.members_kept or run.members is None:
+        reason = "failed" if run.status == "failed" else "is older than the snapshots kept"
+        raise Conflict(f"run {as_of!r} {reason}: its members are not available", code="run_expired")
+    return deserialize(run.members), run.finished_at
