@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Run the embedded job workers (``AUDIENCES_WORKER_THREADS``) while the server runs."""
-    pool = embedded(app.state.settings, app.state.session_factory)
+    pool = embedded(app.state.settings, app.state.session_factory, app.state.runtime)
     try:
         yield
     finally:

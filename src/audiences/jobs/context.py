@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audiences.config import Settings
 from audiences.jobs import queue
 from audiences.jobs.queue import ClaimedJob, LeaseLost
+from audiences.services.runtime import Runtime
 
 
 class Cancelled(Exception):
@@ -47,8 +48,10 @@ class JobContext:
         session_factory: sessionmaker[Session],
         settings: Settings,
         stopping: threading.Event | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.job = job
+        self._runtime = runtime
         self.session_factory = session_factory
         self.settings = settings
         self.counts: dict[str, int] = dict(job.counts)
@@ -60,6 +63,14 @@ class JobContext:
         self._lost = threading.Event()
         self._stopping = stopping or threading.Event()
         self._lock = threading.Lock()
+
+    @property
+    def runtime(self) -> Runtime:
+        """The profile engine and bitmap cache of this process (handlers registered with
+        ``needs_profiles=True`` only run where there is one)."""
+        if self._runtime is None:
+            raise JobFailed("this worker has no profile engine")
+        return self._runtime
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -23,27 +23,45 @@ Handler = Callable[[JobContext, ClaimedJob], Any]
 class HandlerRegistry:
     """Handlers by name. Workers claim only jobs whose handler their registry knows."""
 
-    def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler] | None = None,
+        needing_profiles: frozenset[str] = frozenset(),
+    ) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._needing_profiles: set[str] = set()
         for name, handler in (handlers or {}).items():
-            self.add(name, handler)
+            self.add(name, handler, needs_profiles=name in needing_profiles)
 
-    def add(self, name: str, handler: Handler) -> None:
-        """Register ``handler`` under ``name``; a name is registered once."""
+    def add(self, name: str, handler: Handler, *, needs_profiles: bool = False) -> None:
+        """Register ``handler`` under ``name``; a name is registered once.
+
+        ``needs_profiles`` marks a handler that reads or writes profile data: only a worker
+        with a profile engine (``context.runtime``) claims its jobs. With the embedded DuckDB
+        engine that is the server process, which owns the file.
+        """
         if not HANDLER_NAME.match(name):
             raise ValueError(f"handler name {name!r} is not `domain.verb`")
         if self._handlers.get(name, handler) is not handler:
             raise ValueError(f"a handler named {name!r} is already registered")
         self._handlers[name] = handler
+        if needs_profiles:
+            self._needing_profiles.add(name)
 
-    def register(self, name: str) -> Callable[[Handler], Handler]:
+    def register(self, name: str, *, needs_profiles: bool = False) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add`."""
 
         def decorate(handler: Handler) -> Handler:
-            self.add(name, handler)
+            self.add(name, handler, needs_profiles=needs_profiles)
             return handler
 
         return decorate
+
+    def runnable(self, *, with_profiles: bool) -> frozenset[str]:
+        """The names a worker may claim: all of them, or those that need no profile engine."""
+        if with_profiles:
+            return self.names()
+        return frozenset(set(self._handlers) - self._needing_profiles)
 
     def get(self, name: str) -> Handler:
         """The handler named ``name``; ``KeyError`` if none is."""
@@ -55,7 +73,7 @@ class HandlerRegistry:
 
     def copy(self) -> HandlerRegistry:
         """An independent registry with the same handlers (tests extend a copy)."""
-        return HandlerRegistry(self._handlers)
+        return HandlerRegistry(self._handlers, frozenset(self._needing_profiles))
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._handlers))

@@ -24,6 +24,7 @@ from audiences.jobs.context import Cancelled, Interrupted, JobContext, JobFailed
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry, load_modules
 from audiences.jobs.queue import ClaimedJob, LeaseLost
 from audiences.kit.ids import new_id
+from audiences.services.runtime import Runtime
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 
@@ -41,9 +42,11 @@ class Worker:
         registry: HandlerRegistry | None = None,
         name: str | None = None,
         stopping: threading.Event | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
+        self.runtime = runtime
         self.registry = registry or HANDLERS
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
         self.stopping = stopping or threading.Event()
@@ -68,7 +71,7 @@ class Worker:
                 session,
                 owner=self.name,
                 lease_seconds=self.settings.job_lease_seconds,
-                handlers=self.registry.names(),
+                handlers=self.registry.runnable(with_profiles=self.runtime is not None),
             )
         if job is None:
             return False
@@ -94,6 +97,7 @@ class Worker:
             session_factory=self.session_factory,
             settings=self.settings,
             stopping=self.stopping,
+            runtime=self.runtime,
         )
         done = threading.Event()
         beat = threading.Thread(
@@ -150,6 +154,7 @@ class WorkerPool:
         settings: Settings,
         threads: int,
         registry: HandlerRegistry | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.stopping = threading.Event()
         self.workers = [
@@ -158,6 +163,7 @@ class WorkerPool:
                 settings=settings,
                 registry=registry,
                 stopping=self.stopping,
+                runtime=runtime,
             )
             for _ in range(threads)
         ]
@@ -180,13 +186,21 @@ class WorkerPool:
             thread.join(max(deadline - time.monotonic(), 0))
 
 
-def embedded(settings: Settings, session_factory: sessionmaker[Session]) -> WorkerPool | None:
-    """The server's own workers (``AUDIENCES_WORKER_THREADS``), started; None if set to 0."""
+def embedded(
+    settings: Settings, session_factory: sessionmaker[Session], runtime: Runtime | None = None
+) -> WorkerPool | None:
+    """The server's own workers (``AUDIENCES_WORKER_THREADS``), started; None if set to 0.
+
+    They share the server's profile engine, so they also run the jobs that need profile data.
+    """
     if settings.worker_threads == 0:
         return None
     load_modules(settings.job_handler_modules)
     pool = WorkerPool(
-        session_factory=session_factory, settings=settings, threads=settings.worker_threads
+        session_factory=session_factory,
+        settings=settings,
+        threads=settings.worker_threads,
+        runtime=runtime,
     )
     pool.start()
     return pool
