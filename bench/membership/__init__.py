@@ -1,0 +1,1 @@
+"""Benchmarks of membership: batch evaluation, streaming upserts, member reads, over HTTP too."""
