@@ -123,17 +123,20 @@ def wrk(
     rps = float(_field(r"Requests/sec:\s+([\d.]+)", output))
     total = int(_field(r"(\d+) requests in", output))
     return Load(
-        rps, _ms(_field(r"50%\s+(\S+)", output)), _ms(_field(r"99%\s+(\S+)", output)), total
+        rps, _ms(_field(r"^\s+50%\s+(\S+)", output)), _ms(_field(r"^\s+99%\s+(\S+)", output)), total
     )
 
 
 def _field(pattern: str, text: str) -> str:
-    found = re.search(pattern, text)
+    found = re.search(pattern, text, re.MULTILINE)
     if found is None:
         raise RuntimeError(f"no {pattern!r} in wrk output:\n{text}")
     return found.group(1)
 
 
 def _ms(value: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
+    if found is None:
+        raise RuntimeError(f"unexpected wrk latency {value!r}")
+    number, unit = found.groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]

@@ -648,3 +648,7 @@ def run(folder: Path, args: argparse.Namespace) -> Iterator[str]:
     yield from (line for line in http_lines if line.startswith("| ") and "POST" not in line)
     yield ""
     yield f"Load average at the end: {load_average()}"
+
+
+if __name__ == "__main__":
+    main()
