@@ -76,6 +76,38 @@ class Settings(BaseSettings):
         le=10_000,
         description="Most profiles one batch upsert accepts; above it answers 422.",
     )
+    scheduler_seconds: int = Field(
+        default=15,
+        ge=0,
+        description=(
+            "How often each server or worker process looks for due scheduled refreshes, in "
+            "seconds; 0 disables its scheduler."
+        ),
+    )
+    min_refresh_interval_seconds: int = Field(
+        default=60,
+        ge=60,
+        description="The shortest `interval_seconds` a scheduled refresh policy may ask for.",
+    )
+    max_upload_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1024,
+        description=(
+            "Largest import file upload, in bytes (gzipped size when gzipped); above it answers "
+            "413, counted while the upload streams to disk."
+        ),
+    )
+    max_member_ids_per_call: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000,
+        description="Most ids one membership write (`POST …/members`) accepts; above it 422.",
+    )
+    import_chunk_rows: int = Field(
+        default=50_000,
+        ge=100,
+        description="Rows an import handles between two checkpoints (its resume points).",
+    )
     log_level: str = Field(default="info", description="Log level of the server.")
     worker_threads: int = Field(
         default=2,

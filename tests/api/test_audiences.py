@@ -27,6 +27,9 @@ def test_create_answers_201_with_location_etag_and_every_field(tenant: Tenant) -
         "computed_at": None,
         "last_error": None,
         "last_run_id": None,
+        "last_refreshed_at": None,
+        "next_refresh_at": None,
+        "consecutive_failures": 0,
     }
     assert created["created_by"] == created["updated_by"]
     assert created["created_by"].startswith("api_key:")

@@ -15,7 +15,9 @@ from typing import Any
 from audiences.jobs.context import JobContext
 from audiences.jobs.queue import HANDLER_NAME, ClaimedJob
 from audiences.kit.clock import utcnow
-from audiences.services import maintenance
+from audiences.rules import evaluation_order
+from audiences.services import evaluation, freshness, maintenance
+from audiences.store.tables import AudienceRow, RunRow
 
 Handler = Callable[[JobContext, ClaimedJob], Any]
 
@@ -105,3 +107,51 @@ def load_modules(names: str) -> list[str]:
             importlib.import_module(name)
             loaded.append(name)
     return loaded
+
+
+@HANDLERS.register("evaluation.run", needs_profiles=True)
+def run_evaluation(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
+    """Evaluate one dynamic audience (payload ``audience_id``, ``trigger``); a rerun is harmless."""
+    audience_id = str(job.payload["audience_id"])
+    with context.session() as session:
+        audience = session.get(AudienceRow, audience_id)
+        if audience is None or audience.workspace_id != job.workspace_id:
+            return {"skipped": "the audience no longer exists"}
+        run = evaluation.refresh(
+            session,
+            runtime=context.runtime,
+            audience=audience,
+            trigger=str(job.payload.get("trigger", "job")),
+        )
+        return _run_result(run)
+
+
+@HANDLERS.register("evaluation.refresh_due", needs_profiles=True)
+def refresh_due(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
+    """Refresh the workspace's due scheduled audiences, each after those it depends on.
+
+    Each audience is refreshed in a transaction of its own, so one failing run (recorded as
+    failed, its previous members still served) does not hold back the others.
+    """
+    with context.session() as session:
+        due = freshness.due(session, now=utcnow(), workspace_id=job.workspace_id)
+        graph = {a.key: [k for k in a.dependencies if k in {d.key for d in due}] for a in due}
+        order = evaluation_order(graph)
+        ids = {a.key: a.id for a in due}
+    context.progress(0, len(order))
+    results = []
+    for done, key in enumerate(order, start=1):
+        with context.session() as session:
+            audience = session.get(AudienceRow, ids[key])
+            if audience is not None:
+                run = evaluation.refresh(
+                    session, runtime=context.runtime, audience=audience, trigger="scheduled"
+                )
+                context.count(run.status)
+                results.append({"audience": key, **_run_result(run)})
+        context.progress(done, len(order))
+    return {"runs": results}
+
+
+def _run_result(run: RunRow) -> dict[str, Any]:
+    return {"run_id": run.id, "status": run.status, "size": run.size, "error": run.error}

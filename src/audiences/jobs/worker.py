@@ -23,6 +23,7 @@ from audiences.jobs import queue
 from audiences.jobs.context import Cancelled, Interrupted, JobContext, JobFailed
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry, load_modules
 from audiences.jobs.queue import ClaimedJob, LeaseLost
+from audiences.jobs.schedule import Scheduler
 from audiences.kit.ids import new_id
 from audiences.services.runtime import Runtime
 from audiences.store.db import make_engine, make_session_factory
@@ -169,13 +170,20 @@ class WorkerPool:
         ]
         self._threads: list[threading.Thread] = []
         self._timeout = settings.job_lease_seconds
+        self.scheduler = (
+            Scheduler(session_factory=session_factory, settings=settings, stopping=self.stopping)
+            if settings.scheduler_seconds > 0
+            else None
+        )
 
     def start(self) -> None:
-        """Start every worker on a thread of its own."""
+        """Start every worker on a thread of its own, and the scheduler beside them."""
         for index, worker in enumerate(self.workers):
             thread = threading.Thread(target=worker.run, name=f"worker-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        if self.scheduler is not None:
+            self.scheduler.start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask the workers to stop and wait for them (a running handler is interrupted at its
@@ -184,6 +192,8 @@ class WorkerPool:
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0))
+        if self.scheduler is not None:
+            self.scheduler.join(max(deadline - time.monotonic(), 0))
 
 
 def embedded(

@@ -182,6 +182,14 @@ class EvaluationState(BaseModel):
     )
     last_error: str | None = Field(default=None, description="Why the last run failed.")
     last_run_id: str | None = None
+    last_refreshed_at: datetime | None = Field(
+        default=None, description="When the last successful run finished."
+    )
+    next_refresh_at: datetime | None = Field(
+        default=None,
+        description="Scheduled audiences: when the next run is due (sooner after a failure).",
+    )
+    consecutive_failures: int = Field(default=0, description="Failed runs since the last success.")
 
 
 class EvaluationMode(BaseModel):

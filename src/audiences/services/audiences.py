@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from audiences.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
+from audiences.jobs import queue
 from audiences.kit.clock import utcnow
 from audiences.schemas.audiences import (
     AUDIENCE_WRITE,
@@ -25,7 +26,8 @@ from audiences.schemas.audiences import (
     StaticAudienceWrite,
 )
 from audiences.schemas.common import ListQuery, PageResult, Relationship
-from audiences.services import definitions, memberships, versions
+from audiences.schemas.jobs import JobKind
+from audiences.services import definitions, freshness, memberships, versions
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch, apply_patch
 from audiences.services.validation import validation_failed
@@ -33,10 +35,19 @@ from audiences.store.repositories.audiences import AudienceRepository
 from audiences.store.repositories.groups import GroupRepository
 from audiences.store.tables import AudienceLabelRow, AudienceRow, MembershipRow
 
+EVALUATE = "evaluation.run"
+"""The job that evaluates one audience (registered in ``audiences.jobs.handlers``)."""
 
-def create(session: Session, *, caller: Caller, data: AudienceWrite) -> AudienceRow:
-    """A new audience in the caller's workspace; :class:`Conflict` if its key is taken."""
+
+def create(
+    session: Session, *, caller: Caller, data: AudienceWrite, min_interval: int = 60
+) -> AudienceRow:
+    """A new audience in the caller's workspace; :class:`Conflict` if its key is taken.
+
+    A dynamic audience gets its first evaluation queued at once (trigger ``rule_change``).
+    """
     repo = AudienceRepository(session, caller.workspace_id)
+    _check_interval(data, min_interval)
     _check_references(session, caller, data)
     _check_key_free(repo, data.key)
     binding = definitions.bind(
@@ -45,9 +56,12 @@ def create(session: Session, *, caller: Caller, data: AudienceWrite) -> Audience
     row = AudienceRow(created_by=caller.actor, updated_by=caller.actor)
     _assign(row, data, binding)
     try:
-        return repo.add(row)
+        repo.add(row)
     except IntegrityError as exc:
         raise _duplicate(data.key) from exc
+    if binding is not None:
+        _queue_evaluation(session, caller, row)
+    return row
 
 
 def get(session: Session, *, caller: Caller, audience_id: str) -> AudienceRow:
@@ -75,11 +89,16 @@ def replace(
     audience_id: str,
     data: AudienceWrite,
     expected_version: Collection[int] | None,
+    min_interval: int = 60,
 ) -> AudienceRow:
-    """Replace every writable field (PUT); :class:`PreconditionFailed` on a stale version."""
+    """Replace every writable field (PUT); :class:`PreconditionFailed` on a stale version.
+
+    A changed rule queues a re-evaluation (trigger ``rule_change``).
+    """
     row = get(session, caller=caller, audience_id=audience_id)
     versions.check(row.version, expected_version)
     repo = AudienceRepository(session, caller.workspace_id)
+    _check_interval(data, min_interval)
     _check_references(session, caller, data)
     binding = definitions.bind(
         session, workspace_id=caller.workspace_id, data=data, audience_id=row.id
@@ -91,6 +110,7 @@ def replace(
     if data.key != row.key:
         _check_key_free(repo, data.key)
         _check_no_dependents(session, row, "change the key of")
+    rule_before = row.rule
     _assign(row, data, binding)
     row.updated_at = utcnow()
     row.updated_by = caller.actor
@@ -100,6 +120,8 @@ def replace(
         raise versions.stale() from exc
     except IntegrityError as exc:
         raise _duplicate(data.key) from exc
+    if binding is not None and row.rule != rule_before:
+        _queue_evaluation(session, caller, row)
     return row
 
 
@@ -110,6 +132,7 @@ def patch(
     audience_id: str,
     patch: Patch,
     expected_version: Collection[int] | None,
+    min_interval: int = 60,
 ) -> AudienceRow:
     """Apply a JSON Patch or merge patch to the writable fields, then replace."""
     row = get(session, caller=caller, audience_id=audience_id)
@@ -126,7 +149,12 @@ def patch(
     except ValidationError as exc:
         raise validation_failed(exc, prefix=("body",)) from exc
     return replace(
-        session, caller=caller, audience_id=audience_id, data=data, expected_version=None
+        session,
+        caller=caller,
+        audience_id=audience_id,
+        data=data,
+        expected_version=None,
+        min_interval=min_interval,
     )
 
 
@@ -174,6 +202,7 @@ class Context:
     states: dict[str, MembershipRow]
     dependents: dict[str, list[str]]
     modes: dict[str, EvaluationMode]
+    freshness: dict[str, freshness.Freshness]
 
 
 def context(session: Session, *, workspace_id: str, rows: list[AudienceRow]) -> Context:
@@ -183,12 +212,14 @@ def context(session: Session, *, workspace_id: str, rows: list[AudienceRow]) -> 
         states=memberships.states(session, [row.id for row in rows]),
         dependents=definitions.dependents(nodes),
         modes=definitions.modes(nodes),
+        freshness=freshness.of(session, rows),
     )
 
 
 def to_model(row: AudienceRow, ctx: Context, *, group: Relationship | None = None) -> Audience:
     """The public shape of an audience."""
     state = ctx.states.get(row.id)
+    fresh = ctx.freshness[row.id]
     return Audience(
         **writable_view(row).model_dump(exclude={"kind"}),
         kind=row.kind,
@@ -203,6 +234,9 @@ def to_model(row: AudienceRow, ctx: Context, *, group: Relationship | None = Non
             computed_at=None if state is None else state.computed_at,
             last_error=None if state is None else state.last_error,
             last_run_id=None if state is None else state.last_run_id,
+            last_refreshed_at=fresh.last_refreshed_at,
+            next_refresh_at=fresh.next_refresh_at,
+            consecutive_failures=fresh.consecutive_failures,
         ),
         version=row.version,
         created_at=row.created_at,
@@ -246,6 +280,38 @@ def _assign_labels(row: AudienceRow, labels: list[str]) -> None:
         label_row.position = position
         new_rows.append(label_row)
     row.label_rows = new_rows
+
+
+def _check_interval(data: AudienceWrite, minimum: int) -> None:
+    policy = data.refresh_policy
+    if isinstance(policy, ScheduledRefresh) and policy.interval_seconds < minimum:
+        raise ValidationFailed(
+            f"a scheduled refresh runs at most every {minimum} seconds on this server",
+            code="refresh_interval_too_short",
+            errors=[
+                ErrorDetail(
+                    "refresh_interval_too_short",
+                    f"at least {minimum}",
+                    ("body", "refresh_policy", "interval_seconds"),
+                )
+            ],
+        )
+
+
+def _queue_evaluation(session: Session, caller: Caller, row: AudienceRow) -> None:
+    if queue.active_for_subject(
+        session, workspace_id=row.workspace_id, subject_id=row.id, handler=EVALUATE
+    ):
+        return
+    queue.enqueue(
+        session,
+        workspace_id=row.workspace_id,
+        kind=JobKind.EVALUATION,
+        handler=EVALUATE,
+        payload={"audience_id": row.id, "trigger": "rule_change"},
+        subject_id=row.id,
+        created_by=caller.actor,
+    )
 
 
 def _check_no_dependents(session: Session, row: AudienceRow, action: str) -> None:

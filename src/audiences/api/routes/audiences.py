@@ -47,9 +47,12 @@ def create_audience(
     session: SessionDep,
     caller: WriteCaller,
     idem: IdempotencyDep,
+    settings: SettingsDep,
 ) -> Response:
     """Create an audience. Answers 201 with ``Location``; replays under ``Idempotency-Key``."""
-    row = audiences.create(session, caller=caller, data=body)
+    row = audiences.create(
+        session, caller=caller, data=body, min_interval=settings.min_refresh_interval_seconds
+    )
     location = str(request.url_for("get_audience", audience_id=row.id).path)
     rendered = _render(session, caller, [row], frozenset())[row.id]
     return idem.respond(201, rendered, {"Location": location, "ETag": etag(row.version)})
@@ -121,10 +124,16 @@ def replace_audience(
     session: SessionDep,
     caller: WriteCaller,
     version: ExpectedVersion,
+    settings: SettingsDep,
 ) -> Response:
     """Replace every writable field; send ``If-Match`` to be safe against lost updates."""
     row = audiences.replace(
-        session, caller=caller, audience_id=audience_id, data=body, expected_version=version
+        session,
+        caller=caller,
+        audience_id=audience_id,
+        data=body,
+        expected_version=version,
+        min_interval=settings.min_refresh_interval_seconds,
     )
     return _one(session, caller, row)
 
@@ -135,11 +144,17 @@ def patch_audience(
     session: SessionDep,
     caller: WriteCaller,
     version: ExpectedVersion,
+    settings: SettingsDep,
     patch: Patch = PatchBody,
 ) -> Response:
     """Edit with JSON Patch (RFC 6902, `test` honoured) or JSON merge patch (RFC 7386)."""
     row = audiences.patch(
-        session, caller=caller, audience_id=audience_id, patch=patch, expected_version=version
+        session,
+        caller=caller,
+        audience_id=audience_id,
+        patch=patch,
+        expected_version=version,
+        min_interval=settings.min_refresh_interval_seconds,
     )
     return _one(session, caller, row)
 

@@ -1,0 +1,86 @@
+"""The scheduler: every few seconds, queue one ``evaluation.refresh_due`` job per workspace with
+scheduled audiences that are due.
+
+Any number of schedulers may run (one per server or worker process): the job's dedupe key names
+the time slot, so a slot yields one job per workspace whoever notices it first, and a workspace
+with such a job still queued or running gets no second one — never two runs of one audience at
+once. The job refreshes the due audiences in dependency order (see ``jobs/handlers.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from audiences.config import Settings
+from audiences.jobs import queue
+from audiences.kit.clock import utcnow
+from audiences.schemas.jobs import JobKind
+from audiences.services import freshness
+from audiences.store.tables import JobRow
+
+REFRESH_DUE = "evaluation.refresh_due"
+log = logging.getLogger("audiences.jobs")
+
+
+def tick(session: Session, *, now: datetime, slot_seconds: int) -> list[JobRow]:
+    """Queue the refresh jobs due at ``now``; the jobs queued (or found queued already)."""
+    workspaces = sorted({audience.workspace_id for audience in freshness.due(session, now=now)})
+    slot = int(now.timestamp()) // max(slot_seconds, 1)
+    queued = []
+    for workspace_id in workspaces:
+        active = queue.active_for_subject(
+            session, workspace_id=workspace_id, subject_id=workspace_id, handler=REFRESH_DUE
+        )
+        if active:
+            queued.append(active[0])
+            continue
+        queued.append(
+            queue.enqueue(
+                session,
+                workspace_id=workspace_id,
+                kind=JobKind.EVALUATION,
+                handler=REFRESH_DUE,
+                subject_id=workspace_id,
+                dedupe_key=f"{REFRESH_DUE}:{slot}",
+                created_by="scheduler",
+            )
+        )
+    return queued
+
+
+class Scheduler:
+    """A thread that calls :func:`tick` every ``AUDIENCES_SCHEDULER_SECONDS`` until stopped."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        stopping: threading.Event,
+    ) -> None:
+        self.session_factory = session_factory
+        self.seconds = settings.scheduler_seconds
+        self.stopping = stopping
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start ticking on a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the thread to end (after ``stopping`` is set)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.seconds):
+            try:
+                with self.session_factory.begin() as session:
+                    tick(session, now=utcnow(), slot_seconds=self.seconds)
+            except Exception:
+                log.exception("scheduler tick failed; trying again next tick")
