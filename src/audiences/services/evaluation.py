@@ -111,13 +111,12 @@ def on_profiles_written(
     answer = _answerer(sets)
     for audience in streaming:
         predicate = compiled_predicate(audience.rule or "", _frozen(schema))
-        entering = [pid for pid, attrs in views.items() if predicate(_view(attrs, pid, answer))]
-        leaving = [pid for pid in wanted if pid not in entering]
+        entering = BitMap(
+            pid for pid, attrs in views.items() if predicate(_view(attrs, pid, answer))
+        )
+        leaving = BitMap(wanted) - entering
         memberships.apply(session, audience=audience, add=entering, remove=leaving)
-        updated = BitMap(sets.get(audience.key, BitMap()))
-        updated.update(BitMap(entering))
-        updated.difference_update(BitMap(leaving))
-        sets[audience.key] = updated
+        sets[audience.key] = (BitMap(sets.get(audience.key, BitMap())) | entering) - leaving
 
 
 def streaming_audiences(session: Session, workspace_id: str) -> list[AudienceRow]:
