@@ -79,6 +79,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     requests: int
+    timeouts: int
 
 
 WRK_SCRIPT = """
@@ -111,6 +112,8 @@ def wrk(
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--latency",
+        "--timeout",
+        "10s",
         "-s",
         str(script),
         base,
@@ -118,13 +121,13 @@ def wrk(
     output = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 60, check=True
     ).stdout
-    if "Non-2xx" in output or "Socket errors" in output:
+    if "Non-2xx" in output or re.search(r"connect [1-9]|read [1-9]|write [1-9]", output):
         raise RuntimeError(f"wrk saw errors:\n{output}")
+    timeouts = int(_field(r"timeout (\d+)", output)) if "Socket errors" in output else 0
     rps = float(_field(r"Requests/sec:\s+([\d.]+)", output))
     total = int(_field(r"(\d+) requests in", output))
-    return Load(
-        rps, _ms(_field(r"^\s+50%\s+(\S+)", output)), _ms(_field(r"^\s+99%\s+(\S+)", output)), total
-    )
+    p50 = _ms(_field(r"^\s+50%\s+(\S+)", output))
+    return Load(rps, p50, _ms(_field(r"^\s+99%\s+(\S+)", output)), total, timeouts)
 
 
 def _field(pattern: str, text: str) -> str:
