@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
@@ -20,3 +23,19 @@ def test_migrated_database_matches_the_tables(database_url: str) -> None:
     finally:
         engine.dispose()
     assert diff == []
+
+
+def test_concurrent_starts_migrate_once(database_url: str) -> None:
+    """Four processes starting at once on one database (servers and workers on a release)."""
+    script = (
+        "import sys; from audiences.store.db import make_engine; "
+        "from audiences.store.migrate import migrate; migrate(make_engine(sys.argv[1]))"
+    )
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, database_url], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outcomes = [(p.wait(timeout=120), p.communicate()[1]) for p in starts]
+    assert [error for code, error in outcomes if code != 0] == []
