@@ -30,6 +30,11 @@ PUT_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/profiles/{profile_id}"): {"json": {"attributes": {"country": "FR"}}},
     ("POST", "/v1/audiences/{audience_id}/preview"): {"json": {"rule": "age > 1"}},
     ("GET", "/v1/audiences/{audience_id}/changes"): {"params": {"since": "none"}},
+    ("POST", "/v1/audiences/{audience_id}/members"): {"json": {"action": "add", "ids": ["a"]}},
+    ("POST", "/v1/audiences/{audience_id}/imports"): {
+        "content": b"id\na\n",
+        "headers": {"Content-Type": "text/csv"},
+    },
 }
 UPSERTS = {("PUT", "/v1/attributes/{name}"), ("PUT", "/v1/profiles/{profile_id}")}
 """Routes where the client names the resource: another workspace's name creates one's own."""

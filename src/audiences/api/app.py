@@ -25,6 +25,7 @@ from audiences.api.routes import (
     audiences,
     groups,
     health,
+    imports,
     jobs,
     members,
     profiles,
@@ -68,9 +69,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     app.add_exception_handler(Replayed, _replay)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        upload_max_bytes=settings.max_upload_bytes,
+        upload_paths=imports.UPLOAD_PATHS,
+    )
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, audiences, members, groups, attributes, profiles, api_keys, jobs):
+    for module in (
+        health,
+        audiences,
+        members,
+        imports,
+        groups,
+        attributes,
+        profiles,
+        api_keys,
+        jobs,
+    ):
         app.include_router(module.router)
     _mount_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -60,18 +60,30 @@ class BodyLimitMiddleware:
     """Refuses request bodies over ``max_bytes`` with 413, counted while streaming in, so an
     oversized body is never buffered whole (a lying or absent Content-Length included)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        upload_max_bytes: int | None = None,
+        upload_paths: re.Pattern[str] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # File uploads (paths matching ``upload_paths``) have a limit of their own.
+        self.upload_max_bytes = upload_max_bytes or max_bytes
+        self.upload_paths = upload_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        if self.upload_paths is not None and self.upload_paths.match(scope.get("path", "")):
+            limit = self.upload_max_bytes
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
+        if declared is not None and declared > limit:
             request_id = scope.get("state", {}).get("request_id", "unknown")
-            await _send_problem(send, self._too_large(), request_id, scope.get("path"))
+            await _send_problem(send, self._too_large(limit), request_id, scope.get("path"))
             return
         received = 0
 
@@ -80,19 +92,19 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # An HTTPException, because FastAPI turns any other exception raised while
                     # it reads the body into a 400; the problem handler maps it back to 413.
-                    raise HTTPException(413, detail=self._too_large().detail)
+                    raise HTTPException(413, detail=self._too_large(limit).detail)
             return message
 
         await self.app(scope, counting_receive, send)
 
-    def _too_large(self) -> PayloadTooLarge:
+    def _too_large(self, limit: int) -> PayloadTooLarge:
         return PayloadTooLarge(
-            f"the request body is over the limit of {self.max_bytes} bytes",
+            f"the request body is over the limit of {limit} bytes",
             code="body_too_large",
-            extra={"limit_bytes": self.max_bytes},
+            extra={"limit_bytes": limit},
         )
 
 

@@ -156,6 +156,13 @@ class ProfileEngine(Protocol):
         """The pid of each external id, in order, None where unknown."""
         ...
 
+    def ensure_profiles(
+        self, workspace_id: str, external_ids: Sequence[str]
+    ) -> tuple[list[int], int]:
+        """The pid of each external id, in order, creating an empty profile for each unknown
+        one; and how many were created (static audiences hold ids before any data arrives)."""
+        ...
+
     def external_ids_for(self, workspace_id: str, pids: Sequence[int]) -> list[str | None]:
         """The external id of each pid, in order, None where unknown."""
         ...

@@ -170,6 +170,22 @@ class DuckDBEngine:
             found = self._resolve(state, list(external_ids))[1]
         return [found[eid].pid if eid in found else None for eid in external_ids]
 
+    def ensure_profiles(
+        self, workspace_id: str, external_ids: Sequence[str]
+    ) -> tuple[list[int], int]:
+        """The pid of each external id, in order, creating an empty profile for each unknown
+        one (in one statement); and how many were created. Ids must be valid (checked)."""
+        state = self._workspace(workspace_id, create=True)
+        assert state is not None
+        wanted = list(external_ids)
+        with self._lock:
+            hashes, found = self._resolve(state, wanted)
+            pids = {eid: stored.pid for eid, stored in found.items()}
+            fresh = [eid for eid in dict.fromkeys(wanted) if eid not in pids]
+            if fresh:
+                self._create_empty(state, fresh, hashes, pids)
+        return [pids[eid] for eid in wanted], len(fresh)
+
     def external_ids_for(self, workspace_id: str, pids: Sequence[int]) -> list[str | None]:
         """The external id of each pid, in order, None where unknown."""
         state = self._workspace(workspace_id)
@@ -351,6 +367,21 @@ class DuckDBEngine:
         for write in plan.writes:
             if not write.created:
                 write.pid = stored[write.external_id].pid
+
+    def _create_empty(
+        self, state: _Workspace, fresh: list[str], hashes: dict[str, int], pids: dict[str, int]
+    ) -> None:
+        query = "SELECT nextval(?) AS pid FROM range(?) ORDER BY pid"
+        made = self._writer.execute(query, [state.sequence, len(fresh)]).fetchnumpy()["pid"]
+        if len(made) and int(made[-1]) > MAX_PID:
+            raise Conflict("This workspace has used every pid.", code="pids_exhausted")
+        self._writer.execute(
+            f"INSERT INTO {state.table} (pid, external_id, updated_at)"
+            " SELECT unnest(?::UINTEGER[]), unnest(?::VARCHAR[]), ?",
+            [made.tolist(), fresh, utcnow()],
+        )
+        pids.update(zip(fresh, (int(pid) for pid in made), strict=True))
+        self._index(state).add_many([hashes[eid] for eid in fresh], [pids[eid] for eid in fresh])
 
     def _merge_statement(
         self, state: _Workspace, plan: WritePlan, stored: dict[str, _Stored]

@@ -12,11 +12,12 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from audiences.jobs import membership_jobs
 from audiences.jobs.context import JobContext
 from audiences.jobs.queue import HANDLER_NAME, ClaimedJob
 from audiences.kit.clock import utcnow
 from audiences.rules import evaluation_order
-from audiences.services import evaluation, freshness, maintenance
+from audiences.services import evaluation, freshness, maintenance, static_members
 from audiences.store.tables import AudienceRow, RunRow
 
 Handler = Callable[[JobContext, ClaimedJob], Any]
@@ -97,6 +98,11 @@ def purge_idempotency_keys(context: JobContext, job: ClaimedJob) -> dict[str, in
         )
     context.counts["deleted"] = deleted
     return {"deleted": deleted}
+
+
+HANDLERS.add(static_members.WRITE_HANDLER, membership_jobs.write_members, needs_profiles=True)
+HANDLERS.add(static_members.IMPORT_HANDLER, membership_jobs.import_rows, needs_profiles=True)
+HANDLERS.add(static_members.EXPIRE_HANDLER, membership_jobs.expire_members)
 
 
 def load_modules(names: str) -> list[str]:

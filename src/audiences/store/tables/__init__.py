@@ -8,6 +8,7 @@ from audiences.store.tables.groups import AudienceGroupRow
 from audiences.store.tables.idempotency import IdempotencyKeyRow
 from audiences.store.tables.jobs import JobRow
 from audiences.store.tables.memberships import MembershipRow, RunRow
+from audiences.store.tables.static_members import MemberDayRow, MemberWriteRow
 from audiences.store.tables.workspaces import WorkspaceRow
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "Base",
     "IdempotencyKeyRow",
     "JobRow",
+    "MemberDayRow",
+    "MemberWriteRow",
     "MembershipRow",
     "RunRow",
     "WorkspaceRow",

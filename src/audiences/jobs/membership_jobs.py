@@ -1,0 +1,205 @@
+"""Job handlers of static audiences: ``membership.write``, ``import.rows``, ``membership.expire``.
+
+Each is idempotent: the write a job carries is applied once, whatever the number of attempts
+(see :mod:`audiences.services.static_members`), and an import resumes from its last
+checkpoint, its counts and errors exact (see :mod:`audiences.services.imports`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from pyroaring import BitMap
+from sqlalchemy import select
+
+from audiences.jobs.context import Cancelled, JobContext, JobFailed
+from audiences.jobs.queue import ClaimedJob
+from audiences.membership.bitmaps import from_numpy
+from audiences.services import imports, static_members
+from audiences.services.import_formats import ImportFormat, Row, layout, open_binary, rows
+from audiences.store.tables import AudienceRow
+
+RESULT_COUNTS = ("added", "removed", "unchanged", "superseded")
+
+
+def write_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
+    """Apply one JSON membership write: create unknown profiles, then the change in order."""
+    payload = job.payload
+    if _audience(context, job) is None:
+        return {"indexing_state": "cancelled", "reason": "the audience no longer exists"}
+    pids, _ = context.runtime.profiles.ensure_profiles(job.workspace_id, list(payload["ids"]))
+    with context.session() as session:
+        audience = session.get_one(AudienceRow, payload["audience_id"])
+        result = static_members.apply(
+            session,
+            audience=audience,
+            seq=int(payload["seq"]),
+            action=str(payload["action"]),
+            pids=from_numpy(pids),
+            trigger="members",
+            job_id=job.id,
+        )
+    context.counts["ids"] = len(payload["ids"])
+    context.counts.update({name: int(result.get(name, 0)) for name in RESULT_COUNTS})
+    return result
+
+
+def import_rows(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
+    """Import an uploaded file: rows resolved in chunks with checkpoints, then one change."""
+    payload = job.payload
+    directory = imports.folder(context.settings.data_dir, job.workspace_id, payload["upload"])
+    if _audience(context, job) is None:
+        imports.remove_upload(directory, keep_errors=False)
+        return {"indexing_state": "cancelled", "reason": "the audience no longer exists"}
+    with context.session() as session:
+        done = static_members.applied_result(
+            session, audience_id=payload["audience_id"], seq=int(payload["seq"]), job_id=job.id
+        )
+    if done is not None:  # applied by an attempt that died before it could finish the job
+        imports.remove_upload(directory, keep_errors=True)
+        return done
+    try:
+        pids = _read(context, job, directory)
+        with context.session() as session:
+            audience = session.get_one(AudienceRow, payload["audience_id"])
+            counts = {k: context.counts.get(k, 0) for k in ("rows", "duplicates", "invalid")}
+            result = static_members.apply(
+                session,
+                audience=audience,
+                seq=int(payload["seq"]),
+                action=str(payload["action"]),
+                pids=pids,
+                trigger="import",
+                job_id=job.id,
+                extra=counts,
+            )
+    except (Cancelled, JobFailed):
+        imports.remove_upload(directory, keep_errors=True)
+        raise
+    except Exception:
+        if job.attempt >= job.max_attempts:
+            imports.remove_upload(directory, keep_errors=True)
+        raise
+    context.counts.update({name: int(result.get(name, 0)) for name in RESULT_COUNTS})
+    imports.remove_upload(directory, keep_errors=True)
+    return result
+
+
+def expire_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
+    """Drop members past their audience's ``ttl_days``: one audience (payload ``audience_id``)
+    or every static audience of the workspace that has a ttl."""
+    wanted = job.payload.get("audience_id")
+    with context.session() as session:
+        stmt = select(AudienceRow.id).where(
+            AudienceRow.workspace_id == job.workspace_id,
+            AudienceRow.kind == "static",
+            AudienceRow.ttl_days.is_not(None),
+        )
+        if wanted is not None:
+            stmt = stmt.where(AudienceRow.id == str(wanted))
+        ids = list(session.scalars(stmt))
+    runs = []
+    for audience_id in ids:
+        with context.session() as session:
+            audience = session.get(AudienceRow, audience_id)
+            if audience is None:
+                continue
+            run = static_members.expire(session, audience=audience, trigger="expiry")
+            context.count("expired", run.exited or 0)
+            runs.append({"audience_id": audience_id, "run_id": run.id, "exited": run.exited})
+    return {"runs": runs}
+
+
+def _read(context: JobContext, job: ClaimedJob, directory: Path) -> BitMap:
+    """Resolve every row from the last checkpoint on; the pids of the valid rows."""
+    payload = job.payload
+    upload = directory / imports.UPLOAD
+    if not upload.exists():
+        raise JobFailed("the uploaded file is gone; upload it again")
+    fmt = ImportFormat(payload["format"])
+    shape = imports.layout_of(payload)
+    if fmt in (ImportFormat.CSV, ImportFormat.TSV):
+        shape = layout(
+            upload, fmt, id_column=payload["id_column"], attributes=",".join(shape.attributes)
+        )
+    state = imports.load_state(directory, context.resume_from)
+    start = context.resume_from if state is not None else 0
+    pids, errors_bytes = state if state is not None else (BitMap(), 0)
+    if state is None:
+        context.counts = {"rows": 0, "duplicates": 0, "invalid": 0}
+    errors = directory / imports.ERRORS
+    with errors.open("a+b") as out:
+        out.truncate(errors_bytes or 0)
+    if errors_bytes == 0:
+        errors.write_text(imports.ERROR_HEADER)
+    total = _count_rows(upload, fmt)
+    context.progress(start, total)
+    source = rows(upload, fmt, shape)
+    for _ in islice(source, start):
+        pass
+    done = start
+    for chunk in _chunks(source, context.settings.import_chunk_rows):
+        _resolve_chunk(context, job, chunk, pids)
+        done += len(chunk)
+        with errors.open("a") as out:
+            out.write(imports.error_lines([row for row in chunk if row.code is not None]))
+        imports.save_state(directory, done, pids, errors.stat().st_size)
+        context.progress(done, max(total, done))
+        imports.drop_states(directory, done)
+    context.progress(done, done)
+    return pids
+
+
+def _resolve_chunk(context: JobContext, job: ClaimedJob, chunk: list[Row], pids: BitMap) -> None:
+    payload = job.payload
+    with context.session() as session:
+        found = imports.resolve(
+            session,
+            runtime=context.runtime,
+            workspace_id=job.workspace_id,
+            rows=chunk,
+            with_values=bool(payload["attributes"]) or bool(payload.get("all_attributes")),
+            typed=payload["format"] == ImportFormat.NDJSON.value,
+        )
+    fresh = BitMap()
+    duplicates = 0
+    for row, pid in zip(chunk, found, strict=True):
+        if pid is None:
+            context.error(row.message or "refused", code=row.code or "row_invalid", row=row.number)
+            continue
+        if pid in pids or pid in fresh:
+            duplicates += 1
+        fresh.add(pid)
+    pids |= fresh
+    context.count("rows", len(chunk))
+    context.count("invalid", sum(1 for pid in found if pid is None))
+    context.count("duplicates", duplicates)
+
+
+def _count_rows(upload: Path, fmt: ImportFormat) -> int:
+    """Lines in the file, less the header: the total shown until the exact one is known."""
+    lines, last = 0, b"\n"
+    with open_binary(upload) as raw:
+        while block := raw.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block
+    lines += 0 if last.endswith(b"\n") else 1
+    header = 1 if fmt in (ImportFormat.CSV, ImportFormat.TSV) else 0
+    return max(lines - header, 0)
+
+
+def _chunks(source: Iterator[Row], size: int) -> Iterator[list[Row]]:
+    while chunk := list(islice(source, size)):
+        yield chunk
+
+
+def _audience(context: JobContext, job: ClaimedJob) -> AudienceRow | None:
+    with context.session() as session:
+        audience = session.get(AudienceRow, job.payload.get("audience_id"))
+        if audience is None or audience.workspace_id != job.workspace_id:
+            return None
+        session.expunge(audience)
+        return audience

@@ -1,0 +1,244 @@
+"""File imports into static audiences: accept an upload, resolve its rows to profiles in chunks,
+keep resumable checkpoints and every row error beside the upload.
+
+An upload lives in ``<data_dir>/imports/<workspace id>/<upload id>/``: ``upload`` (the file as
+received), ``state-<rows>`` (the pids found in the first ``rows`` rows and the size of
+``errors.csv`` then, written before the job's checkpoint of the same ``rows``) and
+``errors.csv`` (every refused row). The job resumes from its last checkpoint with exact counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import shutil
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pyroaring import BitMap
+from sqlalchemy.orm import Session
+
+from audiences.errors import NotFound, Unprocessable, ValidationFailed
+from audiences.schemas.attributes import AttributeType
+from audiences.services import attributes, audiences, evaluation, static_members
+from audiences.services.callers import Caller
+from audiences.services.import_formats import (
+    FileRefused,
+    ImportFormat,
+    Layout,
+    Row,
+    layout,
+)
+from audiences.services.runtime import Runtime
+from audiences.store.tables import JobRow
+
+UPLOAD = "upload"
+ERRORS = "errors.csv"
+ERROR_HEADER = "row,line,code,message\n"
+JSON_TYPES = (AttributeType.STRING_LIST, AttributeType.NUMBER_LIST, AttributeType.JSON)
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What the client said about the file."""
+
+    mode: str
+    format: ImportFormat
+    id_column: str | None
+    attributes: str | None
+
+
+def folder(data_dir: Path, workspace_id: str, upload_id: str) -> Path:
+    """Where one upload and its checkpoints live."""
+    return Path(data_dir) / "imports" / workspace_id / upload_id
+
+
+def accept(
+    session: Session,
+    *,
+    caller: Caller,
+    audience_id: str,
+    upload: Path,
+    options: ImportOptions,
+    digest: str,
+    max_attempts: int,
+    idempotency_key: str | None = None,
+) -> JobRow:
+    """Check the uploaded file's header against the options and queue its import.
+
+    422 when the file cannot be imported at all (empty, no such id or attribute column); then,
+    and when an ``Idempotency-Key`` names an earlier import, the upload is deleted.
+    """
+    audience = audiences.get(session, caller=caller, audience_id=audience_id)
+    static_members.require_static(audience)
+    try:
+        shape = layout(
+            upload, options.format, id_column=options.id_column, attributes=options.attributes
+        )
+    except FileRefused as exc:
+        raise Unprocessable(str(exc), code="import_file_invalid") from None
+    payload = {
+        "upload": upload.parent.name,
+        "format": options.format.value,
+        "id_column": shape.id_column,
+        "attributes": list(shape.attributes),
+        "all_attributes": shape.positions.get("*") == 0,
+        "bytes": upload.stat().st_size,
+        "sha256": digest,
+    }
+    dedupe = None if idempotency_key is None else f"import:{audience.id}:{idempotency_key}"
+    job = static_members.accept(
+        session,
+        caller=caller,
+        audience=audience,
+        action=options.mode,
+        handler=static_members.IMPORT_HANDLER,
+        payload=payload,
+        max_attempts=max_attempts,
+        dedupe_key=dedupe,
+    )
+    replayed = job.payload.get("upload") != payload["upload"]
+    if replayed and (job.payload.get("sha256"), job.payload.get("action")) != (
+        digest,
+        options.mode,
+    ):
+        raise ValidationFailed(
+            "this Idempotency-Key was used for another import",
+            code="idempotency_key_reused",
+        )
+    return job
+
+
+def layout_of(payload: dict[str, Any]) -> Layout:
+    """The file's layout as the accepted job recorded it (the header is read again)."""
+    return Layout(
+        payload["id_column"],
+        tuple(payload["attributes"]),
+        {"*": 0} if payload.get("all_attributes") else {},
+    )
+
+
+def resolve(
+    session: Session,
+    *,
+    runtime: Runtime,
+    workspace_id: str,
+    rows: Sequence[Row],
+    with_values: bool,
+    typed: bool,
+) -> list[int | None]:
+    """The pid of each valid row (its profile created when new, its values upserted); None for
+    a row refused, whose ``code`` and ``message`` then say why. ``typed``: values are JSON
+    values (NDJSON), so a workspace's first ingest may infer its schema from them."""
+    valid = [row for row in rows if row.code is None and row.external_id is not None]
+    found: dict[int, int] = {}
+    if not with_values or not any(row.values for row in valid):
+        pids, _ = runtime.profiles.ensure_profiles(
+            workspace_id, [row.external_id or "" for row in valid]
+        )
+        found = {id(row): pid for row, pid in zip(valid, pids, strict=True)}
+    else:
+        schema = runtime.profiles.attributes(workspace_id)
+        records = [(row.external_id or "", _values(row.values, schema)) for row in valid]
+        if typed:
+            attributes.infer(
+                session, workspace_id=workspace_id, runtime=runtime, records=[r for _, r in records]
+            )
+        results = runtime.profiles.upsert_profiles(workspace_id, records)
+        for row, result in zip(valid, results, strict=True):
+            if result.ok and result.pid is not None:
+                found[id(row)] = result.pid
+            else:
+                row.code = "attribute_type_mismatch"
+                row.message = "; ".join(error.message for error in result.errors)
+        evaluation.on_profiles_written(
+            session, runtime=runtime, workspace_id=workspace_id, pids=list(found.values())
+        )
+    return [found.get(id(row)) for row in rows]
+
+
+def save_state(directory: Path, processed: int, pids: BitMap, errors_bytes: int) -> None:
+    """Write the checkpoint of ``processed`` rows atomically (before the job's own checkpoint)."""
+    final = directory / f"state-{processed}"
+    partial = directory / f"state-{processed}.partial"
+    with partial.open("wb") as out:
+        out.write(struct.pack("<Q", errors_bytes))
+        out.write(pids.serialize())
+        out.flush()
+        os.fsync(out.fileno())
+    partial.replace(final)
+
+
+def load_state(directory: Path, processed: int) -> tuple[BitMap, int] | None:
+    """The pids and errors size checkpointed at ``processed`` rows, None if there is none."""
+    path = directory / f"state-{processed}"
+    if processed == 0 or not path.exists():
+        return None
+    data = path.read_bytes()
+    return BitMap.deserialize(data[8:]), struct.unpack("<Q", data[:8])[0]
+
+
+def drop_states(directory: Path, keep: int | None) -> None:
+    """Delete checkpoints other than ``keep`` (all of them with None), and stray partials."""
+    for path in directory.glob("state-*"):
+        if path.name != f"state-{keep}":
+            path.unlink(missing_ok=True)
+
+
+def error_lines(rows: Sequence[Row]) -> str:
+    """The CSV lines of refused rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for row in rows:
+        writer.writerow([row.number, row.line, row.code, _safe(row.message or "")])
+    return buffer.getvalue()
+
+
+def errors_csv(data_dir: Path, job: JobRow) -> Path | None:
+    """The file of every refused row of an import job, None when the job kept none."""
+    upload = (job.payload or {}).get("upload")
+    if job.handler != static_members.IMPORT_HANDLER or not isinstance(upload, str):
+        return None
+    path = folder(data_dir, job.workspace_id, upload) / ERRORS
+    return path if path.exists() else None
+
+
+def job_for_errors(session: Session, *, caller: Caller, job_id: str) -> JobRow:
+    """An import job of the caller's workspace (404 ``job_not_found`` otherwise)."""
+    from audiences.services import jobs
+
+    job = jobs.get(session, caller=caller, job_id=job_id)
+    if job.handler != static_members.IMPORT_HANDLER:
+        raise NotFound(f"job {job_id!r} is not an import", code="job_not_found")
+    return job
+
+
+def remove_upload(directory: Path, *, keep_errors: bool) -> None:
+    """Delete the upload and its checkpoints (and the errors file unless ``keep_errors``)."""
+    if not keep_errors:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    (directory / UPLOAD).unlink(missing_ok=True)
+    drop_states(directory, None)
+
+
+def _values(values: dict[str, Any], schema: dict[str, AttributeType]) -> dict[str, Any]:
+    typed: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, str) and schema.get(name) in JSON_TYPES:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                value = orjson.loads(value)
+        typed[name] = value
+    return typed
+
+
+def _safe(text: str) -> str:
+    """Text that no spreadsheet runs as a formula, and that is valid UTF-8."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return "'" + text if text.startswith(("=", "+", "-", "@")) else text

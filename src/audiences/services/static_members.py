@@ -1,0 +1,430 @@
+"""Static audiences' members: writes accepted in order and applied at least once, days for ttl.
+
+A write (a JSON call or a file import) is numbered (``seq``) when it is accepted, under the
+audience's membership lock, and becomes a job. Jobs may run late, twice or out of order, so
+applying one is idempotent (its :class:`MemberWriteRow` says whether it was) and ordered by
+``seq``, not by when it runs: a write applied after later ones leaves the ids those touched to
+them, and is ``replaced`` entirely when a later replace was applied. The last action for an id
+wins, as accepted.
+
+Members are kept by the day they joined (``member_days``): a re-add moves a pid to today, and
+:func:`expire` drops the days older than the audience's ``ttl_days``. The current set is the
+audience's :class:`MembershipRow`, changed in the same transaction as the days.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pyroaring import AbstractBitMap, BitMap
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, undefer
+
+from audiences.errors import Conflict
+from audiences.jobs import queue
+from audiences.kit.clock import utcnow
+from audiences.membership.bitmaps import Diff, deserialize, serialize
+from audiences.schemas.jobs import JobKind
+from audiences.services import memberships
+from audiences.services.callers import Caller
+from audiences.store.tables import (
+    AudienceRow,
+    JobRow,
+    MemberDayRow,
+    MembershipRow,
+    MemberWriteRow,
+    RunRow,
+)
+
+ACTIONS = ("add", "remove", "replace")
+WRITE_HANDLER = "membership.write"
+IMPORT_HANDLER = "import.rows"
+EXPIRE_HANDLER = "membership.expire"
+WRITE_HANDLERS = (WRITE_HANDLER, IMPORT_HANDLER)
+IN_PROGRESS, APPLIED, REPLACED = "in_progress", "applied", "replaced"
+SNAPSHOTS_KEPT = 20
+LIVE_JOB_STATES = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying one write did: its indexing state and exact counts."""
+
+    indexing_state: str
+    action: str
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    superseded: int = 0
+    size: int = 0
+
+    def as_result(self) -> dict[str, Any]:
+        """The job's ``result``."""
+        return {
+            "indexing_state": self.indexing_state,
+            "action": self.action,
+            "added": self.added,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "superseded": self.superseded,
+            "size": self.size,
+        }
+
+
+def require_static(audience: AudienceRow) -> None:
+    """Refuse membership writes to an audience computed from a rule or mirrored from elsewhere."""
+    if audience.kind != "static":
+        raise Conflict(
+            f"a {audience.kind} audience's members are not written by id; only static ones are",
+            code="audience_not_static",
+        )
+
+
+def accept(
+    session: Session,
+    *,
+    caller: Caller,
+    audience: AudienceRow,
+    action: str,
+    handler: str,
+    payload: dict[str, Any],
+    max_attempts: int,
+    dedupe_key: str | None = None,
+) -> JobRow:
+    """Number a write and queue the job that applies it; the job's ``result`` says
+    ``in_progress`` until it is applied. With ``dedupe_key``, the job already queued for it."""
+    require_static(audience)
+    if action not in ACTIONS:
+        raise ValueError(f"unknown membership action {action!r}")
+    memberships.locked(session, audience)
+    last = session.scalar(
+        select(func.max(MemberWriteRow.seq)).where(MemberWriteRow.audience_id == audience.id)
+    )
+    seq = (last or 0) + 1
+    job = queue.enqueue(
+        session,
+        workspace_id=audience.workspace_id,
+        kind=JobKind.IMPORT,
+        handler=handler,
+        payload={**payload, "audience_id": audience.id, "action": action, "seq": seq},
+        subject_id=audience.id,
+        dedupe_key=dedupe_key,
+        max_attempts=max_attempts,
+        created_by=caller.actor,
+    )
+    if job.payload.get("seq") != seq:
+        return job
+    session.add(
+        MemberWriteRow(
+            audience_id=audience.id,
+            seq=seq,
+            workspace_id=audience.workspace_id,
+            job_id=job.id,
+            action=action,
+            state="pending",
+        )
+    )
+    job.result = {"indexing_state": IN_PROGRESS, "action": action}
+    session.flush()
+    return job
+
+
+def apply(
+    session: Session,
+    *,
+    audience: AudienceRow,
+    seq: int,
+    action: str,
+    pids: AbstractBitMap,
+    trigger: str,
+    job_id: str,
+    extra: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Apply write ``seq`` (``pids`` are its profiles) exactly once, in ``seq`` order; the
+    job's result (``extra`` merged in), saved on the job in the same transaction.
+
+    Holds the audience's membership lock, so concurrent attempts of one write queue up and the
+    second finds it applied: a repeat returns the result of the first application.
+    """
+    moment = now or utcnow()
+    state = memberships.locked(session, audience)
+    job = session.get(JobRow, job_id)
+    write = session.get(MemberWriteRow, (audience.id, seq), options=[undefer(MemberWriteRow.pids)])
+    if write is None or write.state != "pending":
+        if job is not None and isinstance(job.result, dict) and "added" in job.result:
+            return dict(job.result)
+        return _save_result(job, Outcome(REPLACED, action, size=state.size or 0), extra)
+    later = _applied_after(session, audience.id, seq)
+    if any(row.action == "replace" for row in later):
+        write.state = REPLACED
+        _forget_replaced(session, audience.id, seq + 1)
+        outcome = Outcome(REPLACED, action, superseded=len(pids), size=state.size or 0)
+        return _save_result(job, outcome, extra)
+    mask = BitMap()
+    for row in later:
+        mask |= deserialize(row.pids or b"")
+    before = BitMap() if state.bitmap is None else deserialize(state.bitmap)
+    days = _days(session, audience, before, moment)
+    effective = BitMap(pids) - mask
+    after = _apply_days(days, action, effective, before, mask, _day(moment))
+    _save_days(session, audience, days)
+    change = memberships.replace(session, audience=audience, members=after)
+    write.state, write.applied_at, write.pids = APPLIED, moment, serialize(pids)
+    if action == "replace":
+        _mark_replaced(session, audience.id, seq)
+    _release_masks(session, audience.id)
+    record_run(
+        session, audience=audience, state=state, members=after, change=change, trigger=trigger
+    )
+    unchanged = len(effective) - len(change.entered) - len(change.exited)
+    if action == "replace":
+        unchanged = len(after) - len(change.entered)
+    outcome = Outcome(
+        APPLIED,
+        action,
+        added=len(change.entered),
+        removed=len(change.exited),
+        unchanged=max(unchanged, 0),
+        superseded=len(pids) - len(effective),
+        size=len(after),
+    )
+    return _save_result(job, outcome, extra)
+
+
+def _save_result(
+    job: JobRow | None, outcome: Outcome, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    result = {**outcome.as_result(), **(extra or {})}
+    if job is not None:
+        job.result = result
+    return result
+
+
+def applied_result(
+    session: Session, *, audience_id: str, seq: int, job_id: str
+) -> dict[str, Any] | None:
+    """The result of write ``seq`` if it was applied (or replaced) already, else None."""
+    write = session.get(MemberWriteRow, (audience_id, seq))
+    if write is not None and write.state == "pending":
+        return None
+    job = session.get(JobRow, job_id)
+    if job is not None and isinstance(job.result, dict) and "added" in job.result:
+        return dict(job.result)
+    return None
+
+
+def expire(
+    session: Session, *, audience: AudienceRow, trigger: str, now: datetime | None = None
+) -> RunRow:
+    """Members added longer ago than the audience's ``ttl_days`` leave; recorded as a run.
+
+    Drops whole days. Without a ttl nothing leaves, and the run says so (size unchanged).
+    """
+    require_static(audience)
+    moment = now or utcnow()
+    state = memberships.locked(session, audience)
+    before = BitMap() if state.bitmap is None else deserialize(state.bitmap)
+    days = _days(session, audience, before, moment)
+    leaving = BitMap()
+    if audience.ttl_days is not None:
+        cutoff = _day(moment) - audience.ttl_days
+        old = [day for day in days if day < cutoff]
+        for day in old:
+            leaving |= days.pop(day)
+        for bitmap in days.values():
+            leaving -= bitmap
+        if old:
+            session.execute(
+                delete(MemberDayRow).where(
+                    MemberDayRow.audience_id == audience.id, MemberDayRow.day < cutoff
+                )
+            )
+    after = before - leaving
+    change = memberships.replace(session, audience=audience, members=after)
+    return record_run(
+        session, audience=audience, state=state, members=after, change=change, trigger=trigger
+    )
+
+
+def record_run(
+    session: Session,
+    *,
+    audience: AudienceRow,
+    state: MembershipRow,
+    members: AbstractBitMap,
+    change: Diff,
+    trigger: str,
+) -> RunRow:
+    """A succeeded run for a change of a static audience, so its change feed and ``as_of``
+    work as for evaluated ones (the last runs keep their member set)."""
+    now = utcnow()
+    last = session.scalar(select(func.max(RunRow.number)).where(RunRow.audience_id == audience.id))
+    run = RunRow(
+        workspace_id=audience.workspace_id,
+        audience_id=audience.id,
+        number=(last or 0) + 1,
+        trigger=trigger,
+        status="succeeded",
+        started_at=now,
+        finished_at=now,
+        size=len(members),
+        entered=len(change.entered),
+        exited=len(change.exited),
+        members=serialize(members),
+        members_kept=True,
+    )
+    session.add(run)
+    session.flush()
+    state.status, state.last_error, state.last_run_id = "succeeded", None, run.id
+    session.execute(
+        update(RunRow)
+        .where(RunRow.audience_id == audience.id, RunRow.number <= run.number - SNAPSHOTS_KEPT)
+        .where(RunRow.members_kept.is_(True))
+        .values(members=None, members_kept=False)
+    )
+    return run
+
+
+def _apply_days(
+    days: dict[int, BitMap],
+    action: str,
+    effective: BitMap,
+    before: BitMap,
+    mask: BitMap,
+    today: int,
+) -> BitMap:
+    """Change the day bitmaps in place for one write; the member set after it."""
+    if action == "replace":
+        kept = before & mask
+        for day in days:
+            days[day] &= kept
+        days[today] = days.get(today, BitMap()) | effective
+        return effective | kept
+    for day in days:
+        days[day] -= effective
+    if action == "add":
+        days[today] = days.get(today, BitMap()) | effective
+        return before | effective
+    return before - effective
+
+
+def _days(
+    session: Session, audience: AudienceRow, members: BitMap, now: datetime
+) -> dict[int, BitMap]:
+    rows = session.scalars(select(MemberDayRow).where(MemberDayRow.audience_id == audience.id))
+    days = {row.day: deserialize(row.bitmap) for row in rows}
+    placed = BitMap.union(*days.values()) if days else BitMap()
+    # Members that no day holds (written before days were kept) join today.
+    unplaced = members - placed
+    if unplaced:
+        days[_day(now)] = days.get(_day(now), BitMap()) | unplaced
+    return days
+
+
+def _save_days(session: Session, audience: AudienceRow, days: dict[int, BitMap]) -> None:
+    stored = {
+        row.day: row
+        for row in session.scalars(
+            select(MemberDayRow).where(MemberDayRow.audience_id == audience.id)
+        )
+    }
+    for day, bitmap in days.items():
+        row = stored.get(day)
+        if not bitmap:
+            if row is not None:
+                session.delete(row)
+            continue
+        blob = serialize(bitmap)
+        if row is None:
+            session.add(
+                MemberDayRow(
+                    audience_id=audience.id,
+                    day=day,
+                    workspace_id=audience.workspace_id,
+                    bitmap=blob,
+                )
+            )
+        elif row.bitmap != blob:
+            row.bitmap = blob
+    session.flush()
+
+
+def _applied_after(session: Session, audience_id: str, seq: int) -> list[MemberWriteRow]:
+    stmt = (
+        select(MemberWriteRow)
+        .where(
+            MemberWriteRow.audience_id == audience_id,
+            MemberWriteRow.seq > seq,
+            MemberWriteRow.state == APPLIED,
+        )
+        .options(undefer(MemberWriteRow.pids))
+    )
+    return list(session.scalars(stmt))
+
+
+def _mark_replaced(session: Session, audience_id: str, seq: int) -> None:
+    """Earlier applied writes are replaced now: say so on their jobs, and forget them."""
+    earlier = session.scalars(
+        select(MemberWriteRow).where(
+            MemberWriteRow.audience_id == audience_id,
+            MemberWriteRow.seq < seq,
+            MemberWriteRow.state == APPLIED,
+        )
+    ).all()
+    _set_indexing_state(session, [row.job_id for row in earlier], REPLACED)
+    for row in earlier:
+        session.delete(row)
+    _forget_replaced(session, audience_id, seq)
+    session.flush()
+
+
+def _forget_replaced(session: Session, audience_id: str, below: int) -> None:
+    session.execute(
+        delete(MemberWriteRow).where(
+            MemberWriteRow.audience_id == audience_id,
+            MemberWriteRow.seq < below,
+            MemberWriteRow.state == REPLACED,
+        )
+    )
+
+
+def _set_indexing_state(session: Session, job_ids: Iterable[str], value: str) -> None:
+    wanted = list(job_ids)
+    if not wanted:
+        return
+    for job in session.scalars(select(JobRow).where(JobRow.id.in_(wanted))):
+        if isinstance(job.result, dict) and job.result.get("indexing_state") == APPLIED:
+            job.result = {**job.result, "indexing_state": value}
+
+
+def _release_masks(session: Session, audience_id: str) -> None:
+    """Drop the pids of applied writes that no pending write can be masked by any more.
+
+    A write whose job ended without applying it (failed, cancelled) is pending no more.
+    """
+    pending = session.execute(
+        select(MemberWriteRow.seq)
+        .join(JobRow, JobRow.id == MemberWriteRow.job_id)
+        .where(
+            MemberWriteRow.audience_id == audience_id,
+            MemberWriteRow.state == "pending",
+            JobRow.state.in_(LIVE_JOB_STATES),
+        )
+    ).scalars()
+    floor = min(pending, default=None)
+    stmt = update(MemberWriteRow).where(
+        MemberWriteRow.audience_id == audience_id,
+        MemberWriteRow.state == APPLIED,
+        MemberWriteRow.pids.is_not(None),
+    )
+    if floor is not None:
+        stmt = stmt.where(MemberWriteRow.seq < floor)
+    session.execute(stmt.values(pids=None))
+
+
+def _day(moment: datetime) -> int:
+    return moment.date().toordinal()

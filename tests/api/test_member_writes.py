@@ -1,0 +1,179 @@
+"""Static audiences: membership writes by id (202 with a job), applied once and in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from audiences.jobs.handlers import HANDLERS, HandlerRegistry
+from audiences.jobs.worker import Worker
+from audiences.services import static_members
+from audiences.store.tables import JobRow
+from tests.client import ApiClient
+from tests.factories import Tenant, make_audience
+
+MINE = (static_members.WRITE_HANDLER, static_members.IMPORT_HANDLER, static_members.EXPIRE_HANDLER)
+
+
+def run_jobs(app: FastAPI, *, only: tuple[str, ...] = MINE) -> int:
+    """Run every due job of the static-audience handlers in this process; how many ran."""
+    registry = HandlerRegistry(
+        {name: HANDLERS.get(name) for name in only}, needing_profiles=frozenset(only)
+    )
+    worker = Worker(
+        session_factory=app.state.session_factory,
+        settings=app.state.settings,
+        registry=registry,
+        runtime=app.state.runtime,
+    )
+    ran = 0
+    while worker.run_once():
+        ran += 1
+    return ran
+
+
+def static_audience(client: ApiClient, **overrides: Any) -> dict[str, Any]:
+    """A static audience made through the API."""
+    return make_audience(client, kind="static", name="list", **overrides)
+
+
+def members_of(client: ApiClient, audience_id: str) -> set[str]:
+    """Every member's external id, through the export."""
+    response = client.get(f"/v1/audiences/{audience_id}/export", params={"format": "csv"})
+    assert response.status_code == 200, response.text
+    return set(response.text.splitlines()[1:])
+
+
+def write(client: ApiClient, audience_id: str, action: str, ids: list[str]) -> dict[str, Any]:
+    """POST a membership write; the job it answered with."""
+    response = client.post(
+        f"/v1/audiences/{audience_id}/members", json={"action": action, "ids": ids}
+    )
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"] == f"/v1/jobs/{response.json()['id']}"
+    return dict(response.json())
+
+
+def job(client: ApiClient, job_id: str) -> dict[str, Any]:
+    """A job as the API shows it now."""
+    return dict(client.get(f"/v1/jobs/{job_id}").json())
+
+
+def test_add_remove_replace_apply_in_order(app: FastAPI, tenant: Tenant) -> None:
+    audience = static_audience(tenant.write)
+    first = write(tenant.write, audience["id"], "add", ["a", "b", "c"])
+    assert first["state"] == "queued"
+    assert first["result"]["indexing_state"] == "in_progress"
+    write(tenant.write, audience["id"], "remove", ["b", "zz"])
+    run_jobs(app)
+    assert members_of(tenant.read, audience["id"]) == {"a", "c"}
+    done = job(tenant.read, first["id"])
+    assert done["state"] == "succeeded"
+    assert done["result"]["indexing_state"] == "applied"
+    assert (done["result"]["added"], done["result"]["unchanged"]) == (3, 0)
+    replace = write(tenant.write, audience["id"], "replace", ["c", "d"])
+    run_jobs(app)
+    assert members_of(tenant.read, audience["id"]) == {"c", "d"}
+    assert job(tenant.read, first["id"])["result"]["indexing_state"] == "replaced"
+    result = job(tenant.read, replace["id"])["result"]
+    assert (result["added"], result["removed"], result["unchanged"]) == (1, 1, 1)
+    assert tenant.read.get(f"/v1/audiences/{audience['id']}").json()["size"] == 2
+
+
+def test_unknown_ids_become_empty_profiles(app: FastAPI, tenant: Tenant) -> None:
+    audience = static_audience(tenant.write)
+    write(tenant.write, audience["id"], "add", ["crm-1"])
+    run_jobs(app)
+    profile = tenant.read.get("/v1/profiles/crm-1")
+    assert profile.status_code == 200
+    assert profile.json()["attributes"] == {}
+    member = tenant.read.get(f"/v1/audiences/{audience['id']}/members/crm-1").json()
+    assert member["member"] is True
+
+
+def test_a_late_write_does_not_undo_a_later_one(app: FastAPI, tenant: Tenant) -> None:
+    audience = static_audience(tenant.write)
+    early = write(tenant.write, audience["id"], "add", ["x", "y"])
+    late = write(tenant.write, audience["id"], "remove", ["x"])
+    with app.state.session_factory.begin() as session:
+        # The earlier job waits (a retry's backoff): the later one is claimed first.
+        session.get_one(JobRow, early["id"]).run_after = session.get_one(
+            JobRow, late["id"]
+        ).run_after.replace(year=2100)
+    run_jobs(app)
+    with app.state.session_factory.begin() as session:
+        row = session.get_one(JobRow, early["id"])
+        row.run_after = row.created_at
+    run_jobs(app)
+    assert members_of(tenant.read, audience["id"]) == {"y"}
+    result = job(tenant.read, early["id"])["result"]
+    assert (result["added"], result["superseded"]) == (1, 1)
+
+
+def test_a_late_write_before_a_replace_is_replaced(app: FastAPI, tenant: Tenant) -> None:
+    audience = static_audience(tenant.write)
+    early = write(tenant.write, audience["id"], "add", ["x"])
+    write(tenant.write, audience["id"], "replace", ["y"])
+    with app.state.session_factory.begin() as session:
+        session.get_one(JobRow, early["id"]).run_after = session.get_one(
+            JobRow, early["id"]
+        ).run_after.replace(year=2100)
+    run_jobs(app)
+    with app.state.session_factory.begin() as session:
+        row = session.get_one(JobRow, early["id"])
+        row.run_after = row.created_at
+    run_jobs(app)
+    assert members_of(tenant.read, audience["id"]) == {"y"}
+    assert job(tenant.read, early["id"])["result"]["indexing_state"] == "replaced"
+
+
+def test_a_write_applied_twice_changes_nothing_the_second_time(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write)
+    first = write(tenant.write, audience["id"], "add", ["a", "b"])
+    run_jobs(app)
+    with app.state.session_factory.begin() as session:
+        row = session.get_one(JobRow, first["id"])
+        row.state, row.finished_at = "queued", None  # as if its worker died before finishing
+    write(tenant.write, audience["id"], "remove", ["a"])
+    run_jobs(app)
+    assert members_of(tenant.read, audience["id"]) == {"b"}
+    assert job(tenant.read, first["id"])["result"]["added"] == 2
+
+
+def test_refusals(app: FastAPI, tenant: Tenant) -> None:
+    audience = static_audience(tenant.write)
+    url = f"/v1/audiences/{audience['id']}/members"
+    too_many = tenant.write.post(url, json={"action": "add", "ids": ["x"] * 10_001})
+    assert (too_many.status_code, too_many.json()["code"]) == (422, "too_many_ids")
+    too_long = tenant.write.post(url, json={"action": "add", "ids": ["ok", "x" * 513]})
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"][0]["location"] == ["body", "ids", 1]
+    nul = tenant.write.post(url, json={"action": "add", "ids": ["a\x00b"]})
+    assert nul.status_code == 422
+    bad_action = tenant.write.post(url, json={"action": "merge", "ids": ["a"]})
+    assert bad_action.status_code == 422
+    dynamic = make_audience(tenant.write)
+    refused = tenant.write.post(
+        f"/v1/audiences/{dynamic['id']}/members", json={"action": "add", "ids": ["a"]}
+    )
+    assert (refused.status_code, refused.json()["code"]) == (409, "audience_not_static")
+    assert tenant.read.post(url, json={"action": "add", "ids": ["a"]}).status_code == 403
+    with app.state.session_factory() as session:
+        jobs = session.scalars(select(JobRow).where(JobRow.subject_id == audience["id"])).all()
+    assert jobs == []
+
+
+def test_idempotency_key_replays_the_job(app: FastAPI, tenant: Tenant) -> None:
+    audience = static_audience(tenant.write)
+    url = f"/v1/audiences/{audience['id']}/members"
+    body = {"action": "add", "ids": ["a"]}
+    headers = {"Idempotency-Key": "write-1"}
+    first = tenant.write.post(url, json=body, headers=headers)
+    again = tenant.write.post(url, json=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
