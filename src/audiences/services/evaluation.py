@@ -109,11 +109,12 @@ def on_profiles_written(
     schema = attributes.schema(session, workspace_id=workspace_id)
     sets = _member_sets(session, runtime, workspace_id)
     answer = _answerer(sets)
+    # One view per profile for every audience: ``answer`` reads ``sets`` when called, so each
+    # audience still sees the memberships that the audiences before it changed.
+    seen = {pid: _view(attrs, pid, answer) for pid, attrs in views.items()}
     for audience in streaming:
         predicate = compiled_predicate(audience.rule or "", _frozen(schema))
-        entering = BitMap(
-            pid for pid, attrs in views.items() if predicate(_view(attrs, pid, answer))
-        )
+        entering = BitMap(pid for pid, view in seen.items() if predicate(view))
         leaving = BitMap(wanted) - entering
         memberships.apply(session, audience=audience, add=entering, remove=leaving)
         sets[audience.key] = (BitMap(sets.get(audience.key, BitMap())) | entering) - leaving
@@ -209,8 +210,8 @@ def select_members(
     session: Session, *, runtime: Runtime, workspace_id: str, rule: rules.Rule, now: datetime
 ) -> BitMap:
     """The profiles a bound rule holds for now, computed on the engine (nothing stored)."""
-    sets = _member_sets(session, runtime, workspace_id)
     aliases = {key: f"m_{index}" for index, key in enumerate(sorted(rules.dependencies(rule)))}
+    sets = _member_sets(session, runtime, workspace_id) if aliases else {}
     where = rules.to_sql(
         rule,
         _dialect(runtime),
