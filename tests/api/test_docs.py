@@ -67,3 +67,19 @@ def test_readyz_is_503_when_the_database_does_not_answer(settings: Settings) -> 
         app.state.engine.dispose()
     assert response.status_code == 503
     assert response.json()["code"] == "database_unavailable"
+
+
+def test_metrics_count_requests_by_route_template(tenant: Tenant) -> None:
+    for _ in range(3):
+        assert tenant.read.get("/v1/audiences").status_code == 200
+    assert tenant.read.get("/v1/audiences/nope").status_code == 404
+    text = tenant.anonymous.get("/metrics").text
+    ok = re.search(
+        r'audiences_http_requests_total\{method="GET",route="/v1/audiences",status="200"\} (\d+)',
+        text,
+    )
+    assert ok is not None and int(float(ok.group(1))) >= 3
+    assert 'route="/v1/audiences/{audience_id}",status="404"' in text
+    assert "/v1/audiences/nope" not in text
+    assert "audiences_http_request_duration_seconds_bucket" in text
+    assert "# TYPE audiences_jobs gauge" in text

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from audiences import __version__
 from audiences.api import problems
+from audiences.api.metrics import Metrics, MetricsMiddleware
 from audiences.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from audiences.api.ratelimit import RateLimiter
 from audiences.api.routes import (
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_max_bytes=settings.max_upload_bytes,
         upload_paths=imports.UPLOAD_PATHS,
     )
+    app.state.metrics = Metrics(app.state.session_factory)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestContextMiddleware)
     for module in (
         health,

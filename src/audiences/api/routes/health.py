@@ -1,11 +1,12 @@
-"""Operator endpoints: ``/livez`` (the process answers) and ``/readyz`` (its database answers)."""
+"""Operator endpoints: ``/livez``, ``/readyz`` (its database answers) and ``/metrics``."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
+from audiences.api.metrics import CONTENT_TYPE
 from audiences.api.problems import responses
 from audiences.errors import ServiceUnavailable
 
@@ -16,6 +17,20 @@ router = APIRouter(tags=["operations"])
 def livez() -> dict[str, str]:
     """The process is up. No dependency is checked, so a restart loop is never triggered by one."""
     return {"status": "ok"}
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format."}},
+)
+def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus metrics: requests by route and status, latencies, the job queue by state.
+
+    Unauthenticated, like ``/livez``: expose it only where your scraper can reach it.
+    """
+    exposition: bytes = request.app.state.metrics.exposition()
+    return PlainTextResponse(exposition, media_type=CONTENT_TYPE)
 
 
 @router.get("/readyz", responses=responses(503))
