@@ -8,6 +8,7 @@ checkpoint, its counts and errors exact (see :mod:`audiences.services.imports`).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -137,18 +138,18 @@ def _read(context: JobContext, job: ClaimedJob, directory: Path) -> BitMap:
         errors.write_text(imports.ERROR_HEADER)
     total = _count_rows(upload, fmt)
     context.progress(start, total)
-    source = rows(upload, fmt, shape)
-    for _ in islice(source, start):
-        pass
     done = start
-    for chunk in _chunks(source, context.settings.import_chunk_rows):
-        _resolve_chunk(context, job, chunk, pids)
-        done += len(chunk)
-        with errors.open("a") as out:
-            out.write(imports.error_lines([row for row in chunk if row.code is not None]))
-        imports.save_state(directory, done, pids, errors.stat().st_size)
-        context.progress(done, max(total, done))
-        imports.drop_states(directory, done)
+    with closing(rows(upload, fmt, shape)) as source:
+        for _ in islice(source, start):
+            pass
+        for chunk in _chunks(source, context.settings.import_chunk_rows):
+            _resolve_chunk(context, job, chunk, pids)
+            done += len(chunk)
+            with errors.open("a") as out:
+                out.write(imports.error_lines([row for row in chunk if row.code is not None]))
+            imports.save_state(directory, done, pids, errors.stat().st_size)
+            context.progress(done, max(total, done))
+            imports.drop_states(directory, done)
     context.progress(done, done)
     return pids
 

@@ -77,11 +77,11 @@ class Layout:
 def open_binary(path: Path) -> IO[bytes]:
     """The file's bytes, gunzipped when it starts with gzip's magic bytes."""
     raw: IO[bytes] = path.open("rb")
-    magic = raw.read(2)
-    raw.seek(0)
-    if magic == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw
+    if raw.read(2) != GZIP_MAGIC:
+        raw.seek(0)
+        return raw
+    raw.close()
+    return gzip.open(path, "rb")
 
 
 def open_text(path: Path) -> IO[str]:
