@@ -12,7 +12,7 @@ import csv
 import gzip
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -81,7 +81,7 @@ def open_binary(path: Path) -> IO[bytes]:
         raw.seek(0)
         return raw
     raw.close()
-    return gzip.open(path, "rb")
+    return gzip.open(path, "rb")  # type: ignore[return-value]
 
 
 def open_text(path: Path) -> IO[str]:
@@ -121,7 +121,7 @@ def layout(
     return Layout(id_column or "id", chosen, {"*": 0} if wanted == ("*",) else {})
 
 
-def rows(path: Path, fmt: ImportFormat, shape: Layout) -> Iterator[Row]:
+def rows(path: Path, fmt: ImportFormat, shape: Layout) -> Generator[Row]:
     """Every data row of the file, in order, each with its id or its problem."""
     with open_text(path) as text:
         if fmt in (ImportFormat.CSV, ImportFormat.TSV):
