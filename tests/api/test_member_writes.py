@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from audiences.jobs import queue
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry
 from audiences.jobs.worker import Worker
 from audiences.services import static_members
-from audiences.store.tables import JobRow
+from audiences.store.tables import JobRow, MemberDayRow
 from tests.client import ApiClient
 from tests.factories import Tenant, make_audience
 
@@ -177,3 +178,62 @@ def test_idempotency_key_replays_the_job(app: FastAPI, tenant: Tenant) -> None:
     assert first.status_code == again.status_code == 202
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
+
+
+def _age_days(app: FastAPI, audience_id: str, days: int) -> None:
+    """Pretend every member of the audience joined ``days`` days earlier than it did."""
+    with app.state.session_factory.begin() as session:
+        session.execute(
+            update(MemberDayRow)
+            .where(MemberDayRow.audience_id == audience_id)
+            .values(day=MemberDayRow.day - days)
+        )
+
+
+def test_members_past_the_ttl_leave_on_refresh_and_a_re_add_refreshes(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write, ttl_days=3)
+    write(tenant.write, audience["id"], "add", ["old-1", "old-2", "kept"])
+    run_jobs(app)
+    _age_days(app, audience["id"], 5)
+    write(tenant.write, audience["id"], "add", ["kept", "new"])
+    run_jobs(app)
+    refreshed = tenant.write.post(f"/v1/audiences/{audience['id']}/refresh")
+    assert refreshed.status_code == 202, refreshed.text
+    run = refreshed.json()
+    assert (run["trigger"], run["status"], run["exited"], run["size"]) == (
+        "manual",
+        "succeeded",
+        2,
+        2,
+    )
+    assert members_of(tenant.read, audience["id"]) == {"kept", "new"}
+    changes = tenant.read.get(
+        f"/v1/audiences/{audience['id']}/changes", params={"since": run["id"]}
+    ).json()
+    assert changes["data"] == []
+
+
+def test_the_expire_job_covers_every_static_audience_with_a_ttl(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    short = static_audience(tenant.write, ttl_days=1)
+    forever = static_audience(tenant.write)
+    for audience in (short, forever):
+        write(tenant.write, audience["id"], "add", ["a"])
+    run_jobs(app)
+    for audience in (short, forever):
+        _age_days(app, audience["id"], 2)
+    with app.state.session_factory.begin() as session:
+        job_id = queue.enqueue(
+            session,
+            workspace_id=tenant.workspace_id,
+            kind="maintenance",
+            handler=static_members.EXPIRE_HANDLER,
+        ).id
+    run_jobs(app)
+    done = tenant.read.get(f"/v1/jobs/{job_id}").json()
+    assert (done["state"], done["counts"]) == ("succeeded", {"expired": 1})
+    assert members_of(tenant.read, short["id"]) == set()
+    assert members_of(tenant.read, forever["id"]) == {"a"}

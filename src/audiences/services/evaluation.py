@@ -30,7 +30,7 @@ from audiences.kit.clock import utcnow
 from audiences.membership.bitmaps import serialize
 from audiences.rules.to_sql import Dialect
 from audiences.schemas.attributes import AttributeType
-from audiences.services import attributes, definitions, memberships
+from audiences.services import attributes, definitions, memberships, static_members
 from audiences.services.runtime import Runtime
 from audiences.store.tables import AudienceRow, RunRow
 
@@ -48,6 +48,9 @@ def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigge
     A failing run (an engine error, a rule that no longer validates) is recorded as failed with
     the message, and the previous membership stays served.
     """
+    if audience.kind == "static":
+        # A static audience is not evaluated: its refresh lets members past ttl_days go.
+        return static_members.expire(session, audience=audience, trigger=trigger)
     if audience.kind != "dynamic" or audience.rule is None:
         raise Conflict(
             f"a {audience.kind} audience is not evaluated from a rule",
