@@ -7,6 +7,7 @@ from functools import partial
 
 from pyroaring import AbstractBitMap, BitMap, FrozenBitMap
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, undefer
 
 from audiences.kit.clock import utcnow
@@ -88,11 +89,18 @@ def locked(session: Session, audience: AudienceRow) -> MembershipRow:
     )
     state: MembershipRow | None = session.scalars(stmt).one_or_none()
     if state is None:
-        state = MembershipRow(
-            audience_id=audience.id, workspace_id=audience.workspace_id, revision=0
+        # Two first writers both find no row: a plain INSERT would fail one of them on the
+        # primary key (PostgreSQL). ON CONFLICT DO NOTHING waits for the other's commit instead,
+        # and the SELECT after it sees and locks that row.
+        insert = (
+            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         )
-        session.add(state)
-        session.flush()
+        session.execute(
+            insert(MembershipRow)
+            .values(audience_id=audience.id, workspace_id=audience.workspace_id, revision=0)
+            .on_conflict_do_nothing(index_elements=["audience_id"])
+        )
+        state = session.scalars(stmt).one()
     return state
 
 
