@@ -1,0 +1,226 @@
+"""Profiles over HTTP: upserts and merges, the attribute schema (declared, inferred, extra), batches
+with per-record errors, limits, reads and erasure."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from audiences.schemas.api_keys import Role
+from tests.client import ApiClient
+from tests.factories import Tenant, client_for, mint_key
+from tests.oracle import refresh
+
+
+@pytest.fixture
+def bare(app: FastAPI) -> Iterator[ApiClient]:
+    """A write client of a fresh workspace that declares no attribute."""
+    token, _ = mint_key(app, f"bare-{uuid.uuid4().hex[:12]}", Role.WRITE)
+    client = client_for(app, token)
+    yield client
+    client.close()
+
+
+FIRST = {
+    "country": "US",
+    "age": 30,
+    "score": 1.5,
+    "vip": True,
+    "tags": ["a", "b"],
+    "scores": [1, 2.5],
+    "signup": "2024-01-02",
+    "seen": "2024-01-02T03:04:05+02:00",
+    "prefs": {"theme": "dark"},
+    "nothing": None,
+    "empty": [],
+    "Bad Name": "kept aside",
+}
+
+
+def _types(client: ApiClient) -> dict[str, str]:
+    return {a["name"]: a["type"] for a in client.get("/v1/attributes").json()}
+
+
+def test_first_ingest_infers_the_schema_from_the_first_values(bare: ApiClient) -> None:
+    later = {"country": "FR", "age": "41", "score": 2, "newcomer": "x"}
+    response = bare.post(
+        "/v1/profiles/batch",
+        json={"profiles": [{"id": "p1", "attributes": FIRST}, {"id": "p2", "attributes": later}]},
+    )
+    assert response.status_code == 200, response.text
+    assert _types(bare) == {
+        "country": "string",
+        "age": "integer",
+        "score": "float",
+        "vip": "boolean",
+        "tags": "string_list",
+        "scores": "number_list",
+        "signup": "date",
+        "seen": "timestamp",
+        "prefs": "json",
+        "newcomer": "string",
+    }
+    assert all(a["inferred"] for a in bare.get("/v1/attributes").json())
+    stored = bare.get("/v1/profiles/p1").json()
+    assert stored["id"] == "p1"
+    assert stored["updated_at"]
+    assert stored["attributes"] == {
+        "country": "US",
+        "age": 30,
+        "score": 1.5,
+        "vip": True,
+        "tags": ["a", "b"],
+        "scores": [1.0, 2.5],
+        "signup": "2024-01-02",
+        "seen": "2024-01-02T01:04:05Z",
+        "prefs": {"theme": "dark"},
+        "empty": [],
+        "Bad Name": "kept aside",
+    }
+    assert bare.get("/v1/profiles/p2").json()["attributes"] == {
+        "country": "FR",
+        "age": 41,
+        "score": 2.0,
+        "newcomer": "x",
+    }
+
+
+def test_later_attributes_wait_in_extra_until_declared(tenant: Tenant) -> None:
+    write = tenant.write
+    assert (
+        write.put("/v1/profiles/a", json={"attributes": {"color": "red", "age": 40}}).status_code
+        == 201
+    )
+    assert write.put("/v1/profiles/b", json={"attributes": {"color": 5}}).status_code == 201
+    assert "color" not in _types(tenant.read), "only a workspace's first ingest infers"
+    assert tenant.read.get("/v1/profiles/a").json()["attributes"] == {"color": "red", "age": 40}
+    refused = write.post(
+        "/v1/audiences",
+        json={"key": "reds", "name": "Reds", "kind": "dynamic", "rule": "color = 'red'"},
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["code"] == "rule_unknown_attribute"
+
+    declared = tenant.admin.put("/v1/attributes/color", json={"type": "string"})
+    assert declared.status_code == 201
+    assert declared.json()["inferred"] is False
+    reds = write.post(
+        "/v1/audiences",
+        json={"key": "reds", "name": "Reds", "kind": "dynamic", "rule": "color = 'red'"},
+    )
+    assert reds.status_code == 201, reds.text
+    run = refresh(write, reds.json()["id"])
+    assert run["size"] == 1
+    members = tenant.read.get(f"/v1/audiences/{reds.json()['id']}/members").json()
+    assert [m["id"] for m in members["data"]] == ["a"]
+    # A value that does not fit the declared type stays aside and is not shown under its name.
+    assert tenant.read.get("/v1/profiles/b").json()["attributes"] == {}
+    assert write.put("/v1/profiles/b", json={"attributes": {"color": 7}}).status_code == 422
+
+
+def test_an_attribute_type_never_changes(tenant: Tenant) -> None:
+    changed = tenant.admin.put("/v1/attributes/age", json={"type": "string"})
+    assert changed.status_code == 409
+    assert changed.json()["code"] == "attribute_type_conflict"
+    described = tenant.admin.put(
+        "/v1/attributes/age", json={"type": "integer", "description": "Years"}
+    )
+    assert described.status_code == 200
+    assert tenant.read.get("/v1/attributes/age").json()["description"] == "Years"
+    assert tenant.read.get("/v1/attributes/nope").status_code == 404
+    for name in ("pid", "Bad Name", "x" * 200):
+        assert (
+            tenant.admin.put(f"/v1/attributes/{name}", json={"type": "string"}).status_code == 422
+        )
+
+
+def test_put_creates_then_merges_and_null_clears(tenant: Tenant) -> None:
+    url = "/v1/profiles/user-1"
+    created = tenant.write.put(url, json={"attributes": {"country": "US", "age": 30}})
+    assert created.status_code == 201
+    assert created.json()["attributes"] == {"country": "US", "age": 30}
+    merged = tenant.write.put(url, json={"attributes": {"age": 31, "plan": "pro"}})
+    assert merged.status_code == 200
+    assert merged.json()["attributes"] == {"country": "US", "age": 31, "plan": "pro"}
+    cleared = tenant.write.put(url, json={"attributes": {"country": None}})
+    assert cleared.json()["attributes"] == {"age": 31, "plan": "pro"}
+    assert tenant.read.get(url).json() == cleared.json()
+    assert tenant.read.put(url, json={"attributes": {}}).status_code == 403
+
+
+def test_a_record_that_contradicts_the_schema_is_refused_alone(tenant: Tenant) -> None:
+    assert (
+        tenant.write.put("/v1/profiles/keep", json={"attributes": {"age": 50}}).status_code == 201
+    )
+    batch = [
+        {"id": "ok-1", "attributes": {"age": 20, "country": "US"}},
+        {"id": "bad", "attributes": {"age": "thirty", "country": "US"}},
+        {"id": "keep", "attributes": {"age": 51, "signup": "2024-02-30"}},
+        {"id": "ok-2", "attributes": {"age": "22", "churned": "TRUE", "ltv": 3}},
+    ]
+    response = tenant.write.post("/v1/profiles/batch", json={"profiles": batch})
+    assert response.status_code == 207, response.text
+    answer = response.json()
+    assert (answer["written"], answer["failed"]) == (2, 2)
+    assert [r["status"] for r in answer["results"]] == [201, 422, 422, 201]
+    assert [r["id"] for r in answer["results"]] == ["ok-1", "bad", "keep", "ok-2"]
+    problem = answer["results"][1]["problem"]
+    assert problem["status"] == 422
+    assert problem["code"] == "profile_invalid"
+    assert any("age" in str(e["location"]) for e in problem["errors"])
+    assert "signup" in str(answer["results"][2]["problem"]["errors"])
+    assert tenant.read.get("/v1/profiles/bad").status_code == 404
+    assert tenant.read.get("/v1/profiles/keep").json()["attributes"] == {"age": 50}
+    assert tenant.read.get("/v1/profiles/ok-2").json()["attributes"] == {
+        "age": 22,
+        "churned": True,
+        "ltv": 3.0,
+    }
+    single = tenant.write.put("/v1/profiles/keep", json={"attributes": {"tags": "vip"}})
+    assert single.status_code == 422
+    assert single.json()["code"] == "profile_invalid"
+    assert tenant.read.get("/v1/profiles/keep").json()["attributes"] == {"age": 50}
+
+
+def test_a_batch_over_ten_thousand_records_is_refused(tenant: Tenant) -> None:
+    records = [{"id": f"p{n}"} for n in range(10_001)]
+    response = tenant.write.post("/v1/profiles/batch", json={"profiles": records})
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_failed"
+    assert tenant.read.get("/v1/profiles/p0").status_code == 404
+    at_limit = tenant.write.post("/v1/profiles/batch", json={"profiles": records[:10_000]})
+    assert at_limit.status_code == 200
+    assert at_limit.json()["written"] == 10_000
+    empty = tenant.write.post("/v1/profiles/batch", json={"profiles": []})
+    assert empty.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"profiles": [{"id": "x" * 512}]}, 200),
+        ({"profiles": [{"id": "x" * 513}]}, 422),
+        ({"profiles": [{"id": ""}]}, 422),
+        ({"profiles": [{"id": "a\tb"}]}, 422),
+        ({"profiles": [{"id": "a", "attributes": [1]}]}, 422),
+        ({"profiles": [{"id": "a", "extra": 1}]}, 422),
+        ({"profiles": [{"id": "a", "attributes": {"age": 2**63}}]}, 207),
+        ({"profiles": [{"id": "a", "attributes": {"ltv": "NaN"}}]}, 207),
+    ],
+)
+def test_batch_validation(tenant: Tenant, body: dict[str, Any], status: int) -> None:
+    response = tenant.write.post("/v1/profiles/batch", json=body)
+    assert response.status_code == status, response.text
+
+
+def test_ids_with_odd_characters_round_trip(tenant: Tenant) -> None:
+    for external_id in ["a b", "ünï", "x%2Fy", "+1-555", "=cmd"]:
+        url = "/v1/profiles/" + external_id.replace("%", "%25")
+        assert tenant.write.put(url, json={"attributes": {"age": 3}}).status_code == 201, (
+            external_id
+        )
+        assert tenant.read.get(url).json()["id"] == external_id
