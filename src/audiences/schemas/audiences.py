@@ -140,10 +140,13 @@ class DynamicAudienceWrite(_AudienceFields):
     """An audience whose members are the profiles its rule holds true for."""
 
     kind: Literal[AudienceKind.DYNAMIC]
-    rule: Annotated[str, Field(min_length=1, max_length=MAX_RULE_CHARS)] | dict[str, Any] = Field(
+    # No length bounds here: the rule validator judges size (rule_too_large) and emptiness, so
+    # every rule problem is reported the same way, located at ("body", "rule").
+    rule: str | dict[str, Any] = Field(
         description=(
             "The membership rule: SQL boolean text (`country = 'US' AND age >= 30`) or the JSON "
-            'tree form (`{"all": [{"field": "country", "op": "equals", "value": "US"}]}`). '
+            'tree form (`{"all": [{"field": "country", "op": "equals", "value": "US"}]}`), '
+            f"at most {MAX_RULE_CHARS:,} characters. "
             "Stored and returned as canonical text, with the JSON form in `rule_json`."
         )
     )

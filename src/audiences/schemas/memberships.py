@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -101,7 +101,9 @@ class Membership(BaseModel):
 class PreviewRequest(InputModel):
     """A rule to try: its text or its JSON form."""
 
-    rule: Annotated[str, Field(min_length=1, max_length=MAX_RULE_CHARS)] | dict[str, Any]
+    rule: str | dict[str, Any] = Field(
+        description=f"Rule text (at most {MAX_RULE_CHARS:,} characters) or its JSON form."
+    )
     sample: int = Field(default=10, ge=0, le=100, description="How many members to list.")
 
 
