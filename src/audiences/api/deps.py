@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 from sqlalchemy.orm import Session, sessionmaker
 
 from audiences.api.ratelimit import RateLimiter
 from audiences.config import Settings
+from audiences.engines.base import RESERVED_COLUMNS
 from audiences.errors import Unauthorized
 from audiences.schemas.api_keys import Role
 from audiences.services import api_keys
@@ -97,8 +99,25 @@ def get_runtime(request: Request) -> Runtime:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ATTRIBUTE_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
+
+
+def _not_reserved(name: str) -> str:
+    if name in RESERVED_COLUMNS:
+        raise ValueError(f"{name!r} is a built-in column, not an attribute")
+    return name
+
+
+# Built-in column names are refused as the path parameter and excluded in the contract (`not`),
+# so clients and fuzzers learn it from the schema rather than from a 422.
 AttributeName = Annotated[
-    str, Path(pattern=ATTRIBUTE_PATTERN, max_length=128, description="The attribute's name.")
+    str,
+    Path(
+        pattern=ATTRIBUTE_PATTERN,
+        max_length=128,
+        description="The attribute's name (not `pid`, `external_id`, `extra`, `updated_at`).",
+        json_schema_extra={"not": {"enum": sorted(RESERVED_COLUMNS)}},
+    ),
+    AfterValidator(_not_reserved),
 ]
 ProfileId = Annotated[
     str, Path(pattern=r"^[^\x00-\x1f/]{1,512}$", description="The profile's external id.")
