@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from audiences.engines.base import RESERVED_COLUMNS
 from audiences.schemas.api_keys import Role
 from tests.client import ApiClient
 from tests.factories import Tenant, client_for, mint_key
@@ -224,3 +225,16 @@ def test_ids_with_odd_characters_round_trip(tenant: Tenant) -> None:
             external_id
         )
         assert tenant.read.get(url).json()["id"] == external_id
+
+
+def test_reserved_names_are_refused_and_excluded_in_the_contract(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    parameter = app.openapi()["paths"]["/v1/attributes/{name}"]["put"]["parameters"][0]
+    assert parameter["name"] == "name"
+    assert parameter["schema"]["not"] == {"enum": sorted(RESERVED_COLUMNS)}
+    for reserved in RESERVED_COLUMNS:
+        refused = tenant.admin.put(f"/v1/attributes/{reserved}", json={"type": "string"})
+        assert refused.status_code == 422
+        assert refused.json()["errors"][0]["location"] == ["path", "name"]
+    assert tenant.admin.put("/v1/attributes/pids", json={"type": "string"}).status_code == 201
