@@ -57,7 +57,6 @@ async def read_member_write(request: Request, settings: SettingsDep) -> MemberWr
         isinstance(ids, list)
         and set(data) == {"action", "ids"}
         and data["action"] in static_members.ACTIONS
-        and all(type(value) is str for value in ids)
     )
     if fast and isinstance(ids, list) and _plain_ids(ids):
         return MemberWrite.model_construct(action=ImportMode(data["action"]), ids=ids)
@@ -65,10 +64,15 @@ async def read_member_write(request: Request, settings: SettingsDep) -> MemberWr
 
 
 def _plain_ids(ids: list[str]) -> bool:
-    """Every id 1-512 characters without control characters, checked in C-speed passes."""
+    """Every id a string of 1-512 characters without control characters, in C-speed passes
+    (``join`` refuses anything but strings)."""
     if not ids:
         return True
-    return min(map(len, ids)) > 0 and max(map(len, ids)) <= 512 and not CONTROL.search("".join(ids))
+    try:
+        joined = "".join(ids)
+    except TypeError:
+        return False
+    return min(map(len, ids)) > 0 and max(map(len, ids)) <= 512 and not CONTROL.search(joined)
 
 
 @router.post(
@@ -97,7 +101,7 @@ def write_members(
         audience=audience,
         action=body.action.value,
         handler=static_members.WRITE_HANDLER,
-        payload={"ids": body.ids},
+        payload={"ids": "\n".join(body.ids)},
         max_attempts=settings.job_max_attempts,
     )
     return idem.respond(202, _job(job), {"Location": _location(request, job)})

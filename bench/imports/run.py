@@ -1,0 +1,273 @@
+"""File imports against DuckDB's own ``read_csv`` joined to the id map; JSON membership writes
+against a bare orjson endpoint.
+
+    .venv/bin/python -m bench.imports.run          # quick: 1M ids, 0.5M profiles already held
+    .venv/bin/python -m bench.imports.run --full   # 10M ids, 5M profiles already held
+
+A workspace is given ``--profiles`` profiles (ids ``u0`` …), then a CSV of ``--ids`` ids
+(``u0`` … ``u<ids-1>``, so half are known and half new at the defaults) is imported into a
+static audience by the ``import.rows`` handler, run by a worker in a process of its own; the
+limit is DuckDB reading the same file and joining it to the profiles' ids, in a process of
+its own too. Each reports rows per second and its process's peak memory (``ru_maxrss``).
+Last, 10,000-id membership writes through the app against a bare endpoint that parses the
+same body with orjson, both in process over httpx's ASGI transport.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+
+WORKSPACE = "bench"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="10M ids against 5M profiles")
+    parser.add_argument("--ids", type=int, help="ids in the file")
+    parser.add_argument("--profiles", type=int, help="profiles the workspace already holds")
+    parser.add_argument("--stage", choices=["setup", "limit", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage:
+        result = STAGES[args.stage](Path(args.dir), args)
+        print(json.dumps(result))
+        return
+    ids = args.ids or (10_000_000 if args.full else 1_000_000)
+    profiles = args.profiles or ids // 2
+    with tempfile.TemporaryDirectory(prefix="bench-imports-") as folder:
+        common = ["--dir", folder, "--ids", str(ids), "--profiles", str(profiles)]
+        setup = _stage("setup", common)
+        limit = _stage("limit", common)
+        ours = _stage("ours", common)
+    writes = asyncio.run(_json_writes())
+    _report(ids, profiles, setup, limit, ours, writes)
+
+
+def _stage(name: str, common: list[str]) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.imports.run", "--stage", name, *common]
+    output = subprocess.run(command, capture_output=True, text=True, check=False)
+    if output.returncode:
+        raise SystemExit(f"stage {name} failed:\n{output.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(output.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _settings(folder: Path) -> Any:
+    from audiences.config import Settings
+
+    return Settings(
+        data_dir=folder / "data",
+        database_url=f"sqlite:///{folder / 'audiences.db'}",
+        worker_threads=0,
+        scheduler_seconds=0,
+    )
+
+
+def setup(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The metadata database, the workspace's profiles, a static audience and the CSV file."""
+    from audiences.engines.duckdb import DuckDBEngine
+    from audiences.services import workspaces
+    from audiences.store.db import make_engine, make_session_factory
+    from audiences.store.migrate import migrate
+    from audiences.store.tables import AudienceRow
+
+    settings = _settings(folder)
+    engine = make_engine(settings.metadata_url)
+    migrate(engine)
+    with make_session_factory(engine).begin() as session:
+        workspace = workspaces.ensure(session, slug=WORKSPACE)
+        session.add(AudienceRow(workspace_id=workspace.id, key="list", name="list", kind="static"))
+        workspace_id = workspace.id
+    started = time.perf_counter()
+    profiles = DuckDBEngine(settings.data_dir)
+    for start in range(0, args.profiles, 1_000_000):
+        stop = min(start + 1_000_000, args.profiles)
+        profiles.ensure_profiles(workspace_id, [f"u{i}" for i in range(start, stop)])
+    profiles.close()
+    loaded = time.perf_counter() - started
+    with (folder / "ids.csv").open("w") as out:
+        out.write("id\n")
+        for start in range(0, args.ids, 1_000_000):
+            stop = min(start + 1_000_000, args.ids)
+            out.write("".join(f"u{i}\n" for i in range(start, stop)))
+    return {"workspace_id": workspace_id, "load_seconds": loaded}
+
+
+def limit(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """DuckDB reads the file and joins it to the workspace's ids: the practical limit."""
+    import duckdb
+
+    from audiences.engines.duckdb_sql import table_name
+    from audiences.store.db import make_engine
+    from audiences.store.tables import WorkspaceRow
+
+    engine = make_engine(_settings(folder).metadata_url)
+    with engine.connect() as connection:
+        workspace_id = (
+            connection.execute(
+                WorkspaceRow.__table__.select().where(WorkspaceRow.slug == WORKSPACE)
+            )
+            .one()
+            ._mapping["id"]
+        )
+    con = duckdb.connect(str(folder / "data" / "profiles.duckdb"), read_only=True)
+    table = table_name(workspace_id)
+    started = time.perf_counter()
+    found = con.execute(
+        f'SELECT count(p.pid) FROM read_csv(?, header = true, columns = {{"id": "VARCHAR"}}) c'
+        f' JOIN "{table}" p ON p.external_id = c.id',
+        [str(folder / "ids.csv")],
+    ).fetchone()
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "matched": found[0] if found else 0, "peak_mb": _peak_mb()}
+
+
+def ours(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Accept the file as the upload route does, then run ``import.rows`` on a worker."""
+    import shutil
+
+    from sqlalchemy import select
+
+    from audiences.engines.duckdb import DuckDBEngine
+    from audiences.jobs.worker import Worker
+    from audiences.membership.cache import BitmapCache
+    from audiences.schemas.api_keys import Role
+    from audiences.services import imports
+    from audiences.services.callers import Caller
+    from audiences.services.import_formats import ImportFormat
+    from audiences.services.runtime import Runtime
+    from audiences.store.db import make_engine, make_session_factory
+    from audiences.store.tables import AudienceRow, JobRow, WorkspaceRow
+
+    settings = _settings(folder)
+    factory = make_session_factory(make_engine(settings.metadata_url))
+    with factory.begin() as session:
+        workspace = session.scalars(
+            select(WorkspaceRow).where(WorkspaceRow.slug == WORKSPACE)
+        ).one()
+        audience = session.scalars(select(AudienceRow)).one()
+        caller = Caller(workspace.id, WORKSPACE, "bench", Role.WRITE)
+        upload = imports.folder(settings.data_dir, workspace.id, "bench-upload") / imports.UPLOAD
+        upload.parent.mkdir(parents=True)
+        shutil.copyfile(folder / "ids.csv", upload)
+        options = imports.ImportOptions("add", ImportFormat.CSV, None, None)
+        job_id = imports.accept(
+            session,
+            caller=caller,
+            audience_id=audience.id,
+            upload=upload,
+            options=options,
+            digest="bench",
+            max_attempts=1,
+        ).id
+    runtime = Runtime(profiles=DuckDBEngine(settings.data_dir), bitmaps=BitmapCache())
+    worker = Worker(session_factory=factory, settings=settings, runtime=runtime)
+    started = time.perf_counter()
+    while worker.run_once():
+        pass
+    seconds = time.perf_counter() - started
+    with factory() as session:
+        job = session.get_one(JobRow, job_id)
+        state, counts = job.state, dict(job.counts)
+    runtime.profiles.close()
+    return {"seconds": seconds, "state": state, "counts": counts, "peak_mb": _peak_mb()}
+
+
+STAGES = {"setup": setup, "limit": limit, "ours": ours}
+
+
+async def _json_writes(calls: int = 60) -> dict[str, float]:
+    """Calls per second of 10,000-id membership writes, ours and a bare orjson endpoint."""
+    import httpx
+    import orjson
+    from tests.factories import mint_key
+
+    from audiences.api.app import create_app
+    from audiences.schemas.api_keys import Role
+
+    body = orjson.dumps({"action": "add", "ids": [f"crm-{i:08d}" for i in range(10_000)]})
+    headers = {"Content-Type": "application/json"}
+    bare = FastAPI()
+
+    @bare.post("/v1/audiences/{audience_id}/members", status_code=202)
+    async def parse_only(audience_id: str, request: Request) -> Response:
+        data = orjson.loads(await request.body())
+        return Response(orjson.dumps({"ids": len(data["ids"])}), status_code=202)
+
+    with tempfile.TemporaryDirectory(prefix="bench-writes-") as folder:
+        app = create_app(
+            _settings(Path(folder)).model_copy(update={"rate_limit": "1000000/minute"})
+        )
+        token, _ = mint_key(app, "writes", Role.WRITE)
+        rates = {}
+        for name, target in (("bare", bare), ("ours", app)):
+            transport = httpx.ASGITransport(app=target)
+            auth = {**headers, "Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
+                created = await client.post(
+                    "/v1/audiences", headers=auth, json={"key": "l", "name": "l", "kind": "static"}
+                )
+                audience_id = created.json().get("id", "x") if name == "ours" else "x"
+                url = f"/v1/audiences/{audience_id}/members"
+                for _ in range(5):
+                    await client.post(url, content=body, headers=auth)
+                started = time.perf_counter()
+                for _ in range(calls):
+                    response = await client.post(url, content=body, headers=auth)
+                    assert response.status_code == 202, response.text
+                rates[name] = calls / (time.perf_counter() - started)
+        app.state.engine.dispose()
+        app.state.runtime.profiles.close()
+    return rates
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _report(
+    ids: int,
+    profiles: int,
+    setup_: dict[str, Any],
+    limit_: dict[str, Any],
+    ours_: dict[str, Any],
+    writes: dict[str, float],
+) -> None:
+    loaded = setup_["load_seconds"]
+    limit_rate, ours_rate = ids / limit_["seconds"], ids / ours_["seconds"]
+    lines = [
+        f"{platform.machine()}, Python {platform.python_version()}",
+        f"{ids:,} ids in the file, {profiles:,} profiles held ({loaded:.1f} s to load)",
+        f"ours: {ours_['state']}, counts {ours_['counts']}",
+        "| path | seconds | ids/s | peak memory |",
+        "| --- | ---: | ---: | ---: |",
+        _row("DuckDB read_csv joined to the id map (limit)", limit_, limit_rate),
+        _row("import.rows (ours)", ours_, ours_rate),
+        f"ours / limit: {ours_rate / limit_rate:.2f}x",
+        "| 10,000-id membership writes | calls/s |",
+        "| --- | ---: |",
+        f"| bare orjson endpoint | {writes['bare']:.1f} |",
+        f"| POST /v1/audiences/{{id}}/members (ours) | {writes['ours']:.1f} |",
+        f"ours / bare: {writes['ours'] / writes['bare']:.2f}x",
+    ]
+    print("\n".join(lines))
+
+
+def _row(name: str, measured: dict[str, Any], rate: float) -> str:
+    return f"| {name} | {measured['seconds']:.2f} | {rate:,.0f} | {measured['peak_mb']:.0f} MB |"
+
+
+if __name__ == "__main__":
+    main()
