@@ -12,13 +12,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
+import httpx
 
 from audiences.services.demo_profiles import SCHEMA as DEMO_SCHEMA
 from audiences.services.demo_profiles import profiles
-from tests.client import ApiClient
 
 DUCKDB_TYPES = {
     "string": "VARCHAR",
@@ -33,6 +33,16 @@ DUCKDB_TYPES = {
 DEMO_TYPES = {name: kind.value for name, kind in DEMO_SCHEMA.items()}
 CHUNK = 1_000
 """Profiles per batch call: well under the 1 MiB body limit for demo records."""
+
+
+class Http(Protocol):
+    """What the helpers need of a client: the in-process ``ApiClient`` or an ``httpx.Client``."""
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response: ...
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response: ...
+
+    def put(self, url: str, **kwargs: Any) -> httpx.Response: ...
 
 
 class Oracle:
@@ -102,16 +112,14 @@ def to_json(attributes: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def declare(client: ApiClient, schema: Mapping[str, str]) -> None:
+def declare(client: Http, schema: Mapping[str, str]) -> None:
     """Declare every attribute of ``schema`` (201 when new, 200 when already declared)."""
     for name, kind in schema.items():
         response = client.put(f"/v1/attributes/{name}", json={"type": kind})
         assert response.status_code in (200, 201), response.text
 
 
-def ingest(
-    client: ApiClient, oracle: Oracle, records: Iterable[tuple[str, Mapping[str, Any]]]
-) -> None:
+def ingest(client: Http, oracle: Oracle, records: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
     """Upsert records through ``POST /v1/profiles/batch`` and into the oracle's model."""
     iterator = iter(records)
     while chunk := list(itertools.islice(iterator, CHUNK)):
@@ -123,7 +131,7 @@ def ingest(
             oracle.write(external_id, attributes)
 
 
-def pages(client: ApiClient, url: str, **params: Any) -> Iterator[dict[str, Any]]:
+def pages(client: Http, url: str, **params: Any) -> Iterator[dict[str, Any]]:
     """Every page of a cursor-paged membership listing."""
     cursor = None
     while True:
@@ -137,13 +145,13 @@ def pages(client: ApiClient, url: str, **params: Any) -> Iterator[dict[str, Any]
         cursor = page["next_cursor"]
 
 
-def members(client: ApiClient, audience_id: str, **params: Any) -> list[str]:
+def members(client: Http, audience_id: str, **params: Any) -> list[str]:
     """Every member's external id, through the paged members listing."""
     url = f"/v1/audiences/{audience_id}/members"
     return [item["id"] for page in pages(client, url, limit=200, **params) for item in page["data"]]
 
 
-def refresh(client: ApiClient, audience_id: str) -> dict[str, Any]:
+def refresh(client: Http, audience_id: str) -> dict[str, Any]:
     """Run a batch evaluation now and return the run."""
     response = client.post(f"/v1/audiences/{audience_id}/refresh")
     assert response.status_code == 202, response.text

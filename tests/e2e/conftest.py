@@ -47,8 +47,10 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def start_server(data_dir: Path, database_url: str) -> Server:
-    """Start ``audiences serve --demo`` and wait until ``/readyz`` answers."""
+def start_server(
+    data_dir: Path, database_url: str, *, demo_profiles: int = DEMO_PROFILES
+) -> Server:
+    """Start ``audiences serve --demo`` (``demo_profiles`` of them) and wait for ``/readyz``."""
     port = free_port()
     env = {**os.environ, "AUDIENCES_DATABASE_URL": database_url}
     process = subprocess.Popen(
@@ -58,6 +60,8 @@ def start_server(data_dir: Path, database_url: str) -> Server:
             "audiences",
             "serve",
             "--demo",
+            "--demo-profiles",
+            str(demo_profiles),
             "--port",
             str(port),
             "--data-dir",
