@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,6 +109,18 @@ def _snapshot(client: httpx.Client, ids: dict[str, str], sample: list[str]) -> d
     return seen
 
 
+def _settle(client: httpx.Client, ids: dict[str, str]) -> None:
+    """Wait until no evaluation job of these audiences is queued or running."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        jobs = client.get("/v1/jobs", params={"kind": "evaluation", "limit": 200}).json()["data"]
+        mine = [job for job in jobs if job["subject_id"] in ids.values()]
+        if all(job["state"] in ("succeeded", "failed", "cancelled") for job in mine):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the evaluation jobs did not finish")
+
+
 def _body(client: httpx.Client, url: str) -> Any:
     """The body of a successful read, or the status of a refused one (problems carry ids)."""
     response = client.get(url)
@@ -150,6 +163,7 @@ def test_restarts_lose_no_membership_and_no_run_history(
                 created = client.post("/v1/audiences", json=body)
                 assert created.status_code == 201, created.text
                 ids[key] = created.json()["id"]
+            _settle(client, ids)  # creating a dynamic audience queues its first evaluation
             for audience_id in ids.values():
                 refresh(client, audience_id)
             _move(client, oracle, records[:60], ("user-000061", "user-000062"))
