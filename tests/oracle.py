@@ -10,6 +10,7 @@ an answer that agrees with the API is evidence, not an echo.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
@@ -161,3 +162,10 @@ def refresh(client: Http, audience_id: str) -> dict[str, Any]:
 def reference_time(run: Mapping[str, Any]) -> datetime:
     """The ``now()`` a batch run used: it is the run's start."""
     return datetime.fromisoformat(str(run["started_at"]))
+
+
+def exported(client: Http, audience_id: str) -> list[str]:
+    """Every member's external id through the NDJSON export: one request for the whole set."""
+    response = client.get(f"/v1/audiences/{audience_id}/export", params={"format": "ndjson"})
+    assert response.status_code == 200, response.text
+    return [json.loads(line)["id"] for line in response.text.splitlines()]
