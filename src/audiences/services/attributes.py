@@ -22,6 +22,7 @@ from audiences.schemas.attributes import (
 from audiences.services.callers import Caller
 from audiences.services.runtime import Runtime
 from audiences.store.tables.attributes import AttributeRow
+from audiences.store.tables.workspaces import WorkspaceRow
 
 
 def schema(session: Session, *, workspace_id: str) -> dict[str, AttributeType]:
@@ -48,6 +49,7 @@ def declare(
     session: Session, *, caller: Caller, runtime: Runtime, name: str, data: AttributeDeclare
 ) -> tuple[AttributeRow, bool]:
     """Declare an attribute (idempotent); its type can never change. Returns (row, created)."""
+    _lock_schema(session, caller.workspace_id)
     row = session.get(AttributeRow, (caller.workspace_id, name))
     if row is not None:
         if row.type != data.type.value:
@@ -75,6 +77,9 @@ def infer(
     """
     if schema(session, workspace_id=workspace_id):
         return
+    _lock_schema(session, workspace_id)
+    if schema(session, workspace_id=workspace_id):
+        return  # another first ingest inferred it while this one waited
     inferred: dict[str, AttributeType] = {}
     for attributes in records:
         for name, value in attributes.items():
@@ -131,6 +136,14 @@ def _temporal(text: str) -> AttributeType | None:
         except ValueError:
             return None
     return None
+
+
+def _lock_schema(session: Session, workspace_id: str) -> None:
+    """Serialise schema changes of one workspace on its row (PostgreSQL; SQLite writers are
+    serial already), so two first ingests or two declarations of one name cannot both insert."""
+    session.execute(
+        select(WorkspaceRow.id).where(WorkspaceRow.id == workspace_id).with_for_update()
+    )
 
 
 def _valid_name(name: str) -> bool:
