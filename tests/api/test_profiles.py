@@ -238,3 +238,18 @@ def test_reserved_names_are_refused_and_excluded_in_the_contract(
         assert refused.status_code == 422
         assert refused.json()["errors"][0]["location"] == ["path", "name"]
     assert tenant.admin.put("/v1/attributes/pids", json={"type": "string"}).status_code == 201
+
+
+def test_concurrent_first_ingests_and_declarations_infer_once(bare: ApiClient) -> None:
+    def ingest_one(n: int) -> Any:
+        record = {"id": f"p{n}", "attributes": {"a": n, "b": "x"}}
+        return lambda c: c.post("/v1/profiles/batch", json={"profiles": [record]})
+
+    ingests = bare.gather([ingest_one(n) for n in range(6)])
+    assert [r.status_code for r in ingests] == [200] * 6, [r.text for r in ingests]
+    assert _types(bare) == {"a": "integer", "b": "string"}
+    declared = bare.gather(
+        [lambda c: c.put("/v1/attributes/c", json={"type": "date"}) for _ in range(6)]
+    )
+    assert sorted(r.status_code for r in declared) == [200] * 5 + [201]
+    assert bare.get("/v1/profiles/p5").json()["attributes"] == {"a": 5, "b": "x"}
