@@ -105,6 +105,11 @@ def on_profiles_written(
     wanted = sorted(set(pids))
     if not streaming or not wanted:
         return
+    # Lock before reading (in one order, so writers cannot deadlock): of two concurrent writers
+    # of a profile, the later to lock reads the later data, so membership ends as the last write
+    # says. SQLite serialises writers already; PostgreSQL needs the row locks.
+    for audience in sorted(streaming, key=lambda a: a.id):
+        memberships.locked(session, audience)
     profiles = runtime.profiles.get_profiles_by_pid(workspace_id, wanted)
     views = {
         pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile

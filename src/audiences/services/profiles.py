@@ -114,5 +114,6 @@ def _audiences_holding(session: Session, workspace_id: str) -> list[AudienceRow]
         select(AudienceRow)
         .join(MembershipRow, MembershipRow.audience_id == AudienceRow.id)
         .where(AudienceRow.workspace_id == workspace_id, MembershipRow.revision > 0)
+        .order_by(AudienceRow.id)  # the order streaming writes lock in: no deadlock between them
     )
     return list(session.scalars(stmt))
