@@ -620,8 +620,8 @@ def test_a_rule_that_fails_on_the_engine_keeps_the_last_members(small: World) ->
     good = refresh(client, example.id)
     expected = world.expected(example, good)
     # Valid rule text (numbers within 2^53), but the product overflows DuckDB's BIGINT.
-    body = {"key": example.key, "name": "x", "kind": "dynamic",
-            "rule": "age * 9007199254740992 * 1024 > lifetime_value"}  # fmt: skip
+    overflow = "age * 9007199254740992 * 1024 > lifetime_value"
+    body = {"key": example.key, "name": "x", "kind": "dynamic", "rule": overflow}
     assert client.put(f"/v1/audiences/{example.id}", json=body).status_code == 200
     failed = refresh(client, example.id)
     assert failed["status"] == "failed"
@@ -724,3 +724,23 @@ def test_other_kinds_cannot_be_refreshed(tenant: Tenant) -> None:
     assert response.json()["code"] == "audience_not_evaluable"
     empty = tenant.read.get(f"/v1/audiences/{static['id']}/members").json()
     assert (empty["data"], empty["total"], empty["computed_at"]) == ([], 0, None)
+
+
+def test_concurrent_writes_of_one_profile_leave_membership_as_the_data_says(
+    tenant: Tenant,
+) -> None:
+    body = {"key": "churned", "name": "Churned", "kind": "dynamic", "rule": "churned"}
+    body["refresh_policy"] = {"mode": "streaming"}
+    churned = tenant.write.post("/v1/audiences", json=body).json()
+    url = f"/v1/audiences/{churned['id']}/members/p"
+    disagreements = []
+    for _ in range(25):
+        writes = [
+            lambda c, value=value: c.put("/v1/profiles/p", json={"attributes": {"churned": value}})
+            for value in (True, False, True, False)
+        ]
+        assert all(r.status_code in (200, 201) for r in tenant.write.gather(writes))
+        stored = tenant.read.get("/v1/profiles/p").json()["attributes"]["churned"]
+        if tenant.read.get(url).json()["member"] is not stored:
+            disagreements.append(stored)
+    assert disagreements == []
