@@ -24,12 +24,13 @@ def _profiles(tenant: Tenant, ages: dict[str, int]) -> None:
     assert tenant.write.post("/v1/profiles/batch", json={"profiles": records}).status_code == 200
 
 
-def _run_jobs_until_done(app: FastAPI, settings: Settings, job_id: str) -> JobRow:
-    # Only the scheduled refresh: the audiences' own first evaluations (queued when they were
-    # created) stay queued, so the audiences are still due when the refresh job runs.
+def _run_jobs_until_done(
+    app: FastAPI, settings: Settings, job_id: str, handler: str = schedule.REFRESH_DUE
+) -> JobRow:
+    # Only jobs of one handler: for the scheduled refresh, the audiences' own first evaluations
+    # (queued when they were created) stay queued, so the audiences are still due.
     only_due = HandlerRegistry(
-        {schedule.REFRESH_DUE: HANDLERS.get(schedule.REFRESH_DUE)},
-        needing_profiles=frozenset({schedule.REFRESH_DUE}),
+        {handler: HANDLERS.get(handler)}, needing_profiles=frozenset({handler})
     )
     worker = Worker(
         session_factory=app.state.session_factory,
@@ -144,13 +145,8 @@ def test_a_new_or_changed_rule_queues_its_evaluation(
     audience = make_audience(tenant.write, rule="age > 30")
     queued = tenant.read.get("/v1/jobs", params={"subject_id": audience["id"]}).json()["data"]
     assert [(job["handler"], job["state"]) for job in queued] == [("evaluation.run", "queued")]
-    worker = Worker(
-        session_factory=app.state.session_factory, settings=settings, runtime=app.state.runtime
-    )
-    for _ in range(100):
-        if tenant.read.get(f"/v1/jobs/{queued[0]['id']}").json()["state"] == "succeeded":
-            break
-        assert worker.run_once()
+    finished = _run_jobs_until_done(app, settings, queued[0]["id"], handler="evaluation.run")
+    assert finished.state == "succeeded", finished.last_error
     members = tenant.read.get(f"/v1/audiences/{audience['id']}/members").json()
     assert [m["id"] for m in members["data"]] == ["y"]
     runs = tenant.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]

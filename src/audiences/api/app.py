@@ -64,6 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    app.state.read_engine = (
+        engine
+        if engine.dialect.name != "sqlite"
+        else make_engine(settings.metadata_url, read_only=True)
+    )
+    app.state.read_session_factory = make_session_factory(app.state.read_engine)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
     app.state.runtime = Runtime(
         profiles=DuckDBEngine(settings.data_dir), bitmaps=BitmapCache(settings.bitmap_cache_bytes)
@@ -76,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_max_bytes=settings.max_upload_bytes,
         upload_paths=imports.UPLOAD_PATHS,
     )
-    app.state.metrics = Metrics(app.state.session_factory)
+    app.state.metrics = Metrics(app.state.read_session_factory)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestContextMiddleware)
     for module in (

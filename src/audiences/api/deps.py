@@ -19,6 +19,7 @@ from audiences.services import api_keys
 from audiences.services.callers import Caller
 from audiences.services.runtime import Runtime
 
+READ_METHODS = frozenset({"GET", "HEAD"})
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer aud_…`")
 
 
@@ -32,9 +33,13 @@ def get_session(request: Request) -> Iterator[Session]:
     """A session whose transaction commits when the handler returns and rolls back on error.
 
     Function-scoped, so the commit happens before the response is sent: a failed commit is
-    reported to the client instead of being lost after a 2xx.
+    reported to the client instead of being lost after a 2xx. GET and HEAD get a read-only
+    session, which on SQLite neither waits for writers nor holds them up.
     """
-    factory: sessionmaker[Session] = request.app.state.session_factory
+    reading = request.method in READ_METHODS
+    factory: sessionmaker[Session] = (
+        request.app.state.read_session_factory if reading else request.app.state.session_factory
+    )
     with factory() as session:
         try:
             yield session

@@ -24,6 +24,19 @@ def states(session: Session, audience_ids: Iterable[str]) -> dict[str, Membershi
     return {row.audience_id: row for row in session.scalars(stmt)}
 
 
+def current_with_state(
+    session: Session, *, runtime: Runtime, audience_id: str
+) -> tuple[FrozenBitMap, MembershipRow | None]:
+    """The audience's members now and its state row, in one query when the bitmap is cached."""
+    state = states(session, [audience_id]).get(audience_id)
+    if state is None or state.revision == 0:
+        return EMPTY, state
+    bitmap = runtime.bitmaps.get_or_load(
+        (audience_id, state.revision), partial(_load, session, audience_id)
+    )
+    return bitmap, state
+
+
 def current(session: Session, *, runtime: Runtime, audience_id: str) -> FrozenBitMap:
     """The audience's members now (empty before its first evaluation)."""
     return many(session, runtime=runtime, audience_ids=[audience_id])[audience_id]

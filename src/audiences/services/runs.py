@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pyroaring import AbstractBitMap
 from sqlalchemy.orm import Session
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from audiences.errors import Conflict, NotFound
 from audiences.membership.bitmaps import deserialize, page
 from audiences.schemas.common import ListQuery, PageResult
-from audiences.services import audiences, memberships
+from audiences.services import audiences, evaluation, memberships
 from audiences.services.callers import Caller
 from audiences.services.runtime import Runtime
 from audiences.store.repositories.runs import RunRepository
@@ -42,6 +43,47 @@ class ChangePage:
     entered: int
     exited: int
     computed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MemberAnswer:
+    """Is a profile a member, as of when, and (when asked) why by the rule now."""
+
+    member: bool
+    computed_at: datetime | None
+    explanation: dict[str, Any] | None
+
+
+def is_member(
+    session: Session,
+    *,
+    caller: Caller,
+    runtime: Runtime,
+    audience_id: str,
+    external_id: str,
+    explain: bool,
+) -> MemberAnswer:
+    """Answer from the stored membership; the explanation evaluates the rule on the profile now."""
+    audience = audiences.get(session, caller=caller, audience_id=audience_id)
+    pid = runtime.profiles.pids_for(caller.workspace_id, [external_id])[0]
+    if pid is None:
+        raise NotFound(f"no profile {external_id!r}", code="profile_not_found")
+    members, state = memberships.current_with_state(
+        session, runtime=runtime, audience_id=audience.id
+    )
+    explanation = None
+    if explain:
+        profile = runtime.profiles.get_profile(caller.workspace_id, external_id)
+        if profile is None:
+            raise NotFound(f"no profile {external_id!r}", code="profile_not_found")
+        explanation = evaluation.explain_member(
+            session, runtime=runtime, audience=audience, attributes_=profile.attributes, pid=pid
+        )
+    return MemberAnswer(
+        member=pid in members,
+        computed_at=None if state is None else state.computed_at,
+        explanation=explanation,
+    )
 
 
 def list_(

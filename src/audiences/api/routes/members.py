@@ -34,7 +34,7 @@ from audiences.schemas.memberships import (
     RunListItem,
     RunListParams,
 )
-from audiences.services import audiences, evaluation, memberships, previews, profiles, runs
+from audiences.services import audiences, evaluation, previews, runs
 from audiences.store.tables import RunRow
 
 router = APIRouter(prefix="/v1/audiences", tags=["membership"])
@@ -190,24 +190,22 @@ def get_membership(
     explain: Annotated[bool, Query(description="Explain by the rule, evaluated now.")] = False,
 ) -> Response:
     """Is this profile a member (as of ``computed_at``); with ``explain=true``, why by the rule."""
-    audience = audiences.get(session, caller=caller, audience_id=audience_id)
-    profile = profiles.get(session, caller=caller, runtime=runtime, external_id=profile_id)
-    members = memberships.current(session, runtime=runtime, audience_id=audience.id)
-    state = memberships.states(session, [audience.id]).get(audience.id)
+    answer = runs.is_member(
+        session,
+        caller=caller,
+        runtime=runtime,
+        audience_id=audience_id,
+        external_id=profile_id,
+        explain=explain,
+    )
     body: dict[str, Any] = {
-        "audience_id": audience.id,
+        "audience_id": audience_id,
         "profile_id": profile_id,
-        "member": profile.pid in members,
-        "computed_at": _iso(None if state is None else state.computed_at),
+        "member": answer.member,
+        "computed_at": _iso(answer.computed_at),
     }
     if explain:
-        body["explanation"] = evaluation.explain_member(
-            session,
-            runtime=runtime,
-            audience=audience,
-            attributes_=profile.attributes,
-            pid=profile.pid,
-        )
+        body["explanation"] = answer.explanation
     return JSONResponse(body)
 
 
