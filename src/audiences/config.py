@@ -44,6 +44,14 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body for JSON endpoints, in bytes; above it answers 413.",
     )
+    max_batch_body_bytes: int = Field(
+        default=32 * 1_048_576,
+        ge=1024,
+        description=(
+            "Largest body of a batch call (`POST /v1/profiles/batch`, membership writes by id), "
+            "in bytes: room for 10,000 records; above it answers 413."
+        ),
+    )
     max_ids_per_call: int = Field(
         default=100, ge=1, description="Most ids a bulk-get call accepts; above it answers 422."
     )

@@ -3,6 +3,7 @@ with per-record errors, limits, reads and erasure."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -198,6 +199,21 @@ def test_a_batch_over_ten_thousand_records_is_refused(tenant: Tenant) -> None:
     assert at_limit.json()["written"] == 10_000
     empty = tenant.write.post("/v1/profiles/batch", json={"profiles": []})
     assert empty.status_code == 422
+
+
+def test_a_full_batch_fits_the_batch_body_limit(tenant: Tenant) -> None:
+    """10,000 realistic records are several MiB: over the JSON limit, within the batch one."""
+    records = [
+        {"id": f"customer-{n:08d}@example.com", "attributes": {"country": "US", "plan": "pro" * 20}}
+        for n in range(10_000)
+    ]
+    body = json.dumps({"profiles": records})
+    assert len(body) > 1_048_576
+    response = tenant.write.post(
+        "/v1/profiles/batch", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["written"] == 10_000
 
 
 @pytest.mark.parametrize(

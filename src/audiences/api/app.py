@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,6 +41,8 @@ from audiences.services.runtime import Runtime
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 
+BATCH_PATHS = re.compile(r"^/v1/(profiles/batch|audiences/[^/]+/members)/?$")
+"""Calls that carry up to 10,000 records or ids: their bodies fall under the batch limit."""
 DOCS_STATIC = Path(fastapi_offline.__file__).parent / "static"
 DESCRIPTION = """An open, self-hostable audience engine.
 
@@ -79,8 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        upload_max_bytes=settings.max_upload_bytes,
-        upload_paths=imports.UPLOAD_PATHS,
+        path_limits=[
+            (imports.UPLOAD_PATHS, settings.max_upload_bytes),
+            (BATCH_PATHS, settings.max_batch_body_bytes),
+        ],
     )
     app.state.metrics = Metrics(app.state.read_session_factory)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

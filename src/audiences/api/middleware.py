@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -64,22 +65,19 @@ class BodyLimitMiddleware:
         self,
         app: ASGIApp,
         max_bytes: int,
-        upload_max_bytes: int | None = None,
-        upload_paths: re.Pattern[str] | None = None,
+        path_limits: Sequence[tuple[re.Pattern[str], int]] = (),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        # File uploads (paths matching ``upload_paths``) have a limit of their own.
-        self.upload_max_bytes = upload_max_bytes or max_bytes
-        self.upload_paths = upload_paths
+        # Paths with limits of their own (file uploads, batch calls): the first match wins.
+        self.path_limits = list(path_limits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
-        if self.upload_paths is not None and self.upload_paths.match(scope.get("path", "")):
-            limit = self.upload_max_bytes
+        path = scope.get("path", "")
+        limit = next((n for pattern, n in self.path_limits if pattern.match(path)), self.max_bytes)
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             request_id = scope.get("state", {}).get("request_id", "unknown")
