@@ -255,3 +255,24 @@ def test_blank_rule_is_a_rule_error(tenant: Tenant) -> None:
     assert response.status_code == 422
     assert response.json()["code"] == "rule_invalid"
     assert response.json()["errors"][0]["location"] == ["body", "rule"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"archived": 1},
+        {"archived": "true"},
+        {"kind": "static", "ttl_days": "30"},
+        {"kind": "static", "ttl_days": True},
+        {"refresh_policy": {"mode": "scheduled", "interval_seconds": "3600"}},
+    ],
+)
+def test_json_types_are_not_coerced(tenant: Tenant, overrides: dict[str, Any]) -> None:
+    response = tenant.write.post("/v1/audiences", json=audience_body(**overrides))
+    assert response.status_code == 422, response.text
+
+
+def test_integral_numbers_are_integers(tenant: Tenant) -> None:
+    policy = {"mode": "scheduled", "interval_seconds": 3600.0}
+    created = make_audience(tenant.write, refresh_policy=policy)
+    assert created["refresh_policy"] == {"mode": "scheduled", "interval_seconds": 3600}

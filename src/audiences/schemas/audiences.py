@@ -11,11 +11,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     TypeAdapter,
 )
 
 from audiences.schemas.common import (
+    JSON_INTEGER,
     InputModel,
     ListParams,
     Relationship,
@@ -75,7 +77,7 @@ class ScheduledRefresh(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal[RefreshMode.SCHEDULED]
-    interval_seconds: int = Field(ge=60, le=31_536_000)
+    interval_seconds: Annotated[int, Field(ge=60, le=31_536_000), JSON_INTEGER]
 
 
 class StreamingRefresh(BaseModel):
@@ -121,7 +123,7 @@ class _AudienceFields(InputModel):
     labels: Labels = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     lifecycle_state: LifecycleState = LifecycleState.DRAFT
-    archived: bool = False
+    archived: StrictBool = False
     refresh_policy: RefreshPolicy = Field(
         default_factory=lambda: ManualRefresh(mode=RefreshMode.MANUAL)
     )
@@ -131,8 +133,8 @@ class StaticAudienceWrite(_AudienceFields):
     """An audience whose members are uploaded or added by id."""
 
     kind: Literal[AudienceKind.STATIC]
-    ttl_days: int | None = Field(
-        default=None, ge=1, le=3650, description="Members leave this many days after joining."
+    ttl_days: Annotated[int, Field(ge=1, le=3650), JSON_INTEGER] | None = Field(
+        default=None, description="Members leave this many days after joining."
     )
 
 

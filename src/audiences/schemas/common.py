@@ -8,11 +8,30 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    model_validator,
+)
 
 T = TypeVar("T")
 MAX_PAGE_SIZE = 200
 """The largest page any list serves; ``AUDIENCES_PAGE_SIZE_MAX`` may lower it, not raise it."""
+
+
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number, not text or a boolean")
+    return value
+
+
+JSON_INTEGER = BeforeValidator(_json_integer)
+"""Put last in ``Annotated[int, Field(...), JSON_INTEGER]``: an integer as JSON Schema means
+it, ``30`` or ``30.0`` but never ``"30"`` or ``true`` (after the constraints, so that they still
+show in the JSON schema)."""
 
 
 def reject_nul(value: Any) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from audiences.schemas.audiences import MAX_RULE_CHARS, EvaluationMode
 from audiences.schemas.common import (
+    JSON_INTEGER,
     InputModel,
     ListParams,
     names_pattern,
@@ -104,7 +105,9 @@ class PreviewRequest(InputModel):
     rule: str | dict[str, Any] = Field(
         description=f"Rule text (at most {MAX_RULE_CHARS:,} characters) or its JSON form."
     )
-    sample: int = Field(default=10, ge=0, le=100, description="How many members to list.")
+    sample: Annotated[int, Field(ge=0, le=100), JSON_INTEGER] = Field(
+        default=10, description="How many members to list."
+    )
 
 
 class PreviewResult(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from audiences.schemas.common import InputModel
 
@@ -81,7 +81,7 @@ class EvaluateRequest(InputModel):
 
     profile_id: str | None = Field(default=None, pattern=EXTERNAL_ID)
     attributes: dict[str, Any] = Field(default_factory=dict)
-    explain: bool = Field(default=True, description="Return each rule's evaluation tree.")
+    explain: StrictBool = Field(default=True, description="Return each rule's evaluation tree.")
 
 
 class AudienceVerdict(BaseModel):
