@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import update
 
 from audiences.config import Settings
 from audiences.jobs import schedule
@@ -145,6 +146,15 @@ def test_a_new_or_changed_rule_queues_its_evaluation(
     audience = make_audience(tenant.write, rule="age > 30")
     queued = tenant.read.get("/v1/jobs", params={"subject_id": audience["id"]}).json()["data"]
     assert [(job["handler"], job["state"]) for job in queued] == [("evaluation.run", "queued")]
+    # Every dynamic audience any earlier test created queued its own evaluation, oldest first;
+    # set those aside so the worker reaches this one (they belong to other workspaces).
+    with app.state.session_factory.begin() as session:
+        session.execute(
+            update(JobRow)
+            .where(JobRow.handler == "evaluation.run", JobRow.state == "queued")
+            .where(JobRow.id != queued[0]["id"])
+            .values(state="cancelled")
+        )
     finished = _run_jobs_until_done(app, settings, queued[0]["id"], handler="evaluation.run")
     assert finished.state == "succeeded", finished.last_error
     members = tenant.read.get(f"/v1/audiences/{audience['id']}/members").json()
