@@ -24,7 +24,7 @@ import orjson
 from pyroaring import BitMap
 from sqlalchemy.orm import Session
 
-from audiences.errors import NotFound, Unprocessable, ValidationFailed
+from audiences.errors import Unprocessable, ValidationFailed
 from audiences.schemas.attributes import AttributeType
 from audiences.services import attributes, audiences, evaluation, static_members
 from audiences.services.callers import Caller
@@ -207,16 +207,6 @@ def errors_csv(data_dir: Path, job: JobRow) -> Path | None:
         return None
     path = folder(data_dir, job.workspace_id, upload) / ERRORS
     return path if path.exists() else None
-
-
-def job_for_errors(session: Session, *, caller: Caller, job_id: str) -> JobRow:
-    """An import job of the caller's workspace (404 ``job_not_found`` otherwise)."""
-    from audiences.services import jobs
-
-    job = jobs.get(session, caller=caller, job_id=job_id)
-    if job.handler != static_members.IMPORT_HANDLER:
-        raise NotFound(f"job {job_id!r} is not an import", code="job_not_found")
-    return job
 
 
 def remove_upload(directory: Path, *, keep_errors: bool) -> None:

@@ -96,11 +96,6 @@ def audiences_of(
     return [Membership(a, states[a.id]) for a in every if pid in sets[a.id]]
 
 
-def pid_of(runtime: Runtime, workspace_id: str, external_id: str) -> int | None:
-    """The pid of a stored profile, None when it is not stored."""
-    return runtime.profiles.pids_for(workspace_id, [external_id])[0]
-
-
 def check_batch_size(count: int, limit: int) -> None:
     """Refuse a batch over ``limit`` records."""
     if count > limit:
