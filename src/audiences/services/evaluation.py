@@ -74,7 +74,7 @@ def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigge
     except AudiencesError as exc:
         _finish(run, state, status="failed", error=exc.detail)
         return run
-    change = memberships.replace(session, audience=audience, members=members)
+    change = memberships.replace(session, audience=audience, members=members, cache=runtime.bitmaps)
     run.size, run.entered, run.exited = len(members), len(change.entered), len(change.exited)
     run.members = serialize(members)
     run.members_kept = True
@@ -124,7 +124,9 @@ def on_profiles_written(
         predicate = compiled_predicate(audience.rule or "", _frozen(schema))
         entering = BitMap(pid for pid, view in seen.items() if predicate(view))
         leaving = BitMap(wanted) - entering
-        memberships.apply(session, audience=audience, add=entering, remove=leaving)
+        memberships.apply(
+            session, audience=audience, add=entering, remove=leaving, cache=runtime.bitmaps
+        )
         sets[audience.key] = (BitMap(sets.get(audience.key, BitMap())) | entering) - leaving
 
 

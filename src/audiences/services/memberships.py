@@ -8,10 +8,11 @@ from functools import partial
 from pyroaring import AbstractBitMap, BitMap, FrozenBitMap
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
 from audiences.kit.clock import utcnow
 from audiences.membership.bitmaps import Diff, deserialize, diff, serialize
+from audiences.membership.cache import BitmapCache
 from audiences.services.runtime import Runtime
 from audiences.store.tables import AudienceRow, MembershipRow
 
@@ -60,10 +61,16 @@ def many(
     return found
 
 
-def replace(session: Session, *, audience: AudienceRow, members: AbstractBitMap) -> Diff:
+def replace(
+    session: Session,
+    *,
+    audience: AudienceRow,
+    members: AbstractBitMap,
+    cache: BitmapCache | None = None,
+) -> Diff:
     """Make ``members`` the audience's membership; returns who entered and who exited."""
     state = locked(session, audience)
-    before = _members_of(state)
+    before = _members_of(state, cache)
     change = diff(before, members)
     _write(session, state, members)
     return change
@@ -75,10 +82,15 @@ def apply(
     audience: AudienceRow,
     add: Iterable[int] = (),
     remove: Iterable[int] = (),
+    cache: BitmapCache | None = None,
 ) -> Diff:
-    """Add and remove single members (streaming writes, erasure); returns the effective change."""
+    """Add and remove single members (streaming writes, erasure); returns the effective change.
+
+    With ``cache``, the current members come from it when it holds the locked revision, which
+    spares reading and decoding the stored bitmap on every streaming write.
+    """
     state = locked(session, audience)
-    before = _members_of(state)
+    before = _members_of(state, cache)
     after = BitMap(before)
     after.update(BitMap(add))
     after.difference_update(BitMap(remove))
@@ -94,12 +106,7 @@ def locked(session: Session, audience: AudienceRow) -> MembershipRow:
     The row lock makes concurrent writers to one audience queue up on PostgreSQL instead of
     losing each other's changes; SQLite serialises writers already (BEGIN IMMEDIATE).
     """
-    stmt = (
-        select(MembershipRow)
-        .where(MembershipRow.audience_id == audience.id)
-        .options(undefer(MembershipRow.bitmap))
-        .with_for_update()
-    )
+    stmt = select(MembershipRow).where(MembershipRow.audience_id == audience.id).with_for_update()
     state: MembershipRow | None = session.scalars(stmt).one_or_none()
     if state is None:
         # Two first writers both find no row: a plain INSERT would fail one of them on the
@@ -117,7 +124,13 @@ def locked(session: Session, audience: AudienceRow) -> MembershipRow:
     return state
 
 
-def _members_of(state: MembershipRow) -> BitMap:
+def _members_of(state: MembershipRow, cache: BitmapCache | None) -> AbstractBitMap:
+    # A cached (audience, revision) is always what that revision committed: writers never fill
+    # the cache, and the row lock held here keeps the revision from moving.
+    if cache is not None and state.revision > 0:
+        cached = cache.get((state.audience_id, state.revision))
+        if cached is not None:
+            return cached
     return BitMap() if state.bitmap is None else deserialize(state.bitmap)
 
 
