@@ -66,6 +66,16 @@ class Settings(BaseSettings):
         default="memory://",
         description="Where rate-limit counters live: `memory://` or `redis://host:port`.",
     )
+    read_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description=(
+            "How long a process keeps API keys, audiences and membership revisions it has read, "
+            "for is-member and a profile's audiences. A process sees its own writes at once; "
+            "another process's writes (a revoked key included) after at most this long. "
+            "0 turns the cache off."
+        ),
+    )
     require_if_match: bool = Field(
         default=False,
         description="When true, PUT, PATCH and DELETE without `If-Match` answer 428.",

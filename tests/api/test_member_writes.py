@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI
 from sqlalchemy import select, update
@@ -94,6 +96,23 @@ def test_unknown_ids_become_empty_profiles(app: FastAPI, tenant: Tenant) -> None
     assert member["member"] is True
 
 
+def test_ids_with_escapes_in_their_json_are_kept_exactly(app: FastAPI, tenant: Tenant) -> None:
+    audience = static_audience(tenant.write)
+    ids = ["café", 'quote"d', "back\\slash", "tab-free", "日本"]
+    body = json.dumps({"action": "add", "ids": ids})  # ensure_ascii: every non-ASCII escaped
+    response = tenant.write.post(
+        f"/v1/audiences/{audience['id']}/members",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 202, response.text
+    run_jobs(app)
+    for external_id in ids:
+        answer = tenant.read.get(f"/v1/audiences/{audience['id']}/members/{quote(external_id)}")
+        assert answer.status_code == 200, external_id
+        assert answer.json()["member"] is True
+
+
 def test_a_late_write_does_not_undo_a_later_one(app: FastAPI, tenant: Tenant) -> None:
     audience = static_audience(tenant.write)
     early = write(tenant.write, audience["id"], "add", ["x", "y"])
@@ -155,6 +174,10 @@ def test_refusals(app: FastAPI, tenant: Tenant) -> None:
     assert too_long.json()["errors"][0]["location"] == ["body", "ids", 1]
     nul = tenant.write.post(url, json={"action": "add", "ids": ["a\x00b"]})
     assert nul.status_code == 422
+    for control in ("line\nbreak", "unit\x1fseparator"):
+        refused_id = tenant.write.post(url, json={"action": "add", "ids": ["ok", control]})
+        assert refused_id.status_code == 422, control
+        assert refused_id.json()["errors"][0]["location"] == ["body", "ids", 1]
     bad_action = tenant.write.post(url, json={"action": "merge", "ids": ["a"]})
     assert bad_action.status_code == 422
     dynamic = make_audience(tenant.write)

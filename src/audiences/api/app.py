@@ -37,6 +37,7 @@ from audiences.engines.duckdb import DuckDBEngine
 from audiences.jobs.worker import embedded
 from audiences.membership.cache import BitmapCache
 from audiences.services.idempotency import Replayed
+from audiences.services.read_cache import ReadCache
 from audiences.services.runtime import Runtime
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
@@ -75,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_session_factory = make_session_factory(app.state.read_engine)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
     app.state.runtime = Runtime(
-        profiles=DuckDBEngine(settings.data_dir), bitmaps=BitmapCache(settings.bitmap_cache_bytes)
+        profiles=DuckDBEngine(settings.data_dir),
+        bitmaps=BitmapCache(settings.bitmap_cache_bytes),
+        reads=ReadCache(settings.read_cache_seconds),
     )
     problems.install(app)
     app.add_exception_handler(Replayed, _replay)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +25,7 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer aud_…`")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
@@ -49,36 +51,61 @@ def get_session(request: Request) -> Iterator[Session]:
             raise
 
 
+@contextmanager
+def read_session(request: Request) -> Iterator[Session]:
+    """A read-only session outside the dependency system, for work a route does in a thread."""
+    factory: sessionmaker[Session] = request.app.state.read_session_factory
+    with factory() as session:
+        yield session
+
+
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_caller(
+async def get_caller(
     request: Request,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
-    """The caller behind the bearer token, after its rate limit is counted."""
+    """The caller behind the bearer token, after its rate limit is counted.
+
+    Runs on the event loop: a key this process has checked lately is answered from its read
+    cache, and only a miss (or a rate-limit store across the network) waits in a thread.
+    """
     if credentials is None:
         raise Unauthorized(
             "send an API key as `Authorization: Bearer <key>`",
             code="missing_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    try:
-        caller = api_keys.authenticate(session, credentials.credentials)
-    except Unauthorized as exc:
-        exc.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
-        raise
+    runtime = get_runtime(request)
+    token = credentials.credentials
+    caller = api_keys.cached(runtime.reads, token)
+    if caller is None:
+        try:
+            caller = await run_in_threadpool(_authenticate, request, token)
+        except Unauthorized as exc:
+            exc.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
+            raise
     limiter: RateLimiter = request.app.state.rate_limiter
-    request.scope["state"]["response_headers"] = limiter.hit(caller.key_id)
+    headers = (
+        limiter.hit(caller.key_id)
+        if limiter.in_process
+        else await run_in_threadpool(limiter.hit, caller.key_id)
+    )
+    request.scope["state"]["response_headers"] = headers
     return caller
+
+
+def _authenticate(request: Request, token: str) -> Caller:
+    with read_session(request) as session:
+        return api_keys.authenticate(session, token, reads=get_runtime(request).reads)
 
 
 def require(role: Role) -> object:
     """A dependency that authenticates and then requires at least ``role`` (403 otherwise)."""
 
-    def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    async def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
         caller.require(role)
         return caller
 
@@ -97,12 +124,16 @@ KeyId = Annotated[str, Path(pattern=ID_PATTERN, description="The API key's id.")
 
 
 def get_runtime(request: Request) -> Runtime:
-    """The process's profile engine and bitmap cache."""
+    """The process's profile engine and caches."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+async def _runtime_dependency(request: Request) -> Runtime:
+    return get_runtime(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime_dependency)]
 ATTRIBUTE_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
 
 

@@ -7,18 +7,24 @@ import time
 
 from limits import parse
 from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 from audiences.errors import RateLimited
 
 
 class RateLimiter:
-    """Counts requests per key in a moving window; raises :class:`RateLimited` past the limit."""
+    """Counts requests per key in a sliding window; raises :class:`RateLimited` past the limit.
+
+    The sliding window counter keeps two counters per key (this window and the last, weighted),
+    so a hit costs the same at any traffic; a moving window keeps one entry per request.
+    """
 
     def __init__(self, rate: str, storage_uri: str = "memory://") -> None:
         self.item = parse(rate)
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        self.limiter = SlidingWindowCounterRateLimiter(storage_from_string(storage_uri))
         self.policy = f'"default";q={self.item.amount};w={self.item.get_expiry()}'
+        self.in_process = storage_uri.startswith("memory://")
+        """True when counting never waits on the network (it may run on the event loop)."""
 
     def hit(self, key: str) -> dict[str, str]:
         """Count one request for ``key``; the headers that tell the client where it stands."""

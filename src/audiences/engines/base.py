@@ -156,6 +156,11 @@ class ProfileEngine(Protocol):
         """The pid of each external id, in order, None where unknown."""
         ...
 
+    def known_pid(self, workspace_id: str, external_id: str) -> int | None:
+        """The pid of a profile looked up lately, answered from memory without blocking (None
+        when not remembered: ask :meth:`pids_for`). Never the pid of a deleted profile."""
+        ...
+
     def ensure_profiles(
         self, workspace_id: str, external_ids: Sequence[str]
     ) -> tuple[list[int], int]:

@@ -72,6 +72,13 @@ class _Stored:
     extra: str | None
 
 
+MAX_KNOWN_PIDS = 200_000
+"""Remembered external id -> pid pairs (~150 bytes each) before the memory starts over."""
+
+KNOWN_PIDS_PER_CALL = 100
+"""Only small lookups (single reads) are remembered; bulk resolutions would flush them."""
+
+
 class DuckDBEngine:
     """Profiles in ``<data_dir>/profiles.duckdb``; safe to share between threads."""
 
@@ -84,6 +91,9 @@ class DuckDBEngine:
         self._cursor_lock = threading.Lock()
         self._writer = self._new_cursor()
         self._workspaces: dict[str, _Workspace] = {}
+        # Confirmed external id -> pid pairs of recent lookups. A pair stays true until the
+        # profile is deleted (pids are never reused), and deletion drops it under the lock.
+        self._known: dict[tuple[str, str], int] = {}
 
     @property
     def dialect(self) -> str:
@@ -159,6 +169,7 @@ class DuckDBEngine:
                 [stored.pid, external_id],
             )
             self._index(state).remove(hashes[external_id], stored.pid)
+            self._known.pop((workspace_id, external_id), None)
         return stored.pid
 
     def pids_for(self, workspace_id: str, external_ids: Sequence[str]) -> list[int | None]:
@@ -168,7 +179,15 @@ class DuckDBEngine:
             return [None] * len(external_ids)
         with self._lock:
             found = self._resolve(state, list(external_ids))[1]
+            if len(external_ids) <= KNOWN_PIDS_PER_CALL:
+                if len(self._known) + len(found) > MAX_KNOWN_PIDS:
+                    self._known.clear()
+                self._known.update(((workspace_id, eid), row.pid) for eid, row in found.items())
         return [found[eid].pid if eid in found else None for eid in external_ids]
+
+    def known_pid(self, workspace_id: str, external_id: str) -> int | None:
+        """The pid of a profile looked up lately, without waiting; None when not remembered."""
+        return self._known.get((workspace_id, external_id))
 
     def ensure_profiles(
         self, workspace_id: str, external_ids: Sequence[str]

@@ -13,6 +13,7 @@ from audiences.kit.clock import utcnow
 from audiences.schemas.api_keys import ApiKey, ApiKeyCreate, Role
 from audiences.schemas.common import ListQuery, PageResult
 from audiences.services.callers import Caller
+from audiences.services.read_cache import ReadCache
 from audiences.store.repositories.api_keys import ApiKeyRepository, find_by_hash
 from audiences.store.tables import ApiKeyRow, WorkspaceRow
 
@@ -41,8 +42,17 @@ def create(
     return row, token
 
 
-def authenticate(session: Session, token: str) -> Caller:
-    """The caller a bearer token stands for; :class:`Unauthorized` if unknown or revoked."""
+def cached(reads: ReadCache, token: str) -> Caller | None:
+    """The caller behind a token this process authenticated lately, if still cached."""
+    return reads.callers.get(hash_token(token))
+
+
+def authenticate(session: Session, token: str, *, reads: ReadCache | None = None) -> Caller:
+    """The caller a bearer token stands for; :class:`Unauthorized` if unknown or revoked.
+
+    With ``reads``, a valid key is remembered there (a revoke in this process forgets it).
+    """
+    generation = reads.callers.generation if reads is not None else 0
     digest = hash_token(token)
     found = find_by_hash(session, digest) if token.startswith(TOKEN_PREFIX) else None
     # The lookup is by an index on the hash; compare again in constant time so that no
@@ -52,9 +62,12 @@ def authenticate(session: Session, token: str) -> Caller:
     key, workspace = found
     if key.revoked_at is not None:
         raise Unauthorized("this API key has been revoked", code="revoked_api_key")
-    return Caller(
+    caller = Caller(
         workspace_id=workspace.id, workspace_slug=workspace.slug, key_id=key.id, role=Role(key.role)
     )
+    if reads is not None:
+        reads.callers.put(digest, caller, generation)
+    return caller
 
 
 def to_model(row: ApiKeyRow, workspace_slug: str) -> ApiKey:

@@ -38,6 +38,11 @@ def current_with_state(
     return bitmap, state
 
 
+def cached(runtime: Runtime, audience_id: str, revision: int) -> FrozenBitMap | None:
+    """The members at ``revision`` if this process holds them in memory (empty at 0)."""
+    return EMPTY if revision == 0 else runtime.bitmaps.get((audience_id, revision))
+
+
 def current(session: Session, *, runtime: Runtime, audience_id: str) -> FrozenBitMap:
     """The audience's members now (empty before its first evaluation)."""
     return many(session, runtime=runtime, audience_ids=[audience_id])[audience_id]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -14,16 +13,9 @@ from audiences.errors import NotFound, ValidationFailed
 from audiences.membership.bitmaps import deserialize, serialize
 from audiences.services import attributes, evaluation, memberships
 from audiences.services.callers import Caller
+from audiences.services.read_cache import AudienceState, audience_state
 from audiences.services.runtime import Runtime
 from audiences.store.tables import AudienceRow, MembershipRow, RunRow
-
-
-@dataclass(frozen=True)
-class Membership:
-    """One audience a profile is in, and as of when."""
-
-    audience: AudienceRow
-    state: MembershipRow
 
 
 def upsert(
@@ -79,8 +71,12 @@ def delete(session: Session, *, caller: Caller, runtime: Runtime, external_id: s
 
 def audiences_of(
     session: Session, *, caller: Caller, runtime: Runtime, external_id: str
-) -> list[Membership]:
-    """Every audience the profile is in now, by name."""
+) -> list[AudienceState]:
+    """Every audience the profile is in now, by name.
+
+    What the answer needed is left in the process's caches for :func:`cached_audiences_of`.
+    """
+    generation = runtime.reads.workspaces.generation
     pid = runtime.profiles.pids_for(caller.workspace_id, [external_id])[0]
     if pid is None:
         raise NotFound(f"no profile {external_id!r}", code="profile_not_found")
@@ -93,7 +89,28 @@ def audiences_of(
     )
     sets = memberships.many(session, runtime=runtime, audience_ids=[a.id for a in every])
     states = memberships.states(session, [a.id for a in every])
-    return [Membership(a, states[a.id]) for a in every if pid in sets[a.id]]
+    listing = tuple(audience_state(a, states.get(a.id)) for a in every)
+    runtime.reads.workspaces.put(caller.workspace_id, listing, generation)
+    return [state for state in listing if pid in sets[state.id]]
+
+
+def cached_audiences_of(
+    runtime: Runtime, *, caller: Caller, external_id: str
+) -> list[AudienceState] | None:
+    """The answer of :func:`audiences_of` from memory alone, without waiting on a lock or a
+    database; None when something it needs is not cached."""
+    listing = runtime.reads.workspaces.get(caller.workspace_id)
+    pid = runtime.profiles.known_pid(caller.workspace_id, external_id)
+    if listing is None or pid is None:
+        return None
+    found = []
+    for state in listing:
+        members = memberships.cached(runtime, state.id, state.revision)
+        if members is None:
+            return None
+        if pid in members:
+            found.append(state)
+    return found
 
 
 def check_batch_size(count: int, limit: int) -> None:

@@ -15,6 +15,7 @@ from audiences.membership.bitmaps import deserialize, page
 from audiences.schemas.common import ListQuery, PageResult
 from audiences.services import audiences, evaluation, memberships
 from audiences.services.callers import Caller
+from audiences.services.read_cache import audience_state
 from audiences.services.runtime import Runtime
 from audiences.store.repositories.runs import RunRepository
 from audiences.store.tables import RunRow
@@ -63,7 +64,11 @@ def is_member(
     external_id: str,
     explain: bool,
 ) -> MemberAnswer:
-    """Answer from the stored membership; the explanation evaluates the rule on the profile now."""
+    """Answer from the stored membership; the explanation evaluates the rule on the profile now.
+
+    What the answer needed is left in the process's caches for :func:`cached_is_member`.
+    """
+    generation = runtime.reads.audiences.generation
     audience = audiences.get(session, caller=caller, audience_id=audience_id)
     pid = runtime.profiles.pids_for(caller.workspace_id, [external_id])[0]
     if pid is None:
@@ -71,6 +76,7 @@ def is_member(
     members, state = memberships.current_with_state(
         session, runtime=runtime, audience_id=audience.id
     )
+    runtime.reads.audiences.put(audience.id, audience_state(audience, state), generation)
     explanation = None
     if explain:
         profile = runtime.profiles.get_profile(caller.workspace_id, external_id)
@@ -84,6 +90,23 @@ def is_member(
         computed_at=None if state is None else state.computed_at,
         explanation=explanation,
     )
+
+
+def cached_is_member(
+    runtime: Runtime, *, caller: Caller, audience_id: str, external_id: str
+) -> MemberAnswer | None:
+    """The answer of :func:`is_member` (without explanation) from memory alone, without
+    waiting on a lock or a database; None when something it needs is not cached."""
+    state = runtime.reads.audiences.get(audience_id)
+    if state is None or state.workspace_id != caller.workspace_id:
+        return None
+    pid = runtime.profiles.known_pid(caller.workspace_id, external_id)
+    if pid is None:
+        return None
+    members = memberships.cached(runtime, state.id, state.revision)
+    if members is None:
+        return None
+    return MemberAnswer(member=pid in members, computed_at=state.computed_at, explanation=None)
 
 
 def list_(

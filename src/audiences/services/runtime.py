@@ -1,11 +1,12 @@
-"""The long-lived pieces services need besides a session: the profile engine and bitmap cache."""
+"""The long-lived pieces services need besides a session: the profile engine and the caches."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from audiences.engines.base import ProfileEngine
 from audiences.membership.cache import BitmapCache
+from audiences.services.read_cache import ReadCache
 
 
 @dataclass(frozen=True)
@@ -15,3 +16,4 @@ class Runtime:
 
     profiles: ProfileEngine
     bitmaps: BitmapCache
+    reads: ReadCache = field(default_factory=ReadCache)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from audiences.api.content import RequireJson
@@ -15,6 +16,7 @@ from audiences.api.deps import (
     SessionDep,
     SettingsDep,
     WriteCaller,
+    read_session,
 )
 from audiences.api.problems import problem_body, request_id_of, responses
 from audiences.engines.base import Profile as StoredProfile
@@ -29,6 +31,9 @@ from audiences.schemas.profiles import (
     ProfileWrite,
 )
 from audiences.services import evaluation, profiles
+from audiences.services.callers import Caller
+from audiences.services.read_cache import AudienceState
+from audiences.services.runtime import Runtime
 
 router = APIRouter(tags=["profiles"])
 
@@ -133,21 +138,28 @@ def delete_profile(
     response_model=ProfileAudiences,
     responses=responses(401, 404, 429),
 )
-def get_profile_audiences(
-    profile_id: ProfileId, session: SessionDep, caller: ReadCaller, runtime: RuntimeDep
+async def get_profile_audiences(
+    profile_id: ProfileId, request: Request, caller: ReadCaller, runtime: RuntimeDep
 ) -> Response:
     """Every audience the profile is in, each with when its membership was computed."""
-    found = profiles.audiences_of(session, caller=caller, runtime=runtime, external_id=profile_id)
+    # Answered on the event loop from the process's caches when it can (see get_membership).
+    found = profiles.cached_audiences_of(runtime, caller=caller, external_id=profile_id)
+    if found is None:
+        found = await run_in_threadpool(_audiences_of, request, caller, runtime, profile_id)
     items = [
-        {
-            "id": m.audience.id,
-            "key": m.audience.key,
-            "name": m.audience.name,
-            "computed_at": _iso(m.state.computed_at),
-        }
-        for m in found
+        {"id": a.id, "key": a.key, "name": a.name, "computed_at": _iso(a.computed_at)}
+        for a in found
     ]
     return JSONResponse({"profile_id": profile_id, "audiences": items})
+
+
+def _audiences_of(
+    request: Request, caller: Caller, runtime: Runtime, profile_id: str
+) -> list[AudienceState]:
+    with read_session(request) as session:
+        return profiles.audiences_of(
+            session, caller=caller, runtime=runtime, external_id=profile_id
+        )
 
 
 @router.post(
