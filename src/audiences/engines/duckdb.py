@@ -174,6 +174,9 @@ class DuckDBEngine:
 
     def pids_for(self, workspace_id: str, external_ids: Sequence[str]) -> list[int | None]:
         """The pid of each external id, in order, None where unknown."""
+        known = [self._known.get((workspace_id, eid)) for eid in external_ids]
+        if None not in known:
+            return known
         state = self._workspace(workspace_id)
         if state is None:
             return [None] * len(external_ids)
