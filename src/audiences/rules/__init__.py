@@ -31,14 +31,13 @@ from audiences.rules.references import dependencies, evaluation_mode, evaluation
 from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.structure import check_structure
 from audiences.rules.to_python import to_predicate
-from audiences.rules.to_python_set import Answers, asked_audiences, to_predicates
+from audiences.rules.to_python_set import asked_audiences, to_predicates
 from audiences.rules.to_sql import DIALECTS, to_sql
 from audiences.rules.validate import validate_tree
 from audiences.schemas.attributes import AttributeSchema
 
 __all__ = [
     "DIALECTS",
-    "Answers",
     "Rule",
     "RuleLimits",
     "asked_audiences",
