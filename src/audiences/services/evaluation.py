@@ -114,12 +114,12 @@ def on_profiles_written(
         pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile
     }
     schema = attributes.schema(session, workspace_id=workspace_id)
-    sets = _member_sets(session, runtime, workspace_id)
     # Every streaming rule at once, per profile: an audience's rule reads the answers of the
-    # streaming audiences before it directly, and other audiences' memberships from ``sets``.
+    # streaming audiences before it directly, and only other audiences' stored memberships.
     compiled = compiled_rules(tuple((a.key, a.rule or "") for a in streaming), _frozen(schema))
-    check, answer = compiled.answers, _answerer(sets)
+    check = compiled.answers
     if compiled.asks:
+        answer = _answerer(_member_sets(session, runtime, workspace_id))
         found = {pid: check(_view(attrs, pid, answer)) for pid, attrs in views.items()}
     else:
         found = {pid: check(attrs) for pid, attrs in views.items()}
