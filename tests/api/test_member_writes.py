@@ -260,3 +260,30 @@ def test_the_expire_job_covers_every_static_audience_with_a_ttl(
     assert (done["state"], done["counts"]) == ("succeeded", {"expired": 1})
     assert members_of(tenant.read, short["id"]) == set()
     assert members_of(tenant.read, forever["id"]) == {"a"}
+
+
+def test_streaming_rules_read_a_static_list_and_each_other(app: FastAPI, tenant: Tenant) -> None:
+    """Streaming rules are evaluated together: one reads a static audience through its stored
+    members, the others the answers of the streaming audiences before them on the same write."""
+    listed = static_audience(tenant.write, key="listed")
+    run_jobs(app)
+    assert job(tenant.read, write(tenant.write, listed["id"], "add", ["p1", "p3"])["id"])
+    run_jobs(app)
+    streaming = {"mode": "streaming"}
+    rules = {
+        "older": "age > 30",
+        "older-listed": "in_audience('older') AND in_audience('listed')",
+        "others": "NOT in_audience('older-listed') AND age IS NOT NULL",
+    }
+    made = {
+        key: make_audience(tenant.write, key=key, rule=rule, refresh_policy=streaming)
+        for key, rule in rules.items()
+    }
+    assert all(a["evaluation_mode"]["mode"] == "streaming" for a in made.values()), made
+    for external_id, age in (("p1", 40), ("p2", 40), ("p3", 20)):
+        response = tenant.write.put(
+            f"/v1/profiles/{external_id}", json={"attributes": {"age": age}}
+        )
+        assert response.status_code in (200, 201), response.text
+    found = {key: members_of(tenant.read, a["id"]) for key, a in made.items()}
+    assert found == {"older": {"p1", "p2"}, "older-listed": {"p1"}, "others": {"p2", "p3"}}

@@ -3,16 +3,18 @@
 A rule is a SQL boolean expression over profile attributes, written as text
 (``country = 'US' AND age >= 30``) or as a JSON tree (``{"all": [{"field": ...}]}``). Both
 forms parse to one sqlglot tree, held by a ``Rule``. From it come canonical text, the JSON
-form, SQL for DuckDB / PostgreSQL / ClickHouse / Spark, a compiled Python predicate, an
-explanation on one profile, and the audiences it depends on. Every problem is reported at
-once in a ``RuleError`` whose ``errors`` carry stable ``rule_*`` codes and positions.
+form, SQL for DuckDB / PostgreSQL / ClickHouse / Spark, a compiled Python predicate (or one
+function answering a whole set of rules), an explanation on one profile, and the audiences it
+depends on. Every problem is reported at once in a ``RuleError`` whose ``errors`` carry stable
+``rule_*`` codes and positions.
 
 Typical use::
 
     rule = validate_rule(text_or_json, schema)      # RuleError if anything is wrong
     rule.text, rule.to_json(), dependencies(rule)   # store / return
     to_sql(rule, "duckdb", audience=hook, now=t)    # batch
-    to_predicate(rule, audience=hook)(profile)      # streaming, one profile
+    to_predicate(rule, audience=hook)(profile)      # one rule on one profile
+    to_predicates({key: rule, ...})(profile)        # streaming: a workspace's rules at once
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from audiences.rules.references import dependencies, evaluation_mode, evaluation
 from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.structure import check_structure
 from audiences.rules.to_python import to_predicate
+from audiences.rules.to_python_set import asked_audiences, to_predicates
 from audiences.rules.to_sql import DIALECTS, to_sql
 from audiences.rules.validate import validate_tree
 from audiences.schemas.attributes import AttributeSchema
@@ -37,6 +40,7 @@ __all__ = [
     "DIALECTS",
     "Rule",
     "RuleLimits",
+    "asked_audiences",
     "dependencies",
     "evaluation_mode",
     "evaluation_order",
@@ -45,6 +49,7 @@ __all__ = [
     "parse_rule",
     "parse_rule_json",
     "to_predicate",
+    "to_predicates",
     "to_sql",
     "validate_rule",
 ]

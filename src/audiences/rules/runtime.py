@@ -85,6 +85,8 @@ def timestamp(value: Any) -> datetime | None:
     """A profile's timestamp as an aware UTC datetime (naive means UTC; ISO text is read)."""
     if value is None:
         return None
+    if type(value) is datetime and value.tzinfo is UTC:
+        return value  # already in the form the rest produces (and the common case)
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     moment: datetime = value if isinstance(value, datetime) else midnight(value)

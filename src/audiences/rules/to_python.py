@@ -58,6 +58,11 @@ def no_audience(key: str, profile: Profile) -> bool | None:
     raise ValueError(f"in_audience({key!r}) needs an `audience` hook")
 
 
+def access(path: str) -> str:
+    """Code reading an attribute's raw value from the profile ``p`` (NULL when missing)."""
+    return f"p.get({path!r})" if "." not in path else f"_dig(p, {tuple(path.split('.'))!r})"
+
+
 class Codegen:
     """Python source for the nodes of one rule, with the constants it refers to."""
 
@@ -66,12 +71,21 @@ class Codegen:
         self.names: dict[str, Any] = {}
         self._ids = itertools.count()
         self.clock_used = False
+        self.locals: set[str] = set()
+        """Local variables the function body defines, which operands may name without a temp."""
 
     # --- helpers ----------------------------------------------------------------------------
 
     def temp(self) -> str:
         """A fresh local name."""
         return f"_t{next(self._ids)}"
+
+    def hold(self, code: str) -> tuple[str, str]:
+        """(name, binding): evaluate ``binding`` once, then refer to the value as ``name``."""
+        if code in self.locals:
+            return code, code
+        name = self.temp()
+        return name, f"({name} := {code})"
 
     def const(self, value: Any) -> str:
         """Code for a constant: inline when it is a plain literal, else a global name."""
@@ -141,10 +155,18 @@ class Codegen:
             if fixed:
                 args.append(code)
                 continue
-            name = self.temp()
-            checks.append(f"({name} := {code})")
+            name, binding = self.hold(code)
+            checks.append(binding)
             args.append(name)
         return args, checks
+
+    def attribute(self, node: exp.Expr) -> str:
+        """Code reading an attribute's value, converted to its kind."""
+        return self.wrap(node).format(access(node.name))
+
+    def wrap(self, node: exp.Expr) -> str:
+        """The conversion an attribute's raw value needs (``{}`` for none)."""
+        return {Kind.TIMESTAMP: "_timestamp({})", Kind.DATE: "_day({})"}.get(self.kind(node), "{}")
 
     # --- truth and falsity contexts ---------------------------------------------------------
 
@@ -210,10 +232,8 @@ def _in(gen: Codegen, node: exp.Expr, want: bool) -> str:
     values = gen.const(frozenset(_value_of(gen, node, v) for v in node.expressions))
     if want:
         return f"({gen.operand(node, node.this, 0)[0]} in {values})"
-    name = gen.temp()
-    return (
-        f"(({name} := {gen.operand(node, node.this, 0)[0]}) is not None and {name} not in {values})"
-    )
+    name, binding = gen.hold(gen.operand(node, node.this, 0)[0])
+    return f"({binding} is not None and {name} not in {values})"
 
 
 def _value_of(gen: Codegen, parent: exp.Expr, node: exp.Expr) -> Any:
@@ -222,18 +242,17 @@ def _value_of(gen: Codegen, parent: exp.Expr, node: exp.Expr) -> Any:
 
 
 def _like(gen: Codegen, node: exp.Expr, want: bool) -> str:
-    name = gen.temp()
+    name, binding = gen.hold(gen.value(node.this))
     test = like_code(gen.const, name, node.expression.name, isinstance(node, exp.ILike))
-    return f"(({name} := {gen.value(node.this)}) is not None and {'' if want else 'not '}{test})"
+    return f"({binding} is not None and {'' if want else 'not '}{test})"
 
 
 def _between(gen: Codegen, node: exp.Expr, want: bool) -> str:
-    name = gen.temp()
     low, high = (gen.operand(node, node.args[k], i + 1) for i, k in enumerate(("low", "high")))
-    subject = gen.operand(node, node.this, 0)[0]
     if low[1] and high[1] and "None" not in (low[0], high[0]):
+        name, binding = gen.hold(gen.operand(node, node.this, 0)[0])
         test = f"{low[0]} <= {name} <= {high[0]}"
-        return f"(({name} := {subject}) is not None and {'' if want else 'not '}({test}))"
+        return f"({binding} is not None and {'' if want else 'not '}({test}))"
     return f"({_between_value(gen, node)} is {want})"
 
 
@@ -290,10 +309,7 @@ def _coalesce(gen: Codegen, node: exp.Expr) -> str:
 
 
 def _attribute(gen: Codegen, node: exp.Expr) -> str:
-    path = node.name
-    access = f"p.get({path!r})" if "." not in path else f"_dig(p, {tuple(path.split('.'))!r})"
-    wrap = {Kind.TIMESTAMP: "_timestamp({})", Kind.DATE: "_day({})"}.get(gen.kind(node), "{}")
-    return wrap.format(access)
+    return gen.attribute(node)
 
 
 def _clock_value(gen: Codegen, node: exp.Expr) -> str:
@@ -353,9 +369,17 @@ def compile_function(
     if gen.clock_used:
         lines += ["    _now = _clock()", "    _today = _now.astimezone(UTC).date()"]
     lines.append(f"    return {body}")
-    namespace = {**_RUNTIME, **gen.names, "_audience": audience, "_clock": clock}
-    exec(compile("\n".join(lines), "<rule>", "exec"), namespace)
-    function: Callable[[Profile], Any] = namespace["_rule"]
+    return define("\n".join(lines), "_rule", gen.names, audience, clock)
+
+
+def define(
+    source: str, name: str, names: Mapping[str, Any], audience: AudienceCheck, clock: Clock
+) -> Callable[[Profile], Any]:
+    """Run generated source beside the runtime helpers, its constants and the two hooks, and
+    return the function it defines under ``name``."""
+    namespace = {**_RUNTIME, **names, "_audience": audience, "_clock": clock}
+    exec(compile(source, f"<{name}>", "exec"), namespace)
+    function: Callable[[Profile], Any] = namespace[name]
     return function
 
 

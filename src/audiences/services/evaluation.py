@@ -2,13 +2,14 @@
 
 - batch: the rule compiled to the engine's SQL and run where the data is; the member set
   replaces the audience's membership and the run records who entered and who exited;
-- streaming: when profiles are written, the Python predicate of every streaming audience runs
-  on them and the memberships change before the write returns;
+- streaming: when profiles are written, every streaming audience's rule runs on them (all
+  compiled into one Python function) and the memberships change before the write returns;
 - synchronous: which audiences one profile (stored or not) would be in, and why.
 
 Predicates see a profile as its attributes plus two keys no attribute can have (NUL is refused
 in every name): its pid and an ``in_audience`` answerer, so compiled predicates stay pure and
-are cached by rule text and schema.
+are cached by rule text and schema. Rules compiled together answer the audiences of the set
+themselves; a set asking about no other audience reads the bare attributes.
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ IN_AUDIENCE = "\x00in_audience"
 PID = "\x00pid"
 SNAPSHOTS_KEPT = 20
 """Runs per audience that keep their member set (for ``as_of`` reads and change feeds)."""
-
-Predicate = Callable[[Mapping[str, Any]], bool]
 
 
 def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigger: str) -> RunRow:
@@ -115,19 +114,21 @@ def on_profiles_written(
         pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile
     }
     schema = attributes.schema(session, workspace_id=workspace_id)
-    sets = _member_sets(session, runtime, workspace_id)
-    answer = _answerer(sets)
-    # One view per profile for every audience: ``answer`` reads ``sets`` when called, so each
-    # audience still sees the memberships that the audiences before it changed.
-    seen = {pid: _view(attrs, pid, answer) for pid, attrs in views.items()}
-    for audience in streaming:
-        predicate = compiled_predicate(audience.rule or "", _frozen(schema))
-        entering = BitMap(pid for pid, view in seen.items() if predicate(view))
+    # Every streaming rule at once, per profile: an audience's rule reads the answers of the
+    # streaming audiences before it directly, and only other audiences' stored memberships.
+    compiled = compiled_rules(tuple((a.key, a.rule or "") for a in streaming), _frozen(schema))
+    check = compiled.answers
+    if compiled.asks:
+        answer = _answerer(_member_sets(session, runtime, workspace_id))
+        found = {pid: check(_view(attrs, pid, answer)) for pid, attrs in views.items()}
+    else:
+        found = {pid: check(attrs) for pid, attrs in views.items()}
+    for index, audience in enumerate(streaming):
+        entering = BitMap(pid for pid, answers in found.items() if answers[index])
         leaving = BitMap(wanted) - entering
         memberships.apply(
             session, audience=audience, add=entering, remove=leaving, cache=runtime.bitmaps
         )
-        sets[audience.key] = (BitMap(sets.get(audience.key, BitMap())) | entering) - leaving
 
 
 def streaming_audiences(session: Session, workspace_id: str) -> list[AudienceRow]:
@@ -180,15 +181,16 @@ def evaluate_profile(
     graph = {key: [k for k in a.dependencies if k in dynamic] for key, a in dynamic.items()}
     verdicts = [Verdict(a, answers[a.key], None) for a in every if a.kind != "dynamic"]
     view = _view(attributes_, pid, lambda key, _pid: answers.get(key))
-    for key in rules.evaluation_order(graph):
+    order = rules.evaluation_order(graph)
+    members = compiled_rules(tuple((key, dynamic[key].rule or "") for key in order), schema)
+    answers.update(zip(order, members.answers(view), strict=True))
+    for key in order:
         audience = dynamic[key]
-        rule = bound_rule(audience.rule or "", schema)
-        member = compiled_predicate(audience.rule or "", schema)(view)
-        answers[key] = member
         detail = None
         if explain:
+            rule = bound_rule(audience.rule or "", schema)
             detail = rules.explain(rule, view, audience=_hook, now=moment)
-        verdicts.append(Verdict(audience, member, detail))
+        verdicts.append(Verdict(audience, answers[key], detail))
     return verdicts
 
 
@@ -238,19 +240,38 @@ def bound_rule(text: str, schema: frozenset[tuple[str, AttributeType]]) -> rules
     return _bound(text, schema)
 
 
-def compiled_predicate(text: str, schema: frozenset[tuple[str, AttributeType]]) -> Predicate:
-    """The compiled Python predicate of a stored rule (cached by text and schema)."""
-    return _predicate(text, schema)
+@dataclass(frozen=True)
+class CompiledRules:
+    """A set of stored rules compiled into one function (``rules.to_predicates``)."""
+
+    answers: Callable[[Mapping[str, Any]], tuple[bool, ...]]
+    """``answers(profile)``: each rule's answer, in the order the rules were given."""
+    asks: bool
+    """Whether some rule asks about an audience outside the set, so the profile passed must be
+    a view (``_view``) that answers it; when False, the bare attributes do."""
+
+
+def compiled_rules(
+    keyed: tuple[tuple[str, str], ...], schema: frozenset[tuple[str, AttributeType]]
+) -> CompiledRules:
+    """Stored rules, ``(audience key, rule text)`` in dependency order, compiled into one
+    function (cached by the texts, keys and schema)."""
+    return _rules(keyed, schema)
+
+
+@lru_cache(maxsize=256)
+def _rules(
+    keyed: tuple[tuple[str, str], ...], schema: frozenset[tuple[str, AttributeType]]
+) -> CompiledRules:
+    bound = {key: _bound(text, schema) for key, text in keyed}
+    return CompiledRules(
+        rules.to_predicates(bound, audience=_hook), bool(rules.asked_audiences(bound))
+    )
 
 
 @lru_cache(maxsize=4096)
 def _bound(text: str, schema: frozenset[tuple[str, AttributeType]]) -> rules.Rule:
     return rules.validate_rule(text, dict(schema))
-
-
-@lru_cache(maxsize=4096)
-def _predicate(text: str, schema: frozenset[tuple[str, AttributeType]]) -> Predicate:
-    return rules.to_predicate(_bound(text, schema), audience=_hook)
 
 
 Answer = Callable[[str, "int | None"], "bool | None"]
