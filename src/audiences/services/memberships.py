@@ -1,22 +1,50 @@
-"""Audience membership state: members read through the bitmap cache, writes with a new revision."""
+"""Audience membership state: members read through the bitmap cache, writes with a new revision.
+
+Stored members are a base bitmap plus deltas (who entered, who exited) of the revisions after
+it. A streaming write appends one small delta instead of rewriting the whole set; once the
+deltas pass :data:`FOLD_DELTAS` or :data:`FOLD_BYTES`, the write folds them into a new base in
+the same transaction, so a cold read stays one base and a bounded number of small rows, and the
+cost of rewriting the base is shared by the writes before it. A replace (batch run, static
+write) always writes a new base.
+
+The cache holds (audience, revision) -> members only for committed revisions: a writer hands
+its result to the cache after its transaction commits (see :func:`_fill_after_commit`), so the
+next write and the readers skip reading the store.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import partial
+from typing import Any
 
 from pyroaring import AbstractBitMap, BitMap, FrozenBitMap
-from sqlalchemy import select
+from sqlalchemy import (
+    Integer,
+    LargeBinary,
+    cast,
+    delete,
+    event,
+    literal_column,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from audiences.kit.clock import utcnow
-from audiences.membership.bitmaps import Diff, deserialize, diff, serialize
+from audiences.membership.bitmaps import Diff, deserialize, diff, frozen, serialize
 from audiences.membership.cache import BitmapCache
 from audiences.services.runtime import Runtime
-from audiences.store.tables import AudienceRow, MembershipRow
+from audiences.store.tables import AudienceRow, MembershipDeltaRow, MembershipRow
 
 EMPTY = FrozenBitMap()
+FOLD_DELTAS = 64
+"""Deltas an audience keeps above its base before a write folds them in."""
+FOLD_BYTES = 1 << 20
+"""Serialized delta bytes an audience keeps above its base before a write folds them in."""
+
+_PENDING = "audiences.memberships.pending"
 
 
 def states(session: Session, audience_ids: Iterable[str]) -> dict[str, MembershipRow]:
@@ -32,10 +60,7 @@ def current_with_state(
     state = states(session, [audience_id]).get(audience_id)
     if state is None or state.revision == 0:
         return EMPTY, state
-    bitmap = runtime.bitmaps.get_or_load(
-        (audience_id, state.revision), partial(_load, session, audience_id)
-    )
-    return bitmap, state
+    return _cached(session, runtime.bitmaps, audience_id, state.revision), state
 
 
 def current(session: Session, *, runtime: Runtime, audience_id: str) -> FrozenBitMap:
@@ -46,7 +71,7 @@ def current(session: Session, *, runtime: Runtime, audience_id: str) -> FrozenBi
 def many(
     session: Session, *, runtime: Runtime, audience_ids: Iterable[str]
 ) -> dict[str, FrozenBitMap]:
-    """Current members of several audiences, by id; a blob is read only on a cache miss."""
+    """Current members of several audiences, by id; the store is read only on a cache miss."""
     wanted = list(audience_ids)
     found: dict[str, FrozenBitMap] = dict.fromkeys(wanted, EMPTY)
     revisions = session.execute(
@@ -55,9 +80,7 @@ def many(
         )
     ).all()
     for audience_id, revision in revisions:
-        found[audience_id] = runtime.bitmaps.get_or_load(
-            (audience_id, revision), partial(_load, session, audience_id)
-        )
+        found[audience_id] = _cached(session, runtime.bitmaps, audience_id, revision)
     return found
 
 
@@ -70,9 +93,9 @@ def replace(
 ) -> Diff:
     """Make ``members`` the audience's membership; returns who entered and who exited."""
     state = locked(session, audience)
-    before = _members_of(state, cache)
+    before = members_of(session, state, cache)
     change = diff(before, members)
-    _write(session, state, members)
+    _advance(session, state, members, change, fold=True, cache=cache)
     return change
 
 
@@ -83,20 +106,25 @@ def apply(
     add: Iterable[int] = (),
     remove: Iterable[int] = (),
     cache: BitmapCache | None = None,
+    fold: bool = False,
 ) -> Diff:
     """Add and remove single members (streaming writes, erasure); returns the effective change.
 
-    With ``cache``, the current members come from it when it holds the locked revision, which
-    spares reading and decoding the stored bitmap on every streaming write.
+    A pid both added and removed is removed. The change is stored as a delta unless the deltas
+    pass the fold thresholds, or ``fold`` asks for a new base with no deltas at all (erasure:
+    no stored delta may keep the pid, even one it entered and left by since).
     """
     state = locked(session, audience)
-    before = _members_of(state, cache)
-    after = BitMap(before)
-    after.update(BitMap(add))
-    after.difference_update(BitMap(remove))
-    change = diff(before, after)
-    if change.entered or change.exited:
-        _write(session, state, after)
+    before = members_of(session, state, cache)
+    removing = BitMap(remove)
+    entered = BitMap(add) - removing - before
+    exited = removing & before
+    change = Diff(entered=entered, exited=exited)
+    if entered or exited:
+        after = (before | entered) - exited
+        _advance(session, state, after, change, fold=fold, cache=cache)
+    elif fold and state.delta_bytes > 0:
+        _write_base(session, state, before)  # the same members, with no delta left behind
     return change
 
 
@@ -124,28 +152,136 @@ def locked(session: Session, audience: AudienceRow) -> MembershipRow:
     return state
 
 
-def _members_of(state: MembershipRow, cache: BitmapCache | None) -> AbstractBitMap:
-    # A cached (audience, revision) is always what that revision committed: writers never fill
-    # the cache, and the row lock held here keeps the revision from moving.
-    if cache is not None and state.revision > 0:
+def members_of(
+    session: Session, state: MembershipRow, cache: BitmapCache | None = None
+) -> AbstractBitMap:
+    """The members at a locked state's revision: this transaction's last write, or the cache
+    (committed revisions only), or the stored base and deltas."""
+    pending = _pending(session).get(state.audience_id)
+    if pending is not None and pending[1] == state.revision:
+        return pending[2]
+    if state.revision == 0:
+        return EMPTY
+    if cache is not None:
+        # The row lock held here keeps the revision from moving, and a cached revision is
+        # always what that revision committed.
         cached = cache.get((state.audience_id, state.revision))
         if cached is not None:
             return cached
-    return BitMap() if state.bitmap is None else deserialize(state.bitmap)
+    return _read(session, state.audience_id)[1]
 
 
-def _load(session: Session, audience_id: str) -> BitMap:
-    blob = session.scalar(
-        select(MembershipRow.bitmap).where(MembershipRow.audience_id == audience_id)
-    )
-    return BitMap() if blob is None else deserialize(blob)
-
-
-def _write(session: Session, state: MembershipRow, members: AbstractBitMap) -> None:
-    state.bitmap = serialize(members)
-    state.size = len(members)
+def _advance(
+    session: Session,
+    state: MembershipRow,
+    members: AbstractBitMap,
+    change: Diff,
+    *,
+    fold: bool,
+    cache: BitmapCache | None,
+) -> None:
+    """Store ``members`` as the next revision: a delta, or a new base when folding."""
     state.revision += 1
+    state.size = len(members)
     state.computed_at = utcnow()
-    session.flush()
-    # Not cached here: the transaction may still roll back, and a revision number that never
-    # committed would be reused by the next writer. Readers load it once after the commit.
+    entered, exited = serialize(change.entered), serialize(change.exited)
+    weight = state.delta_bytes + len(entered) + len(exited)
+    if fold or state.revision - state.base_revision > FOLD_DELTAS or weight > FOLD_BYTES:
+        _write_base(session, state, members)
+    else:
+        session.add(
+            MembershipDeltaRow(
+                audience_id=state.audience_id,
+                revision=state.revision,
+                entered=entered,
+                exited=exited,
+            )
+        )
+        state.delta_bytes = weight
+    _pending(session)[state.audience_id] = (cache, state.revision, frozen(members))
+
+
+def _write_base(session: Session, state: MembershipRow, members: AbstractBitMap) -> None:
+    """Make ``members`` the base at the state's revision and drop the deltas below it."""
+    had_deltas = state.delta_bytes > 0  # every stored delta weighs something
+    state.bitmap = serialize(members)
+    state.base_revision = state.revision
+    state.delta_bytes = 0
+    if had_deltas:
+        session.execute(
+            delete(MembershipDeltaRow).where(MembershipDeltaRow.audience_id == state.audience_id)
+        )
+
+
+def _cached(session: Session, cache: BitmapCache, audience_id: str, revision: int) -> FrozenBitMap:
+    """Members at ``revision`` from the cache, else read (perhaps a newer revision) and cached."""
+    hit = cache.get((audience_id, revision))
+    if hit is not None:
+        return hit
+    head, members = _read(session, audience_id)
+    return cache.put((audience_id, head), members)
+
+
+def _read(session: Session, audience_id: str) -> tuple[int, BitMap]:
+    """The stored (revision, members) of an audience: its base with its deltas applied.
+
+    Base and deltas come from one statement, so they are of one snapshot even under READ
+    COMMITTED, where a fold committing between two statements would lose deltas.
+    """
+    base = select(
+        literal_column("0", Integer).label("kind"),
+        MembershipRow.base_revision.label("revision"),
+        MembershipRow.revision.label("head"),
+        MembershipRow.bitmap.label("entered"),
+        cast(null(), LargeBinary).label("exited"),
+    ).where(MembershipRow.audience_id == audience_id)
+    deltas = select(
+        literal_column("1", Integer),
+        MembershipDeltaRow.revision,
+        cast(null(), Integer),
+        MembershipDeltaRow.entered,
+        MembershipDeltaRow.exited,
+    ).where(MembershipDeltaRow.audience_id == audience_id)
+    both = union_all(base, deltas).subquery()
+    rows = session.execute(select(both).order_by(both.c.kind, both.c.revision)).all()
+    if not rows or rows[0].kind != 0:
+        return 0, BitMap()
+    _, at, head, blob, _ = rows[0]
+    members = BitMap() if blob is None else deserialize(blob)
+    for _, revision, _, entered, exited in rows[1:]:
+        at += 1
+        if revision != at:
+            raise RuntimeError(f"membership of {audience_id} lacks the delta of revision {at}")
+        members |= deserialize(entered)
+        members -= deserialize(exited)
+    if at != head:
+        raise RuntimeError(f"membership of {audience_id} stops at revision {at}, not {head}")
+    return head, members
+
+
+Pending = dict[str, tuple[BitmapCache | None, int, FrozenBitMap]]
+
+
+def _pending(session: Session) -> Pending:
+    """This transaction's last written members per audience, for the cache after commit."""
+    pending: Pending | None = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = {}
+        event.listen(session, "after_commit", _fill_after_commit)
+        event.listen(session, "after_soft_rollback", _forget)
+    return pending
+
+
+def _fill_after_commit(session: Session) -> None:
+    # Only now is each revision what the store holds: before the commit it could still roll
+    # back, and its number would be reused by the next writer with other members.
+    pending: Pending = session.info.get(_PENDING, {})
+    for audience_id, (cache, revision, members) in pending.items():
+        if cache is not None:
+            cache.put((audience_id, revision), members)
+    pending.clear()
+
+
+def _forget(session: Session, _previous: Any) -> None:
+    # Any rollback, a savepoint's included, may undo a pending revision: keep none of them.
+    session.info.get(_PENDING, {}).clear()
