@@ -21,7 +21,7 @@ from typing import Any
 
 from pyroaring import AbstractBitMap, BitMap
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 from sqlglot import exp
 
 from audiences import rules
@@ -108,14 +108,15 @@ def on_profiles_written(
     # Lock before reading (in one order, so writers cannot deadlock): of two concurrent writers
     # of a profile, the later to lock reads the later data, so membership ends as the last write
     # says. SQLite serialises writers already; PostgreSQL needs the row locks.
-    for audience in sorted(streaming, key=lambda a: a.id):
-        memberships.locked(session, audience)
+    memberships.lock_all(session, streaming)
     profiles = runtime.profiles.get_profiles_by_pid(workspace_id, wanted)
     views = {
         pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile
     }
     schema = attributes.schema(session, workspace_id=workspace_id)
-    sets = _member_sets(session, runtime, workspace_id)
+    # Only the audiences that streaming rules read (in_audience) need their members here.
+    read = {key for audience in streaming for key in audience.dependencies}
+    sets = _member_sets(session, runtime, workspace_id, keys=read) if read else {}
     answer = _answerer(sets)
     # One view per profile for every audience: ``answer`` reads ``sets`` when called, so each
     # audience still sees the memberships that the audiences before it changed.
@@ -127,20 +128,40 @@ def on_profiles_written(
         memberships.apply(
             session, audience=audience, add=entering, remove=leaving, cache=runtime.bitmaps
         )
-        sets[audience.key] = (BitMap(sets.get(audience.key, BitMap())) | entering) - leaving
+        if audience.key in read:
+            sets[audience.key] = (BitMap(sets.get(audience.key, BitMap())) | entering) - leaving
 
 
 def streaming_audiences(session: Session, workspace_id: str) -> list[AudienceRow]:
     """Dynamic audiences kept current on every write, each after those it depends on."""
-    modes = definitions.modes(definitions.graph(session, workspace_id))
-    candidates = [
-        a
-        for a in _dynamic(session, workspace_id)
-        if a.refresh_mode == "streaming" and a.key in modes and modes[a.key].mode == "streaming"
-    ]
-    by_key = {audience.key: audience for audience in candidates}
-    graph = {a.key: [k for k in a.dependencies if k in by_key] for a in candidates}
-    return [by_key[key] for key in rules.evaluation_order(graph) if key in by_key]
+    keyed = _streaming_ids(tuple(definitions.graph(session, workspace_id)))
+    if not keyed:
+        return []
+    stmt = (
+        select(AudienceRow)
+        .where(AudienceRow.id.in_(keyed))
+        .options(lazyload(AudienceRow.label_rows))  # labels are not needed to evaluate
+    )
+    found = {audience.id: audience for audience in session.scalars(stmt)}
+    return [found[audience_id] for audience_id in keyed if audience_id in found]
+
+
+@lru_cache(maxsize=256)
+def _streaming_ids(nodes: tuple[definitions.Node, ...]) -> tuple[str, ...]:
+    """The ids of a graph's streaming audiences in dependency order (cached: the graph of a
+    workspace changes far less often than its profiles are written)."""
+    modes = definitions.modes(nodes)
+    candidates = {
+        n.key: n
+        for n in nodes
+        if n.kind == "dynamic"
+        and n.rule is not None
+        and n.refresh_mode == "streaming"
+        and n.key in modes
+        and modes[n.key].mode == "streaming"
+    }
+    graph = {key: [k for k in n.dependencies if k in candidates] for key, n in candidates.items()}
+    return tuple(candidates[key].id for key in rules.evaluation_order(graph) if key in candidates)
 
 
 @dataclass(frozen=True)
@@ -287,11 +308,12 @@ def _select(session: Session, runtime: Runtime, audience: AudienceRow, now: date
 
 
 def _member_sets(
-    session: Session, runtime: Runtime, workspace_id: str
+    session: Session, runtime: Runtime, workspace_id: str, *, keys: Iterable[str] | None = None
 ) -> dict[str, AbstractBitMap]:
-    keyed = session.execute(
-        select(AudienceRow.key, AudienceRow.id).where(AudienceRow.workspace_id == workspace_id)
-    ).all()
+    stmt = select(AudienceRow.key, AudienceRow.id).where(AudienceRow.workspace_id == workspace_id)
+    if keys is not None:
+        stmt = stmt.where(AudienceRow.key.in_(list(keys)))
+    keyed = session.execute(stmt).all()
     sets = memberships.many(
         session, runtime=runtime, audience_ids=[audience_id for _, audience_id in keyed]
     )

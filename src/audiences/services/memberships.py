@@ -15,7 +15,7 @@ next write and the readers skip reading the store.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass, field
 
 from pyroaring import AbstractBitMap, BitMap, FrozenBitMap
 from sqlalchemy import (
@@ -30,7 +30,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from audiences.kit.clock import utcnow
 from audiences.membership.bitmaps import Diff, deserialize, diff, frozen, serialize
@@ -44,7 +44,7 @@ FOLD_DELTAS = 64
 FOLD_BYTES = 1 << 20
 """Serialized delta bytes an audience keeps above its base before a write folds them in."""
 
-_PENDING = "audiences.memberships.pending"
+_TRANSACTION = "audiences.memberships.transaction"
 
 
 def states(session: Session, audience_ids: Iterable[str]) -> dict[str, MembershipRow]:
@@ -134,22 +134,55 @@ def locked(session: Session, audience: AudienceRow) -> MembershipRow:
     The row lock makes concurrent writers to one audience queue up on PostgreSQL instead of
     losing each other's changes; SQLite serialises writers already (BEGIN IMMEDIATE).
     """
-    stmt = select(MembershipRow).where(MembershipRow.audience_id == audience.id).with_for_update()
-    state: MembershipRow | None = session.scalars(stmt).one_or_none()
-    if state is None:
-        # Two first writers both find no row: a plain INSERT would fail one of them on the
-        # primary key (PostgreSQL). ON CONFLICT DO NOTHING waits for the other's commit instead,
-        # and the SELECT after it sees and locks that row.
-        insert = (
-            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        )
-        session.execute(
-            insert(MembershipRow)
-            .values(audience_id=audience.id, workspace_id=audience.workspace_id, revision=0)
-            .on_conflict_do_nothing(index_elements=["audience_id"])
-        )
-        state = session.scalars(stmt).one()
-    return state
+    return lock_all(session, [audience])[audience.id]
+
+
+def lock_all(session: Session, audiences: Iterable[AudienceRow]) -> dict[str, MembershipRow]:
+    """The state rows of several audiences by id, created if missing, locked in id order.
+
+    Writers that lock in one order cannot deadlock. A row this transaction locked already is
+    not asked for again, so a writer may lock all it needs up front and write one by one.
+    """
+    held = _transaction(session).locked
+    wanted = {audience.id: audience for audience in audiences}
+    missing = sorted(key for key in wanted if key not in held)
+    if missing:
+        held.update(_select_locked(session, missing))
+        absent = [wanted[key] for key in missing if key not in held]
+        if absent:
+            # Two first writers both find no row: a plain INSERT would fail one of them on
+            # the primary key (PostgreSQL). ON CONFLICT DO NOTHING waits for the other's
+            # commit instead, and the SELECT after it sees and locks that row.
+            insert = (
+                postgresql.insert
+                if session.get_bind().dialect.name == "postgresql"
+                else sqlite.insert
+            )
+            session.execute(
+                insert(MembershipRow)
+                .values(
+                    [
+                        {"audience_id": a.id, "workspace_id": a.workspace_id, "revision": 0}
+                        for a in absent
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["audience_id"])
+            )
+            held.update(_select_locked(session, [a.id for a in absent]))
+    return {key: held[key] for key in wanted}
+
+
+def _select_locked(session: Session, audience_ids: list[str]) -> dict[str, MembershipRow]:
+    stmt = (
+        select(MembershipRow)
+        .where(MembershipRow.audience_id.in_(audience_ids))
+        .order_by(MembershipRow.audience_id)
+        .with_for_update()
+        # A row loaded earlier (another transaction of this session, an unlocked read) is
+        # refreshed: only what the lock saw is current.
+        .execution_options(populate_existing=True)
+    )
+    return {row.audience_id: row for row in session.scalars(stmt)}
 
 
 def members_of(
@@ -157,7 +190,7 @@ def members_of(
 ) -> AbstractBitMap:
     """The members at a locked state's revision: this transaction's last write, or the cache
     (committed revisions only), or the stored base and deltas."""
-    pending = _pending(session).get(state.audience_id)
+    pending = _transaction(session).pending.get(state.audience_id)
     if pending is not None and pending[1] == state.revision:
         return pending[2]
     if state.revision == 0:
@@ -198,7 +231,7 @@ def _advance(
             )
         )
         state.delta_bytes = weight
-    _pending(session)[state.audience_id] = (cache, state.revision, frozen(members))
+    _transaction(session).pending[state.audience_id] = (cache, state.revision, frozen(members))
 
 
 def _write_base(session: Session, state: MembershipRow, members: AbstractBitMap) -> None:
@@ -259,29 +292,41 @@ def _read(session: Session, audience_id: str) -> tuple[int, BitMap]:
     return head, members
 
 
-Pending = dict[str, tuple[BitmapCache | None, int, FrozenBitMap]]
+@dataclass
+class _Transaction:
+    """What this session's current transaction holds: the state rows it locked, and per
+    audience the members it wrote last (for the cache once committed)."""
+
+    locked: dict[str, MembershipRow] = field(default_factory=dict)
+    pending: dict[str, tuple[BitmapCache | None, int, FrozenBitMap]] = field(default_factory=dict)
 
 
-def _pending(session: Session) -> Pending:
-    """This transaction's last written members per audience, for the cache after commit."""
-    pending: Pending | None = session.info.get(_PENDING)
-    if pending is None:
-        pending = session.info[_PENDING] = {}
+def _transaction(session: Session) -> _Transaction:
+    found: _Transaction | None = session.info.get(_TRANSACTION)
+    if found is None:
+        found = session.info[_TRANSACTION] = _Transaction()
         event.listen(session, "after_commit", _fill_after_commit)
         event.listen(session, "after_soft_rollback", _forget)
-    return pending
+        event.listen(session, "after_transaction_end", _end)
+    return found
 
 
 def _fill_after_commit(session: Session) -> None:
     # Only now is each revision what the store holds: before the commit it could still roll
     # back, and its number would be reused by the next writer with other members.
-    pending: Pending = session.info.get(_PENDING, {})
-    for audience_id, (cache, revision, members) in pending.items():
+    done: _Transaction = session.info[_TRANSACTION]
+    for audience_id, (cache, revision, members) in done.pending.items():
         if cache is not None:
             cache.put((audience_id, revision), members)
-    pending.clear()
+    session.info[_TRANSACTION] = _Transaction()
 
 
-def _forget(session: Session, _previous: Any) -> None:
-    # Any rollback, a savepoint's included, may undo a pending revision: keep none of them.
-    session.info.get(_PENDING, {}).clear()
+def _forget(session: Session, _previous: SessionTransaction) -> None:
+    # Any rollback, a savepoint's included, may undo a pending revision or release a lock:
+    # keep none of them.
+    session.info[_TRANSACTION] = _Transaction()
+
+
+def _end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the session's transaction, however it ended (close too)
+        session.info[_TRANSACTION] = _Transaction()
