@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audiences.membership.bitmaps import Diff
 from audiences.membership.cache import BitmapCache
 from audiences.services import memberships
+from audiences.services.runtime import Runtime
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.tables import AudienceRow, MembershipDeltaRow, MembershipRow
 from tests.factories import Tenant, make_audience
@@ -242,3 +243,21 @@ def test_base_and_deltas_equal_a_plain_set(
         state, deltas = stored(factory, audience_id)
         assert (state.size or 0) == len(truth)
         assert deltas == state.revision - state.base_revision <= 4
+
+
+def test_a_read_inside_the_writing_transaction_sees_the_write_and_caches_nothing(
+    app: FastAPI, factory: sessionmaker[Session], audience_id: str
+) -> None:
+    cache = BitmapCache()
+    runtime = Runtime(profiles=app.state.runtime.profiles, bitmaps=cache)
+    apply(factory, audience_id, add={1}, cache=cache)
+    with factory() as session, session.begin():
+        audience = session.get_one(AudienceRow, audience_id)
+        memberships.apply(session, audience=audience, add=[2], cache=cache)
+        read = memberships.current(session, runtime=runtime, audience_id=audience_id)
+        assert read == BitMap([1, 2])
+        assert cache.get((audience_id, 2)) is None
+        session.rollback()
+    assert cache.get((audience_id, 2)) is None
+    with factory() as session:
+        assert memberships.current(session, runtime=runtime, audience_id=audience_id) == BitMap([1])

@@ -247,12 +247,21 @@ def _write_base(session: Session, state: MembershipRow, members: AbstractBitMap)
 
 
 def _cached(session: Session, cache: BitmapCache, audience_id: str, revision: int) -> FrozenBitMap:
-    """Members at ``revision`` from the cache, else read (perhaps a newer revision) and cached."""
+    """Members at ``revision`` from the cache, else read (perhaps a newer revision) and cached.
+
+    An audience this transaction wrote is answered from what it wrote and never cached: that
+    revision is not committed yet.
+    """
+    ours: _Transaction | None = session.info.get(_TRANSACTION)
+    written = None if ours is None else ours.pending.get(audience_id)
+    if written is not None:
+        _, at, members = written
+        return members if at == revision else frozen(_read(session, audience_id)[1])
     hit = cache.get((audience_id, revision))
     if hit is not None:
         return hit
-    head, members = _read(session, audience_id)
-    return cache.put((audience_id, head), members)
+    head, loaded = _read(session, audience_id)
+    return cache.put((audience_id, head), loaded)
 
 
 def _read(session: Session, audience_id: str) -> tuple[int, BitMap]:
