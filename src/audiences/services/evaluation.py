@@ -21,7 +21,7 @@ from typing import Any
 
 from pyroaring import AbstractBitMap, BitMap
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session, lazyload, load_only
 from sqlglot import exp
 
 from audiences import rules
@@ -140,7 +140,18 @@ def streaming_audiences(session: Session, workspace_id: str) -> list[AudienceRow
     stmt = (
         select(AudienceRow)
         .where(AudienceRow.id.in_(keyed))
-        .options(lazyload(AudienceRow.label_rows))  # labels are not needed to evaluate
+        # Only what evaluating and writing membership read; the rest loads if touched.
+        .options(
+            lazyload(AudienceRow.label_rows),
+            load_only(
+                AudienceRow.workspace_id,
+                AudienceRow.key,
+                AudienceRow.kind,
+                AudienceRow.rule,
+                AudienceRow.refresh_mode,
+                AudienceRow.dependencies,
+            ),
+        )
     )
     found = {audience.id: audience for audience in session.scalars(stmt)}
     return [found[audience_id] for audience_id in keyed if audience_id in found]
