@@ -217,21 +217,26 @@ def _advance(
     state.revision += 1
     state.size = len(members)
     state.computed_at = utcnow()
+    if not _append_delta(session, state, change, fold=fold):
+        _write_base(session, state, members)
+    _transaction(session).pending[state.audience_id] = (cache, state.revision, frozen(members))
+
+
+def _append_delta(session: Session, state: MembershipRow, change: Diff, *, fold: bool) -> bool:
+    """Store the state's new revision as a delta, unless it is time to fold; whether it did."""
+    if fold or state.revision - state.base_revision > FOLD_DELTAS:
+        return False
     entered, exited = serialize(change.entered), serialize(change.exited)
     weight = state.delta_bytes + len(entered) + len(exited)
-    if fold or state.revision - state.base_revision > FOLD_DELTAS or weight > FOLD_BYTES:
-        _write_base(session, state, members)
-    else:
-        session.add(
-            MembershipDeltaRow(
-                audience_id=state.audience_id,
-                revision=state.revision,
-                entered=entered,
-                exited=exited,
-            )
+    if weight > FOLD_BYTES:
+        return False
+    session.add(
+        MembershipDeltaRow(
+            audience_id=state.audience_id, revision=state.revision, entered=entered, exited=exited
         )
-        state.delta_bytes = weight
-    _transaction(session).pending[state.audience_id] = (cache, state.revision, frozen(members))
+    )
+    state.delta_bytes = weight
+    return True
 
 
 def _write_base(session: Session, state: MembershipRow, members: AbstractBitMap) -> None:
