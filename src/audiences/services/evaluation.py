@@ -22,7 +22,7 @@ from typing import Any
 
 from pyroaring import AbstractBitMap, BitMap
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload, load_only
 from sqlglot import exp
 
 from audiences import rules
@@ -107,19 +107,19 @@ def on_profiles_written(
     # Lock before reading (in one order, so writers cannot deadlock): of two concurrent writers
     # of a profile, the later to lock reads the later data, so membership ends as the last write
     # says. SQLite serialises writers already; PostgreSQL needs the row locks.
-    for audience in sorted(streaming, key=lambda a: a.id):
-        memberships.locked(session, audience)
+    memberships.lock_all(session, streaming)
     profiles = runtime.profiles.get_profiles_by_pid(workspace_id, wanted)
     views = {
         pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile
     }
     schema = attributes.schema(session, workspace_id=workspace_id)
     # Every streaming rule at once, per profile: an audience's rule reads the answers of the
-    # streaming audiences before it directly, and only other audiences' stored memberships.
+    # streaming audiences before it directly, and only the stored members of the audiences
+    # outside the set that some rule asks about (in_audience).
     compiled = compiled_rules(tuple((a.key, a.rule or "") for a in streaming), _frozen(schema))
     check = compiled.answers
     if compiled.asks:
-        answer = _answerer(_member_sets(session, runtime, workspace_id))
+        answer = _answerer(_member_sets(session, runtime, workspace_id, keys=compiled.asks))
         found = {pid: check(_view(attrs, pid, answer)) for pid, attrs in views.items()}
     else:
         found = {pid: check(attrs) for pid, attrs in views.items()}
@@ -133,15 +133,45 @@ def on_profiles_written(
 
 def streaming_audiences(session: Session, workspace_id: str) -> list[AudienceRow]:
     """Dynamic audiences kept current on every write, each after those it depends on."""
-    modes = definitions.modes(definitions.graph(session, workspace_id))
-    candidates = [
-        a
-        for a in _dynamic(session, workspace_id)
-        if a.refresh_mode == "streaming" and a.key in modes and modes[a.key].mode == "streaming"
-    ]
-    by_key = {audience.key: audience for audience in candidates}
-    graph = {a.key: [k for k in a.dependencies if k in by_key] for a in candidates}
-    return [by_key[key] for key in rules.evaluation_order(graph) if key in by_key]
+    keyed = _streaming_ids(tuple(definitions.graph(session, workspace_id)))
+    if not keyed:
+        return []
+    stmt = (
+        select(AudienceRow)
+        .where(AudienceRow.id.in_(keyed))
+        # Only what evaluating and writing membership read; the rest loads if touched.
+        .options(
+            lazyload(AudienceRow.label_rows),
+            load_only(
+                AudienceRow.workspace_id,
+                AudienceRow.key,
+                AudienceRow.kind,
+                AudienceRow.rule,
+                AudienceRow.refresh_mode,
+                AudienceRow.dependencies,
+            ),
+        )
+    )
+    found = {audience.id: audience for audience in session.scalars(stmt)}
+    return [found[audience_id] for audience_id in keyed if audience_id in found]
+
+
+@lru_cache(maxsize=256)
+def _streaming_ids(nodes: tuple[definitions.Node, ...]) -> tuple[str, ...]:
+    """The ids of a graph's streaming audiences in dependency order (cached: the graph of a
+    workspace changes far less often than its profiles are written)."""
+    modes = definitions.modes(nodes)
+    candidates = {
+        n.key: n
+        for n in nodes
+        if n.kind == "dynamic"
+        and n.rule is not None
+        and n.refresh_mode == "streaming"
+        and n.key in modes
+        and modes[n.key].mode == "streaming"
+    }
+    graph = {key: [k for k in n.dependencies if k in candidates] for key, n in candidates.items()}
+    return tuple(candidates[key].id for key in rules.evaluation_order(graph) if key in candidates)
 
 
 @dataclass(frozen=True)
@@ -246,9 +276,9 @@ class CompiledRules:
 
     answers: Callable[[Mapping[str, Any]], tuple[bool, ...]]
     """``answers(profile)``: each rule's answer, in the order the rules were given."""
-    asks: bool
-    """Whether some rule asks about an audience outside the set, so the profile passed must be
-    a view (``_view``) that answers it; when False, the bare attributes do."""
+    asks: frozenset[str]
+    """The audiences outside the set that some rule asks about: when there are any, the profile
+    passed must be a view (``_view``) that answers them; when not, the bare attributes do."""
 
 
 def compiled_rules(
@@ -264,9 +294,7 @@ def _rules(
     keyed: tuple[tuple[str, str], ...], schema: frozenset[tuple[str, AttributeType]]
 ) -> CompiledRules:
     bound = {key: _bound(text, schema) for key, text in keyed}
-    return CompiledRules(
-        rules.to_predicates(bound, audience=_hook), bool(rules.asked_audiences(bound))
-    )
+    return CompiledRules(rules.to_predicates(bound, audience=_hook), rules.asked_audiences(bound))
 
 
 @lru_cache(maxsize=4096)
@@ -308,11 +336,12 @@ def _select(session: Session, runtime: Runtime, audience: AudienceRow, now: date
 
 
 def _member_sets(
-    session: Session, runtime: Runtime, workspace_id: str
+    session: Session, runtime: Runtime, workspace_id: str, *, keys: Iterable[str] | None = None
 ) -> dict[str, AbstractBitMap]:
-    keyed = session.execute(
-        select(AudienceRow.key, AudienceRow.id).where(AudienceRow.workspace_id == workspace_id)
-    ).all()
+    stmt = select(AudienceRow.key, AudienceRow.id).where(AudienceRow.workspace_id == workspace_id)
+    if keys is not None:
+        stmt = stmt.where(AudienceRow.key.in_(list(keys)))
+    keyed = session.execute(stmt).all()
     sets = memberships.many(
         session, runtime=runtime, audience_ids=[audience_id for _, audience_id in keyed]
     )

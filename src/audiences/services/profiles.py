@@ -55,7 +55,9 @@ def delete(session: Session, *, caller: Caller, runtime: Runtime, external_id: s
     if pid is None:
         raise NotFound(f"no profile {external_id!r}", code="profile_not_found")
     for audience in _audiences_holding(session, caller.workspace_id):
-        memberships.apply(session, audience=audience, remove=[pid])
+        memberships.apply(
+            session, audience=audience, remove=[pid], cache=runtime.bitmaps, fold=True
+        )
     snapshots = (
         select(RunRow)
         .where(RunRow.workspace_id == caller.workspace_id, RunRow.members_kept.is_(True))

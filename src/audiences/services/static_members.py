@@ -167,7 +167,7 @@ def apply(
     mask = BitMap()
     for row in later:
         mask |= deserialize(row.pids or b"")
-    before = BitMap() if state.bitmap is None else deserialize(state.bitmap)
+    before = BitMap(memberships.members_of(session, state))
     days = _days(session, audience, before, moment)
     effective = BitMap(pids) - mask
     after = _apply_days(days, action, effective, before, mask, _day(moment))
@@ -227,7 +227,7 @@ def expire(
     require_static(audience)
     moment = now or utcnow()
     state = memberships.locked(session, audience)
-    before = BitMap() if state.bitmap is None else deserialize(state.bitmap)
+    before = BitMap(memberships.members_of(session, state))
     days = _days(session, audience, before, moment)
     leaving = BitMap()
     if audience.ttl_days is not None:

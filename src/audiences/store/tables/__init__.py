@@ -7,7 +7,7 @@ from audiences.store.tables.base import Base
 from audiences.store.tables.groups import AudienceGroupRow
 from audiences.store.tables.idempotency import IdempotencyKeyRow
 from audiences.store.tables.jobs import JobRow
-from audiences.store.tables.memberships import MembershipRow, RunRow
+from audiences.store.tables.memberships import MembershipDeltaRow, MembershipRow, RunRow
 from audiences.store.tables.static_members import MemberDayRow, MemberWriteRow
 from audiences.store.tables.workspaces import WorkspaceRow
 
@@ -22,6 +22,7 @@ __all__ = [
     "JobRow",
     "MemberDayRow",
     "MemberWriteRow",
+    "MembershipDeltaRow",
     "MembershipRow",
     "RunRow",
     "WorkspaceRow",

@@ -17,6 +17,10 @@ class MembershipRow(Base):
     Kept apart from the audience's definition, so that evaluations and streaming writes never
     change the definition's version (its ETag). ``revision`` grows with every change of the
     member set; caches key on it, so a reader never sees a set older than one it could observe.
+
+    The members are ``bitmap`` (the base, as of ``base_revision``) with the
+    :class:`MembershipDeltaRow` of each later revision applied in order; ``delta_bytes`` is
+    what those deltas weigh, so a writer knows when to fold them into the base.
     """
 
     __tablename__ = "memberships"
@@ -30,11 +34,32 @@ class MembershipRow(Base):
     bitmap: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     size: Mapped[int | None] = mapped_column(Integer)
     revision: Mapped[int] = mapped_column(Integer, default=0)
+    base_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    delta_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     computed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str | None] = mapped_column(String(16))
     last_error: Mapped[str | None] = mapped_column(Text)
     last_run_id: Mapped[str | None] = mapped_column(String(36))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class MembershipDeltaRow(Base):
+    """One streaming change of an audience's members: who entered and who exited at a revision.
+
+    Appending a small row instead of rewriting the whole member set keeps a streaming write's
+    cost proportional to its change. Deltas exist only above the base's revision; folding
+    (or replacing the members) writes a new base and deletes them.
+    """
+
+    __tablename__ = "membership_deltas"
+
+    audience_id: Mapped[str] = mapped_column(
+        ForeignKey("audiences.id", ondelete="CASCADE"), primary_key=True
+    )
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entered: Mapped[bytes] = mapped_column(LargeBinary)
+    exited: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class RunRow(IdMixin, Base):
