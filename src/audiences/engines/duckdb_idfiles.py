@@ -58,12 +58,18 @@ class DuckDBStagedIds:
         self._on_created = on_created
         self._now = now
         self._records = 0
+        self._columns = 1
         self._rejects: list[Reject] = []
 
     def stage(self, source: IdFile) -> None:
         """Read the file into the staged table; ``IdFileUnreadable`` if DuckDB cannot."""
+        self._columns = source.columns
         columns = ", ".join(f"'c{n}': 'VARCHAR'" for n in range(source.columns))
         value = f"c{source.id_position}"
+        # DuckDB skips columns a query does not use, and their encoding with them: each
+        # other column is tested (in a way the optimizer keeps) so that its row is checked.
+        others = [f"(c{n} IS NULL) IS NOT NULL" for n in range(source.columns)]
+        others[source.id_position] = "true"
         query = (
             f"CREATE TEMP TABLE {STAGED} AS SELECT {value} AS raw, {value} IS NOT NULL"
             f" AND length({value}) <= {MAX_EXTERNAL_ID_LENGTH}"
@@ -72,6 +78,7 @@ class DuckDBStagedIds:
             " auto_detect = false, delim = $delim, quote = $quote, escape = $quote,"
             " allow_quoted_nulls = false, compression = $compression, store_rejects = true,"
             f" rejects_table = '{REJECTS}', rejects_scan = '{REJECT_SCANS}')"
+            f" WHERE {' AND '.join(others)}"
         )
         text = source.delimiter is None
         params = {
@@ -89,14 +96,14 @@ class DuckDBStagedIds:
         row = self._cur.execute(f"SELECT count(*) FROM {STAGED}").fetchone()
         self._records = int(row[0]) if row else 0
         found = self._cur.execute(
-            f"SELECT line, error_type, error_message FROM {REJECTS}"
+            f"SELECT line, error_type, error_message, csv_line FROM {REJECTS}"
             " ORDER BY line, byte_position, column_idx"
         ).fetchall()
         seen: set[int] = set()
-        for line, kind, message in found:
+        for line, kind, message, text in found:
             if line not in seen:
                 seen.add(line)
-                self._rejects.append(Reject(int(line), str(kind), str(message)))
+                self._rejects.append(Reject(int(line), str(kind), str(message), str(text or "")))
 
     @property
     def records(self) -> int:
@@ -109,7 +116,10 @@ class DuckDBStagedIds:
         return list(self._rejects)
 
     def blanks(self, text: bool) -> npt.NDArray[np.int64]:
-        """Ordinals of records without a value (with ``text``, whitespace only too)."""
+        """Ordinals of blank lines (with ``text``, whitespace only too). DuckDB gives a blank
+        line of a one-column file as a NULL; with more columns it skips it."""
+        if self._columns > 1:
+            return np.zeros(0, dtype=np.int64)
         where = "raw IS NULL"
         if text:
             where += " OR (NOT plain AND regexp_full_match(raw, $blank))"
@@ -121,8 +131,8 @@ class DuckDBStagedIds:
     def irregular(self, start: int, stop: int) -> list[tuple[int, str]]:
         """(ordinal, value) of the records of ``[start, stop)`` that are not plain ids."""
         query = (
-            f"SELECT rowid AS n, raw FROM {STAGED} WHERE rowid >= ? AND rowid < ?"
-            " AND NOT plain AND raw IS NOT NULL ORDER BY n"
+            f"SELECT rowid AS n, coalesce(raw, '') FROM {STAGED} WHERE rowid >= ? AND rowid < ?"
+            " AND NOT plain ORDER BY n"
         )
         return [(int(n), str(raw)) for n, raw in self._cur.execute(query, [start, stop]).fetchall()]
 

@@ -35,11 +35,13 @@ class IdFile:
 
 @dataclass(frozen=True)
 class Reject:
-    """A record the reader refused: its physical line (1-based) and the reader's reason."""
+    """A record the reader refused: its physical line (1-based), the reader's reason, and the
+    line's text as the reader saw it (bytes that are not UTF-8 replaced)."""
 
     line: int
     kind: str
     message: str
+    text: str
 
 
 @runtime_checkable
@@ -57,12 +59,13 @@ class StagedIds(Protocol):
         ...
 
     def blanks(self, text: bool) -> npt.NDArray[np.int64]:
-        """Ordinals of blank records (no value; with ``text``, whitespace only), sorted."""
+        """Ordinals of blank lines (with ``text``, whitespace-only ones too), sorted."""
         ...
 
     def irregular(self, start: int, stop: int) -> list[tuple[int, str]]:
         """The records of ``[start, stop)`` whose value is not a plain id (empty, too long, a
-        control character or whitespace at an end), as (ordinal, value): the caller judges."""
+        control character or whitespace at an end; blank lines too), as (ordinal, value): the
+        caller judges them."""
         ...
 
     def resolve(self, start: int, stop: int, extra: Sequence[str]) -> npt.NDArray[np.uint32]:

@@ -15,6 +15,7 @@ data), and every import with attribute columns or NDJSON: their values are typed
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ class FileMap:
     blank_records: npt.NDArray[np.int64]
     width: int
     text: bool
+    delimiter: str
+    id_position: int
 
     @property
     def rows(self) -> int:
@@ -85,9 +88,22 @@ class FileMap:
         blank = int(np.searchsorted(self.blank_records, record, side="left"))
         return Row(record + 1 - blank, record + self.first_line)
 
+    def _undecodable(self, text: str) -> tuple[str, str]:
+        """The Python reader checks the id before the rest of the row's encoding."""
+        text = text.strip("\r\n")  # DuckDB may keep the \n of a \r\n before the line
+        try:
+            cells = [text] if self.text else next(csv.reader([text], delimiter=self.delimiter))
+        except (csv.Error, StopIteration):
+            cells = []
+        if len(cells) == self.width:
+            problem = check_id(cells[self.id_position].strip())
+            if problem is not None and problem[0] != "invalid_utf8":
+                return problem
+        return "invalid_utf8", "the row is not valid UTF-8"
+
     def _problem(self, reject: Reject) -> tuple[str, str]:
         if reject.kind == "INVALID ENCODING":
-            return "invalid_utf8", "the row is not valid UTF-8"
+            return self._undecodable(reject.text)
         if reject.kind in ("TOO MANY COLUMNS", "MISSING COLUMNS"):
             if self.text:  # the line holds the unit separator the reader splits text on
                 return "id_invalid", "the id holds a control character"
@@ -196,6 +212,8 @@ def _file_map(staged: StagedIds, source: IdFile, text: bool, data_lines: int) ->
         blank_records=blank_records,
         width=source.columns,
         text=text,
+        delimiter=source.delimiter or "",
+        id_position=source.id_position,
     )
 
 
