@@ -25,6 +25,7 @@ from audiences.errors import Conflict
 STAGED = "import_staged"
 REJECTS = "import_rejects"
 REJECT_SCANS = "import_reject_scans"
+RANGE = "import_range"
 TEXT_DELIMITER = "\x1f"
 """Plain text is read as one column split on the unit separator: a line holding one is
 refused by the reader (too many columns), as an id holding a control character."""
@@ -137,25 +138,33 @@ class DuckDBStagedIds:
         return [(int(n), str(raw)) for n, raw in self._cur.execute(query, [start, stop]).fetchall()]
 
     def resolve(self, start: int, stop: int, extra: Sequence[str]) -> npt.NDArray[np.uint32]:
-        """Create the new profiles of the range's plain ids and of ``extra`` in one statement;
-        the pid of each of those rows (repeats included)."""
+        """Create the profiles of the range's new plain ids and of ``extra``; the pids of all
+        those rows (each at least once).
+
+        One join gives the known ids their pid and leaves the new ones without; one statement
+        inserts those (pids from the sequence) and returns their pids.
+        """
         ids = (
             f"SELECT raw AS id FROM {STAGED} WHERE rowid >= $start AND rowid < $stop AND plain"
             " UNION ALL SELECT unnest($extra::VARCHAR[]) AS id"
         )
+        joined = (
+            f"CREATE OR REPLACE TEMP TABLE {RANGE} AS SELECT s.id, p.pid FROM ({ids}) s"
+            f" LEFT JOIN {self._table} p ON p.external_id = s.id"
+        )
         insert = (
             f"INSERT INTO {self._table} (pid, external_id, updated_at)"
-            f" SELECT nextval($sequence), id, $now FROM (SELECT DISTINCT id FROM ({ids})) s"
-            f" WHERE NOT EXISTS (SELECT 1 FROM {self._table} p WHERE p.external_id = s.id)"
-            " RETURNING pid, hash(external_id) AS h"
+            f" SELECT nextval($sequence), id, $now FROM (SELECT DISTINCT id FROM {RANGE}"
+            " WHERE pid IS NULL) RETURNING pid, hash(external_id) AS h"
         )
-        select = f"SELECT p.pid FROM ({ids}) s JOIN {self._table} p ON p.external_id = s.id"
-        bounds = {"start": start, "stop": stop, "extra": list(extra)}
+        known = f"SELECT pid FROM {RANGE} WHERE pid IS NOT NULL"
         with self._lock:
+            self._cur.execute(joined, {"start": start, "stop": stop, "extra": list(extra)})
+            found = self._cur.execute(known).fetchnumpy()["pid"]
             self._cur.execute("BEGIN TRANSACTION")
             try:
                 made = self._cur.execute(
-                    insert, {**bounds, "sequence": self._sequence, "now": self._now()}
+                    insert, {"sequence": self._sequence, "now": self._now()}
                 ).fetchnumpy()
                 self._cur.execute("COMMIT")
             except (duckdb.ConversionException, duckdb.OutOfRangeException):
@@ -169,8 +178,10 @@ class DuckDBStagedIds:
                 self._on_created(
                     np.asarray(made["h"], dtype=np.uint64), np.asarray(made["pid"], dtype=np.int64)
                 )
-            found = self._cur.execute(select, bounds).fetchnumpy()["pid"]
-        return np.asarray(found, dtype=np.uint32)
+        self._cur.execute(f"DROP TABLE {RANGE}")
+        return np.concatenate(
+            [np.asarray(found, dtype=np.uint32), np.asarray(made["pid"], dtype=np.uint32)]
+        )
 
     def close(self) -> None:
         """Close the connection, which drops the staged tables."""

@@ -70,8 +70,8 @@ class StagedIds(Protocol):
 
     def resolve(self, start: int, stop: int, extra: Sequence[str]) -> npt.NDArray[np.uint32]:
         """Create a profile for each new plain id of ``[start, stop)`` and each of ``extra``
-        (valid ids the caller cleaned from irregular records); the pid of every one of those
-        rows, repeats included, in no particular order."""
+        (valid ids the caller cleaned from irregular records); the pids of all those rows
+        (each at least once), in no particular order."""
         ...
 
     def close(self) -> None:

@@ -117,7 +117,8 @@ class FileMap:
 
 @dataclass
 class RangeResult:
-    """One range resolved: the pid of each valid row (repeats included) and the refused rows."""
+    """One range resolved: the pids of its valid rows (each at least once), the refused rows,
+    and how many rows it holds."""
 
     pids: npt.NDArray[np.uint32]
     refused: list[Row]
