@@ -26,6 +26,7 @@ STAGED = "import_staged"
 REJECTS = "import_rejects"
 REJECT_SCANS = "import_reject_scans"
 RANGE = "import_range"
+KNOWN = "import_known"
 TEXT_DELIMITER = "\x1f"
 """Plain text is read as one column split on the unit separator: a line holding one is
 refused by the reader (too many columns), as an id holding a control character."""
@@ -61,6 +62,7 @@ class DuckDBStagedIds:
         self._records = 0
         self._columns = 1
         self._rejects: list[Reject] = []
+        self._newest = 0
 
     def stage(self, source: IdFile) -> None:
         """Read the file into the staged table; ``IdFileUnreadable`` if DuckDB cannot."""
@@ -96,6 +98,7 @@ class DuckDBStagedIds:
             raise IdFileUnreadable(str(error).splitlines()[0]) from None
         row = self._cur.execute(f"SELECT count(*) FROM {STAGED}").fetchone()
         self._records = int(row[0]) if row else 0
+        self._join_known()
         found = self._cur.execute(
             f"SELECT line, error_type, error_message, csv_line FROM {REJECTS}"
             " ORDER BY line, byte_position, column_idx"
@@ -105,6 +108,20 @@ class DuckDBStagedIds:
             if line not in seen:
                 seen.add(line)
                 self._rejects.append(Reject(int(line), str(kind), str(message), str(text or "")))
+
+    def _join_known(self) -> None:
+        """Give each plain id already stored its pid, in one join (DuckDB's best case).
+
+        Profiles created later (by this import's ranges or by other writers) all get pids above
+        the newest one now: every engine write takes the lock, so none is half done.
+        """
+        with self._lock:
+            row = self._cur.execute(f"SELECT coalesce(max(pid), 0) FROM {self._table}").fetchone()
+            self._newest = int(row[0]) if row else 0
+        self._cur.execute(
+            f"CREATE TEMP TABLE {KNOWN} AS SELECT s.rowid AS n, p.pid FROM {STAGED} s"
+            f" JOIN {self._table} p ON p.external_id = s.raw WHERE s.plain"
+        )
 
     @property
     def records(self) -> int:
@@ -141,47 +158,72 @@ class DuckDBStagedIds:
         """Create the profiles of the range's new plain ids and of ``extra``; the pids of all
         those rows (each at least once).
 
-        One join gives the known ids their pid and leaves the new ones without; one statement
-        inserts those (pids from the sequence) and returns their pids.
+        Known ids have their pid from staging. The others are looked up among the profiles
+        created since staging only (few row groups, by the pid zone maps), then the missing
+        ones are inserted in one statement that returns their pids.
         """
-        ids = (
+        bounds = {"start": start, "stop": stop}
+        known = self._cur.execute(
+            f"SELECT pid FROM {KNOWN} WHERE n >= $start AND n < $stop", bounds
+        ).fetchnumpy()["pid"]
+        found, unknown_extra = self._lookup_extra(extra)
+        candidates = (
             f"SELECT raw AS id FROM {STAGED} WHERE rowid >= $start AND rowid < $stop AND plain"
-            " UNION ALL SELECT unnest($extra::VARCHAR[]) AS id"
+            f" AND rowid NOT IN (SELECT n FROM {KNOWN} WHERE n >= $start AND n < $stop)"
+            " UNION SELECT unnest($extra::VARCHAR[]) AS id"
         )
         joined = (
-            f"CREATE OR REPLACE TEMP TABLE {RANGE} AS SELECT s.id, p.pid FROM ({ids}) s"
-            f" LEFT JOIN {self._table} p ON p.external_id = s.id"
+            f"CREATE OR REPLACE TEMP TABLE {RANGE} AS SELECT s.id, p.pid FROM ({candidates}) s"
+            f" LEFT JOIN (SELECT pid, external_id FROM {self._table} WHERE pid > $newest) p"
+            " ON p.external_id = s.id"
         )
         insert = (
             f"INSERT INTO {self._table} (pid, external_id, updated_at)"
-            f" SELECT nextval($sequence), id, $now FROM (SELECT DISTINCT id FROM {RANGE}"
-            " WHERE pid IS NULL) RETURNING pid, hash(external_id) AS h"
+            f" SELECT nextval($sequence), id, $now FROM {RANGE} WHERE pid IS NULL"
+            " RETURNING pid, hash(external_id) AS h"
         )
-        known = f"SELECT pid FROM {RANGE} WHERE pid IS NOT NULL"
         with self._lock:
-            self._cur.execute(joined, {"start": start, "stop": stop, "extra": list(extra)})
-            found = self._cur.execute(known).fetchnumpy()["pid"]
-            self._cur.execute("BEGIN TRANSACTION")
-            try:
-                made = self._cur.execute(
-                    insert, {"sequence": self._sequence, "now": self._now()}
-                ).fetchnumpy()
-                self._cur.execute("COMMIT")
-            except (duckdb.ConversionException, duckdb.OutOfRangeException):
-                self._cur.execute("ROLLBACK")
-                exhausted = "This workspace has used every pid."
-                raise Conflict(exhausted, code="pids_exhausted") from None
-            except BaseException:
-                self._cur.execute("ROLLBACK")
-                raise
-            if len(made["pid"]):
-                self._on_created(
-                    np.asarray(made["h"], dtype=np.uint64), np.asarray(made["pid"], dtype=np.int64)
-                )
+            self._cur.execute(joined, {**bounds, "extra": unknown_extra, "newest": self._newest})
+            created = self._cur.execute(f"SELECT pid FROM {RANGE} WHERE pid IS NOT NULL")
+            later = created.fetchnumpy()["pid"]
+            made = self._insert(insert)
         self._cur.execute(f"DROP TABLE {RANGE}")
-        return np.concatenate(
-            [np.asarray(found, dtype=np.uint32), np.asarray(made["pid"], dtype=np.uint32)]
-        )
+        parts = [known, found, later, made]
+        return np.concatenate([np.asarray(part, dtype=np.uint32) for part in parts])
+
+    def _lookup_extra(self, extra: Sequence[str]) -> tuple[npt.NDArray[np.uint32], list[str]]:
+        """The pids of the ``extra`` ids already stored, and the others (a scan of every id:
+        extra ids are the few the caller cleaned of whitespace)."""
+        if not extra:
+            return np.zeros(0, dtype=np.uint32), []
+        rows = self._cur.execute(
+            f"SELECT e.id, p.pid FROM (SELECT unnest(?::VARCHAR[]) AS id) e"
+            f" LEFT JOIN {self._table} p ON p.external_id = e.id",
+            [list(dict.fromkeys(extra))],
+        ).fetchall()
+        pids = np.asarray([pid for _, pid in rows if pid is not None], dtype=np.uint32)
+        return pids, [eid for eid, pid in rows if pid is None]
+
+    def _insert(self, insert: str) -> npt.NDArray[np.uint32]:
+        """Run the insert of new profiles in a transaction; their pids, taught to the index."""
+        self._cur.execute("BEGIN TRANSACTION")
+        try:
+            made = self._cur.execute(
+                insert, {"sequence": self._sequence, "now": self._now()}
+            ).fetchnumpy()
+            self._cur.execute("COMMIT")
+        except (duckdb.ConversionException, duckdb.OutOfRangeException):
+            self._cur.execute("ROLLBACK")
+            exhausted = "This workspace has used every pid."
+            raise Conflict(exhausted, code="pids_exhausted") from None
+        except BaseException:
+            self._cur.execute("ROLLBACK")
+            raise
+        if len(made["pid"]):
+            self._on_created(
+                np.asarray(made["h"], dtype=np.uint64), np.asarray(made["pid"], dtype=np.int64)
+            )
+        return np.asarray(made["pid"], dtype=np.uint32)
 
     def close(self) -> None:
         """Close the connection, which drops the staged tables."""
