@@ -172,7 +172,8 @@ def ours(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
             digest="bench",
             max_attempts=1,
         ).id
-    runtime = Runtime(profiles=DuckDBEngine(settings.data_dir), bitmaps=BitmapCache())
+    profiles = DuckDBEngine(settings.data_dir, memory_limit=settings.profile_memory_limit)
+    runtime = Runtime(profiles=profiles, bitmaps=BitmapCache())
     worker = Worker(session_factory=factory, settings=settings, runtime=runtime)
     started = time.perf_counter()
     while worker.run_once():

@@ -126,6 +126,21 @@ class Settings(BaseSettings):
         ge=100,
         description="Rows an import handles between two checkpoints (its resume points).",
     )
+    import_range_rows: int = Field(
+        default=1_000_000,
+        ge=100,
+        description=(
+            "Rows an import of ids only resolves between two checkpoints when DuckDB reads the "
+            "file itself (each range is one set-based insert and one join)."
+        ),
+    )
+    profile_memory_limit: str = Field(
+        default="256MB",
+        description=(
+            "DuckDB's `memory_limit` for the embedded profile engine (its buffer pool; larger "
+            "work spills to disk), e.g. `256MB`, `2GB`."
+        ),
+    )
     log_level: str = Field(default="info", description="Log level of the server.")
     worker_threads: int = Field(
         default=2,

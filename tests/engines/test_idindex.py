@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from audiences.engines.duckdb import DuckDBEngine
+from audiences.engines.idfiles import IdFile
 from audiences.engines.idindex import ABSENT, AMBIGUOUS, IdIndex
 
 
@@ -63,3 +67,38 @@ def test_compaction_keeps_every_entry() -> None:
     keys = [0, 2, 1998, *list(added)[::997]]
     assert index.lookup(keys) == [ABSENT, 2, 1000, *list(added.values())[::997]]
     assert len(index) == 999 + 70_000
+
+
+def test_a_bulk_goes_into_the_sorted_base_and_clashes_turn_ambiguous() -> None:
+    index = make({10: 1, 20: 2})
+    index.add_many([30], [3])
+    bulk = np.array([40, 10, 30, 50, 50, 60], dtype=np.uint64)
+    index.add_arrays(bulk, np.array([4, 5, 6, 7, 8, 9], dtype=np.int64))
+    assert index.lookup([40, 60, 20]) == [4, 9, 2]
+    assert index.lookup([10, 30, 50]) == [AMBIGUOUS] * 3
+    assert len(index._recent) == 1  # the bulk left no dict behind
+    index.remove(60, 9)
+    assert index.lookup([60]) == [ABSENT]
+
+
+def test_the_engine_teaches_a_loaded_index_the_profiles_an_import_created(
+    tmp_path: Path,
+) -> None:
+    engine = DuckDBEngine(tmp_path)
+    try:
+        engine.ensure_profiles("ws", ["a"])  # loads the index
+        path = tmp_path / "ids.csv"
+        path.write_text("id\na\nb\nc\n")
+        source = IdFile(path, ",", 1, 0, header=True, gzip=False)
+        staged = engine.stage_id_file("ws", source)
+        try:
+            made = staged.resolve(0, staged.records, [])
+        finally:
+            staged.close()
+        assert len(set(made.tolist())) == 3
+        assert sorted(p for p in engine.pids_for("ws", ["a", "b", "c"]) if p) == sorted(
+            set(made.tolist())
+        )
+        assert engine.get_profile("ws", "c") is not None
+    finally:
+        engine.close()

@@ -45,6 +45,7 @@ class Server:
             "AUDIENCES_JOB_BACKOFF_SECONDS": "0",
             "AUDIENCES_JOB_MAX_ATTEMPTS": "100",
             "AUDIENCES_IMPORT_CHUNK_ROWS": "2000",
+            "AUDIENCES_IMPORT_RANGE_ROWS": "2000",
             "AUDIENCES_SCHEDULER_SECONDS": "0",
             "AUDIENCES_RATE_LIMIT": "100000/minute",
         }

@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_session_factory = make_session_factory(app.state.read_engine)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
     app.state.runtime = Runtime(
-        profiles=DuckDBEngine(settings.data_dir),
+        profiles=DuckDBEngine(settings.data_dir, memory_limit=settings.profile_memory_limit),
         bitmaps=BitmapCache(settings.bitmap_cache_bytes),
         reads=ReadCache(settings.read_cache_seconds),
     )

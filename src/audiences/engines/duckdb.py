@@ -32,6 +32,8 @@ from audiences.engines.base import (
     check_workspace_id,
     pids_to_bitmap,
 )
+from audiences.engines.duckdb_idfiles import DuckDBStagedIds
+from audiences.engines.idfiles import IdFile
 from audiences.engines.idindex import AMBIGUOUS, IdIndex
 from audiences.engines.schema import checked_schema, extra_moves, refuse_type_changes
 from audiences.engines.writes import WritePlan, merge_extra, plan_writes
@@ -82,11 +84,20 @@ KNOWN_PIDS_PER_CALL = 100
 class DuckDBEngine:
     """Profiles in ``<data_dir>/profiles.duckdb``; safe to share between threads."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, filename: str = "profiles.duckdb"):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        filename: str = "profiles.duckdb",
+        memory_limit: str | None = None,
+    ):
         folder = Path(data_dir)
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / filename
-        self._con = duckdb.connect(str(self.path))
+        config: dict[str, str | bool | int | float | list[str]] = {}
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        self._con = duckdb.connect(str(self.path), config=config)
         self._lock = threading.RLock()
         self._cursor_lock = threading.Lock()
         self._writer = self._new_cursor()
@@ -207,6 +218,31 @@ class DuckDBEngine:
             if fresh:
                 self._create_empty(state, fresh, hashes, pids)
         return [pids[eid] for eid in wanted], len(fresh)
+
+    def stage_id_file(self, workspace_id: str, source: IdFile) -> DuckDBStagedIds:
+        """Parse an id file with DuckDB's own reader on a connection of its own (see
+        :mod:`audiences.engines.duckdb_idfiles`); ``IdFileUnreadable`` when it cannot."""
+        state = self._workspace(workspace_id, create=True)
+        assert state is not None
+
+        def learn(hashes: np.ndarray[Any, Any], pids: np.ndarray[Any, Any]) -> None:
+            if state.index is not None:  # else it is built from the table when first needed
+                state.index.add_arrays(hashes, pids)
+
+        staged = DuckDBStagedIds(
+            self._new_cursor(),
+            lock=self._lock,
+            table=state.table,
+            sequence=state.sequence,
+            on_created=learn,
+            now=utcnow,
+        )
+        try:
+            staged.stage(source)
+        except BaseException:
+            staged.close()
+            raise
+        return staged
 
     def external_ids_for(self, workspace_id: str, pids: Sequence[int]) -> list[str | None]:
         """The external id of each pid, in order, None where unknown."""

@@ -60,6 +60,23 @@ class IdIndex:
         if len(self._recent) > max(65_536, len(self._keys) // 8):
             self._compact()
 
+    def add_arrays(self, keys: HashArray, pids: npt.NDArray[np.int64]) -> None:
+        """Record a bulk of new external ids straight into the sorted base, in O(n + k log k):
+        a bulk insert leaves no dict behind. A hash already live, or twice in the bulk, turns
+        ambiguous."""
+        order = np.argsort(keys, kind="stable")
+        keys = np.ascontiguousarray(keys[order], dtype=np.uint64)
+        pids = np.ascontiguousarray(pids[order], dtype=np.int64)
+        live = self._base_lookup(keys) != ABSENT
+        if self._recent:
+            recent = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
+            live |= np.isin(keys, recent)
+        self._ambiguous.update(int(key) for key in keys[live])
+        self._ambiguous.update(_duplicates(keys))
+        at = np.searchsorted(self._keys, keys)
+        self._keys = np.insert(self._keys, at, keys)
+        self._pids = np.insert(self._pids, at, pids)
+
     def remove(self, key: int, pid: int) -> None:
         """Forget a deleted external id's hash (ambiguous hashes stay ambiguous: that is safe)."""
         if self._recent.get(key) == pid:

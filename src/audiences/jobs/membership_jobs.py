@@ -16,11 +16,20 @@ from typing import Any
 from pyroaring import BitMap
 from sqlalchemy import select
 
+from audiences.engines.idfiles import StagedIds
 from audiences.jobs.context import Cancelled, JobContext, JobFailed
 from audiences.jobs.queue import ClaimedJob
 from audiences.membership.bitmaps import from_numpy
-from audiences.services import imports, static_members
-from audiences.services.import_formats import ImportFormat, Row, layout, open_binary, rows
+from audiences.services import import_staged, imports, static_members
+from audiences.services.import_formats import (
+    ImportFormat,
+    Layout,
+    Row,
+    layout,
+    open_binary,
+    rows,
+)
+from audiences.services.import_staged import FileMap, RangeResult
 from audiences.store.tables import AudienceRow
 
 RESULT_COUNTS = ("added", "removed", "unchanged", "superseded")
@@ -118,7 +127,11 @@ def expire_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
 
 
 def _read(context: JobContext, job: ClaimedJob, directory: Path) -> BitMap:
-    """Resolve every row from the last checkpoint on; the pids of the valid rows."""
+    """Resolve every row from the last checkpoint on; the pids of the valid rows.
+
+    DuckDB reads the file itself when it can (see :mod:`audiences.services.import_staged`);
+    otherwise the Python reader does, in chunks.
+    """
     payload = job.payload
     upload = directory / imports.UPLOAD
     if not upload.exists():
@@ -129,17 +142,79 @@ def _read(context: JobContext, job: ClaimedJob, directory: Path) -> BitMap:
         shape = layout(
             upload, fmt, id_column=payload["id_column"], attributes=",".join(shape.attributes)
         )
-    state = imports.load_state(directory, context.resume_from)
-    start = context.resume_from if state is not None else 0
-    pids, errors_bytes = state if state is not None else (BitMap(), 0)
+    total = _count_rows(upload, fmt)
+    staged = import_staged.stage(
+        context.runtime.profiles, job.workspace_id, upload, fmt, shape, total
+    )
+    if staged is None:
+        return _read_rows(context, job, directory, fmt, shape, total)
+    with closing(staged[0]):
+        return _read_staged(context, directory, *staged)
+
+
+def _resume(context: JobContext, directory: Path, reader: int) -> imports.Checkpoint:
+    """The last checkpoint this reader wrote, or a fresh start (counts and errors cleared)."""
+    state = imports.load_state(directory, context.resume_from, reader)
     if state is None:
         context.counts = {"rows": 0, "duplicates": 0, "invalid": 0}
+        state = imports.Checkpoint(BitMap(), 0, reader, 0)
     errors = directory / imports.ERRORS
     with errors.open("a+b") as out:
-        out.truncate(errors_bytes or 0)
-    if errors_bytes == 0:
+        out.truncate(state.errors_bytes)
+    if state.errors_bytes == 0:
         errors.write_text(imports.ERROR_HEADER)
-    total = _count_rows(upload, fmt)
+    return state
+
+
+def _read_staged(
+    context: JobContext, directory: Path, staged: StagedIds, mapped: FileMap
+) -> BitMap:
+    """Resolve the staged file a range of records at a time, a checkpoint after each."""
+    state = _resume(context, directory, imports.ENGINE)
+    pids, start = state.pids, state.position
+    errors = directory / imports.ERRORS
+    context.progress(context.resume_from if start else 0, mapped.rows)
+    while start <= mapped.records:  # past the end once the last range is done
+        stop = min(start + context.settings.import_range_rows, mapped.records)
+        last = stop == mapped.records
+        result = import_staged.resolve_range(staged, mapped, start, stop, last)
+        _count_range(context, result, pids)
+        with errors.open("a") as out:
+            out.write(imports.error_lines(result.refused))
+        done = mapped.processed(stop, last)
+        start = mapped.records + 1 if last else stop
+        checkpoint = imports.Checkpoint(pids, errors.stat().st_size, imports.ENGINE, start)
+        imports.save_state(directory, done, checkpoint)
+        context.progress(done, mapped.rows)
+        imports.drop_states(directory, done)
+    return pids
+
+
+def _count_range(context: JobContext, result: RangeResult, pids: BitMap) -> None:
+    for row in result.refused:
+        context.error(row.message or "refused", code=row.code or "row_invalid", row=row.number)
+    found = from_numpy(result.pids)
+    valid = result.rows - len(result.refused)
+    fresh = found.difference_cardinality(pids)
+    pids |= found
+    context.count("rows", result.rows)
+    context.count("invalid", len(result.refused))
+    context.count("duplicates", valid - fresh)
+
+
+def _read_rows(
+    context: JobContext,
+    job: ClaimedJob,
+    directory: Path,
+    fmt: ImportFormat,
+    shape: Layout,
+    total: int,
+) -> BitMap:
+    """Read the file in Python, a chunk of rows at a time, a checkpoint after each."""
+    upload = directory / imports.UPLOAD
+    state = _resume(context, directory, imports.PYTHON)
+    pids, start = state.pids, state.position
+    errors = directory / imports.ERRORS
     context.progress(start, total)
     done = start
     with closing(rows(upload, fmt, shape)) as source:
@@ -150,7 +225,8 @@ def _read(context: JobContext, job: ClaimedJob, directory: Path) -> BitMap:
             done += len(chunk)
             with errors.open("a") as out:
                 out.write(imports.error_lines([row for row in chunk if row.code is not None]))
-            imports.save_state(directory, done, pids, errors.stat().st_size)
+            checkpoint = imports.Checkpoint(pids, errors.stat().st_size, imports.PYTHON, done)
+            imports.save_state(directory, done, checkpoint)
             context.progress(done, max(total, done))
             imports.drop_states(directory, done)
     context.progress(done, done)

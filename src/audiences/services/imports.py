@@ -2,9 +2,10 @@
 keep resumable checkpoints and every row error beside the upload.
 
 An upload lives in ``<data_dir>/imports/<workspace id>/<upload id>/``: ``upload`` (the file as
-received), ``state-<rows>`` (the pids found in the first ``rows`` rows and the size of
-``errors.csv`` then, written before the job's checkpoint of the same ``rows``) and
-``errors.csv`` (every refused row). The job resumes from its last checkpoint with exact counts.
+received), ``state-<rows>`` (the pids found in the first ``rows`` rows, the size of
+``errors.csv`` then, and where the reader that wrote it stopped; written before the job's
+checkpoint of the same ``rows``) and ``errors.csv`` (every refused row). The job resumes from
+its last checkpoint with exact counts.
 """
 
 from __future__ import annotations
@@ -163,25 +164,45 @@ def resolve(
     return [found.get(id(row)) for row in rows]
 
 
-def save_state(directory: Path, processed: int, pids: BitMap, errors_bytes: int) -> None:
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where an import stood after some rows: its pids, the size of ``errors.csv``, and the
+    position of the reader that got there (``PYTHON``: rows read; ``ENGINE``: staged records)."""
+
+    pids: BitMap
+    errors_bytes: int
+    reader: int
+    position: int
+
+
+PYTHON, ENGINE = 0, 1
+_STATE_HEADER = struct.Struct("<QQB")
+
+
+def save_state(directory: Path, processed: int, checkpoint: Checkpoint) -> None:
     """Write the checkpoint of ``processed`` rows atomically (before the job's own checkpoint)."""
     final = directory / f"state-{processed}"
     partial = directory / f"state-{processed}.partial"
     with partial.open("wb") as out:
-        out.write(struct.pack("<Q", errors_bytes))
-        out.write(pids.serialize())
+        header = (checkpoint.errors_bytes, checkpoint.position, checkpoint.reader)
+        out.write(_STATE_HEADER.pack(*header))
+        out.write(checkpoint.pids.serialize())
         out.flush()
         os.fsync(out.fileno())
     partial.replace(final)
 
 
-def load_state(directory: Path, processed: int) -> tuple[BitMap, int] | None:
-    """The pids and errors size checkpointed at ``processed`` rows, None if there is none."""
+def load_state(directory: Path, processed: int, reader: int) -> Checkpoint | None:
+    """The checkpoint at ``processed`` rows written by ``reader``, None if there is none."""
     path = directory / f"state-{processed}"
     if processed == 0 or not path.exists():
         return None
     data = path.read_bytes()
-    return BitMap.deserialize(data[8:]), struct.unpack("<Q", data[:8])[0]
+    errors_bytes, position, written_by = _STATE_HEADER.unpack_from(data)
+    if written_by != reader:
+        return None
+    pids = BitMap.deserialize(data[_STATE_HEADER.size :])
+    return Checkpoint(pids, errors_bytes, reader, position)
 
 
 def drop_states(directory: Path, keep: int | None) -> None:
