@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from audiences.api.ratelimit import LocalWindows, RateLimiter
 from audiences.errors import RateLimited
+from tests.factories import Tenant, audience_body
 
 REDIS_URL = "redis://127.0.0.1:6379"
 
@@ -86,3 +87,15 @@ def test_local_windows_never_allow_more_than_the_limit_in_any_window(gaps: list[
     for start in allowed_at:
         window = int(start // 10)
         assert sum(1 for t in allowed_at if int(t // 10) == window) <= 5
+
+
+def test_a_request_counts_once_however_many_dependencies_ask_for_the_caller(
+    tenant: Tenant,
+) -> None:
+    # A create asks for the caller twice (its role, and its Idempotency-Key claim).
+    remaining = []
+    for _ in range(3):
+        created = tenant.write.post("/v1/audiences", json=audience_body())
+        assert created.status_code == 201, created.text
+        remaining.append(int(created.headers["RateLimit"].split("r=")[1].split(";")[0]))
+    assert remaining[0] - remaining[1] == 1 and remaining[1] - remaining[2] == 1

@@ -63,15 +63,20 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def get_caller(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Caller:
-    """The caller behind the bearer token, after its rate limit is counted.
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+async def get_caller(request: Request, credentials: Credentials) -> Caller:
+    """The caller behind the bearer token, after its rate limit is counted (once per request,
+    however many dependencies ask).
 
     Runs on the event loop: a key this process has checked lately is answered from its read
     cache, and only a miss (or a rate-limit store across the network) waits in a thread.
     """
+    state = request.scope.setdefault("state", {})
+    known: Caller | None = state.get(_CALLER)
+    if known is not None:
+        return known
     if credentials is None:
         raise Unauthorized(
             "send an API key as `Authorization: Bearer <key>`",
@@ -93,8 +98,12 @@ async def get_caller(
         if limiter.in_process
         else await run_in_threadpool(limiter.hit, caller.key_id)
     )
-    request.scope["state"]["response_headers"] = headers
+    state["response_headers"] = headers
+    state[_CALLER] = caller
     return caller
+
+
+_CALLER = "audiences.caller"
 
 
 def _authenticate(request: Request, token: str) -> Caller:
@@ -103,9 +112,14 @@ def _authenticate(request: Request, token: str) -> Caller:
 
 
 def require(role: Role) -> object:
-    """A dependency that authenticates and then requires at least ``role`` (403 otherwise)."""
+    """A dependency that authenticates and then requires at least ``role`` (403 otherwise).
 
-    async def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    It calls :func:`get_caller` itself rather than depending on it: every level of FastAPI's
+    dependency tree costs time on each request, and the hottest reads have little else.
+    """
+
+    async def dependency(request: Request, credentials: Credentials) -> Caller:
+        caller = await get_caller(request, credentials)
         caller.require(role)
         return caller
 

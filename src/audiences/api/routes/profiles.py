@@ -16,6 +16,7 @@ from audiences.api.deps import (
     SessionDep,
     SettingsDep,
     WriteCaller,
+    get_runtime,
     read_session,
 )
 from audiences.api.problems import problem_body, request_id_of, responses
@@ -139,9 +140,12 @@ def delete_profile(
     responses=responses(401, 404, 429),
 )
 async def get_profile_audiences(
-    profile_id: ProfileId, request: Request, caller: ReadCaller, runtime: RuntimeDep
+    profile_id: ProfileId,
+    request: Request,
+    caller: ReadCaller,
 ) -> Response:
     """Every audience the profile is in, each with when its membership was computed."""
+    runtime = get_runtime(request)  # not a dependency: one less level per request
     # Answered on the event loop from the process's caches when it can (see get_membership).
     found = profiles.cached_audiences_of(runtime, caller=caller, external_id=profile_id)
     if found is None:
