@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.membership.run                      # quick: 1M profiles
     .venv/bin/python -m bench.membership.run --profiles 5000000   # full: 5M profiles
+    .venv/bin/python -m bench.membership.run --only-batch         # section 1 alone
 
 Everything runs side by side in one run against references measured in the same run:
 
@@ -582,6 +583,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--http-rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument(
+        "--only-batch", action="store_true", help="stop after section 1 (batch evaluation)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.data_dir) as folder:
         for line in run(Path(folder), args):
@@ -615,6 +619,11 @@ def run(folder: Path, args: argparse.Namespace) -> Iterator[str]:
         f" every profile): {time.perf_counter() - started:.1f} s"
     )
     yield from batch(bench, count, args.repeat)
+    if args.only_batch:
+        bench.close()
+        yield ""
+        yield f"Load average at the end: {load_average()}"
+        return
     yield ""
     yield f"**2a. Profile upserts, 1,000 records per call** ({args.stream_batches} calls each:"
     yield "500 new ids, 500 updates of random profiles; 50 streaming audiences defined)"
