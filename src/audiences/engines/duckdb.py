@@ -2,8 +2,9 @@
 
 One process owns the file. Writes (upserts, deletes, new columns) take one lock and run on one
 connection; reads run on a cursor of their own (taken from a small pool of idle ones), so they
-proceed in parallel with writes under DuckDB's snapshot isolation. An upsert appends the merged row and deletes the old one: updating
-several columns of 1,000 scattered rows in place costs DuckDB 5-10 times more.
+proceed in parallel with writes under DuckDB's snapshot isolation. An upsert appends the merged
+row and deletes the old one: updating several columns of 1,000 scattered rows in place costs
+DuckDB 5-10 times more.
 """
 
 from __future__ import annotations

@@ -36,13 +36,14 @@ from audiences.rules.references import (
 from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.structure import check_structure
 from audiences.rules.to_python import to_predicate
-from audiences.rules.to_sql import DIALECTS, NOW_PARAMETER, to_sql
+from audiences.rules.to_sql import DIALECTS, NOW_PARAMETER, PARAMETER_DIALECTS, to_sql
 from audiences.rules.validate import validate_tree
 from audiences.schemas.attributes import AttributeSchema
 
 __all__ = [
     "DIALECTS",
     "NOW_PARAMETER",
+    "PARAMETER_DIALECTS",
     "Rule",
     "RuleLimits",
     "dependencies",
