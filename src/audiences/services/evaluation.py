@@ -77,9 +77,13 @@ def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigge
         session.add(run)
         session.flush()
         return run
-    # Finished before ``replace``, so that the state's status goes out in its one write.
+    # Finished before ``replace``, and no flush until its own: the state's status goes out in
+    # the same UPDATE as the members, and the run in one INSERT once its snapshot is set.
     _finish(run, state, status="succeeded", error=None)
-    change = memberships.replace(session, audience=audience, members=members, cache=runtime.bitmaps)
+    with session.no_autoflush:
+        change = memberships.replace(
+            session, audience=audience, members=members, cache=runtime.bitmaps
+        )
     run.size, run.entered, run.exited = len(members), len(change.entered), len(change.exited)
     # ``replace`` has just stored the members' bytes on the state row (the same locked object):
     # the run's snapshot shares them instead of serializing the set a second time.
