@@ -4,8 +4,9 @@
     .venv/bin/python -m bench.membership.profile --profiles 5000000
 
 Sets up the same workspace as ``bench.membership.run`` and profiles, in process: 20
-``select_members`` calls, a few 1,000-record ``profiles.upsert`` calls with the 50 streaming
-audiences, and is-member calls with authentication as the HTTP dependency runs it.
+``select_members`` calls (cold) and 20 ``refresh`` calls (warm), a few 1,000-record
+``profiles.upsert`` calls with the 50 streaming audiences, and is-member calls with
+authentication as the HTTP dependency runs it.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from pathlib import Path
 from audiences.api.routes import members as member_routes
 from audiences.services import api_keys, evaluation, profiles
 from bench.membership import data, workload
-from bench.membership.run import Bench, ours_select
+from bench.membership.run import Bench, ours_refresh, ours_select
 
-SECTIONS = ("batch", "upsert", "is-member")
+SECTIONS = ("batch", "refresh", "upsert", "is-member")
 
 
 def profiled(label: str, work: Callable[[], None], top: int) -> None:
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None) -> None:
             )
         ours_select(bench)
         if "batch" in only:
-            profiled("20 x select_members", lambda: ours_select(bench), args.top)
+            profiled("20 x select_members, cold", lambda: ours_select(bench), args.top)
+        if "refresh" in only:
+            ours_refresh(bench, cold=False)
+            profiled("20 x refresh, warm", lambda: ours_refresh(bench, cold=False), args.top)
         rng = random.Random(5)
 
         def upserts() -> None:

@@ -247,6 +247,17 @@ def test_select_pids_binds_parameters(engine: DuckDBEngine) -> None:
     assert set(engine.select_pids(WS, "age >= ? AND country = ?", [7, "US"])) == {8, 9, 10}
 
 
+def test_select_pids_binds_named_parameters(engine: DuckDBEngine) -> None:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    records = [(f"u{n}", {"last_seen": start + timedelta(days=n)}) for n in range(10)]
+    engine.upsert_profiles(WS, records)
+    recent = "last_seen > CAST($now AS TIMESTAMPTZ) - INTERVAL 3 DAY"
+    assert set(engine.select_pids(WS, recent, {"now": start + timedelta(days=9)})) == {8, 9, 10}
+    assert set(engine.select_pids(WS, recent, {"now": start + timedelta(days=1)})) == set(
+        range(1, 11)
+    )
+
+
 @pytest.mark.parametrize(
     "where_sql",
     ["age > 1; DROP TABLE x", "pid IN (SELECT pid FROM other)", "age >", "DROP TABLE x"],
@@ -263,6 +274,23 @@ def test_a_condition_that_cannot_run_is_unprocessable(engine: DuckDBEngine) -> N
     with pytest.raises(Unprocessable) as caught:
         engine.select_pids(WS, "no_such_column = 1")
     assert caught.value.code == "engine_query_failed"
+
+
+def test_a_refused_condition_is_refused_again(engine: DuckDBEngine) -> None:
+    """The check is cached by text for conditions that pass; a refusal is never remembered."""
+    for _ in range(2):
+        with pytest.raises(Unprocessable):
+            engine.select_pids(WS, "pid IN (SELECT pid FROM other)")
+
+
+def test_reused_read_cursors_see_later_writes(engine: DuckDBEngine) -> None:
+    """Reads share idle cursors; each read still sees what was committed before it."""
+    for n in range(3):
+        engine.upsert_profiles(WS, [(f"u{n}", {"age": 40})])
+        with pytest.raises(Unprocessable):
+            engine.select_pids(WS, "no_such_column = 1")  # a failed read leaves no bad cursor
+        assert len(engine.select_pids(WS, "age = 40")) == n + 1
+        assert engine.count(WS) == n + 1
 
 
 def test_profiles_survive_many_rewrites(engine: DuckDBEngine) -> None:

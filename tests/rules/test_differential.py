@@ -19,7 +19,15 @@ from hypothesis import HealthCheck, given, seed, settings
 from psycopg.types.json import Jsonb
 from sqlglot import exp
 
-from audiences.rules import Rule, explain, to_predicate, to_sql, validate_rule
+from audiences.rules import (
+    NOW_PARAMETER,
+    Rule,
+    explain,
+    reads_clock,
+    to_predicate,
+    to_sql,
+    validate_rule,
+)
 from audiences.rules.to_python import Codegen, compile_function
 from tests.rules import generators as gen
 
@@ -120,11 +128,20 @@ def _load(duck: Any, pg: Any, profiles: list[dict[str, Any]]) -> None:
             cursor.executemany(f"INSERT INTO profiles VALUES ({marks})", _rows(profiles, True))
 
 
-def _sql_values(connection: Any, rule: Rule, dialect: str) -> dict[int, bool | None]:
-    condition = to_sql(rule, dialect, audience=audience_sql, now=gen.NOW)  # type: ignore[arg-type]
+def _sql_values(
+    connection: Any, rule: Rule, dialect: str, *, now_parameter: bool = False
+) -> dict[int, bool | None]:
+    condition = to_sql(
+        rule,
+        dialect,  # type: ignore[arg-type]
+        audience=audience_sql,
+        now=gen.NOW,
+        now_parameter=now_parameter,
+    )
     query = f"SELECT pid, ({condition}) FROM profiles"
+    params = {NOW_PARAMETER: gen.NOW} if now_parameter and reads_clock(rule) else None
     try:
-        rows = connection.execute(query).fetchall()
+        rows = connection.execute(query, params).fetchall()
     except Exception as error:  # the failing SQL is the useful part of the report
         raise AssertionError(f"{dialect} failed on {rule.text!r}:\n{query}\n{error}") from error
     return {pid: value for pid, value in rows}
@@ -159,6 +176,9 @@ def test_python_duckdb_and_postgres_agree(
         found = _sql_values(connection, rule, dialect)
         wrong = {pid: (python[pid], found[pid]) for pid in python if python[pid] != found[pid]}
         assert not wrong, _report(rule, dialect, wrong, profiles)
+    if reads_clock(rule):
+        # The same rule compiled once with ``$now`` bound at run time (how batch runs it).
+        assert _sql_values(duck, rule, "duckdb", now_parameter=True) == python, rule.text
 
 
 def _report(rule: Rule, dialect: str, wrong: dict[int, Any], profiles: list[dict[str, Any]]) -> str:

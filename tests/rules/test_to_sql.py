@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
 import pytest
 from sqlglot import exp
 
-from audiences.rules import parse_rule, to_sql, validate_rule
+from audiences.rules import NOW_PARAMETER, parse_rule, reads_clock, to_sql, validate_rule
 from tests.rules.helpers import NOW, SCHEMA, assert_compiles, audience_sql
 
 GOLDEN = Path(__file__).parent / "fixtures" / "to_sql.sql"
@@ -93,6 +94,38 @@ def test_now_is_the_callers_reference_time() -> None:
         "\"last_seen\" > CAST('2024-01-01 01:30:00+00:00' AS TIMESTAMPTZ)"
         " AND \"birthday\" = CAST('2024-01-01' AS DATE)"
     )
+
+
+def test_now_as_a_parameter_keeps_the_text_and_binds_the_time() -> None:
+    rule = validate_rule("last_seen > now() - INTERVAL 1 DAY AND birthday = current_date", SCHEMA)
+    sql = to_sql(rule, "duckdb", now_parameter=True)
+    assert sql == (
+        '"last_seen" > CAST($now AS TIMESTAMPTZ) - INTERVAL 1 DAY'
+        ' AND "birthday" = CAST(CAST($now AS TIMESTAMPTZ) AS DATE)'
+    )
+    assert reads_clock(rule)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        "CREATE TABLE p AS SELECT TIMESTAMPTZ '2024-01-01 12:00+00' AS last_seen,"
+        " DATE '2024-01-01' AS birthday"
+    )
+    found = [
+        con.execute(f"SELECT count(*) FROM p WHERE {sql}", {NOW_PARAMETER: moment}).fetchone()
+        for moment in (
+            datetime(2024, 1, 1, 23, 59, tzinfo=UTC),
+            datetime(2024, 1, 2, 0, 1, tzinfo=UTC),  # a new UTC day: the birthday has passed
+            datetime(2024, 1, 2, 13, 0, tzinfo=timezone(timedelta(hours=14))),  # 2024-01-01 UTC
+        )
+    ]
+    assert found == [(1,), (0,), (1,)]
+
+
+def test_now_as_a_parameter_is_duckdb_only() -> None:
+    rule = validate_rule("last_seen > now()", SCHEMA)
+    assert not reads_clock(validate_rule("age > 1", SCHEMA))
+    with pytest.raises(ValueError, match="now_parameter"):
+        to_sql(rule, "postgres", now_parameter=True)
 
 
 def test_in_audience_needs_a_hook() -> None:

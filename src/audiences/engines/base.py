@@ -39,8 +39,9 @@ MAX_EXTERNAL_ID_LENGTH = 512
 ProfileRecord = tuple[str, Mapping[str, Any]]
 """One write: the external id and the attributes to merge into the stored profile."""
 
-Params = Sequence[object]
-"""Positional parameters bound to the ``?`` placeholders of a WHERE-SQL string."""
+Params = Sequence[object] | Mapping[str, object]
+"""Parameters bound to a WHERE-SQL string: positional (``?``) in a sequence, or named
+(``$now``) in a mapping."""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """The SQL the DuckDB engine runs: table names, column types and statement builders.
 
 Every identifier goes through sqlglot quoting and every value is a bound parameter; the only
-text that is not ours is the WHERE-SQL from the rule compiler, checked by ``checked_condition``.
+text that is not ours is the WHERE-SQL from the rule compiler, checked by ``checked_condition``
+(once per distinct text).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import sqlglot
@@ -59,8 +61,14 @@ def table_name(workspace_id: str) -> str:
 _ESCAPES = {"_": "__", "-": "_h", **{c: f"_{c.lower()}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}}
 
 
+@lru_cache(maxsize=4096)
 def checked_condition(where_sql: str) -> str:
-    """The WHERE-SQL unchanged, once sqlglot has seen one condition without forbidden nodes."""
+    """The WHERE-SQL unchanged, once sqlglot has seen one condition without forbidden nodes.
+
+    Cached by text: the check depends on the text alone, and a rule's compiled SQL is the same
+    text on every run (its time is a bound parameter), so each condition is parsed once.
+    A refused text raises every time (exceptions are not cached).
+    """
     try:
         statements = sqlglot.parse(where_sql, read=DIALECT)
     except ParseError as error:

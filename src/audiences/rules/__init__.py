@@ -13,6 +13,7 @@ Typical use::
     rule = validate_rule(text_or_json, schema)      # RuleError if anything is wrong
     rule.text, rule.to_json(), dependencies(rule)   # store / return
     to_sql(rule, "duckdb", audience=hook, now=t)    # batch
+    to_sql(rule, "duckdb", now_parameter=True)      # batch, compiled once, $now bound per run
     to_predicate(rule, audience=hook)(profile)      # one rule on one profile
     to_predicates({key: rule, ...})(profile)        # streaming: a workspace's rules at once
 """
@@ -27,17 +28,25 @@ from audiences.rules.explain import explain
 from audiences.rules.json_form import from_json
 from audiences.rules.parse import parse_rule, parse_tree
 from audiences.rules.problems import at, fail
-from audiences.rules.references import dependencies, evaluation_mode, evaluation_order, find_cycle
+from audiences.rules.references import (
+    dependencies,
+    evaluation_mode,
+    evaluation_order,
+    find_cycle,
+    reads_clock,
+)
 from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.structure import check_structure
 from audiences.rules.to_python import to_predicate
 from audiences.rules.to_python_set import asked_audiences, to_predicates
-from audiences.rules.to_sql import DIALECTS, to_sql
+from audiences.rules.to_sql import DIALECTS, NOW_PARAMETER, PARAMETER_DIALECTS, to_sql
 from audiences.rules.validate import validate_tree
 from audiences.schemas.attributes import AttributeSchema
 
 __all__ = [
     "DIALECTS",
+    "NOW_PARAMETER",
+    "PARAMETER_DIALECTS",
     "Rule",
     "RuleLimits",
     "asked_audiences",
@@ -48,6 +57,7 @@ __all__ = [
     "find_cycle",
     "parse_rule",
     "parse_rule_json",
+    "reads_clock",
     "to_predicate",
     "to_predicates",
     "to_sql",

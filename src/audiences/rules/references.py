@@ -26,6 +26,16 @@ def dependencies(rule: Rule) -> frozenset[str]:
     return frozenset(node.this.name for node in rule.tree.find_all(InAudience))
 
 
+def reads_clock(rule: Rule) -> bool:
+    """Whether a rule reads the current time (``now()`` or ``current_date``).
+
+    >>> from audiences.rules import parse_rule
+    >>> reads_clock(parse_rule("age > 30")), reads_clock(parse_rule("born < current_date"))
+    (False, True)
+    """
+    return rule.tree.find(exp.CurrentTimestamp, exp.CurrentDate) is not None
+
+
 def evaluation_mode(rule: Rule, streaming_audiences: Iterable[str]) -> tuple[Mode, str]:
     """Whether a rule can be evaluated the moment a profile changes, and why (or why not).
 

@@ -28,7 +28,8 @@ class Target:
     dialect: str
     column: ColumnHook
     audience: AudienceHook
-    now: datetime
+    now: datetime | None
+    """The reference time, or None for the bound parameter ``$now`` (see ``NOW_PARAMETER``)."""
     kinds: Mapping[int, Kind]
 
     def kind(self, node: exp.Expr) -> Kind:
@@ -245,15 +246,30 @@ def extract(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     return new
 
 
+NOW_PARAMETER = "now"
+"""The named parameter that holds the reference time in SQL compiled without a fixed ``now``."""
+
+
 def now(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """The caller's reference time, so SQL and Python agree on "now"."""
+    if target.now is None:
+        return _now_parameter()
     return timestamp_literal(target.now, target.dialect)
 
 
 def today(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """The UTC date of the reference time."""
+    date = exp.DataType.build("DATE")
+    if target.now is None:
+        # The engine session runs in UTC, so the cast takes the UTC date, as below.
+        return exp.Cast(this=_now_parameter(), to=date)
     day = target.now.astimezone(UTC).date().isoformat()
-    return exp.Cast(this=exp.Literal.string(day), to=exp.DataType.build("DATE"))
+    return exp.Cast(this=exp.Literal.string(day), to=date)
+
+
+def _now_parameter() -> exp.Expr:
+    placeholder = exp.Placeholder(this=NOW_PARAMETER)
+    return exp.Cast(this=placeholder, to=exp.DataType.build("TIMESTAMPTZ"))
 
 
 def cast(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:

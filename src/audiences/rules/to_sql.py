@@ -18,6 +18,9 @@ from audiences.rules.validate import annotate
 
 Dialect = Literal["duckdb", "postgres", "clickhouse", "spark"]
 DIALECTS: tuple[Dialect, ...] = ("duckdb", "postgres", "clickhouse", "spark")
+NOW_PARAMETER = sql.NOW_PARAMETER
+PARAMETER_DIALECTS: tuple[Dialect, ...] = ("duckdb",)
+"""Dialects that ``to_sql(..., now_parameter=True)`` compiles to (named ``$now`` parameters)."""
 
 
 def to_sql(
@@ -27,6 +30,7 @@ def to_sql(
     column: sql.ColumnHook | None = None,
     audience: sql.AudienceHook = sql.no_audience,
     now: datetime | None = None,
+    now_parameter: bool = False,
 ) -> str:
     """The rule as a boolean SQL expression for an engine, ready for a ``WHERE`` clause.
 
@@ -36,13 +40,23 @@ def to_sql(
     ``now()`` / ``current_date`` (default: the time of the call); pass the same to the Python
     back end for identical results. The engine session must run in UTC.
 
+    With ``now_parameter`` (DuckDB only), the reference time is the named parameter ``$now``
+    instead, so the text does not change with time and can be compiled once per rule; bind
+    ``{NOW_PARAMETER: moment}`` (an aware datetime) when ``reads_clock(rule)``, and nothing
+    otherwise (DuckDB refuses parameters a statement does not use).
+
     >>> from audiences.rules import parse_rule
     >>> to_sql(parse_rule("plan IN ('pro', 'team') AND name < 'm'"), "postgres")
     '"plan" IN (\\'pro\\', \\'team\\') AND "name" COLLATE "C" < \\'m\\''
+    >>> to_sql(parse_rule("seen > now() - INTERVAL 7 DAY"), "duckdb", now_parameter=True)
+    '"seen" > CAST($now AS TIMESTAMPTZ) - INTERVAL 7 DAY'
     """
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}; expected one of {', '.join(DIALECTS)}")
-    return to_sql_tree(rule, dialect, column=column, audience=audience, now=now).sql(dialect)
+    if now_parameter and dialect not in PARAMETER_DIALECTS:
+        raise ValueError(f"now_parameter is not compiled for {dialect}")
+    moment = None if now_parameter else now or now_utc()
+    return _tree(rule, dialect, column=column, audience=audience, now=moment).sql(dialect)
 
 
 def to_sql_tree(
@@ -54,6 +68,17 @@ def to_sql_tree(
     now: datetime | None = None,
 ) -> exp.Expr:
     """The engine expression tree behind ``to_sql`` (for callers that embed it in a query)."""
+    return _tree(rule, dialect, column=column, audience=audience, now=now or now_utc())
+
+
+def _tree(
+    rule: Rule,
+    dialect: Dialect,
+    *,
+    column: sql.ColumnHook | None,
+    audience: sql.AudienceHook,
+    now: datetime | None,
+) -> exp.Expr:
     kinds, _ = annotate(rule.tree, rule.schema)
     path_kinds = {
         path: kind
@@ -64,7 +89,7 @@ def to_sql_tree(
         dialect=dialect,
         column=column or sql.default_column(dialect, path_kinds),
         audience=audience,
-        now=now or now_utc(),
+        now=now,
         kinds=kinds,
     )
     tree = _emit(rule.tree, target)

@@ -27,8 +27,13 @@ from audiences.store.tables.workspaces import WorkspaceRow
 
 def schema(session: Session, *, workspace_id: str) -> dict[str, AttributeType]:
     """Every attribute of the workspace and its type: what rules are validated against."""
-    rows = session.scalars(select(AttributeRow).where(AttributeRow.workspace_id == workspace_id))
-    return {row.name: AttributeType(row.type) for row in rows}
+    # Two columns, not whole rows: every refresh and streaming write reads this.
+    rows = session.execute(
+        select(AttributeRow.name, AttributeRow.type).where(
+            AttributeRow.workspace_id == workspace_id
+        )
+    )
+    return {name: AttributeType(kind) for name, kind in rows}
 
 
 def list_(session: Session, *, caller: Caller) -> list[AttributeRow]:

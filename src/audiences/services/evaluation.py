@@ -28,7 +28,7 @@ from sqlglot import exp
 from audiences import rules
 from audiences.errors import AudiencesError, Conflict
 from audiences.kit.clock import utcnow
-from audiences.membership.bitmaps import serialize
+from audiences.kit.ids import new_id
 from audiences.rules.to_sql import Dialect
 from audiences.schemas.attributes import AttributeType
 from audiences.services import attributes, definitions, memberships, static_members
@@ -57,7 +57,9 @@ def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigge
         )
     state = memberships.locked(session, audience)
     now = utcnow()
+    # The run is inserted once, finished: no one outside this transaction could see it running.
     run = RunRow(
+        id=new_id(),
         workspace_id=audience.workspace_id,
         audience_id=audience.id,
         number=_next_number(session, audience.id),
@@ -65,19 +67,28 @@ def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigge
         status="running",
         rule=audience.rule,
         started_at=now,
+        members_kept=False,
     )
-    session.add(run)
-    session.flush()
     try:
         members = _select(session, runtime, audience, now)
     except AudiencesError as exc:
         _finish(run, state, status="failed", error=exc.detail)
+        session.add(run)
+        session.flush()
         return run
-    change = memberships.replace(session, audience=audience, members=members, cache=runtime.bitmaps)
-    run.size, run.entered, run.exited = len(members), len(change.entered), len(change.exited)
-    run.members = serialize(members)
-    run.members_kept = True
+    # Finished before ``replace``, and no flush until its own: the state's status goes out in
+    # the same UPDATE as the members, and the run in one INSERT once its snapshot is set.
     _finish(run, state, status="succeeded", error=None)
+    with session.no_autoflush:
+        change = memberships.replace(
+            session, audience=audience, members=members, cache=runtime.bitmaps
+        )
+    run.size, run.entered, run.exited = len(members), len(change.entered), len(change.exited)
+    # ``replace`` has just stored the members' bytes on the state row (the same locked object):
+    # the run's snapshot shares them instead of serializing the set a second time.
+    run.members = state.bitmap
+    run.members_kept = True
+    session.add(run)
     _prune_snapshots(session, audience.id, run.number)
     return run
 
@@ -252,17 +263,52 @@ def select_members(
     session: Session, *, runtime: Runtime, workspace_id: str, rule: rules.Rule, now: datetime
 ) -> BitMap:
     """The profiles a bound rule holds for now, computed on the engine (nothing stored)."""
+    compiled = _compiled(rule, _frozen(rule.schema), _dialect(runtime))
+    sets = _member_sets(session, runtime, workspace_id) if compiled.aliases else {}
+    joined = {alias: sets.get(key, BitMap()) for key, alias in compiled.aliases.items()}
+    if compiled.where is None:  # an engine without the $now parameter: compiled per call
+        where = _to_sql(rule, _dialect(runtime), compiled.aliases, now=now)
+        return runtime.profiles.select_pids(workspace_id, where, memberships=joined)
+    params = {rules.NOW_PARAMETER: now} if compiled.reads_clock else {}
+    return runtime.profiles.select_pids(workspace_id, compiled.where, params, memberships=joined)
+
+
+@dataclass(frozen=True)
+class _CompiledSQL:
+    """A bound rule's engine SQL, the same on every run: its time is the ``$now`` parameter."""
+
+    where: str | None
+    """The WHERE-SQL, or None when the engine's dialect has no ``$now`` parameter."""
+    aliases: Mapping[str, str]
+    """Audience key -> the alias its member set is joined under."""
+    reads_clock: bool
+
+
+@lru_cache(maxsize=4096)
+def _compiled(
+    rule: rules.Rule, schema: frozenset[tuple[str, AttributeType]], dialect: Dialect
+) -> _CompiledSQL:
+    # Rules are equal by canonical text, so the key is (text, schema, dialect): all the SQL
+    # depends on besides the reference time.
     aliases = {key: f"m_{index}" for index, key in enumerate(sorted(rules.dependencies(rule)))}
-    sets = _member_sets(session, runtime, workspace_id) if aliases else {}
-    where = rules.to_sql(
+    where = None
+    if dialect in rules.PARAMETER_DIALECTS:
+        where = _to_sql(rule, dialect, aliases, now=None)
+    return _CompiledSQL(where, aliases, rules.reads_clock(rule))
+
+
+def _to_sql(
+    rule: rules.Rule, dialect: Dialect, aliases: Mapping[str, str], *, now: datetime | None
+) -> str:
+    """The rule's WHERE-SQL; with ``now`` None, the time is the ``$now`` parameter."""
+    return rules.to_sql(
         rule,
-        _dialect(runtime),
+        dialect,
         column=_column,
         audience=lambda key: _member_test(aliases[key]),
         now=now,
+        now_parameter=now is None,
     )
-    joined = {alias: sets.get(key, BitMap()) for key, alias in aliases.items()}
-    return runtime.profiles.select_pids(workspace_id, where, memberships=joined)
 
 
 def bound_rule(text: str, schema: frozenset[tuple[str, AttributeType]]) -> rules.Rule:
@@ -388,9 +434,12 @@ def _finish(run: RunRow, state: Any, *, status: str, error: str | None) -> None:
 
 
 def _prune_snapshots(session: Session, audience_id: str, number: int) -> None:
+    # Older runs are not read in the transaction that prunes them (and commit expires them all),
+    # so the session's copies need no update: that bookkeeping cost more than the statement.
     session.execute(
         update(RunRow)
         .where(RunRow.audience_id == audience_id, RunRow.number <= number - SNAPSHOTS_KEPT)
         .where(RunRow.members_kept.is_(True))
         .values(members=None, members_kept=False)
+        .execution_options(synchronize_session=False)
     )
