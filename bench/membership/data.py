@@ -12,8 +12,6 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import duckdb
-
 from audiences.engines.duckdb import DuckDBEngine
 from audiences.schemas.attributes import AttributeType
 
@@ -65,7 +63,7 @@ def bulk_load(engine: DuckDBEngine, workspace_id: str, count: int, chunk: int = 
     """Insert ``count`` profiles into the engine's table of the workspace, a chunk at a time."""
     state = engine._workspace(workspace_id)  # the engine's own table and pid sequence
     assert state is not None and state.index is None, "bulk-load before the first upsert"
-    con = duckdb.connect(str(engine.path))
+    con = engine._con.cursor()  # the engine's own database (a second connect must match its config)
     try:
         con.execute("SET TimeZone = 'UTC'")
         for start in range(0, count, chunk):
