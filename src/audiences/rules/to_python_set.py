@@ -103,7 +103,7 @@ class _SetCodegen(Codegen):
             return code
         # One global per distinct constant, so equal tests in two rules have equal code. The
         # repr tells apart what equality would merge but behaves differently (time zones).
-        key = (type(value), repr(value))
+        key = (type(value), _stable_repr(value))
         name = self.shared.constants.setdefault(key, code)
         if name != code:
             del self.names[code]
@@ -146,6 +146,13 @@ class _SetCodegen(Codegen):
             return code
         self.used.append(name)
         return name
+
+
+def _stable_repr(value: Any) -> str:
+    """A repr that does not depend on the hash seed: set members are listed in sorted order."""
+    if isinstance(value, (set, frozenset)):
+        return repr(sorted(f"{type(item).__name__}:{item!r}" for item in value))
+    return repr(value)
 
 
 def _certain(tree: exp.Expr) -> set[int]:
