@@ -17,7 +17,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from audiences import __version__
-from audiences.api import problems
+from audiences.api import memory_routes, problems
+from audiences.api.memory_routes import Shortcut
 from audiences.api.metrics import Metrics, MetricsMiddleware
 from audiences.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from audiences.api.ratelimit import RateLimiter
@@ -105,6 +106,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs,
     ):
         app.include_router(module.router)
+    memory_routes.install(
+        app,
+        [
+            Shortcut(
+                members.router,
+                "/v1/audiences/{audience_id}/members/{profile_id}",
+                members.membership_from_memory,
+            ),
+            Shortcut(
+                profiles.router,
+                "/v1/profiles/{profile_id}/audiences",
+                profiles.profile_audiences_from_memory,
+            ),
+        ],
+    )
     _mount_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

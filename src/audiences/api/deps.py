@@ -74,7 +74,7 @@ async def get_caller(request: Request, credentials: Credentials) -> Caller:
     cache, and only a miss (or a rate-limit store across the network) waits in a thread.
     """
     state = request.scope.setdefault("state", {})
-    known: Caller | None = state.get(_CALLER)
+    known: Caller | None = state.get(CALLER_STATE)
     if known is not None:
         return known
     if credentials is None:
@@ -99,11 +99,12 @@ async def get_caller(request: Request, credentials: Credentials) -> Caller:
         else await run_in_threadpool(limiter.hit, caller.key_id)
     )
     state["response_headers"] = headers
-    state[_CALLER] = caller
+    state[CALLER_STATE] = caller
     return caller
 
 
-_CALLER = "audiences.caller"
+CALLER_STATE = "audiences.caller"
+"""Where a request's caller is kept once authenticated (and its rate limit counted)."""
 
 
 def _authenticate(request: Request, token: str) -> Caller:
@@ -169,6 +170,7 @@ AttributeName = Annotated[
     ),
     AfterValidator(_not_reserved),
 ]
+PROFILE_ID_PATTERN = r"^[^\x00-\x1f/]{1,512}$"
 ProfileId = Annotated[
-    str, Path(pattern=r"^[^\x00-\x1f/]{1,512}$", description="The profile's external id.")
+    str, Path(pattern=PROFILE_ID_PATTERN, description="The profile's external id.")
 ]

@@ -206,6 +206,22 @@ async def get_membership(
         answer = await run_in_threadpool(
             _is_member, request, caller, runtime, audience_id, profile_id, explain
         )
+    return _membership(audience_id, profile_id, answer, explain=explain)
+
+
+def membership_from_memory(request: Request, caller: Caller) -> Response | None:
+    """Is-member (without explanation) from the process's caches alone, or None; the
+    shortcut in front of :func:`get_membership` answers with it."""
+    audience_id, profile_id = request.path_params["audience_id"], request.path_params["profile_id"]
+    answer = runs.cached_is_member(
+        get_runtime(request), caller=caller, audience_id=audience_id, external_id=profile_id
+    )
+    return None if answer is None else _membership(audience_id, profile_id, answer, explain=False)
+
+
+def _membership(
+    audience_id: str, profile_id: str, answer: runs.MemberAnswer, *, explain: bool
+) -> Response:
     body: dict[str, Any] = {
         "audience_id": audience_id,
         "profile_id": profile_id,
