@@ -620,6 +620,8 @@ def over_http_all(bench: Bench, args: argparse.Namespace, folder: Path) -> Itera
             yield from rows[label]
         timeouts = {label: sum(load.timeouts for load in runs) for label, runs in loads.items()}
         yield ""
+        if not over_http.wrk_available():
+            yield "**wrk was not found: no load was measured** (Debian: `apt-get install wrk`)."
         yield f"wrk timeouts (over 10 s): {timeouts}"
         yield ""
         yield f"**2a over HTTP** ({args.stream_batches} calls, same records mix)"
