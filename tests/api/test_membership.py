@@ -434,7 +434,16 @@ def test_synchronous_evaluation_agrees_with_batch_membership(world: World) -> No
         "last_seen": world.oracle.records[stored]["last_seen"].isoformat().replace("+00:00", "Z")
     }
     # A profile that is not stored is evaluated on its attributes alone.
-    alone = {"country": "FR", "plan": "team", "tags": ["vip", "beta"], "age": 64, "churned": False}
+    # Sent as JSON, a timestamp is ISO text: it is read as the timestamp an upsert would store.
+    seen = datetime.now(UTC) - timedelta(days=3)
+    alone = {
+        "country": "FR",
+        "plan": "team",
+        "tags": ["vip", "beta"],
+        "age": 64,
+        "churned": False,
+        "last_seen": seen,
+    }
     single = Oracle(DEMO_TYPES)
     single.write("visitor", alone)
     verdicts = _evaluate(world, {"attributes": to_json(alone)})
@@ -442,6 +451,22 @@ def test_synchronous_evaluation_agrees_with_batch_membership(world: World) -> No
     assert world.tenant.read.get("/v1/profiles/visitor").status_code == 404
     unknown = world.tenant.read.post("/v1/evaluate", json={"profile_id": "nobody"})
     assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [{"age": "old"}, {"last_seen": "yesterday"}, {"tags": "vip"}, {"age": 1.5, "churned": "no"}],
+)
+def test_evaluating_values_that_contradict_the_schema_is_refused(
+    world: World, attributes: dict[str, Any]
+) -> None:
+    world.create(streaming=False)
+    response = world.tenant.read.post("/v1/evaluate", json={"attributes": attributes})
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "profile_invalid"
+    named = {field for error in problem["errors"] for field in error["location"]}
+    assert set(attributes) <= named
 
 
 def _evaluate(world: World, body: dict[str, Any]) -> dict[str, bool]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
 
 from audiences.engines.base import Profile, UpsertResult
-from audiences.errors import NotFound, ValidationFailed
+from audiences.engines.writes import check_record
+from audiences.errors import NotFound, Unprocessable, ValidationFailed
 from audiences.membership.bitmaps import deserialize, serialize
 from audiences.services import attributes, evaluation, memberships
 from audiences.services.callers import Caller
@@ -39,6 +40,46 @@ def upsert(
         session, runtime=runtime, workspace_id=caller.workspace_id, pids=written
     )
     return results
+
+
+def what_if(
+    session: Session,
+    *,
+    caller: Caller,
+    runtime: Runtime,
+    external_id: str | None,
+    attributes_: Mapping[str, Any],
+    explain: bool,
+) -> list[evaluation.Verdict]:
+    """Which audiences a profile would be in with these attributes (over the stored ones, when
+    ``external_id`` names a stored profile); stores nothing.
+
+    Declared attributes are checked and converted as an upsert would store them (ISO dates
+    become dates), so the answer is the one the stored profile would get; a value that
+    contradicts the schema is refused with every problem named.
+    """
+    stored: dict[str, Any] = {}
+    pid = None
+    if external_id is not None:
+        profile = get(session, caller=caller, runtime=runtime, external_id=external_id)
+        stored, pid = profile.attributes, profile.pid
+    schema = attributes.schema(session, workspace_id=caller.workspace_id)
+    values, _, problems = check_record(external_id or "what-if", attributes_, schema)
+    if problems:
+        raise Unprocessable(
+            "the attributes contradict the attribute schema",
+            code="profile_invalid",
+            errors=list(problems),
+        )
+    # Undeclared attributes are passed as given: rules cannot name them, only ``extra``.
+    return evaluation.evaluate_profile(
+        session,
+        runtime=runtime,
+        workspace_id=caller.workspace_id,
+        attributes_={**stored, **attributes_, **values},
+        pid=pid,
+        explain=explain,
+    )
 
 
 def get(session: Session, *, caller: Caller, runtime: Runtime, external_id: str) -> Profile:

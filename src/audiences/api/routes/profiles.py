@@ -31,7 +31,7 @@ from audiences.schemas.profiles import (
     ProfileBatch,
     ProfileWrite,
 )
-from audiences.services import evaluation, profiles
+from audiences.services import profiles
 from audiences.services.callers import Caller
 from audiences.services.read_cache import AudienceState
 from audiences.services.runtime import Runtime
@@ -190,17 +190,12 @@ def evaluate_profile(
     body: EvaluateRequest, session: SessionDep, caller: ReadCaller, runtime: RuntimeDep
 ) -> Response:
     """Which audiences a profile (stored or not) would be in now, and why; stores nothing."""
-    stored: dict[str, Any] = {}
-    pid = None
-    if body.profile_id is not None:
-        profile = profiles.get(session, caller=caller, runtime=runtime, external_id=body.profile_id)
-        stored, pid = profile.attributes, profile.pid
-    verdicts = evaluation.evaluate_profile(
+    verdicts = profiles.what_if(
         session,
+        caller=caller,
         runtime=runtime,
-        workspace_id=caller.workspace_id,
-        attributes_={**stored, **body.attributes},
-        pid=pid,
+        external_id=body.profile_id,
+        attributes_=body.attributes,
         explain=body.explain,
     )
     items = [
