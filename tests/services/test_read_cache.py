@@ -77,3 +77,51 @@ def test_a_commit_that_changes_an_audience_drops_its_entries(app: FastAPI, tenan
     )
     assert renamed.status_code == 200, renamed.text
     assert reads.workspaces.get(tenant.workspace_id) is None
+
+
+def test_revise_changes_live_entries_only_and_refuses_older_reads() -> None:
+    cache: ExpiringMap[int] = ExpiringMap(60.0)
+    cache.put("a", 1, cache.generation)
+    before = cache.generation
+    cache.revise({"a": lambda value: value + 10, "absent": lambda value: value + 10})
+    assert cache.get("a") == 11
+    assert cache.get("absent") is None
+    cache.put("b", 1, before)  # read before the revision: refused
+    assert cache.get("b") is None
+
+
+def test_a_membership_commit_installs_its_revision(app: FastAPI, tenant: Tenant) -> None:
+    reads: ReadCache = app.state.runtime.reads
+    pro = make_audience(
+        tenant.write, name="pro", rule="plan = 'pro'", refresh_policy={"mode": "streaming"}
+    )
+    stored = tenant.write.put("/v1/profiles/p1", json={"attributes": {"plan": "pro"}})
+    assert stored.status_code in (200, 201), stored.text
+    member = f"/v1/audiences/{pro['id']}/members/p1"
+    assert tenant.read.get(member).json()["member"] is True
+    assert tenant.read.get("/v1/profiles/p1/audiences").status_code == 200
+    state = reads.audiences.get(pro["id"])
+    assert state is not None
+    # A streaming write moves the membership on: the entries stay, at the new revision.
+    moved = tenant.write.put("/v1/profiles/p1", json={"attributes": {"plan": "free"}})
+    assert moved.status_code == 200, moved.text
+    after = reads.audiences.get(pro["id"])
+    assert after is not None and after.revision > state.revision
+    listing = reads.workspaces.get(tenant.workspace_id)
+    assert listing is not None
+    assert [s.revision for s in listing if s.id == pro["id"]] == [after.revision]
+    assert tenant.read.get(member).json()["member"] is False
+    assert tenant.read.get("/v1/profiles/p1/audiences").json()["audiences"] == []
+
+
+def test_an_older_revision_never_replaces_a_newer_one() -> None:
+    from datetime import UTC, datetime
+
+    from audiences.services.read_cache import AudienceState, _advanced, _Revision
+
+    now = datetime.now(UTC)
+    state = AudienceState("a", "w", "k", "n", revision=7, computed_at=now)
+    older = {"a": _Revision("w", 6, None)}
+    newer = {"a": _Revision("w", 8, None)}
+    assert _advanced(older, state) is state
+    assert _advanced(newer, state).revision == 8

@@ -4,9 +4,11 @@ Is-member and a profile's audiences are asked far more often than anything chang
 them from memory (the caller behind a key, an audience's owner and membership revision, a
 workspace's audiences) lets those routes skip the metadata database altogether.
 
-Staleness is bounded twice. A commit in this process that touches an audience, its membership or
-an API key drops the affected entries at once (SQLAlchemy session events collect what a flush
-changed; the commit hook applies it), so a process always reads its own writes. A commit made by
+Staleness is bounded twice. A commit in this process that touches an audience or an API key drops
+the affected entries at once, and one that only moves an audience's membership to a new revision
+installs that revision in the entries it finds (SQLAlchemy session events collect what a flush
+changed; the commit hook applies it), so a process always reads its own writes and streaming
+writes do not empty the cache the hottest reads depend on. A commit made by
 another process is seen after at most ``ttl`` seconds, when the entry expires. Answers carry the
 ``computed_at`` of the membership revision they used, so a reader can always tell how fresh one is.
 """
@@ -17,9 +19,10 @@ import itertools
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import event
@@ -96,6 +99,16 @@ class ExpiringMap(Generic[V]):
                 self._entries.clear()
             self._entries[key] = (self._clock() + self.ttl, value)
 
+    def revise(self, changes: Mapping[Hashable, Callable[[V], V]]) -> None:
+        """Start a new generation and replace each live entry named in ``changes`` by what its
+        function makes of it, keeping its expiry; absent keys stay absent."""
+        with self._lock:
+            self._current = next(self._generation)
+            for key, change in changes.items():
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._entries[key] = (entry[0], change(entry[1]))
+
     def discard(self, keys: set[Hashable] | None = None) -> None:
         """Drop these keys (all of them when None) and start a new generation."""
         with self._lock:
@@ -117,7 +130,8 @@ class ReadCache:
         _LIVE.add(self)
 
     def forget(self, change: _Changes) -> None:
-        """Drop what a committed transaction changed."""
+        """Drop what a committed transaction changed, and install the membership revisions it
+        committed for audiences it did not otherwise change."""
         if change.keys:
             # Keys are cached by token digest, which a revoke does not know: drop them all.
             self.callers.discard()
@@ -125,6 +139,46 @@ class ReadCache:
             self.audiences.discard(set(change.audiences))
         if change.workspaces:
             self.workspaces.discard(set(change.workspaces))
+        revisions = {
+            audience_id: revision
+            for audience_id, revision in change.revisions.items()
+            if audience_id not in change.audiences
+        }
+        if revisions:
+            self.audiences.revise(
+                {audience_id: partial(_advanced, revisions) for audience_id in revisions}
+            )
+            workspaces = {revision.workspace_id for revision in revisions.values()}
+            self.workspaces.revise(
+                {
+                    workspace_id: partial(_advanced_listing, revisions)
+                    for workspace_id in workspaces - change.workspaces
+                }
+            )
+
+
+@dataclass(frozen=True)
+class _Revision:
+    """A membership revision a transaction committed."""
+
+    workspace_id: str
+    revision: int
+    computed_at: datetime | None
+
+
+def _advanced(revisions: Mapping[str, _Revision], state: AudienceState) -> AudienceState:
+    """The state at its committed revision; never an older one (hooks of two commits may run
+    in either order)."""
+    new = revisions.get(state.id)
+    if new is None or new.revision <= state.revision:
+        return state
+    return replace(state, revision=new.revision, computed_at=new.computed_at)
+
+
+def _advanced_listing(
+    revisions: Mapping[str, _Revision], listing: tuple[AudienceState, ...]
+) -> tuple[AudienceState, ...]:
+    return tuple(_advanced(revisions, state) for state in listing)
 
 
 @dataclass
@@ -134,6 +188,7 @@ class _Changes:
     keys: bool = False
     audiences: set[str] = field(default_factory=set)
     workspaces: set[str] = field(default_factory=set)
+    revisions: dict[str, _Revision] = field(default_factory=dict)
 
 
 _LIVE: weakref.WeakSet[ReadCache] = weakref.WeakSet()
@@ -146,9 +201,28 @@ def _collect(session: Session, _context: Any) -> None:
     for row in itertools.chain(session.new, session.dirty, session.deleted):
         if isinstance(row, ApiKeyRow):
             changes.keys = True
-        elif isinstance(row, AudienceRow | MembershipRow):
-            changes.audiences.add(row.id if isinstance(row, AudienceRow) else row.audience_id)
+        elif isinstance(row, AudienceRow):
+            changes.audiences.add(row.id)
             changes.workspaces.add(row.workspace_id)
+        elif isinstance(row, MembershipRow):
+            if row in session.deleted:
+                changes.audiences.add(row.audience_id)
+                changes.workspaces.add(row.workspace_id)
+            else:
+                changes.revisions[row.audience_id] = _Revision(
+                    row.workspace_id, row.revision, row.computed_at
+                )
+
+
+@event.listens_for(Session, "after_rollback")
+def _unrevise(session: Session) -> None:
+    # A revision that was rolled back must not be installed by the session's next commit: drop
+    # those entries instead, as any other change (a reload, never a stale answer).
+    changes: _Changes | None = session.info.get(_INFO_KEY)
+    if changes is not None and changes.revisions:
+        changes.audiences.update(changes.revisions)
+        changes.workspaces.update(r.workspace_id for r in changes.revisions.values())
+        changes.revisions.clear()
 
 
 @event.listens_for(Session, "after_commit")
