@@ -404,9 +404,14 @@ class DuckDBEngine:
         by_pid = [pid for pid in candidates if pid > 0]
         exact = [eid for eid, pid in zip(hashes, candidates, strict=True) if pid == AMBIGUOUS]
         select = f"SELECT external_id, pid, rowid, extra FROM {state.table} WHERE"
-        rows = self._writer.execute(
-            f"{select} pid IN (SELECT unnest(?::UINTEGER[]))", [by_pid]
-        ).fetchall()
+        if len(by_pid) == 1:
+            # One id (every cold read): an equality the scan can skip row groups on, about
+            # twice as fast as the semi-join below.
+            rows = self._writer.execute(f"{select} pid = ?", by_pid).fetchall()
+        else:
+            rows = self._writer.execute(
+                f"{select} pid IN (SELECT unnest(?::UINTEGER[]))", [by_pid]
+            ).fetchall()
         if exact:  # Only for hashes shared by two ids: this scans every external id.
             query = f"{select} external_id IN (SELECT unnest(?::VARCHAR[]))"
             rows += self._writer.execute(query, [exact]).fetchall()
