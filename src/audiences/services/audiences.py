@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.exc import StaleDataError
 
 from audiences.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
@@ -64,9 +64,11 @@ def create(
     return row
 
 
-def get(session: Session, *, caller: Caller, audience_id: str) -> AudienceRow:
-    """One audience of the caller's workspace; :class:`NotFound` for any other id."""
-    row = AudienceRepository(session, caller.workspace_id).get(audience_id)
+def get(session: Session, *, caller: Caller, audience_id: str, labels: bool = True) -> AudienceRow:
+    """One audience of the caller's workspace; :class:`NotFound` for any other id. Without
+    ``labels`` its labels load only if touched (one query less for reads that never show them)."""
+    options = () if labels else (lazyload(AudienceRow.label_rows),)
+    row = AudienceRepository(session, caller.workspace_id).get(audience_id, *options)
     if row is None:
         raise NotFound(f"no audience {audience_id!r}", code="audience_not_found")
     return row

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session, lazyload, undefer
 
 from audiences.engines.base import Profile, UpsertResult
 from audiences.engines.writes import check_record
@@ -128,6 +128,7 @@ def audiences_of(
             select(AudienceRow)
             .where(AudienceRow.workspace_id == caller.workspace_id)
             .order_by(AudienceRow.name, AudienceRow.id)
+            .options(lazyload(AudienceRow.label_rows))  # never shown here
         )
     )
     sets = memberships.many(session, runtime=runtime, audience_ids=[a.id for a in every])

@@ -69,7 +69,7 @@ def is_member(
     What the answer needed is left in the process's caches for :func:`cached_is_member`.
     """
     generation = runtime.reads.audiences.generation
-    audience = audiences.get(session, caller=caller, audience_id=audience_id)
+    audience = audiences.get(session, caller=caller, audience_id=audience_id, labels=False)
     pid = runtime.profiles.pids_for(caller.workspace_id, [external_id])[0]
     if pid is None:
         raise NotFound(f"no profile {external_id!r}", code="profile_not_found")

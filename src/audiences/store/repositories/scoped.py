@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.base import ExecutableOption
 
 from audiences.schemas.common import ListQuery, PageResult
 from audiences.store.repositories.listing import ListSpec, paginate
@@ -32,10 +33,11 @@ class ScopedRepository(Generic[RowT]):
         """Every row of this table in the workspace."""
         return select(self.row).where(self.row.workspace_id == self.workspace_id)
 
-    def get(self, row_id: str) -> RowT | None:
-        """The row with this id, or None (also when it belongs to another workspace)."""
+    def get(self, row_id: str, *options: ExecutableOption) -> RowT | None:
+        """The row with this id, or None (also when it belongs to another workspace); loader
+        ``options`` say which relationships to load with it."""
         found: RowT | None = self.session.scalars(
-            self.base().where(self.row.id == row_id)
+            self.base().where(self.row.id == row_id).options(*options)
         ).one_or_none()
         return found
 
