@@ -36,10 +36,10 @@ from audiences.api.deps import ID_PATTERN, bearer, get_caller
 from audiences.config import Settings
 from audiences.errors import BadRequest
 from audiences.schemas.api_keys import Role
-from audiences.services import jobs, static_members
+from audiences.schemas.jobs import Job
+from audiences.services import static_members
 from audiences.services.callers import Caller
 from audiences.services.import_formats import CONTROL
-from audiences.store.tables import JobRow
 
 MAX_ID_LENGTH = 512
 AUDIENCE_ID = re.compile(ID_PATTERN)
@@ -137,16 +137,17 @@ class LeanMemberWrites:
             raw,
             settings,
         )
-        body = jobs.to_model(job).model_dump(mode="json")
+        body = job.model_dump(mode="json")
         response = JSONResponse(
             body, status_code=202, headers={"Location": self._location(request, job)}
         )
         await response(scope, receive, send)
 
-    def _location(self, request: Request, job: JobRow) -> str:
+    def _location(self, request: Request, job: Job) -> str:
         """``request.url_for("get_job", …).path``, without trying every route of the app."""
-        url_path = self.job_route.url_path_for("get_job", job_id=job.id)
-        return str(url_path.make_absolute_url(base_url=request.base_url).path)
+        scope = request.scope
+        root = str(scope.get("app_root_path", scope.get("root_path", "")))
+        return root.rstrip("/") + str(self.job_route.url_path_for("get_job", job_id=job.id))
 
 
 def _accept(
@@ -157,7 +158,7 @@ def _accept(
     ids: list[str],
     body: bytes,
     settings: Settings,
-) -> JobRow:
+) -> Job:
     """One transaction, committed before the answer (a failed commit is an error, not a 202)."""
     with factory() as session:
         try:

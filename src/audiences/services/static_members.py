@@ -30,9 +30,10 @@ from audiences.jobs import queue
 from audiences.kit.clock import utcnow
 from audiences.kit.ids import new_id
 from audiences.membership.bitmaps import Diff, deserialize, serialize
-from audiences.schemas.jobs import JobKind
-from audiences.services import audiences, memberships
+from audiences.schemas.jobs import Job, JobKind, JobProgress, JobState
+from audiences.services import audiences, jobs, memberships
 from audiences.services.callers import Caller
+from audiences.store.prepared import Prepared
 from audiences.store.tables import (
     AudienceRow,
     JobRow,
@@ -145,15 +146,15 @@ def accept_ids(
     body: bytes,
     data_dir: Path,
     max_attempts: int,
-) -> JobRow:
+) -> Job:
     """Number a JSON write of ``ids`` and queue its job in four small statements: the hot path
     of ``POST /v1/audiences/{id}/members``, which :func:`accept` takes three times as long.
 
     ``body`` is the request body those ids were parsed from, checked already. It is kept as a
     file (:func:`body_file`) rather than in the job: a row of 130 KB costs the commit far more
-    than the file costs to write. The file is written before the job is inserted and removed
-    if the transaction fails here, so a job never lacks its file; a process killed between the
-    two leaves a file that no job names, and nothing else.
+    than the file costs to write. The file is complete before the job is inserted, so a
+    committed job never lacks it; a transaction that fails or never commits (a process killed
+    in between) leaves at most a file that no job names. Returns the job as the API shows it.
 
     One statement finds the audience in the caller's workspace and locks its membership row
     (a deleted audience is never written to, and PostgreSQL numbers writes in lock order);
@@ -164,12 +165,12 @@ def accept_ids(
     if action not in ACTIONS:
         raise ValueError(f"unknown membership action {action!r}")
     connection = session.connection()
-    found = connection.execute(
-        _LOCK_STATIC, {"audience_id": audience_id, "workspace_id": caller.workspace_id}
-    ).first()
-    if found is None or found.kind != "static":
+    found = _LOCK_STATIC.first(
+        connection, {"audience_id": audience_id, "workspace_id": caller.workspace_id}
+    )
+    if found is None or found[0] != "static":
         audience = audiences.get(session, caller=caller, audience_id=audience_id)
-        return accept(
+        accepted = accept(
             session,
             caller=caller,
             audience=audience,
@@ -178,41 +179,44 @@ def accept_ids(
             payload={"ids": "\n".join(ids)},
             max_attempts=max_attempts,
         )
-    seq = (connection.execute(_LAST_SEQ, {"audience_id": audience_id}).scalar() or 0) + 1
+        return jobs.to_model(accepted)
+    last = _LAST_SEQ.first(connection, {"audience_id": audience_id})
+    seq = (last[0] if last is not None and last[0] is not None else 0) + 1
     now = utcnow()
-    job = JobRow(
-        id=new_id(),
-        workspace_id=caller.workspace_id,
-        kind=JobKind.IMPORT.value,
-        handler=WRITE_HANDLER,
-        payload={"audience_id": audience_id, "action": action, "seq": seq},
-        subject_id=audience_id,
-        state="queued",
-        processed=0,
-        counts={},
-        result={"indexing_state": IN_PROGRESS, "action": action},
-        errors=[],
-        error_count=0,
-        attempts=0,
-        max_attempts=max_attempts,
-        run_after=now,
-        cancel_requested=False,
-        created_at=now,
-        updated_at=now,
-        created_by=caller.actor,
-    )
-    job.payload[BODY_FILE] = f"{job.id}.json"
-    path = body_file(data_dir, caller.workspace_id, job.payload[BODY_FILE])
+    job_id = new_id()
+    name = f"{job_id}.json"
+    path = body_file(data_dir, caller.workspace_id, name)
     _write_file(path, body)
+    job = {
+        "id": job_id,
+        "workspace_id": caller.workspace_id,
+        "kind": JobKind.IMPORT.value,
+        "handler": WRITE_HANDLER,
+        "payload": {"audience_id": audience_id, "action": action, "seq": seq, BODY_FILE: name},
+        "subject_id": audience_id,
+        "state": JobState.QUEUED.value,
+        "processed": 0,
+        "counts": {},
+        "result": {"indexing_state": IN_PROGRESS, "action": action},
+        "errors": [],
+        "error_count": 0,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "run_after": now,
+        "cancel_requested": False,
+        "created_at": now,
+        "updated_at": now,
+        "created_by": caller.actor,
+    }
     try:
-        connection.execute(_INSERT_JOB, {name: getattr(job, name) for name in _JOB_COLUMNS})
-        connection.execute(
-            _INSERT_WRITE,
+        _INSERT_JOB.run(connection, job)
+        _INSERT_WRITE.run(
+            connection,
             {
                 "audience_id": audience_id,
                 "seq": seq,
                 "workspace_id": caller.workspace_id,
-                "job_id": job.id,
+                "job_id": job_id,
                 "action": action,
                 "state": "pending",
                 "created_at": now,
@@ -221,7 +225,25 @@ def accept_ids(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return job
+    return Job(
+        id=job_id,
+        kind=JobKind.IMPORT,
+        handler=WRITE_HANDLER,
+        subject_id=audience_id,
+        state=JobState.QUEUED,
+        progress=JobProgress(processed=0, total=None, percent=None),
+        counts={},
+        result=job["result"],
+        errors=[],
+        error_count=0,
+        attempts=0,
+        max_attempts=max_attempts,
+        cancel_requested=False,
+        run_after=now,
+        created_at=now,
+        updated_at=now,
+        created_by=caller.actor,
+    )
 
 
 BODY_FILE = "body_file"
@@ -254,8 +276,9 @@ def _write_file(path: Path, body: bytes) -> None:
         path.write_bytes(body)
 
 
-# Built once: composing a statement costs more than running it at this size.
-_LOCK_STATIC = (
+# Compiled once and run on the DBAPI cursor: at this size SQLAlchemy's work per execution
+# costs more than the database's.
+_LOCK_STATIC = Prepared(
     select(AudienceRow.kind)
     .join(MembershipRow, MembershipRow.audience_id == AudienceRow.id)
     .where(
@@ -264,11 +287,11 @@ _LOCK_STATIC = (
     )
     .with_for_update(of=MembershipRow)
 )
-_LAST_SEQ = select(func.max(MemberWriteRow.seq)).where(
-    MemberWriteRow.audience_id == bindparam("audience_id")
+_LAST_SEQ = Prepared(
+    select(func.max(MemberWriteRow.seq)).where(
+        MemberWriteRow.audience_id == bindparam("audience_id")
+    )
 )
-_INSERT_JOB = insert(cast(Table, JobRow.__table__))
-_INSERT_WRITE = insert(cast(Table, MemberWriteRow.__table__))
 _JOB_COLUMNS = (
     "id",
     "workspace_id",
@@ -290,7 +313,11 @@ _JOB_COLUMNS = (
     "updated_at",
     "created_by",
 )
-"""The job columns :func:`accept_ids` sets; the others start null."""
+_WRITE_COLUMNS = ("audience_id", "seq", "workspace_id", "job_id", "action", "state", "created_at")
+_INSERT_JOB = Prepared(insert(cast(Table, JobRow.__table__)).values(dict.fromkeys(_JOB_COLUMNS)))
+_INSERT_WRITE = Prepared(
+    insert(cast(Table, MemberWriteRow.__table__)).values(dict.fromkeys(_WRITE_COLUMNS))
+)
 
 
 def apply(
