@@ -14,7 +14,9 @@ audience's :class:`MembershipRow`, changed in the same transaction as the days.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -152,9 +154,10 @@ def accept_ids(
 
     ``body`` is the request body those ids were parsed from, checked already. It is kept as a
     file (:func:`body_file`) rather than in the job: a row of 130 KB costs the commit far more
-    than the file costs to write. The file is complete before the job is inserted, so a
-    committed job never lacks it; a transaction that fails or never commits (a process killed
-    in between) leaves at most a file that no job names. Returns the job as the API shows it.
+    than the file costs to write. It is written by another thread while the statements run,
+    and complete before this returns, so the caller's commit never makes a job without it; a
+    transaction that fails or never commits (a process killed in between) leaves at most a
+    file that no job names. Returns the job as the API shows it.
 
     One statement finds the audience in the caller's workspace and locks its membership row
     (a deleted audience is never written to, and PostgreSQL numbers writes in lock order);
@@ -164,67 +167,89 @@ def accept_ids(
     """
     if action not in ACTIONS:
         raise ValueError(f"unknown membership action {action!r}")
+    job_id = new_id()
+    name = f"{job_id}.json"
+    path = body_file(data_dir, caller.workspace_id, name)
+    writing = _BODY_WRITER.submit(_write_file, path, body)  # while the statements run
+    try:
+        job = _insert_write(session, caller, audience_id, action, job_id, name, max_attempts)
+        writing.result()
+    except BaseException:
+        _abandon(writing, path)
+        raise
+    if job is not None:
+        return job
+    path.unlink(missing_ok=True)
+    audience = audiences.get(session, caller=caller, audience_id=audience_id)
+    accepted = accept(
+        session,
+        caller=caller,
+        audience=audience,
+        action=action,
+        handler=WRITE_HANDLER,
+        payload={"ids": "\n".join(ids)},
+        max_attempts=max_attempts,
+    )
+    return jobs.to_model(accepted)
+
+
+def _insert_write(
+    session: Session,
+    caller: Caller,
+    audience_id: str,
+    action: str,
+    job_id: str,
+    name: str,
+    max_attempts: int,
+) -> Job | None:
+    """The statements of :func:`accept_ids`; None when the audience is not a static one of
+    the caller's workspace with a membership row."""
     connection = session.connection()
     found = _LOCK_STATIC.first(
         connection, {"audience_id": audience_id, "workspace_id": caller.workspace_id}
     )
     if found is None or found[0] != "static":
-        audience = audiences.get(session, caller=caller, audience_id=audience_id)
-        accepted = accept(
-            session,
-            caller=caller,
-            audience=audience,
-            action=action,
-            handler=WRITE_HANDLER,
-            payload={"ids": "\n".join(ids)},
-            max_attempts=max_attempts,
-        )
-        return jobs.to_model(accepted)
+        return None
     last = _LAST_SEQ.first(connection, {"audience_id": audience_id})
     seq = (last[0] if last is not None and last[0] is not None else 0) + 1
     now = utcnow()
-    job_id = new_id()
-    name = f"{job_id}.json"
-    path = body_file(data_dir, caller.workspace_id, name)
-    _write_file(path, body)
-    job = {
-        "id": job_id,
-        "workspace_id": caller.workspace_id,
-        "kind": JobKind.IMPORT.value,
-        "handler": WRITE_HANDLER,
-        "payload": {"audience_id": audience_id, "action": action, "seq": seq, BODY_FILE: name},
-        "subject_id": audience_id,
-        "state": JobState.QUEUED.value,
-        "processed": 0,
-        "counts": {},
-        "result": {"indexing_state": IN_PROGRESS, "action": action},
-        "errors": [],
-        "error_count": 0,
-        "attempts": 0,
-        "max_attempts": max_attempts,
-        "run_after": now,
-        "cancel_requested": False,
-        "created_at": now,
-        "updated_at": now,
-        "created_by": caller.actor,
-    }
-    try:
-        _INSERT_JOB.run(connection, job)
-        _INSERT_WRITE.run(
-            connection,
-            {
-                "audience_id": audience_id,
-                "seq": seq,
-                "workspace_id": caller.workspace_id,
-                "job_id": job_id,
-                "action": action,
-                "state": "pending",
-                "created_at": now,
-            },
-        )
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+    result = {"indexing_state": IN_PROGRESS, "action": action}
+    _INSERT_JOB.run(
+        connection,
+        {
+            "id": job_id,
+            "workspace_id": caller.workspace_id,
+            "kind": JobKind.IMPORT.value,
+            "handler": WRITE_HANDLER,
+            "payload": {"audience_id": audience_id, "action": action, "seq": seq, BODY_FILE: name},
+            "subject_id": audience_id,
+            "state": JobState.QUEUED.value,
+            "processed": 0,
+            "counts": {},
+            "result": result,
+            "errors": [],
+            "error_count": 0,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "run_after": now,
+            "cancel_requested": False,
+            "created_at": now,
+            "updated_at": now,
+            "created_by": caller.actor,
+        },
+    )
+    _INSERT_WRITE.run(
+        connection,
+        {
+            "audience_id": audience_id,
+            "seq": seq,
+            "workspace_id": caller.workspace_id,
+            "job_id": job_id,
+            "action": action,
+            "state": "pending",
+            "created_at": now,
+        },
+    )
     return Job(
         id=job_id,
         kind=JobKind.IMPORT,
@@ -233,7 +258,7 @@ def accept_ids(
         state=JobState.QUEUED,
         progress=JobProgress(processed=0, total=None, percent=None),
         counts={},
-        result=job["result"],
+        result=result,
         errors=[],
         error_count=0,
         attempts=0,
@@ -244,6 +269,17 @@ def accept_ids(
         updated_at=now,
         created_by=caller.actor,
     )
+
+
+_BODY_WRITER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="audiences-write-bodies")
+"""Writes the body files of :func:`accept_ids` alongside its statements."""
+
+
+def _abandon(writing: Future[None], path: Path) -> None:
+    """Remove a body file once its write is over, whether or not it succeeded."""
+    with contextlib.suppress(Exception):
+        writing.result()
+    path.unlink(missing_ok=True)
 
 
 BODY_FILE = "body_file"
