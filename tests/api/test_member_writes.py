@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
@@ -419,3 +421,24 @@ def test_plain_ids(ids: list[Any], plain: bool) -> None:
 def _payload(app: FastAPI, job_id: str) -> dict[str, Any]:
     with app.state.session_factory() as session:
         return dict(session.get_one(JobRow, job_id).payload)
+
+
+def test_concurrent_lean_writes_are_numbered_once_each_and_all_applied(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write)
+    write(tenant.write, audience["id"], "add", ["first"])
+    url = f"/v1/audiences/{audience['id']}/members"
+
+    def adding(external_id: str) -> Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]:
+        async def call(client: httpx.AsyncClient) -> httpx.Response:
+            return await client.post(url, json={"action": "add", "ids": [external_id]})
+
+        return call
+
+    responses = tenant.write.gather([adding(f"p{i}") for i in range(12)])
+    assert [r.status_code for r in responses] == [202] * 12, [r.text for r in responses]
+    seqs = sorted(_payload(app, r.json()["id"])["seq"] for r in responses)
+    assert seqs == list(range(2, 14))
+    run_jobs(app)
+    assert members_of(tenant.read, audience["id"]) == {"first", *(f"p{i}" for i in range(12))}

@@ -150,14 +150,19 @@ def test_the_rate_limit_is_counted_once_per_request(
     tenant: Tenant,
     pro: dict[str, Any],
     fallbacks: dict[str, CountingRoute],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = f"/v1/audiences/{pro['id']}/members/in"
     assert tenant.read.get(url).status_code == 200  # warm
-    monkeypatch.setattr(app.state, "rate_limiter", RateLimiter("3/minute"))
-    remaining = [tenant.read.get(url).headers["ratelimit"] for _ in range(3)]
-    assert [value.split(";")[1] for value in remaining] == ["r=2", "r=1", "r=0"]
-    refused = tenant.read.get(url)
-    assert refused.status_code == 429
-    assert refused.json()["code"] == "rate_limited"
-    assert int(refused.headers["retry-after"]) >= 1
+    # Not monkeypatch: Starlette's State is a mapping now, and monkeypatch's undo deletes the
+    # attribute instead of restoring it, which broke every later test of the session.
+    kept = app.state.rate_limiter
+    app.state.rate_limiter = RateLimiter("3/minute")
+    try:
+        remaining = [tenant.read.get(url).headers["ratelimit"] for _ in range(3)]
+        assert [value.split(";")[1] for value in remaining] == ["r=2", "r=1", "r=0"]
+        refused = tenant.read.get(url)
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "rate_limited"
+        assert int(refused.headers["retry-after"]) >= 1
+    finally:
+        app.state.rate_limiter = kept
