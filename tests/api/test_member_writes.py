@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+import orjson
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
+from audiences.api import member_writes
 from audiences.jobs import queue
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry
 from audiences.jobs.worker import Worker
@@ -287,3 +293,152 @@ def test_streaming_rules_read_a_static_list_and_each_other(app: FastAPI, tenant:
         assert response.status_code in (200, 201), response.text
     found = {key: members_of(tenant.read, a["id"]) for key, a in made.items()}
     assert found == {"older": {"p1", "p2"}, "older-listed": {"p1"}, "others": {"p2", "p3"}}
+
+
+def _body_file(app: FastAPI, tenant: Tenant, job_id: str) -> Path:
+    return static_members.body_file(
+        app.state.settings.data_dir, tenant.workspace_id, f"{job_id}.json"
+    )
+
+
+def test_a_lean_write_answers_the_job_as_read_and_keeps_its_body_until_applied(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write)
+    first = write(tenant.write, audience["id"], "add", ["a"])  # creates the membership row
+    assert "body_file" not in _payload(app, first["id"])
+    second = write(tenant.write, audience["id"], "add", ["b", "c"])
+    assert second == job(tenant.read, second["id"])
+    payload = _payload(app, second["id"])
+    assert (payload["action"], payload["seq"], payload["body_file"]) == (
+        "add",
+        2,
+        f"{second['id']}.json",
+    )
+    stored = _body_file(app, tenant, second["id"])
+    assert orjson.loads(stored.read_bytes()) == {"action": "add", "ids": ["b", "c"]}
+    run_jobs(app)
+    assert not stored.exists()
+    done = job(tenant.read, second["id"])
+    assert (done["state"], done["counts"]["ids"], done["result"]["added"]) == ("succeeded", 2, 2)
+    assert members_of(tenant.read, audience["id"]) == {"a", "b", "c"}
+
+
+def test_a_lean_write_run_again_after_its_body_is_gone_returns_its_result(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write)
+    write(tenant.write, audience["id"], "add", ["a"])
+    second = write(tenant.write, audience["id"], "add", ["b"])
+    run_jobs(app)
+    first_result = job(tenant.read, second["id"])["result"]
+    with app.state.session_factory.begin() as session:
+        row = session.get_one(JobRow, second["id"])
+        row.state, row.finished_at = "queued", None  # as if its worker died before finishing
+    run_jobs(app)
+    again = job(tenant.read, second["id"])
+    assert (again["state"], again["result"]) == ("succeeded", first_result)
+
+
+def test_a_lean_write_whose_body_is_lost_fails_without_applying(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write)
+    write(tenant.write, audience["id"], "add", ["a"])
+    second = write(tenant.write, audience["id"], "add", ["b"])
+    _body_file(app, tenant, second["id"]).unlink()
+    run_jobs(app)
+    lost = job(tenant.read, second["id"])
+    assert lost["state"] == "failed"
+    assert "gone" in lost["last_error"]
+    assert members_of(tenant.read, audience["id"]) == {"a"}
+
+
+def test_lean_writes_refuse_as_the_route_does(
+    app: FastAPI, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write)
+    url = f"/v1/audiences/{audience['id']}/members"
+    write(tenant.write, audience["id"], "add", ["a"])  # the membership row exists now
+    body = {"action": "add", "ids": ["b"]}
+    elsewhere = other_tenant.write.post(url, json=body)
+    assert (elsewhere.status_code, elsewhere.json()["code"]) == (404, "audience_not_found")
+    assert tenant.read.post(url, json=body).status_code == 403
+    anonymous = tenant.write.post(url, json=body, headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    not_json = tenant.write.post(
+        url, content=orjson.dumps(body), headers={"Content-Type": "text/plain"}
+    )
+    assert not_json.status_code == 415
+    malformed = tenant.write.post(
+        url, content=b'{"action": "add", "ids": [', headers={"Content-Type": "application/json"}
+    )
+    assert (malformed.status_code, malformed.json()["code"]) == (400, "malformed_json")
+    assert tenant.write.delete(f"/v1/audiences/{audience['id']}").status_code == 204
+    gone = tenant.write.post(url, json=body)
+    assert (gone.status_code, gone.json()["code"]) == (404, "audience_not_found")
+
+
+def test_a_lean_write_to_a_deleted_audience_is_cancelled_and_its_body_removed(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write)
+    write(tenant.write, audience["id"], "add", ["a"])
+    run_jobs(app)
+    second = write(tenant.write, audience["id"], "add", ["b"])
+    stored = _body_file(app, tenant, second["id"])
+    assert stored.exists()
+    assert tenant.write.delete(f"/v1/audiences/{audience['id']}").status_code == 204
+    run_jobs(app)
+    assert job(tenant.read, second["id"])["result"]["indexing_state"] == "cancelled"
+    assert not stored.exists()
+
+
+@pytest.mark.parametrize(
+    ("ids", "plain"),
+    [
+        ([], True),
+        (["a", "b"], True),
+        (["x" * 512], True),
+        (["é" * 512], True),  # 1,024 bytes, 512 characters
+        (["x" * 513], False),
+        (["é" * 513], False),
+        ([""], False),
+        (["a", 1], False),
+        (["a", ["b"]], False),
+        (["a\nb"], False),
+        (["a\\b", 'c"d'], True),
+    ],
+)
+def test_plain_ids(ids: list[Any], plain: bool) -> None:
+    for raw in (
+        orjson.dumps({"action": "add", "ids": ids}),
+        json.dumps({"action": "add", "ids": ids}).encode(),
+    ):
+        assert member_writes.plain_ids(ids, raw) is plain, raw
+
+
+def _payload(app: FastAPI, job_id: str) -> dict[str, Any]:
+    with app.state.session_factory() as session:
+        return dict(session.get_one(JobRow, job_id).payload)
+
+
+def test_concurrent_lean_writes_are_numbered_once_each_and_all_applied(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write)
+    write(tenant.write, audience["id"], "add", ["first"])
+    url = f"/v1/audiences/{audience['id']}/members"
+
+    def adding(external_id: str) -> Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]:
+        async def call(client: httpx.AsyncClient) -> httpx.Response:
+            return await client.post(url, json={"action": "add", "ids": [external_id]})
+
+        return call
+
+    responses = tenant.write.gather([adding(f"p{i}") for i in range(12)])
+    assert [r.status_code for r in responses] == [202] * 12, [r.text for r in responses]
+    seqs = sorted(_payload(app, r.json()["id"])["seq"] for r in responses)
+    assert seqs == list(range(2, 14))
+    run_jobs(app)
+    assert members_of(tenant.read, audience["id"]) == {"first", *(f"p{i}" for i in range(12))}

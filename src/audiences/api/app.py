@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from audiences import __version__
-from audiences.api import memory_routes, problems
+from audiences.api import member_writes, memory_routes, problems
 from audiences.api.memory_routes import Shortcut
 from audiences.api.metrics import Metrics, MetricsMiddleware
 from audiences.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         ],
     )
+    member_writes.install(app, imports.router, "/v1/audiences/{audience_id}/members", jobs.router)
     _mount_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -36,28 +36,77 @@ RESULT_COUNTS = ("added", "removed", "unchanged", "superseded")
 
 
 def write_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
-    """Apply one JSON membership write: create unknown profiles, then the change in order."""
+    """Apply one JSON membership write: create unknown profiles, then the change in order.
+
+    A write accepted by the lean path keeps its request body in a file (``body_file``): read
+    here, removed once the write is applied (or can never be), so a retry after a crash finds
+    either the file or the write applied already.
+    """
     payload = job.payload
+    stored = _body_file(context, job)
     if _audience(context, job) is None:
+        _discard(stored)
         return {"indexing_state": "cancelled", "reason": "the audience no longer exists"}
-    # Ids travel as one newline-joined string (they hold no control characters): a JSON list
-    # of 10,000 strings costs the request more to store than the rest of it.
-    ids = str(payload["ids"]).split("\n") if payload["ids"] else []
-    pids, _ = context.runtime.profiles.ensure_profiles(job.workspace_id, ids)
-    with context.session() as session:
-        audience = session.get_one(AudienceRow, payload["audience_id"])
-        result = static_members.apply(
-            session,
-            audience=audience,
-            seq=int(payload["seq"]),
-            action=str(payload["action"]),
-            pids=from_numpy(pids),
-            trigger="members",
-            job_id=job.id,
-        )
+    if stored is not None:
+        ids = _stored_ids(context, job, stored)
+        if isinstance(ids, dict):  # applied by an attempt that died before it could finish
+            return ids
+    else:
+        # Ids travel as one newline-joined string (they hold no control characters): a JSON
+        # list of 10,000 strings costs the request more to store than the rest of it.
+        ids = str(payload["ids"]).split("\n") if payload["ids"] else []
+    try:
+        pids, _ = context.runtime.profiles.ensure_profiles(job.workspace_id, ids)
+        with context.session() as session:
+            audience = session.get_one(AudienceRow, payload["audience_id"])
+            result = static_members.apply(
+                session,
+                audience=audience,
+                seq=int(payload["seq"]),
+                action=str(payload["action"]),
+                pids=from_numpy(pids),
+                trigger="members",
+                job_id=job.id,
+            )
+    except (Cancelled, JobFailed):
+        _discard(stored)
+        raise
+    except Exception:
+        if job.attempt >= job.max_attempts:
+            _discard(stored)
+        raise
+    _discard(stored)
     context.counts["ids"] = len(ids)
     context.counts.update({name: int(result.get(name, 0)) for name in RESULT_COUNTS})
     return result
+
+
+def _body_file(context: JobContext, job: ClaimedJob) -> Path | None:
+    name = job.payload.get(static_members.BODY_FILE)
+    if not name:
+        return None
+    return static_members.body_file(context.settings.data_dir, job.workspace_id, str(name))
+
+
+def _stored_ids(context: JobContext, job: ClaimedJob, stored: Path) -> list[str] | dict[str, Any]:
+    """The ids of a write kept in a file; once the file is gone, the write's result if an
+    earlier attempt applied it (the file goes only after that), else the job fails."""
+    ids = static_members.read_body_ids(stored)
+    if ids is not None:
+        return ids
+    payload = job.payload
+    with context.session() as session:
+        done = static_members.applied_result(
+            session, audience_id=payload["audience_id"], seq=int(payload["seq"]), job_id=job.id
+        )
+    if done is None:
+        raise JobFailed(f"the write's ids are gone: {stored.name} is missing or unreadable")
+    return done
+
+
+def _discard(stored: Path | None) -> None:
+    if stored is not None:
+        stored.unlink(missing_ok=True)
 
 
 def import_rows(context: JobContext, job: ClaimedJob) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""JSON membership writes survive SIGKILL: a real server killed at random points, while it
+accepts writes (the body file written, the job inserted, the commit) and while its worker
+applies them, then restarted; every accepted write is applied exactly once and whole."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from audiences.services import static_members
+from audiences.store.tables import JobRow
+from tests.jobs.test_import_crashes import Server, _wait_for, make_server
+
+__all__ = ["make_server"]  # the fixture, shared with the import crash tests
+
+BLOCKS = 30
+SIZE = 2_000
+
+
+def test_json_writes_killed_at_random_points_apply_exactly_once(
+    make_server: Callable[[int], Server],
+    isolated_factory: sessionmaker[Session],
+    tmp_path: Path,
+) -> None:
+    server = make_server(1)
+    server.start()
+    client = httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.token()}"}, timeout=30
+    )
+    created = client.post("/v1/audiences", json={"key": "l", "name": "l", "kind": "static"})
+    audience_id = created.json()["id"]
+    url = f"/v1/audiences/{audience_id}/members"
+    assert client.post(url, json={"action": "add", "ids": ["seed"]}).status_code == 202
+    rng = random.Random(11)
+    accepted: dict[int, str] = {}
+    kills = 0
+    for block in range(BLOCKS):
+        killer = None
+        if rng.random() < 0.4:
+            killer = threading.Timer(rng.uniform(0.0, 0.02), server.kill)
+            killer.start()
+        body = {"action": "add", "ids": [f"b{block}-{i}" for i in range(SIZE)]}
+        try:
+            response = client.post(url, json=body)
+        except httpx.TransportError:
+            response = None
+        if response is not None and response.status_code == 202:
+            accepted[block] = response.json()["id"]
+        if killer is not None:
+            killer.join()
+            kills += 1
+            server.start()
+    assert kills >= 5 and len(accepted) >= BLOCKS // 2
+
+    def jobs() -> list[JobRow]:
+        with isolated_factory() as session:
+            stmt = select(JobRow).where(JobRow.subject_id == audience_id)
+            rows = list(session.scalars(stmt))
+            session.expunge_all()
+            return rows
+
+    _wait_for(
+        lambda: all(row.state in ("succeeded", "failed") for row in jobs()),
+        "the writes never finished",
+    )
+    done = jobs()
+    assert [row.last_error for row in done if row.state != "succeeded"] == []
+    members = set(client.get(f"/v1/audiences/{audience_id}/export").text.splitlines()[1:])
+    present = {block for block in range(BLOCKS) if f"b{block}-0" in members}
+    expected = {"seed"} | {f"b{block}-{i}" for block in present for i in range(SIZE)}
+    assert members == expected  # every write whole or absent
+    assert set(accepted) <= present  # every 202 applied
+    assert len(done) == len(present) + 1  # once each: one job per write that got in
+    assert sum(row.result["added"] for row in done) == len(members)
+    left = static_members.body_file(server.data_dir, done[0].workspace_id, "x").parent
+    named = {f"{row.id}.json" for row in done}
+    assert not named & {path.name for path in left.glob("*.json")}  # applied bodies removed
+    client.close()
