@@ -1,5 +1,5 @@
 """The scheduler: every few seconds, queue one ``evaluation.refresh_due`` job per workspace with
-scheduled audiences that are due.
+scheduled audiences that are due, and sweep the kept request bodies no job needs any more.
 
 Any number of schedulers may run (one per server or worker process): the job's dedupe key names
 the time slot, so a slot yields one job per workspace whoever notices it first, and a workspace
@@ -19,7 +19,7 @@ from audiences.config import Settings
 from audiences.jobs import queue
 from audiences.kit.clock import utcnow
 from audiences.schemas.jobs import JobKind
-from audiences.services import freshness
+from audiences.services import freshness, static_members
 from audiences.store.tables import JobRow
 
 REFRESH_DUE = "evaluation.refresh_due"
@@ -53,7 +53,8 @@ def tick(session: Session, *, now: datetime, slot_seconds: int) -> list[JobRow]:
 
 
 class Scheduler:
-    """A thread that calls :func:`tick` every ``AUDIENCES_SCHEDULER_SECONDS`` until stopped."""
+    """A thread that calls :func:`tick` (and sweeps kept write bodies) every
+    ``AUDIENCES_SCHEDULER_SECONDS`` until stopped."""
 
     def __init__(
         self,
@@ -64,6 +65,7 @@ class Scheduler:
     ) -> None:
         self.session_factory = session_factory
         self.seconds = settings.scheduler_seconds
+        self.data_dir = settings.data_dir
         self.stopping = stopping
         self._thread: threading.Thread | None = None
 
@@ -84,3 +86,8 @@ class Scheduler:
                     tick(session, now=utcnow(), slot_seconds=self.seconds)
             except Exception:
                 log.exception("scheduler tick failed; trying again next tick")
+            try:
+                with self.session_factory() as session:
+                    static_members.sweep_bodies(session, data_dir=self.data_dir, now=utcnow())
+            except Exception:
+                log.exception("sweeping kept write bodies failed; trying again next tick")

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -291,6 +291,51 @@ def body_file(data_dir: Path, workspace_id: str, name: str) -> Path:
     """Where the request body of a write accepted by :func:`accept_ids` is kept until it is
     applied: ``<data_dir>/writes/<workspace id>/<job id>.json``."""
     return Path(data_dir) / "writes" / workspace_id / name
+
+
+BODY_GRACE = timedelta(hours=1)
+"""How old a kept body must be before :func:`sweep_bodies` may remove it: far longer than the
+moment between writing it and committing its job."""
+
+
+def sweep_bodies(session: Session, *, data_dir: Path, now: datetime) -> int:
+    """Remove the kept request bodies no live job will read; how many went.
+
+    The handler removes a body once its write is applied; this catches the rest: the bodies of
+    jobs cancelled while queued, and of requests whose transaction never committed (no job).
+    A body younger than :data:`BODY_GRACE` is kept whatever its job, since its transaction may
+    still be committing.
+    """
+    root = Path(data_dir) / "writes"
+    if not root.is_dir():
+        return 0
+    cutoff = (now - BODY_GRACE).timestamp()
+    old = {path.stem: path for path in root.glob("*/*.json") if _modified(path) < cutoff}
+    removed = 0
+    names = sorted(old)
+    for start in range(0, len(names), SWEEP_BATCH):
+        batch = names[start : start + SWEEP_BATCH]
+        live = set(
+            session.scalars(
+                select(JobRow.id).where(JobRow.id.in_(batch), JobRow.state.in_(LIVE_JOB_STATES))
+            )
+        )
+        for job_id in batch:
+            if job_id not in live:
+                old[job_id].unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+SWEEP_BATCH = 500
+
+
+def _modified(path: Path) -> float:
+    """When the file was last written; infinitely recent if it is gone (nothing to sweep)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def read_body_ids(path: Path) -> list[str] | None:
