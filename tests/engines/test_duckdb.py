@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyroaring import BitMap
 
 from audiences.engines.base import ProfileEngine
@@ -300,3 +302,51 @@ def test_profiles_survive_many_rewrites(engine: DuckDBEngine) -> None:
     assert engine.count(WS) == 200
     assert set(engine.select_pids(WS, "age >= 400")) == set(range(1, 201))
     assert engine.pids_for(WS, ["u0", "u199"]) == [1, 200]
+
+
+VALUES = {
+    "country": st.sampled_from(["US", "DE", None]),
+    "age": st.one_of(st.none(), st.integers(0, 120)),
+    "lifetime_value": st.one_of(st.none(), st.floats(0, 1e6)),
+    "churned": st.one_of(st.none(), st.booleans()),
+    "signup_date": st.one_of(st.none(), st.dates(date(2000, 1, 1), date(2030, 1, 1))),
+    "tags": st.one_of(st.none(), st.lists(st.sampled_from(["vip", "beta"]), max_size=2)),
+    "color": st.one_of(st.none(), st.sampled_from(["red", "blue"])),  # undeclared: extra
+}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batches=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["u1", "u2", "u3"]),
+                st.dictionaries(st.sampled_from(sorted(VALUES)), st.none(), max_size=4),
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    data=st.data(),
+)
+def test_an_upsert_returns_each_profile_as_stored(
+    tmp_path_factory: pytest.TempPathFactory,
+    batches: list[list[tuple[str, dict[str, None]]]],
+    data: st.DataObject,
+) -> None:
+    engine = DuckDBEngine(tmp_path_factory.mktemp("returned"))
+    engine.ensure_attributes(WS, SCHEMA)
+    try:
+        for batch in batches:
+            records = [
+                (eid, {name: data.draw(VALUES[name]) for name in names}) for eid, names in batch
+            ]
+            for result in engine.upsert_profiles(WS, records):
+                assert result.ok and result.profile is not None
+                stored = engine.get_profile(WS, result.external_id)
+                assert stored is not None
+                assert result.profile == stored
+    finally:
+        engine.close()

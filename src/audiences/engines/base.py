@@ -59,13 +59,16 @@ class UpsertResult:
     """The outcome of one record of a batch: its pid, or the errors that kept it from being written.
 
     ``created`` is true when this record made a new profile. A record with ``errors`` was not
-    written at all (no partial writes of one record); the rest of its batch was.
+    written at all (no partial writes of one record); the rest of its batch was. ``profile`` is
+    the stored profile as the write left it, when the engine returns it (streaming evaluation
+    then need not read it back).
     """
 
     external_id: str
     pid: int | None
     created: bool = False
     errors: tuple[ErrorDetail, ...] = field(default=())
+    profile: Profile | None = None
 
     @property
     def ok(self) -> bool:

@@ -140,9 +140,8 @@ class DuckDBEngine:
         assert state is not None
         with self._lock:
             plan = plan_writes(records, state.schema)
-            if plan.writes:
-                self._apply(state, plan)
-        return plan.results()
+            written = self._apply(state, plan) if plan.writes else {}
+        return plan.results(written)
 
     def get_profile(self, workspace_id: str, external_id: str) -> Profile | None:
         """One profile by external id, found through the hash index and confirmed in SQL."""
@@ -417,14 +416,16 @@ class DuckDBEngine:
             rows += self._writer.execute(query, [exact]).fetchall()
         return hashes, {eid: _Stored(pid, rowid, extra) for eid, pid, rowid, extra in rows}
 
-    def _apply(self, state: _Workspace, plan: WritePlan) -> None:
-        """Write a checked plan in one transaction, then teach the index the new ids."""
+    def _apply(self, state: _Workspace, plan: WritePlan) -> dict[int, Profile]:
+        """Write a checked plan in one transaction, then teach the index the new ids; the
+        profiles as written, by pid."""
         cur = self._writer
+        names = list(state.schema)
         cur.execute("BEGIN TRANSACTION")
         try:
             hashes, stored = self._resolve(state, [w.external_id for w in plan.writes])
             self._assign_pids(state, plan, stored)
-            cur.execute(*self._merge_statement(state, plan, stored))
+            rows = cur.execute(*self._merge_statement(state, plan, stored)).fetchall()
             old = [stored[w.external_id].rowid for w in plan.writes if not w.created]
             if old:
                 cur.execute(f"DELETE FROM {state.table} WHERE rowid IN (SELECT unnest(?))", [old])
@@ -436,6 +437,7 @@ class DuckDBEngine:
         self._index(state).add_many(
             [hashes[w.external_id] for w in created], [w.pid for w in created]
         )
+        return {int(row[0]): _to_profile(row, names, state.schema) for row in rows}
 
     def _assign_pids(self, state: _Workspace, plan: WritePlan, stored: dict[str, _Stored]) -> None:
         fresh = [write for write in plan.writes if write.external_id not in stored]

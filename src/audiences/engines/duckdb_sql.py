@@ -115,6 +115,7 @@ def select_rows(table: str, attributes: Sequence[str], where: str) -> str:
 
 def merge_insert(table: str, schema: dict[str, AttributeType], touched: Sequence[str]) -> str:
     """Append the merged row of each staged write; values not touched are copied from the old row.
+    The new rows come back in :func:`select_rows`' column order.
 
     Staged columns are bound as lists and unnested side by side (``$v<n>`` the values, ``$p<n>``
     whether each write names the attribute); old rows are picked by rowid (``$old``), so the
@@ -129,10 +130,11 @@ def merge_insert(table: str, schema: dict[str, AttributeType], touched: Sequence
     merged = [_merged(quote(name), slots.get(name)) for name in schema]
     targets = ", ".join(["pid", "external_id", *map(quote, schema), "extra", "updated_at"])
     values = ", ".join(["s.pid", "s.external_id", *merged, "s.extra", "$updated_at::TIMESTAMPTZ"])
+    returned = ", ".join(["pid", "external_id", "extra", "updated_at", *map(quote, schema)])
     return (
         f"INSERT INTO {table} ({targets}) SELECT {values} FROM (SELECT {', '.join(staged)}) s"
         f" LEFT JOIN (SELECT * FROM {table} WHERE rowid IN (SELECT unnest($old::BIGINT[]))) o"
-        " ON o.pid = s.pid"
+        f" ON o.pid = s.pid RETURNING {returned}"
     )
 
 

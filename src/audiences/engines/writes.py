@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from audiences.engines.base import MAX_EXTERNAL_ID_LENGTH, ProfileRecord, UpsertResult
+from audiences.engines.base import MAX_EXTERNAL_ID_LENGTH, Profile, ProfileRecord, UpsertResult
 from audiences.engines.coerce import TypeMismatchError, coerce, dump_json
 from audiences.errors import ErrorDetail
 from audiences.schemas.attributes import AttributeType
@@ -42,13 +42,16 @@ class WritePlan:
         """The declared attributes that at least one write sets or clears, sorted."""
         return sorted({name for write in self.writes for name in write.values})
 
-    def results(self) -> list[UpsertResult]:
-        """One result per input record, in input order."""
+    def results(self, written: Mapping[int, Profile] | None = None) -> list[UpsertResult]:
+        """One result per input record, in input order, with the profile each write left
+        (from ``written``, by pid) when the engine returned it."""
+        written = written or {}
         out: list[UpsertResult | None] = [None] * self.size
         for write in self.writes:
+            profile = written.get(write.pid)
             for n, position in enumerate(write.positions):
                 created = write.created and n == 0
-                out[position] = UpsertResult(write.external_id, write.pid, created)
+                out[position] = UpsertResult(write.external_id, write.pid, created, profile=profile)
         for position, result in self.refused.items():
             out[position] = result
         return [result for result in out if result is not None]

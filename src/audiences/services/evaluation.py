@@ -14,7 +14,7 @@ themselves; a set asking about no other audience reads the bare attributes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, lazyload, load_only
 from sqlglot import exp
 
 from audiences import rules
+from audiences.engines.base import Profile
 from audiences.errors import AudiencesError, Conflict
 from audiences.kit.clock import utcnow
 from audiences.kit.ids import new_id
@@ -108,9 +109,18 @@ def refresh_all(
 
 
 def on_profiles_written(
-    session: Session, *, runtime: Runtime, workspace_id: str, pids: Iterable[int]
+    session: Session,
+    *,
+    runtime: Runtime,
+    workspace_id: str,
+    pids: Iterable[int],
+    written: Mapping[int, Profile] | None = None,
 ) -> None:
-    """Re-evaluate every streaming audience on these profiles (deleted ones leave them all)."""
+    """Re-evaluate every streaming audience on these profiles (deleted ones leave them all).
+
+    ``written`` are the profiles as this transaction wrote them, by pid, used instead of
+    reading them back; pass them only when :func:`lock_streaming` ran before the write.
+    """
     streaming = streaming_audiences(session, workspace_id)
     wanted = sorted(set(pids))
     if not streaming or not wanted:
@@ -119,7 +129,10 @@ def on_profiles_written(
     # of a profile, the later to lock reads the later data, so membership ends as the last write
     # says. SQLite serialises writers already; PostgreSQL needs the row locks.
     memberships.lock_all(session, streaming)
-    profiles = runtime.profiles.get_profiles_by_pid(workspace_id, wanted)
+    if written is not None and all(pid in written for pid in wanted):
+        profiles: Sequence[Profile | None] = [written[pid] for pid in wanted]
+    else:
+        profiles = runtime.profiles.get_profiles_by_pid(workspace_id, wanted)
     views = {
         pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile
     }
@@ -140,6 +153,13 @@ def on_profiles_written(
         memberships.apply(
             session, audience=audience, add=entering, remove=leaving, cache=runtime.bitmaps
         )
+
+
+def lock_streaming(session: Session, workspace_id: str) -> None:
+    """Take the membership locks of the workspace's streaming audiences, before a profile write
+    whose written rows :func:`on_profiles_written` will use: the later writer to lock then also
+    writes later, so the rows it evaluates are the last ones."""
+    memberships.lock_all(session, streaming_audiences(session, workspace_id))
 
 
 def streaming_audiences(session: Session, workspace_id: str) -> list[AudienceRow]:

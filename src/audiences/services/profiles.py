@@ -34,10 +34,19 @@ def upsert(
     attributes.infer(
         session, workspace_id=caller.workspace_id, runtime=runtime, records=[a for _, a in records]
     )
+    evaluation.lock_streaming(session, caller.workspace_id)
     results = runtime.profiles.upsert_profiles(caller.workspace_id, records)
-    written = [result.pid for result in results if result.pid is not None and result.ok]
+    written = {
+        result.pid: result.profile
+        for result in results
+        if result.pid is not None and result.ok and result.profile is not None
+    }
     evaluation.on_profiles_written(
-        session, runtime=runtime, workspace_id=caller.workspace_id, pids=written
+        session,
+        runtime=runtime,
+        workspace_id=caller.workspace_id,
+        pids=[result.pid for result in results if result.pid is not None and result.ok],
+        written=written,
     )
     return results
 
