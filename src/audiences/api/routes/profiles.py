@@ -62,7 +62,9 @@ def upsert_profile(
             code="profile_invalid",
             errors=list(result.errors),
         )
-    stored = profiles.get(session, caller=caller, runtime=runtime, external_id=profile_id)
+    stored = result.profile or profiles.get(
+        session, caller=caller, runtime=runtime, external_id=profile_id
+    )
     return JSONResponse(_profile(stored), status_code=201 if result.created else 200)
 
 
