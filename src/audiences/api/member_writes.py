@@ -160,23 +160,17 @@ def _accept(
     settings: Settings,
 ) -> Job:
     """One transaction, committed before the answer (a failed commit is an error, not a 202)."""
-    with factory() as session:
-        try:
-            job = static_members.accept_ids(
-                session,
-                caller=caller,
-                audience_id=audience_id,
-                action=action,
-                ids=ids,
-                body=body,
-                data_dir=settings.data_dir,
-                max_attempts=settings.job_max_attempts,
-            )
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-    return job
+    with factory.begin() as session:
+        return static_members.accept_ids(
+            session,
+            caller=caller,
+            audience_id=audience_id,
+            action=action,
+            ids=ids,
+            body=body,
+            data_dir=settings.data_dir,
+            max_attempts=settings.job_max_attempts,
+        )
 
 
 def _replaying(raw: bytes, receive: Receive) -> Receive:

@@ -115,13 +115,16 @@ def on_profiles_written(
     workspace_id: str,
     pids: Iterable[int],
     written: Mapping[int, Profile] | None = None,
+    streaming: list[AudienceRow] | None = None,
 ) -> None:
     """Re-evaluate every streaming audience on these profiles (deleted ones leave them all).
 
     ``written`` are the profiles as this transaction wrote them, by pid, used instead of
-    reading them back; pass them only when :func:`lock_streaming` ran before the write.
+    reading them back; pass them, with the ``streaming`` audiences it returned, only when
+    :func:`lock_streaming` ran before the write.
     """
-    streaming = streaming_audiences(session, workspace_id)
+    if streaming is None:
+        streaming = streaming_audiences(session, workspace_id)
     wanted = sorted(set(pids))
     if not streaming or not wanted:
         return
@@ -155,11 +158,13 @@ def on_profiles_written(
         )
 
 
-def lock_streaming(session: Session, workspace_id: str) -> None:
-    """Take the membership locks of the workspace's streaming audiences, before a profile write
-    whose written rows :func:`on_profiles_written` will use: the later writer to lock then also
-    writes later, so the rows it evaluates are the last ones."""
-    memberships.lock_all(session, streaming_audiences(session, workspace_id))
+def lock_streaming(session: Session, workspace_id: str) -> list[AudienceRow]:
+    """Take the membership locks of the workspace's streaming audiences (returned), before a
+    profile write whose written rows :func:`on_profiles_written` will use: the later writer to
+    lock then also writes later, so the rows it evaluates are the last ones."""
+    streaming = streaming_audiences(session, workspace_id)
+    memberships.lock_all(session, streaming)
+    return streaming
 
 
 def streaming_audiences(session: Session, workspace_id: str) -> list[AudienceRow]:

@@ -34,7 +34,7 @@ def upsert(
     attributes.infer(
         session, workspace_id=caller.workspace_id, runtime=runtime, records=[a for _, a in records]
     )
-    evaluation.lock_streaming(session, caller.workspace_id)
+    streaming = evaluation.lock_streaming(session, caller.workspace_id)
     results = runtime.profiles.upsert_profiles(caller.workspace_id, records)
     written = {
         result.pid: result.profile
@@ -47,6 +47,7 @@ def upsert(
         workspace_id=caller.workspace_id,
         pids=[result.pid for result in results if result.pid is not None and result.ok],
         written=written,
+        streaming=streaming,
     )
     return results
 
