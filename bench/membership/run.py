@@ -318,12 +318,12 @@ def batch(bench: Bench, count: int, repeat: int) -> Iterator[str]:
 # 2. Streaming.
 
 
-def streaming(bench: Bench, count: int, batches: int, seed: int) -> Iterator[str]:
+def streaming(bench: Bench, count: int, batches: int, seed: int, size: int) -> Iterator[str]:
     rng = random.Random(seed)
     service: list[float] = []
     engine_only: list[float] = []
     for n in range(batches):
-        records = data.upsert_batch(rng, 1000, f"svc{n}", count)
+        records = data.upsert_batch(rng, size, f"svc{n}", count)
         started = time.perf_counter()
         with bench.factory.begin() as session:
             results = profiles.upsert(
@@ -331,7 +331,7 @@ def streaming(bench: Bench, count: int, batches: int, seed: int) -> Iterator[str
             )
         service.append(time.perf_counter() - started)
         assert all(result.ok for result in results)
-        records = data.upsert_batch(rng, 1000, f"eng{n}", count)
+        records = data.upsert_batch(rng, size, f"eng{n}", count)
         started = time.perf_counter()
         bench.engine.upsert_profiles(bench.ws, records)
         engine_only.append(time.perf_counter() - started)
@@ -339,17 +339,44 @@ def streaming(bench: Bench, count: int, batches: int, seed: int) -> Iterator[str
         [
             ("in process: `profiles.upsert` (engine + 50 streaming audiences + commit)", service),
             ("in process: engine `upsert_profiles` alone (no audiences)", engine_only),
-        ]
+        ],
+        size,
     )
 
 
-def _upsert_rows(rows: list[tuple[str, list[float]]]) -> Iterator[str]:
+def _upsert_rows(rows: list[tuple[str, list[float]]], size: int) -> Iterator[str]:
     for label, seconds in rows:
         yield (
             f"| {label} | {ms(statistics.median(seconds))} | {ms(pct(seconds, 0.95))} |"
-            f" {1000 * len(seconds) / sum(seconds):,.0f} |"
-            f" {spread([1000 / s for s in seconds])} |"
+            f" {size * len(seconds) / sum(seconds):,.0f} |"
+            f" {spread([size / s for s in seconds])} |"
         )
+
+
+def http_upserts(
+    client: httpx.Client, args: argparse.Namespace, rng: random.Random
+) -> Iterator[str]:
+    """Section 2a over HTTP: ``POST /v1/profiles/batch`` with the in-process records mix."""
+    upserts = []
+    for n in range(args.stream_batches):
+        records = data.upsert_batch(rng, args.stream_size, f"http{n}", args.profiles)
+        body = orjson.dumps(
+            {"profiles": [{"id": eid, "attributes": data.as_json(a)} for eid, a in records]}
+        )
+        started = time.perf_counter()
+        response = client.post(
+            "/v1/profiles/batch", content=body, headers={"Content-Type": "application/json"}
+        )
+        upserts.append(time.perf_counter() - started)
+        if response.status_code != 200:
+            raise RuntimeError(f"{response.status_code}: {response.text[:500]}")
+    yield f"**2a over HTTP** ({args.stream_batches} calls, same records mix)"
+    yield ""
+    yield "| path | median ms/call | p95 ms | profiles/s overall | profiles/s per call |"
+    yield "| --- | ---: | ---: | ---: | ---: |"
+    yield from _upsert_rows(
+        [("over HTTP: `POST /v1/profiles/batch`, one uvicorn worker", upserts)], args.stream_size
+    )
 
 
 def predicates(bench: Bench, seed: int, repeat: int) -> Iterator[str]:
@@ -535,24 +562,10 @@ def over_http_all(bench: Bench, args: argparse.Namespace, folder: Path) -> Itera
         httpx.Client(base_url=base, headers=headers, timeout=60) as client,
     ):
         # 2. Streaming upserts over HTTP.
-        upserts = []
-        for n in range(args.stream_batches):
-            records = data.upsert_batch(rng, 1000, f"http{n}", count)
-            body = orjson.dumps(
-                {"profiles": [{"id": eid, "attributes": data.as_json(a)} for eid, a in records]}
-            )
-            started = time.perf_counter()
-            response = client.post(
-                "/v1/profiles/batch",
-                content=body,
-                headers={"Content-Type": "application/json"},
-            )
-            upserts.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                raise RuntimeError(f"{response.status_code}: {response.text[:500]}")
-        upsert_rows = list(
-            _upsert_rows([("over HTTP: `POST /v1/profiles/batch`, one uvicorn worker", upserts)])
-        )
+        upsert_rows = list(http_upserts(client, args, rng))
+        if args.only_streaming:
+            yield from upsert_rows
+            return
         # 3 and 4: sequential latencies.
         member_paths = [
             f"/v1/audiences/{bench.ids[keys[n % len(keys)]]}/members/user-{rng.randrange(count)}"
@@ -624,10 +637,6 @@ def over_http_all(bench: Bench, args: argparse.Namespace, folder: Path) -> Itera
             yield "**wrk was not found: no load was measured** (Debian: `apt-get install wrk`)."
         yield f"wrk timeouts (over 10 s): {timeouts}"
         yield ""
-        yield f"**2a over HTTP** ({args.stream_batches} calls, same records mix)"
-        yield ""
-        yield "| path | median ms/call | p95 ms | profiles/s overall | profiles/s per call |"
-        yield "| --- | ---: | ---: | ---: | ---: |"
         yield from upsert_rows
 
 
@@ -639,6 +648,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="rounds of the batch comparisons")
     parser.add_argument("--upsert-sample", type=int, default=100_000)
     parser.add_argument("--stream-batches", type=int, default=30)
+    parser.add_argument(
+        "--stream-size", type=int, default=1000, help="records per upsert call (at most 10,000)"
+    )
     parser.add_argument("--samples", type=int, default=1000, help="calls per latency")
     parser.add_argument("--http-seconds", type=float, default=5.0, help="per wrk run")
     parser.add_argument("--http-rounds", type=int, default=3)
@@ -653,11 +665,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only-batch", action="store_true", help="stop after section 1 (batch evaluation)"
     )
+    parser.add_argument(
+        "--only-streaming",
+        action="store_true",
+        help="run only section 2a (upserts in process and over HTTP)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.data_dir) as folder:
         report = only_predicates if args.only_predicates else run
         for line in report(Path(folder), args):
             print(line, flush=True)
+
+
+def _streaming_section(bench: Bench, args: argparse.Namespace) -> Iterator[str]:
+    size = args.stream_size
+    yield ""
+    yield f"**2a. Profile upserts, {size:,} records per call** ({args.stream_batches} calls each:"
+    yield (
+        f"{size // 2:,} new ids, {size - size // 2:,} updates of random profiles;"
+        " 50 streaming audiences defined)"
+    )
+    yield ""
+    yield (
+        "| path | median ms/call | p95 ms | profiles/s overall |"
+        " profiles/s per call: median (range) |"
+    )
+    yield "| --- | ---: | ---: | ---: | ---: |"
+    yield from streaming(bench, args.profiles, args.stream_batches, args.seed, size)
 
 
 def only_predicates(folder: Path, args: argparse.Namespace) -> Iterator[str]:
@@ -697,6 +731,12 @@ def run(folder: Path, args: argparse.Namespace) -> Iterator[str]:
         f"- first `refresh_all` of all {len(runs)} audiences (20 batch, 50 streaming, one of"
         f" every profile): {time.perf_counter() - started:.1f} s"
     )
+    if args.only_streaming:
+        yield from _streaming_section(bench, args)
+        yield from over_http_all(bench, args, folder)
+        yield ""
+        yield f"Load average at the end: {load_average()}"
+        return
     if not args.reads_only:
         yield from batch(bench, count, args.repeat)
         if args.only_batch:
@@ -704,16 +744,7 @@ def run(folder: Path, args: argparse.Namespace) -> Iterator[str]:
             yield ""
             yield f"Load average at the end: {load_average()}"
             return
-        yield ""
-        yield f"**2a. Profile upserts, 1,000 records per call** ({args.stream_batches} calls each:"
-        yield "500 new ids, 500 updates of random profiles; 50 streaming audiences defined)"
-        yield ""
-        yield (
-            "| path | median ms/call | p95 ms | profiles/s overall |"
-            " profiles/s per call: median (range) |"
-        )
-        yield "| --- | ---: | ---: | ---: | ---: |"
-        yield from streaming(bench, count, args.stream_batches, args.seed)
+        yield from _streaming_section(bench, args)
         yield from predicates(bench, args.seed, args.repeat)
     yield ""
     yield (

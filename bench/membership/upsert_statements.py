@@ -1,10 +1,10 @@
 """Where the engine's profile upsert spends its time, statement by statement.
 
-    python -m bench.membership.upsert_statements [--profiles 1000000] [--batches 12]
+    python -m bench.membership.upsert_statements [--profiles 1000000] [--batches 12] [--size 1000]
 
 Loads the membership benchmark's workspace, then times each SQL statement that
-``DuckDBEngine.upsert_profiles`` sends for batches of 1,000 records (half new ids, half updates
-of random stored profiles, as section 2a of ``bench.membership.run``).
+``DuckDBEngine.upsert_profiles`` sends for batches of ``--size`` records (half new ids, half
+updates of random stored profiles, as section 2a of ``bench.membership.run``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--size", type=int, default=1000, help="records per batch")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         bench = Bench(Path(folder))
@@ -56,13 +57,13 @@ def main() -> None:
         rng = random.Random(1)
         totals = []
         for n in range(args.batches):
-            records = data.upsert_batch(rng, 1000, f"new{n}", args.profiles)
+            records = data.upsert_batch(rng, args.size, f"new{n}", args.profiles)
             started = time.perf_counter()
             engine.upsert_profiles(bench.ws, records)
             totals.append(time.perf_counter() - started)
         engine._writer = writer
         bench.close()
-    print(f"upsert_profiles, 1,000 records: median {statistics.median(totals) * 1000:.1f} ms")
+    print(f"upsert_profiles, {args.size:,} records: median {statistics.median(totals) * 1000:.1f} ms")
     for label, seconds in sorted(timings.items(), key=lambda item: -sum(item[1])):
         print(f"{sum(seconds) / args.batches * 1000:8.2f} ms/batch  {label}")
 
