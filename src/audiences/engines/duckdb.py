@@ -37,7 +37,7 @@ from audiences.engines.duckdb_idfiles import DuckDBStagedIds
 from audiences.engines.idfiles import IdFile
 from audiences.engines.idindex import AMBIGUOUS, IdIndex
 from audiences.engines.schema import checked_schema, extra_moves, refuse_type_changes
-from audiences.engines.writes import WritePlan, merge_extra, plan_writes
+from audiences.engines.writes import WritePlan, merge_row, plan_writes
 from audiences.errors import Conflict, Unprocessable
 from audiences.kit.clock import as_utc, utcnow
 from audiences.schemas.attributes import AttributeSchema, AttributeType
@@ -75,7 +75,6 @@ class _Workspace:
 class _Stored:
     pid: int
     rowid: int
-    extra: str | None
 
 
 MAX_KNOWN_PIDS = 200_000
@@ -398,11 +397,19 @@ class DuckDBEngine:
         self, state: _Workspace, external_ids: list[str]
     ) -> tuple[dict[str, int], dict[str, _Stored]]:
         """Hash each id, and confirm in SQL the stored row of each id that has one."""
+        hashes, rows = self._stored_rows(state, external_ids, "external_id, pid, rowid")
+        return hashes, {eid: _Stored(pid, rowid) for eid, pid, rowid in rows}
+
+    def _stored_rows(
+        self, state: _Workspace, external_ids: list[str], columns: str
+    ) -> tuple[dict[str, int], list[tuple[Any, ...]]]:
+        """Each id's hash, and ``columns`` of the stored row of each id that has one (the
+        columns must start with ``external_id``, which confirms the index's candidate)."""
         hashes = self._hashes(external_ids)
         candidates = self._index(state).lookup(list(hashes.values()))
         by_pid = [pid for pid in candidates if pid > 0]
         exact = [eid for eid, pid in zip(hashes, candidates, strict=True) if pid == AMBIGUOUS]
-        select = f"SELECT external_id, pid, rowid, extra FROM {state.table} WHERE"
+        select = f"SELECT {columns} FROM {state.table} WHERE"
         if len(by_pid) == 1:
             # One id (every cold read): an equality the scan can skip row groups on, about
             # twice as fast as the semi-join below.
@@ -414,21 +421,32 @@ class DuckDBEngine:
         if exact:  # Only for hashes shared by two ids: this scans every external id.
             query = f"{select} external_id IN (SELECT unnest(?::VARCHAR[]))"
             rows += self._writer.execute(query, [exact]).fetchall()
-        return hashes, {eid: _Stored(pid, rowid, extra) for eid, pid, rowid, extra in rows}
+        wanted = set(external_ids)
+        return hashes, [row for row in rows if row[0] in wanted]
 
     def _apply(self, state: _Workspace, plan: WritePlan) -> dict[int, Profile]:
         """Write a checked plan in one transaction, then teach the index the new ids; the
-        profiles as written, by pid."""
+        profiles as written, by pid.
+
+        The old rows are read once, merged with the writes here, and the merged rows appended
+        from bound lists: joining the old rows inside the INSERT made DuckDB scan every column
+        of the table, and returning the rows cost as much again.
+        """
         cur = self._writer
         names = list(state.schema)
+        columns = ", ".join(["external_id", *sql.ROW_COLUMNS, *map(sql.quote, names), "rowid"])
         cur.execute("BEGIN TRANSACTION")
         try:
-            hashes, stored = self._resolve(state, [w.external_id for w in plan.writes])
-            self._assign_pids(state, plan, stored)
-            rows = cur.execute(*self._merge_statement(state, plan, stored)).fetchall()
-            old = [stored[w.external_id].rowid for w in plan.writes if not w.created]
-            if old:
-                cur.execute(f"DELETE FROM {state.table} WHERE rowid IN (SELECT unnest(?))", [old])
+            hashes, rows = self._stored_rows(state, [w.external_id for w in plan.writes], columns)
+            old = {row[0]: row[1:-1] for row in rows}
+            self._assign_pids(state, plan, {eid: row[0] for eid, row in old.items()})
+            now = utcnow()
+            merged = [merge_row(w, old.get(w.external_id), names, now) for w in plan.writes]
+            document = sql.rows_document(merged, state.schema)
+            cur.execute(sql.insert_rows(state.table, state.schema), {"rows": document})
+            if rows:
+                stale = [row[-1] for row in rows]
+                cur.execute(f"DELETE FROM {state.table} WHERE rowid IN (SELECT unnest(?))", [stale])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -437,9 +455,9 @@ class DuckDBEngine:
         self._index(state).add_many(
             [hashes[w.external_id] for w in created], [w.pid for w in created]
         )
-        return {int(row[0]): _to_profile(row, names, state.schema) for row in rows}
+        return {row[0]: _to_profile(row, names, state.schema) for row in merged}
 
-    def _assign_pids(self, state: _Workspace, plan: WritePlan, stored: dict[str, _Stored]) -> None:
+    def _assign_pids(self, state: _Workspace, plan: WritePlan, stored: dict[str, int]) -> None:
         fresh = [write for write in plan.writes if write.external_id not in stored]
         query = "SELECT nextval(?) AS pid FROM range(?) ORDER BY pid"
         pids = (
@@ -451,7 +469,7 @@ class DuckDBEngine:
             write.pid, write.created = int(pid), True
         for write in plan.writes:
             if not write.created:
-                write.pid = stored[write.external_id].pid
+                write.pid = stored[write.external_id]
 
     def _create_empty(
         self, state: _Workspace, fresh: list[str], hashes: dict[str, int], pids: dict[str, int]
@@ -467,26 +485,6 @@ class DuckDBEngine:
         )
         pids.update(zip(fresh, (int(pid) for pid in made), strict=True))
         self._index(state).add_many([hashes[eid] for eid in fresh], [pids[eid] for eid in fresh])
-
-    def _merge_statement(
-        self, state: _Workspace, plan: WritePlan, stored: dict[str, _Stored]
-    ) -> tuple[str, dict[str, Any]]:
-        touched, writes = plan.touched(), plan.writes
-        old = [stored.get(w.external_id) for w in writes]
-        params: dict[str, Any] = {
-            "pid": [w.pid for w in writes],
-            "external_id": [w.external_id for w in writes],
-            "extra": [
-                merge_extra(o.extra if o else None, w.extra)
-                for w, o in zip(writes, old, strict=True)
-            ],
-            "updated_at": utcnow(),
-            "old": [o.rowid for o in old if o is not None],
-        }
-        for n, name in enumerate(touched):
-            params[f"v{n}"] = [w.values.get(name) for w in writes]
-            params[f"p{n}"] = [name in w.values for w in writes]
-        return sql.merge_insert(state.table, state.schema, touched), params
 
     def _add_attribute(self, state: _Workspace, name: str, kind: AttributeType) -> None:
         """Add the column and move ``extra`` values that fit its type, in one transaction."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -105,6 +106,32 @@ def merge_extra(stored: str | None, patch: Mapping[str, Any]) -> str | None:
         else:
             merged[name] = value
     return dump_json(merged) if merged else None
+
+
+def merge_row(
+    write: Write, old: Sequence[Any] | None, names: Sequence[str], now: datetime
+) -> tuple[Any, ...]:
+    """The row ``write`` leaves over the stored row ``old`` (None for a new profile), in the
+    engine's row order: pid, external_id, extra, updated_at, then the declared attributes in
+    ``names`` order. Declared values the write names replace the old ones (None clears);
+    the others are kept as stored; extras are merged by :func:`merge_extra`."""
+    if old is None:
+        return (
+            write.pid,
+            write.external_id,
+            merge_extra(None, write.extra),
+            now,
+            *(write.values.get(name) for name in names),
+        )
+    given = write.values
+    kept = zip(names, old[4:], strict=True)
+    return (
+        write.pid,
+        write.external_id,
+        merge_extra(old[2], write.extra),
+        now,
+        *(given.get(name, stored) for name, stored in kept),
+    )
 
 
 def _json_value(name: str, value: object) -> object:
