@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,10 +151,10 @@ class DuckDBEngine:
             stored = self._resolve(state, [external_id])[1].get(external_id)
             if stored is None:
                 return None
-            names = list(state.schema)
-            query = sql.select_rows(state.table, names, "pid = ? AND external_id = ?")
+            schema = state.schema
+            query = sql.select_rows(state.table, list(schema), "pid = ? AND external_id = ?")
             row = self._writer.execute(query, [stored.pid, external_id]).fetchone()
-        return _to_profile(row, names, state.schema) if row else None
+        return _ProfileReader(schema)(row) if row else None
 
     def get_profiles_by_pid(self, workspace_id: str, pids: Sequence[int]) -> list[Profile | None]:
         """Profiles by pid, in the order asked, None where there is none."""
@@ -165,7 +165,8 @@ class DuckDBEngine:
         query = sql.select_rows(state.table, list(schema), "pid IN (SELECT unnest(?::UINTEGER[]))")
         with self._cursor() as cur:
             rows = cur.execute(query, [_valid_pids(pids)]).fetchall()
-        found = {row[0]: _to_profile(row, list(schema), schema) for row in rows}
+        read = _ProfileReader(schema)
+        found = {row[0]: read(row) for row in rows}
         return [found.get(pid) for pid in pids]
 
     def delete_profile(self, workspace_id: str, external_id: str) -> int | None:
@@ -429,11 +430,11 @@ class DuckDBEngine:
         profiles as written, by pid.
 
         The old rows are read once, merged with the writes here, and the merged rows appended
-        from bound lists: joining the old rows inside the INSERT made DuckDB scan every column
-        of the table, and returning the rows cost as much again.
+        from one JSON document: joining the old rows inside the INSERT made DuckDB scan every
+        column of the table, and returning the rows cost as much again.
         """
-        cur = self._writer
-        names = list(state.schema)
+        cur, schema = self._writer, state.schema
+        names = list(schema)
         columns = ", ".join(["external_id", *sql.ROW_COLUMNS, *map(sql.quote, names), "rowid"])
         cur.execute("BEGIN TRANSACTION")
         try:
@@ -442,8 +443,8 @@ class DuckDBEngine:
             self._assign_pids(state, plan, {eid: row[0] for eid, row in old.items()})
             now = utcnow()
             merged = [merge_row(w, old.get(w.external_id), names, now) for w in plan.writes]
-            document = sql.rows_document(merged, state.schema)
-            cur.execute(sql.insert_rows(state.table, state.schema), {"rows": document})
+            document = sql.rows_document(merged, schema)
+            cur.execute(sql.insert_rows(state.table, schema), {"rows": document})
             if rows:
                 stale = [row[-1] for row in rows]
                 cur.execute(f"DELETE FROM {state.table} WHERE rowid IN (SELECT unnest(?))", [stale])
@@ -455,7 +456,8 @@ class DuckDBEngine:
         self._index(state).add_many(
             [hashes[w.external_id] for w in created], [w.pid for w in created]
         )
-        return {row[0]: _to_profile(row, names, state.schema) for row in merged}
+        read = _ProfileReader(schema)
+        return {row[0]: read(row) for row in merged}
 
     def _assign_pids(self, state: _Workspace, plan: WritePlan, stored: dict[str, int]) -> None:
         fresh = [write for write in plan.writes if write.external_id not in stored]
@@ -534,20 +536,34 @@ def _valid_pids(pids: Sequence[int]) -> list[int]:
     return [pid for pid in pids if 0 < pid <= MAX_PID]
 
 
-def _to_profile(
-    row: tuple[Any, ...], names: list[str], schema: Mapping[str, AttributeType]
-) -> Profile:
-    pid, external_id, extra, updated_at, *values = row
-    # A declared name left in extra (its value did not fit the type) stays hidden, so that a
-    # profile reads the same to a Python predicate as to the SQL rule.
-    stored: dict[str, Any] = orjson.loads(extra) if extra else {}
-    attributes = {key: value for key, value in stored.items() if key not in schema}
-    for name, value in zip(names, values, strict=True):
-        if value is None:
-            continue
-        if schema[name] is AttributeType.JSON:
-            value = orjson.loads(value)
-        elif schema[name] is AttributeType.TIMESTAMP:
-            value = as_utc(value)
-        attributes[name] = value
-    return Profile(int(pid), external_id, attributes, as_utc(updated_at))
+class _ProfileReader:
+    """Rows in :func:`duckdb_sql.select_rows` order as profiles, for one schema: the per-column
+    decisions are made once per batch, not once per value."""
+
+    def __init__(self, schema: Mapping[str, AttributeType]) -> None:
+        self.schema = schema
+        self.columns = [
+            (position, name, _DECODERS.get(kind))
+            for position, (name, kind) in enumerate(schema.items(), start=len(sql.ROW_COLUMNS))
+        ]
+
+    def __call__(self, row: Sequence[Any]) -> Profile:
+        pid, external_id, extra, updated_at = row[:4]
+        attributes: dict[str, Any] = {}
+        if extra:
+            # A declared name left in extra (its value did not fit the type) stays hidden, so
+            # that a profile reads the same to a Python predicate as to the SQL rule.
+            schema = self.schema
+            attributes = {k: v for k, v in orjson.loads(extra).items() if k not in schema}
+        for position, name, decode in self.columns:
+            value = row[position]
+            if value is not None:
+                attributes[name] = value if decode is None else decode(value)
+        return Profile(int(pid), external_id, attributes, as_utc(updated_at))
+
+
+_DECODERS: dict[AttributeType, Callable[[Any], Any]] = {
+    AttributeType.JSON: orjson.loads,
+    AttributeType.TIMESTAMP: as_utc,
+}
+"""How a stored value becomes a profile's: JSON text parsed, timestamps in UTC."""

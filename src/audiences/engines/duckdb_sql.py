@@ -121,7 +121,7 @@ ROW_KINDS = (
 
 
 def select_rows(table: str, attributes: Sequence[str], where: str) -> str:
-    """The columns ``row_to_profile`` reads: :data:`ROW_COLUMNS`, then the attributes."""
+    """A profile's row: :data:`ROW_COLUMNS`, then the declared attributes."""
     columns = ", ".join([*ROW_COLUMNS, *map(quote, attributes)])
     return f"SELECT {columns} FROM {table} WHERE {where}"
 

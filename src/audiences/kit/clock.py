@@ -20,6 +20,9 @@ def as_utc(value: datetime) -> datetime:
     >>> as_utc(datetime(2026, 1, 1)).isoformat()
     '2026-01-01T00:00:00+00:00'
     """
-    if value.tzinfo is None:
+    tzinfo = value.tzinfo
+    if tzinfo is UTC:
+        return value
+    if tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
