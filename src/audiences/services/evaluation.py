@@ -20,13 +20,14 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from pyroaring import AbstractBitMap, BitMap
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, lazyload, load_only
 from sqlglot import exp
 
 from audiences import rules
-from audiences.engines.base import Profile
+from audiences.engines.base import Profile, pids_to_bitmap
 from audiences.errors import AudiencesError, Conflict
 from audiences.kit.clock import utcnow
 from audiences.kit.ids import new_id
@@ -150,11 +151,18 @@ def on_profiles_written(
         found = {pid: check(_view(attrs, pid, answer)) for pid, attrs in views.items()}
     else:
         found = {pid: check(attrs) for pid, attrs in views.items()}
+    # One row of answers per profile; each audience's column picks the pids that enter it.
+    evaluated = np.fromiter(found, dtype=np.uint32, count=len(found))
+    answers = np.array(list(found.values()), dtype=bool).reshape(len(found), len(streaming))
+    everyone = BitMap(wanted)
     for index, audience in enumerate(streaming):
-        entering = BitMap(pid for pid, answers in found.items() if answers[index])
-        leaving = BitMap(wanted) - entering
+        entering = pids_to_bitmap(evaluated[answers[:, index]])
         memberships.apply(
-            session, audience=audience, add=entering, remove=leaving, cache=runtime.bitmaps
+            session,
+            audience=audience,
+            add=entering,
+            remove=everyone - entering,
+            cache=runtime.bitmaps,
         )
 
 
