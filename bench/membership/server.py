@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from audiences.api.app import create_app
 from audiences.config import Settings
+from audiences.kit.heap import freeze_startup_objects
 
 RATE_LIMIT = "1000000000/minute"
 
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     app = app_with_pings(args.data_dir)
+    freeze_startup_objects()  # as `audiences serve` does
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

@@ -63,7 +63,8 @@ def main() -> None:
             totals.append(time.perf_counter() - started)
         engine._writer = writer
         bench.close()
-    print(f"upsert_profiles, {args.size:,} records: median {statistics.median(totals) * 1000:.1f} ms")
+    median = statistics.median(totals) * 1000
+    print(f"upsert_profiles, {args.size:,} records: median {median:.1f} ms")
     for label, seconds in sorted(timings.items(), key=lambda item: -sum(item[1])):
         print(f"{sum(seconds) / args.batches * 1000:8.2f} ms/batch  {label}")
 

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from audiences.config import Settings
 from audiences.errors import AudiencesError
+from audiences.kit.heap import freeze_startup_objects
 from audiences.schemas.api_keys import ApiKeyCreate, Role
 from audiences.services import api_keys, demo, workspaces
 from audiences.store.db import make_engine, make_session_factory
@@ -65,6 +66,7 @@ def serve(
             profile_count=demo_profiles,
         )
         _announce(settings, token)
+    freeze_startup_objects()
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
