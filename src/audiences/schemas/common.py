@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -40,21 +41,35 @@ def reject_nul(value: Any) -> None:
     PostgreSQL text cannot store NUL, and no legitimate name, rule or label needs one, so input
     is refused with 422 up front instead of failing deep inside the database.
 
-    >>> reject_nul({"a": ["ok", {"b\x00": 1}]})
+    Plain JSON data is checked on its orjson encoding, where a NUL can only appear as the
+    escape ``\\u0000``: one C-speed pass instead of a Python call per value (a 10,000-profile
+    batch holds about 450,000 values). Only when that text shows up (or the data is not plain
+    JSON) are the values walked one by one, since a string may hold those six characters.
+
+    >>> reject_nul({"a": ["ok", {"b" + chr(0): 1}]})
     Traceback (most recent call last):
     ...
     ValueError: text may not contain NUL characters
     """
+    try:
+        if b"\\u0000" not in orjson.dumps(value):
+            return
+    except TypeError:
+        pass  # not plain JSON data (a non-string key, some other object)
+    _walk_for_nul(value)
+
+
+def _walk_for_nul(value: Any) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("text may not contain NUL characters")
     elif isinstance(value, dict):
         for key, item in value.items():
-            reject_nul(key)
-            reject_nul(item)
+            _walk_for_nul(key)
+            _walk_for_nul(item)
     elif isinstance(value, list | tuple):
         for item in value:
-            reject_nul(item)
+            _walk_for_nul(item)
 
 
 class InputModel(BaseModel):

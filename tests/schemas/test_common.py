@@ -1,0 +1,58 @@
+"""NUL characters are refused wherever they hide in input, and only there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from audiences.schemas.common import reject_nul
+
+# Text drawn so that NUL, other control characters and the escape's own characters
+# (backslash, "u", "0") are common.
+CHARACTERS = ["\x00", "\x01", "\\", "u", "0", "a", "é", '"']
+TEXT = st.text(alphabet=st.sampled_from(CHARACTERS), max_size=8)
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT
+JSON_DATA = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+@given(JSON_DATA)
+def test_refused_exactly_when_some_string_holds_a_nul(value: Any) -> None:
+    if _has_nul(value):
+        with pytest.raises(ValueError, match="NUL"):
+            reject_nul(value)
+    else:
+        reject_nul(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {1: "\x00"},  # a key orjson cannot encode: the values are walked instead
+        [2**70, "a\x00"],  # an integer orjson cannot encode
+        ("tuple", ("nested\x00",)),
+    ],
+)
+def test_data_orjson_cannot_encode_is_still_checked(value: Any) -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        reject_nul(value)
+
+
+def test_the_escape_spelled_out_is_not_a_nul() -> None:
+    reject_nul({"rule": "name = '\\u0000'"})
