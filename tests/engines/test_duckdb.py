@@ -331,22 +331,33 @@ VALUES = {
     ),
     data=st.data(),
 )
-def test_an_upsert_returns_each_profile_as_stored(
+def test_an_upsert_merges_and_returns_each_profile_as_stored(
     tmp_path_factory: pytest.TempPathFactory,
     batches: list[list[tuple[str, dict[str, None]]]],
     data: st.DataObject,
 ) -> None:
+    """Against a model of the merge (a value sets, None clears, a name not sent is kept):
+    batches where some columns are named by every record and others by a few."""
     engine = DuckDBEngine(tmp_path_factory.mktemp("returned"))
     engine.ensure_attributes(WS, SCHEMA)
+    model: dict[str, dict[str, object]] = {}
     try:
         for batch in batches:
             records = [
                 (eid, {name: data.draw(VALUES[name]) for name in names}) for eid, names in batch
             ]
+            for eid, attributes in records:
+                kept = model.setdefault(eid, {})
+                for name, value in attributes.items():
+                    if value is None:
+                        kept.pop(name, None)
+                    else:
+                        kept[name] = value
             for result in engine.upsert_profiles(WS, records):
                 assert result.ok and result.profile is not None
                 stored = engine.get_profile(WS, result.external_id)
                 assert stored is not None
                 assert result.profile == stored
+                assert stored.attributes == model[result.external_id]
     finally:
         engine.close()

@@ -435,7 +435,12 @@ class DuckDBEngine:
         """
         cur, schema = self._writer, state.schema
         names = list(schema)
-        columns = ", ".join(["external_id", *sql.ROW_COLUMNS, *map(sql.quote, names), "rowid"])
+        # A column every write names is never read from the old row: NULL in its place spares
+        # the scan that column (reading every column of 1M rows tripled this statement).
+        named = set(names).intersection(*(write.values for write in plan.writes))
+        kept = [sql.quote(name) if name not in named else "NULL" for name in names]
+        row = ["pid", "external_id", "extra", "NULL"]  # the merged row is updated now
+        columns = ", ".join(["external_id", *row, *kept, "rowid"])
         cur.execute("BEGIN TRANSACTION")
         try:
             hashes, rows = self._stored_rows(state, [w.external_id for w in plan.writes], columns)
