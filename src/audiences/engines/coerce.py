@@ -105,8 +105,13 @@ def to_date(value: object) -> date:
 
 def to_string_list(value: object) -> list[str]:
     """A list (or tuple) of strings, no nulls inside."""
-    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
-        return list(value)
+    if isinstance(value, list | tuple):
+        try:
+            "".join(value)  # refuses any item that is not a string, at C speed
+        except TypeError:
+            pass
+        else:
+            return list(value)
     raise TypeMismatchError(f"expected a list of strings, got {_describe(value)}")
 
 
