@@ -3,18 +3,19 @@ due audiences in dependency order; freshness follows the run history, failures r
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from audiences.config import Settings
 from audiences.jobs import schedule
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry
 from audiences.jobs.worker import Worker
 from audiences.kit.clock import utcnow
-from audiences.store.tables import JobRow, RunRow
+from audiences.store.tables import IdempotencyKeyRow, JobRow, RunRow
 from tests.factories import Tenant, make_audience
 
 HOURLY = {"mode": "scheduled", "interval_seconds": 3600}
@@ -167,3 +168,37 @@ def test_a_new_or_changed_rule_queues_its_evaluation(
         "/v1/jobs", params={"subject_id": audience["id"], "state": "queued"}
     ).json()
     assert again["total"] == 1
+
+
+def test_housekeeping_purges_expired_idempotency_keys_once_an_hour(
+    factory: sessionmaker[Session], job_settings: Settings, workspace_id: str
+) -> None:
+    now = utcnow()
+    expired = now - timedelta(hours=job_settings.idempotency_ttl_hours, minutes=1)
+
+    def add_key(key: str, created_at: datetime) -> None:
+        with factory.begin() as session:
+            session.add(
+                IdempotencyKeyRow(
+                    workspace_id=workspace_id, key=key, request_hash="h", created_at=created_at
+                )
+            )
+
+    def keys() -> list[str]:
+        with factory() as session:
+            rows = session.scalars(
+                select(IdempotencyKeyRow.key).where(IdempotencyKeyRow.workspace_id == workspace_id)
+            )
+            return sorted(rows)
+
+    add_key("expired", expired)
+    add_key("fresh", now)
+    housekeeping = schedule.Housekeeping(factory, job_settings)
+    housekeeping.run(now)
+    assert keys() == ["fresh"]
+
+    add_key("expired-later", expired)
+    housekeeping.run(now + timedelta(minutes=10))
+    assert keys() == ["expired-later", "fresh"]  # purged at most once an hour
+    housekeeping.run(now + schedule.PURGE_EVERY)
+    assert keys() == ["fresh"]

@@ -1,5 +1,6 @@
 """The scheduler: every few seconds, queue one ``evaluation.refresh_due`` job per workspace with
-scheduled audiences that are due, and sweep the kept request bodies no job needs any more.
+scheduled audiences that are due, and keep house: sweep the kept request bodies no job needs
+any more and, once an hour, purge expired idempotency keys.
 
 Any number of schedulers may run (one per server or worker process): the job's dedupe key names
 the time slot, so a slot yields one job per workspace whoever notices it first, and a workspace
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,10 +20,12 @@ from audiences.config import Settings
 from audiences.jobs import queue
 from audiences.kit.clock import utcnow
 from audiences.schemas.jobs import JobKind
-from audiences.services import freshness, static_members
+from audiences.services import freshness, maintenance, static_members
 from audiences.store.tables import JobRow
 
 REFRESH_DUE = "evaluation.refresh_due"
+PURGE_EVERY = timedelta(hours=1)
+"""How often each scheduler purges expired idempotency keys (they expire after hours)."""
 log = logging.getLogger("audiences.jobs")
 
 
@@ -52,8 +55,38 @@ def tick(session: Session, *, now: datetime, slot_seconds: int) -> list[JobRow]:
     return queued
 
 
+class Housekeeping:
+    """What a scheduler sweeps besides due refreshes, each part failing on its own."""
+
+    def __init__(self, session_factory: sessionmaker[Session], settings: Settings) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.purged_at: datetime | None = None
+
+    def run(self, now: datetime) -> None:
+        """Sweep kept write bodies; purge expired idempotency keys when an hour has passed."""
+        try:
+            with self.session_factory() as session:
+                static_members.sweep_bodies(session, data_dir=self.settings.data_dir, now=now)
+        except Exception:
+            log.exception("sweeping kept write bodies failed; trying again next tick")
+        if self.purged_at is not None and now - self.purged_at < PURGE_EVERY:
+            return
+        try:
+            with self.session_factory.begin() as session:
+                maintenance.purge_idempotency_keys(
+                    session,
+                    workspace_id=None,
+                    ttl_hours=self.settings.idempotency_ttl_hours,
+                    now=now,
+                )
+            self.purged_at = now
+        except Exception:
+            log.exception("purging expired idempotency keys failed; trying again next tick")
+
+
 class Scheduler:
-    """A thread that calls :func:`tick` (and sweeps kept write bodies) every
+    """A thread that calls :func:`tick` and :class:`Housekeeping` every
     ``AUDIENCES_SCHEDULER_SECONDS`` until stopped."""
 
     def __init__(
@@ -65,7 +98,7 @@ class Scheduler:
     ) -> None:
         self.session_factory = session_factory
         self.seconds = settings.scheduler_seconds
-        self.data_dir = settings.data_dir
+        self.housekeeping = Housekeeping(session_factory, settings)
         self.stopping = stopping
         self._thread: threading.Thread | None = None
 
@@ -86,8 +119,4 @@ class Scheduler:
                     tick(session, now=utcnow(), slot_seconds=self.seconds)
             except Exception:
                 log.exception("scheduler tick failed; trying again next tick")
-            try:
-                with self.session_factory() as session:
-                    static_members.sweep_bodies(session, data_dir=self.data_dir, now=utcnow())
-            except Exception:
-                log.exception("sweeping kept write bodies failed; trying again next tick")
+            self.housekeeping.run(utcnow())

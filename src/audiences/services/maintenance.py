@@ -11,17 +11,19 @@ from audiences.store.tables import IdempotencyKeyRow
 
 
 def purge_idempotency_keys(
-    session: Session, *, workspace_id: str, ttl_hours: int, now: datetime
+    session: Session, *, workspace_id: str | None, ttl_hours: int, now: datetime
 ) -> int:
-    """Delete the workspace's idempotency keys older than ``ttl_hours``; how many went.
+    """Delete the idempotency keys older than ``ttl_hours`` of one workspace (or of all, with
+    None: the scheduler's hourly sweep); how many went.
 
     Such keys would be replaced on their next use anyway; purging keeps the table small.
     Deleting is idempotent, so the job may safely run twice.
     """
     stmt = delete(IdempotencyKeyRow).where(
-        IdempotencyKeyRow.workspace_id == workspace_id,
-        IdempotencyKeyRow.created_at < now - timedelta(hours=ttl_hours),
+        IdempotencyKeyRow.created_at < now - timedelta(hours=ttl_hours)
     )
+    if workspace_id is not None:
+        stmt = stmt.where(IdempotencyKeyRow.workspace_id == workspace_id)
     result = session.execute(stmt.returning(IdempotencyKeyRow.key))
     deleted = len(result.all())
     session.flush()
