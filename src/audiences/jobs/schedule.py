@@ -1,6 +1,7 @@
 """The scheduler: every few seconds, queue one ``evaluation.refresh_due`` job per workspace with
 scheduled audiences that are due, and keep house: sweep the kept request bodies no job needs
-any more and, once an hour, purge expired idempotency keys.
+any more and the uploads of imports cancelled before they ran and, once an hour, purge expired
+idempotency keys.
 
 Any number of schedulers may run (one per server or worker process): the job's dedupe key names
 the time slot, so a slot yields one job per workspace whoever notices it first, and a workspace
@@ -20,7 +21,7 @@ from audiences.config import Settings
 from audiences.jobs import queue
 from audiences.kit.clock import utcnow
 from audiences.schemas.jobs import JobKind
-from audiences.services import freshness, maintenance, static_members
+from audiences.services import freshness, imports, maintenance, static_members
 from audiences.store.tables import JobRow
 
 REFRESH_DUE = "evaluation.refresh_due"
@@ -64,12 +65,13 @@ class Housekeeping:
         self.purged_at: datetime | None = None
 
     def run(self, now: datetime) -> None:
-        """Sweep kept write bodies; purge expired idempotency keys when an hour has passed."""
+        """Sweep kept write bodies and uploads; purge expired idempotency keys hourly."""
         try:
             with self.session_factory() as session:
                 static_members.sweep_bodies(session, data_dir=self.settings.data_dir, now=now)
+                imports.sweep_uploads(session, data_dir=self.settings.data_dir, now=now)
         except Exception:
-            log.exception("sweeping kept write bodies failed; trying again next tick")
+            log.exception("sweeping kept bodies and uploads failed; trying again next tick")
         if self.purged_at is not None and now - self.purged_at < PURGE_EVERY:
             return
         try:

@@ -18,11 +18,13 @@ import shutil
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 from pyroaring import BitMap
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audiences.errors import Unprocessable, ValidationFailed
@@ -228,6 +230,46 @@ def errors_csv(data_dir: Path, job: JobRow) -> Path | None:
         return None
     path = folder(data_dir, job.workspace_id, upload) / ERRORS
     return path if path.exists() else None
+
+
+def sweep_uploads(session: Session, *, data_dir: Path, now: datetime) -> int:
+    """Delete the uploaded files no live import will read; how many went.
+
+    An import's handler deletes its upload when it ends; this catches the rest: uploads of
+    imports cancelled while queued (their handler never runs) and of requests that died before
+    queuing their job. An upload written to within :data:`static_members.BODY_GRACE` is kept
+    whatever its job, since it may still be arriving. The errors file stays for download.
+    """
+    root = Path(data_dir) / "imports"
+    if not root.is_dir():
+        return 0
+    cutoff = (now - static_members.BODY_GRACE).timestamp()
+    stale = {path.parent.name: path.parent for path in root.glob(f"*/*/{UPLOAD}")}
+    stale = {name: folder for name, folder in stale.items() if _modified(folder / UPLOAD) < cutoff}
+    if not stale:
+        return 0
+    upload_of = JobRow.payload["upload"].as_string()
+    live = set(
+        session.scalars(
+            select(upload_of).where(
+                JobRow.handler == static_members.IMPORT_HANDLER,
+                JobRow.state.in_(static_members.LIVE_JOB_STATES),
+                upload_of.in_(sorted(stale)),
+            )
+        )
+    )
+    for name, directory in stale.items():
+        if name not in live:
+            remove_upload(directory, keep_errors=True)
+    return len(stale.keys() - live)
+
+
+def _modified(path: Path) -> float:
+    """When the file was last written; infinitely recent if it is gone (nothing to sweep)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def remove_upload(directory: Path, *, keep_errors: bool) -> None:
