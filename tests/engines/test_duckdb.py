@@ -361,3 +361,31 @@ def test_an_upsert_merges_and_returns_each_profile_as_stored(
                 assert stored.attributes == model[result.external_id]
     finally:
         engine.close()
+
+
+def test_extreme_values_are_written_and_returned_exactly(engine: DuckDBEngine) -> None:
+    """The merged rows reach DuckDB as one JSON document: nothing may be lost on the way."""
+    engine.ensure_attributes(
+        WS,
+        {
+            "f": AttributeType.FLOAT,
+            "i": AttributeType.INTEGER,
+            "t": AttributeType.TIMESTAMP,
+            "s": AttributeType.STRING,
+            "d": AttributeType.DATE,
+            "nl": AttributeType.NUMBER_LIST,
+            "j": AttributeType.JSON,
+        },
+    )
+    first = datetime(1, 1, 1, tzinfo=UTC)
+    last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    records = [
+        ("low", {"f": 5e-324, "i": -(2**63), "t": first, "d": date(1, 1, 1)}),
+        ("high", {"f": 1e308, "i": 2**63 - 1, "t": last, "d": date(9999, 12, 31)}),
+        ("text", {"s": 'a\u2028b"\\\x01😀', "nl": [-0.0, 0.1 + 0.2], "j": {"k": [1, 2.5, None]}}),
+    ]
+    results = engine.upsert_profiles(WS, records)
+    for result, (external_id, attributes) in zip(results, records, strict=True):
+        stored = engine.get_profile(WS, external_id)
+        assert stored is not None and result.profile == stored
+        assert stored.attributes == attributes

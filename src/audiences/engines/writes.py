@@ -39,10 +39,6 @@ class WritePlan:
     refused: dict[int, UpsertResult]
     size: int
 
-    def touched(self) -> list[str]:
-        """The declared attributes that at least one write sets or clears, sorted."""
-        return sorted({name for write in self.writes for name in write.values})
-
     def results(self, written: Mapping[int, Profile] | None = None) -> list[UpsertResult]:
         """One result per input record, in input order, with the profile each write left
         (from ``written``, by pid) when the engine returned it."""
