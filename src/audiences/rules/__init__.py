@@ -119,6 +119,9 @@ def validate_rule(
     if parsed is None:
         fail(problems)
         raise AssertionError("unreachable")
-    bound, typing = validate_tree(parsed, schema, limits)
+    # A tree parsed here from text is this call's alone; a given Rule's (or a JSON rule's,
+    # whose text was rendered from it) is copied before literals are typed in place.
+    owned = isinstance(rule, str)
+    bound, typing = validate_tree(parsed, schema, limits, owned=owned)
     fail([*problems, *typing])
     return bound

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
@@ -42,8 +43,14 @@ def template(text: str, dialect: str, **nodes: exp.Expr) -> exp.Expr:
 
     User values only ever enter as nodes, so sqlglot quotes them; no text is pasted.
     """
-    tree = sqlglot.parse_one(text, read=dialect)
-    return exp.replace_placeholders(tree, **nodes)
+    return exp.replace_placeholders(_parsed(text, dialect), **nodes)  # a copy: transform copies
+
+
+@lru_cache(maxsize=256)
+def _parsed(text: str, dialect: str) -> exp.Expr:
+    # Templates are this module's fixed texts, so each is parsed once per process; callers get
+    # a copy, never the cached tree.
+    return sqlglot.parse_one(text, read=dialect)
 
 
 def keep(node: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:

@@ -139,15 +139,22 @@ def referenced_schema(tree: exp.Expr, schema: AttributeSchema) -> dict[str, Any]
 
 
 def validate_tree(
-    rule: Rule, schema: AttributeSchema, limits: RuleLimits
+    rule: Rule, schema: AttributeSchema, limits: RuleLimits, *, owned: bool = False
 ) -> tuple[Rule, list[ErrorDetail]]:
-    """Bind a parsed rule to a schema: typed time literals, every type problem, the bound rule."""
-    tree = rule.tree.copy()
+    """Bind a parsed rule to a schema: typed time literals, every type problem, the bound rule.
+
+    The rule's tree is copied first (literals are typed in place) unless ``owned``: the caller
+    has just parsed it and no one else holds it.
+    """
+    tree = rule.tree if owned else rule.tree.copy()
     problems = type_time_literals(tree, schema, rule.source)
     _, typing = annotate(tree, schema, rule.source)
     problems.extend(typing)
-    if len(render(tree)) > limits.max_length:
+    text = render(tree)
+    if len(text) > limits.max_length:
         message = f"The rule's text is over {limits.max_length:,} characters."
         problems.append(on("rule_too_large", message, tree, rule.source))
     bound = Rule(tree, referenced_schema(tree, schema), rule.source)
+    # The canonical text just rendered (``text`` is a cached property of an immutable rule).
+    bound.__dict__["text"] = text
     return bound, problems

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from pyroaring import AbstractBitMap, BitMap
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, lazyload, load_only
+from sqlalchemy.orm import Session, aliased, lazyload, load_only
 from sqlglot import exp
 
 from audiences import rules
@@ -52,19 +52,81 @@ def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigge
     if audience.kind == "static":
         # A static audience is not evaluated: its refresh lets members past ttl_days go.
         return static_members.expire(session, audience=audience, trigger=trigger)
-    if audience.kind != "dynamic" or audience.rule is None:
-        raise Conflict(
-            f"a {audience.kind} audience is not evaluated from a rule",
-            code="audience_not_evaluable",
+    return refresh_many(session, runtime=runtime, audiences=[audience], trigger=trigger)[0]
+
+
+def refresh_many(
+    session: Session, *, runtime: Runtime, audiences: Sequence[AudienceRow], trigger: str
+) -> list[RunRow]:
+    """Evaluate dynamic audiences in the order given (each after those it depends on) and record
+    a run for each, as :func:`refresh` does one by one, in the session's transaction.
+
+    What the refreshes share is done once: their membership rows are locked in one statement,
+    the schema and the last run numbers read once, and the new memberships and runs go out
+    together at the next flush (an audience whose rule asks about another flushes what came
+    before it, so it reads the members just computed). A failing run is recorded as failed and
+    its audience keeps its previous members; the others are not held back.
+    """
+    for audience in audiences:
+        if audience.kind != "dynamic" or audience.rule is None:
+            raise Conflict(
+                f"a {audience.kind} audience is not evaluated from a rule",
+                code="audience_not_evaluable",
+            )
+    if not audiences:
+        return []
+    states = memberships.lock_all(session, audiences)
+    ids = [audience.id for audience in audiences]
+    numbers = _last_numbers(session, ids)
+    workspaces = {audience.workspace_id for audience in audiences}
+    schemas = {
+        ws: _frozen(attributes.schema(session, workspace_id=ws)) for ws in sorted(workspaces)
+    }
+    done: list[RunRow] = []
+    unflushed = 0
+    for audience in audiences:
+        run, stored = _refresh_one(
+            session,
+            runtime,
+            audience,
+            state=states[audience.id],
+            number=numbers.setdefault(audience.id, 0) + 1,
+            schema=schemas[audience.workspace_id],
+            trigger=trigger,
         )
-    state = memberships.locked(session, audience)
+        numbers[audience.id] = run.number
+        done.append(run)
+        unflushed += stored
+        if unflushed > FLUSH_BYTES:  # keep memory bounded: the pending bytes go out now
+            session.flush()
+            unflushed = 0
+    _prune_snapshots(session, ids)
+    return done
+
+
+FLUSH_BYTES = 32 << 20
+"""Serialized members :func:`refresh_many` holds before it flushes them (at 5M profiles, a dense
+set is ~0.6 MB)."""
+
+
+def _refresh_one(
+    session: Session,
+    runtime: Runtime,
+    audience: AudienceRow,
+    *,
+    state: Any,
+    number: int,
+    schema: frozenset[tuple[str, AttributeType]],
+    trigger: str,
+) -> tuple[RunRow, int]:
+    """One audience's run (added to the session, not flushed) and the bytes it stored."""
     now = utcnow()
     # The run is inserted once, finished: no one outside this transaction could see it running.
     run = RunRow(
         id=new_id(),
         workspace_id=audience.workspace_id,
         audience_id=audience.id,
-        number=_next_number(session, audience.id),
+        number=number,
         trigger=trigger,
         status="running",
         rule=audience.rule,
@@ -72,14 +134,16 @@ def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigge
         members_kept=False,
     )
     try:
-        members = _select(session, runtime, audience, now)
+        rule = bound_rule(audience.rule or "", schema)
+        members = select_members(
+            session, runtime=runtime, workspace_id=audience.workspace_id, rule=rule, now=now
+        )
     except AudiencesError as exc:
         _finish(run, state, status="failed", error=exc.detail)
         session.add(run)
-        session.flush()
-        return run
-    # Finished before ``replace``, and no flush until its own: the state's status goes out in
-    # the same UPDATE as the members, and the run in one INSERT once its snapshot is set.
+        return run, 0
+    # Finished before ``replace``, and no flush until later: the state's status goes out in the
+    # same UPDATE as the members, and the run in one INSERT once its snapshot is set.
     _finish(run, state, status="succeeded", error=None)
     with session.no_autoflush:
         change = memberships.replace(
@@ -91,8 +155,7 @@ def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigge
     run.members = state.bitmap
     run.members_kept = True
     session.add(run)
-    _prune_snapshots(session, audience.id, run.number)
-    return run
+    return run, len(run.members or b"")
 
 
 def refresh_all(
@@ -102,11 +165,8 @@ def refresh_all(
     dynamic = _dynamic(session, workspace_id)
     by_key = {audience.key: audience for audience in dynamic}
     graph = {a.key: [k for k in a.dependencies if k in by_key] for a in dynamic}
-    return [
-        refresh(session, runtime=runtime, audience=by_key[key], trigger=trigger)
-        for key in rules.evaluation_order(graph)
-        if key in by_key
-    ]
+    order = [by_key[key] for key in rules.evaluation_order(graph) if key in by_key]
+    return refresh_many(session, runtime=runtime, audiences=order, trigger=trigger)
 
 
 def on_profiles_written(
@@ -406,14 +466,6 @@ def _frozen(schema: Mapping[str, AttributeType]) -> frozenset[tuple[str, Attribu
     return frozenset(schema.items())
 
 
-def _select(session: Session, runtime: Runtime, audience: AudienceRow, now: datetime) -> BitMap:
-    schema = _frozen(attributes.schema(session, workspace_id=audience.workspace_id))
-    rule = bound_rule(audience.rule or "", schema)
-    return select_members(
-        session, runtime=runtime, workspace_id=audience.workspace_id, rule=rule, now=now
-    )
-
-
 def _member_sets(
     session: Session, runtime: Runtime, workspace_id: str, *, keys: Iterable[str] | None = None
 ) -> dict[str, AbstractBitMap]:
@@ -452,9 +504,14 @@ def _dynamic(session: Session, workspace_id: str) -> list[AudienceRow]:
     return list(session.scalars(stmt))
 
 
-def _next_number(session: Session, audience_id: str) -> int:
-    last = session.scalar(select(func.max(RunRow.number)).where(RunRow.audience_id == audience_id))
-    return (last or 0) + 1
+def _last_numbers(session: Session, audience_ids: list[str]) -> dict[str, int]:
+    """The number of each audience's last run (audiences without runs are absent)."""
+    rows = session.execute(
+        select(RunRow.audience_id, func.max(RunRow.number))
+        .where(RunRow.audience_id.in_(audience_ids))
+        .group_by(RunRow.audience_id)
+    )
+    return {audience_id: number for audience_id, number in rows}
 
 
 def _finish(run: RunRow, state: Any, *, status: str, error: str | None) -> None:
@@ -466,13 +523,20 @@ def _finish(run: RunRow, state: Any, *, status: str, error: str | None) -> None:
     state.last_run_id = run.id
 
 
-def _prune_snapshots(session: Session, audience_id: str, number: int) -> None:
+def _prune_snapshots(session: Session, audience_ids: list[str]) -> None:
+    """Drop the member sets of these audiences' runs older than their last SNAPSHOTS_KEPT."""
     # Older runs are not read in the transaction that prunes them (and commit expires them all),
     # so the session's copies need no update: that bookkeeping cost more than the statement.
+    newer = aliased(RunRow)
+    last = (
+        select(func.max(newer.number))
+        .where(newer.audience_id == RunRow.audience_id)
+        .scalar_subquery()
+    )
     session.execute(
         update(RunRow)
-        .where(RunRow.audience_id == audience_id, RunRow.number <= number - SNAPSHOTS_KEPT)
-        .where(RunRow.members_kept.is_(True))
+        .where(RunRow.audience_id.in_(audience_ids), RunRow.members_kept.is_(True))
+        .where(RunRow.number <= last - SNAPSHOTS_KEPT)
         .values(members=None, members_kept=False)
         .execution_options(synchronize_session=False)
     )
