@@ -63,7 +63,9 @@ def main() -> None:
             totals.append(time.perf_counter() - started)
         engine._writer = writer
         bench.close()
-    print(f"upsert_profiles, {args.size:,} records: median {statistics.median(totals) * 1000:.1f} ms")
+    print(
+        f"upsert_profiles, {args.size:,} records: median {statistics.median(totals) * 1000:.1f} ms"
+    )
     for label, seconds in sorted(timings.items(), key=lambda item: -sum(item[1])):
         print(f"{sum(seconds) / args.batches * 1000:8.2f} ms/batch  {label}")
 

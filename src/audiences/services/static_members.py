@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import orjson
 from pyroaring import AbstractBitMap, BitMap
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, undefer
 
 from audiences.errors import Conflict
@@ -172,7 +172,16 @@ def accept_ids(
     path = body_file(data_dir, caller.workspace_id, name)
     writing = _BODY_WRITER.submit(_write_file, path, body)  # while the statements run
     try:
-        job = _insert_write(session, caller, audience_id, action, job_id, name, max_attempts)
+        job = insert_write(
+            session.connection(),
+            job_id=job_id,
+            workspace_id=caller.workspace_id,
+            audience_id=audience_id,
+            action=action,
+            actor=caller.actor,
+            now=utcnow(),
+            max_attempts=max_attempts,
+        )
         writing.result()
     except BaseException:
         _abandon(writing, path)
@@ -193,40 +202,55 @@ def accept_ids(
     return jobs.to_model(accepted)
 
 
-def _insert_write(
-    session: Session,
-    caller: Caller,
+def insert_write(
+    connection: Connection,
+    *,
+    job_id: str,
+    workspace_id: str,
     audience_id: str,
     action: str,
-    job_id: str,
-    name: str,
+    actor: str,
+    now: datetime,
     max_attempts: int,
 ) -> Job | None:
-    """The statements of :func:`accept_ids`; None when the audience is not a static one of
-    the caller's workspace with a membership row."""
-    connection = session.connection()
+    """The statements of :func:`accept_ids`, for a job whose body is kept as
+    ``<job_id>.json``; the job as the API shows it, or None when the audience is not a static
+    one of ``workspace_id`` with a membership row. Also how the write intake commits the
+    writes it accepted (``services/intake.py``), with the time each was accepted."""
     found = _LOCK_STATIC.first(
-        connection, {"audience_id": audience_id, "workspace_id": caller.workspace_id}
+        connection, {"audience_id": audience_id, "workspace_id": workspace_id}
     )
     if found is None or found[0] != "static":
         return None
     last = _LAST_SEQ.first(connection, {"audience_id": audience_id})
     seq = (last[0] if last is not None and last[0] is not None else 0) + 1
-    now = utcnow()
-    result = {"indexing_state": IN_PROGRESS, "action": action}
+    job = queued_job(
+        job_id=job_id,
+        audience_id=audience_id,
+        action=action,
+        actor=actor,
+        now=now,
+        max_attempts=max_attempts,
+    )
+    payload = {
+        "audience_id": audience_id,
+        "action": action,
+        "seq": seq,
+        BODY_FILE: f"{job_id}.json",
+    }
     _INSERT_JOB.run(
         connection,
         {
             "id": job_id,
-            "workspace_id": caller.workspace_id,
+            "workspace_id": workspace_id,
             "kind": JobKind.IMPORT.value,
             "handler": WRITE_HANDLER,
-            "payload": {"audience_id": audience_id, "action": action, "seq": seq, BODY_FILE: name},
+            "payload": payload,
             "subject_id": audience_id,
             "state": JobState.QUEUED.value,
             "processed": 0,
             "counts": {},
-            "result": result,
+            "result": job.result,
             "errors": [],
             "error_count": 0,
             "attempts": 0,
@@ -235,7 +259,7 @@ def _insert_write(
             "cancel_requested": False,
             "created_at": now,
             "updated_at": now,
-            "created_by": caller.actor,
+            "created_by": actor,
         },
     )
     _INSERT_WRITE.run(
@@ -243,13 +267,20 @@ def _insert_write(
         {
             "audience_id": audience_id,
             "seq": seq,
-            "workspace_id": caller.workspace_id,
+            "workspace_id": workspace_id,
             "job_id": job_id,
             "action": action,
             "state": "pending",
             "created_at": now,
         },
     )
+    return job
+
+
+def queued_job(
+    *, job_id: str, audience_id: str, action: str, actor: str, now: datetime, max_attempts: int
+) -> Job:
+    """A JSON write's job as the API shows it when it was just accepted (the 202's body)."""
     return Job(
         id=job_id,
         kind=JobKind.IMPORT,
@@ -258,7 +289,7 @@ def _insert_write(
         state=JobState.QUEUED,
         progress=JobProgress(processed=0, total=None, percent=None),
         counts={},
-        result=result,
+        result={"indexing_state": IN_PROGRESS, "action": action},
         errors=[],
         error_count=0,
         attempts=0,
@@ -267,8 +298,52 @@ def _insert_write(
         run_after=now,
         created_at=now,
         updated_at=now,
-        created_by=caller.actor,
+        created_by=actor,
     )
+
+
+def failed_write(
+    session: Session,
+    *,
+    job_id: str,
+    workspace_id: str,
+    audience_id: str,
+    action: str,
+    actor: str,
+    now: datetime,
+    max_attempts: int,
+    code: str,
+    message: str,
+) -> None:
+    """The job of a write that was answered 202 but cannot be numbered any more (its audience
+    was deleted, or is not static): created failed, so the client's job id still resolves and
+    says why. Nothing was written to the audience; no ``seq`` is used."""
+    session.add(
+        JobRow(
+            id=job_id,
+            workspace_id=workspace_id,
+            kind=JobKind.IMPORT.value,
+            handler=WRITE_HANDLER,
+            payload={"audience_id": audience_id, "action": action},
+            subject_id=audience_id,
+            state=JobState.FAILED.value,
+            processed=0,
+            counts={},
+            result={"indexing_state": "cancelled", "action": action, "reason": message},
+            errors=[{"code": code, "message": message, "attempt": None}],
+            error_count=1,
+            last_error=message,
+            attempts=0,
+            max_attempts=max_attempts,
+            run_after=now,
+            cancel_requested=False,
+            created_at=now,
+            finished_at=utcnow(),
+            updated_at=utcnow(),
+            created_by=actor,
+        )
+    )
+    session.flush()
 
 
 _BODY_WRITER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="audiences-write-bodies")
@@ -347,6 +422,11 @@ def read_body_ids(path: Path) -> list[str] | None:
         return None
     ids = data.get("ids") if isinstance(data, dict) else None
     return ids if isinstance(ids, list) else None
+
+
+def write_body(path: Path, body: bytes) -> Future[None]:
+    """Start writing a kept request body on the body writers' threads."""
+    return _BODY_WRITER.submit(_write_file, path, body)
 
 
 def _write_file(path: Path, body: bytes) -> None:
