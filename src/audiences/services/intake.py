@@ -183,6 +183,11 @@ class Intake:
 
     # -- the barrier ---------------------------------------------------------------------------
 
+    @property
+    def accepted(self) -> int:
+        """How many writes this intake has accepted since it opened."""
+        return self._accepted
+
     def behind(self) -> bool:
         """Whether some accepted record is not committed yet."""
         return self._flushed < self._accepted
@@ -205,8 +210,10 @@ class Intake:
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop accepting, commit what is pending, stop the flusher. What it could not commit
-        in time stays in the log and is replayed at the next start."""
+        in time stays in the log and is replayed at the next start. Idempotent."""
         with self._lock:
+            if self._lock_fd < 0:
+                return
             self._stopping = True
         self._wake.set()
         self._hurry.set()
@@ -218,7 +225,8 @@ class Intake:
                 self._fd = None
                 if not self._thread.is_alive():
                     self._drop_segments(self._segment + 1)
-        os.close(self._lock_fd)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def _run(self) -> None:
         batch: list[Record] = []
@@ -348,7 +356,7 @@ class Intake:
         for _, path in found:
             path.unlink(missing_ok=True)
         if made:
-            log.info("replayed %d accepted membership writes from the intake log", made)
+            log.warning("replayed %d accepted membership writes from the intake log", made)
         return made
 
 
