@@ -232,8 +232,8 @@ class Intake:
         batch: list[Record] = []
         failures = 0
         while True:
-            if not batch:
-                self._wake.wait()
+            if not batch and not self._stopping:
+                self._wake.wait(1.0)  # the timeout only guards against a lost wake-up
                 self._wake.clear()
                 if not self._stopping:
                     self._hurry.wait(GATHER_SECONDS)
