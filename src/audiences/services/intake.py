@@ -286,15 +286,15 @@ class Intake:
         """Number and queue ``records`` in one transaction; how many were new. With
         ``skip_existing``, a record whose job exists already is left alone (a replay)."""
         writing: list[Future[None]] = []
-        made = 0
         try:
             with self._factory.begin() as session:
                 existing = _existing(session, records) if skip_existing else set()
-                for record in records:
-                    if record.job_id in existing:
-                        continue
-                    made += 1
-                    if self._number(session, record):
+                fresh = [record for record in records if record.job_id not in existing]
+                numbered = static_members.insert_writes(
+                    session.connection(), [_new_write(record) for record in fresh]
+                )
+                for record, done in zip(fresh, numbered, strict=True):
+                    if done or self._number(session, record):
                         path = static_members.body_file(
                             self.data_dir, record.workspace_id, f"{record.job_id}.json"
                         )
@@ -305,12 +305,12 @@ class Intake:
             for future in writing:
                 with contextlib.suppress(Exception):
                     future.result()
-        return made
+        return len(fresh)
 
     def _number(self, session: Session, record: Record) -> bool:
-        """One record's job and write row; False when its job was created failed instead."""
-        if _insert(session, record):
-            return True
+        """A record its group could not number: its audience has no membership row yet (made
+        now, then the write numbered: True), or is gone or not static (its job is created
+        failed: False)."""
         audience = session.scalar(
             select(AudienceRow).where(
                 AudienceRow.id == record.audience_id,
@@ -321,9 +321,9 @@ class Intake:
             code, message = "audience_not_found", "the audience was deleted before the write"
         elif audience.kind != "static":
             code, message = "audience_not_static", f"the audience is {audience.kind} now"
-        else:  # a static audience without a membership row: make it, then number the write
+        else:
             memberships.locked(session, audience)
-            if not _insert(session, record):
+            if static_members.insert_write(session.connection(), _new_write(record)) is None:
                 raise RuntimeError(f"audience {record.audience_id} cannot be written to")
             return True
         static_members.failed_write(
@@ -365,9 +365,8 @@ def directory(data_dir: Path) -> Path:
     return Path(data_dir) / "writes" / "intake"
 
 
-def _insert(session: Session, record: Record) -> bool:
-    job = static_members.insert_write(
-        session.connection(),
+def _new_write(record: Record) -> static_members.NewWrite:
+    return static_members.NewWrite(
         job_id=record.job_id,
         workspace_id=record.workspace_id,
         audience_id=record.audience_id,
@@ -376,7 +375,6 @@ def _insert(session: Session, record: Record) -> bool:
         now=record.created_at,
         max_attempts=record.max_attempts,
     )
-    return job is not None
 
 
 def _existing(session: Session, records: list[Record]) -> set[str]:

@@ -15,7 +15,7 @@ audience's :class:`MembershipRow`, changed in the same transaction as the days.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -174,13 +174,15 @@ def accept_ids(
     try:
         job = insert_write(
             session.connection(),
-            job_id=job_id,
-            workspace_id=caller.workspace_id,
-            audience_id=audience_id,
-            action=action,
-            actor=caller.actor,
-            now=utcnow(),
-            max_attempts=max_attempts,
+            NewWrite(
+                job_id=job_id,
+                workspace_id=caller.workspace_id,
+                audience_id=audience_id,
+                action=action,
+                actor=caller.actor,
+                now=utcnow(),
+                max_attempts=max_attempts,
+            ),
         )
         writing.result()
     except BaseException:
@@ -202,79 +204,114 @@ def accept_ids(
     return jobs.to_model(accepted)
 
 
-def insert_write(
-    connection: Connection,
-    *,
-    job_id: str,
-    workspace_id: str,
-    audience_id: str,
-    action: str,
-    actor: str,
-    now: datetime,
-    max_attempts: int,
-) -> Job | None:
-    """The statements of :func:`accept_ids`, for a job whose body is kept as
-    ``<job_id>.json``; the job as the API shows it, or None when the audience is not a static
-    one of ``workspace_id`` with a membership row. Also how the write intake commits the
-    writes it accepted (``services/intake.py``), with the time each was accepted."""
+@dataclass(frozen=True)
+class NewWrite:
+    """A JSON write to number, its body kept as ``<job_id>.json``: see :func:`insert_writes`."""
+
+    job_id: str
+    workspace_id: str
+    audience_id: str
+    action: str
+    actor: str
+    now: datetime
+    max_attempts: int
+
+
+def insert_write(connection: Connection, write: NewWrite) -> Job | None:
+    """The statements of :func:`accept_ids`: the job as the API shows it, or None when the
+    audience is not a static one of the write's workspace with a membership row."""
+    if not insert_writes(connection, [write])[0]:
+        return None
+    return queued_job(
+        job_id=write.job_id,
+        audience_id=write.audience_id,
+        action=write.action,
+        actor=write.actor,
+        now=write.now,
+        max_attempts=write.max_attempts,
+    )
+
+
+def insert_writes(connection: Connection, writes: Sequence[NewWrite]) -> list[bool]:
+    """Number ``writes`` in their order and insert their jobs and write rows; for each,
+    whether it was (False: its audience is not a static one of its workspace with a
+    membership row, and nothing was written for it).
+
+    Each audience is locked and its last ``seq`` read once, then every job is inserted by one
+    ``executemany`` and every write row by another: how the write intake commits a group
+    (``services/intake.py``), each job with the time it was accepted.
+    """
+    following: dict[tuple[str, str], int | None] = {}
+    jobs: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    numbered: list[bool] = []
+    for write in writes:
+        target = (write.audience_id, write.workspace_id)
+        if target not in following:
+            following[target] = _next_seq(connection, *target)
+        seq = following[target]
+        if seq is None:
+            numbered.append(False)
+            continue
+        following[target] = seq + 1
+        numbered.append(True)
+        jobs.append(_job_values(write, seq))
+        rows.append(
+            {
+                "audience_id": write.audience_id,
+                "seq": seq,
+                "workspace_id": write.workspace_id,
+                "job_id": write.job_id,
+                "action": write.action,
+                "state": "pending",
+                "created_at": write.now,
+            }
+        )
+    _INSERT_JOB.run_many(connection, jobs)
+    _INSERT_WRITE.run_many(connection, rows)
+    return numbered
+
+
+def _next_seq(connection: Connection, audience_id: str, workspace_id: str) -> int | None:
+    """Lock the audience's membership row; its next ``seq``, or None if it is not a static
+    audience of ``workspace_id`` with a membership row."""
     found = _LOCK_STATIC.first(
         connection, {"audience_id": audience_id, "workspace_id": workspace_id}
     )
     if found is None or found[0] != "static":
         return None
     last = _LAST_SEQ.first(connection, {"audience_id": audience_id})
-    seq = (last[0] if last is not None and last[0] is not None else 0) + 1
-    job = queued_job(
-        job_id=job_id,
-        audience_id=audience_id,
-        action=action,
-        actor=actor,
-        now=now,
-        max_attempts=max_attempts,
-    )
+    return (last[0] if last is not None and last[0] is not None else 0) + 1
+
+
+def _job_values(write: NewWrite, seq: int) -> dict[str, Any]:
     payload = {
-        "audience_id": audience_id,
-        "action": action,
+        "audience_id": write.audience_id,
+        "action": write.action,
         "seq": seq,
-        BODY_FILE: f"{job_id}.json",
+        BODY_FILE: f"{write.job_id}.json",
     }
-    _INSERT_JOB.run(
-        connection,
-        {
-            "id": job_id,
-            "workspace_id": workspace_id,
-            "kind": JobKind.IMPORT.value,
-            "handler": WRITE_HANDLER,
-            "payload": payload,
-            "subject_id": audience_id,
-            "state": JobState.QUEUED.value,
-            "processed": 0,
-            "counts": {},
-            "result": job.result,
-            "errors": [],
-            "error_count": 0,
-            "attempts": 0,
-            "max_attempts": max_attempts,
-            "run_after": now,
-            "cancel_requested": False,
-            "created_at": now,
-            "updated_at": now,
-            "created_by": actor,
-        },
-    )
-    _INSERT_WRITE.run(
-        connection,
-        {
-            "audience_id": audience_id,
-            "seq": seq,
-            "workspace_id": workspace_id,
-            "job_id": job_id,
-            "action": action,
-            "state": "pending",
-            "created_at": now,
-        },
-    )
-    return job
+    return {
+        "id": write.job_id,
+        "workspace_id": write.workspace_id,
+        "kind": JobKind.IMPORT.value,
+        "handler": WRITE_HANDLER,
+        "payload": payload,
+        "subject_id": write.audience_id,
+        "state": JobState.QUEUED.value,
+        "processed": 0,
+        "counts": {},
+        "result": {"indexing_state": IN_PROGRESS, "action": write.action},
+        "errors": [],
+        "error_count": 0,
+        "attempts": 0,
+        "max_attempts": write.max_attempts,
+        "run_after": write.now,
+        "cancel_requested": False,
+        "created_at": write.now,
+        "updated_at": write.now,
+        "created_by": write.actor,
+    }
 
 
 def queued_job(
