@@ -53,7 +53,7 @@ BARRIER_SECONDS = 30.0
 REPLAY_BATCH = 500
 """Records replayed per transaction at start."""
 MAX_BACKOFF = 5.0
-GATHER_SECONDS = 0.01
+GATHER_SECONDS = 0.02
 """How long the flusher lets writes gather after the first before it commits them together
 (unless a barrier is waiting): one commit per group instead of one per write, which leaves
 the request path the CPU it would otherwise compete for."""
