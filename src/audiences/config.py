@@ -142,6 +142,16 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = Field(default="info", description="Log level of the server.")
+    write_intake: bool = Field(
+        default=True,
+        description=(
+            "On SQLite, accept plain JSON membership writes into a local log under "
+            "`<data_dir>/writes/intake/` and commit them in groups off the request path "
+            "(a process crash loses none; a power loss may lose the last ones, as with SQLite's "
+            "`synchronous=NORMAL`). Off: every write commits before its 202. Ignored on "
+            "PostgreSQL."
+        ),
+    )
     worker_threads: int = Field(
         default=2,
         ge=0,

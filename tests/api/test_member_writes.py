@@ -21,13 +21,14 @@ from audiences.jobs.worker import Worker
 from audiences.services import static_members
 from audiences.store.tables import JobRow, MemberDayRow
 from tests.client import ApiClient
-from tests.factories import Tenant, make_audience
+from tests.factories import Tenant, flushed, make_audience
 
 MINE = (static_members.WRITE_HANDLER, static_members.IMPORT_HANDLER, static_members.EXPIRE_HANDLER)
 
 
 def run_jobs(app: FastAPI, *, only: tuple[str, ...] = MINE) -> int:
     """Run every due job of the static-audience handlers in this process; how many ran."""
+    flushed(app)
     registry = HandlerRegistry(
         {name: HANDLERS.get(name) for name in only}, needing_profiles=frozenset(only)
     )
@@ -123,6 +124,7 @@ def test_a_late_write_does_not_undo_a_later_one(app: FastAPI, tenant: Tenant) ->
     audience = static_audience(tenant.write)
     early = write(tenant.write, audience["id"], "add", ["x", "y"])
     late = write(tenant.write, audience["id"], "remove", ["x"])
+    flushed(app)
     with app.state.session_factory.begin() as session:
         # The earlier job waits (a retry's backoff): the later one is claimed first.
         session.get_one(JobRow, early["id"]).run_after = session.get_one(
@@ -142,6 +144,7 @@ def test_a_late_write_before_a_replace_is_replaced(app: FastAPI, tenant: Tenant)
     audience = static_audience(tenant.write)
     early = write(tenant.write, audience["id"], "add", ["x"])
     write(tenant.write, audience["id"], "replace", ["y"])
+    flushed(app)
     with app.state.session_factory.begin() as session:
         session.get_one(JobRow, early["id"]).run_after = session.get_one(
             JobRow, early["id"]
@@ -296,6 +299,7 @@ def test_streaming_rules_read_a_static_list_and_each_other(app: FastAPI, tenant:
 
 
 def _body_file(app: FastAPI, tenant: Tenant, job_id: str) -> Path:
+    flushed(app)
     return static_members.body_file(
         app.state.settings.data_dir, tenant.workspace_id, f"{job_id}.json"
     )
@@ -419,6 +423,7 @@ def test_plain_ids(ids: list[Any], plain: bool) -> None:
 
 
 def _payload(app: FastAPI, job_id: str) -> dict[str, Any]:
+    flushed(app)
     with app.state.session_factory() as session:
         return dict(session.get_one(JobRow, job_id).payload)
 

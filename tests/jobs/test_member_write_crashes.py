@@ -82,3 +82,61 @@ def test_json_writes_killed_at_random_points_apply_exactly_once(
     named = {f"{row.id}.json" for row in done}
     assert not named & {path.name for path in left.glob("*.json")}  # applied bodies removed
     client.close()
+
+
+BURSTS = 4
+BURST = 4
+
+
+def test_writes_answered_202_then_killed_before_their_commit_are_applied_after_restart(
+    make_server: Callable[[int], Server],
+    isolated_factory: sessionmaker[Session],
+    isolated_database_url: str,
+) -> None:
+    """On SQLite a 202 may come before the commit (the write intake): killed right after a
+    burst of answers, the server replays its log at the next start, each write exactly once."""
+    server = make_server(1)
+    server.start()
+    client = httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.token()}"}, timeout=30
+    )
+    created = client.post("/v1/audiences", json={"key": "l", "name": "l", "kind": "static"})
+    audience_id = created.json()["id"]
+    url = f"/v1/audiences/{audience_id}/members"
+    assert client.post(url, json={"action": "add", "ids": ["seed"]}).status_code == 202
+    accepted: list[str] = []
+    for burst in range(BURSTS):
+        for i in range(BURST):
+            body = {"action": "add", "ids": [f"b{burst}-{i}-{n}" for n in range(SIZE)]}
+            response = client.post(url, json=body)
+            assert response.status_code == 202, response.text
+            accepted.append(response.json()["id"])
+        server.kill()  # at once: the last writes are in the log, not yet committed
+        server.start()
+        client.close()
+        client = httpx.Client(base_url=server.url, headers=dict(client.headers), timeout=30)
+
+    def jobs() -> list[JobRow]:
+        with isolated_factory() as session:
+            stmt = select(JobRow).where(JobRow.subject_id == audience_id)
+            rows = list(session.scalars(stmt))
+            session.expunge_all()
+            return rows
+
+    _wait_for(
+        lambda: all(row.state in ("succeeded", "failed") for row in jobs()),
+        "the writes never finished",
+    )
+    done = jobs()
+    assert [row.last_error for row in done if row.state != "succeeded"] == []
+    assert set(accepted) <= {row.id for row in done}  # every 202 became its job
+    assert len(done) == len(accepted) + 1  # once each
+    assert sorted(row.payload["seq"] for row in done) == list(range(1, len(done) + 1))
+    members = set(client.get(f"/v1/audiences/{audience_id}/export").text.splitlines()[1:])
+    expected = {"seed"} | {
+        f"b{burst}-{i}-{n}" for burst in range(BURSTS) for i in range(BURST) for n in range(SIZE)
+    }
+    assert members == expected
+    if isolated_database_url.startswith("sqlite"):
+        assert "replayed" in server.log.read_text()  # the log was needed at least once
+    client.close()

@@ -6,8 +6,10 @@ in worker threads, a sha256 of the body for an Idempotency-Key that is seldom se
 cost several times what parsing the body does. :class:`LeanMemberWrites` sits in front of the
 documented route with the same path and accepts a plain write itself: it parses and checks the
 body on the event loop, authenticates with :func:`get_caller` (cached, rate limit counted as
-the route counts it), and makes one thread-pool hop to
-:func:`audiences.services.static_members.accept_ids`, whose transaction it commits. Anything
+the route counts it), and either hands the write to the write intake (SQLite, an audience
+that took a write here before: ``services/intake.py`` logs it and answers at once) or makes one
+thread-pool hop to :func:`audiences.services.static_members.accept_ids`, whose transaction it
+commits. Anything
 else (an Idempotency-Key, another content type, an id the route would refuse, a body that needs
 full validation or breaks a limit) goes to the route unchanged, the body handed on as read, so
 every error and every answer is the route's. Errors raised on the lean path (401, 403, 404,
@@ -40,6 +42,7 @@ from audiences.schemas.jobs import Job
 from audiences.services import static_members
 from audiences.services.callers import Caller
 from audiences.services.import_formats import CONTROL
+from audiences.services.intake import Intake, IntakeClosed
 
 MAX_ID_LENGTH = 512
 AUDIENCE_ID = re.compile(ID_PATTERN)
@@ -127,16 +130,31 @@ class LeanMemberWrites:
         caller = await get_caller(request, await bearer(request))
         caller.require(Role.WRITE)
         action, ids = write
-        job = await run_in_threadpool(
-            _accept,
-            request.app.state.session_factory,
-            caller,
-            audience_id,
-            action,
-            ids,
-            raw,
-            settings,
-        )
+        intake: Intake | None = request.app.state.runtime.intake
+        job = None
+        if intake is not None and intake.takes(caller.workspace_id, audience_id):
+            try:
+                job = intake.accept(
+                    caller=caller,
+                    audience_id=audience_id,
+                    action=action,
+                    body=raw,
+                    max_attempts=settings.job_max_attempts,
+                )
+            except IntakeClosed:
+                job = None
+        if job is None:
+            job = await run_in_threadpool(
+                _accept,
+                request.app.state.session_factory,
+                caller,
+                audience_id,
+                action,
+                ids,
+                raw,
+                settings,
+                intake,
+            )
         body = job.model_dump(mode="json")
         response = JSONResponse(
             body, status_code=202, headers={"Location": self._location(request, job)}
@@ -158,10 +176,18 @@ def _accept(
     ids: list[str],
     body: bytes,
     settings: Settings,
+    intake: Intake | None,
 ) -> Job:
-    """One transaction, committed before the answer (a failed commit is an error, not a 202)."""
+    """One transaction, committed before the answer (a failed commit is an error, not a 202).
+
+    With a write intake, first wait until it has committed what it accepted (so ``seq``
+    keeps acceptance order), and afterwards let it take the audience's next writes."""
+    generation = 0
+    if intake is not None:
+        intake.barrier()
+        generation = intake.generation()
     with factory.begin() as session:
-        return static_members.accept_ids(
+        job = static_members.accept_ids(
             session,
             caller=caller,
             audience_id=audience_id,
@@ -171,6 +197,9 @@ def _accept(
             data_dir=settings.data_dir,
             max_attempts=settings.job_max_attempts,
         )
+    if intake is not None:
+        intake.learn(caller.workspace_id, audience_id, generation)
+    return job
 
 
 def _replaying(raw: bytes, receive: Receive) -> Receive:

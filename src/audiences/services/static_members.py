@@ -15,7 +15,7 @@ audience's :class:`MembershipRow`, changed in the same transaction as the days.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import orjson
 from pyroaring import AbstractBitMap, BitMap
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, undefer
 
 from audiences.errors import Conflict
@@ -172,7 +172,18 @@ def accept_ids(
     path = body_file(data_dir, caller.workspace_id, name)
     writing = _BODY_WRITER.submit(_write_file, path, body)  # while the statements run
     try:
-        job = _insert_write(session, caller, audience_id, action, job_id, name, max_attempts)
+        job = insert_write(
+            session.connection(),
+            NewWrite(
+                job_id=job_id,
+                workspace_id=caller.workspace_id,
+                audience_id=audience_id,
+                action=action,
+                actor=caller.actor,
+                now=utcnow(),
+                max_attempts=max_attempts,
+            ),
+        )
         writing.result()
     except BaseException:
         _abandon(writing, path)
@@ -193,63 +204,120 @@ def accept_ids(
     return jobs.to_model(accepted)
 
 
-def _insert_write(
-    session: Session,
-    caller: Caller,
-    audience_id: str,
-    action: str,
-    job_id: str,
-    name: str,
-    max_attempts: int,
-) -> Job | None:
-    """The statements of :func:`accept_ids`; None when the audience is not a static one of
-    the caller's workspace with a membership row."""
-    connection = session.connection()
+@dataclass(frozen=True)
+class NewWrite:
+    """A JSON write to number, its body kept as ``<job_id>.json``: see :func:`insert_writes`."""
+
+    job_id: str
+    workspace_id: str
+    audience_id: str
+    action: str
+    actor: str
+    now: datetime
+    max_attempts: int
+
+
+def insert_write(connection: Connection, write: NewWrite) -> Job | None:
+    """The statements of :func:`accept_ids`: the job as the API shows it, or None when the
+    audience is not a static one of the write's workspace with a membership row."""
+    if not insert_writes(connection, [write])[0]:
+        return None
+    return queued_job(
+        job_id=write.job_id,
+        audience_id=write.audience_id,
+        action=write.action,
+        actor=write.actor,
+        now=write.now,
+        max_attempts=write.max_attempts,
+    )
+
+
+def insert_writes(connection: Connection, writes: Sequence[NewWrite]) -> list[bool]:
+    """Number ``writes`` in their order and insert their jobs and write rows; for each,
+    whether it was (False: its audience is not a static one of its workspace with a
+    membership row, and nothing was written for it).
+
+    Each audience is locked and its last ``seq`` read once, then every job is inserted by one
+    ``executemany`` and every write row by another: how the write intake commits a group
+    (``services/intake.py``), each job with the time it was accepted.
+    """
+    following: dict[tuple[str, str], int | None] = {}
+    jobs: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    numbered: list[bool] = []
+    for write in writes:
+        target = (write.audience_id, write.workspace_id)
+        if target not in following:
+            following[target] = _next_seq(connection, *target)
+        seq = following[target]
+        if seq is None:
+            numbered.append(False)
+            continue
+        following[target] = seq + 1
+        numbered.append(True)
+        jobs.append(_job_values(write, seq))
+        rows.append(
+            {
+                "audience_id": write.audience_id,
+                "seq": seq,
+                "workspace_id": write.workspace_id,
+                "job_id": write.job_id,
+                "action": write.action,
+                "state": "pending",
+                "created_at": write.now,
+            }
+        )
+    _INSERT_JOB.run_many(connection, jobs)
+    _INSERT_WRITE.run_many(connection, rows)
+    return numbered
+
+
+def _next_seq(connection: Connection, audience_id: str, workspace_id: str) -> int | None:
+    """Lock the audience's membership row; its next ``seq``, or None if it is not a static
+    audience of ``workspace_id`` with a membership row."""
     found = _LOCK_STATIC.first(
-        connection, {"audience_id": audience_id, "workspace_id": caller.workspace_id}
+        connection, {"audience_id": audience_id, "workspace_id": workspace_id}
     )
     if found is None or found[0] != "static":
         return None
     last = _LAST_SEQ.first(connection, {"audience_id": audience_id})
-    seq = (last[0] if last is not None and last[0] is not None else 0) + 1
-    now = utcnow()
-    result = {"indexing_state": IN_PROGRESS, "action": action}
-    _INSERT_JOB.run(
-        connection,
-        {
-            "id": job_id,
-            "workspace_id": caller.workspace_id,
-            "kind": JobKind.IMPORT.value,
-            "handler": WRITE_HANDLER,
-            "payload": {"audience_id": audience_id, "action": action, "seq": seq, BODY_FILE: name},
-            "subject_id": audience_id,
-            "state": JobState.QUEUED.value,
-            "processed": 0,
-            "counts": {},
-            "result": result,
-            "errors": [],
-            "error_count": 0,
-            "attempts": 0,
-            "max_attempts": max_attempts,
-            "run_after": now,
-            "cancel_requested": False,
-            "created_at": now,
-            "updated_at": now,
-            "created_by": caller.actor,
-        },
-    )
-    _INSERT_WRITE.run(
-        connection,
-        {
-            "audience_id": audience_id,
-            "seq": seq,
-            "workspace_id": caller.workspace_id,
-            "job_id": job_id,
-            "action": action,
-            "state": "pending",
-            "created_at": now,
-        },
-    )
+    return (last[0] if last is not None and last[0] is not None else 0) + 1
+
+
+def _job_values(write: NewWrite, seq: int) -> dict[str, Any]:
+    payload = {
+        "audience_id": write.audience_id,
+        "action": write.action,
+        "seq": seq,
+        BODY_FILE: f"{write.job_id}.json",
+    }
+    return {
+        "id": write.job_id,
+        "workspace_id": write.workspace_id,
+        "kind": JobKind.IMPORT.value,
+        "handler": WRITE_HANDLER,
+        "payload": payload,
+        "subject_id": write.audience_id,
+        "state": JobState.QUEUED.value,
+        "processed": 0,
+        "counts": {},
+        "result": {"indexing_state": IN_PROGRESS, "action": write.action},
+        "errors": [],
+        "error_count": 0,
+        "attempts": 0,
+        "max_attempts": write.max_attempts,
+        "run_after": write.now,
+        "cancel_requested": False,
+        "created_at": write.now,
+        "updated_at": write.now,
+        "created_by": write.actor,
+    }
+
+
+def queued_job(
+    *, job_id: str, audience_id: str, action: str, actor: str, now: datetime, max_attempts: int
+) -> Job:
+    """A JSON write's job as the API shows it when it was just accepted (the 202's body)."""
     return Job(
         id=job_id,
         kind=JobKind.IMPORT,
@@ -258,7 +326,7 @@ def _insert_write(
         state=JobState.QUEUED,
         progress=JobProgress(processed=0, total=None, percent=None),
         counts={},
-        result=result,
+        result={"indexing_state": IN_PROGRESS, "action": action},
         errors=[],
         error_count=0,
         attempts=0,
@@ -267,8 +335,52 @@ def _insert_write(
         run_after=now,
         created_at=now,
         updated_at=now,
-        created_by=caller.actor,
+        created_by=actor,
     )
+
+
+def failed_write(
+    session: Session,
+    *,
+    job_id: str,
+    workspace_id: str,
+    audience_id: str,
+    action: str,
+    actor: str,
+    now: datetime,
+    max_attempts: int,
+    code: str,
+    message: str,
+) -> None:
+    """The job of a write that was answered 202 but cannot be numbered any more (its audience
+    was deleted, or is not static): created failed, so the client's job id still resolves and
+    says why. Nothing was written to the audience; no ``seq`` is used."""
+    session.add(
+        JobRow(
+            id=job_id,
+            workspace_id=workspace_id,
+            kind=JobKind.IMPORT.value,
+            handler=WRITE_HANDLER,
+            payload={"audience_id": audience_id, "action": action},
+            subject_id=audience_id,
+            state=JobState.FAILED.value,
+            processed=0,
+            counts={},
+            result={"indexing_state": "cancelled", "action": action, "reason": message},
+            errors=[{"code": code, "message": message, "attempt": None}],
+            error_count=1,
+            last_error=message,
+            attempts=0,
+            max_attempts=max_attempts,
+            run_after=now,
+            cancel_requested=False,
+            created_at=now,
+            finished_at=utcnow(),
+            updated_at=utcnow(),
+            created_by=actor,
+        )
+    )
+    session.flush()
 
 
 _BODY_WRITER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="audiences-write-bodies")
@@ -347,6 +459,11 @@ def read_body_ids(path: Path) -> list[str] | None:
         return None
     ids = data.get("ids") if isinstance(data, dict) else None
     return ids if isinstance(ids, list) else None
+
+
+def write_body(path: Path, body: bytes) -> Future[None]:
+    """Start writing a kept request body on the body writers' threads."""
+    return _BODY_WRITER.submit(_write_file, path, body)
 
 
 def _write_file(path: Path, body: bytes) -> None:

@@ -29,11 +29,7 @@ class Prepared:
 
     def execute(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """Run with ``params`` (by bind name) on ``connection``'s DBAPI cursor; the cursor."""
-        dialect = connection.dialect
-        compiled = self._compiled.get(dialect)
-        if compiled is None:
-            with self._lock:
-                compiled = self._compiled.setdefault(dialect, _Compiled(self.statement, dialect))
+        compiled = self._compiled_for(connection.dialect)
         cursor = connection.connection.cursor()
         cursor.execute(compiled.sql, compiled.parameters(params))
         return cursor
@@ -50,6 +46,26 @@ class Prepared:
     def run(self, connection: Connection, params: Mapping[str, Any]) -> None:
         """Run a statement that returns no rows."""
         self.execute(connection, params).close()
+
+    def run_many(self, connection: Connection, params: Sequence[Mapping[str, Any]]) -> None:
+        """Run a statement that returns no rows once for each of ``params``, in one
+        ``executemany`` (one call into the driver for a whole group of rows)."""
+        if not params:
+            return
+        compiled = self._compiled_for(connection.dialect)
+        cursor = connection.connection.cursor()
+        try:
+            rows: Any = [compiled.parameters(p) for p in params]  # all lists, or all dicts
+            cursor.executemany(compiled.sql, rows)
+        finally:
+            cursor.close()
+
+    def _compiled_for(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(dialect)
+        if compiled is None:
+            with self._lock:
+                compiled = self._compiled.setdefault(dialect, _Compiled(self.statement, dialect))
+        return compiled
 
 
 class _Compiled:

@@ -18,6 +18,7 @@ from audiences.api.content import RequireJson
 from audiences.api.deps import (
     ID_PATTERN,
     AudienceId,
+    IntakeFlushed,
     ReadCaller,
     SessionDep,
     SettingsDep,
@@ -60,7 +61,7 @@ async def read_member_write(request: Request, settings: SettingsDep) -> MemberWr
     "/v1/audiences/{audience_id}/members",
     status_code=202,
     response_model=Job,
-    dependencies=[RequireJson],
+    dependencies=[IntakeFlushed, RequireJson],
     openapi_extra=MEMBER_WRITE_BODY,
     responses={**ACCEPTED, **responses(400, 401, 403, 404, 409, 413, 415, 422, 429)},
 )
@@ -92,6 +93,7 @@ def write_members(
     "/v1/audiences/{audience_id}/imports",
     status_code=202,
     response_model=Job,
+    dependencies=[IntakeFlushed],
     openapi_extra=UPLOAD_BODY,
     responses={**ACCEPTED, **responses(400, 401, 403, 404, 409, 413, 415, 422, 429)},
 )
@@ -170,6 +172,7 @@ async def import_members(
         **responses(401, 404, 429),
     },
     response_class=Response,
+    dependencies=[IntakeFlushed],
 )
 def get_job_errors(
     job_id: JobId, session: SessionDep, settings: SettingsDep, caller: ReadCaller

@@ -7,14 +7,22 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from audiences.api.deps import ID_PATTERN, ReadCaller, SessionDep, SettingsDep, WriteCaller
+from audiences.api.deps import (
+    ID_PATTERN,
+    IntakeFlushed,
+    ReadCaller,
+    SessionDep,
+    SettingsDep,
+    WriteCaller,
+)
 from audiences.api.listing import page_response, to_list_query
 from audiences.api.problems import responses
 from audiences.schemas.common import page_of
 from audiences.schemas.jobs import Job, JobListItem, JobListParams
 from audiences.services import jobs
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[IntakeFlushed])
+"""Every jobs route first waits for the write intake: a client sees the jobs it was answered."""
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="The job's id.")]
 
 

@@ -1,0 +1,382 @@
+"""The write intake: JSON membership writes answered from a local log, committed in groups.
+
+On SQLite (the embedded set-up: one server process owns the data directory) a plain JSON write
+to a static audience this process has written to before is accepted by appending one record
+(:mod:`audiences.services.intake_log`) to the current segment under
+``<data_dir>/writes/intake/`` with one ``os.write`` on a descriptor kept open, and answered 202
+at once; the request waits for no transaction, no thread and no file of its own. A flusher
+thread takes the pending records in order and does for each what
+:func:`static_members.accept_ids` does (lock, next ``seq``, job row, write row, body file)
+with the record's job id and acceptance time, all in ONE transaction, then drops the
+segments it covered. So ``seq`` order is acceptance order, and the job the client was told
+about appears with exactly the body it was shown.
+
+Read-your-writes is a barrier: whatever reads or changes jobs, and every other acceptance of a
+write to a static audience, first waits until everything accepted before it is committed
+(:meth:`Intake.barrier`).
+
+Durability is that of SQLite's WAL with ``synchronous=NORMAL``: a record survives the process
+being killed (it is in the page cache), and :meth:`Intake.open` replays, before the workers
+start, every complete record whose job does not exist yet; a torn tail is dropped. Neither
+survives a power loss, as nothing is fsynced. A second process opening the same data directory
+finds the intake locked (``flock``) and takes the ordinary path instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from audiences.errors import ServiceUnavailable
+from audiences.kit.clock import utcnow
+from audiences.kit.ids import new_id
+from audiences.schemas.jobs import Job
+from audiences.services import memberships, static_members
+from audiences.services.callers import Caller
+from audiences.services.intake_log import Record, encode, read, segment_name, segments
+from audiences.services.read_cache import ExpiringMap
+from audiences.store.tables import AudienceRow, JobRow
+
+log = logging.getLogger("audiences.intake")
+
+BARRIER_SECONDS = 30.0
+"""How long a barrier waits for the flusher before answering 503 ``intake_behind``."""
+REPLAY_BATCH = 500
+"""Records replayed per transaction at start."""
+MAX_BACKOFF = 5.0
+GATHER_SECONDS = 0.02
+"""How long the flusher lets writes gather after the first before it commits them together
+(unless a barrier is waiting): one commit per group instead of one per write, which leaves
+the request path the CPU it would otherwise compete for."""
+
+
+class IntakeClosed(Exception):
+    """The intake no longer accepts records (stopping, or its log cannot be written)."""
+
+
+class Intake:
+    """The process's write intake: the log, the pending records, the flusher thread."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        session_factory: sessionmaker[Session],
+        targets: ExpiringMap[str],
+        lock_fd: int,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.directory = directory(self.data_dir)
+        self._factory = session_factory
+        self._targets = targets
+        self._lock_fd = lock_fd
+        self._lock = threading.Lock()
+        self._pending: list[Record] = []
+        self._accepted = 0
+        self._flushed = 0
+        self._done = threading.Condition()
+        self._wake = threading.Event()
+        self._hurry = threading.Event()
+        self._stopping = False
+        self._fd: int | None = None
+        self._segment = 0
+        self._drop_below = 0
+        self._thread = threading.Thread(target=self._run, name="audiences-intake", daemon=True)
+
+    @classmethod
+    def open(
+        cls, *, data_dir: Path, session_factory: sessionmaker[Session], targets: ExpiringMap[str]
+    ) -> Intake | None:
+        """The intake of ``data_dir``, recovered and running; None if another process holds it."""
+        folder = directory(Path(data_dir))
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(folder / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            log.warning("the write intake in %s is held by another process; not used", folder)
+            return None
+        intake = cls(
+            data_dir=data_dir, session_factory=session_factory, targets=targets, lock_fd=lock_fd
+        )
+        try:
+            intake.recover()
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        intake._segment = max((number for number, _ in segments(folder)), default=0) + 1
+        intake._fd = intake._open_segment(intake._segment)
+        intake._thread.start()
+        return intake
+
+    # -- acceptance (on the event loop) -------------------------------------------------------
+
+    def takes(self, workspace_id: str, audience_id: str) -> bool:
+        """Whether a write to ``audience_id`` may be accepted here: it is known to be a static
+        audience of ``workspace_id`` with a membership row (:meth:`learn`)."""
+        return self._targets.get(audience_id) == workspace_id and not self._stopping
+
+    def generation(self) -> int:
+        """Read before looking an audience up; hand it back to :meth:`learn`."""
+        return self._targets.generation
+
+    def learn(self, workspace_id: str, audience_id: str, generation: int) -> None:
+        """Remember that ``audience_id`` took a write the ordinary way (a static audience of
+        ``workspace_id`` with a membership row), unless the audience changed since."""
+        self._targets.put(audience_id, workspace_id, generation)
+
+    def accept(
+        self, *, caller: Caller, audience_id: str, action: str, body: bytes, max_attempts: int
+    ) -> Job:
+        """Log a checked write and answer with its job, as :func:`accept_ids` would;
+        :class:`IntakeClosed` if it cannot be logged (take the ordinary path then)."""
+        now = utcnow()
+        record = Record(
+            job_id=new_id(),
+            workspace_id=caller.workspace_id,
+            audience_id=audience_id,
+            action=action,
+            actor=caller.actor,
+            created_at=now,
+            max_attempts=max_attempts,
+            body=body,
+        )
+        data = encode(record)
+        with self._lock:
+            if self._stopping or self._fd is None:
+                raise IntakeClosed("the write intake is stopping")
+            self._append(self._fd, data)
+            self._pending.append(record)
+            self._accepted += 1
+        self._wake.set()
+        return static_members.queued_job(
+            job_id=record.job_id,
+            audience_id=audience_id,
+            action=action,
+            actor=record.actor,
+            now=now,
+            max_attempts=max_attempts,
+        )
+
+    def _append(self, fd: int, data: bytes) -> None:
+        """Write a whole record or none: a failed or short write is cut off again."""
+        start = os.lseek(fd, 0, os.SEEK_CUR)
+        try:
+            written = os.write(fd, data)
+            while written < len(data):  # only on a full disk or a signal
+                written += os.write(fd, memoryview(data)[written:])
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+                os.lseek(fd, start, os.SEEK_SET)
+            raise IntakeClosed(f"the write intake cannot be written: {error}") from error
+
+    # -- the barrier ---------------------------------------------------------------------------
+
+    @property
+    def accepted(self) -> int:
+        """How many writes this intake has accepted since it opened."""
+        return self._accepted
+
+    def behind(self) -> bool:
+        """Whether some accepted record is not committed yet."""
+        return self._flushed < self._accepted
+
+    def barrier(self, timeout: float = BARRIER_SECONDS) -> None:
+        """Wait until every record accepted before this call is committed (blocking: call it
+        from a thread, never holding a transaction); 503 ``intake_behind`` after ``timeout``."""
+        target = self._accepted
+        if self._flushed >= target:
+            return
+        self._hurry.set()
+        with self._done:
+            if not self._done.wait_for(lambda: self._flushed >= target, timeout):
+                raise ServiceUnavailable(
+                    "accepted membership writes are not committed yet; retry shortly",
+                    code="intake_behind",
+                )
+
+    # -- the flusher ---------------------------------------------------------------------------
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting, commit what is pending, stop the flusher. What it could not commit
+        in time stays in the log and is replayed at the next start. Idempotent."""
+        with self._lock:
+            if self._lock_fd < 0:
+                return
+            self._stopping = True
+        self._wake.set()
+        self._hurry.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        with self._lock:
+            if self._fd is not None and not self._pending:
+                os.close(self._fd)
+                self._fd = None
+                if not self._thread.is_alive():
+                    self._drop_segments(self._segment + 1)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def _run(self) -> None:
+        batch: list[Record] = []
+        failures = 0
+        while True:
+            if not batch and not self._stopping:
+                self._wake.wait(1.0)  # the timeout only guards against a lost wake-up
+                self._wake.clear()
+                if not self._stopping:
+                    self._hurry.wait(GATHER_SECONDS)
+                self._hurry.clear()
+            batch += self._take()
+            if not batch:
+                if self._stopping:
+                    return
+                continue
+            try:
+                self._commit(batch, skip_existing=failures > 0)
+            except Exception:
+                failures += 1
+                delay = min(0.05 * 2 ** min(failures, 10), MAX_BACKOFF)
+                log.exception("the write intake could not commit %d writes", len(batch))
+                time.sleep(delay)
+                continue
+            failures = 0
+            self._drop_segments(self._drop_below)
+            with self._done:
+                self._flushed += len(batch)
+                self._done.notify_all()
+            batch = []
+
+    def _take(self) -> list[Record]:
+        """The pending records, oldest first; the segment holding them is closed and a new one
+        started, so a committed batch's segments can be dropped whole."""
+        if not self._pending:
+            return []
+        following = self._open_segment(self._segment + 1)
+        with self._lock:
+            records, self._pending = self._pending, []
+            old, self._fd = self._fd, following
+            self._segment += 1
+            self._drop_below = self._segment
+        if old is not None:
+            os.close(old)
+        return records
+
+    def _open_segment(self, number: int) -> int:
+        path = self.directory / segment_name(number)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _drop_segments(self, below: int) -> None:
+        for number, path in segments(self.directory):
+            if number < below:
+                path.unlink(missing_ok=True)
+
+    def _commit(self, records: list[Record], *, skip_existing: bool) -> int:
+        """Number and queue ``records`` in one transaction; how many were new. With
+        ``skip_existing``, a record whose job exists already is left alone (a replay)."""
+        writing: list[Future[None]] = []
+        try:
+            with self._factory.begin() as session:
+                existing = _existing(session, records) if skip_existing else set()
+                fresh = [record for record in records if record.job_id not in existing]
+                numbered = static_members.insert_writes(
+                    session.connection(), [_new_write(record) for record in fresh]
+                )
+                for record, done in zip(fresh, numbered, strict=True):
+                    if done or self._number(session, record):
+                        path = static_members.body_file(
+                            self.data_dir, record.workspace_id, f"{record.job_id}.json"
+                        )
+                        writing.append(static_members.write_body(path, record.body))
+                for future in writing:
+                    future.result()  # every body on disk before the jobs that name them
+        finally:
+            for future in writing:
+                with contextlib.suppress(Exception):
+                    future.result()
+        return len(fresh)
+
+    def _number(self, session: Session, record: Record) -> bool:
+        """A record its group could not number: its audience has no membership row yet (made
+        now, then the write numbered: True), or is gone or not static (its job is created
+        failed: False)."""
+        audience = session.scalar(
+            select(AudienceRow).where(
+                AudienceRow.id == record.audience_id,
+                AudienceRow.workspace_id == record.workspace_id,
+            )
+        )
+        if audience is None:
+            code, message = "audience_not_found", "the audience was deleted before the write"
+        elif audience.kind != "static":
+            code, message = "audience_not_static", f"the audience is {audience.kind} now"
+        else:
+            memberships.locked(session, audience)
+            if static_members.insert_write(session.connection(), _new_write(record)) is None:
+                raise RuntimeError(f"audience {record.audience_id} cannot be written to")
+            return True
+        static_members.failed_write(
+            session,
+            job_id=record.job_id,
+            workspace_id=record.workspace_id,
+            audience_id=record.audience_id,
+            action=record.action,
+            actor=record.actor,
+            now=record.created_at,
+            max_attempts=record.max_attempts,
+            code=code,
+            message=message,
+        )
+        return False
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Replay the records left in the log by a process that stopped before committing
+        them; how many jobs that made. Idempotent: a record whose job exists is skipped."""
+        made = 0
+        found = segments(self.directory)
+        for _, path in found:
+            records, torn = read(path)
+            if torn:
+                log.warning("dropped the torn tail of %s", path.name)
+            for start in range(0, len(records), REPLAY_BATCH):
+                made += self._commit(records[start : start + REPLAY_BATCH], skip_existing=True)
+        for _, path in found:
+            path.unlink(missing_ok=True)
+        if made:
+            log.warning("replayed %d accepted membership writes from the intake log", made)
+        return made
+
+
+def directory(data_dir: Path) -> Path:
+    """Where the intake log of ``data_dir`` lives."""
+    return Path(data_dir) / "writes" / "intake"
+
+
+def _new_write(record: Record) -> static_members.NewWrite:
+    return static_members.NewWrite(
+        job_id=record.job_id,
+        workspace_id=record.workspace_id,
+        audience_id=record.audience_id,
+        action=record.action,
+        actor=record.actor,
+        now=record.created_at,
+        max_attempts=record.max_attempts,
+    )
+
+
+def _existing(session: Session, records: list[Record]) -> set[str]:
+    ids = [record.job_id for record in records]
+    return set(session.scalars(select(JobRow.id).where(JobRow.id.in_(ids))))

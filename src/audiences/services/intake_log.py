@@ -1,0 +1,120 @@
+"""The intake log's records: framing, and reading a segment back.
+
+A segment is a file of records, each written by one ``os.write``::
+
+    b"AIW1" | payload length (u32, little endian) | crc32 of the payload (u32) | payload
+    payload = meta length (u32) | meta (JSON) | raw request body
+
+A process killed in the middle of a write leaves a record shorter than its header says, or (were
+the file ever extended without its data) one whose checksum does not match: either way the tail
+from that record on is *torn*, and :func:`read` stops there. The checksum is a crc32 over
+the whole payload (~40 µs for a 130 KB body), so a torn tail is found without trusting any of its
+bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+MAGIC = b"AIW1"
+HEADER = struct.Struct("<4sII")
+META_LENGTH = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One accepted JSON membership write, as the intake logs it."""
+
+    job_id: str
+    workspace_id: str
+    audience_id: str
+    action: str
+    actor: str
+    created_at: datetime
+    max_attempts: int
+    body: bytes
+
+
+def encode(record: Record) -> bytes:
+    """The record framed: header, meta, body."""
+    meta = orjson.dumps(
+        {
+            "job_id": record.job_id,
+            "workspace_id": record.workspace_id,
+            "audience_id": record.audience_id,
+            "action": record.action,
+            "actor": record.actor,
+            "created_at": record.created_at.isoformat(),
+            "max_attempts": record.max_attempts,
+        }
+    )
+    prefix = META_LENGTH.pack(len(meta)) + meta
+    crc = zlib.crc32(record.body, zlib.crc32(prefix))
+    header = HEADER.pack(MAGIC, len(prefix) + len(record.body), crc)
+    return b"".join((header, prefix, record.body))
+
+
+def decode(data: bytes) -> tuple[list[Record], int]:
+    """The complete records at the start of ``data`` and how many bytes they cover; anything
+    after that (a torn tail) is left out."""
+    records: list[Record] = []
+    offset = 0
+    view = memoryview(data)
+    while len(data) - offset >= HEADER.size:
+        magic, length, crc = HEADER.unpack_from(data, offset)
+        start = offset + HEADER.size
+        end = start + length
+        if magic != MAGIC or end > len(data) or length < META_LENGTH.size:
+            break
+        payload = view[start:end]
+        if zlib.crc32(payload) != crc:
+            break
+        (meta_length,) = META_LENGTH.unpack_from(payload)
+        body_start = META_LENGTH.size + meta_length
+        if body_start > length:
+            break
+        try:
+            meta = orjson.loads(payload[META_LENGTH.size : body_start])
+            records.append(
+                Record(
+                    job_id=meta["job_id"],
+                    workspace_id=meta["workspace_id"],
+                    audience_id=meta["audience_id"],
+                    action=meta["action"],
+                    actor=meta["actor"],
+                    created_at=datetime.fromisoformat(meta["created_at"]),
+                    max_attempts=meta["max_attempts"],
+                    body=bytes(payload[body_start:]),
+                )
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            break
+        offset = end
+    return records, offset
+
+
+def read(path: Path) -> tuple[list[Record], bool]:
+    """A segment's complete records, and whether it ended in a torn tail."""
+    data = path.read_bytes()
+    records, covered = decode(data)
+    return records, covered != len(data)
+
+
+def segment_name(number: int) -> str:
+    """``000042.log``: names sort in the order segments were started."""
+    return f"{number:06d}.log"
+
+
+def segments(directory: Path) -> list[tuple[int, Path]]:
+    """The segments in ``directory``, oldest first."""
+    found = []
+    for path in directory.glob("*.log"):
+        if path.stem.isdigit():
+            found.append((int(path.stem), path))
+    return sorted(found)
