@@ -304,6 +304,8 @@ def test_profiles_survive_many_rewrites(engine: DuckDBEngine) -> None:
     assert engine.pids_for(WS, ["u0", "u199"]) == [1, 200]
 
 
+TZ_5_30 = timezone(timedelta(hours=5, minutes=30))
+
 VALUES = {
     "country": st.sampled_from(["US", "DE", None]),
     "age": st.one_of(st.none(), st.integers(0, 120)),
@@ -311,6 +313,13 @@ VALUES = {
     "churned": st.one_of(st.none(), st.booleans()),
     "signup_date": st.one_of(st.none(), st.dates(date(2000, 1, 1), date(2030, 1, 1))),
     "tags": st.one_of(st.none(), st.lists(st.sampled_from(["vip", "beta"]), max_size=2)),
+    "last_seen": st.one_of(
+        st.none(),
+        st.datetimes(
+            datetime(1970, 1, 1), datetime(2100, 1, 1), timezones=st.sampled_from([UTC, TZ_5_30])
+        ),
+    ),
+    "settings": st.one_of(st.none(), st.dictionaries(st.sampled_from("ab"), st.integers())),
     "color": st.one_of(st.none(), st.sampled_from(["red", "blue"])),  # undeclared: extra
 }
 
@@ -352,7 +361,7 @@ def test_an_upsert_merges_and_returns_each_profile_as_stored(
                     if value is None:
                         kept.pop(name, None)
                     else:
-                        kept[name] = value
+                        kept[name] = value.astimezone(UTC) if isinstance(value, datetime) else value
             for result in engine.upsert_profiles(WS, records):
                 assert result.ok and result.profile is not None
                 stored = engine.get_profile(WS, result.external_id)
@@ -375,6 +384,7 @@ def test_extreme_values_are_written_and_returned_exactly(engine: DuckDBEngine) -
             "d": AttributeType.DATE,
             "nl": AttributeType.NUMBER_LIST,
             "j": AttributeType.JSON,
+            "churned": AttributeType.BOOLEAN,
         },
     )
     first = datetime(1, 1, 1, tzinfo=UTC)
@@ -389,3 +399,11 @@ def test_extreme_values_are_written_and_returned_exactly(engine: DuckDBEngine) -
         stored = engine.get_profile(WS, external_id)
         assert stored is not None and result.profile == stored
         assert stored.attributes == attributes
+    # Written again through an unrelated attribute: the old values are read back from DuckDB
+    # and go through the document a second time.
+    touched = [(external_id, {"churned": True}) for external_id, _ in records]
+    again = engine.upsert_profiles(WS, touched)
+    for result, (external_id, attributes) in zip(again, records, strict=True):
+        stored = engine.get_profile(WS, external_id)
+        assert stored is not None and result.profile == stored
+        assert stored.attributes == {**attributes, "churned": True}

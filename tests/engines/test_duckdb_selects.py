@@ -180,3 +180,19 @@ def test_member_sets_join_under_their_alias(engine: DuckDBEngine) -> None:
 def test_unsafe_member_set_aliases_are_refused(engine: DuckDBEngine, alias: str) -> None:
     with pytest.raises(InvalidParameter):
         engine.select_pids(WS, "true", memberships={alias: BitMap([1])})
+
+
+def test_a_new_id_whose_hash_names_another_profile_leaves_that_profile_alone(
+    tmp_path: Path,
+) -> None:
+    """The index names ``a``'s pid for ``b`` (one stored id per hash, so not ambiguous); the
+    stored row is ``a``'s, so ``b`` is new and ``a`` is neither merged into nor deleted."""
+    engine = CollidingEngine(tmp_path)
+    engine.upsert_profiles(WS, [("a", {"n": 1})])
+    (result,) = engine.upsert_profiles(WS, [("b", {"n": 2})])
+    assert result.created and result.profile is not None
+    assert result.profile.attributes == {"n": 2}
+    kept = engine.get_profile(WS, "a")
+    assert kept is not None and kept.attributes == {"n": 1}
+    assert engine.count(WS) == 2
+    engine.close()

@@ -38,3 +38,24 @@ def test_merge_extra_is_a_top_level_merge() -> None:
     assert merge_extra(stored, {}) == stored
     assert merge_extra('{"a": 1}', {"a": None}) is None
     assert merge_extra(None, {"a": None}) is None
+
+
+def test_text_that_is_not_valid_unicode_fails_its_record_alone() -> None:
+    """A lone surrogate (JSON's ``\\ud800`` escape) cannot be stored by any engine."""
+    schema = {"name": AttributeType.STRING, "tags": AttributeType.STRING_LIST}
+    records = [
+        ("ok", {"name": "fine", "tags": ["a"]}),
+        ("declared", {"name": "a\ud800"}),
+        ("listed", {"tags": ["x", "\udfff"]}),
+        ("undeclared", {"note": "\ud800"}),
+        ("\ud800", {}),
+    ]
+    results = plan_writes(records, schema).results()
+    codes = [[problem.code for problem in result.errors] for result in results]
+    assert codes == [
+        [],
+        ["attribute_type_mismatch"],
+        ["attribute_type_mismatch"],
+        ["attribute_type_mismatch"],
+        ["external_id_invalid"],
+    ]

@@ -61,6 +61,16 @@ def test_the_sweep_keeps_live_and_young_uploads_and_removes_the_rest(
     assert all((path.parent / imports.ERRORS).exists() for path in uploads.values())
 
 
+def test_a_swept_upload_without_an_errors_file_leaves_no_folder(
+    app: FastAPI, tenant: Tenant, tmp_path: Path
+) -> None:
+    upload = uploaded(tmp_path, tenant.workspace_id, new_id(), timedelta(hours=2))
+    (upload.parent / imports.ERRORS).unlink()
+    with app.state.session_factory() as session:
+        assert imports.sweep_uploads(session, data_dir=tmp_path, now=utcnow()) == 1
+    assert not upload.parent.exists()
+
+
 def test_the_sweep_of_a_data_dir_without_uploads_does_nothing(app: FastAPI, tmp_path: Path) -> None:
     with app.state.session_factory() as session:
         assert imports.sweep_uploads(session, data_dir=tmp_path, now=utcnow()) == 0

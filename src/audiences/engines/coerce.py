@@ -28,10 +28,21 @@ def _describe(value: object) -> str:
 
 
 def to_string(value: object) -> str:
-    """Strings only: a number where text is declared is more likely a mistake than intent."""
-    if isinstance(value, str):
+    """Strings only: a number where text is declared is more likely a mistake than intent.
+    A string that is not valid Unicode (a lone surrogate, which JSON's ``\\ud800`` escape
+    can carry) is refused: no engine can store it."""
+    if isinstance(value, str) and valid_unicode(value):
         return value
     raise TypeMismatchError(f"expected a string, got {_describe(value)}")
+
+
+def valid_unicode(text: str) -> bool:
+    """No lone surrogate: the text can be encoded, so an engine can store it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def to_integer(value: object) -> int:
@@ -107,11 +118,12 @@ def to_string_list(value: object) -> list[str]:
     """A list (or tuple) of strings, no nulls inside."""
     if isinstance(value, list | tuple):
         try:
-            "".join(value)  # refuses any item that is not a string, at C speed
+            joined = "".join(value)  # refuses any item that is not a string, at C speed
         except TypeError:
             pass
         else:
-            return list(value)
+            if valid_unicode(joined):
+                return list(value)
     raise TypeMismatchError(f"expected a list of strings, got {_describe(value)}")
 
 

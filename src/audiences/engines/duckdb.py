@@ -439,19 +439,22 @@ class DuckDBEngine:
         # the scan that column (reading every column of 1M rows tripled this statement).
         named = set(names).intersection(*(write.values for write in plan.writes))
         kept = [sql.quote(name) if name not in named else "NULL" for name in names]
-        row = ["pid", "external_id", "extra", "NULL"]  # the merged row is updated now
-        columns = ", ".join(["external_id", *row, *kept, "rowid"])
+        # updated_at is not read either: the merged row gets now.
+        leading = ["pid", "external_id", "extra", "NULL"]
+        columns = ", ".join(["external_id", *leading, *kept, "rowid"])
         cur.execute("BEGIN TRANSACTION")
         try:
             hashes, rows = self._stored_rows(state, [w.external_id for w in plan.writes], columns)
             old = {row[0]: row[1:-1] for row in rows}
+            rowids = {row[0]: row[-1] for row in rows}
             self._assign_pids(state, plan, {eid: row[0] for eid, row in old.items()})
             now = utcnow()
             merged = [merge_row(w, old.get(w.external_id), names, now) for w in plan.writes]
             document = sql.rows_document(merged, schema)
             cur.execute(sql.insert_rows(state.table, schema), {"rows": document})
-            if rows:
-                stale = [row[-1] for row in rows]
+            # Only the rows of ids this batch wrote: never another id's row found by its hash.
+            stale = [rowids[w.external_id] for w in plan.writes if w.external_id in rowids]
+            if stale:
                 cur.execute(f"DELETE FROM {state.table} WHERE rowid IN (SELECT unnest(?))", [stale])
             cur.execute("COMMIT")
         except BaseException:
@@ -541,6 +544,13 @@ def _valid_pids(pids: Sequence[int]) -> list[int]:
     return [pid for pid in pids if 0 < pid <= MAX_PID]
 
 
+_DECODERS: dict[AttributeType, Callable[[Any], Any]] = {
+    AttributeType.JSON: orjson.loads,
+    AttributeType.TIMESTAMP: as_utc,
+}
+"""How a stored value becomes a profile's: JSON text parsed, timestamps in UTC."""
+
+
 class _ProfileReader:
     """Rows in :func:`duckdb_sql.select_rows` order as profiles, for one schema: the per-column
     decisions are made once per batch, not once per value."""
@@ -565,10 +575,3 @@ class _ProfileReader:
             if value is not None:
                 attributes[name] = value if decode is None else decode(value)
         return Profile(int(pid), external_id, attributes, as_utc(updated_at))
-
-
-_DECODERS: dict[AttributeType, Callable[[Any], Any]] = {
-    AttributeType.JSON: orjson.loads,
-    AttributeType.TIMESTAMP: as_utc,
-}
-"""How a stored value becomes a profile's: JSON text parsed, timestamps in UTC."""

@@ -117,7 +117,8 @@ ROW_KINDS = (
     AttributeType.JSON,
     AttributeType.TIMESTAMP,
 )
-"""How :data:`ROW_COLUMNS` are bound (the pid as an integer, ``extra`` as JSON text)."""
+"""The value kinds of :data:`ROW_COLUMNS` in a row (``extra`` is JSON text); the pid is
+stored as ``UINTEGER``."""
 
 
 def select_rows(table: str, attributes: Sequence[str], where: str) -> str:

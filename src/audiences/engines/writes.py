@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from audiences.engines.base import MAX_EXTERNAL_ID_LENGTH, Profile, ProfileRecord, UpsertResult
-from audiences.engines.coerce import COERCERS, TypeMismatchError, dump_json
+from audiences.engines.coerce import COERCERS, TypeMismatchError, dump_json, valid_unicode
 from audiences.errors import ErrorDetail
 from audiences.schemas.attributes import AttributeType
 
@@ -151,7 +151,11 @@ def _json_value(name: str, value: object) -> object:
 
 
 def _check_id(external_id: object) -> list[ErrorDetail]:  # a new list: callers add to it
-    if isinstance(external_id, str) and 0 < len(external_id) <= MAX_EXTERNAL_ID_LENGTH:
+    if (
+        isinstance(external_id, str)
+        and 0 < len(external_id) <= MAX_EXTERNAL_ID_LENGTH
+        and valid_unicode(external_id)
+    ):
         return []
     message = f"external_id must be a string of 1 to {MAX_EXTERNAL_ID_LENGTH} characters"
     return [ErrorDetail("external_id_invalid", message, ("external_id",))]

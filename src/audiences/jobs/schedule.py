@@ -66,12 +66,12 @@ class Housekeeping:
 
     def run(self, now: datetime) -> None:
         """Sweep kept write bodies and uploads; purge expired idempotency keys hourly."""
-        try:
-            with self.session_factory() as session:
-                static_members.sweep_bodies(session, data_dir=self.settings.data_dir, now=now)
-                imports.sweep_uploads(session, data_dir=self.settings.data_dir, now=now)
-        except Exception:
-            log.exception("sweeping kept bodies and uploads failed; trying again next tick")
+        for sweep in (static_members.sweep_bodies, imports.sweep_uploads):
+            try:
+                with self.session_factory() as session:
+                    sweep(session, data_dir=self.settings.data_dir, now=now)
+            except Exception:
+                log.exception("%s failed; trying again next tick", sweep.__name__)
         if self.purged_at is not None and now - self.purged_at < PURGE_EVERY:
             return
         try:

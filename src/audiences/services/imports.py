@@ -238,30 +238,35 @@ def sweep_uploads(session: Session, *, data_dir: Path, now: datetime) -> int:
     An import's handler deletes its upload when it ends; this catches the rest: uploads of
     imports cancelled while queued (their handler never runs) and of requests that died before
     queuing their job. An upload written to within :data:`static_members.BODY_GRACE` is kept
-    whatever its job, since it may still be arriving. The errors file stays for download.
+    whatever its job, since it may still be arriving. An errors file stays for download;
+    a folder left with nothing else goes.
     """
     root = Path(data_dir) / "imports"
     if not root.is_dir():
         return 0
     cutoff = (now - static_members.BODY_GRACE).timestamp()
-    stale = {path.parent.name: path.parent for path in root.glob(f"*/*/{UPLOAD}")}
-    stale = {name: folder for name, folder in stale.items() if _modified(folder / UPLOAD) < cutoff}
-    if not stale:
-        return 0
+    uploads = (path for path in root.glob(f"*/*/{UPLOAD}") if _modified(path) < cutoff)
+    stale = {path.parent.name: path.parent for path in uploads}
+    names = sorted(stale)
     upload_of = JobRow.payload["upload"].as_string()
-    live = set(
-        session.scalars(
-            select(upload_of).where(
-                JobRow.handler == static_members.IMPORT_HANDLER,
-                JobRow.state.in_(static_members.LIVE_JOB_STATES),
-                upload_of.in_(sorted(stale)),
+    removed = 0
+    for start in range(0, len(names), static_members.SWEEP_BATCH):
+        batch = names[start : start + static_members.SWEEP_BATCH]
+        live = set(
+            session.scalars(
+                select(upload_of).where(
+                    JobRow.handler == static_members.IMPORT_HANDLER,
+                    JobRow.state.in_(static_members.LIVE_JOB_STATES),
+                    upload_of.in_(batch),
+                )
             )
         )
-    )
-    for name, directory in stale.items():
-        if name not in live:
-            remove_upload(directory, keep_errors=True)
-    return len(stale.keys() - live)
+        for name in batch:
+            if name not in live:
+                directory = stale[name]
+                remove_upload(directory, keep_errors=(directory / ERRORS).exists())
+                removed += 1
+    return removed
 
 
 def _modified(path: Path) -> float:

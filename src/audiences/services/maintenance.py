@@ -24,7 +24,5 @@ def purge_idempotency_keys(
     )
     if workspace_id is not None:
         stmt = stmt.where(IdempotencyKeyRow.workspace_id == workspace_id)
-    result = session.execute(stmt.returning(IdempotencyKeyRow.key))
-    deleted = len(result.all())
-    session.flush()
+    deleted: int = session.execute(stmt).rowcount  # type: ignore[attr-defined]
     return deleted
