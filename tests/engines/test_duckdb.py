@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -407,3 +408,25 @@ def test_extreme_values_are_written_and_returned_exactly(engine: DuckDBEngine) -
         stored = engine.get_profile(WS, external_id)
         assert stored is not None and result.profile == stored
         assert stored.attributes == {**attributes, "churned": True}
+
+
+def test_a_table_left_without_its_sequence_gets_one_after_its_pids(tmp_path: Path) -> None:
+    """A process killed between creating a workspace's table and its sequence (both are made
+    in one transaction now) left a file no write could use: the sequence is made on load."""
+    first = DuckDBEngine(tmp_path)
+    first.upsert_profiles(WS, [("a", {}), ("b", {})])
+    first.close()
+    raw = duckdb.connect(str(tmp_path / "profiles.duckdb"))
+    (sequence,) = raw.execute(
+        "SELECT sequence_name FROM duckdb_sequences() WHERE sequence_name LIKE 'pids_%'"
+    ).fetchone() or ("",)
+    raw.execute(f'DROP SEQUENCE "{sequence}"')
+    raw.close()
+
+    engine = DuckDBEngine(tmp_path)
+    try:
+        (result,) = engine.upsert_profiles(WS, [("c", {})])
+        assert result.created and result.pid == 3
+        assert engine.pids_for(WS, ["a", "b", "c"]) == [1, 2, 3]
+    finally:
+        engine.close()

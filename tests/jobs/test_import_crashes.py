@@ -51,6 +51,16 @@ class Server:
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{self.port}"
+        self.clients: list[httpx.Client] = []
+
+    def client(self, token: str) -> httpx.Client:
+        """A client of this server with ``token``, closed by the fixture even if a test fails
+        (a socket left open warns in whichever later test collects it)."""
+        made = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        self.clients.append(made)
+        return made
 
     def token(self) -> str:
         made = subprocess.run(
@@ -119,6 +129,8 @@ def make_server(isolated_database_url: str, tmp_path: Path) -> Iterator[Callable
 
     yield make
     for server in made:
+        for client in server.clients:
+            client.close()
         server.stop()
 
 
@@ -217,9 +229,7 @@ def _check(
 def _start_imports(
     server: Server, tmp_path: Path, count: int, rows: int
 ) -> tuple[httpx.Client, list[tuple[str, str, set[str], set[int]]]]:
-    client = httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {server.token()}"}, timeout=30
-    )
+    client = server.client(server.token())
     started = []
     for index in range(count):
         valid, bad = _file(tmp_path / f"list-{index}.csv", rows, seed=index)

@@ -30,9 +30,8 @@ def test_json_writes_killed_at_random_points_apply_exactly_once(
 ) -> None:
     server = make_server(1)
     server.start()
-    client = httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {server.token()}"}, timeout=30
-    )
+    token = server.token()
+    client = server.client(token)
     created = client.post("/v1/audiences", json={"key": "l", "name": "l", "kind": "static"})
     audience_id = created.json()["id"]
     url = f"/v1/audiences/{audience_id}/members"
@@ -97,9 +96,8 @@ def test_writes_answered_202_then_killed_before_their_commit_are_applied_after_r
     burst of answers, the server replays its log at the next start, each write exactly once."""
     server = make_server(1)
     server.start()
-    client = httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {server.token()}"}, timeout=30
-    )
+    token = server.token()
+    client = server.client(token)
     created = client.post("/v1/audiences", json={"key": "l", "name": "l", "kind": "static"})
     audience_id = created.json()["id"]
     url = f"/v1/audiences/{audience_id}/members"
@@ -113,8 +111,7 @@ def test_writes_answered_202_then_killed_before_their_commit_are_applied_after_r
             accepted.append(response.json()["id"])
         server.kill()  # at once: the last writes are in the log, not yet committed
         server.start()
-        client.close()
-        client = httpx.Client(base_url=server.url, headers=dict(client.headers), timeout=30)
+        client = server.client(token)
 
     def jobs() -> list[JobRow]:
         with isolated_factory() as session:

@@ -372,15 +372,32 @@ class DuckDBEngine:
         if not columns and not create:
             return None
         state = _Workspace(sql.quote(name), sql.quote("pids_" + name.removeprefix("profiles_")), {})
-        if not columns:
-            self._writer.execute(sql.create_table(state.table))
-            self._writer.execute(f"CREATE SEQUENCE IF NOT EXISTS {state.sequence} START 1")
+        self._create_storage(state)
         state.schema = {
             column: sql.ATTRIBUTE_TYPES[kind]
             for column, kind in columns
             if column not in RESERVED_COLUMNS
         }
         return state
+
+    def _create_storage(self, state: _Workspace) -> None:
+        """The workspace's table and pid sequence, made together and whichever is missing.
+
+        Both come in one transaction; a file written by a process killed between the two
+        statements (as this engine once ran them) has the table alone, and gets its sequence
+        here, starting after every pid the table holds.
+        """
+        cur = self._writer
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            cur.execute(sql.create_table(state.table))
+            row = cur.execute(f"SELECT coalesce(max(pid), 0) + 1 FROM {state.table}").fetchone()
+            start = int(row[0]) if row else 1
+            cur.execute(f"CREATE SEQUENCE IF NOT EXISTS {state.sequence} START {start}")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
 
     def _index(self, state: _Workspace) -> IdIndex:
         if state.index is None:
