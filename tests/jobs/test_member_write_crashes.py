@@ -57,19 +57,7 @@ def test_json_writes_killed_at_random_points_apply_exactly_once(
             server.start()
     assert kills >= 5 and len(accepted) >= BLOCKS // 2
 
-    def jobs() -> list[JobRow]:
-        with isolated_factory() as session:
-            stmt = select(JobRow).where(JobRow.subject_id == audience_id)
-            rows = list(session.scalars(stmt))
-            session.expunge_all()
-            return rows
-
-    _wait_for(
-        lambda: all(row.state in ("succeeded", "failed") for row in jobs()),
-        "the writes never finished",
-    )
-    done = jobs()
-    assert [row.last_error for row in done if row.state != "succeeded"] == []
+    done = _finished_jobs(isolated_factory, audience_id)
     members = set(client.get(f"/v1/audiences/{audience_id}/export").text.splitlines()[1:])
     present = {block for block in range(BLOCKS) if f"b{block}-0" in members}
     expected = {"seed"} | {f"b{block}-{i}" for block in present for i in range(SIZE)}
@@ -113,19 +101,7 @@ def test_writes_answered_202_then_killed_before_their_commit_are_applied_after_r
         server.start()
         client = server.client(token)
 
-    def jobs() -> list[JobRow]:
-        with isolated_factory() as session:
-            stmt = select(JobRow).where(JobRow.subject_id == audience_id)
-            rows = list(session.scalars(stmt))
-            session.expunge_all()
-            return rows
-
-    _wait_for(
-        lambda: all(row.state in ("succeeded", "failed") for row in jobs()),
-        "the writes never finished",
-    )
-    done = jobs()
-    assert [row.last_error for row in done if row.state != "succeeded"] == []
+    done = _finished_jobs(isolated_factory, audience_id)
     assert set(accepted) <= {row.id for row in done}  # every 202 became its job
     assert len(done) == len(accepted) + 1  # once each
     assert sorted(row.payload["seq"] for row in done) == list(range(1, len(done) + 1))
@@ -137,3 +113,21 @@ def test_writes_answered_202_then_killed_before_their_commit_are_applied_after_r
     if isolated_database_url.startswith("sqlite"):
         assert "replayed" in server.log.read_text()  # the log was needed at least once
     client.close()
+
+
+def _finished_jobs(factory: sessionmaker[Session], audience_id: str) -> list[JobRow]:
+    """The audience's jobs, once every one has ended; none of them failed."""
+
+    def jobs() -> list[JobRow]:
+        with factory() as session:
+            rows = list(session.scalars(select(JobRow).where(JobRow.subject_id == audience_id)))
+            session.expunge_all()
+            return rows
+
+    _wait_for(
+        lambda: all(row.state in ("succeeded", "failed") for row in jobs()),
+        "the writes never finished",
+    )
+    done = jobs()
+    assert [row.last_error for row in done if row.state != "succeeded"] == []
+    return done

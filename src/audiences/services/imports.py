@@ -245,7 +245,8 @@ def sweep_uploads(session: Session, *, data_dir: Path, now: datetime) -> int:
     if not root.is_dir():
         return 0
     cutoff = (now - static_members.BODY_GRACE).timestamp()
-    uploads = (path for path in root.glob(f"*/*/{UPLOAD}") if _modified(path) < cutoff)
+    written = static_members.last_written
+    uploads = (path for path in root.glob(f"*/*/{UPLOAD}") if written(path) < cutoff)
     stale = {path.parent.name: path.parent for path in uploads}
     names = sorted(stale)
     upload_of = JobRow.payload["upload"].as_string()
@@ -267,14 +268,6 @@ def sweep_uploads(session: Session, *, data_dir: Path, now: datetime) -> int:
                 remove_upload(directory, keep_errors=(directory / ERRORS).exists())
                 removed += 1
     return removed
-
-
-def _modified(path: Path) -> float:
-    """When the file was last written; infinitely recent if it is gone (nothing to sweep)."""
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return float("inf")
 
 
 def remove_upload(directory: Path, *, keep_errors: bool) -> None:

@@ -326,18 +326,7 @@ class Intake:
             if static_members.insert_write(session.connection(), _new_write(record)) is None:
                 raise RuntimeError(f"audience {record.audience_id} cannot be written to")
             return True
-        static_members.failed_write(
-            session,
-            job_id=record.job_id,
-            workspace_id=record.workspace_id,
-            audience_id=record.audience_id,
-            action=record.action,
-            actor=record.actor,
-            now=record.created_at,
-            max_attempts=record.max_attempts,
-            code=code,
-            message=message,
-        )
+        static_members.failed_write(session, _new_write(record), code=code, message=message)
         return False
 
     # -- recovery ------------------------------------------------------------------------------

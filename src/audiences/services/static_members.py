@@ -339,45 +339,33 @@ def queued_job(
     )
 
 
-def failed_write(
-    session: Session,
-    *,
-    job_id: str,
-    workspace_id: str,
-    audience_id: str,
-    action: str,
-    actor: str,
-    now: datetime,
-    max_attempts: int,
-    code: str,
-    message: str,
-) -> None:
+def failed_write(session: Session, write: NewWrite, *, code: str, message: str) -> None:
     """The job of a write that was answered 202 but cannot be numbered any more (its audience
     was deleted, or is not static): created failed, so the client's job id still resolves and
     says why. Nothing was written to the audience; no ``seq`` is used."""
     session.add(
         JobRow(
-            id=job_id,
-            workspace_id=workspace_id,
+            id=write.job_id,
+            workspace_id=write.workspace_id,
             kind=JobKind.IMPORT.value,
             handler=WRITE_HANDLER,
-            payload={"audience_id": audience_id, "action": action},
-            subject_id=audience_id,
+            payload={"audience_id": write.audience_id, "action": write.action},
+            subject_id=write.audience_id,
             state=JobState.FAILED.value,
             processed=0,
             counts={},
-            result={"indexing_state": "cancelled", "action": action, "reason": message},
+            result={"indexing_state": "cancelled", "action": write.action, "reason": message},
             errors=[{"code": code, "message": message, "attempt": None}],
             error_count=1,
             last_error=message,
             attempts=0,
-            max_attempts=max_attempts,
-            run_after=now,
+            max_attempts=write.max_attempts,
+            run_after=write.now,
             cancel_requested=False,
-            created_at=now,
+            created_at=write.now,
             finished_at=utcnow(),
             updated_at=utcnow(),
-            created_by=actor,
+            created_by=write.actor,
         )
     )
     session.flush()
@@ -422,7 +410,7 @@ def sweep_bodies(session: Session, *, data_dir: Path, now: datetime) -> int:
     if not root.is_dir():
         return 0
     cutoff = (now - BODY_GRACE).timestamp()
-    old = {path.stem: path for path in root.glob("*/*.json") if _modified(path) < cutoff}
+    old = {path.stem: path for path in root.glob("*/*.json") if last_written(path) < cutoff}
     removed = 0
     names = sorted(old)
     for start in range(0, len(names), SWEEP_BATCH):
@@ -442,7 +430,7 @@ def sweep_bodies(session: Session, *, data_dir: Path, now: datetime) -> int:
 SWEEP_BATCH = 500
 
 
-def _modified(path: Path) -> float:
+def last_written(path: Path) -> float:
     """When the file was last written; infinitely recent if it is gone (nothing to sweep)."""
     try:
         return path.stat().st_mtime
