@@ -1,6 +1,7 @@
 """JSON membership writes survive SIGKILL: a real server killed at random points, while it
-accepts writes (the body file written, the job inserted, the commit) and while its worker
-applies them, then restarted; every accepted write is applied exactly once and whole."""
+accepts writes (the body logged or written, the job inserted, the commit) and while its worker
+applies them, then restarted; every accepted write is applied exactly once and whole, and no
+body is kept once its write is over."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from audiences.services import static_members
+from audiences.services import intake_log, static_members
 from audiences.store.tables import JobRow
 from tests.jobs.test_import_crashes import Server, _wait_for, make_server
 
@@ -68,6 +69,11 @@ def test_json_writes_killed_at_random_points_apply_exactly_once(
     left = static_members.body_file(server.data_dir, done[0].workspace_id, "x").parent
     named = {f"{row.id}.json" for row in done}
     assert not named & {path.name for path in left.glob("*.json")}  # applied bodies removed
+    log = intake_log.directory(server.data_dir)  # SQLite: the intake drops its done segments
+    _wait_for(
+        lambda: not any(_holds_records(path) for _, path in intake_log.segments(log)),
+        "the intake kept segments whose writes are over",
+    )
     client.close()
 
 
@@ -113,6 +119,13 @@ def test_writes_answered_202_then_killed_before_their_commit_are_applied_after_r
     if isolated_database_url.startswith("sqlite"):
         assert "replayed" in server.log.read_text()  # the log was needed at least once
     client.close()
+
+
+def _holds_records(segment: Path) -> bool:
+    try:
+        return segment.stat().st_size > 0
+    except FileNotFoundError:  # dropped meanwhile
+        return False
 
 
 def _finished_jobs(factory: sessionmaker[Session], audience_id: str) -> list[JobRow]:

@@ -21,8 +21,8 @@ from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.kit.ids import new_id
 from audiences.services import intake_log
-from audiences.services.intake import Intake, directory
-from audiences.services.intake_log import Record
+from audiences.services.intake import Intake
+from audiences.services.intake_log import Record, directory
 from audiences.services.read_cache import ExpiringMap
 from audiences.store.tables import JobRow, MemberWriteRow
 from tests.api.test_member_writes import members_of, run_jobs, static_audience, write
@@ -196,17 +196,13 @@ def test_recovery_creates_each_logged_job_once_in_order_and_again_is_a_no_op(
         _record(own, audience["id"], "add", ["a"]),
     ]
     segment = _crash_leaves(own_app, records)
-    kept = segment.read_bytes()
-    reopened = _reopen(own_app)
-    reopened.close()
-    assert not segment.exists()
+    _reopen(own_app).close()
     ids = [record.job_id for record in records]
     found = _jobs(own_app, ids)
     assert [found[job_id].payload["seq"] for job_id in ids] == [2, 3, 4]
     assert found[ids[0]].created_at == records[0].created_at
-    segment.write_bytes(kept)  # killed after the commit, before the segment was dropped
-    _reopen(own_app).close()
-    _reopen(own_app).close()  # and nothing left to replay
+    assert segment.exists()  # the jobs read their bodies from it
+    _reopen(own_app).close()  # killed again before the jobs ran: nothing new to replay
     with own_app.state.session_factory() as session:
         writes = session.scalars(
             select(MemberWriteRow.seq).where(MemberWriteRow.audience_id == audience["id"])
@@ -214,6 +210,41 @@ def test_recovery_creates_each_logged_job_once_in_order_and_again_is_a_no_op(
     assert sorted(writes) == [1, 2, 3, 4]
     run_jobs(own_app)
     assert members_of(own.read, audience["id"]) == {"a", "b", "c"}
+    _reopen(own_app).close()
+    assert not segment.exists()  # every job of it has ended
+
+
+def test_a_segment_is_kept_until_every_job_it_holds_has_ended(
+    own_app: FastAPI, own: Tenant
+) -> None:
+    audience = static_audience(own.write)
+    write(own.write, audience["id"], "add", ["a"])
+    records = [_record(own, audience["id"], "add", [f"k{i}"]) for i in range(2)]
+    segment = _crash_leaves(own_app, records)
+    for record in records:
+        _reopen(own_app).close()  # closing drops what is done
+        assert segment.exists()  # a job of it is still queued
+        cancelled = own.write.post(f"/v1/jobs/{record.job_id}/cancel")
+        assert cancelled.json()["state"] == "cancelled"
+    _reopen(own_app).close()
+    assert not segment.exists()
+
+
+def test_a_logged_body_damaged_on_disk_fails_its_job_and_applies_nothing(
+    own_app: FastAPI, own: Tenant
+) -> None:
+    audience = static_audience(own.write)
+    write(own.write, audience["id"], "add", ["a"])
+    record = _record(own, audience["id"], "add", ["damaged"])
+    segment = _crash_leaves(own_app, [record])
+    _reopen(own_app).close()
+    data = bytearray(segment.read_bytes())
+    data[-3] ^= 0xFF  # inside the body: its checksum no longer matches
+    segment.write_bytes(bytes(data))
+    run_jobs(own_app)
+    failed = _jobs(own_app, [record.job_id])[record.job_id]
+    assert (failed.state, "gone" in (failed.last_error or "")) == ("failed", True)
+    assert members_of(own.read, audience["id"]) == {"a"}
 
 
 def test_a_torn_tail_is_dropped(own_app: FastAPI, own: Tenant) -> None:

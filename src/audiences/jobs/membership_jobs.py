@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from audiences.engines.idfiles import StagedIds
 from audiences.jobs.context import Cancelled, JobContext, JobFailed
 from audiences.jobs.queue import ClaimedJob
 from audiences.membership.bitmaps import from_numpy
-from audiences.services import import_staged, imports, static_members
+from audiences.services import import_staged, imports, intake_log, static_members
 from audiences.services.import_formats import (
     ImportFormat,
     Layout,
@@ -38,12 +39,13 @@ RESULT_COUNTS = ("added", "removed", "unchanged", "superseded")
 def write_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
     """Apply one JSON membership write: create unknown profiles, then the change in order.
 
-    A write accepted by the lean path keeps its request body in a file (``body_file``): read
-    here, removed once the write is applied (or can never be), so a retry after a crash finds
-    either the file or the write applied already.
+    A write accepted by the lean path keeps its request body in a file (``body_file``), or in
+    the write intake's log (``body_log``): read here, the file removed once the write is
+    applied (or can never be), so a retry after a crash finds either the body or the write
+    applied already. (The intake drops a log segment once all of its jobs have ended.)
     """
     payload = job.payload
-    stored = _body_file(context, job)
+    stored = _kept_body(context, job)
     if _audience(context, job) is None:
         _discard(stored)
         return {"indexing_state": "cancelled", "reason": "the audience no longer exists"}
@@ -81,17 +83,40 @@ def write_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
     return result
 
 
-def _body_file(context: JobContext, job: ClaimedJob) -> Path | None:
+@dataclass(frozen=True)
+class _KeptBody:
+    """Where a write's request body was kept: a file of its own, or a record of the intake's
+    log (``logged``), which is not the handler's to remove."""
+
+    path: Path
+    logged: intake_log.BodyLocation | None = None
+
+    def ids(self, data_dir: Path) -> list[str] | None:
+        if self.logged is None:
+            return static_members.read_body_ids(self.path)
+        return static_members.body_ids(intake_log.read_body(data_dir, self.logged))
+
+
+def _kept_body(context: JobContext, job: ClaimedJob) -> _KeptBody | None:
+    data_dir = context.settings.data_dir
+    if static_members.BODY_LOG in job.payload:
+        logged = intake_log.BodyLocation.from_payload(job.payload[static_members.BODY_LOG])
+        if logged is None:
+            raise JobFailed("the write's body location is not readable")
+        path = intake_log.directory(data_dir) / intake_log.segment_name(logged.segment)
+        return _KeptBody(path, logged)
     name = job.payload.get(static_members.BODY_FILE)
     if not name:
         return None
-    return static_members.body_file(context.settings.data_dir, job.workspace_id, str(name))
+    return _KeptBody(static_members.body_file(data_dir, job.workspace_id, str(name)))
 
 
-def _stored_ids(context: JobContext, job: ClaimedJob, stored: Path) -> list[str] | dict[str, Any]:
-    """The ids of a write kept in a file; once the file is gone, the write's result if an
-    earlier attempt applied it (the file goes only after that), else the job fails."""
-    ids = static_members.read_body_ids(stored)
+def _stored_ids(
+    context: JobContext, job: ClaimedJob, stored: _KeptBody
+) -> list[str] | dict[str, Any]:
+    """The ids of a write whose body was kept; once the body is gone, the write's result if an
+    earlier attempt applied it (the body goes only after that), else the job fails."""
+    ids = stored.ids(context.settings.data_dir)
     if ids is not None:
         return ids
     payload = job.payload
@@ -100,13 +125,13 @@ def _stored_ids(context: JobContext, job: ClaimedJob, stored: Path) -> list[str]
             session, audience_id=payload["audience_id"], seq=int(payload["seq"]), job_id=job.id
         )
     if done is None:
-        raise JobFailed(f"the write's ids are gone: {stored.name} is missing or unreadable")
+        raise JobFailed(f"the write's ids are gone: {stored.path.name} is missing or unreadable")
     return done
 
 
-def _discard(stored: Path | None) -> None:
-    if stored is not None:
-        stored.unlink(missing_ok=True)
+def _discard(stored: _KeptBody | None) -> None:
+    if stored is not None and stored.logged is None:
+        stored.path.unlink(missing_ok=True)
 
 
 def import_rows(context: JobContext, job: ClaimedJob) -> dict[str, Any]:

@@ -6,10 +6,14 @@ to a static audience this process has written to before is accepted by appending
 ``<data_dir>/writes/intake/`` with one ``os.write`` on a descriptor kept open, and answered 202
 at once; the request waits for no transaction, no thread and no file of its own. A flusher
 thread takes the pending records in order and does for each what
-:func:`static_members.accept_ids` does (lock, next ``seq``, job row, write row, body file)
-with the record's job id and acceptance time, all in ONE transaction, then drops the
-segments it covered. So ``seq`` order is acceptance order, and the job the client was told
-about appears with exactly the body it was shown.
+:func:`static_members.accept_ids` does (lock, next ``seq``, job row, write row) with the
+record's job id and acceptance time, all in ONE transaction. So ``seq`` order is acceptance
+order, and the job the client was told about appears with exactly the body it was shown.
+
+The body is never copied: the job names where its record lies in the log
+(:class:`~audiences.services.intake_log.BodyLocation`) and its handler reads it from there.
+So a segment is kept until every job it holds has ended; the flusher checks about once a
+second and drops the segments that are done.
 
 Read-your-writes is a barrier: whatever reads or changes jobs, and every other acceptance of a
 write to a static audience, first waits until everything accepted before it is committed
@@ -25,12 +29,12 @@ finds the intake locked (``flock``) and takes the ordinary path instead.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 
 from sqlalchemy import select
@@ -42,7 +46,15 @@ from audiences.kit.ids import new_id
 from audiences.schemas.jobs import Job
 from audiences.services import memberships, static_members
 from audiences.services.callers import Caller
-from audiences.services.intake_log import Record, encode, read, segment_name, segments
+from audiences.services.intake_log import (
+    BodyLocation,
+    Record,
+    directory,
+    encode,
+    read,
+    segment_name,
+    segments,
+)
 from audiences.services.read_cache import ExpiringMap
 from audiences.store.tables import AudienceRow, JobRow
 
@@ -57,6 +69,10 @@ GATHER_SECONDS = 0.02
 """How long the flusher lets writes gather after the first before it commits them together
 (unless a barrier is waiting): one commit per group instead of one per write, which leaves
 the request path the CPU it would otherwise compete for."""
+DROP_SECONDS = 1.0
+"""How often the flusher looks for segments whose jobs have all ended, to drop them."""
+LOOKUP_BATCH = 500
+"""Job ids per query when looking for the live ones."""
 
 
 class IntakeClosed(Exception):
@@ -89,7 +105,9 @@ class Intake:
         self._stopping = False
         self._fd: int | None = None
         self._segment = 0
-        self._drop_below = 0
+        self._size = 0
+        self._held: dict[int, list[str]] = {}  # closed segments: the jobs of their records
+        self._dropped_at = 0.0
         self._thread = threading.Thread(target=self._run, name="audiences-intake", daemon=True)
 
     @classmethod
@@ -156,7 +174,9 @@ class Intake:
             if self._stopping or self._fd is None:
                 raise IntakeClosed("the write intake is stopping")
             self._append(self._fd, data)
-            self._pending.append(record)
+            location = BodyLocation(self._segment, self._size, len(data))
+            self._size += len(data)
+            self._pending.append(dataclasses.replace(record, body=b"", location=location))
             self._accepted += 1
         self._wake.set()
         return static_members.queued_job(
@@ -169,16 +189,15 @@ class Intake:
         )
 
     def _append(self, fd: int, data: bytes) -> None:
-        """Write a whole record or none: a failed or short write is cut off again."""
-        start = os.lseek(fd, 0, os.SEEK_CUR)
+        """Write a whole record or none at the segment's end (``self._size``): a failed or
+        short write is cut off again."""
         try:
             written = os.write(fd, data)
             while written < len(data):  # only on a full disk or a signal
                 written += os.write(fd, memoryview(data)[written:])
         except OSError as error:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
-                os.lseek(fd, start, os.SEEK_SET)
+                os.ftruncate(fd, self._size)
             raise IntakeClosed(f"the write intake cannot be written: {error}") from error
 
     # -- the barrier ---------------------------------------------------------------------------
@@ -224,7 +243,8 @@ class Intake:
                 os.close(self._fd)
                 self._fd = None
                 if not self._thread.is_alive():
-                    self._drop_segments(self._segment + 1)
+                    (self.directory / segment_name(self._segment)).unlink(missing_ok=True)
+                    self._drop_finished()
             os.close(self._lock_fd)
             self._lock_fd = -1
 
@@ -242,6 +262,7 @@ class Intake:
             if not batch:
                 if self._stopping:
                     return
+                self._drop_finished(every=DROP_SECONDS)
                 continue
             try:
                 self._commit(batch, skip_existing=failures > 0)
@@ -252,11 +273,12 @@ class Intake:
                 time.sleep(delay)
                 continue
             failures = 0
-            self._drop_segments(self._drop_below)
+            self._hold(batch)
             with self._done:
                 self._flushed += len(batch)
                 self._done.notify_all()
             batch = []
+            self._drop_finished(every=DROP_SECONDS)
 
     def _take(self) -> list[Record]:
         """The pending records, oldest first; the segment holding them is closed and a new one
@@ -268,7 +290,7 @@ class Intake:
             records, self._pending = self._pending, []
             old, self._fd = self._fd, following
             self._segment += 1
-            self._drop_below = self._segment
+            self._size = 0
         if old is not None:
             os.close(old)
         return records
@@ -277,40 +299,61 @@ class Intake:
         path = self.directory / segment_name(number)
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    def _drop_segments(self, below: int) -> None:
-        for number, path in segments(self.directory):
-            if number < below:
-                path.unlink(missing_ok=True)
+    def _hold(self, records: list[Record]) -> None:
+        """Keep the segments of committed ``records`` until their jobs have ended."""
+        for record in records:
+            assert record.location is not None, "a logged record knows where it lies"
+            self._held.setdefault(record.location.segment, []).append(record.job_id)
+
+    def _drop_finished(self, every: float = 0.0) -> None:
+        """Drop the held segments none of whose jobs is queued or running any more (applied,
+        failed or cancelled: no handler will read them); at most once per ``every`` seconds.
+        A failure is logged and tried again later: a segment kept too long costs only disk."""
+        now = time.monotonic()
+        if not self._held or now - self._dropped_at < every:
+            return
+        self._dropped_at = now
+        try:
+            live = self._live_jobs([job_id for held in self._held.values() for job_id in held])
+        except Exception:
+            log.exception("the write intake could not look up its jobs")
+            return
+        for number, held in list(self._held.items()):
+            if live.isdisjoint(held):
+                (self.directory / segment_name(number)).unlink(missing_ok=True)
+                del self._held[number]
+
+    def _live_jobs(self, job_ids: list[str]) -> set[str]:
+        live: set[str] = set()
+        with self._factory() as session:
+            for start in range(0, len(job_ids), LOOKUP_BATCH):
+                live.update(
+                    session.scalars(
+                        select(JobRow.id).where(
+                            JobRow.id.in_(job_ids[start : start + LOOKUP_BATCH]),
+                            JobRow.state.in_(static_members.LIVE_JOB_STATES),
+                        )
+                    )
+                )
+        return live
 
     def _commit(self, records: list[Record], *, skip_existing: bool) -> int:
         """Number and queue ``records`` in one transaction; how many were new. With
         ``skip_existing``, a record whose job exists already is left alone (a replay)."""
-        writing: list[Future[None]] = []
-        try:
-            with self._factory.begin() as session:
-                existing = _existing(session, records) if skip_existing else set()
-                fresh = [record for record in records if record.job_id not in existing]
-                numbered = static_members.insert_writes(
-                    session.connection(), [_new_write(record) for record in fresh]
-                )
-                for record, done in zip(fresh, numbered, strict=True):
-                    if done or self._number(session, record):
-                        path = static_members.body_file(
-                            self.data_dir, record.workspace_id, f"{record.job_id}.json"
-                        )
-                        writing.append(static_members.write_body(path, record.body))
-                for future in writing:
-                    future.result()  # every body on disk before the jobs that name them
-        finally:
-            for future in writing:
-                with contextlib.suppress(Exception):
-                    future.result()
+        with self._factory.begin() as session:
+            existing = _existing(session, records) if skip_existing else set()
+            fresh = [record for record in records if record.job_id not in existing]
+            numbered = static_members.insert_writes(
+                session.connection(), [_new_write(record) for record in fresh]
+            )
+            for record, done in zip(fresh, numbered, strict=True):
+                if not done:
+                    self._number(session, record)
         return len(fresh)
 
-    def _number(self, session: Session, record: Record) -> bool:
+    def _number(self, session: Session, record: Record) -> None:
         """A record its group could not number: its audience has no membership row yet (made
-        now, then the write numbered: True), or is gone or not static (its job is created
-        failed: False)."""
+        now, then the write numbered), or is gone or not static (its job is created failed)."""
         audience = session.scalar(
             select(AudienceRow).where(
                 AudienceRow.id == record.audience_id,
@@ -325,33 +368,29 @@ class Intake:
             memberships.locked(session, audience)
             if static_members.insert_write(session.connection(), _new_write(record)) is None:
                 raise RuntimeError(f"audience {record.audience_id} cannot be written to")
-            return True
+            return
         static_members.failed_write(session, _new_write(record), code=code, message=message)
-        return False
 
     # -- recovery ------------------------------------------------------------------------------
 
     def recover(self) -> int:
         """Replay the records left in the log by a process that stopped before committing
-        them; how many jobs that made. Idempotent: a record whose job exists is skipped."""
+        them; how many jobs that made. Idempotent: a record whose job exists is skipped. The
+        segments are held as the flusher holds them, and dropped once their jobs have ended."""
         made = 0
-        found = segments(self.directory)
-        for _, path in found:
+        for _, path in segments(self.directory):
             records, torn = read(path)
             if torn:
-                log.warning("dropped the torn tail of %s", path.name)
+                log.warning("ignored the torn tail of %s", path.name)
             for start in range(0, len(records), REPLAY_BATCH):
                 made += self._commit(records[start : start + REPLAY_BATCH], skip_existing=True)
-        for _, path in found:
-            path.unlink(missing_ok=True)
+            if records:
+                self._hold(records)
+            else:
+                path.unlink(missing_ok=True)
         if made:
             log.warning("replayed %d accepted membership writes from the intake log", made)
         return made
-
-
-def directory(data_dir: Path) -> Path:
-    """Where the intake log of ``data_dir`` lives."""
-    return Path(data_dir) / "writes" / "intake"
 
 
 def _new_write(record: Record) -> static_members.NewWrite:
@@ -363,6 +402,7 @@ def _new_write(record: Record) -> static_members.NewWrite:
         actor=record.actor,
         now=record.created_at,
         max_attempts=record.max_attempts,
+        body_log=record.location.as_payload() if record.location is not None else None,
     )
 
 

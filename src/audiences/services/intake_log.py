@@ -5,6 +5,10 @@ A segment is a file of records, each written by one ``os.write``::
     b"AIW1" | payload length (u32, little endian) | crc32 of the payload (u32) | payload
     payload = meta length (u32) | meta (JSON) | raw request body
 
+The body stays where it was written: the job of a logged write names its segment, offset and
+length (:class:`BodyLocation`), its handler reads it from there, and the intake drops a segment
+once every job it holds has ended.
+
 A process killed in the middle of a write leaves a record shorter than its header says, or (were
 the file ever extended without its data) one whose checksum does not match: either way the tail
 from that record on is *torn*, and :func:`read` stops there. The checksum is a crc32 over
@@ -14,11 +18,13 @@ bytes.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -27,9 +33,54 @@ HEADER = struct.Struct("<4sII")
 META_LENGTH = struct.Struct("<I")
 
 
+def directory(data_dir: Path) -> Path:
+    """Where the intake log of ``data_dir`` lives."""
+    return Path(data_dir) / "writes" / "intake"
+
+
+@dataclass(frozen=True)
+class BodyLocation:
+    """Where a logged write lies: segment number, offset and length of its whole record. Kept
+    in the write's job (:meth:`as_payload`) so its handler reads the request body from the log
+    (checksum checked again) instead of from a file of its own."""
+
+    segment: int
+    offset: int
+    length: int
+
+    def as_payload(self) -> dict[str, int]:
+        """The location as the job's payload keeps it."""
+        return {"segment": self.segment, "offset": self.offset, "length": self.length}
+
+    @classmethod
+    def from_payload(cls, value: Any) -> BodyLocation | None:
+        """The location kept by :meth:`as_payload`; None for anything else."""
+        try:
+            return cls(int(value["segment"]), int(value["offset"]), int(value["length"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def read_body(data_dir: Path, location: BodyLocation) -> bytes | None:
+    """The request body of the record at ``location`` in ``data_dir``'s log; None once its
+    segment is gone, or if the record there is not whole (only a damaged disk does that)."""
+    path = directory(data_dir) / segment_name(location.segment)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        data = os.pread(fd, location.length, location.offset)
+    finally:
+        os.close(fd)
+    records, covered = decode(data)
+    return records[0].body if len(records) == 1 and covered == location.length else None
+
+
 @dataclass(frozen=True)
 class Record:
-    """One accepted JSON membership write, as the intake logs it."""
+    """One accepted JSON membership write, as the intake logs it; ``location`` is where its
+    body lies once it is in a segment (not part of the record's bytes)."""
 
     job_id: str
     workspace_id: str
@@ -39,6 +90,7 @@ class Record:
     created_at: datetime
     max_attempts: int
     body: bytes
+    location: BodyLocation | None = field(default=None, compare=False)
 
 
 def encode(record: Record) -> bytes:
@@ -60,9 +112,9 @@ def encode(record: Record) -> bytes:
     return b"".join((header, prefix, record.body))
 
 
-def decode(data: bytes) -> tuple[list[Record], int]:
-    """The complete records at the start of ``data`` and how many bytes they cover; anything
-    after that (a torn tail) is left out."""
+def decode(data: bytes, segment: int = 0) -> tuple[list[Record], int]:
+    """The complete records at the start of ``data`` (segment number ``segment``) and how many
+    bytes they cover; anything after that (a torn tail) is left out."""
     records: list[Record] = []
     offset = 0
     view = memoryview(data)
@@ -91,6 +143,7 @@ def decode(data: bytes) -> tuple[list[Record], int]:
                     created_at=datetime.fromisoformat(meta["created_at"]),
                     max_attempts=meta["max_attempts"],
                     body=bytes(payload[body_start:]),
+                    location=BodyLocation(segment, offset, end - offset),
                 )
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -102,7 +155,7 @@ def decode(data: bytes) -> tuple[list[Record], int]:
 def read(path: Path) -> tuple[list[Record], bool]:
     """A segment's complete records, and whether it ended in a torn tail."""
     data = path.read_bytes()
-    records, covered = decode(data)
+    records, covered = decode(data, int(path.stem))
     return records, covered != len(data)
 
 

@@ -206,7 +206,8 @@ def accept_ids(
 
 @dataclass(frozen=True)
 class NewWrite:
-    """A JSON write to number, its body kept as ``<job_id>.json``: see :func:`insert_writes`."""
+    """A JSON write to number (see :func:`insert_writes`), its body kept as ``<job_id>.json``
+    or, with ``body_log``, where the write intake logged it (:data:`BODY_LOG`)."""
 
     job_id: str
     workspace_id: str
@@ -215,6 +216,7 @@ class NewWrite:
     actor: str
     now: datetime
     max_attempts: int
+    body_log: dict[str, int] | None = None
 
 
 def insert_write(connection: Connection, write: NewWrite) -> Job | None:
@@ -285,12 +287,11 @@ def _next_seq(connection: Connection, audience_id: str, workspace_id: str) -> in
 
 
 def _job_values(write: NewWrite, seq: int) -> dict[str, Any]:
-    payload = {
-        "audience_id": write.audience_id,
-        "action": write.action,
-        "seq": seq,
-        BODY_FILE: f"{write.job_id}.json",
-    }
+    payload: dict[str, Any] = {"audience_id": write.audience_id, "action": write.action, "seq": seq}
+    if write.body_log is not None:
+        payload[BODY_LOG] = write.body_log
+    else:
+        payload[BODY_FILE] = f"{write.job_id}.json"
     return {
         "id": write.job_id,
         "workspace_id": write.workspace_id,
@@ -384,7 +385,10 @@ def _abandon(writing: Future[None], path: Path) -> None:
 
 BODY_FILE = "body_file"
 """The payload key naming the file that holds a write's request body (:func:`accept_ids`);
-a write without it carries its ids in the payload, newline-joined."""
+a write without it or :data:`BODY_LOG` carries its ids in the payload, newline-joined."""
+BODY_LOG = "body_log"
+"""The payload key saying where in the write intake's log a write's request body lies
+(``services/intake_log.BodyLocation``)."""
 
 
 def body_file(data_dir: Path, workspace_id: str, name: str) -> Path:
@@ -439,19 +443,24 @@ def last_written(path: Path) -> float:
 
 
 def read_body_ids(path: Path) -> list[str] | None:
-    """The ids of a kept request body; None when it is missing or unreadable (it was checked
-    when accepted, so only a lost file reads so)."""
+    """The ids of a kept request body file; None when it is missing or unreadable."""
     try:
-        data = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        return body_ids(path.read_bytes())
+    except OSError:
+        return None
+
+
+def body_ids(body: bytes | None) -> list[str] | None:
+    """The ids of a kept request body; None when it is missing or unreadable (it was checked
+    when accepted, so only a lost body reads so)."""
+    if body is None:
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
         return None
     ids = data.get("ids") if isinstance(data, dict) else None
     return ids if isinstance(ids, list) else None
-
-
-def write_body(path: Path, body: bytes) -> Future[None]:
-    """Start writing a kept request body on the body writers' threads."""
-    return _BODY_WRITER.submit(_write_file, path, body)
 
 
 def _write_file(path: Path, body: bytes) -> None:
