@@ -13,6 +13,8 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from audiences.api import member_writes
@@ -445,6 +447,30 @@ def test_plain_ids(ids: list[Any], plain: bool) -> None:
         json.dumps({"action": "add", "ids": ids}).encode(),
     ):
         assert member_writes.plain_ids(ids, raw) is plain, raw
+
+
+_id_text = st.text(st.sampled_from('ab\u00e9\u4e2d\U0001f600"\\\n '), max_size=4)
+_ids = st.lists(
+    st.one_of(
+        _id_text,
+        st.builds(lambda n, tail: "x" * n + tail, st.integers(100, 600), _id_text),
+        st.integers(-(2**63), 2**63 - 1),
+        st.lists(_id_text, max_size=2),
+    ),
+    max_size=8,
+)
+
+
+@given(ids=_ids, indent=st.sampled_from([None, 0, 2, 300]))
+@settings(max_examples=300, deadline=None)
+def test_plain_ids_agrees_with_the_rule_it_stands_for(ids: list[Any], indent: int | None) -> None:
+    """Whatever the layout of the body (no spaces, spaces, long runs of indentation)."""
+    expected = all(
+        isinstance(i, str) and 1 <= len(i) <= 512 and not any(ord(c) < 32 for c in i) for i in ids
+    )
+    raw = json.dumps({"action": "add", "ids": ids}, indent=indent).encode()
+    assert member_writes.plain_ids(ids, raw) is expected
+    assert member_writes.plain_ids(ids, orjson.dumps({"action": "add", "ids": ids})) is expected
 
 
 def _payload(app: FastAPI, job_id: str) -> dict[str, Any]:

@@ -47,6 +47,8 @@ from audiences.services.intake import Intake, IntakeClosed
 MAX_ID_LENGTH = 512
 AUDIENCE_ID = re.compile(ID_PATTERN)
 QUOTE = ord('"')
+QUOTE_BLOCK = 256
+"""Bytes per block in :func:`_quoted_lengths_ok`'s quick test: at most half of MAX_ID_LENGTH."""
 
 
 def parse(raw: bytes) -> Any:
@@ -91,12 +93,24 @@ def plain_ids(ids: list[str], raw: bytes) -> bool:
 
 def _quoted_lengths_ok(raw: bytes) -> bool:
     """Every string of an escape-free JSON document 1-512 bytes long (so as many characters
-    at most). False only means "look at the ids themselves"."""
-    quotes = np.flatnonzero(np.frombuffer(raw, np.uint8) == QUOTE)
-    if len(quotes) % 2:
+    at most). False only means "look at the ids themselves".
+
+    In such a document a string is the bytes between two neighbouring quotes. Two adjacent
+    quotes are an empty string. If every block of 256 bytes holds a quote, neighbouring quotes
+    are at most 511 bytes apart, so no string is longer: the usual case, settled without
+    finding the quotes' positions (which costs three times as much).
+    """
+    quotes = np.frombuffer(raw, np.uint8) == QUOTE
+    if (quotes[:-1] & quotes[1:]).any():
         return False
-    spans = quotes[1::2] - quotes[0::2]  # a string's length plus one
-    return int(spans.min()) > 1 and int(spans.max()) <= MAX_ID_LENGTH + 1
+    blocks = len(quotes) // QUOTE_BLOCK
+    if quotes[: blocks * QUOTE_BLOCK].reshape(blocks, QUOTE_BLOCK).any(axis=1).all():
+        return True
+    at = np.flatnonzero(quotes)
+    if len(at) % 2:
+        return False
+    spans = at[1::2] - at[0::2]  # a string's length plus one
+    return int(spans.max()) <= MAX_ID_LENGTH + 1
 
 
 class LeanMemberWrites:
