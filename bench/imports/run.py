@@ -12,7 +12,8 @@ its own too. A second reference has DuckDB alone do the import's whole work on a
 profiles: read the file, create the profiles it does not hold yet, build the bitmap of pids.
 Each reports rows per second and its process's peak memory (``ru_maxrss``).
 Last, 10,000-id membership writes through the app against a bare endpoint that parses the
-same body with orjson, both in process over httpx's ASGI transport.
+same body with orjson, both in process over httpx's ASGI transport, in interleaved rounds
+(:mod:`bench.imports.writes_cpu`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-from fastapi import FastAPI, Request, Response
 
 WORKSPACE = "bench"
 
@@ -54,7 +53,9 @@ def main() -> None:
         limit = _stage("limit", common)
         whole = _stage("limit_with_profiles", common)
         ours = _stage("ours", common)
-    writes = asyncio.run(_json_writes())
+    from bench.imports import writes_cpu  # it imports this module
+
+    writes = writes_cpu.summary(asyncio.run(writes_cpu.measure()))
     _report(ids, profiles, setup, limit, whole, ours, writes)
 
 
@@ -244,56 +245,6 @@ STAGES = {
 }
 
 
-async def _json_writes(calls: int = 60) -> dict[str, float]:
-    """Calls per second of 10,000-id membership writes, ours and a bare orjson endpoint."""
-    import httpx
-    import orjson
-    from tests.factories import mint_key
-
-    from audiences.api.app import create_app
-    from audiences.schemas.api_keys import Role
-
-    body = orjson.dumps({"action": "add", "ids": [f"crm-{i:08d}" for i in range(10_000)]})
-    headers = {"Content-Type": "application/json"}
-    bare = FastAPI()
-
-    @bare.post("/v1/audiences/{audience_id}/members", status_code=202)
-    async def parse_only(audience_id: str, request: Request) -> Response:
-        data = orjson.loads(await request.body())
-        return Response(orjson.dumps({"ids": len(data["ids"])}), status_code=202)
-
-    with tempfile.TemporaryDirectory(prefix="bench-writes-") as folder:
-        app = create_app(
-            _settings(Path(folder)).model_copy(update={"rate_limit": "1000000/minute"})
-        )
-        token, _ = mint_key(app, "writes", Role.WRITE)
-        rates = {}
-        for name, target in (("bare", bare), ("ours", app)):
-            transport = httpx.ASGITransport(app=target)
-            auth = {**headers, "Authorization": f"Bearer {token}"}
-            async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
-                created = await client.post(
-                    "/v1/audiences", headers=auth, json={"key": "l", "name": "l", "kind": "static"}
-                )
-                audience_id = created.json().get("id", "x") if name == "ours" else "x"
-                url = f"/v1/audiences/{audience_id}/members"
-                for _ in range(5):
-                    await client.post(url, content=body, headers=auth)
-                started = time.perf_counter()
-                for _ in range(calls):
-                    response = await client.post(url, content=body, headers=auth)
-                    assert response.status_code == 202, response.text
-                rates[name] = calls / (time.perf_counter() - started)
-        intake = getattr(app.state.runtime, "intake", None)  # None before the intake existed
-        if intake is not None:  # commits what it accepted; timed apart from the calls
-            started = time.perf_counter()
-            intake.close()
-            rates["drain_seconds"] = time.perf_counter() - started
-        app.state.engine.dispose()
-        app.state.runtime.profiles.close()
-    return rates
-
-
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -305,7 +256,7 @@ def _report(
     limit_: dict[str, Any],
     whole: dict[str, Any],
     ours_: dict[str, Any],
-    writes: dict[str, float],
+    writes: str,
 ) -> None:
     loaded = setup_["load_seconds"]
     limit_rate, ours_rate = ids / limit_["seconds"], ids / ours_["seconds"]
@@ -321,11 +272,8 @@ def _report(
         _row("import.rows (ours)", ours_, ours_rate),
         f"ours / limit: {ours_rate / limit_rate:.2f}x;"
         f" ours / DuckDB doing the same work: {ours_rate / whole_rate:.2f}x",
-        "| 10,000-id membership writes | calls/s |",
-        "| --- | ---: |",
-        f"| bare orjson endpoint | {writes['bare']:.1f} |",
-        f"| POST /v1/audiences/{{id}}/members (ours) | {writes['ours']:.1f} |",
-        f"ours / bare: {writes['ours'] / writes['bare']:.2f}x",
+        "10,000-id membership writes against a bare orjson endpoint (bench.imports.writes_cpu):",
+        writes,
     ]
     print("\n".join(lines))
 
