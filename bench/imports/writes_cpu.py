@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request, Response
 from tests.factories import mint_key
 
 from audiences.api.app import create_app
+from audiences.kit.heap import freeze_startup_objects
 from audiences.schemas.api_keys import Role
 from bench.imports.run import _settings
 
@@ -66,6 +67,7 @@ async def measure(rounds: int = 5, calls: int = 200) -> list[Round]:
     with tempfile.TemporaryDirectory(prefix="bench-writes-") as folder:
         settings = _settings(Path(folder)).model_copy(update={"rate_limit": "1000000/minute"})
         app = create_app(settings)
+        freeze_startup_objects()  # as `audiences serve` does
         intake = app.state.runtime.intake
         token, _ = mint_key(app, "w", Role.WRITE)
         auth = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}

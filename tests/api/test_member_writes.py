@@ -449,13 +449,14 @@ def test_plain_ids(ids: list[Any], plain: bool) -> None:
         assert member_writes.plain_ids(ids, raw) is plain, raw
 
 
-_id_text = st.text(st.sampled_from('ab\u00e9\u4e2d\U0001f600"\\\n '), max_size=4)
+_id_text = st.text(st.sampled_from('ab[{\u00e9\u4e2d\U0001f600"\\\n '), max_size=4)
 _ids = st.lists(
     st.one_of(
         _id_text,
         st.builds(lambda n, tail: "x" * n + tail, st.integers(100, 600), _id_text),
         st.integers(-(2**63), 2**63 - 1),
         st.lists(_id_text, max_size=2),
+        st.dictionaries(_id_text, _id_text, max_size=1),
     ),
     max_size=8,
 )
