@@ -474,6 +474,68 @@ def test_plain_ids_agrees_with_the_rule_it_stands_for(ids: list[Any], indent: in
     assert member_writes.plain_ids(ids, orjson.dumps({"action": "add", "ids": ids})) is expected
 
 
+@pytest.mark.parametrize(
+    ("raw", "found"),
+    [
+        (b'{"action":"add","ids":["a","b"]}', ("add", 2)),
+        (b'{"action":"replace","ids":["\xc3\xa9"]}', ("replace", 1)),
+        (b'{"action":"add","ids":["' + b"x" * 512 + b'"]}', ("add", 1)),
+        (b'{"action":"add","ids":["' + b"x" * 513 + b'"]}', None),
+        (b'{"action":"add","ids":["a",""]}', None),
+        (b'{"action":"add","ids":["a\xffb"]}', None),  # not UTF-8
+        (b'{"action":"add","ids":["a";"b"]}', None),
+        (b'{"action":"add","ids":["a\x01"]}', None),
+        (b'{"action":"add","ids":["a\\u0001"]}', None),  # escaped: parsed instead
+        (b'{"action":"add","ids":["a","b","c","d"]}', None),  # more than 3
+        (b'{"action":"add","ids":["a"],"x":["b"]}', None),
+        (b'{"action":"add","ids":[]}', None),
+        (b'{"action": "add","ids":["a"]}', None),  # not compact: parsed instead
+    ],
+)
+def test_compact_write(raw: bytes, found: tuple[str, int] | None) -> None:
+    assert member_writes.compact_write(raw, 3) == found
+
+
+_edits = st.lists(
+    st.tuples(
+        st.integers(0, 200),
+        st.integers(0, 3),
+        st.binary(max_size=2)
+        | st.sampled_from(
+            [b'"', b",", b'","', b"\\", b"[", b"]", b"}", b" ", b"\x00", b"\xff", b"\xc3", b"a"]
+        ),
+    ),
+    max_size=3,
+)
+
+
+@given(
+    action=st.sampled_from(["add", "remove", "replace", "nope"]),
+    ids=_ids,
+    edits=_edits,
+    max_ids=st.sampled_from([3, 10_000]),
+)
+@settings(max_examples=500, deadline=None)
+def test_compact_write_accepts_exactly_what_parsing_and_checking_accept(
+    action: str, ids: list[Any], edits: list[tuple[int, int, bytes]], max_ids: int
+) -> None:
+    """Bodies as JSON libraries write them, some with a few bytes cut or changed."""
+    raw = orjson.dumps({"action": action, "ids": ids})
+    for at, cut, put in edits:
+        raw = raw[:at] + put + raw[at + cut :]
+    found = member_writes.compact_write(raw, max_ids)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        assert found is None
+        return
+    plain = member_writes.plain_write(data, raw, max_ids)
+    if found is not None:
+        assert plain is not None and (plain[0], len(plain[1])) == found
+    elif plain is not None and plain[1] and b"\\" not in raw and raw == orjson.dumps(data):
+        raise AssertionError(f"a compact plain write was not taken: {raw!r}")
+
+
 def _payload(app: FastAPI, job_id: str) -> dict[str, Any]:
     flushed(app)
     with app.state.session_factory() as session:
