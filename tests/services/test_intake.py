@@ -20,6 +20,7 @@ from sqlalchemy import select
 from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.kit.ids import new_id
+from audiences.services import intake as intake_module
 from audiences.services import intake_log
 from audiences.services.intake import Intake
 from audiences.services.intake_log import Record, directory
@@ -158,12 +159,12 @@ def _record(tenant: Tenant, audience_id: str, action: str, ids: list[str]) -> Re
     )
 
 
-def _crash_leaves(app: FastAPI, records: list[Record], tail: bytes = b"") -> Path:
-    """The log as a process killed before committing ``records`` leaves it; the app's intake
-    closed first (it is the process that died)."""
+def _crash_leaves(app: FastAPI, records: list[Record], tail: bytes = b"", number: int = 90) -> Path:
+    """The log as a process killed before committing ``records`` leaves it (in segment
+    ``number``); the app's intake closed first (it is the process that died)."""
     intake(app).close()
     folder = directory(app.state.settings.data_dir)
-    segment = folder / intake_log.segment_name(90)
+    segment = folder / intake_log.segment_name(number)
     segment.write_bytes(b"".join(intake_log.encode(record) for record in records) + tail)
     return segment
 
@@ -228,6 +229,24 @@ def test_a_segment_is_kept_until_every_job_it_holds_has_ended(
         assert cancelled.json()["state"] == "cancelled"
     _reopen(own_app).close()
     assert not segment.exists()
+
+
+def test_each_check_looks_at_the_oldest_segments_first_and_at_a_bounded_number_of_jobs(
+    own_app: FastAPI, own: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audience = static_audience(own.write)
+    write(own.write, audience["id"], "add", ["a"])
+    records = [_record(own, audience["id"], "add", [f"k{i}"]) for i in range(2)]
+    older = _crash_leaves(own_app, records[:1], number=90)
+    newer = _crash_leaves(own_app, records[1:], number=91)
+    _reopen(own_app).close()  # both replayed; their jobs queued
+    for record in records:
+        assert own.write.post(f"/v1/jobs/{record.job_id}/cancel").status_code == 200
+    monkeypatch.setattr(intake_module, "LOOKUP_LIMIT", 1)
+    _reopen(own_app).close()
+    assert (older.exists(), newer.exists()) == (False, True)
+    _reopen(own_app).close()
+    assert not newer.exists()
 
 
 def test_a_logged_body_damaged_on_disk_fails_its_job_and_applies_nothing(
