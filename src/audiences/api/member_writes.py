@@ -4,12 +4,12 @@
 per-request work around it (FastAPI resolving seven dependencies, three of them generators run
 in worker threads, a sha256 of the body for an Idempotency-Key that is seldom sent, the ORM)
 cost several times what parsing the body does. :class:`LeanMemberWrites` sits in front of the
-documented route with the same path and accepts a plain write itself: it parses and checks the
-body on the event loop, authenticates with :func:`get_caller` (cached, rate limit counted as
-the route counts it), and either hands the write to the write intake (SQLite, an audience
-that took a write here before: ``services/intake.py`` logs it and answers at once) or makes one
-thread-pool hop to :func:`audiences.services.static_members.accept_ids`, whose transaction it
-commits. Anything
+documented route with the same path and accepts a plain write itself: it checks the body on
+the event loop (a compact one without parsing it, :func:`compact_write`), authenticates with
+:func:`get_caller` (cached, rate limit counted as the route counts it), and either hands the
+write to the write intake (SQLite, an audience that took a write here before:
+``services/intake.py`` logs it and answers at once) or makes one thread-pool hop to
+:func:`audiences.services.static_members.accept_ids`, whose transaction it commits. Anything
 else (an Idempotency-Key, another content type, an id the route would refuse, a body that needs
 full validation or breaks a limit) goes to the route unchanged, the body handed on as read, so
 every error and every answer is the route's. Errors raised on the lean path (401, 403, 404,
