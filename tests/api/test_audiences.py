@@ -276,3 +276,14 @@ def test_integral_numbers_are_integers(tenant: Tenant) -> None:
     policy = {"mode": "scheduled", "interval_seconds": 3600.0}
     created = make_audience(tenant.write, refresh_policy=policy)
     assert created["refresh_policy"] == {"mode": "scheduled", "interval_seconds": 3600}
+
+
+def test_metadata_numbers_must_fit_a_json_column(tenant: Tenant) -> None:
+    """A 30-digit number in metadata is refused (it once failed the insert with a 500)."""
+    edge = {"low": -(2**63), "high": 2**64 - 1, "nested": [{"n": 2**63}]}
+    stored = make_audience(tenant.write, key="edges", metadata=edge)
+    assert stored["metadata"] == edge
+    too_big = audience_body(key="big", metadata={"n": 123456789012345678901234567890})
+    response = tenant.write.post("/v1/audiences", json=too_big)
+    assert (response.status_code, response.json()["code"]) == (422, "validation_failed")
+    assert tenant.read.get("/v1/audiences", params={"key": "big"}).json()["data"] == []

@@ -166,3 +166,29 @@ def test_patch_group_with_both_formats(tenant: Tenant) -> None:
         url, json=[{"op": "replace", "path": "/audience_count", "value": 1}], headers=JSON_PATCH
     )
     assert forbidden.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("doc", "headers"),
+    [
+        ([{"op": "add", "path": "/metadata/n", "value": 2**64}], JSON_PATCH),
+        ({"metadata": {"deep": [{"n": -(2**63) - 1}]}}, MERGE_PATCH),
+    ],
+)
+def test_a_patch_with_a_number_json_cannot_store_is_422_and_changes_nothing(
+    tenant: Tenant, doc: Any, headers: dict[str, str]
+) -> None:
+    audience = make_audience(tenant.write)
+    response = _patch(tenant.write, audience, doc, headers)
+    assert response.status_code == 422, response.text
+    assert "2^64" in response.text
+    assert tenant.read.get(f"/v1/audiences/{audience['id']}").json() == audience
+
+
+def test_a_patch_with_nan_or_bytes_that_are_not_utf8_is_malformed(tenant: Tenant) -> None:
+    audience = make_audience(tenant.write)
+    url = f"/v1/audiences/{audience['id']}"
+    for body in (b'[{"op": "add", "path": "/metadata/n", "value": NaN}]', b'{"name": "\xff"}'):
+        headers = MERGE_PATCH if body.startswith(b"{") else JSON_PATCH
+        response = tenant.write.patch(url, content=body, headers=headers)
+        assert (response.status_code, response.json()["code"]) == (400, "malformed_json"), body

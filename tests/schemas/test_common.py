@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audiences.schemas.common import reject_nul
+from audiences.schemas.common import JSON_INTEGERS, reject_nul, storable_json
 
 # Text drawn so that NUL, other control characters and the escape's own characters
 # (backslash, "u", "0") are common.
@@ -56,3 +57,22 @@ def test_data_orjson_cannot_encode_is_still_checked(value: Any) -> None:
 
 def test_the_escape_spelled_out_is_not_a_nul() -> None:
     reject_nul({"rule": "name = '\\u0000'"})
+
+
+@given(JSON_DATA | st.lists(st.sampled_from([-(2**63) - 1, -(2**63), 2**64 - 1, 2**64])))
+def test_storable_json_refuses_exactly_what_orjson_cannot_encode(value: Any) -> None:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        with pytest.raises(ValueError, match="2\\^64"):
+            storable_json(value)
+    else:
+        assert storable_json(value) is value
+
+
+def test_json_integers_are_the_ones_orjson_encodes() -> None:
+    for inside in (JSON_INTEGERS[0], JSON_INTEGERS[-1]):
+        orjson.dumps(inside)
+    for outside in (JSON_INTEGERS[0] - 1, JSON_INTEGERS[-1] + 1):
+        with pytest.raises(TypeError):
+            orjson.dumps(outside)

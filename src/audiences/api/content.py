@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-import orjson
 from fastapi import Depends, Request
 
 from audiences.errors import BadRequest, UnsupportedMediaType
@@ -67,10 +67,16 @@ async def read_patch(request: Request) -> Patch:
             code="unsupported_media_type",
         ) from None
     try:
-        document = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
+        # The standard library keeps an integer of any size exact (a model then refuses what
+        # a JSON column cannot hold); orjson would turn one beyond 64 bits into a float.
+        document = json.loads(await request.body(), parse_constant=_not_json)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
         raise BadRequest("the body is not valid JSON", code="malformed_json") from exc
     return Patch(patch_format, document)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 PatchBody = Depends(read_patch)
