@@ -449,6 +449,26 @@ def test_plain_ids(ids: list[Any], plain: bool) -> None:
         assert member_writes.plain_ids(ids, raw) is plain, raw
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"action":"add","action":"add","ids":[1,2]}',
+        b'{"action":"add","action":"add","ids":[true,1.5]}',
+    ],
+)
+def test_a_repeated_key_does_not_hide_ids_that_are_not_strings(tenant: Tenant, raw: bytes) -> None:
+    """orjson keeps the last of repeated keys: the body's strings are not ids plus three."""
+    assert member_writes.plain_write(orjson.loads(raw), raw, 10_000) is None
+    audience = static_audience(tenant.write)
+    write(tenant.write, audience["id"], "add", ["a"])  # the next write may take the lean path
+    response = tenant.write.post(
+        f"/v1/audiences/{audience['id']}/members",
+        content=raw,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+
+
 _id_text = st.text(st.sampled_from('ab[{\u00e9\u4e2d\U0001f600"\\\n '), max_size=4)
 _ids = st.lists(
     st.one_of(

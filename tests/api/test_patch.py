@@ -181,14 +181,32 @@ def test_a_patch_with_a_number_json_cannot_store_is_422_and_changes_nothing(
     audience = make_audience(tenant.write)
     response = _patch(tenant.write, audience, doc, headers)
     assert response.status_code == 422, response.text
-    assert "2^64" in response.text
+    assert "64-bit" in response.text
     assert tenant.read.get(f"/v1/audiences/{audience['id']}").json() == audience
 
 
-def test_a_patch_with_nan_or_bytes_that_are_not_utf8_is_malformed(tenant: Tenant) -> None:
+def test_a_patch_that_is_not_strict_json_is_malformed(tenant: Tenant) -> None:
+    """NaN, infinity, lone surrogates, a byte order mark, bytes that are not UTF-8."""
     audience = make_audience(tenant.write)
     url = f"/v1/audiences/{audience['id']}"
-    for body in (b'[{"op": "add", "path": "/metadata/n", "value": NaN}]', b'{"name": "\xff"}'):
-        headers = MERGE_PATCH if body.startswith(b"{") else JSON_PATCH
+    for body in (
+        b'[{"op": "add", "path": "/metadata/n", "value": NaN}]',
+        b'{"metadata": {"n": 1e400}}',
+        b'{"metadata": {"s": "\\udfff"}}',
+        b'{"metadata": {"s": "\xed\xa0\x80"}}',  # a surrogate encoded: not UTF-8
+        b'\xef\xbb\xbf{"name": "x"}',
+        b'{"name": "\xff"}',
+    ):
+        headers = JSON_PATCH if body.startswith(b"[") else MERGE_PATCH
         response = tenant.write.patch(url, content=body, headers=headers)
         assert (response.status_code, response.json()["code"]) == (400, "malformed_json"), body
+
+
+def test_metadata_nested_deeper_than_a_json_column_takes_is_422(tenant: Tenant) -> None:
+    audience = make_audience(tenant.write)
+    deep: Any = 1
+    for _ in range(300):
+        deep = [deep]
+    response = _patch(tenant.write, audience, {"metadata": {"deep": deep}}, MERGE_PATCH)
+    assert (response.status_code, response.json()["code"]) == (422, "validation_failed")
+    assert tenant.read.get(f"/v1/audiences/{audience['id']}").json() == audience

@@ -77,24 +77,15 @@ JSON_INTEGERS = range(-(2**63), 2**64)
 
 
 def storable_json(value: T) -> T:
-    """``value`` unchanged; ``ValueError`` if an integer inside it falls outside
-    :data:`JSON_INTEGERS`. For free-form JSON kept in a JSON column (an audience's metadata),
-    so a 30-digit number is refused with 422 instead of failing the insert."""
+    """``value`` unchanged; ``ValueError`` (422) if its JSON encoder cannot write it: an
+    integer outside :data:`JSON_INTEGERS`, a lone surrogate, nesting over 255 levels. For
+    free-form JSON kept in a JSON column (an audience's metadata), which would otherwise fail
+    at the insert."""
     try:
         orjson.dumps(value)
-    except TypeError:
-        _check_integers(value)
+    except TypeError as error:  # orjson.JSONEncodeError is one
+        raise ValueError(f"cannot be stored as JSON: {error}") from None
     return value
-
-
-def _check_integers(value: Any) -> None:
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, list | tuple):
-        for item in value:
-            _check_integers(item)
-    elif isinstance(value, int) and not isinstance(value, bool) and value not in JSON_INTEGERS:
-        raise ValueError("numbers must lie between -2^63 and 2^64 - 1")
 
 
 class InputModel(BaseModel):
