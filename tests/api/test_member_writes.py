@@ -316,7 +316,7 @@ def _kept_body(app: FastAPI, tenant: Tenant, job_id: str) -> bytes | None:
     payload = _payload(app, job_id)
     logged = intake_log.BodyLocation.from_payload(payload.get(static_members.BODY_LOG))
     if logged is not None:
-        return intake_log.read_body(app.state.settings.data_dir, logged)
+        return intake_log.read_body(app.state.settings.data_dir, logged, job_id)
     path = _body_path(app, tenant, job_id)
     return path.read_bytes() if path.exists() else None
 

@@ -6,6 +6,7 @@ them (``tests/jobs/test_member_write_crashes.py`` kills a real server)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -247,6 +248,50 @@ def test_each_check_looks_at_the_oldest_segments_first_and_at_a_bounded_number_o
     assert (older.exists(), newer.exists()) == (False, True)
     _reopen(own_app).close()
     assert not newer.exists()
+
+
+def test_a_logged_body_is_read_only_for_its_own_job(own_app: FastAPI, own: Tenant) -> None:
+    audience = static_audience(own.write)
+    write(own.write, audience["id"], "add", ["a"])
+    record = _record(own, audience["id"], "add", ["b"])
+    _crash_leaves(own_app, [record])
+    _reopen(own_app).close()
+    location = _jobs(own_app, [record.job_id])[record.job_id].payload["body_log"]
+    logged = intake_log.BodyLocation.from_payload(location)
+    assert logged is not None
+    data_dir = own_app.state.settings.data_dir
+    assert intake_log.read_body(data_dir, logged, record.job_id) == record.body
+    assert intake_log.read_body(data_dir, logged, new_id()) is None
+
+
+class _FailingDisk:
+    """The ``os`` the intake module sees, on a disk whose writes and truncations fail."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    @staticmethod
+    def write(fd: int, data: bytes) -> int:
+        raise OSError(5, "Input/output error")
+
+    @staticmethod
+    def ftruncate(fd: int, size: int) -> None:
+        raise OSError(5, "Input/output error")
+
+
+def test_a_log_that_cannot_be_repaired_stops_the_intake_and_writes_go_on(
+    own_app: FastAPI, own: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audience = static_audience(own.write)
+    write(own.write, audience["id"], "add", ["a"])
+    assert intake(own_app).takes(own.workspace_id, audience["id"])
+    with monkeypatch.context() as patched:
+        patched.setattr(intake_module, "os", _FailingDisk())
+        write(own.write, audience["id"], "add", ["b"])  # answered by the ordinary path
+    assert not intake(own_app).takes(own.workspace_id, audience["id"])
+    write(own.write, audience["id"], "add", ["c"])
+    run_jobs(own_app)
+    assert members_of(own.read, audience["id"]) == {"a", "b", "c"}
 
 
 def test_a_logged_body_damaged_on_disk_fails_its_job_and_applies_nothing(

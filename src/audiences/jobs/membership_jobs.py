@@ -91,10 +91,10 @@ class _KeptBody:
     path: Path
     logged: intake_log.BodyLocation | None = None
 
-    def ids(self, data_dir: Path) -> list[str] | None:
+    def ids(self, data_dir: Path, job_id: str) -> list[str] | None:
         if self.logged is None:
             return static_members.read_body_ids(self.path)
-        return static_members.body_ids(intake_log.read_body(data_dir, self.logged))
+        return static_members.body_ids(intake_log.read_body(data_dir, self.logged, job_id))
 
 
 def _kept_body(context: JobContext, job: ClaimedJob) -> _KeptBody | None:
@@ -116,7 +116,7 @@ def _stored_ids(
 ) -> list[str] | dict[str, Any]:
     """The ids of a write whose body was kept; once the body is gone, the write's result if an
     earlier attempt applied it (the body goes only after that), else the job fails."""
-    ids = stored.ids(context.settings.data_dir)
+    ids = stored.ids(context.settings.data_dir, job.id)
     if ids is not None:
         return ids
     payload = job.payload

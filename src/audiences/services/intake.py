@@ -28,7 +28,6 @@ finds the intake locked (``flock``) and takes the ordinary path instead.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -194,14 +193,19 @@ class Intake:
 
     def _append(self, fd: int, data: bytes) -> None:
         """Write a whole record or none at the segment's end (``self._size``): a failed or
-        short write is cut off again."""
+        short write is cut off again. If even that fails, the intake stops accepting (later
+        records would lie after bytes no reader gets past); what it accepted is still
+        committed, and writes take the ordinary path."""
         try:
             written = os.write(fd, data)
             while written < len(data):  # only on a full disk or a signal
                 written += os.write(fd, memoryview(data)[written:])
         except OSError as error:
-            with contextlib.suppress(OSError):
+            try:
                 os.ftruncate(fd, self._size)
+            except OSError:
+                self._stopping = True
+                log.exception("the write intake's log cannot be repaired; it stops accepting")
             raise IntakeClosed(f"the write intake cannot be written: {error}") from error
 
     # -- the barrier ---------------------------------------------------------------------------

@@ -61,9 +61,10 @@ class BodyLocation:
             return None
 
 
-def read_body(data_dir: Path, location: BodyLocation) -> bytes | None:
-    """The request body of the record at ``location`` in ``data_dir``'s log; None once its
-    segment is gone, or if the record there is not whole (only a damaged disk does that)."""
+def read_body(data_dir: Path, location: BodyLocation, job_id: str) -> bytes | None:
+    """The request body of job ``job_id``'s record at ``location`` in ``data_dir``'s log; None
+    once its segment is gone, or if the record there is not whole or another job's (only a
+    damaged disk does that)."""
     path = directory(data_dir) / segment_name(location.segment)
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -74,7 +75,8 @@ def read_body(data_dir: Path, location: BodyLocation) -> bytes | None:
     finally:
         os.close(fd)
     records, covered = decode(data)
-    return records[0].body if len(records) == 1 and covered == location.length else None
+    whole = len(records) == 1 and covered == location.length
+    return records[0].body if whole and records[0].job_id == job_id else None
 
 
 @dataclass(frozen=True)
