@@ -287,3 +287,13 @@ def test_metadata_numbers_must_fit_a_json_column(tenant: Tenant) -> None:
     response = tenant.write.post("/v1/audiences", json=too_big)
     assert (response.status_code, response.json()["code"]) == (422, "validation_failed")
     assert tenant.read.get("/v1/audiences", params={"key": "big"}).json()["data"] == []
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-1e400"])
+def test_metadata_numbers_must_be_finite(tenant: Tenant, number: bytes) -> None:
+    """The standard library parses these; stored, they would become null."""
+    body = b'{"key": "nan", "name": "n", "kind": "static", "metadata": {"x": %s}}' % number
+    response = tenant.write.post(
+        "/v1/audiences", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "validation_failed")

@@ -62,11 +62,24 @@ def test_the_escape_spelled_out_is_not_a_nul() -> None:
 @given(
     JSON_DATA | st.lists(st.sampled_from([-(2**63) - 1, -(2**63), 2**64 - 1, 2**64, "\udfff", "a"]))
 )
-def test_storable_json_refuses_exactly_what_orjson_cannot_encode(value: Any) -> None:
+def test_storable_json_refuses_exactly_what_orjson_cannot_encode_as_given(value: Any) -> None:
+    """As given: orjson writes infinity as null (JSON_DATA draws infinities)."""
     try:
-        orjson.dumps(value)
+        same = orjson.loads(orjson.dumps(value)) == value
     except TypeError:
+        same = False
+    if same:
+        assert storable_json(value) is value
+    else:
         with pytest.raises(ValueError, match="cannot be stored as JSON"):
+            storable_json(value)
+
+
+@given(st.recursive(st.floats(), lambda inner: st.lists(inner, max_size=3), max_leaves=8))
+def test_storable_json_refuses_nan_and_infinity_wherever_they_are(value: Any) -> None:
+    encoded = orjson.dumps(value)
+    if b"null" in encoded:  # orjson writes NaN and infinity as null
+        with pytest.raises(ValueError, match="NaN and infinity"):
             storable_json(value)
     else:
         assert storable_json(value) is value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -77,15 +78,25 @@ JSON_INTEGERS = range(-(2**63), 2**64)
 
 
 def storable_json(value: T) -> T:
-    """``value`` unchanged; ``ValueError`` (422) if its JSON encoder cannot write it: an
-    integer outside :data:`JSON_INTEGERS`, a lone surrogate, nesting over 255 levels. For
-    free-form JSON kept in a JSON column (an audience's metadata), which would otherwise fail
-    at the insert."""
+    """``value`` unchanged; ``ValueError`` (422) if its JSON encoder cannot write it as given:
+    an integer outside :data:`JSON_INTEGERS`, a lone surrogate, nesting over 255 levels, or
+    NaN and infinity (which it would write as null). For free-form JSON kept in a JSON column
+    (an audience's metadata, small), which would otherwise fail at the insert or change."""
     try:
         orjson.dumps(value)
     except TypeError as error:  # orjson.JSONEncodeError is one
         raise ValueError(f"cannot be stored as JSON: {error}") from None
+    if _non_finite(value):
+        raise ValueError("cannot be stored as JSON: NaN and infinity are not JSON numbers")
     return value
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, list) and any(_non_finite(item) for item in value)
 
 
 class InputModel(BaseModel):
