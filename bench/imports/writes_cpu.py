@@ -22,24 +22,13 @@ from pathlib import Path
 
 import httpx
 import orjson
-from fastapi import FastAPI, Request, Response
 from tests.factories import mint_key
 
 from audiences.api.app import create_app
 from audiences.kit.heap import freeze_startup_objects
 from audiences.schemas.api_keys import Role
 from bench.imports.run import _settings
-
-
-def _bare() -> FastAPI:
-    bare = FastAPI()
-
-    @bare.post("/v1/audiences/{audience_id}/members", status_code=202)
-    async def parse_only(audience_id: str, request: Request) -> Response:
-        data = orjson.loads(await request.body())
-        return Response(orjson.dumps({"ids": len(data["ids"])}), status_code=202)
-
-    return bare
+from bench.imports.writes_http import bare_app
 
 
 @dataclass(frozen=True)
@@ -72,7 +61,7 @@ async def measure(rounds: int = 5, calls: int = 200) -> list[Round]:
         token, _ = mint_key(app, "w", Role.WRITE)
         auth = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
         ours = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b")
-        bare = httpx.AsyncClient(transport=httpx.ASGITransport(app=_bare()), base_url="http://b")
+        bare = httpx.AsyncClient(transport=httpx.ASGITransport(app=bare_app()), base_url="http://b")
         async with ours, bare:
             static = {"key": "l", "name": "l", "kind": "static"}
             created = await ours.post("/v1/audiences", headers=auth, json=static)
