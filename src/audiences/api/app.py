@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 data_dir=settings.data_dir,
                 session_factory=app.state.session_factory,
                 targets=reads.static_writes,
+                read_factory=app.state.read_session_factory,
             )
             if settings.write_intake and engine.dialect.name == "sqlite"
             else None

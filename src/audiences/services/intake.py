@@ -92,10 +92,12 @@ class Intake:
         session_factory: sessionmaker[Session],
         targets: ExpiringMap[str],
         lock_fd: int,
+        read_factory: sessionmaker[Session] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.directory = directory(self.data_dir)
         self._factory = session_factory
+        self._reads = read_factory or session_factory
         self._targets = targets
         self._lock_fd = lock_fd
         self._lock = threading.Lock()
@@ -115,9 +117,16 @@ class Intake:
 
     @classmethod
     def open(
-        cls, *, data_dir: Path, session_factory: sessionmaker[Session], targets: ExpiringMap[str]
+        cls,
+        *,
+        data_dir: Path,
+        session_factory: sessionmaker[Session],
+        targets: ExpiringMap[str],
+        read_factory: sessionmaker[Session] | None = None,
     ) -> Intake | None:
-        """The intake of ``data_dir``, recovered and running; None if another process holds it."""
+        """The intake of ``data_dir``, recovered and running; None if another process holds it.
+        ``read_factory`` (read-only sessions, which on SQLite take no write lock) serves the
+        flusher's look-ups of its jobs; by default ``session_factory`` does."""
         folder = directory(Path(data_dir))
         folder.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(folder / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
@@ -128,7 +137,11 @@ class Intake:
             log.warning("the write intake in %s is held by another process; not used", folder)
             return None
         intake = cls(
-            data_dir=data_dir, session_factory=session_factory, targets=targets, lock_fd=lock_fd
+            data_dir=data_dir,
+            session_factory=session_factory,
+            targets=targets,
+            lock_fd=lock_fd,
+            read_factory=read_factory,
         )
         try:
             intake.recover()
@@ -341,7 +354,7 @@ class Intake:
 
     def _live_jobs(self, job_ids: list[str]) -> set[str]:
         live: set[str] = set()
-        with self._factory() as session:
+        with self._reads() as session:
             for start in range(0, len(job_ids), LOOKUP_BATCH):
                 live.update(
                     session.scalars(
