@@ -30,13 +30,8 @@ def test_json_writes_killed_at_random_points_apply_exactly_once(
     tmp_path: Path,
 ) -> None:
     server = make_server(1)
-    server.start()
-    token = server.token()
-    client = server.client(token)
-    created = client.post("/v1/audiences", json={"key": "l", "name": "l", "kind": "static"})
-    audience_id = created.json()["id"]
+    _, client, audience_id = _seeded_static_audience(server)
     url = f"/v1/audiences/{audience_id}/members"
-    assert client.post(url, json={"action": "add", "ids": ["seed"]}).status_code == 202
     rng = random.Random(11)
     accepted: dict[int, str] = {}
     kills = 0
@@ -89,13 +84,8 @@ def test_writes_answered_202_then_killed_before_their_commit_are_applied_after_r
     """On SQLite a 202 may come before the commit (the write intake): killed right after a
     burst of answers, the server replays its log at the next start, each write exactly once."""
     server = make_server(1)
-    server.start()
-    token = server.token()
-    client = server.client(token)
-    created = client.post("/v1/audiences", json={"key": "l", "name": "l", "kind": "static"})
-    audience_id = created.json()["id"]
+    token, client, audience_id = _seeded_static_audience(server)
     url = f"/v1/audiences/{audience_id}/members"
-    assert client.post(url, json={"action": "add", "ids": ["seed"]}).status_code == 202
     accepted: list[str] = []
     for burst in range(BURSTS):
         for i in range(BURST):
@@ -119,6 +109,19 @@ def test_writes_answered_202_then_killed_before_their_commit_are_applied_after_r
     if isolated_database_url.startswith("sqlite"):
         assert "replayed" in server.log.read_text()  # the log was needed at least once
     client.close()
+
+
+def _seeded_static_audience(server: Server) -> tuple[str, httpx.Client, str]:
+    """Start ``server``; a write key, a client with it, and a static audience holding "seed"
+    (written the ordinary way, so later writes may take the write intake)."""
+    server.start()
+    token = server.token()
+    client = server.client(token)
+    created = client.post("/v1/audiences", json={"key": "l", "name": "l", "kind": "static"})
+    audience_id = str(created.json()["id"])
+    seed = {"action": "add", "ids": ["seed"]}
+    assert client.post(f"/v1/audiences/{audience_id}/members", json=seed).status_code == 202
+    return token, client, audience_id
 
 
 def _holds_records(segment: Path) -> bool:

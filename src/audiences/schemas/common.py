@@ -73,13 +73,9 @@ def _walk_for_nul(value: Any) -> None:
             _walk_for_nul(item)
 
 
-JSON_INTEGERS = range(-(2**63), 2**64)
-"""The integers a JSON column holds: what orjson, its encoder, writes."""
-
-
 def storable_json(value: T) -> T:
     """``value`` unchanged; ``ValueError`` (422) if its JSON encoder cannot write it as given:
-    an integer outside :data:`JSON_INTEGERS`, a lone surrogate, nesting over 255 levels, or
+    an integer outside -2^63 .. 2^64 - 1, a lone surrogate, nesting over 255 levels, or
     NaN and infinity (which it would write as null). For free-form JSON kept in a JSON column
     (an audience's metadata, small), which would otherwise fail at the insert or change."""
     try:
