@@ -11,7 +11,12 @@ from fastapi import FastAPI
 
 from audiences.api.app import create_app
 from audiences.config import Settings
-from tests.api.test_member_writes import members_of, run_jobs, static_audience
+from tests.api.test_member_writes import (
+    died_after_applying,
+    members_of,
+    run_jobs,
+    static_audience,
+)
 from tests.client import ApiClient
 from tests.factories import Tenant, client_for, mint_key
 
@@ -187,3 +192,16 @@ def test_uploads_over_the_limit_are_refused_while_streaming(
     finally:
         client.close()
         small.state.engine.dispose()
+
+
+def test_an_import_run_again_after_it_applied_keeps_its_result_and_counts(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write)
+    job = upload(tenant.write, audience["id"], b"id\na\nb\nbad\x01\n")
+    first = finished(app, tenant.read, job["id"])
+    died_after_applying(app, job["id"])
+    again = finished(app, tenant.read, job["id"])
+    assert again["result"] == first["result"]
+    assert again["counts"] == first["counts"]
+    assert members_of(tenant.read, audience["id"]) == {"a", "b"}

@@ -52,7 +52,7 @@ def write_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
     if stored is not None:
         ids = _stored_ids(context, job, stored)
         if isinstance(ids, dict):  # applied by an attempt that died before it could finish
-            return ids
+            return _counted(context, ids)
     else:
         # Ids travel as one newline-joined string (they hold no control characters): a JSON
         # list of 10,000 strings costs the request more to store than the rest of it.
@@ -79,8 +79,7 @@ def write_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
         raise
     _discard(stored)
     context.counts["ids"] = len(ids)
-    context.counts.update({name: int(result.get(name, 0)) for name in RESULT_COUNTS})
-    return result
+    return _counted(context, result)
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,13 @@ class _KeptBody:
         if self.logged is None:
             return static_members.read_body_ids(self.path)
         return static_members.body_ids(intake_log.read_body(data_dir, self.logged, job_id))
+
+
+def _counted(context: JobContext, result: dict[str, Any]) -> dict[str, Any]:
+    """``result``, its counts of the change also in the job's counts: whichever attempt
+    applied it (one that died before finishing the job saved the result, not the counts)."""
+    context.counts.update({name: int(result.get(name, 0)) for name in RESULT_COUNTS})
+    return result
 
 
 def _kept_body(context: JobContext, job: ClaimedJob) -> _KeptBody | None:
@@ -147,7 +153,7 @@ def import_rows(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
         )
     if done is not None:  # applied by an attempt that died before it could finish the job
         imports.remove_upload(directory, keep_errors=True)
-        return done
+        return _counted(context, done)
     try:
         pids = _read(context, job, directory)
         with context.session() as session:
@@ -170,9 +176,8 @@ def import_rows(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
         if job.attempt >= job.max_attempts:
             imports.remove_upload(directory, keep_errors=True)
         raise
-    context.counts.update({name: int(result.get(name, 0)) for name in RESULT_COUNTS})
     imports.remove_upload(directory, keep_errors=True)
-    return result
+    return _counted(context, result)
 
 
 def expire_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
