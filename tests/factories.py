@@ -106,11 +106,3 @@ def make_group(client: ApiClient, **overrides: Any) -> dict[str, Any]:
     response = client.post("/v1/audience-groups", json=body)
     assert response.status_code == 201, response.text
     return dict(response.json())
-
-
-def flushed(app: FastAPI) -> None:
-    """Wait until the app's write intake has committed every membership write it accepted, as
-    the jobs routes do before they read (tests reading the database directly call this)."""
-    intake = app.state.runtime.intake
-    if intake is not None:
-        intake.barrier()

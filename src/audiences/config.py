@@ -121,6 +121,23 @@ class Settings(BaseSettings):
         le=10_000,
         description="Most ids one membership write (`POST …/members`) accepts; above it 422.",
     )
+    max_queued_writes_per_audience: int = Field(
+        default=1_000,
+        ge=1,
+        description=(
+            "Most membership writes and imports of one static audience waiting to be applied "
+            "(queued or running); past it a new one answers 429 `write_backlog_full` with "
+            "`Retry-After`."
+        ),
+    )
+    max_queued_writes_per_workspace: int = Field(
+        default=10_000,
+        ge=1,
+        description=(
+            "Most membership writes and imports of one workspace waiting to be applied; past it "
+            "a new one answers 429 `write_backlog_full` with `Retry-After`."
+        ),
+    )
     import_chunk_rows: int = Field(
         default=50_000,
         ge=100,
@@ -142,16 +159,6 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = Field(default="info", description="Log level of the server.")
-    write_intake: bool = Field(
-        default=True,
-        description=(
-            "On SQLite, accept plain JSON membership writes into a local log under "
-            "`<data_dir>/writes/intake/` and commit them in groups off the request path "
-            "(a process crash loses none; a power loss may lose the last ones, as with SQLite's "
-            "`synchronous=NORMAL`). Off: every write commits before its 202. Ignored on "
-            "PostgreSQL."
-        ),
-    )
     worker_threads: int = Field(
         default=2,
         ge=0,

@@ -17,8 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from audiences import __version__
-from audiences.api import member_writes, memory_routes, problems
-from audiences.api.memory_routes import Shortcut
+from audiences.api import problems
 from audiences.api.metrics import Metrics, MetricsMiddleware
 from audiences.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from audiences.api.ratelimit import RateLimiter
@@ -38,7 +37,6 @@ from audiences.engines.duckdb import DuckDBEngine
 from audiences.jobs.worker import embedded
 from audiences.membership.cache import BitmapCache
 from audiences.services.idempotency import Replayed
-from audiences.services.intake import Intake
 from audiences.services.read_cache import ReadCache
 from audiences.services.runtime import Runtime
 from audiences.store.db import make_engine, make_session_factory
@@ -55,8 +53,7 @@ conventions (cursor or offset paging, filters, `q`, `sort`, `fields`, `include`)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """An app for ``settings``: migrates the metadata database and replays the write intake's
-    log (SQLite), then serves the API."""
+    """An app for ``settings``: migrates the metadata database, then serves the API."""
     settings = settings or Settings()
     engine = make_engine(settings.metadata_url)
     migrate(engine)
@@ -78,21 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.read_session_factory = make_session_factory(app.state.read_engine)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
-    reads = ReadCache(settings.read_cache_seconds)
     app.state.runtime = Runtime(
         profiles=DuckDBEngine(settings.data_dir, memory_limit=settings.profile_memory_limit),
         bitmaps=BitmapCache(settings.bitmap_cache_bytes),
-        reads=reads,
-        intake=(
-            Intake.open(
-                data_dir=settings.data_dir,
-                session_factory=app.state.session_factory,
-                targets=reads.static_writes,
-                read_factory=app.state.read_session_factory,
-            )
-            if settings.write_intake and engine.dialect.name == "sqlite"
-            else None
-        ),
+        reads=ReadCache(settings.read_cache_seconds),
     )
     problems.install(app)
     app.add_exception_handler(Replayed, _replay)
@@ -119,22 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs,
     ):
         app.include_router(module.router)
-    memory_routes.install(
-        app,
-        [
-            Shortcut(
-                members.router,
-                "/v1/audiences/{audience_id}/members/{profile_id}",
-                members.membership_from_memory,
-            ),
-            Shortcut(
-                profiles.router,
-                "/v1/profiles/{profile_id}/audiences",
-                profiles.profile_audiences_from_memory,
-            ),
-        ],
-    )
-    member_writes.install(app, imports.router, "/v1/audiences/{audience_id}/members", jobs.router)
     _mount_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -142,15 +112,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Run the embedded job workers (``AUDIENCES_WORKER_THREADS``) while the server runs; at
-    the end, commit what the write intake accepted, then stop them."""
+    """Run the embedded job workers (``AUDIENCES_WORKER_THREADS``) while the server runs."""
     pool = embedded(app.state.settings, app.state.session_factory, app.state.runtime)
     try:
         yield
     finally:
-        intake = app.state.runtime.intake
-        if intake is not None:
-            await anyio.to_thread.run_sync(intake.close)
         if pool is not None:
             await anyio.to_thread.run_sync(pool.stop)
         app.state.runtime.profiles.close()

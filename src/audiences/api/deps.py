@@ -150,18 +150,6 @@ async def _runtime_dependency(request: Request) -> Runtime:
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime_dependency)]
 
-
-async def intake_flushed(request: Request) -> None:
-    """Wait until the write intake has committed every write accepted before this request
-    (``services/intake.py``): routes that read or change jobs, or accept another write to a
-    static audience, depend on it, so a client sees its jobs and ``seq`` keeps acceptance
-    order. Free when nothing is pending; never holds a transaction while it waits."""
-    intake = get_runtime(request).intake
-    if intake is not None and intake.behind():
-        await run_in_threadpool(intake.barrier)
-
-
-IntakeFlushed = Depends(intake_flushed)
 ATTRIBUTE_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
 
 

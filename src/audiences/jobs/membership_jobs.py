@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from audiences.engines.idfiles import StagedIds
 from audiences.jobs.context import Cancelled, JobContext, JobFailed
 from audiences.jobs.queue import ClaimedJob
 from audiences.membership.bitmaps import from_numpy
-from audiences.services import import_staged, imports, intake_log, static_members
+from audiences.services import import_staged, imports, member_writes, static_members
 from audiences.services.import_formats import (
     ImportFormat,
     Layout,
@@ -33,111 +32,70 @@ from audiences.services.import_formats import (
 from audiences.services.import_staged import FileMap, RangeResult
 from audiences.store.tables import AudienceRow
 
-RESULT_COUNTS = ("added", "removed", "unchanged", "superseded")
-
 
 def write_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
-    """Apply one JSON membership write: create unknown profiles, then the change in order.
+    """Apply a JSON membership write, with the writes of the same audience queued behind it
+    (see :mod:`audiences.services.member_writes`): unknown profiles created, then one change.
 
-    A write accepted by the lean path keeps its request body in a file (``body_file``), or in
-    the write intake's log (``body_log``): read here, the file removed once the write is
-    applied (or can never be), so a retry after a crash finds either the body or the write
-    applied already. (The intake drops a log segment once all of its jobs have ended.)
+    A retry after a crash finds its write applied already and returns the first result.
     """
     payload = job.payload
-    stored = _kept_body(context, job)
+    audience_id, seq = str(payload["audience_id"]), int(payload["seq"])
     if _audience(context, job) is None:
-        _discard(stored)
         return {"indexing_state": "cancelled", "reason": "the audience no longer exists"}
-    if stored is not None:
-        ids = _stored_ids(context, job, stored)
-        if isinstance(ids, dict):  # applied by an attempt that died before it could finish
-            return _counted(context, ids)
-    else:
-        # Ids travel as one newline-joined string (they hold no control characters): a JSON
-        # list of 10,000 strings costs the request more to store than the rest of it.
-        ids = str(payload["ids"]).split("\n") if payload["ids"] else []
-    try:
-        pids, _ = context.runtime.profiles.ensure_profiles(job.workspace_id, ids)
-        with context.session() as session:
-            audience = session.get_one(AudienceRow, payload["audience_id"])
-            result = static_members.apply(
-                session,
-                audience=audience,
-                seq=int(payload["seq"]),
-                action=str(payload["action"]),
-                pids=from_numpy(pids),
-                trigger="members",
-                job_id=job.id,
+    with context.session() as session:
+        done = static_members.applied_result(
+            session, audience_id=audience_id, seq=seq, job_id=job.id
+        )
+        pending = (
+            []
+            if done
+            else member_writes.batch(session, audience_id=audience_id, seq=seq, job_id=job.id)
+        )
+    if done is not None:  # applied by an attempt that died before it could finish the job
+        return _counted(context, done)
+    if not any(write.seq == seq for write in pending):
+        raise JobFailed("the write's ids are gone")
+    ids = [identifier for write in pending for identifier in (*write.ids.adds, *write.ids.removes)]
+    pids, _ = context.runtime.profiles.ensure_profiles(job.workspace_id, ids)
+    writes, at = [], 0
+    for write in pending:
+        adds = from_numpy(pids[at : at + len(write.ids.adds)])
+        at += len(write.ids.adds)
+        removes = from_numpy(pids[at : at + len(write.ids.removes)])
+        at += len(write.ids.removes)
+        writes.append(
+            static_members.Write(
+                write.seq, write.job_id, write.action, adds, removes, ids=len(write.ids)
             )
-    except (Cancelled, JobFailed):
-        _discard(stored)
-        raise
-    except Exception:
-        if job.attempt >= job.max_attempts:
-            _discard(stored)
-        raise
-    _discard(stored)
-    context.counts["ids"] = len(ids)
-    return _counted(context, result)
-
-
-@dataclass(frozen=True)
-class _KeptBody:
-    """Where a write's request body was kept: a file of its own, or a record of the intake's
-    log (``logged``), which is not the handler's to remove."""
-
-    path: Path
-    logged: intake_log.BodyLocation | None = None
-
-    def ids(self, data_dir: Path, job_id: str) -> list[str] | None:
-        if self.logged is None:
-            return static_members.read_body_ids(self.path)
-        return static_members.body_ids(intake_log.read_body(data_dir, self.logged, job_id))
+        )
+    with context.session() as session:
+        audience = session.get_one(AudienceRow, audience_id)
+        result = member_writes.apply(
+            session,
+            audience=audience,
+            job_id=job.id,
+            writes=writes,
+            cache=context.runtime.bitmaps,
+        )
+    if result is None:  # another worker applied it meanwhile
+        with context.session() as session:
+            result = static_members.applied_result(
+                session, audience_id=audience_id, seq=seq, job_id=job.id
+            )
+        if result is None:
+            raise JobFailed("the write was neither applied here nor elsewhere")
+    own = next(write for write in pending if write.seq == seq)
+    context.counts["ids"] = len(own.ids)
+    context.progress(len(own.ids), len(own.ids))
+    return _counted(context, dict(result))
 
 
 def _counted(context: JobContext, result: dict[str, Any]) -> dict[str, Any]:
     """``result``, its counts of the change also in the job's counts: whichever attempt
     applied it (one that died before finishing the job saved the result, not the counts)."""
-    context.counts.update({name: int(result.get(name, 0)) for name in RESULT_COUNTS})
+    context.counts.update({name: int(result.get(name, 0)) for name in static_members.RESULT_COUNTS})
     return result
-
-
-def _kept_body(context: JobContext, job: ClaimedJob) -> _KeptBody | None:
-    data_dir = context.settings.data_dir
-    if static_members.BODY_LOG in job.payload:
-        logged = intake_log.BodyLocation.from_payload(job.payload[static_members.BODY_LOG])
-        if logged is None:
-            raise JobFailed("the write's body location is not readable")
-        path = intake_log.directory(data_dir) / intake_log.segment_name(logged.segment)
-        return _KeptBody(path, logged)
-    name = job.payload.get(static_members.BODY_FILE)
-    if not name:
-        return None
-    return _KeptBody(static_members.body_file(data_dir, job.workspace_id, str(name)))
-
-
-def _stored_ids(
-    context: JobContext, job: ClaimedJob, stored: _KeptBody
-) -> list[str] | dict[str, Any]:
-    """The ids of a write whose body was kept; once the body is gone, the write's result if an
-    earlier attempt applied it (the body goes only after that), else the job fails."""
-    ids = stored.ids(context.settings.data_dir, job.id)
-    if ids is not None:
-        return ids
-    payload = job.payload
-    with context.session() as session:
-        done = static_members.applied_result(
-            session, audience_id=payload["audience_id"], seq=int(payload["seq"]), job_id=job.id
-        )
-    if done is None:
-        raise JobFailed(f"the write's ids are gone: {stored.path.name} is missing or unreadable")
-    return done
-
-
-def _discard(stored: _KeptBody | None) -> None:
-    if stored is not None and stored.logged is None:
-        stored.path.unlink(missing_ok=True)
 
 
 def import_rows(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
@@ -159,15 +117,21 @@ def import_rows(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
         with context.session() as session:
             audience = session.get_one(AudienceRow, payload["audience_id"])
             counts = {k: context.counts.get(k, 0) for k in ("rows", "duplicates", "invalid")}
+            action = str(payload["action"])
+            write = static_members.Write(
+                int(payload["seq"]),
+                job.id,
+                action,
+                adds=BitMap() if action == "remove" else pids,
+                removes=pids if action == "remove" else BitMap(),
+            )
             result = static_members.apply(
                 session,
                 audience=audience,
-                seq=int(payload["seq"]),
-                action=str(payload["action"]),
-                pids=pids,
+                write=write,
                 trigger="import",
-                job_id=job.id,
                 extra=counts,
+                cache=context.runtime.bitmaps,
             )
     except (Cancelled, JobFailed):
         imports.remove_upload(directory, keep_errors=True)

@@ -264,6 +264,38 @@ def complete(
     session.flush()
 
 
+def take_queued(session: Session, *, job_ids: Collection[str]) -> list[JobRow]:
+    """Of ``job_ids``, the jobs still queued and due, locked for this transaction so no worker
+    claims them before it ends (PostgreSQL skips rows another transaction holds; SQLite serialises
+    writers). A handler that does their work with its own finishes them with
+    :func:`finish_taken` in the same transaction."""
+    if not job_ids:
+        return []
+    stmt = (
+        select(JobRow)
+        .where(JobRow.id.in_(list(job_ids)), JobRow.state == QUEUED, JobRow.run_after <= utcnow())
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(stmt))
+
+
+def finish_taken(
+    session: Session,
+    *,
+    job: JobRow,
+    result: Any,
+    counts: Mapping[str, int],
+    processed: int,
+    now: datetime | None = None,
+) -> None:
+    """Mark a job :func:`take_queued` returned as succeeded, its work done by another job's
+    handler: its own result, counts and full progress, with no attempt of its own."""
+    record(job, processed=processed, total=processed, counts=counts)
+    job.result = result
+    finish(job, JobState.SUCCEEDED, now or utcnow())
+    session.flush()
+
+
 def fail(
     session: Session,
     *,

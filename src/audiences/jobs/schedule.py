@@ -21,7 +21,7 @@ from audiences.config import Settings
 from audiences.jobs import queue
 from audiences.kit.clock import utcnow
 from audiences.schemas.jobs import JobKind
-from audiences.services import freshness, imports, maintenance, static_members
+from audiences.services import freshness, imports, maintenance
 from audiences.store.tables import JobRow
 
 REFRESH_DUE = "evaluation.refresh_due"
@@ -65,13 +65,12 @@ class Housekeeping:
         self.purged_at: datetime | None = None
 
     def run(self, now: datetime) -> None:
-        """Sweep kept write bodies and uploads; purge expired idempotency keys hourly."""
-        for sweep in (static_members.sweep_bodies, imports.sweep_uploads):
-            try:
-                with self.session_factory() as session:
-                    sweep(session, data_dir=self.settings.data_dir, now=now)
-            except Exception:
-                log.exception("%s failed; trying again next tick", sweep.__name__)
+        """Sweep the uploads no job will read; purge expired idempotency keys hourly."""
+        try:
+            with self.session_factory() as session:
+                imports.sweep_uploads(session, data_dir=self.settings.data_dir, now=now)
+        except Exception:
+            log.exception("sweeping uploads failed; trying again next tick")
         if self.purged_at is not None and now - self.purged_at < PURGE_EVERY:
             return
         try:

@@ -1,19 +1,9 @@
-"""Membership writes and file imports of static audiences: request bodies and their OpenAPI."""
+"""File imports of static audiences: the modes and the upload's OpenAPI."""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
-
-from pydantic import Field, StringConstraints
-
-from audiences.schemas.common import InputModel
-
-MAX_IDS = 10_000
-"""Most ids one membership write carries."""
-
-ID_PATTERN = r"^[^\x00-\x1f]+$"
-ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=ID_PATTERN)]
+from typing import Any
 
 
 class ImportMode(StrEnum):
@@ -23,38 +13,6 @@ class ImportMode(StrEnum):
     REMOVE = "remove"
     REPLACE = "replace"
 
-
-class MemberWrite(InputModel):
-    """Ids to add to, remove from, or make the members of a static audience."""
-
-    action: ImportMode
-    ids: list[ExternalId] = Field(
-        max_length=MAX_IDS, description="External ids (profiles are created when unknown)."
-    )
-
-
-MEMBER_WRITE_SCHEMA: dict[str, Any] = {
-    "title": "MemberWrite",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["action", "ids"],
-    "properties": {
-        "action": {"type": "string", "enum": [mode.value for mode in ImportMode]},
-        "ids": {
-            "type": "array",
-            "maxItems": MAX_IDS,
-            "items": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": ID_PATTERN},
-            "description": "External ids (profiles are created when unknown).",
-        },
-    },
-}
-MEMBER_WRITE_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": MEMBER_WRITE_SCHEMA}},
-    }
-}
-"""The JSON body, declared by hand: it is parsed with orjson as one list, not by FastAPI."""
 
 _TEXT = {"schema": {"type": "string"}}
 _BINARY = {"schema": {"type": "string", "format": "binary"}}

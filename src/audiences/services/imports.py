@@ -18,7 +18,7 @@ import shutil
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -232,27 +232,42 @@ def errors_csv(data_dir: Path, job: JobRow) -> Path | None:
     return path if path.exists() else None
 
 
+UPLOAD_GRACE = timedelta(hours=1)
+"""How long after its last write an upload may be swept: far longer than any upload arrives in
+or waits for its job's commit."""
+SWEEP_BATCH = 500
+"""Uploads whose jobs one sweep statement looks up."""
+
+
+def last_written(path: Path) -> float:
+    """When the file was last written; infinitely recent if it is gone (nothing to sweep)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
 def sweep_uploads(session: Session, *, data_dir: Path, now: datetime) -> int:
     """Delete the uploaded files no live import will read; how many went.
 
     An import's handler deletes its upload when it ends; this catches the rest: uploads of
     imports cancelled while queued (their handler never runs) and of requests that died before
-    queuing their job. An upload written to within :data:`static_members.BODY_GRACE` is kept
+    queuing their job. An upload written to within :data:`UPLOAD_GRACE` is kept
     whatever its job, since it may still be arriving. An errors file stays for download;
     a folder left with nothing else goes.
     """
     root = Path(data_dir) / "imports"
     if not root.is_dir():
         return 0
-    cutoff = (now - static_members.BODY_GRACE).timestamp()
-    written = static_members.last_written
+    cutoff = (now - UPLOAD_GRACE).timestamp()
+    written = last_written
     uploads = (path for path in root.glob(f"*/*/{UPLOAD}") if written(path) < cutoff)
     stale = {path.parent.name: path.parent for path in uploads}
     names = sorted(stale)
     upload_of = JobRow.payload["upload"].as_string()
     removed = 0
-    for start in range(0, len(names), static_members.SWEEP_BATCH):
-        batch = names[start : start + static_members.SWEEP_BATCH]
+    for start in range(0, len(names), SWEEP_BATCH):
+        batch = names[start : start + SWEEP_BATCH]
         live = set(
             session.scalars(
                 select(upload_of).where(

@@ -95,12 +95,16 @@ def replace(
     audience: AudienceRow,
     members: AbstractBitMap,
     cache: BitmapCache | None = None,
+    fold: bool = True,
 ) -> Diff:
-    """Make ``members`` the audience's membership; returns who entered and who exited."""
+    """Make ``members`` the audience's membership; returns who entered and who exited.
+
+    Stored as a new base, or with ``fold=False`` as a delta while the deltas stay under the
+    fold thresholds (a small write to a large static list)."""
     state = locked(session, audience)
     before = members_of(session, state, cache)
     change = diff(before, members)
-    _advance(session, state, members, change, fold=True, cache=cache)
+    _advance(session, state, members, change, fold=fold, cache=cache)
     return change
 
 

@@ -121,16 +121,12 @@ class ExpiringMap(Generic[V]):
 
 
 class ReadCache:
-    """The process's cached callers, audience states, workspace audience lists and the static
-    audiences the write intake may take writes for."""
+    """The process's cached callers, audience states and workspace audience lists."""
 
     def __init__(self, ttl: float = 2.0) -> None:
         self.callers: ExpiringMap[Caller] = ExpiringMap(ttl)
         self.audiences: ExpiringMap[AudienceState] = ExpiringMap(ttl)
         self.workspaces: ExpiringMap[tuple[AudienceState, ...]] = ExpiringMap(ttl)
-        self.static_writes: ExpiringMap[str] = ExpiringMap(ttl)
-        """Audience id -> workspace id of the static audiences with a membership row that took
-        a JSON write here: where the write intake (``services/intake.py``) may accept one."""
         _LIVE.add(self)
 
     def forget(self, change: _Changes) -> None:
@@ -141,7 +137,6 @@ class ReadCache:
             self.callers.discard()
         if change.audiences:
             self.audiences.discard(set(change.audiences))
-            self.static_writes.discard(set(change.audiences))
         if change.workspaces:
             self.workspaces.discard(set(change.workspaces))
         revisions = {

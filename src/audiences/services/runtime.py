@@ -1,17 +1,12 @@
-"""The long-lived pieces services need besides a session: the profile engine, the caches and
-the write intake."""
+"""The long-lived pieces services need besides a session: the profile engine and the caches."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from audiences.engines.base import ProfileEngine
 from audiences.membership.cache import BitmapCache
 from audiences.services.read_cache import ReadCache
-
-if TYPE_CHECKING:  # intake.py imports services that import this module
-    from audiences.services.intake import Intake
 
 
 @dataclass(frozen=True)
@@ -22,5 +17,3 @@ class Runtime:
     profiles: ProfileEngine
     bitmaps: BitmapCache
     reads: ReadCache = field(default_factory=ReadCache)
-    intake: Intake | None = None
-    """The write intake of JSON membership writes (SQLite servers only; see ``intake.py``)."""

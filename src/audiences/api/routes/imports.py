@@ -1,4 +1,4 @@
-"""Writes to static audiences: members by id (JSON), file imports, and an import's row errors."""
+"""File imports into static audiences, and an import's row errors."""
 
 from __future__ import annotations
 
@@ -8,27 +8,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from audiences.api import member_writes, uploads
-from audiences.api.content import RequireJson
+from audiences.api import uploads
 from audiences.api.deps import (
     ID_PATTERN,
     AudienceId,
-    IntakeFlushed,
     ReadCaller,
     SessionDep,
     SettingsDep,
     WriteCaller,
 )
-from audiences.api.preconditions import IDEMPOTENCY_DOC, IdempotencyDep
+from audiences.api.preconditions import IDEMPOTENCY_DOC
 from audiences.api.problems import responses
-from audiences.errors import ErrorDetail, ValidationFailed
 from audiences.kit.ids import new_id
-from audiences.schemas.imports import MEMBER_WRITE_BODY, UPLOAD_BODY, ImportMode, MemberWrite
+from audiences.schemas.imports import UPLOAD_BODY, ImportMode
 from audiences.schemas.jobs import Job
 from audiences.services import audiences, imports, jobs, static_members
 from audiences.services.import_formats import ImportFormat, Row
@@ -43,57 +40,10 @@ ACCEPTED: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def read_member_write(request: Request, settings: SettingsDep) -> MemberWrite:
-    """The body parsed with orjson and checked as one list: a model per id costs 6x more."""
-    raw = await request.body()
-    data = member_writes.parse(raw)
-    ids = data.get("ids") if isinstance(data, dict) else None
-    limit = settings.max_member_ids_per_call
-    if isinstance(ids, list) and len(ids) > limit:
-        raise ValidationFailed(f"at most {limit} ids per call, got {len(ids)}", code="too_many_ids")
-    plain = member_writes.plain_write(data, raw, limit)
-    if plain is not None:
-        return MemberWrite.model_construct(action=ImportMode(plain[0]), ids=plain[1])
-    return _validated(data)
-
-
-@router.post(
-    "/v1/audiences/{audience_id}/members",
-    status_code=202,
-    response_model=Job,
-    dependencies=[IntakeFlushed, RequireJson],
-    openapi_extra=MEMBER_WRITE_BODY,
-    responses={**ACCEPTED, **responses(400, 401, 403, 404, 409, 413, 415, 422, 429)},
-)
-def write_members(
-    audience_id: AudienceId,
-    body: Annotated[MemberWrite, Depends(read_member_write)],
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    caller: WriteCaller,
-    idem: IdempotencyDep,
-) -> Response:
-    """Add, remove or replace a static audience's members by external id (at most 10,000):
-    202 with the job that applies it; its `result.indexing_state` says when it is applied."""
-    audience = audiences.get(session, caller=caller, audience_id=audience_id)
-    job = static_members.accept(
-        session,
-        caller=caller,
-        audience=audience,
-        action=body.action.value,
-        handler=static_members.WRITE_HANDLER,
-        payload={"ids": "\n".join(body.ids)},
-        max_attempts=settings.job_max_attempts,
-    )
-    return idem.respond(202, _job(job), {"Location": _location(request, job)})
-
-
 @router.post(
     "/v1/audiences/{audience_id}/imports",
     status_code=202,
     response_model=Job,
-    dependencies=[IntakeFlushed],
     openapi_extra=UPLOAD_BODY,
     responses={**ACCEPTED, **responses(400, 401, 403, 404, 409, 413, 415, 422, 429)},
 )
@@ -172,7 +122,6 @@ async def import_members(
         **responses(401, 404, 429),
     },
     response_class=Response,
-    dependencies=[IntakeFlushed],
 )
 def get_job_errors(
     job_id: JobId, session: SessionDep, settings: SettingsDep, caller: ReadCaller
@@ -208,20 +157,6 @@ def _accept(
         idempotency_key=idempotency_key,
     )
     return job
-
-
-def _validated(data: Any) -> MemberWrite:
-    from pydantic import ValidationError
-
-    try:
-        return MemberWrite.model_validate(data)
-    except ValidationError as exc:
-        details = [
-            ErrorDetail(str(e["type"]), str(e["msg"]), ("body", *e["loc"])) for e in exc.errors()
-        ]
-        raise ValidationFailed(
-            f"{len(details)} field(s) failed validation", errors=details[:100]
-        ) from None
 
 
 def _kept_errors(job: JobRow) -> Iterator[str]:

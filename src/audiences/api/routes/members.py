@@ -1,4 +1,5 @@
-"""Membership of ``/v1/audiences/{id}``: refresh, runs, members, changes, export, preview."""
+"""Membership of ``/v1/audiences/{id}``: writes by id, refresh, runs, members, changes, export,
+preview."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError as PydanticValidationError
 
 from audiences.api.content import RequireJson
 from audiences.api.deps import (
@@ -23,22 +25,28 @@ from audiences.api.deps import (
     read_session,
 )
 from audiences.api.listing import page_response, to_list_query
+from audiences.api.preconditions import IdempotencyDep
 from audiences.api.problems import responses
-from audiences.errors import InvalidParameter
+from audiences.errors import BadRequest, ErrorDetail, InvalidParameter, ValidationFailed
 from audiences.kit.cursors import CursorError, decode_cursor, encode_cursor
 from audiences.schemas.common import MAX_PAGE_SIZE, page_of
+from audiences.schemas.jobs import Job
 from audiences.schemas.memberships import (
+    MAX_ID_LENGTH,
+    MEMBER_WRITE_BODY,
     ChangePage,
     MemberPage,
     Membership,
+    MemberWrite,
     PreviewRequest,
     PreviewResult,
     Run,
     RunListItem,
     RunListParams,
 )
-from audiences.services import audiences, evaluation, previews, runs
+from audiences.services import audiences, evaluation, jobs, member_writes, previews, runs
 from audiences.services.callers import Caller
+from audiences.services.import_formats import CONTROL
 from audiences.services.runtime import Runtime
 from audiences.store.tables import RunRow
 
@@ -48,6 +56,96 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page
 Cursor = Annotated[
     str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
 ]
+
+
+async def read_member_write(request: Request, settings: SettingsDep) -> MemberWrite:
+    """The body parsed with orjson; a plain list of ids is checked in bulk (a model per id
+    costs six times as much), anything else validated in full."""
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body is not valid JSON", code="malformed_json") from None
+    limit = settings.max_member_ids_per_call
+    listed = data.get("ids", data.get("changes")) if isinstance(data, dict) else None
+    if isinstance(listed, list) and len(listed) > limit:
+        raise ValidationFailed(
+            f"at most {limit} ids per call, got {len(listed)}", code="too_many_ids"
+        )
+    if (
+        isinstance(data, dict)
+        and data.keys() == {"action", "ids"}
+        and data["action"] in ("add", "remove", "replace")
+        and isinstance(data["ids"], list)
+        and _plain_ids(data["ids"])
+    ):
+        return MemberWrite.model_construct(action=data["action"], ids=data["ids"], changes=None)
+    try:
+        return MemberWrite.model_validate(data)
+    except PydanticValidationError as exc:
+        details = [
+            ErrorDetail(str(e["type"]), str(e["msg"]), ("body", *e["loc"])) for e in exc.errors()
+        ]
+        raise ValidationFailed(
+            f"{len(details)} field(s) failed validation", errors=details[:100]
+        ) from None
+
+
+def _plain_ids(ids: list[Any]) -> bool:
+    """Every id a string of 1-512 characters without control characters, in C-speed passes
+    (``join`` refuses anything but strings)."""
+    if not ids:
+        return True
+    try:
+        joined = "".join(ids)
+    except TypeError:
+        return False
+    lengths = list(map(len, ids))
+    return min(lengths) > 0 and max(lengths) <= MAX_ID_LENGTH and not CONTROL.search(joined)
+
+
+@router.post(
+    "/{audience_id}/members",
+    status_code=202,
+    response_model=Job,
+    dependencies=[RequireJson],
+    openapi_extra=MEMBER_WRITE_BODY,
+    responses={
+        202: {"model": Job, "description": "Accepted: the job that applies the change."},
+        **responses(400, 401, 403, 404, 409, 413, 415, 422, 429),
+    },
+)
+def write_members(
+    audience_id: AudienceId,
+    body: Annotated[MemberWrite, Depends(read_member_write)],
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: WriteCaller,
+    idem: IdempotencyDep,
+) -> Response:
+    """Add, remove or replace a static audience's members by external id, or give each id its
+    own action (`changes`), at most 10,000: 202 with the job that applies it; its
+    `result.indexing_state` says when it is applied."""
+    if body.changes is not None:
+        action = "mixed"
+        ids = member_writes.ids_of(action, changes=[(c.id, c.action) for c in body.changes])
+    else:
+        action = str(body.action)
+        ids = member_writes.ids_of(action, ids=body.ids or [])
+    job = member_writes.accept(
+        session,
+        caller=caller,
+        audience_id=audience_id,
+        action=action,
+        ids=ids,
+        backlog=member_writes.Backlog(
+            settings.max_queued_writes_per_audience, settings.max_queued_writes_per_workspace
+        ),
+        max_attempts=settings.job_max_attempts,
+    )
+    location = str(request.url_for("get_job", job_id=job.id).path)
+    body_out = jobs.to_model(job).model_dump(mode="json")
+    return idem.respond(202, body_out, {"Location": location})
 
 
 @router.post(
@@ -207,16 +305,6 @@ async def get_membership(
             _is_member, request, caller, runtime, audience_id, profile_id, explain
         )
     return _membership(audience_id, profile_id, answer, explain=explain)
-
-
-def membership_from_memory(request: Request, caller: Caller) -> Response | None:
-    """Is-member (without explanation) from the process's caches alone, or None; the
-    shortcut in front of :func:`get_membership` answers with it."""
-    audience_id, profile_id = request.path_params["audience_id"], request.path_params["profile_id"]
-    answer = runs.cached_is_member(
-        get_runtime(request), caller=caller, audience_id=audience_id, external_id=profile_id
-    )
-    return None if answer is None else _membership(audience_id, profile_id, answer, explain=False)
 
 
 def _membership(

@@ -155,16 +155,6 @@ async def get_profile_audiences(
     return _profile_audiences(profile_id, found)
 
 
-def profile_audiences_from_memory(request: Request, caller: Caller) -> Response | None:
-    """A profile's audiences from the process's caches alone, or None; the shortcut in
-    front of :func:`get_profile_audiences` answers with it."""
-    profile_id = request.path_params["profile_id"]
-    found = profiles.cached_audiences_of(
-        get_runtime(request), caller=caller, external_id=profile_id
-    )
-    return None if found is None else _profile_audiences(profile_id, found)
-
-
 def _profile_audiences(profile_id: str, found: list[AudienceState]) -> Response:
     items = [
         {"id": a.id, "key": a.key, "name": a.name, "computed_at": _iso(a.computed_at)}

@@ -36,6 +36,7 @@ class MemberWriteRow(Base):
     ``seq`` is given when the write is accepted, under the audience's membership lock, so it is
     the order of acceptance. A write applied late is masked by the later writes already applied
     (``pids`` kept until no earlier write is pending), so the last action for an id wins.
+    ``body`` holds a JSON write's ids (``services/member_writes.encode``) until it is applied.
     """
 
     __tablename__ = "member_writes"
@@ -51,5 +52,6 @@ class MemberWriteRow(Base):
     action: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16), default="pending")
     pids: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,221 @@
+"""JSON membership writes of static audiences: accepted with their ids kept on the write row,
+applied several at a time by the ``membership.write`` job, within a bounded backlog.
+
+A write's ids live in exactly one place until it is applied: its :class:`MemberWriteRow`
+(``body``, compressed), written in the transaction that numbers it, so any worker of any process
+can apply it and nothing outside the database needs sweeping. A worker that picks up one write
+also takes the writes of the same audience still queued behind it (:func:`batch`) and applies
+them as one change (:func:`apply`): the cost of a write is mostly fixed (the audience's lock,
+its days, a run), so a hundred small writes applied together cost little more than one, and
+each job still ends with its own exact counts.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, undefer
+
+from audiences.errors import RateLimited
+from audiences.jobs import queue
+from audiences.kit.clock import utcnow
+from audiences.membership.cache import BitmapCache
+from audiences.services import audiences, static_members
+from audiences.services.callers import Caller
+from audiences.services.static_members import WRITE_HANDLER, Write
+from audiences.store.tables import AudienceRow, JobRow, MemberWriteRow
+
+BATCH_WRITES = 200
+"""Most writes one job applies together (its own and those queued behind it)."""
+BATCH_IDS = 200_000
+"""Most ids one job applies together; a single write of 10,000 always fits."""
+RETRY_AFTER_SECONDS = 1
+"""What a 429 for a full backlog asks a client to wait: about the time a batch takes."""
+
+
+@dataclass(frozen=True)
+class Ids:
+    """A write's ids: those it adds (for a ``replace``, the new members) and those it removes."""
+
+    adds: list[str]
+    removes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.adds) + len(self.removes)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """How many writes may wait to be applied, per audience and per workspace."""
+
+    per_audience: int
+    per_workspace: int
+
+
+def encode(ids: Ids) -> bytes:
+    """The stored form of a write's ids: their JSON, compressed (ids repeat prefixes a lot)."""
+    return zlib.compress(orjson.dumps([ids.adds, ids.removes]), 1)
+
+
+def decode(body: bytes) -> Ids:
+    """The ids :func:`encode` stored."""
+    adds, removes = orjson.loads(zlib.decompress(body))
+    return Ids(adds, removes)
+
+
+def ids_of(action: str, ids: Sequence[str] = (), changes: Sequence[tuple[str, str]] = ()) -> Ids:
+    """What a write carries: ``ids`` under one ``action``, or ``changes`` (id, ``add`` or
+    ``remove``) where the last action for an id wins.
+
+    >>> ids_of("mixed", changes=[("a", "add"), ("b", "remove"), ("a", "remove")])
+    Ids(adds=[], removes=['a', 'b'])
+    """
+    if action != "mixed":
+        listed = list(ids)
+        return Ids([], listed) if action == "remove" else Ids(listed, [])
+    last = {identifier: change for identifier, change in changes}
+    adds = [identifier for identifier, change in last.items() if change == "add"]
+    removes = [identifier for identifier, change in last.items() if change == "remove"]
+    return Ids(adds, removes)
+
+
+def accept(
+    session: Session,
+    *,
+    caller: Caller,
+    audience_id: str,
+    action: str,
+    ids: Ids,
+    backlog: Backlog,
+    max_attempts: int,
+) -> JobRow:
+    """Number a JSON write and queue its job (see ``static_members.accept``), unless the
+    audience or the workspace already has ``backlog`` writes waiting: then 429
+    ``write_backlog_full``, so a client that writes faster than writes are applied slows down
+    instead of growing a queue that takes minutes to drain."""
+    audience = audiences.get(session, caller=caller, audience_id=audience_id)
+    static_members.require_static(audience)
+    _check_backlog(session, audience, backlog)
+    return static_members.accept(
+        session,
+        caller=caller,
+        audience=audience,
+        action=action,
+        handler=WRITE_HANDLER,
+        payload={"size": len(ids)},
+        max_attempts=max_attempts,
+        body=encode(ids),
+    )
+
+
+def _check_backlog(session: Session, audience: AudienceRow, backlog: Backlog) -> None:
+    waiting = (
+        select(func.count())
+        .select_from(JobRow)
+        .where(
+            JobRow.workspace_id == audience.workspace_id,
+            JobRow.state.in_(static_members.LIVE_JOB_STATES),
+            JobRow.handler.in_(static_members.WRITE_HANDLERS),
+        )
+    )
+    for scope, limit, stmt in (
+        ("audience", backlog.per_audience, waiting.where(JobRow.subject_id == audience.id)),
+        ("workspace", backlog.per_workspace, waiting),
+    ):
+        if (session.scalar(stmt) or 0) >= limit:
+            raise RateLimited(
+                f"this {scope} has {limit} membership writes waiting to be applied; "
+                f"retry in {RETRY_AFTER_SECONDS} s",
+                code="write_backlog_full",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                extra={"limit": limit, "scope": scope},
+            )
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A write waiting to be applied, with its ids."""
+
+    seq: int
+    job_id: str
+    action: str
+    ids: Ids
+
+
+def batch(session: Session, *, audience_id: str, seq: int, job_id: str) -> list[Pending]:
+    """Write ``seq`` (the caller's, if still pending) and the JSON writes of the same audience
+    whose jobs are queued and due (one waiting out a retry's backoff waits), in ``seq`` order,
+    within :data:`BATCH_WRITES` and :data:`BATCH_IDS`. Read without locks: :func:`apply`
+    takes only those still queued when it runs."""
+    stmt = (
+        select(MemberWriteRow)
+        .join(JobRow, JobRow.id == MemberWriteRow.job_id)
+        .where(
+            MemberWriteRow.audience_id == audience_id,
+            MemberWriteRow.state == "pending",
+            MemberWriteRow.body.is_not(None),
+            ((JobRow.state == queue.QUEUED) & (JobRow.run_after <= utcnow()))
+            | (MemberWriteRow.seq == seq),
+        )
+        .order_by(MemberWriteRow.seq)
+        .limit(BATCH_WRITES)
+        .options(undefer(MemberWriteRow.body))
+    )
+    found: list[Pending] = []
+    total = 0
+    for row in session.scalars(stmt):
+        ids = decode(row.body or b"")
+        if found and total + len(ids) > BATCH_IDS:
+            break
+        if row.seq == seq or row.job_id != job_id:
+            found.append(Pending(row.seq, row.job_id, row.action, ids))
+            total += len(ids)
+    return found
+
+
+def apply(
+    session: Session,
+    *,
+    audience: AudienceRow,
+    job_id: str,
+    writes: Sequence[Write],
+    cache: BitmapCache | None = None,
+) -> dict[str, object] | None:
+    """Apply the job's own write and those of ``writes`` whose jobs are still queued, as one
+    change; finish those jobs with their own results; the job's own result (None when its
+    write is not among ``writes``).
+
+    The other jobs are locked first (PostgreSQL skips any a worker holds), so a job is either
+    applied here and finished in the same transaction, or left to its own worker.
+    """
+    others = {write.job_id for write in writes if write.job_id != job_id}
+    taken = {job.id: job for job in queue.take_queued(session, job_ids=others)}
+    mine = [write for write in writes if write.job_id == job_id or write.job_id in taken]
+    results = static_members.apply_many(
+        session, audience=audience, writes=mine, trigger="members", cache=cache
+    )
+    now = utcnow()
+    own: dict[str, object] | None = None
+    for write in mine:
+        result = results[write.seq]
+        counts = {name: int(result.get(name, 0)) for name in static_members.RESULT_COUNTS}
+        counts["ids"] = write.ids
+        if write.job_id == job_id:
+            own = result
+            job = session.get(JobRow, job_id)
+            if job is not None:
+                job.result = result
+            continue
+        queue.finish_taken(
+            session,
+            job=taken[write.job_id],
+            result={**result, "applied_by": job_id},
+            counts=counts,
+            processed=write.ids,
+            now=now,
+        )
+    return own
