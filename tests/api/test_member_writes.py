@@ -448,3 +448,97 @@ def test_concurrent_writes_are_numbered_once_each_and_all_applied(
     assert seqs == list(range(2, 14))
     run_jobs(app)
     assert members_of(tenant.read, audience["id"]) == {"first", *(f"p{i}" for i in range(12))}
+
+
+def test_a_mixed_write_adds_and_removes_with_the_last_action_for_an_id_winning(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write)
+    write(tenant.write, audience["id"], "add", ["a", "b", "c"])
+    run_jobs(app)
+    changes = [
+        {"id": "a", "action": "remove"},
+        {"id": "d", "action": "add"},
+        {"id": "b", "action": "remove"},
+        {"id": "b", "action": "add"},  # b stays: its last action is add
+        {"id": "e", "action": "add"},
+        {"id": "e", "action": "remove"},  # e never joins
+    ]
+    response = tenant.write.post(
+        f"/v1/audiences/{audience['id']}/members", json={"changes": changes}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["result"] == {"indexing_state": "in_progress", "action": "mixed"}
+    run_jobs(app)
+    assert members_of(tenant.read, audience["id"]) == {"b", "c", "d"}
+    done = job(tenant.read, response.json()["id"])
+    result = done["result"]
+    assert (result["added"], result["removed"], result["unchanged"]) == (1, 1, 2)
+    assert (result["size"], done["counts"]["ids"], done["progress"]["percent"]) == (3, 4, 100.0)
+
+
+def test_writes_queued_together_are_applied_by_one_job_each_with_its_own_counts(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    audience = static_audience(tenant.write)
+    url = f"/v1/audiences/{audience['id']}/members"
+    bodies: list[dict[str, Any]] = [
+        {"action": "add", "ids": ["a", "b"]},
+        {"action": "add", "ids": ["b", "c"]},
+        {"changes": [{"id": "a", "action": "remove"}, {"id": "d", "action": "add"}]},
+        {"action": "remove", "ids": ["zz"]},
+        {"action": "replace", "ids": ["c", "d", "e"]},
+        {"action": "add", "ids": ["f"]},
+    ]
+    accepted = []
+    for body in bodies:
+        response = tenant.write.post(url, json=body)
+        assert response.status_code == 202, response.text
+        accepted.append(response.json()["id"])
+    assert run_jobs(app) == 1  # the first job took the five queued behind it
+    assert members_of(tenant.read, audience["id"]) == {"c", "d", "e", "f"}
+    done = [job(tenant.read, job_id) for job_id in accepted]
+    assert {d["state"] for d in done} == {"succeeded"}
+    assert [d["result"].get("applied_by") for d in done] == [None] + [accepted[0]] * 5
+    outcomes = [
+        (d["result"]["indexing_state"], d["result"]["added"], d["result"]["removed"]) for d in done
+    ]
+    assert outcomes == [
+        ("replaced", 2, 0),  # a, b; then superseded by the replace
+        ("replaced", 1, 0),  # c (b was in already)
+        ("replaced", 1, 1),  # d in, a out
+        ("replaced", 0, 0),  # zz was never a member
+        ("applied", 1, 1),  # e in, b out (c, d stay)
+        ("applied", 1, 0),  # f
+    ]
+    assert [d["progress"]["percent"] for d in done] == [100.0] * 6
+    runs = tenant.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
+    assert len(runs) == 1  # one change recorded for the whole batch
+
+
+def test_writes_past_the_backlog_answer_429_with_retry_after(app: FastAPI, tenant: Tenant) -> None:
+    audience = static_audience(tenant.write)
+    other = static_audience(tenant.write, key="other")
+    url = f"/v1/audiences/{audience['id']}/members"
+    settings = app.state.settings
+    limits = (settings.max_queued_writes_per_audience, settings.max_queued_writes_per_workspace)
+    settings.max_queued_writes_per_audience, settings.max_queued_writes_per_workspace = 2, 3
+    try:
+        for n in range(2):
+            assert (
+                tenant.write.post(url, json={"action": "add", "ids": [f"p{n}"]}).status_code == 202
+            )
+        full = tenant.write.post(url, json={"action": "add", "ids": ["p2"]})
+        assert (full.status_code, full.json()["code"]) == (429, "write_backlog_full")
+        assert full.headers["Retry-After"] == "1"
+        assert full.json()["scope"] == "audience"
+        other_url = f"/v1/audiences/{other['id']}/members"
+        assert tenant.write.post(other_url, json={"action": "add", "ids": ["q"]}).status_code == 202
+        workspace_full = tenant.write.post(other_url, json={"action": "add", "ids": ["r"]})
+        assert (workspace_full.status_code, workspace_full.json()["scope"]) == (429, "workspace")
+        run_jobs(app)
+        assert tenant.write.post(url, json={"action": "add", "ids": ["p2"]}).status_code == 202
+    finally:
+        settings.max_queued_writes_per_audience, settings.max_queued_writes_per_workspace = limits
+    run_jobs(app)
+    assert members_of(tenant.read, audience["id"]) == {"p0", "p1", "p2"}
