@@ -67,7 +67,15 @@ def serve(
         )
         _announce(settings, token)
     freeze_startup_objects()
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
+    # uvloop and httptools (uvicorn[standard]) where the platform has them.
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        loop="auto",
+        http="auto",
+    )
 
 
 def _announce(settings: Settings, token: str) -> None:
