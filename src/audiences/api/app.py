@@ -36,11 +36,12 @@ from audiences.config import Settings
 from audiences.engines.duckdb import DuckDBEngine
 from audiences.jobs.worker import embedded
 from audiences.membership.cache import BitmapCache
+from audiences.services.callers import Caller
 from audiences.services.idempotency import Replayed
-from audiences.services.read_cache import ReadCache
 from audiences.services.runtime import Runtime
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
+from audiences.store.read_cache import ReadCache
 
 BATCH_PATHS = re.compile(r"^/v1/(profiles/batch|audiences/[^/]+/members)/?$")
 """Calls that carry up to 10,000 records or ids: their bodies fall under the batch limit."""
@@ -75,10 +76,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.read_session_factory = make_session_factory(app.state.read_engine)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
+    reads: ReadCache[Caller] = ReadCache(settings.read_cache_seconds)
+    reads.watch(app.state.session_factory)
     app.state.runtime = Runtime(
         profiles=DuckDBEngine(settings.data_dir, memory_limit=settings.profile_memory_limit),
         bitmaps=BitmapCache(settings.bitmap_cache_bytes),
-        reads=ReadCache(settings.read_cache_seconds),
+        reads=reads,
     )
     problems.install(app)
     app.add_exception_handler(Replayed, _replay)

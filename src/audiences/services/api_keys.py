@@ -13,7 +13,7 @@ from audiences.kit.clock import utcnow
 from audiences.schemas.api_keys import ApiKey, ApiKeyCreate, Role
 from audiences.schemas.common import ListQuery, PageResult
 from audiences.services.callers import Caller
-from audiences.services.read_cache import ReadCache
+from audiences.store.read_cache import ReadCache
 from audiences.store.repositories.api_keys import ApiKeyRepository, find_by_hash
 from audiences.store.tables import ApiKeyRow, WorkspaceRow
 
@@ -42,12 +42,12 @@ def create(
     return row, token
 
 
-def cached(reads: ReadCache, token: str) -> Caller | None:
+def cached(reads: ReadCache[Caller], token: str) -> Caller | None:
     """The caller behind a token this process authenticated lately, if still cached."""
     return reads.callers.get(hash_token(token))
 
 
-def authenticate(session: Session, token: str, *, reads: ReadCache | None = None) -> Caller:
+def authenticate(session: Session, token: str, *, reads: ReadCache[Caller] | None = None) -> Caller:
     """The caller a bearer token stands for; :class:`Unauthorized` if unknown or revoked.
 
     With ``reads``, a valid key is remembered there (a revoke in this process forgets it).

@@ -14,8 +14,8 @@ from audiences.errors import NotFound, Unprocessable, ValidationFailed
 from audiences.membership.bitmaps import deserialize, serialize
 from audiences.services import attributes, evaluation, memberships
 from audiences.services.callers import Caller
-from audiences.services.read_cache import AudienceState, audience_state
 from audiences.services.runtime import Runtime
+from audiences.store.read_cache import AudienceState, audience_state
 from audiences.store.tables import AudienceRow, MembershipRow, RunRow
 
 

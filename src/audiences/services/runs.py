@@ -15,8 +15,8 @@ from audiences.membership.bitmaps import deserialize, page
 from audiences.schemas.common import ListQuery, PageResult
 from audiences.services import audiences, evaluation, memberships
 from audiences.services.callers import Caller
-from audiences.services.read_cache import audience_state
 from audiences.services.runtime import Runtime
+from audiences.store.read_cache import audience_state
 from audiences.store.repositories.runs import RunRepository
 from audiences.store.tables import RunRow
 

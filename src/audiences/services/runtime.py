@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from audiences.engines.base import ProfileEngine
 from audiences.membership.cache import BitmapCache
-from audiences.services.read_cache import ReadCache
+from audiences.services.callers import Caller
+from audiences.store.read_cache import ReadCache
 
 
 @dataclass(frozen=True)
@@ -16,4 +17,4 @@ class Runtime:
 
     profiles: ProfileEngine
     bitmaps: BitmapCache
-    reads: ReadCache = field(default_factory=ReadCache)
+    reads: ReadCache[Caller] = field(default_factory=ReadCache)

@@ -33,8 +33,8 @@ from audiences.schemas.profiles import (
 )
 from audiences.services import profiles
 from audiences.services.callers import Caller
-from audiences.services.read_cache import AudienceState
 from audiences.services.runtime import Runtime
+from audiences.store.read_cache import AudienceState
 
 router = APIRouter(tags=["profiles"])
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-import weakref
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -26,12 +25,12 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from audiences.services.callers import Caller
 from audiences.store.tables import ApiKeyRow, AudienceRow, MembershipRow
 
 V = TypeVar("V")
+C = TypeVar("C")
 
 MAX_ENTRIES = 100_000
 """Entries each map keeps before it starts over (a bound on memory, not a tuning knob)."""
@@ -120,14 +119,21 @@ class ExpiringMap(Generic[V]):
                     self._entries.pop(key, None)
 
 
-class ReadCache:
-    """The process's cached callers, audience states and workspace audience lists."""
+class ReadCache(Generic[C]):
+    """The process's cached callers (of type ``C``, what authentication makes of a key),
+    audience states and workspace audience lists."""
 
     def __init__(self, ttl: float = 2.0) -> None:
-        self.callers: ExpiringMap[Caller] = ExpiringMap(ttl)
+        self.callers: ExpiringMap[C] = ExpiringMap(ttl)
         self.audiences: ExpiringMap[AudienceState] = ExpiringMap(ttl)
         self.workspaces: ExpiringMap[tuple[AudienceState, ...]] = ExpiringMap(ttl)
-        _LIVE.add(self)
+
+    def watch(self, factory: sessionmaker[Session]) -> None:
+        """Keep this cache in step with the commits of sessions ``factory`` makes: what a flush
+        changed is collected, and applied when the transaction commits."""
+        event.listen(factory, "after_flush", _collect)
+        event.listen(factory, "after_rollback", _unrevise)
+        event.listen(factory, "after_commit", partial(_apply, self))
 
     def forget(self, change: _Changes) -> None:
         """Drop what a committed transaction changed, and install the membership revisions it
@@ -191,11 +197,9 @@ class _Changes:
     revisions: dict[str, _Revision] = field(default_factory=dict)
 
 
-_LIVE: weakref.WeakSet[ReadCache] = weakref.WeakSet()
 _INFO_KEY = "audiences.read_cache.changes"
 
 
-@event.listens_for(Session, "after_flush")
 def _collect(session: Session, _context: Any) -> None:
     changes: _Changes = session.info.setdefault(_INFO_KEY, _Changes())
     for row in itertools.chain(session.new, session.dirty, session.deleted):
@@ -214,7 +218,6 @@ def _collect(session: Session, _context: Any) -> None:
                 )
 
 
-@event.listens_for(Session, "after_rollback")
 def _unrevise(session: Session) -> None:
     # A revision that was rolled back must not be installed by the session's next commit: drop
     # those entries instead, as any other change (a reload, never a stale answer).
@@ -225,11 +228,9 @@ def _unrevise(session: Session) -> None:
         changes.revisions.clear()
 
 
-@event.listens_for(Session, "after_commit")
-def _apply(session: Session) -> None:
+def _apply(cache: ReadCache[Any], session: Session) -> None:
     # A rolled-back transaction's changes stay recorded and are applied at the session's next
     # commit: dropping entries that did not change costs a reload, never a stale answer.
     changes: _Changes | None = session.info.pop(_INFO_KEY, None)
     if changes is not None:
-        for cache in list(_LIVE):
-            cache.forget(changes)
+        cache.forget(changes)

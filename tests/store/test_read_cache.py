@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audiences.services.read_cache import ExpiringMap, ReadCache
+from audiences.store.read_cache import ExpiringMap, ReadCache
 from tests.factories import Tenant, make_audience
 
 
@@ -117,7 +117,7 @@ def test_a_membership_commit_installs_its_revision(app: FastAPI, tenant: Tenant)
 def test_an_older_revision_never_replaces_a_newer_one() -> None:
     from datetime import UTC, datetime
 
-    from audiences.services.read_cache import AudienceState, _advanced, _Revision
+    from audiences.store.read_cache import AudienceState, _advanced, _Revision
 
     now = datetime.now(UTC)
     state = AudienceState("a", "w", "k", "n", revision=7, computed_at=now)
