@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from audiences.jobs import queue
+from audiences import queue
 from tests.factories import Tenant, audience_body, make_audience, make_group
 
 BODIES: dict[str, dict[str, Any]] = {

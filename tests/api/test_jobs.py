@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from audiences.jobs import queue
+from audiences import queue
 from tests.factories import Tenant
 
 

@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences import queue
 from audiences.config import Settings
-from audiences.jobs import queue
 from audiences.services import workspaces
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate

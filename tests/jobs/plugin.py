@@ -13,7 +13,7 @@ from typing import Any
 
 from audiences.jobs.context import JobContext
 from audiences.jobs.handlers import HANDLERS
-from audiences.jobs.queue import ClaimedJob
+from audiences.queue import ClaimedJob
 
 ITEMS = 10
 HALFWAY = 5

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from audiences.jobs import queue
+from audiences import queue
 from audiences.services import workspaces
 from audiences.store.tables import JobRow
 from tests.jobs import plugin

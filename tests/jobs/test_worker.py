@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences import queue
 from audiences.config import Settings
-from audiences.jobs import queue
 from audiences.jobs.context import JobContext, JobFailed
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry, load_modules
-from audiences.jobs.queue import ClaimedJob
 from audiences.jobs.worker import Worker, WorkerPool
 from audiences.kit.clock import utcnow
+from audiences.queue import ClaimedJob
 from audiences.store.tables import IdempotencyKeyRow, JobRow
 from tests.jobs.conftest import enqueue, load
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from audiences.jobs import queue
+from audiences import queue
 from audiences.kit.clock import utcnow
 from audiences.kit.ids import new_id
 from audiences.schemas.jobs import JobKind

@@ -1,6 +1,6 @@
-"""Long work as durable jobs: the queue (importable by services), the worker and its handlers.
+"""Running long work: the worker, its handlers and the scheduler, above the services.
 
-``jobs.queue`` sits beside ``store`` in the layers and is what services use to enqueue and
-cancel; ``jobs.worker``, ``jobs.context`` and ``jobs.handlers`` sit above the services and run
-the work. Execution is at least once: see :mod:`audiences.jobs.queue` for the contract.
+The durable queue they run from is :mod:`audiences.queue`, below the services (which enqueue
+and cancel inside their own transactions). Execution is at least once: see that module for
+the contract.
 """

@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences import queue
 from audiences.config import Settings
-from audiences.jobs import queue
-from audiences.jobs.queue import ClaimedJob, LeaseLost
+from audiences.queue import ClaimedJob, LeaseLost
 from audiences.services.runtime import Runtime
 
 
@@ -95,7 +95,7 @@ class JobContext:
         """Checkpoint: ``processed`` items of ``total`` done, with the counts and errors so far.
 
         Raises :class:`Cancelled` if cancel was requested, :class:`Interrupted` if the worker is
-        stopping, :class:`~audiences.jobs.queue.LeaseLost` if the job was taken away. Call it
+        stopping, :class:`~audiences.queue.LeaseLost` if the job was taken away. Call it
         once per batch, not per item: each call is a write.
         """
         self._processed = max(self._processed, processed)

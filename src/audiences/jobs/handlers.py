@@ -3,7 +3,7 @@
 A handler is ``function(context, job) -> result``: it does the work through services, reports
 progress, counts and errors on the :class:`~audiences.jobs.context.JobContext`, and returns a
 JSON value that becomes the job's ``result``. It must be idempotent: the queue runs a job at
-least once (see :mod:`audiences.jobs.queue`).
+least once (see :mod:`audiences.queue`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from audiences.jobs import membership_jobs
 from audiences.jobs.context import JobContext
-from audiences.jobs.queue import HANDLER_NAME, ClaimedJob
 from audiences.kit.clock import utcnow
+from audiences.queue import HANDLER_NAME, ClaimedJob
 from audiences.rules import evaluation_order
 from audiences.services import evaluation, freshness, maintenance, static_members
 from audiences.store.tables import AudienceRow, RunRow

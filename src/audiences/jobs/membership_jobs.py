@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from audiences.engines.idfiles import StagedIds
 from audiences.jobs.context import Cancelled, JobContext, JobFailed
-from audiences.jobs.queue import ClaimedJob
 from audiences.membership.bitmaps import from_numpy
+from audiences.queue import ClaimedJob
 from audiences.services import import_staged, imports, member_writes, static_members
 from audiences.services.import_formats import (
     ImportFormat,

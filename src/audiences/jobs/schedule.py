@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences import queue
 from audiences.config import Settings
-from audiences.jobs import queue
 from audiences.kit.clock import utcnow
 from audiences.schemas.jobs import JobKind
 from audiences.services import freshness, imports, maintenance

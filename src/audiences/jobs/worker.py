@@ -18,13 +18,13 @@ from types import FrameType
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences import queue
 from audiences.config import Settings
-from audiences.jobs import queue
 from audiences.jobs.context import Cancelled, Interrupted, JobContext, JobFailed
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry, load_modules
-from audiences.jobs.queue import ClaimedJob, LeaseLost
 from audiences.jobs.schedule import Scheduler
 from audiences.kit.ids import new_id
+from audiences.queue import ClaimedJob, LeaseLost
 from audiences.services.runtime import Runtime
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate

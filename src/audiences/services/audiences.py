@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.exc import StaleDataError
 
+from audiences import queue
 from audiences.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
-from audiences.jobs import queue
 from audiences.kit.clock import utcnow
 from audiences.schemas.audiences import (
     AUDIENCE_WRITE,

@@ -1,11 +1,11 @@
-"""Jobs as the API sees them: read, list and cancel; the queue itself is ``jobs.queue``."""
+"""Jobs as the API sees them: read, list and cancel; the queue itself is ``audiences.queue``."""
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from audiences import queue
 from audiences.errors import NotFound
-from audiences.jobs import queue
 from audiences.schemas.common import ListQuery, PageResult
 from audiences.schemas.jobs import Job, JobError, JobKind, JobProgress, JobState
 from audiences.services.callers import Caller

@@ -20,8 +20,8 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, undefer
 
+from audiences import queue
 from audiences.errors import RateLimited
-from audiences.jobs import queue
 from audiences.kit.clock import utcnow
 from audiences.membership.cache import BitmapCache
 from audiences.services import audiences, static_members

@@ -23,8 +23,8 @@ from pyroaring import AbstractBitMap, BitMap
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, undefer
 
+from audiences import queue
 from audiences.errors import Conflict
-from audiences.jobs import queue
 from audiences.kit.clock import utcnow
 from audiences.membership.bitmaps import Diff, deserialize, serialize
 from audiences.membership.cache import BitmapCache

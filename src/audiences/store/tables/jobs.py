@@ -17,7 +17,7 @@ class JobRow(IdMixin, Base):
 
     ``state`` moves ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``, and
     back to ``queued`` for a retry. A running job is leased to ``lease_owner`` until
-    ``lease_expires_at``; :mod:`audiences.jobs.queue` owns every transition.
+    ``lease_expires_at``; :mod:`audiences.queue` owns every transition.
     """
 
     __tablename__ = "jobs"

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences import queue
 from audiences.errors import Conflict
-from audiences.jobs import queue
-from audiences.jobs.queue import ClaimedJob, LeaseLost
 from audiences.kit.clock import utcnow
+from audiences.queue import ClaimedJob, LeaseLost
 from audiences.store.tables import JobRow
 from tests.jobs.conftest import enqueue, load
 

@@ -41,10 +41,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from audiences.errors import Conflict
-from audiences.jobs.transitions import MAX_ERRORS as MAX_ERRORS
-from audiences.jobs.transitions import after_failure, clear_lease, finish, record
-from audiences.jobs.transitions import backoff_delay as backoff_delay
 from audiences.kit.clock import utcnow
+from audiences.queue.transitions import MAX_ERRORS as MAX_ERRORS
+from audiences.queue.transitions import after_failure, clear_lease, finish, record
+from audiences.queue.transitions import backoff_delay as backoff_delay
 from audiences.schemas.jobs import JobKind, JobState
 from audiences.store.tables import JobRow
 from audiences.store.tables.base import UTCDateTime

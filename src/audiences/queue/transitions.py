@@ -1,6 +1,6 @@
 """How a job row changes when an attempt reports, fails or ends: the queue's shared steps.
 
-Pure functions of a loaded :class:`~audiences.store.tables.JobRow`; :mod:`audiences.jobs.queue`
+Pure functions of a loaded :class:`~audiences.store.tables.JobRow`; :mod:`audiences.queue`
 loads the row (under its lease) and flushes.
 """
 
