@@ -7,6 +7,7 @@ imports a global settings object.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -149,6 +150,13 @@ class Settings(BaseSettings):
         description=(
             "Rows an import of ids only resolves between two checkpoints when DuckDB reads the "
             "file itself (each range is one set-based insert and one join)."
+        ),
+    )
+    profile_engine: Literal["duckdb"] = Field(
+        default="duckdb",
+        description=(
+            "Where profile data lives and rules run: `duckdb`, a file in the data folder "
+            "owned by the server process."
         ),
     )
     profile_memory_limit: str = Field(

@@ -55,7 +55,7 @@ def test_second_reads_come_from_the_caches(
     put_profile(tenant, "p1", "pro")
     assert is_member(tenant, pro["id"], "p1") is True
     assert runtime.reads.audiences.get(pro["id"]) is not None
-    assert runtime.profiles.known_pid(tenant.workspace_id, "p1") is not None
+    assert runtime.known_pid(tenant.workspace_id, "p1") is not None
 
 
 def test_is_member_follows_every_write_at_once(tenant: Tenant, pro: dict[str, Any]) -> None:

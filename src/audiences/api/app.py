@@ -33,7 +33,7 @@ from audiences.api.routes import (
     profiles,
 )
 from audiences.config import Settings
-from audiences.engines.duckdb import DuckDBEngine
+from audiences.engines.factory import open_engine
 from audiences.jobs.worker import embedded
 from audiences.membership.cache import BitmapCache
 from audiences.services.callers import Caller
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reads: ReadCache[Caller] = ReadCache(settings.read_cache_seconds)
     reads.watch(app.state.session_factory)
     app.state.runtime = Runtime(
-        profiles=DuckDBEngine(settings.data_dir, memory_limit=settings.profile_memory_limit),
+        profiles=open_engine(settings),
         bitmaps=BitmapCache(settings.bitmap_cache_bytes),
         reads=reads,
     )

@@ -110,7 +110,9 @@ _UINT32 = "I" if array.array("I").itemsize == 4 else "L"
 
 @runtime_checkable
 class ProfileEngine(Protocol):
-    """What every profile engine (DuckDB now; PostgreSQL, ClickHouse, Spark later) implements.
+    """What every profile engine implements: the core contract (DuckDB now; PostgreSQL and
+    ClickHouse next). Optional capabilities are protocols of their own (:class:`IdCache`,
+    ``idfiles.IdFileStager``), so nothing one engine does best is asked of the others.
 
     Implementations are safe to call from several threads at once. Workspaces are created on
     first use; reading a workspace that was never written answers as if it were empty.
@@ -160,11 +162,6 @@ class ProfileEngine(Protocol):
         """The pid of each external id, in order, None where unknown."""
         ...
 
-    def known_pid(self, workspace_id: str, external_id: str) -> int | None:
-        """The pid of a profile looked up lately, answered from memory without blocking (None
-        when not remembered: ask :meth:`pids_for`). Never the pid of a deleted profile."""
-        ...
-
     def ensure_profiles(
         self, workspace_id: str, external_ids: Sequence[str]
     ) -> tuple[list[int], int]:
@@ -206,4 +203,17 @@ class ProfileEngine(Protocol):
 
     def close(self) -> None:
         """Release the engine's files and connections; further calls fail."""
+        ...
+
+
+@runtime_checkable
+class IdCache(Protocol):
+    """An engine that remembers the pids it looked up lately, so the hottest reads can skip it.
+
+    Optional: a service asks ``isinstance(engine, IdCache)`` and otherwise asks ``pids_for``.
+    """
+
+    def known_pid(self, workspace_id: str, external_id: str) -> int | None:
+        """The pid of a profile looked up lately, answered from memory without blocking (None
+        when not remembered: ask ``pids_for``). Never the pid of a deleted profile."""
         ...

@@ -154,7 +154,7 @@ def cached_audiences_of(
     """The answer of :func:`audiences_of` from memory alone, without waiting on a lock or a
     database; None when something it needs is not cached."""
     listing = runtime.reads.workspaces.get(caller.workspace_id)
-    pid = runtime.profiles.known_pid(caller.workspace_id, external_id)
+    pid = runtime.known_pid(caller.workspace_id, external_id)
     if listing is None or pid is None:
         return None
     found = []

@@ -100,7 +100,7 @@ def cached_is_member(
     state = runtime.reads.audiences.get(audience_id)
     if state is None or state.workspace_id != caller.workspace_id:
         return None
-    pid = runtime.profiles.known_pid(caller.workspace_id, external_id)
+    pid = runtime.known_pid(caller.workspace_id, external_id)
     if pid is None:
         return None
     members = memberships.cached(runtime, state.id, state.revision)

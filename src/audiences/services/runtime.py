@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from audiences.engines.base import ProfileEngine
+from audiences.engines.base import IdCache, ProfileEngine
 from audiences.membership.cache import BitmapCache
 from audiences.services.callers import Caller
 from audiences.store.read_cache import ReadCache
@@ -18,3 +18,14 @@ class Runtime:
     profiles: ProfileEngine
     bitmaps: BitmapCache
     reads: ReadCache[Caller] = field(default_factory=ReadCache)
+    ids: IdCache | None = field(init=False)
+    """The engine's pid cache, when it keeps one (an optional capability)."""
+
+    def __post_init__(self) -> None:
+        ids = self.profiles if isinstance(self.profiles, IdCache) else None
+        object.__setattr__(self, "ids", ids)  # frozen: set once, here
+
+    def known_pid(self, workspace_id: str, external_id: str) -> int | None:
+        """The pid of a profile the engine looked up lately, from memory; None when it does
+        not remember it (or keeps no such cache)."""
+        return None if self.ids is None else self.ids.known_pid(workspace_id, external_id)

@@ -1,0 +1,16 @@
+"""Opening the profile engine a deployment is configured with (``AUDIENCES_PROFILE_ENGINE``)."""
+
+from __future__ import annotations
+
+from audiences.config import Settings
+from audiences.engines.base import ProfileEngine
+
+
+def open_engine(settings: Settings) -> ProfileEngine:
+    """The profile engine ``settings`` name, opened and ready (its files or connections held
+    until ``close``)."""
+    if settings.profile_engine == "duckdb":
+        from audiences.engines.duckdb import DuckDBEngine  # the embedded default
+
+        return DuckDBEngine(settings.data_dir, memory_limit=settings.profile_memory_limit)
+    raise ValueError(f"unknown profile engine {settings.profile_engine!r}")
