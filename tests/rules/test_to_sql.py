@@ -15,7 +15,7 @@ from audiences.rules import NOW_PARAMETER, parse_rule, reads_clock, to_sql, vali
 from tests.rules.helpers import NOW, SCHEMA, assert_compiles, audience_sql
 
 GOLDEN = Path(__file__).parent / "fixtures" / "to_sql.sql"
-DIALECTS = ("duckdb", "postgres", "clickhouse", "spark")
+DIALECTS = ("duckdb", "postgres", "clickhouse")
 RULES = [
     "country = 'US' AND age >= 30 AND plan IN ('pro', 'team') AND NOT churned",
     "email LIKE '%@acme.com' OR email NOT ILIKE 'Admin%'",
@@ -76,7 +76,6 @@ def test_literals_are_escaped_by_sqlglot() -> None:
             "duckdb": "\"plan\" = 'it''s \\ ok'",
             "postgres": "\"plan\" = 'it''s \\ ok'",
             "clickhouse": "\"plan\" = 'it''s \\\\ ok'",
-            "spark": "`plan` = 'it\\'s \\\\ ok'",
         },
     )
 

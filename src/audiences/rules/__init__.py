@@ -3,7 +3,7 @@
 A rule is a SQL boolean expression over profile attributes, written as text
 (``country = 'US' AND age >= 30``) or as a JSON tree (``{"all": [{"field": ...}]}``). Both
 forms parse to one sqlglot tree, held by a ``Rule``. From it come canonical text, the JSON
-form, SQL for DuckDB / PostgreSQL / ClickHouse / Spark, a compiled Python predicate (or one
+form, SQL for DuckDB / PostgreSQL / ClickHouse, a compiled Python predicate (or one
 function answering a whole set of rules), an explanation on one profile, and the audiences it
 depends on. Every problem is reported at once in a ``RuleError`` whose ``errors`` carry stable
 ``rule_*`` codes and positions.

@@ -20,6 +20,106 @@ AudienceHook = Callable[[str], exp.Expr]
 
 UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LOWER = UPPER.lower()
+_LIST_GUARD = "CASE WHEN :l IS NULL OR :x IS NULL THEN NULL ELSE COALESCE({test}, FALSE) END"
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How one engine spells what the builders below need: one row of :data:`SPELLINGS`.
+
+    Differences between engines live here, as sqlglot keeps one table per dialect; the builders
+    read their target's row and hold no branch on a dialect's name.
+    """
+
+    timestamp: str
+    """A UTC instant (``:t``, a text or a date) as the engine's time-zone-aware timestamp."""
+    like_escape: bool
+    """Whether LIKE must be told that backslash escapes (``ESCAPE '\\'``)."""
+    ascii_case: bool
+    """Whether ``lower``/``upper`` must be narrowed to ASCII letters (TRANSLATE)."""
+    text_order_collation: bool
+    """Whether ordering comparisons of text need ``COLLATE "C"`` to order by code point."""
+    starts_with: str
+    ends_with: str
+    contains: str
+    widen_dates: bool
+    """Whether a date given to ``contains`` or ``extract`` must be read as a timestamp."""
+    regexp_dot_all: bool
+    """Whether a regexp must ask itself for ``.`` to match a newline (``(?s)``)."""
+    lists: Mapping[str, str]
+    days_between: str
+    date_part: bool
+    """Whether EXTRACT is written as DATE_PART (see :func:`extract`)."""
+    bigint: bool
+    """Whether integer literals in arithmetic must be widened to 64 bits explicitly."""
+    nested: str
+    """How a dotted attribute path reads: ``struct`` fields, or ``json`` text."""
+
+
+SPELLINGS: dict[str, Spelling] = {
+    "duckdb": Spelling(
+        timestamp="CAST(:t AS TIMESTAMPTZ)",
+        like_escape=True,
+        ascii_case=True,
+        text_order_collation=False,
+        starts_with="starts_with(:a, :b)",
+        ends_with="ends_with(:a, :b)",
+        contains="contains(:a, :b)",
+        widen_dates=False,
+        regexp_dot_all=True,
+        lists={
+            "list_contains": _LIST_GUARD.format(test="LIST_CONTAINS(:l, :x)"),
+            "list_has_any": "LIST_HAS_ANY(:l, :x)",
+            "list_has_all": "LIST_HAS_ALL(:l, :x)",
+        },
+        days_between="DATE_DIFF('DAY', :start, :end)",
+        date_part=True,
+        bigint=True,
+        nested="struct",
+    ),
+    "postgres": Spelling(
+        timestamp="CAST(:t AS TIMESTAMPTZ)",
+        like_escape=True,
+        ascii_case=True,
+        text_order_collation=True,
+        starts_with="starts_with(:a, :b)",
+        ends_with="RIGHT(:a, LENGTH(:b)) = :b",
+        contains="STRPOS(:a, :b) > 0",
+        widen_dates=True,
+        regexp_dot_all=False,
+        lists={
+            "list_contains": _LIST_GUARD.format(test="ARRAY_POSITION(:l, :x) IS NOT NULL"),
+            "list_has_any": _LIST_GUARD.format(test=":l && :x"),
+            "list_has_all": _LIST_GUARD.format(test=":l @> :x"),
+        },
+        days_between="CAST((:end - :start) AS BIGINT)",
+        date_part=False,
+        bigint=True,
+        nested="json",
+    ),
+    "clickhouse": Spelling(
+        timestamp="toDateTime64(:t, 6, 'UTC')",
+        like_escape=False,
+        ascii_case=False,
+        text_order_collation=False,
+        starts_with="startsWith(:a, :b)",
+        ends_with="endsWith(:a, :b)",
+        contains="positionUTF8(:a, :b) > 0",
+        widen_dates=False,
+        regexp_dot_all=True,
+        lists={
+            "list_contains": "has(:l, :x)",
+            "list_has_any": "hasAny(:l, :x)",
+            "list_has_all": "hasAll(:l, :x)",
+        },
+        days_between="DATE_DIFF('DAY', :start, :end)",
+        date_part=False,
+        bigint=False,
+        nested="struct",
+    ),
+}
+"""Each dialect a profile engine runs (DuckDB; PostgreSQL and ClickHouse next, issue #14) and
+how it spells the nodes below. A dialect no engine runs is not offered."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +136,15 @@ class Target:
     def kind(self, node: exp.Expr) -> Kind:
         """The kind validation inferred for an original node."""
         return self.kinds.get(id(node), Kind.UNKNOWN)
+
+    @property
+    def spelling(self) -> Spelling:
+        """How the target engine spells things."""
+        return SPELLINGS[self.dialect]
+
+    def build(self, text: str, **nodes: exp.Expr) -> exp.Expr:
+        """One of the spelling's templates, filled with nodes (see :func:`template`)."""
+        return template(text, self.dialect, **nodes)
 
 
 def template(text: str, dialect: str, **nodes: exp.Expr) -> exp.Expr:
@@ -61,17 +170,11 @@ def keep(node: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 def timestamp_literal(moment: datetime, dialect: str) -> exp.Expr:
     """A UTC instant as a typed literal of the engine's time-zone-aware timestamp type."""
     text = exp.Literal.string(moment.astimezone(UTC).isoformat(sep=" "))
-    if dialect == "clickhouse":
-        return exp.func("toDateTime64", text, exp.Literal.number(6), exp.Literal.string("UTC"))
-    kind = "TIMESTAMP" if dialect == "spark" else "TIMESTAMPTZ"
-    return exp.Cast(this=text, to=exp.DataType.build(kind))
+    return template(SPELLINGS[dialect].timestamp, dialect, t=text)
 
 
 def _date_to_timestamp(node: exp.Expr, dialect: str) -> exp.Expr:
-    if dialect == "clickhouse":
-        return exp.func("toDateTime64", node, exp.Literal.number(6), exp.Literal.string("UTC"))
-    kind = "TIMESTAMP" if dialect == "spark" else "TIMESTAMPTZ"
-    return exp.Cast(this=node, to=exp.DataType.build(kind))
+    return template(SPELLINGS[dialect].timestamp, dialect, t=node)
 
 
 def coerce_operands(original: exp.Expr, new: exp.Expr, target: Target) -> None:
@@ -93,7 +196,7 @@ def comparison(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     coerce_operands(original, new, target)
     ordering = not isinstance(original, exp.EQ | exp.NEQ | exp.In)
     texts = any(target.kind(op) is Kind.STRING for op in operands(original))
-    if target.dialect == "postgres" and ordering and texts:
+    if target.spelling.text_order_collation and ordering and texts:
         # One collated operand decides the comparison's collation (and BETWEEN's bounds may
         # not carry a COLLATE clause of their own).
         first = operands(new)[0]
@@ -104,8 +207,8 @@ def comparison(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 
 
 def like(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
-    """Backslash escapes ``%`` and ``_`` everywhere; DuckDB and PostgreSQL are told so."""
-    if target.dialect in ("duckdb", "postgres"):
+    """Backslash escapes ``%`` and ``_`` everywhere; engines that need it are told so."""
+    if target.spelling.like_escape:
         return exp.Escape(this=new, expression=exp.Literal.string("\\"))
     return new
 
@@ -121,7 +224,7 @@ def ilike(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 
 def ascii_case(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """``lower``/``upper`` of ASCII letters only: engines disagree on the rest of Unicode."""
-    if target.dialect == "clickhouse":
+    if not target.spelling.ascii_case:
         return new
     source, dest = (UPPER, LOWER) if isinstance(new, exp.Lower) else (LOWER, UPPER)
     return exp.func("translate", new.this, exp.Literal.string(source), exp.Literal.string(dest))
@@ -156,64 +259,32 @@ def coalesce(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 
 def starts_with(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Prefix test."""
-    names = {"clickhouse": "startsWith", "spark": "startswith"}
-    return exp.func(names.get(target.dialect, "starts_with"), new.this, new.expression)
+    return target.build(target.spelling.starts_with, a=new.this, b=new.expression)
 
 
 def ends_with(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
-    """Suffix test (PostgreSQL has no ``ends_with``: compare the right-hand characters)."""
-    if target.dialect == "postgres":
-        return template("RIGHT(:a, LENGTH(:b)) = :b", "postgres", a=new.this, b=new.expression)
-    names = {"clickhouse": "endsWith", "spark": "endswith"}
-    return exp.func(names.get(target.dialect, "ends_with"), new.this, new.expression)
+    """Suffix test (PostgreSQL has no ``ends_with``: it compares the right-hand characters)."""
+    return target.build(target.spelling.ends_with, a=new.this, b=new.expression)
 
 
 def contains(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Substring test."""
-    if target.dialect == "postgres" and target.kind(original.expression) is Kind.DATE:
+    if target.spelling.widen_dates and target.kind(original.expression) is Kind.DATE:
         new.set("expression", exp.Cast(this=new.expression, to=exp.DataType.build("TIMESTAMP")))
-    if target.dialect == "duckdb":
-        return exp.func("contains", new.this, new.expression)
-    texts = {"postgres": "STRPOS(:a, :b) > 0", "clickhouse": "positionUTF8(:a, :b) > 0"}
-    sql = texts.get(target.dialect, "INSTR(:a, :b) > 0")
-    return template(sql, target.dialect, a=new.this, b=new.expression)
+    return target.build(target.spelling.contains, a=new.this, b=new.expression)
 
 
 def regexp(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Unanchored RE2 search in which ``.`` matches a newline, as PostgreSQL's ``~`` does."""
     pattern = new.expression
-    if target.dialect != "postgres":
+    if target.spelling.regexp_dot_all:
         pattern = exp.Literal.string("(?s)" + pattern.name)
     return exp.RegexpLike(this=new.this, expression=pattern)
 
 
-_LIST_GUARD = "CASE WHEN :l IS NULL OR :x IS NULL THEN NULL ELSE COALESCE({test}, FALSE) END"
-_LISTS = {
-    "list_contains": {
-        "duckdb": _LIST_GUARD.format(test="LIST_CONTAINS(:l, :x)"),
-        "postgres": _LIST_GUARD.format(test="ARRAY_POSITION(:l, :x) IS NOT NULL"),
-        "clickhouse": "has(:l, :x)",
-        "spark": _LIST_GUARD.format(test="ARRAY_CONTAINS(:l, :x)"),
-    },
-    "list_has_any": {
-        "duckdb": "LIST_HAS_ANY(:l, :x)",
-        "postgres": _LIST_GUARD.format(test=":l && :x"),
-        "clickhouse": "hasAny(:l, :x)",
-        "spark": _LIST_GUARD.format(test="ARRAYS_OVERLAP(:l, :x)"),
-    },
-    "list_has_all": {
-        "duckdb": "LIST_HAS_ALL(:l, :x)",
-        "postgres": _LIST_GUARD.format(test=":l @> :x"),
-        "clickhouse": "hasAll(:l, :x)",
-        "spark": _LIST_GUARD.format(test="SIZE(ARRAY_EXCEPT(:x, :l)) = 0"),
-    },
-}
-
-
 def _list_function(name: str) -> Callable[[exp.Expr, exp.Expr, Target], exp.Expr]:
     def build(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
-        sql = _LISTS[name][target.dialect]
-        return template(sql, target.dialect, l=new.this, x=new.expression)
+        return target.build(target.spelling.lists[name], l=new.this, x=new.expression)
 
     return build
 
@@ -233,22 +304,17 @@ def days_between(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     start, end = (
         exp.Cast(this=e, to=exp.DataType.build("DATE")) for e in (new.this, new.expression)
     )
-    if target.dialect == "postgres":
-        return bigint(original, exp.Paren(this=exp.Sub(this=end, expression=start)), target)
-    return exp.DateDiff(this=end, expression=start, unit=exp.var("DAY"))
+    return target.build(target.spelling.days_between, start=start, end=end)
 
 
 def extract(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Date parts of the UTC time; the day of the week counts from Sunday = 0 everywhere."""
-    unit = original.this.name.upper()
-    if target.dialect == "spark" and unit == "DOW":
-        return exp.Paren(this=exp.Sub(this=new, expression=exp.Literal.number(1)))
-    if target.dialect == "postgres" and target.kind(original.expression) is Kind.DATE:
+    if target.spelling.widen_dates and target.kind(original.expression) is Kind.DATE:
         new.set("expression", exp.Cast(this=new.expression, to=exp.DataType.build("TIMESTAMP")))
-    if target.dialect == "duckdb":
+    if target.spelling.date_part:
         # DATE_PART rather than EXTRACT: sqlglot's DuckDB EXTRACT logs a time-zone warning for
         # TIMESTAMPTZ literals, which does not apply to a UTC session.
-        part = exp.Literal.string(unit.lower())
+        part = exp.Literal.string(original.this.name.lower())
         return exp.Anonymous(this="DATE_PART", expressions=[part, new.expression])
     return new
 
@@ -320,7 +386,7 @@ def _constant_arithmetic(literal: exp.Expr) -> bool:
 
 def bigint(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """64-bit integers, as in Python: PostgreSQL and DuckDB would use 32 bits here."""
-    if target.dialect not in ("postgres", "duckdb"):
+    if not target.spelling.bigint:
         return new
     return exp.Cast(this=new, to=exp.DataType.build("BIGINT"))
 
@@ -349,7 +415,7 @@ def default_column(dialect: str, kinds: Mapping[str, Kind]) -> ColumnHook:
         base: exp.Expr = exp.column(exp.to_identifier(head, quoted=True))
         if not rest:
             return base
-        if dialect != "postgres":
+        if SPELLINGS[dialect].nested == "struct":
             return exp.Dot.build([base, *(exp.to_identifier(p, quoted=True) for p in rest)])
         keys = [exp.Literal.string(p) for p in rest]
         text = exp.Anonymous(this="jsonb_extract_path_text", expressions=[base, *keys])

@@ -1,4 +1,4 @@
-"""Tree to engine SQL (DuckDB, PostgreSQL, ClickHouse, Spark) through sqlglot's generators."""
+"""Tree to engine SQL (DuckDB, PostgreSQL, ClickHouse) through sqlglot's generators."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from audiences.rules.rule import Rule
 from audiences.rules.runtime import now_utc
 from audiences.rules.validate import annotate
 
-Dialect = Literal["duckdb", "postgres", "clickhouse", "spark"]
-DIALECTS: tuple[Dialect, ...] = ("duckdb", "postgres", "clickhouse", "spark")
+Dialect = Literal["duckdb", "postgres", "clickhouse"]
+DIALECTS: tuple[Dialect, ...] = ("duckdb", "postgres", "clickhouse")
 NOW_PARAMETER = sql.NOW_PARAMETER
 PARAMETER_DIALECTS: tuple[Dialect, ...] = ("duckdb",)
 """Dialects that ``to_sql(..., now_parameter=True)`` compiles to (named ``$now`` parameters)."""
