@@ -27,7 +27,7 @@ from audiences.schemas.audiences import (
 )
 from audiences.schemas.common import ListQuery, PageResult, Relationship
 from audiences.schemas.jobs import JobKind
-from audiences.services import definitions, freshness, memberships, versions
+from audiences.services import definitions, freshness, lifecycle, memberships, versions
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch, apply_patch
 from audiences.services.validation import validation_failed
@@ -44,7 +44,8 @@ def create(
 ) -> AudienceRow:
     """A new audience in the caller's workspace; :class:`Conflict` if its key is taken.
 
-    A dynamic audience gets its first evaluation queued at once (trigger ``rule_change``).
+    A dynamic audience gets its first evaluation queued at once (trigger ``rule_change``),
+    unless it is created inactive or archived.
     """
     repo = AudienceRepository(session, caller.workspace_id)
     _check_interval(data, min_interval)
@@ -59,8 +60,8 @@ def create(
         repo.add(row)
     except IntegrityError as exc:
         raise _duplicate(data.key) from exc
-    if binding is not None:
-        _queue_evaluation(session, caller, row)
+    if binding is not None and lifecycle.allows(row, lifecycle.Action.AUTOMATIC):
+        _queue_evaluation(session, caller, row, trigger="rule_change")
     return row
 
 
@@ -95,7 +96,9 @@ def replace(
 ) -> AudienceRow:
     """Replace every writable field (PUT); :class:`PreconditionFailed` on a stale version.
 
-    A changed rule queues a re-evaluation (trigger ``rule_change``).
+    A changed rule queues a re-evaluation (trigger ``rule_change``), and so does making an
+    inactive or archived dynamic audience live again (trigger ``reactivated``): it missed the
+    changes made while it was parked. A parked audience is not evaluated.
     """
     row = get(session, caller=caller, audience_id=audience_id)
     versions.check(row.version, expected_version)
@@ -112,7 +115,7 @@ def replace(
     if data.key != row.key:
         _check_key_free(repo, data.key)
         _check_no_dependents(session, row, "change the key of")
-    rule_before = row.rule
+    rule_before, was_parked = row.rule, lifecycle.parked(row)
     _assign(row, data, binding)
     row.updated_at = utcnow()
     row.updated_by = caller.actor
@@ -122,8 +125,11 @@ def replace(
         raise versions.stale() from exc
     except IntegrityError as exc:
         raise _duplicate(data.key) from exc
-    if binding is not None and row.rule != rule_before:
-        _queue_evaluation(session, caller, row)
+    if binding is not None and lifecycle.allows(row, lifecycle.Action.AUTOMATIC):
+        if row.rule != rule_before:
+            _queue_evaluation(session, caller, row, trigger="rule_change")
+        elif was_parked:
+            _queue_evaluation(session, caller, row, trigger="reactivated")
     return row
 
 
@@ -300,7 +306,7 @@ def _check_interval(data: AudienceWrite, minimum: int) -> None:
         )
 
 
-def _queue_evaluation(session: Session, caller: Caller, row: AudienceRow) -> None:
+def _queue_evaluation(session: Session, caller: Caller, row: AudienceRow, *, trigger: str) -> None:
     if queue.active_for_subject(
         session, workspace_id=row.workspace_id, subject_id=row.id, handler=EVALUATE
     ):
@@ -310,7 +316,7 @@ def _queue_evaluation(session: Session, caller: Caller, row: AudienceRow) -> Non
         workspace_id=row.workspace_id,
         kind=JobKind.EVALUATION,
         handler=EVALUATE,
-        payload={"audience_id": row.id, "trigger": "rule_change"},
+        payload={"audience_id": row.id, "trigger": trigger},
         subject_id=row.id,
         created_by=caller.actor,
     )

@@ -33,7 +33,7 @@ from audiences.kit.clock import utcnow
 from audiences.kit.ids import new_id
 from audiences.membership.bitmaps import Diff, deserialize, serialize
 from audiences.schemas.jobs import Job, JobKind, JobProgress, JobState
-from audiences.services import audiences, jobs, memberships
+from audiences.services import audiences, jobs, lifecycle, memberships
 from audiences.services.callers import Caller
 from audiences.store.prepared import Prepared
 from audiences.store.tables import (
@@ -101,8 +101,10 @@ def accept(
     dedupe_key: str | None = None,
 ) -> JobRow:
     """Number a write and queue the job that applies it; the job's ``result`` says
-    ``in_progress`` until it is applied. With ``dedupe_key``, the job already queued for it."""
+    ``in_progress`` until it is applied. With ``dedupe_key``, the job already queued for it.
+    An inactive or archived audience takes no writes (409)."""
     require_static(audience)
+    lifecycle.require(audience, lifecycle.Action.WRITE)
     if action not in ACTIONS:
         raise ValueError(f"unknown membership action {action!r}")
     memberships.locked(session, audience)
