@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.exc import StaleDataError
@@ -26,14 +27,14 @@ from audiences.schemas.audiences import (
     StaticAudienceWrite,
 )
 from audiences.schemas.common import ListQuery, PageResult, Relationship
-from audiences.schemas.jobs import JobKind
+from audiences.schemas.jobs import JobKind, JobState
 from audiences.services import definitions, freshness, lifecycle, memberships, versions
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch, apply_patch
 from audiences.services.validation import validation_failed
 from audiences.store.repositories.audiences import AudienceRepository
 from audiences.store.repositories.groups import GroupRepository
-from audiences.store.tables import AudienceLabelRow, AudienceRow, MembershipRow
+from audiences.store.tables import AudienceLabelRow, AudienceRow, JobRow, MembershipRow
 
 EVALUATE = "evaluation.run"
 """The job that evaluates one audience (registered in ``audiences.jobs.handlers``)."""
@@ -205,12 +206,14 @@ def writable_view(row: AudienceRow) -> AudienceWrite:
 
 @dataclass(frozen=True)
 class Context:
-    """What rendering audiences needs beyond their rows: state, dependents, evaluation modes."""
+    """What rendering audiences needs beyond their rows: state, dependents, evaluation modes,
+    and which static audiences have writes in progress."""
 
     states: dict[str, MembershipRow]
     dependents: dict[str, list[str]]
     modes: dict[str, EvaluationMode]
     freshness: dict[str, freshness.Freshness]
+    writing: frozenset[str] = frozenset()
 
 
 def context(session: Session, *, workspace_id: str, rows: list[AudienceRow]) -> Context:
@@ -221,7 +224,26 @@ def context(session: Session, *, workspace_id: str, rows: list[AudienceRow]) -> 
         dependents=definitions.dependents(nodes),
         modes=definitions.modes(nodes),
         freshness=freshness.of(session, rows),
+        writing=_writing(session, workspace_id, [row.id for row in rows if row.kind == "static"]),
     )
+
+
+def _writing(session: Session, workspace_id: str, audience_ids: list[str]) -> frozenset[str]:
+    """The audiences among these with a member write or import (an ``import`` job) queued or
+    running."""
+    if not audience_ids:
+        return frozenset()
+    stmt = (
+        select(JobRow.subject_id)
+        .where(
+            JobRow.workspace_id == workspace_id,
+            JobRow.subject_id.in_(audience_ids),
+            JobRow.kind == JobKind.IMPORT.value,
+            JobRow.state.in_((JobState.QUEUED.value, JobState.RUNNING.value)),
+        )
+        .distinct()
+    )
+    return frozenset(str(subject) for subject in session.scalars(stmt))
 
 
 def to_model(row: AudienceRow, ctx: Context, *, group: Relationship | None = None) -> Audience:
@@ -246,13 +268,23 @@ def to_model(row: AudienceRow, ctx: Context, *, group: Relationship | None = Non
             next_refresh_at=fresh.next_refresh_at,
             consecutive_failures=fresh.consecutive_failures,
         ),
+        writes=None if row.kind != "static" else _writes_state(row.id in ctx.writing),
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        members_changed_at=(
+            row.created_at
+            if state is None or state.members_changed_at is None
+            else state.members_changed_at
+        ),
         created_by=row.created_by,
         updated_by=row.updated_by,
         group=group,
     )
+
+
+def _writes_state(in_progress: bool) -> Literal["applied", "in_progress"]:
+    return "in_progress" if in_progress else "applied"
 
 
 def _assign(row: AudienceRow, data: AudienceWrite, binding: definitions.Binding | None) -> None:
