@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
+from tests.api.test_lifecycle import run_jobs
 from tests.factories import Tenant, audience_body, make_audience, make_group
 
 
@@ -297,3 +299,67 @@ def test_metadata_numbers_must_be_finite(tenant: Tenant, number: bytes) -> None:
         "/v1/audiences", content=body, headers={"Content-Type": "application/json"}
     )
     assert (response.status_code, response.json()["code"]) == (422, "validation_failed")
+
+
+def _shown(client: Any, audience_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/audiences/{audience_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _listed(client: Any, **params: Any) -> list[str]:
+    response = client.get("/v1/audiences", params=params)
+    assert response.status_code == 200, response.text
+    return [item["id"] for item in response.json()["data"]]
+
+
+def test_members_changed_at_moves_with_the_members_not_the_definition(tenant: Tenant) -> None:
+    client = tenant.write
+    dynamic = make_audience(client, rule="age > 30")
+    static = make_audience(client, kind="static")
+    assert dynamic["members_changed_at"] == dynamic["created_at"]
+    records = [{"id": "p1", "attributes": {"age": 40}}]
+    assert client.post("/v1/profiles/batch", json={"profiles": records}).status_code == 200
+    assert client.post(f"/v1/audiences/{dynamic['id']}/refresh").status_code == 202
+    changed = _shown(client, dynamic["id"])
+    moved = changed["members_changed_at"]
+    assert moved > dynamic["created_at"]
+    assert (changed["updated_at"], changed["version"]) == (dynamic["updated_at"], 1)
+    # The definition did not change, so updated_since misses the list; the new filter finds it.
+    assert _listed(client, updated_since=moved) == []
+    assert _listed(client, members_changed_since=moved) == [dynamic["id"]]
+    assert _listed(client, sort="-members_changed_at") == [dynamic["id"], static["id"]]
+    assert _listed(client, sort="members_changed_at") == [static["id"], dynamic["id"]]
+    first = client.get("/v1/audiences", params={"sort": "members_changed_at", "limit": 1}).json()
+    rest = client.get(
+        "/v1/audiences",
+        params={"sort": "members_changed_at", "limit": 1, "cursor": first["next_cursor"]},
+    ).json()
+    assert [a["id"] for a in first["data"] + rest["data"]] == [static["id"], dynamic["id"]]
+    # A run that changes nobody leaves the time where it was.
+    assert client.post(f"/v1/audiences/{dynamic['id']}/refresh").status_code == 202
+    assert _shown(client, dynamic["id"])["members_changed_at"] == moved
+    bad = client.get("/v1/audiences", params={"members_changed_since": "yesterday"})
+    assert bad.status_code in (400, 422), bad.text
+
+
+def test_a_static_audience_shows_whether_its_writes_are_applied(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    static = make_audience(tenant.write, kind="static")
+    dynamic = make_audience(tenant.write)
+    assert (static["writes"], dynamic["writes"]) == ("applied", None)
+    url = f"/v1/audiences/{static['id']}"
+    accepted = tenant.write.post(f"{url}/members", json={"action": "add", "ids": ["a", "b"]})
+    assert accepted.status_code == 202, accepted.text
+    pending = _shown(tenant.read, static["id"])
+    assert (pending["writes"], pending["members_changed_at"]) == (
+        "in_progress",
+        static["created_at"],
+    )
+    listed = tenant.read.get("/v1/audiences", params={"kind": "static"}).json()["data"]
+    assert [a["writes"] for a in listed] == ["in_progress"]
+    run_jobs(app, "membership.write")
+    done = _shown(tenant.read, static["id"])
+    assert (done["writes"], done["size"]) == ("applied", 2)
+    assert done["members_changed_at"] > static["created_at"]

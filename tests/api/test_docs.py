@@ -34,7 +34,11 @@ def test_openapi_declares_security_errors_and_headers(app: FastAPI) -> None:
     assert "if-match" in {p["name"].lower() for p in put["parameters"]}
     assert {"412", "428", "409"} <= set(put["responses"])
     patch_body = spec["paths"]["/v1/audiences/{audience_id}"]["patch"]["requestBody"]["content"]
-    assert set(patch_body) == {"application/json-patch+json", "application/merge-patch+json"}
+    assert set(patch_body) == {
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/json",  # an array, read as a JSON Patch
+    }
 
 
 def test_docs_page_needs_no_network(tenant: Tenant) -> None:

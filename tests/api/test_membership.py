@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audiences.services.demo import AUDIENCES
-from tests.factories import Tenant
+from tests.factories import Tenant, make_audience
 from tests.oracle import (
     DEMO_TYPES,
     Oracle,
@@ -769,3 +769,47 @@ def test_concurrent_writes_of_one_profile_leave_membership_as_the_data_says(
         if tenant.read.get(url).json()["member"] is not stored:
             disagreements.append(stored)
     assert disagreements == []
+
+
+def test_changes_without_since_are_the_latest_runs_changes(tenant: Tenant) -> None:
+    client = tenant.write
+    audience = make_audience(client, rule="age > 30")
+    url = f"/v1/audiences/{audience['id']}"
+    empty = client.get(f"{url}/changes").json()
+    assert (empty["data"], empty["since"], empty["run_id"]) == ([], None, None)
+
+    def put(ages: dict[str, int]) -> None:
+        records = [{"id": pid, "attributes": {"age": age}} for pid, age in ages.items()]
+        assert client.post("/v1/profiles/batch", json={"profiles": records}).status_code == 200
+
+    def refresh() -> str:
+        response = client.post(f"{url}/refresh")
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    put({"p1": 40, "p2": 20})
+    first = refresh()
+    found = client.get(f"{url}/changes").json()
+    assert found["data"] == [{"id": "p1", "change": "entered"}]
+    assert (found["since"], found["run_id"], found["entered"]) == (None, first, 1)
+    put({"p1": 20, "p2": 40, "p3": 50})
+    second = refresh()
+    page = client.get(f"{url}/changes", params={"limit": 1}).json()
+    assert (page["since"], page["run_id"], page["entered"], page["exited"]) == (first, second, 2, 1)
+    # A run between pages does not move the pages of the one the first page found.
+    put({"p4": 60})
+    refresh()
+    seen = [*page["data"]]
+    while page["has_more"]:
+        page = client.get(
+            f"{url}/changes", params={"limit": 1, "cursor": page["next_cursor"]}
+        ).json()
+        assert page["run_id"] == second
+        seen.extend(page["data"])
+    assert sorted((c["id"], c["change"]) for c in seen) == [
+        ("p1", "exited"),
+        ("p2", "entered"),
+        ("p3", "entered"),
+    ]
+    since = client.get(f"{url}/changes", params={"since": first}).json()
+    assert (since["since"], since["run_id"]) == (first, None)

@@ -133,6 +133,13 @@ def test_patch_content_types(tenant: Tenant) -> None:
     audience = make_audience(tenant.write)
     plain = _patch(tenant.write, audience, {"name": "x"}, {"Content-Type": "application/json"})
     assert plain.status_code == 415
+    # An array can only be a JSON Patch: taken as one when sent as plain JSON.
+    ops = [{"op": "replace", "path": "/name", "value": "Plain"}]
+    as_json = _patch(tenant.write, audience, ops, {"Content-Type": "application/json"})
+    assert as_json.status_code == 200, as_json.text
+    assert (as_json.json()["name"], as_json.json()["version"]) == ("Plain", 2)
+    bad = _patch(tenant.write, audience, [{"op": "frobnicate", "path": "/name"}], {})
+    assert bad.json()["code"] == "patch_malformed"
     broken = tenant.write.patch(
         f"/v1/audiences/{audience['id']}", content=b"[{", headers=JSON_PATCH
     )

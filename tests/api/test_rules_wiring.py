@@ -267,3 +267,17 @@ def test_nested_backtracking_patterns_run_in_linear_time(tenant: Tenant) -> None
     assert run["status"] == "succeeded"
     listed = tenant.read.get(f"/v1/audiences/{created['id']}/members").json()
     assert [m["id"] for m in listed["data"]] == ["p2"]
+
+
+def test_a_double_quoted_value_gets_the_single_quotes_hint(tenant: Tenant) -> None:
+    response = tenant.write.post(
+        "/v1/audiences", json=audience_body(rule='country = "DE" AND age > 30')
+    )
+    problem = _problem(response)
+    assert problem["code"] == "rule_invalid"
+    [error] = problem["errors"]
+    assert error["code"] == "rule_unknown_attribute"
+    assert error["suggestion"] == "strings take single quotes: 'DE'"
+    assert (error["start"], error["end"]) == (10, 14)
+    typo = _problem(tenant.write.post("/v1/audiences", json=audience_body(rule="\"contry\" = 'x'")))
+    assert typo["errors"][0]["suggestion"] == "country"

@@ -29,44 +29,43 @@ def _require_json(request: Request) -> None:
 
 RequireJson = Depends(_require_json)
 
+_JSON_PATCH_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["op", "path"],
+        "properties": {
+            "op": {"type": "string", "enum": ["add", "remove", "replace", "move", "copy", "test"]},
+            "path": {"type": "string"},
+            "from": {"type": "string"},
+            "value": {},
+        },
+    },
+}
+
 PATCH_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            PatchFormat.JSON_PATCH.value: {
-                "schema": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["op", "path"],
-                        "properties": {
-                            "op": {
-                                "type": "string",
-                                "enum": ["add", "remove", "replace", "move", "copy", "test"],
-                            },
-                            "path": {"type": "string"},
-                            "from": {"type": "string"},
-                            "value": {},
-                        },
-                    },
-                }
-            },
+            PatchFormat.JSON_PATCH.value: {"schema": _JSON_PATCH_SCHEMA},
             PatchFormat.MERGE_PATCH.value: {"schema": {"type": "object"}},
+            JSON: {"schema": _JSON_PATCH_SCHEMA},  # an array: read as a JSON Patch
         },
     }
 }
 
 
 async def read_patch(request: Request) -> Patch:
-    """The PATCH body as a JSON Patch or merge patch, by its content type."""
+    """The PATCH body as a JSON Patch or merge patch, by its content type.
+
+    A JSON array sent as plain ``application/json`` can only be a JSON Patch (a merge patch is
+    an object), so it is read as one; any other plain JSON body is ambiguous and refused (415).
+    """
     kind = media_type(request)
     try:
-        patch_format = PatchFormat(kind)
+        patch_format: PatchFormat | None = None if kind == JSON else PatchFormat(kind)
     except ValueError:
-        raise UnsupportedMediaType(
-            f"PATCH takes {PatchFormat.JSON_PATCH.value} or {PatchFormat.MERGE_PATCH.value}",
-            code="unsupported_media_type",
-        ) from None
+        raise _unsupported() from None
     raw = await request.body()
     try:
         orjson.loads(raw)  # what is JSON: no NaN, infinity, lone surrogate or byte order mark
@@ -74,7 +73,19 @@ async def read_patch(request: Request) -> Patch:
         raise BadRequest("the body is not valid JSON", code="malformed_json") from exc
     # The same document again, with integers of any size kept exact (a model then refuses
     # what a JSON column cannot hold); orjson turns one beyond 64 bits into a float.
-    return Patch(patch_format, json.loads(raw))
+    document = json.loads(raw)
+    if patch_format is None:
+        if not isinstance(document, list):
+            raise _unsupported(f"; as {JSON}, only a JSON Patch (an array of operations)")
+        patch_format = PatchFormat.JSON_PATCH
+    return Patch(patch_format, document)
+
+
+def _unsupported(more: str = "") -> UnsupportedMediaType:
+    return UnsupportedMediaType(
+        f"PATCH takes {PatchFormat.JSON_PATCH.value} or {PatchFormat.MERGE_PATCH.value}{more}",
+        code="unsupported_media_type",
+    )
 
 
 PatchBody = Depends(read_patch)

@@ -17,7 +17,7 @@ from audiences.jobs.context import JobContext
 from audiences.kit.clock import utcnow
 from audiences.queue import HANDLER_NAME, ClaimedJob
 from audiences.rules import evaluation_order
-from audiences.services import evaluation, freshness, maintenance, static_members
+from audiences.services import evaluation, freshness, lifecycle, maintenance, static_members
 from audiences.store.tables import AudienceRow, RunRow
 
 Handler = Callable[[JobContext, ClaimedJob], Any]
@@ -117,12 +117,15 @@ def load_modules(names: str) -> list[str]:
 
 @HANDLERS.register("evaluation.run", needs_profiles=True)
 def run_evaluation(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
-    """Evaluate one dynamic audience (payload ``audience_id``, ``trigger``); a rerun is harmless."""
+    """Evaluate one dynamic audience (payload ``audience_id``, ``trigger``); a rerun is harmless.
+    An audience made inactive or archived since the job was queued is left as it is."""
     audience_id = str(job.payload["audience_id"])
     with context.session() as session:
         audience = session.get(AudienceRow, audience_id)
         if audience is None or audience.workspace_id != job.workspace_id:
             return {"skipped": "the audience no longer exists"}
+        if not lifecycle.allows(audience, lifecycle.Action.AUTOMATIC):
+            return {"skipped": "the audience is inactive or archived"}
         run = evaluation.refresh(
             session,
             runtime=context.runtime,
@@ -149,7 +152,7 @@ def refresh_due(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
     for done, key in enumerate(order, start=1):
         with context.session() as session:
             audience = session.get(AudienceRow, ids[key])
-            if audience is not None:
+            if audience is not None and lifecycle.allows(audience, lifecycle.Action.AUTOMATIC):
                 run = evaluation.refresh(
                     session, runtime=context.runtime, audience=audience, trigger="scheduled"
                 )

@@ -20,7 +20,7 @@ from audiences.engines.idfiles import StagedIds
 from audiences.jobs.context import Cancelled, JobContext, JobFailed
 from audiences.membership.bitmaps import from_numpy
 from audiences.queue import ClaimedJob
-from audiences.services import import_staged, imports, member_writes, static_members
+from audiences.services import import_staged, imports, lifecycle, member_writes, static_members
 from audiences.services.import_formats import (
     ImportFormat,
     Layout,
@@ -153,6 +153,7 @@ def expire_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
             AudienceRow.workspace_id == job.workspace_id,
             AudienceRow.kind == "static",
             AudienceRow.ttl_days.is_not(None),
+            lifecycle.live(),  # inactive and archived lists keep their members
         )
         if wanted is not None:
             stmt = stmt.where(AudienceRow.id == str(wanted))

@@ -13,7 +13,7 @@ from audiences.rules.dialect import Attr, render
 from audiences.rules.kinds import Kind
 from audiences.rules.normalize import format_time
 from audiences.rules.operators import OPERATORS, operands
-from audiences.rules.problems import did_you_mean, on
+from audiences.rules.problems import did_you_mean, on, span
 from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.scan import skeleton
 from audiences.schemas.attributes import AttributeSchema, AttributeType
@@ -87,9 +87,22 @@ def _attribute(
         return Kind.UNKNOWN
     suggestion = did_you_mean(path, schema) or did_you_mean(path.lower(), schema)
     hint = f" Did you mean {suggestion}?" if suggestion else ""
+    if suggestion is None and _double_quoted(node, text):
+        # In SQL "x" names a column; a value was almost certainly meant.
+        suggestion = "strings take single quotes: '" + path.replace("'", "''") + "'"
+        hint = f" In SQL, double quotes name an attribute; {suggestion}."
     message = f"Unknown attribute {path}.{hint}"
     problems.append(on("rule_unknown_attribute", message, node, text, suggestion=suggestion))
     return Kind.UNKNOWN
+
+
+def _double_quoted(node: Attr, text: str | None) -> bool:
+    """Whether the attribute was written in double quotes in the rule's text."""
+    where = span(node)
+    if text is None or where is None:
+        return False
+    written = text[where[0] : where[1]]
+    return len(written) >= 2 and written[0] == '"' and written[-1] == '"'
 
 
 def type_time_literals(

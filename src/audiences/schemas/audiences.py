@@ -227,9 +227,17 @@ class Audience(_AudienceFields):
     source: AudienceSource | None = None
     size: int | None = Field(default=None, description="Members as of `evaluation.computed_at`.")
     evaluation: EvaluationState
+    writes: Literal["applied", "in_progress"] | None = Field(
+        default=None,
+        description="Static audiences: `in_progress` while a write or import of members is "
+        "queued or running, else `applied`; null for other kinds.",
+    )
     version: int = Field(description="Increases on every change; the ETag is its quoted value.")
     created_at: datetime
-    updated_at: datetime
+    updated_at: datetime = Field(description="When the definition last changed.")
+    members_changed_at: datetime = Field(
+        description="When a member last entered or left (its creation until one does)."
+    )
     created_by: str | None = None
     updated_by: str | None = None
     group: Relationship | None = Field(default=None, description="With `include=group` only.")
@@ -256,7 +264,7 @@ class BulkResult(BaseModel):
     results: list[BulkItem]
 
 
-AUDIENCE_SORTS = ("name", "key", "created_at", "updated_at")
+AUDIENCE_SORTS = ("name", "key", "created_at", "updated_at", "members_changed_at")
 AUDIENCE_INCLUDES = ("group",)
 
 
@@ -276,6 +284,10 @@ class AudienceListParams(ListParams):
     group: str | None = Field(default=None, description="A group id, or `none` for ungrouped.")
     label: str | None = Field(default=None, description="Audiences carrying this label.")
     key: str | None = None
+    members_changed_since: datetime | None = Field(
+        default=None,
+        description="Audiences whose members changed at or after this time (RFC 3339).",
+    )
 
 
 AudienceListItem = sparse_model(Audience, "AudienceListItem")

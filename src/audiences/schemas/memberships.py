@@ -174,7 +174,7 @@ class Change(BaseModel):
 
 
 class ChangePage(BaseModel):
-    """A page of the changes since a run, and their totals."""
+    """A page of the changes since a run (or of the latest run), and their totals."""
 
     data: list[Change]
     has_more: bool
@@ -182,6 +182,13 @@ class ChangePage(BaseModel):
     entered: int
     exited: int
     computed_at: datetime | None
+    since: str | None = Field(
+        description="The run the changes start from (null: from no members, before any run)."
+    )
+    run_id: str | None = Field(
+        description="The run the changes end at: the latest run when `since` is not given, "
+        "null for the members now."
+    )
 
 
 class Membership(BaseModel):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.exc import StaleDataError
@@ -26,14 +27,14 @@ from audiences.schemas.audiences import (
     StaticAudienceWrite,
 )
 from audiences.schemas.common import ListQuery, PageResult, Relationship
-from audiences.schemas.jobs import JobKind
-from audiences.services import definitions, freshness, memberships, versions
+from audiences.schemas.jobs import JobKind, JobState
+from audiences.services import definitions, freshness, lifecycle, memberships, versions
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch, apply_patch
 from audiences.services.validation import validation_failed
 from audiences.store.repositories.audiences import AudienceRepository
 from audiences.store.repositories.groups import GroupRepository
-from audiences.store.tables import AudienceLabelRow, AudienceRow, MembershipRow
+from audiences.store.tables import AudienceLabelRow, AudienceRow, JobRow, MembershipRow
 
 EVALUATE = "evaluation.run"
 """The job that evaluates one audience (registered in ``audiences.jobs.handlers``)."""
@@ -44,7 +45,8 @@ def create(
 ) -> AudienceRow:
     """A new audience in the caller's workspace; :class:`Conflict` if its key is taken.
 
-    A dynamic audience gets its first evaluation queued at once (trigger ``rule_change``).
+    A dynamic audience gets its first evaluation queued at once (trigger ``rule_change``),
+    unless it is created inactive or archived.
     """
     repo = AudienceRepository(session, caller.workspace_id)
     _check_interval(data, min_interval)
@@ -59,8 +61,8 @@ def create(
         repo.add(row)
     except IntegrityError as exc:
         raise _duplicate(data.key) from exc
-    if binding is not None:
-        _queue_evaluation(session, caller, row)
+    if binding is not None and lifecycle.allows(row, lifecycle.Action.AUTOMATIC):
+        _queue_evaluation(session, caller, row, trigger="rule_change")
     return row
 
 
@@ -95,7 +97,9 @@ def replace(
 ) -> AudienceRow:
     """Replace every writable field (PUT); :class:`PreconditionFailed` on a stale version.
 
-    A changed rule queues a re-evaluation (trigger ``rule_change``).
+    A changed rule queues a re-evaluation (trigger ``rule_change``), and so does making an
+    inactive or archived dynamic audience live again (trigger ``reactivated``): it missed the
+    changes made while it was parked. A parked audience is not evaluated.
     """
     row = get(session, caller=caller, audience_id=audience_id)
     versions.check(row.version, expected_version)
@@ -112,7 +116,7 @@ def replace(
     if data.key != row.key:
         _check_key_free(repo, data.key)
         _check_no_dependents(session, row, "change the key of")
-    rule_before = row.rule
+    rule_before, was_parked = row.rule, lifecycle.parked(row)
     _assign(row, data, binding)
     row.updated_at = utcnow()
     row.updated_by = caller.actor
@@ -122,8 +126,11 @@ def replace(
         raise versions.stale() from exc
     except IntegrityError as exc:
         raise _duplicate(data.key) from exc
-    if binding is not None and row.rule != rule_before:
-        _queue_evaluation(session, caller, row)
+    if binding is not None and lifecycle.allows(row, lifecycle.Action.AUTOMATIC):
+        if row.rule != rule_before:
+            _queue_evaluation(session, caller, row, trigger="rule_change")
+        elif was_parked:
+            _queue_evaluation(session, caller, row, trigger="reactivated")
     return row
 
 
@@ -199,12 +206,14 @@ def writable_view(row: AudienceRow) -> AudienceWrite:
 
 @dataclass(frozen=True)
 class Context:
-    """What rendering audiences needs beyond their rows: state, dependents, evaluation modes."""
+    """What rendering audiences needs beyond their rows: state, dependents, evaluation modes,
+    and which static audiences have writes in progress."""
 
     states: dict[str, MembershipRow]
     dependents: dict[str, list[str]]
     modes: dict[str, EvaluationMode]
     freshness: dict[str, freshness.Freshness]
+    writing: frozenset[str] = frozenset()
 
 
 def context(session: Session, *, workspace_id: str, rows: list[AudienceRow]) -> Context:
@@ -215,7 +224,26 @@ def context(session: Session, *, workspace_id: str, rows: list[AudienceRow]) -> 
         dependents=definitions.dependents(nodes),
         modes=definitions.modes(nodes),
         freshness=freshness.of(session, rows),
+        writing=_writing(session, workspace_id, [row.id for row in rows if row.kind == "static"]),
     )
+
+
+def _writing(session: Session, workspace_id: str, audience_ids: list[str]) -> frozenset[str]:
+    """The audiences among these with a member write or import (an ``import`` job) queued or
+    running."""
+    if not audience_ids:
+        return frozenset()
+    stmt = (
+        select(JobRow.subject_id)
+        .where(
+            JobRow.workspace_id == workspace_id,
+            JobRow.subject_id.in_(audience_ids),
+            JobRow.kind == JobKind.IMPORT.value,
+            JobRow.state.in_((JobState.QUEUED.value, JobState.RUNNING.value)),
+        )
+        .distinct()
+    )
+    return frozenset(str(subject) for subject in session.scalars(stmt))
 
 
 def to_model(row: AudienceRow, ctx: Context, *, group: Relationship | None = None) -> Audience:
@@ -240,13 +268,23 @@ def to_model(row: AudienceRow, ctx: Context, *, group: Relationship | None = Non
             next_refresh_at=fresh.next_refresh_at,
             consecutive_failures=fresh.consecutive_failures,
         ),
+        writes=None if row.kind != "static" else _writes_state(row.id in ctx.writing),
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        members_changed_at=(
+            row.created_at
+            if state is None or state.members_changed_at is None
+            else state.members_changed_at
+        ),
         created_by=row.created_by,
         updated_by=row.updated_by,
         group=group,
     )
+
+
+def _writes_state(in_progress: bool) -> Literal["applied", "in_progress"]:
+    return "in_progress" if in_progress else "applied"
 
 
 def _assign(row: AudienceRow, data: AudienceWrite, binding: definitions.Binding | None) -> None:
@@ -300,7 +338,7 @@ def _check_interval(data: AudienceWrite, minimum: int) -> None:
         )
 
 
-def _queue_evaluation(session: Session, caller: Caller, row: AudienceRow) -> None:
+def _queue_evaluation(session: Session, caller: Caller, row: AudienceRow, *, trigger: str) -> None:
     if queue.active_for_subject(
         session, workspace_id=row.workspace_id, subject_id=row.id, handler=EVALUATE
     ):
@@ -310,7 +348,7 @@ def _queue_evaluation(session: Session, caller: Caller, row: AudienceRow) -> Non
         workspace_id=row.workspace_id,
         kind=JobKind.EVALUATION,
         handler=EVALUATE,
-        payload={"audience_id": row.id, "trigger": "rule_change"},
+        payload={"audience_id": row.id, "trigger": trigger},
         subject_id=row.id,
         created_by=caller.actor,
     )

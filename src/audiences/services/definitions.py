@@ -48,6 +48,8 @@ class Node:
     rule: str | None
     refresh_mode: str
     dependencies: tuple[str, ...]
+    lifecycle_state: str = "draft"
+    archived: bool = False
 
 
 def bind(
@@ -115,9 +117,20 @@ def graph(session: Session, workspace_id: str) -> list[Node]:
         AudienceRow.rule,
         AudienceRow.refresh_mode,
         AudienceRow.dependencies,
+        AudienceRow.lifecycle_state,
+        AudienceRow.archived,
     ).where(AudienceRow.workspace_id == workspace_id)
     return [
-        Node(row.id, row.key, row.kind, row.rule, row.refresh_mode, tuple(row.dependencies or ()))
+        Node(
+            row.id,
+            row.key,
+            row.kind,
+            row.rule,
+            row.refresh_mode,
+            tuple(row.dependencies or ()),
+            row.lifecycle_state,
+            row.archived,
+        )
         for row in session.execute(stmt)
     ]
 

@@ -33,7 +33,7 @@ from audiences.kit.clock import utcnow
 from audiences.kit.ids import new_id
 from audiences.rules.to_sql import Dialect
 from audiences.schemas.attributes import AttributeType
-from audiences.services import attributes, definitions, memberships, static_members
+from audiences.services import attributes, definitions, lifecycle, memberships, static_members
 from audiences.services.runtime import Runtime
 from audiences.store.tables import AudienceRow, RunRow
 
@@ -47,8 +47,10 @@ def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigge
     """Evaluate a dynamic audience on the engine now and record the run.
 
     A failing run (an engine error, a rule that no longer validates) is recorded as failed with
-    the message, and the previous membership stays served.
+    the message, and the previous membership stays served. An inactive or archived audience is
+    not evaluated (409, see :mod:`audiences.services.lifecycle`).
     """
+    lifecycle.require(audience, lifecycle.Action.REFRESH)
     if audience.kind == "static":
         # A static audience is not evaluated: its refresh lets members past ttl_days go.
         return static_members.expire(session, audience=audience, trigger=trigger)
@@ -161,8 +163,9 @@ def _refresh_one(
 def refresh_all(
     session: Session, *, runtime: Runtime, workspace_id: str, trigger: str
 ) -> list[RunRow]:
-    """Evaluate every dynamic audience of a workspace, each after those it depends on."""
-    dynamic = _dynamic(session, workspace_id)
+    """Evaluate every live dynamic audience of a workspace, each after those it depends on
+    (inactive and archived ones keep their members)."""
+    dynamic = [a for a in _dynamic(session, workspace_id) if not lifecycle.parked(a)]
     by_key = {audience.key: audience for audience in dynamic}
     graph = {a.key: [k for k in a.dependencies if k in by_key] for a in dynamic}
     order = [by_key[key] for key in rules.evaluation_order(graph) if key in by_key]
@@ -236,7 +239,7 @@ def lock_streaming(session: Session, workspace_id: str) -> list[AudienceRow]:
 
 
 def streaming_audiences(session: Session, workspace_id: str) -> list[AudienceRow]:
-    """Dynamic audiences kept current on every write, each after those it depends on."""
+    """Live dynamic audiences kept current on every write, each after those it depends on."""
     keyed = _streaming_ids(tuple(definitions.graph(session, workspace_id)))
     if not keyed:
         return []
@@ -265,10 +268,12 @@ def _streaming_ids(nodes: tuple[definitions.Node, ...]) -> tuple[str, ...]:
     """The ids of a graph's streaming audiences in dependency order (cached: the graph of a
     workspace changes far less often than its profiles are written)."""
     modes = definitions.modes(nodes)
+    # A parked audience is not evaluated; those whose rules read it read its last members.
     candidates = {
         n.key: n
         for n in nodes
         if n.kind == "dynamic"
+        and not lifecycle.parked(n)
         and n.rule is not None
         and n.refresh_mode == "streaming"
         and n.key in modes

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from audiences.services import lifecycle
 from audiences.store.tables import AudienceRow, RunRow
 
 RETRY_BASE_SECONDS = 60
@@ -65,8 +66,7 @@ def due(session: Session, *, now: datetime, workspace_id: str | None = None) -> 
     stmt = select(AudienceRow).where(
         AudienceRow.refresh_mode == "scheduled",
         AudienceRow.kind == "dynamic",
-        AudienceRow.archived.is_(False),
-        AudienceRow.lifecycle_state != "inactive",
+        lifecycle.live(),
     )
     if workspace_id is not None:
         stmt = stmt.where(AudienceRow.workspace_id == workspace_id)
@@ -81,6 +81,8 @@ def due(session: Session, *, now: datetime, workspace_id: str | None = None) -> 
 
 def _next(row: AudienceRow, run: _Latest | None, failures: int) -> datetime | None:
     if row.refresh_mode != "scheduled" or row.refresh_interval_seconds is None:
+        return None
+    if lifecycle.parked(row):
         return None
     interval = timedelta(seconds=row.refresh_interval_seconds)
     if run is None:

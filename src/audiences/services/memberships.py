@@ -226,6 +226,8 @@ def _advance(
     state.revision += 1
     state.size = len(members)
     state.computed_at = utcnow()
+    if change.entered or change.exited:
+        state.members_changed_at = state.computed_at
     if not _append_delta(session, state, change, fold=fold):
         _write_base(session, state, members)
     _transaction(session).pending[state.audience_id] = (cache, state.revision, frozen(members))

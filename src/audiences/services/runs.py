@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pyroaring import AbstractBitMap
+from pyroaring import AbstractBitMap, BitMap
 from sqlalchemy.orm import Session
 
 from audiences.errors import Conflict, NotFound
@@ -36,7 +36,9 @@ class MemberPage:
 
 @dataclass(frozen=True)
 class ChangePage:
-    """A page of changes since a run: (external id, ``entered`` or ``exited``) in pid order."""
+    """A page of changes between two member sets: (external id, ``entered`` or ``exited``) in
+    pid order; ``since`` and ``run_id`` name the runs they lie between (None: no run before,
+    or now)."""
 
     changes: list[tuple[str, str]]
     last_pid: int | None
@@ -44,6 +46,8 @@ class ChangePage:
     entered: int
     exited: int
     computed_at: datetime | None
+    since: str | None = None
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,13 +179,22 @@ def changes(
     caller: Caller,
     runtime: Runtime,
     audience_id: str,
-    since: str,
+    since: str | None,
     after: int | None,
     limit: int,
+    run_id: str | None = None,
 ) -> ChangePage:
-    """Who entered and who exited between run ``since`` and now, a page at a time."""
-    then, _ = _member_set(session, caller, runtime, audience_id, since)
-    now, computed_at = _member_set(session, caller, runtime, audience_id, None)
+    """Who entered and who exited between run ``since`` and now, a page at a time.
+
+    Without ``since``: the changes of the audience's latest succeeded run (``run_id`` pins the
+    run, so later pages stay on the one the first page found), from the succeeded run before it
+    (or from no members, for its first).
+    """
+    if since is None:
+        then, now, computed_at, since, run_id = _latest_change(session, caller, audience_id, run_id)
+    else:
+        then, _ = _member_set(session, caller, runtime, audience_id, since)
+        now, computed_at = _member_set(session, caller, runtime, audience_id, None)
     entered, exited = now - then, then - now
     moved = entered | exited
     pids = page(moved, after, limit + 1)
@@ -200,7 +213,37 @@ def changes(
         entered=len(entered),
         exited=len(exited),
         computed_at=computed_at,
+        since=since,
+        run_id=run_id,
     )
+
+
+def _latest_change(
+    session: Session, caller: Caller, audience_id: str, run_id: str | None
+) -> tuple[AbstractBitMap, AbstractBitMap, datetime | None, str | None, str | None]:
+    """The members before and after the latest succeeded run (or ``run_id``), as of when,
+    and the two runs' ids (None for none)."""
+    audience = audiences.get(session, caller=caller, audience_id=audience_id)
+    repo = RunRepository(session, caller.workspace_id, audience.id)
+    if run_id is None:
+        run = repo.last_succeeded()
+    else:
+        run = get(session, caller=caller, audience_id=audience.id, run_id=run_id)
+    if run is None:
+        return BitMap(), BitMap(), None, None, None
+    previous = repo.last_succeeded(before=run.number)
+    then = BitMap() if previous is None else _kept(previous)
+    return then, _kept(run), run.finished_at, None if previous is None else previous.id, run.id
+
+
+def _kept(run: RunRow) -> AbstractBitMap:
+    """The member set a run kept; 409 when it is gone."""
+    if not run.members_kept or run.members is None:
+        reason = "failed" if run.status == "failed" else "is older than the snapshots kept"
+        raise Conflict(
+            f"run {run.id!r} {reason}: its members are not available", code="run_expired"
+        )
+    return deserialize(run.members)
 
 
 def _member_set(
@@ -212,7 +255,4 @@ def _member_set(
         bitmap = memberships.current(session, runtime=runtime, audience_id=audience.id)
         return bitmap, None if state is None else state.computed_at
     run = get(session, caller=caller, audience_id=audience.id, run_id=as_of)
-    if not run.members_kept or run.members is None:
-        reason = "failed" if run.status == "failed" else "is older than the snapshots kept"
-        raise Conflict(f"run {as_of!r} {reason}: its members are not available", code="run_expired")
-    return deserialize(run.members), run.finished_at
+    return _kept(run), run.finished_at

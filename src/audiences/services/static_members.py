@@ -29,7 +29,7 @@ from audiences.kit.clock import utcnow
 from audiences.membership.bitmaps import Diff, deserialize, serialize
 from audiences.membership.cache import BitmapCache
 from audiences.schemas.jobs import JobKind
-from audiences.services import memberships
+from audiences.services import lifecycle, memberships
 from audiences.services.callers import Caller
 from audiences.store.tables import (
     AudienceRow,
@@ -103,8 +103,9 @@ def accept(
     """Number a write and queue the job that applies it; the job's ``result`` says
     ``in_progress`` until it is applied. With ``dedupe_key``, the job already queued for it.
     ``body`` is a JSON write's ids, kept on its write row until applied (an import's file
-    stays on disk instead)."""
+    stays on disk instead). An inactive or archived audience takes no writes (409)."""
     require_static(audience)
+    lifecycle.require(audience, lifecycle.Action.WRITE)
     if action not in ACTIONS:
         raise ValueError(f"unknown membership action {action!r}")
     memberships.locked(session, audience)

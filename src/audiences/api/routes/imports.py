@@ -27,7 +27,7 @@ from audiences.api.problems import responses
 from audiences.kit.ids import new_id
 from audiences.schemas.imports import UPLOAD_BODY, ImportMode
 from audiences.schemas.jobs import Job
-from audiences.services import audiences, imports, jobs, static_members
+from audiences.services import audiences, imports, jobs, lifecycle, static_members
 from audiences.services.import_formats import ImportFormat, Row
 from audiences.store.tables import JobRow
 
@@ -85,6 +85,7 @@ async def import_members(
         audiences.get, session, caller=caller, audience_id=audience_id
     )
     static_members.require_static(audience)
+    lifecycle.require(audience, lifecycle.Action.WRITE)  # before the upload, not after it
     directory = imports.folder(settings.data_dir, caller.workspace_id, new_id())
     try:
         received = await uploads.receive(request, directory / imports.UPLOAD)

@@ -347,15 +347,23 @@ def _is_member(
 )
 def list_changes(
     audience_id: AudienceId,
-    since: Annotated[str, Query(pattern=RUN_ID, description="A run id: changes since that run.")],
     session: SessionDep,
     caller: ReadCaller,
     runtime: RuntimeDep,
+    since: Annotated[
+        str | None,
+        Query(
+            pattern=RUN_ID,
+            description="A run id: changes since that run. Without it: the latest run's changes.",
+        ),
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Response:
-    """Who entered and who exited since a run, in a stable order, with the totals."""
-    after = _after(cursor, since)
+    """Who entered and who exited since a run (or in the latest run), in a stable order, with
+    the totals and the runs they lie between."""
+    scope = since or LATEST
+    after = _after(cursor, scope)
     found = runs.changes(
         session,
         caller=caller,
@@ -364,16 +372,35 @@ def list_changes(
         since=since,
         after=after,
         limit=limit,
+        run_id=None if since is not None or cursor is None else _pinned_run(cursor),
     )
+    next_cursor = None
+    if found.has_more and found.last_pid is not None:
+        pinned = {} if since is not None else {"r": found.run_id}
+        next_cursor = encode_cursor({"p": found.last_pid, "s": scope, **pinned})
     body = {
         "data": [{"id": external, "change": change} for external, change in found.changes],
         "has_more": found.has_more,
-        "next_cursor": _cursor(found.last_pid, since) if found.has_more else None,
+        "next_cursor": next_cursor,
         "entered": found.entered,
         "exited": found.exited,
         "computed_at": _iso(found.computed_at),
+        "since": found.since,
+        "run_id": found.run_id,
     }
     return JSONResponse(body)
+
+
+LATEST = "\x00latest"
+"""The cursor scope of the latest run's changes (no run id has a NUL)."""
+
+
+def _pinned_run(cursor: str) -> str | None:
+    """The run a cursor of the latest run's changes was issued for (checked by ``_after``)."""
+    run_id = decode_cursor(cursor).get("r")
+    if run_id is not None and not isinstance(run_id, str):
+        raise InvalidParameter("invalid cursor: no run", code="invalid_cursor")
+    return run_id
 
 
 @router.get(

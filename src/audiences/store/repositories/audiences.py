@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, exists, func, select
@@ -36,6 +37,13 @@ def _group_filter(stmt: Select[Any], value: str) -> Select[Any]:
     return stmt.where(AudienceRow.group_id == value)
 
 
+def _members_changed_since(stmt: Select[Any], value: str) -> Select[Any]:
+    since = datetime.fromisoformat(value)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return stmt.where(AudienceRow.members_changed_at >= since)
+
+
 def _label_filter(stmt: Select[Any], value: str) -> Select[Any]:
     has_label = exists().where(
         AudienceLabelRow.audience_id == AudienceRow.id, AudienceLabelRow.label == value
@@ -51,6 +59,7 @@ AUDIENCE_LIST = ListSpec(
         "key": AudienceRow.key,
         "created_at": AudienceRow.created_at,
         "updated_at": AudienceRow.updated_at,
+        "members_changed_at": AudienceRow.members_changed_at,
     },
     default_sort="created_at",
     filters={
@@ -60,6 +69,7 @@ AUDIENCE_LIST = ListSpec(
         "group": _group_filter,
         "label": _label_filter,
         "key": lambda stmt, value: stmt.where(AudienceRow.key == value),
+        "members_changed_since": _members_changed_since,
     },
     search=(AudienceRow.name, AudienceRow.description),
 )

@@ -37,3 +37,13 @@ class RunRepository(ScopedRepository[RunRow]):
         return select(RunRow).where(
             RunRow.workspace_id == self.workspace_id, RunRow.audience_id == self.audience_id
         )
+
+    def last_succeeded(self, *, before: int | None = None) -> RunRow | None:
+        """The audience's newest succeeded run (numbered below ``before``, when given)."""
+        stmt = self.base().where(RunRow.status == "succeeded")
+        if before is not None:
+            stmt = stmt.where(RunRow.number < before)
+        found: RunRow | None = self.session.scalars(
+            stmt.order_by(RunRow.number.desc()).limit(1)
+        ).first()
+        return found

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, func, select
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
-from audiences.store.tables.base import Base, IdMixin, JSONType, TimestampsMixin
+from audiences.store.tables.base import Base, IdMixin, JSONType, TimestampsMixin, UTCDateTime
+from audiences.store.tables.memberships import MembershipRow
 
 
 class AudienceRow(IdMixin, TimestampsMixin, Base):
@@ -48,10 +50,31 @@ class AudienceRow(IdMixin, TimestampsMixin, Base):
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
+    if TYPE_CHECKING:
+        members_changed_at: Mapped[datetime]
+        """When its members last changed (its creation until they first do); mapped below,
+        loaded only when read, sortable and filterable."""
+
     @property
     def labels(self) -> list[str]:
         """Labels in the order the client gave them."""
         return [row.label for row in self.label_rows]
+
+
+# Defined once both tables exist: the memberships row keeps the time (evaluation state, not
+# definition), and an audience whose members never changed counts from its creation, so the
+# value is never null and sorts and pages the same on every database.
+AudienceRow.members_changed_at = column_property(
+    func.coalesce(
+        select(MembershipRow.members_changed_at)
+        .where(MembershipRow.audience_id == AudienceRow.id)
+        .correlate_except(MembershipRow)
+        .scalar_subquery(),
+        AudienceRow.created_at,
+        type_=UTCDateTime(),
+    ),
+    deferred=True,
+)
 
 
 class AudienceLabelRow(Base):

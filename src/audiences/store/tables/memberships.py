@@ -37,6 +37,8 @@ class MembershipRow(Base):
     base_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     delta_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     computed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    members_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When a revision last added or removed a member (a run that changes nothing leaves it)."""
     status: Mapped[str | None] = mapped_column(String(16))
     last_error: Mapped[str | None] = mapped_column(Text)
     last_run_id: Mapped[str | None] = mapped_column(String(36))
