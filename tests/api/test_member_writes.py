@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 from sqlalchemy.orm import undefer
 
-from audiences import queue
+from audiences.jobs import schedule
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry
 from audiences.jobs.worker import Worker
+from audiences.kit.clock import utcnow
 from audiences.services import member_writes, static_members
 from audiences.store.tables import JobRow, MemberDayRow, MemberWriteRow
 from tests.client import ApiClient
@@ -244,7 +245,7 @@ def test_members_past_the_ttl_leave_on_refresh_and_a_re_add_refreshes(
     assert changes["data"] == []
 
 
-def test_the_expire_job_covers_every_static_audience_with_a_ttl(
+def test_the_scheduler_expires_every_static_audience_with_a_ttl_hourly(
     app: FastAPI, tenant: Tenant
 ) -> None:
     short = static_audience(tenant.write, ttl_days=1)
@@ -254,13 +255,12 @@ def test_the_expire_job_covers_every_static_audience_with_a_ttl(
     run_jobs(app)
     for audience in (short, forever):
         _age_days(app, audience["id"], 2)
-    with app.state.session_factory.begin() as session:
-        job_id = queue.enqueue(
-            session,
-            workspace_id=tenant.workspace_id,
-            kind="maintenance",
-            handler=static_members.EXPIRE_HANDLER,
-        ).id
+    with app.state.session_factory.begin() as session:  # the scheduler's hourly step
+        queued = schedule.queue_expiries(session, now=utcnow())
+        again = schedule.queue_expiries(session, now=utcnow())  # another scheduler, same hour
+    mine = [job.id for job in queued if job.workspace_id == tenant.workspace_id]
+    assert len(mine) == 1 and mine[0] in {job.id for job in again}
+    job_id = mine[0]
     run_jobs(app)
     done = tenant.read.get(f"/v1/jobs/{job_id}").json()
     assert (done["state"], done["counts"]) == ("succeeded", {"expired": 1})

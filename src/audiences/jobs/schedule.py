@@ -1,7 +1,7 @@
 """The scheduler: every few seconds, queue one ``evaluation.refresh_due`` job per workspace with
-scheduled audiences that are due, and keep house: sweep the kept request bodies no job needs
-any more and the uploads of imports cancelled before they ran and, once an hour, purge expired
-idempotency keys.
+scheduled audiences that are due, and keep house: sweep the uploads of imports cancelled before
+they ran and, once an hour, queue a ``membership.expire`` job per workspace whose static lists
+have a ttl and purge expired idempotency keys.
 
 Any number of schedulers may run (one per server or worker process): the job's dedupe key names
 the time slot, so a slot yields one job per workspace whoever notices it first, and a workspace
@@ -21,7 +21,7 @@ from audiences import queue
 from audiences.config import Settings
 from audiences.kit.clock import utcnow
 from audiences.schemas.jobs import JobKind
-from audiences.services import freshness, imports, maintenance
+from audiences.services import freshness, imports, maintenance, static_members
 from audiences.store.tables import JobRow
 
 REFRESH_DUE = "evaluation.refresh_due"
@@ -56,6 +56,24 @@ def tick(session: Session, *, now: datetime, slot_seconds: int) -> list[JobRow]:
     return queued
 
 
+def queue_expiries(session: Session, *, now: datetime) -> list[JobRow]:
+    """One ``membership.expire`` job per workspace with a static audience that has a ttl, once
+    per hour whichever scheduler asks first (the dedupe key names the hour)."""
+    hour = now.strftime("%Y%m%d%H")
+    return [
+        queue.enqueue(
+            session,
+            workspace_id=workspace_id,
+            kind=JobKind.EVALUATION,
+            handler=static_members.EXPIRE_HANDLER,
+            subject_id=workspace_id,
+            dedupe_key=f"{static_members.EXPIRE_HANDLER}:{hour}",
+            created_by="scheduler",
+        )
+        for workspace_id in static_members.workspaces_with_ttl(session)
+    ]
+
+
 class Housekeeping:
     """What a scheduler sweeps besides due refreshes, each part failing on its own."""
 
@@ -65,7 +83,8 @@ class Housekeeping:
         self.purged_at: datetime | None = None
 
     def run(self, now: datetime) -> None:
-        """Sweep the uploads no job will read; purge expired idempotency keys hourly."""
+        """Sweep the uploads no job will read; hourly, queue the expiry of static members past
+        their ttl and purge expired idempotency keys."""
         try:
             with self.session_factory() as session:
                 imports.sweep_uploads(session, data_dir=self.settings.data_dir, now=now)
@@ -73,6 +92,11 @@ class Housekeeping:
             log.exception("sweeping uploads failed; trying again next tick")
         if self.purged_at is not None and now - self.purged_at < PURGE_EVERY:
             return
+        try:
+            with self.session_factory.begin() as session:
+                queue_expiries(session, now=now)
+        except Exception:
+            log.exception("queueing expiries failed; trying again next hour")
         try:
             with self.session_factory.begin() as session:
                 maintenance.purge_idempotency_keys(

@@ -312,6 +312,18 @@ def applied_result(
     return None
 
 
+def workspaces_with_ttl(session: Session) -> list[str]:
+    """The workspaces that hold a live static audience with ``ttl_days``: where an expiry job
+    has work (the scheduler queues one for each, hourly)."""
+    stmt = (
+        select(AudienceRow.workspace_id)
+        .where(AudienceRow.kind == "static", AudienceRow.ttl_days.is_not(None), lifecycle.live())
+        .distinct()
+        .order_by(AudienceRow.workspace_id)
+    )
+    return list(session.scalars(stmt))
+
+
 def expire(
     session: Session, *, audience: AudienceRow, trigger: str, now: datetime | None = None
 ) -> RunRow:
