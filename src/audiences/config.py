@@ -52,6 +52,14 @@ class Settings(BaseSettings):
             "in bytes: room for 10,000 records; above it answers 413."
         ),
     )
+    max_patch_operations: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "Most operations one JSON Patch holds; above it answers 422. Its result, like a "
+            "merge patch's, is also held to `max_body_bytes` (413)."
+        ),
+    )
     max_ids_per_call: int = Field(
         default=100, ge=1, description="Most ids a bulk-get call accepts; above it answers 422."
     )

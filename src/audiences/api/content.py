@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 from fastapi import Depends, Request
 
+from audiences.config import Settings
 from audiences.errors import BadRequest, UnsupportedMediaType
-from audiences.services.patching import Patch, PatchFormat
+from audiences.services.patching import Patch, PatchFormat, PatchLimits
 
 JSON = "application/json"
 
@@ -58,7 +59,8 @@ PATCH_BODY: dict[str, Any] = {
 
 
 async def read_patch(request: Request) -> Patch:
-    """The PATCH body as a JSON Patch or merge patch, by its content type."""
+    """The PATCH body as a JSON Patch or merge patch, by its content type, with the limits its
+    result must keep (those of a PUT's body)."""
     kind = media_type(request)
     try:
         patch_format = PatchFormat(kind)
@@ -74,7 +76,9 @@ async def read_patch(request: Request) -> Patch:
         raise BadRequest("the body is not valid JSON", code="malformed_json") from exc
     # The same document again, with integers of any size kept exact (a model then refuses
     # what a JSON column cannot hold); orjson turns one beyond 64 bits into a float.
-    return Patch(patch_format, json.loads(raw))
+    settings: Settings = request.app.state.settings
+    limits = PatchLimits(settings.max_body_bytes, settings.max_patch_operations)
+    return Patch(patch_format, json.loads(raw), limits)
 
 
 PatchBody = Depends(read_patch)
