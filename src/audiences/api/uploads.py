@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from fastapi import Request
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from audiences.api.content import media_type
 from audiences.errors import BadRequest, Unprocessable
@@ -136,6 +136,12 @@ async def _multipart(request: Request, out: IO[bytes]) -> Received:
         if type(exc).__module__.startswith("python_multipart"):
             raise BadRequest(f"broken multipart body: {exc}", code="malformed_multipart") from None
         raise
+    # python-multipart's finalize() does not check that the closing boundary came: a body cut
+    # short would pass as complete, its last part truncated (issue #11).
+    if parser.state != MultipartState.END:
+        raise BadRequest(
+            "the multipart body ends before its closing boundary", code="malformed_multipart"
+        )
     if part.files == 0:
         raise Unprocessable("the form has no `file` part", code="import_file_invalid")
     return Received(part.digest.hexdigest(), part.size, format_of(part.content_type, part.filename))
