@@ -37,6 +37,7 @@ STATUS_ERRORS: dict[int, type[AudiencesError]] = {
         errors.Forbidden,
         errors.NotFound,
         errors.MethodNotAllowed,
+        errors.RequestTimeout,
         errors.Conflict,
         errors.PreconditionFailed,
         errors.PayloadTooLarge,
