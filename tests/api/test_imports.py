@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +238,27 @@ def test_a_form_cut_short_is_400_and_imports_nothing(
     assert complete.status_code == 202, complete.text
     run_jobs(app)
     assert members_of(tenant.read, audience["id"]) == {"a", "b"}
+
+
+def test_the_csv_export_defuses_ids_a_spreadsheet_would_run(app: FastAPI, tenant: Tenant) -> None:
+    """Issue #11: an id such as ``=HYPERLINK(…)`` ran as a formula when the export was opened."""
+    audience = static_audience(tenant.write)
+    ids = ["=1+1", "-5", "@SUM(A1)", "+1", "plain", "a,b", 'say "hi"']
+    finished(
+        app,
+        tenant.read,
+        upload(tenant.write, audience["id"], "\n".join(ids).encode(), "text/plain")["id"],
+    )
+    url = f"/v1/audiences/{audience['id']}/export"
+
+    def cells(**params: Any) -> set[str]:
+        response = tenant.read.get(url, params=params)
+        assert response.status_code == 200, response.text
+        rows = list(csv.reader(io.StringIO(response.text)))
+        assert rows[0] == ["id"]
+        return {row[0] for row in rows[1:]}
+
+    assert cells() == {"'=1+1", "'-5", "'@SUM(A1)", "'+1", "plain", "a,b", 'say "hi"'}
+    assert cells(raw="true") == set(ids)
+    ndjson = tenant.read.get(url, params={"format": "ndjson"}).text.splitlines()
+    assert {json.loads(line)["id"] for line in ndjson} == set(ids)
