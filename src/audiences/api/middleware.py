@@ -4,7 +4,6 @@ and the request body's limits (size and time)."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 import uuid
 from collections.abc import Sequence
@@ -18,9 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from audiences.api.deps import authenticate
 from audiences.api.problems import PROBLEM_JSON, problem_body
 from audiences.errors import AudiencesError, PayloadTooLarge
+from audiences.kit.logs import get_logger
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-log = logging.getLogger("audiences.api")
+log = get_logger("audiences.api")
 
 
 class RequestContextMiddleware:

@@ -17,6 +17,7 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 
 from audiences.api.content import media_type
 from audiences.errors import BadRequest, Unprocessable
+from audiences.kit.files import private_dir
 from audiences.services.import_formats import MEDIA_TYPES, ImportFormat
 
 MULTIPART = "multipart/form-data"
@@ -40,7 +41,7 @@ class Received:
 
 async def receive(request: Request, destination: Path) -> Received:
     """Stream the request's file to ``destination``; deleted again if anything goes wrong."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(destination.parent)
     try:
         with destination.open("wb") as out:
             if media_type(request) == MULTIPART:
