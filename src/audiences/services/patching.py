@@ -92,29 +92,35 @@ def _json_patch(
     for index, op in enumerate(ops):
         _check_op(index, op, writable)
     try:
-        patched = _apply_ops(copy.deepcopy(current), ops, limits)
+        patched = _apply_ops(copy.deepcopy(current), ops, writable, limits)
     except jsonpatch.JsonPatchTestFailed as exc:
         raise Conflict(f"a test operation failed: {exc}", code="patch_test_failed") from exc
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
         raise Unprocessable(f"the patch cannot be applied: {exc}", code="patch_failed") from exc
-    return {key: value for key, value in patched.items() if key in writable}
+    return _writable(patched, writable)
 
 
-def _apply_ops(document: Any, ops: list[Any], limits: PatchLimits) -> Any:
+def _writable(document: dict[str, Any], writable: frozenset[str]) -> dict[str, Any]:
+    return {key: value for key, value in document.items() if key in writable}
+
+
+def _apply_ops(
+    document: dict[str, Any], ops: list[Any], writable: frozenset[str], limits: PatchLimits
+) -> dict[str, Any]:
     """Apply ``ops`` one by one, stopping as soon as the document outgrows the limit.
 
-    Only ``copy`` can grow the document beyond the patch's own size, each time by the size of
-    what it copies, so ``estimate`` (the size so far plus every copy) bounds the true size
-    without serialising the document after every operation; when the estimate passes the
-    limit, the document is measured.
+    What is measured is the writable fields, which a PUT would send (no other field changes).
+    Only ``copy`` can grow them beyond the patch's own size, each time by the size of what it
+    copies, so ``estimate`` (the size so far plus every copy) bounds the true size without
+    serialising after every operation; when the estimate passes the limit, they are measured.
     """
-    estimate = json_size(document)
+    estimate = json_size(_writable(document, writable))
     for op in ops:
         if op["op"] == "copy" and isinstance(op.get("from"), str):
             estimate += json_size(jsonpointer.resolve_pointer(document, op["from"]))
         document = jsonpatch.JsonPatch([op]).apply(document, in_place=True)
         if estimate > limits.max_bytes:
-            estimate = json_size(document)
+            estimate = json_size(_writable(document, writable))
             _check_size(estimate, limits)
     return document
 
