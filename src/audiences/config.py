@@ -53,6 +53,23 @@ class Settings(BaseSettings):
             "in bytes: room for 10,000 records; above it answers 413."
         ),
     )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Longest wait for the next part of a request body, in seconds; past it the request "
+            "answers 408 and its connection closes (an upload that keeps arriving, however "
+            "slowly, is not cut)."
+        ),
+    )
+    max_patch_operations: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "Most operations one JSON Patch holds; above it answers 422. Its result, like a "
+            "merge patch's, is also held to `max_body_bytes` (413)."
+        ),
+    )
     max_ids_per_call: int = Field(
         default=100, ge=1, description="Most ids a bulk-get call accepts; above it answers 422."
     )
@@ -60,7 +77,8 @@ class Settings(BaseSettings):
         default="600/minute",
         description=(
             "Requests allowed per API key, in the `limits` library's notation "
-            "(`600/minute`, `10/second`). Above it answers 429 with `Retry-After`."
+            "(`600/minute`, `10/second`). Above it answers 429 with `Retry-After`. Requests "
+            "without a valid key count against the same limit per client address."
         ),
     )
     rate_limit_storage: str = Field(

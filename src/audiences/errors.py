@@ -10,6 +10,7 @@ problems back to the same classes, so ``except NotFound`` works on both sides.
     ├── Forbidden                       403 forbidden
     ├── NotFound                        404 not_found
     ├── MethodNotAllowed                405 method_not_allowed
+    ├── RequestTimeout                  408 request_timeout
     ├── Conflict                        409 conflict
     ├── PreconditionFailed              412 precondition_failed
     ├── PayloadTooLarge                 413 payload_too_large
@@ -127,6 +128,14 @@ class MethodNotAllowed(AudiencesError):
     title = "Method not allowed"
 
 
+class RequestTimeout(AudiencesError):
+    """The request's body stopped arriving before it was complete."""
+
+    status = 408
+    code = "request_timeout"
+    title = "Request timeout"
+
+
 class Conflict(AudiencesError):
     """The request conflicts with current state: a duplicate key, dependents, a retry."""
 
@@ -213,6 +222,7 @@ ALL_ERRORS: tuple[type[AudiencesError], ...] = (
     Forbidden,
     NotFound,
     MethodNotAllowed,
+    RequestTimeout,
     Conflict,
     PreconditionFailed,
     PayloadTooLarge,

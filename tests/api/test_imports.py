@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +208,57 @@ def test_an_import_run_again_after_it_applied_keeps_its_result_and_counts(
     assert again["result"] == first["result"]
     assert again["counts"] == first["counts"]
     assert members_of(tenant.read, audience["id"]) == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [b"", b"\r\n--B", b"\r\n--B\r\n", b"\r\n--B-"],
+    ids=["no boundary", "boundary without end", "next part never starts", "half an end"],
+)
+def test_a_form_cut_short_is_400_and_imports_nothing(
+    app: FastAPI, tenant: Tenant, ending: bytes
+) -> None:
+    """Issue #11: a multipart body without its closing boundary was imported as if complete."""
+    audience = static_audience(tenant.write)
+    head = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n'
+    response = tenant.write.post(
+        f"/v1/audiences/{audience['id']}/imports",
+        content=head + b"id\na\nb" + ending,
+        headers={"Content-Type": "multipart/form-data; boundary=B"},
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "malformed_multipart")
+    folder = Path(app.state.settings.data_dir) / "imports" / tenant.workspace_id
+    assert not folder.exists() or list(folder.rglob("upload")) == []
+    whole = head + b"id\na\nb\r\n--B--\r\n"
+    complete = tenant.write.post(
+        f"/v1/audiences/{audience['id']}/imports",
+        content=whole,
+        headers={"Content-Type": "multipart/form-data; boundary=B"},
+    )
+    assert complete.status_code == 202, complete.text
+    run_jobs(app)
+    assert members_of(tenant.read, audience["id"]) == {"a", "b"}
+
+
+def test_the_csv_export_defuses_ids_a_spreadsheet_would_run(app: FastAPI, tenant: Tenant) -> None:
+    """Issue #11: an id such as ``=HYPERLINK(…)`` ran as a formula when the export was opened."""
+    audience = static_audience(tenant.write)
+    ids = ["=1+1", "-5", "@SUM(A1)", "+1", "plain", "a,b", 'say "hi"']
+    finished(
+        app,
+        tenant.read,
+        upload(tenant.write, audience["id"], "\n".join(ids).encode(), "text/plain")["id"],
+    )
+    url = f"/v1/audiences/{audience['id']}/export"
+
+    def cells(**params: Any) -> set[str]:
+        response = tenant.read.get(url, params=params)
+        assert response.status_code == 200, response.text
+        rows = list(csv.reader(io.StringIO(response.text)))
+        assert rows[0] == ["id"]
+        return {row[0] for row in rows[1:]}
+
+    assert cells() == {"'=1+1", "'-5", "'@SUM(A1)", "'+1", "plain", "a,b", 'say "hi"'}
+    assert cells(raw="true") == set(ids)
+    ndjson = tenant.read.get(url, params={"format": "ndjson"}).text.splitlines()
+    assert {json.loads(line)["id"] for line in ndjson} == set(ids)

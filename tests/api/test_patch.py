@@ -217,3 +217,56 @@ def test_metadata_nested_deeper_than_a_json_column_takes_is_422(tenant: Tenant) 
     response = _patch(tenant.write, audience, {"metadata": {"deep": deep}}, MERGE_PATCH)
     assert (response.status_code, response.json()["code"]) == (422, "validation_failed")
     assert tenant.read.get(f"/v1/audiences/{audience['id']}").json() == audience
+
+
+def _copies(source: str, count: int) -> list[dict[str, Any]]:
+    return [{"op": "copy", "from": source, "path": f"/metadata/c{i}"} for i in range(count)]
+
+
+def test_a_json_patch_that_copies_past_the_body_limit_is_413_and_changes_nothing(
+    tenant: Tenant,
+) -> None:
+    """Issue #11: a small patch of ``copy`` operations once stored a resource far larger than
+    any PUT body could carry."""
+    audience = make_audience(tenant.write)
+    ops = [
+        {"op": "add", "path": "/metadata/big", "value": "x" * 100_000},
+        *_copies("/metadata/big", 20),
+    ]
+    response = _patch(tenant.write, audience, ops, JSON_PATCH)
+    assert response.status_code == 413, response.text[:200]
+    assert response.json()["code"] == "patch_result_too_large"
+    assert response.json()["limit_bytes"] == 1_048_576
+    assert tenant.read.get(f"/v1/audiences/{audience['id']}").json() == audience
+
+
+def test_copies_that_stay_under_the_body_limit_apply(tenant: Tenant) -> None:
+    audience = make_audience(tenant.write)
+    ops = [
+        {"op": "add", "path": "/metadata/big", "value": "x" * 100_000},
+        *_copies("/metadata/big", 5),
+    ]
+    response = _patch(tenant.write, audience, ops, JSON_PATCH)
+    assert response.status_code == 200, response.text[:200]
+    assert len(response.json()["metadata"]) == 6
+
+
+def test_a_merge_patch_past_the_body_limit_is_413_and_changes_nothing(tenant: Tenant) -> None:
+    audience = make_audience(tenant.write, metadata={"a": "x" * 600_000})
+    response = _patch(tenant.write, audience, {"metadata": {"b": "y" * 600_000}}, MERGE_PATCH)
+    assert (response.status_code, response.json()["code"]) == (413, "patch_result_too_large")
+    assert tenant.read.get(f"/v1/audiences/{audience['id']}").json() == audience
+
+
+def test_a_json_patch_with_too_many_operations_is_422(tenant: Tenant) -> None:
+    """The issue's own patch: 231 KB copying a 100 KB value 2,000 times."""
+    audience = make_audience(tenant.write)
+    ops = [
+        {"op": "add", "path": "/metadata/big", "value": "x" * 100_000},
+        *_copies("/metadata/big", 2000),
+    ]
+    response = _patch(tenant.write, audience, ops, JSON_PATCH)
+    assert (response.status_code, response.json()["code"]) == (422, "patch_too_many_operations")
+    assert response.json()["limit"] == 100
+    tests = [{"op": "test", "path": "/version", "value": 1}] * 100
+    assert _patch(tenant.write, audience, tests, JSON_PATCH).status_code == 200

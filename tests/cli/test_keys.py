@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,21 @@ def test_bad_workspace_or_role_fails_clearly(tmp_path: Path) -> None:
     assert bad_slug.returncode == 1
     assert bad_slug.stderr.startswith("error: a workspace slug is")
     assert "Traceback" not in bad_slug.stderr
+
+
+def test_the_files_a_command_creates_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """Issue #11: the metadata database was created readable by every user of the machine."""
+    data_dir = tmp_path / "data"
+    command = ["keys", "create", "--workspace", "acme", "--data-dir", str(data_dir)]
+    made = subprocess.run(
+        [sys.executable, "-m", "audiences", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    created = [data_dir, *data_dir.rglob("*")]
+    assert data_dir / "audiences.db" in created
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in created}
+    assert modes[data_dir.name] == 0o700
+    assert all(mode & 0o077 == 0 for mode in modes.values()), modes

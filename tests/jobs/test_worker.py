@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -251,3 +252,28 @@ def test_the_registry_refuses_bad_and_duplicate_names(registry: HandlerRegistry)
     assert "maintenance.purge_idempotency_keys" in HANDLERS.names()
     assert load_modules(" tests.jobs.plugin , ") == ["tests.jobs.plugin"]
     assert {"tests.record", "tests.items"} <= HANDLERS.names()
+
+
+def test_a_failed_job_is_logged_without_its_message(
+    factory: sessionmaker[Session],
+    job_settings: Settings,
+    registry: HandlerRegistry,
+    workspace_id: str,
+    handler: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue #11: a handler's error may quote the upload's content; the job keeps it for its
+    caller, the server's log does not."""
+
+    content = "jane.doe@example.com"
+
+    @registry.register(handler)
+    def failing(context: JobContext, job: ClaimedJob) -> None:
+        raise ValueError(f"row 2: {content} is not an integer")
+
+    job_id = enqueue(factory, workspace_id, handler, max_attempts=1)
+    with caplog.at_level(logging.ERROR, logger="audiences.jobs"):
+        assert worker_for(factory, job_settings, registry).run_once() is True
+    assert job_id in caplog.text and "ValueError" in caplog.text
+    assert content not in caplog.text
+    assert content in (load(factory, job_id).last_error or "")

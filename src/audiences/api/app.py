@@ -19,7 +19,12 @@ from fastapi.staticfiles import StaticFiles
 from audiences import __version__
 from audiences.api import problems
 from audiences.api.metrics import Metrics, MetricsMiddleware
-from audiences.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from audiences.api.middleware import (
+    AuthenticationMiddleware,
+    BodyLimitMiddleware,
+    BodyTimeoutMiddleware,
+    RequestContextMiddleware,
+)
 from audiences.api.ratelimit import RateLimiter
 from audiences.api.routes import (
     api_keys,
@@ -85,6 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     app.add_exception_handler(Replayed, _replay)
+    # Outermost last: request ids, metrics, authentication (before any body is read), the body
+    # limits.
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
@@ -93,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             (BATCH_PATHS, settings.max_batch_body_bytes),
         ],
     )
+    app.add_middleware(AuthenticationMiddleware)
     app.state.metrics = Metrics(app.state.read_session_factory)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestContextMiddleware)

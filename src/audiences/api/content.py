@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 from fastapi import Depends, Request
 
+from audiences.config import Settings
 from audiences.errors import BadRequest, UnsupportedMediaType
-from audiences.services.patching import Patch, PatchFormat
+from audiences.services.patching import Patch, PatchFormat, PatchLimits
 
 JSON = "application/json"
 
@@ -56,7 +57,8 @@ PATCH_BODY: dict[str, Any] = {
 
 
 async def read_patch(request: Request) -> Patch:
-    """The PATCH body as a JSON Patch or merge patch, by its content type.
+    """The PATCH body as a JSON Patch or merge patch, by its content type, with the limits its
+    result must keep (those of a PUT's body).
 
     A JSON array sent as plain ``application/json`` can only be a JSON Patch (a merge patch is
     an object), so it is read as one; any other plain JSON body is ambiguous and refused (415).
@@ -78,7 +80,9 @@ async def read_patch(request: Request) -> Patch:
         if not isinstance(document, list):
             raise _unsupported(f"; as {JSON}, only a JSON Patch (an array of operations)")
         patch_format = PatchFormat.JSON_PATCH
-    return Patch(patch_format, document)
+    settings: Settings = request.app.state.settings
+    limits = PatchLimits(settings.max_body_bytes, settings.max_patch_operations)
+    return Patch(patch_format, document, limits)
 
 
 def _unsupported(more: str = "") -> UnsupportedMediaType:

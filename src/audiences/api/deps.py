@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,45 +67,81 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-async def get_caller(request: Request, credentials: Credentials) -> Caller:
-    """The caller behind the bearer token, after its rate limit is counted (once per request,
-    however many dependencies ask).
+async def authenticate(request: Request) -> Caller:
+    """The caller behind the request's bearer token; :class:`Unauthorized` without a valid one.
+
+    Resolved once per request and kept: :class:`~audiences.api.middleware.AuthenticationMiddleware`
+    asks first, before anything reads the body, and :func:`get_caller` finds the answer. A
+    request without a valid key counts against the rate limit of its client address (429 past
+    it, instead of 401), so unknown keys are limited like any other traffic.
 
     Runs on the event loop: a key this process has checked lately is answered from its read
     cache, and only a miss (or a rate-limit store across the network) waits in a thread.
     """
     state = request.scope.setdefault("state", {})
+    known: Caller | None = state.get(AUTHENTICATED_STATE)
+    if known is not None:
+        return known
+    try:
+        caller = await _caller_of(request)
+    except Unauthorized:
+        await _count(request, f"address:{client_address(request)}")
+        raise
+    state[AUTHENTICATED_STATE] = caller
+    return caller
+
+
+async def get_caller(request: Request, credentials: Credentials) -> Caller:
+    """The authenticated caller (:func:`authenticate`), after its rate limit is counted (once
+    per request, however many dependencies ask).
+
+    ``credentials`` declares the bearer scheme in the OpenAPI contract; the token itself is
+    read by :func:`authenticate`.
+    """
+    state = request.scope.setdefault("state", {})
     known: Caller | None = state.get(CALLER_STATE)
     if known is not None:
         return known
-    if credentials is None:
-        raise Unauthorized(
-            "send an API key as `Authorization: Bearer <key>`",
-            code="missing_api_key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    runtime = get_runtime(request)
-    token = credentials.credentials
-    caller = api_keys.cached(runtime.reads, token)
-    if caller is None:
-        try:
-            caller = await run_in_threadpool(_authenticate, request, token)
-        except Unauthorized as exc:
-            exc.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
-            raise
-    limiter: RateLimiter = request.app.state.rate_limiter
-    headers = (
-        limiter.hit(caller.key_id)
-        if limiter.in_process
-        else await run_in_threadpool(limiter.hit, caller.key_id)
-    )
-    state["response_headers"] = headers
+    caller = await authenticate(request)
+    state["response_headers"] = await _count(request, caller.key_id)
     state[CALLER_STATE] = caller
     return caller
 
 
 CALLER_STATE = "audiences.caller"
-"""Where a request's caller is kept once authenticated (and its rate limit counted)."""
+"""Where a request's caller is kept once authenticated and its rate limit counted."""
+AUTHENTICATED_STATE = "audiences.authenticated"
+"""Where a request's caller is kept once authenticated, before its rate limit is counted."""
+
+
+def client_address(request: Request) -> str:
+    """The client's IP address as the server saw it (behind a proxy, the one uvicorn takes from
+    ``X-Forwarded-For`` when the proxy is trusted)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+async def _caller_of(request: Request) -> Caller:
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(
+            "send an API key as `Authorization: Bearer <key>`",
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    caller = api_keys.cached(get_runtime(request).reads, token)
+    if caller is not None:
+        return caller
+    try:
+        return await run_in_threadpool(_authenticate, request, token)
+    except Unauthorized as exc:
+        exc.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
+        raise
+
+
+async def _count(request: Request, key: str) -> dict[str, str]:
+    """Count one request against ``key``'s rate limit: the headers, or :class:`RateLimited`."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter.hit(key) if limiter.in_process else await run_in_threadpool(limiter.hit, key)
 
 
 def _authenticate(request: Request, token: str) -> Caller:

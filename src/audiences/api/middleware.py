@@ -1,22 +1,26 @@
-"""ASGI middleware: request ids, last-resort error handling, and the request body limit."""
+"""ASGI middleware: request ids, last-resort error handling, authentication before the body,
+and the request body's limits (size and time)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from audiences.api.deps import authenticate
 from audiences.api.problems import PROBLEM_JSON, problem_body
 from audiences.errors import AudiencesError, PayloadTooLarge
+from audiences.kit.logs import get_logger
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-log = logging.getLogger("audiences.api")
+log = get_logger("audiences.api")
 
 
 class RequestContextMiddleware:
@@ -104,6 +108,62 @@ class BodyLimitMiddleware:
             code="body_too_large",
             extra={"limit_bytes": limit},
         )
+
+
+class AuthenticationMiddleware:
+    """Authenticates every request under ``prefix`` before anything reads its body: without a
+    valid key the answer is 401 (or 429 for an address over its rate limit) whatever the body,
+    and a large body is never received. The caller is kept for the route
+    (:func:`audiences.api.deps.authenticate`), so a key is checked once per request."""
+
+    def __init__(self, app: ASGIApp, prefix: str = "/v1/") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        try:
+            await authenticate(Request(scope))
+        except AudiencesError as error:
+            request_id = scope.get("state", {}).get("request_id", "unknown")
+            await _send_problem(send, error, request_id, scope.get("path"))
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyTimeoutMiddleware:
+    """Answers 408 when a request body stops arriving: each wait for its next part may last at
+    most ``seconds`` (like nginx's ``client_body_timeout``), so a slow upload goes on while a
+    stalled one frees its connection. The answer closes the connection."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:  # waiting for a disconnect, not for the body
+                return await receive()
+            with anyio.move_on_after(self.seconds):
+                message = await receive()
+                complete = message["type"] != "http.request" or not message.get("more_body")
+                return message
+            # An HTTPException, as in BodyLimitMiddleware: FastAPI passes it on while reading.
+            raise HTTPException(
+                408,
+                detail=f"the request body stopped arriving for {self.seconds:g} s",
+                headers={"Connection": "close"},
+            )
+
+        await self.app(scope, timed_receive, send)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

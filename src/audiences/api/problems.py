@@ -7,7 +7,6 @@ stack trace).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,10 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audiences import errors
 from audiences.errors import AudiencesError, ErrorDetail
+from audiences.kit.logs import get_logger
 from audiences.schemas.common import Problem
 
 PROBLEM_JSON = "application/problem+json"
-log = logging.getLogger("audiences.api")
+log = get_logger("audiences.api")
 
 NAME_PARAMETERS = {
     "sort": "unknown_sort_field",
@@ -37,6 +37,7 @@ STATUS_ERRORS: dict[int, type[AudiencesError]] = {
         errors.Forbidden,
         errors.NotFound,
         errors.MethodNotAllowed,
+        errors.RequestTimeout,
         errors.Conflict,
         errors.PreconditionFailed,
         errors.PayloadTooLarge,

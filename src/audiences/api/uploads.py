@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import IO
 
 from fastapi import Request
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from audiences.api.content import media_type
 from audiences.errors import BadRequest, Unprocessable
+from audiences.kit.files import private_dir
 from audiences.services.import_formats import MEDIA_TYPES, ImportFormat
 
 MULTIPART = "multipart/form-data"
@@ -40,7 +41,7 @@ class Received:
 
 async def receive(request: Request, destination: Path) -> Received:
     """Stream the request's file to ``destination``; deleted again if anything goes wrong."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(destination.parent)
     try:
         with destination.open("wb") as out:
             if media_type(request) == MULTIPART:
@@ -136,6 +137,12 @@ async def _multipart(request: Request, out: IO[bytes]) -> Received:
         if type(exc).__module__.startswith("python_multipart"):
             raise BadRequest(f"broken multipart body: {exc}", code="malformed_multipart") from None
         raise
+    # python-multipart's finalize() does not check that the closing boundary came: a body cut
+    # short would pass as complete, its last part truncated (issue #11).
+    if parser.state != MultipartState.END:
+        raise BadRequest(
+            "the multipart body ends before its closing boundary", code="malformed_multipart"
+        )
     if part.files == 0:
         raise Unprocessable("the form has no `file` part", code="import_file_invalid")
     return Received(part.digest.hexdigest(), part.size, format_of(part.content_type, part.filename))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.console import Console
 
 from audiences.config import Settings
 from audiences.errors import AudiencesError
+from audiences.kit.files import PRIVATE_UMASK
 from audiences.kit.heap import freeze_startup_objects
 from audiences.schemas.api_keys import ApiKeyCreate, Role
 from audiences.services import api_keys, demo, workspaces
@@ -152,5 +154,7 @@ def reported_errors() -> Iterator[None]:
 
 
 def main() -> None:
-    """Entry point of the ``audiences`` console script."""
+    """Entry point of the ``audiences`` console script. Every file it creates (metadata and
+    profile databases, uploads, logs of writes) is readable by its owner only."""
+    os.umask(PRIVATE_UMASK)
     app()

@@ -40,6 +40,7 @@ from audiences.engines.schema import checked_schema, extra_moves, refuse_type_ch
 from audiences.engines.writes import WritePlan, merge_row, plan_writes
 from audiences.errors import Conflict, Unprocessable
 from audiences.kit.clock import as_utc, utcnow
+from audiences.kit.files import private_dir
 from audiences.schemas.attributes import AttributeSchema, AttributeType
 
 K = TypeVar("K")
@@ -95,7 +96,7 @@ class DuckDBEngine:
         memory_limit: str | None = None,
     ):
         folder = Path(data_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         self.path = folder / filename
         config: dict[str, str | bool | int | float | list[str]] = {}
         if memory_limit:

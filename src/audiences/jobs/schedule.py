@@ -11,7 +11,6 @@ once. The job refreshes the due audiences in dependency order (see ``jobs/handle
 
 from __future__ import annotations
 
-import logging
 import threading
 from datetime import datetime, timedelta
 
@@ -20,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audiences import queue
 from audiences.config import Settings
 from audiences.kit.clock import utcnow
+from audiences.kit.logs import get_logger
 from audiences.schemas.jobs import JobKind
 from audiences.services import freshness, imports, maintenance, static_members
 from audiences.store.tables import JobRow
@@ -27,7 +27,7 @@ from audiences.store.tables import JobRow
 REFRESH_DUE = "evaluation.refresh_due"
 PURGE_EVERY = timedelta(hours=1)
 """How often each scheduler purges expired idempotency keys (they expire after hours)."""
-log = logging.getLogger("audiences.jobs")
+log = get_logger("audiences.jobs")
 
 
 def tick(session: Session, *, now: datetime, slot_seconds: int) -> list[JobRow]:

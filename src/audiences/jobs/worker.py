@@ -8,7 +8,6 @@ retried as long as any worker lives.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -24,12 +23,13 @@ from audiences.jobs.context import Cancelled, Interrupted, JobContext, JobFailed
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry, load_modules
 from audiences.jobs.schedule import Scheduler
 from audiences.kit.ids import new_id
+from audiences.kit.logs import get_logger
 from audiences.queue import ClaimedJob, LeaseLost
 from audiences.services.runtime import Runtime
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 
-log = logging.getLogger("audiences.jobs")
+log = get_logger("audiences.jobs")
 
 
 class Worker:

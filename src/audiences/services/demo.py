@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from audiences.errors import Unauthorized
+from audiences.kit.files import private_dir
 from audiences.schemas.api_keys import ApiKeyCreate, Role
 from audiences.schemas.attributes import AttributeDeclare
 from audiences.schemas.audiences import AUDIENCE_WRITE
@@ -249,7 +250,7 @@ def _existing_token(session: Session, data_dir: Path) -> str | None:
 
 
 def _save_token(data_dir: Path, token: str) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     path = data_dir / TOKEN_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

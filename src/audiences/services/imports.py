@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audiences.errors import Unprocessable, ValidationFailed
+from audiences.kit.spreadsheets import defused
 from audiences.schemas.attributes import AttributeType
 from audiences.services import attributes, audiences, evaluation, static_members
 from audiences.services.callers import Caller
@@ -306,5 +307,4 @@ def _values(values: dict[str, Any], schema: dict[str, AttributeType]) -> dict[st
 
 def _safe(text: str) -> str:
     """Text that no spreadsheet runs as a formula, and that is valid UTF-8."""
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    return "'" + text if text.startswith(("=", "+", "-", "@")) else text
+    return defused(text.encode("utf-8", "replace").decode("utf-8"))

@@ -10,6 +10,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences.kit.files import private_dir
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -21,14 +23,18 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     while the writing engine takes the write lock up front. On PostgreSQL both are the same.
     """
     parsed = make_url(url)
-    json_codec = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    # hide_parameters: an error's message (logged with a 500 or a failed job) shows the SQL but
+    # never its parameters, which hold profiles, ids and tokens' hashes.
+    common: dict[str, Any] = {
+        "json_serializer": _json_dumps,
+        "json_deserializer": orjson.loads,
+        "hide_parameters": True,
+    }
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **json_codec)
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **common)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": 30}, **json_codec
-    )
+        private_dir(Path(parsed.database).parent)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **common)
     event.listen(engine, "connect", _configure_sqlite)
     if read_only:
         event.listen(engine, "connect", _refuse_writes)

@@ -29,6 +29,7 @@ from audiences.api.preconditions import IdempotencyDep
 from audiences.api.problems import responses
 from audiences.errors import BadRequest, ErrorDetail, InvalidParameter, ValidationFailed
 from audiences.kit.cursors import CursorError, decode_cursor, encode_cursor
+from audiences.kit.spreadsheets import FORMULA_STARTS, defused
 from audiences.schemas.common import MAX_PAGE_SIZE, page_of
 from audiences.schemas.jobs import Job
 from audiences.schemas.memberships import (
@@ -418,8 +419,20 @@ def export_members(
     format: Annotated[
         Literal["csv", "ndjson"], Query(description="`csv` (default) or `ndjson`.")
     ] = "csv",
+    raw: Annotated[
+        bool,
+        Query(
+            description=(
+                "CSV only: ids exactly as stored. By default an id a spreadsheet would run as a "
+                "formula (starting with `=`, `+`, `-` or `@`) is written with a leading `'`."
+            )
+        ),
+    ] = False,
 ) -> Response:
-    """Every member's external id, streamed; ``X-Computed-At`` says as of when."""
+    """Every member's external id, streamed; ``X-Computed-At`` says as of when.
+
+    In CSV, ids that a spreadsheet would run as formulas get a leading ``'`` unless ``raw``.
+    """
     chunks, computed_at = runs.export(
         session, caller=caller, runtime=runtime, audience_id=audience_id
     )
@@ -427,21 +440,23 @@ def export_members(
     headers = {"Content-Disposition": f'attachment; filename="{audience_id}.{format}"'}
     if computed_at is not None:
         headers["X-Computed-At"] = computed_at.isoformat()
-    return StreamingResponse(_lines(chunks, format), media_type=media, headers=headers)
+    return StreamingResponse(_lines(chunks, format, raw), media_type=media, headers=headers)
 
 
-def _lines(chunks: Iterator[list[str]], format: str) -> Iterator[bytes]:
+def _lines(chunks: Iterator[list[str]], format: str, raw: bool) -> Iterator[bytes]:
     if format == "csv":
         yield b"id\n"
     for chunk in chunks:
         if format == "csv":
-            yield "".join(_csv_cell(external) + "\n" for external in chunk).encode()
+            yield "".join(_csv_cell(external, raw) + "\n" for external in chunk).encode()
         else:
             yield b"".join(orjson.dumps({"id": external}) + b"\n" for external in chunk)
 
 
-def _csv_cell(value: str) -> str:
-    if any(char in value for char in ',"\n\r') or value.startswith(("=", "+", "-", "@")):
+def _csv_cell(value: str, raw: bool) -> str:
+    if not raw:
+        value = defused(value)
+    if any(char in value for char in ',"\n\r') or value.startswith(FORMULA_STARTS):
         return '"' + value.replace('"', '""') + '"'
     return value
 

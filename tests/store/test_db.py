@@ -1,0 +1,38 @@
+"""Engines: what an error of the metadata database shows, and the folders they create."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from audiences.store.db import make_engine
+
+SECRET = "jane.doe@example.com"
+
+
+def test_a_database_error_never_shows_its_parameters(database_url: str) -> None:
+    """Issue #11: such messages reach the logs (a 500, a failed job) and parameters hold
+    profiles, ids and hashes of tokens."""
+    engine = make_engine(database_url)
+    try:
+        with pytest.raises(DBAPIError) as raised, engine.connect() as connection:
+            connection.execute(text("SELECT * FROM no_such_table WHERE id = :id"), {"id": SECRET})
+    finally:
+        engine.dispose()
+    assert "no_such_table" in str(raised.value)
+    assert SECRET not in str(raised.value)
+
+
+def test_a_new_sqlite_folder_is_private(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'new' / 'deeper' / 'audiences.db'}")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
+    for folder in (tmp_path / "new", tmp_path / "new" / "deeper"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
