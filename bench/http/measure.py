@@ -45,7 +45,7 @@ STREAMING_RULES = {
 }
 BATCH = 10_000  # profiles per seeding call, and ids per big write: the endpoints' maximum
 SMALL = 5  # ids per small write, as clients of Batch-like APIs send them
-VISIBLE_SECONDS = 300.0  # longest wait for writes to be applied before the run fails
+VISIBLE_SECONDS = 600.0  # longest wait for writes to be applied before the run fails
 
 
 def attributes(rng: random.Random) -> dict[str, Any]:
@@ -83,8 +83,8 @@ async def prepare(server: Server) -> None:
     for name, kind in ATTRIBUTES.items():
         await call(conn, "PUT", f"/v1/attributes/{name}", {"type": kind}, expect=201)
     for key, rule in STREAMING_RULES.items():
-        body = {"key": key, "name": key, "kind": "dynamic", "rule": rule}
-        body["refresh_policy"] = {"mode": "streaming"}
+        policy = {"mode": "streaming"}
+        body = {"key": key, "name": key, "kind": "dynamic", "rule": rule, "refresh_policy": policy}
         created = await call(conn, "POST", "/v1/audiences", body, expect=201)
         server.streaming.append(created.json()["id"])
     await jobs_idle(conn)
@@ -181,36 +181,38 @@ async def big_writes(server: Server, key: str, count: int) -> Writes:
     return result
 
 
-async def small_writes(server: Server, key: str, clients: int, seconds: float) -> Writes:
-    """5-id writes from ``clients`` concurrent clients for ``seconds``, each client sending
-    its next write once the last is accepted; then until all are applied and visible."""
+async def small_writes(server: Server, key: str, clients: int, count: int) -> Writes:
+    """``count`` 5-id writes from ``clients`` concurrent clients, each sending its next write
+    once the last is accepted (a refused one again after ``Retry-After``); then until all are
+    applied and visible. A count, not a duration: a server that accepts far faster than it
+    applies would otherwise leave minutes of work behind."""
     conn = connect(server)
     audience = await static_audience(conn, key)
     path = f"/v1/audiences/{audience}/members"
-    counter = iter(range(10**12))
-    written: set[str] = set()
+    numbers = iter(range(count * SMALL))
     timings = Timings()
 
     async def client() -> None:
         own = connect(server)
-        while time.perf_counter() < stop:
-            ids = [profile_id(next(counter) % server.profiles) for _ in range(SMALL)]
-            sent = time.perf_counter()
-            if await _write(own, path, ids, timings):
-                timings.add(sent)
-                written.update(ids)
+        for first in numbers:
+            ids = [profile_id(first % server.profiles)]
+            ids += [profile_id(next(numbers) % server.profiles) for _ in range(SMALL - 1)]
+            while True:
+                sent = time.perf_counter()
+                if await _write(own, path, ids, timings):
+                    timings.add(sent)
+                    break
         await own.close()
 
     cpu, started = server.cpu_seconds(), time.perf_counter()
-    stop = started + seconds
     await asyncio.gather(*(client() for _ in range(clients)))
     sending = time.perf_counter() - started
-    accepted = len(timings.seconds)
-    await applied_and_visible(conn, audience, accepted, len(written))
+    members = len({n % server.profiles for n in range(count * SMALL)})
+    await applied_and_visible(conn, audience, count, members)
     total = time.perf_counter() - started
     await conn.close()
     cpu = server.cpu_seconds() - cpu
-    return Writes(accepted, accepted * SMALL, total, sending, timings.seconds, cpu, timings.refused)
+    return Writes(count, count * SMALL, total, sending, timings.seconds, cpu, timings.refused)
 
 
 async def _write(conn: Connection, path: str, ids: list[str], timings: Timings) -> bool:
@@ -335,12 +337,12 @@ async def load(server: Server, ops: list[Op], clients: int, seconds: float, seed
 
 
 async def mixed(
-    server: Server, key: str, clients: int, seconds: float, seed: int, *, writes: bool
+    server: Server, key: str | None, clients: int, seconds: float, seed: int
 ) -> tuple[Load, float]:
-    """The mixed load, with or without its writes; and with writes, the seconds after the
-    load until its member writes were all applied (0 without)."""
+    """The mixed load, its member writes into a new static audience ``key`` (no writes at all
+    without a key); and the seconds after the load until those writes were all applied."""
     conn = connect(server)
-    audience = await static_audience(conn, key) if writes else None
+    audience = None if key is None else await static_audience(conn, key)
     result = await load(server, operations(server, audience), clients, seconds, seed)
     drain = 0.0
     if audience is not None:

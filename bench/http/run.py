@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,12 +43,13 @@ class Plan:
     profiles: int
     rounds: int
     big_writes: int  # 10,000-id writes per round
-    small_seconds: float
+    small_writes: int  # 5-id writes a round
     small_clients: int
     read_seconds: float
     read_connections: int
     mixed_seconds: float
     mixed_clients: int
+    warmup_seconds: float  # of the reads-only mixed load on every server, not reported
     engine_args: tuple[tuple[str, ...], ...]  # bench.membership.run runs, after --profiles
 
 
@@ -56,12 +57,13 @@ QUICK = Plan(
     profiles=100_000,
     rounds=2,
     big_writes=5,
-    small_seconds=5,
+    small_writes=200,
     small_clients=8,
     read_seconds=5,
     read_connections=8,
     mixed_seconds=10,
     mixed_clients=32,
+    warmup_seconds=5,
     engine_args=(
         ("--only-batch", "--repeat", "3"),
         ("--only-streaming", "--stream-size", "10000", "--stream-batches", "5"),
@@ -71,12 +73,13 @@ FULL = Plan(
     profiles=1_000_000,
     rounds=3,
     big_writes=20,
-    small_seconds=20,
+    small_writes=1000,
     small_clients=8,
     read_seconds=20,
     read_connections=8,
     mixed_seconds=60,
     mixed_clients=32,
+    warmup_seconds=10,
     engine_args=(
         ("--only-batch", "--repeat", "5"),
         ("--only-streaming", "--stream-size", "10000", "--stream-batches", "10"),
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profiles", type=int, help="override the plan's profiles")
     parser.add_argument("--rounds", type=int, help="override the plan's rounds")
     parser.add_argument("--big-writes", type=int, help="override the 10,000-id writes a round")
+    parser.add_argument("--small-writes", type=int, help="override the 5-id writes a round")
     parser.add_argument("--seconds", type=float, help="every load's duration (smoke runs)")
     parser.add_argument("--no-engine", action="store_true", help="skip bench.membership.run")
     parser.add_argument("--data-dir", type=Path, default=None, help="where the temp folder goes")
@@ -107,9 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         plan = replace(plan, rounds=args.rounds)
     if args.big_writes:
         plan = replace(plan, big_writes=args.big_writes)
+    if args.small_writes:
+        plan = replace(plan, small_writes=args.small_writes)
     if args.seconds:
         s = args.seconds
-        plan = replace(plan, small_seconds=s, read_seconds=s, mixed_seconds=s)
+        plan = replace(plan, read_seconds=s, mixed_seconds=s, warmup_seconds=s)
     if args.no_engine:
         plan = replace(plan, engine_args=())
     with tempfile.TemporaryDirectory(prefix="bench-http-", dir=args.data_dir) as folder:
@@ -181,55 +187,51 @@ def seed_all(servers: list[Server], plan: Plan, seed: int) -> Iterator[str]:
         )
 
 
-@dataclass
-class Results:
-    """Every round's result of every measurement, by tree label."""
+Step = Callable[[Server, int], Coroutine[Any, Any, Any]]
 
-    big: dict[str, list[Writes]]
-    small: dict[str, list[Writes]]
-    reads: dict[str, dict[str, list[Load]]]
-    mixed_reads: dict[str, list[Load]]
-    mixed: dict[str, list[tuple[Load, float]]]
+
+def steps(plan: Plan, seed: int) -> dict[str, Step]:
+    """A round's measurements in order, each a function of the server and the round."""
+
+    def read(name: str) -> Step:
+        return lambda server, r: measure.load(
+            server,
+            [measure.read_op(server, name)],
+            plan.read_connections,
+            plan.read_seconds,
+            seed + r,
+        )
+
+    mixed, clients, seconds = measure.mixed, plan.mixed_clients, plan.mixed_seconds
+    return {
+        "big": lambda server, r: measure.big_writes(server, f"big-{r}", plan.big_writes),
+        "small": lambda server, r: measure.small_writes(
+            server, f"small-{r}", plan.small_clients, plan.small_writes
+        ),
+        **{name: read(name) for name in READS},
+        "mixed reads": lambda server, r: mixed(server, None, clients, seconds, seed + r),
+        "mixed": lambda server, r: mixed(server, f"mixed-{r}", clients, seconds, seed + r),
+    }
 
 
 def measure_all(servers: list[Server], plan: Plan, seed: int) -> Iterator[str]:
-    """Run the rounds, then print one table per measurement."""
-    labels = [s.label for s in servers]
-    results = Results(
-        big={k: [] for k in labels},
-        small={k: [] for k in labels},
-        reads={k: {name: [] for name in READS} for k in labels},
-        mixed_reads={k: [] for k in labels},
-        mixed={k: [] for k in labels},
-    )
+    """Warm every server up, run the rounds, then print one table per measurement."""
+    for server in servers:  # first reads fill caches and warm code paths: not measured
+        warm = measure.operations(server, None)
+        asyncio.run(measure.load(server, warm, plan.mixed_clients, plan.warmup_seconds, seed))
+    todo = steps(plan, seed)
+    results: dict[str, dict[str, list[Any]]] = {
+        step: {server.label: [] for server in servers} for step in todo
+    }
     for r in range(plan.rounds):
         order = servers if r % 2 == 0 else servers[::-1]
-        for server in order:
-            results.big[server.label].append(
-                asyncio.run(measure.big_writes(server, f"big-{r}", plan.big_writes))
-            )
-        for server in order:
-            job = measure.small_writes(server, f"small-{r}", plan.small_clients, plan.small_seconds)
-            results.small[server.label].append(asyncio.run(job))
-        for name in READS:
+        for step, run in todo.items():
             for server in order:
-                ops = [measure.read_op(server, name)]
-                job2 = measure.load(server, ops, plan.read_connections, plan.read_seconds, seed + r)
-                results.reads[server.label][name].append(asyncio.run(job2))
-        for server in order:
-            job3 = measure.mixed(
-                server, "", plan.mixed_clients, plan.mixed_seconds, seed + r, writes=False
-            )
-            results.mixed_reads[server.label].append(asyncio.run(job3)[0])
-        for server in order:
-            job4 = measure.mixed(
-                server, f"mixed-{r}", plan.mixed_clients, plan.mixed_seconds, seed + r, writes=True
-            )
-            results.mixed[server.label].append(asyncio.run(job4))
-    yield from big_table(results.big, plan)
-    yield from small_table(results.small, plan)
-    yield from reads_table(results.reads, plan)
-    yield from mixed_tables(results, plan)
+                results[step][server.label].append(asyncio.run(run(server, r)))
+    yield from big_table(results["big"], plan)
+    yield from small_table(results["small"], plan)
+    yield from reads_table({name: results[name] for name in READS}, plan)
+    yield from mixed_tables(results["mixed reads"], results["mixed"], plan)
 
 
 # Tables.
@@ -286,14 +288,14 @@ def big_table(results: dict[str, list[Writes]], plan: Plan) -> Iterator[str]:
 def small_table(results: dict[str, list[Writes]], plan: Plan) -> Iterator[str]:
     yield ""
     yield (
-        f"**2. 5-id member writes, end to end** ({plan.small_clients} clients, each sending its"
-        f" next write once the last is accepted, for {plan.small_seconds:.0f} s; then until all"
-        " are applied and visible; a 429 is waited out as `Retry-After` asks)"
+        f"**2. 5-id member writes, end to end** ({plan.small_writes:,} writes a round from"
+        f" {plan.small_clients} clients, each sending its next write once the last is accepted"
+        " (after a 429, again after `Retry-After`); timed until all are applied and visible)"
     )
     yield ""
     yield (
         "| tree | accepted/s | applied/s (end to end) | vs first | 202 p50 / p99 ms | 429s |"
-        " server CPU ms per write | applied after the load, s |"
+        " server CPU ms per write | applied and visible after the last 202, s |"
     )
     yield "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 
@@ -332,23 +334,27 @@ def reads_table(results: dict[str, dict[str, list[Load]]], plan: Plan) -> Iterat
     yield ""
     yield "| request | tree | requests/s | p50 ms | p99 ms | vs first | server CPU ms per request |"
     yield "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
-    for name in READS:
-        first, _ = load_cells(next(iter(results.values()))[name], name)
-        for label, by_name in results.items():
-            rates, cells = load_cells(by_name[name], name)
-            cpu = [load.cpu / load.requests * 1000 for load in by_name[name]]
+    for name, by_label in results.items():
+        first, _ = load_cells(next(iter(by_label.values())), name)
+        for label, runs in by_label.items():
+            rates, cells = load_cells(runs, name)
+            cpu = [load.cpu / load.requests * 1000 for load in runs]
             cpu_cell = spread(cpu, "{:,.2f}")
             yield f"| {name} | {label} | {cells} | {ratio(rates, first)} | {cpu_cell} |"
 
 
-def mixed_tables(results: Results, plan: Plan) -> Iterator[str]:
+def mixed_tables(
+    reads_alone: dict[str, list[tuple[Load, float]]],
+    with_writes: dict[str, list[tuple[Load, float]]],
+    plan: Plan,
+) -> Iterator[str]:
     yield ""
     yield (
         f"**4. Mixed load** ({plan.mixed_clients} clients, closed loop, {plan.mixed_seconds:.0f} s,"
         " each request's operation drawn by weight; reads alone first, then with the writes)"
     )
-    for label in results.mixed:
-        alone, mixed = results.mixed_reads[label], [m for m, _ in results.mixed[label]]
+    for label, runs in with_writes.items():
+        alone, mixed = [m for m, _ in reads_alone[label]], [m for m, _ in runs]
         yield ""
         yield f"Tree {label}:"
         yield ""
@@ -362,14 +368,14 @@ def mixed_tables(results: Results, plan: Plan) -> Iterator[str]:
                 _, without = load_cells(alone, name)
             else:
                 without = "— | — | —"
-            _, with_writes = load_cells(mixed, name)
+            _, loaded = load_cells(mixed, name)
             refused = sum(load.timings[name].refused for load in mixed)
-            yield f"| {name} | {measure.WEIGHTS[name]} | {without} | {with_writes} | {refused} |"
+            yield f"| {name} | {measure.WEIGHTS[name]} | {without} | {loaded} | {refused} |"
         total_alone = [load.requests / load.seconds for load in alone]
         total_mixed = [load.requests / load.seconds for load in mixed]
         cpu_alone = [load.cpu / load.requests * 1000 for load in alone]
         cpu_mixed = [load.cpu / load.requests * 1000 for load in mixed]
-        drain = [d for _, d in results.mixed[label]]
+        drain = [d for _, d in runs]
         yield (f"| all | | {spread(total_alone)} | | | {spread(total_mixed)} | | | |")
         yield ""
         yield (
@@ -386,7 +392,10 @@ def engine_bench(
     for streaming, its own HTTP server), with the tree's ``src`` on ``PYTHONPATH``."""
     command = ["-m", "bench.membership.run", "--profiles", str(plan.profiles), *extra]
     yield ""
-    yield f"**5. `python {' '.join(command)}`, per tree** (the trees run one after the other)"
+    yield (
+        f"**5. `python {' '.join(command)}`, per tree** (the trees one after the other; its"
+        " HTTP server runs uvicorn's defaults, uvloop and httptools when installed, for every tree)"
+    )
     for label, tree in zip(labels, trees, strict=True):
         out = subprocess.run(
             [sys.executable, *command, "--data-dir", str(folder)],
@@ -404,8 +413,12 @@ def engine_bench(
             yield from out.stderr.splitlines()[-20:]
             yield "```"
             continue
-        lines = out.stdout.splitlines()
-        yield from (line for line in lines if not line.startswith(("###", "Command:")))
+        lines = [
+            line for line in out.stdout.splitlines() if not line.startswith(("###", "Command:"))
+        ]
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        yield from lines
 
 
 def machine() -> str:
