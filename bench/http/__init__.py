@@ -1,0 +1,1 @@
+"""The HTTP benchmark: one or more source trees served side by side, measured through the API."""
