@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -32,24 +32,33 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """A session whose transaction commits when the handler returns and rolls back on error.
 
     Function-scoped, so the commit happens before the response is sent: a failed commit is
     reported to the client instead of being lost after a 2xx. GET and HEAD get a read-only
-    session, which on SQLite neither waits for writers nor holds them up.
+    session, which on SQLite neither waits for writers nor holds them up. The session connects
+    only when first used, and the commit or rollback takes a thread only when a transaction
+    began: a route that did not touch it costs nothing.
     """
     reading = request.method in READ_METHODS
     factory: sessionmaker[Session] = (
         request.app.state.read_session_factory if reading else request.app.state.session_factory
     )
-    with factory() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    session = factory()
+    try:
+        yield session
+        if session.in_transaction():
+            await run_in_threadpool(session.commit)
+    except BaseException:
+        if session.in_transaction():
+            await run_in_threadpool(session.rollback)
+        raise
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 @contextmanager

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
@@ -87,7 +89,7 @@ async def _fingerprint(request: Request) -> str:
     ).hexdigest()
 
 
-def idempotency_handle(
+async def idempotency_handle(
     session: SessionDep,
     settings: SettingsDep,
     caller: Annotated[Caller, Depends(get_caller)],
@@ -96,27 +98,34 @@ def idempotency_handle(
         str | None,
         Header(alias="Idempotency-Key", pattern=r"^[!-~]{1,255}$", description=IDEMPOTENCY_DOC),
     ] = None,
-) -> Iterator[Idempotency]:
-    """Claim the key before the handler runs; release it if the handler fails."""
+) -> AsyncIterator[Idempotency]:
+    """Claim the key before the handler runs; release it if the handler fails. Without a key
+    it costs nothing (no thread, no statement)."""
     if key is None:
         yield Idempotency(session, caller, None, fingerprint)
         return
-    replay = idempotency.claim(
+    claim = partial(
+        idempotency.claim,
         session,
         workspace_id=caller.workspace_id,
         key=key,
         fingerprint=fingerprint,
         ttl_hours=settings.idempotency_ttl_hours,
     )
+    replay = await run_in_threadpool(claim)
     if replay is not None:
         raise idempotency.Replayed(replay)
     try:
         yield Idempotency(session, caller, key, fingerprint)
-        session.commit()
+        await run_in_threadpool(session.commit)
     except BaseException:
-        session.rollback()
-        idempotency.release(session, workspace_id=caller.workspace_id, key=key)
+        await run_in_threadpool(_release, session, caller.workspace_id, key)
         raise
+
+
+def _release(session: Session, workspace_id: str, key: str) -> None:
+    session.rollback()
+    idempotency.release(session, workspace_id=workspace_id, key=key)
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(idempotency_handle, scope="function")]

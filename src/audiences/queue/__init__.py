@@ -91,8 +91,10 @@ def enqueue(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     run_after: datetime | None = None,
     created_by: str | None = None,
+    result: Any = None,
 ) -> JobRow:
-    """Queue a job; with ``dedupe_key``, the workspace's job with that key if there is one.
+    """Queue a job (``result``: what it shows until it ends); with ``dedupe_key``, the
+    workspace's job with that key if there is one.
 
     The key is unique per workspace for good (finished jobs included), so a retried request
     that enqueues "the import of upload 42" gets the same job back, never a second one.
@@ -111,6 +113,7 @@ def enqueue(
         max_attempts=max_attempts,
         run_after=run_after or utcnow(),
         created_by=created_by,
+        result=result,
     )
     if dedupe_key is None:
         session.add(row)

@@ -97,7 +97,7 @@ def accept(
     audience or the workspace already has ``backlog`` writes waiting: then 429
     ``write_backlog_full``, so a client that writes faster than writes are applied slows down
     instead of growing a queue that takes minutes to drain."""
-    audience = audiences.get(session, caller=caller, audience_id=audience_id)
+    audience = audiences.get(session, caller=caller, audience_id=audience_id, labels=False)
     static_members.require_static(audience)
     _check_backlog(session, audience, backlog)
     return static_members.accept(
@@ -113,20 +113,20 @@ def accept(
 
 
 def _check_backlog(session: Session, audience: AudienceRow, backlog: Backlog) -> None:
-    waiting = (
-        select(func.count())
-        .select_from(JobRow)
-        .where(
-            JobRow.workspace_id == audience.workspace_id,
-            JobRow.state.in_(static_members.LIVE_JOB_STATES),
-            JobRow.handler.in_(static_members.WRITE_HANDLERS),
-        )
+    """429 ``write_backlog_full`` when the audience or its workspace has ``backlog`` writes
+    and imports waiting (queued or running), counted in one statement."""
+    of_audience = func.count().filter(JobRow.subject_id == audience.id)
+    stmt = select(of_audience, func.count()).where(
+        JobRow.workspace_id == audience.workspace_id,
+        JobRow.state.in_(static_members.LIVE_JOB_STATES),
+        JobRow.handler.in_(static_members.WRITE_HANDLERS),
     )
-    for scope, limit, stmt in (
-        ("audience", backlog.per_audience, waiting.where(JobRow.subject_id == audience.id)),
-        ("workspace", backlog.per_workspace, waiting),
+    waiting = session.execute(stmt).one()
+    for scope, limit, count in (
+        ("audience", backlog.per_audience, waiting[0]),
+        ("workspace", backlog.per_workspace, waiting[1]),
     ):
-        if (session.scalar(stmt) or 0) >= limit:
+        if count >= limit:
             raise RateLimited(
                 f"this {scope} has {limit} membership writes waiting to be applied; "
                 f"retry in {RETRY_AFTER_SECONDS} s",

@@ -123,6 +123,7 @@ def accept(
         dedupe_key=dedupe_key,
         max_attempts=max_attempts,
         created_by=caller.actor,
+        result={"indexing_state": IN_PROGRESS, "action": action},
     )
     if job.payload.get("seq") != seq:
         return job
@@ -137,7 +138,6 @@ def accept(
             body=body,
         )
     )
-    job.result = {"indexing_state": IN_PROGRESS, "action": action}
     session.flush()
     return job
 
