@@ -31,10 +31,10 @@ def test_non_mapping_attributes_are_refused() -> None:
     assert plan.results()[0].errors[0].code == "attributes_invalid"
 
 
-def test_merge_extra_is_a_top_level_merge() -> None:
-    stored = orjson.dumps({"a": {"x": 1}, "b": 2}).decode()
-    merged = merge_extra(stored, {"a": {"y": None}, "b": None, "c": [None]})
-    assert merged is not None and orjson.loads(merged) == {"a": {"y": None}, "c": [None]}
+def test_merge_extra_merges_by_dotted_name() -> None:
+    stored = orjson.dumps({"a": {"x": 1, "y": 2}, "b": 2}).decode()  # nested: written long ago
+    merged = merge_extra(stored, {"a.y": None, "b": None, "c": [None], "d.e": 3})
+    assert merged is not None and orjson.loads(merged) == {"a.x": 1, "c": [None], "d.e": 3}
     assert merge_extra(stored, {}) == stored
     assert merge_extra('{"a": 1}', {"a": None}) is None
     assert merge_extra(None, {"a": None}) is None

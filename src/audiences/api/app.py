@@ -32,6 +32,7 @@ from audiences.api.routes import (
     jobs,
     members,
     profiles,
+    workspaces,
 )
 from audiences.config import Settings
 from audiences.engines.duckdb import DuckDBEngine
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         profiles,
         api_keys,
         jobs,
+        workspaces,
     ):
         app.include_router(module.router)
     memory_routes.install(
