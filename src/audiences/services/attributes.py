@@ -246,7 +246,7 @@ def _temporal(text: str) -> AttributeType | None:
 
 def _lock_schema(session: Session, workspace_id: str) -> None:
     """Serialise schema changes of one workspace on its row (PostgreSQL; SQLite writers are
-    serial already), so two first ingests or two declarations of one name cannot both insert."""
+    serial already), so two writers inferring or declaring one name cannot both insert."""
     session.execute(
         select(WorkspaceRow.id).where(WorkspaceRow.id == workspace_id).with_for_update()
     )
