@@ -145,6 +145,17 @@ def test_new_attribute_columns_are_inferred_from_csv_text_and_ndjson_values(
     )
     assert "later" not in types
     assert tenant.read.get("/v1/profiles/u1").json()["attributes"]["zip"] == "01234"
+    # A dotted column picks the nested value too.
+    named = (
+        b'{"id": "n2", "addr": {"city": "Lyon", "zip": "69001"}}\n'
+        b'{"id": "n3", "addr.city": "Nice"}\n'
+    )
+    job = upload(
+        tenant.write, audience["id"], named, "application/x-ndjson", attributes="addr.city"
+    )
+    finished(app, tenant.read, job["id"])
+    assert tenant.read.get("/v1/profiles/n2").json()["attributes"] == {"addr.city": "Lyon"}
+    assert tenant.read.get("/v1/profiles/n3").json()["attributes"] == {"addr.city": "Nice"}
     for rule, size in (("visits > 5", 1), ("addr.city = 'Paris' OR city = 'Paris'", 2)):
         preview = tenant.read.post("/v1/audiences/preview", json={"rule": rule})
         assert preview.status_code == 200, preview.text
