@@ -100,7 +100,7 @@ def admit(
     A strict workspace declares nothing: the engine refuses the records naming undeclared
     attributes (``upsert_profiles(..., strict=True)``).
     """
-    if _strict(session, workspace_id):
+    if is_strict(session, workspace_id=workspace_id):
         return True
     current = schema(session, workspace_id=workspace_id)
     found = _inferred(records, current, typed)
@@ -125,7 +125,10 @@ def admit(
 
 def is_strict(session: Session, *, workspace_id: str) -> bool:
     """Whether the workspace refuses undeclared attributes instead of inferring them."""
-    return _strict(session, workspace_id)
+    strict = session.scalar(
+        select(WorkspaceRow.strict_attributes).where(WorkspaceRow.id == workspace_id)
+    )
+    return bool(strict)
 
 
 def infer_text_type(text: str) -> AttributeType:
@@ -182,14 +185,6 @@ def _inferable(name: str, current: Mapping[str, AttributeType]) -> bool:
     # Under a json attribute, rules reach the value through it: no column of its own.
     return all(
         current.get(".".join(parts[:cut])) is not AttributeType.JSON for cut in range(1, len(parts))
-    )
-
-
-def _strict(session: Session, workspace_id: str) -> bool:
-    return bool(
-        session.scalar(
-            select(WorkspaceRow.strict_attributes).where(WorkspaceRow.id == workspace_id)
-        )
     )
 
 
