@@ -117,6 +117,71 @@ def test_attributes_are_typed_by_the_schema_and_a_bad_value_is_a_row_error(
     assert [(e["row"], e["code"]) for e in done["errors"]] == [(2, "attribute_type_mismatch")]
 
 
+def test_new_attribute_columns_are_inferred_from_csv_text_and_ndjson_values(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    """Issue #11: file imports infer undeclared attributes as profile writes do. CSV cells are
+    text: a column takes the narrowest type that reads every one of its values, and a number
+    with a leading zero (a code) stays text."""
+    audience = static_audience(tenant.write)
+    content = (
+        b"id,visits,zip,ratio,member_since,active,city\n"
+        b"u1,3,01234,0.5,2024-01-02,true,Paris\n"
+        b"u2,12,75001,2,2023-05-06,FALSE,\n"
+    )
+    finished(app, tenant.read, upload(tenant.write, audience["id"], content, attributes="*")["id"])
+    ndjson = b'{"id": "n1", "addr": {"city": "Paris"}, "score": 1.5, "later": null}\n'
+    job = upload(tenant.write, audience["id"], ndjson, "application/x-ndjson", attributes="*")
+    finished(app, tenant.read, job["id"])
+    types = {a["name"]: a["type"] for a in tenant.read.get("/v1/attributes").json()}
+    assert {name: types.get(name) for name in ("visits", "zip", "ratio", "member_since")} == {
+        "visits": "integer",
+        "zip": "string",
+        "ratio": "float",
+        "member_since": "date",
+    }
+    assert (types["active"], types["city"], types["addr.city"], types["score"]) == (
+        "boolean",
+        "string",
+        "string",
+        "float",
+    )
+    assert "later" not in types
+    assert tenant.read.get("/v1/profiles/u1").json()["attributes"]["zip"] == "01234"
+    # A dotted column picks the nested value too.
+    named = (
+        b'{"id": "n2", "addr": {"city": "Lyon", "zip": "69001"}}\n'
+        b'{"id": "n3", "addr.city": "Nice"}\n'
+    )
+    job = upload(
+        tenant.write, audience["id"], named, "application/x-ndjson", attributes="addr.city"
+    )
+    finished(app, tenant.read, job["id"])
+    assert tenant.read.get("/v1/profiles/n2").json()["attributes"] == {"addr.city": "Lyon"}
+    assert tenant.read.get("/v1/profiles/n3").json()["attributes"] == {"addr.city": "Nice"}
+    for rule, size in (("visits > 5", 1), ("addr.city = 'Paris' OR city = 'Paris'", 2)):
+        preview = tenant.read.post("/v1/audiences/preview", json={"rule": rule})
+        assert preview.status_code == 200, preview.text
+        assert preview.json()["size"] == size, rule
+
+
+def test_a_strict_workspace_refuses_undeclared_columns_row_by_row(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    assert (
+        tenant.admin.put("/v1/workspace/settings", json={"strict_attributes": True}).status_code
+        == 200
+    )
+    audience = static_audience(tenant.write)
+    content = b"id,age,color\nu1,41,\nu2,42,red\n"
+    done = finished(
+        app, tenant.read, upload(tenant.write, audience["id"], content, attributes="*")["id"]
+    )
+    assert members_of(tenant.read, audience["id"]) == {"u1"}
+    assert [(e["row"], e["code"]) for e in done["errors"]] == [(2, "attribute_undeclared")]
+    assert "color" not in {a["name"] for a in tenant.read.get("/v1/attributes").json()}
+
+
 def test_replace_swaps_the_whole_set_and_remove_removes(app: FastAPI, tenant: Tenant) -> None:
     audience = static_audience(tenant.write)
     finished(app, tenant.read, upload(tenant.write, audience["id"], b"id\na\nb\nc\n")["id"])

@@ -37,6 +37,7 @@ FIRST = {
     "signup": "2024-01-02",
     "seen": "2024-01-02T03:04:05+02:00",
     "prefs": {"theme": "dark"},
+    "mixed": [1, "a"],
     "nothing": None,
     "empty": [],
     "Bad Name": "kept aside",
@@ -63,7 +64,8 @@ def test_first_ingest_infers_the_schema_from_the_first_values(bare: ApiClient) -
         "scores": "number_list",
         "signup": "date",
         "seen": "timestamp",
-        "prefs": "json",
+        "prefs.theme": "string",
+        "mixed": "json",
         "newcomer": "string",
     }
     assert all(a["inferred"] for a in bare.get("/v1/attributes").json())
@@ -79,7 +81,8 @@ def test_first_ingest_infers_the_schema_from_the_first_values(bare: ApiClient) -
         "scores": [1.0, 2.5],
         "signup": "2024-01-02",
         "seen": "2024-01-02T01:04:05Z",
-        "prefs": {"theme": "dark"},
+        "prefs.theme": "dark",
+        "mixed": [1, "a"],
         "empty": [],
         "Bad Name": "kept aside",
     }
@@ -91,37 +94,106 @@ def test_first_ingest_infers_the_schema_from_the_first_values(bare: ApiClient) -
     }
 
 
-def test_later_attributes_wait_in_extra_until_declared(tenant: Tenant) -> None:
-    write = tenant.write
+def _members(client: ApiClient, audience_id: str) -> list[str]:
+    page = client.get(f"/v1/audiences/{audience_id}/members", params={"limit": 100}).json()
+    return sorted(m["id"] for m in page["data"])
+
+
+def _streaming(client: ApiClient, rule: str) -> str:
+    body = {
+        "key": f"s-{uuid.uuid4().hex[:8]}",
+        "name": rule,
+        "kind": "dynamic",
+        "rule": rule,
+        "refresh_policy": {"mode": "streaming"},
+    }
+    response = client.post("/v1/audiences", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def test_attributes_are_inferred_whenever_they_first_get_a_telling_value(tenant: Tenant) -> None:
+    """Issue #11: an attribute first seen in a later write, after declarations by hand, or
+    first seen empty or null, is usable in rules as soon as a value with a type arrives."""
+    write, read = tenant.write, tenant.read
     assert (
         write.put("/v1/profiles/a", json={"attributes": {"color": "red", "age": 40}}).status_code
         == 201
     )
-    assert write.put("/v1/profiles/b", json={"attributes": {"color": 5}}).status_code == 201
-    assert "color" not in _types(tenant.read), "only a workspace's first ingest infers"
-    assert tenant.read.get("/v1/profiles/a").json()["attributes"] == {"color": "red", "age": 40}
-    refused = write.post(
-        "/v1/audiences",
-        json={"key": "reds", "name": "Reds", "kind": "dynamic", "rule": "color = 'red'"},
-    )
+    types = _types(read)
+    assert types["color"] == "string", "a later write infers too, beside declared attributes"
+    assert read.get("/v1/attributes/color").json()["inferred"] is True
+    refused = write.put("/v1/profiles/b", json={"attributes": {"color": 5}})
     assert refused.status_code == 422
-    assert refused.json()["errors"][0]["code"] == "rule_unknown_attribute"
+    assert refused.json()["errors"][0]["code"] == "attribute_type_mismatch"
 
-    declared = tenant.admin.put("/v1/attributes/color", json={"type": "string"})
-    assert declared.status_code == 201
-    assert declared.json()["inferred"] is False
-    reds = write.post(
-        "/v1/audiences",
-        json={"key": "reds", "name": "Reds", "kind": "dynamic", "rule": "color = 'red'"},
+    # null and [] decide nothing: the name waits for a value that does.
+    first = {"badges": [], "nickname": None}
+    assert write.put("/v1/profiles/b", json={"attributes": first}).status_code == 201
+    assert "badges" not in _types(read) and "nickname" not in _types(read)
+    assert read.get("/v1/profiles/b").json()["attributes"] == {"badges": []}
+    batch = [{"id": "c", "attributes": {"badges": ["gold"], "nickname": "cc"}}]
+    assert write.post("/v1/profiles/batch", json={"profiles": batch}).status_code == 200
+    assert {k: v for k, v in _types(read).items() if k in first} == {
+        "badges": "string_list",
+        "nickname": "string",
+    }
+    # The empty list stored before moved into the new column: batch and streaming agree on it.
+    has = _streaming(write, "badges IS NOT NULL")
+    golden = _streaming(write, "list_contains(badges, 'gold') OR color = 'red'")
+    for profile in ("a", "b", "c"):
+        assert write.put(f"/v1/profiles/{profile}", json={"attributes": {}}).status_code == 200
+    streamed = {has: _members(read, has), golden: _members(read, golden)}
+    assert streamed == {has: ["b", "c"], golden: ["a", "c"]}
+    for audience_id, members in streamed.items():
+        assert refresh(write, audience_id)["size"] == len(members)
+        assert _members(read, audience_id) == members
+        preview = read.post("/v1/audiences/preview", json={"rule": "badges IS NOT NULL"})
+        assert preview.json()["size"] == 2
+
+
+def test_nested_attributes_mean_the_same_in_both_write_forms(tenant: Tenant) -> None:
+    """Issue #11: with ``addr.city`` declared, a nested write and a dotted one are matched
+    alike by streaming, preview, refresh, is-member (with its explanation) and evaluate."""
+    write, read = tenant.write, tenant.read
+    assert tenant.admin.put("/v1/attributes/addr.city", json={"type": "string"}).status_code == 201
+    rule = "addr.city = 'Paris' AND addr.city IS NOT NULL"
+    paris = _streaming(write, "addr.city = 'Paris'")
+    writes = {
+        "nested": {"addr": {"city": "Paris"}},
+        "dotted": {"addr.city": "Paris"},
+        "lyon": {"addr": {"city": "Lyon"}},
+        "moved": {"addr.city": "Paris"},
+    }
+    for external_id, attributes in writes.items():
+        response = write.put(f"/v1/profiles/{external_id}", json={"attributes": attributes})
+        assert response.status_code == 201, response.text
+    moved = write.put("/v1/profiles/moved", json={"attributes": {"addr": {"city": "Lyon"}}})
+    assert moved.json()["attributes"] == {"addr.city": "Lyon"}
+    assert read.get("/v1/profiles/nested").json()["attributes"] == {"addr.city": "Paris"}
+    assert _members(read, paris) == ["dotted", "nested"]
+    preview = read.post("/v1/audiences/preview", json={"rule": rule, "sample": 10})
+    assert preview.status_code == 200, preview.text
+    assert (preview.json()["size"], sorted(preview.json()["sample"])) == (2, ["dotted", "nested"])
+    assert refresh(write, paris)["size"] == 2
+    assert _members(read, paris) == ["dotted", "nested"], "a refresh keeps what streaming added"
+    for external_id in writes:
+        answer = read.get(
+            f"/v1/audiences/{paris}/members/{external_id}", params={"explain": "true"}
+        ).json()
+        assert answer["member"] is answer["explanation"]["member"], answer
+        assert answer["member"] is (external_id in ("nested", "dotted"))
+    for attributes in ({"addr": {"city": "Paris"}}, {"addr.city": "Paris"}):
+        evaluated = read.post(
+            "/v1/evaluate", json={"profile_id": "lyon", "attributes": attributes, "explain": True}
+        ).json()
+        verdict = next(a for a in evaluated["audiences"] if a["id"] == paris)
+        assert verdict["member"] is True and verdict["explanation"]["member"] is True
+    twice = write.put(
+        "/v1/profiles/x", json={"attributes": {"addr": {"city": "A"}, "addr.city": "B"}}
     )
-    assert reds.status_code == 201, reds.text
-    run = refresh(write, reds.json()["id"])
-    assert run["size"] == 1
-    members = tenant.read.get(f"/v1/audiences/{reds.json()['id']}/members").json()
-    assert [m["id"] for m in members["data"]] == ["a"]
-    # A value that does not fit the declared type stays aside and is not shown under its name.
-    assert tenant.read.get("/v1/profiles/b").json()["attributes"] == {}
-    assert write.put("/v1/profiles/b", json={"attributes": {"color": 7}}).status_code == 422
+    assert twice.status_code == 422
+    assert twice.json()["errors"][0]["code"] == "attribute_repeated"
 
 
 def test_an_attribute_type_never_changes(tenant: Tenant) -> None:

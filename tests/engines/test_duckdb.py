@@ -127,12 +127,62 @@ def test_none_clears_declared_and_extra_attributes(engine: DuckDBEngine) -> None
     assert set(engine.select_pids(WS, "country IS NULL")) == {1}
 
 
-def test_extra_merges_top_level_keys_and_keeps_nested_values(engine: DuckDBEngine) -> None:
-    engine.upsert_profiles(WS, [("u1", {"prefs": {"a": 1, "b": 2}, "n": 1})])
-    engine.upsert_profiles(WS, [("u1", {"prefs": {"c": None}, "m": [1, None]})])
+def test_extra_stores_nested_objects_flat_and_merges_by_dotted_name(engine: DuckDBEngine) -> None:
+    engine.upsert_profiles(WS, [("u1", {"prefs": {"a": 1, "b": {"c": 2}}, "n": 1})])
+    engine.upsert_profiles(WS, [("u1", {"prefs": {"a": None}, "prefs.b.c": 3, "m": [1, None]})])
     profile = engine.get_profile(WS, "u1")
     assert profile is not None
-    assert profile.attributes == {"prefs": {"c": None}, "n": 1, "m": [1, None]}
+    assert profile.attributes == {"prefs.b.c": 3, "n": 1, "m": [1, None]}
+
+
+def test_a_name_given_nested_and_dotted_fails_its_record(engine: DuckDBEngine) -> None:
+    results = engine.upsert_profiles(WS, [("u1", {"a": {"b": 1}, "a.b": 2}), ("u2", {"a.b": 2})])
+    assert [r.ok for r in results] == [False, True]
+    assert results[0].errors[0].code == "attribute_repeated"
+
+
+def test_strict_writes_refuse_undeclared_names_with_a_value(engine: DuckDBEngine) -> None:
+    engine.ensure_attributes(WS, {"addr.city": AttributeType.STRING})
+    results = engine.upsert_profiles(
+        WS,
+        [("u1", {"addr": {"city": "Paris"}, "gone": None}), ("u2", {"addr": {"zip": "75001"}})],
+        strict=True,
+    )
+    assert [r.ok for r in results] == [True, False]
+    assert results[1].errors[0].code == "attribute_undeclared"
+    assert results[1].errors[0].location == ("attributes", "addr.zip")
+
+
+def test_a_new_column_takes_values_stored_nested_in_extra_before_flattening(
+    engine: DuckDBEngine,
+) -> None:
+    """Extras written before nested objects were flattened hold them nested: declaring one
+    of their paths moves the value into its column, and reads never show the stale copy."""
+    engine.upsert_profiles(WS, [("u1", {"age": 1}), ("u2", {"age": 2})])
+    table = engine._workspaces[WS].table  # legacy rows: written as the engine once stored them
+    legacy = '{"addr": {"city": "Paris", "zip": "75001"}, "k": 1}'
+    engine._writer.execute(f"UPDATE {table} SET extra = ? WHERE external_id = 'u1'", [legacy])
+    engine._writer.execute(
+        f"UPDATE {table} SET extra = ? WHERE external_id = 'u2'", ['{"addr": {"city": 5}}']
+    )
+    assert engine.get_profile(WS, "u1").attributes == {  # type: ignore[union-attr]
+        "addr.city": "Paris",
+        "addr.zip": "75001",
+        "k": 1,
+        "age": 1,
+    }
+    engine.ensure_attributes(WS, {"addr.city": AttributeType.STRING})
+    assert engine.select_pids(WS, "\"addr.city\" = 'Paris'") == BitMap([1])
+    assert engine.get_profile(WS, "u1").attributes == {  # type: ignore[union-attr]
+        "addr.city": "Paris",
+        "addr.zip": "75001",
+        "k": 1,
+        "age": 1,
+    }
+    # A value that does not fit stays aside, hidden under the declared name.
+    assert engine.get_profile(WS, "u2").attributes == {"age": 2}  # type: ignore[union-attr]
+    engine.upsert_profiles(WS, [("u1", {"addr": {"city": "Lyon"}})])
+    assert engine.get_profile(WS, "u1").attributes["addr.city"] == "Lyon"  # type: ignore[union-attr]
 
 
 def test_a_bad_value_fails_its_record_and_the_rest_is_written(engine: DuckDBEngine) -> None:
@@ -320,7 +370,9 @@ VALUES = {
             datetime(1970, 1, 1), datetime(2100, 1, 1), timezones=st.sampled_from([UTC, TZ_5_30])
         ),
     ),
-    "settings": st.one_of(st.none(), st.dictionaries(st.sampled_from("ab"), st.integers())),
+    "settings": st.one_of(
+        st.none(), st.dictionaries(st.sampled_from("ab"), st.integers(-(2**63), 2**63 - 1))
+    ),
     "color": st.one_of(st.none(), st.sampled_from(["red", "blue"])),  # undeclared: extra
 }
 

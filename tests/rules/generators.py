@@ -150,6 +150,66 @@ def profile_batches(size: int) -> st.SearchStrategy[list[dict[str, Any]]]:
     return st.integers(0, 2**32).map(lambda seed: _batch(seed, size))
 
 
+# --- nested attributes, as a profile write sends them ----------------------------------------
+
+NESTED_SCHEMA = {**{f"p.{name}": kind for name, kind in SCHEMA.items()}, "p.j": T.JSON}
+"""Every attribute of SCHEMA one level deeper (``address.country`` two), and a json one."""
+
+
+def _wire(value: Any) -> Any:
+    """A value as JSON carries it: dates and timestamps as ISO text; lists without NULL items
+    (a list attribute refuses them)."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [item for item in value if item is not None]
+    return value
+
+
+def _nested_write(rng: random.Random, profile: dict[str, Any]) -> dict[str, Any]:
+    """A profile of :func:`profile_batches` as a write of NESTED_SCHEMA: each attribute nested
+    (``{"p": {"s": …}}``), dotted (``{"p.s": …}``) or half of each (``{"p.address":
+    {"country": …}}``), at random; NULL given as null or left out."""
+    leaves: dict[str, Any] = {}
+    for name, value in profile.items():
+        if name == "address" and isinstance(value, dict):
+            if "country" in value:
+                leaves["address.country"] = value["country"]
+        elif name != "pid":
+            leaves[name] = _wire(value)
+    roll = rng.random()
+    if roll < 0.6:
+        leaves["j"] = {"k": [1, {"x": None}]} if roll < 0.3 else None
+    write: dict[str, Any] = {}
+    nested: dict[str, Any] = {}
+    for name, value in leaves.items():
+        head, _, rest = name.partition(".")
+        form = rng.random()
+        if form < 0.4:
+            write[f"p.{name}"] = value
+        elif form < 0.7 or not rest:
+            target = nested
+            for part in name.split(".")[:-1]:
+                target = target.setdefault(part, {})
+            target[name.split(".")[-1]] = value
+        else:
+            write.setdefault(f"p.{head}", {})[rest] = value
+    if nested:
+        write["p"] = nested
+    return write
+
+
+def nested_batches(size: int) -> st.SearchStrategy[list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """``size`` (profile, write) pairs: a profile of :func:`profile_batches` and the write that
+    stores it under NESTED_SCHEMA, in nested and dotted forms mixed."""
+
+    def build(seed: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        rng = random.Random(seed)
+        return [(p, _nested_write(rng, p)) for p in _batch(seed, size)]
+
+    return st.integers(0, 2**32).map(build)
+
+
 # --- rules -----------------------------------------------------------------------------------
 
 PATTERN_TEXT = st.text(alphabet="aAbé%_ß", max_size=4).map(lambda s: s.replace("\\", ""))

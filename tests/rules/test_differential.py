@@ -4,10 +4,16 @@ Hypothesis draws a well-typed rule over a schema with every attribute type and a
 profiles (NULLs, empty lists, Unicode, boundary numbers, time zones, month ends); the rule's
 three-valued result on each profile must be the same in Python, in DuckDB and in PostgreSQL.
 Set ``AUDIENCES_HYPOTHESIS_EXAMPLES`` to run more examples than the default.
+
+A second test writes the profiles through the profile engine with every attribute nested (of
+every type), each sent as a nested object or a dotted name at random: batch SQL on the stored
+rows, the streaming predicate on the profiles the write returns, and the synchronous one on
+the write as ``/v1/evaluate`` reads it must agree.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -16,9 +22,12 @@ import duckdb
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 from sqlglot import exp
 
+from audiences.engines.duckdb import DuckDBEngine
+from audiences.engines.writes import check_record
 from audiences.rules import (
     NOW_PARAMETER,
     Rule,
@@ -28,7 +37,9 @@ from audiences.rules import (
     to_sql,
     validate_rule,
 )
+from audiences.rules.dialect import Attr, InAudience, Rules
 from audiences.rules.to_python import Codegen, compile_function
+from audiences.services.evaluation import engine_column
 from tests.rules import generators as gen
 
 EXAMPLES = max(int(os.environ.get("AUDIENCES_HYPOTHESIS_EXAMPLES", "0")), 400)
@@ -196,3 +207,81 @@ def test_postgres_part_runs(postgres: Any) -> None:
     if postgres is None:
         pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable: only DuckDB was compared")
     assert postgres.execute("SHOW TimeZone").fetchone()[0] == "UTC"
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBEngine]:
+    profiles = DuckDBEngine(tmp_path_factory.mktemp("nested"))
+    profiles.ensure_attributes("nested", gen.NESTED_SCHEMA)
+    yield profiles
+    profiles.close()
+
+
+NESTED_EXAMPLES = itertools.count()
+
+
+def _nested(node: exp.Expr) -> exp.Expr:
+    """The rule's attributes one level down (``s`` -> ``p.s``); ``in_audience`` becomes the
+    boolean ``p.b``, since this test has no audiences."""
+    if isinstance(node, Attr):
+        return Attr(this=f"p.{node.name}")
+    if isinstance(node, InAudience):
+        return Attr(this="p.b")
+    return node
+
+
+@seed(20261206)
+@settings(
+    max_examples=max(EXAMPLES // 2, 200),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    text=gen.rules(),
+    batch=gen.nested_batches(PROFILES_PER_EXAMPLE),
+    json_test=st.sampled_from(["", " AND p.j IS NULL", " OR p.j IS NOT NULL"]),
+)
+def test_nested_attributes_agree_in_batch_streaming_and_evaluate(
+    engine: DuckDBEngine,
+    text: str,
+    batch: list[tuple[dict[str, Any], dict[str, Any]]],
+    json_test: str,
+) -> None:
+    tree = validate_rule(text, gen.SCHEMA).tree.transform(_nested)
+    rule = validate_rule(f"({tree.sql(dialect=Rules)}){json_test}", gen.NESTED_SCHEMA)
+    # Fresh profiles each example: the batch SQL answer is kept to this example's pids.
+    example = next(NESTED_EXAMPLES)
+    records = [(f"{example}-{p['pid']}", write) for p, write in batch]
+    results = engine.upsert_profiles("nested", records)
+    assert all(result.ok for result in results), [r.errors for r in results if not r.ok]
+    predicate = to_predicate(rule, clock=lambda: gen.NOW)
+    streaming = {
+        r.pid for r in results if r.profile is not None and predicate(r.profile.attributes)
+    }
+    where = to_sql(rule, "duckdb", column=engine_column, now=gen.NOW)
+    pids = {r.pid for r in results}
+    batch_sql = set(engine.select_pids("nested", where)) & pids
+    assert batch_sql == streaming, (
+        rule.text,
+        where,
+        _first_difference(batch_sql, streaming, results, records),
+    )
+    evaluated = set()
+    for (external_id, write), result in zip(records, results, strict=True):
+        values, extra, problems = check_record(external_id, write, gen.NESTED_SCHEMA)
+        assert not problems
+        if predicate({**extra, **values}):
+            evaluated.add(result.pid)
+    assert evaluated == streaming, rule.text
+    stored = engine.get_profiles_by_pid("nested", [r.pid or 0 for r in results])
+    read_back = {p.pid for p in stored if p is not None and predicate(p.attributes)}
+    assert read_back == streaming, rule.text
+
+
+def _first_difference(
+    one: set[int], other: set[int], results: list[Any], records: list[tuple[str, Any]]
+) -> str:
+    pid = next(iter(one ^ other))
+    position = next(n for n, result in enumerate(results) if result.pid == pid)
+    return f"pid {pid}: write {records[position][1]}, stored {results[position].profile}"

@@ -36,6 +36,7 @@ from audiences.api.routes import (
     jobs,
     members,
     profiles,
+    workspaces,
 )
 from audiences.config import Settings
 from audiences.engines.factory import open_engine
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         profiles,
         api_keys,
         jobs,
+        workspaces,
     ):
         app.include_router(module.router)
     _mount_docs(app)

@@ -136,13 +136,15 @@ class ProfileEngine(Protocol):
         ...
 
     def upsert_profiles(
-        self, workspace_id: str, records: Sequence[ProfileRecord]
+        self, workspace_id: str, records: Sequence[ProfileRecord], *, strict: bool = False
     ) -> list[UpsertResult]:
         """Merge each record's attributes into its profile, creating it when new.
 
-        A key set to None clears it; keys not given are left as stored; undeclared keys go to
-        ``extra``. A value that contradicts its declared type fails that record only. Results
-        come back in the order of ``records``.
+        Records are read in canonical form (``engines.writes.canonical``: a nested object is
+        its dotted names). A key set to None clears it; keys not given are left as stored;
+        undeclared keys go to ``extra``, or with ``strict`` fail their record. A value that
+        contradicts its declared type fails that record only. Results come back in the order
+        of ``records``.
         """
         ...
 

@@ -37,7 +37,7 @@ from audiences.engines.duckdb_idfiles import DuckDBStagedIds
 from audiences.engines.idfiles import IdFile
 from audiences.engines.idindex import AMBIGUOUS, IdIndex
 from audiences.engines.schema import checked_schema, extra_moves, refuse_type_changes
-from audiences.engines.writes import WritePlan, merge_row, plan_writes
+from audiences.engines.writes import WritePlan, canonical, merge_row, plan_writes
 from audiences.errors import Conflict, Unprocessable
 from audiences.kit.clock import as_utc, utcnow
 from audiences.kit.files import private_dir
@@ -133,13 +133,14 @@ class DuckDBEngine:
         return dict(state.schema) if state else {}
 
     def upsert_profiles(
-        self, workspace_id: str, records: Sequence[ProfileRecord]
+        self, workspace_id: str, records: Sequence[ProfileRecord], *, strict: bool = False
     ) -> list[UpsertResult]:
-        """Merge each record into its profile; a record with a bad value fails alone."""
+        """Merge each record into its profile; a record with a bad value fails alone (so does
+        one naming an undeclared attribute, with ``strict``)."""
         state = self._workspace(workspace_id, create=True)
         assert state is not None
         with self._lock:
-            plan = plan_writes(records, state.schema)
+            plan = plan_writes(records, state.schema, strict=strict)
             written = self._apply(state, plan) if plan.writes else {}
         return plan.results(written)
 
@@ -528,9 +529,15 @@ class DuckDBEngine:
         state.schema = {**state.schema, name: kind}
 
     def _backfill(self, state: _Workspace, name: str, kind: AttributeType) -> None:
-        path = f'$."{name}"'
-        query = f"SELECT pid, extra FROM {state.table} WHERE json_exists(extra, ?)"
-        rows = self._writer.execute(query, [path]).fetchall()
+        # The value is under its dotted name, or nested in an extra written before nested
+        # objects were flattened at ingest: ``{"addr": {"city": …}}`` for ``addr.city``.
+        flat = f'$."{name}"'
+        nested = "$." + ".".join(f'"{part}"' for part in name.split("."))
+        query = (
+            f"SELECT pid, extra FROM {state.table}"
+            " WHERE json_exists(extra, ?) OR json_exists(extra, ?)"
+        )
+        rows = self._writer.execute(query, [flat, nested]).fetchall()
         moves = extra_moves(rows, name, kind)
         if moves:
             pids, values, extras = (list(column) for column in zip(*moves, strict=True))
@@ -585,9 +592,12 @@ class _ProfileReader:
         attributes: dict[str, Any] = {}
         if extra:
             # A declared name left in extra (its value did not fit the type) stays hidden, so
-            # that a profile reads the same to a Python predicate as to the SQL rule.
+            # that a profile reads the same to a Python predicate as to the SQL rule. Extras
+            # are read in canonical form: one written before nested objects were flattened
+            # must not show a nested value SQL does not see.
             schema = self.schema
-            attributes = {k: v for k, v in orjson.loads(extra).items() if k not in schema}
+            flat, _ = canonical(orjson.loads(extra), {})
+            attributes = {k: v for k, v in flat.items() if k not in schema}
         for position, name, decode in self.columns:
             value = row[position]
             if value is not None:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from audiences.engines.base import RESERVED_COLUMNS
 from audiences.engines.coerce import TypeMismatchError, coerce, dump_json
+from audiences.engines.writes import canonical
 from audiences.errors import Conflict, ErrorDetail, ValidationFailed
 from audiences.schemas.attributes import Attribute, AttributeSchema, AttributeType
 
@@ -58,11 +59,15 @@ def extra_moves(
 ) -> list[tuple[int, Any, str | None]]:
     """For rows (pid, extra JSON) holding ``name``: the pid, the typed value, the extra left over.
 
-    Values that do not fit the newly declared type stay in ``extra``, where nothing is lost.
+    The extra is read in canonical form (nested objects as dotted names, see
+    :func:`audiences.engines.writes.canonical`), so a value stored nested moves too. Values
+    that do not fit the newly declared type stay in ``extra``, where nothing is lost.
     """
     moves: list[tuple[int, Any, str | None]] = []
     for pid, extra in rows:
-        data = orjson.loads(extra)
+        data, _ = canonical(orjson.loads(extra), {})
+        if name not in data:
+            continue
         try:
             value = coerce(kind, data.pop(name))
         except TypeMismatchError:

@@ -54,13 +54,22 @@ class WritePlan:
         return [result for result in out if result is not None]
 
 
-def plan_writes(records: Sequence[ProfileRecord], schema: Mapping[str, AttributeType]) -> WritePlan:
-    """Check every record against the schema and fold records for the same id, in order."""
+def plan_writes(
+    records: Sequence[ProfileRecord],
+    schema: Mapping[str, AttributeType],
+    *,
+    strict: bool = False,
+) -> WritePlan:
+    """Check every record against the schema and fold records for the same id, in order.
+
+    ``strict``: a record naming an undeclared attribute (with a value) is refused."""
     coercers = {name: COERCERS[kind] for name, kind in schema.items()}
     by_id: dict[str, Write] = {}
     refused: dict[int, UpsertResult] = {}
     for position, (external_id, attributes) in enumerate(records):
-        values, extra, problems = check_record(external_id, attributes, schema, coercers)
+        values, extra, problems = check_record(
+            external_id, attributes, schema, coercers, strict=strict
+        )
         if problems:
             refused[position] = UpsertResult(str(external_id), None, errors=problems)
             continue
@@ -79,24 +88,33 @@ def check_record(
     attributes: object,
     schema: Mapping[str, AttributeType],
     coercers: Mapping[str, Callable[[object], Any]] | None = None,
+    *,
+    strict: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any], tuple[ErrorDetail, ...]]:
     """Split a record into typed declared values and undeclared extras, collecting every problem.
 
-    ``coercers`` is each declared attribute's :data:`COERCERS` entry, when the caller checks
-    many records against one schema."""
+    The record is first put in its canonical form (:func:`canonical`: nested objects become
+    dotted names), so both write forms of a nested attribute are stored alike. ``coercers`` is
+    each declared attribute's :data:`COERCERS` entry, when the caller checks many records
+    against one schema. ``strict``: an undeclared attribute with a value is a problem."""
     if coercers is None:
         coercers = {name: COERCERS[kind] for name, kind in schema.items()}
     problems = _check_id(external_id)
     if not isinstance(attributes, Mapping):
         problems.append(_problem("attributes_invalid", "attributes must be an object", ()))
         return {}, {}, tuple(problems)
+    flat, repeated = canonical(attributes, schema)
+    problems.extend(repeated)
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
-    for name, value in attributes.items():
+    for name, value in flat.items():
         convert = coercers.get(name)
         try:
             if convert is not None:
                 values[name] = None if value is None else convert(value)
+            elif strict and value is not None:
+                message = f"{name}: not a declared attribute, and this workspace is strict"
+                problems.append(_problem("attribute_undeclared", message, (name,)))
             else:
                 extra[name] = None if value is None else _json_value(name, value)
         except TypeMismatchError as mismatch:
@@ -104,11 +122,50 @@ def check_record(
     return values, extra, tuple(problems)
 
 
+def canonical(
+    attributes: Mapping[str, Any], schema: Mapping[str, AttributeType]
+) -> tuple[dict[str, Any], list[ErrorDetail]]:
+    """The record with nested objects flattened to dotted names, and the names given twice.
+
+    ``{"addr": {"city": "Paris"}}`` and ``{"addr.city": "Paris"}`` are one write: storage,
+    SQL and Python predicates all see ``addr.city``. An object stays whole under a declared
+    name (a ``json`` attribute keeps it; any other type refuses it); an empty object sets
+    nothing. A name reached both ways (nested and dotted) is a problem, not a silent choice.
+    """
+    if not any(isinstance(value, Mapping) for value in attributes.values()):
+        return dict(attributes), []  # the common case: already flat
+    flat: dict[str, Any] = {}
+    repeated: list[ErrorDetail] = []
+    _flatten(attributes, "", schema, flat, repeated)
+    return flat, repeated
+
+
+def _flatten(
+    attributes: Mapping[str, Any],
+    prefix: str,
+    schema: Mapping[str, AttributeType],
+    flat: dict[str, Any],
+    repeated: list[ErrorDetail],
+) -> None:
+    for key, value in attributes.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and name not in schema:
+            _flatten(value, f"{name}.", schema, flat, repeated)
+        elif name in flat:
+            message = f"{name}: given twice (as a nested object and as a dotted name)"
+            repeated.append(_problem("attribute_repeated", message, (name,)))
+        else:
+            flat[name] = value
+
+
 def merge_extra(stored: str | None, patch: Mapping[str, Any]) -> str | None:
-    """The ``extra`` JSON after a top-level merge: None values remove keys; empty becomes NULL."""
+    """The ``extra`` JSON after a top-level merge: None values remove keys; empty becomes NULL.
+
+    What is stored is read in canonical form (extras written before nested objects were
+    flattened may hold them), so a dotted name in ``patch`` replaces its nested value."""
     if not patch:
         return stored
-    merged: dict[str, Any] = orjson.loads(stored) if stored else {}
+    merged: dict[str, Any] = canonical(orjson.loads(stored), {})[0] if stored else {}
     for name, value in patch.items():
         if value is None:
             merged.pop(name, None)

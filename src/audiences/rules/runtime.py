@@ -141,12 +141,17 @@ def values(items: Iterable[Any]) -> frozenset[Any]:
 
 
 def dig(profile: Any, path: tuple[str, ...]) -> Any:
-    """A nested attribute (``address.country``); missing or non-object on the way is NULL."""
+    """A nested attribute (``address.country``): its dotted name first (the form the server
+    stores, and a column of that name in SQL), else the path walked through nested objects;
+    missing or non-object on the way is NULL."""
+    flat = profile.get(".".join(path))
+    if flat is not None:
+        return flat
     current = profile
     for key in path:
         current = current.get(key) if hasattr(current, "get") else None
         if current is None:
-            return profile.get(".".join(path))
+            return None
     return current
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class AttributeType(StrEnum):
-    """The type of one profile attribute, as declared or inferred on first ingest."""
+    """The type of one profile attribute, as declared or inferred from its first value."""
 
     STRING = "string"
     INTEGER = "integer"

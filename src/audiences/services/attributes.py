@@ -1,4 +1,9 @@
-"""The attribute schema of a workspace: declared through the API or inferred on first ingest."""
+"""The attribute schema of a workspace: declared through the API, or inferred as values arrive.
+
+By default a workspace infers: the first write that gives an undeclared attribute a value with
+a clear type declares it, at every ingest path (profile writes, batches, file imports), so a
+rule can name it at once. A strict workspace infers nothing and refuses undeclared attributes.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audiences.engines.base import RESERVED_COLUMNS
+from audiences.engines.writes import canonical
 from audiences.errors import Conflict, NotFound, ValidationFailed
 from audiences.schemas.attributes import (
     ATTRIBUTE_NAME,
@@ -73,30 +79,120 @@ def declare(
     return row, True
 
 
-def infer(
-    session: Session, *, workspace_id: str, runtime: Runtime, records: Iterable[Mapping[str, Any]]
-) -> None:
-    """On a workspace's first ingest, declare each attribute with the type of its first value.
+def admit(
+    session: Session,
+    *,
+    workspace_id: str,
+    runtime: Runtime,
+    records: Iterable[Mapping[str, Any]],
+    typed: bool = True,
+) -> bool:
+    """Make the schema ready for records about to be written; True when the workspace is strict.
 
-    Later, undeclared attributes are kept in the profile's ``extra`` JSON until declared.
+    In a workspace that infers, each attribute the records name that is not declared yet is
+    declared with the type of its first value that has one (null and empty lists decide
+    nothing, so the name waits in ``extra`` for a value that does); records are read in their
+    canonical form, so ``{"addr": {"city": …}}`` declares ``addr.city``. With ``typed`` False
+    the values are text (CSV cells): a name's type is the narrowest that reads every one of
+    its values here. Names no rule could write (see ``ATTRIBUTE_NAME``), names inside a
+    ``json`` attribute, and names past the workspace's limit are left in ``extra``.
+
+    A strict workspace declares nothing: the engine refuses the records naming undeclared
+    attributes (``upsert_profiles(..., strict=True)``).
     """
-    if schema(session, workspace_id=workspace_id):
-        return
+    if is_strict(session, workspace_id=workspace_id):
+        return True
+    current = schema(session, workspace_id=workspace_id)
+    found = _inferred(records, current, typed)
+    if not found:
+        return False
     _lock_schema(session, workspace_id)
-    if schema(session, workspace_id=workspace_id):
-        return  # another first ingest inferred it while this one waited
+    current = schema(session, workspace_id=workspace_id)  # another writer may have added some
+    room = MAX_ATTRIBUTES - len(current)
+    new = [name for name in found if name not in current][: max(room, 0)]
+    # A column left by a transaction that rolled back keeps its type: declare that one.
+    columns = runtime.profiles.attributes(workspace_id)
+    if new:
+        _add(
+            session,
+            workspace_id,
+            {name: columns.get(name, found[name]) for name in new},
+            runtime,
+            inferred=True,
+        )
+    return False
+
+
+def is_strict(session: Session, *, workspace_id: str) -> bool:
+    """Whether the workspace refuses undeclared attributes instead of inferring them."""
+    strict = session.scalar(
+        select(WorkspaceRow.strict_attributes).where(WorkspaceRow.id == workspace_id)
+    )
+    return bool(strict)
+
+
+def infer_text_type(text: str) -> AttributeType:
+    """The attribute type a CSV cell suggests: boolean, integer (no leading zero, so codes
+    like ``01234`` stay text), float, date, timestamp, else string."""
+    value = text.strip()
+    if value.lower() in ("true", "false"):
+        return AttributeType.BOOLEAN
+    if _INTEGER.fullmatch(value) and -(2**63) <= int(value) < 2**63:
+        return AttributeType.INTEGER
+    if _FLOAT.fullmatch(value):
+        return AttributeType.FLOAT
+    return _temporal(value) or AttributeType.STRING
+
+
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?")
+_WIDER = {
+    frozenset({AttributeType.INTEGER, AttributeType.FLOAT}): AttributeType.FLOAT,
+    frozenset({AttributeType.DATE, AttributeType.TIMESTAMP}): AttributeType.TIMESTAMP,
+}
+"""Two text types one column may mix, and the type that reads both."""
+
+
+def _inferred(
+    records: Iterable[Mapping[str, Any]], current: Mapping[str, AttributeType], typed: bool
+) -> dict[str, AttributeType]:
+    """Each undeclared name the records give a telling value, with its type, in first-seen order."""
     inferred: dict[str, AttributeType] = {}
+    texts: dict[str, set[AttributeType]] = {}
     for attributes in records:
-        for name, value in attributes.items():
-            kind = infer_type(value)
-            if name not in inferred and kind is not None and _valid_name(name):
-                inferred[name] = kind
-    if inferred:
-        _add(session, workspace_id, inferred, runtime, inferred=True)
+        if not isinstance(attributes, Mapping):
+            continue
+        flat, _ = canonical(attributes, current)
+        for name, value in flat.items():
+            if name in current or name in inferred or not _inferable(name, current):
+                continue
+            if typed:
+                kind = infer_type(value)
+                if kind is not None:
+                    inferred[name] = kind
+            elif isinstance(value, str) and value.strip():
+                texts.setdefault(name, set()).add(infer_text_type(value))
+    for name, kinds in texts.items():
+        only = next(iter(kinds)) if len(kinds) == 1 else _WIDER.get(frozenset(kinds))
+        inferred[name] = only or AttributeType.STRING
+    return inferred
+
+
+def _inferable(name: str, current: Mapping[str, AttributeType]) -> bool:
+    if not _valid_name(name):
+        return False
+    parts = name.split(".")
+    # Under a json attribute, rules reach the value through it: no column of its own.
+    return all(
+        current.get(".".join(parts[:cut])) is not AttributeType.JSON for cut in range(1, len(parts))
+    )
 
 
 def infer_type(value: Any) -> AttributeType | None:
-    """The attribute type a JSON value suggests, None when it suggests nothing (null, [])."""
+    """The attribute type a JSON value suggests, None when it suggests nothing (null, []).
+
+    An object suggests ``json`` only where it is not flattened: under a name given as a whole
+    (records are flattened first, see :func:`audiences.engines.writes.canonical`)."""
     if isinstance(value, bool):
         return AttributeType.BOOLEAN
     if isinstance(value, int):
@@ -145,7 +241,7 @@ def _temporal(text: str) -> AttributeType | None:
 
 def _lock_schema(session: Session, workspace_id: str) -> None:
     """Serialise schema changes of one workspace on its row (PostgreSQL; SQLite writers are
-    serial already), so two first ingests or two declarations of one name cannot both insert."""
+    serial already), so two writers inferring or declaring one name cannot both insert."""
     session.execute(
         select(WorkspaceRow.id).where(WorkspaceRow.id == workspace_id).with_for_update()
     )

@@ -402,7 +402,7 @@ def _to_sql(
     return rules.to_sql(
         rule,
         dialect,
-        column=_column,
+        column=engine_column,
         audience=lambda key: _member_test(aliases[key]),
         now=now,
         now_parameter=now is None,
@@ -488,8 +488,9 @@ def _member_test(alias: str) -> exp.Expression:
     return exp.column("pid", table=alias, quoted=True).is_(exp.null()).not_()
 
 
-def _column(path: str) -> exp.Expression:
-    # Every declared attribute, dotted or not, is one column of the profile table.
+def engine_column(path: str) -> exp.Expression:
+    """How batch SQL reads an attribute: every declared attribute, dotted or not, is one column
+    of the profile table (nested objects are flattened to dotted names at ingest)."""
     return exp.column(path, quoted=True)
 
 

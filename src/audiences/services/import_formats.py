@@ -210,8 +210,25 @@ def _ndjson(text: IO[str], shape: Layout) -> Iterator[Row]:
         if row.code is None and shape.positions.get("*") == 0:
             row.values = {k: v for k, v in record.items() if k != shape.id_column}
         elif row.code is None:
-            row.values = {k: record[k] for k in shape.attributes if k in record}
+            picked = ((k, _pick(record, k)) for k in shape.attributes)
+            row.values = {k: v for k, v in picked if v is not _ABSENT}
         yield row
+
+
+_ABSENT = object()
+
+
+def _pick(record: dict[str, Any], name: str) -> Any:
+    """A named attribute of a record: under its name, or for a dotted name nested under its
+    parts (``addr.city`` in ``{"addr": {"city": …}}``): both are one attribute once written."""
+    if name in record:
+        return record[name]
+    current: Any = record
+    for part in name.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return _ABSENT
+        current = current[part]
+    return current
 
 
 def _plain(text: IO[str]) -> Iterator[Row]:

@@ -139,7 +139,8 @@ def resolve(
 ) -> list[int | None]:
     """The pid of each valid row (its profile created when new, its values upserted); None for
     a row refused, whose ``code`` and ``message`` then say why. ``typed``: values are JSON
-    values (NDJSON), so a workspace's first ingest may infer its schema from them."""
+    values (NDJSON); else text (CSV cells). Undeclared attributes are inferred from either
+    (:func:`attributes.admit`), or refused in a strict workspace."""
     valid = [row for row in rows if row.code is None and row.external_id is not None]
     found: dict[int, int] = {}
     if not with_values or not any(row.values for row in valid):
@@ -148,18 +149,21 @@ def resolve(
         )
         found = {id(row): pid for row, pid in zip(valid, pids, strict=True)}
     else:
+        strict = attributes.admit(
+            session,
+            workspace_id=workspace_id,
+            runtime=runtime,
+            records=[row.values for row in valid],
+            typed=typed,
+        )
         schema = runtime.profiles.attributes(workspace_id)
         records = [(row.external_id or "", _values(row.values, schema)) for row in valid]
-        if typed:
-            attributes.infer(
-                session, workspace_id=workspace_id, runtime=runtime, records=[r for _, r in records]
-            )
-        results = runtime.profiles.upsert_profiles(workspace_id, records)
+        results = runtime.profiles.upsert_profiles(workspace_id, records, strict=strict)
         for row, result in zip(valid, results, strict=True):
             if result.ok and result.pid is not None:
                 found[id(row)] = result.pid
             else:
-                row.code = "attribute_type_mismatch"
+                row.code = result.errors[0].code if result.errors else "attribute_type_mismatch"
                 row.message = "; ".join(error.message for error in result.errors)
         evaluation.on_profiles_written(
             session, runtime=runtime, workspace_id=workspace_id, pids=list(found.values())

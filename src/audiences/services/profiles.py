@@ -28,14 +28,16 @@ def upsert(
 ) -> list[UpsertResult]:
     """Merge attributes into profiles (created when new); a result per record, in order.
 
-    A record whose values contradict the schema is refused on its own; the rest are written.
-    Streaming audiences are re-evaluated on the written profiles before this returns.
+    Undeclared attributes are declared from their first telling value, or refused in a strict
+    workspace (:func:`attributes.admit`). A record whose values contradict the schema is
+    refused on its own; the rest are written. Streaming audiences are re-evaluated on the
+    written profiles before this returns.
     """
-    attributes.infer(
+    strict = attributes.admit(
         session, workspace_id=caller.workspace_id, runtime=runtime, records=[a for _, a in records]
     )
     streaming = evaluation.lock_streaming(session, caller.workspace_id)
-    results = runtime.profiles.upsert_profiles(caller.workspace_id, records)
+    results = runtime.profiles.upsert_profiles(caller.workspace_id, records, strict=strict)
     written = {
         result.pid: result.profile
         for result in results
@@ -65,8 +67,8 @@ def what_if(
     ``external_id`` names a stored profile); stores nothing.
 
     Declared attributes are checked and converted as an upsert would store them (ISO dates
-    become dates), so the answer is the one the stored profile would get; a value that
-    contradicts the schema is refused with every problem named.
+    become dates, nested objects dotted names), so the answer is the one the stored profile
+    would get; a value that contradicts the schema is refused with every problem named.
     """
     stored: dict[str, Any] = {}
     pid = None
@@ -74,19 +76,23 @@ def what_if(
         profile = get(session, caller=caller, runtime=runtime, external_id=external_id)
         stored, pid = profile.attributes, profile.pid
     schema = attributes.schema(session, workspace_id=caller.workspace_id)
-    values, _, problems = check_record(external_id or "what-if", attributes_, schema)
+    strict = attributes.is_strict(session, workspace_id=caller.workspace_id)
+    values, extra, problems = check_record(
+        external_id or "what-if", attributes_, schema, strict=strict
+    )
     if problems:
         raise Unprocessable(
             "the attributes contradict the attribute schema",
             code="profile_invalid",
             errors=list(problems),
         )
-    # Undeclared attributes are passed as given: rules cannot name them, only ``extra``.
+    # In canonical form, as stored (nested objects as dotted names), over the stored profile.
+    # Undeclared attributes are passed too: rules cannot name them (nothing is declared here).
     return evaluation.evaluate_profile(
         session,
         runtime=runtime,
         workspace_id=caller.workspace_id,
-        attributes_={**stored, **attributes_, **values},
+        attributes_={**stored, **extra, **values},
         pid=pid,
         explain=explain,
     )

@@ -1,4 +1,4 @@
-"""Workspaces: created on demand by slug (the CLI and the demo seed use this)."""
+"""Workspaces: created on demand by slug (the CLI and the demo seed use this), and settings."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audiences.errors import ValidationFailed
+from audiences.schemas.workspaces import WorkspaceSettings, WorkspaceSettingsUpdate
+from audiences.services.callers import Caller
 from audiences.store.tables import WorkspaceRow
 
 SLUG_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -25,3 +27,23 @@ def ensure(session: Session, *, slug: str, name: str | None = None) -> Workspace
     session.add(row)
     session.flush()
     return row
+
+
+def settings(session: Session, *, caller: Caller) -> WorkspaceSettings:
+    """The caller's workspace settings."""
+    row = session.get_one(WorkspaceRow, caller.workspace_id)
+    return WorkspaceSettings(strict_attributes=row.strict_attributes)
+
+
+def update_settings(
+    session: Session, *, caller: Caller, data: WorkspaceSettingsUpdate
+) -> WorkspaceSettings:
+    """Replace the caller's workspace settings.
+
+    Turning ``strict_attributes`` on or off changes only what later writes may send: stored
+    profiles and attributes (inferred ones too) stay as they are.
+    """
+    row = session.get_one(WorkspaceRow, caller.workspace_id)
+    row.strict_attributes = data.strict_attributes
+    session.flush()
+    return WorkspaceSettings(strict_attributes=row.strict_attributes)

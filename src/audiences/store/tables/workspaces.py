@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from audiences.kit.clock import utcnow
@@ -19,3 +19,5 @@ class WorkspaceRow(IdMixin, Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    strict_attributes: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Refuse undeclared attributes instead of inferring them (see ``services.attributes``)."""

@@ -1,0 +1,25 @@
+"""Workspace settings: how the workspace treats what its writes send."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from audiences.schemas.common import InputModel
+
+
+class WorkspaceSettings(BaseModel):
+    """The settings of the caller's workspace (``GET /v1/workspace/settings``)."""
+
+    strict_attributes: bool = Field(
+        description=(
+            "False (the default): an undeclared attribute is declared from its first value"
+            " with a clear type. True: nothing is inferred, and a record naming an undeclared"
+            " attribute is refused (`attribute_undeclared`)."
+        )
+    )
+
+
+class WorkspaceSettingsUpdate(InputModel):
+    """The body of ``PUT /v1/workspace/settings``: every setting, replaced."""
+
+    strict_attributes: bool
