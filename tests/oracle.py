@@ -18,8 +18,8 @@ from typing import Any, Protocol
 import duckdb
 import httpx
 
-from audiences.services.demo_profiles import SCHEMA as DEMO_SCHEMA
-from audiences.services.demo_profiles import profiles
+from audiences.cli.demo_profiles import SCHEMA as DEMO_SCHEMA
+from audiences.cli.demo_profiles import profiles
 
 DUCKDB_TYPES = {
     "string": "VARCHAR",

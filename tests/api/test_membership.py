@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audiences.services.demo import AUDIENCES
+from audiences.cli.demo import AUDIENCES
 from tests.factories import Tenant, make_audience
 from tests.oracle import (
     DEMO_TYPES,

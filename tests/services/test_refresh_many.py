@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from audiences.errors import Conflict
-from audiences.services import evaluation, memberships
+from audiences.services import evaluation, memberships, run_history
 from audiences.store.tables import AudienceRow, RunRow
 from tests.factories import Tenant, make_audience
 
@@ -197,7 +197,7 @@ def test_a_failing_rule_keeps_its_members_and_holds_back_no_other(
 def test_only_the_last_runs_of_each_audience_keep_their_members(
     app: FastAPI, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(evaluation, "SNAPSHOTS_KEPT", 3)
+    monkeypatch.setattr(run_history, "SNAPSHOTS_KEPT", 3)
     _write(tenant, {n: {"country": "US", "age": 40} for n in range(5)})
     ids = _audiences(tenant, "prune")
     for _ in range(5):

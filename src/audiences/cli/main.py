@@ -12,12 +12,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from audiences.cli import demo
 from audiences.config import Settings
 from audiences.errors import AudiencesError
 from audiences.kit.files import PRIVATE_UMASK
 from audiences.kit.heap import freeze_startup_objects
 from audiences.schemas.api_keys import ApiKeyCreate, Role
-from audiences.services import api_keys, demo, workspaces
+from audiences.services import api_keys, workspaces
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 

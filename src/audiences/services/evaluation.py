@@ -22,25 +22,29 @@ from typing import Any
 
 import numpy as np
 from pyroaring import AbstractBitMap, BitMap
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, aliased, lazyload, load_only
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, lazyload, load_only
 from sqlglot import exp
 
 from audiences import rules
 from audiences.engines.base import Profile, pids_to_bitmap
 from audiences.errors import AudiencesError, Conflict
 from audiences.kit.clock import utcnow
-from audiences.kit.ids import new_id
 from audiences.rules.to_sql import Dialect
 from audiences.schemas.attributes import AttributeType
-from audiences.services import attributes, definitions, lifecycle, memberships, static_members
+from audiences.services import (
+    attributes,
+    definitions,
+    lifecycle,
+    memberships,
+    run_history,
+    static_members,
+)
 from audiences.services.runtime import Runtime
 from audiences.store.tables import AudienceRow, RunRow
 
 IN_AUDIENCE = "\x00in_audience"
 PID = "\x00pid"
-SNAPSHOTS_KEPT = 20
-"""Runs per audience that keep their member set (for ``as_of`` reads and change feeds)."""
 
 
 def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigger: str) -> RunRow:
@@ -102,7 +106,7 @@ def refresh_many(
         if unflushed > FLUSH_BYTES:  # keep memory bounded: the pending bytes go out now
             session.flush()
             unflushed = 0
-    _prune_snapshots(session, ids)
+    run_history.prune_snapshots(session, ids)
     return done
 
 
@@ -124,29 +128,19 @@ def _refresh_one(
     """One audience's run (added to the session, not flushed) and the bytes it stored."""
     now = utcnow()
     # The run is inserted once, finished: no one outside this transaction could see it running.
-    run = RunRow(
-        id=new_id(),
-        workspace_id=audience.workspace_id,
-        audience_id=audience.id,
-        number=number,
-        trigger=trigger,
-        status="running",
-        rule=audience.rule,
-        started_at=now,
-        members_kept=False,
-    )
+    run = run_history.start(audience, number=number, trigger=trigger, now=now)
     try:
         rule = bound_rule(audience.rule or "", schema)
         members = select_members(
             session, runtime=runtime, workspace_id=audience.workspace_id, rule=rule, now=now
         )
     except AudiencesError as exc:
-        _finish(run, state, status="failed", error=exc.detail)
+        run_history.finish(run, state, status="failed", error=exc.detail)
         session.add(run)
         return run, 0
     # Finished before ``replace``, and no flush until later: the state's status goes out in the
     # same UPDATE as the members, and the run in one INSERT once its snapshot is set.
-    _finish(run, state, status="succeeded", error=None)
+    run_history.finish(run, state, status="succeeded", error=None)
     with session.no_autoflush:
         change = memberships.replace(
             session, audience=audience, members=members, cache=runtime.bitmaps
@@ -518,31 +512,3 @@ def _last_numbers(session: Session, audience_ids: list[str]) -> dict[str, int]:
         .group_by(RunRow.audience_id)
     )
     return {audience_id: number for audience_id, number in rows}
-
-
-def _finish(run: RunRow, state: Any, *, status: str, error: str | None) -> None:
-    run.status = status
-    run.error = error
-    run.finished_at = utcnow()
-    state.status = status
-    state.last_error = error
-    state.last_run_id = run.id
-
-
-def _prune_snapshots(session: Session, audience_ids: list[str]) -> None:
-    """Drop the member sets of these audiences' runs older than their last SNAPSHOTS_KEPT."""
-    # Older runs are not read in the transaction that prunes them (and commit expires them all),
-    # so the session's copies need no update: that bookkeeping cost more than the statement.
-    newer = aliased(RunRow)
-    last = (
-        select(func.max(newer.number))
-        .where(newer.audience_id == RunRow.audience_id)
-        .scalar_subquery()
-    )
-    session.execute(
-        update(RunRow)
-        .where(RunRow.audience_id.in_(audience_ids), RunRow.members_kept.is_(True))
-        .where(RunRow.number <= last - SNAPSHOTS_KEPT)
-        .values(members=None, members_kept=False)
-        .execution_options(synchronize_session=False)
-    )

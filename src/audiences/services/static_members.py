@@ -29,7 +29,7 @@ from audiences.kit.clock import utcnow
 from audiences.membership.bitmaps import Diff, deserialize, serialize
 from audiences.membership.cache import BitmapCache
 from audiences.schemas.jobs import JobKind
-from audiences.services import lifecycle, memberships
+from audiences.services import lifecycle, memberships, run_history
 from audiences.services.callers import Caller
 from audiences.store.tables import (
     AudienceRow,
@@ -48,7 +48,6 @@ IMPORT_HANDLER = "import.rows"
 EXPIRE_HANDLER = "membership.expire"
 WRITE_HANDLERS = (WRITE_HANDLER, IMPORT_HANDLER)
 IN_PROGRESS, APPLIED, REPLACED = "in_progress", "applied", "replaced"
-SNAPSHOTS_KEPT = 20
 LIVE_JOB_STATES = ("queued", "running")
 RESULT_COUNTS = ("added", "removed", "unchanged", "superseded")
 """The counts of a write's result that its job's ``counts`` repeat."""
@@ -367,32 +366,15 @@ def record_run(
     trigger: str,
 ) -> RunRow:
     """A succeeded run for a change of a static audience, so its change feed and ``as_of``
-    work as for evaluated ones (the last runs keep their member set)."""
-    now = utcnow()
-    last = session.scalar(select(func.max(RunRow.number)).where(RunRow.audience_id == audience.id))
-    run = RunRow(
-        workspace_id=audience.workspace_id,
-        audience_id=audience.id,
-        number=(last or 0) + 1,
-        trigger=trigger,
-        status="succeeded",
-        started_at=now,
-        finished_at=now,
-        size=len(members),
-        entered=len(change.entered),
-        exited=len(change.exited),
-        members=serialize(members),
-        members_kept=True,
-    )
+    work as for evaluated ones."""
+    number = run_history.next_number(session, audience.id)
+    run = run_history.start(audience, number=number, trigger=trigger)
+    run.size, run.entered, run.exited = len(members), len(change.entered), len(change.exited)
+    run.members, run.members_kept = serialize(members), True
+    run_history.finish(run, state, status="succeeded")
     session.add(run)
     session.flush()
-    state.status, state.last_error, state.last_run_id = "succeeded", None, run.id
-    session.execute(
-        update(RunRow)
-        .where(RunRow.audience_id == audience.id, RunRow.number <= run.number - SNAPSHOTS_KEPT)
-        .where(RunRow.members_kept.is_(True))
-        .values(members=None, members_kept=False)
-    )
+    run_history.prune_snapshots(session, [audience.id])
     return run
 
 

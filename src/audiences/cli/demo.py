@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences.cli.demo_profiles import SCHEMA, profiles
 from audiences.errors import Unauthorized
 from audiences.kit.files import private_dir
 from audiences.schemas.api_keys import ApiKeyCreate, Role
@@ -26,7 +27,6 @@ from audiences.services import (
     workspaces,
 )
 from audiences.services.callers import Caller
-from audiences.services.demo_profiles import SCHEMA, profiles
 from audiences.services.runtime import Runtime
 from audiences.store.repositories.groups import GroupRepository
 
