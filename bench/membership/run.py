@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import duckdb
@@ -231,10 +232,33 @@ def hand_written(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, BitMap
     return out
 
 
+def _rule_cache() -> Any:
+    """Where the compiled-rule cache lives: ``services.evaluation.compiled`` since #12 split
+    evaluation by mode, the module itself before (the bench also runs older trees)."""
+    try:
+        from audiences.services.evaluation import compiled  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return SimpleNamespace(
+            bound=evaluation._bound,  # type: ignore[attr-defined,unused-ignore]
+            compiled_sql=evaluation._compiled,  # type: ignore[attr-defined,unused-ignore]
+            hook=evaluation._hook,  # type: ignore[attr-defined,unused-ignore]
+            answerer=evaluation._answerer,  # type: ignore[attr-defined,unused-ignore]
+            view=evaluation._view,  # type: ignore[attr-defined,unused-ignore]
+        )
+    return SimpleNamespace(
+        bound=compiled._bound,
+        compiled_sql=compiled.compiled_sql,
+        hook=compiled.hook,
+        answerer=compiled.answerer,
+        view=compiled.view,
+    )
+
+
 def clear_rule_caches() -> None:
     """Forget every validated rule, compiled SQL and checked condition: a cold run."""
-    evaluation._bound.cache_clear()
-    evaluation._compiled.cache_clear()
+    cache = _rule_cache()
+    cache.bound.cache_clear()
+    cache.compiled_sql.cache_clear()
     duckdb_sql.checked_condition.cache_clear()
 
 
@@ -401,12 +425,13 @@ def predicates(bench: Bench, seed: int, repeat: int) -> Iterator[str]:
         schema = frozenset(attributes.schema(session, workspace_id=bench.ws).items())
     keyed = tuple((key, rule) for key, (rule, _) in workload.BATCH.items())
     compiled = evaluation.compiled_rules(keyed, schema)
+    cache = _rule_cache()
     singles = [
-        rules.to_predicate(evaluation.bound_rule(rule, schema), audience=evaluation._hook)
+        rules.to_predicate(evaluation.bound_rule(rule, schema), audience=cache.hook)
         for _, rule in keyed
     ]
-    answer = evaluation._answerer({})
-    view = evaluation._view
+    answer = cache.answerer({})
+    view = cache.view
 
     def ours() -> list[tuple[bool, ...]]:
         # As ``evaluation.on_profiles_written`` runs it.

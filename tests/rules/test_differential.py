@@ -39,7 +39,7 @@ from audiences.rules import (
 )
 from audiences.rules.dialect import Attr, InAudience, Rules
 from audiences.rules.to_python import Codegen, compile_function
-from audiences.services.evaluation import engine_column
+from audiences.services.evaluation.compiled import engine_column
 from tests.rules import generators as gen
 
 EXAMPLES = max(int(os.environ.get("AUDIENCES_HYPOTHESIS_EXAMPLES", "0")), 400)

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from audiences.engines import duckdb_sql
 from audiences.services import attributes, evaluation
+from audiences.services.evaluation import compiled
 from tests.factories import Tenant
 from tests.oracle import Oracle, declare, ingest
 
@@ -55,12 +56,12 @@ def test_a_clock_rule_compiled_once_answers_at_each_reference_time(
     oracle = Oracle(SCHEMA)
     declare(tenant.admin, SCHEMA)
     ingest(tenant.write, oracle, _records())
-    evaluation._compiled.cache_clear()
+    compiled.compiled_sql.cache_clear()
     moments = [START + timedelta(days=days, hours=5) for days in (2, 5, 9, 14, 30)]
     answers = [_select(app, tenant, moment) for moment in moments]
     # One compilation served every run: the time is a bound parameter, not part of the text.
-    assert evaluation._compiled.cache_info().misses == 1
-    assert evaluation._compiled.cache_info().hits == len(moments) - 1
+    assert compiled.compiled_sql.cache_info().misses == 1
+    assert compiled.compiled_sql.cache_info().hits == len(moments) - 1
     for moment, answer in zip(moments, answers, strict=True):
         assert answer == oracle.select(ORACLE_SQL, now=moment), moment
     assert len({frozenset(answer) for answer in answers}) > 2  # the answers did move with time
@@ -70,7 +71,7 @@ def test_cached_compilation_is_checked_like_any_condition(app: FastAPI, tenant: 
     """The engine's condition check is cached by text: the rule's SQL is parsed once."""
     declare(tenant.admin, SCHEMA)
     duckdb_sql.checked_condition.cache_clear()
-    evaluation._compiled.cache_clear()
+    compiled.compiled_sql.cache_clear()
     for days in (1, 2, 3):
         _select(app, tenant, START + timedelta(days=days))
     assert duckdb_sql.checked_condition.cache_info().misses == 1

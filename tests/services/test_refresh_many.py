@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from audiences.errors import Conflict
 from audiences.services import evaluation, memberships, run_history
+from audiences.services.evaluation import batch as batch_mode
 from audiences.store.tables import AudienceRow, RunRow
 from tests.factories import Tenant, make_audience
 
@@ -120,7 +121,7 @@ def _members(tenant: Tenant, audience_id: str, **params: Any) -> set[str]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(steps=steps, flush_bytes=st.sampled_from([0, evaluation.FLUSH_BYTES]))
+@given(steps=steps, flush_bytes=st.sampled_from([0, batch_mode.FLUSH_BYTES]))
 def test_a_batch_records_what_refreshing_one_by_one_records(
     app: FastAPI,
     tenant: Tenant,
@@ -129,7 +130,7 @@ def test_a_batch_records_what_refreshing_one_by_one_records(
     flush_bytes: int,
 ) -> None:
     # flush_bytes 0: every audience's result is flushed before the next one is evaluated.
-    monkeypatch.setattr(evaluation, "FLUSH_BYTES", flush_bytes)
+    monkeypatch.setattr(batch_mode, "FLUSH_BYTES", flush_bytes)
     prefix = uuid.uuid4().hex[:10]
     together = _audiences(tenant, f"{prefix}-t")
     alone = _audiences(tenant, f"{prefix}-a")

@@ -1,0 +1,172 @@
+"""Compiled rules, cached: a stored rule bound to its workspace's schema, its engine SQL (the
+time a parameter), and sets of rules compiled into one Python function.
+
+Predicates see a profile as its attributes plus two keys no attribute can have (NUL is refused
+in every name): its pid and an ``in_audience`` answerer, so compiled predicates stay pure and
+are cached by rule text and schema. Rules compiled together answer the audiences of the set
+themselves; a set asking about no other audience reads the bare attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from pyroaring import AbstractBitMap
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlglot import exp
+
+from audiences import rules
+from audiences.errors import AudiencesError
+from audiences.rules.to_sql import Dialect
+from audiences.schemas.attributes import AttributeType
+from audiences.services import (
+    memberships,
+)
+from audiences.services.runtime import Runtime
+from audiences.store.tables import AudienceRow
+
+IN_AUDIENCE = "\x00in_audience"
+PID = "\x00pid"
+
+
+@dataclass(frozen=True)
+class CompiledSQL:
+    """A bound rule's engine SQL, the same on every run: its time is the ``$now`` parameter."""
+
+    where: str | None
+    """The WHERE-SQL, or None when the engine's dialect has no ``$now`` parameter."""
+    aliases: Mapping[str, str]
+    """Audience key -> the alias its member set is joined under."""
+    reads_clock: bool
+
+
+@lru_cache(maxsize=4096)
+def compiled_sql(
+    rule: rules.Rule, schema: frozenset[tuple[str, AttributeType]], dialect: Dialect
+) -> CompiledSQL:
+    # Rules are equal by canonical text, so the key is (text, schema, dialect): all the SQL
+    # depends on besides the reference time.
+    aliases = {key: f"m_{index}" for index, key in enumerate(sorted(rules.dependencies(rule)))}
+    where = None
+    if dialect in rules.PARAMETER_DIALECTS:
+        where = to_engine_sql(rule, dialect, aliases, now=None)
+    return CompiledSQL(where, aliases, rules.reads_clock(rule))
+
+
+def to_engine_sql(
+    rule: rules.Rule, dialect: Dialect, aliases: Mapping[str, str], *, now: datetime | None
+) -> str:
+    """The rule's WHERE-SQL; with ``now`` None, the time is the ``$now`` parameter."""
+    return rules.to_sql(
+        rule,
+        dialect,
+        column=engine_column,
+        audience=lambda key: member_test(aliases[key]),
+        now=now,
+        now_parameter=now is None,
+    )
+
+
+def bound_rule(text: str, schema: frozenset[tuple[str, AttributeType]]) -> rules.Rule:
+    """A stored rule bound to the workspace's schema (cached: rules are immutable)."""
+    return _bound(text, schema)
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    """A set of stored rules compiled into one function (``rules.to_predicates``)."""
+
+    answers: Callable[[Mapping[str, Any]], tuple[bool, ...]]
+    """``answers(profile)``: each rule's answer, in the order the rules were given."""
+    asks: frozenset[str]
+    """The audiences outside the set that some rule asks about: when there are any, the profile
+    passed must be a view (``view``) that answers them; when not, the bare attributes do."""
+
+
+def compiled_rules(
+    keyed: tuple[tuple[str, str], ...], schema: frozenset[tuple[str, AttributeType]]
+) -> CompiledRules:
+    """Stored rules, ``(audience key, rule text)`` in dependency order, compiled into one
+    function (cached by the texts, keys and schema)."""
+    return _rules(keyed, schema)
+
+
+@lru_cache(maxsize=256)
+def _rules(
+    keyed: tuple[tuple[str, str], ...], schema: frozenset[tuple[str, AttributeType]]
+) -> CompiledRules:
+    bound = {key: _bound(text, schema) for key, text in keyed}
+    return CompiledRules(rules.to_predicates(bound, audience=hook), rules.asked_audiences(bound))
+
+
+@lru_cache(maxsize=4096)
+def _bound(text: str, schema: frozenset[tuple[str, AttributeType]]) -> rules.Rule:
+    return rules.validate_rule(text, dict(schema))
+
+
+Answer = Callable[[str, "int | None"], "bool | None"]
+"""``answer(audience_key, pid)``: is the profile in that audience (None when unknown)."""
+
+
+def hook(key: str, profile: Mapping[str, Any]) -> bool | None:
+    """The ``in_audience`` hook of compiled predicates: asks the view's answerer."""
+    answer: Answer = profile[IN_AUDIENCE]
+    return answer(key, profile[PID])
+
+
+def view(attrs: Mapping[str, Any], pid: int | None, answer: Answer) -> dict[str, Any]:
+    """A profile as predicates see it: its attributes, its pid and an answerer."""
+    return {**attrs, PID: pid, IN_AUDIENCE: answer}
+
+
+def answerer(sets: Mapping[str, AbstractBitMap]) -> Answer:
+    """An answerer from member sets by audience key."""
+
+    def answer(key: str, pid: int | None) -> bool | None:
+        members = sets.get(key)
+        return None if members is None or pid is None else pid in members
+
+    return answer
+
+
+def frozen_schema(schema: Mapping[str, AttributeType]) -> frozenset[tuple[str, AttributeType]]:
+    """A schema as a cache key."""
+    return frozenset(schema.items())
+
+
+def member_sets(
+    session: Session, runtime: Runtime, workspace_id: str, *, keys: Iterable[str] | None = None
+) -> dict[str, AbstractBitMap]:
+    """The current members of the workspace's audiences (those of ``keys``), by key."""
+    stmt = select(AudienceRow.key, AudienceRow.id).where(AudienceRow.workspace_id == workspace_id)
+    if keys is not None:
+        stmt = stmt.where(AudienceRow.key.in_(list(keys)))
+    keyed = session.execute(stmt).all()
+    sets = memberships.many(
+        session, runtime=runtime, audience_ids=[audience_id for _, audience_id in keyed]
+    )
+    return {key: sets[audience_id] for key, audience_id in keyed}
+
+
+def member_test(alias: str) -> exp.Expression:
+    """How batch SQL tests membership of the set joined under ``alias``."""
+    return exp.column("pid", table=alias, quoted=True).is_(exp.null()).not_()
+
+
+def engine_column(path: str) -> exp.Expression:
+    """How batch SQL reads an attribute: every declared attribute, dotted or not, is one column
+    of the profile table (nested objects are flattened to dotted names at ingest)."""
+    return exp.column(path, quoted=True)
+
+
+def dialect_of(runtime: Runtime) -> Dialect:
+    """The rule dialect of the runtime's profile engine."""
+    dialect = runtime.profiles.dialect
+    if dialect not in rules.DIALECTS:
+        raise AudiencesError(f"the profile engine speaks {dialect}, which rules do not compile to")
+    return dialect

@@ -1,0 +1,143 @@
+"""Streaming evaluation: when profiles are written, every streaming audience's rule runs on them
+(all compiled into one Python function) and the memberships change before the write returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+from pyroaring import BitMap
+from sqlalchemy import select
+from sqlalchemy.orm import Session, lazyload, load_only
+
+from audiences import rules
+from audiences.engines.base import Profile, pids_to_bitmap
+from audiences.services import (
+    attributes,
+    definitions,
+    lifecycle,
+    memberships,
+)
+from audiences.services.evaluation.compiled import (
+    answerer,
+    compiled_rules,
+    frozen_schema,
+    member_sets,
+    view,
+)
+from audiences.services.runtime import Runtime
+from audiences.store.tables import AudienceRow
+
+
+def on_profiles_written(
+    session: Session,
+    *,
+    runtime: Runtime,
+    workspace_id: str,
+    pids: Iterable[int],
+    written: Mapping[int, Profile] | None = None,
+    streaming: list[AudienceRow] | None = None,
+) -> None:
+    """Re-evaluate every streaming audience on these profiles (deleted ones leave them all).
+
+    ``written`` are the profiles as this transaction wrote them, by pid, used instead of
+    reading them back; pass them, with the ``streaming`` audiences it returned, only when
+    :func:`lock_streaming` ran before the write.
+    """
+    if streaming is None:
+        streaming = streaming_audiences(session, workspace_id)
+    wanted = sorted(set(pids))
+    if not streaming or not wanted:
+        return
+    # Lock before reading (in one order, so writers cannot deadlock): of two concurrent writers
+    # of a profile, the later to lock reads the later data, so membership ends as the last write
+    # says. SQLite serialises writers already; PostgreSQL needs the row locks.
+    memberships.lock_all(session, streaming)
+    if written is not None and all(pid in written for pid in wanted):
+        profiles: Sequence[Profile | None] = [written[pid] for pid in wanted]
+    else:
+        profiles = runtime.profiles.get_profiles_by_pid(workspace_id, wanted)
+    views = {
+        pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile
+    }
+    schema = attributes.schema(session, workspace_id=workspace_id)
+    # Every streaming rule at once, per profile: an audience's rule reads the answers of the
+    # streaming audiences before it directly, and only the stored members of the audiences
+    # outside the set that some rule asks about (in_audience).
+    compiled = compiled_rules(
+        tuple((a.key, a.rule or "") for a in streaming), frozen_schema(schema)
+    )
+    check = compiled.answers
+    if compiled.asks:
+        answer = answerer(member_sets(session, runtime, workspace_id, keys=compiled.asks))
+        found = {pid: check(view(attrs, pid, answer)) for pid, attrs in views.items()}
+    else:
+        found = {pid: check(attrs) for pid, attrs in views.items()}
+    # One row of answers per profile; each audience's column picks the pids that enter it.
+    evaluated = np.fromiter(found, dtype=np.uint32, count=len(found))
+    answers = np.array(list(found.values()), dtype=bool).reshape(len(found), len(streaming))
+    everyone = BitMap(wanted)
+    for index, audience in enumerate(streaming):
+        entering = pids_to_bitmap(evaluated[answers[:, index]])
+        memberships.apply(
+            session,
+            audience=audience,
+            add=entering,
+            remove=everyone - entering,
+            cache=runtime.bitmaps,
+        )
+
+
+def lock_streaming(session: Session, workspace_id: str) -> list[AudienceRow]:
+    """Take the membership locks of the workspace's streaming audiences (returned), before a
+    profile write whose written rows :func:`on_profiles_written` will use: the later writer to
+    lock then also writes later, so the rows it evaluates are the last ones."""
+    streaming = streaming_audiences(session, workspace_id)
+    memberships.lock_all(session, streaming)
+    return streaming
+
+
+def streaming_audiences(session: Session, workspace_id: str) -> list[AudienceRow]:
+    """Live dynamic audiences kept current on every write, each after those it depends on."""
+    keyed = _streaming_ids(tuple(definitions.graph(session, workspace_id)))
+    if not keyed:
+        return []
+    stmt = (
+        select(AudienceRow)
+        .where(AudienceRow.id.in_(keyed))
+        # Only what evaluating and writing membership read; the rest loads if touched.
+        .options(
+            lazyload(AudienceRow.label_rows),
+            load_only(
+                AudienceRow.workspace_id,
+                AudienceRow.key,
+                AudienceRow.kind,
+                AudienceRow.rule,
+                AudienceRow.refresh_mode,
+                AudienceRow.dependencies,
+            ),
+        )
+    )
+    found = {audience.id: audience for audience in session.scalars(stmt)}
+    return [found[audience_id] for audience_id in keyed if audience_id in found]
+
+
+@lru_cache(maxsize=256)
+def _streaming_ids(nodes: tuple[definitions.Node, ...]) -> tuple[str, ...]:
+    """The ids of a graph's streaming audiences in dependency order (cached: the graph of a
+    workspace changes far less often than its profiles are written)."""
+    modes = definitions.modes(nodes)
+    # A parked audience is not evaluated; those whose rules read it read its last members.
+    candidates = {
+        n.key: n
+        for n in nodes
+        if n.kind == "dynamic"
+        and not lifecycle.parked(n)
+        and n.rule is not None
+        and n.refresh_mode == "streaming"
+        and n.key in modes
+        and modes[n.key].mode == "streaming"
+    }
+    graph = {key: [k for k in n.dependencies if k in candidates] for key, n in candidates.items()}
+    return tuple(candidates[key].id for key in rules.evaluation_order(graph) if key in candidates)
