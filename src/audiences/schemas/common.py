@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
 from pydantic import (
@@ -15,11 +15,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     create_model,
     model_validator,
 )
+from pydantic_core import core_schema
 
 T = TypeVar("T")
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""Every resource id: what path parameters and the ``id`` filter accept."""
 MAX_PAGE_SIZE = 200
 """The largest page any list serves; ``AUDIENCES_PAGE_SIZE_MAX`` may lower it, not raise it."""
 
@@ -154,6 +159,75 @@ class Relationship(BaseModel):
     key: str | None = None
 
 
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+"""An RFC 3339 date-time (``2024-05-01T12:00:00Z``); a bare number or a time without an
+offset is not one."""
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, str) and not RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2024-05-01T12:00:00Z")
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time")
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
+"""A time in a query: RFC 3339 text only (pydantic alone would also take ``0.5`` as a Unix
+time)."""
+
+MAX_FILTER_VALUES = 100
+"""Values one filter may name (repeated and comma-separated ones together)."""
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """Metadata of a list filter, ``Annotated[list[str] | None, ListFilter(pattern)]``: the
+    parameter repeated or (when ``commas``) a comma list, meaning any of the values (OR).
+    ``pattern`` (anchored) is what one value may be; at most :data:`MAX_FILTER_VALUES`.
+
+    Filters on free text (a name, a description) take ``commas=False``: a name may hold a
+    comma, so there several values come only from repeating the parameter.
+    """
+
+    pattern: str
+    commas: bool = True
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        value = re.compile(self.pattern)
+
+        def check(values: list[str] | None) -> list[str] | None:
+            if values is None:
+                return None
+            if self.commas:
+                values = [part for item in values for part in item.split(",")]
+            if len(values) > MAX_FILTER_VALUES:
+                raise ValueError(f"at most {MAX_FILTER_VALUES} values")
+            bad = [item for item in values if not value.match(item)]
+            if bad:
+                raise ValueError(f"{bad[0]!r} does not match {self.pattern}")
+            return values
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: Any, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        json_schema: dict[str, Any] = handler(schema)
+        single = self.pattern.removeprefix("^").removesuffix("$")
+        pattern = rf"^({single})(,({single}))*$" if self.commas else self.pattern
+        for option in [json_schema, *json_schema.get("anyOf", [])]:
+            if option.get("type") == "array":
+                option["items"] = {"type": "string", "pattern": pattern}
+                option["maxItems"] = MAX_FILTER_VALUES
+        return json_schema
+
+
+def enum_values(values: Iterable[str]) -> str:
+    """An anchored regex for one of ``values`` (a filter on an enumerated field)."""
+    return rf"^({_alternatives(values)})$"
+
+
 @dataclass
 class ListQuery:
     """A parsed list request: paging, order, filters, search, and response shaping."""
@@ -162,7 +236,7 @@ class ListQuery:
     cursor: str | None = None
     offset: int | None = None
     sort: str | None = None
-    filters: dict[str, str] = field(default_factory=dict)
+    filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
     q: str | None = None
     updated_since: datetime | None = None
     fields: frozenset[str] | None = None
@@ -203,7 +277,7 @@ class ListParams(InputModel):
     q: str | None = Field(
         default=None, max_length=200, description="Case-insensitive search in name and description."
     )
-    updated_since: datetime | None = Field(
+    updated_since: Rfc3339 | None = Field(
         default=None, description="Only items updated at or after this time (RFC 3339)."
     )
     fields: str | None = Field(
@@ -211,6 +285,9 @@ class ListParams(InputModel):
     )
     include: str | None = Field(
         default=None, max_length=200, description="Comma-separated related resources to embed."
+    )
+    id: Annotated[list[str] | None, ListFilter(ID_PATTERN)] = Field(
+        default=None, description="Only these ids (repeat it, or separate ids with commas)."
     )
 
 
