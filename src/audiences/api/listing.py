@@ -92,6 +92,14 @@ def parse_names(raw: str | None, parameter: str, allowed: frozenset[str]) -> fro
     return names
 
 
+FIELDS_DOC = "Comma-separated fields to return (`id` always); all of them without it."
+
+
+def sparse_one(body: dict[str, Any], raw: str | None, model: type[BaseModel]) -> dict[str, Any]:
+    """One resource's body trimmed to ``fields=`` (a single GET's own ``fields``)."""
+    return _sparse(body, parse_names(raw, "fields", frozenset(model.model_fields)))
+
+
 def _sparse(item: dict[str, Any], fields: frozenset[str] | None) -> dict[str, Any]:
     if fields is None:
         return item

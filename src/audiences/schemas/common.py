@@ -41,6 +41,19 @@ it, ``30`` or ``30.0`` but never ``"30"`` or ``true`` (after the constraints, so
 show in the JSON schema)."""
 
 
+FIELD_CODES: dict[tuple[str, str], str] = {
+    ("limit", "less_than_equal"): "limit_out_of_range",
+    ("interval_seconds", "greater_than_equal"): "refresh_interval_too_short",
+}
+"""Validation failures with a stable code of their own (docs/errors.md), by the field's name
+and pydantic's error type: a page size over the maximum, a refresh interval under the floor."""
+
+
+def specific_code(location: tuple[str | int, ...], kind: str) -> str | None:
+    """The code of :data:`FIELD_CODES` for a failure of ``kind`` at ``location``, if any."""
+    return FIELD_CODES.get((str(location[-1]), kind)) if location else None
+
+
 def reject_nul(value: Any) -> None:
     """Raise ``ValueError`` if any string inside ``value`` (keys included) holds a NUL character.
 

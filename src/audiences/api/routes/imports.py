@@ -26,6 +26,7 @@ from audiences.api.deps import (
 )
 from audiences.api.preconditions import IDEMPOTENCY_DOC, IdempotencyDep
 from audiences.api.problems import responses
+from audiences.api.queries import KnownQuery
 from audiences.errors import ErrorDetail, ValidationFailed
 from audiences.kit.ids import new_id
 from audiences.schemas.imports import MEMBER_WRITE_BODY, UPLOAD_BODY, ImportMode, MemberWrite
@@ -34,7 +35,7 @@ from audiences.services import audiences, imports, jobs, static_members
 from audiences.services.import_formats import ImportFormat, Row
 from audiences.store.tables import JobRow
 
-router = APIRouter(tags=["imports"])
+router = APIRouter(tags=["imports"], dependencies=[KnownQuery])
 UPLOAD_PATHS = re.compile(r"^/v1/audiences/[^/]+/imports/?$")
 """Paths whose bodies fall under ``AUDIENCES_MAX_UPLOAD_BYTES`` instead of the JSON limit."""
 JobId = Annotated[str, PathParam(pattern=ID_PATTERN, description="The job's id.")]
