@@ -197,7 +197,8 @@ MAX_FILTER_VALUES = 100
 class ListFilter:
     """Metadata of a list filter, ``Annotated[list[str] | None, ListFilter(pattern)]``: the
     parameter repeated or (when ``commas``) a comma list, meaning any of the values (OR).
-    ``pattern`` (anchored) is what one value may be; at most :data:`MAX_FILTER_VALUES`.
+    ``pattern`` (anchored) is what one value may be; at most :data:`MAX_FILTER_VALUES` in all.
+    The contract declares the comma list; the repeated form is accepted too.
 
     Filters on free text (a name, a description) take ``commas=False``: a name may hold a
     comma, so there several values come only from repeating the parameter.
@@ -226,14 +227,14 @@ class ListFilter:
     def __get_pydantic_json_schema__(
         self, schema: Any, handler: GetJsonSchemaHandler
     ) -> dict[str, Any]:
-        json_schema: dict[str, Any] = handler(schema)
+        # Declared as one string (a comma list): the repeated form is accepted as well, but an
+        # array parameter would let a client send `true` for an id and expect a refusal.
+        described: dict[str, Any] = handler(schema)
         single = self.pattern.removeprefix("^").removesuffix("$")
-        pattern = rf"^({single})(,({single}))*$" if self.commas else self.pattern
-        for option in [json_schema, *json_schema.get("anyOf", [])]:
-            if option.get("type") == "array":
-                option["items"] = {"type": "string", "pattern": pattern}
-                option["maxItems"] = MAX_FILTER_VALUES
-        return json_schema
+        more = MAX_FILTER_VALUES - 1
+        pattern = rf"^({single})(,({single})){{0,{more}}}$" if self.commas else self.pattern
+        kept = {k: v for k, v in described.items() if k not in ("type", "items", "anyOf")}
+        return {**kept, "type": "string", "pattern": pattern}
 
 
 def enum_values(values: Iterable[str]) -> str:
