@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -142,3 +143,26 @@ def test_a_lower_configured_page_maximum_answers_limit_out_of_range(settings: Se
     finally:
         client.close()
         app.state.engine.dispose()
+
+
+def test_a_multipart_upload_without_a_boundary_is_malformed_multipart(tenant: Tenant) -> None:
+    audience = tenant.write.post(
+        "/v1/audiences", json={"key": "multi", "name": "n", "kind": "static"}
+    ).json()
+    response = tenant.write.post(
+        f"/v1/audiences/{audience['id']}/imports",
+        content=b"--x\r\n",
+        headers={"Content-Type": "multipart/form-data"},
+    )
+    _assert_problem(response, 400, "malformed_multipart")
+
+
+def test_a_first_ingest_over_the_attribute_limit_is_too_many_attributes(app: FastAPI) -> None:
+    token, _ = mint_key(app, f"wide-{uuid.uuid4().hex[:8]}", Role.WRITE)
+    client = client_for(app, token)
+    try:
+        attributes = {f"a{n}": n for n in range(501)}
+        response = client.put("/v1/profiles/p1", json={"attributes": attributes})
+        _assert_problem(response, 422, "too_many_attributes")
+    finally:
+        client.close()

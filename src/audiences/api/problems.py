@@ -198,12 +198,13 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def document_errors(operation: dict[str, Any]) -> None:
-    """Make an OpenAPI operation declare its errors as problems, 422 and 500 included.
+    """Make an OpenAPI operation declare its errors as problems, 400, 422 and 500 included.
 
     FastAPI adds its own 422 schema to any operation with parameters; ours replaces it, since
     :func:`_on_validation_error` answers with a problem.
     """
     declared = operation.setdefault("responses", {})
+    declared.setdefault("400", {})  # every operation refuses a query parameter it does not have
     if operation.get("parameters") or operation.get("requestBody"):
         declared.setdefault("422", {})
     if operation.get("requestBody"):
