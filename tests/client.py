@@ -15,11 +15,14 @@ import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from fastapi import FastAPI
 
+from tests import ledger
+
 
 class ApiClient:
     """``get/post/put/patch/delete/request`` like httpx.Client, against an ASGI app."""
 
     def __init__(self, app: FastAPI, headers: dict[str, str] | None = None) -> None:
+        self.app = app
         self._stack = ExitStack()
         self.portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
         transport = httpx.ASGITransport(app=app)
@@ -36,7 +39,9 @@ class ApiClient:
             and isinstance(content, Iterable)
         ):
             kwargs["content"] = _aiter(content)
-        return self.portal.call(lambda: self.async_client.request(method, url, **kwargs))
+        response = self.portal.call(lambda: self.async_client.request(method, url, **kwargs))
+        ledger.record(self.app, method, response)
+        return response
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", url, **kwargs)
@@ -64,7 +69,9 @@ class ApiClient:
             results: list[httpx.Response | None] = [None] * len(calls)
 
             async def one(index: int) -> None:
-                results[index] = await calls[index](self.async_client)
+                response = await calls[index](self.async_client)
+                ledger.record(self.app, response.request.method, response)
+                results[index] = response
 
             async with anyio.create_task_group() as group:
                 for index in range(len(calls)):

@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -20,9 +21,55 @@ from sqlalchemy.engine import make_url
 
 from audiences.api.app import create_app
 from audiences.config import Settings
+from tests import ledger
 from tests.factories import Tenant, make_tenant
 
 DATABASE_ENV = "AUDIENCES_TEST_DATABASE_URL"
+LEDGER_KEY = "audiences_ledger"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start recording error codes (tests/ledger.py)."""
+    ledger.install()
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """A run with deselected tests (``-k``, ``-m``, ``--lf``) is not complete."""
+    ledger.LEDGER.deselected += len(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the xdist controller: merge what a finished worker recorded."""
+    data = getattr(node, "workeroutput", {}).get(LEDGER_KEY)
+    if data is not None:
+        ledger.LEDGER.merge(data)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Workers hand their ledger over; the controller (or a run without xdist) checks it:
+    codes and statuses always, documented codes never produced only on a complete run."""
+    config = session.config
+    if hasattr(config, "workerinput"):
+        config.workeroutput[LEDGER_KEY] = ledger.LEDGER.dump()  # type: ignore[attr-defined]
+        return
+    complete = (
+        config.args_source is pytest.Config.ArgsSource.TESTPATHS
+        and not config.option.keyword
+        and not config.option.markexpr
+        and ledger.LEDGER.deselected == 0
+        and exitstatus == pytest.ExitCode.OK
+        and not session.shouldstop
+    )
+    found = ledger.problems(ledger.LEDGER, complete=complete)
+    if not found:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.section("error-code and status ledger (tests/ledger.py)", red=True)
+        for line in found:
+            reporter.line(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

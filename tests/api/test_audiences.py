@@ -79,7 +79,11 @@ def test_stale_if_match_is_refused_and_changes_nothing(tenant: Tenant) -> None:
     assert tenant.read.get(url).json() == created
     garbage = tenant.write.put(url, json=body, headers={"If-Match": "nonsense"})
     assert garbage.status_code == 422
-    listed = tenant.write.put(url, json=body, headers={"If-Match": '"5", W/"1"'})
+    weak = tenant.write.put(url, json=body, headers={"If-Match": 'W/"1"'})
+    assert weak.status_code == 412  # If-Match compares strongly: a weak tag never matches
+    assert weak.json()["code"] == "version_mismatch"
+    assert tenant.write.put(url, json=body, headers={"If-Match": '"5", W/"1"'}).status_code == 412
+    listed = tenant.write.put(url, json=body, headers={"If-Match": '"5", "1"'})
     assert listed.status_code == 200
     assert tenant.write.delete(url, headers={"If-Match": '"1"'}).status_code == 412
     assert tenant.read.get(url).json()["name"] == "Changed"
@@ -130,7 +134,6 @@ def test_same_key_in_another_workspace_is_fine(tenant: Tenant, other_tenant: Ten
         ({"refresh_policy": {"mode": "scheduled"}}, ["interval_seconds"]),
         ({"refresh_policy": {}}, ["refresh_policy"]),
         ({"refresh_policy": {"mode": "manual", "interval_seconds": 3600}}, ["interval_seconds"]),
-        ({"refresh_policy": {"mode": "scheduled", "interval_seconds": 5}}, ["interval_seconds"]),
         ({"kind": "static", "ttl_days": 0}, ["ttl_days"]),
         ({"id": "mine"}, ["id"]),
         ({"size": 10}, ["size"]),
@@ -363,3 +366,24 @@ def test_a_static_audience_shows_whether_its_writes_are_applied(
     done = _shown(tenant.read, static["id"])
     assert (done["writes"], done["size"]) == ("applied", 2)
     assert done["members_changed_at"] > static["created_at"]
+
+
+@pytest.mark.parametrize("interval", [5, 59])
+def test_an_interval_under_the_floor_is_refresh_interval_too_short(
+    tenant: Tenant, interval: int
+) -> None:
+    policy = {"mode": "scheduled", "interval_seconds": interval}
+    created = tenant.write.post("/v1/audiences", json=audience_body(refresh_policy=policy))
+    assert created.status_code == 422
+    problem = created.json()
+    assert problem["code"] == "refresh_interval_too_short"
+    assert problem["errors"][0]["code"] == "refresh_interval_too_short"
+    assert problem["errors"][0]["location"][-1] == "interval_seconds"
+    audience = make_audience(tenant.write)
+    patched = tenant.write.patch(
+        f"/v1/audiences/{audience['id']}",
+        json={"refresh_policy": policy},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 422
+    assert patched.json()["code"] == "refresh_interval_too_short"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -95,3 +96,73 @@ def test_unexpected_errors_are_500_problems_without_a_trace(settings: Settings) 
     _assert_problem(response, 500, "internal_error")
     assert "secret" not in response.text
     assert "Traceback" not in response.text
+
+
+def test_a_405_allows_every_method_of_the_path(tenant: Tenant) -> None:
+    audience = tenant.write.post(
+        "/v1/audiences", json={"key": "k405", "name": "n", "kind": "static"}
+    ).json()
+    cases = [
+        ("DELETE", "/v1/audiences", "GET, POST"),
+        ("TRACE", f"/v1/audiences/{audience['id']}", "DELETE, GET, PATCH, PUT"),
+        ("PUT", f"/v1/audiences/{audience['id']}/members", "GET, POST"),
+        ("DELETE", f"/v1/audiences/{audience['id']}/members/p1", "GET"),
+        ("POST", "/v1/profiles/p1", "DELETE, GET, PUT"),
+    ]
+    for method, path, allowed in cases:
+        response = tenant.write.request(method, path)
+        _assert_problem(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == allowed, path
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [({"limit": 201}, "limit_out_of_range"), ({"limit": 0}, "validation_failed")],
+)
+def test_limit_over_the_maximum_has_its_own_code(
+    tenant: Tenant, params: dict[str, int], code: str
+) -> None:
+    audience = tenant.write.post(
+        "/v1/audiences", json={"key": "lim", "name": "n", "kind": "static"}
+    ).json()
+    for path in ["/v1/audiences", "/v1/jobs", f"/v1/audiences/{audience['id']}/members"]:
+        response = tenant.read.get(path, params=params)
+        _assert_problem(response, 422, code)
+        assert response.json()["errors"][0]["location"] == ["query", "limit"]
+
+
+def test_a_lower_configured_page_maximum_answers_limit_out_of_range(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"page_size_max": 20}))
+    token, _ = mint_key(app, "small-pages", Role.READ)
+    client = client_for(app, token)
+    try:
+        _assert_problem(
+            client.get("/v1/audiences", params={"limit": 21}), 422, "limit_out_of_range"
+        )
+        assert client.get("/v1/audiences", params={"limit": 20}).status_code == 200
+    finally:
+        client.close()
+        app.state.engine.dispose()
+
+
+def test_a_multipart_upload_without_a_boundary_is_malformed_multipart(tenant: Tenant) -> None:
+    audience = tenant.write.post(
+        "/v1/audiences", json={"key": "multi", "name": "n", "kind": "static"}
+    ).json()
+    response = tenant.write.post(
+        f"/v1/audiences/{audience['id']}/imports",
+        content=b"--x\r\n",
+        headers={"Content-Type": "multipart/form-data"},
+    )
+    _assert_problem(response, 400, "malformed_multipart")
+
+
+def test_a_first_ingest_over_the_attribute_limit_is_too_many_attributes(app: FastAPI) -> None:
+    token, _ = mint_key(app, f"wide-{uuid.uuid4().hex[:8]}", Role.WRITE)
+    client = client_for(app, token)
+    try:
+        attributes = {f"a{n}": n for n in range(501)}
+        response = client.put("/v1/profiles/p1", json={"attributes": attributes})
+        _assert_problem(response, 422, "too_many_attributes")
+    finally:
+        client.close()

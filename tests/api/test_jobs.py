@@ -117,7 +117,7 @@ def test_list_filters_and_sorts(app: FastAPI, tenant: Tenant, handler: str) -> N
         ({"state": "done"}, "validation_failed"),
         ({"sort": "name"}, "unknown_sort_field"),
         ({"fields": "secret"}, "unknown_fields"),
-        ({"worker": "w1"}, "unknown_parameter"),
+        ({"worker": "w1"}, "unknown_filter"),
     ],
 )
 def test_list_refuses_what_it_does_not_have(

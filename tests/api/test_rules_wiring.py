@@ -137,6 +137,7 @@ def test_dependencies_dependents_and_modes(tenant: Tenant) -> None:
         f"/v1/audiences/{both['id']}",
         json=audience_body(key=both["key"], rule=both["rule"], refresh_policy=streaming),
     )
+    assert _problem(refused)["code"] == "rule_not_streamable"
     assert _problem(refused)["errors"][0]["code"] == "rule_not_streamable"
     made_streaming = tenant.write.put(
         f"/v1/audiences/{vip['id']}",
@@ -161,6 +162,7 @@ def test_clock_rules_are_scheduled_and_cannot_stream(tenant: Tenant) -> None:
         "/v1/audiences", json=audience_body(rule=rule, refresh_policy={"mode": "streaming"})
     )
     problem = _problem(refused)
+    assert problem["code"] == "rule_not_streamable"
     assert problem["errors"][0]["code"] == "rule_not_streamable"
     assert problem["errors"][0]["location"] == ["body", "rule"]
     assert "now()" in problem["errors"][0]["message"]
@@ -281,3 +283,19 @@ def test_a_double_quoted_value_gets_the_single_quotes_hint(tenant: Tenant) -> No
     assert (error["start"], error["end"]) == (10, 14)
     typo = _problem(tenant.write.post("/v1/audiences", json=audience_body(rule="\"contry\" = 'x'")))
     assert typo["errors"][0]["suggestion"] == "country"
+
+
+def test_a_preview_the_engine_cannot_run_answers_our_problem_without_sql(tenant: Tenant) -> None:
+    written = tenant.write.put("/v1/profiles/p1", json={"attributes": {"country": "US"}})
+    assert written.status_code == 201, written.text
+    refused = tenant.read.post(
+        "/v1/audiences/preview", json={"rule": "CAST(country AS DOUBLE) > 1"}
+    )
+    problem = _problem(refused)
+    assert problem["code"] == "engine_query_failed"
+    assert problem["detail"] == (
+        "the rule cannot be evaluated on this workspace's profiles: "
+        "a value cannot be converted to the type the rule needs"
+    )
+    for leak in ("SELECT", "WHERE", "profiles_", "LINE 1", "Conversion Error"):
+        assert leak not in refused.text

@@ -13,7 +13,8 @@ from audiences.config import Settings
 from audiences.errors import BadRequest, ErrorDetail, InvalidParameter, ValidationFailed
 from audiences.schemas.common import ListParams, ListQuery, PageResult
 
-COMMON = frozenset(ListParams.model_fields)
+COMMON = frozenset(ListParams.model_fields) - {"id"}
+"""The parameters every list shares; the rest (``id`` included) are filters."""
 
 
 def to_list_query(
@@ -33,9 +34,7 @@ def to_list_query(
         )
     if params.cursor is not None and params.offset is not None:
         raise BadRequest("use either cursor or offset, not both", code="cursor_with_offset")
-    filters = {
-        name: _as_text(value) for name, value in params if name not in COMMON and value is not None
-    }
+    filters = {name: tuple(values) for name, values in params if name not in COMMON and values}
     return ListQuery(
         limit=limit,
         cursor=params.cursor,
@@ -93,13 +92,15 @@ def parse_names(raw: str | None, parameter: str, allowed: frozenset[str]) -> fro
     return names
 
 
+FIELDS_DOC = "Comma-separated fields to return (`id` always); all of them without it."
+
+
+def sparse_one(body: dict[str, Any], raw: str | None, model: type[BaseModel]) -> dict[str, Any]:
+    """One resource's body trimmed to ``fields=`` (a single GET's own ``fields``)."""
+    return _sparse(body, parse_names(raw, "fields", frozenset(model.model_fields)))
+
+
 def _sparse(item: dict[str, Any], fields: frozenset[str] | None) -> dict[str, Any]:
     if fields is None:
         return item
     return {key: value for key, value in item.items() if key in fields or key == "id"}
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(getattr(value, "value", value))

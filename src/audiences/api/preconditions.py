@@ -39,7 +39,11 @@ def expected_version(
         str | None, Header(description=IF_MATCH_DOC, pattern=ETAG_LIST, max_length=1000)
     ] = None,
 ) -> frozenset[int] | None:
-    """The versions ``If-Match`` accepts; None for ``*`` or no header (428 if required)."""
+    """The versions ``If-Match`` accepts; None for ``*`` or no header (428 if required).
+
+    If-Match uses the strong comparison (RFC 9110, 13.1.1): a weak tag (``W/"1"``) never
+    matches, so a list of weak tags only answers 412.
+    """
     if if_match is None:
         if settings.require_if_match:
             raise PreconditionRequired(
@@ -48,8 +52,9 @@ def expected_version(
         return None
     if if_match.strip() == "*":
         return None
-    tags = [tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")]
-    return frozenset(int(tag) for tag in tags if tag.isdigit() and len(tag) < 19)
+    tags = [tag.strip() for tag in if_match.split(",")]
+    strong = [tag.strip('"') for tag in tags if not tag.startswith("W/")]
+    return frozenset(int(tag) for tag in strong if tag.isdigit() and len(tag) < 19)
 
 
 ExpectedVersion = Annotated[frozenset[int] | None, Depends(expected_version)]

@@ -13,11 +13,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from audiences import errors
 from audiences.errors import AudiencesError, ErrorDetail
 from audiences.kit.logs import get_logger
 from audiences.schemas.common import Problem
+from audiences.services.validation import located_failures
 
 PROBLEM_JSON = "application/problem+json"
 log = get_logger("audiences.api")
@@ -100,7 +102,7 @@ def _validation_problem(items: list[Any]) -> AudiencesError:
         parameter = str(_query_location(misnamed[0]))
         code = NAME_PARAMETERS[parameter]
         return errors.InvalidParameter(
-            f"{parameter}={misnamed[0].get('input')!r} names something this list does not have",
+            f"{parameter}={misnamed[0].get('input')!r} names something this resource does not have",
             code=code,
             errors=[ErrorDetail(code, str(misnamed[0].get("msg")), ("query", parameter))],
         )
@@ -114,15 +116,12 @@ def _validation_problem(items: list[Any]) -> AudiencesError:
                 for n in unknown
             ],
         )
-    details = [
-        ErrorDetail(
-            code=str(item.get("type", "invalid")),
-            message=str(item.get("msg", "invalid")),
-            location=tuple(item.get("loc", ())),
-        )
-        for item in items
-    ]
-    return errors.ValidationFailed(f"{len(details)} field(s) failed validation", errors=details)
+    return located_failures(
+        [
+            (tuple(item.get("loc", ())), str(item.get("type", "invalid")), str(item.get("msg")))
+            for item in items
+        ]
+    )
 
 
 def _query_location(item: Any) -> str | None:
@@ -148,9 +147,30 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.url.path}"
     error = cls(detail, headers=dict(exc.headers or {}))
+    if exc.status_code == 405:
+        error.headers["Allow"] = ", ".join(_allowed_methods(request))
     if exc.status_code == 413:
         error.code = "body_too_large"
     return problem_response(error, request)
+
+
+HTTP_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+"""The methods operations use. HEAD is not one: FastAPI's routes do not answer it, though the
+Starlette routes of the in-memory shortcuts would match it (and hand it to a GET route)."""
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of this path takes. Starlette names only the methods of the
+    first route that matched the path, while FastAPI makes a route per method (and the
+    in-memory shortcuts sit in front of them), so each method is tried against the routes."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -179,12 +199,13 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def document_errors(operation: dict[str, Any]) -> None:
-    """Make an OpenAPI operation declare its errors as problems, 422 and 500 included.
+    """Make an OpenAPI operation declare its errors as problems, 400, 422 and 500 included.
 
     FastAPI adds its own 422 schema to any operation with parameters; ours replaces it, since
     :func:`_on_validation_error` answers with a problem.
     """
     declared = operation.setdefault("responses", {})
+    declared.setdefault("400", {})  # every operation refuses a query parameter it does not have
     if operation.get("parameters") or operation.get("requestBody"):
         declared.setdefault("422", {})
     if operation.get("requestBody"):

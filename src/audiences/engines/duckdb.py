@@ -9,6 +9,7 @@ DuckDB 5-10 times more.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,6 +48,7 @@ K = TypeVar("K")
 
 MAX_PID = 2**32 - 1
 
+log = logging.getLogger("audiences.engines")
 QUERY_ERRORS = (
     duckdb.BinderException,
     duckdb.CatalogException,
@@ -561,8 +563,28 @@ class DuckDBEngine:
         try:
             result = cur.execute(query, bound).fetchnumpy()
         except QUERY_ERRORS as error:
-            raise Unprocessable(str(error), code="engine_query_failed") from None
+            raise _query_failed(error) from None
         return pids_to_bitmap(result["pid"])
+
+
+QUERY_FAILURES: tuple[tuple[type[Exception], str], ...] = (
+    (duckdb.ConversionException, "a value cannot be converted to the type the rule needs"),
+    (duckdb.OutOfRangeException, "a computed number is out of range"),
+)
+
+
+def _query_failed(error: Exception) -> Unprocessable:
+    """Our error for a condition DuckDB could not run: what went wrong in words, never the
+    engine's message (it quotes the generated SQL and table names); that goes to the log."""
+    log.warning("profile engine refused a condition: %s", error)
+    reason = next(
+        (words for kind, words in QUERY_FAILURES if isinstance(error, kind)),
+        "the profile engine cannot run it",
+    )
+    return Unprocessable(
+        f"the rule cannot be evaluated on this workspace's profiles: {reason}",
+        code="engine_query_failed",
+    )
 
 
 def _valid_pids(pids: Sequence[int]) -> list[int]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from audiences.schemas.common import (
     InputModel,
+    ListFilter,
     ListParams,
+    enum_values,
     names_pattern,
     sort_pattern,
     sparse_model,
@@ -53,7 +56,7 @@ class ApiKeyCreated(ApiKey):
     token: str
 
 
-API_KEY_SORTS = ("name", "created_at")
+API_KEY_SORTS = ("name", "created_at", "id")
 
 
 class ApiKeyListParams(ListParams):
@@ -66,7 +69,9 @@ class ApiKeyListParams(ListParams):
     )
     fields: str | None = Field(default=None, pattern=names_pattern(ApiKey.model_fields))
     include: str | None = Field(default=None, pattern="^$", description="Nothing to include.")
-    role: Role | None = None
+    role: Annotated[list[str] | None, ListFilter(enum_values(Role))] = Field(
+        default=None, description="With this role. Several: repeat it or use commas."
+    )
 
 
 ApiKeyListItem = sparse_model(ApiKey, "ApiKeyListItem")

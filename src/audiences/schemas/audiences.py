@@ -17,10 +17,14 @@ from pydantic import (
 )
 
 from audiences.schemas.common import (
+    ID_PATTERN,
     JSON_INTEGER,
+    RFC3339,
     InputModel,
+    ListFilter,
     ListParams,
     Relationship,
+    enum_values,
     names_pattern,
     sort_pattern,
     sparse_model,
@@ -264,7 +268,7 @@ class BulkResult(BaseModel):
     results: list[BulkItem]
 
 
-AUDIENCE_SORTS = ("name", "key", "created_at", "updated_at", "members_changed_at")
+AUDIENCE_SORTS = ("name", "key", "created_at", "updated_at", "members_changed_at", "id")
 AUDIENCE_INCLUDES = ("group",)
 
 
@@ -278,15 +282,31 @@ class AudienceListParams(ListParams):
     )
     fields: str | None = Field(default=None, pattern=names_pattern(Audience.model_fields))
     include: str | None = Field(default=None, pattern=names_pattern(AUDIENCE_INCLUDES))
-    kind: AudienceKind | None = None
-    lifecycle_state: LifecycleState | None = None
-    archived: bool | None = None
-    group: str | None = Field(default=None, description="A group id, or `none` for ungrouped.")
-    label: str | None = Field(default=None, description="Audiences carrying this label.")
-    key: str | None = None
-    members_changed_since: datetime | None = Field(
+    kind: Annotated[list[str] | None, ListFilter(enum_values(AudienceKind))] = Field(
+        default=None, description="Of this kind. Several: repeat it or use commas."
+    )
+    lifecycle_state: Annotated[list[str] | None, ListFilter(enum_values(LifecycleState))] = Field(
+        default=None, description="In this state. Several: repeat it or use commas."
+    )
+    archived: Annotated[list[str] | None, ListFilter(enum_values(["true", "false"]))] = Field(
+        default=None, description="`true` or `false`. Several: repeat it or use commas."
+    )
+    group: Annotated[list[str] | None, ListFilter(ID_PATTERN)] = Field(
         default=None,
-        description="Audiences whose members changed at or after this time (RFC 3339).",
+        description="In this group (an id); `none`: ungrouped. Several: repeat it or use commas.",
+    )
+    label: Annotated[list[str] | None, ListFilter(LABEL_PATTERN)] = Field(
+        default=None, description="Carrying this label. Several: repeat it or use commas."
+    )
+    key: Annotated[list[str] | None, ListFilter(KEY_PATTERN)] = Field(
+        default=None, description="With this key. Several: repeat it or use commas."
+    )
+    members_changed_since: Annotated[list[str] | None, ListFilter(RFC3339.pattern)] = Field(
+        default=None,
+        description=(
+            "Audiences whose members changed at or after this time (RFC 3339); `updated_since` "
+            "follows the definition only."
+        ),
     )
 
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
 from pydantic import (
@@ -15,11 +15,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     create_model,
     model_validator,
 )
+from pydantic_core import core_schema
 
 T = TypeVar("T")
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""Every resource id: what path parameters and the ``id`` filter accept."""
 MAX_PAGE_SIZE = 200
 """The largest page any list serves; ``AUDIENCES_PAGE_SIZE_MAX`` may lower it, not raise it."""
 
@@ -34,6 +39,19 @@ JSON_INTEGER = BeforeValidator(_json_integer)
 """Put last in ``Annotated[int, Field(...), JSON_INTEGER]``: an integer as JSON Schema means
 it, ``30`` or ``30.0`` but never ``"30"`` or ``true`` (after the constraints, so that they still
 show in the JSON schema)."""
+
+
+FIELD_CODES: dict[tuple[str, str], str] = {
+    ("limit", "less_than_equal"): "limit_out_of_range",
+    ("interval_seconds", "greater_than_equal"): "refresh_interval_too_short",
+}
+"""Validation failures with a stable code of their own (docs/errors.md), by the field's name
+and pydantic's error type: a page size over the maximum, a refresh interval under the floor."""
+
+
+def specific_code(location: tuple[str | int, ...], kind: str) -> str | None:
+    """The code of :data:`FIELD_CODES` for a failure of ``kind`` at ``location``, if any."""
+    return FIELD_CODES.get((str(location[-1]), kind)) if location else None
 
 
 def reject_nul(value: Any) -> None:
@@ -154,6 +172,76 @@ class Relationship(BaseModel):
     key: str | None = None
 
 
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+"""An RFC 3339 date-time (``2024-05-01T12:00:00Z``); a bare number or a time without an
+offset is not one."""
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, str) and not RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2024-05-01T12:00:00Z")
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time")
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
+"""A time in a query: RFC 3339 text only (pydantic alone would also take ``0.5`` as a Unix
+time)."""
+
+MAX_FILTER_VALUES = 100
+"""Values one filter may name (repeated and comma-separated ones together)."""
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """Metadata of a list filter, ``Annotated[list[str] | None, ListFilter(pattern)]``: the
+    parameter repeated or (when ``commas``) a comma list, meaning any of the values (OR).
+    ``pattern`` (anchored) is what one value may be; at most :data:`MAX_FILTER_VALUES` in all.
+    The contract declares the comma list; the repeated form is accepted too.
+
+    Filters on free text (a name, a description) take ``commas=False``: a name may hold a
+    comma, so there several values come only from repeating the parameter.
+    """
+
+    pattern: str
+    commas: bool = True
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        value = re.compile(self.pattern)
+
+        def check(values: list[str] | None) -> list[str] | None:
+            if values is None:
+                return None
+            if self.commas:
+                values = [part for item in values for part in item.split(",")]
+            if len(values) > MAX_FILTER_VALUES:
+                raise ValueError(f"at most {MAX_FILTER_VALUES} values")
+            bad = [item for item in values if not value.match(item)]
+            if bad:
+                raise ValueError(f"{bad[0]!r} does not match {self.pattern}")
+            return values
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: Any, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        # Declared as one string (a comma list): the repeated form is accepted as well, but an
+        # array parameter would let a client send `true` for an id and expect a refusal.
+        described: dict[str, Any] = handler(schema)
+        single = self.pattern.removeprefix("^").removesuffix("$")
+        more = MAX_FILTER_VALUES - 1
+        pattern = rf"^({single})(,({single})){{0,{more}}}$" if self.commas else self.pattern
+        kept = {k: v for k, v in described.items() if k not in ("type", "items", "anyOf")}
+        return {**kept, "type": "string", "pattern": pattern}
+
+
+def enum_values(values: Iterable[str]) -> str:
+    """An anchored regex for one of ``values`` (a filter on an enumerated field)."""
+    return rf"^({_alternatives(values)})$"
+
+
 @dataclass
 class ListQuery:
     """A parsed list request: paging, order, filters, search, and response shaping."""
@@ -162,7 +250,7 @@ class ListQuery:
     cursor: str | None = None
     offset: int | None = None
     sort: str | None = None
-    filters: dict[str, str] = field(default_factory=dict)
+    filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
     q: str | None = None
     updated_since: datetime | None = None
     fields: frozenset[str] | None = None
@@ -203,7 +291,7 @@ class ListParams(InputModel):
     q: str | None = Field(
         default=None, max_length=200, description="Case-insensitive search in name and description."
     )
-    updated_since: datetime | None = Field(
+    updated_since: Rfc3339 | None = Field(
         default=None, description="Only items updated at or after this time (RFC 3339)."
     )
     fields: str | None = Field(
@@ -211,6 +299,9 @@ class ListParams(InputModel):
     )
     include: str | None = Field(
         default=None, max_length=200, description="Comma-separated related resources to embed."
+    )
+    id: Annotated[list[str] | None, ListFilter(ID_PATTERN)] = Field(
+        default=None, description="Only these ids (repeat it, or separate ids with commas)."
     )
 
 

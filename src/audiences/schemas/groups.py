@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import ConfigDict, Field
 
 from audiences.schemas.common import (
     InputModel,
+    ListFilter,
     ListParams,
     Relationship,
     names_pattern,
@@ -40,12 +42,13 @@ class Group(GroupWrite):
     )
 
 
-GROUP_SORTS = ("name", "created_at", "updated_at")
+GROUP_SORTS = ("name", "created_at", "updated_at", "id")
+FREE_TEXT = r"^[\s\S]{1,5000}$"
 GROUP_INCLUDES = ("audiences",)
 
 
 class GroupListParams(ListParams):
-    """Query parameters of the group list: the common ones plus an exact-match name filter."""
+    """Query parameters of the group list: the common ones plus name and description filters."""
 
     sort: str | None = Field(
         default=None,
@@ -54,7 +57,12 @@ class GroupListParams(ListParams):
     )
     fields: str | None = Field(default=None, pattern=names_pattern(Group.model_fields))
     include: str | None = Field(default=None, pattern=names_pattern(GROUP_INCLUDES))
-    name: str | None = None
+    name: Annotated[list[str] | None, ListFilter(FREE_TEXT, commas=False)] = Field(
+        default=None, description="Exactly this name. Several: repeat it."
+    )
+    description: Annotated[list[str] | None, ListFilter(FREE_TEXT, commas=False)] = Field(
+        default=None, description="Exactly this description. Several: repeat it."
+    )
 
 
 GroupListItem = sparse_model(Group, "GroupListItem")

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from audiences.schemas.common import ListParams, names_pattern, sort_pattern, sparse_model
+from audiences.schemas.common import (
+    ID_PATTERN,
+    ListFilter,
+    ListParams,
+    enum_values,
+    names_pattern,
+    sort_pattern,
+    sparse_model,
+)
 
 
 class JobKind(StrEnum):
@@ -81,7 +89,7 @@ class Job(BaseModel):
     created_by: str | None = None
 
 
-JOB_SORTS = ("created_at", "updated_at")
+JOB_SORTS = ("created_at", "updated_at", "id")
 
 
 class JobListParams(ListParams):
@@ -97,9 +105,16 @@ class JobListParams(ListParams):
     )
     fields: str | None = Field(default=None, pattern=names_pattern(Job.model_fields))
     include: str | None = Field(default=None, pattern="^$", description="Nothing to include.")
-    kind: JobKind | None = None
-    state: JobState | None = None
-    subject_id: str | None = Field(default=None, max_length=64)
+    kind: Annotated[list[str] | None, ListFilter(enum_values(JobKind))] = Field(
+        default=None, description="Of this kind. Several: repeat it or use commas."
+    )
+    state: Annotated[list[str] | None, ListFilter(enum_values(JobState))] = Field(
+        default=None, description="In this state. Several: repeat it or use commas."
+    )
+    subject_id: Annotated[list[str] | None, ListFilter(ID_PATTERN)] = Field(
+        default=None,
+        description="Working on this resource (an id). Several: repeat it or use commas.",
+    )
 
 
 JobListItem = sparse_model(Job, "JobListItem")

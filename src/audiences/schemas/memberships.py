@@ -11,7 +11,9 @@ from audiences.schemas.audiences import MAX_RULE_CHARS, EvaluationMode
 from audiences.schemas.common import (
     JSON_INTEGER,
     InputModel,
+    ListFilter,
     ListParams,
+    enum_values,
     names_pattern,
     sort_pattern,
     sparse_model,
@@ -112,7 +114,8 @@ MEMBER_WRITE_BODY: dict[str, Any] = {
 """The JSON body, declared by hand: the route parses it with orjson and checks a plain list of
 ids in bulk, which costs a sixth of validating a model per id."""
 
-RUN_SORTS = ("number", "started_at")
+RUN_SORTS = ("number", "started_at", "id")
+RUN_STATUSES = ("running", "succeeded", "failed")
 
 
 class Run(BaseModel):
@@ -142,12 +145,17 @@ class RunListParams(ListParams):
     sort: str | None = Field(
         default=None,
         pattern=sort_pattern(RUN_SORTS),
-        description="`number` (default `-number`) or `started_at`.",
+        description="`number` (default `-number`), `started_at` or `id`.",
     )
     fields: str | None = Field(default=None, pattern=names_pattern(Run.model_fields))
     include: str | None = Field(default=None, pattern="^$", description="Nothing to include.")
-    status: Literal["running", "succeeded", "failed"] | None = None
-    trigger: str | None = Field(default=None, max_length=16)
+    status: Annotated[list[str] | None, ListFilter(enum_values(RUN_STATUSES))] = Field(
+        default=None, description="In this status. Several: repeat it or use commas."
+    )
+    trigger: Annotated[list[str] | None, ListFilter(r"^[a-z_]{1,16}$")] = Field(
+        default=None,
+        description="Started this way (`manual`, …). Several: repeat it or use commas.",
+    )
 
 
 class Member(BaseModel):

@@ -95,7 +95,9 @@ def check(
         if verdict.mode != "streaming":
             message = f"this rule cannot be evaluated as profiles change: {verdict.reason}"
             raise RuleError(
-                message, errors=[ErrorDetail("rule_not_streamable", message, RULE_LOCATION)]
+                message,
+                code="rule_not_streamable",
+                errors=[ErrorDetail("rule_not_streamable", message, RULE_LOCATION)],
             )
     return bound
 

@@ -5,18 +5,29 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from audiences.errors import ErrorDetail, ValidationFailed
+from audiences.schemas.common import FIELD_CODES, specific_code
 
 
 def validation_failed(
     exc: ValidationError, *, prefix: tuple[str | int, ...] = ()
 ) -> ValidationFailed:
     """A :class:`ValidationFailed` listing every problem pydantic found."""
+    return located_failures(
+        [
+            (prefix + tuple(e["loc"]), str(e["type"]), str(e["msg"]))
+            for e in exc.errors(include_url=False)
+        ]
+    )
+
+
+def located_failures(failures: list[tuple[tuple[str | int, ...], str, str]]) -> ValidationFailed:
+    """The error for validation ``failures`` (location, pydantic type, message): code
+    ``validation_failed``, or a field's own code (``limit_out_of_range``) when every failure
+    is that one."""
     details = [
-        ErrorDetail(
-            code=str(error["type"]),
-            message=str(error["msg"]),
-            location=prefix + tuple(error["loc"]),
-        )
-        for error in exc.errors(include_url=False)
+        ErrorDetail(code=specific_code(location, kind) or kind, message=message, location=location)
+        for location, kind, message in failures
     ]
-    return ValidationFailed(f"{len(details)} field(s) failed validation", errors=details)
+    codes = {detail.code for detail in details}
+    code = codes.pop() if len(codes) == 1 and codes <= set(FIELD_CODES.values()) else None
+    return ValidationFailed(f"{len(details)} field(s) failed validation", code=code, errors=details)

@@ -9,9 +9,10 @@ from fastapi.responses import JSONResponse
 
 from audiences.api.content import RequireJson
 from audiences.api.deps import AdminCaller, KeyId, SessionDep, SettingsDep
-from audiences.api.listing import page_response, to_list_query
+from audiences.api.listing import FIELDS_DOC, page_response, sparse_one, to_list_query
 from audiences.api.preconditions import IdempotencyDep
 from audiences.api.problems import responses
+from audiences.api.queries import KnownQuery
 from audiences.schemas.api_keys import (
     ApiKey,
     ApiKeyCreate,
@@ -19,11 +20,11 @@ from audiences.schemas.api_keys import (
     ApiKeyListItem,
     ApiKeyListParams,
 )
-from audiences.schemas.common import page_of
+from audiences.schemas.common import names_pattern, page_of
 from audiences.services import api_keys
 from audiences.store.tables import WorkspaceRow
 
-router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
+router = APIRouter(prefix="/v1/api-keys", tags=["api keys"], dependencies=[KnownQuery])
 
 
 @router.post(
@@ -71,11 +72,20 @@ def list_api_keys(
     )
 
 
-@router.get("/{key_id}", response_model=ApiKey, responses=responses(401, 403, 404, 429))
-def get_api_key(key_id: KeyId, session: SessionDep, caller: AdminCaller) -> Response:
+@router.get("/{key_id}", response_model=ApiKeyListItem, responses=responses(401, 403, 404, 429))
+def get_api_key(
+    key_id: KeyId,
+    session: SessionDep,
+    caller: AdminCaller,
+    fields: Annotated[
+        str | None,
+        Query(max_length=1000, pattern=names_pattern(ApiKey.model_fields), description=FIELDS_DOC),
+    ] = None,
+) -> Response:
     """One key (never its token)."""
     row = api_keys.get(session, caller=caller, key_id=key_id)
-    return JSONResponse(api_keys.to_model(row, caller.workspace_slug).model_dump(mode="json"))
+    body = api_keys.to_model(row, caller.workspace_slug).model_dump(mode="json")
+    return JSONResponse(sparse_one(body, fields, ApiKey))
 
 
 @router.delete("/{key_id}", status_code=204, responses=responses(401, 403, 404, 429))

@@ -8,10 +8,11 @@ from fastapi.responses import JSONResponse
 from audiences.api.content import RequireJson
 from audiences.api.deps import AttributeName, ReadCaller, RuntimeDep, SessionDep, WriteCaller
 from audiences.api.problems import responses
+from audiences.api.queries import KnownQuery
 from audiences.schemas.attributes import AttributeDeclare, AttributeOut
 from audiences.services import attributes
 
-router = APIRouter(prefix="/v1/attributes", tags=["profiles"])
+router = APIRouter(prefix="/v1/attributes", tags=["profiles"], dependencies=[KnownQuery])
 
 
 @router.get("", response_model=list[AttributeOut], responses=responses(401, 429))

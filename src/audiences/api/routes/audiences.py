@@ -10,9 +10,16 @@ from sqlalchemy.orm import Session
 
 from audiences.api.content import PATCH_BODY, PatchBody, RequireJson
 from audiences.api.deps import AudienceId, ReadCaller, SessionDep, SettingsDep, WriteCaller
-from audiences.api.listing import page_response, parse_names, to_list_query
+from audiences.api.listing import (
+    FIELDS_DOC,
+    page_response,
+    parse_names,
+    sparse_one,
+    to_list_query,
+)
 from audiences.api.preconditions import ExpectedVersion, IdempotencyDep, etag
 from audiences.api.problems import problem_body, request_id_of, responses
+from audiences.api.queries import KnownQuery
 from audiences.errors import NotFound, ValidationFailed
 from audiences.schemas.audiences import (
     AUDIENCE_INCLUDES,
@@ -23,13 +30,13 @@ from audiences.schemas.audiences import (
     BulkGet,
     BulkResult,
 )
-from audiences.schemas.common import page_of
+from audiences.schemas.common import names_pattern, page_of
 from audiences.services import audiences, groups
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch
 from audiences.store.tables import AudienceRow
 
-router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
+router = APIRouter(prefix="/v1/audiences", tags=["audiences"], dependencies=[KnownQuery])
 ONE = responses(401, 404, 429)
 WRITE = responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429)
 
@@ -103,18 +110,27 @@ def bulk_get_audiences(
     return JSONResponse({"results": results}, status_code=207)
 
 
-@router.get("/{audience_id}", response_model=Audience, responses=ONE)
+@router.get("/{audience_id}", response_model=AudienceListItem, responses=ONE)
 def get_audience(
     audience_id: AudienceId,
     session: SessionDep,
     caller: ReadCaller,
-    include: Annotated[str | None, Query(description="`group` to embed the group.")] = None,
+    include: Annotated[
+        str | None,
+        Query(pattern=names_pattern(AUDIENCE_INCLUDES), description="`group` to embed the group."),
+    ] = None,
+    fields: Annotated[
+        str | None,
+        Query(
+            max_length=1000, pattern=names_pattern(Audience.model_fields), description=FIELDS_DOC
+        ),
+    ] = None,
 ) -> Response:
-    """One audience, with its ETag."""
+    """One audience, with its ETag; ``fields=`` trims it as in the list."""
     row = audiences.get(session, caller=caller, audience_id=audience_id)
     wanted = parse_names(include, "include", frozenset(AUDIENCE_INCLUDES)) or frozenset()
     body = _render(session, caller, [row], wanted)[row.id]
-    return JSONResponse(body, headers={"ETag": etag(row.version)})
+    return JSONResponse(sparse_one(body, fields, Audience), headers={"ETag": etag(row.version)})
 
 
 @router.put("/{audience_id}", response_model=Audience, dependencies=[RequireJson], responses=WRITE)

@@ -10,10 +10,17 @@ from sqlalchemy.orm import Session
 
 from audiences.api.content import PATCH_BODY, PatchBody, RequireJson
 from audiences.api.deps import GroupId, ReadCaller, SessionDep, SettingsDep, WriteCaller
-from audiences.api.listing import page_response, parse_names, to_list_query
+from audiences.api.listing import (
+    FIELDS_DOC,
+    page_response,
+    parse_names,
+    sparse_one,
+    to_list_query,
+)
 from audiences.api.preconditions import ExpectedVersion, IdempotencyDep, etag
 from audiences.api.problems import responses
-from audiences.schemas.common import page_of
+from audiences.api.queries import KnownQuery
+from audiences.schemas.common import names_pattern, page_of
 from audiences.schemas.groups import (
     GROUP_INCLUDES,
     Group,
@@ -26,7 +33,9 @@ from audiences.services.callers import Caller
 from audiences.services.patching import Patch
 from audiences.store.tables import AudienceGroupRow
 
-router = APIRouter(prefix="/v1/audience-groups", tags=["audience groups"])
+router = APIRouter(
+    prefix="/v1/audience-groups", tags=["audience groups"], dependencies=[KnownQuery]
+)
 ONE = responses(400, 401, 404, 429)
 WRITE = responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429)
 
@@ -67,18 +76,25 @@ def list_groups(
     return page_response(request, page, query, lambda row: rendered[row.id])
 
 
-@router.get("/{group_id}", response_model=Group, responses=ONE)
+@router.get("/{group_id}", response_model=GroupListItem, responses=ONE)
 def get_group(
     group_id: GroupId,
     session: SessionDep,
     caller: ReadCaller,
-    include: Annotated[str | None, Query(description="`audiences` to embed them.")] = None,
+    include: Annotated[
+        str | None,
+        Query(pattern=names_pattern(GROUP_INCLUDES), description="`audiences` to embed them."),
+    ] = None,
+    fields: Annotated[
+        str | None,
+        Query(max_length=1000, pattern=names_pattern(Group.model_fields), description=FIELDS_DOC),
+    ] = None,
 ) -> Response:
-    """One group, with its ETag."""
+    """One group, with its ETag; ``fields=`` trims it as in the list."""
     row = groups.get(session, caller=caller, group_id=group_id)
     wanted = parse_names(include, "include", frozenset(GROUP_INCLUDES)) or frozenset()
     body = _render(session, caller, [row], wanted)[row.id]
-    return JSONResponse(body, headers={"ETag": etag(row.version)})
+    return JSONResponse(sparse_one(body, fields, Group), headers={"ETag": etag(row.version)})
 
 
 @router.put("/{group_id}", response_model=Group, dependencies=[RequireJson], responses=WRITE)

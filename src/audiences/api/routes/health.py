@@ -8,9 +8,10 @@ from sqlalchemy import text
 
 from audiences.api.metrics import CONTENT_TYPE
 from audiences.api.problems import responses
+from audiences.api.queries import KnownQuery
 from audiences.errors import ServiceUnavailable
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], dependencies=[KnownQuery])
 
 
 @router.get("/livez")

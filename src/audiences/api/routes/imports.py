@@ -24,6 +24,7 @@ from audiences.api.deps import (
 )
 from audiences.api.preconditions import IDEMPOTENCY_DOC
 from audiences.api.problems import responses
+from audiences.api.queries import KnownQuery
 from audiences.kit.ids import new_id
 from audiences.schemas.imports import UPLOAD_BODY, ImportMode
 from audiences.schemas.jobs import Job
@@ -31,7 +32,7 @@ from audiences.services import audiences, imports, jobs, lifecycle, static_membe
 from audiences.services.import_formats import ImportFormat, Row
 from audiences.store.tables import JobRow
 
-router = APIRouter(tags=["imports"])
+router = APIRouter(tags=["imports"], dependencies=[KnownQuery])
 UPLOAD_PATHS = re.compile(r"^/v1/audiences/[^/]+/imports/?$")
 """Paths whose bodies fall under ``AUDIENCES_MAX_UPLOAD_BYTES`` instead of the JSON limit."""
 JobId = Annotated[str, PathParam(pattern=ID_PATTERN, description="The job's id.")]

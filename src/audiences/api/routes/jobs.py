@@ -14,13 +14,14 @@ from audiences.api.deps import (
     SettingsDep,
     WriteCaller,
 )
-from audiences.api.listing import page_response, to_list_query
+from audiences.api.listing import FIELDS_DOC, page_response, sparse_one, to_list_query
 from audiences.api.problems import responses
-from audiences.schemas.common import page_of
+from audiences.api.queries import KnownQuery
+from audiences.schemas.common import names_pattern, page_of
 from audiences.schemas.jobs import Job, JobListItem, JobListParams
 from audiences.services import jobs
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[KnownQuery])
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="The job's id.")]
 
 
@@ -40,11 +41,19 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=Job, responses=responses(400, 401, 404, 429))
-def get_job(job_id: JobId, session: SessionDep, caller: ReadCaller) -> Response:
+@router.get("/{job_id}", response_model=JobListItem, responses=responses(400, 401, 404, 429))
+def get_job(
+    job_id: JobId,
+    session: SessionDep,
+    caller: ReadCaller,
+    fields: Annotated[
+        str | None,
+        Query(max_length=1000, pattern=names_pattern(Job.model_fields), description=FIELDS_DOC),
+    ] = None,
+) -> Response:
     """One job: its state, progress, counts, errors (the first 1,000), attempts and times."""
     row = jobs.get(session, caller=caller, job_id=job_id)
-    return JSONResponse(jobs.to_model(row).model_dump(mode="json"))
+    return JSONResponse(sparse_one(jobs.to_model(row).model_dump(mode="json"), fields, Job))
 
 
 @router.post(

@@ -24,13 +24,14 @@ from audiences.api.deps import (
     get_runtime,
     read_session,
 )
-from audiences.api.listing import page_response, to_list_query
+from audiences.api.listing import FIELDS_DOC, page_response, sparse_one, to_list_query
 from audiences.api.preconditions import IdempotencyDep
 from audiences.api.problems import responses
+from audiences.api.queries import KnownQuery
 from audiences.errors import BadRequest, ErrorDetail, InvalidParameter, ValidationFailed
 from audiences.kit.cursors import CursorError, decode_cursor, encode_cursor
 from audiences.kit.spreadsheets import FORMULA_STARTS, defused
-from audiences.schemas.common import MAX_PAGE_SIZE, page_of
+from audiences.schemas.common import MAX_PAGE_SIZE, names_pattern, page_of
 from audiences.schemas.jobs import Job
 from audiences.schemas.memberships import (
     MAX_ID_LENGTH,
@@ -51,7 +52,7 @@ from audiences.services.import_formats import CONTROL
 from audiences.services.runtime import Runtime
 from audiences.store.tables import RunRow
 
-router = APIRouter(prefix="/v1/audiences", tags=["membership"])
+router = APIRouter(prefix="/v1/audiences", tags=["membership"], dependencies=[KnownQuery])
 RUN_ID = r"^[A-Za-z0-9_-]{1,64}$"
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (default 50).")]
 Cursor = Annotated[
@@ -229,17 +230,22 @@ def list_runs(
     return page_response(request, page, query, _run)
 
 
-@router.get("/{audience_id}/runs/{run_id}", response_model=Run, responses=responses(401, 404, 429))
+@router.get(
+    "/{audience_id}/runs/{run_id}", response_model=RunListItem, responses=responses(401, 404, 429)
+)
 def get_run(
     audience_id: AudienceId,
     run_id: Annotated[str, Path(pattern=RUN_ID, description="The run's id.")],
     session: SessionDep,
     caller: ReadCaller,
+    fields: Annotated[
+        str | None,
+        Query(max_length=1000, pattern=names_pattern(Run.model_fields), description=FIELDS_DOC),
+    ] = None,
 ) -> Response:
     """One run."""
-    return JSONResponse(
-        _run(runs.get(session, caller=caller, audience_id=audience_id, run_id=run_id))
-    )
+    run = runs.get(session, caller=caller, audience_id=audience_id, run_id=run_id)
+    return JSONResponse(sparse_one(_run(run), fields, Run))
 
 
 @router.get(

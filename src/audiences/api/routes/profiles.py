@@ -20,6 +20,7 @@ from audiences.api.deps import (
     read_session,
 )
 from audiences.api.problems import problem_body, request_id_of, responses
+from audiences.api.queries import KnownQuery
 from audiences.engines.base import Profile as StoredProfile
 from audiences.errors import Unprocessable
 from audiences.schemas.profiles import (
@@ -36,7 +37,7 @@ from audiences.services.callers import Caller
 from audiences.services.runtime import Runtime
 from audiences.store.read_cache import AudienceState
 
-router = APIRouter(tags=["profiles"])
+router = APIRouter(tags=["profiles"], dependencies=[KnownQuery])
 
 
 @router.put(

@@ -8,10 +8,11 @@ from fastapi.responses import JSONResponse
 from audiences.api.content import RequireJson
 from audiences.api.deps import AdminCaller, ReadCaller, SessionDep
 from audiences.api.problems import responses
+from audiences.api.queries import KnownQuery
 from audiences.schemas.workspaces import WorkspaceSettings, WorkspaceSettingsUpdate
 from audiences.services import workspaces
 
-router = APIRouter(prefix="/v1/workspace", tags=["workspace"])
+router = APIRouter(prefix="/v1/workspace", tags=["workspace"], dependencies=[KnownQuery])
 
 
 @router.get("/settings", response_model=WorkspaceSettings, responses=responses(401, 429))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audiences.store.repositories.listing import ListSpec
+from audiences.store.repositories.listing import ListSpec, equals
 from audiences.store.repositories.scoped import ScopedRepository
 from audiences.store.tables import ApiKeyRow, WorkspaceRow
 
@@ -14,7 +14,7 @@ API_KEY_LIST = ListSpec(
     updated_column=ApiKeyRow.created_at,
     sorts={"name": ApiKeyRow.name, "created_at": ApiKeyRow.created_at},
     default_sort="created_at",
-    filters={"role": lambda stmt, value: stmt.where(ApiKeyRow.role == value)},
+    filters={"role": equals(ApiKeyRow.role)},
     search=(ApiKeyRow.name,),
 )
 

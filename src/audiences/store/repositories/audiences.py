@@ -5,50 +5,41 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, exists, func, select
+from sqlalchemy import ColumnElement, exists, func, select
 
 from audiences.schemas.audiences import AudienceKind, LifecycleState
-from audiences.store.repositories.listing import ListSpec
+from audiences.store.repositories.listing import ListSpec, enum_filter, equals
 from audiences.store.repositories.scoped import ScopedRepository
 from audiences.store.tables import AudienceLabelRow, AudienceRow
 
 
-def _enum_filter(column: Any, allowed: type[Any]) -> Any:
-    def apply(stmt: Select[Any], value: str) -> Select[Any]:
-        if value not in {member.value for member in allowed}:
-            raise ValueError(f"{value!r} is not one of {', '.join(m.value for m in allowed)}")
-        return stmt.where(column == value)
-
-    return apply
-
-
 def _bool_filter(column: Any) -> Any:
-    def apply(stmt: Select[Any], value: str) -> Select[Any]:
+    def condition(value: str) -> ColumnElement[bool]:
         if value.lower() not in {"true", "false"}:
             raise ValueError(f"{value!r} is not true or false")
-        return stmt.where(column.is_(value.lower() == "true"))
+        result: ColumnElement[bool] = column.is_(value.lower() == "true")
+        return result
 
-    return apply
+    return condition
 
 
-def _group_filter(stmt: Select[Any], value: str) -> Select[Any]:
+def _group_filter(value: str) -> ColumnElement[bool]:
     if value == "none":
-        return stmt.where(AudienceRow.group_id.is_(None))
-    return stmt.where(AudienceRow.group_id == value)
+        return AudienceRow.group_id.is_(None)
+    return AudienceRow.group_id == value
 
 
-def _members_changed_since(stmt: Select[Any], value: str) -> Select[Any]:
+def _members_changed_since(value: str) -> ColumnElement[bool]:
     since = datetime.fromisoformat(value)
     if since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    return stmt.where(AudienceRow.members_changed_at >= since)
+    return AudienceRow.members_changed_at >= since
 
 
-def _label_filter(stmt: Select[Any], value: str) -> Select[Any]:
-    has_label = exists().where(
+def _label_filter(value: str) -> ColumnElement[bool]:
+    return exists().where(
         AudienceLabelRow.audience_id == AudienceRow.id, AudienceLabelRow.label == value
     )
-    return stmt.where(has_label)
 
 
 AUDIENCE_LIST = ListSpec(
@@ -63,12 +54,12 @@ AUDIENCE_LIST = ListSpec(
     },
     default_sort="created_at",
     filters={
-        "kind": _enum_filter(AudienceRow.kind, AudienceKind),
-        "lifecycle_state": _enum_filter(AudienceRow.lifecycle_state, LifecycleState),
+        "kind": enum_filter(AudienceRow.kind, AudienceKind),
+        "lifecycle_state": enum_filter(AudienceRow.lifecycle_state, LifecycleState),
         "archived": _bool_filter(AudienceRow.archived),
         "group": _group_filter,
         "label": _label_filter,
-        "key": lambda stmt, value: stmt.where(AudienceRow.key == value),
+        "key": equals(AudienceRow.key),
         "members_changed_since": _members_changed_since,
     },
     search=(AudienceRow.name, AudienceRow.description),

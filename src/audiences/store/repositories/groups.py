@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audiences.store.repositories.listing import ListSpec
+from audiences.store.repositories.listing import ListSpec, equals
 from audiences.store.repositories.scoped import ScopedRepository
 from audiences.store.tables import AudienceGroupRow
 
@@ -15,7 +15,10 @@ GROUP_LIST = ListSpec(
         "updated_at": AudienceGroupRow.updated_at,
     },
     default_sort="created_at",
-    filters={"name": lambda stmt, value: stmt.where(AudienceGroupRow.name == value)},
+    filters={
+        "name": equals(AudienceGroupRow.name),
+        "description": equals(AudienceGroupRow.description),
+    },
     search=(AudienceGroupRow.name, AudienceGroupRow.description),
 )
 

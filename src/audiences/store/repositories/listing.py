@@ -2,7 +2,8 @@
 
 Every list in the API goes through :func:`paginate`, so every list behaves the same: stable
 order (ties broken by id, in the direction of the sort), opaque cursors bound to their sort,
-``offset`` for clients that page by position, and an exact ``total``.
+``offset`` for clients that page by position, and an exact ``total``. Every filter takes
+several values, any of which matches (OR); every list filters by ``id`` and sorts by ``id``.
 """
 
 from __future__ import annotations
@@ -12,19 +13,45 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from audiences.errors import ErrorDetail, InvalidParameter
 from audiences.kit.cursors import CursorError, decode_cursor, encode_cursor
 from audiences.schemas.common import ListQuery, PageResult
 
-FilterFn = Callable[[Select[Any], str], Select[Any]]
+FilterFn = Callable[[str], ColumnElement[bool]]
+"""One value of a filter as a condition; a filter's several values are ORed."""
+
+
+def equals(column: Any) -> FilterFn:
+    """A filter matching ``column`` exactly."""
+
+    def condition(value: str) -> ColumnElement[bool]:
+        result: ColumnElement[bool] = column == value
+        return result
+
+    return condition
+
+
+def enum_filter(column: Any, allowed: type[Any]) -> FilterFn:
+    """A filter on ``column`` whose values must be members of the enum ``allowed``."""
+    exact = equals(column)
+
+    def condition(value: str) -> ColumnElement[bool]:
+        if value not in {member.value for member in allowed}:
+            raise ValueError(f"{value!r} is not one of {', '.join(m.value for m in allowed)}")
+        return exact(value)
+
+    return condition
 
 
 @dataclass(frozen=True)
 class ListSpec:
-    """What one resource's list allows: filters by name, sortable attributes, searched columns."""
+    """What one resource's list allows: filters by name, sortable attributes, searched columns.
+
+    ``id`` is a filter and a sort of every list without being named here.
+    """
 
     id_column: InstrumentedAttribute[str]
     updated_column: InstrumentedAttribute[datetime]
@@ -41,7 +68,7 @@ def paginate(
     stmt = _filtered(stmt, spec, query)
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     sort_name, descending = _parse_sort(spec, query.sort)
-    column = spec.sorts[sort_name]
+    column = _sorts(spec)[sort_name]
     if query.cursor is not None:
         stmt = stmt.where(_after_cursor(spec, column, descending, query))
     order = (column.desc(), spec.id_column.desc()) if descending else (column, spec.id_column)
@@ -55,20 +82,30 @@ def paginate(
     return PageResult(items=rows, has_more=has_more, next_cursor=next_cursor, total=total)
 
 
+def _sorts(spec: ListSpec) -> Mapping[str, InstrumentedAttribute[Any]]:
+    return {**spec.sorts, "id": spec.id_column}
+
+
+def _filters(spec: ListSpec) -> Mapping[str, FilterFn]:
+    id_column = spec.id_column
+    return {**spec.filters, "id": lambda value: id_column == value}
+
+
 def _filtered(stmt: Select[Any], spec: ListSpec, query: ListQuery) -> Select[Any]:
-    unknown = sorted(set(query.filters) - set(spec.filters))
+    filters = _filters(spec)
+    unknown = sorted(set(query.filters) - set(filters))
     if unknown:
         raise InvalidParameter(
-            f"unknown filter {', '.join(unknown)}; allowed: {', '.join(sorted(spec.filters))}",
+            f"unknown filter {', '.join(unknown)}; allowed: {', '.join(sorted(filters))}",
             code="unknown_filter",
             errors=[
                 ErrorDetail("unknown_filter", f"unknown filter {n!r}", ("query", n))
                 for n in unknown
             ],
         )
-    for name, value in query.filters.items():
+    for name, values in query.filters.items():
         try:
-            stmt = spec.filters[name](stmt, value)
+            stmt = stmt.where(or_(*(filters[name](value) for value in values)))
         except ValueError as exc:
             raise InvalidParameter(
                 f"invalid value for filter {name}: {exc}",
@@ -88,9 +125,9 @@ def _parse_sort(spec: ListSpec, raw: str | None) -> tuple[str, bool]:
     value = raw or spec.default_sort
     descending = value.startswith("-")
     name = value.removeprefix("-")
-    if name not in spec.sorts:
+    if name not in _sorts(spec):
         raise InvalidParameter(
-            f"cannot sort by {name!r}; allowed: {', '.join(sorted(spec.sorts))}",
+            f"cannot sort by {name!r}; allowed: {', '.join(sorted(_sorts(spec)))}",
             code="unknown_sort_field",
             errors=[
                 ErrorDetail("unknown_sort_field", f"cannot sort by {name!r}", ("query", "sort"))

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Select, select
 
-from audiences.store.repositories.listing import ListSpec
+from audiences.store.repositories.listing import ListSpec, equals
 from audiences.store.repositories.scoped import ScopedRepository
 from audiences.store.tables import RunRow
 
@@ -16,8 +16,8 @@ RUN_LIST = ListSpec(
     sorts={"number": RunRow.number, "started_at": RunRow.started_at},
     default_sort="-number",
     filters={
-        "status": lambda stmt, value: stmt.where(RunRow.status == value),
-        "trigger": lambda stmt, value: stmt.where(RunRow.trigger == value),
+        "status": equals(RunRow.status),
+        "trigger": equals(RunRow.trigger),
     },
 )
 
