@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 from audiences.errors import ErrorDetail
 from audiences.rules.dialect import Rules
