@@ -294,7 +294,16 @@ def test_metadata_numbers_must_fit_a_json_column(tenant: Tenant) -> None:
     assert tenant.read.get("/v1/audiences", params={"key": "big"}).json()["data"] == []
 
 
-@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-1e400"])
+def test_the_openapi_schema_states_the_metadata_number_range(tenant: Tenant) -> None:
+    """So that clients and fuzzers send only what is stored (a 30-digit integer was valid)."""
+    schemas = tenant.read.get("/openapi.json").json()["components"]["schemas"]
+    metadata = schemas["StaticAudienceWrite"]["properties"]["metadata"]
+    value = schemas[metadata["additionalProperties"]["$ref"].rsplit("/", 1)[1]]
+    numbers = [option for option in value["anyOf"] if option.get("type") in ("number", "integer")]
+    assert numbers == [{"type": "number", "minimum": -(2**63), "exclusiveMaximum": 2**64}]
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-1e400", b"1e300", b"-1e19"])
 def test_metadata_numbers_must_be_finite(tenant: Tenant, number: bytes) -> None:
     """The standard library parses these; stored, they would become null."""
     body = b'{"key": "nan", "name": "n", "kind": "static", "metadata": {"x": %s}}' % number

@@ -227,6 +227,32 @@ def test_a_file_that_cannot_be_imported_is_refused_up_front(
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("content", "content_type", "params"),
+    [
+        (b"\xff\nabc\n", "text/csv", {}),
+        (b"\xff\nabc\n", "text/tab-separated-values", {}),
+        (gzip.compress(b"\xff\nabc\n"), "application/gzip", {"format": "csv"}),
+        ("id,plan\nabc,pro\n".encode("utf-16"), "text/csv", {"attributes": "*"}),
+    ],
+    ids=["csv", "tsv", "gzip", "utf-16"],
+)
+def test_a_header_that_is_not_utf8_is_refused_up_front(
+    app: FastAPI, tenant: Tenant, content: bytes, content_type: str, params: dict[str, str]
+) -> None:
+    audience = static_audience(tenant.write)
+    response = tenant.write.post(
+        f"/v1/audiences/{audience['id']}/imports",
+        content=content,
+        headers={"Content-Type": content_type},
+        params=params,
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "import_file_invalid")
+    assert "UTF-8" in response.json()["detail"]
+    folder = Path(app.state.settings.data_dir) / "imports" / tenant.workspace_id
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
 def test_idempotency_key_returns_the_same_import(app: FastAPI, tenant: Tenant) -> None:
     audience = static_audience(tenant.write)
     url = f"/v1/audiences/{audience['id']}/imports"

@@ -260,6 +260,29 @@ def test_a_record_that_contradicts_the_schema_is_refused_alone(tenant: Tenant) -
     assert tenant.read.get("/v1/profiles/keep").json()["attributes"] == {"age": 50}
 
 
+def test_an_attribute_name_that_is_not_unicode_is_refused_with_its_code(tenant: Tenant) -> None:
+    """A lone surrogate as a name once answered 500 (no JSON text can hold it)."""
+    name = chr(0xD800)
+    headers = {"Content-Type": "application/json"}
+    for method, url, body in [
+        ("PUT", "/v1/profiles/p1", {"attributes": {name: 1}}),
+        ("POST", "/v1/evaluate", {"attributes": {name: 1}}),
+        ("POST", "/v1/profiles/batch", {"profiles": [{"id": "p1", "attributes": {name: 1}}]}),
+    ]:
+        response = tenant.write.request(method, url, content=json.dumps(body), headers=headers)
+        answer = response.json()
+        if url.endswith("batch"):
+            assert (response.status_code, answer["failed"]) == (207, 1), answer
+            answer = answer["results"][0]["problem"]
+        assert (answer["status"], answer["code"]) == (422, "profile_invalid"), answer
+        [error] = answer["errors"]
+        assert (error["code"], error["location"]) == (
+            "attribute_name_invalid",
+            ["attributes", "\\ud800"],
+        )
+    assert tenant.read.get("/v1/profiles/p1").status_code == 404
+
+
 def test_a_batch_over_ten_thousand_records_is_refused(tenant: Tenant) -> None:
     records = [{"id": f"p{n}"} for n in range(10_001)]
     response = tenant.write.post("/v1/profiles/batch", json={"profiles": records})

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -243,6 +244,56 @@ def test_hostile_rules_get_a_clean_422(tenant: Tenant, name: str) -> None:
         assert all(e["location"][:2] == ["body", "rule"] for e in problem["errors"]), problem
         assert all(e["code"].startswith("rule_") for e in problem["errors"]), problem
     assert tenant.read.get("/v1/audiences").json()["total"] == 0
+
+
+SURROGATE = chr(0xD800)
+UNSTORABLE = {
+    "not_chain": ("NOT " * 2_000 + "age > 1", "rule_too_deep"),
+    "minus_chain": ("age > " + "- " * 3_000 + "1", "rule_too_deep"),
+    "equality_chain": ("age" + " = age" * 1_500, "rule_too_deep"),
+    "integer_401_digits": ("age > " + "9" * 401, "rule_bad_number"),
+    "negative_401_digits": ("age > -" + "9" * 401, "rule_bad_number"),
+    "json_integer_401_digits": ({"field": "age", "op": "gt", "value": 10**400}, "rule_bad_number"),
+    "surrogate_literal": (f"plan = '{SURROGATE}'", "rule_bad_character"),
+    "surrogate_name": (f'"{SURROGATE}" = 1', "rule_bad_character"),
+    "json_surrogate_value": (
+        {"field": "plan", "op": "equals", "value": SURROGATE},
+        "rule_bad_character",
+    ),
+    "json_surrogate_field": ({"field": SURROGATE, "op": "is_null"}, "rule_bad_character"),
+}
+
+
+def _post_escaped(client: ApiClient, url: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` as JSON with non-ASCII escaped, as a lone surrogate can only be sent."""
+    headers = {"Content-Type": "application/json"}
+    return client.post(url, content=json.dumps(body), headers=headers)
+
+
+@pytest.mark.parametrize("name", sorted(UNSTORABLE))
+def test_rules_the_engines_cannot_hold_are_refused_with_their_code(
+    tenant: Tenant, name: str
+) -> None:
+    """Rules that once answered 500: prefix operators nested past Python's recursion, integers
+    no float holds, lone surrogates no database or JSON text holds."""
+    rule, code = UNSTORABLE[name]
+    for response in (
+        _post_escaped(tenant.write, "/v1/audiences", audience_body(rule=rule)),
+        _post_escaped(tenant.read, "/v1/audiences/preview", {"rule": rule}),
+    ):
+        problem = _problem(response)
+        assert problem["code"] == "rule_invalid"
+        assert code in {error["code"] for error in problem["errors"]}, problem
+    assert tenant.read.get("/v1/audiences").json()["total"] == 0
+
+
+def test_nesting_up_to_the_limit_is_still_a_rule(tenant: Tenant) -> None:
+    for key, rule in [
+        ("p", "(" * 32 + "age > 1" + ")" * 32),
+        ("n", "NOT (" * 15 + "age > 1" + ")" * 15),
+    ]:
+        created = _create(tenant.write, key=key, rule=rule)
+        assert created["rule"].count("NOT") == rule.count("NOT")
 
 
 def test_comments_are_dropped_from_the_stored_rule(tenant: Tenant) -> None:

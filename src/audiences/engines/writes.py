@@ -108,6 +108,12 @@ def check_record(
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, value in flat.items():
+        if not valid_unicode(name):
+            # Located by the name's escaped spelling: the name itself cannot be sent back.
+            shown = name.encode("utf-8", "backslashreplace").decode()
+            message = f"{shown}: an attribute name must be valid Unicode (no lone surrogate)"
+            problems.append(_problem("attribute_name_invalid", message, (shown,)))
+            continue
         convert = coercers.get(name)
         try:
             if convert is not None:

@@ -6,7 +6,6 @@ operator describes becomes a raw leaf ``{"expr": "age + 1 > 30"}``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,8 +15,9 @@ from audiences.errors import ErrorDetail
 from audiences.rules import dialect as d
 from audiences.rules.dialect import chain, render
 from audiences.rules.json_ops import NO_VALUE, OPS, Op
-from audiences.rules.normalize import MAX_EXACT, parenthesize
+from audiences.rules.normalize import parenthesize, usable_number
 from audiences.rules.problems import JSON_PATH
+from audiences.rules.scan import SURROGATE_MESSAGE, has_surrogate
 
 Path = tuple[str | int, ...]
 Json = Any
@@ -201,6 +201,8 @@ class _Builder:
         field = data.get("field")
         if not isinstance(field, str) or not field or len(field) > 256:
             raise JsonProblem("rule_syntax", "'field' must be an attribute name.", (*path, "field"))
+        if has_surrogate(field):
+            raise JsonProblem("rule_bad_character", SURROGATE_MESSAGE, (*path, "field"))
         return _tag(d.Attr(this=field), (*path, "field"))
 
     def argument(self, data: Mapping[str, Json], op: Op, name: str, path: Path) -> Any:
@@ -227,9 +229,11 @@ def literal(value: Json, path: Path) -> exp.Expr:
     if isinstance(value, bool):
         return _tag(exp.Boolean(this=value), path)
     if isinstance(value, str):
+        if has_surrogate(value):
+            raise JsonProblem("rule_bad_character", SURROGATE_MESSAGE, path)
         return _tag(exp.Literal.string(value), path)
     if isinstance(value, int | float):
-        if not math.isfinite(value) or abs(value) > MAX_EXACT:
+        if not usable_number(value):
             raise JsonProblem(
                 "rule_bad_number", f"{value!r} is not a usable number (limit ±2^53).", path
             )

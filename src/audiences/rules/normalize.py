@@ -14,6 +14,19 @@ from audiences.rules.problems import on
 MAX_EXACT = 2**53
 """Largest magnitude a number literal may have: exact in every back end and in JSON."""
 
+
+def usable_number(value: float) -> bool:
+    """Whether a number literal is finite and within ±2^53 (an integer of any size is
+    compared as an integer: as a float, one of 309 digits or more overflows).
+
+    >>> usable_number(2**53), usable_number(10**400), usable_number(float("nan"))
+    (True, False, False)
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return abs(value) <= MAX_EXACT
+
+
 INTERVAL_UNITS = ("YEAR", "MONTH", "WEEK", "DAY", "HOUR", "MINUTE", "SECOND")
 
 TIME_TYPES = {
@@ -115,7 +128,7 @@ def _number(node: exp.Literal, text: str | None, problems: list[ErrorDetail]) ->
         value: float = int(raw)
     except ValueError:
         value = float(raw)
-    if not math.isfinite(value) or abs(value) > MAX_EXACT:
+    if not usable_number(value):
         message = f"The number {raw} is too large; numbers must lie within ±2^53."
         problems.append(on("rule_bad_number", message, node, text))
         return node

@@ -20,6 +20,7 @@ CONFUSABLES = dict(
 )
 _BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
 _WORD = re.compile(r"\w+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _OPEN, _CLOSE = "([", ")]"
 
 
@@ -50,6 +51,8 @@ def _scan_characters(text: str, limits: RuleLimits) -> list[ErrorDetail]:
                 quote = ""
             elif char in _BIDI:
                 problems.append(_bidi(text, index))
+            elif _SURROGATE.match(char):
+                problems.append(_surrogate(text, index))
             continue
         if char in "'\"":
             quote, opened = char, index
@@ -87,6 +90,23 @@ def _bidi(text: str, index: int) -> ErrorDetail:
     name = unicodedata.name(text[index], f"U+{ord(text[index]):04X}")
     message = f"Invisible bidirectional control character {name} is not allowed."
     return at("rule_bad_character", message, text, (index, index + 1))
+
+
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate: a code point that is half of a UTF-16 pair,
+    which no UTF-8 text (so no database, JSON column or response) can hold.
+
+    >>> has_surrogate("café"), has_surrogate(chr(0xD800))
+    (False, True)
+    """
+    return _SURROGATE.search(text) is not None
+
+
+SURROGATE_MESSAGE = "A lone surrogate (half of a UTF-16 pair) is not text and is not allowed."
+
+
+def _surrogate(text: str, index: int) -> ErrorDetail:
+    return at("rule_bad_character", SURROGATE_MESSAGE, text, (index, index + 1))
 
 
 def _character(text: str, index: int) -> ErrorDetail:

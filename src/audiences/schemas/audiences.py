@@ -24,11 +24,11 @@ from audiences.schemas.common import (
     ListFilter,
     ListParams,
     Relationship,
+    StorableJsonObject,
     enum_values,
     names_pattern,
     sort_pattern,
     sparse_model,
-    storable_json,
 )
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -126,7 +126,7 @@ class _AudienceFields(InputModel):
     description: str | None = Field(default=None, max_length=5000)
     group_id: str | None = Field(default=None, max_length=36)
     labels: Labels = Field(default_factory=list)
-    metadata: Annotated[dict[str, Any], AfterValidator(storable_json)] = Field(default_factory=dict)
+    metadata: StorableJsonObject = Field(default_factory=dict)
     lifecycle_state: LifecycleState = LifecycleState.DRAFT
     archived: StrictBool = False
     refresh_policy: RefreshPolicy = Field(

@@ -7,20 +7,25 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, Union
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    PlainSerializer,
+    SkipValidation,
+    WithJsonSchema,
     create_model,
     model_validator,
 )
-from pydantic_core import core_schema
+from pydantic_core import PydanticCustomError, core_schema
+from typing_extensions import TypeAliasType
 
 T = TypeVar("T")
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -91,26 +96,75 @@ def _walk_for_nul(value: Any) -> None:
             _walk_for_nul(item)
 
 
+STORABLE_NUMBERS = (-(2**63), 2**64 - 1)
+"""The smallest and largest number a JSON column keeps as given: the integers orjson, its
+encoder, writes (floats beyond them are refused too, so that the OpenAPI schema, which cannot
+tell ``1e300`` from an integer, says exactly what is accepted)."""
+
+
 def storable_json(value: T) -> T:
     """``value`` unchanged; ``ValueError`` (422) if its JSON encoder cannot write it as given:
-    an integer outside -2^63 .. 2^64 - 1, a lone surrogate, nesting over 255 levels, or
+    a number outside :data:`STORABLE_NUMBERS`, a lone surrogate, nesting over 255 levels, or
     NaN and infinity (which it would write as null). For free-form JSON kept in a JSON column
     (an audience's metadata, small), which would otherwise fail at the insert or change."""
     try:
         orjson.dumps(value)
     except TypeError as error:  # orjson.JSONEncodeError is one
         raise ValueError(f"cannot be stored as JSON: {error}") from None
-    if _non_finite(value):
-        raise ValueError("cannot be stored as JSON: NaN and infinity are not JSON numbers")
+    if _unstorable_float(value):
+        raise ValueError(
+            "cannot be stored as JSON: NaN and infinity are not JSON numbers, and numbers"
+            " must lie between -2^63 and 2^64 - 1"
+        )
     return value
 
 
-def _non_finite(value: Any) -> bool:
+def _unstorable_float(value: Any) -> bool:
     if isinstance(value, float):
-        return not math.isfinite(value)
+        low, high = STORABLE_NUMBERS
+        return not (math.isfinite(value) and low <= value <= high)
     if isinstance(value, dict):
         value = list(value.values())
-    return isinstance(value, list) and any(_non_finite(item) for item in value)
+    return isinstance(value, list) and any(_unstorable_float(item) for item in value)
+
+
+def _storable_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PydanticCustomError("dict_type", "Input should be a valid dictionary")
+    return storable_json(value)
+
+
+# The OpenAPI document carries bounds as floats, which 2^64 - 1 is not: 2^64 (exclusive) is.
+_NUMBER_SCHEMA = {
+    "type": "number",
+    "minimum": STORABLE_NUMBERS[0],
+    "exclusiveMaximum": STORABLE_NUMBERS[1] + 1,
+}
+
+if TYPE_CHECKING:  # mypy cannot follow a recursive TypeAliasType
+    StorableJsonObject = dict[str, Any]
+else:
+    StorableJsonValue = TypeAliasType(
+        "StorableJsonValue",
+        Union[  # noqa: UP007 (a recursive alias needs the names as strings)
+            dict[str, "StorableJsonValue"],
+            list["StorableJsonValue"],
+            str,
+            bool,
+            Annotated[float, WithJsonSchema(_NUMBER_SCHEMA)],
+            None,
+        ],
+    )
+    """The JSON schema of a value :func:`storable_json` accepts (what OpenAPI can say of it: not
+    the nesting limit, nor lone surrogates)."""
+
+    StorableJsonObject = Annotated[
+        SkipValidation[dict[str, StorableJsonValue]],
+        AfterValidator(_storable_object),
+        PlainSerializer(lambda value: value),
+    ]
+    """A JSON object kept as given in a JSON column, checked by :func:`storable_json` alone (the
+    type only gives it its JSON schema: validating by it would turn integers into floats)."""
 
 
 class InputModel(BaseModel):

@@ -106,6 +106,11 @@ def layout(
             if not header or header == [""]:
                 raise FileRefused("the file is empty: it has no header row")
             header = [name.strip().lstrip("\ufeff") for name in header]
+            if _undecodable(header):
+                raise FileRefused(
+                    "the header row is not valid UTF-8 (a file must be UTF-8, not UTF-16 "
+                    "or a legacy encoding)"
+                )
             id_name = id_column or ("id" if "id" in header else header[0])
             if id_name not in header:
                 raise FileRefused(f"the header has no column {id_name!r}: {header[:20]}")
