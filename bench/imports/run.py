@@ -1,5 +1,5 @@
-"""File imports against DuckDB's own ``read_csv`` joined to the id map; JSON membership writes
-against a bare orjson endpoint.
+"""File imports against DuckDB's own ``read_csv`` joined to the id map, and against DuckDB doing
+the import's whole work.
 
     .venv/bin/python -m bench.imports.run          # quick: 1M ids, 0.5M profiles already held
     .venv/bin/python -m bench.imports.run --full   # 10M ids, 5M profiles already held
@@ -10,16 +10,13 @@ static audience by the ``import.rows`` handler, run by a worker in a process of 
 limit is DuckDB reading the same file and joining it to the profiles' ids, in a process of
 its own too. A second reference has DuckDB alone do the import's whole work on a copy of the
 profiles: read the file, create the profiles it does not hold yet, build the bitmap of pids.
-Each reports rows per second and its process's peak memory (``ru_maxrss``).
-Last, 10,000-id membership writes through the app against a bare endpoint that parses the
-same body with orjson, both in process over httpx's ASGI transport, in interleaved rounds
-(:mod:`bench.imports.writes_cpu`).
+Each reports rows per second and its process's peak memory (``ru_maxrss``). JSON membership
+writes are measured end to end over HTTP by :mod:`bench.http.run`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import platform
 import resource
@@ -53,10 +50,7 @@ def main() -> None:
         limit = _stage("limit", common)
         whole = _stage("limit_with_profiles", common)
         ours = _stage("ours", common)
-    from bench.imports import writes_cpu  # it imports this module
-
-    writes = writes_cpu.summary(asyncio.run(writes_cpu.measure()))
-    _report(ids, profiles, setup, limit, whole, ours, writes)
+    _report(ids, profiles, setup, limit, whole, ours)
 
 
 def _stage(name: str, common: list[str]) -> dict[str, Any]:
@@ -256,7 +250,6 @@ def _report(
     limit_: dict[str, Any],
     whole: dict[str, Any],
     ours_: dict[str, Any],
-    writes: str,
 ) -> None:
     loaded = setup_["load_seconds"]
     limit_rate, ours_rate = ids / limit_["seconds"], ids / ours_["seconds"]
@@ -272,8 +265,6 @@ def _report(
         _row("import.rows (ours)", ours_, ours_rate),
         f"ours / limit: {ours_rate / limit_rate:.2f}x;"
         f" ours / DuckDB doing the same work: {ours_rate / whole_rate:.2f}x",
-        "10,000-id membership writes against a bare orjson endpoint (bench.imports.writes_cpu):",
-        writes,
     ]
     print("\n".join(lines))
 

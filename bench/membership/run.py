@@ -14,7 +14,7 @@ Everything runs side by side in one run against references measured in the same 
    process and ``POST /v1/profiles/batch`` over HTTP; and 20 compiled rule predicates on one
    profile against one hand-written Python function;
 3. is-member and a profile's audiences, in process and over HTTP (sequential p50/p99, and
-   requests per second under wrk against two bare ping routes on the same server);
+   requests per second under wrk; ``bench.http.run`` compares them with an earlier tree);
 4. a page of members of an audience holding every profile, over HTTP.
 """
 
@@ -622,8 +622,6 @@ def over_http_all(bench: Bench, args: argparse.Namespace, folder: Path) -> Itera
             for cursor in cursors
         ]
         targets: dict[str, list[str]] = {
-            "ping (`async def`, bare)": ["/ping"],
-            "ping (`def`, bare)": ["/ping-sync"],
             "is-member": member_paths,
             "a profile's audiences": audience_paths,
             "members page (limit 200)": page_paths[: len(cursors)],
@@ -637,7 +635,7 @@ def over_http_all(bench: Bench, args: argparse.Namespace, folder: Path) -> Itera
             latencies[label] = over_http.latencies(
                 lambda n, paths=paths: client.get(paths[n % len(paths)]), args.samples
             )
-        loads: dict[str, list[over_http.Load]] = {label: [] for label in list(targets)[:4]}
+        loads: dict[str, list[over_http.Load]] = {label: [] for label in list(targets)[:2]}
         if over_http.wrk_available():
             for _ in range(args.http_rounds):
                 for label in loads:
@@ -651,23 +649,16 @@ def over_http_all(bench: Bench, args: argparse.Namespace, folder: Path) -> Itera
                             connections=args.connections,
                         )
                     )
-        ping = {
-            label: statistics.median([load.rps for load in loads[label]]) if loads[label] else 0.0
-            for label in list(loads)[:2]
-        }
         for label, seconds in latencies.items():
             runs = loads.get(label, [])
             if runs:
                 rps = [load.rps for load in runs]
-                med = statistics.median(rps)
                 loaded = f"{spread(rps)} | {spread([load.p99_ms for load in runs], '{:.1f}')}"
-                ratio = " / ".join(f"{med / ref:.2f}x" for ref in ping.values() if ref)
-                ratio_cell = f" {ratio} |"
             else:
-                loaded, ratio_cell = "— | —", " — |"
+                loaded = "— | —"
             rows[label] = [
                 f"| {label} | over HTTP (sequential, keep-alive) | {ms(pct(seconds, 0.5))} |"
-                f" {ms(pct(seconds, 0.99))} | {loaded} |{ratio_cell}"
+                f" {ms(pct(seconds, 0.99))} | {loaded} |"
             ]
         for label in targets:
             yield from rows[label]
@@ -793,11 +784,8 @@ def run(folder: Path, args: argparse.Namespace) -> Iterator[str]:
         f" {args.http_rounds} rounds: median (range); timeouts are requests over 10 s)"
     )
     yield ""
-    yield (
-        "| request | how | p50 ms | p99 ms | requests/s under load | p99 ms under load |"
-        " vs ping async / def |"
-    )
-    yield "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    yield ("| request | how | p50 ms | p99 ms | requests/s under load | p99 ms under load |")
+    yield "| --- | --- | ---: | ---: | ---: | ---: |"
     yield from reads_in_process(bench, count, args.samples, args.seed)
     yield from over_http_all(bench, args, folder)
     yield ""

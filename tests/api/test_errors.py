@@ -157,12 +157,18 @@ def test_a_multipart_upload_without_a_boundary_is_malformed_multipart(tenant: Te
     _assert_problem(response, 400, "malformed_multipart")
 
 
-def test_a_first_ingest_over_the_attribute_limit_is_too_many_attributes(app: FastAPI) -> None:
-    token, _ = mint_key(app, f"wide-{uuid.uuid4().hex[:8]}", Role.WRITE)
+def test_declaring_past_the_attribute_limit_is_too_many_attributes(app: FastAPI) -> None:
+    """Inference stops at the limit (a write past it keeps the rest aside, unusable in rules);
+    declaring one more is refused."""
+    token, _ = mint_key(app, f"wide-{uuid.uuid4().hex[:8]}", Role.ADMIN)
     client = client_for(app, token)
     try:
         attributes = {f"a{n}": n for n in range(501)}
-        response = client.put("/v1/profiles/p1", json={"attributes": attributes})
+        written = client.put("/v1/profiles/p1", json={"attributes": attributes})
+        assert written.status_code == 201, written.text
+        declared = client.get("/v1/attributes").json()
+        assert len(declared) == 500
+        response = client.put("/v1/attributes/one_more", json={"type": "string"})
         _assert_problem(response, 422, "too_many_attributes")
     finally:
         client.close()

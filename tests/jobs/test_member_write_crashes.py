@@ -33,6 +33,7 @@ def test_json_writes_killed_at_random_points_apply_exactly_once(
     url = f"/v1/audiences/{audience_id}/members"
     rng = random.Random(11)
     accepted: dict[int, str] = {}
+    unkilled: set[int] = set()
     kills = 0
     for block in range(BLOCKS):
         killer = None
@@ -46,11 +47,15 @@ def test_json_writes_killed_at_random_points_apply_exactly_once(
             response = None
         if response is not None and response.status_code == 202:
             accepted[block] = response.json()["id"]
-        if killer is not None:
+        if killer is None:
+            unkilled.add(block)
+        else:
             killer.join()
             kills += 1
             server.start()
-    assert kills >= 5 and len(accepted) >= BLOCKS // 2
+    # The seeded plan kills during at least five writes; a write no kill could reach is accepted
+    # (how many of the others got in before their kill depends on timing, not asserted).
+    assert kills >= 5 and unkilled <= set(accepted)
 
     done = _finished_jobs(isolated_factory, audience_id)
     members = set(client.get(f"/v1/audiences/{audience_id}/export").text.splitlines()[1:])

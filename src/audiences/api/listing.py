@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from fastapi import Request
@@ -34,7 +35,9 @@ def to_list_query(
         )
     if params.cursor is not None and params.offset is not None:
         raise BadRequest("use either cursor or offset, not both", code="cursor_with_offset")
-    filters = {name: tuple(values) for name, values in params if name not in COMMON and values}
+    filters = {
+        name: _filter_values(values) for name, values in params if name not in COMMON and values
+    }
     return ListQuery(
         limit=limit,
         cursor=params.cursor,
@@ -46,6 +49,13 @@ def to_list_query(
         fields=parse_names(params.fields, "fields", frozenset(model.model_fields)),
         include=parse_names(params.include, "include", frozenset(includes)) or frozenset(),
     )
+
+
+def _filter_values(values: Any) -> tuple[str, ...]:
+    """A filter's values as text: a list filter's several, or a time filter's one (RFC 3339)."""
+    if isinstance(values, datetime):
+        return (values.isoformat(),)
+    return tuple(values)
 
 
 def page_response(

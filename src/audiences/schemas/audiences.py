@@ -19,11 +19,11 @@ from pydantic import (
 from audiences.schemas.common import (
     ID_PATTERN,
     JSON_INTEGER,
-    RFC3339,
     InputModel,
     ListFilter,
     ListParams,
     Relationship,
+    Rfc3339,
     StorableJsonObject,
     enum_values,
     names_pattern,
@@ -301,7 +301,7 @@ class AudienceListParams(ListParams):
     key: Annotated[list[str] | None, ListFilter(KEY_PATTERN)] = Field(
         default=None, description="With this key. Several: repeat it or use commas."
     )
-    members_changed_since: Annotated[list[str] | None, ListFilter(RFC3339.pattern)] = Field(
+    members_changed_since: Rfc3339 | None = Field(
         default=None,
         description=(
             "Audiences whose members changed at or after this time (RFC 3339); `updated_since` "
