@@ -10,6 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from audiences.jobs.handlers import HANDLERS, HandlerRegistry
+from audiences.jobs.worker import Worker
 from audiences.schemas.api_keys import ApiKeyCreate, Role
 from audiences.services import api_keys, workspaces
 from tests.client import ApiClient
@@ -106,3 +108,21 @@ def make_group(client: ApiClient, **overrides: Any) -> dict[str, Any]:
     response = client.post("/v1/audience-groups", json=body)
     assert response.status_code == 201, response.text
     return dict(response.json())
+
+
+def run_jobs(app: FastAPI, *handlers: str) -> int:
+    """Run every due job of these handlers in this process, as the server's workers would;
+    how many ran. Only these handlers: claims are global, and other tests queue jobs too."""
+    registry = HandlerRegistry(
+        {name: HANDLERS.get(name) for name in handlers}, needing_profiles=frozenset(handlers)
+    )
+    worker = Worker(
+        session_factory=app.state.session_factory,
+        settings=app.state.settings,
+        registry=registry,
+        runtime=app.state.runtime,
+    )
+    ran = 0
+    while worker.run_once():
+        ran += 1
+    return ran

@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from tests.api.test_lifecycle import run_jobs
-from tests.factories import Tenant, audience_body, make_audience, make_group
+from tests.factories import Tenant, audience_body, make_audience, make_group, run_jobs
 
 
 def test_create_answers_201_with_location_etag_and_every_field(tenant: Tenant) -> None:

@@ -10,34 +10,15 @@ import pytest
 from fastapi import FastAPI
 
 from audiences.jobs import schedule
-from audiences.jobs.handlers import HANDLERS, HandlerRegistry
-from audiences.jobs.worker import Worker
 from audiences.kit.clock import utcnow
 from audiences.services import static_members
 from tests.client import ApiClient
-from tests.factories import Tenant, make_audience
+from tests.factories import Tenant, make_audience, run_jobs
 
 STREAMING = {"mode": "streaming"}
 LIVE = [("draft", False), ("published", False)]
 PARKED = [("inactive", False), ("draft", True), ("published", True), ("inactive", True)]
 REFUSAL = {False: "audience_inactive", True: "audience_archived"}
-
-
-def run_jobs(app: FastAPI, *handlers: str) -> int:
-    """Run every due job of these handlers in this process; how many ran."""
-    registry = HandlerRegistry(
-        {name: HANDLERS.get(name) for name in handlers}, needing_profiles=frozenset(handlers)
-    )
-    worker = Worker(
-        session_factory=app.state.session_factory,
-        settings=app.state.settings,
-        registry=registry,
-        runtime=app.state.runtime,
-    )
-    ran = 0
-    while worker.run_once():
-        ran += 1
-    return ran
 
 
 def set_state(client: ApiClient, audience: dict[str, Any], state: str, archived: bool) -> None:

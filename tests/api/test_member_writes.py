@@ -16,32 +16,19 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import undefer
 
 from audiences.jobs import schedule
-from audiences.jobs.handlers import HANDLERS, HandlerRegistry
-from audiences.jobs.worker import Worker
 from audiences.kit.clock import utcnow
 from audiences.services import member_writes, static_members
 from audiences.store.tables import JobRow, MemberDayRow, MemberWriteRow
+from tests import factories
 from tests.client import ApiClient
 from tests.factories import Tenant, make_audience
 
 MINE = (static_members.WRITE_HANDLER, static_members.IMPORT_HANDLER, static_members.EXPIRE_HANDLER)
 
 
-def run_jobs(app: FastAPI, *, only: tuple[str, ...] = MINE) -> int:
+def run_jobs(app: FastAPI) -> int:
     """Run every due job of the static-audience handlers in this process; how many ran."""
-    registry = HandlerRegistry(
-        {name: HANDLERS.get(name) for name in only}, needing_profiles=frozenset(only)
-    )
-    worker = Worker(
-        session_factory=app.state.session_factory,
-        settings=app.state.settings,
-        registry=registry,
-        runtime=app.state.runtime,
-    )
-    ran = 0
-    while worker.run_once():
-        ran += 1
-    return ran
+    return factories.run_jobs(app, *MINE)
 
 
 def static_audience(client: ApiClient, **overrides: Any) -> dict[str, Any]:
