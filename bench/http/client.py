@@ -42,7 +42,18 @@ class Connection:
         self._writer: asyncio.StreamWriter | None = None
 
     async def request(self, method: str, path: str, body: Any = None) -> Answer:
-        """Send one request (``body`` as JSON when given) and read its whole answer."""
+        """Send one request (``body`` as JSON when given) and read its whole answer; a GET on
+        a connection the server closed while it sat idle (its keep-alive timeout) is sent again
+        on a new one."""
+        try:
+            return await self._exchange(method, path, body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            await self.close()
+            if method != "GET":
+                raise
+            return await self._exchange(method, path, body)
+
+    async def _exchange(self, method: str, path: str, body: Any) -> Answer:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None

@@ -38,6 +38,8 @@ def to_string(value: object) -> str:
 
 def valid_unicode(text: str) -> bool:
     """No lone surrogate: the text can be encoded, so an engine can store it."""
+    if text.isascii():  # the common case, checked in C without building bytes
+        return True
     try:
         text.encode()
     except UnicodeEncodeError:

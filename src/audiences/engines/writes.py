@@ -108,7 +108,7 @@ def check_record(
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, value in flat.items():
-        if not valid_unicode(name):
+        if not name.isascii() and not valid_unicode(name):
             # Located by the name's escaped spelling: the name itself cannot be sent back.
             shown = name.encode("utf-8", "backslashreplace").decode()
             message = f"{shown}: an attribute name must be valid Unicode (no lone surrogate)"
@@ -138,7 +138,9 @@ def canonical(
     name (a ``json`` attribute keeps it; any other type refuses it); an empty object sets
     nothing. A name reached both ways (nested and dotted) is a problem, not a silent choice.
     """
-    if not any(isinstance(value, Mapping) for value in attributes.values()):
+    # Records are parsed JSON: a nested object is a dict. ``in`` over the values' types runs
+    # in C; a check per value in Python cost a tenth of a 10,000-record upsert.
+    if dict not in map(type, attributes.values()):
         return dict(attributes), []  # the common case: already flat
     flat: dict[str, Any] = {}
     repeated: list[ErrorDetail] = []
@@ -155,7 +157,7 @@ def _flatten(
 ) -> None:
     for key, value in attributes.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and name not in schema:
+        if isinstance(value, dict) and name not in schema:
             _flatten(value, f"{name}.", schema, flat, repeated)
         elif name in flat:
             message = f"{name}: given twice (as a nested object and as a dotted name)"

@@ -20,7 +20,14 @@ from audiences.engines.idfiles import StagedIds
 from audiences.jobs.context import Cancelled, JobContext, JobFailed
 from audiences.membership.bitmaps import from_numpy
 from audiences.queue import ClaimedJob
-from audiences.services import import_staged, imports, lifecycle, member_writes, static_members
+from audiences.services import (
+    import_staged,
+    imports,
+    lifecycle,
+    member_days,
+    member_writes,
+    static_members,
+)
 from audiences.services.import_formats import (
     ImportFormat,
     Layout,
@@ -164,7 +171,7 @@ def expire_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
             audience = session.get(AudienceRow, audience_id)
             if audience is None:
                 continue
-            run = static_members.expire(session, audience=audience, trigger="expiry")
+            run = member_days.expire(session, audience=audience, trigger="expiry")
             context.count("expired", run.exited or 0)
             runs.append({"audience_id": audience_id, "run_id": run.id, "exited": run.exited})
     return {"runs": runs}

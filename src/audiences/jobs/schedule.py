@@ -21,7 +21,7 @@ from audiences.config import Settings
 from audiences.kit.clock import utcnow
 from audiences.kit.logs import get_logger
 from audiences.schemas.jobs import JobKind
-from audiences.services import freshness, imports, maintenance, static_members
+from audiences.services import freshness, imports, maintenance, member_days, static_members
 from audiences.store.tables import JobRow
 
 REFRESH_DUE = "evaluation.refresh_due"
@@ -70,7 +70,7 @@ def queue_expiries(session: Session, *, now: datetime) -> list[JobRow]:
             dedupe_key=f"{static_members.EXPIRE_HANDLER}:{hour}",
             created_by="scheduler",
         )
-        for workspace_id in static_members.workspaces_with_ttl(session)
+        for workspace_id in member_days.workspaces_with_ttl(session)
     ]
 
 

@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from audiences.errors import ErrorDetail
+from audiences.rules.diagnostics import at, fail
 from audiences.rules.explain import explain
 from audiences.rules.json_form import from_json
 from audiences.rules.parse import parse_rule, parse_tree
-from audiences.rules.problems import at, fail
 from audiences.rules.references import (
     dependencies,
     evaluation_mode,

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from audiences.rules import runtime
+from audiences.rules import sql_semantics
 from audiences.rules.dialect import Attr, chain, render
 from audiences.rules.literals import NOT_CONSTANT, constant
 from audiences.rules.rule import Rule
@@ -37,7 +37,7 @@ def explain(
     nodes = [node for node in rule.tree.walk(bfs=False) if node is rule.tree or _shown(node)]
     gen = Codegen(rule)
     body = "(" + "".join(f"{gen.value(node)}, " for node in nodes) + ")"
-    moment = now or runtime.now_utc()
+    moment = now or sql_semantics.now_utc()
     values = compile_function(gen, body, audience, lambda: moment)(profile)
     by_node = {id(node): value for node, value in zip(nodes, values, strict=True)}
     root = _describe(rule.tree, by_node)

@@ -13,10 +13,10 @@ from sqlglot import exp
 
 from audiences.errors import ErrorDetail
 from audiences.rules import dialect as d
+from audiences.rules.diagnostics import JSON_PATH
 from audiences.rules.dialect import chain, render
 from audiences.rules.json_ops import NO_VALUE, OPS, Op
 from audiences.rules.normalize import parenthesize, usable_number
-from audiences.rules.problems import JSON_PATH
 from audiences.rules.scan import SURROGATE_MESSAGE, has_surrogate
 
 Path = tuple[str | int, ...]
@@ -183,7 +183,7 @@ class _Builder:
         name = data.get("op")
         op = OPS.get(name) if isinstance(name, str) else None
         if op is None:
-            from audiences.rules.problems import did_you_mean
+            from audiences.rules.diagnostics import did_you_mean
 
             guess = did_you_mean(str(name), OPS)
             message = f"Unknown operator {name!r}." + (f" Did you mean {guess!r}?" if guess else "")

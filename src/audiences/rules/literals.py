@@ -10,7 +10,7 @@ from typing import Any
 import re2
 from sqlglot import exp
 
-from audiences.rules import runtime
+from audiences.rules import sql_semantics
 from audiences.rules.structure import compile_regex
 
 NOT_CONSTANT = object()
@@ -32,7 +32,7 @@ def constant(node: exp.Expr) -> Any:
     if isinstance(node, exp.Var):
         return node.name.upper()
     if isinstance(node, exp.Interval):
-        return runtime.interval(constant(node.this), node.text("unit").upper())
+        return sql_semantics.interval(constant(node.this), node.text("unit").upper())
     if isinstance(node, exp.Array):
         return tuple(constant(item) for item in node.expressions)
     if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
@@ -45,7 +45,7 @@ def constant(node: exp.Expr) -> Any:
 def like_code(const: Callable[[Any], str], name: str, pattern: str, fold: bool) -> str:
     """Code testing ``name LIKE pattern``: string methods for the common shapes, else RE2."""
     if fold:
-        name, pattern = f"_lower({name})", runtime.lower(pattern)
+        name, pattern = f"_lower({name})", sql_semantics.lower(pattern)
     pieces = re.findall(r"\\.|[%_]|[^\\%_]+", pattern, flags=re.S)
     literal = "".join(p[-1] if p.startswith("\\") else p for p in pieces if p not in "%_")
     shape = "".join(p if p in ("%", "_") else "L" for p in pieces)

@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime
 from sqlglot import exp
 
 from audiences.errors import ErrorDetail
+from audiences.rules.diagnostics import on
 from audiences.rules.dialect import Attr
-from audiences.rules.problems import on
 
 MAX_EXACT = 2**53
 """Largest magnitude a number literal may have: exact in every back end and in JSON."""

@@ -9,9 +9,9 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
 from audiences.errors import ErrorDetail
+from audiences.rules.diagnostics import at, fail
 from audiences.rules.dialect import Rules
 from audiences.rules.normalize import normalize
-from audiences.rules.problems import at, fail
 from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.scan import scan
 from audiences.rules.structure import check_structure

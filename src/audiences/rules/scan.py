@@ -6,7 +6,7 @@ import re
 import unicodedata
 
 from audiences.errors import ErrorDetail
-from audiences.rules.problems import at
+from audiences.rules.diagnostics import at
 from audiences.rules.rule import RuleLimits
 
 # Letters that render like ASCII ones (Cyrillic, Greek, Latin look-alikes); NFKC handles the

@@ -11,7 +11,7 @@ import sqlglot
 from sqlglot import exp
 
 from audiences.rules.kinds import Kind
-from audiences.rules.runtime import lower as lower_ascii
+from audiences.rules.sql_semantics import lower as lower_ascii
 
 ColumnHook = Callable[[str], exp.Expr]
 """Attribute path -> the engine expression that reads it."""

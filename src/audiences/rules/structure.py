@@ -10,8 +10,8 @@ from sqlglot import exp
 
 from audiences.errors import ErrorDetail
 from audiences.rules import dialect as d
+from audiences.rules.diagnostics import did_you_mean, on
 from audiences.rules.operators import OPERATORS
-from audiences.rules.problems import did_you_mean, on
 from audiences.rules.rule import RuleLimits
 
 EXTRACT_UNITS = ("YEAR", "QUARTER", "MONTH", "WEEK", "DAY", "DOW", "DOY", "HOUR", "MINUTE")

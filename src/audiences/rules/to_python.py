@@ -17,7 +17,7 @@ from typing import Any
 from sqlglot import exp
 
 from audiences.rules import dialect as d
-from audiences.rules import runtime
+from audiences.rules import sql_semantics
 from audiences.rules.dialect import chain
 from audiences.rules.kinds import Kind
 from audiences.rules.literals import NOT_CONSTANT, constant, like_code
@@ -112,7 +112,7 @@ class Codegen:
             if value is not None and convert:
                 value = convert[0](value)
             elif value is not None and self.coerce_date(parent, node):
-                value = runtime.midnight(value)
+                value = sql_semantics.midnight(value)
             return self.const(value), True
         code = self.value(node)
         if self.coerce_date(parent, node):
@@ -238,7 +238,7 @@ def _in(gen: Codegen, node: exp.Expr, want: bool) -> str:
 
 def _value_of(gen: Codegen, parent: exp.Expr, node: exp.Expr) -> Any:
     value = constant(node)
-    return runtime.midnight(value) if gen.coerce_date(parent, node) else value
+    return sql_semantics.midnight(value) if gen.coerce_date(parent, node) else value
 
 
 def _like(gen: Codegen, node: exp.Expr, want: bool) -> str:
@@ -343,20 +343,20 @@ _VALUE: dict[type[exp.Expr], Callable[[Codegen, exp.Expr], str]] = {
 
 
 _RUNTIME: dict[str, Any] = {
-    "_lower": runtime.lower,
-    "_upper": runtime.upper,
-    "_mod": runtime.mod,
-    "_timestamp": runtime.timestamp,
-    "_day": runtime.day,
-    "_midnight": runtime.midnight,
-    "_midnight_n": lambda v: None if v is None else runtime.midnight(v),
-    "_days_between": runtime.days_between,
-    "_extract": runtime.extract,
-    "_values": runtime.values,
+    "_lower": sql_semantics.lower,
+    "_upper": sql_semantics.upper,
+    "_mod": sql_semantics.mod,
+    "_timestamp": sql_semantics.timestamp,
+    "_day": sql_semantics.day,
+    "_midnight": sql_semantics.midnight,
+    "_midnight_n": lambda v: None if v is None else sql_semantics.midnight(v),
+    "_days_between": sql_semantics.days_between,
+    "_extract": sql_semantics.extract,
+    "_values": sql_semantics.values,
     "_regex": compile_regex,
-    "_dig": runtime.dig,
-    "_and3": runtime.and3,
-    "_or3": runtime.or3,
+    "_dig": sql_semantics.dig,
+    "_and3": sql_semantics.and3,
+    "_or3": sql_semantics.or3,
     "UTC": UTC,
 }
 
@@ -375,7 +375,7 @@ def compile_function(
 def define(
     source: str, name: str, names: Mapping[str, Any], audience: AudienceCheck, clock: Clock
 ) -> Callable[[Profile], Any]:
-    """Run generated source beside the runtime helpers, its constants and the two hooks, and
+    """Run generated source beside the SQL-semantics helpers, its constants and the two hooks, and
     return the function it defines under ``name``."""
     namespace = {**_RUNTIME, **names, "_audience": audience, "_clock": clock}
     exec(compile(source, f"<{name}>", "exec"), namespace)
@@ -387,7 +387,7 @@ def to_predicate(
     rule: Rule,
     *,
     audience: AudienceCheck = no_audience,
-    clock: Clock = runtime.now_utc,
+    clock: Clock = sql_semantics.now_utc,
 ) -> Callable[[Profile], bool]:
     """Compile a rule once into ``predicate(profile) -> bool``: True when the rule is TRUE.
 

@@ -22,7 +22,7 @@ from typing import Any
 from sqlglot import exp
 
 from audiences.rules import dialect as d
-from audiences.rules import runtime
+from audiences.rules import sql_semantics
 from audiences.rules.literals import constant
 from audiences.rules.operators import OPERATORS, operands
 from audiences.rules.references import dependencies
@@ -179,7 +179,7 @@ def to_predicates(
     rules: Mapping[str, Rule],
     *,
     audience: AudienceCheck = no_audience,
-    clock: Clock = runtime.now_utc,
+    clock: Clock = sql_semantics.now_utc,
 ) -> Answers:
     """Compile bound rules, by audience key in dependency order, into one function.
 

@@ -13,7 +13,7 @@ from audiences.rules.kinds import attribute_kind
 from audiences.rules.normalize import parenthesize
 from audiences.rules.operators import OPERATORS, sql_builder
 from audiences.rules.rule import Rule
-from audiences.rules.runtime import now_utc
+from audiences.rules.sql_semantics import now_utc
 from audiences.rules.validate import annotate
 
 Dialect = Literal["duckdb", "postgres", "clickhouse"]

@@ -9,11 +9,11 @@ from sqlglot import exp
 
 from audiences.errors import ErrorDetail
 from audiences.rules import kinds as k
+from audiences.rules.diagnostics import did_you_mean, on, span
 from audiences.rules.dialect import Attr, render
 from audiences.rules.kinds import Kind
 from audiences.rules.normalize import format_time
 from audiences.rules.operators import OPERATORS, operands
-from audiences.rules.problems import did_you_mean, on, span
 from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.scan import skeleton
 from audiences.schemas.attributes import AttributeSchema, AttributeType

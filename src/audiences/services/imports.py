@@ -16,7 +16,7 @@ import io
 import os
 import shutil
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -226,6 +226,24 @@ def error_lines(rows: Sequence[Row]) -> str:
     for row in rows:
         writer.writerow([row.number, row.line, row.code, _safe(row.message or "")])
     return buffer.getvalue()
+
+
+def error_report(data_dir: Path, job: JobRow) -> Path | Iterator[str]:
+    """Every refused row of a job as CSV (``row,line,code,message``): an import's file of all
+    of them, or else the lines of the errors the job kept (the first 1,000)."""
+    path = errors_csv(data_dir, job)
+    if path is not None:
+        return path
+    kept = [
+        Row(
+            int(error.get("row") or 0),
+            int(error.get("line") or 0),
+            code=str(error.get("code", "")),
+            message=str(error.get("message", "")),
+        )
+        for error in job.errors or []
+    ]
+    return iter([ERROR_HEADER, error_lines(kept)])
 
 
 def errors_csv(data_dir: Path, job: JobRow) -> Path | None:

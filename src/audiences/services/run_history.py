@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pyroaring import AbstractBitMap
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from audiences.kit.clock import utcnow
 from audiences.kit.ids import new_id
+from audiences.membership.bitmaps import Diff, serialize
 from audiences.store.tables import AudienceRow, MembershipRow, RunRow
 
 SNAPSHOTS_KEPT = 20
@@ -48,6 +50,27 @@ def next_number(session: Session, audience_id: str) -> int:
     """The number the audience's next run takes (1 for its first)."""
     last = session.scalar(select(func.max(RunRow.number)).where(RunRow.audience_id == audience_id))
     return (last or 0) + 1
+
+
+def record_change(
+    session: Session,
+    *,
+    audience: AudienceRow,
+    state: MembershipRow,
+    members: AbstractBitMap,
+    change: Diff,
+    trigger: str,
+) -> RunRow:
+    """A succeeded run for a change made without an evaluation (a static write, an expiry),
+    so its change feed and ``as_of`` work as for evaluated audiences."""
+    run = start(audience, number=next_number(session, audience.id), trigger=trigger)
+    run.size, run.entered, run.exited = len(members), len(change.entered), len(change.exited)
+    run.members, run.members_kept = serialize(members), True
+    finish(run, state, status="succeeded")
+    session.add(run)
+    session.flush()
+    prune_snapshots(session, [audience.id])
+    return run
 
 
 def prune_snapshots(session: Session, audience_ids: list[str]) -> None:

@@ -7,9 +7,9 @@ applying one is idempotent (its :class:`MemberWriteRow` says whether it was) and
 them, and is ``replaced`` entirely when a later replace was applied. The last action for an id
 wins, as accepted.
 
-Members are kept by the day they joined (``member_days``): a re-add moves a pid to today, and
-:func:`expire` drops the days older than the audience's ``ttl_days``. The current set is the
-audience's :class:`MembershipRow`, changed in the same transaction as the days.
+Members are kept by the day they joined (:mod:`audiences.services.member_days`, which also
+expires them); the current set is the audience's :class:`MembershipRow`, changed in the same
+transaction as the days.
 """
 
 from __future__ import annotations
@@ -26,18 +26,15 @@ from sqlalchemy.orm import Session, undefer
 from audiences import queue
 from audiences.errors import Conflict
 from audiences.kit.clock import utcnow
-from audiences.membership.bitmaps import Diff, deserialize, serialize
+from audiences.membership.bitmaps import deserialize, serialize
 from audiences.membership.cache import BitmapCache
 from audiences.schemas.jobs import JobKind
-from audiences.services import lifecycle, memberships, run_history
+from audiences.services import lifecycle, member_days, memberships, run_history
 from audiences.services.callers import Caller
 from audiences.store.tables import (
     AudienceRow,
     JobRow,
-    MemberDayRow,
-    MembershipRow,
     MemberWriteRow,
-    RunRow,
 )
 
 ACTIONS = ("add", "remove", "replace", "mixed")
@@ -203,7 +200,7 @@ def apply_many(
     moment = now or utcnow()
     state = memberships.locked(session, audience)
     before = BitMap(memberships.members_of(session, state, cache))
-    days = _days(session, audience, before, moment)
+    days = member_days.load(session, audience, before, moment)
     members = BitMap(before)
     results: dict[int, dict[str, Any]] = {}
     decided: list[int] = []  # the writes this call applies or finds replaced
@@ -223,7 +220,7 @@ def apply_many(
             mask = BitMap()
             for other in later:
                 mask |= deserialize(other.pids or b"")
-            outcome, members = _apply_one(days, write, members, mask, _day(moment))
+            outcome, members = _apply_one(days, write, members, mask, member_days.day_of(moment))
             row.state, row.applied_at, row.body = APPLIED, moment, None
             row.pids = serialize(write.touched)  # masks earlier writes still pending
             applied.append(write)
@@ -235,12 +232,12 @@ def apply_many(
     for seq in decided:
         results[seq]["size"] = len(members)
     if applied:
-        _save_days(session, audience, days)
+        member_days.save(session, audience, days)
         change = memberships.replace(
             session, audience=audience, members=members, cache=cache, fold=False
         )
         _release_masks(session, audience.id)
-        record_run(
+        run_history.record_change(
             session,
             audience=audience,
             state=state,
@@ -309,114 +306,6 @@ def applied_result(
     if job is not None and isinstance(job.result, dict) and "added" in job.result:
         return dict(job.result)
     return None
-
-
-def workspaces_with_ttl(session: Session) -> list[str]:
-    """The workspaces that hold a live static audience with ``ttl_days``: where an expiry job
-    has work (the scheduler queues one for each, hourly)."""
-    stmt = (
-        select(AudienceRow.workspace_id)
-        .where(AudienceRow.kind == "static", AudienceRow.ttl_days.is_not(None), lifecycle.live())
-        .distinct()
-        .order_by(AudienceRow.workspace_id)
-    )
-    return list(session.scalars(stmt))
-
-
-def expire(
-    session: Session, *, audience: AudienceRow, trigger: str, now: datetime | None = None
-) -> RunRow:
-    """Members added longer ago than the audience's ``ttl_days`` leave; recorded as a run.
-
-    Drops whole days. Without a ttl nothing leaves, and the run says so (size unchanged).
-    """
-    require_static(audience)
-    moment = now or utcnow()
-    state = memberships.locked(session, audience)
-    before = BitMap(memberships.members_of(session, state))
-    days = _days(session, audience, before, moment)
-    leaving = BitMap()
-    if audience.ttl_days is not None:
-        cutoff = _day(moment) - audience.ttl_days
-        old = [day for day in days if day < cutoff]
-        for day in old:
-            leaving |= days.pop(day)
-        for bitmap in days.values():
-            leaving -= bitmap
-        if old:
-            session.execute(
-                delete(MemberDayRow).where(
-                    MemberDayRow.audience_id == audience.id, MemberDayRow.day < cutoff
-                )
-            )
-    after = before - leaving
-    change = memberships.replace(session, audience=audience, members=after)
-    return record_run(
-        session, audience=audience, state=state, members=after, change=change, trigger=trigger
-    )
-
-
-def record_run(
-    session: Session,
-    *,
-    audience: AudienceRow,
-    state: MembershipRow,
-    members: AbstractBitMap,
-    change: Diff,
-    trigger: str,
-) -> RunRow:
-    """A succeeded run for a change of a static audience, so its change feed and ``as_of``
-    work as for evaluated ones."""
-    number = run_history.next_number(session, audience.id)
-    run = run_history.start(audience, number=number, trigger=trigger)
-    run.size, run.entered, run.exited = len(members), len(change.entered), len(change.exited)
-    run.members, run.members_kept = serialize(members), True
-    run_history.finish(run, state, status="succeeded")
-    session.add(run)
-    session.flush()
-    run_history.prune_snapshots(session, [audience.id])
-    return run
-
-
-def _days(
-    session: Session, audience: AudienceRow, members: BitMap, now: datetime
-) -> dict[int, BitMap]:
-    rows = session.scalars(select(MemberDayRow).where(MemberDayRow.audience_id == audience.id))
-    days = {row.day: deserialize(row.bitmap) for row in rows}
-    placed = BitMap.union(*days.values()) if days else BitMap()
-    # Members that no day holds (written before days were kept) join today.
-    unplaced = members - placed
-    if unplaced:
-        days[_day(now)] = days.get(_day(now), BitMap()) | unplaced
-    return days
-
-
-def _save_days(session: Session, audience: AudienceRow, days: dict[int, BitMap]) -> None:
-    stored = {
-        row.day: row
-        for row in session.scalars(
-            select(MemberDayRow).where(MemberDayRow.audience_id == audience.id)
-        )
-    }
-    for day, bitmap in days.items():
-        row = stored.get(day)
-        if not bitmap:
-            if row is not None:
-                session.delete(row)
-            continue
-        blob = serialize(bitmap)
-        if row is None:
-            session.add(
-                MemberDayRow(
-                    audience_id=audience.id,
-                    day=day,
-                    workspace_id=audience.workspace_id,
-                    bitmap=blob,
-                )
-            )
-        elif row.bitmap != blob:
-            row.bitmap = blob
-    session.flush()
 
 
 def _applied_after(session: Session, audience_id: str, seq: int) -> list[MemberWriteRow]:
@@ -496,7 +385,3 @@ def _release_masks(session: Session, audience_id: str) -> None:
     if floor is not None:
         stmt = stmt.where(MemberWriteRow.seq < floor)
     session.execute(stmt.values(pids=None))
-
-
-def _day(moment: datetime) -> int:
-    return moment.date().toordinal()

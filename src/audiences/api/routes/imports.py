@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from audiences.api import uploads
 from audiences.api.deps import (
     ID_PATTERN,
     AudienceId,
-    ReadCaller,
     SessionDep,
     SettingsDep,
     WriteCaller,
@@ -29,7 +27,7 @@ from audiences.kit.ids import new_id
 from audiences.schemas.imports import UPLOAD_BODY, ImportMode
 from audiences.schemas.jobs import Job
 from audiences.services import audiences, imports, jobs, lifecycle, static_members
-from audiences.services.import_formats import ImportFormat, Row
+from audiences.services.import_formats import ImportFormat
 from audiences.store.tables import JobRow
 
 router = APIRouter(tags=["imports"], dependencies=[KnownQuery])
@@ -117,27 +115,6 @@ async def import_members(
     return JSONResponse(_job(job), status_code=202, headers=headers)
 
 
-@router.get(
-    "/v1/jobs/{job_id}/errors.csv",
-    responses={
-        200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
-        **responses(401, 404, 429),
-    },
-    response_class=Response,
-)
-def get_job_errors(
-    job_id: JobId, session: SessionDep, settings: SettingsDep, caller: ReadCaller
-) -> Response:
-    """Every problem of a job as CSV (`row,line,code,message`): all refused rows of an import,
-    not only the 1,000 kept in the job."""
-    job = jobs.get(session, caller=caller, job_id=job_id)
-    path = imports.errors_csv(settings.data_dir, job)
-    disposition = {"Content-Disposition": f'attachment; filename="{job.id}-errors.csv"'}
-    if path is not None:
-        return FileResponse(path, media_type="text/csv", headers=disposition)
-    return StreamingResponse(_kept_errors(job), media_type="text/csv", headers=disposition)
-
-
 def _accept(
     session: Any,
     caller: Any,
@@ -159,20 +136,6 @@ def _accept(
         idempotency_key=idempotency_key,
     )
     return job
-
-
-def _kept_errors(job: JobRow) -> Iterator[str]:
-    yield imports.ERROR_HEADER
-    rows = [
-        Row(
-            int(error.get("row") or 0),
-            int(error.get("line") or 0),
-            code=str(error.get("code", "")),
-            message=str(error.get("message", "")),
-        )
-        for error in job.errors or []
-    ]
-    yield imports.error_lines(rows)
 
 
 def _job(job: JobRow) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from audiences.api.deps import (
     ID_PATTERN,
@@ -19,7 +20,7 @@ from audiences.api.problems import responses
 from audiences.api.queries import KnownQuery
 from audiences.schemas.common import names_pattern, page_of
 from audiences.schemas.jobs import Job, JobListItem, JobListParams
-from audiences.services import jobs
+from audiences.services import imports, jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[KnownQuery])
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="The job's id.")]
@@ -64,3 +65,24 @@ def cancel_job(job_id: JobId, session: SessionDep, caller: WriteCaller) -> Respo
     (`cancel_requested` is true until it does). 409 `job_finished` if it already ended."""
     row = jobs.cancel(session, caller=caller, job_id=job_id)
     return JSONResponse(jobs.to_model(row).model_dump(mode="json"))
+
+
+@router.get(
+    "/{job_id}/errors.csv",
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+        **responses(400, 401, 404, 429),
+    },
+    response_class=Response,
+)
+def get_job_errors(
+    job_id: JobId, session: SessionDep, settings: SettingsDep, caller: ReadCaller
+) -> Response:
+    """Every problem of a job as CSV (`row,line,code,message`): all refused rows of an import,
+    not only the 1,000 kept in the job."""
+    job = jobs.get(session, caller=caller, job_id=job_id)
+    report = imports.error_report(settings.data_dir, job)
+    disposition = {"Content-Disposition": f'attachment; filename="{job.id}-errors.csv"'}
+    if isinstance(report, FilePath):
+        return FileResponse(report, media_type="text/csv", headers=disposition)
+    return StreamingResponse(report, media_type="text/csv", headers=disposition)

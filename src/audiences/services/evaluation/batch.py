@@ -18,9 +18,9 @@ from audiences.schemas.attributes import AttributeType
 from audiences.services import (
     attributes,
     lifecycle,
+    member_days,
     memberships,
     run_history,
-    static_members,
 )
 from audiences.services.evaluation.compiled import (
     bound_rule,
@@ -44,7 +44,7 @@ def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigge
     lifecycle.require(audience, lifecycle.Action.REFRESH)
     if audience.kind == "static":
         # A static audience is not evaluated: its refresh lets members past ttl_days go.
-        return static_members.expire(session, audience=audience, trigger=trigger)
+        return member_days.expire(session, audience=audience, trigger=trigger)
     return refresh_many(session, runtime=runtime, audiences=[audience], trigger=trigger)[0]
 
 
