@@ -59,3 +59,10 @@ def test_a_strict_workspace_refuses_undeclared_attributes_and_infers_nothing(
     )
     assert write.put("/v1/profiles/d", json={"attributes": {"color": "red"}}).status_code == 201
     assert read.get("/v1/attributes/color").json()["type"] == "string"
+
+
+def test_settings_take_json_booleans_only(tenant: Tenant) -> None:
+    for value in (1, "true", None):
+        refused = tenant.admin.put("/v1/workspace/settings", json={"strict_attributes": value})
+        assert (refused.status_code, refused.json()["code"]) == (422, "validation_failed"), value
+    assert tenant.admin.get("/v1/workspace/settings").json() == {"strict_attributes": False}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from audiences.schemas.common import InputModel
 
@@ -22,4 +22,6 @@ class WorkspaceSettings(BaseModel):
 class WorkspaceSettingsUpdate(InputModel):
     """The body of ``PUT /v1/workspace/settings``: every setting, replaced."""
 
-    strict_attributes: bool
+    strict_attributes: StrictBool = Field(
+        description="`true` or `false` (JSON booleans only: 1 or \"yes\" are refused)."
+    )
