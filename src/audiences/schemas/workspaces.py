@@ -23,5 +23,5 @@ class WorkspaceSettingsUpdate(InputModel):
     """The body of ``PUT /v1/workspace/settings``: every setting, replaced."""
 
     strict_attributes: StrictBool = Field(
-        description="`true` or `false` (JSON booleans only: 1 or \"yes\" are refused)."
+        description='`true` or `false` (JSON booleans only: 1 or "yes" are refused).'
     )
