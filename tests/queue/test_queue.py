@@ -291,3 +291,40 @@ def test_active_for_subject_lists_queued_and_running_jobs_only(
     with factory() as session:
         active = queue.active_for_subject(session, workspace_id=workspace_id, subject_id="aud-7")
     assert [row.id for row in active] == [waiting]
+
+
+def test_jobs_taken_for_another_jobs_work_are_leased_finished_or_released(
+    factory: sessionmaker[Session], workspace_id: str, handler: str
+) -> None:
+    """A worker that does queued jobs' work with its own (folded member writes) leases them
+    first: a job another worker holds is never taken, a released one goes back uncounted."""
+    first, second, third = (enqueue(factory, workspace_id, handler) for _ in range(3))
+    held_elsewhere = claimed(factory, handler, owner="other")
+    assert held_elsewhere.id == first
+    with factory.begin() as session:
+        taken = queue.take_queued(
+            session, job_ids=[first, second, third], owner="me", lease_seconds=30
+        )
+    assert sorted(taken) == sorted([second, third])
+    assert {load(factory, job_id).state for job_id in taken} == {"running"}
+    with factory.begin() as session:
+        queue.release_taken(session, job_ids=[second], owner="me")
+        queue.release_taken(session, job_ids=[first], owner="me")  # not mine: untouched
+    assert (load(factory, second).state, load(factory, second).attempts) == ("queued", 0)
+    assert load(factory, first).lease_owner == "other"
+    with factory.begin() as session:
+        assert queue.held_by(session, job_ids=[first, second, third], owner="me") == {third}
+        done = queue.finish_taken(
+            session,
+            results={third: ({"ok": True}, {"ids": 5}, 5), first: ({"ok": False}, {}, 0)},
+            owner="me",
+        )
+    assert done == [third]
+    finished = load(factory, third)
+    assert (finished.state, finished.result, finished.counts) == (
+        "succeeded",
+        {"ok": True},
+        {"ids": 5},
+    )
+    assert (finished.processed, finished.total, finished.attempts) == (5, 5, 1)
+    assert load(factory, first).state == "running"  # still the other worker's

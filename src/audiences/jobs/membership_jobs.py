@@ -16,6 +16,7 @@ from typing import Any
 from pyroaring import BitMap
 from sqlalchemy import select
 
+from audiences import queue
 from audiences.engines.idfiles import StagedIds
 from audiences.jobs.context import Cancelled, JobContext, JobFailed
 from audiences.membership.bitmaps import from_numpy
@@ -54,37 +55,36 @@ def write_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
         done = static_members.applied_result(
             session, audience_id=audience_id, seq=seq, job_id=job.id
         )
-        pending = (
-            []
-            if done
-            else member_writes.batch(session, audience_id=audience_id, seq=seq, job_id=job.id)
-        )
     if done is not None:  # applied by an attempt that died before it could finish the job
         return _counted(context, done)
-    if not any(write.seq == seq for write in pending):
-        raise JobFailed("the write's ids are gone")
-    ids = [identifier for write in pending for identifier in (*write.ids.adds, *write.ids.removes)]
-    pids, _ = context.runtime.profiles.ensure_profiles(job.workspace_id, ids)
-    writes, at = [], 0
-    for write in pending:
-        adds = from_numpy(pids[at : at + len(write.ids.adds)])
-        at += len(write.ids.adds)
-        removes = from_numpy(pids[at : at + len(write.ids.removes)])
-        at += len(write.ids.removes)
-        writes.append(
-            static_members.Write(
-                write.seq, write.job_id, write.action, adds, removes, ids=len(write.ids)
-            )
-        )
-    with context.session() as session:
-        audience = session.get_one(AudienceRow, audience_id)
-        result = member_writes.apply(
+    with context.session() as session:  # committed: the writes taken are leased to this worker
+        pending = member_writes.take(
             session,
-            audience=audience,
+            audience_id=audience_id,
+            seq=seq,
             job_id=job.id,
-            writes=writes,
-            cache=context.runtime.bitmaps,
+            owner=job.owner,
+            lease_seconds=context.settings.job_lease_seconds,
         )
+    taken = [write.job_id for write in pending if write.job_id != job.id]
+    try:
+        if not any(write.seq == seq for write in pending):
+            raise JobFailed("the write's ids are gone")
+        writes = _resolved(context, job.workspace_id, pending)
+        with context.session() as session:
+            audience = session.get_one(AudienceRow, audience_id)
+            result = member_writes.apply(
+                session,
+                audience=audience,
+                job_id=job.id,
+                owner=job.owner,
+                writes=writes,
+                cache=context.runtime.bitmaps,
+            )
+    except BaseException:
+        with context.session() as session:  # the writes taken go back to their own jobs
+            queue.release_taken(session, job_ids=taken, owner=job.owner)
+        raise
     if result is None:  # another worker applied it meanwhile
         with context.session() as session:
             result = static_members.applied_result(
@@ -96,6 +96,26 @@ def write_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
     context.counts["ids"] = len(own.ids)
     context.progress(len(own.ids), len(own.ids))
     return _counted(context, dict(result))
+
+
+def _resolved(
+    context: JobContext, workspace_id: str, pending: list[member_writes.Pending]
+) -> list[static_members.Write]:
+    """The writes with their profiles' pids, unknown ids created, in one engine call."""
+    ids = [identifier for write in pending for identifier in (*write.ids.adds, *write.ids.removes)]
+    pids, _ = context.runtime.profiles.ensure_profiles(workspace_id, ids)
+    writes, at = [], 0
+    for write in pending:
+        adds = from_numpy(pids[at : at + len(write.ids.adds)])
+        at += len(write.ids.adds)
+        removes = from_numpy(pids[at : at + len(write.ids.removes)])
+        at += len(write.ids.removes)
+        writes.append(
+            static_members.Write(
+                write.seq, write.job_id, write.action, adds, removes, ids=len(write.ids)
+            )
+        )
+    return writes
 
 
 def _counted(context: JobContext, result: dict[str, Any]) -> dict[str, Any]:

@@ -267,36 +267,107 @@ def complete(
     session.flush()
 
 
-def take_queued(session: Session, *, job_ids: Collection[str]) -> list[JobRow]:
-    """Of ``job_ids``, the jobs still queued and due, locked for this transaction so no worker
-    claims them before it ends (PostgreSQL skips rows another transaction holds; SQLite serialises
-    writers). A handler that does their work with its own finishes them with
-    :func:`finish_taken` in the same transaction."""
+def take_queued(
+    session: Session,
+    *,
+    job_ids: Collection[str],
+    owner: str,
+    lease_seconds: float,
+    now: datetime | None = None,
+) -> list[str]:
+    """Lease those of ``job_ids`` that are still queued and due to ``owner``, a worker that
+    will do their work with its own job's (each counts an attempt, as a claim does); their
+    ids. PostgreSQL skips rows another transaction holds; SQLite serialises writers. If the
+    worker dies before :func:`finish_taken`, their leases expire and :func:`reap` queues them
+    again, like any job of a lost worker."""
     if not job_ids:
         return []
-    stmt = (
-        select(JobRow)
-        .where(JobRow.id.in_(list(job_ids)), JobRow.state == QUEUED, JobRow.run_after <= utcnow())
+    now = now or utcnow()
+    pick = (
+        select(JobRow.id)
+        .where(JobRow.id.in_(sorted(job_ids)), JobRow.state == QUEUED, JobRow.run_after <= now)
         .with_for_update(skip_locked=True)
     )
-    return list(session.scalars(stmt))
+    stmt = (
+        update(JobRow)
+        .where(JobRow.id.in_(pick.scalar_subquery()), JobRow.state == QUEUED)
+        .values(
+            state=RUNNING,
+            attempts=JobRow.attempts + 1,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            heartbeat_at=now,
+            started_at=now,
+            updated_at=now,
+        )
+        .returning(JobRow.id)
+    )
+    return list(session.execute(stmt, execution_options=NO_SYNC).scalars())
 
 
 def finish_taken(
     session: Session,
     *,
-    job: JobRow,
-    result: Any,
-    counts: Mapping[str, int],
-    processed: int,
+    results: Mapping[str, tuple[Any, Mapping[str, int], int]],
+    owner: str,
     now: datetime | None = None,
-) -> None:
-    """Mark a job :func:`take_queued` returned as succeeded, its work done by another job's
-    handler: its own result, counts and full progress, with no attempt of its own."""
-    record(job, processed=processed, total=processed, counts=counts)
-    job.result = result
-    finish(job, JobState.SUCCEEDED, now or utcnow())
+) -> list[str]:
+    """Mark jobs :func:`take_queued` leased to ``owner`` as succeeded, each with its
+    ``(result, counts, processed)``: the ids of those it still held (a job reaped meanwhile
+    is left to whoever holds it now)."""
+    if not results:
+        return []
+    now = now or utcnow()
+    held = session.scalars(
+        select(JobRow)
+        .where(
+            JobRow.id.in_(sorted(results)),
+            JobRow.state == RUNNING,
+            JobRow.lease_owner == owner,
+        )
+        .with_for_update()
+    ).all()
+    for row in held:
+        result, counts, processed = results[row.id]
+        record(row, processed=processed, total=processed, counts=counts)
+        row.result = result
+        finish(row, JobState.SUCCEEDED, now)
     session.flush()
+    return [row.id for row in held]
+
+
+def release_taken(
+    session: Session, *, job_ids: Collection[str], owner: str, now: datetime | None = None
+) -> None:
+    """Put jobs :func:`take_queued` leased to ``owner`` back in the queue, their attempt not
+    counted: the work they were taken for was not done."""
+    if not job_ids:
+        return
+    now = now or utcnow()
+    session.execute(
+        update(JobRow)
+        .where(JobRow.id.in_(sorted(job_ids)), JobRow.state == RUNNING, JobRow.lease_owner == owner)
+        .values(
+            state=QUEUED,
+            attempts=JobRow.attempts - 1,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        ),
+        execution_options=NO_SYNC,
+    )
+
+
+def held_by(session: Session, *, job_ids: Collection[str], owner: str) -> set[str]:
+    """Of ``job_ids``, those ``owner`` still leases (locked for this transaction)."""
+    if not job_ids:
+        return set()
+    stmt = (
+        select(JobRow.id)
+        .where(JobRow.id.in_(sorted(job_ids)), JobRow.state == RUNNING, JobRow.lease_owner == owner)
+        .with_for_update()
+    )
+    return set(session.scalars(stmt))
 
 
 def fail(

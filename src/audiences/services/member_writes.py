@@ -146,13 +146,21 @@ class Pending:
     ids: Ids
 
 
-def batch(session: Session, *, audience_id: str, seq: int, job_id: str) -> list[Pending]:
-    """Write ``seq`` (the caller's, if still pending) and the JSON writes of the same audience
-    whose jobs are queued and due (one waiting out a retry's backoff waits), in ``seq`` order,
-    within :data:`BATCH_WRITES` and :data:`BATCH_IDS`. Read without locks: :func:`apply`
-    takes only those still queued when it runs."""
+def take(
+    session: Session,
+    *,
+    audience_id: str,
+    seq: int,
+    job_id: str,
+    owner: str,
+    lease_seconds: float,
+) -> list[Pending]:
+    """Write ``seq`` (the job's own, if still pending) and the JSON writes of the same audience
+    queued and due behind it, within :data:`BATCH_WRITES` and :data:`BATCH_IDS`, in ``seq``
+    order: their jobs are leased to ``owner`` first (``queue.take_queued``), so no other worker
+    resolves their ids too. A job waiting out a retry's backoff waits."""
     stmt = (
-        select(MemberWriteRow)
+        select(MemberWriteRow.seq, MemberWriteRow.job_id, JobRow.payload)
         .join(JobRow, JobRow.id == MemberWriteRow.job_id)
         .where(
             MemberWriteRow.audience_id == audience_id,
@@ -163,18 +171,32 @@ def batch(session: Session, *, audience_id: str, seq: int, job_id: str) -> list[
         )
         .order_by(MemberWriteRow.seq)
         .limit(BATCH_WRITES)
+    )
+    wanted: list[int] = []
+    others: list[str] = []
+    total = 0
+    for row_seq, row_job, payload in session.execute(stmt):
+        size = int((payload or {}).get("size", 0))
+        if row_seq != seq and total + size > BATCH_IDS:
+            continue
+        wanted.append(row_seq)
+        total += size
+        if row_seq != seq:
+            others.append(row_job)
+    taken = set(
+        queue.take_queued(session, job_ids=others, owner=owner, lease_seconds=lease_seconds)
+    )
+    rows = session.scalars(
+        select(MemberWriteRow)
+        .where(MemberWriteRow.audience_id == audience_id, MemberWriteRow.seq.in_(wanted))
+        .order_by(MemberWriteRow.seq)
         .options(undefer(MemberWriteRow.body))
     )
-    found: list[Pending] = []
-    total = 0
-    for row in session.scalars(stmt):
-        ids = decode(row.body or b"")
-        if found and total + len(ids) > BATCH_IDS:
-            break
-        if row.seq == seq or row.job_id != job_id:
-            found.append(Pending(row.seq, row.job_id, row.action, ids))
-            total += len(ids)
-    return found
+    return [
+        Pending(row.seq, row.job_id, row.action, decode(row.body or b""))
+        for row in rows
+        if row.body is not None and (row.seq == seq or row.job_id in taken)
+    ]
 
 
 def apply(
@@ -182,40 +204,32 @@ def apply(
     *,
     audience: AudienceRow,
     job_id: str,
+    owner: str,
     writes: Sequence[Write],
     cache: BitmapCache | None = None,
 ) -> dict[str, object] | None:
-    """Apply the job's own write and those of ``writes`` whose jobs are still queued, as one
-    change; finish those jobs with their own results; the job's own result (None when its
-    write is not among ``writes``).
-
-    The other jobs are locked first (PostgreSQL skips any a worker holds), so a job is either
-    applied here and finished in the same transaction, or left to its own worker.
-    """
+    """Apply the job's own write and those of ``writes`` whose jobs ``owner`` still leases, as
+    one change; finish those jobs with their own results in the same transaction; the job's
+    own result (None when its write is not among ``writes``). A leased job that was reaped
+    meanwhile is left to whoever holds it now: its write stays pending."""
     others = {write.job_id for write in writes if write.job_id != job_id}
-    taken = {job.id: job for job in queue.take_queued(session, job_ids=others)}
-    mine = [write for write in writes if write.job_id == job_id or write.job_id in taken]
+    held = queue.held_by(session, job_ids=others, owner=owner)
+    mine = [write for write in writes if write.job_id == job_id or write.job_id in held]
     results = static_members.apply_many(
         session, audience=audience, writes=mine, trigger="members", cache=cache
     )
-    now = utcnow()
     own: dict[str, object] | None = None
+    finished: dict[str, tuple[object, dict[str, int], int]] = {}
     for write in mine:
         result = results[write.seq]
-        counts = {name: int(result.get(name, 0)) for name in static_members.RESULT_COUNTS}
-        counts["ids"] = write.ids
         if write.job_id == job_id:
             own = result
             job = session.get(JobRow, job_id)
             if job is not None:
                 job.result = result
             continue
-        queue.finish_taken(
-            session,
-            job=taken[write.job_id],
-            result={**result, "applied_by": job_id},
-            counts=counts,
-            processed=write.ids,
-            now=now,
-        )
+        counts = {name: int(result.get(name, 0)) for name in static_members.RESULT_COUNTS}
+        counts["ids"] = write.ids
+        finished[write.job_id] = ({**result, "applied_by": job_id}, counts, write.ids)
+    queue.finish_taken(session, results=finished, owner=owner)
     return own
