@@ -183,18 +183,6 @@ OPERATORS: dict[type[exp.Expr], Operator] = {
 """Every node class a rule may contain. Anything else is refused by validation."""
 
 
-def operands(node: exp.Expr) -> list[exp.Expr]:
-    """A node's operands in order: its child expressions, list arguments flattened."""
-    result: list[exp.Expr] = []
-    for key in node.arg_types:
-        value = node.args.get(key)
-        if isinstance(value, list):
-            result.extend(value)
-        elif isinstance(value, exp.Expr):
-            result.append(value)
-    return result
-
-
 def sql_builder(node_class: type[exp.Expr], dialect: str) -> SqlBuilder | None:
     """The engine rewrite for a node class, if it needs one."""
     builders = OPERATORS[node_class].sql

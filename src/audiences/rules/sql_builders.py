@@ -11,6 +11,7 @@ import sqlglot
 from sqlglot import exp
 
 from audiences.rules.kinds import Kind
+from audiences.rules.nodes import operands
 from audiences.rules.sql_semantics import lower as lower_ascii
 
 ColumnHook = Callable[[str], exp.Expr]
@@ -179,8 +180,6 @@ def _date_to_timestamp(node: exp.Expr, dialect: str) -> exp.Expr:
 
 def coerce_operands(original: exp.Expr, new: exp.Expr, target: Target) -> None:
     """Where dates meet timestamps, read each date as midnight UTC (as the Python back end)."""
-    from audiences.rules.operators import operands
-
     kinds = [target.kind(op) for op in operands(original)]
     if not (Kind.TIMESTAMP in kinds and Kind.DATE in kinds):
         return
@@ -191,8 +190,6 @@ def coerce_operands(original: exp.Expr, new: exp.Expr, target: Target) -> None:
 
 def comparison(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Dates read as timestamps; on PostgreSQL, text ordering by code point (``COLLATE "C"``)."""
-    from audiences.rules.operators import operands
-
     coerce_operands(original, new, target)
     ordering = not isinstance(original, exp.EQ | exp.NEQ | exp.In)
     texts = any(target.kind(op) is Kind.STRING for op in operands(original))

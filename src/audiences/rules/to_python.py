@@ -21,7 +21,8 @@ from audiences.rules import sql_semantics
 from audiences.rules.dialect import chain
 from audiences.rules.kinds import Kind
 from audiences.rules.literals import NOT_CONSTANT, constant, like_code
-from audiences.rules.operators import OPERATORS, operands
+from audiences.rules.nodes import operands
+from audiences.rules.operators import OPERATORS
 from audiences.rules.rule import Rule
 from audiences.rules.structure import compile_regex
 from audiences.rules.validate import annotate

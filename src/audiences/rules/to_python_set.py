@@ -24,7 +24,8 @@ from sqlglot import exp
 from audiences.rules import dialect as d
 from audiences.rules import sql_semantics
 from audiences.rules.literals import constant
-from audiences.rules.operators import OPERATORS, operands
+from audiences.rules.nodes import operands
+from audiences.rules.operators import OPERATORS
 from audiences.rules.references import dependencies
 from audiences.rules.rule import Rule
 from audiences.rules.to_python import (

@@ -12,8 +12,9 @@ from audiences.rules import kinds as k
 from audiences.rules.diagnostics import did_you_mean, on, span
 from audiences.rules.dialect import Attr, render
 from audiences.rules.kinds import Kind
+from audiences.rules.nodes import operands
 from audiences.rules.normalize import format_time
-from audiences.rules.operators import OPERATORS, operands
+from audiences.rules.operators import OPERATORS
 from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.scan import skeleton
 from audiences.schemas.attributes import AttributeSchema, AttributeType
