@@ -36,3 +36,23 @@ def test_a_new_sqlite_folder_is_private(tmp_path: Path) -> None:
         engine.dispose()
     for folder in (tmp_path / "new", tmp_path / "new" / "deeper"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_a_connection_lost_mid_transaction_hands_the_write_lock_on(tmp_path: Path) -> None:
+    """SQLite writers of one process queue on a lock of the process: a transaction that ends
+    without a commit or rollback (its connection invalidated) must not keep it."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'lock.db'}")
+    try:
+        lost = engine.connect()
+        transaction = lost.begin()
+        lost.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        lost.invalidate()
+        transaction.rollback()  # of an invalidated connection: nothing reaches the database
+        lost.close()
+        with engine.begin() as connection:  # would wait out the busy timeout, then fail
+            connection.exec_driver_sql("CREATE TABLE u (x INTEGER)")
+            connection.exec_driver_sql("INSERT INTO u VALUES (1)")
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT x FROM u").scalar() == 1
+    finally:
+        engine.dispose()
