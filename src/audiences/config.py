@@ -203,7 +203,12 @@ class Settings(BaseSettings):
         ),
     )
     job_poll_seconds: float = Field(
-        default=1.0, gt=0, description="How long an idle worker waits before looking again."
+        default=1.0,
+        gt=0,
+        description=(
+            "How long an idle worker waits before looking again; a job queued by its own "
+            "process wakes it at once."
+        ),
     )
     job_max_attempts: int = Field(
         default=3,

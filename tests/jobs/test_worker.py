@@ -280,3 +280,30 @@ def test_a_failed_job_is_logged_without_its_message(
     assert job_id in caplog.text and "ValueError" in caplog.text
     assert content not in caplog.text
     assert content in (load(factory, job_id).last_error or "")
+
+
+def test_a_job_queued_in_this_process_wakes_the_idle_pool(
+    factory: sessionmaker[Session],
+    job_settings: Settings,
+    registry: HandlerRegistry,
+    workspace_id: str,
+    handler: str,
+) -> None:
+    """Idle workers poll every AUDIENCES_JOB_POLL_SECONDS; a commit that queued a job wakes
+    them at once (here the poll is a minute, so only the wake-up can run the job in time)."""
+    done = threading.Event()
+
+    @registry.register(handler)
+    def note(context: JobContext, job: ClaimedJob) -> None:
+        done.set()
+
+    slow_poll = job_settings.model_copy(update={"job_poll_seconds": 60.0, "scheduler_seconds": 0})
+    pool = WorkerPool(session_factory=factory, settings=slow_poll, threads=2, registry=registry)
+    pool.start()
+    try:
+        time.sleep(0.2)  # both workers have found nothing and are waiting
+        job_id = enqueue(factory, workspace_id, handler)
+        assert done.wait(20)
+    finally:
+        pool.stop(timeout=10)
+    assert load(factory, job_id).state == "succeeded"

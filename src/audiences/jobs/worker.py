@@ -15,6 +15,7 @@ import threading
 import time
 from types import FrameType
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from audiences import queue
@@ -44,6 +45,7 @@ class Worker:
         name: str | None = None,
         stopping: threading.Event | None = None,
         runtime: Runtime | None = None,
+        wake: threading.Event | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
@@ -51,6 +53,9 @@ class Worker:
         self.registry = registry or HANDLERS
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
         self.stopping = stopping or threading.Event()
+        self.wake = wake or self.stopping
+        """Set when this process queues a job (and when it stops): an idle worker looks at
+        once instead of after ``AUDIENCES_JOB_POLL_SECONDS``."""
         self._next_reap = 0.0
 
     def run(self) -> None:
@@ -63,7 +68,9 @@ class Worker:
                 log.exception("worker %s: queue call failed; retrying", self.name)
                 ran = False
             if not ran:
-                self.stopping.wait(self.settings.job_poll_seconds)
+                self.wake.wait(self.settings.job_poll_seconds)
+                if self.wake is not self.stopping:
+                    self.wake.clear()
 
     def run_once(self) -> bool:
         """Claim one due job and run it to an outcome; False if none was due."""
@@ -158,6 +165,7 @@ class WorkerPool:
         runtime: Runtime | None = None,
     ) -> None:
         self.stopping = threading.Event()
+        self.wake = threading.Event()
         self.workers = [
             Worker(
                 session_factory=session_factory,
@@ -165,16 +173,25 @@ class WorkerPool:
                 registry=registry,
                 stopping=self.stopping,
                 runtime=runtime,
+                wake=self.wake,
             )
             for _ in range(threads)
         ]
+        # Jobs queued by this process's sessions wake the idle workers when they commit; jobs
+        # of other processes are found by polling.
+        event.listen(session_factory, "after_commit", self._woken_by)
         self._threads: list[threading.Thread] = []
         self._timeout = settings.job_lease_seconds
+        self._session_factory = session_factory
         self.scheduler = (
             Scheduler(session_factory=session_factory, settings=settings, stopping=self.stopping)
             if settings.scheduler_seconds > 0
             else None
         )
+
+    def _woken_by(self, session: Session) -> None:
+        if session.info.pop(queue.ENQUEUED, False):
+            self.wake.set()
 
     def start(self) -> None:
         """Start every worker on a thread of its own, and the scheduler beside them."""
@@ -189,6 +206,8 @@ class WorkerPool:
         """Ask the workers to stop and wait for them (a running handler is interrupted at its
         next checkpoint and its job re-queued; past ``timeout`` its lease will expire instead)."""
         self.stopping.set()
+        self.wake.set()
+        event.remove(self._session_factory, "after_commit", self._woken_by)
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0))

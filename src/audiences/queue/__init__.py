@@ -54,6 +54,9 @@ MAX_MESSAGE = 2000
 HANDLER_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 QUEUED, RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
 NO_SYNC = {"synchronize_session": False}
+ENQUEUED = "audiences.queue.enqueued"
+"""Set in ``session.info`` when a session queues a job, so a worker pool of the same process
+can be woken when it commits."""
 
 
 class LeaseLost(Exception):
@@ -115,6 +118,7 @@ def enqueue(
         created_by=created_by,
         result=result,
     )
+    session.info[ENQUEUED] = True
     if dedupe_key is None:
         session.add(row)
         session.flush()
