@@ -155,14 +155,13 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 HTTP_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
-"""The methods operations use. HEAD is not one: FastAPI's routes do not answer it, though the
-Starlette routes of the in-memory shortcuts would match it (and hand it to a GET route)."""
+"""The methods operations use. HEAD is not one: FastAPI's routes do not answer it."""
 
 
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route of this path takes. Starlette names only the methods of the
-    first route that matched the path, while FastAPI makes a route per method (and the
-    in-memory shortcuts sit in front of them), so each method is tried against the routes."""
+    first route that matched the path, while FastAPI makes a route per method, so each method
+    is tried against the routes."""
     routes = request.app.router.routes
     return [
         method
