@@ -16,6 +16,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import undefer
 
 from audiences.jobs import schedule
+from audiences.jobs.handlers import HANDLERS, HandlerRegistry
+from audiences.jobs.worker import Worker
 from audiences.kit.clock import utcnow
 from audiences.services import member_writes, static_members
 from audiences.store.tables import JobRow, MemberDayRow, MemberWriteRow
@@ -529,3 +531,32 @@ def test_writes_past_the_backlog_answer_429_with_retry_after(app: FastAPI, tenan
         settings.max_queued_writes_per_audience, settings.max_queued_writes_per_workspace = limits
     run_jobs(app)
     assert members_of(tenant.read, audience["id"]) == {"p0", "p1", "p2"}
+
+
+def test_a_job_applies_its_own_write_whatever_is_queued_before_it(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    """More earlier writes queued than one job takes (200): the job claimed first still
+    applies its own write, with as many of the others as fit."""
+    audience = static_audience(tenant.write)
+    accepted = [write(tenant.write, audience["id"], "add", [f"p{n}"])["id"] for n in range(205)]
+    with app.state.session_factory.begin() as session:
+        last = session.get_one(JobRow, accepted[-1])
+        last.run_after = last.run_after.replace(year=2000)  # claimed before the others
+    registry = HandlerRegistry(
+        {static_members.WRITE_HANDLER: HANDLERS.get(static_members.WRITE_HANDLER)},
+        needing_profiles=frozenset({static_members.WRITE_HANDLER}),
+    )
+    worker = Worker(
+        session_factory=app.state.session_factory,
+        settings=app.state.settings,
+        registry=registry,
+        runtime=app.state.runtime,
+    )
+    assert worker.run_once()
+    own = job(tenant.read, accepted[-1])
+    assert (own["state"], own["result"]["indexing_state"]) == ("succeeded", "applied")
+    applied_with = [job(tenant.read, job_id)["state"] for job_id in accepted[:-1]]
+    assert applied_with.count("succeeded") == 199  # the batch: its own and 199 others
+    run_jobs(app)
+    assert members_of(tenant.read, audience["id"]) == {f"p{n}" for n in range(205)}

@@ -328,3 +328,18 @@ def test_jobs_taken_for_another_jobs_work_are_leased_finished_or_released(
     )
     assert (finished.processed, finished.total, finished.attempts) == (5, 5, 1)
     assert load(factory, first).state == "running"  # still the other worker's
+
+
+def test_a_heartbeat_also_keeps_the_jobs_taken_for_its_work(
+    factory: sessionmaker[Session], workspace_id: str, handler: str
+) -> None:
+    enqueue(factory, workspace_id, handler)
+    other = enqueue(factory, workspace_id, handler)
+    mine = claimed(factory, handler, owner="me")
+    with factory.begin() as session:
+        assert queue.take_queued(session, job_ids=[other], owner="me", lease_seconds=1) == [other]
+    soon = load(factory, other).lease_expires_at
+    with factory.begin() as session:
+        queue.heartbeat(session, job=mine, lease_seconds=LEASE)
+    renewed = load(factory, other).lease_expires_at
+    assert soon is not None and renewed is not None and renewed > soon

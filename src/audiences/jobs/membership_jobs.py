@@ -67,9 +67,16 @@ def write_members(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
             lease_seconds=context.settings.job_lease_seconds,
         )
     taken = [write.job_id for write in pending if write.job_id != job.id]
-    try:
-        if not any(write.seq == seq for write in pending):
+    if not any(write.seq == seq for write in pending):  # applied by an attempt that lost its lease
+        with context.session() as session:
+            queue.release_taken(session, job_ids=taken, owner=job.owner)
+            done = static_members.applied_result(
+                session, audience_id=audience_id, seq=seq, job_id=job.id
+            )
+        if done is None:
             raise JobFailed("the write's ids are gone")
+        return _counted(context, done)
+    try:
         writes = _resolved(context, job.workspace_id, pending)
         with context.session() as session:
             audience = session.get_one(AudienceRow, audience_id)

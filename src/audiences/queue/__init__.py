@@ -214,17 +214,25 @@ def claim(
 def heartbeat(
     session: Session, *, job: ClaimedJob, lease_seconds: float, now: datetime | None = None
 ) -> bool:
-    """Extend the lease; True if cancel was requested. :class:`LeaseLost` if it is gone."""
+    """Extend the lease, and those of the jobs taken for its work (:func:`take_queued`); True
+    if cancel was requested. :class:`LeaseLost` if it is gone."""
     now = now or utcnow()
+    expires = now + timedelta(seconds=lease_seconds)
     stmt = (
         update(JobRow)
         .where(_leased(job))
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
+        .values(lease_expires_at=expires, heartbeat_at=now)
         .returning(JobRow.cancel_requested)
     )
     cancel_requested = session.execute(stmt, execution_options=NO_SYNC).scalar_one_or_none()
     if cancel_requested is None:
         raise LeaseLost(job.id)
+    taken = (
+        update(JobRow)
+        .where(JobRow.lease_owner == job.owner, JobRow.state == RUNNING, JobRow.id != job.id)
+        .values(lease_expires_at=expires, heartbeat_at=now)
+    )
+    session.execute(taken, execution_options=NO_SYNC)
     return bool(cancel_requested)
 
 

@@ -24,7 +24,7 @@ from audiences import queue
 from audiences.errors import RateLimited
 from audiences.kit.clock import utcnow
 from audiences.membership.cache import BitmapCache
-from audiences.services import audiences, static_members
+from audiences.services import audiences, memberships, static_members
 from audiences.services.callers import Caller
 from audiences.services.static_members import WRITE_HANDLER, Write
 from audiences.store.tables import AudienceRow, JobRow, MemberWriteRow
@@ -159,44 +159,46 @@ def take(
     queued and due behind it, within :data:`BATCH_WRITES` and :data:`BATCH_IDS`, in ``seq``
     order: their jobs are leased to ``owner`` first (``queue.take_queued``), so no other worker
     resolves their ids too. A job waiting out a retry's backoff waits."""
-    stmt = (
+    others = (
         select(MemberWriteRow.seq, MemberWriteRow.job_id, JobRow.payload)
         .join(JobRow, JobRow.id == MemberWriteRow.job_id)
         .where(
             MemberWriteRow.audience_id == audience_id,
+            MemberWriteRow.seq != seq,
             MemberWriteRow.state == "pending",
             MemberWriteRow.body.is_not(None),
-            ((JobRow.state == queue.QUEUED) & (JobRow.run_after <= utcnow()))
-            | (MemberWriteRow.seq == seq),
+            JobRow.state == queue.QUEUED,
+            JobRow.run_after <= utcnow(),
         )
         .order_by(MemberWriteRow.seq)
-        .limit(BATCH_WRITES)
+        .limit(BATCH_WRITES - 1)
     )
-    wanted: list[int] = []
-    others: list[str] = []
+    wanted: dict[str, int] = {}
     total = 0
-    for row_seq, row_job, payload in session.execute(stmt):
+    for row_seq, row_job, payload in session.execute(others):
         size = int((payload or {}).get("size", 0))
-        if row_seq != seq and total + size > BATCH_IDS:
-            continue
-        wanted.append(row_seq)
-        total += size
-        if row_seq != seq:
-            others.append(row_job)
+        if total + size <= BATCH_IDS:
+            wanted[row_job] = row_seq
+            total += size
     taken = set(
-        queue.take_queued(session, job_ids=others, owner=owner, lease_seconds=lease_seconds)
+        queue.take_queued(session, job_ids=wanted, owner=owner, lease_seconds=lease_seconds)
     )
+    seqs = [seq, *(wanted[job] for job in taken)]
     rows = session.scalars(
         select(MemberWriteRow)
-        .where(MemberWriteRow.audience_id == audience_id, MemberWriteRow.seq.in_(wanted))
+        .where(MemberWriteRow.audience_id == audience_id, MemberWriteRow.seq.in_(seqs))
         .order_by(MemberWriteRow.seq)
         .options(undefer(MemberWriteRow.body))
     )
-    return [
-        Pending(row.seq, row.job_id, row.action, decode(row.body or b""))
+    found = [
+        Pending(row.seq, row.job_id, row.action, decode(row.body))
         for row in rows
-        if row.body is not None and (row.seq == seq or row.job_id in taken)
+        if row.body is not None and row.state == "pending"
     ]
+    # A write applied meanwhile (by a stale attempt) goes back to its job, which finds it so.
+    lost = taken - {write.job_id for write in found}
+    queue.release_taken(session, job_ids=lost, owner=owner)
+    return found
 
 
 def apply(
@@ -208,13 +210,14 @@ def apply(
     writes: Sequence[Write],
     cache: BitmapCache | None = None,
 ) -> dict[str, object] | None:
-    """Apply the job's own write and those of ``writes`` whose jobs ``owner`` still leases, as
-    one change; finish those jobs with their own results in the same transaction; the job's
-    own result (None when its write is not among ``writes``). A leased job that was reaped
+    """Apply the writes of ``writes`` whose jobs ``owner`` still leases (the job's own among
+    them), as one change; finish the others with their own results in the same transaction;
+    the job's own result (None when it is not applied here). A job whose lease was lost
     meanwhile is left to whoever holds it now: its write stays pending."""
-    others = {write.job_id for write in writes if write.job_id != job_id}
-    held = queue.held_by(session, job_ids=others, owner=owner)
-    mine = [write for write in writes if write.job_id == job_id or write.job_id in held]
+    # The audience first, then the jobs: every writer of an audience locks in this order.
+    memberships.locked(session, audience)
+    held = queue.held_by(session, job_ids={write.job_id for write in writes}, owner=owner)
+    mine = [write for write in writes if write.job_id in held]
     results = static_members.apply_many(
         session, audience=audience, writes=mine, trigger="members", cache=cache
     )

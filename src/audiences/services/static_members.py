@@ -214,7 +214,7 @@ def apply_many(
             continue
         later = _applied_after(session, audience.id, write.seq)
         if any(other.action == "replace" for other in later):
-            row.state = REPLACED
+            row.state, row.body = REPLACED, None
             outcome = Outcome(REPLACED, write.action, superseded=len(write.touched))
         else:
             mask = BitMap()

@@ -19,6 +19,7 @@ from audiences.api.deps import (
     SessionDep,
     SettingsDep,
     WriteCaller,
+    read_session,
 )
 from audiences.api.preconditions import IDEMPOTENCY_DOC
 from audiences.api.problems import responses
@@ -27,6 +28,7 @@ from audiences.kit.ids import new_id
 from audiences.schemas.imports import UPLOAD_BODY, ImportMode
 from audiences.schemas.jobs import Job
 from audiences.services import audiences, imports, jobs, lifecycle, static_members
+from audiences.services.callers import Caller
 from audiences.services.import_formats import ImportFormat
 from audiences.store.tables import JobRow
 
@@ -80,11 +82,9 @@ async def import_members(
 ) -> Response:
     """Import a file of external ids into a static audience, streamed to disk: 202 with the
     `import.rows` job (progress, exact counts, row errors; all of them at `errors.csv`)."""
-    audience = await run_in_threadpool(
-        audiences.get, session, caller=caller, audience_id=audience_id
-    )
-    static_members.require_static(audience)
-    lifecycle.require(audience, lifecycle.Action.WRITE)  # before the upload, not after it
+    # Checked before the upload, not after it, on a read session: the write session would hold
+    # SQLite's write lock for as long as the file takes to arrive.
+    await run_in_threadpool(_check_target, request, caller, audience_id)
     directory = imports.folder(settings.data_dir, caller.workspace_id, new_id())
     try:
         received = await uploads.receive(request, directory / imports.UPLOAD)
@@ -113,6 +113,13 @@ async def import_members(
         shutil.rmtree(directory, ignore_errors=True)
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(_job(job), status_code=202, headers=headers)
+
+
+def _check_target(request: Request, caller: Caller, audience_id: str) -> None:
+    with read_session(request) as session:
+        audience = audiences.get(session, caller=caller, audience_id=audience_id)
+        static_members.require_static(audience)
+        lifecycle.require(audience, lifecycle.Action.WRITE)
 
 
 def _accept(
