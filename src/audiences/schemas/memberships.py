@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,27 @@ ID_PATTERN = r"^[^\x00-\x1f]+$"
 ExternalId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)
 ]
+
+
+CONTROL = re.compile(r"[\x00-\x1f]")
+
+
+def plain_ids(ids: list[Any]) -> bool:
+    """Whether every item is an :data:`ExternalId` (a string of 1-512 characters, no control
+    characters), checked in C-speed passes over the whole list: the bodies of member writes
+    carry 10,000, and a model per id costs six times as much. ``join`` refuses non-strings.
+
+    >>> plain_ids(["a", "b"]), plain_ids(["a", ""]), plain_ids(["a", 1]), plain_ids(["a\\nb"])
+    (True, False, False, False)
+    """
+    if not ids:
+        return True
+    try:
+        joined = "".join(ids)
+    except TypeError:
+        return False
+    lengths = list(map(len, ids))
+    return min(lengths) > 0 and max(lengths) <= MAX_ID_LENGTH and not CONTROL.search(joined)
 
 
 class MemberChange(InputModel):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import re
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,9 +20,9 @@ from typing import IO, Any
 import orjson
 
 from audiences.engines.base import MAX_EXTERNAL_ID_LENGTH
+from audiences.schemas.memberships import CONTROL
 
 GZIP_MAGIC = b"\x1f\x8b"
-CONTROL = re.compile(r"[\x00-\x1f]")
 MAX_FIELD = 1 << 20
 csv.field_size_limit(MAX_FIELD)
 

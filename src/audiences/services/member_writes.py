@@ -24,6 +24,7 @@ from audiences import queue
 from audiences.errors import RateLimited
 from audiences.kit.clock import utcnow
 from audiences.membership.cache import BitmapCache
+from audiences.schemas.memberships import MemberWrite
 from audiences.services import audiences, memberships, static_members
 from audiences.services.callers import Caller
 from audiences.services.static_members import WRITE_HANDLER, Write
@@ -67,20 +68,22 @@ def decode(body: bytes) -> Ids:
     return Ids(adds, removes)
 
 
-def ids_of(action: str, ids: Sequence[str] = (), changes: Sequence[tuple[str, str]] = ()) -> Ids:
-    """What a write carries: ``ids`` under one ``action``, or ``changes`` (id, ``add`` or
-    ``remove``) where the last action for an id wins.
+def ids_of(write: MemberWrite) -> tuple[str, Ids]:
+    """A write's action and ids: ``ids`` under one ``action``, or ``changes`` (each id added
+    or removed; the last action for an id wins) as a ``mixed`` write.
 
-    >>> ids_of("mixed", changes=[("a", "add"), ("b", "remove"), ("a", "remove")])
-    Ids(adds=[], removes=['a', 'b'])
+    >>> from audiences.schemas.memberships import MemberChange
+    >>> ids_of(MemberWrite(changes=[MemberChange(id="a", action="add"),
+    ...     MemberChange(id="b", action="remove"), MemberChange(id="a", action="remove")]))
+    ('mixed', Ids(adds=[], removes=['a', 'b']))
     """
-    if action != "mixed":
-        listed = list(ids)
-        return Ids([], listed) if action == "remove" else Ids(listed, [])
-    last = {identifier: change for identifier, change in changes}
+    if write.changes is None:
+        action, listed = str(write.action), list(write.ids or [])
+        return action, Ids([], listed) if action == "remove" else Ids(listed, [])
+    last = {change.id: change.action for change in write.changes}
     adds = [identifier for identifier, change in last.items() if change == "add"]
     removes = [identifier for identifier, change in last.items() if change == "remove"]
-    return Ids(adds, removes)
+    return "mixed", Ids(adds, removes)
 
 
 def accept(
@@ -88,8 +91,7 @@ def accept(
     *,
     caller: Caller,
     audience_id: str,
-    action: str,
-    ids: Ids,
+    write: MemberWrite,
     backlog: Backlog,
     max_attempts: int,
 ) -> JobRow:
@@ -97,6 +99,7 @@ def accept(
     audience or the workspace already has ``backlog`` writes waiting: then 429
     ``write_backlog_full``, so a client that writes faster than writes are applied slows down
     instead of growing a queue that takes minutes to drain."""
+    action, ids = ids_of(write)
     audience = audiences.get(session, caller=caller, audience_id=audience_id, labels=False)
     static_members.require_static(audience)
     _check_backlog(session, audience, backlog)

@@ -34,7 +34,6 @@ from audiences.kit.spreadsheets import FORMULA_STARTS, defused
 from audiences.schemas.common import MAX_PAGE_SIZE, names_pattern, page_of
 from audiences.schemas.jobs import Job
 from audiences.schemas.memberships import (
-    MAX_ID_LENGTH,
     MEMBER_WRITE_BODY,
     ChangePage,
     MemberPage,
@@ -45,10 +44,10 @@ from audiences.schemas.memberships import (
     Run,
     RunListItem,
     RunListParams,
+    plain_ids,
 )
 from audiences.services import audiences, evaluation, jobs, member_writes, previews, runs
 from audiences.services.callers import Caller
-from audiences.services.import_formats import CONTROL
 from audiences.services.runtime import Runtime
 from audiences.store.tables import RunRow
 
@@ -78,7 +77,7 @@ async def read_member_write(request: Request, settings: SettingsDep) -> MemberWr
         and data.keys() == {"action", "ids"}
         and data["action"] in ("add", "remove", "replace")
         and isinstance(data["ids"], list)
-        and _plain_ids(data["ids"])
+        and plain_ids(data["ids"])
     ):
         return MemberWrite.model_construct(action=data["action"], ids=data["ids"], changes=None)
     try:
@@ -90,19 +89,6 @@ async def read_member_write(request: Request, settings: SettingsDep) -> MemberWr
         raise ValidationFailed(
             f"{len(details)} field(s) failed validation", errors=details[:100]
         ) from None
-
-
-def _plain_ids(ids: list[Any]) -> bool:
-    """Every id a string of 1-512 characters without control characters, in C-speed passes
-    (``join`` refuses anything but strings)."""
-    if not ids:
-        return True
-    try:
-        joined = "".join(ids)
-    except TypeError:
-        return False
-    lengths = list(map(len, ids))
-    return min(lengths) > 0 and max(lengths) <= MAX_ID_LENGTH and not CONTROL.search(joined)
 
 
 @router.post(
@@ -128,18 +114,11 @@ def write_members(
     """Add, remove or replace a static audience's members by external id, or give each id its
     own action (`changes`), at most 10,000: 202 with the job that applies it; its
     `result.indexing_state` says when it is applied."""
-    if body.changes is not None:
-        action = "mixed"
-        ids = member_writes.ids_of(action, changes=[(c.id, c.action) for c in body.changes])
-    else:
-        action = str(body.action)
-        ids = member_writes.ids_of(action, ids=body.ids or [])
     job = member_writes.accept(
         session,
         caller=caller,
         audience_id=audience_id,
-        action=action,
-        ids=ids,
+        write=body,
         backlog=member_writes.Backlog(
             settings.max_queued_writes_per_audience, settings.max_queued_writes_per_workspace
         ),
