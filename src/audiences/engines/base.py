@@ -21,6 +21,7 @@ from pyroaring import AbstractBitMap, BitMap
 
 from audiences.errors import ErrorDetail, InvalidParameter
 from audiences.schemas.attributes import AttributeSchema, AttributeType
+from audiences.schemas.events import Event
 
 K = TypeVar("K")
 
@@ -74,6 +75,62 @@ class UpsertResult:
     def ok(self) -> bool:
         """Whether the record was written."""
         return not self.errors
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One event to write: whose (the external id), what (``name``), when (aware, any zone),
+    its properties (nested objects are read as dotted names) and an optional client id that
+    makes a retried write idempotent."""
+
+    external_id: str
+    name: str
+    timestamp: datetime
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EventResult:
+    """The outcome of one event of a batch: written (its profile's ``pid``), a ``duplicate``
+    (its ``event_id`` is stored already, or came earlier in the batch; nothing written), or
+    refused with ``errors`` (nothing written, no profile created)."""
+
+    external_id: str
+    pid: int | None
+    duplicate: bool = False
+    errors: tuple[ErrorDetail, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """Whether the event is stored (now, or already as a duplicate)."""
+        return not self.errors
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One stored event as a profile's history shows it: :class:`Event` and its stored ids."""
+
+    event: Event
+    event_id: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class EventPosition:
+    """Where a page of a profile's events (newest first) stopped: the time of its last event
+    and how many events of exactly that time it already gave."""
+
+    timestamp: datetime
+    skip: int
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """Events newest first, and the position of the next page (None when there is none)."""
+
+    events: list[StoredEvent]
+    next: EventPosition | None
 
 
 def check_membership_alias(alias: str) -> str:
@@ -157,7 +214,8 @@ class ProfileEngine(Protocol):
         ...
 
     def delete_profile(self, workspace_id: str, external_id: str) -> int | None:
-        """Delete one profile; return the pid it had (never reused), or None if unknown."""
+        """Delete one profile and its events; return the pid it had (never reused), or None if
+        unknown."""
         ...
 
     def pids_for(self, workspace_id: str, external_ids: Sequence[str]) -> list[int | None]:
@@ -201,6 +259,51 @@ class ProfileEngine(Protocol):
 
     def count(self, workspace_id: str) -> int:
         """How many profiles the workspace holds."""
+        ...
+
+    def ensure_event_properties(self, workspace_id: str, schema: AttributeSchema) -> None:
+        """Make every declared event property a typed column of the workspace's events (an
+        online change; names in ``schemas.events.RESERVED_EVENT_FIELDS`` are refused). Changing
+        the type of an existing property raises ``Conflict``."""
+        ...
+
+    def event_properties(self, workspace_id: str) -> dict[str, AttributeType]:
+        """The declared event properties of a workspace, as its columns say."""
+        ...
+
+    def write_events(self, workspace_id: str, records: Sequence[EventRecord]) -> list[EventResult]:
+        """Store events, creating an empty profile for each unknown external id.
+
+        Idempotent on ``event_id`` per workspace: a record whose id is stored, or came earlier
+        in ``records``, answers as a duplicate and is not written again. Every property must be
+        declared (``ensure_event_properties``; a null one is ignored) and its value fit its
+        type, else the record fails alone and writes nothing (its profile is not created
+        either). Results come back in the order of ``records``.
+        """
+        ...
+
+    def events_of(
+        self, workspace_id: str, pids: Sequence[int], *, since: datetime | None = None
+    ) -> dict[int, list[Event]]:
+        """Each pid's events (at or after ``since``), oldest first; pids without any are left
+        out. What Python evaluation of behavioural rules reads."""
+        ...
+
+    def profile_events(
+        self,
+        workspace_id: str,
+        pid: int,
+        *,
+        limit: int,
+        after: EventPosition | None = None,
+        names: Sequence[str] = (),
+    ) -> EventPage:
+        """One page of a profile's events, newest first (by time; ties in one fixed order),
+        only those named in ``names`` when given; ``after`` is the previous page's ``next``."""
+        ...
+
+    def drop_events_before(self, workspace_id: str, before: datetime) -> int:
+        """Delete every event of the workspace older than ``before`` (retention); how many."""
         ...
 
     def close(self) -> None:

@@ -14,7 +14,8 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,9 +24,14 @@ import numpy as np
 import orjson
 from pyroaring import AbstractBitMap, BitMap
 
+from audiences.engines import duckdb_events
 from audiences.engines import duckdb_sql as sql
 from audiences.engines.base import (
     RESERVED_COLUMNS,
+    EventPage,
+    EventPosition,
+    EventRecord,
+    EventResult,
     Params,
     Profile,
     ProfileRecord,
@@ -35,6 +41,7 @@ from audiences.engines.base import (
     pids_to_bitmap,
 )
 from audiences.engines.duckdb_idfiles import DuckDBStagedIds
+from audiences.engines.event_writes import check_events, split_duplicates
 from audiences.engines.idfiles import IdFile
 from audiences.engines.idindex import AMBIGUOUS, IdIndex
 from audiences.engines.schema import checked_schema, extra_moves, refuse_type_changes
@@ -43,6 +50,7 @@ from audiences.errors import Conflict, Unprocessable
 from audiences.kit.clock import as_utc, utcnow
 from audiences.kit.files import private_dir
 from audiences.schemas.attributes import AttributeSchema, AttributeType
+from audiences.schemas.events import RESERVED_EVENT_FIELDS, Event
 
 K = TypeVar("K")
 
@@ -71,6 +79,8 @@ class _Workspace:
     table: str
     sequence: str
     schema: dict[str, AttributeType]
+    events: str = ""
+    event_schema: dict[str, AttributeType] = field(default_factory=dict)
     index: IdIndex | None = None
 
 
@@ -183,10 +193,18 @@ class DuckDBEngine:
             stored = found.get(external_id)
             if stored is None:
                 return None
-            self._writer.execute(
-                f"DELETE FROM {state.table} WHERE pid = ? AND external_id = ?",
-                [stored.pid, external_id],
-            )
+            cur = self._writer
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                cur.execute(
+                    f"DELETE FROM {state.table} WHERE pid = ? AND external_id = ?",
+                    [stored.pid, external_id],
+                )
+                cur.execute(f"DELETE FROM {state.events} WHERE pid = ?", [stored.pid])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
             self._index(state).remove(hashes[external_id], stored.pid)
             self._known.pop((workspace_id, external_id), None)
         return stored.pid
@@ -320,6 +338,99 @@ class DuckDBEngine:
             row = cur.execute(f"SELECT count(*) FROM {state.table}").fetchone()
         return int(row[0]) if row else 0
 
+    def ensure_event_properties(self, workspace_id: str, schema: AttributeSchema) -> None:
+        """Add a typed column to the events table per new property."""
+        wanted = checked_schema(schema, reserved=RESERVED_EVENT_FIELDS)
+        state = self._workspace(workspace_id, create=True)
+        assert state is not None
+        with self._lock:
+            refuse_type_changes(state.event_schema, wanted)
+            for name, kind in wanted.items():
+                if name not in state.event_schema:
+                    self._writer.execute(sql.add_column(state.events, name, kind))
+                    state.event_schema = {**state.event_schema, name: kind}
+
+    def event_properties(self, workspace_id: str) -> dict[str, AttributeType]:
+        """The declared event properties of a workspace, read from its columns."""
+        state = self._workspace(workspace_id)
+        return dict(state.event_schema) if state else {}
+
+    def write_events(self, workspace_id: str, records: Sequence[EventRecord]) -> list[EventResult]:
+        """Check the batch, drop duplicates, then in one transaction create the unknown
+        profiles and append the events; the id index learns the new profiles after the commit."""
+        state = self._workspace(workspace_id, create=True)
+        assert state is not None
+        results: list[EventResult | None] = [None] * len(records)
+        with self._lock:
+            passed, refused = check_events(records, state.event_schema)
+            for position, result in refused.items():
+                results[position] = result
+            cur = self._writer
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                ids = [e.event_id for e in passed if e.event_id is not None]
+                stored = duckdb_events.stored_event_ids(cur, state.events, ids)
+                fresh, duplicates = split_duplicates(passed, stored)
+                external = list(dict.fromkeys(e.external_id for e in [*fresh, *duplicates]))
+                hashes, found = self._resolve(state, external)
+                pids = {eid: row.pid for eid, row in found.items()}
+                new = [eid for eid in external if eid not in pids]
+                pids.update(zip(new, self._insert_empty(state, new), strict=True))
+                if fresh:
+                    schema = state.event_schema
+                    duckdb_events.insert(cur, state.events, schema, fresh, pids, utcnow())
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            self._index(state).add_many([hashes[eid] for eid in new], [pids[eid] for eid in new])
+        for event in fresh:
+            results[event.position] = EventResult(event.external_id, pids[event.external_id])
+        for event in duplicates:
+            pid = pids[event.external_id]
+            results[event.position] = EventResult(event.external_id, pid, duplicate=True)
+        return [result for result in results if result is not None]
+
+    def events_of(
+        self, workspace_id: str, pids: Sequence[int], *, since: datetime | None = None
+    ) -> dict[int, list[Event]]:
+        """Each pid's events, oldest first, read on a cursor of their own."""
+        state = self._workspace(workspace_id)
+        if state is None or not pids:
+            return {}
+        with self._cursor() as cur:
+            return duckdb_events.read_of(
+                cur, state.events, state.event_schema, _valid_pids(pids), since
+            )
+
+    def profile_events(
+        self,
+        workspace_id: str,
+        pid: int,
+        *,
+        limit: int,
+        after: EventPosition | None = None,
+        names: Sequence[str] = (),
+    ) -> EventPage:
+        """One page of a profile's events, newest first."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return EventPage([], None)
+        with self._cursor() as cur:
+            return duckdb_events.read_page(
+                cur, state.events, state.event_schema, pid, limit=limit, after=after, names=names
+            )
+
+    def drop_events_before(self, workspace_id: str, before: datetime) -> int:
+        """Delete the workspace's events older than ``before``; how many were deleted."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return 0
+        with self._lock:
+            query = f'DELETE FROM {state.events} WHERE "timestamp" < ?'
+            row = self._writer.execute(query, [before]).fetchone()
+        return int(row[0]) if row else 0
+
     def close(self) -> None:
         """Close the database file; calls after this fail."""
         with self._lock:
@@ -368,24 +479,34 @@ class DuckDBEngine:
 
     def _load(self, workspace_id: str, create: bool) -> _Workspace | None:
         name = sql.table_name(workspace_id)
-        columns = self._writer.execute(
-            "SELECT column_name, data_type FROM duckdb_columns()"
-            " WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index",
-            [name],
-        ).fetchall()
+        columns = self._columns(name)
         if not columns and not create:
             return None
         state = _Workspace(sql.quote(name), sql.quote("pids_" + name.removeprefix("profiles_")), {})
+        state.events = sql.quote(sql.events_table_name(workspace_id))
         self._create_storage(state)
         state.schema = {
             column: sql.ATTRIBUTE_TYPES[kind]
             for column, kind in columns
             if column not in RESERVED_COLUMNS
         }
+        state.event_schema = {
+            column: sql.ATTRIBUTE_TYPES[kind]
+            for column, kind in self._columns(sql.events_table_name(workspace_id))
+            if column not in RESERVED_EVENT_FIELDS
+        }
         return state
 
+    def _columns(self, table: str) -> list[tuple[str, str]]:
+        return self._writer.execute(
+            "SELECT column_name, data_type FROM duckdb_columns()"
+            " WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index",
+            [table],
+        ).fetchall()
+
     def _create_storage(self, state: _Workspace) -> None:
-        """The workspace's table and pid sequence, made together and whichever is missing.
+        """The workspace's tables (profiles, events) and pid sequence, made together and
+        whichever is missing (files written before events existed get their events table).
 
         Both come in one transaction; a file written by a process killed between the two
         statements (as this engine once ran them) has the table alone, and gets its sequence
@@ -398,6 +519,7 @@ class DuckDBEngine:
             row = cur.execute(f"SELECT coalesce(max(pid), 0) + 1 FROM {state.table}").fetchone()
             start = int(row[0]) if row else 1
             cur.execute(f"CREATE SEQUENCE IF NOT EXISTS {state.sequence} START {start}")
+            cur.execute(sql.create_events_table(state.events))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -505,17 +627,25 @@ class DuckDBEngine:
     def _create_empty(
         self, state: _Workspace, fresh: list[str], hashes: dict[str, int], pids: dict[str, int]
     ) -> None:
+        pids.update(zip(fresh, self._insert_empty(state, fresh), strict=True))
+        self._index(state).add_many([hashes[eid] for eid in fresh], [pids[eid] for eid in fresh])
+
+    def _insert_empty(self, state: _Workspace, fresh: list[str]) -> list[int]:
+        """Insert an empty profile per id (new ids, checked); their pids, in order. The index
+        is the caller's to teach, once the rows are committed."""
+        if not fresh:
+            return []
         query = "SELECT nextval(?) AS pid FROM range(?) ORDER BY pid"
         made = self._writer.execute(query, [state.sequence, len(fresh)]).fetchnumpy()["pid"]
         if len(made) and int(made[-1]) > MAX_PID:
             raise Conflict("This workspace has used every pid.", code="pids_exhausted")
+        pids = [int(pid) for pid in made]
         self._writer.execute(
             f"INSERT INTO {state.table} (pid, external_id, updated_at)"
             " SELECT unnest(?::UINTEGER[]), unnest(?::VARCHAR[]), ?",
-            [made.tolist(), fresh, utcnow()],
+            [pids, fresh, utcnow()],
         )
-        pids.update(zip(fresh, (int(pid) for pid in made), strict=True))
-        self._index(state).add_many([hashes[eid] for eid in fresh], [pids[eid] for eid in fresh])
+        return pids
 
     def _add_attribute(self, state: _Workspace, name: str, kind: AttributeType) -> None:
         """Add the column and move ``extra`` values that fit its type, in one transaction."""

@@ -134,10 +134,19 @@ def insert_rows(table: str, schema: dict[str, AttributeType]) -> str:
     DuckDB parses the document in one C++ pass; binding a Python list per column instead
     converts every value on its own and took 2-3 times as long for 10,000 rows.
     """
-    kinds = ["UINTEGER", *(COLUMN_TYPES[kind] for kind in [*ROW_KINDS[1:], *schema.values()])]
-    structure = orjson.dumps({f"c{n}": f"{kind}[]" for n, kind in enumerate(kinds)}).decode()
-    targets = ", ".join([*ROW_COLUMNS, *map(quote, schema)])
-    values = ", ".join(f"unnest(d.c{n})" for n in range(len(kinds)))
+    return _insert_columns(table, ROW_COLUMNS, [*ROW_KINDS, *schema.values()], schema)
+
+
+def _insert_columns(
+    table: str,
+    built_in: Sequence[str],
+    kinds: Sequence[AttributeType],
+    declared: dict[str, AttributeType],
+) -> str:
+    types = ["UINTEGER", *(COLUMN_TYPES[kind] for kind in kinds[1:])]
+    structure = orjson.dumps({f"c{n}": f"{kind}[]" for n, kind in enumerate(types)}).decode()
+    targets = ", ".join([*map(quote, built_in), *map(quote, declared)])
+    values = ", ".join(f"unnest(d.c{n})" for n in range(len(types)))
     return (
         f"INSERT INTO {table} ({targets}) SELECT {values}"
         f" FROM (SELECT from_json($rows, '{structure}') AS d)"
@@ -150,10 +159,61 @@ def rows_document(rows: Sequence[Sequence[Any]], schema: dict[str, AttributeType
     Values are in the form the engine binds (:mod:`audiences.engines.coerce`); JSON columns
     hold JSON text, embedded as it is.
     """
+    return columns_document(rows, [*ROW_KINDS, *schema.values()])
+
+
+def events_table_name(workspace_id: str) -> str:
+    """The events table of a workspace, unquoted: beside :func:`table_name`'s, same escaping."""
+    return "events_" + table_name(workspace_id).removeprefix("profiles_")
+
+
+EVENT_COLUMNS = ("pid", "event", "timestamp", "event_id", "received_at")
+"""The columns every events table starts with, before one typed column per property."""
+
+EVENT_KINDS = (
+    AttributeType.INTEGER,
+    AttributeType.STRING,
+    AttributeType.TIMESTAMP,
+    AttributeType.STRING,
+    AttributeType.TIMESTAMP,
+)
+"""The value kinds of :data:`EVENT_COLUMNS` in a row; the pid is stored as ``UINTEGER``."""
+
+
+def create_events_table(table: str) -> str:
+    """The DDL of a new, property-less events table (its columns are the contract of #13)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} (pid UINTEGER NOT NULL, event VARCHAR NOT NULL,"
+        ' "timestamp" TIMESTAMPTZ NOT NULL, event_id VARCHAR, received_at TIMESTAMPTZ NOT NULL)'
+    )
+
+
+def insert_events(table: str, properties: dict[str, AttributeType]) -> str:
+    """Append events (:data:`EVENT_COLUMNS`, then ``properties``) from ``$rows``, one JSON
+    document of a list per column (:func:`columns_document`), parsed by DuckDB in one pass."""
+    return _insert_columns(table, EVENT_COLUMNS, [*EVENT_KINDS, *properties.values()], properties)
+
+
+def columns_document(rows: Sequence[Sequence[Any]], kinds: Sequence[AttributeType]) -> str:
+    """``rows`` as one JSON document of a list per column (``c0``, ``c1`` …), JSON columns
+    embedded as the JSON text they hold."""
     columns: dict[str, list[Any]] = {}
-    for n, kind in enumerate([*ROW_KINDS, *schema.values()]):
+    for n, kind in enumerate(kinds):
         column = [row[n] for row in rows]
         if kind is AttributeType.JSON:
             column = [None if value is None else orjson.Fragment(value) for value in column]
         columns[f"c{n}"] = column
     return orjson.dumps(columns).decode()
+
+
+def select_events(table: str, properties: Sequence[str], where: str, order: str) -> str:
+    """Events in :data:`EVENT_SELECT` order then the properties; ``order`` is ``ASC`` or
+    ``DESC`` over every selected column, so ties on the time are broken the same way each
+    time (only wholly identical events are interchangeable)."""
+    columns = ", ".join([*EVENT_SELECT, *map(quote, properties)])
+    keys = ", ".join(f"{n} {order}" for n in range(2, len(EVENT_SELECT) + len(properties) + 1))
+    return f"SELECT {columns} FROM {table} WHERE {where} ORDER BY pid, {keys}"
+
+
+EVENT_SELECT = ("pid", '"timestamp"', "received_at", "event", "event_id")
+"""The built-in columns of an event read back, in the order events are sorted by."""

@@ -18,8 +18,11 @@ from audiences.errors import Conflict, ErrorDetail, ValidationFailed
 from audiences.schemas.attributes import Attribute, AttributeSchema, AttributeType
 
 
-def checked_schema(schema: AttributeSchema) -> dict[str, AttributeType]:
-    """Names and types as ``Attribute`` allows them, reserved column names refused."""
+def checked_schema(
+    schema: AttributeSchema, *, reserved: frozenset[str] = RESERVED_COLUMNS
+) -> dict[str, AttributeType]:
+    """Names and types as ``Attribute`` allows them, ``reserved`` names (the built-in columns
+    of profiles, or of events) refused."""
     problems: list[ErrorDetail] = []
     for name, kind in schema.items():
         try:
@@ -27,8 +30,8 @@ def checked_schema(schema: AttributeSchema) -> dict[str, AttributeType]:
         except ValidationError as error:
             message = f"{name!r} is not a valid attribute: {error.errors()[0]['msg']}"
             problems.append(ErrorDetail("attribute_invalid", message, ("schema", name)))
-        if name in RESERVED_COLUMNS:
-            message = f"{name!r} is reserved: pid, external_id, extra and updated_at are built in"
+        if name in reserved:
+            message = f"{name!r} is reserved: {', '.join(sorted(reserved))} are built in"
             problems.append(ErrorDetail("attribute_reserved", message, ("schema", name)))
     if problems:
         raise ValidationFailed("The attribute schema is not valid.", errors=problems)

@@ -99,7 +99,7 @@ def check_record(
     against one schema. ``strict``: an undeclared attribute with a value is a problem."""
     if coercers is None:
         coercers = {name: COERCERS[kind] for name, kind in schema.items()}
-    problems = _check_id(external_id)
+    problems = check_external_id(external_id)
     if not isinstance(attributes, Mapping):
         problems.append(_problem("attributes_invalid", "attributes must be an object", ()))
         return {}, {}, tuple(problems)
@@ -215,7 +215,8 @@ def _json_value(name: str, value: object) -> object:
     return value
 
 
-def _check_id(external_id: object) -> list[ErrorDetail]:  # a new list: callers add to it
+def check_external_id(external_id: object) -> list[ErrorDetail]:
+    """The problems of an external id (none, or one); a new list, which callers add to."""
     if (
         isinstance(external_id, str)
         and 0 < len(external_id) <= MAX_EXTERNAL_ID_LENGTH

@@ -1,0 +1,143 @@
+"""Events in the DuckDB engine: the statements that write and read a workspace's events table.
+
+The engine (:mod:`audiences.engines.duckdb`) holds the lock, the transaction and the workspace
+state; these functions run on the cursor it hands them. Events are appended from one JSON
+document of columns (as profile rows are), and read back ordered on every column, so that ties
+on the time come back in one order every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import orjson
+
+from audiences.engines import duckdb_sql as sql
+from audiences.engines.base import EventPage, EventPosition, StoredEvent
+from audiences.engines.event_writes import CheckedEvent
+from audiences.kit.clock import as_utc
+from audiences.schemas.attributes import AttributeType
+from audiences.schemas.events import Event
+
+Cursor = duckdb.DuckDBPyConnection
+
+
+def stored_event_ids(cur: Cursor, table: str, event_ids: list[str]) -> set[str]:
+    """Which of ``event_ids`` the events table holds already."""
+    if not event_ids:
+        return set()
+    query = f"SELECT DISTINCT event_id FROM {table} WHERE event_id IN (SELECT unnest(?::VARCHAR[]))"
+    return {row[0] for row in cur.execute(query, [event_ids]).fetchall()}
+
+
+def insert(
+    cur: Cursor,
+    table: str,
+    schema: dict[str, AttributeType],
+    events: Sequence[CheckedEvent],
+    pids: Mapping[str, int],
+    received_at: datetime,
+) -> None:
+    """Append ``events``, each under the pid of its external id."""
+    names = list(schema)
+    rows = [
+        (
+            pids[e.external_id],
+            e.name,
+            e.timestamp,
+            e.event_id,
+            received_at,
+            *(e.values.get(name) for name in names),
+        )
+        for e in events
+    ]
+    document = sql.columns_document(rows, [*sql.EVENT_KINDS, *schema.values()])
+    cur.execute(sql.insert_events(table, schema), {"rows": document})
+
+
+def read_of(
+    cur: Cursor,
+    table: str,
+    schema: Mapping[str, AttributeType],
+    pids: list[int],
+    since: datetime | None,
+) -> dict[int, list[Event]]:
+    """Each pid's events, oldest first (at or after ``since`` when given)."""
+    where = "pid IN (SELECT unnest(?::UINTEGER[]))"
+    params: list[Any] = [pids]
+    if since is not None:
+        where += ' AND "timestamp" >= ?'
+        params.append(since)
+    rows = cur.execute(sql.select_events(table, list(schema), where, "ASC"), params).fetchall()
+    read = _EventReader(schema)
+    found: dict[int, list[Event]] = {}
+    for row in rows:
+        found.setdefault(int(row[0]), []).append(read(row).event)
+    return found
+
+
+def read_page(
+    cur: Cursor,
+    table: str,
+    schema: Mapping[str, AttributeType],
+    pid: int,
+    *,
+    limit: int,
+    after: EventPosition | None,
+    names: Sequence[str],
+) -> EventPage:
+    """One page of a profile's events, newest first; see ``ProfileEngine.profile_events``.
+
+    A page resumes at the time its predecessor stopped, skipping the events of exactly that
+    time it gave already: events are ordered on every column, so those come first again.
+    """
+    where = "pid = ?"
+    params: list[Any] = [pid]
+    if names:
+        where += " AND event IN (SELECT unnest(?::VARCHAR[]))"
+        params.append(list(names))
+    skip = 0
+    if after is not None:
+        where += ' AND "timestamp" <= ?'
+        params.append(after.timestamp)
+        skip = after.skip
+    query = sql.select_events(table, list(schema), where, "DESC") + " LIMIT ? OFFSET ?"
+    rows = cur.execute(query, [*params, limit + 1, skip]).fetchall()
+    read = _EventReader(schema)
+    events = [read(row) for row in rows[:limit]]
+    if len(rows) <= limit or not events:
+        return EventPage(events, None)
+    last = events[-1].event.timestamp
+    same = sum(1 for e in events if e.event.timestamp == last)
+    if after is not None and as_utc(after.timestamp) == last:
+        same += skip
+    return EventPage(events, EventPosition(last, same))
+
+
+_DECODERS: dict[AttributeType, Callable[[Any], Any]] = {
+    AttributeType.JSON: orjson.loads,
+    AttributeType.TIMESTAMP: as_utc,
+}
+
+
+class _EventReader:
+    """Rows in :func:`duckdb_sql.select_events` order as stored events, for one schema."""
+
+    def __init__(self, schema: Mapping[str, AttributeType]) -> None:
+        first = len(sql.EVENT_SELECT)
+        self.columns = [
+            (position, name, _DECODERS.get(kind))
+            for position, (name, kind) in enumerate(schema.items(), start=first)
+        ]
+
+    def __call__(self, row: Sequence[Any]) -> StoredEvent:
+        properties: dict[str, Any] = {}
+        for position, name, decode in self.columns:
+            value = row[position]
+            if value is not None:
+                properties[name] = value if decode is None else decode(value)
+        event = Event(row[3], as_utc(row[1]), properties)
+        return StoredEvent(event, row[4], as_utc(row[2]))

@@ -1,0 +1,130 @@
+"""A batch of events made ready for any engine: each record checked and typed, duplicates found.
+
+Checking happens before the database sees anything, so one bad record fails alone with its
+``ErrorDetail``s while the rest of the batch is written, as profile writes do
+(:mod:`audiences.engines.writes`, whose flattening and coercers are reused here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from audiences.engines.base import MAX_EXTERNAL_ID_LENGTH, EventRecord, EventResult
+from audiences.engines.coerce import COERCERS, TypeMismatchError, valid_unicode
+from audiences.engines.writes import canonical, check_external_id
+from audiences.errors import ErrorDetail
+from audiences.kit.clock import as_utc
+from audiences.schemas.attributes import AttributeType
+
+MAX_EVENT_NAME_LENGTH = 200
+"""The longest event name, in characters."""
+
+
+@dataclass(frozen=True)
+class CheckedEvent:
+    """A record that passed: its position in the batch and its values, typed."""
+
+    position: int
+    external_id: str
+    name: str
+    timestamp: datetime
+    event_id: str | None
+    values: dict[str, Any]
+
+
+def check_events(
+    records: Sequence[EventRecord], schema: Mapping[str, AttributeType]
+) -> tuple[list[CheckedEvent], dict[int, EventResult]]:
+    """The records that pass, in order, and a refusal per position of those that do not."""
+    coercers = {name: COERCERS[kind] for name, kind in schema.items()}
+    passed: list[CheckedEvent] = []
+    refused: dict[int, EventResult] = {}
+    for position, record in enumerate(records):
+        values, problems = _check(record, schema, coercers)
+        if problems:
+            refused[position] = EventResult(str(record.external_id), None, errors=problems)
+        else:
+            passed.append(
+                CheckedEvent(
+                    position,
+                    record.external_id,
+                    record.name,
+                    as_utc(record.timestamp),
+                    record.event_id,
+                    values,
+                )
+            )
+    return passed, refused
+
+
+def split_duplicates(
+    events: Sequence[CheckedEvent], stored: set[str]
+) -> tuple[list[CheckedEvent], list[CheckedEvent]]:
+    """The events to write and the duplicates: an ``event_id`` already ``stored``, or given by
+    an earlier event of the batch (the first copy is written)."""
+    seen = set(stored)
+    fresh: list[CheckedEvent] = []
+    duplicates: list[CheckedEvent] = []
+    for event in events:
+        if event.event_id is None:
+            fresh.append(event)
+        elif event.event_id in seen:
+            duplicates.append(event)
+        else:
+            seen.add(event.event_id)
+            fresh.append(event)
+    return fresh, duplicates
+
+
+def _check(
+    record: EventRecord, schema: Mapping[str, AttributeType], coercers: Mapping[str, Any]
+) -> tuple[dict[str, Any], tuple[ErrorDetail, ...]]:
+    problems = check_external_id(record.external_id)
+    name = record.name
+    if not (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_EVENT_NAME_LENGTH
+        and name.isprintable()
+        and valid_unicode(name)
+    ):
+        message = f"an event name is 1 to {MAX_EVENT_NAME_LENGTH} printable characters"
+        problems.append(ErrorDetail("event_name_invalid", message, ("event",)))
+    if not isinstance(record.timestamp, datetime) or record.timestamp.tzinfo is None:
+        message = "the timestamp must be a time with its offset"
+        problems.append(ErrorDetail("timestamp_invalid", message, ("timestamp",)))
+    event_id = record.event_id
+    if event_id is not None and not (
+        isinstance(event_id, str)
+        and 0 < len(event_id) <= MAX_EXTERNAL_ID_LENGTH
+        and event_id.isprintable()
+        and valid_unicode(event_id)
+    ):
+        message = f"an event_id is 1 to {MAX_EXTERNAL_ID_LENGTH} printable characters"
+        problems.append(ErrorDetail("event_id_invalid", message, ("event_id",)))
+    if not isinstance(record.properties, Mapping):
+        problems.append(ErrorDetail("properties_invalid", "properties must be an object", ()))
+        return {}, tuple(problems)
+    flat, repeated = canonical(record.properties, schema)
+    problems.extend(
+        ErrorDetail("property_repeated", p.message, ("properties", *p.location[1:]))
+        for p in repeated
+    )
+    values: dict[str, Any] = {}
+    for key, value in flat.items():
+        if value is None:
+            continue  # a null property is the same as one not sent
+        convert = coercers.get(key)
+        if convert is None:
+            shown = key.encode("utf-8", "backslashreplace").decode()
+            message = f"{shown}: not a declared event property"
+            problems.append(ErrorDetail("property_undeclared", message, ("properties", shown)))
+            continue
+        try:
+            values[key] = convert(value)
+        except TypeMismatchError as mismatch:
+            message = f"{key}: {mismatch}"
+            problems.append(ErrorDetail("property_type_mismatch", message, ("properties", key)))
+    return values, tuple(problems)
