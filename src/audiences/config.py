@@ -49,7 +49,8 @@ class Settings(BaseSettings):
         default=32 * 1_048_576,
         ge=1024,
         description=(
-            "Largest body of a batch call (`POST /v1/profiles/batch`, membership writes by id), "
+            "Largest body of a batch call (`POST /v1/profiles/batch`, `POST /v1/events`, "
+            "membership writes by id), "
             "in bytes: room for 10,000 records; above it answers 413."
         ),
     )
@@ -112,6 +113,21 @@ class Settings(BaseSettings):
         ge=1,
         le=10_000,
         description="Most profiles one batch upsert accepts; above it answers 422.",
+    )
+    max_events_per_call: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000,
+        description="Most events one `POST /v1/events` accepts; above it answers 413.",
+    )
+    max_event_future_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        description=(
+            "How far past the time it is received an event's `timestamp` may lie, in seconds "
+            "(clocks of devices drift); an event further in the future is refused "
+            "(`timestamp_in_future`)."
+        ),
     )
     scheduler_seconds: int = Field(
         default=15,

@@ -6,7 +6,10 @@ from tests.factories import Tenant
 
 
 def test_settings_are_read_by_anyone_and_changed_by_admins(tenant: Tenant) -> None:
-    assert tenant.read.get("/v1/workspace/settings").json() == {"strict_attributes": False}
+    assert tenant.read.get("/v1/workspace/settings").json() == {
+        "strict_attributes": False,
+        "event_retention_days": None,
+    }
     assert (
         tenant.write.put("/v1/workspace/settings", json={"strict_attributes": True}).status_code
         == 403
@@ -15,8 +18,8 @@ def test_settings_are_read_by_anyone_and_changed_by_admins(tenant: Tenant) -> No
     assert unknown.status_code == 422
     changed = tenant.admin.put("/v1/workspace/settings", json={"strict_attributes": True})
     assert changed.status_code == 200, changed.text
-    assert changed.json() == {"strict_attributes": True}
-    assert tenant.read.get("/v1/workspace/settings").json() == {"strict_attributes": True}
+    assert changed.json() == {"strict_attributes": True, "event_retention_days": None}
+    assert tenant.read.get("/v1/workspace/settings").json()["strict_attributes"] is True
 
 
 def test_a_strict_workspace_refuses_undeclared_attributes_and_infers_nothing(
@@ -65,4 +68,4 @@ def test_settings_take_json_booleans_only(tenant: Tenant) -> None:
     for value in (1, "true", None):
         refused = tenant.admin.put("/v1/workspace/settings", json={"strict_attributes": value})
         assert (refused.status_code, refused.json()["code"]) == (422, "validation_failed"), value
-    assert tenant.admin.get("/v1/workspace/settings").json() == {"strict_attributes": False}
+    assert tenant.admin.get("/v1/workspace/settings").json()["strict_attributes"] is False

@@ -30,6 +30,8 @@ from audiences.api.routes import (
     api_keys,
     attributes,
     audiences,
+    event_properties,
+    events,
     groups,
     health,
     imports,
@@ -49,7 +51,7 @@ from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 from audiences.store.read_cache import ReadCache
 
-BATCH_PATHS = re.compile(r"^/v1/(profiles/batch|audiences/[^/]+/members)/?$")
+BATCH_PATHS = re.compile(r"^/v1/(profiles/batch|events|audiences/[^/]+/members)/?$")
 """Calls that carry up to 10,000 records or ids: their bodies fall under the batch limit."""
 DOCS_STATIC = Path(fastapi_offline.__file__).parent / "static"
 DESCRIPTION = """An open, self-hostable audience engine.
@@ -113,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         imports,
         groups,
         attributes,
+        event_properties,
+        events,
         profiles,
         api_keys,
         jobs,

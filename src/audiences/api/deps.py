@@ -18,6 +18,7 @@ from audiences.config import Settings
 from audiences.engines.base import RESERVED_COLUMNS
 from audiences.errors import Unauthorized
 from audiences.schemas.api_keys import Role
+from audiences.schemas.events import RESERVED_EVENT_FIELDS
 from audiences.services import api_keys
 from audiences.services.callers import Caller
 from audiences.services.runtime import Runtime
@@ -216,6 +217,26 @@ AttributeName = Annotated[
         json_schema_extra={"not": {"enum": sorted(RESERVED_COLUMNS)}},
     ),
     AfterValidator(_not_reserved),
+]
+
+
+def _not_event_field(name: str) -> str:
+    if name in RESERVED_EVENT_FIELDS:
+        raise ValueError(f"{name!r} is a built-in field of every event, not a property")
+    return name
+
+
+EventPropertyName = Annotated[
+    str,
+    Path(
+        pattern=ATTRIBUTE_PATTERN,
+        max_length=128,
+        description="The property's name (not a built-in field: "
+        + ", ".join(f"`{name}`" for name in sorted(RESERVED_EVENT_FIELDS))
+        + ").",
+        json_schema_extra={"not": {"enum": sorted(RESERVED_EVENT_FIELDS)}},
+    ),
+    AfterValidator(_not_event_field),
 ]
 PROFILE_ID_PATTERN = r"^[^\x00-\x1f/]{1,512}$"
 ProfileId = Annotated[

@@ -271,8 +271,15 @@ class ProfileEngine(Protocol):
         """The declared event properties of a workspace, as its columns say."""
         ...
 
-    def write_events(self, workspace_id: str, records: Sequence[EventRecord]) -> list[EventResult]:
-        """Store events, creating an empty profile for each unknown external id.
+    def write_events(
+        self,
+        workspace_id: str,
+        records: Sequence[EventRecord],
+        *,
+        received_at: datetime | None = None,
+    ) -> list[EventResult]:
+        """Store events (received at ``received_at``, default now), creating an empty profile
+        for each unknown external id.
 
         Idempotent on ``event_id`` per workspace: a record whose id is stored, or came earlier
         in ``records``, answers as a duplicate and is not written again. Every property must be

@@ -355,7 +355,13 @@ class DuckDBEngine:
         state = self._workspace(workspace_id)
         return dict(state.event_schema) if state else {}
 
-    def write_events(self, workspace_id: str, records: Sequence[EventRecord]) -> list[EventResult]:
+    def write_events(
+        self,
+        workspace_id: str,
+        records: Sequence[EventRecord],
+        *,
+        received_at: datetime | None = None,
+    ) -> list[EventResult]:
         """Check the batch, drop duplicates, then in one transaction create the unknown
         profiles and append the events; the id index learns the new profiles after the commit."""
         state = self._workspace(workspace_id, create=True)
@@ -378,7 +384,8 @@ class DuckDBEngine:
                 pids.update(zip(new, self._insert_empty(state, new), strict=True))
                 if fresh:
                     schema = state.event_schema
-                    duckdb_events.insert(cur, state.events, schema, fresh, pids, utcnow())
+                    received = received_at or utcnow()
+                    duckdb_events.insert(cur, state.events, schema, fresh, pids, received)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")

@@ -7,6 +7,7 @@ Checking happens before the database sees anything, so one bad record fails alon
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,8 @@ from audiences.engines.coerce import COERCERS, TypeMismatchError, valid_unicode
 from audiences.engines.writes import canonical, check_external_id
 from audiences.errors import ErrorDetail
 from audiences.kit.clock import as_utc
-from audiences.schemas.attributes import AttributeType
+from audiences.schemas.attributes import ATTRIBUTE_NAME, AttributeType
+from audiences.schemas.events import RESERVED_EVENT_FIELDS
 
 MAX_EVENT_NAME_LENGTH = 200
 """The longest event name, in characters."""
@@ -118,9 +120,7 @@ def _check(
             continue  # a null property is the same as one not sent
         convert = coercers.get(key)
         if convert is None:
-            shown = key.encode("utf-8", "backslashreplace").decode()
-            message = f"{shown}: not a declared event property"
-            problems.append(ErrorDetail("property_undeclared", message, ("properties", shown)))
+            problems.append(_undeclared(key))
             continue
         try:
             values[key] = convert(value)
@@ -128,3 +128,20 @@ def _check(
             message = f"{key}: {mismatch}"
             problems.append(ErrorDetail("property_type_mismatch", message, ("properties", key)))
     return values, tuple(problems)
+
+
+def _undeclared(key: str) -> ErrorDetail:
+    """Why an undeclared property is refused: a name no rule could write (nor any column be
+    named), or one that is simply not declared (a strict workspace; or past the limit)."""
+    shown = key.encode("utf-8", "backslashreplace").decode()
+    if NAME.fullmatch(key) is None or key in RESERVED_EVENT_FIELDS:
+        message = (
+            f"{shown}: a property name is lowercase letters, digits and '_' (dotted for nested"
+            " objects), and not a built-in field"
+        )
+        return ErrorDetail("property_name_invalid", message, ("properties", shown))
+    message = f"{shown}: not a declared event property"
+    return ErrorDetail("property_undeclared", message, ("properties", shown))
+
+
+NAME = re.compile(ATTRIBUTE_NAME)

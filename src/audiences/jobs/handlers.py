@@ -17,7 +17,14 @@ from audiences.jobs.context import JobContext
 from audiences.kit.clock import utcnow
 from audiences.queue import HANDLER_NAME, ClaimedJob
 from audiences.rules import evaluation_order
-from audiences.services import evaluation, freshness, lifecycle, maintenance, static_members
+from audiences.services import (
+    evaluation,
+    events,
+    freshness,
+    lifecycle,
+    maintenance,
+    static_members,
+)
 from audiences.store.tables import AudienceRow, RunRow
 
 Handler = Callable[[JobContext, ClaimedJob], Any]
@@ -160,6 +167,16 @@ def refresh_due(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
                 results.append({"audience": key, **_run_result(run)})
         context.progress(done, len(order))
     return {"runs": results}
+
+
+@HANDLERS.register(events.EXPIRE_HANDLER, needs_profiles=True)
+def expire_events(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
+    """Drop the workspace's events older than its ``event_retention_days``; a rerun finds
+    fewer (or none) to drop."""
+    with context.session() as session:
+        dropped = events.expire(session, workspace_id=job.workspace_id, runtime=context.runtime)
+    context.count("dropped", dropped)
+    return {"dropped": dropped}
 
 
 def _run_result(run: RunRow) -> dict[str, Any]:

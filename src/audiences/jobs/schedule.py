@@ -1,7 +1,8 @@
 """The scheduler: every few seconds, queue one ``evaluation.refresh_due`` job per workspace with
 scheduled audiences that are due, and keep house: sweep the uploads of imports cancelled before
 they ran and, once an hour, queue a ``membership.expire`` job per workspace whose static lists
-have a ttl and purge expired idempotency keys.
+have a ttl, an ``events.expire`` job per workspace with an event retention, and purge expired
+idempotency keys.
 
 Any number of schedulers may run (one per server or worker process): the job's dedupe key names
 the time slot, so a slot yields one job per workspace whoever notices it first, and a workspace
@@ -21,7 +22,14 @@ from audiences.config import Settings
 from audiences.kit.clock import utcnow
 from audiences.kit.logs import get_logger
 from audiences.schemas.jobs import JobKind
-from audiences.services import freshness, imports, maintenance, member_days, static_members
+from audiences.services import (
+    events,
+    freshness,
+    imports,
+    maintenance,
+    member_days,
+    static_members,
+)
 from audiences.store.tables import JobRow
 
 REFRESH_DUE = "evaluation.refresh_due"
@@ -74,6 +82,24 @@ def queue_expiries(session: Session, *, now: datetime) -> list[JobRow]:
     ]
 
 
+def queue_event_expiries(session: Session, *, now: datetime) -> list[JobRow]:
+    """One ``events.expire`` job per workspace that keeps events for a limited time, once per
+    hour whichever scheduler asks first."""
+    hour = now.strftime("%Y%m%d%H")
+    return [
+        queue.enqueue(
+            session,
+            workspace_id=workspace_id,
+            kind=JobKind.MAINTENANCE,
+            handler=events.EXPIRE_HANDLER,
+            subject_id=workspace_id,
+            dedupe_key=f"{events.EXPIRE_HANDLER}:{hour}",
+            created_by="scheduler",
+        )
+        for workspace_id in events.workspaces_with_retention(session)
+    ]
+
+
 class Housekeeping:
     """What a scheduler sweeps besides due refreshes, each part failing on its own."""
 
@@ -84,7 +110,8 @@ class Housekeeping:
 
     def run(self, now: datetime) -> None:
         """Sweep the uploads no job will read; hourly, queue the expiry of static members past
-        their ttl and purge expired idempotency keys."""
+        their ttl and of events past their workspace's retention, and purge expired
+        idempotency keys."""
         try:
             with self.session_factory() as session:
                 imports.sweep_uploads(session, data_dir=self.settings.data_dir, now=now)
@@ -97,6 +124,11 @@ class Housekeeping:
                 queue_expiries(session, now=now)
         except Exception:
             log.exception("queueing expiries failed; trying again next hour")
+        try:
+            with self.session_factory.begin() as session:
+                queue_event_expiries(session, now=now)
+        except Exception:
+            log.exception("queueing event expiries failed; trying again next hour")
         try:
             with self.session_factory.begin() as session:
                 maintenance.purge_idempotency_keys(

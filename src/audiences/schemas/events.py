@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from audiences.schemas.attributes import AttributeType
+from audiences.schemas.common import InputModel, Rfc3339
 
 RESERVED_EVENT_FIELDS = frozenset({"pid", "event", "timestamp", "event_id", "received_at"})
 """Names every stored event has; no property may be named like one of them."""
@@ -37,3 +40,136 @@ class EventSchema:
 
     properties: Mapping[str, AttributeType] = field(default_factory=dict)
     names: frozenset[str] = frozenset()
+
+
+# The wire contract of /v1/events, /v1/event-properties and /v1/event-names.
+
+MAX_EVENTS = 10_000
+"""Most events one ``POST /v1/events`` may carry."""
+
+EVENT_NAME = r"^[^\x00-\x1f]{1,200}$"
+"""An event name: 1 to 200 characters, no control characters."""
+
+_ID = r"^[^\x00-\x1f]{1,512}$"
+
+
+class EventWrite(InputModel):
+    """One event to store. Nested objects in ``properties`` are flattened to dotted names."""
+
+    profile_id: str = Field(pattern=_ID, description="The profile's external id (created if new).")
+    event: str = Field(pattern=EVENT_NAME, description="The event's name.")
+    timestamp: Rfc3339 | None = Field(
+        default=None, description="When it happened (RFC 3339); the time received when left out."
+    )
+    properties: dict[str, Any] = Field(default_factory=dict)
+    event_id: str | None = Field(
+        default=None,
+        pattern=_ID,
+        description="Your id of the event: a retry with the same id is answered as a duplicate.",
+    )
+
+
+class EventBatch(InputModel):
+    """Up to 10,000 events in one call."""
+
+    events: list[EventWrite] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+_EVENT_SCHEMA = EventWrite.model_json_schema()
+EVENT_WRITE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        _EVENT_SCHEMA,
+                        {
+                            "type": "object",
+                            "title": "EventBatch",
+                            "additionalProperties": False,
+                            "required": ["events"],
+                            "properties": {
+                                "events": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": MAX_EVENTS,
+                                    "items": _EVENT_SCHEMA,
+                                }
+                            },
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+"""The body, declared by hand: one event or a batch, parsed by the route (which first counts
+the events, so that an oversized batch answers 413 before any validation)."""
+
+
+class EventWriteResult(BaseModel):
+    """One event's outcome: 201 stored, 200 a duplicate of a stored ``event_id`` (not stored
+    again), or 422 with its problems (nothing stored, no profile created)."""
+
+    index: int
+    profile_id: str
+    event_id: str | None = None
+    status: int
+    duplicate: bool = False
+    problem: dict[str, Any] | None = None
+
+
+class EventWriteResults(BaseModel):
+    """The answer to ``POST /v1/events``: a result per event, in order, and the counts."""
+
+    results: list[EventWriteResult]
+    written: int
+    duplicates: int
+    failed: int
+
+
+class EventOut(BaseModel):
+    """A stored event."""
+
+    event: str
+    timestamp: datetime
+    properties: dict[str, Any]
+    event_id: str | None = None
+    received_at: datetime
+
+
+class EventPage(BaseModel):
+    """A page of a profile's events, newest first."""
+
+    data: list[EventOut]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class EventPropertyDeclare(BaseModel):
+    """The body of ``PUT /v1/event-properties/{name}``: the property's type and meaning."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: AttributeType
+    description: str | None = Field(default=None, max_length=1000)
+
+
+class EventPropertyOut(BaseModel):
+    """A declared or inferred event property (one type across every event name)."""
+
+    name: str
+    type: AttributeType
+    description: str | None = None
+    inferred: bool = Field(description="True when the type was inferred from the first value.")
+    created_at: datetime
+
+
+class EventNameOut(BaseModel):
+    """An event name the workspace has received."""
+
+    name: str
+    first_seen_at: datetime
+    last_seen_at: datetime
+    count: int = Field(description="Events received under this name (duplicates not counted).")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from audiences.schemas.common import InputModel
 
@@ -17,6 +17,12 @@ class WorkspaceSettings(BaseModel):
             " attribute is refused (`attribute_undeclared`)."
         )
     )
+    event_retention_days: int | None = Field(
+        default=None,
+        description=(
+            "Events older than this many days are dropped (an hourly job); null keeps them forever."
+        ),
+    )
 
 
 class WorkspaceSettingsUpdate(InputModel):
@@ -24,4 +30,10 @@ class WorkspaceSettingsUpdate(InputModel):
 
     strict_attributes: StrictBool = Field(
         description='`true` or `false` (JSON booleans only: 1 or "yes" are refused).'
+    )
+    event_retention_days: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=36_500,
+        description="Keep events this many days (1 to 36,500); null or left out: forever.",
     )

@@ -60,7 +60,7 @@ def declare(
     session: Session, *, caller: Caller, runtime: Runtime, name: str, data: AttributeDeclare
 ) -> tuple[AttributeRow, bool]:
     """Declare an attribute (idempotent); its type can never change. Returns (row, created)."""
-    _lock_schema(session, caller.workspace_id)
+    lock_schema(session, caller.workspace_id)
     row = session.get(AttributeRow, (caller.workspace_id, name))
     if row is not None:
         if row.type != data.type.value:
@@ -103,10 +103,10 @@ def admit(
     if is_strict(session, workspace_id=workspace_id):
         return True
     current = schema(session, workspace_id=workspace_id)
-    found = _inferred(records, current, typed)
+    found = inferred_types(records, current, typed=typed)
     if not found:
         return False
-    _lock_schema(session, workspace_id)
+    lock_schema(session, workspace_id)
     current = schema(session, workspace_id=workspace_id)  # another writer may have added some
     room = MAX_ATTRIBUTES - len(current)
     new = [name for name in found if name not in current][: max(room, 0)]
@@ -153,10 +153,19 @@ _WIDER = {
 """Two text types one column may mix, and the type that reads both."""
 
 
-def _inferred(
-    records: Iterable[Mapping[str, Any]], current: Mapping[str, AttributeType], typed: bool
+def inferred_types(
+    records: Iterable[Mapping[str, Any]],
+    current: Mapping[str, AttributeType],
+    *,
+    typed: bool,
+    reserved: frozenset[str] = RESERVED_COLUMNS,
 ) -> dict[str, AttributeType]:
-    """Each undeclared name the records give a telling value, with its type, in first-seen order."""
+    """Each undeclared name the records give a telling value, with its type, in first-seen order.
+
+    ``typed`` False: values are text (CSV cells), and a name's type is the narrowest that reads
+    all of them. Names no rule could write, names under a ``json`` one and ``reserved`` names
+    are skipped. Event properties are inferred by the same rules (``services.event_properties``).
+    """
     inferred: dict[str, AttributeType] = {}
     texts: dict[str, set[AttributeType]] = {}
     for attributes in records:
@@ -164,7 +173,7 @@ def _inferred(
             continue
         flat, _ = canonical(attributes, current)
         for name, value in flat.items():
-            if name in current or name in inferred or not _inferable(name, current):
+            if name in current or name in inferred or not _inferable(name, current, reserved):
                 continue
             if typed:
                 kind = infer_type(value)
@@ -178,8 +187,8 @@ def _inferred(
     return inferred
 
 
-def _inferable(name: str, current: Mapping[str, AttributeType]) -> bool:
-    if not _valid_name(name):
+def _inferable(name: str, current: Mapping[str, AttributeType], reserved: frozenset[str]) -> bool:
+    if re.fullmatch(ATTRIBUTE_NAME, name) is None or name in reserved:
         return False
     parts = name.split(".")
     # Under a json attribute, rules reach the value through it: no column of its own.
@@ -239,16 +248,13 @@ def _temporal(text: str) -> AttributeType | None:
     return None
 
 
-def _lock_schema(session: Session, workspace_id: str) -> None:
+def lock_schema(session: Session, workspace_id: str) -> None:
     """Serialise schema changes of one workspace on its row (PostgreSQL; SQLite writers are
-    serial already), so two writers inferring or declaring one name cannot both insert."""
+    serial already), so two writers inferring or declaring one name (of an attribute, an
+    event property or an event name) cannot both insert."""
     session.execute(
         select(WorkspaceRow.id).where(WorkspaceRow.id == workspace_id).with_for_update()
     )
-
-
-def _valid_name(name: str) -> bool:
-    return re.fullmatch(ATTRIBUTE_NAME, name) is not None and name not in RESERVED_COLUMNS
 
 
 def _add(

@@ -31,8 +31,7 @@ def ensure(session: Session, *, slug: str, name: str | None = None) -> Workspace
 
 def settings(session: Session, *, caller: Caller) -> WorkspaceSettings:
     """The caller's workspace settings."""
-    row = session.get_one(WorkspaceRow, caller.workspace_id)
-    return WorkspaceSettings(strict_attributes=row.strict_attributes)
+    return _settings(session.get_one(WorkspaceRow, caller.workspace_id))
 
 
 def update_settings(
@@ -41,9 +40,17 @@ def update_settings(
     """Replace the caller's workspace settings.
 
     Turning ``strict_attributes`` on or off changes only what later writes may send: stored
-    profiles and attributes (inferred ones too) stay as they are.
+    profiles and attributes (inferred ones too) stay as they are. A shorter
+    ``event_retention_days`` drops older events at the next hourly ``events.expire`` job.
     """
     row = session.get_one(WorkspaceRow, caller.workspace_id)
     row.strict_attributes = data.strict_attributes
+    row.event_retention_days = data.event_retention_days
     session.flush()
-    return WorkspaceSettings(strict_attributes=row.strict_attributes)
+    return _settings(row)
+
+
+def _settings(row: WorkspaceRow) -> WorkspaceSettings:
+    return WorkspaceSettings(
+        strict_attributes=row.strict_attributes, event_retention_days=row.event_retention_days
+    )

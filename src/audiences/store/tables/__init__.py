@@ -4,6 +4,7 @@ from audiences.store.tables.api_keys import ApiKeyRow
 from audiences.store.tables.attributes import AttributeRow
 from audiences.store.tables.audiences import AudienceLabelRow, AudienceRow
 from audiences.store.tables.base import Base
+from audiences.store.tables.events import EventNameRow, EventPropertyRow
 from audiences.store.tables.groups import AudienceGroupRow
 from audiences.store.tables.idempotency import IdempotencyKeyRow
 from audiences.store.tables.jobs import JobRow
@@ -18,6 +19,8 @@ __all__ = [
     "AudienceLabelRow",
     "AudienceRow",
     "Base",
+    "EventNameRow",
+    "EventPropertyRow",
     "IdempotencyKeyRow",
     "JobRow",
     "MemberDayRow",

@@ -21,3 +21,5 @@ class WorkspaceRow(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     strict_attributes: Mapped[bool] = mapped_column(default=False, server_default=false())
     """Refuse undeclared attributes instead of inferring them (see ``services.attributes``)."""
+    event_retention_days: Mapped[int | None] = mapped_column(default=None)
+    """Events older than this many days are dropped (``events.expire`` jobs); None keeps them."""

@@ -1,0 +1,237 @@
+"""``/v1/events``, a profile's events and the event names seen."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError as PydanticValidationError
+
+from audiences.api.content import RequireJson
+from audiences.api.deps import (
+    ProfileId,
+    ReadCaller,
+    RuntimeDep,
+    SessionDep,
+    SettingsDep,
+    WriteCaller,
+)
+from audiences.api.problems import problem_body, request_id_of, responses
+from audiences.api.queries import KnownQuery
+from audiences.engines.base import EventPosition, EventRecord, EventResult, StoredEvent
+from audiences.errors import BadRequest, ErrorDetail, InvalidParameter, Unprocessable
+from audiences.kit.clock import utcnow
+from audiences.kit.cursors import CursorError, decode_cursor, encode_cursor
+from audiences.schemas.common import MAX_PAGE_SIZE
+from audiences.schemas.events import (
+    EVENT_NAME,
+    EVENT_WRITE_BODY,
+    EventBatch,
+    EventNameOut,
+    EventOut,
+    EventPage,
+    EventWrite,
+    EventWriteResults,
+)
+from audiences.services import events
+
+router = APIRouter(tags=["events"], dependencies=[KnownQuery])
+
+
+async def read_events(request: Request, settings: SettingsDep) -> EventWrite | EventBatch:
+    """The body parsed with orjson; a batch over the limit answers 413 before validation.
+
+    A body that breaks the declared schema is refused whole (``events_invalid``, each problem
+    located by the event's index): the client's code is wrong, not one event's data."""
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body is not valid JSON", code="malformed_json") from None
+    batch = isinstance(data, dict) and "events" in data
+    if batch and isinstance(data["events"], list):
+        events.check_batch_size(len(data["events"]), settings.max_events_per_call)
+    try:
+        return (EventBatch if batch else EventWrite).model_validate(data)
+    except PydanticValidationError as exc:
+        details = [_detail(error) for error in exc.errors()]
+        raise Unprocessable(
+            f"{len(details)} problem(s) in the events; nothing was written",
+            code="events_invalid",
+            errors=details[:100],
+        ) from None
+
+
+def _detail(error: Any) -> ErrorDetail:
+    location = tuple(error["loc"])
+    code = "timestamp_invalid" if location and location[-1] == "timestamp" else str(error["type"])
+    return ErrorDetail(code, str(error["msg"]), ("body", *location))
+
+
+@router.post(
+    "/v1/events",
+    status_code=201,
+    response_model=EventWriteResults,
+    dependencies=[RequireJson],
+    openapi_extra=EVENT_WRITE_BODY,
+    responses={
+        200: {"model": EventWriteResults, "description": "Every event was a duplicate."},
+        207: {"model": EventWriteResults, "description": "Some events were refused."},
+        **responses(400, 401, 403, 413, 415, 422, 429),
+    },
+)
+def write_events(
+    body: Annotated[EventWrite | EventBatch, Depends(read_events)],
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: WriteCaller,
+    runtime: RuntimeDep,
+) -> Response:
+    """Store one event, or up to 10,000 (`{"events": [...]}`): a result per event; 201 when all
+    were stored, 200 when all were duplicates, 207 when some were refused (each says why)."""
+    received = utcnow()
+    given = body.events if isinstance(body, EventBatch) else [body]
+    records = [_record(event, received) for event in given]
+    limits = events.Limits(
+        settings.max_events_per_call, timedelta(seconds=settings.max_event_future_seconds)
+    )
+    results = events.write(
+        session,
+        caller=caller,
+        runtime=runtime,
+        records=records,
+        limits=limits,
+        received_at=received,
+    )
+    if isinstance(body, EventWrite) and not results[0].ok:
+        raise _refusal(results[0])
+    rendered = [
+        _result(n, event, result, request)
+        for n, (event, result) in enumerate(zip(given, results, strict=True))
+    ]
+    failed = sum(1 for item in rendered if item["status"] == 422)
+    duplicates = sum(1 for item in rendered if item["duplicate"])
+    written = len(rendered) - failed - duplicates
+    status = 207 if failed else 201 if written else 200
+    out = {"results": rendered, "written": written, "duplicates": duplicates, "failed": failed}
+    return JSONResponse(out, status_code=status)
+
+
+def _record(event: EventWrite, received: datetime) -> EventRecord:
+    return EventRecord(
+        event.profile_id, event.event, event.timestamp or received, event.properties, event.event_id
+    )
+
+
+def _refusal(result: EventResult) -> Unprocessable:
+    return Unprocessable("the event was refused", code="event_invalid", errors=list(result.errors))
+
+
+def _result(index: int, event: EventWrite, result: EventResult, request: Request) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "index": index,
+        "profile_id": event.profile_id,
+        "event_id": event.event_id,
+        "status": 200 if result.duplicate else 201 if result.ok else 422,
+        "duplicate": result.duplicate,
+    }
+    if not result.ok:
+        item["problem"] = problem_body(_refusal(result), request_id_of(request))
+    return item
+
+
+EventNames = Annotated[
+    list[str] | None,
+    Query(
+        max_length=100,
+        description="Only events with this name; repeat it for several (names may hold commas).",
+        json_schema_extra={"items": {"type": "string", "pattern": EVENT_NAME}},
+    ),
+]
+
+
+@router.get(
+    "/v1/profiles/{profile_id}/events",
+    response_model=EventPage,
+    responses=responses(400, 401, 404, 422, 429),
+)
+def list_profile_events(
+    profile_id: ProfileId,
+    request: Request,
+    session: SessionDep,
+    caller: ReadCaller,
+    runtime: RuntimeDep,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="Events per page (default 50).")
+    ] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+    ] = None,
+    event: EventNames = None,
+) -> Response:
+    """A profile's events, newest first (ties on the time in one fixed order), paged."""
+    names = sorted(set(event or ()))
+    page = events.of_profile(
+        session,
+        caller=caller,
+        runtime=runtime,
+        external_id=profile_id,
+        limit=limit,
+        after=_position(cursor, names),
+        names=names,
+    )
+    next_cursor = None
+    headers = {}
+    if page.next is not None:
+        position = {"t": page.next.timestamp.isoformat(), "k": page.next.skip, "e": names}
+        next_cursor = encode_cursor(position)
+        url = request.url.include_query_params(cursor=next_cursor)
+        headers["Link"] = f'<{url}>; rel="next"'
+    body = {
+        "data": [_event(stored) for stored in page.events],
+        "has_more": next_cursor is not None,
+        "next_cursor": next_cursor,
+    }
+    return JSONResponse(body, headers=headers)
+
+
+def _position(cursor: str | None, names: list[str]) -> EventPosition | None:
+    if cursor is None:
+        return None
+    try:
+        payload = decode_cursor(cursor)
+        if payload.get("e") != names or not isinstance(payload.get("k"), int):
+            raise CursorError("the cursor was issued for another listing")
+        return EventPosition(datetime.fromisoformat(str(payload["t"])), payload["k"])
+    except (CursorError, KeyError, ValueError) as exc:
+        raise InvalidParameter(f"invalid cursor: {exc}", code="invalid_cursor") from exc
+
+
+def _event(stored: StoredEvent) -> dict[str, Any]:
+    return EventOut(
+        event=stored.event.name,
+        timestamp=stored.event.timestamp,
+        properties=dict(stored.event.properties),
+        event_id=stored.event_id,
+        received_at=stored.received_at,
+    ).model_dump(mode="json")
+
+
+@router.get("/v1/event-names", response_model=list[EventNameOut], responses=responses(401, 429))
+def list_event_names(session: SessionDep, caller: ReadCaller) -> Response:
+    """Every event name the workspace has received, by name, with when and how often."""
+    rows = events.names(session, caller=caller)
+    return JSONResponse(
+        [
+            EventNameOut(
+                name=row.name,
+                first_seen_at=row.first_seen_at,
+                last_seen_at=row.last_seen_at,
+                count=row.count,
+            ).model_dump(mode="json")
+            for row in rows
+        ]
+    )

@@ -1,0 +1,189 @@
+"""Events: write (idempotent on ``event_id``), a profile's history, the names seen, retention.
+
+A write checks what only the workspace's data can decide (a time too far ahead, property types,
+an undeclared property in a strict workspace), declares new properties from their first telling
+value, and hands the batch to the profile engine, which refuses a record on its own and creates
+the profiles of unknown ids. :func:`event_schema` is what rules over events are checked against.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from audiences.engines.base import EventPage, EventPosition, EventRecord, EventResult
+from audiences.errors import ErrorDetail, PayloadTooLarge
+from audiences.kit.clock import utcnow
+from audiences.schemas.events import EventSchema
+from audiences.services import attributes, event_properties
+from audiences.services.callers import Caller
+from audiences.services.profiles import get as get_profile
+from audiences.services.runtime import Runtime
+from audiences.store.tables import EventNameRow, WorkspaceRow
+
+EXPIRE_HANDLER = "events.expire"
+"""The job that drops a workspace's events past its retention (queued hourly by the scheduler)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a write accepts: events per call, and how far ahead of now a timestamp may be."""
+
+    max_events: int
+    max_future: timedelta
+
+
+def check_batch_size(count: int, limit: int) -> None:
+    """Refuse a call of more than ``limit`` events, before anything is read into records."""
+    if count > limit:
+        raise PayloadTooLarge(
+            f"at most {limit} events per call, got {count}",
+            code="too_many_events",
+            extra={"limit": limit},
+        )
+
+
+def write(
+    session: Session,
+    *,
+    caller: Caller,
+    runtime: Runtime,
+    records: Sequence[EventRecord],
+    limits: Limits,
+    received_at: datetime | None = None,
+    typed: bool = True,
+) -> list[EventResult]:
+    """Store events; a result per record, in order (see ``ProfileEngine.write_events``).
+
+    A record timed more than ``limits.max_future`` after ``received_at`` is refused
+    (``timestamp_in_future``); undeclared properties are declared from their first telling
+    value (text values, ``typed`` False, as CSV cells are) unless the workspace is strict; the
+    names of the events written are counted for :func:`names`. This is the one write path of
+    events (the API and imports call it), so what must follow a write belongs here.
+    """
+    check_batch_size(len(records), limits.max_events)
+    now = received_at or utcnow()
+    refused = {
+        n: result for n, record in enumerate(records) if (result := _too_late(record, now, limits))
+    }
+    accepted = [record for n, record in enumerate(records) if n not in refused]
+    event_properties.admit(
+        session,
+        workspace_id=caller.workspace_id,
+        runtime=runtime,
+        properties=[record.properties for record in accepted],
+        typed=typed,
+    )
+    written = iter(runtime.profiles.write_events(caller.workspace_id, accepted, received_at=now))
+    results = [refused[n] if n in refused else next(written) for n in range(len(records))]
+    seen = Counter(
+        record.name
+        for record, result in zip(records, results, strict=True)
+        if result.ok and not result.duplicate
+    )
+    _count_names(session, caller.workspace_id, seen, now)
+    return results
+
+
+def event_schema(session: Session, *, workspace_id: str) -> EventSchema:
+    """The workspace's event property types and the event names it has received: what rules
+    over events are validated against."""
+    names = session.scalars(
+        select(EventNameRow.name).where(EventNameRow.workspace_id == workspace_id)
+    )
+    return EventSchema(
+        properties=event_properties.schema(session, workspace_id=workspace_id),
+        names=frozenset(names),
+    )
+
+
+def names(session: Session, *, caller: Caller) -> list[EventNameRow]:
+    """The event names the workspace has received, by name."""
+    stmt = select(EventNameRow).where(EventNameRow.workspace_id == caller.workspace_id)
+    return list(session.scalars(stmt.order_by(EventNameRow.name)))
+
+
+def of_profile(
+    session: Session,
+    *,
+    caller: Caller,
+    runtime: Runtime,
+    external_id: str,
+    limit: int,
+    after: EventPosition | None = None,
+    names: Sequence[str] = (),
+) -> EventPage:
+    """A page of a stored profile's events, newest first; :class:`NotFound` for no profile."""
+    pid = get_profile(session, caller=caller, runtime=runtime, external_id=external_id).pid
+    return runtime.profiles.profile_events(
+        caller.workspace_id, pid, limit=limit, after=after, names=names
+    )
+
+
+def expire(session: Session, *, workspace_id: str, runtime: Runtime) -> int:
+    """Drop the workspace's events older than its retention period; how many were dropped
+    (none when it keeps events forever)."""
+    days = session.scalar(
+        select(WorkspaceRow.event_retention_days).where(WorkspaceRow.id == workspace_id)
+    )
+    if days is None:
+        return 0
+    return runtime.profiles.drop_events_before(workspace_id, utcnow() - timedelta(days=days))
+
+
+def workspaces_with_retention(session: Session) -> list[str]:
+    """The ids of workspaces that keep events for a limited time."""
+    stmt = select(WorkspaceRow.id).where(WorkspaceRow.event_retention_days.is_not(None))
+    return list(session.scalars(stmt.order_by(WorkspaceRow.id)))
+
+
+def _too_late(record: EventRecord, now: datetime, limits: Limits) -> EventResult | None:
+    try:
+        ahead = record.timestamp - now
+    except (OverflowError, TypeError):
+        ahead = None  # the engine refuses it as an invalid timestamp
+    if ahead is None or ahead <= limits.max_future:
+        return None
+    message = f"the timestamp is more than {limits.max_future} after the time it was received"
+    problem = ErrorDetail("timestamp_in_future", message, ("timestamp",))
+    return EventResult(record.external_id, None, errors=(problem,))
+
+
+def _count_names(session: Session, workspace_id: str, seen: Counter[str], now: datetime) -> None:
+    """Add the events written to their names' counts, recording new names."""
+    if not seen:
+        return
+    known = _known_names(session, workspace_id, list(seen))
+    if len(known) < len(seen):
+        attributes.lock_schema(session, workspace_id)  # then no other writer adds them too
+        known = _known_names(session, workspace_id, list(seen))
+    if known:
+        statement = (
+            update(EventNameRow)
+            .where(EventNameRow.workspace_id == workspace_id, EventNameRow.name == bindparam("n"))
+            .values(count=EventNameRow.count + bindparam("c"), last_seen_at=now)
+        )
+        session.connection().execute(statement, [{"n": n, "c": seen[n]} for n in sorted(known)])
+    session.add_all(
+        EventNameRow(
+            workspace_id=workspace_id,
+            name=name,
+            first_seen_at=now,
+            last_seen_at=now,
+            count=seen[name],
+        )
+        for name in sorted(set(seen) - known)
+    )
+    session.flush()
+
+
+def _known_names(session: Session, workspace_id: str, wanted: list[str]) -> set[str]:
+    stmt = select(EventNameRow.name).where(
+        EventNameRow.workspace_id == workspace_id, EventNameRow.name.in_(wanted)
+    )
+    return set(session.scalars(stmt))
