@@ -30,14 +30,15 @@ from tests.factories import mint_key
 
 EXAMPLES_PER_OPERATION = 20
 # What OpenAPI cannot express (docs/api.md lists each, with the reason): a body naming a group
-# that does not exist, a rule outside the rule language or a profile that contradicts the
-# workspace's attributes (422), a cursor this service did not issue or a cursor together with an
-# offset (400), an ETag that is not current (412). Schema-valid data refused with any other code
-# is still a failure.
+# that does not exist, a rule outside the rule language, a profile that contradicts the
+# workspace's attributes or an event its event properties or the clock (422), a cursor this
+# service did not issue or a cursor together with an offset (400), an ETag that is not current
+# (412). Schema-valid data refused with any other code is still a failure.
 UNDESCRIBABLE_ERRORS = {
     "unknown_group",
     "rule_invalid",
     "profile_invalid",
+    "event_invalid",
     "invalid_cursor",
     "cursor_with_offset",
     "version_mismatch",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from audiences.engines.base import MAX_EXTERNAL_ID_LENGTH, EventRecord, EventResult
@@ -23,6 +23,11 @@ from audiences.schemas.events import RESERVED_EVENT_FIELDS
 
 MAX_EVENT_NAME_LENGTH = 200
 """The longest event name, in characters."""
+
+EVENT_NAME = re.compile(rf"[^\x00-\x1f]{{1,{MAX_EVENT_NAME_LENGTH}}}")
+EVENT_ID = re.compile(rf"[^\x00-\x1f]{{1,{MAX_EXTERNAL_ID_LENGTH}}}")
+"""What the wire contract allows (``schemas.events``), checked again for every other caller."""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -45,18 +50,13 @@ def check_events(
     passed: list[CheckedEvent] = []
     refused: dict[int, EventResult] = {}
     for position, record in enumerate(records):
-        values, problems = _check(record, schema, coercers)
+        when, values, problems = _check(record, schema, coercers)
         if problems:
             refused[position] = EventResult(str(record.external_id), None, errors=problems)
         else:
             passed.append(
                 CheckedEvent(
-                    position,
-                    record.external_id,
-                    record.name,
-                    as_utc(record.timestamp),
-                    record.event_id,
-                    values,
+                    position, record.external_id, record.name, when, record.event_id, values
                 )
             )
     return passed, refused
@@ -83,33 +83,43 @@ def split_duplicates(
 
 def _check(
     record: EventRecord, schema: Mapping[str, AttributeType], coercers: Mapping[str, Any]
-) -> tuple[dict[str, Any], tuple[ErrorDetail, ...]]:
+) -> tuple[datetime, dict[str, Any], tuple[ErrorDetail, ...]]:
     problems = check_external_id(record.external_id)
-    name = record.name
-    if not (
-        isinstance(name, str)
-        and 0 < len(name) <= MAX_EVENT_NAME_LENGTH
-        and name.isprintable()
-        and valid_unicode(name)
-    ):
-        message = f"an event name is 1 to {MAX_EVENT_NAME_LENGTH} printable characters"
+    if not _text(EVENT_NAME, record.name):
+        message = f"an event name is 1 to {MAX_EVENT_NAME_LENGTH} characters, none a control one"
         problems.append(ErrorDetail("event_name_invalid", message, ("event",)))
-    if not isinstance(record.timestamp, datetime) or record.timestamp.tzinfo is None:
-        message = "the timestamp must be a time with its offset"
+    when = _utc(record.timestamp)
+    if when is None:
+        message = "the timestamp must be a time with its offset, that UTC can hold"
         problems.append(ErrorDetail("timestamp_invalid", message, ("timestamp",)))
-    event_id = record.event_id
-    if event_id is not None and not (
-        isinstance(event_id, str)
-        and 0 < len(event_id) <= MAX_EXTERNAL_ID_LENGTH
-        and event_id.isprintable()
-        and valid_unicode(event_id)
-    ):
-        message = f"an event_id is 1 to {MAX_EXTERNAL_ID_LENGTH} printable characters"
+    if record.event_id is not None and not _text(EVENT_ID, record.event_id):
+        message = f"an event_id is 1 to {MAX_EXTERNAL_ID_LENGTH} characters, none a control one"
         problems.append(ErrorDetail("event_id_invalid", message, ("event_id",)))
-    if not isinstance(record.properties, Mapping):
+    values, more = _values(record.properties, schema, coercers)
+    return when or EPOCH, values, (*problems, *more)
+
+
+def _utc(timestamp: object) -> datetime | None:
+    if not isinstance(timestamp, datetime) or timestamp.tzinfo is None:
+        return None
+    try:
+        return as_utc(timestamp)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a year before UTC can say
+        return None
+
+
+def _text(pattern: re.Pattern[str], value: object) -> bool:
+    return isinstance(value, str) and pattern.fullmatch(value) is not None and valid_unicode(value)
+
+
+def _values(
+    properties: object, schema: Mapping[str, AttributeType], coercers: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[ErrorDetail]]:
+    problems: list[ErrorDetail] = []
+    if not isinstance(properties, Mapping):
         problems.append(ErrorDetail("properties_invalid", "properties must be an object", ()))
-        return {}, tuple(problems)
-    flat, repeated = canonical(record.properties, schema)
+        return {}, problems
+    flat, repeated = canonical(properties, schema)
     problems.extend(
         ErrorDetail("property_repeated", p.message, ("properties", *p.location[1:]))
         for p in repeated
@@ -127,7 +137,7 @@ def _check(
         except TypeMismatchError as mismatch:
             message = f"{key}: {mismatch}"
             problems.append(ErrorDetail("property_type_mismatch", message, ("properties", key)))
-    return values, tuple(problems)
+    return values, problems
 
 
 def _undeclared(key: str) -> ErrorDetail:

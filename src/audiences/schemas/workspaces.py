@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, StrictBool, StrictInt
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, Field, StrictBool
 
 from audiences.schemas.common import InputModel
 
@@ -25,13 +27,23 @@ class WorkspaceSettings(BaseModel):
     )
 
 
+def _json_number(value: Any) -> Any:
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_json_number)]
+"""A JSON integer (``30`` or ``30.0``, as JSON Schema's ``integer`` allows); not ``"30"``."""
+
+
 class WorkspaceSettingsUpdate(InputModel):
     """The body of ``PUT /v1/workspace/settings``: every setting, replaced."""
 
     strict_attributes: StrictBool = Field(
         description='`true` or `false` (JSON booleans only: 1 or "yes" are refused).'
     )
-    event_retention_days: StrictInt | None = Field(
+    event_retention_days: WholeNumber | None = Field(
         default=None,
         ge=1,
         le=36_500,
