@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from audiences.jobs import membership_jobs
+from audiences.jobs import event_jobs, membership_jobs
 from audiences.jobs.context import JobContext
 from audiences.kit.clock import utcnow
 from audiences.queue import HANDLER_NAME, ClaimedJob
@@ -21,6 +21,7 @@ from audiences.services import (
     evaluation,
     events,
     freshness,
+    imports,
     lifecycle,
     maintenance,
     static_members,
@@ -110,6 +111,8 @@ def purge_idempotency_keys(context: JobContext, job: ClaimedJob) -> dict[str, in
 HANDLERS.add(static_members.WRITE_HANDLER, membership_jobs.write_members, needs_profiles=True)
 HANDLERS.add(static_members.IMPORT_HANDLER, membership_jobs.import_rows, needs_profiles=True)
 HANDLERS.add(static_members.EXPIRE_HANDLER, membership_jobs.expire_members)
+HANDLERS.add(imports.EVENT_IMPORT_HANDLER, event_jobs.import_events, needs_profiles=True)
+HANDLERS.add(events.EXPIRE_HANDLER, event_jobs.expire_events, needs_profiles=True)
 
 
 def load_modules(names: str) -> list[str]:
@@ -167,16 +170,6 @@ def refresh_due(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
                 results.append({"audience": key, **_run_result(run)})
         context.progress(done, len(order))
     return {"runs": results}
-
-
-@HANDLERS.register(events.EXPIRE_HANDLER, needs_profiles=True)
-def expire_events(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
-    """Drop the workspace's events older than its ``event_retention_days``; a rerun finds
-    fewer (or none) to drop."""
-    with context.session() as session:
-        dropped = events.expire(session, workspace_id=job.workspace_id, runtime=context.runtime)
-    context.count("dropped", dropped)
-    return {"dropped": dropped}
 
 
 def _run_result(run: RunRow) -> dict[str, Any]:

@@ -230,7 +230,7 @@ def _read(context: JobContext, job: ClaimedJob, directory: Path) -> BitMap:
         return _read_staged(context, directory, *staged)
 
 
-def _resume(context: JobContext, directory: Path, reader: int) -> imports.Checkpoint:
+def resume_upload(context: JobContext, directory: Path, reader: int) -> imports.Checkpoint:
     """The last checkpoint this reader wrote, or a fresh start (counts and errors cleared)."""
     state = imports.load_state(directory, context.resume_from, reader)
     if state is None:
@@ -248,7 +248,7 @@ def _read_staged(
     context: JobContext, directory: Path, staged: StagedIds, mapped: FileMap
 ) -> BitMap:
     """Resolve the staged file a range of records at a time, a checkpoint after each."""
-    state = _resume(context, directory, imports.ENGINE)
+    state = resume_upload(context, directory, imports.ENGINE)
     pids, start = state.pids, state.position
     errors = directory / imports.ERRORS
     context.progress(context.resume_from if start else 0, mapped.rows)
@@ -290,7 +290,7 @@ def _read_rows(
 ) -> BitMap:
     """Read the file in Python, a chunk of rows at a time, a checkpoint after each."""
     upload = directory / imports.UPLOAD
-    state = _resume(context, directory, imports.PYTHON)
+    state = resume_upload(context, directory, imports.PYTHON)
     pids, start = state.pids, state.position
     errors = directory / imports.ERRORS
     context.progress(start, total)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -173,3 +174,39 @@ class EventNameOut(BaseModel):
     first_seen_at: datetime
     last_seen_at: datetime
     count: int = Field(description="Events received under this name (duplicates not counted).")
+
+
+class EventFileFormat(StrEnum):
+    """What an uploaded event file holds."""
+
+    CSV = "csv"
+    TSV = "tsv"
+    NDJSON = "ndjson"
+
+
+_TEXT_FILE = {"schema": {"type": "string"}}
+EVENT_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": (
+            "The file: CSV or TSV (columns `profile_id`, `event`, optionally `timestamp` and"
+            " `event_id`, the others properties) or NDJSON (one `POST /v1/events` object per"
+            " line), gzipped or not, as the raw body or as the `file` part of a form."
+        ),
+        "content": {
+            "text/csv": _TEXT_FILE,
+            "text/tab-separated-values": _TEXT_FILE,
+            "application/x-ndjson": _TEXT_FILE,
+            "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+        },
+    }
+}
+"""The upload, streamed to disk by the route (never parsed by FastAPI)."""

@@ -51,7 +51,7 @@ def check_batch_size(count: int, limit: int) -> None:
 def write(
     session: Session,
     *,
-    caller: Caller,
+    workspace_id: str,
     runtime: Runtime,
     records: Sequence[EventRecord],
     limits: Limits,
@@ -74,19 +74,19 @@ def write(
     accepted = [record for n, record in enumerate(records) if n not in refused]
     event_properties.admit(
         session,
-        workspace_id=caller.workspace_id,
+        workspace_id=workspace_id,
         runtime=runtime,
         properties=[record.properties for record in accepted],
         typed=typed,
     )
-    written = iter(runtime.profiles.write_events(caller.workspace_id, accepted, received_at=now))
+    written = iter(runtime.profiles.write_events(workspace_id, accepted, received_at=now))
     results = [refused[n] if n in refused else next(written) for n in range(len(records))]
     seen = Counter(
         record.name
         for record, result in zip(records, results, strict=True)
         if result.ok and not result.duplicate
     )
-    _count_names(session, caller.workspace_id, seen, now)
+    _count_names(session, workspace_id, seen, now)
     return results
 
 

@@ -46,6 +46,11 @@ UPLOAD = "upload"
 ERRORS = "errors.csv"
 ERROR_HEADER = "row,line,code,message\n"
 JSON_TYPES = (AttributeType.STRING_LIST, AttributeType.NUMBER_LIST, AttributeType.JSON)
+EVENT_IMPORT_HANDLER = "events.import"
+"""The job of an event file (``services.event_imports``), whose upload lives here too."""
+UPLOAD_HANDLERS = (static_members.IMPORT_HANDLER, EVENT_IMPORT_HANDLER)
+"""The jobs that read an upload of this folder: its errors file is theirs, and a live one's
+upload is never swept."""
 
 
 @dataclass(frozen=True)
@@ -249,7 +254,7 @@ def error_report(data_dir: Path, job: JobRow) -> Path | Iterator[str]:
 def errors_csv(data_dir: Path, job: JobRow) -> Path | None:
     """The file of every refused row of an import job, None when the job kept none."""
     upload = (job.payload or {}).get("upload")
-    if job.handler != static_members.IMPORT_HANDLER or not isinstance(upload, str):
+    if job.handler not in UPLOAD_HANDLERS or not isinstance(upload, str):
         return None
     path = folder(data_dir, job.workspace_id, upload) / ERRORS
     return path if path.exists() else None
@@ -294,7 +299,7 @@ def sweep_uploads(session: Session, *, data_dir: Path, now: datetime) -> int:
         live = set(
             session.scalars(
                 select(upload_of).where(
-                    JobRow.handler == static_members.IMPORT_HANDLER,
+                    JobRow.handler.in_(UPLOAD_HANDLERS),
                     JobRow.state.in_(static_members.LIVE_JOB_STATES),
                     upload_of.in_(batch),
                 )

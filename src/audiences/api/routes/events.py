@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError as PydanticValidationError
 
+from audiences.api import uploads
 from audiences.api.content import RequireJson
 from audiences.api.deps import (
     ProfileId,
@@ -19,24 +22,30 @@ from audiences.api.deps import (
     SettingsDep,
     WriteCaller,
 )
+from audiences.api.preconditions import IDEMPOTENCY_DOC
 from audiences.api.problems import problem_body, request_id_of, responses
 from audiences.api.queries import KnownQuery
 from audiences.engines.base import EventPosition, EventRecord, EventResult, StoredEvent
 from audiences.errors import BadRequest, ErrorDetail, InvalidParameter, Unprocessable
 from audiences.kit.clock import utcnow
 from audiences.kit.cursors import CursorError, decode_cursor, encode_cursor
+from audiences.kit.ids import new_id
 from audiences.schemas.common import MAX_PAGE_SIZE
 from audiences.schemas.events import (
     EVENT_NAME,
+    EVENT_UPLOAD_BODY,
     EVENT_WRITE_BODY,
     EventBatch,
+    EventFileFormat,
     EventNameOut,
     EventOut,
     EventPage,
     EventWrite,
     EventWriteResults,
 )
-from audiences.services import events
+from audiences.schemas.jobs import Job
+from audiences.services import event_imports, events, imports, jobs
+from audiences.services.import_formats import ImportFormat
 
 router = APIRouter(tags=["events"], dependencies=[KnownQuery])
 
@@ -100,7 +109,7 @@ def write_events(
     )
     results = events.write(
         session,
-        caller=caller,
+        workspace_id=caller.workspace_id,
         runtime=runtime,
         records=records,
         limits=limits,
@@ -235,3 +244,54 @@ def list_event_names(session: SessionDep, caller: ReadCaller) -> Response:
             for row in rows
         ]
     )
+
+
+@router.post(
+    "/v1/events/imports",
+    status_code=202,
+    response_model=Job,
+    openapi_extra=EVENT_UPLOAD_BODY,
+    responses={
+        202: {"model": Job, "description": "Accepted: the `events.import` job."},
+        **responses(400, 401, 403, 413, 415, 422, 429),
+    },
+)
+async def import_events(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: WriteCaller,
+    format: Annotated[
+        EventFileFormat | None,
+        Query(description="The file's format; default from its content type, else `csv`."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", pattern=r"^[!-~]{1,255}$", description=IDEMPOTENCY_DOC),
+    ] = None,
+) -> Response:
+    """Import a file of events (CSV, TSV or NDJSON), streamed to disk: 202 with the
+    `events.import` job (progress, counts, row errors; all of them at `errors.csv`)."""
+    directory = imports.folder(settings.data_dir, caller.workspace_id, new_id())
+    try:
+        received = await uploads.receive(request, directory / imports.UPLOAD)
+        named = received.named_format
+        fmt = ImportFormat(format.value) if format else named or ImportFormat.CSV
+        job = await run_in_threadpool(
+            event_imports.accept,
+            session,
+            caller=caller,
+            upload=directory / imports.UPLOAD,
+            fmt=fmt,
+            digest=received.digest,
+            max_attempts=settings.job_max_attempts,
+            idempotency_key=idempotency_key,
+        )
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    headers = {"Location": str(request.url_for("get_job", job_id=job.id).path)}
+    if job.payload.get("upload") != directory.name:
+        shutil.rmtree(directory, ignore_errors=True)
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(jobs.to_model(job).model_dump(mode="json"), 202, headers=headers)

@@ -33,7 +33,7 @@ from audiences.services.import_formats import ImportFormat
 from audiences.store.tables import JobRow
 
 router = APIRouter(tags=["imports"], dependencies=[KnownQuery])
-UPLOAD_PATHS = re.compile(r"^/v1/audiences/[^/]+/imports/?$")
+UPLOAD_PATHS = re.compile(r"^/v1/(audiences/[^/]+/imports|events/imports)/?$")
 """Paths whose bodies fall under ``AUDIENCES_MAX_UPLOAD_BYTES`` instead of the JSON limit."""
 JobId = Annotated[str, PathParam(pattern=ID_PATTERN, description="The job's id.")]
 ACCEPTED: dict[int | str, dict[str, Any]] = {

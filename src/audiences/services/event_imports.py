@@ -1,0 +1,186 @@
+"""Event files (CSV, TSV or NDJSON, gzipped or not) imported as jobs, with per-row errors.
+
+The upload is streamed to disk as a profile import's is (``services.imports.folder``), its rows
+read by the same reader (``services.import_formats``: the profile id column is
+``profile_id``), turned into events and written in chunks through :func:`events.write`, with
+a checkpoint after each. A CSV row is ``profile_id``, ``event``, optionally ``timestamp`` and
+``event_id``, and its other columns are properties (text, typed as a profile import's cells
+are); an NDJSON record is the object ``POST /v1/events`` takes. A row without an ``event_id``
+gets ``<upload id>:<row>``, so a chunk written again after a crash stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy.orm import Session
+
+from audiences import queue
+from audiences.engines.base import EventRecord
+from audiences.errors import Unprocessable, ValidationFailed
+from audiences.schemas.attributes import AttributeType
+from audiences.schemas.events import EventWrite
+from audiences.schemas.jobs import JobKind
+from audiences.services import events
+from audiences.services.callers import Caller
+from audiences.services.import_formats import FileRefused, ImportFormat, Layout, Row, layout, rows
+from audiences.services.imports import EVENT_IMPORT_HANDLER, JSON_TYPES, UPLOAD
+from audiences.services.runtime import Runtime
+from audiences.store.tables import JobRow
+
+ID_COLUMN = "profile_id"
+BUILT_IN = ("event", "timestamp", "event_id")
+FORMATS = (ImportFormat.CSV, ImportFormat.TSV, ImportFormat.NDJSON)
+
+
+def accept(
+    session: Session,
+    *,
+    caller: Caller,
+    upload: Path,
+    fmt: ImportFormat,
+    digest: str,
+    max_attempts: int,
+    idempotency_key: str | None = None,
+) -> JobRow:
+    """Check the file's header and queue its ``events.import`` job (422 ``import_file_invalid``
+    when it cannot be imported at all)."""
+    if fmt not in FORMATS:
+        raise Unprocessable("an event file is CSV, TSV or NDJSON", code="import_file_invalid")
+    try:
+        shape = layout(upload, fmt, id_column=ID_COLUMN, attributes="*")
+    except FileRefused as exc:
+        raise Unprocessable(str(exc), code="import_file_invalid") from None
+    if fmt is not ImportFormat.NDJSON and "event" not in shape.positions:
+        raise Unprocessable("the header has no column 'event'", code="import_file_invalid")
+    payload = {
+        "upload": upload.parent.name,
+        "format": fmt.value,
+        "bytes": upload.stat().st_size,
+        "sha256": digest,
+    }
+    dedupe = None if idempotency_key is None else f"events.import:{idempotency_key}"
+    job = queue.enqueue(
+        session,
+        workspace_id=caller.workspace_id,
+        kind=JobKind.IMPORT,
+        handler=EVENT_IMPORT_HANDLER,
+        payload=payload,
+        dedupe_key=dedupe,
+        max_attempts=max_attempts,
+        created_by=caller.actor,
+    )
+    if job.payload.get("upload") != payload["upload"] and job.payload.get("sha256") != digest:
+        raise ValidationFailed(
+            "this Idempotency-Key was used for another import", code="idempotency_key_reused"
+        )
+    return job
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a chunk did: counts by name, and the rows refused (with ``code`` and ``message``)."""
+
+    counts: dict[str, int]
+    refused: list[Row]
+
+
+def chunks(directory: Path, fmt: ImportFormat, *, size: int, skip: int) -> Iterator[list[Row]]:
+    """The file's rows after the first ``skip``, in lists of ``size``."""
+    shape = Layout(ID_COLUMN, (), {"*": 0})
+    if fmt is not ImportFormat.NDJSON:
+        shape = layout(directory / UPLOAD, fmt, id_column=ID_COLUMN, attributes="*")
+    found = islice(rows(directory / UPLOAD, fmt, shape), skip, None)
+    while chunk := list(islice(found, size)):
+        yield chunk
+
+
+def write_chunk(
+    session: Session,
+    *,
+    workspace_id: str,
+    runtime: Runtime,
+    upload_id: str,
+    fmt: ImportFormat,
+    chunk: Sequence[Row],
+    max_future: timedelta,
+    received_at: datetime,
+) -> Outcome:
+    """Write one chunk's events; refused rows get their ``code`` and ``message``."""
+    typed = fmt is ImportFormat.NDJSON
+    schema = runtime.profiles.event_properties(workspace_id)
+    ready: list[tuple[Row, EventRecord]] = []
+    for row in chunk:
+        if row.code is None:
+            record = _record(row, upload_id, typed, schema, received_at)
+            if record is not None:
+                ready.append((row, record))
+    results = events.write(
+        session,
+        workspace_id=workspace_id,
+        runtime=runtime,
+        records=[record for _, record in ready],
+        limits=events.Limits(max(len(ready), 1), max_future),
+        received_at=received_at,
+        typed=typed,
+    )
+    counts = {"rows": len(chunk), "written": 0, "duplicates": 0, "invalid": 0}
+    for (row, _), result in zip(ready, results, strict=True):
+        if not result.ok:
+            row.code = result.errors[0].code
+            row.message = "; ".join(error.message for error in result.errors)
+        elif result.duplicate:
+            counts["duplicates"] += 1
+        else:
+            counts["written"] += 1
+    refused = [row for row in chunk if row.code is not None]
+    counts["invalid"] = len(refused)
+    return Outcome(counts, refused)
+
+
+def _record(
+    row: Row,
+    upload_id: str,
+    typed: bool,
+    schema: dict[str, AttributeType],
+    received_at: datetime,
+) -> EventRecord | None:
+    values = {ID_COLUMN: row.external_id, **row.values}
+    if not typed:
+        properties = {k: v for k, v in values.items() if k != ID_COLUMN and k not in BUILT_IN}
+        values = {k: v for k, v in values.items() if k == ID_COLUMN or k in BUILT_IN}
+        values["properties"] = _text_values(properties, schema)
+    try:
+        event = EventWrite.model_validate(values)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        row.code = "timestamp_invalid" if field == "timestamp" else "row_malformed"
+        row.message = f"{field}: {first['msg']}"
+        return None
+    return EventRecord(
+        event.profile_id,
+        event.event,
+        event.timestamp or received_at,
+        event.properties,
+        event.event_id or f"{upload_id}:{row.number}",
+    )
+
+
+def _text_values(values: dict[str, Any], schema: dict[str, AttributeType]) -> dict[str, Any]:
+    """CSV cells of list and JSON properties parsed as JSON; the rest stay text."""
+    typed: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, str) and schema.get(name) in JSON_TYPES:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                value = orjson.loads(value)
+        typed[name] = value
+    return typed

@@ -1,0 +1,272 @@
+"""Events in the DuckDB engine on real files: types, duplicates, paging, erasure, retention,
+and files written before events existed."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audiences.engines.base import EventPosition, EventRecord, ProfileEngine
+from audiences.engines.duckdb import DuckDBEngine
+from audiences.errors import Conflict, ValidationFailed
+from audiences.schemas.attributes import AttributeType
+from audiences.schemas.events import Event
+from tests.engines.conftest import SCHEMA, WS
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+PROPERTIES: dict[str, AttributeType] = {f"p_{kind.value}": kind for kind in AttributeType}
+
+
+@pytest.fixture
+def events_engine(engine: DuckDBEngine) -> DuckDBEngine:
+    """The engine of ``conftest``, its workspace declaring one event property of each type."""
+    engine.ensure_event_properties(WS, PROPERTIES)
+    return engine
+
+
+def _at(minutes: int, **fields: object) -> EventRecord:
+    values = {"external_id": "u1", "name": "order", "properties": {}, **fields}
+    return EventRecord(timestamp=T0 + timedelta(minutes=minutes), **values)  # type: ignore[arg-type]
+
+
+def test_the_engine_still_satisfies_the_protocol(events_engine: DuckDBEngine) -> None:
+    assert isinstance(events_engine, ProfileEngine)
+    assert events_engine.event_properties(WS) == PROPERTIES
+
+
+def test_every_property_type_round_trips_and_times_are_utc(events_engine: DuckDBEngine) -> None:
+    properties = {
+        "p_string": "a",
+        "p_integer": 3,
+        "p_float": 1.5,
+        "p_boolean": True,
+        "p_timestamp": "2026-01-01T10:00:00+02:00",
+        "p_date": "2026-01-02",
+        "p_string_list": ["x", "y"],
+        "p_number_list": [1, 2.5],
+        "p_json": {"deep": [1, None]},
+    }
+    when = datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))
+    [result] = events_engine.write_events(WS, [EventRecord("u1", "order", when, properties)])
+    assert result.ok and result.pid is not None and not result.duplicate
+    [event] = events_engine.events_of(WS, [result.pid])[result.pid]
+    assert event.timestamp == when and event.timestamp.tzinfo is UTC
+    assert event.properties == {
+        **properties,
+        "p_timestamp": datetime(2026, 1, 1, 8, tzinfo=UTC),
+        "p_date": date(2026, 1, 2),
+        "p_integer": 3,
+        "p_float": 1.5,
+        "p_number_list": [1.0, 2.5],
+    }
+
+
+def test_a_record_that_contradicts_its_types_fails_alone(events_engine: DuckDBEngine) -> None:
+    results = events_engine.write_events(
+        WS,
+        [
+            _at(0, external_id="bad", properties={"p_integer": "many"}),
+            _at(0, external_id="bad", properties={"undeclared": 1}),
+            _at(0, external_id="bad", properties={"Not A Name": 1}),
+            _at(0, external_id="bad", name=""),
+            _at(0, external_id="bad", event_id=""),
+            EventRecord("bad", "order", datetime(2026, 1, 1)),  # naive: no offset
+            _at(0, external_id="fine", properties={"p_integer": "7", "p_string": None}),
+        ],
+    )
+    codes = [[e.code for e in r.errors] for r in results]
+    assert codes == [
+        ["property_type_mismatch"],
+        ["property_undeclared"],
+        ["property_name_invalid"],
+        ["event_name_invalid"],
+        ["event_id_invalid"],
+        ["timestamp_invalid"],
+        [],
+    ]
+    assert events_engine.pids_for(WS, ["bad", "fine"])[0] is None, "no profile for refusals"
+    pid = results[-1].pid
+    assert pid is not None
+    assert events_engine.events_of(WS, [pid])[pid][0].properties == {"p_integer": 7}
+
+
+def test_event_ids_are_written_once_per_workspace(events_engine: DuckDBEngine) -> None:
+    first = events_engine.write_events(
+        WS, [_at(0, event_id="a"), _at(1, event_id="a"), _at(2, event_id="b"), _at(3)]
+    )
+    assert [r.duplicate for r in first] == [False, True, False, False]
+    again = events_engine.write_events(WS, [_at(5, event_id="b"), _at(6, event_id="c")])
+    assert [r.duplicate for r in again] == [True, False]
+    assert again[0].pid == first[0].pid, "a duplicate still names its profile"
+    # A refused first copy does not make the second a duplicate.
+    retried = events_engine.write_events(
+        WS,
+        [_at(7, event_id="d", properties={"p_integer": "x"}), _at(7, event_id="d")],
+    )
+    assert [(r.ok, r.duplicate) for r in retried] == [(False, False), (True, False)]
+    pid = first[0].pid
+    assert pid is not None
+    assert len(events_engine.events_of(WS, [pid])[pid]) == 5
+    other = events_engine.write_events("other", [_at(0, event_id="a")])
+    assert not other[0].duplicate, "ids are per workspace"
+
+
+def test_events_of_are_oldest_first_and_since_cuts(events_engine: DuckDBEngine) -> None:
+    events_engine.write_events(WS, [_at(5), _at(1), _at(3), _at(2, external_id="u2")])
+    pids = events_engine.pids_for(WS, ["u1", "u2", "nobody"])
+    found = events_engine.events_of(WS, [pid or 0 for pid in pids])
+    assert set(found) == {pids[0], pids[1]}
+    assert [e.timestamp.minute for e in found[pids[0] or 0]] == [1, 3, 5]
+    since = events_engine.events_of(WS, [pids[0] or 0], since=T0 + timedelta(minutes=3))
+    assert [e.timestamp.minute for e in since[pids[0] or 0]] == [3, 5]
+    assert events_engine.events_of("never-written", [1]) == {}
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    minutes=st.lists(st.integers(0, 5), min_size=0, max_size=30),
+    limit=st.integers(1, 7),
+    names=st.sampled_from([(), ("order",), ("view", "order")]),
+)
+def test_paging_gives_every_event_once_newest_first(
+    tmp_path_factory: pytest.TempPathFactory,
+    minutes: list[int],
+    limit: int,
+    names: tuple[str, ...],
+) -> None:
+    """Invariant: the pages, concatenated, are the profile's (chosen) events, each exactly once,
+    newest first, however many share a time."""
+    engine = DuckDBEngine(tmp_path_factory.mktemp("paging"))
+    try:
+        engine.ensure_event_properties(WS, {"n": AttributeType.INTEGER})
+        records = [
+            _at(m, name="order" if n % 2 else "view", properties={"n": n})
+            for n, m in enumerate(minutes)
+        ]
+        engine.write_events(WS, records)
+        pid = engine.pids_for(WS, ["u1"])[0] or 1
+        seen: list[Event] = []
+        after: EventPosition | None = None
+        while True:
+            page = engine.profile_events(WS, pid, limit=limit, after=after, names=names)
+            assert len(page.events) <= limit
+            seen += [stored.event for stored in page.events]
+            if page.next is None:
+                break
+            after = page.next
+        wanted = [r for r in records if not names or r.name in names]
+        assert sorted(e.properties["n"] for e in seen) == sorted(r.properties["n"] for r in wanted)
+        times = [e.timestamp for e in seen]
+        assert times == sorted(times, reverse=True)
+    finally:
+        engine.close()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batch=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.one_of(st.none(), st.sampled_from("xyz"))),
+        max_size=12,
+    )
+)
+def test_writing_a_batch_twice_stores_each_event_once(
+    tmp_path_factory: pytest.TempPathFactory, batch: list[tuple[str, str | None]]
+) -> None:
+    """Invariant: with ids, the second write of a batch stores nothing; each id is stored once."""
+    engine = DuckDBEngine(tmp_path_factory.mktemp("idempotent"))
+    try:
+        records = [_at(n, external_id=who, event_id=eid) for n, (who, eid) in enumerate(batch)]
+        engine.write_events(WS, records)
+        engine.write_events(WS, records)
+        pids = [pid for pid in engine.pids_for(WS, ["a", "b"]) if pid is not None]
+        stored = [e for events in engine.events_of(WS, pids).values() for e in events]
+        with_ids = {eid for _, eid in batch if eid is not None}
+        without = sum(1 for _, eid in batch if eid is None)
+        assert len(stored) == len(with_ids) + 2 * without
+    finally:
+        engine.close()
+
+
+def test_deleting_a_profile_deletes_its_events(events_engine: DuckDBEngine) -> None:
+    events_engine.write_events(WS, [_at(0), _at(1, external_id="u2")])
+    pid = events_engine.delete_profile(WS, "u1")
+    assert pid is not None
+    assert events_engine.events_of(WS, [pid]) == {}
+    assert events_engine.profile_events(WS, pid, limit=10).events == []
+    [again] = events_engine.write_events(WS, [_at(2)])
+    assert again.pid != pid, "a new profile, a new pid"
+    assert len(events_engine.events_of(WS, [again.pid or 0])[again.pid or 0]) == 1
+
+
+def test_retention_drops_older_events_and_counts_them(events_engine: DuckDBEngine) -> None:
+    events_engine.write_events(WS, [_at(m) for m in range(10)])
+    assert events_engine.drop_events_before(WS, T0 + timedelta(minutes=4)) == 4
+    assert events_engine.drop_events_before(WS, T0 + timedelta(minutes=4)) == 0
+    pid = events_engine.pids_for(WS, ["u1"])[0] or 0
+    assert [e.timestamp.minute for e in events_engine.events_of(WS, [pid])[pid]] == list(
+        range(4, 10)
+    )
+    assert events_engine.drop_events_before("never-written", T0) == 0
+
+
+def test_property_types_never_change_and_builtins_are_reserved(
+    events_engine: DuckDBEngine,
+) -> None:
+    with pytest.raises(Conflict):
+        events_engine.ensure_event_properties(WS, {"p_string": AttributeType.INTEGER})
+    with pytest.raises(ValidationFailed):
+        events_engine.ensure_event_properties(WS, {"timestamp": AttributeType.STRING})
+    assert events_engine.event_properties(WS) == PROPERTIES
+
+
+def test_the_events_table_is_the_contract_and_survives_a_reopen(
+    events_engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    events_engine.write_events(WS, [_at(0, properties={"p_float": 2})])
+    events_engine.close()
+    con = duckdb.connect(str(tmp_path / "profiles.duckdb"))
+    columns = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'events_acme'"
+        " ORDER BY column_index"
+    ).fetchall()
+    con.close()
+    assert columns[:5] == [
+        ("pid", "UINTEGER"),
+        ("event", "VARCHAR"),
+        ("timestamp", "TIMESTAMP WITH TIME ZONE"),
+        ("event_id", "VARCHAR"),
+        ("received_at", "TIMESTAMP WITH TIME ZONE"),
+    ]
+    reopened = DuckDBEngine(tmp_path)
+    try:
+        assert reopened.event_properties(WS) == PROPERTIES
+        pid = reopened.pids_for(WS, ["u1"])[0] or 0
+        assert reopened.events_of(WS, [pid])[pid][0].properties == {"p_float": 2.0}
+    finally:
+        reopened.close()
+
+
+def test_a_file_written_before_events_gets_its_events_table(tmp_path: Path) -> None:
+    old = DuckDBEngine(tmp_path)
+    old.ensure_attributes(WS, SCHEMA)
+    old.upsert_profiles(WS, [("u1", {"age": 3})])
+    old.close()
+    con = duckdb.connect(str(tmp_path / "profiles.duckdb"))
+    con.execute("DROP TABLE events_acme")
+    con.close()
+    engine = DuckDBEngine(tmp_path)
+    try:
+        [result] = engine.write_events(WS, [_at(0)])
+        assert result.ok and result.pid == engine.pids_for(WS, ["u1"])[0]
+        assert engine.get_profile(WS, "u1") is not None
+    finally:
+        engine.close()
