@@ -197,13 +197,18 @@ def insert_events(table: str, properties: dict[str, AttributeType]) -> str:
 def columns_document(rows: Sequence[Sequence[Any]], kinds: Sequence[AttributeType]) -> str:
     """``rows`` as one JSON document of a list per column (``c0``, ``c1`` …), JSON columns
     embedded as the JSON text they hold."""
-    columns: dict[str, list[Any]] = {}
-    for n, kind in enumerate(kinds):
-        column = [row[n] for row in rows]
+    return columns_json([[row[n] for row in rows] for n in range(len(kinds))], kinds)
+
+
+def columns_json(columns: Sequence[list[Any]], kinds: Sequence[AttributeType]) -> str:
+    """Columns (a list of values each, in the kinds' order) as :func:`columns_document`'s
+    document, for callers that hold columns already (no rows built, no transposing)."""
+    document: dict[str, list[Any]] = {}
+    for n, (column, kind) in enumerate(zip(columns, kinds, strict=True)):
         if kind is AttributeType.JSON:
             column = [None if value is None else orjson.Fragment(value) for value in column]
-        columns[f"c{n}"] = column
-    return orjson.dumps(columns).decode()
+        document[f"c{n}"] = column
+    return orjson.dumps(document).decode()
 
 
 def select_events(table: str, properties: Sequence[str], where: str, order: str) -> str:
