@@ -27,6 +27,7 @@ BODIES: dict[str, dict[str, Any]] = {
 PUT_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/audience-groups/{group_id}"): {"json": {"name": "stolen"}},
     ("PUT", "/v1/attributes/{name}"): {"json": {"type": "string"}},
+    ("PUT", "/v1/event-properties/{name}"): {"json": {"type": "string"}},
     ("PUT", "/v1/profiles/{profile_id}"): {"json": {"attributes": {"country": "FR"}}},
     ("POST", "/v1/audiences/{audience_id}/preview"): {"json": {"rule": "age > 1"}},
     ("GET", "/v1/audiences/{audience_id}/changes"): {"params": {"since": "none"}},
@@ -36,7 +37,11 @@ PUT_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "headers": {"Content-Type": "text/csv"},
     },
 }
-UPSERTS = {("PUT", "/v1/attributes/{name}"), ("PUT", "/v1/profiles/{profile_id}")}
+UPSERTS = {
+    ("PUT", "/v1/attributes/{name}"),
+    ("PUT", "/v1/event-properties/{name}"),
+    ("PUT", "/v1/profiles/{profile_id}"),
+}
 """Routes where the client names the resource: another workspace's name creates one's own."""
 
 
@@ -50,6 +55,8 @@ def _victim_ids(app: FastAPI, victim: Tenant) -> dict[str, str]:
         "/v1/profiles/victim-1", json={"attributes": {"country": "US", "age": 40}}
     )
     assert profile.status_code == 201
+    event = {"profile_id": "victim-1", "event": "order", "properties": {"secret_score": 1.5}}
+    assert victim.write.post("/v1/events", json=event).status_code == 201
     run = victim.write.post(f"/v1/audiences/{audience['id']}/refresh").json()
     key = victim.admin.get("/v1/api-keys").json()["data"][0]
     with app.state.session_factory.begin() as session:
@@ -131,6 +138,8 @@ def _victim_urls(ids: dict[str, str]) -> list[str]:
     return [
         f"/v1/attributes/{ids['name']}",
         f"/v1/profiles/{ids['profile_id']}",
+        f"/v1/profiles/{ids['profile_id']}/events",
+        f"/v1/event-properties/{ids['name']}",
         f"/v1/audiences/{ids['audience_id']}/runs/{ids['run_id']}",
         f"/v1/audiences/{ids['audience_id']}",
         f"/v1/audience-groups/{ids['group_id']}",

@@ -131,7 +131,10 @@ def _stored_ids(data_dir: Path, probe: str) -> set[str]:
     """The external ids in the profile table holding ``probe``, read from the DuckDB file alone."""
     with duckdb.connect(str(data_dir / "profiles.duckdb"), read_only=True) as con:
         tables = [
-            row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+            row[0]
+            for row in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'profiles_%'"
+            ).fetchall()
         ]
         for table in tables:
             query = f'SELECT external_id FROM "{table}"'

@@ -13,9 +13,7 @@ from tests.factories import Tenant
 from tests.jobs.test_schedule import _run_jobs_until_done
 
 
-def test_retention_drops_older_events_through_the_hourly_job(
-    app: FastAPI, tenant: Tenant
-) -> None:
+def test_retention_drops_older_events_through_the_hourly_job(app: FastAPI, tenant: Tenant) -> None:
     now = datetime.now(UTC)
     batch = [
         {"profile_id": "u1", "event": "old", "timestamp": (now - timedelta(days=40)).isoformat()},

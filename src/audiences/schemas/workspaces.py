@@ -33,8 +33,9 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-WholeNumber = Annotated[int, BeforeValidator(_json_number)]
-"""A JSON integer (``30`` or ``30.0``, as JSON Schema's ``integer`` allows); not ``"30"``."""
+Days = Annotated[int, Field(ge=1, le=36_500), BeforeValidator(_json_number)]
+"""Days as a JSON integer (``30`` or ``30.0``, as JSON Schema's ``integer`` allows; not
+``"30"``), 1 to 36,500."""
 
 
 class WorkspaceSettingsUpdate(InputModel):
@@ -43,9 +44,7 @@ class WorkspaceSettingsUpdate(InputModel):
     strict_attributes: StrictBool = Field(
         description='`true` or `false` (JSON booleans only: 1 or "yes" are refused).'
     )
-    event_retention_days: WholeNumber | None = Field(
+    event_retention_days: Days | None = Field(
         default=None,
-        ge=1,
-        le=36_500,
         description="Keep events this many days (1 to 36,500); null or left out: forever.",
     )
