@@ -31,7 +31,8 @@ from tests.factories import mint_key
 EXAMPLES_PER_OPERATION = 20
 # What OpenAPI cannot express (docs/api.md lists each, with the reason): a body naming a group
 # that does not exist, a rule outside the rule language, a profile that contradicts the
-# workspace's attributes or an event its event properties or the clock (422), a cursor this
+# workspace's attributes, an event its event properties or the clock, a file without the
+# columns it needs (422), a cursor this
 # service did not issue or a cursor together with an offset (400), an ETag that is not current
 # (412). Schema-valid data refused with any other code is still a failure.
 UNDESCRIBABLE_ERRORS = {
@@ -39,6 +40,7 @@ UNDESCRIBABLE_ERRORS = {
     "rule_invalid",
     "profile_invalid",
     "event_invalid",
+    "import_file_invalid",
     "invalid_cursor",
     "cursor_with_offset",
     "version_mismatch",
