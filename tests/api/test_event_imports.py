@@ -7,8 +7,10 @@ from __future__ import annotations
 import gzip
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from fastapi import FastAPI
 
@@ -127,3 +129,33 @@ def test_a_file_the_import_cannot_read_is_refused_at_once(bare: ApiClient) -> No
             "/v1/events/imports", content=content, headers={"Content-Type": "text/csv"}
         )
         assert (refused.status_code, refused.json()["code"]) == (422, "import_file_invalid")
+
+
+def test_a_parquet_file_keeps_its_types(app: FastAPI, bare: ApiClient, tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    con = duckdb.connect()
+    con.execute(
+        f"""COPY (SELECT * FROM (VALUES
+            ('a', 'order', TIMESTAMP '2026-01-01 10:00:00', 12.5::DECIMAL(6, 2), 2, 'o1'),
+            ('a', 'order', TIMESTAMP '2026-01-02 10:00:00', NULL, 3, NULL),
+            (NULL, 'order', TIMESTAMP '2026-01-02 10:00:00', 1, 1, NULL)
+        ) AS t(profile_id, event, "timestamp", amount, qty, event_id))
+        TO '{path}' (FORMAT parquet)"""
+    )
+    con.close()
+    job = _import(app, bare, path.read_bytes(), "application/vnd.apache.parquet")
+    assert job["counts"] == {"rows": 3, "written": 2, "duplicates": 0, "invalid": 1}
+    assert [(e["row"], e["code"]) for e in job["errors"]] == [(3, "id_missing")]
+    types = {p["name"]: p["type"] for p in bare.get("/v1/event-properties").json()}
+    assert types == {"amount": "float", "qty": "integer"}
+    newest, oldest = _events(bare, "a")
+    assert oldest["timestamp"] == "2026-01-01T10:00:00Z", "a time without a zone is UTC"
+    assert (oldest["properties"], oldest["event_id"]) == ({"amount": 12.5, "qty": 2}, "o1")
+    assert newest["properties"] == {"qty": 3}
+    refused = bare.post(
+        "/v1/events/imports",
+        content=b"profile_id,event\na,b\n",
+        params={"format": "parquet"},
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert (refused.status_code, refused.json()["code"]) == (422, "import_file_invalid")

@@ -32,9 +32,9 @@ EXAMPLES_PER_OPERATION = 20
 # What OpenAPI cannot express (docs/api.md lists each, with the reason): a body naming a group
 # that does not exist, a rule outside the rule language, a profile that contradicts the
 # workspace's attributes, an event its event properties or the clock, a file without the
-# columns it needs (422), a cursor this
-# service did not issue or a cursor together with an offset (400), an ETag that is not current
-# (412). Schema-valid data refused with any other code is still a failure.
+# columns it needs (422), a cursor this service did not issue or a cursor together with an
+# offset (400), an ETag that is not current (412). Schema-valid data refused with any other code
+# is still a failure.
 UNDESCRIBABLE_ERRORS = {
     "unknown_group",
     "rule_invalid",

@@ -14,8 +14,8 @@ from audiences.jobs.context import Cancelled, JobContext, JobFailed
 from audiences.jobs.membership_jobs import resume_upload
 from audiences.kit.clock import utcnow
 from audiences.queue import ClaimedJob
+from audiences.schemas.events import EventFileFormat
 from audiences.services import event_imports, events, imports
-from audiences.services.import_formats import ImportFormat
 
 
 def import_events(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def import_events(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
     directory = imports.folder(context.settings.data_dir, job.workspace_id, upload_id)
     if not (directory / imports.UPLOAD).exists():
         raise JobFailed("the uploaded file is gone")
-    fmt = ImportFormat(payload["format"])
+    fmt = EventFileFormat(payload["format"])
     state = resume_upload(context, directory, imports.PYTHON)
     done = state.position
     errors = directory / imports.ERRORS

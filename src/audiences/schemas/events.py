@@ -182,6 +182,7 @@ class EventFileFormat(StrEnum):
     CSV = "csv"
     TSV = "tsv"
     NDJSON = "ndjson"
+    PARQUET = "parquet"
 
 
 _TEXT_FILE = {"schema": {"type": "string"}}
@@ -190,14 +191,16 @@ EVENT_UPLOAD_BODY: dict[str, Any] = {
         "required": True,
         "description": (
             "The file: CSV or TSV (columns `profile_id`, `event`, optionally `timestamp` and"
-            " `event_id`, the others properties) or NDJSON (one `POST /v1/events` object per"
-            " line), gzipped or not, as the raw body or as the `file` part of a form."
+            " `event_id`, the others properties), NDJSON (one `POST /v1/events` object per"
+            " line), gzipped or not, or Parquet (columns as CSV's, `format=parquet`), as the"
+            " raw body or as the `file` part of a form."
         ),
         "content": {
             "text/csv": _TEXT_FILE,
             "text/tab-separated-values": _TEXT_FILE,
             "application/x-ndjson": _TEXT_FILE,
             "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             "multipart/form-data": {
                 "schema": {

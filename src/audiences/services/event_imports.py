@@ -1,11 +1,12 @@
-"""Event files (CSV, TSV or NDJSON, gzipped or not) imported as jobs, with per-row errors.
+"""Event files (CSV, TSV or NDJSON, gzipped or not; Parquet) imported as jobs, with per-row errors.
 
 The upload is streamed to disk as a profile import's is (``services.imports.folder``), its rows
 read by the same reader (``services.import_formats``: the profile id column is
 ``profile_id``), turned into events and written in chunks through :func:`events.write`, with
-a checkpoint after each. A CSV row is ``profile_id``, ``event``, optionally ``timestamp`` and
-``event_id``, and its other columns are properties (text, typed as a profile import's cells
-are); an NDJSON record is the object ``POST /v1/events`` takes. A row without an ``event_id``
+a checkpoint after each. A CSV or Parquet row is ``profile_id``, ``event``, optionally
+``timestamp`` and ``event_id``, and its other columns are properties (CSV cells are text, typed
+as a profile import's cells are; Parquet values keep their types, read by DuckDB); an NDJSON
+record is the object ``POST /v1/events`` takes. A row without an ``event_id``
 gets ``<upload id>:<row>``, so a chunk written again after a crash stores nothing twice.
 """
 
@@ -26,19 +27,34 @@ from sqlalchemy.orm import Session
 from audiences import queue
 from audiences.engines.base import EventRecord
 from audiences.errors import Unprocessable, ValidationFailed
+from audiences.kit import parquet
+from audiences.kit.parquet import ParquetUnreadable
 from audiences.schemas.attributes import AttributeType
-from audiences.schemas.events import EventWrite
+from audiences.schemas.events import EventFileFormat, EventWrite
 from audiences.schemas.jobs import JobKind
 from audiences.services import events
 from audiences.services.callers import Caller
-from audiences.services.import_formats import FileRefused, ImportFormat, Layout, Row, layout, rows
+from audiences.services.import_formats import (
+    FileRefused,
+    ImportFormat,
+    Layout,
+    Row,
+    check_id,
+    layout,
+    rows,
+)
 from audiences.services.imports import EVENT_IMPORT_HANDLER, JSON_TYPES, UPLOAD
 from audiences.services.runtime import Runtime
 from audiences.store.tables import JobRow
 
 ID_COLUMN = "profile_id"
 BUILT_IN = ("event", "timestamp", "event_id")
-FORMATS = (ImportFormat.CSV, ImportFormat.TSV, ImportFormat.NDJSON)
+READERS = {
+    EventFileFormat.CSV: ImportFormat.CSV,
+    EventFileFormat.TSV: ImportFormat.TSV,
+    EventFileFormat.NDJSON: ImportFormat.NDJSON,
+}
+"""The formats the profile import's reader reads; Parquet is read by DuckDB (``kit.parquet``)."""
 
 
 def accept(
@@ -46,21 +62,20 @@ def accept(
     *,
     caller: Caller,
     upload: Path,
-    fmt: ImportFormat,
+    fmt: EventFileFormat,
     digest: str,
     max_attempts: int,
     idempotency_key: str | None = None,
 ) -> JobRow:
     """Check the file's header and queue its ``events.import`` job (422 ``import_file_invalid``
     when it cannot be imported at all)."""
-    if fmt not in FORMATS:
-        raise Unprocessable("an event file is CSV, TSV or NDJSON", code="import_file_invalid")
     try:
-        shape = layout(upload, fmt, id_column=ID_COLUMN, attributes="*")
-    except FileRefused as exc:
+        columns = _columns(upload, fmt)
+    except (FileRefused, ParquetUnreadable) as exc:
         raise Unprocessable(str(exc), code="import_file_invalid") from None
-    if fmt is not ImportFormat.NDJSON and "event" not in shape.positions:
-        raise Unprocessable("the header has no column 'event'", code="import_file_invalid")
+    missing = [name for name in (ID_COLUMN, "event") if columns is not None and name not in columns]
+    if missing:
+        raise Unprocessable(f"the file has no column {missing[0]!r}", code="import_file_invalid")
     payload = {
         "upload": upload.parent.name,
         "format": fmt.value,
@@ -93,14 +108,38 @@ class Outcome:
     refused: list[Row]
 
 
-def chunks(directory: Path, fmt: ImportFormat, *, size: int, skip: int) -> Iterator[list[Row]]:
+def chunks(directory: Path, fmt: EventFileFormat, *, size: int, skip: int) -> Iterator[list[Row]]:
     """The file's rows after the first ``skip``, in lists of ``size``."""
-    shape = Layout(ID_COLUMN, (), {"*": 0})
-    if fmt is not ImportFormat.NDJSON:
-        shape = layout(directory / UPLOAD, fmt, id_column=ID_COLUMN, attributes="*")
-    found = islice(rows(directory / UPLOAD, fmt, shape), skip, None)
+    path = directory / UPLOAD
+    if fmt is EventFileFormat.PARQUET:
+        found: Iterator[Row] = _parquet_rows(path)
+    elif fmt is EventFileFormat.NDJSON:
+        found = rows(path, READERS[fmt], Layout(ID_COLUMN, (), {"*": 0}))
+    else:
+        shape = layout(path, READERS[fmt], id_column=ID_COLUMN, attributes="*")
+        found = rows(path, READERS[fmt], shape)
+    found = islice(found, skip, None)
     while chunk := list(islice(found, size)):
         yield chunk
+
+
+def _columns(path: Path, fmt: EventFileFormat) -> list[str] | None:
+    """The file's columns (None for NDJSON, whose records name their fields)."""
+    if fmt is EventFileFormat.PARQUET:
+        return parquet.column_names(path)
+    shape = layout(path, READERS[fmt], id_column=ID_COLUMN, attributes="*")
+    return None if fmt is EventFileFormat.NDJSON else list(shape.positions)
+
+
+def _parquet_rows(path: Path) -> Iterator[Row]:
+    for number, values in enumerate(parquet.rows(path), start=1):
+        external_id = values.pop(ID_COLUMN, None)
+        problem = check_id(external_id) if isinstance(external_id, str) else None
+        if not isinstance(external_id, str) or problem is not None:
+            code, message = problem or ("id_missing", f"no string {ID_COLUMN!r} in the row")
+            yield Row(number, number, code=code, message=message)
+        else:
+            yield Row(number, number, external_id=external_id, values=values)
 
 
 def write_chunk(
@@ -109,18 +148,19 @@ def write_chunk(
     workspace_id: str,
     runtime: Runtime,
     upload_id: str,
-    fmt: ImportFormat,
+    fmt: EventFileFormat,
     chunk: Sequence[Row],
     max_future: timedelta,
     received_at: datetime,
 ) -> Outcome:
     """Write one chunk's events; refused rows get their ``code`` and ``message``."""
-    typed = fmt is ImportFormat.NDJSON
+    typed = fmt in (EventFileFormat.NDJSON, EventFileFormat.PARQUET)
+    columns = fmt is not EventFileFormat.NDJSON
     schema = runtime.profiles.event_properties(workspace_id)
     ready: list[tuple[Row, EventRecord]] = []
     for row in chunk:
         if row.code is None:
-            record = _record(row, upload_id, typed, schema, received_at)
+            record = _record(row, upload_id, columns, typed, schema, received_at)
             if record is not None:
                 ready.append((row, record))
     results = events.write(
@@ -149,15 +189,18 @@ def write_chunk(
 def _record(
     row: Row,
     upload_id: str,
+    columns: bool,
     typed: bool,
     schema: dict[str, AttributeType],
     received_at: datetime,
 ) -> EventRecord | None:
+    """The row as an event (its properties its other columns, when the file has columns), or
+    None with the row's ``code`` and ``message`` set."""
     values = {ID_COLUMN: row.external_id, **row.values}
-    if not typed:
+    if columns:
         properties = {k: v for k, v in values.items() if k != ID_COLUMN and k not in BUILT_IN}
         values = {k: v for k, v in values.items() if k == ID_COLUMN or k in BUILT_IN}
-        values["properties"] = _text_values(properties, schema)
+        values["properties"] = properties if typed else _text_values(properties, schema)
     try:
         event = EventWrite.model_validate(values)
     except PydanticValidationError as exc:

@@ -275,8 +275,7 @@ async def import_events(
     directory = imports.folder(settings.data_dir, caller.workspace_id, new_id())
     try:
         received = await uploads.receive(request, directory / imports.UPLOAD)
-        named = received.named_format
-        fmt = ImportFormat(format.value) if format else named or ImportFormat.CSV
+        fmt = format or _named(request, received.named_format)
         job = await run_in_threadpool(
             event_imports.accept,
             session,
@@ -295,3 +294,14 @@ async def import_events(
         shutil.rmtree(directory, ignore_errors=True)
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(jobs.to_model(job).model_dump(mode="json"), 202, headers=headers)
+
+
+def _named(request: Request, named: ImportFormat | None) -> EventFileFormat:
+    """The format the upload's content type names (Parquet's too), else CSV."""
+    if request.headers.get("content-type", "").startswith(PARQUET_TYPES):
+        return EventFileFormat.PARQUET
+    return EventFileFormat(named.value) if named in READABLE else EventFileFormat.CSV
+
+
+PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet")
+READABLE = {ImportFormat.CSV, ImportFormat.TSV, ImportFormat.NDJSON}
