@@ -26,9 +26,10 @@ def test_retention_drops_older_events_through_the_hourly_job(app: FastAPI, tenan
     assert [job for job in queued if job.workspace_id == tenant.workspace_id] == []
     settings = {"strict_attributes": False, "event_retention_days": 30}
     assert tenant.admin.put("/v1/workspace/settings", json=settings).status_code == 200
+    hour = now.replace(minute=0, second=0, microsecond=0)
     with app.state.session_factory.begin() as session:
-        queued = schedule.queue_event_expiries(session, now=now)
-        again = schedule.queue_event_expiries(session, now=now + timedelta(minutes=5))
+        queued = schedule.queue_event_expiries(session, now=hour + timedelta(minutes=1))
+        again = schedule.queue_event_expiries(session, now=hour + timedelta(minutes=59))
     mine = [job for job in queued if job.workspace_id == tenant.workspace_id]
     assert [job.id for job in mine] == [
         job.id for job in again if job.workspace_id == tenant.workspace_id
