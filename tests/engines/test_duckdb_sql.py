@@ -33,3 +33,44 @@ def test_single_conditions_pass_unchanged(where_sql: str) -> None:
 def test_anything_else_is_refused(where_sql: str) -> None:
     with pytest.raises(Unprocessable):
         checked_condition(where_sql)
+
+
+BEHAVIOURAL = [
+    "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid AND (e.\"event\" = 'o')) >= 3",
+    "EXISTS(SELECT 1 FROM events AS e1 CROSS JOIN events AS e2 WHERE e1.pid = profiles.pid"
+    ' AND e2.pid = profiles.pid AND e1."timestamp" < e2."timestamp")',
+    '(SELECT e."p" FROM events AS e WHERE e.pid = profiles.pid AND NOT e."p" IS NULL'
+    ' ORDER BY e."timestamp" DESC, e."p" DESC LIMIT 1) = \'x\'',
+]
+
+
+@pytest.mark.parametrize("where_sql", BEHAVIOURAL)
+def test_behavioural_subqueries_pass(where_sql: str) -> None:
+    assert checked_condition(where_sql) == where_sql
+
+
+@pytest.mark.parametrize(
+    "where_sql",
+    [
+        "(SELECT COUNT(*) FROM events AS e) > 1",
+        "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid OR 1 = 1) > 1",
+        "(SELECT COUNT(*) FROM profiles AS e WHERE e.pid = profiles.pid) > 1",
+        "(SELECT COUNT(*) FROM main.events AS e WHERE e.pid = profiles.pid) > 1",
+        "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid AND e.x IN (SELECT 1)) > 1",
+        "(SELECT COUNT(*) FROM events AS e, read_csv('x') AS f WHERE e.pid = profiles.pid) > 1",
+        "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid LIMIT 5) > 1",
+        "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid GROUP BY 1) > 1",
+        "(SELECT COUNT(*), 1 FROM events AS e WHERE e.pid = profiles.pid) > 1",
+        "(WITH x AS (SELECT 1) SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid) > 1",
+        "(SELECT COUNT(*) FROM (SELECT * FROM events) AS e WHERE e.pid = profiles.pid) > 1",
+        "(SELECT COUNT(*) FROM events AS e CROSS JOIN events AS f WHERE e.pid = profiles.pid) > 1",
+        "(SELECT 1 FROM events AS e WHERE e.pid = profiles.pid UNION SELECT 2) = 1",
+        "EXISTS(SELECT 1 FROM events AS e1 JOIN secrets AS e2 ON TRUE"
+        " WHERE e1.pid = profiles.pid AND e2.pid = profiles.pid)",
+        "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid AND e.a ="
+        " (SELECT MAX(g.x) FROM events AS g WHERE g.pid = profiles.pid)) > 1",
+    ],
+)
+def test_other_queries_are_refused(where_sql: str) -> None:
+    with pytest.raises(Unprocessable):
+        checked_condition(where_sql)

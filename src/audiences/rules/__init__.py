@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from audiences.errors import ErrorDetail
+from audiences.rules.behaviour import EVENTS_KEY, MAX_STEPS, MAX_WINDOW_DAYS
 from audiences.rules.diagnostics import at, fail
 from audiences.rules.explain import explain
 from audiences.rules.json_form import from_json
@@ -42,9 +43,13 @@ from audiences.rules.to_python_set import asked_audiences, to_predicates
 from audiences.rules.to_sql import DIALECTS, NOW_PARAMETER, PARAMETER_DIALECTS, to_sql
 from audiences.rules.validate import validate_tree
 from audiences.schemas.attributes import AttributeSchema
+from audiences.schemas.events import EventSchema
 
 __all__ = [
     "DIALECTS",
+    "EVENTS_KEY",
+    "MAX_STEPS",
+    "MAX_WINDOW_DAYS",
     "NOW_PARAMETER",
     "PARAMETER_DIALECTS",
     "Rule",
@@ -95,8 +100,12 @@ def validate_rule(
     schema: AttributeSchema,
     *,
     limits: RuleLimits = RuleLimits(),
+    events: EventSchema = EventSchema(),
 ) -> Rule:
     """Check a rule (text, JSON form or parsed) against an attribute schema and bind it.
+
+    Names inside aggregates are checked against ``events`` (the event property types); an
+    event name no event has had yet is not an error but a warning, in ``Rule.warnings``.
 
     Raises ``RuleError`` with every problem: syntax, forbidden constructs, limits, unknown
     attributes (with a did-you-mean), type mismatches, bad literals and patterns. The rule
@@ -122,6 +131,6 @@ def validate_rule(
     # A tree parsed here from text is this call's alone; a given Rule's (or a JSON rule's,
     # whose text was rendered from it) is copied before literals are typed in place.
     owned = isinstance(rule, str)
-    bound, typing = validate_tree(parsed, schema, limits, owned=owned)
+    bound, typing = validate_tree(parsed, schema, limits, owned=owned, events=events)
     fail([*problems, *typing])
     return bound

@@ -68,7 +68,7 @@ class Codegen:
     """Python source for the nodes of one rule, with the constants it refers to."""
 
     def __init__(self, rule: Rule) -> None:
-        self.kinds, _ = annotate(rule.tree, rule.schema)
+        self.kinds, _ = annotate(rule.tree, rule.schema, events=rule.events)
         self.names: dict[str, Any] = {}
         self._ids = itertools.count()
         self.clock_used = False
