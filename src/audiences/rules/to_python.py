@@ -17,7 +17,7 @@ from typing import Any
 from sqlglot import exp
 
 from audiences.rules import dialect as d
-from audiences.rules import sql_semantics
+from audiences.rules import event_semantics, sql_semantics
 from audiences.rules.dialect import chain
 from audiences.rules.kinds import Kind
 from audiences.rules.literals import NOT_CONSTANT, constant, like_code
@@ -313,6 +313,36 @@ def _attribute(gen: Codegen, node: exp.Expr) -> str:
     return gen.attribute(node)
 
 
+_EVENT_BUILTINS = {"event": "q.name", "timestamp": "q.timestamp"}
+
+
+def _event_field(gen: Codegen, node: exp.Expr) -> str:
+    """An event field of the event ``q`` (behavioural code runs per event in a lambda)."""
+    raw = _EVENT_BUILTINS.get(node.name) or f"q.properties.get({node.name!r})"
+    return gen.wrap(node).format(raw)
+
+
+def _event_test(gen: Codegen, node: exp.Expr | None) -> str:
+    return "lambda q: True" if node is None else f"lambda q: {gen.truth(node)}"
+
+
+def _aggregate(gen: Codegen, node: exp.Expr) -> str:
+    where = _event_test(gen, node.args.get("where"))
+    argument = node.args.get("expression")
+    if argument is None:
+        return f"_count(_events(p), {where})"
+    name = "count_distinct" if node.args.get("distinct") else node.name
+    return f"_aggregate({name!r}, _events(p), {where}, lambda q: {gen.value(argument)})"
+
+
+def _sequence(gen: Codegen, node: exp.Expr) -> str:
+    steps = ", ".join(_event_test(gen, step) for step in node.expressions)
+    within = node.args.get("within")
+    bound = gen.const(constant(within)) if within is not None else "None"
+    where = _event_test(gen, node.args.get("where"))
+    return f"_sequence(_events(p), ({steps},), {bound}, {where})"
+
+
 def _clock_value(gen: Codegen, node: exp.Expr) -> str:
     gen.clock_used = True
     return "_now" if isinstance(node, exp.CurrentTimestamp) else "_today"
@@ -337,6 +367,9 @@ _VALUE: dict[type[exp.Expr], Callable[[Codegen, exp.Expr], str]] = {
     exp.Between: _between_value,
     exp.Coalesce: _coalesce,
     d.Attr: _attribute,
+    d.EventField: _event_field,
+    d.Aggregate: _aggregate,
+    d.EventSequence: _sequence,
     exp.CurrentTimestamp: _clock_value,
     exp.CurrentDate: _clock_value,
     exp.Cast: _cast,
@@ -357,6 +390,10 @@ _RUNTIME: dict[str, Any] = {
     "_regex": compile_regex,
     "_dig": sql_semantics.dig,
     "_and3": sql_semantics.and3,
+    "_events": event_semantics.events_of,
+    "_count": event_semantics.count,
+    "_aggregate": event_semantics.aggregate,
+    "_sequence": event_semantics.sequence,
     "_or3": sql_semantics.or3,
     "UTC": UTC,
 }
