@@ -196,3 +196,37 @@ def inside(tree: exp.Expr) -> set[int]:
     for node in tree.find_all(*BEHAVIOURAL):
         found.update(id(sub) for sub in node.walk() if sub is not node)
     return found
+
+
+def batch_reason(tree: exp.Expr) -> str | None:
+    """Why a rule that reads events is evaluated in scheduled batch runs, or None if it reads
+    none. This is where streaming evaluation of events will flip counts, sums, first and last
+    over relative windows to ``streaming``; sequences and absolute windows stay batch-only.
+    """
+    if tree.find(EventSequence) is not None:
+        return "it tests a sequence of events (sequence(...)), which only batch runs evaluate"
+    found = list(tree.find_all(Aggregate))
+    if not found:
+        return None
+    if any(_absolute(node) for node in found):
+        return (
+            "it reads events in an absolute window (timestamp compared with a fixed time),"
+            " which only batch runs evaluate"
+        )
+    return (
+        "it aggregates events (count, sum, first, last, ...), which are evaluated in scheduled"
+        " batch runs until streaming evaluation of events exists"
+    )
+
+
+def _absolute(node: exp.Expr) -> bool:
+    """Whether an aggregate's filter bounds ``timestamp`` by a fixed time rather than now()."""
+    where = node.args.get("where")
+    if where is None:
+        return False
+    for comparison in where.find_all(exp.EQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between):
+        times = [op for op in comparison.iter_expressions() if op is not comparison.this]
+        on_time = isinstance(comparison.this, EventField) and comparison.this.name == "timestamp"
+        if on_time and any(op.find(exp.CurrentTimestamp) is None for op in times):
+            return True
+    return False
