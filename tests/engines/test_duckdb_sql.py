@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from audiences.engines.duckdb_sql import checked_condition, quote, table_name
+from audiences.engines.duckdb_sql import (
+    checked_condition,
+    events_table_name,
+    events_table_of,
+    quote,
+    table_name,
+)
 from audiences.errors import Unprocessable
 
 
@@ -12,6 +18,11 @@ def test_table_names_keep_case_and_dashes_apart() -> None:
     names = [table_name(ws) for ws in ["acme", "Acme", "ACME", "a-b", "a_b", "a_hb", "aB", "a_b_"]]
     assert len({name.lower() for name in names}) == len(names)
     assert table_name("Acme-1") == "profiles__acme_h1"
+
+
+def test_events_tables_sit_beside_profile_tables() -> None:
+    assert events_table_name("Acme-1") == "events__acme_h1"
+    assert events_table_of(quote(table_name("Acme-1"))) == quote(events_table_name("Acme-1"))
 
 
 def test_quote_escapes_quotes() -> None:

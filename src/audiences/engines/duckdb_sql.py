@@ -65,8 +65,9 @@ def events_table_name(workspace_id: str) -> str:
 
 
 def events_table_of(profile_table: str) -> str:
-    """The events table beside a profile table (``profiles_x`` -> ``events_x``)."""
-    return "events_" + profile_table.removeprefix("profiles_")
+    """The events table beside a quoted profile table, quoted (``"profiles_x"`` ->
+    ``"events_x"``); workspace names are escaped to letters, digits and ``_``."""
+    return quote("events_" + profile_table.strip('"').removeprefix("profiles_"))
 
 
 _ESCAPES = {"_": "__", "-": "_h", **{c: f"_{c.lower()}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}}
