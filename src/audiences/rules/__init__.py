@@ -28,6 +28,7 @@ from audiences.rules.behaviour import EVENTS_KEY, MAX_STEPS, MAX_WINDOW_DAYS
 from audiences.rules.diagnostics import at, fail
 from audiences.rules.explain import explain
 from audiences.rules.json_form import from_json
+from audiences.rules.next_change import next_change
 from audiences.rules.parse import parse_rule, parse_tree
 from audiences.rules.references import (
     dependencies,
@@ -60,6 +61,7 @@ __all__ = [
     "evaluation_order",
     "explain",
     "find_cycle",
+    "next_change",
     "parse_rule",
     "parse_rule_json",
     "reads_clock",
