@@ -44,10 +44,11 @@ def test_next_change_agrees_with_brute_force(
 ) -> None:
     rule = validate_rule(text, gen.ATTRIBUTES, events=gen.EVENTS)
     start = gen.NOW + shift
+    clock = [start]
+    predicate = to_predicate(rule, clock=lambda: clock[0])
     for profile in profiles:
         moment = next_change(rule, profile, start)
-        clock = [start]
-        predicate = to_predicate(rule, clock=lambda: clock[0])
+        clock[0] = start
         answer = predicate(profile)
         for probe in probes(profile, start):
             if moment is not None and probe >= moment:

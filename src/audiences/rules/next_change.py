@@ -120,8 +120,8 @@ def _instants(rule: Rule, profile: Mapping[str, Any]) -> Iterator[datetime]:
     for node in rule.tree.find_all(Attr):
         if attribute_kind(node.name, rule.schema) in (Kind.TIMESTAMP, Kind.DATE):
             yield from _as_instant(sql_semantics.dig(profile, tuple(node.name.split("."))))
-    for node in rule.tree.find_all(exp.Cast):
-        yield from _as_instant(constant(node))
+    for cast in rule.tree.find_all(exp.Cast):
+        yield from _as_instant(constant(cast))
 
 
 def _as_instant(value: Any) -> Iterator[datetime]:
