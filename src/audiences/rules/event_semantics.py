@@ -55,6 +55,11 @@ def last(events: Sequence[Event], keep: Test, read: Read) -> Any:
     return None if best is None else best[1]
 
 
+def matching(events: Sequence[Event], keep: Test, read: Read) -> list[Event]:
+    """The events an aggregate counts: those that pass the filter and have a value."""
+    return [event for event in events if keep(event) and read(event) is not None]
+
+
 def _average(found: list[Any]) -> float:
     total: float = sum(found)
     return total / len(found)

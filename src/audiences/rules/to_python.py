@@ -335,6 +335,18 @@ def _aggregate(gen: Codegen, node: exp.Expr) -> str:
     return f"_aggregate({name!r}, _events(p), {where}, lambda q: {gen.value(argument)})"
 
 
+def matching(gen: Codegen, node: exp.Expr) -> str:
+    """Code listing the events a behavioural node counts: those that pass its filter and have
+    a value (an aggregate) or match a step (a sequence)."""
+    where = _event_test(gen, node.args.get("where"))
+    if isinstance(node, d.EventSequence):
+        steps = " or ".join(gen.truth(step) for step in node.expressions)
+        return f"_matching(_events(p), {where}, lambda q: ({steps}) or None)"
+    argument = node.args.get("expression")
+    read = "lambda q: True" if argument is None else f"lambda q: {gen.value(argument)}"
+    return f"_matching(_events(p), {where}, {read})"
+
+
 def _sequence(gen: Codegen, node: exp.Expr) -> str:
     steps = ", ".join(_event_test(gen, step) for step in node.expressions)
     within = node.args.get("within")
@@ -394,6 +406,7 @@ _RUNTIME: dict[str, Any] = {
     "_count": event_semantics.count,
     "_aggregate": event_semantics.aggregate,
     "_sequence": event_semantics.sequence,
+    "_matching": event_semantics.matching,
     "_or3": sql_semantics.or3,
     "UTC": UTC,
 }
