@@ -16,6 +16,8 @@ from audiences.schemas.attributes import AttributeType
 
 _BUILTIN_KINDS = {"event": Kind.STRING, "timestamp": Kind.TIMESTAMP}
 _SCALARS = frozenset(Kind) - {*k.LISTS, Kind.JSON, Kind.INTERVAL}
+_ORDERED = _SCALARS - {Kind.BOOLEAN}
+"""What min and max take: PostgreSQL has no min or max of booleans."""
 _CONDITION = (Kind.BOOLEAN, Kind.NULL, Kind.UNKNOWN)
 
 
@@ -63,10 +65,11 @@ def aggregate_kind(
     found = kinds.get(id(argument), Kind.UNKNOWN)
     if found is Kind.UNKNOWN:
         return Kind.INTEGER if name == "count" else Kind.UNKNOWN
-    wanted = k.NUMBERS if name in ("sum", "avg") else _SCALARS
-    if found not in wanted:
-        what = "a number" if name in ("sum", "avg") else "a single value"
-        message = f"{name}() takes {what}, not {found.value}."
+    wanted = {"sum": k.NUMBERS, "avg": k.NUMBERS, "min": _ORDERED, "max": _ORDERED}
+    if found not in wanted.get(name, _SCALARS):
+        what = {"sum": "a number", "avg": "a number", "min": "an ordered value"}
+        what["max"] = what["min"]
+        message = f"{name}() takes {what.get(name, 'a single value')}, not {found.value}."
         problems.append(on("rule_bad_aggregate", message, node, text))
         return Kind.UNKNOWN
     return {"count": Kind.INTEGER, "avg": Kind.FLOAT}.get(name, found)
