@@ -6,13 +6,17 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from audiences.errors import RuleError
 from audiences.rules import (
     evaluation_mode,
+    explain,
     parse_rule,
     parse_rule_json,
     reads_clock,
+    to_predicate,
+    to_predicates,
     validate_rule,
 )
 from tests.rules import event_generators as gen
@@ -154,3 +158,29 @@ def test_behavioural_rules_are_scheduled_with_a_reason(text: str, reason: str) -
 def test_relative_windows_read_the_clock() -> None:
     assert reads_clock(parse_rule("count(*) FILTER (WHERE timestamp > now()) > 0"))
     assert not reads_clock(parse_rule("count(*) > 0"))
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    texts=st.lists(gen.behavioural_rules(), min_size=2, max_size=4),
+    profiles=gen.batches(6),
+)
+def test_a_rule_set_answers_as_its_rules_one_by_one(
+    texts: list[str], profiles: list[dict[str, Any]]
+) -> None:
+    rules = {
+        f"r{i}": validate_rule(text, gen.ATTRIBUTES, events=gen.EVENTS)
+        for i, text in enumerate(texts)
+    }
+    answers = to_predicates(rules, clock=lambda: gen.NOW)
+    singles = [to_predicate(rule, clock=lambda: gen.NOW) for rule in rules.values()]
+    for profile in profiles:
+        assert answers(profile) == tuple(single(profile) for single in singles), texts
+        for rule in rules.values():
+            explained = explain(rule, profile, now=gen.NOW)
+            assert explained["member"] is to_predicate(rule, clock=lambda: gen.NOW)(profile)
