@@ -1,7 +1,8 @@
 """The rule language: parse, validate and compile audience rules (no database, no HTTP).
 
-A rule is a SQL boolean expression over profile attributes, written as text
-(``country = 'US' AND age >= 30``) or as a JSON tree (``{"all": [{"field": ...}]}``). Both
+A rule is a SQL boolean expression over profile attributes, and over the profile's events
+through aggregates (``count(*) FILTER (WHERE event = 'order') >= 3``, ``sequence(...)``), written
+as text (``country = 'US' AND age >= 30``) or as a JSON tree (``{"all": [{"field": ...}]}``). Both
 forms parse to one sqlglot tree, held by a ``Rule``. From it come canonical text, the JSON
 form, SQL for DuckDB / PostgreSQL / ClickHouse, a compiled Python predicate (or one
 function answering a whole set of rules), an explanation on one profile, and the audiences it
@@ -16,6 +17,9 @@ Typical use::
     to_sql(rule, "duckdb", now_parameter=True)      # batch, compiled once, $now bound per run
     to_predicate(rule, audience=hook)(profile)      # one rule on one profile
     to_predicates({key: rule, ...})(profile)        # streaming: a workspace's rules at once
+    next_change(rule, profile, now)                 # when time alone changes the answer
+
+A profile's events are read from ``profile[EVENTS_KEY]`` (``Event``s, oldest first).
 """
 
 from __future__ import annotations

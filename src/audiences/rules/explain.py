@@ -10,17 +10,12 @@ from sqlglot import exp
 
 from audiences.rules import sql_semantics
 from audiences.rules.behaviour import BEHAVIOURAL, inside
+from audiences.rules.behaviour_python import matching
 from audiences.rules.dialect import Attr, chain, render
 from audiences.rules.explain_events import behaviour, window_bounds
 from audiences.rules.literals import NOT_CONSTANT, constant
 from audiences.rules.rule import Rule
-from audiences.rules.to_python import (
-    AudienceCheck,
-    Codegen,
-    compile_function,
-    matching,
-    no_audience,
-)
+from audiences.rules.to_python import AudienceCheck, Codegen, compile_function, no_audience
 
 _SKIP = (exp.Paren, exp.DataType, exp.Var)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlglot import exp
 
+from audiences.rules import behaviour_python, event_semantics, sql_semantics
 from audiences.rules import dialect as d
-from audiences.rules import event_semantics, sql_semantics
 from audiences.rules.dialect import chain
 from audiences.rules.kinds import Kind
 from audiences.rules.literals import NOT_CONSTANT, constant, like_code
@@ -313,48 +313,6 @@ def _attribute(gen: Codegen, node: exp.Expr) -> str:
     return gen.attribute(node)
 
 
-_EVENT_BUILTINS = {"event": "q.name", "timestamp": "q.timestamp"}
-
-
-def _event_field(gen: Codegen, node: exp.Expr) -> str:
-    """An event field of the event ``q`` (behavioural code runs per event in a lambda)."""
-    raw = _EVENT_BUILTINS.get(node.name) or f"q.properties.get({node.name!r})"
-    return gen.wrap(node).format(raw)
-
-
-def _event_test(gen: Codegen, node: exp.Expr | None) -> str:
-    return "lambda q: True" if node is None else f"lambda q: {gen.truth(node)}"
-
-
-def _aggregate(gen: Codegen, node: exp.Expr) -> str:
-    where = _event_test(gen, node.args.get("where"))
-    argument = node.args.get("expression")
-    if argument is None:
-        return f"_count(_events(p), {where})"
-    name = "count_distinct" if node.args.get("distinct") else node.name
-    return f"_aggregate({name!r}, _events(p), {where}, lambda q: {gen.value(argument)})"
-
-
-def matching(gen: Codegen, node: exp.Expr) -> str:
-    """Code listing the events a behavioural node counts: those that pass its filter and have
-    a value (an aggregate) or match a step (a sequence)."""
-    where = _event_test(gen, node.args.get("where"))
-    if isinstance(node, d.EventSequence):
-        steps = " or ".join(gen.truth(step) for step in node.expressions)
-        return f"_matching(_events(p), {where}, lambda q: ({steps}) or None)"
-    argument = node.args.get("expression")
-    read = "lambda q: True" if argument is None else f"lambda q: {gen.value(argument)}"
-    return f"_matching(_events(p), {where}, {read})"
-
-
-def _sequence(gen: Codegen, node: exp.Expr) -> str:
-    steps = ", ".join(_event_test(gen, step) for step in node.expressions)
-    within = node.args.get("within")
-    bound = gen.const(constant(within)) if within is not None else "None"
-    where = _event_test(gen, node.args.get("where"))
-    return f"_sequence(_events(p), ({steps},), {bound}, {where})"
-
-
 def _clock_value(gen: Codegen, node: exp.Expr) -> str:
     gen.clock_used = True
     return "_now" if isinstance(node, exp.CurrentTimestamp) else "_today"
@@ -379,9 +337,9 @@ _VALUE: dict[type[exp.Expr], Callable[[Codegen, exp.Expr], str]] = {
     exp.Between: _between_value,
     exp.Coalesce: _coalesce,
     d.Attr: _attribute,
-    d.EventField: _event_field,
-    d.Aggregate: _aggregate,
-    d.EventSequence: _sequence,
+    d.EventField: behaviour_python.event_field,
+    d.Aggregate: behaviour_python.aggregate,
+    d.EventSequence: behaviour_python.sequence,
     exp.CurrentTimestamp: _clock_value,
     exp.CurrentDate: _clock_value,
     exp.Cast: _cast,
