@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from audiences.engines.duckdb_sql import checked_condition, quote, table_name
+from audiences.engines.duckdb_sql import (
+    checked_condition,
+    events_table_name,
+    events_table_of,
+    quote,
+    table_name,
+)
 from audiences.errors import Unprocessable
 
 
@@ -12,6 +18,11 @@ def test_table_names_keep_case_and_dashes_apart() -> None:
     names = [table_name(ws) for ws in ["acme", "Acme", "ACME", "a-b", "a_b", "a_hb", "aB", "a_b_"]]
     assert len({name.lower() for name in names}) == len(names)
     assert table_name("Acme-1") == "profiles__acme_h1"
+
+
+def test_events_tables_sit_beside_profile_tables() -> None:
+    assert events_table_name("Acme-1") == "events__acme_h1"
+    assert events_table_of(quote(table_name("Acme-1"))) == quote(events_table_name("Acme-1"))
 
 
 def test_quote_escapes_quotes() -> None:
@@ -31,5 +42,46 @@ def test_single_conditions_pass_unchanged(where_sql: str) -> None:
     ["", "SELECT 1", "a = 1; SELECT 2", "EXISTS (SELECT 1)", "COPY t TO 'x'", "PRAGMA x"],
 )
 def test_anything_else_is_refused(where_sql: str) -> None:
+    with pytest.raises(Unprocessable):
+        checked_condition(where_sql)
+
+
+BEHAVIOURAL = [
+    "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid AND (e.\"event\" = 'o')) >= 3",
+    "EXISTS(SELECT 1 FROM events AS e1 CROSS JOIN events AS e2 WHERE e1.pid = profiles.pid"
+    ' AND e2.pid = profiles.pid AND e1."timestamp" < e2."timestamp")',
+    '(SELECT e."p" FROM events AS e WHERE e.pid = profiles.pid AND NOT e."p" IS NULL'
+    ' ORDER BY e."timestamp" DESC, e."p" DESC LIMIT 1) = \'x\'',
+]
+
+
+@pytest.mark.parametrize("where_sql", BEHAVIOURAL)
+def test_behavioural_subqueries_pass(where_sql: str) -> None:
+    assert checked_condition(where_sql) == where_sql
+
+
+@pytest.mark.parametrize(
+    "where_sql",
+    [
+        "(SELECT COUNT(*) FROM events AS e) > 1",
+        "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid OR 1 = 1) > 1",
+        "(SELECT COUNT(*) FROM profiles AS e WHERE e.pid = profiles.pid) > 1",
+        "(SELECT COUNT(*) FROM main.events AS e WHERE e.pid = profiles.pid) > 1",
+        "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid AND e.x IN (SELECT 1)) > 1",
+        "(SELECT COUNT(*) FROM events AS e, read_csv('x') AS f WHERE e.pid = profiles.pid) > 1",
+        "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid LIMIT 5) > 1",
+        "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid GROUP BY 1) > 1",
+        "(SELECT COUNT(*), 1 FROM events AS e WHERE e.pid = profiles.pid) > 1",
+        "(WITH x AS (SELECT 1) SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid) > 1",
+        "(SELECT COUNT(*) FROM (SELECT * FROM events) AS e WHERE e.pid = profiles.pid) > 1",
+        "(SELECT COUNT(*) FROM events AS e CROSS JOIN events AS f WHERE e.pid = profiles.pid) > 1",
+        "(SELECT 1 FROM events AS e WHERE e.pid = profiles.pid UNION SELECT 2) = 1",
+        "EXISTS(SELECT 1 FROM events AS e1 JOIN secrets AS e2 ON TRUE"
+        " WHERE e1.pid = profiles.pid AND e2.pid = profiles.pid)",
+        "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid AND e.a ="
+        " (SELECT MAX(g.x) FROM events AS g WHERE g.pid = profiles.pid)) > 1",
+    ],
+)
+def test_other_queries_are_refused(where_sql: str) -> None:
     with pytest.raises(Unprocessable):
         checked_condition(where_sql)

@@ -10,6 +10,7 @@ from audiences.rules.json_ops import OPS
 
 ROOT = Path(__file__).parents[2]
 DOC = (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
+ERRORS = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
 SOURCE = "\n".join(
     p.read_text(encoding="utf-8") for p in (ROOT / "src/audiences/rules").glob("*.py")
 )
@@ -19,6 +20,7 @@ def test_every_error_code_is_documented() -> None:
     codes = set(re.findall(r'"(rule_[a-z_]+)"', SOURCE))
     assert len(codes) >= 14
     assert sorted(code for code in codes if f"`{code}`" not in DOC) == []
+    assert sorted(code for code in codes if f"`{code}`" not in ERRORS) == []
 
 
 def test_every_json_operator_and_function_is_documented() -> None:

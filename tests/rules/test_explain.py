@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from audiences.rules import explain, validate_rule
+from audiences.schemas.attributes import AttributeType as T
 from tests.rules.helpers import NOW, SCHEMA
 
 
@@ -44,3 +45,32 @@ def test_explain_member() -> None:
     assert result["member"] is True
     assert result["attributes"] == {"tags": ["vip"]}
     assert [c["value"] for c in result["tree"]["children"]] == [True, True]
+
+
+def test_a_behavioural_node_shows_its_value_window_and_events() -> None:
+    from datetime import timedelta
+
+    from audiences.rules import EVENTS_KEY
+    from audiences.schemas.events import Event, EventSchema
+
+    rule = validate_rule(
+        "count(*) FILTER (WHERE event = 'order' AND timestamp BETWEEN now() - INTERVAL 30 DAY"
+        " AND now() - INTERVAL 1 DAY) >= 2",
+        {},
+        events=EventSchema({"amount": T.FLOAT}),
+    )
+    events = [Event("order", NOW - timedelta(days=d), {"amount": float(d)}) for d in range(40)]
+    result = explain(rule, {EVENTS_KEY: events}, now=NOW)
+    node = result["tree"]["children"][0]
+    assert result["member"] is True
+    assert node["behaviour"]["value"] == node["value"] == 30
+    assert node["behaviour"]["total"] == 30
+    assert node["behaviour"]["window"] == {
+        "from": "2024-05-01T12:00:00+00:00",
+        "from_included": True,
+        "to": "2024-05-30T12:00:00+00:00",
+        "to_included": True,
+    }
+    shown = node["behaviour"]["events"]
+    assert [e["properties"]["amount"] for e in shown] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert "children" not in node

@@ -693,9 +693,14 @@ class DuckDBEngine:
         aliases: Sequence[str] = (),
     ) -> BitMap:
         joins = "".join(
-            f" LEFT JOIN {sql.quote(a)} ON {sql.quote(a)}.pid = {state.table}.pid" for a in aliases
+            f" LEFT JOIN {sql.quote(a)} ON {sql.quote(a)}.pid = profiles.pid" for a in aliases
         )
-        query = f"SELECT {state.table}.pid FROM {state.table}{joins} WHERE ({condition})"
+        # Behavioural conditions read the workspace's events as `events` (docs/rules.md).
+        events = sql.events_table_of(state.table)
+        cte = f"WITH events AS (SELECT * FROM {events}) " if sql.reads_events(condition) else ""
+        query = (
+            f"{cte}SELECT profiles.pid FROM {state.table} AS profiles{joins} WHERE ({condition})"
+        )
         bound = dict(params) if isinstance(params, Mapping) else list(params)
         try:
             result = cur.execute(query, bound).fetchnumpy()

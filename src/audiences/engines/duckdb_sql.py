@@ -59,6 +59,17 @@ def table_name(workspace_id: str) -> str:
     return f"profiles_{escaped}"
 
 
+def events_table_name(workspace_id: str) -> str:
+    """The events table of a workspace, unquoted (escaped as ``table_name``)."""
+    return "events_" + table_name(workspace_id).removeprefix("profiles_")
+
+
+def events_table_of(profile_table: str) -> str:
+    """The events table beside a quoted profile table, quoted (``"profiles_x"`` ->
+    ``"events_x"``); workspace names are escaped to letters, digits and ``_``."""
+    return quote("events_" + profile_table.strip('"').removeprefix("profiles_"))
+
+
 _ESCAPES = {"_": "__", "-": "_h", **{c: f"_{c.lower()}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}}
 
 
@@ -66,10 +77,29 @@ _ESCAPES = {"_": "__", "-": "_h", **{c: f"_{c.lower()}" for c in "ABCDEFGHIJKLMN
 def checked_condition(where_sql: str) -> str:
     """The WHERE-SQL unchanged, once sqlglot has seen one condition without forbidden nodes.
 
-    Cached by text: the check depends on the text alone, and a rule's compiled SQL is the same
-    text on every run (its time is a bound parameter), so each condition is parsed once.
-    A refused text raises every time (exceptions are not cached).
+    The only queries allowed are the rule compiler's behavioural subqueries (see
+    ``_behavioural``): a SELECT over ``events`` correlated on the profile's pid. Cached by
+    text: the check depends on the text alone, and a rule's compiled SQL is the same text on
+    every run (its time is a bound parameter), so each condition is parsed once. A refused text
+    raises every time (exceptions are not cached).
     """
+    condition = _parsed_condition(where_sql)
+    queries = list(condition.find_all(exp.Select))
+    if not all(_behavioural(query) for query in queries):
+        raise _refused("The condition may only query events, as a rule's aggregates do.")
+    allowed = {id(node) for query in queries for node in (query.parent, *query.walk())}
+    if any(id(node) not in allowed for node in condition.find_all(*FORBIDDEN_NODES)):
+        raise _refused("The condition may not contain subqueries, commands or DDL.")
+    return where_sql
+
+
+@lru_cache(maxsize=4096)
+def reads_events(where_sql: str) -> bool:
+    """Whether a (checked) condition queries the events relation."""
+    return _parsed_condition(where_sql).find(exp.Select) is not None
+
+
+def _parsed_condition(where_sql: str) -> exp.Expr:
     try:
         statements = sqlglot.parse(where_sql, read=DIALECT)
     except ParseError as error:
@@ -77,9 +107,45 @@ def checked_condition(where_sql: str) -> str:
     condition = statements[0] if len(statements) == 1 else None
     if not isinstance(condition, exp.Condition):
         raise _refused("The condition must be one SQL expression.")
-    if condition.find(*FORBIDDEN_NODES) is not None:
-        raise _refused("The condition may not contain subqueries, commands or DDL.")
-    return where_sql
+    return condition
+
+
+_QUERY_PARTS = {"expressions", "from_", "joins", "where", "order", "limit"}
+
+
+def _behavioural(query: exp.Select) -> bool:
+    """A compiled aggregate or sequence: SELECT of one value FROM ``events`` under aliases, each
+    correlated ``alias.pid = profiles.pid``, nothing queried inside, at most ``LIMIT 1``."""
+    parent = query.parent
+    used = {key for key, value in query.args.items() if value}
+    if not isinstance(parent, exp.Subquery | exp.Exists) or used - _QUERY_PARTS:
+        return False
+    if len(query.expressions) != 1 or query.args.get("from_") is None:
+        return False
+    tables = [query.args["from_"].this, *(join.this for join in query.args.get("joins") or [])]
+    joins_plain = all(
+        join.kind == "CROSS" and {k for k, v in join.args.items() if v} <= {"this", "kind"}
+        for join in query.args.get("joins") or []
+    )
+    limit = query.args.get("limit")
+    if not joins_plain or (limit is not None and limit.expression.sql() != "1"):
+        return False
+    inner = [n for n in query.find_all(exp.Select, exp.Table) if n is not query]
+    if any(isinstance(n, exp.Select) or n not in tables for n in inner):
+        return False
+    where = query.args.get("where")
+    condition: exp.Expr | None = where.this if where is not None else None
+    conjuncts = [*condition.flatten()] if isinstance(condition, exp.And) else [condition]
+    return all(_correlated(table, [c for c in conjuncts if c is not None]) for table in tables)
+
+
+def _correlated(table: exp.Expr, conjuncts: Sequence[exp.Expr]) -> bool:
+    if not (isinstance(table, exp.Table) and table.name == "events" and table.alias):
+        return False
+    if table.args.get("db") or table.args.get("catalog") or table.args.get("joins"):
+        return False
+    wanted = f"{table.alias}.pid = profiles.pid"
+    return any(isinstance(c, exp.EQ) and c.sql(dialect=DIALECT) == wanted for c in conjuncts)
 
 
 def _refused(detail: str) -> Unprocessable:
@@ -91,6 +157,14 @@ def create_table(table: str) -> str:
     return (
         f"CREATE TABLE IF NOT EXISTS {table} (pid UINTEGER NOT NULL, external_id VARCHAR NOT NULL,"
         " extra JSON, updated_at TIMESTAMPTZ NOT NULL)"
+    )
+
+
+def create_events_table(table: str) -> str:
+    """The DDL of a new, property-less events table (properties are added as columns)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} (pid UINTEGER NOT NULL, event VARCHAR NOT NULL,"
+        ' "timestamp" TIMESTAMPTZ NOT NULL, event_id VARCHAR, received_at TIMESTAMPTZ NOT NULL)'
     )
 
 

@@ -1,7 +1,8 @@
 """The rule language: parse, validate and compile audience rules (no database, no HTTP).
 
-A rule is a SQL boolean expression over profile attributes, written as text
-(``country = 'US' AND age >= 30``) or as a JSON tree (``{"all": [{"field": ...}]}``). Both
+A rule is a SQL boolean expression over profile attributes, and over the profile's events
+through aggregates (``count(*) FILTER (WHERE event = 'order') >= 3``, ``sequence(...)``), written
+as text (``country = 'US' AND age >= 30``) or as a JSON tree (``{"all": [{"field": ...}]}``). Both
 forms parse to one sqlglot tree, held by a ``Rule``. From it come canonical text, the JSON
 form, SQL for DuckDB / PostgreSQL / ClickHouse, a compiled Python predicate (or one
 function answering a whole set of rules), an explanation on one profile, and the audiences it
@@ -16,6 +17,9 @@ Typical use::
     to_sql(rule, "duckdb", now_parameter=True)      # batch, compiled once, $now bound per run
     to_predicate(rule, audience=hook)(profile)      # one rule on one profile
     to_predicates({key: rule, ...})(profile)        # streaming: a workspace's rules at once
+    next_change(rule, profile, now)                 # when time alone changes the answer
+
+A profile's events are read from ``profile[EVENTS_KEY]`` (``Event``s, oldest first).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from audiences.errors import ErrorDetail
+from audiences.rules.behaviour import EVENTS_KEY, MAX_STEPS, MAX_WINDOW_DAYS
 from audiences.rules.diagnostics import at, fail
 from audiences.rules.explain import explain
 from audiences.rules.json_form import from_json
+from audiences.rules.next_change import next_change
 from audiences.rules.parse import parse_rule, parse_tree
 from audiences.rules.references import (
     dependencies,
@@ -42,9 +48,13 @@ from audiences.rules.to_python_set import asked_audiences, to_predicates
 from audiences.rules.to_sql import DIALECTS, NOW_PARAMETER, PARAMETER_DIALECTS, to_sql
 from audiences.rules.validate import validate_tree
 from audiences.schemas.attributes import AttributeSchema
+from audiences.schemas.events import EventSchema
 
 __all__ = [
     "DIALECTS",
+    "EVENTS_KEY",
+    "MAX_STEPS",
+    "MAX_WINDOW_DAYS",
     "NOW_PARAMETER",
     "PARAMETER_DIALECTS",
     "Rule",
@@ -55,6 +65,7 @@ __all__ = [
     "evaluation_order",
     "explain",
     "find_cycle",
+    "next_change",
     "parse_rule",
     "parse_rule_json",
     "reads_clock",
@@ -95,8 +106,12 @@ def validate_rule(
     schema: AttributeSchema,
     *,
     limits: RuleLimits = RuleLimits(),
+    events: EventSchema = EventSchema(),
 ) -> Rule:
     """Check a rule (text, JSON form or parsed) against an attribute schema and bind it.
+
+    Names inside aggregates are checked against ``events`` (the event property types); an
+    event name no event has had yet is not an error but a warning, in ``Rule.warnings``.
 
     Raises ``RuleError`` with every problem: syntax, forbidden constructs, limits, unknown
     attributes (with a did-you-mean), type mismatches, bad literals and patterns. The rule
@@ -122,6 +137,6 @@ def validate_rule(
     # A tree parsed here from text is this call's alone; a given Rule's (or a JSON rule's,
     # whose text was rendered from it) is copied before literals are typed in place.
     owned = isinstance(rule, str)
-    bound, typing = validate_tree(parsed, schema, limits, owned=owned)
+    bound, typing = validate_tree(parsed, schema, limits, owned=owned, events=events)
     fail([*problems, *typing])
     return bound

@@ -85,6 +85,33 @@ class DaysBetween(RuleFunc):
     _sql_names: ClassVar[list[str]] = ["date_diff"]
 
 
+class EventField(exp.Expression):
+    """A field of an event, inside an aggregate: ``event`` (its name), ``timestamp`` or a
+    property (by its dotted name). Profile attributes are not visible there."""
+
+    arg_types: ClassVar[dict[str, bool]] = {"this": True}
+
+
+class Aggregate(exp.Expression, exp.Func):
+    """``count(*)``, ``count(DISTINCT p)``, ``sum/avg/min/max(p)``, ``last(p)``: one value over
+    the profile's own events, those for which ``where`` (the ``FILTER``) is TRUE."""
+
+    arg_types: ClassVar[dict[str, bool]] = {
+        "this": True,
+        "expression": False,
+        "distinct": False,
+        "where": False,
+    }
+
+
+class EventSequence(exp.Expression, exp.Func):
+    """``sequence(step, step, ... [, within => INTERVAL])``: TRUE when the profile has events
+    matching the steps in order (strictly increasing times, each within ``within`` of the one
+    before when given), every one of them matching ``where`` (the ``FILTER``)."""
+
+    arg_types: ClassVar[dict[str, bool]] = {"expressions": True, "within": False, "where": False}
+
+
 class BadCall(exp.Expression, exp.Func):
     """A call of one of our functions with the wrong number of arguments, kept for validation."""
 
@@ -191,6 +218,9 @@ class Rules(Dialect):
             exp.Interval: lambda self, e: f"INTERVAL {self.sql(e, 'this')} {self.sql(e, 'unit')}",
             exp.Not: lambda self, e: _not_sql(self, e),
             BadCall: lambda self, e: self.func(e.name, *e.expressions),
+            EventField: lambda self, e: render_field(e.name),
+            Aggregate: lambda self, e: _aggregate_sql(self, e),
+            EventSequence: lambda self, e: _sequence_sql(self, e),
         }
 
 
@@ -209,6 +239,35 @@ def render_path(path: str) -> str:
         else '"' + part.replace('"', '""') + '"'
         for part in path.split(".")
     )
+
+
+EVENT_BUILTINS = ("event", "timestamp")
+"""The fields every event has besides its properties (printed without quotes)."""
+
+
+def render_field(name: str) -> str:
+    """Print an event field: ``event`` and ``timestamp`` bare, a property as a path."""
+    return name if name in EVENT_BUILTINS else render_path(name)
+
+
+def _filter_sql(gen: Generator, node: exp.Expr) -> str:
+    where = node.args.get("where")
+    return f" FILTER (WHERE {gen.sql(where)})" if where is not None else ""
+
+
+def _aggregate_sql(gen: Generator, node: exp.Expr) -> str:
+    argument = node.args.get("expression")
+    inner = "*" if argument is None else gen.sql(argument)
+    distinct = "DISTINCT " if node.args.get("distinct") else ""
+    return f"{node.name}({distinct}{inner}){_filter_sql(gen, node)}"
+
+
+def _sequence_sql(gen: Generator, node: exp.Expr) -> str:
+    parts = [gen.sql(step) for step in node.expressions]
+    within = node.args.get("within")
+    if within is not None:
+        parts.append(f"within => {gen.sql(within)}")
+    return f"sequence({', '.join(parts)}){_filter_sql(gen, node)}"
 
 
 def _cast_sql(gen: Generator, node: exp.Cast) -> str:

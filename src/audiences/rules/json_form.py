@@ -15,6 +15,7 @@ from audiences.errors import ErrorDetail
 from audiences.rules import dialect as d
 from audiences.rules.diagnostics import JSON_PATH
 from audiences.rules.dialect import chain, render
+from audiences.rules.json_events import behaviour_json, behaviour_text
 from audiences.rules.json_ops import NO_VALUE, OPS, Op
 from audiences.rules.normalize import parenthesize, usable_number
 from audiences.rules.scan import SURROGATE_MESSAGE, has_surrogate
@@ -47,6 +48,9 @@ def to_json(node: exp.Expr, schema: Mapping[str, str] | None = None) -> dict[str
     if isinstance(node, exp.And | exp.Or):
         key = "all" if isinstance(node, exp.And) else "any"
         return {key: [to_json(item, schema) for item in chain(node)]}
+    found = behaviour_json(node, lambda n: to_json(n, schema))
+    if found is not None and _says(found, node):
+        return dict(found)
     leaf = _leaf(node, schema or {})
     if leaf is not None:
         return leaf
@@ -56,6 +60,19 @@ def to_json(node: exp.Expr, schema: Mapping[str, str] | None = None) -> dict[str
             return {"none": [to_json(item, schema) for item in chain(inner.this)]}
         return {"none": [to_json(inner, schema)]}
     return {"expr": render(node)}
+
+
+def _says(data: Json, node: exp.Expr) -> bool:
+    """Whether a behavioural JSON condition gives back exactly the node's canonical text."""
+    builder = _Builder(10_000, 1_000_000)
+    try:
+        return behaviour_text(data, (), builder.piece, _problem) == render(node)
+    except JsonProblem:
+        return False
+
+
+def _problem(message: str, path: Path) -> Exception:
+    return JsonProblem("rule_syntax", message, path)
 
 
 def _leaf(node: exp.Expr, schema: Mapping[str, str]) -> dict[str, Json] | None:
@@ -136,6 +153,8 @@ class _Builder:
             return self.group(data, groups, path, depth)
         if "expr" in data:
             return self.raw(data, path)
+        if "events" in data or "sequence" in data:
+            return self.behaviour(data, path)
         return _tag(self.condition(data, path), path)
 
     def group(self, data: Mapping[str, Json], keys: list[str], path: Path, depth: int) -> exp.Expr:
@@ -163,20 +182,35 @@ class _Builder:
         return _tag(_connect(GROUPS[key], built), path)
 
     def raw(self, data: Mapping[str, Json], path: Path) -> exp.Expr:
-        from audiences.rules.parse import parse_tree
-        from audiences.rules.rule import RuleLimits
-
         text = data["expr"]
         if len(data) != 1 or not isinstance(text, str):
             raise JsonProblem("rule_syntax", 'A raw leaf is {"expr": "<rule text>"}.', path)
+        return self.parsed(text, (*path, "expr"), path, positions=True)
+
+    def behaviour(self, data: Mapping[str, Json], path: Path) -> exp.Expr:
+        """An ``events`` or ``sequence`` condition, through its text (see json_events)."""
+        text = behaviour_text(data, path, self.piece, _problem)
+        return self.parsed(text, path, path, positions=False)
+
+    def piece(self, data: Json, path: Path, grouped: bool) -> str:
+        """An event condition's text (its fields become event fields when it is parsed)."""
+        tree = self.node(data, path, 2)
+        text = render(tree)
+        return f"({text})" if grouped and isinstance(tree, exp.Or) else text
+
+    def parsed(self, text: str, located: Path, path: Path, *, positions: bool) -> exp.Expr:
+        from audiences.rules.parse import parse_tree
+        from audiences.rules.rule import RuleLimits
+
         tree, problems = parse_tree(text, RuleLimits(max_depth=self.max_depth))
-        located = (*path, "expr")
         self.problems.extend(
             ErrorDetail(p.code, p.message, located, p.start, p.end, p.line, p.col, p.suggestion)
+            if positions
+            else ErrorDetail(p.code, p.message, located, suggestion=p.suggestion)
             for p in problems
         )
         if tree is None:
-            raise JsonProblem("rule_syntax", "The raw expression does not parse.", located)
+            raise JsonProblem("rule_syntax", "The expression does not parse.", located)
         return _tag(tree, path)
 
     def condition(self, data: Mapping[str, Json], path: Path) -> exp.Expr:

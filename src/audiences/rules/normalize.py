@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from sqlglot import exp
 
 from audiences.errors import ErrorDetail
+from audiences.rules import behaviour
 from audiences.rules.diagnostics import on
 from audiences.rules.dialect import Attr
 
@@ -72,6 +73,10 @@ def normalize(tree: exp.Expr, text: str | None) -> tuple[exp.Expr, list[ErrorDet
 def _rewrite(node: exp.Expr, text: str | None, problems: list[ErrorDetail]) -> exp.Expr:
     if isinstance(node, exp.Column | exp.Dot):
         return _attr(node)
+    if isinstance(node, exp.Anonymous) and node.name.lower() in (*behaviour.AGGREGATES, "sequence"):
+        return behaviour.from_call(node, text, problems)
+    if isinstance(node, exp.Filter):
+        return behaviour.with_filter(node)
     if isinstance(node, exp.Literal) and not node.is_string:
         return _number(node, text, problems)
     if isinstance(node, exp.Like | exp.ILike) and node.args.get("negate"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from audiences.rules import behaviour_sql
 from audiences.rules import dialect as d
 from audiences.rules import kinds as k
 from audiences.rules import sql_builders as sql
@@ -172,6 +173,9 @@ OPERATORS: dict[type[exp.Expr], Operator] = {
         "CAST", "a number to DOUBLE, or a date to TIMESTAMP", lambda _: None, sql={"*": sql.cast}
     ),
     d.Attr: Operator("attribute", "", lambda _: None, sql={"*": sql.attribute}),
+    d.EventField: Operator("event field", "", lambda _: None, sql={"*": behaviour_sql.event_field}),
+    d.Aggregate: Operator("aggregate", "", lambda _: None, sql={"*": behaviour_sql.aggregate}),
+    d.EventSequence: Operator("sequence", "", lambda _: None, sql={"*": behaviour_sql.sequence}),
     exp.Literal: Operator("literal", "", lambda _: None, sql={"*": sql.literal}),
     exp.Array: Operator("list", "literals of one kind", lambda _: None, sql={"*": sql.array}),
     exp.Interval: Operator("interval", "", lambda _: Kind.INTERVAL, sql={"*": sql.interval}),

@@ -8,6 +8,7 @@ from typing import Literal
 from sqlglot import exp
 
 from audiences.errors import ErrorDetail, RuleError
+from audiences.rules.behaviour import batch_reason
 from audiences.rules.dialect import InAudience
 from audiences.rules.rule import Rule
 
@@ -40,13 +41,16 @@ def evaluation_mode(rule: Rule, streaming_audiences: Iterable[str]) -> tuple[Mod
     """Whether a rule can be evaluated the moment a profile changes, and why (or why not).
 
     A rule is ``streaming`` when it reads only the profile and streaming audiences; it is
-    ``scheduled`` when it reads the clock (its answer changes with time alone) or an audience
-    that is itself evaluated on a schedule.
+    ``scheduled`` when it reads events (see ``behaviour.batch_reason``), the clock (its answer
+    changes with time alone) or an audience that is itself evaluated on a schedule.
 
     >>> from audiences.rules import parse_rule
     >>> evaluation_mode(parse_rule("last_seen > now() - INTERVAL 7 DAY"), set())
     ('scheduled', 'it depends on the current time (now()), so its answer changes as time passes')
     """
+    events = batch_reason(rule.tree)
+    if events is not None:
+        return "scheduled", events
     clock = sorted(
         {_clock_name(n) for n in rule.tree.find_all(exp.CurrentTimestamp, exp.CurrentDate)}
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from audiences.errors import ErrorDetail
 from audiences.rules.dialect import render
 from audiences.schemas.attributes import AttributeType
 
@@ -47,6 +48,11 @@ class Rule:
     """Types of the attributes this rule reads; empty until ``validate_rule`` binds it."""
     source: str | None = None
     """The text the rule was parsed from, which error positions refer to."""
+    events: Mapping[str, AttributeType] = field(default_factory=dict)
+    """Types of the event properties this rule reads; empty until ``validate_rule`` binds it."""
+    warnings: tuple[ErrorDetail, ...] = ()
+    """Problems that do not make the rule invalid (``rule_unknown_event``), found by
+    ``validate_rule``."""
 
     @cached_property
     def text(self) -> str:

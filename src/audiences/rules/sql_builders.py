@@ -21,6 +21,14 @@ AudienceHook = Callable[[str], exp.Expr]
 
 UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LOWER = UPPER.lower()
+_STANDARD_AGGREGATES = {
+    "count": "COUNT(:x)",
+    "count_distinct": "COUNT(DISTINCT :x)",
+    "sum": "SUM(:x)",
+    "avg": "CAST(AVG(:x) AS DOUBLE)",
+    "min": "MIN(:x)",
+    "max": "MAX(:x)",
+}
 _LIST_GUARD = "CASE WHEN :l IS NULL OR :x IS NULL THEN NULL ELSE COALESCE({test}, FALSE) END"
 
 
@@ -55,6 +63,8 @@ class Spelling:
     """Whether integer literals in arithmetic must be widened to 64 bits explicitly."""
     nested: str
     """How a dotted attribute path reads: ``struct`` fields, or ``json`` text."""
+    aggregates: Mapping[str, str]
+    """Aggregates over events (``:x`` the argument): NULL over no values, ``avg`` a double."""
 
 
 SPELLINGS: dict[str, Spelling] = {
@@ -77,6 +87,7 @@ SPELLINGS: dict[str, Spelling] = {
         date_part=True,
         bigint=True,
         nested="struct",
+        aggregates=_STANDARD_AGGREGATES,
     ),
     "postgres": Spelling(
         timestamp="CAST(:t AS TIMESTAMPTZ)",
@@ -97,6 +108,7 @@ SPELLINGS: dict[str, Spelling] = {
         date_part=False,
         bigint=True,
         nested="json",
+        aggregates={**_STANDARD_AGGREGATES, "avg": "CAST(AVG(:x) AS DOUBLE PRECISION)"},
     ),
     "clickhouse": Spelling(
         timestamp="toDateTime64(:t, 6, 'UTC')",
@@ -117,6 +129,14 @@ SPELLINGS: dict[str, Spelling] = {
         date_part=False,
         bigint=False,
         nested="struct",
+        aggregates={
+            "count": "count(:x)",
+            "count_distinct": "uniqExact(:x)",
+            "sum": "sumOrNull(:x)",
+            "avg": "avgOrNull(:x)",
+            "min": "minOrNull(:x)",
+            "max": "maxOrNull(:x)",
+        },
     ),
 }
 """Each dialect a profile engine runs (DuckDB; PostgreSQL and ClickHouse next, issue #14) and

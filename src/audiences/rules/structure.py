@@ -9,6 +9,7 @@ import re2
 from sqlglot import exp
 
 from audiences.errors import ErrorDetail
+from audiences.rules import behaviour
 from audiences.rules import dialect as d
 from audiences.rules.diagnostics import did_you_mean, on
 from audiences.rules.operators import OPERATORS
@@ -19,8 +20,8 @@ CASTS = {exp.DType.DOUBLE, exp.DType.TIMESTAMPTZ, exp.DType.DATE}
 
 FORBIDDEN_FUNCTIONS = {
     **dict.fromkeys(
-        ("count", "sum", "avg", "min", "max", "array_agg", "string_agg", "list", "any_value"),
-        "aggregate functions are not allowed in a rule (it tests one profile at a time)",
+        ("array_agg", "string_agg", "list", "any_value"),
+        "only count, sum, avg, min, max and last aggregate events in a rule",
     ),
     **dict.fromkeys(
         ("row_number", "rank", "dense_rank", "lag", "lead", "first_value", "last_value"),
@@ -258,7 +259,7 @@ def _trim(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[Erro
 
 
 def _interval(node: exp.Expr, text: str | None, limits: RuleLimits) -> Iterator[ErrorDetail]:
-    if not isinstance(node.parent, exp.Add | exp.Sub):
+    if not isinstance(node.parent, exp.Add | exp.Sub | d.EventSequence):
         message = "An INTERVAL may only be added to or subtracted from a date or timestamp."
         yield on("rule_forbidden", message, node, text)
 
@@ -283,5 +284,8 @@ CHECKS: dict[type[exp.Expr], Check] = {
     exp.Trim: _trim,
     exp.Interval: _interval,
     exp.Escape: _escape,
+    d.Aggregate: behaviour.check_aggregate,
+    d.EventSequence: behaviour.check_aggregate,
+    d.EventField: behaviour.check_field,
 }
 """Node-specific checks; a node class missing here and from OPERATORS is forbidden."""

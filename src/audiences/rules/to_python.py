@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlglot import exp
 
+from audiences.rules import behaviour_python, event_semantics, sql_semantics
 from audiences.rules import dialect as d
-from audiences.rules import sql_semantics
 from audiences.rules.dialect import chain
 from audiences.rules.kinds import Kind
 from audiences.rules.literals import NOT_CONSTANT, constant, like_code
@@ -68,7 +68,7 @@ class Codegen:
     """Python source for the nodes of one rule, with the constants it refers to."""
 
     def __init__(self, rule: Rule) -> None:
-        self.kinds, _ = annotate(rule.tree, rule.schema)
+        self.kinds, _ = annotate(rule.tree, rule.schema, events=rule.events)
         self.names: dict[str, Any] = {}
         self._ids = itertools.count()
         self.clock_used = False
@@ -337,6 +337,9 @@ _VALUE: dict[type[exp.Expr], Callable[[Codegen, exp.Expr], str]] = {
     exp.Between: _between_value,
     exp.Coalesce: _coalesce,
     d.Attr: _attribute,
+    d.EventField: behaviour_python.event_field,
+    d.Aggregate: behaviour_python.aggregate,
+    d.EventSequence: behaviour_python.sequence,
     exp.CurrentTimestamp: _clock_value,
     exp.CurrentDate: _clock_value,
     exp.Cast: _cast,
@@ -357,6 +360,11 @@ _RUNTIME: dict[str, Any] = {
     "_regex": compile_regex,
     "_dig": sql_semantics.dig,
     "_and3": sql_semantics.and3,
+    "_events": event_semantics.events_of,
+    "_count": event_semantics.count,
+    "_aggregate": event_semantics.aggregate,
+    "_sequence": event_semantics.sequence,
+    "_matching": event_semantics.matching,
     "_or3": sql_semantics.or3,
     "UTC": UTC,
 }

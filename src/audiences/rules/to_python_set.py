@@ -23,6 +23,7 @@ from sqlglot import exp
 
 from audiences.rules import dialect as d
 from audiences.rules import sql_semantics
+from audiences.rules.behaviour import inside
 from audiences.rules.literals import constant
 from audiences.rules.nodes import operands
 from audiences.rules.operators import OPERATORS
@@ -81,6 +82,8 @@ class _SetCodegen(Codegen):
         self.body = ""
         """The rule's truth code, once generated."""
         self.certain = _certain(rule.tree)
+        self.per_event = inside(rule.tree)
+        """Nodes whose code runs once per event (in a lambda over ``q``): never shared."""
         for node in rule.tree.find_all(d.Attr):
             if id(node) in self.certain and self.wrap(node) != "{}":
                 # The rule always converts this attribute: every rule reads the converted local.
@@ -140,6 +143,8 @@ class _SetCodegen(Codegen):
     def _test(self, node: exp.Expr, code: str) -> str:
         """Record a test that others may share; a shared one is read from its local."""
         if isinstance(node, _CONNECTIVES) or ":=" in code or code in _FIXED | self.locals:
+            return code
+        if id(node) in self.per_event:
             return code
         self.shared.tests.setdefault(code, []).append(id(node) in self.certain)
         name = self.shared.shared.get(code)

@@ -79,7 +79,7 @@ def _tree(
     audience: sql.AudienceHook,
     now: datetime | None,
 ) -> exp.Expr:
-    kinds, _ = annotate(rule.tree, rule.schema)
+    kinds, _ = annotate(rule.tree, rule.schema, events=rule.events)
     path_kinds = {
         path: kind
         for path in rule.schema

@@ -8,9 +8,10 @@ from typing import Any
 from sqlglot import exp
 
 from audiences.errors import ErrorDetail
+from audiences.rules import behaviour_kinds as bk
 from audiences.rules import kinds as k
 from audiences.rules.diagnostics import did_you_mean, on, span
-from audiences.rules.dialect import Attr, render
+from audiences.rules.dialect import Aggregate, Attr, EventField, EventSequence, render
 from audiences.rules.kinds import Kind
 from audiences.rules.nodes import operands
 from audiences.rules.normalize import format_time
@@ -18,18 +19,29 @@ from audiences.rules.operators import OPERATORS
 from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.scan import skeleton
 from audiences.schemas.attributes import AttributeSchema, AttributeType
+from audiences.schemas.events import EventSchema
 
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In)
 
 
 def annotate(
-    tree: exp.Expr, schema: AttributeSchema, text: str | None = None
+    tree: exp.Expr,
+    schema: AttributeSchema,
+    text: str | None = None,
+    events: Mapping[str, AttributeType] | None = None,
 ) -> tuple[dict[int, Kind], list[ErrorDetail]]:
-    """The kind of every node (by ``id``) and every typing problem, children before parents."""
+    """The kind of every node (by ``id``) and every typing problem, children before parents.
+
+    ``events`` are the event property types that names inside aggregates read.
+    """
     kinds: dict[int, Kind] = {}
     problems: list[ErrorDetail] = []
+    properties = events or {}
     for node in reversed(list(tree.walk(bfs=False))):
-        kinds[id(node)] = _kind(node, kinds, schema, text, problems)
+        if isinstance(node, EventField):
+            kinds[id(node)] = bk.field_kind(node, properties, schema, text, problems)
+        else:
+            kinds[id(node)] = _kind(node, kinds, schema, text, problems)
     root = kinds[id(tree)]
     if root not in (Kind.BOOLEAN, Kind.NULL, Kind.UNKNOWN):
         message = f"A rule must be a condition (true or false); this is a {root.value}."
@@ -46,6 +58,10 @@ def _kind(
 ) -> Kind:
     if isinstance(node, Attr):
         return _attribute(node, schema, text, problems)
+    if isinstance(node, Aggregate):
+        return bk.aggregate_kind(node, kinds, text, problems)
+    if isinstance(node, EventSequence):
+        return bk.sequence_kind(node, kinds, text, problems)
     literal = k.literal_kind(node)
     if literal is not None:
         return literal
@@ -107,14 +123,17 @@ def _double_quoted(node: Attr, text: str | None) -> bool:
 
 
 def type_time_literals(
-    tree: exp.Expr, schema: AttributeSchema, text: str | None = None
+    tree: exp.Expr,
+    schema: AttributeSchema,
+    text: str | None = None,
+    events: Mapping[str, AttributeType] | None = None,
 ) -> list[ErrorDetail]:
     """Read string literals compared with dates or timestamps as typed literals, in place.
 
     ``last_seen > '2024-01-01'`` becomes ``last_seen > TIMESTAMP '2024-01-01 00:00:00+00:00'``,
     so every back end compares instants rather than text.
     """
-    kinds, _ = annotate(tree, schema)
+    kinds, _ = annotate(tree, schema, events=events)
     problems: list[ErrorDetail] = []
     for node in list(tree.find_all(*_COMPARISONS)):
         others = [kinds[id(op)] for op in operands(node) if not _string(op)]
@@ -153,22 +172,31 @@ def referenced_schema(tree: exp.Expr, schema: AttributeSchema) -> dict[str, Any]
 
 
 def validate_tree(
-    rule: Rule, schema: AttributeSchema, limits: RuleLimits, *, owned: bool = False
+    rule: Rule,
+    schema: AttributeSchema,
+    limits: RuleLimits,
+    *,
+    owned: bool = False,
+    events: EventSchema = EventSchema(),
 ) -> tuple[Rule, list[ErrorDetail]]:
     """Bind a parsed rule to a schema: typed time literals, every type problem, the bound rule.
 
     The rule's tree is copied first (literals are typed in place) unless ``owned``: the caller
-    has just parsed it and no one else holds it.
+    has just parsed it and no one else holds it. Event names no event has had are warnings,
+    kept on the bound rule (``Rule.warnings``).
     """
     tree = rule.tree if owned else rule.tree.copy()
-    problems = type_time_literals(tree, schema, rule.source)
-    _, typing = annotate(tree, schema, rule.source)
+    properties = events.properties
+    problems = type_time_literals(tree, schema, rule.source, properties)
+    _, typing = annotate(tree, schema, rule.source, properties)
     problems.extend(typing)
     text = render(tree)
     if len(text) > limits.max_length:
         message = f"The rule's text is over {limits.max_length:,} characters."
         problems.append(on("rule_too_large", message, tree, rule.source))
-    bound = Rule(tree, referenced_schema(tree, schema), rule.source)
+    used = {f.name: properties[f.name] for f in tree.find_all(EventField) if f.name in properties}
+    warnings = tuple(bk.unknown_events(tree, events.names, rule.source))
+    bound = Rule(tree, referenced_schema(tree, schema), rule.source, used, warnings)
     # The canonical text just rendered (``text`` is a cached property of an immutable rule).
     bound.__dict__["text"] = text
     return bound, problems

@@ -83,8 +83,9 @@ def check(
     """A rule (text or JSON form) validated for audience ``key``: against the attribute schema,
     the audiences it names, cycles, and, when ``streaming``, whether it can stream."""
     schema = attributes.schema(session, workspace_id=workspace_id)
+    events = attributes.event_schema(session, workspace_id=workspace_id)
     try:
-        bound = rules.validate_rule(rule, schema)
+        bound = rules.validate_rule(rule, schema, events=events)
     except RuleError as exc:
         raise _located(exc) from None
     depends = sorted(rules.dependencies(bound))
