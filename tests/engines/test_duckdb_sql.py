@@ -7,7 +7,6 @@ import pytest
 from audiences.engines.duckdb_sql import (
     checked_condition,
     events_table_name,
-    events_table_of,
     quote,
     table_name,
 )
@@ -22,7 +21,6 @@ def test_table_names_keep_case_and_dashes_apart() -> None:
 
 def test_events_tables_sit_beside_profile_tables() -> None:
     assert events_table_name("Acme-1") == "events__acme_h1"
-    assert events_table_of(quote(table_name("Acme-1"))) == quote(events_table_name("Acme-1"))
 
 
 def test_quote_escapes_quotes() -> None:

@@ -696,8 +696,8 @@ class DuckDBEngine:
             f" LEFT JOIN {sql.quote(a)} ON {sql.quote(a)}.pid = profiles.pid" for a in aliases
         )
         # Behavioural conditions read the workspace's events as `events` (docs/rules.md).
-        events = sql.events_table_of(state.table)
-        cte = f"WITH events AS (SELECT * FROM {events}) " if sql.reads_events(condition) else ""
+        reads = sql.reads_events(condition)
+        cte = f"WITH events AS (SELECT * FROM {state.events}) " if reads else ""
         query = (
             f"{cte}SELECT profiles.pid FROM {state.table} AS profiles{joins} WHERE ({condition})"
         )

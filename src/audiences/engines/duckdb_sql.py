@@ -59,17 +59,6 @@ def table_name(workspace_id: str) -> str:
     return f"profiles_{escaped}"
 
 
-def events_table_name(workspace_id: str) -> str:
-    """The events table of a workspace, unquoted (escaped as ``table_name``)."""
-    return "events_" + table_name(workspace_id).removeprefix("profiles_")
-
-
-def events_table_of(profile_table: str) -> str:
-    """The events table beside a quoted profile table, quoted (``"profiles_x"`` ->
-    ``"events_x"``); workspace names are escaped to letters, digits and ``_``."""
-    return quote("events_" + profile_table.strip('"').removeprefix("profiles_"))
-
-
 _ESCAPES = {"_": "__", "-": "_h", **{c: f"_{c.lower()}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}}
 
 
@@ -157,14 +146,6 @@ def create_table(table: str) -> str:
     return (
         f"CREATE TABLE IF NOT EXISTS {table} (pid UINTEGER NOT NULL, external_id VARCHAR NOT NULL,"
         " extra JSON, updated_at TIMESTAMPTZ NOT NULL)"
-    )
-
-
-def create_events_table(table: str) -> str:
-    """The DDL of a new, property-less events table (properties are added as columns)."""
-    return (
-        f"CREATE TABLE IF NOT EXISTS {table} (pid UINTEGER NOT NULL, event VARCHAR NOT NULL,"
-        ' "timestamp" TIMESTAMPTZ NOT NULL, event_id VARCHAR, received_at TIMESTAMPTZ NOT NULL)'
     )
 
 

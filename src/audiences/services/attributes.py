@@ -25,7 +25,6 @@ from audiences.schemas.attributes import (
     AttributeOut,
     AttributeType,
 )
-from audiences.schemas.events import EventSchema
 from audiences.services.callers import Caller
 from audiences.services.runtime import Runtime
 from audiences.store.tables.attributes import AttributeRow
@@ -41,12 +40,6 @@ def schema(session: Session, *, workspace_id: str) -> dict[str, AttributeType]:
         )
     )
     return {name: AttributeType(kind) for name, kind in rows}
-
-
-def event_schema(session: Session, *, workspace_id: str) -> EventSchema:
-    """What behavioural conditions in rules are checked against: the workspace's event property
-    types and the event names seen. Events are not stored yet (issue #13), so none."""
-    return EventSchema()
 
 
 def list_(session: Session, *, caller: Caller) -> list[AttributeRow]:

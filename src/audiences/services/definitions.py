@@ -23,7 +23,7 @@ from audiences.schemas.audiences import (
     EvaluationMode,
     RefreshMode,
 )
-from audiences.services import attributes
+from audiences.services import attributes, event_properties
 from audiences.store.tables import AudienceRow
 
 RULE_LOCATION = ("body", "rule")
@@ -83,7 +83,7 @@ def check(
     """A rule (text or JSON form) validated for audience ``key``: against the attribute schema,
     the audiences it names, cycles, and, when ``streaming``, whether it can stream."""
     schema = attributes.schema(session, workspace_id=workspace_id)
-    events = attributes.event_schema(session, workspace_id=workspace_id)
+    events = event_properties.event_schema(session, workspace_id=workspace_id)
     try:
         bound = rules.validate_rule(rule, schema, events=events)
     except RuleError as exc:

@@ -17,11 +17,16 @@ from sqlalchemy.orm import Session
 
 from audiences.errors import Conflict, NotFound, ValidationFailed
 from audiences.schemas.attributes import MAX_ATTRIBUTES, AttributeType
-from audiences.schemas.events import RESERVED_EVENT_FIELDS, EventPropertyDeclare, EventPropertyOut
+from audiences.schemas.events import (
+    RESERVED_EVENT_FIELDS,
+    EventPropertyDeclare,
+    EventPropertyOut,
+    EventSchema,
+)
 from audiences.services import attributes
 from audiences.services.callers import Caller
 from audiences.services.runtime import Runtime
-from audiences.store.tables import EventPropertyRow
+from audiences.store.tables import EventNameRow, EventPropertyRow
 
 MAX_EVENT_PROPERTIES = MAX_ATTRIBUTES
 """Most properties one workspace may declare (each is a column of its events table)."""
@@ -35,6 +40,18 @@ def schema(session: Session, *, workspace_id: str) -> dict[str, AttributeType]:
         )
     )
     return {name: AttributeType(kind) for name, kind in rows}
+
+
+def event_schema(session: Session, *, workspace_id: str) -> EventSchema:
+    """The workspace's event property types and the event names it has received: what rules
+    over events are validated against."""
+    names = session.scalars(
+        select(EventNameRow.name).where(EventNameRow.workspace_id == workspace_id)
+    )
+    return EventSchema(
+        properties=schema(session, workspace_id=workspace_id),
+        names=frozenset(names),
+    )
 
 
 def list_(session: Session, *, caller: Caller) -> list[EventPropertyRow]:

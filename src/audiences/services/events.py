@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from audiences.engines.base import EventPage, EventPosition, EventRecord, EventResult
 from audiences.errors import ErrorDetail, PayloadTooLarge
 from audiences.kit.clock import utcnow
-from audiences.schemas.events import EventSchema
 from audiences.services import attributes, event_properties
 from audiences.services.callers import Caller
 from audiences.services.profiles import get as get_profile
@@ -88,18 +87,6 @@ def write(
     )
     _count_names(session, workspace_id, seen, now)
     return results
-
-
-def event_schema(session: Session, *, workspace_id: str) -> EventSchema:
-    """The workspace's event property types and the event names it has received: what rules
-    over events are validated against."""
-    names = session.scalars(
-        select(EventNameRow.name).where(EventNameRow.workspace_id == workspace_id)
-    )
-    return EventSchema(
-        properties=event_properties.schema(session, workspace_id=workspace_id),
-        names=frozenset(names),
-    )
 
 
 def names(session: Session, *, caller: Caller) -> list[EventNameRow]:

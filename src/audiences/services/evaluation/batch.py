@@ -14,21 +14,21 @@ from sqlalchemy.orm import Session
 from audiences import rules
 from audiences.errors import AudiencesError, Conflict
 from audiences.kit.clock import utcnow
-from audiences.schemas.attributes import AttributeType
 from audiences.services import (
-    attributes,
     lifecycle,
     member_days,
     memberships,
     run_history,
 )
 from audiences.services.evaluation.compiled import (
+    Schema,
     bound_rule,
     compiled_sql,
     dialect_of,
     frozen_schema,
     member_sets,
     to_engine_sql,
+    workspace_schema,
 )
 from audiences.services.runtime import Runtime
 from audiences.store.tables import AudienceRow, RunRow
@@ -72,9 +72,7 @@ def refresh_many(
     ids = [audience.id for audience in audiences]
     numbers = _last_numbers(session, ids)
     workspaces = {audience.workspace_id for audience in audiences}
-    schemas = {
-        ws: frozen_schema(attributes.schema(session, workspace_id=ws)) for ws in sorted(workspaces)
-    }
+    schemas = {ws: workspace_schema(session, ws) for ws in sorted(workspaces)}
     done: list[RunRow] = []
     unflushed = 0
     for audience in audiences:
@@ -109,7 +107,7 @@ def _refresh_one(
     *,
     state: Any,
     number: int,
-    schema: frozenset[tuple[str, AttributeType]],
+    schema: Schema,
     trigger: str,
 ) -> tuple[RunRow, int]:
     """One audience's run (added to the session, not flushed) and the bytes it stored."""
@@ -157,7 +155,7 @@ def select_members(
     session: Session, *, runtime: Runtime, workspace_id: str, rule: rules.Rule, now: datetime
 ) -> BitMap:
     """The profiles a bound rule holds for now, computed on the engine (nothing stored)."""
-    compiled = compiled_sql(rule, frozen_schema(rule.schema), dialect_of(runtime))
+    compiled = compiled_sql(rule, frozen_schema(rule.schema, rule.events), dialect_of(runtime))
     sets = member_sets(session, runtime, workspace_id) if compiled.aliases else {}
     joined = {alias: sets.get(key, BitMap()) for key, alias in compiled.aliases.items()}
     if compiled.where is None:  # an engine without the $now parameter: compiled per call

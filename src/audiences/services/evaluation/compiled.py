@@ -24,9 +24,8 @@ from audiences import rules
 from audiences.errors import AudiencesError
 from audiences.rules.to_sql import Dialect
 from audiences.schemas.attributes import AttributeType
-from audiences.services import (
-    memberships,
-)
+from audiences.schemas.events import EventSchema
+from audiences.services import attributes, event_properties, memberships
 from audiences.services.runtime import Runtime
 from audiences.store.tables import AudienceRow
 
@@ -45,10 +44,33 @@ class CompiledSQL:
     reads_clock: bool
 
 
+@dataclass(frozen=True)
+class Schema:
+    """The types rules are bound to, hashable so that bound and compiled rules can be cached by
+    them: attribute types and event property types (event names seen only give warnings when a
+    rule is saved, so they are left out and a new event name invalidates nothing)."""
+
+    attributes: frozenset[tuple[str, AttributeType]]
+    events: frozenset[tuple[str, AttributeType]] = frozenset()
+
+
+def workspace_schema(session: Session, workspace_id: str) -> Schema:
+    """The schema a workspace's stored rules are bound to now."""
+    return frozen_schema(
+        attributes.schema(session, workspace_id=workspace_id),
+        event_properties.schema(session, workspace_id=workspace_id),
+    )
+
+
+def frozen_schema(
+    schema: Mapping[str, AttributeType], events: Mapping[str, AttributeType] | None = None
+) -> Schema:
+    """Attribute and event property types as a cache key."""
+    return Schema(frozenset(schema.items()), frozenset((events or {}).items()))
+
+
 @lru_cache(maxsize=4096)
-def compiled_sql(
-    rule: rules.Rule, schema: frozenset[tuple[str, AttributeType]], dialect: Dialect
-) -> CompiledSQL:
+def compiled_sql(rule: rules.Rule, schema: Schema, dialect: Dialect) -> CompiledSQL:
     # Rules are equal by canonical text, so the key is (text, schema, dialect): all the SQL
     # depends on besides the reference time.
     aliases = {key: f"m_{index}" for index, key in enumerate(sorted(rules.dependencies(rule)))}
@@ -72,7 +94,7 @@ def to_engine_sql(
     )
 
 
-def bound_rule(text: str, schema: frozenset[tuple[str, AttributeType]]) -> rules.Rule:
+def bound_rule(text: str, schema: Schema) -> rules.Rule:
     """A stored rule bound to the workspace's schema (cached: rules are immutable)."""
     return _bound(text, schema)
 
@@ -88,25 +110,22 @@ class CompiledRules:
     passed must be a view (``view``) that answers them; when not, the bare attributes do."""
 
 
-def compiled_rules(
-    keyed: tuple[tuple[str, str], ...], schema: frozenset[tuple[str, AttributeType]]
-) -> CompiledRules:
+def compiled_rules(keyed: tuple[tuple[str, str], ...], schema: Schema) -> CompiledRules:
     """Stored rules, ``(audience key, rule text)`` in dependency order, compiled into one
     function (cached by the texts, keys and schema)."""
     return _rules(keyed, schema)
 
 
 @lru_cache(maxsize=256)
-def _rules(
-    keyed: tuple[tuple[str, str], ...], schema: frozenset[tuple[str, AttributeType]]
-) -> CompiledRules:
+def _rules(keyed: tuple[tuple[str, str], ...], schema: Schema) -> CompiledRules:
     bound = {key: _bound(text, schema) for key, text in keyed}
     return CompiledRules(rules.to_predicates(bound, audience=hook), rules.asked_audiences(bound))
 
 
 @lru_cache(maxsize=4096)
-def _bound(text: str, schema: frozenset[tuple[str, AttributeType]]) -> rules.Rule:
-    return rules.validate_rule(text, dict(schema))
+def _bound(text: str, schema: Schema) -> rules.Rule:
+    events = EventSchema(properties=dict(schema.events))
+    return rules.validate_rule(text, dict(schema.attributes), events=events)
 
 
 Answer = Callable[[str, "int | None"], "bool | None"]
@@ -132,11 +151,6 @@ def answerer(sets: Mapping[str, AbstractBitMap]) -> Answer:
         return None if members is None or pid is None else pid in members
 
     return answer
-
-
-def frozen_schema(schema: Mapping[str, AttributeType]) -> frozenset[tuple[str, AttributeType]]:
-    """A schema as a cache key."""
-    return frozenset(schema.items())
 
 
 def member_sets(

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, lazyload, load_only
 from audiences import rules
 from audiences.engines.base import Profile, pids_to_bitmap
 from audiences.services import (
-    attributes,
     definitions,
     lifecycle,
     memberships,
@@ -22,9 +21,9 @@ from audiences.services import (
 from audiences.services.evaluation.compiled import (
     answerer,
     compiled_rules,
-    frozen_schema,
     member_sets,
     view,
+    workspace_schema,
 )
 from audiences.services.runtime import Runtime
 from audiences.store.tables import AudienceRow
@@ -61,13 +60,11 @@ def on_profiles_written(
     views = {
         pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile
     }
-    schema = attributes.schema(session, workspace_id=workspace_id)
+    schema = workspace_schema(session, workspace_id)
     # Every streaming rule at once, per profile: an audience's rule reads the answers of the
     # streaming audiences before it directly, and only the stored members of the audiences
     # outside the set that some rule asks about (in_audience).
-    compiled = compiled_rules(
-        tuple((a.key, a.rule or "") for a in streaming), frozen_schema(schema)
-    )
+    compiled = compiled_rules(tuple((a.key, a.rule or "") for a in streaming), schema)
     check = compiled.answers
     if compiled.asks:
         answer = answerer(member_sets(session, runtime, workspace_id, keys=compiled.asks))

@@ -14,15 +14,14 @@ from sqlalchemy.orm import Session
 from audiences import rules
 from audiences.kit.clock import utcnow
 from audiences.services import (
-    attributes,
     memberships,
 )
 from audiences.services.evaluation.compiled import (
     bound_rule,
     compiled_rules,
-    frozen_schema,
     hook,
     view,
+    workspace_schema,
 )
 from audiences.services.runtime import Runtime
 from audiences.store.tables import AudienceRow
@@ -53,7 +52,7 @@ def evaluate_profile(
     external ones answer from their stored membership (a profile not stored is in none).
     """
     moment = now or utcnow()
-    schema = frozen_schema(attributes.schema(session, workspace_id=workspace_id))
+    schema = workspace_schema(session, workspace_id)
     every = list(
         session.scalars(select(AudienceRow).where(AudienceRow.workspace_id == workspace_id))
     )
