@@ -1,27 +1,33 @@
-"""The demo workspace: 100,000 synthetic profiles, a dozen audiences of every kind in groups, and
-an admin key to try them with. Seeded once; restarts reuse it."""
+"""The demo workspace: 100,000 synthetic profiles with about two million events, audiences of every
+kind in groups (behavioural ones among them), and an admin key to try them with. Seeded once;
+restarts reuse it."""
 
 from __future__ import annotations
 
 import itertools
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences.cli import demo_events
 from audiences.cli.demo_profiles import SCHEMA, profiles
 from audiences.errors import Unauthorized
 from audiences.kit.files import private_dir
 from audiences.schemas.api_keys import ApiKeyCreate, Role
 from audiences.schemas.attributes import AttributeDeclare
 from audiences.schemas.audiences import AUDIENCE_WRITE
+from audiences.schemas.events import EventPropertyDeclare
 from audiences.schemas.groups import GroupWrite
 from audiences.services import (
     api_keys,
     attributes,
     audiences,
     evaluation,
+    event_properties,
+    events,
     groups,
     memberships,
     workspaces,
@@ -34,14 +40,78 @@ DEMO_SLUG = "demo"
 TOKEN_FILE = "demo-api-key.txt"
 PROFILES = 100_000
 BATCH = 5_000
+EVENT_BATCH = 10_000
 
 GROUPS = {
     "Lifecycle": "Where customers are in their journey.",
     "Plans": "Who pays for what.",
     "Geography": "Where customers are.",
     "Marketing lists": "Lists uploaded by the marketing team.",
+    "Behaviour": "Defined by what customers did: orders, visits, sign-ups.",
 }
 AUDIENCES: list[tuple[str | None, dict[str, Any]]] = [
+    (
+        "Behaviour",
+        {
+            "key": "frequent-buyers",
+            "name": "Frequent buyers",
+            "description": "Three orders or more in the last 90 days.",
+            "kind": "dynamic",
+            "rule": "count(*) FILTER (WHERE event = 'order'"
+            " AND timestamp >= now() - INTERVAL 90 DAY) >= 3",
+            "lifecycle_state": "published",
+            "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
+        },
+    ),
+    (
+        "Behaviour",
+        {
+            "key": "lapsed-customers",
+            "name": "Lapsed customers",
+            "description": "Ordered before, but not in the last 60 days.",
+            "kind": "dynamic",
+            "rule": "max(timestamp) FILTER (WHERE event = 'order') < now() - INTERVAL 60 DAY",
+            "lifecycle_state": "published",
+            "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
+        },
+    ),
+    (
+        "Behaviour",
+        {
+            "key": "big-spenders-30d",
+            "name": "Big spenders this month",
+            "description": "Orders worth 200 or more in the last 30 days.",
+            "kind": "dynamic",
+            "rule": "sum(amount) FILTER (WHERE event = 'order'"
+            " AND timestamp >= now() - INTERVAL 30 DAY) >= 200",
+            "lifecycle_state": "published",
+            "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
+        },
+    ),
+    (
+        "Behaviour",
+        {
+            "key": "pricing-then-signup",
+            "name": "Viewed pricing, then signed up within 7 days",
+            "kind": "dynamic",
+            "rule": "sequence(event = 'pricing_viewed', event = 'signed_up',"
+            " within => INTERVAL 7 DAY)",
+            "lifecycle_state": "published",
+            "refresh_policy": {"mode": "scheduled", "interval_seconds": 86400},
+        },
+    ),
+    (
+        "Behaviour",
+        {
+            "key": "never-ordered",
+            "name": "Signed up, never ordered",
+            "kind": "dynamic",
+            "rule": "count(*) FILTER (WHERE event = 'order') = 0"
+            " AND count(*) FILTER (WHERE event = 'signed_up') > 0",
+            "lifecycle_state": "published",
+            "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
+        },
+    ),
     (
         "Plans",
         {
@@ -219,6 +289,7 @@ def _seed_workspace(session: Session, caller: Caller, runtime: Runtime, count: i
     records = profiles(count)
     while chunk := list(itertools.islice(records, BATCH)):
         runtime.profiles.upsert_profiles(caller.workspace_id, chunk)
+    _seed_events(session, caller, runtime, count)
     group_ids = {
         name: groups.create(session, caller=caller, data=GroupWrite(name=name, description=text)).id
         for name, text in GROUPS.items()
@@ -235,6 +306,27 @@ def _seed_workspace(session: Session, caller: Caller, runtime: Runtime, count: i
     evaluation.refresh_all(
         session, runtime=runtime, workspace_id=caller.workspace_id, trigger="demo"
     )
+
+
+def _seed_events(session: Session, caller: Caller, runtime: Runtime, count: int) -> None:
+    """The demo profiles' events, through the one write path of events."""
+    for name, kind in demo_events.PROPERTIES.items():
+        event_properties.declare(
+            session,
+            caller=caller,
+            runtime=runtime,
+            name=name,
+            data=EventPropertyDeclare(type=kind),
+        )
+    limits = events.Limits(max_events=EVENT_BATCH, max_future=timedelta(0))
+    stream = demo_events.events(count)
+    while chunk := list(itertools.islice(stream, EVENT_BATCH)):
+        written = events.write(
+            session, workspace_id=caller.workspace_id, runtime=runtime, records=chunk, limits=limits
+        )
+        refused = [result.errors for result in written if not result.ok]
+        if refused:
+            raise RuntimeError(f"demo events refused: {refused[:3]}")
 
 
 def _existing_token(session: Session, data_dir: Path) -> str | None:

@@ -1,0 +1,69 @@
+"""Synthetic events for the behaviour benchmark, drawn in SQL from hashes so every run sees the
+same data: page views, product views, carts, orders with amounts, pricing views, e-mails opened
+and sign-ups, over the 180 days before :data:`NOW`, skewed so that a few profiles are very busy.
+
+The bulk path writes straight into the engine's events table (one ``INSERT ... SELECT`` per chunk);
+it exists only here, to load tens of millions of events quickly. The product's path, ``POST
+/v1/events``, is measured beside the engine's own bulk insert of the same events.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from audiences.schemas.attributes import AttributeType
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+DAYS = 180
+PROPERTIES: dict[str, AttributeType] = {
+    "page": AttributeType.STRING,
+    "sku": AttributeType.STRING,
+    "amount": AttributeType.FLOAT,
+    "channel": AttributeType.STRING,
+}
+EVENTS = [  # name, share in percent
+    ("page_view", 55),
+    ("product_viewed", 15),
+    ("add_to_cart", 8),
+    ("order", 5),
+    ("pricing_viewed", 5),
+    ("email_opened", 7),
+    ("signed_up", 5),
+]
+PAGES = ["/", "/pricing", "/docs", "/blog", "/product"]
+CHANNELS = ["web", "email", "ads", "social"]
+SKUS = 500
+
+
+def _pick_event(h: str) -> str:
+    """A CASE choosing the event name from ``h`` (0..99) by :data:`EVENTS`' shares."""
+    arms, bound = [], 0
+    for name, share in EVENTS:
+        bound += share
+        arms.append(f"WHEN {h} < {bound} THEN '{name}'")
+    return "CASE " + " ".join(arms) + " END"
+
+
+def _sql_list(values: list[str]) -> str:
+    return "[" + ", ".join(f"'{value}'" for value in values) + "]"
+
+
+def bulk_sql(table: str, profiles: int, start: int, stop: int) -> str:
+    """One INSERT of events ``start`` .. ``stop - 1`` for pids 1 .. ``profiles``."""
+    now = f"TIMESTAMPTZ '{NOW.isoformat()}'"
+    return f"""
+INSERT INTO {table} (pid, event, "timestamp", event_id, received_at, page, sku, amount, channel)
+SELECT pid, event, ts, NULL, ts,
+  CASE WHEN event = 'page_view' THEN {_sql_list(PAGES)}[1 + (hash(i, 4) % {len(PAGES)})::INTEGER] END,
+  CASE WHEN event IN ('product_viewed', 'add_to_cart', 'order')
+       THEN 'sku-' || (hash(i, 5) % {SKUS}) END,
+  CASE WHEN event = 'order' THEN round(exp(3.0 + (hash(i, 6) % 1000) / 400.0), 2) END,
+  {_sql_list(CHANNELS)}[1 + (hash(i, 7) % {len(CHANNELS)})::INTEGER]
+FROM (
+  SELECT i,
+    (1 + floor({profiles} * pow((hash(i, 1) % 1000003) / 1000003.0, 2)))::UINTEGER AS pid,
+    {_pick_event("(hash(i, 2) % 100)")} AS event,
+    {now} - to_seconds((hash(i, 3) % {DAYS * 86400})::BIGINT) AS ts
+  FROM range({start}, {stop}) r(i)
+)
+"""
