@@ -54,10 +54,11 @@ def bulk_sql(table: str, profiles: int, start: int, stop: int) -> str:
     return f"""
 INSERT INTO {table} (pid, event, "timestamp", event_id, received_at, page, sku, amount, channel)
 SELECT pid, event, ts, NULL, ts,
-  CASE WHEN event = 'page_view' THEN {_sql_list(PAGES)}[1 + (hash(i, 4) % {len(PAGES)})::INTEGER] END,
+  CASE WHEN event = 'page_view'
+       THEN {_sql_list(PAGES)}[1 + (hash(i, 4) % {len(PAGES)})::INTEGER] END,
   CASE WHEN event IN ('product_viewed', 'add_to_cart', 'order')
        THEN 'sku-' || (hash(i, 5) % {SKUS}) END,
-  CASE WHEN event = 'order' THEN round(exp(3.0 + (hash(i, 6) % 1000) / 400.0), 2) END,
+  CASE WHEN event = 'order' THEN round(exp(3.0 + (hash(i, 6) % 1000) / 300.0), 2) END,
   {_sql_list(CHANNELS)}[1 + (hash(i, 7) % {len(CHANNELS)})::INTEGER]
 FROM (
   SELECT i,

@@ -46,10 +46,14 @@ def test_anything_else_is_refused(where_sql: str) -> None:
 
 BEHAVIOURAL = [
     "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid AND (e.\"event\" = 'o')) >= 3",
+    "COALESCE((SELECT a.v FROM (SELECT e.pid, COUNT(*) AS v FROM events AS e"
+    " WHERE (e.\"event\" = 'o') GROUP BY e.pid) AS a WHERE a.pid = profiles.pid), 0) >= 3",
+    '(SELECT a.v FROM (SELECT l.pid, l.v FROM (SELECT e.pid, e."p" AS v, ROW_NUMBER()'
+    ' OVER (PARTITION BY e.pid ORDER BY e."timestamp" DESC, e."p" DESC) AS n'
+    ' FROM events AS e WHERE NOT e."p" IS NULL) AS l WHERE l.n = 1) AS a'
+    " WHERE a.pid = profiles.pid) = 'x'",
     "EXISTS(SELECT 1 FROM events AS e1 CROSS JOIN events AS e2 WHERE e1.pid = profiles.pid"
     ' AND e2.pid = profiles.pid AND e1."timestamp" < e2."timestamp")',
-    '(SELECT e."p" FROM events AS e WHERE e.pid = profiles.pid AND NOT e."p" IS NULL'
-    ' ORDER BY e."timestamp" DESC, e."p" DESC LIMIT 1) = \'x\'',
 ]
 
 

@@ -11,12 +11,15 @@ from tests.rules.helpers import NOW
 
 CASES = {
     "count(*) FILTER (WHERE event = 'order' AND timestamp >= now() - INTERVAL 30 DAY) >= 3": (
-        "(SELECT COUNT(*) FROM events AS e WHERE e.pid = profiles.pid AND (e.\"event\" = 'order'"
-        ' AND e."timestamp" >= CAST($now AS TIMESTAMPTZ) - INTERVAL 30 DAY)) >= 3'
+        "COALESCE((SELECT a.v FROM (SELECT e.pid, COUNT(*) AS v FROM events AS e"
+        " WHERE e.\"event\" = 'order' AND e.\"timestamp\" >= CAST($now AS TIMESTAMPTZ)"
+        " - INTERVAL 30 DAY GROUP BY e.pid) AS a WHERE a.pid = profiles.pid), 0) >= 3"
     ),
     "last(sku) = 'a'": (
-        '(SELECT e."sku" FROM events AS e WHERE e.pid = profiles.pid AND NOT e."sku" IS NULL'
-        ' ORDER BY e."timestamp" DESC, e."sku" DESC LIMIT 1) = \'a\''
+        '(SELECT a.v FROM (SELECT l.pid, l.v FROM (SELECT e.pid, e."sku" AS v, ROW_NUMBER()'
+        ' OVER (PARTITION BY e.pid ORDER BY e."timestamp" DESC, e."sku" DESC) AS n'
+        ' FROM events AS e WHERE NOT e."sku" IS NULL) AS l WHERE l.n = 1) AS a'
+        " WHERE a.pid = profiles.pid) = 'a'"
     ),
     "sequence(event = 'view', event = 'order', within => INTERVAL 1 DAY)": (
         "EXISTS(SELECT 1 FROM events AS e1 CROSS JOIN events AS e2 WHERE e1.pid = profiles.pid"

@@ -73,7 +73,7 @@ def checked_condition(where_sql: str) -> str:
     raises every time (exceptions are not cached).
     """
     condition = _parsed_condition(where_sql)
-    queries = list(condition.find_all(exp.Select))
+    queries = [q for q in condition.find_all(exp.Select) if q.find_ancestor(exp.Select) is None]
     if not all(_behavioural(query) for query in queries):
         raise _refused("The condition may only query events, as a rule's aggregates do.")
     allowed = {id(node) for query in queries for node in (query.parent, *query.walk())}
@@ -99,41 +99,78 @@ def _parsed_condition(where_sql: str) -> exp.Expr:
     return condition
 
 
-_QUERY_PARTS = {"expressions", "from_", "joins", "where", "order", "limit"}
+_QUERY_PARTS = {"expressions", "from_", "joins", "where", "group"}
 
 
 def _behavioural(query: exp.Select) -> bool:
-    """A compiled aggregate or sequence: SELECT of one value FROM ``events`` under aliases, each
-    correlated ``alias.pid = profiles.pid``, nothing queried inside, at most ``LIMIT 1``."""
+    """A compiled aggregate or sequence (see ``rules/behaviour_sql.py``): a SELECT of one value
+    under a scalar subquery or EXISTS, correlated on the profile (``alias.pid = profiles.pid``
+    for each relation it reads), whose relations are ``events`` under an alias or subqueries of
+    the same kind (events grouped or ranked by profile); no other table, no table function, no
+    LIMIT, no set operation."""
     parent = query.parent
-    used = {key for key, value in query.args.items() if value}
-    if not isinstance(parent, exp.Subquery | exp.Exists) or used - _QUERY_PARTS:
+    if not isinstance(parent, exp.Subquery | exp.Exists) or len(query.expressions) != 1:
         return False
-    if len(query.expressions) != 1 or query.args.get("from_") is None:
+    if query.args.get("group"):  # only the events grouped by profile inside are grouped
         return False
-    tables = [query.args["from_"].this, *(join.this for join in query.args.get("joins") or [])]
-    joins_plain = all(
-        join.kind == "CROSS" and {k for k, v in join.args.items() if v} <= {"this", "kind"}
-        for join in query.args.get("joins") or []
-    )
-    limit = query.args.get("limit")
-    if not joins_plain or (limit is not None and limit.expression.sql() != "1"):
-        return False
-    inner = [n for n in query.find_all(exp.Select, exp.Table) if n is not query]
-    if any(isinstance(n, exp.Select) or n not in tables for n in inner):
+    relations = _relations(query)
+    if relations is None:
         return False
     where = query.args.get("where")
     condition: exp.Expr | None = where.this if where is not None else None
     conjuncts = [*condition.flatten()] if isinstance(condition, exp.And) else [condition]
-    return all(_correlated(table, [c for c in conjuncts if c is not None]) for table in tables)
+    return all(_correlated(alias, [c for c in conjuncts if c is not None]) for alias in relations)
 
 
-def _correlated(table: exp.Expr, conjuncts: Sequence[exp.Expr]) -> bool:
-    if not (isinstance(table, exp.Table) and table.name == "events" and table.alias):
+def _relations(query: exp.Select) -> list[str] | None:
+    """The aliases a query reads, when each is ``events`` or a subquery reading only events
+    (checked all the way down); None for anything else."""
+    if {key for key, value in query.args.items() if value} - _QUERY_PARTS:
+        return None
+    if query.args.get("from_") is None:
+        return None
+    joins = query.args.get("joins") or []
+    if not all(
+        join.kind == "CROSS" and {k for k, v in join.args.items() if v} <= {"this", "kind"}
+        for join in joins
+    ):
+        return None
+    aliases = []
+    for relation in [query.args["from_"].this, *(join.this for join in joins)]:
+        if not relation.alias:
+            return None
+        if isinstance(relation, exp.Table):
+            if relation.name != "events" or not isinstance(relation.this, exp.Identifier):
+                return None
+            if relation.args.get("db") or relation.args.get("catalog"):
+                return None
+        elif (
+            not (isinstance(relation, exp.Subquery) and isinstance(relation.this, exp.Select))
+            or _relations(relation.this) is None
+        ):
+            return None
+        aliases.append(relation.alias)
+    nested = [n for n in query.find_all(exp.Select) if n is not query]
+    if any(n.find_ancestor(exp.Subquery) is None or not _inside_from(n, query) for n in nested):
+        return None
+    return aliases
+
+
+def _subquery_of_events(relation: exp.Expr) -> bool:
+    """Whether a relation is a subquery that itself reads only events (see :func:`_relations`)."""
+    if not (isinstance(relation, exp.Subquery) and isinstance(relation.this, exp.Select)):
         return False
-    if table.args.get("db") or table.args.get("catalog") or table.args.get("joins"):
-        return False
-    wanted = f"{table.alias}.pid = profiles.pid"
+    return _relations(relation.this) is not None
+
+
+def _inside_from(node: exp.Select, query: exp.Select) -> bool:
+    """Whether a nested SELECT is one of the relations of ``query`` (or nested in one)."""
+    relations = [query.args["from_"].this, *(j.this for j in query.args.get("joins") or [])]
+    return any(node is r.this or any(node is n for n in r.find_all(exp.Select)) for r in relations)
+
+
+def _correlated(alias: str, conjuncts: Sequence[exp.Expr]) -> bool:
+    wanted = f"{alias}.pid = profiles.pid"
     return any(isinstance(c, exp.EQ) and c.sql(dialect=DIALECT) == wanted for c in conjuncts)
 
 

@@ -2,8 +2,8 @@
 
 The engine runs a rule as ``SELECT profiles.pid FROM <profiles> AS profiles WHERE <rule>`` with
 the workspace's events visible as ``events`` (see docs/rules.md, "Running on an engine"). An
-aggregate becomes ``(SELECT <aggregate> FROM events AS e WHERE e.pid = profiles.pid AND
-(<filter>))``; a sequence an ``EXISTS`` over one alias per step (``e1``, ``e2``, ...).
+aggregate becomes the profile's row of the events grouped by profile (see :func:`aggregate`); a
+sequence an ``EXISTS`` over one alias per step (``e1``, ``e2``, ...).
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ PROFILES = "profiles"
 """The alias of the profile table in the engine's query."""
 ALIAS = "e"
 """The events alias inside an aggregate's subquery."""
+GROUPED, VALUE = "a", "v"
+"""The alias of an aggregate's events grouped by profile, and of the aggregate in it."""
+LATEST, RANK = "l", "n"
+"""The alias of the events ranked latest first per profile (``last``), and of the rank."""
 
 
 def event_field(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
@@ -27,24 +31,46 @@ def event_field(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 
 
 def aggregate(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
-    """A scalar subquery: the aggregate over the profile's events that pass the filter."""
+    """The aggregate of the profile's events that pass the filter, read from the events grouped
+    by profile: ``(SELECT a.v FROM (SELECT e.pid, <aggregate> AS v FROM events AS e WHERE
+    <filter> GROUP BY e.pid) AS a WHERE a.pid = profiles.pid)``, a count of none being 0.
+
+    The grouped subquery does not depend on the profile, so the engine aggregates the events
+    once and joins (measured in bench/events: a subquery correlated inside the aggregate was
+    2-7x slower than the same condition written by hand)."""
     name, argument = original.name, new.args.get("expression")
-    conditions = _own(ALIAS, new.args.get("where"))
+    where = new.args.get("where")
+    conditions = [] if where is None else [exp.Paren(this=where.copy())]
     if argument is not None and _text(original.args["expression"], target):
         argument = exp.Collate(this=argument, expression=exp.to_identifier("C", quoted=True))
     if name == "last" and argument is not None:
-        return exp.Subquery(this=_last(argument, conditions))
-    if argument is None:
-        projection: exp.Expr = exp.Count(this=exp.Star())
+        grouped = _latest(argument, conditions)
     else:
-        spelled = "count_distinct" if original.args.get("distinct") else name
-        projection = target.build(target.spelling.aggregates[spelled], x=argument)
-    query = exp.select(projection).from_(_events(ALIAS)).where(exp.and_(*conditions))
-    return exp.Subquery(this=query)
+        if argument is None:
+            projection: exp.Expr = exp.Count(this=exp.Star())
+        else:
+            spelled = "count_distinct" if original.args.get("distinct") else name
+            projection = target.build(target.spelling.aggregates[spelled], x=argument)
+        grouped = (
+            exp.select(_pid(ALIAS), exp.alias_(projection, VALUE))
+            .from_(_events(ALIAS))
+            .group_by(_pid(ALIAS))
+        )
+        if conditions:
+            grouped = grouped.where(exp.and_(*conditions))
+    value = exp.Subquery(
+        this=exp.select(exp.column(VALUE, table=GROUPED))
+        .from_(exp.Subquery(this=grouped, alias=exp.TableAlias(this=exp.to_identifier(GROUPED))))
+        .where(exp.EQ(this=_pid(GROUPED), expression=_pid(PROFILES)))
+    )
+    if name == "count":
+        return exp.Coalesce(this=value, expressions=[exp.Literal.number(0)])
+    return value
 
 
-def _last(argument: exp.Expr, conditions: list[exp.Expr]) -> exp.Select:
-    """The value of the latest event that has one; ties in time go to the greatest value."""
+def _latest(argument: exp.Expr, conditions: list[exp.Expr]) -> exp.Select:
+    """Each profile's latest value of ``argument`` among the events that have one (ties in
+    time go to the greatest value): ranked per profile, the first kept."""
     present = exp.Not(this=exp.Is(this=argument.copy(), expression=exp.Null()))
     order = [
         exp.Ordered(this=exp.column(exp.to_identifier("timestamp", quoted=True), table=ALIAS)),
@@ -52,8 +78,25 @@ def _last(argument: exp.Expr, conditions: list[exp.Expr]) -> exp.Select:
     ]
     for item in order:
         item.set("desc", True)
-    query = exp.select(argument).from_(_events(ALIAS)).where(exp.and_(*conditions, present))
-    return query.order_by(*order).limit(1)
+    rank = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[_pid(ALIAS)],
+        order=exp.Order(expressions=order),
+    )
+    ranked = (
+        exp.select(_pid(ALIAS), exp.alias_(argument, VALUE), exp.alias_(rank, RANK))
+        .from_(_events(ALIAS))
+        .where(exp.and_(*conditions, present))
+    )
+    return (
+        exp.select(_pid(LATEST), exp.column(VALUE, table=LATEST))
+        .from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier(LATEST))))
+        .where(exp.EQ(this=exp.column(RANK, table=LATEST), expression=exp.Literal.number(1)))
+    )
+
+
+def _pid(alias: str) -> exp.Expr:
+    return exp.column("pid", table=alias)
 
 
 def sequence(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
