@@ -239,6 +239,7 @@ def _rule_cache() -> Any:
         from audiences.services.evaluation import compiled  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return SimpleNamespace(
+            frozen_schema=lambda schema: frozenset(schema.items()),
             bound=evaluation._bound,  # type: ignore[attr-defined,unused-ignore]
             compiled_sql=evaluation._compiled,  # type: ignore[attr-defined,unused-ignore]
             hook=evaluation._hook,  # type: ignore[attr-defined,unused-ignore]
@@ -246,6 +247,7 @@ def _rule_cache() -> Any:
             view=evaluation._view,  # type: ignore[attr-defined,unused-ignore]
         )
     return SimpleNamespace(
+        frozen_schema=compiled.frozen_schema,
         bound=compiled._bound,
         compiled_sql=compiled.compiled_sql,
         hook=compiled.hook,
@@ -267,7 +269,7 @@ def ours_select(bench: Bench, *, cold: bool = True) -> dict[str, BitMap]:
     if cold:
         clear_rule_caches()
     with bench.factory() as session:
-        schema = frozenset(attributes.schema(session, workspace_id=bench.ws).items())
+        schema = _rule_cache().frozen_schema(attributes.schema(session, workspace_id=bench.ws))
         return {
             key: evaluation.select_members(
                 session,
@@ -422,7 +424,7 @@ def predicates(bench: Bench, seed: int, repeat: int) -> Iterator[str]:
     rng = random.Random(seed + 7)
     people = [data.profile(rng) for _ in range(20_000)]
     with bench.factory() as session:
-        schema = frozenset(attributes.schema(session, workspace_id=bench.ws).items())
+        schema = _rule_cache().frozen_schema(attributes.schema(session, workspace_id=bench.ws))
     keyed = tuple((key, rule) for key, (rule, _) in workload.BATCH.items())
     compiled = evaluation.compiled_rules(keyed, schema)
     cache = _rule_cache()

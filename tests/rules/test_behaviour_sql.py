@@ -12,7 +12,7 @@ from tests.rules.helpers import NOW
 CASES = {
     "count(*) FILTER (WHERE event = 'order' AND timestamp >= now() - INTERVAL 30 DAY) >= 3": (
         "COALESCE((SELECT a.v FROM (SELECT e.pid, COUNT(*) AS v FROM events AS e"
-        " WHERE e.\"event\" = 'order' AND e.\"timestamp\" >= CAST($now AS TIMESTAMPTZ)"
+        ' WHERE e."event" = \'order\' AND e."timestamp" >= CAST($now AS TIMESTAMPTZ)'
         " - INTERVAL 30 DAY GROUP BY e.pid) AS a WHERE a.pid = profiles.pid), 0) >= 3"
     ),
     "last(sku) = 'a'": (

@@ -1,4 +1,4 @@
-"""Behavioural conditions as SQL: correlated subqueries over the profile's events.
+"""Behavioural conditions as SQL: subqueries over the events, correlated on the profile.
 
 The engine runs a rule as ``SELECT profiles.pid FROM <profiles> AS profiles WHERE <rule>`` with
 the workspace's events visible as ``events`` (see docs/rules.md, "Running on an engine"). An
