@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from pyroaring import AbstractBitMap, BitMap
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, undefer
 
 from audiences import queue
@@ -105,10 +105,7 @@ def accept(
     if action not in ACTIONS:
         raise ValueError(f"unknown membership action {action!r}")
     memberships.locked(session, audience)
-    last = session.scalar(
-        select(func.max(MemberWriteRow.seq)).where(MemberWriteRow.audience_id == audience.id)
-    )
-    seq = (last or 0) + 1
+    seq = (session.scalar(_LAST_SEQ, {"audience_id": audience.id}) or 0) + 1
     job = queue.enqueue(
         session,
         workspace_id=audience.workspace_id,
@@ -120,6 +117,7 @@ def accept(
         max_attempts=max_attempts,
         created_by=caller.actor,
         result={"indexing_state": IN_PROGRESS, "action": action},
+        flush=False,  # flushed with the write row below: one flush, two INSERTs
     )
     if job.payload.get("seq") != seq:
         return job
@@ -136,6 +134,12 @@ def accept(
     )
     session.flush()
     return job
+
+
+_LAST_SEQ = select(func.max(MemberWriteRow.seq)).where(
+    MemberWriteRow.audience_id == bindparam("audience_id")
+)
+"""The last number given to a write of an audience (built once: see ``member_writes``)."""
 
 
 @dataclass(frozen=True)
