@@ -209,14 +209,17 @@ def apply_many(
     results: dict[int, dict[str, Any]] = {}
     decided: list[int] = []  # the writes this call applies or finds replaced
     applied: list[Write] = []
-    for write in sorted(writes, key=lambda w: w.seq):
-        row = session.get(
-            MemberWriteRow, (audience.id, write.seq), options=[undefer(MemberWriteRow.pids)]
-        )
+    ordered = sorted(writes, key=lambda w: w.seq)
+    rows = _write_rows(session, audience.id, [write.seq for write in ordered])
+    # Writes applied before this call with a higher seq than some write here (out of order);
+    # the writes this call applies never count, being applied in seq order.
+    later_applied = _applied_after(session, audience.id, ordered[0].seq) if ordered else []
+    for write in ordered:
+        row = rows.get(write.seq)
         if row is None or row.state != "pending":
             results[write.seq] = _earlier_result(session, write, size=len(members))
             continue
-        later = _applied_after(session, audience.id, write.seq)
+        later = [other for other in later_applied if other.seq > write.seq]
         if any(other.action == "replace" for other in later):
             row.state, row.body = REPLACED, None
             outcome = Outcome(REPLACED, write.action, superseded=len(write.touched))
@@ -230,9 +233,10 @@ def apply_many(
             applied.append(write)
         results[write.seq] = outcome.as_result()
         decided.append(write.seq)
-        session.flush()
         if write.action == "replace" and outcome.indexing_state == APPLIED:
+            session.flush()
             _mark_replaced(session, audience.id, write.seq, results)
+    session.flush()  # the rows' changes as a few executemany UPDATEs
     for seq in decided:
         results[seq]["size"] = len(members)
     if applied:
@@ -310,6 +314,16 @@ def applied_result(
     if job is not None and isinstance(job.result, dict) and "added" in job.result:
         return dict(job.result)
     return None
+
+
+def _write_rows(session: Session, audience_id: str, seqs: list[int]) -> dict[int, MemberWriteRow]:
+    """The write rows of ``seqs``, in one statement."""
+    stmt = (
+        select(MemberWriteRow)
+        .where(MemberWriteRow.audience_id == audience_id, MemberWriteRow.seq.in_(seqs))
+        .options(undefer(MemberWriteRow.pids))
+    )
+    return {row.seq: row for row in session.scalars(stmt)}
 
 
 def _applied_after(session: Session, audience_id: str, seq: int) -> list[MemberWriteRow]:
