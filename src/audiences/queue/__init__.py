@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, aliased
 
 from audiences.errors import Conflict
 from audiences.kit.clock import utcnow
+from audiences.kit.ids import new_id
 from audiences.queue.transitions import MAX_ERRORS as MAX_ERRORS
 from audiences.queue.transitions import after_failure, clear_lease, finish, record
 from audiences.queue.transitions import backoff_delay as backoff_delay
@@ -95,9 +96,11 @@ def enqueue(
     run_after: datetime | None = None,
     created_by: str | None = None,
     result: Any = None,
+    flush: bool = True,
 ) -> JobRow:
     """Queue a job (``result``: what it shows until it ends); with ``dedupe_key``, the
-    workspace's job with that key if there is one.
+    workspace's job with that key if there is one. Without ``flush`` a new job (no
+    ``dedupe_key``) is only added: its id is set, the rest at the caller's next flush.
 
     The key is unique per workspace for good (finished jobs included), so a retried request
     that enqueues "the import of upload 42" gets the same job back, never a second one.
@@ -107,6 +110,7 @@ def enqueue(
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     row = JobRow(
+        id=new_id(),
         workspace_id=workspace_id,
         kind=JobKind(kind).value,
         handler=handler,
@@ -121,7 +125,8 @@ def enqueue(
     session.info[ENQUEUED] = True
     if dedupe_key is None:
         session.add(row)
-        session.flush()
+        if flush:
+            session.flush()
         return row
     existing = _by_dedupe_key(session, workspace_id, dedupe_key)
     if existing is not None:

@@ -168,7 +168,13 @@ def inferred_types(
     """
     inferred: dict[str, AttributeType] = {}
     texts: dict[str, set[AttributeType]] = {}
+    declared = current.keys()
     for attributes in records:
+        # A record naming only declared attributes declares nothing (an object under a
+        # declared name stays whole): one set comparison in C instead of a look-up per name,
+        # which cost a tenth of a 10,000-record upsert (and `isinstance(…, Mapping)` is slow).
+        if isinstance(attributes, dict) and attributes.keys() <= declared:
+            continue
         if not isinstance(attributes, Mapping):
             continue
         flat, _ = canonical(attributes, current)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, undefer
 
 from audiences import queue
@@ -115,16 +115,22 @@ def accept(
     )
 
 
+_WAITING = select(
+    func.count().filter(JobRow.subject_id == bindparam("audience_id")), func.count()
+).where(
+    JobRow.workspace_id == bindparam("workspace_id"),
+    JobRow.state.in_(static_members.LIVE_JOB_STATES),
+    JobRow.handler.in_(static_members.WRITE_HANDLERS),
+)
+"""The writes and imports waiting in an audience and in its workspace: built once (a statement
+built per call cost more than running it), read from ``ix_jobs_workspace_id_state_handler``."""
+
+
 def _check_backlog(session: Session, audience: AudienceRow, backlog: Backlog) -> None:
     """429 ``write_backlog_full`` when the audience or its workspace has ``backlog`` writes
     and imports waiting (queued or running), counted in one statement."""
-    of_audience = func.count().filter(JobRow.subject_id == audience.id)
-    stmt = select(of_audience, func.count()).where(
-        JobRow.workspace_id == audience.workspace_id,
-        JobRow.state.in_(static_members.LIVE_JOB_STATES),
-        JobRow.handler.in_(static_members.WRITE_HANDLERS),
-    )
-    waiting = session.execute(stmt).one()
+    params = {"audience_id": audience.id, "workspace_id": audience.workspace_id}
+    waiting = session.execute(_WAITING, params).one()
     for scope, limit, count in (
         ("audience", backlog.per_audience, waiting[0]),
         ("workspace", backlog.per_workspace, waiting[1]),

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from pyroaring import AbstractBitMap, BitMap
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, undefer
 
 from audiences import queue
@@ -105,10 +105,7 @@ def accept(
     if action not in ACTIONS:
         raise ValueError(f"unknown membership action {action!r}")
     memberships.locked(session, audience)
-    last = session.scalar(
-        select(func.max(MemberWriteRow.seq)).where(MemberWriteRow.audience_id == audience.id)
-    )
-    seq = (last or 0) + 1
+    seq = (session.scalar(_LAST_SEQ, {"audience_id": audience.id}) or 0) + 1
     job = queue.enqueue(
         session,
         workspace_id=audience.workspace_id,
@@ -120,6 +117,7 @@ def accept(
         max_attempts=max_attempts,
         created_by=caller.actor,
         result={"indexing_state": IN_PROGRESS, "action": action},
+        flush=False,  # flushed with the write row below: one flush, two INSERTs
     )
     if job.payload.get("seq") != seq:
         return job
@@ -136,6 +134,12 @@ def accept(
     )
     session.flush()
     return job
+
+
+_LAST_SEQ = select(func.max(MemberWriteRow.seq)).where(
+    MemberWriteRow.audience_id == bindparam("audience_id")
+)
+"""The last number given to a write of an audience (built once: see ``member_writes``)."""
 
 
 @dataclass(frozen=True)
@@ -205,14 +209,17 @@ def apply_many(
     results: dict[int, dict[str, Any]] = {}
     decided: list[int] = []  # the writes this call applies or finds replaced
     applied: list[Write] = []
-    for write in sorted(writes, key=lambda w: w.seq):
-        row = session.get(
-            MemberWriteRow, (audience.id, write.seq), options=[undefer(MemberWriteRow.pids)]
-        )
+    ordered = sorted(writes, key=lambda w: w.seq)
+    rows = _write_rows(session, audience.id, [write.seq for write in ordered])
+    # Writes applied before this call with a higher seq than some write here (out of order);
+    # the writes this call applies never count, being applied in seq order.
+    later_applied = _applied_after(session, audience.id, ordered[0].seq) if ordered else []
+    for write in ordered:
+        row = rows.get(write.seq)
         if row is None or row.state != "pending":
             results[write.seq] = _earlier_result(session, write, size=len(members))
             continue
-        later = _applied_after(session, audience.id, write.seq)
+        later = [other for other in later_applied if other.seq > write.seq]
         if any(other.action == "replace" for other in later):
             row.state, row.body = REPLACED, None
             outcome = Outcome(REPLACED, write.action, superseded=len(write.touched))
@@ -226,9 +233,10 @@ def apply_many(
             applied.append(write)
         results[write.seq] = outcome.as_result()
         decided.append(write.seq)
-        session.flush()
         if write.action == "replace" and outcome.indexing_state == APPLIED:
+            session.flush()
             _mark_replaced(session, audience.id, write.seq, results)
+    session.flush()  # the rows' changes as a few executemany UPDATEs
     for seq in decided:
         results[seq]["size"] = len(members)
     if applied:
@@ -306,6 +314,16 @@ def applied_result(
     if job is not None and isinstance(job.result, dict) and "added" in job.result:
         return dict(job.result)
     return None
+
+
+def _write_rows(session: Session, audience_id: str, seqs: list[int]) -> dict[int, MemberWriteRow]:
+    """The write rows of ``seqs``, in one statement."""
+    stmt = (
+        select(MemberWriteRow)
+        .where(MemberWriteRow.audience_id == audience_id, MemberWriteRow.seq.in_(seqs))
+        .options(undefer(MemberWriteRow.pids))
+    )
+    return {row.seq: row for row in session.scalars(stmt)}
 
 
 def _applied_after(session: Session, audience_id: str, seq: int) -> list[MemberWriteRow]:

@@ -24,6 +24,7 @@ from audiences.api.deps import (
 from audiences.api.preconditions import IDEMPOTENCY_DOC
 from audiences.api.problems import responses
 from audiences.api.queries import KnownQuery
+from audiences.api.routes.jobs import job_location
 from audiences.kit.ids import new_id
 from audiences.schemas.imports import UPLOAD_BODY, ImportMode
 from audiences.schemas.jobs import Job
@@ -150,4 +151,4 @@ def _job(job: JobRow) -> dict[str, Any]:
 
 
 def _location(request: Request, job: JobRow) -> str:
-    return str(request.url_for("get_job", job_id=job.id).path)
+    return job_location(request, job.id)

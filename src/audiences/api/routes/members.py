@@ -28,6 +28,7 @@ from audiences.api.listing import FIELDS_DOC, page_response, sparse_one, to_list
 from audiences.api.preconditions import IdempotencyDep
 from audiences.api.problems import responses
 from audiences.api.queries import KnownQuery
+from audiences.api.routes.jobs import job_location
 from audiences.errors import BadRequest, ErrorDetail, InvalidParameter, ValidationFailed
 from audiences.kit.cursors import CursorError, decode_cursor, encode_cursor
 from audiences.kit.spreadsheets import FORMULA_STARTS, defused
@@ -124,9 +125,14 @@ def write_members(
         ),
         max_attempts=settings.job_max_attempts,
     )
-    location = str(request.url_for("get_job", job_id=job.id).path)
     body_out = jobs.to_model(job).model_dump(mode="json")
-    return idem.respond(202, body_out, {"Location": location})
+    response = idem.respond(202, body_out, {"Location": job_location(request, job.id)})
+    # Committed here rather than by the session dependency: on SQLite the write lock is held
+    # until the commit, and the dependency's commit waits for a trip through the event loop
+    # (a thread from the pool and every request queued there), which the writers queued
+    # behind this one would wait out too.
+    session.commit()
+    return response
 
 
 @router.post(

@@ -26,6 +26,11 @@ class JobRow(IdMixin, Base):
         Index("ix_jobs_state_run_after", "state", "run_after"),
         Index("ix_jobs_workspace_id_created_at", "workspace_id", "created_at"),
         Index("ix_jobs_workspace_id_subject_id", "workspace_id", "subject_id"),
+        # The live jobs of a workspace by handler and subject, counted from the index alone
+        # (the backlog bound of member writes, services.member_writes).
+        Index(
+            "ix_jobs_workspace_id_state_handler", "workspace_id", "state", "handler", "subject_id"
+        ),
     )
 
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
