@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0010_live_jobs_index"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
