@@ -51,6 +51,10 @@ class Pager(Generic[T, P]):
         """Only the first page."""
         return self._run(self._first)
 
+    def starting_at(self, cursor: str | None) -> Pager[T, P]:
+        """The same list from ``cursor`` (a page's ``next_cursor``) on; all of it if None."""
+        return self if not cursor else Pager(self._run, self._first.with_params(cursor=cursor))
+
 
 class AsyncPager(Generic[T, P]):
     """Every item of a list for ``async for``, fetched a page at a time."""
@@ -75,6 +79,12 @@ class AsyncPager(Generic[T, P]):
     async def first_page(self) -> P:
         """Only the first page."""
         return await self._run(self._first)
+
+    def starting_at(self, cursor: str | None) -> AsyncPager[T, P]:
+        """The same list from ``cursor`` (a page's ``next_cursor``) on; all of it if None."""
+        if not cursor:
+            return self
+        return AsyncPager(self._run, self._first.with_params(cursor=cursor))
 
 
 def _next(call: Call[P], page: PageLike[Any]) -> Call[P] | None:
