@@ -50,5 +50,3 @@ def client(app: FastAPI, tenant: Tenant) -> Iterator[Client]:
     """A sync SDK client with the tenant's admin key."""
     with sdk_client(app, tenant) as made:
         yield made
-
-
