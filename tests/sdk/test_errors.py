@@ -55,7 +55,7 @@ def test_conflict_forbidden_and_unauthorized(app: FastAPI, tenant: Tenant, clien
     with sdk_client(app, tenant, Role.READ) as reader, pytest.raises(Forbidden):
         reader.audiences.create(key="nope", name="No", kind="static")
     transport = PortalTransport(tenant.admin, app)
-    with Client("http://testserver", key="aud_wrong", transport=transport) as stranger:
-        with pytest.raises(Unauthorized) as caught:
-            stranger.audiences.list().first_page()
+    stranger = Client("http://testserver", key="aud_wrong", transport=transport)
+    with stranger, pytest.raises(Unauthorized) as caught:
+        stranger.audiences.list().first_page()
     assert caught.value.code == "invalid_api_key"

@@ -41,7 +41,7 @@ def test_lists_page_through_everything(client: Client) -> None:
     assert [audience.key for audience in pager] == [f"a{number}" for number in range(7)]
     assert [len(page.data) for page in pager.pages()] == [3, 3, 1]
     second = pager.first_page().next_cursor
-    assert [audience.key for audience in pager.starting_at(second)][0] == "a3"
+    assert next(iter(pager.starting_at(second))).key == "a3"
 
 
 def test_members_changes_runs_and_export_of_a_static_audience(
