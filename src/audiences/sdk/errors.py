@@ -9,7 +9,7 @@ both work::
     │   ├── BadRequest, InvalidParameter, Unauthorized, Forbidden, NotFound,
     │   │   MethodNotAllowed, RequestTimeout, Conflict, PreconditionFailed,
     │   │   PayloadTooLarge, UnsupportedMediaType, Unprocessable, ValidationFailed,
-    │   │   RuleError, PreconditionRequired, RateLimited, ServiceUnavailable
+    │   │   RuleError, PreconditionRequired, RateLimited, ServiceUnavailable, ServerError
     └── Unreachable              no answer: connection refused, reset or timed out (after retries)
 """
 
@@ -118,6 +118,12 @@ class ServiceUnavailable(errors.ServiceUnavailable, ApiError):
     """503: the server or a dependency is not ready (retried)."""
 
 
+class ServerError(ApiError):
+    """500 and any other 5xx: the server failed (retried when the call cannot apply twice)."""
+
+    code = "internal_error"
+
+
 BY_STATUS: dict[int, type[ApiError]] = {
     cls.status: cls
     for cls in (
@@ -137,6 +143,7 @@ BY_STATUS: dict[int, type[ApiError]] = {
         ServiceUnavailable,
     )
 }
+BY_STATUS[500] = ServerError
 """The class of a problem by its HTTP status; :data:`BY_CODE` refines it."""
 BY_CODE: dict[str, type[ApiError]] = {
     cls.code: cls for cls in (InvalidParameter, ValidationFailed, RuleError)
@@ -162,7 +169,8 @@ def problem_of(response: httpx.Response) -> Problem:
 def error_for(response: httpx.Response) -> ApiError:
     """The exception that an error response stands for."""
     problem = problem_of(response)
-    cls = BY_CODE.get(problem.code) or BY_STATUS.get(response.status_code, ApiError)
+    fallback = ServerError if response.is_server_error else ApiError
+    cls = BY_CODE.get(problem.code) or BY_STATUS.get(response.status_code, fallback)
     return cls(problem, response)
 
 
