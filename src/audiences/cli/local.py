@@ -31,9 +31,14 @@ DataDir = Annotated[
 
 def require_server(command: str) -> None:
     """Exit 1 with one line naming the extra to install when the server's packages are missing."""
-    import importlib.util
+    import importlib
 
-    missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+    missing = []
+    for name in SERVER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         typer.echo(
             f"error: `audiences {command}` runs the server, which needs its extra "
