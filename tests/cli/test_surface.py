@@ -7,8 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import click
 import typer
 from typer.testing import CliRunner
 
@@ -22,8 +22,8 @@ def command_paths() -> list[str]:
     """Every leaf command, as typed after ``audiences`` (``audiences list``, ``import``)."""
     found: list[str] = []
 
-    def walk(command: click.Command, prefix: str) -> None:
-        if isinstance(command, click.Group):
+    def walk(command: Any, prefix: str) -> None:
+        if hasattr(command, "commands"):
             for name, sub in command.commands.items():
                 walk(sub, f"{prefix} {name}".strip())
         else:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 
-from audiences import errors
+from audiences import errors, sdk
+from audiences.sdk import errors as sdk_errors
 from audiences.schemas.api_keys import Role
 from audiences.sdk import (
     ApiError,
@@ -59,3 +60,15 @@ def test_conflict_forbidden_and_unauthorized(app: FastAPI, tenant: Tenant, clien
     with stranger, pytest.raises(Unauthorized) as caught:
         stranger.audiences.list().first_page()
     assert caught.value.code == "invalid_api_key"
+
+
+def test_every_exception_class_is_exported_and_maps_a_status() -> None:
+    classes = [
+        value
+        for value in vars(sdk_errors).values()
+        if isinstance(value, type) and issubclass(value, errors.AudiencesError)
+        and value.__module__ == sdk_errors.__name__
+    ]  # fmt: skip
+    assert {cls.__name__ for cls in classes} <= set(sdk.__all__)
+    for cls in sdk_errors.BY_STATUS.values():
+        assert cls in classes
