@@ -7,7 +7,6 @@ import pytest
 from fastapi import FastAPI
 
 from audiences import errors, sdk
-from audiences.sdk import errors as sdk_errors
 from audiences.schemas.api_keys import Role
 from audiences.sdk import (
     ApiError,
@@ -20,6 +19,7 @@ from audiences.sdk import (
     Unauthorized,
     ValidationFailed,
 )
+from audiences.sdk import errors as sdk_errors
 from tests.factories import Tenant
 from tests.sdk.conftest import PortalTransport, sdk_client
 
