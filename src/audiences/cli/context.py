@@ -131,6 +131,8 @@ def handled(client: Client | None = None) -> Iterator[None]:
         )
     except OSError as exc:
         fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), FAILURE)
+    except KeyboardInterrupt:
+        fail("interrupted; what the server accepted before goes on", INTERRUPTED)
     finally:
         if client is not None:
             client.close()
