@@ -111,18 +111,24 @@ class SyncHttp:
 
     def run(self, call: Call[T]) -> T:
         """Send ``call`` (with retries) and parse its answer; an :class:`ApiError` otherwise."""
-        with self.stream(call) as response:
-            response.read()
-            return call.parse(response)
+        return call.parse(self._send(call, stream=False))
 
     @contextmanager
     def stream(self, call: Call[Any]) -> Iterator[httpx.Response]:
         """Send ``call`` and yield its successful answer unread (a download streams)."""
+        response = self._send(call, stream=True)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _send(self, call: Call[Any], *, stream: bool) -> httpx.Response:
         attempt = 1
         while True:
             try:
-                request = self.client.build_request(**_request(call, call.body and call.body()))
-                response = self.client.send(request, stream=True)
+                content = call.body() if call.body else None
+                request = self.client.build_request(**_request(call, content))
+                response = self.client.send(request, stream=stream)
             except httpx.TransportError as exc:
                 if attempt >= self.retry.attempts or not call.retryable:
                     raise Unreachable(f"{type(exc).__name__}: {exc}") from exc
@@ -130,13 +136,10 @@ class SyncHttp:
                 attempt += 1
                 continue
             if response.is_success:
-                try:
-                    yield response
-                finally:
-                    response.close()
-                return
-            response.read()
-            response.close()
+                return response
+            if stream:
+                response.read()
+                response.close()
             if attempt >= self.retry.attempts or not should_retry(call, response):
                 raise error_for(response)
             time.sleep(self.retry.wait(attempt, response))
@@ -152,19 +155,24 @@ class AsyncHttp:
 
     async def run(self, call: Call[T]) -> T:
         """Send ``call`` (with retries) and parse its answer; an :class:`ApiError` otherwise."""
-        async with self.stream(call) as response:
-            await response.aread()
-            return call.parse(response)
+        return call.parse(await self._send(call, stream=False))
 
     @asynccontextmanager
     async def stream(self, call: Call[Any]) -> AsyncIterator[httpx.Response]:
         """Send ``call`` and yield its successful answer unread (a download streams)."""
+        response = await self._send(call, stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _send(self, call: Call[Any], *, stream: bool) -> httpx.Response:
         attempt = 1
         while True:
             try:
                 content = call.abody() if call.abody else None
                 request = self.client.build_request(**_request(call, content))
-                response = await self.client.send(request, stream=True)
+                response = await self.client.send(request, stream=stream)
             except httpx.TransportError as exc:
                 if attempt >= self.retry.attempts or not call.retryable:
                     raise Unreachable(f"{type(exc).__name__}: {exc}") from exc
@@ -172,13 +180,10 @@ class AsyncHttp:
                 attempt += 1
                 continue
             if response.is_success:
-                try:
-                    yield response
-                finally:
-                    await response.aclose()
-                return
-            await response.aread()
-            await response.aclose()
+                return response
+            if stream:
+                await response.aread()
+                await response.aclose()
             if attempt >= self.retry.attempts or not should_retry(call, response):
                 raise error_for(response)
             await asyncio.sleep(self.retry.wait(attempt, response))

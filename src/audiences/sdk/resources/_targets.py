@@ -36,3 +36,9 @@ def precondition(target: Target, condition: bool | int | str | None) -> str | No
             raise ValueError("if_match=True needs the resource itself (it carries its version)")
         return etag(target.version)
     return etag(condition)
+
+
+def match_headers(target: Target, condition: bool | int | str | None) -> dict[str, str]:
+    """``{"If-Match": …}`` for :func:`precondition`'s tag, or no header."""
+    tag = precondition(target, condition)
+    return {} if tag is None else {"If-Match": tag}

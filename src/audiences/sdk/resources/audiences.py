@@ -21,7 +21,7 @@ from audiences.sdk._resource import (
 )
 from audiences.sdk.resources import members as member_calls
 from audiences.sdk.resources import runs as run_calls
-from audiences.sdk.resources._targets import Target, precondition, target_id
+from audiences.sdk.resources._targets import Target, match_headers, precondition, target_id
 
 PATH = "/v1/audiences"
 Ids = list[str]
@@ -99,14 +99,14 @@ class Calls:
         audience: Target, body: dict[str, Any], *, if_match: bool | int | str | None = None
     ) -> Call[Audience]:
         """Replace every writable field with ``body`` (PUT)."""
-        headers = _headers(audience, if_match)
+        headers = match_headers(audience, if_match)
         path = f"{PATH}/{target_id(audience)}"
         return Call("PUT", path, model(Audience), json=body, headers=headers)
 
     @staticmethod
     def delete(audience: Target, *, if_match: bool | int | str | None = None) -> Call[None]:
         """Delete it (``Conflict`` ``has_dependents`` while other rules read it)."""
-        headers = _headers(audience, if_match)
+        headers = match_headers(audience, if_match)
         return Call("DELETE", f"{PATH}/{target_id(audience)}", nothing, headers=headers)
 
     @staticmethod
@@ -128,11 +128,6 @@ class Calls:
         path = f"{PATH}/preview" if audience is None else f"{PATH}/{target_id(audience)}/preview"
         body = {"rule": rule, "sample": sample}
         return Call("POST", path, model(PreviewResult), json=body, safe=True)
-
-
-def _headers(target: Target, condition: bool | int | str | None) -> dict[str, str]:
-    tag = precondition(target, condition)
-    return {} if tag is None else {"If-Match": tag}
 
 
 class Audiences(SyncResource):

@@ -15,7 +15,7 @@ from audiences.sdk._resource import (
     sends,
     sends_async,
 )
-from audiences.sdk.resources._targets import Target, precondition, target_id
+from audiences.sdk.resources._targets import Target, match_headers, precondition, target_id
 
 PATH = "/v1/audience-groups"
 
@@ -60,8 +60,7 @@ class Calls:
         group: Target, *, detach: bool = False, if_match: bool | int | str | None = None
     ) -> Call[None]:
         """Delete it; ``detach=True`` ungroups its audiences (else 409 while it holds some)."""
-        tag = precondition(group, if_match)
-        headers = {} if tag is None else {"If-Match": tag}
+        headers = match_headers(group, if_match)
         params = clean({"detach": detach or None})
         path = f"{PATH}/{target_id(group)}"
         return Call("DELETE", path, nothing, params=params, headers=headers)
