@@ -192,7 +192,8 @@ def report(results: dict[str, list[Measured]], members: int, imported: int) -> N
             f"| {peak[0]:.0f} / {peak[1]:.0f} |"
         )
     started = median([m.seconds for m in results["startup"]])
-    print(f"| `audiences --help` (start-up alone) | {started:.2f} s | | | |")
+    peak_startup = max(m.peak_mib for m in results["startup"])
+    print(f"| `audiences --help` (start-up alone) | {started:.2f} s | | | {peak_startup:.0f} |")
 
 
 if __name__ == "__main__":
