@@ -29,12 +29,13 @@ DataDir = Annotated[
 ]
 
 
-def require_server(command: str) -> None:
-    """Exit 1 with one line naming the extra to install when the server's packages are missing."""
+def require_server(command: str, modules: tuple[str, ...] = SERVER_MODULES) -> None:
+    """Exit 1 with one line naming the extra to install when the server's packages (or the
+    ``modules`` the command needs of them) are missing."""
     import importlib
 
     missing = []
-    for name in SERVER_MODULES:
+    for name in modules:
         try:
             importlib.import_module(name)
         except ImportError:

@@ -14,6 +14,8 @@ from audiences.cli.local import require_server
 from audiences.cli.output import Json, Out, Quiet, echo_json, stdout
 
 app = typer.Typer(help="Rules: check them offline.", no_args_is_help=True)
+RULE_MODULES = ("sqlglot", "re2")
+"""What the rule compiler needs of the server extra."""
 
 
 def read_rules(path: Path) -> list[tuple[str, Any]]:
@@ -53,7 +55,7 @@ def check(
 ) -> None:
     """Validate rules offline against an attribute schema; exit 1 if any is invalid (needs
     the server extra: pip install 'audiences[server]')."""
-    require_server("rules check")
+    require_server("rules check", RULE_MODULES)
     from audiences.errors import RuleError
     from audiences.rules import validate_rule
     from audiences.schemas.attributes import AttributeType
