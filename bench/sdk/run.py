@@ -1,6 +1,6 @@
 """The SDK and the command line against the bare tools, on one real server:
 
-    python -m bench.sdk.run [--quick | --full] [--rounds N]
+    python -m bench.sdk.run [--quick | --full] [--rounds N] [--members N] [--ids N]
 
 1. **Members iterator**: every member of an audience (quick 100,000, full 1,000,000), paged
    200 at a time, through ``client.audiences.members(a)`` against a hand-written httpx loop over
@@ -108,8 +108,11 @@ def main() -> None:
     group.add_argument("--quick", action="store_true", help="100,000 members, 1,000,000 ids")
     group.add_argument("--full", action="store_true", help="1,000,000 members, 10,000,000 ids")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--members", type=int, help="Members to iterate (overrides the mode).")
+    parser.add_argument("--ids", type=int, help="Ids to import (overrides the mode).")
     args = parser.parse_args()
     members, imported = SIZES["full" if args.full else "quick"]
+    members, imported = args.members or members, args.ids or imported
     tree = Tree(REPO / "src")
     with tempfile.TemporaryDirectory(prefix="bench-sdk-") as folder:
         server = start(tree, "sdk", Path(folder) / "server")
