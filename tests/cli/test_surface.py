@@ -4,6 +4,7 @@ when its extra is missing."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,17 @@ def test_server_commands_without_the_extra_say_what_to_install() -> None:
     result = run_python(code)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "pip install 'audiences[server]'" in result.stderr
+
+
+def test_shell_completion_completes_commands() -> None:
+    code = "import sys; sys.argv = ['audiences']; from audiences.cli import main; main()"
+    env = {"_AUDIENCES_COMPLETE": "complete_bash", "COMP_WORDS": "audiences audiences l"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env, "COMP_CWORD": "2"},
+    )
+    assert result.returncode == 0 and result.stdout.split() == ["list"]
