@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from audiences.api.app import create_app
 from audiences.config import Settings
 from tests import ledger
+from tests.e2e import conftest as e2e
 from tests.factories import Tenant, make_tenant
 
 DATABASE_ENV = "AUDIENCES_TEST_DATABASE_URL"
@@ -116,3 +117,16 @@ def other_tenant(app: FastAPI) -> Iterator[Tenant]:
     """A second fresh workspace, to check that nothing crosses over."""
     with make_tenant(app) as made:
         yield made
+
+
+@pytest.fixture(scope="module")
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str
+) -> Iterator[e2e.Server]:
+    """A real ``audiences serve --demo`` on 127.0.0.1 (100 demo profiles), one per module:
+    for the SDK's and the command line's tests over TCP."""
+    folder = tmp_path_factory.mktemp("live")
+    url = f"sqlite:///{folder / 'audiences.db'}" if database_url.startswith("sqlite") else None
+    running = e2e.start_server(folder / "data", url or database_url, demo_profiles=100)
+    yield running
+    e2e.stop_server(running)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from audiences.cli import demo_events
 from audiences.cli.demo_profiles import SCHEMA, profiles
+from audiences.cli.local import DEMO_PROFILES
 from audiences.errors import Unauthorized
 from audiences.kit.files import private_dir
 from audiences.schemas.api_keys import ApiKeyCreate, Role
@@ -38,7 +39,7 @@ from audiences.store.repositories.groups import GroupRepository
 
 DEMO_SLUG = "demo"
 TOKEN_FILE = "demo-api-key.txt"
-PROFILES = 100_000
+PROFILES = DEMO_PROFILES
 BATCH = 5_000
 EVENT_BATCH = 10_000
 

@@ -1,0 +1,57 @@
+"""Waiting for a job on the command line: a Rich progress bar driven by the job's own
+``progress`` (rows processed of total), and Ctrl-C stops the wait, not the job."""
+
+from __future__ import annotations
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from audiences.cli.context import INTERRUPTED, fail
+from audiences.cli.output import Out, stderr
+from audiences.schemas.jobs import Job, JobState
+from audiences.sdk import Client
+
+
+def bar() -> Progress:
+    """A progress bar on stderr (hidden when stderr is not a terminal)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    )
+
+
+def follow(client: Client, job: Job, out: Out) -> Job:
+    """Wait for ``job`` to finish, showing its progress unless quiet or JSON; exit 130 on
+    Ctrl-C, saying the job goes on."""
+    try:
+        if out.quiet or out.as_json:
+            return client.jobs.wait(job)
+        with bar() as progress:
+            task = progress.add_task(f"{job.handler} {job.id}", total=None)
+
+            def show(current: Job) -> None:
+                done = current.progress
+                progress.update(
+                    task,
+                    completed=done.processed,
+                    total=done.total,
+                    description=f"{current.handler} {current.state.value}",
+                )
+
+            return client.jobs.wait(job, on_progress=show)
+    except KeyboardInterrupt:
+        fail(
+            f"stopped waiting; job {job.id} goes on on the server",
+            INTERRUPTED,
+            f"follow it with `audiences jobs wait {job.id}`",
+        )
+
+
+def report(job: Job, out: Out) -> None:
+    """Print a finished job and exit 1 unless it succeeded."""
+    out.one(job, ("id", "handler", "state", "progress", "counts", "result", "error_count"))
+    if job.state is not JobState.SUCCEEDED:
+        fail(f"job {job.id} {job.state.value}: {job.last_error or 'see its errors'}")

@@ -1,0 +1,111 @@
+"""One API call described as data: what to send and how to read the answer.
+
+Resources build calls; the sync and async transports (``_http.py``) send them. A call is
+sent again unchanged when it is retried, so a create's ``Idempotency-Key``, made when the call
+is built, is the same on every attempt and the server applies it once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+"""Methods whose repetition changes nothing more (PUT and DELETE are idempotent by HTTP)."""
+Params = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """A request and the function that turns its successful response into ``T``."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: Params = field(default_factory=dict)
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Callable[[], Iterator[bytes]] | None = None
+    """Makes the streamed body afresh for each attempt (an upload read from disk)."""
+    abody: Callable[[], AsyncIterator[bytes]] | None = None
+    safe: bool = False
+    """Retrying it is harmless though it is a POST (a preview, an evaluation)."""
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a failed attempt may be sent again: it cannot apply twice."""
+        return self.safe or self.method in SAFE_METHODS or "Idempotency-Key" in self.headers
+
+    def with_params(self, **params: Any) -> Call[T]:
+        """The same call with some query parameters replaced (the next page's cursor)."""
+        return replace(self, params={**self.params, **params})
+
+
+def clean(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Query parameters without the ``None`` ones; lists become comma lists, booleans words."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, list | tuple | set | frozenset):
+            value = ",".join(str(item) for item in value)
+        out[name] = value
+    return out
+
+
+def model(cls: type[M]) -> Callable[[httpx.Response], M]:
+    """A parser of a JSON body into ``cls`` (validated from bytes by pydantic-core)."""
+    return lambda response: cls.model_validate_json(response.content)
+
+
+def nothing(response: httpx.Response) -> None:
+    """The parser of an answer without a body (204)."""
+
+
+def created(path: str, parse: Callable[[httpx.Response], T], body: Any) -> Call[T]:
+    """A ``POST`` that creates something, with a fresh ``Idempotency-Key`` for all its tries."""
+    return Call("POST", path, parse, json=body, headers={"Idempotency-Key": new_key()})
+
+
+def new_key() -> str:
+    """A new idempotency key."""
+    return f"sdk-{uuid.uuid4().hex}"
+
+
+def etag(version: int | str) -> str:
+    """The strong ETag of a resource ``version`` (``If-Match`` takes it); a tag passes as is."""
+    text = str(version)
+    return text if text.startswith('"') or text == "*" else f'"{text}"'
+
+
+def merge_patch(
+    path: str, parse: Callable[[httpx.Response], T], changes: dict[str, Any], if_match: str | None
+) -> Call[T]:
+    """A JSON merge patch of ``changes``, guarded by ``If-Match`` when given."""
+    headers = {"Content-Type": "application/merge-patch+json"}
+    if if_match is not None:
+        headers["If-Match"] = if_match
+    return Call("PATCH", path, parse, json=changes, headers=headers)
+
+
+def unset(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` without those left at :data:`UNSET` (a field not to change)."""
+    return {name: value for name, value in values.items() if value is not UNSET}
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+"""The default of update arguments: leave the field as it is (``None`` clears it)."""

@@ -1,0 +1,1 @@
+"""One module per API resource: the calls it makes, as a sync and an async class."""

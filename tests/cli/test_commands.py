@@ -1,0 +1,177 @@
+"""Every remote command against a real server over TCP: human output, ``--json``, ``--quiet``
+and the documented exit codes (0 ok, 1 failure, 2 usage, 3 not found, 4 conflict or
+precondition, 5 server unavailable)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from audiences.cli import app
+from tests.e2e.conftest import Server, free_port
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(live_server: Server) -> Run:
+    """Run a command against the module's server; check its exit code (0 unless told)."""
+    runner = CliRunner()
+    env = {"AUDIENCES_URL": live_server.base_url, "AUDIENCES_API_KEY": live_server.token}
+
+    def run(*args: str, code: int = 0, **extra_env: str) -> Result:
+        result = runner.invoke(app, list(args), env={**env, **extra_env})
+        assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
+        return result
+
+    return run
+
+
+def as_json(result: Result) -> Any:
+    return json.loads(result.stdout)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_audiences_create_list_get_update_delete(cli: Run) -> None:
+    key = unique("cli")
+    made = as_json(cli("audiences", "create", key, "--name", "CLI", "--rule", "age > 30", "--json"))
+    assert made["key"] == key and made["rule"] == "age > 30"
+    shown = cli("audiences", "get", key)
+    assert key in shown.stdout and "age > 30" in shown.stdout
+    listed = as_json(cli("audiences", "list", "--all", "--json"))
+    assert key in {item["key"] for item in listed}
+    assert made["id"] in cli("audiences", "list", "--all", "--quiet").stdout.split()
+    assert "key" in cli("audiences", "list", "--limit", "2").stdout
+    cli("audiences", "update", key, "--name", "Renamed", "--if-match", "99", code=4)
+    renamed = as_json(cli("audiences", "update", key, "--name", "Renamed", "--json"))
+    assert renamed["name"] == "Renamed" and renamed["version"] == 2
+    cli("audiences", "update", key, code=2)
+    cli("audiences", "delete", key, "--if-match", str(renamed["version"]))
+    missing = cli("audiences", "get", key, code=3)
+    assert missing.stderr.startswith("error: ") and "hint: " in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_import_members_export_changes_runs(cli: Run, tmp_path: Path) -> None:
+    key = unique("list")
+    cli("audiences", "create", key, "--name", "List", "--kind", "static", "-q")
+    ids = tmp_path / "ids.csv"
+    ids.write_text("id\n" + "".join(f"m{number}\n" for number in range(500)) + "\n")
+    done = cli("import", str(ids), "--into", key)
+    assert "succeeded" in done.stdout and "added=500" in done.stdout
+    changes = as_json(cli("changes", key, "--all", "--json"))
+    assert len(changes) == 500 and changes[0]["change"] == "entered"
+    replaced = as_json(cli("import", str(ids), "--into", key, "--mode", "replace", "--json"))
+    assert replaced["state"] == "succeeded" and replaced["counts"]["unchanged"] == 500
+    assert len(cli("members", key, "--all").stdout.split()) == 500
+    first = cli("members", key, "--limit", "100")
+    assert len(first.stdout.split()) == 100 and "--cursor" in first.stderr
+    assert json.loads(cli("members", key, "--json", "--limit", "1").stdout) in {
+        f"m{number}" for number in range(500)
+    }
+    out = tmp_path / "out.csv"
+    cli("export", key, "-o", str(out))
+    assert len(out.read_text().splitlines()) == 501
+    assert cli("export", key, "--format", "ndjson").stdout.count("\n") == 500
+    assert as_json(cli("changes", key, "--json")) == []
+    runs = as_json(cli("runs", key, "--json"))
+    assert runs[0]["size"] == 500
+    cli("import", str(tmp_path / "missing.csv"), "--into", key, code=1)
+    cli("members", unique("nothing"), code=3)
+
+
+def test_refresh_explain_preview_evaluate(cli: Run) -> None:
+    run = as_json(cli("refresh", "us-pro-over-30", "--wait", "--json"))
+    assert run["status"] == "succeeded"
+    assert "succeeded" in cli("refresh", "churned", "--wait").stdout
+    cli("profiles", "put", "cli-ann", "-a", "country=US", "-a", "age=41", "-a", "plan=pro", "-q")
+    tree = cli("explain", "us-pro-over-30", "cli-ann").stdout
+    assert "country = 'US'" in tree and "true" in tree and "attributes read" in tree
+    explained = as_json(cli("explain", "us-pro-over-30", "cli-ann", "--json"))
+    assert explained["explanation"]["value"] is True
+    member = cli("explain", "us-pro-over-30", "cli-ann", "-q").stdout.strip()
+    assert member == json.dumps(explained["member"])
+    preview = cli("preview", "age > 30 AND plan = 'pro'", "--sample", "2")
+    assert "evaluation_mode" in preview.stdout
+    compared = as_json(cli("preview", "age > 20", "--audience", "us-pro-over-30", "--json"))
+    assert compared["entering"] is not None
+    cli("preview", "agee > 3", code=1)
+    evaluated = cli("evaluate", "cli-ann").stdout
+    assert "us-pro-over-30" in evaluated
+    assert as_json(cli("evaluate", "--attr", "country=FR", "--json"))
+
+
+def test_profiles_attributes_workspace_groups_keys_jobs(cli: Run) -> None:
+    assert as_json(cli("profiles", "put", "cli-bob", "-a", "age=7", "--json"))["id"] == "cli-bob"
+    assert as_json(cli("profiles", "get", "cli-bob", "--json"))["attributes"]["age"] == 7
+    assert "cli-bob" not in cli("profiles", "audiences", "cli-bob").stderr
+    cli("profiles", "delete", "cli-bob")
+    cli("profiles", "get", "cli-bob", code=3)
+    schema = as_json(cli("attributes", "list", "--json"))
+    assert {"name": "age", "type": "integer"}.items() <= schema[
+        [a["name"] for a in schema].index("age")
+    ].items()
+    assert "integer" in cli("attributes", "get", "age").stdout
+    cli("attributes", "declare", "cli_score", "--type", "float")
+    cli("attributes", "declare", "cli_score", "--type", "string", code=4)
+    assert as_json(cli("workspace", "get", "--json")) == {"strict_attributes": False}
+    assert as_json(cli("workspace", "set", "--strict-attributes", "--json"))["strict_attributes"]
+    cli("workspace", "set", "--infer-attributes", "-q")
+    group = as_json(cli("groups", "create", unique("g"), "--description", "d", "--json"))
+    assert group["id"] in cli("groups", "list", "--all", "-q").stdout
+    assert "audience_count" in cli("groups", "get", group["id"]).stdout
+    cli("groups", "update", group["id"], "--name", unique("h"), "-q")
+    cli("groups", "delete", group["id"])
+    token = cli("keys", "create", "--role", "read", "--name", "cli-robot").stdout.strip()
+    assert token.startswith("aud_")
+    keys = as_json(cli("keys", "list", "--json"))
+    robot = next(key for key in keys if key["name"] == "cli-robot")
+    assert "cli-robot" in cli("keys", "get", robot["id"]).stdout
+    cli("audiences", "create", unique("x"), "--name", "x", code=1, AUDIENCES_API_KEY=token)
+    cli("keys", "revoke", robot["id"])
+    jobs = as_json(cli("jobs", "list", "--all", "--json"))
+    finished = next(job for job in jobs if job["state"] == "succeeded")
+    assert as_json(cli("jobs", "get", finished["id"], "--json"))["id"] == finished["id"]
+    assert "succeeded" in cli("jobs", "wait", finished["id"]).stdout
+    assert cli("jobs", "errors", finished["id"]).stdout.startswith("row,line,code,message")
+    cli("jobs", "cancel", finished["id"], code=4)
+
+
+def test_rules_check_offline(cli: Run, tmp_path: Path) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text(cli("attributes", "list", "--json").stdout)
+    good = tmp_path / "good.txt"
+    good.write_text("# rules\nage > 30\n\ncountry IN ('US', 'CA')\n")
+    assert cli("rules", "check", str(good), "--schema", str(schema)).stdout.count("ok") == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"typo": "agee > 3", "fine": "age > 3"}))
+    result = cli("rules", "check", str(bad), "--schema", str(schema), "--json", code=1)
+    verdicts = {item["name"]: item for item in as_json(result)}
+    assert verdicts["fine"]["valid"] and not verdicts["typo"]["valid"]
+    assert verdicts["typo"]["errors"][0]["code"] == "rule_unknown_attribute"
+
+
+def test_bad_key_bad_url_and_config_profiles(cli: Run, live_server: Server, tmp_path: Path) -> None:
+    wrong = cli("audiences", "list", code=1, AUDIENCES_API_KEY="aud_wrong")
+    assert "invalid_api_key" in wrong.stderr and "--key" in wrong.stderr
+    down = cli("audiences", "list", code=5, AUDIENCES_URL=f"http://127.0.0.1:{free_port()}")
+    assert down.stderr.startswith("error: no answer from") and "Traceback" not in down.stderr
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[profiles.default]\nurl = "http://127.0.0.1:{free_port()}"\n\n'
+        f'[profiles.live]\nurl = "{live_server.base_url}"\nkey = "{live_server.token}"\n'
+    )
+    env = {"AUDIENCES_CONFIG": str(config), "AUDIENCES_URL": "", "AUDIENCES_API_KEY": ""}
+    assert cli("--profile", "live", "audiences", "list", "-q", **env).stdout
+    cli("audiences", "list", code=5, **env)
+    cli("--profile", "nope", "audiences", "list", code=2, **env)
