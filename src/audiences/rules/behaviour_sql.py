@@ -40,7 +40,7 @@ def aggregate(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     2-7x slower than the same condition written by hand)."""
     name, argument = original.name, new.args.get("expression")
     where = new.args.get("where")
-    conditions = [] if where is None else [exp.Paren(this=where.copy())]
+    conditions: list[exp.Expr] = [] if where is None else [exp.Paren(this=where.copy())]
     if argument is not None and _text(original.args["expression"], target):
         argument = exp.Collate(this=argument, expression=exp.to_identifier("C", quoted=True))
     if name == "last" and argument is not None:
