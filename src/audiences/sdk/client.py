@@ -12,6 +12,8 @@ import httpx
 from audiences.sdk._http import AsyncHttp, Retry, SyncHttp, client_options
 from audiences.sdk.resources.attributes import AsyncAttributes, Attributes
 from audiences.sdk.resources.audiences import AsyncAudiences, Audiences
+from audiences.sdk.resources.event_properties import AsyncEventProperties, EventProperties
+from audiences.sdk.resources.events import AsyncEventNames, AsyncEvents, EventNames, Events
 from audiences.sdk.resources.groups import AsyncGroups, Groups
 from audiences.sdk.resources.imports import AsyncImports, Imports
 from audiences.sdk.resources.jobs import AsyncJobs, Jobs
@@ -58,6 +60,9 @@ class Client:
         self.groups = Groups(http)
         self.profiles = Profiles(http)
         self.attributes = Attributes(http)
+        self.events = Events(http)
+        self.event_properties = EventProperties(http)
+        self.event_names = EventNames(http)
         self.imports = Imports(http)
         self.jobs = Jobs(http)
         self.keys = Keys(http)
@@ -98,6 +103,9 @@ class AsyncClient:
         self.groups = AsyncGroups(http)
         self.profiles = AsyncProfiles(http)
         self.attributes = AsyncAttributes(http)
+        self.events = AsyncEvents(http)
+        self.event_properties = AsyncEventProperties(http)
+        self.event_names = AsyncEventNames(http)
         self.imports = AsyncImports(http)
         self.jobs = AsyncJobs(http)
         self.keys = AsyncKeys(http)

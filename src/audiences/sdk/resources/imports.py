@@ -29,7 +29,8 @@ Uploaded = Callable[[int], None]
 """Called with the bytes sent so far, after each chunk."""
 
 
-def _chunks(path: Path, on_upload: Uploaded | None) -> Iterator[bytes]:
+def chunks(path: Path, on_upload: Uploaded | None) -> Iterator[bytes]:
+    """The file in 1 MiB chunks, read as the upload goes (shared by every file upload)."""
     sent = 0
     with path.open("rb") as file:
         while chunk := file.read(CHUNK):
@@ -39,8 +40,9 @@ def _chunks(path: Path, on_upload: Uploaded | None) -> Iterator[bytes]:
                 on_upload(sent)
 
 
-async def _achunks(path: Path, on_upload: Uploaded | None) -> AsyncIterator[bytes]:
-    for chunk in _chunks(path, on_upload):
+async def achunks(path: Path, on_upload: Uploaded | None) -> AsyncIterator[bytes]:
+    """The same chunks for an async upload."""
+    for chunk in chunks(path, on_upload):
         yield chunk
 
 
@@ -79,8 +81,8 @@ class Calls:
             model(Job),
             params=params,
             headers=headers,
-            body=lambda: _chunks(path, on_upload),
-            abody=lambda: _achunks(path, on_upload),
+            body=lambda: chunks(path, on_upload),
+            abody=lambda: achunks(path, on_upload),
         )
 
 
