@@ -15,6 +15,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from audiences.cli import app
+from audiences.cli import events as event_commands
 from tests.e2e.conftest import Server, free_port
 
 Run = Callable[..., Result]
@@ -26,8 +27,8 @@ def cli(live_server: Server) -> Run:
     runner = CliRunner()
     env = {"AUDIENCES_URL": live_server.base_url, "AUDIENCES_API_KEY": live_server.token}
 
-    def run(*args: str, code: int = 0, **extra_env: str) -> Result:
-        result = runner.invoke(app, list(args), env={**env, **extra_env})
+    def run(*args: str, code: int = 0, stdin: str | None = None, **extra_env: str) -> Result:
+        result = runner.invoke(app, list(args), input=stdin, env={**env, **extra_env})
         assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
         return result
 
@@ -175,3 +176,70 @@ def test_bad_key_bad_url_and_config_profiles(cli: Run, live_server: Server, tmp_
     assert cli("--profile", "live", "audiences", "list", "-q", **env).stdout
     cli("audiences", "list", code=5, **env)
     cli("--profile", "nope", "audiences", "list", code=2, **env)
+
+
+def test_events_send_in_batches_with_refusals_list_and_import(
+    cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(event_commands, "MAX_EVENTS", 2)  # three calls for five valid lines
+    who = unique("ev")
+    visit = {"profile_id": who, "event": "cli_visit", "properties": {"page": "/"}}
+    lines = [
+        {**visit, "timestamp": f"2026-01-0{day}T10:00:00Z", "event_id": f"{who}-{day}"}
+        for day in range(1, 5)
+    ]
+    lines.insert(2, {**visit, "properties": {"amount": "lots"}})  # line 3: wrong type
+    text = "\n".join(json.dumps(line) for line in lines)
+    text += '\n\n{"profile_id": "x"}\n{oops\n' + json.dumps({**visit, "event": "cli_buy"})
+    events = tmp_path / "events.ndjson"
+    events.write_text(text + "\n")
+    sent = cli("events", "send", str(events), code=1)
+    assert "written" in sent.stdout and "property_type" in sent.stdout
+    assert "error: 3 event(s) refused" in sent.stderr
+    again = as_json(cli("events", "send", str(events), "--json", code=1))
+    assert (again["written"], again["duplicates"], again["failed"]) == (1, 4, 3)
+    assert [item["line"] for item in again["refusals"]] == [3, 7, 8]
+    assert {item["code"] for item in again["refusals"]} == {
+        "malformed_json", "events_invalid", "property_type_mismatch"
+    }  # fmt: skip
+    piped = json.dumps({**visit, "event_id": f"{who}-9"})
+    assert cli("events", "send", "-", "-q", stdin=piped + "\n").stdout == ""
+    cli("events", "send", str(tmp_path / "missing.ndjson"), code=1)
+    shown = cli("events", "list", who).stdout
+    assert "cli_visit" in shown and "cli_buy" in shown
+    listed = as_json(cli("events", "list", who, "--all", "--json"))
+    assert len(listed) == 7 and listed[-1]["event_id"] == f"{who}-1"
+    buys = as_json(cli("events", "list", who, "--event", "cli_buy", "--json"))
+    assert [item["event"] for item in buys] == ["cli_buy", "cli_buy"]
+    first = cli("events", "list", who, "--limit", "2", "-q")
+    assert len(first.stdout.split()) <= 2
+    assert "--cursor" in cli("events", "list", who, "--limit", "2").stderr
+    cli("events", "list", unique("nobody"), code=3)
+    rows = "".join(f"{who}-f,cli_file,2026-02-01T00:00:{n:02}Z,{n},{who}-f{n}\n" for n in range(30))
+    upload = tmp_path / "events.csv"  # with event ids: a second import stores nothing again
+    upload.write_text("profile_id,event,timestamp,amount,event_id\n" + rows)
+    done = cli("events", "import", str(upload))
+    assert "succeeded" in done.stdout and "written=30" in done.stdout
+    replayed = as_json(cli("events", "import", str(upload), "--json"))
+    assert replayed["state"] == "succeeded" and replayed["counts"]["duplicates"] == 30
+    queued = cli("events", "import", str(upload), "--no-wait", "-q").stdout.strip()
+    assert as_json(cli("jobs", "wait", queued, "--json"))["counts"]["duplicates"] == 30
+    cli("events", "import", str(tmp_path / "missing.csv"), code=1)
+
+
+def test_event_properties_and_event_names(cli: Run) -> None:
+    name = f"cli_{uuid.uuid4().hex[:8]}"
+    declared = as_json(cli("event-properties", "declare", name, "--type", "float", "--json"))
+    assert declared["type"] == "float" and declared["inferred"] is False
+    cli("event-properties", "declare", name, "--type", "string", code=4)
+    assert "float" in cli("event-properties", "get", name).stdout
+    cli("event-properties", "get", "cli_missing_property", code=3)
+    assert name in cli("event-properties", "list", "-q").stdout.split()
+    assert name in {item["name"] for item in as_json(cli("event-properties", "list", "--json"))}
+    assert "inferred" in cli("event-properties", "list").stdout
+    event = f"cli_named_{uuid.uuid4().hex[:6]}"
+    cli("events", "send", "-", "-q", stdin=json.dumps({"profile_id": "n1", "event": event}))
+    assert event in cli("event-names", "list", "-q").stdout.split()
+    names = {item["name"]: item for item in as_json(cli("event-names", "list", "--json"))}
+    assert names[event]["count"] == 1
+    assert "first_seen_at" in cli("event-names", "list").stdout

@@ -15,6 +15,8 @@ import typer
 from audiences.cli import (
     attributes,
     audiences,
+    event_properties,
+    events,
     groups,
     jobs,
     keys,
@@ -64,6 +66,9 @@ app.add_typer(audiences.app, name="audiences")
 app.add_typer(groups.app, name="groups")
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(attributes.app, name="attributes")
+app.add_typer(events.app, name="events")
+app.add_typer(event_properties.app, name="event-properties")
+app.add_typer(events.names_app, name="event-names")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(workspace.app, name="workspace")
