@@ -125,9 +125,16 @@ def test_profiles_attributes_workspace_groups_keys_jobs(cli: Run) -> None:
     assert "integer" in cli("attributes", "get", "age").stdout
     cli("attributes", "declare", "cli_score", "--type", "float")
     cli("attributes", "declare", "cli_score", "--type", "string", code=4)
-    assert as_json(cli("workspace", "get", "--json")) == {"strict_attributes": False}
-    assert as_json(cli("workspace", "set", "--strict-attributes", "--json"))["strict_attributes"]
-    cli("workspace", "set", "--infer-attributes", "-q")
+    settings = {"strict_attributes": False, "event_retention_days": None}
+    assert as_json(cli("workspace", "get", "--json")) == settings
+    days = "36500"  # a century: the scheduler's expiry drops nothing other tests wrote
+    kept = as_json(cli("workspace", "set", "--event-retention-days", days, "--json"))
+    assert kept == {"strict_attributes": False, "event_retention_days": 36500}
+    strict = as_json(cli("workspace", "set", "--strict-attributes", "--json"))
+    assert strict == {"strict_attributes": True, "event_retention_days": 36500}
+    cli("workspace", "set", "--infer-attributes", "--keep-events-forever", "-q")
+    assert as_json(cli("workspace", "get", "--json")) == settings
+    cli("workspace", "set", code=2)
     group = as_json(cli("groups", "create", unique("g"), "--description", "d", "--json"))
     assert group["id"] in cli("groups", "list", "--all", "-q").stdout
     assert "audience_count" in cli("groups", "get", group["id"]).stdout

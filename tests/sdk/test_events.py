@@ -1,6 +1,6 @@
 """Events through the SDK on the real app in process, sync and async: batches with duplicates
 and refusals (207 as data), one event, a profile's history paged, the property schema, names,
-and a file imported as a job."""
+the retention setting, and a file imported as a job."""
 
 from __future__ import annotations
 
@@ -80,6 +80,8 @@ def test_event_properties_and_names(client: Client) -> None:
         client.event_properties.get("missing")
     [name] = client.event_names.list()
     assert name.name == "order" and name.count == 2
+    kept = client.workspace.update_settings(strict_attributes=False, event_retention_days=90)
+    assert kept.event_retention_days == 90 == client.workspace.settings().event_retention_days
 
 
 def test_import_file_streams_a_file_and_waits_for_its_job(

@@ -18,9 +18,14 @@ class Calls:
         return Call("GET", PATH, model(WorkspaceSettings))
 
     @staticmethod
-    def update_settings(*, strict_attributes: bool) -> Call[WorkspaceSettings]:
-        """Replace them (admin role)."""
-        body = {"strict_attributes": strict_attributes}
+    def update_settings(
+        *, strict_attributes: bool, event_retention_days: int | None = None
+    ) -> Call[WorkspaceSettings]:
+        """Replace them all (admin role): a retention left out keeps events forever."""
+        body = {
+            "strict_attributes": strict_attributes,
+            "event_retention_days": event_retention_days,
+        }
         return Call("PUT", PATH, model(WorkspaceSettings), json=body)
 
 
