@@ -15,6 +15,7 @@ from audiences.schemas.api_keys import Role
 from audiences.schemas.events import EventWrite
 from audiences.schemas.jobs import JobState
 from audiences.sdk import AsyncClient, Client, Conflict, NotFound, Retry, Unprocessable
+from audiences.sdk.resources.events import Calls
 from tests.factories import Tenant, run_jobs
 
 IMPORT = "events.import"
@@ -46,6 +47,14 @@ def test_send_a_batch_with_duplicates_and_refusals_as_data(client: Client) -> No
     with pytest.raises(Unprocessable) as invalid:
         client.events.send([{"profile_id": "ann"}])
     assert invalid.value.code == "events_invalid"
+
+
+def test_a_batch_is_retried_only_when_every_event_has_an_id() -> None:
+    # No Idempotency-Key on POST /v1/events: an event_id is what makes a resend harmless.
+    assert Calls.send([_order(1), _order(2)]).retryable
+    assert not Calls.send([_order(1), {"profile_id": "ann", "event": "visit"}]).retryable
+    assert Calls.send_one("ann", "visit", event_id="v").retryable
+    assert not Calls.send_one("ann", "visit").retryable
 
 
 def test_send_one_answers_its_result_and_raises_when_refused(client: Client) -> None:

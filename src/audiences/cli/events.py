@@ -84,12 +84,13 @@ def _batches(lines: TextIO, tally: Tally) -> Iterator[Batch]:
         event = _parsed(number, line, tally)
         if event is None:
             continue
-        if batch and (len(batch) >= MAX_EVENTS or size + len(line) > MAX_BATCH_BYTES):
+        length = len(line.encode())
+        if batch and (len(batch) >= MAX_EVENTS or size + length > MAX_BATCH_BYTES):
             yield numbers, batch
             numbers, batch, size = [], [], 0
         numbers.append(number)
         batch.append(event)
-        size += len(line)
+        size += length
     if batch:
         yield numbers, batch
 
