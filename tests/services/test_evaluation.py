@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from fastapi import FastAPI
 
 from audiences.engines import duckdb_sql
-from audiences.services import attributes, evaluation
+from audiences.services import evaluation
 from audiences.services.evaluation import compiled
 from tests.factories import Tenant
 from tests.oracle import Oracle, declare, ingest
@@ -38,7 +38,7 @@ def _records() -> list[tuple[str, dict[str, object]]]:
 def _select(app: FastAPI, tenant: Tenant, now: datetime) -> set[str]:
     runtime = app.state.runtime
     with app.state.session_factory() as session:
-        schema = frozenset(attributes.schema(session, workspace_id=tenant.workspace_id).items())
+        schema = compiled.workspace_schema(session, tenant.workspace_id)
         pids = evaluation.select_members(
             session,
             runtime=runtime,

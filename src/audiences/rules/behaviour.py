@@ -210,7 +210,7 @@ def batch_reason(tree: exp.Expr) -> str | None:
     none or streaming follows it (:func:`streams`).
 
     >>> from audiences.rules import parse_rule
-    >>> batch_reason(parse_rule("count(*) FILTER (WHERE timestamp >= now() - INTERVAL 1 DAY) > 0").tree)
+    >>> batch_reason(parse_rule("max(timestamp) >= now() - INTERVAL 1 DAY").tree)
     >>> batch_reason(parse_rule("sequence(event = 'a', event = 'b')").tree)[:32]
     'it tests a sequence of events (s'
     """
@@ -269,7 +269,10 @@ def _windowed(clock: exp.Expr) -> bool:
     shifted = clock
     while isinstance(shifted.parent, exp.Add | exp.Sub) and shifted.parent.this is shifted:
         interval = shifted.parent.expression
-        if not isinstance(interval, exp.Interval) or interval.text("unit").upper() in _CALENDAR_UNITS:
+        if (
+            not isinstance(interval, exp.Interval)
+            or interval.text("unit").upper() in _CALENDAR_UNITS
+        ):
             return False
         shifted = shifted.parent
     comparison = shifted.parent
