@@ -179,3 +179,68 @@ def test_streaming_equals_batch_after_writes_and_as_time_moves(
             if step.countries:
                 write_profiles(app, tenant, {PEOPLE[p]: c for p, c in step.countries.items()}, now)
             assert streaming_members(app, tenant) == batch_members(app, tenant, now), "writes"
+
+
+def test_the_sweep_moves_only_the_profiles_whose_events_crossed_a_boundary(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    rule = "count(*) FILTER (WHERE timestamp >= now() - INTERVAL 1 HOUR) >= 1"
+    audience = make_audience(
+        tenant.admin, key="hour", rule=rule, refresh_policy={"mode": "streaming"}
+    )
+    anytime = make_audience(
+        tenant.admin, key="ever", rule="count(*) >= 1", refresh_policy={"mode": "streaming"}
+    )
+    t = START
+    sweep(app, tenant, None, t)
+    records = [
+        EventRecord("early", "view", t),
+        EventRecord("later", "view", t + timedelta(minutes=30)),
+        EventRecord("old", "view", t - timedelta(hours=5)),
+    ]
+    write_events(app, tenant, records, t + timedelta(minutes=30))
+    pids = dict(
+        zip(
+            ["early", "later", "old"],
+            app.state.runtime.profiles.pids_for(tenant.workspace_id, ["early", "later", "old"]),
+            strict=True,
+        )
+    )
+    members = streaming_members_of(app, tenant, ["hour", "ever"])
+    assert members["hour"] == {pids["early"], pids["later"]}
+    assert members["ever"] == set(pids.values())
+    # Nothing crosses a boundary before t + 1 hour: the sweep finds no profile.
+    swept = sweep(app, tenant, t + timedelta(minutes=30), t + timedelta(minutes=59))
+    assert set(swept.candidates) == set()
+    # The early view leaves the window at t + 1 hour (its bound is included): only its
+    # profile is evaluated again, and leaves; the later one stays.
+    swept = sweep(app, tenant, t + timedelta(minutes=59), t + timedelta(minutes=61))
+    assert set(swept.candidates) == {pids["early"]}
+    members = streaming_members_of(app, tenant, ["hour", "ever"])
+    assert members["hour"] == {pids["later"]}
+    assert members["ever"] == set(pids.values())
+    swept = sweep(app, tenant, t + timedelta(minutes=61), t + timedelta(hours=3))
+    assert set(swept.candidates) == {pids["later"]}
+    assert streaming_members_of(app, tenant, ["hour"])["hour"] == set()
+    assert audience["evaluation_mode"]["mode"] == anytime["evaluation_mode"]["mode"] == "streaming"
+
+
+def streaming_members_of(app: FastAPI, tenant: Tenant, keys: list[str]) -> dict[str, set[int]]:
+    with session_of(app) as session:
+        sets = compiled.member_sets(session, app.state.runtime, tenant.workspace_id, keys=keys)
+    return {key: set(members) for key, members in sets.items()}
+
+
+def test_the_sweep_scans_events_by_time_ranges(app: FastAPI, tenant: Tenant) -> None:
+    """The engine query behind the sweep: pids with an event in any range, bounds included."""
+    records = [EventRecord(f"q{n}", "view", START + timedelta(minutes=10 * n)) for n in range(6)]
+    write_events(app, tenant, records, START + timedelta(hours=1))
+    engine = app.state.runtime.profiles
+    pids = engine.pids_for(tenant.workspace_id, [r.external_id for r in records])
+    ranges = [
+        (START + timedelta(minutes=10), START + timedelta(minutes=20)),
+        (START + timedelta(minutes=45), START + timedelta(minutes=50)),
+    ]
+    found = engine.pids_with_events_between(tenant.workspace_id, ranges)
+    assert set(found) == {pids[1], pids[2], pids[5]}
+    assert set(engine.pids_with_events_between(tenant.workspace_id, [])) == set()
