@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from audiences.engines.base import EventPage, EventPosition, EventRecord, EventResult
 from audiences.errors import ErrorDetail, PayloadTooLarge
 from audiences.kit.clock import utcnow
-from audiences.services import attributes, evaluation, event_properties
+from audiences.services import attributes, evaluation, event_properties, memberships
 from audiences.services.callers import Caller
 from audiences.services.profiles import get as get_profile
 from audiences.services.runtime import Runtime
@@ -78,9 +78,10 @@ def write(
         properties=[record.properties for record in accepted],
         typed=typed,
     )
-    # Locked before the write, as profile writes do: of two writers of one profile's events,
-    # the later to lock writes later and evaluates with both writes' events.
-    streaming = evaluation.lock_streaming(session, workspace_id)
+    # The streaming audiences events move, locked before the write as profile writes do: of two
+    # writers of one profile's events, the later to lock writes later and sees both writes.
+    streaming = evaluation.following_events(evaluation.streaming_audiences(session, workspace_id))
+    memberships.lock_all(session, streaming)
     written = iter(runtime.profiles.write_events(workspace_id, accepted, received_at=now))
     results = [refused[n] if n in refused else next(written) for n in range(len(records))]
     evaluation.on_profiles_written(
@@ -88,7 +89,7 @@ def write(
         runtime=runtime,
         workspace_id=workspace_id,
         pids={r.pid for r in results if r.pid is not None and r.ok and not r.duplicate},
-        streaming=evaluation.following_events(streaming),
+        streaming=streaming,
         now=now,
     )
     seen = Counter(
