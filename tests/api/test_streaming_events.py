@@ -7,8 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+from fastapi import FastAPI
+
 from tests.client import ApiClient
-from tests.factories import Tenant, make_audience
+from tests.factories import Tenant, make_audience, run_jobs
 
 SIGNED_UP = "count(*) FILTER (WHERE event = 'signup' AND timestamp >= now() - INTERVAL 1 DAY) >= 1"
 SPENT = "sum(amount) FILTER (WHERE event = 'order' AND timestamp >= now() - INTERVAL 7 DAY) > 100"
@@ -126,3 +129,36 @@ def test_a_members_explanation_reads_its_events(tenant: Tenant) -> None:
     body = answer.json()
     assert body["member"] is True
     assert _behaviour(body["explanation"]["tree"])["value"] == 110.0
+
+
+def test_an_event_import_moves_streaming_audiences(app: FastAPI, tenant: Tenant) -> None:
+    spent = _streaming(tenant.admin, SPENT)
+    lines = [
+        {
+            "profile_id": "i",
+            "event": "order",
+            "timestamp": _ago(hours=1),
+            "properties": {"amount": 70},
+        },
+        {
+            "profile_id": "i",
+            "event": "order",
+            "timestamp": _ago(hours=2),
+            "properties": {"amount": 40},
+        },
+        {
+            "profile_id": "j",
+            "event": "order",
+            "timestamp": _ago(hours=2),
+            "properties": {"amount": 40},
+        },
+    ]
+    accepted = tenant.write.post(
+        "/v1/events/imports",
+        content=b"\n".join(orjson.dumps(line) for line in lines),
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert accepted.status_code == 202, accepted.text
+    run_jobs(app, "events.import")
+    assert tenant.read.get(f"/v1/jobs/{accepted.json()['id']}").json()["state"] == "succeeded"
+    assert (_member(tenant.read, spent, "i"), _member(tenant.read, spent, "j")) == (True, False)
