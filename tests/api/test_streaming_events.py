@@ -162,3 +162,24 @@ def test_an_event_import_moves_streaming_audiences(app: FastAPI, tenant: Tenant)
     run_jobs(app, "events.import")
     assert tenant.read.get(f"/v1/jobs/{accepted.json()['id']}").json()["state"] == "succeeded"
     assert (_member(tenant.read, spent, "i"), _member(tenant.read, spent, "j")) == (True, False)
+
+
+def test_a_profile_an_event_creates_is_evaluated_by_every_streaming_audience(
+    tenant: Tenant,
+) -> None:
+    unknown = _streaming(tenant.admin, "age IS NULL")
+    adults = _streaming(tenant.admin, "age >= 18")
+    event = {"profile_id": "newcomer", "event": "view", "timestamp": _ago(minutes=1)}
+    assert tenant.write.post("/v1/events", json=event).status_code == 201
+    assert _member(tenant.read, unknown, "newcomer")
+    assert not _member(tenant.read, adults, "newcomer")
+    put = tenant.write.put("/v1/profiles/newcomer", json={"attributes": {"age": 30}})
+    assert put.status_code in (200, 201), put.text
+    assert tenant.write.post("/v1/events", json=event).status_code == 201
+    assert (
+        _member(tenant.read, unknown, "newcomer"),
+        _member(tenant.read, adults, "newcomer"),
+    ) == (
+        False,
+        True,
+    )
