@@ -45,3 +45,17 @@ def test_sweeps_are_queued_per_interval_and_chain_their_periods(
     assert datetime.fromisoformat(first_until) <= datetime.fromisoformat(job.result["until"])
     member = tenant.read.get(f"/v1/audiences/{made['id']}/members/v").json()["member"]
     assert member is True
+
+
+def test_finished_sweeps_are_pruned_after_an_hour(app: FastAPI, tenant: Tenant) -> None:
+    now = datetime.now(UTC)
+    make_audience(tenant.admin, rule=RULE, refresh_policy={"mode": "streaming"})
+    (queued,) = _queue(app, tenant, now - timedelta(hours=3))
+    job = _run_jobs_until_done(app, app.state.settings, queued, evaluation.SWEEP_HANDLER)
+    assert job.state == "succeeded", job.last_error
+    with app.state.session_factory.begin() as session:
+        assert evaluation.last_until(session, tenant.workspace_id) is not None
+        assert evaluation.prune(session, now=now) == 0, "finished just now: kept"
+        assert evaluation.prune(session, now=now + timedelta(hours=2)) >= 1
+        # With no sweep left, the next one refreshes in batch (exact) instead.
+        assert evaluation.last_until(session, tenant.workspace_id) is None

@@ -140,8 +140,8 @@ class Housekeeping:
 
     def run(self, now: datetime) -> None:
         """Sweep the uploads no job will read; hourly, queue the expiry of static members past
-        their ttl and of events past their workspace's retention, and purge expired
-        idempotency keys."""
+        their ttl and of events past their workspace's retention, delete finished streaming
+        sweep jobs past an hour, and purge expired idempotency keys."""
         try:
             with self.session_factory() as session:
                 imports.sweep_uploads(session, data_dir=self.settings.data_dir, now=now)
@@ -159,6 +159,11 @@ class Housekeeping:
                 queue_event_expiries(session, now=now)
         except Exception:
             log.exception("queueing event expiries failed; trying again next hour")
+        try:
+            with self.session_factory.begin() as session:
+                evaluation.prune(session, now=now)
+        except Exception:
+            log.exception("pruning finished sweep jobs failed; trying again next hour")
         try:
             with self.session_factory.begin() as session:
                 maintenance.purge_idempotency_keys(

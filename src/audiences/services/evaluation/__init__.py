@@ -26,6 +26,7 @@ from audiences.services.evaluation.sweeps import (
     SWEEP_HANDLER,
     Swept,
     last_until,
+    prune,
     sweep,
     workspaces_to_sweep,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "last_until",
     "lock_streaming",
     "on_profiles_written",
+    "prune",
     "refresh",
     "refresh_all",
     "refresh_many",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pyroaring import BitMap
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from audiences import rules
@@ -122,6 +122,22 @@ def last_until(session: Session, workspace_id: str) -> datetime | None:
     result = session.scalar(stmt)
     until = result.get("until") if isinstance(result, dict) else None
     return datetime.fromisoformat(until) if isinstance(until, str) else None
+
+
+SWEEPS_KEPT = timedelta(hours=1)
+"""How long finished sweep jobs are kept: one runs every few seconds per workspace."""
+
+
+def prune(session: Session, *, now: datetime) -> int:
+    """Delete the sweep jobs that finished more than :data:`SWEEPS_KEPT` ago; how many. While
+    sweeps run, the last one is younger; after a longer pause none is left, and the next
+    sweep, knowing no ``since``, refreshes the audiences in batch, which is exact."""
+    stmt = delete(JobRow).where(
+        JobRow.handler == SWEEP_HANDLER,
+        JobRow.state.in_([JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]),
+        JobRow.finished_at < now - SWEEPS_KEPT,
+    )
+    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
 
 
 def workspaces_to_sweep(session: Session) -> list[str]:
