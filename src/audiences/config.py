@@ -137,6 +137,16 @@ class Settings(BaseSettings):
             "seconds; 0 disables its scheduler."
         ),
     )
+    streaming_sweep_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=3600,
+        description=(
+            "How often, in seconds, the scheduler sweeps each workspace with streaming "
+            "behavioural audiences: profiles whose events a window boundary crossed since the "
+            "last sweep are evaluated again, so they leave (or enter) within this interval."
+        ),
+    )
     min_refresh_interval_seconds: int = Field(
         default=60,
         ge=60,

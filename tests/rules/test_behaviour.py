@@ -140,19 +140,56 @@ def test_unknown_event_names_are_warnings() -> None:
     assert validate_rule("count(*) > 0", SCHEMA, events=gen.EVENTS).warnings == ()
 
 
+STREAMS = "follows each event write"
+
+
 @pytest.mark.parametrize(
-    ("text", "reason"),
+    ("text", "mode", "reason"),
     [
-        ("count(*) FILTER (WHERE timestamp >= now() - INTERVAL 7 DAY) > 0", "until streaming"),
-        ("count(*) > 0 AND age > 3", "until streaming"),
-        ("sequence(event = 'a', event = 'b')", "sequence"),
-        ("count(*) FILTER (WHERE timestamp >= TIMESTAMP '2024-01-01') > 0", "absolute window"),
+        ("count(*) FILTER (WHERE timestamp >= now() - INTERVAL 7 DAY) > 0", "streaming", STREAMS),
+        ("count(*) > 0 AND age > 3", "streaming", STREAMS),
+        ("max(timestamp) < now() - INTERVAL 30 DAY", "streaming", STREAMS),
+        (
+            "min(timestamp) FILTER (WHERE event = 'order') >= now() - INTERVAL 7 DAY",
+            "streaming",
+            STREAMS,
+        ),
+        (
+            "sum(amount) FILTER (WHERE timestamp BETWEEN now() - INTERVAL 90 DAY"
+            " AND now() - INTERVAL 30 DAY) > 5",
+            "streaming",
+            STREAMS,
+        ),
+        (
+            "count(DISTINCT sku) FILTER (WHERE timestamp + INTERVAL 2 HOUR > now()) >= 2",
+            "streaming",
+            STREAMS,
+        ),
+        ("last(sku) = 'a' AND NOT in_audience('s')", "streaming", STREAMS),
+        ("sequence(event = 'a', event = 'b')", "scheduled", "sequence"),
+        (
+            "count(*) FILTER (WHERE timestamp >= TIMESTAMP '2024-01-01') > 0",
+            "scheduled",
+            "absolute window",
+        ),
+        (
+            "count(*) FILTER (WHERE timestamp >= now() - INTERVAL 1 MONTH) > 0",
+            "scheduled",
+            "calendar",
+        ),
+        ("max(timestamp) < current_date", "scheduled", "calendar"),
+        (
+            "sum(amount) > 0 AND signup < now() - INTERVAL 1 DAY",
+            "scheduled",
+            "current time (now())",
+        ),
+        ("count(*) > 0 AND in_audience('b')", "scheduled", "on a schedule: b"),
+        ("count(*) FILTER (WHERE sent_at > now()) > 0", "scheduled", "calendar"),
     ],
 )
-def test_behavioural_rules_are_scheduled_with_a_reason(text: str, reason: str) -> None:
-    mode, why = evaluation_mode(parse_rule(text), set())
-    assert mode == "scheduled"
-    assert reason in why
+def test_behavioural_rules_are_classified_with_a_reason(text: str, mode: str, reason: str) -> None:
+    found, why = evaluation_mode(parse_rule(text), {"s"})
+    assert (found, reason in why) == (mode, True), why
 
 
 def test_relative_windows_read_the_clock() -> None:

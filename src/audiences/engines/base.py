@@ -296,6 +296,15 @@ class ProfileEngine(Protocol):
         out. What Python evaluation of behavioural rules reads."""
         ...
 
+    def pids_with_events_between(
+        self, workspace_id: str, ranges: Sequence[tuple[datetime, datetime]]
+    ) -> BitMap:
+        """The pids with an event whose time is in one of ``ranges`` (each ``(low, high)``, both
+        included): streaming's sweep finds the profiles whose events a window boundary
+        crossed since the last sweep. One scan by time; events are appended roughly in time
+        order, so an engine with per-block time statistics reads only the blocks in range."""
+        ...
+
     def profile_events(
         self,
         workspace_id: str,

@@ -410,6 +410,18 @@ class DuckDBEngine:
                 cur, state.events, state.event_schema, _valid_pids(pids), since
             )
 
+    def pids_with_events_between(
+        self, workspace_id: str, ranges: Sequence[tuple[datetime, datetime]]
+    ) -> BitMap:
+        """The pids with an event timed in one of ``ranges`` (bounds included)."""
+        state = self._workspace(workspace_id)
+        if state is None or not ranges:
+            return BitMap()
+        params = [moment for bounds in ranges for moment in bounds]
+        with self._cursor() as cur:
+            found = cur.execute(sql.pids_between(state.events, len(ranges)), params).fetchnumpy()
+        return pids_to_bitmap(found["pid"])
+
     def profile_events(
         self,
         workspace_id: str,

@@ -69,10 +69,10 @@ def read_of(
         where += ' AND "timestamp" >= ?'
         params.append(since)
     rows = cur.execute(sql.select_events(table, list(schema), where, "ASC"), params).fetchall()
-    read = _EventReader(schema)
+    read = _EventReader(schema).event
     found: dict[int, list[Event]] = {}
     for row in rows:
-        found.setdefault(int(row[0]), []).append(read(row).event)
+        found.setdefault(int(row[0]), []).append(read(row))
     return found
 
 
@@ -131,10 +131,13 @@ class _EventReader:
         ]
 
     def __call__(self, row: Sequence[Any]) -> StoredEvent:
+        return StoredEvent(self.event(row), row[4], as_utc(row[2]))
+
+    def event(self, row: Sequence[Any]) -> Event:
+        """The event alone (what rules read; streaming reads many, so no more is built)."""
         properties: dict[str, Any] = {}
         for position, name, decode in self.columns:
             value = row[position]
             if value is not None:
                 properties[name] = value if decode is None else decode(value)
-        event = Event(row[3], as_utc(row[1]), properties)
-        return StoredEvent(event, row[4], as_utc(row[2]))
+        return Event(row[3], as_utc(row[1]), properties)

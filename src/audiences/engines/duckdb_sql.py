@@ -312,5 +312,18 @@ def select_events(table: str, properties: Sequence[str], where: str, order: str)
     return f"SELECT {columns} FROM {table} WHERE {where} ORDER BY pid, {keys}"
 
 
+def pids_between(table: str, ranges: int) -> str:
+    """The distinct pids of the events timed in any of ``ranges`` pairs of bound parameters
+    (``low``, ``high``, both included). DuckDB skips the row groups whose min/max time
+    statistics lie outside every range, so on events appended in time order this reads only
+    the few row groups of the period asked about.
+
+    >>> pids_between("events_x", 1)
+    'SELECT DISTINCT pid FROM events_x WHERE ("timestamp" BETWEEN ? AND ?)'
+    """
+    tests = " OR ".join(['("timestamp" BETWEEN ? AND ?)'] * ranges)
+    return f"SELECT DISTINCT pid FROM {table} WHERE {tests}"
+
+
 EVENT_SELECT = ("pid", '"timestamp"', "received_at", "event", "event_id")
 """The built-in columns of an event read back, in the order events are sorted by."""

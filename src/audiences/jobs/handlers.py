@@ -172,5 +172,32 @@ def refresh_due(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
     return {"runs": results}
 
 
+@HANDLERS.register(evaluation.SWEEP_HANDLER, needs_profiles=True)
+def sweep_streaming(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
+    """Move the workspace's streaming behavioural audiences with time: the profiles whose
+    events a window boundary crossed since the last sweep are evaluated again, as of now
+    (see ``services/evaluation/sweeps.py``). The result's ``until`` is where the next sweep
+    starts; a failed sweep leaves it, so the next one covers its period too."""
+    until = utcnow()
+    with context.session() as session:
+        since = evaluation.last_until(session, job.workspace_id)
+        if since is not None and since > until:  # another process's clock ran ahead
+            until = since
+        swept = evaluation.sweep(
+            session,
+            runtime=context.runtime,
+            workspace_id=job.workspace_id,
+            since=since,
+            until=until,
+        )
+    context.count("profiles", len(swept.candidates))
+    return {
+        "since": None if since is None else since.isoformat(),
+        "until": until.isoformat(),
+        "profiles": len(swept.candidates),
+        "refreshed": swept.refreshed,
+    }
+
+
 def _run_result(run: RunRow) -> dict[str, Any]:
     return {"run_id": run.id, "status": run.status, "size": run.size, "error": run.error}

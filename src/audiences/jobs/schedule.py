@@ -1,8 +1,9 @@
 """The scheduler: every few seconds, queue one ``evaluation.refresh_due`` job per workspace with
-scheduled audiences that are due, and keep house: sweep the uploads of imports cancelled before
-they ran and, once an hour, queue a ``membership.expire`` job per workspace whose static lists
-have a ttl, an ``events.expire`` job per workspace with an event retention, and purge expired
-idempotency keys.
+scheduled audiences that are due and, every sweep interval, one ``evaluation.sweep`` job per
+workspace with streaming behavioural audiences, and keep house: sweep the uploads of imports
+cancelled before they ran and, once an hour, queue a ``membership.expire`` job per workspace
+whose static lists have a ttl, an ``events.expire`` job per workspace with an event
+retention, and purge expired idempotency keys.
 
 Any number of schedulers may run (one per server or worker process): the job's dedupe key names
 the time slot, so a slot yields one job per workspace whoever notices it first, and a workspace
@@ -23,6 +24,7 @@ from audiences.kit.clock import utcnow
 from audiences.kit.logs import get_logger
 from audiences.schemas.jobs import JobKind
 from audiences.services import (
+    evaluation,
     events,
     freshness,
     imports,
@@ -58,6 +60,34 @@ def tick(session: Session, *, now: datetime, slot_seconds: int) -> list[JobRow]:
                 handler=REFRESH_DUE,
                 subject_id=workspace_id,
                 dedupe_key=f"{REFRESH_DUE}:{slot}",
+                created_by="scheduler",
+            )
+        )
+    return queued
+
+
+def queue_sweeps(session: Session, *, now: datetime, sweep_seconds: int) -> list[JobRow]:
+    """One ``evaluation.sweep`` job per workspace with streaming behavioural audiences per
+    sweep interval (the slot in its dedupe key), none while one is still queued or running."""
+    slot = int(now.timestamp()) // max(sweep_seconds, 1)
+    queued = []
+    for workspace_id in evaluation.workspaces_to_sweep(session):
+        active = queue.active_for_subject(
+            session,
+            workspace_id=workspace_id,
+            subject_id=workspace_id,
+            handler=evaluation.SWEEP_HANDLER,
+        )
+        queued.append(
+            active[0]
+            if active
+            else queue.enqueue(
+                session,
+                workspace_id=workspace_id,
+                kind=JobKind.EVALUATION,
+                handler=evaluation.SWEEP_HANDLER,
+                subject_id=workspace_id,
+                dedupe_key=f"{evaluation.SWEEP_HANDLER}:{slot}",
                 created_by="scheduler",
             )
         )
@@ -110,8 +140,8 @@ class Housekeeping:
 
     def run(self, now: datetime) -> None:
         """Sweep the uploads no job will read; hourly, queue the expiry of static members past
-        their ttl and of events past their workspace's retention, and purge expired
-        idempotency keys."""
+        their ttl and of events past their workspace's retention, delete finished streaming
+        sweep jobs past an hour, and purge expired idempotency keys."""
         try:
             with self.session_factory() as session:
                 imports.sweep_uploads(session, data_dir=self.settings.data_dir, now=now)
@@ -129,6 +159,11 @@ class Housekeeping:
                 queue_event_expiries(session, now=now)
         except Exception:
             log.exception("queueing event expiries failed; trying again next hour")
+        try:
+            with self.session_factory.begin() as session:
+                evaluation.prune(session, now=now)
+        except Exception:
+            log.exception("pruning finished sweep jobs failed; trying again next hour")
         try:
             with self.session_factory.begin() as session:
                 maintenance.purge_idempotency_keys(
@@ -155,6 +190,7 @@ class Scheduler:
     ) -> None:
         self.session_factory = session_factory
         self.seconds = settings.scheduler_seconds
+        self.sweep_seconds = settings.streaming_sweep_seconds
         self.housekeeping = Housekeeping(session_factory, settings)
         self.stopping = stopping
         self._thread: threading.Thread | None = None
@@ -170,10 +206,17 @@ class Scheduler:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self.stopping.wait(self.seconds):
+        # Wake at the shorter interval: sweeps are due more often than refreshes, and a tick
+        # between its slots finds the refresh jobs of the slot queued already.
+        while not self.stopping.wait(min(self.seconds, self.sweep_seconds)):
             try:
                 with self.session_factory.begin() as session:
                     tick(session, now=utcnow(), slot_seconds=self.seconds)
             except Exception:
                 log.exception("scheduler tick failed; trying again next tick")
+            try:
+                with self.session_factory.begin() as session:
+                    queue_sweeps(session, now=utcnow(), sweep_seconds=self.sweep_seconds)
+            except Exception:
+                log.exception("queueing streaming sweeps failed; trying again next tick")
             self.housekeeping.run(utcnow())

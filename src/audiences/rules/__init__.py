@@ -28,11 +28,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from audiences.errors import ErrorDetail
-from audiences.rules.behaviour import EVENTS_KEY, MAX_STEPS, MAX_WINDOW_DAYS
+from audiences.rules.behaviour import EVENTS_KEY, MAX_STEPS, MAX_WINDOW_DAYS, is_behavioural
 from audiences.rules.diagnostics import at, fail
 from audiences.rules.explain import explain
 from audiences.rules.json_form import from_json
-from audiences.rules.next_change import next_change
+from audiences.rules.next_change import clock_offsets, lookback, next_change
 from audiences.rules.parse import parse_rule, parse_tree
 from audiences.rules.references import (
     dependencies,
@@ -60,11 +60,14 @@ __all__ = [
     "Rule",
     "RuleLimits",
     "asked_audiences",
+    "clock_offsets",
     "dependencies",
     "evaluation_mode",
     "evaluation_order",
     "explain",
     "find_cycle",
+    "is_behavioural",
+    "lookback",
     "next_change",
     "parse_rule",
     "parse_rule_json",

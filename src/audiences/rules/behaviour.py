@@ -198,10 +198,21 @@ def inside(tree: exp.Expr) -> set[int]:
     return found
 
 
+STREAMING_REASON = (
+    "it reads the profile's events through relative windows only, so its answer follows each"
+    " event write and, as time passes, each window boundary within the sweep interval"
+)
+"""The reason given for a behavioural rule evaluated by streaming."""
+
+
 def batch_reason(tree: exp.Expr) -> str | None:
     """Why a rule that reads events is evaluated in scheduled batch runs, or None if it reads
-    none. This is where streaming evaluation of events will flip counts, sums, first and last
-    over relative windows to ``streaming``; sequences and absolute windows stay batch-only.
+    none or streaming follows it (:func:`streams`).
+
+    >>> from audiences.rules import parse_rule
+    >>> batch_reason(parse_rule("max(timestamp) >= now() - INTERVAL 1 DAY").tree)
+    >>> batch_reason(parse_rule("sequence(event = 'a', event = 'b')").tree)[:32]
+    'it tests a sequence of events (s'
     """
     if tree.find(EventSequence) is not None:
         return "it tests a sequence of events (sequence(...)), which only batch runs evaluate"
@@ -213,10 +224,86 @@ def batch_reason(tree: exp.Expr) -> str | None:
             "it reads events in an absolute window (timestamp compared with a fixed time),"
             " which only batch runs evaluate"
         )
-    return (
-        "it aggregates events (count, sum, first, last, ...), which are evaluated in scheduled"
-        " batch runs until streaming evaluation of events exists"
-    )
+    about_events = [clock for clock in _clocks(tree) if _about_events(clock)]
+    return _CALENDAR if any(not event_clock(clock) for clock in about_events) else None
+
+
+_CALENDAR = (
+    "it compares event times with the clock in calendar units (months, years, current_date)"
+    " or other than through a window on timestamp, which only scheduled batch runs evaluate"
+)
+
+
+def _clocks(tree: exp.Expr) -> Iterator[exp.Expr]:
+    yield from tree.find_all(exp.CurrentTimestamp, exp.CurrentDate)
+
+
+def _about_events(clock: exp.Expr) -> bool:
+    """Whether a clock read is inside an aggregate or compared with one."""
+    if clock.find_ancestor(*BEHAVIOURAL) is not None:
+        return True
+    comparison = clock.find_ancestor(*_CLOCK_COMPARISONS)
+    return comparison is not None and comparison.find(*BEHAVIOURAL) is not None
+
+
+def event_clock(clock: exp.Expr) -> bool:
+    """Whether a clock read is a window on ``timestamp`` of fixed units inside an aggregate's
+    filter, or ``now()`` compared with ``min``, ``max`` or ``last`` of ``timestamp``: then time
+    changes its answer only when ``now`` crosses an event's time moved by a fixed offset,
+    which a sweep over the events table by time finds (streaming).
+
+    >>> from audiences.rules import parse_rule
+    >>> tree = parse_rule("seen < now() AND max(timestamp) < now() - INTERVAL 7 DAY").tree
+    >>> [event_clock(node) for node in tree.find_all(exp.CurrentTimestamp)]
+    [False, True]
+    """
+    return isinstance(clock, exp.CurrentTimestamp) and _windowed(clock)
+
+
+_TIME_OF = ("min", "max", "last")
+
+
+def _windowed(clock: exp.Expr) -> bool:
+    """``now() ± INTERVAL n UNIT`` (fixed units) compared with ``timestamp ± INTERVAL`` inside
+    an aggregate's filter, or with ``min``/``max``/``last(timestamp)`` outside."""
+    shifted = clock
+    while isinstance(shifted.parent, exp.Add | exp.Sub) and shifted.parent.this is shifted:
+        interval = shifted.parent.expression
+        if (
+            not isinstance(interval, exp.Interval)
+            or interval.text("unit").upper() in _CALENDAR_UNITS
+        ):
+            return False
+        shifted = shifted.parent
+    comparison = shifted.parent
+    if not isinstance(comparison, _CLOCK_COMPARISONS):
+        return False
+    others = [op for op in comparison.iter_expressions() if op is not shifted]
+    if isinstance(comparison, exp.Between) and shifted is not comparison.this:
+        others = [comparison.this]  # a bound: compared with the value between, not the other
+    inside = clock.find_ancestor(*BEHAVIOURAL) is not None
+    return bool(others) and all(_event_time(_unshifted(op), inside=inside) for op in others)
+
+
+_CALENDAR_UNITS = frozenset({"MONTH", "YEAR", "QUARTER"})
+_CLOCK_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between)
+
+
+def _unshifted(node: exp.Expr) -> exp.Expr:
+    while isinstance(node, exp.Add | exp.Sub) and isinstance(node.expression, exp.Interval):
+        if node.expression.text("unit").upper() in _CALENDAR_UNITS:
+            return node
+        node = node.this
+    return node
+
+
+def _event_time(node: exp.Expr, *, inside: bool) -> bool:
+    if inside:
+        return isinstance(node, EventField) and node.name == "timestamp"
+    if not isinstance(node, Aggregate) or node.name not in _TIME_OF:
+        return False
+    argument = node.expression
+    return isinstance(argument, EventField) and argument.name == "timestamp"
 
 
 def _absolute(node: exp.Expr) -> bool:

@@ -8,7 +8,7 @@ from typing import Literal
 from sqlglot import exp
 
 from audiences.errors import ErrorDetail, RuleError
-from audiences.rules.behaviour import batch_reason
+from audiences.rules.behaviour import STREAMING_REASON, batch_reason, event_clock, is_behavioural
 from audiences.rules.dialect import InAudience
 from audiences.rules.rule import Rule
 
@@ -40,9 +40,11 @@ def reads_clock(rule: Rule) -> bool:
 def evaluation_mode(rule: Rule, streaming_audiences: Iterable[str]) -> tuple[Mode, str]:
     """Whether a rule can be evaluated the moment a profile changes, and why (or why not).
 
-    A rule is ``streaming`` when it reads only the profile and streaming audiences; it is
-    ``scheduled`` when it reads events (see ``behaviour.batch_reason``), the clock (its answer
-    changes with time alone) or an audience that is itself evaluated on a schedule.
+    A rule is ``streaming`` when it reads only the profile (its attributes, and its events
+    through relative windows: see ``behaviour.batch_reason``) and streaming audiences; it is
+    ``scheduled`` when it reads events in a way only batch runs evaluate, the clock other than
+    through an event window (its answer changes with time alone) or an audience that is itself
+    evaluated on a schedule.
 
     >>> from audiences.rules import parse_rule
     >>> evaluation_mode(parse_rule("last_seen > now() - INTERVAL 7 DAY"), set())
@@ -52,7 +54,11 @@ def evaluation_mode(rule: Rule, streaming_audiences: Iterable[str]) -> tuple[Mod
     if events is not None:
         return "scheduled", events
     clock = sorted(
-        {_clock_name(n) for n in rule.tree.find_all(exp.CurrentTimestamp, exp.CurrentDate)}
+        {
+            _clock_name(n)
+            for n in rule.tree.find_all(exp.CurrentTimestamp, exp.CurrentDate)
+            if not event_clock(n)
+        }
     )
     if clock:
         used = " and ".join(clock)
@@ -64,6 +70,8 @@ def evaluation_mode(rule: Rule, streaming_audiences: Iterable[str]) -> tuple[Mod
     if batch:
         names = ", ".join(batch)
         return "scheduled", f"it depends on audiences evaluated on a schedule: {names}"
+    if is_behavioural(rule.tree):
+        return "streaming", STREAMING_REASON
     if dependencies(rule):
         return "streaming", "it depends only on profile attributes and streaming audiences"
     return "streaming", "it depends only on the profile's own attributes"

@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, StrictBool
 
-from audiences.schemas.common import InputModel
+from audiences.schemas.common import InputModel, Rfc3339
+from audiences.schemas.events import EVENT_NAME
 
 MAX_BATCH = 10_000
 """Most profiles one batch call may carry."""
@@ -75,12 +76,38 @@ class ProfileAudiences(BaseModel):
     audiences: list[ProfileAudience]
 
 
+MAX_EVALUATE_EVENTS = 1_000
+"""Most events one ``POST /v1/evaluate`` may carry."""
+
+
+class EvaluateEvent(InputModel):
+    """An event the profile is evaluated with, as if stored (nothing is)."""
+
+    event: str = Field(pattern=EVENT_NAME, description="The event's name.")
+    timestamp: Rfc3339 | None = Field(
+        default=None, description="When it happened (RFC 3339); the evaluation's time if left out."
+    )
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Declared properties are checked against their types; others are ignored.",
+    )
+
+
 class EvaluateRequest(InputModel):
     """A profile to evaluate: a stored one by id, attributes (of a profile not stored), or both
-    (the attributes then override the stored ones)."""
+    (the attributes then override the stored ones); and events, added to the stored
+    profile's own."""
 
     profile_id: str | None = Field(default=None, pattern=EXTERNAL_ID)
     attributes: dict[str, Any] = Field(default_factory=dict)
+    events: list[EvaluateEvent] = Field(
+        default_factory=list,
+        max_length=MAX_EVALUATE_EVENTS,
+        description=(
+            "At most 1,000 events, evaluated with the stored profile's events (rules over "
+            "events read both)."
+        ),
+    )
     explain: StrictBool = Field(default=True, description="Return each rule's evaluation tree.")
 
 

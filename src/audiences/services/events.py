@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from audiences.engines.base import EventPage, EventPosition, EventRecord, EventResult
 from audiences.errors import ErrorDetail, PayloadTooLarge
 from audiences.kit.clock import utcnow
-from audiences.services import attributes, event_properties
+from audiences.services import attributes, evaluation, event_properties, memberships
 from audiences.services.callers import Caller
 from audiences.services.profiles import get as get_profile
 from audiences.services.runtime import Runtime
@@ -78,8 +78,28 @@ def write(
         properties=[record.properties for record in accepted],
         typed=typed,
     )
+    # The streaming audiences events move, locked before the write as profile writes do: of two
+    # writers of one profile's events, the later to lock writes later and sees both writes. A
+    # profile the write creates is new to every streaming audience, so all are locked then.
+    every = evaluation.streaming_audiences(session, workspace_id)
+    moved = evaluation.following_events(every)
+    fresh = _unknown_ids(runtime, workspace_id, accepted) if len(moved) < len(every) else set()
+    memberships.lock_all(session, every if fresh else moved)
     written = iter(runtime.profiles.write_events(workspace_id, accepted, received_at=now))
     results = [refused[n] if n in refused else next(written) for n in range(len(records))]
+    changed = {
+        r.pid: r.external_id for r in results if r.pid is not None and r.ok and not r.duplicate
+    }
+    created = {pid for pid, external_id in changed.items() if external_id in fresh}
+    for audiences, pids in ((moved, set(changed) - created), (every, created)):
+        evaluation.on_profiles_written(
+            session,
+            runtime=runtime,
+            workspace_id=workspace_id,
+            pids=pids,
+            streaming=audiences,
+            now=now,
+        )
     seen = Counter(
         record.name
         for record, result in zip(records, results, strict=True)
@@ -127,6 +147,13 @@ def workspaces_with_retention(session: Session) -> list[str]:
     """The ids of workspaces that keep events for a limited time."""
     stmt = select(WorkspaceRow.id).where(WorkspaceRow.event_retention_days.is_not(None))
     return list(session.scalars(stmt.order_by(WorkspaceRow.id)))
+
+
+def _unknown_ids(runtime: Runtime, workspace_id: str, records: Sequence[EventRecord]) -> set[str]:
+    """The external ids of ``records`` no stored profile has (the write will create them)."""
+    ids = sorted({str(record.external_id) for record in records})
+    known = runtime.profiles.pids_for(workspace_id, ids)
+    return {external_id for external_id, pid in zip(ids, known, strict=True) if pid is None}
 
 
 def _too_late(record: EventRecord, now: datetime, limits: Limits) -> EventResult | None:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload, undefer
 
-from audiences.engines.base import Profile, UpsertResult
+from audiences.engines.base import EventRecord, Profile, UpsertResult
+from audiences.engines.event_writes import check_events
 from audiences.engines.writes import check_record
-from audiences.errors import NotFound, Unprocessable, ValidationFailed
+from audiences.errors import ErrorDetail, NotFound, Unprocessable, ValidationFailed
+from audiences.kit.clock import utcnow
 from audiences.membership.bitmaps import deserialize, serialize
-from audiences.services import attributes, evaluation, memberships
+from audiences.schemas.events import Event
+from audiences.schemas.profiles import EvaluateEvent
+from audiences.services import attributes, evaluation, event_properties, memberships
 from audiences.services.callers import Caller
 from audiences.services.runtime import Runtime
 from audiences.store.read_cache import AudienceState, audience_state
@@ -62,9 +67,11 @@ def what_if(
     external_id: str | None,
     attributes_: Mapping[str, Any],
     explain: bool,
+    events: Sequence[EvaluateEvent] = (),
 ) -> list[evaluation.Verdict]:
     """Which audiences a profile would be in with these attributes (over the stored ones, when
-    ``external_id`` names a stored profile); stores nothing.
+    ``external_id`` names a stored profile) and these events (beside its stored ones); stores
+    nothing.
 
     Declared attributes are checked and converted as an upsert would store them (ISO dates
     become dates, nested objects dotted names), so the answer is the one the stored profile
@@ -86,6 +93,8 @@ def what_if(
             code="profile_invalid",
             errors=list(problems),
         )
+    now = utcnow()
+    given = _given_events(session, caller.workspace_id, events, now)
     # In canonical form, as stored (nested objects as dotted names), over the stored profile.
     # Undeclared attributes are passed too: rules cannot name them (nothing is declared here).
     return evaluation.evaluate_profile(
@@ -95,7 +104,42 @@ def what_if(
         attributes_={**stored, **extra, **values},
         pid=pid,
         explain=explain,
+        now=now,
+        events=given,
     )
+
+
+def _given_events(
+    session: Session, workspace_id: str, given: Sequence[EvaluateEvent], now: datetime
+) -> list[Event]:
+    """The request's events typed as stored ones would be (undeclared properties left out:
+    no rule can name them); a value that contradicts its declared type is refused."""
+    schema = event_properties.schema(session, workspace_id=workspace_id)
+    records = [
+        EventRecord(
+            "what-if",
+            event.event,
+            event.timestamp or now,
+            {k: v for k, v in event.properties.items() if k.split(".")[0] in _roots(schema)},
+        )
+        for event in given
+    ]
+    passed, refused = check_events(records, schema)
+    if refused:
+        raise Unprocessable(
+            "the events contradict the event property schema",
+            code="profile_invalid",
+            errors=[
+                ErrorDetail(problem.code, problem.message, ("events", position, *problem.location))
+                for position, result in sorted(refused.items())
+                for problem in result.errors
+            ],
+        )
+    return [Event(e.name, e.timestamp, e.values) for e in passed]
+
+
+def _roots(schema: Mapping[str, Any]) -> set[str]:
+    return {name.split(".")[0] for name in schema}
 
 
 def get(session: Session, *, caller: Caller, runtime: Runtime, external_id: str) -> Profile:

@@ -190,6 +190,7 @@ def evaluate_profile(
         external_id=body.profile_id,
         attributes_=body.attributes,
         explain=body.explain,
+        events=body.events,
     )
     items = [
         {

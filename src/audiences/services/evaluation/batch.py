@@ -49,7 +49,12 @@ def refresh(session: Session, *, runtime: Runtime, audience: AudienceRow, trigge
 
 
 def refresh_many(
-    session: Session, *, runtime: Runtime, audiences: Sequence[AudienceRow], trigger: str
+    session: Session,
+    *,
+    runtime: Runtime,
+    audiences: Sequence[AudienceRow],
+    trigger: str,
+    now: datetime | None = None,
 ) -> list[RunRow]:
     """Evaluate dynamic audiences in the order given (each after those it depends on) and record
     a run for each, as :func:`refresh` does one by one, in the session's transaction.
@@ -58,7 +63,8 @@ def refresh_many(
     the schema and the last run numbers read once, and the new memberships and runs go out
     together at the next flush (an audience whose rule asks about another flushes what came
     before it, so it reads the members just computed). A failing run is recorded as failed and
-    its audience keeps its previous members; the others are not held back.
+    its audience keeps its previous members; the others are not held back. ``now`` is the
+    time the rules are evaluated at (default: each run's start).
     """
     for audience in audiences:
         if audience.kind != "dynamic" or audience.rule is None:
@@ -84,6 +90,7 @@ def refresh_many(
             number=numbers.setdefault(audience.id, 0) + 1,
             schema=schemas[audience.workspace_id],
             trigger=trigger,
+            now=now,
         )
         numbers[audience.id] = run.number
         done.append(run)
@@ -109,9 +116,10 @@ def _refresh_one(
     number: int,
     schema: Schema,
     trigger: str,
+    now: datetime | None,
 ) -> tuple[RunRow, int]:
     """One audience's run (added to the session, not flushed) and the bytes it stored."""
-    now = utcnow()
+    now = now or utcnow()
     # The run is inserted once, finished: no one outside this transaction could see it running.
     run = run_history.start(audience, number=number, trigger=trigger, now=now)
     try:

@@ -9,9 +9,11 @@ themselves; a set asking about no other audience reads the bare attributes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +24,7 @@ from sqlglot import exp
 
 from audiences import rules
 from audiences.errors import AudiencesError
+from audiences.kit.clock import utcnow
 from audiences.rules.to_sql import Dialect
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import EventSchema
@@ -31,6 +34,26 @@ from audiences.store.tables import AudienceRow
 
 IN_AUDIENCE = "\x00in_audience"
 PID = "\x00pid"
+_MOMENT: ContextVar[datetime | None] = ContextVar("audiences_evaluation_moment", default=None)
+
+
+def clock() -> datetime:
+    """The time compiled predicates read: the moment :func:`at` set, else now."""
+    moment = _MOMENT.get()
+    return utcnow() if moment is None else moment
+
+
+@contextmanager
+def at(moment: datetime | None) -> Iterator[None]:
+    """Evaluate compiled predicates as of ``moment`` (now when None) inside the block: a sweep
+    evaluates at the end of the period it covers, a write at the time it was received.
+    Compiled functions are cached and shared, so the time is read from a context variable
+    rather than bound into them."""
+    token = _MOMENT.set(moment)
+    try:
+        yield
+    finally:
+        _MOMENT.reset(token)
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,11 @@ class CompiledRules:
     asks: frozenset[str]
     """The audiences outside the set that some rule asks about: when there are any, the profile
     passed must be a view (``view``) that answers them; when not, the bare attributes do."""
+    events: bool = False
+    """Whether some rule reads the profile's events (``rules.EVENTS_KEY``)."""
+    lookback: timedelta | None = None
+    """How far before the evaluation's time the rules read events (``rules.lookback``); None
+    for all of them. Meaningful only when ``events``."""
 
 
 def compiled_rules(keyed: tuple[tuple[str, str], ...], schema: Schema) -> CompiledRules:
@@ -119,7 +147,15 @@ def compiled_rules(keyed: tuple[tuple[str, str], ...], schema: Schema) -> Compil
 @lru_cache(maxsize=256)
 def _rules(keyed: tuple[tuple[str, str], ...], schema: Schema) -> CompiledRules:
     bound = {key: _bound(text, schema) for key, text in keyed}
-    return CompiledRules(rules.to_predicates(bound, audience=hook), rules.asked_audiences(bound))
+    behavioural = [rule for rule in bound.values() if rules.is_behavioural(rule.tree)]
+    backs = [rules.lookback(rule.tree) for rule in behavioural]
+    longest = None if None in backs else max((b for b in backs if b is not None), default=None)
+    return CompiledRules(
+        rules.to_predicates(bound, audience=hook, clock=clock),
+        rules.asked_audiences(bound),
+        events=bool(behavioural),
+        lookback=longest,
+    )
 
 
 @lru_cache(maxsize=4096)

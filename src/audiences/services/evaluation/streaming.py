@@ -1,10 +1,14 @@
-"""Streaming evaluation: when profiles are written, every streaming audience's rule runs on them
-(all compiled into one Python function) and the memberships change before the write returns."""
+"""Streaming evaluation: when profiles or their events are written, every streaming audience's
+rule runs on them (all compiled into one Python function) and the memberships change before the
+write returns. Rules that read events get each profile's events (only those recent enough to
+matter when every aggregate has a relative window) under ``rules.EVENTS_KEY``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from pyroaring import BitMap
@@ -20,6 +24,8 @@ from audiences.services import (
 )
 from audiences.services.evaluation.compiled import (
     answerer,
+    at,
+    clock,
     compiled_rules,
     member_sets,
     view,
@@ -37,8 +43,10 @@ def on_profiles_written(
     pids: Iterable[int],
     written: Mapping[int, Profile] | None = None,
     streaming: list[AudienceRow] | None = None,
+    now: datetime | None = None,
 ) -> None:
-    """Re-evaluate every streaming audience on these profiles (deleted ones leave them all).
+    """Re-evaluate every streaming audience on these profiles (deleted ones leave them all),
+    as of ``now`` (default: ``compiled.clock()``, the current time unless ``compiled.at`` set it).
 
     ``written`` are the profiles as this transaction wrote them, by pid, used instead of
     reading them back; pass them, with the ``streaming`` audiences it returned, only when
@@ -57,7 +65,7 @@ def on_profiles_written(
         profiles: Sequence[Profile | None] = [written[pid] for pid in wanted]
     else:
         profiles = runtime.profiles.get_profiles_by_pid(workspace_id, wanted)
-    views = {
+    views: dict[int, Mapping[str, Any]] = {
         pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile
     }
     schema = workspace_schema(session, workspace_id)
@@ -65,12 +73,16 @@ def on_profiles_written(
     # streaming audiences before it directly, and only the stored members of the audiences
     # outside the set that some rule asks about (in_audience).
     compiled = compiled_rules(tuple((a.key, a.rule or "") for a in streaming), schema)
+    moment = now if now is not None else clock()
+    if compiled.events:
+        views = with_events(runtime, workspace_id, views, lookback=compiled.lookback, now=moment)
     check = compiled.answers
-    if compiled.asks:
-        answer = answerer(member_sets(session, runtime, workspace_id, keys=compiled.asks))
-        found = {pid: check(view(attrs, pid, answer)) for pid, attrs in views.items()}
-    else:
-        found = {pid: check(attrs) for pid, attrs in views.items()}
+    with at(moment):
+        if compiled.asks:
+            answer = answerer(member_sets(session, runtime, workspace_id, keys=compiled.asks))
+            found = {pid: check(view(attrs, pid, answer)) for pid, attrs in views.items()}
+        else:
+            found = {pid: check(attrs) for pid, attrs in views.items()}
     # One row of answers per profile; each audience's column picks the pids that enter it.
     evaluated = np.fromiter(found, dtype=np.uint32, count=len(found))
     answers = np.array(list(found.values()), dtype=bool).reshape(len(found), len(streaming))
@@ -84,6 +96,42 @@ def on_profiles_written(
             remove=everyone - entering,
             cache=runtime.bitmaps,
         )
+
+
+def with_events(
+    runtime: Runtime,
+    workspace_id: str,
+    views: Mapping[int, Mapping[str, Any]],
+    *,
+    lookback: timedelta | None,
+    now: datetime,
+) -> dict[int, Mapping[str, Any]]:
+    """The profiles' attributes with their events under ``rules.EVENTS_KEY`` (oldest first),
+    read in one engine call: since ``now - lookback`` when the rules look back no further,
+    every event otherwise. A profile without events is left as it is (none, to a rule)."""
+    since = None if lookback is None else now - lookback
+    found = runtime.profiles.events_of(workspace_id, list(views), since=since)
+    return {
+        pid: {**attrs, rules.EVENTS_KEY: found[pid]} if pid in found else attrs
+        for pid, attrs in views.items()
+    }
+
+
+def following_events(streaming: list[AudienceRow]) -> list[AudienceRow]:
+    """The streaming audiences (kept in dependency order) that events move: those whose rule
+    reads events and those that ask about one of them (``in_audience``). An event write or the
+    clock passing a window boundary changes no attribute, so the others keep their answers."""
+    moved: set[str] = set()
+    for audience in streaming:
+        if reads_events(audience.rule or "") or moved.intersection(audience.dependencies):
+            moved.add(audience.key)
+    return [audience for audience in streaming if audience.key in moved]
+
+
+@lru_cache(maxsize=1024)
+def reads_events(rule: str) -> bool:
+    """Whether a stored rule's text reads events."""
+    return bool(rule) and rules.is_behavioural(rules.parse_rule(rule).tree)
 
 
 def lock_streaming(session: Session, workspace_id: str) -> list[AudienceRow]:

@@ -3,7 +3,7 @@ storing nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,10 +13,12 @@ from sqlalchemy.orm import Session
 
 from audiences import rules
 from audiences.kit.clock import utcnow
+from audiences.schemas.events import Event
 from audiences.services import (
     memberships,
 )
 from audiences.services.evaluation.compiled import (
+    at,
     bound_rule,
     compiled_rules,
     hook,
@@ -45,14 +47,22 @@ def evaluate_profile(
     pid: int | None,
     explain: bool,
     now: datetime | None = None,
+    events: Sequence[Event] = (),
 ) -> list[Verdict]:
     """Which audiences a profile would be in now, storing nothing.
 
     Dynamic audiences are evaluated on the given attributes in dependency order; static and
     external ones answer from their stored membership (a profile not stored is in none).
+    Rules over events read the stored profile's events (``pid``) with ``events`` added.
     """
     moment = now or utcnow()
     schema = workspace_schema(session, workspace_id)
+    history = (
+        runtime.profiles.events_of(workspace_id, [pid]).get(pid, []) if pid is not None else []
+    )
+    if history or events:
+        merged = sorted([*history, *events], key=lambda event: event.timestamp)
+        attributes_ = {**attributes_, rules.EVENTS_KEY: merged}
     every = list(
         session.scalars(select(AudienceRow).where(AudienceRow.workspace_id == workspace_id))
     )
@@ -66,7 +76,8 @@ def evaluate_profile(
     profile = view(attributes_, pid, lambda key, _pid: answers.get(key))
     order = rules.evaluation_order(graph)
     members = compiled_rules(tuple((key, dynamic[key].rule or "") for key in order), schema)
-    answers.update(zip(order, members.answers(profile), strict=True))
+    with at(moment):
+        answers.update(zip(order, members.answers(profile), strict=True))
     for key in order:
         audience = dynamic[key]
         detail = None
