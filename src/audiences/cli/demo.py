@@ -61,7 +61,7 @@ AUDIENCES: list[tuple[str | None, dict[str, Any]]] = [
             "rule": "count(*) FILTER (WHERE event = 'order'"
             " AND timestamp >= now() - INTERVAL 90 DAY) >= 3",
             "lifecycle_state": "published",
-            "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
+            "refresh_policy": {"mode": "streaming"},
         },
     ),
     (
@@ -73,7 +73,7 @@ AUDIENCES: list[tuple[str | None, dict[str, Any]]] = [
             "kind": "dynamic",
             "rule": "max(timestamp) FILTER (WHERE event = 'order') < now() - INTERVAL 60 DAY",
             "lifecycle_state": "published",
-            "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
+            "refresh_policy": {"mode": "streaming"},
         },
     ),
     (
@@ -86,7 +86,7 @@ AUDIENCES: list[tuple[str | None, dict[str, Any]]] = [
             "rule": "sum(amount) FILTER (WHERE event = 'order'"
             " AND timestamp >= now() - INTERVAL 30 DAY) >= 200",
             "lifecycle_state": "published",
-            "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
+            "refresh_policy": {"mode": "streaming"},
         },
     ),
     (
@@ -110,7 +110,7 @@ AUDIENCES: list[tuple[str | None, dict[str, Any]]] = [
             "rule": "count(*) FILTER (WHERE event = 'order') = 0"
             " AND count(*) FILTER (WHERE event = 'signed_up') > 0",
             "lifecycle_state": "published",
-            "refresh_policy": {"mode": "scheduled", "interval_seconds": 3600},
+            "refresh_policy": {"mode": "streaming"},
         },
     ),
     (
