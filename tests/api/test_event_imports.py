@@ -131,6 +131,19 @@ def test_a_file_the_import_cannot_read_is_refused_at_once(bare: ApiClient) -> No
         assert (refused.status_code, refused.json()["code"]) == (422, "import_file_invalid")
 
 
+def test_an_ndjson_file_whose_first_record_is_no_event_is_refused_at_once(
+    bare: ApiClient,
+) -> None:
+    for first in (b'{"user": "a", "event": "ping"}', b'{"profile_id": "a", "name": "ping"}'):
+        refused = bare.post(
+            "/v1/events/imports",
+            content=first + b"\n",
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+        assert (refused.status_code, refused.json()["code"]) == (422, "import_file_invalid")
+    assert bare.get("/v1/profiles/a").status_code == 404
+
+
 def test_a_parquet_file_keeps_its_types(app: FastAPI, bare: ApiClient, tmp_path: Path) -> None:
     path = tmp_path / "events.parquet"
     con = duckdb.connect()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
@@ -124,11 +125,18 @@ def chunks(directory: Path, fmt: EventFileFormat, *, size: int, skip: int) -> It
 
 
 def _columns(path: Path, fmt: EventFileFormat) -> list[str] | None:
-    """The file's columns (None for NDJSON, whose records name their fields)."""
+    """The file's columns; for NDJSON, whose records name their fields, the first record's
+    (a file whose first record is no event is not an event file), None when it has none."""
     if fmt is EventFileFormat.PARQUET:
         return parquet.column_names(path)
+    if fmt is EventFileFormat.NDJSON:
+        with closing(rows(path, READERS[fmt], Layout(ID_COLUMN, (), {"*": 0}))) as found:
+            first = next(found, None)
+        if first is None:
+            return None
+        return [*([ID_COLUMN] if first.external_id is not None else []), *first.values]
     shape = layout(path, READERS[fmt], id_column=ID_COLUMN, attributes="*")
-    return None if fmt is EventFileFormat.NDJSON else list(shape.positions)
+    return list(shape.positions)
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:
