@@ -203,7 +203,7 @@ async def _prepare(server: servers.Server, mode: str) -> list[str]:
         body = {"key": key, "name": key, "kind": "dynamic", "rule": rule}
         body["refresh_policy"] = {"mode": mode}
         created = await call(conn, "POST", "/v1/audiences", body, expect=201)
-        modes.append(str(created.json().get("evaluation_mode", "?")))
+        modes.append(str((created.json().get("evaluation_mode") or {}).get("mode", "?")))
     await conn.close()
     return modes
 
