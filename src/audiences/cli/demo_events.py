@@ -25,6 +25,8 @@ PROPERTIES: dict[str, AttributeType] = {
 PAGES = ["/", "/docs", "/blog", "/product", "/changelog"]
 CHANNELS = ["web", "web", "email", "ads", "social"]
 SKUS = [f"sku-{n:03d}" for n in range(200)]
+LAST_VISIT = timedelta(minutes=15)
+"""How long before the anchor time the last visit may start (a visit lasts at most 6 minutes)."""
 BROWSING = [  # what a visit holds besides page views, with its chance
     ("pricing_viewed", 0.15),
     ("product_viewed", 0.6),
@@ -42,7 +44,10 @@ def events(count: int, *, seed: int = 11, anchor: datetime | None = None) -> Ite
         yield from _history(rng, f"user-{number:06d}", now)
 
 
-def _history(rng: random.Random, profile_id: str, now: datetime) -> Iterator[EventRecord]:
+def _history(rng: random.Random, profile_id: str, anchor: datetime) -> Iterator[EventRecord]:
+    # A visit lasts minutes after its first event, and none may lie after the anchor (a write
+    # refuses events from the future): visits start before the last quarter of an hour.
+    now = anchor - LAST_VISIT
     start = now - timedelta(days=rng.uniform(0, DAYS))
     # Stopped coming: the last visit is long ago for about a fifth of the profiles.
     end = now - timedelta(days=rng.uniform(30, 120)) if rng.random() < 0.2 else now
