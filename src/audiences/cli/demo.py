@@ -13,8 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from audiences.cli import demo_events
-from audiences.cli.demo_profiles import SCHEMA, profiles
-from audiences.cli.local import DEMO_PROFILES
+from audiences.cli.demo_profiles import COUNT, SCHEMA, profiles
 from audiences.errors import Unauthorized
 from audiences.kit.files import private_dir
 from audiences.schemas.api_keys import ApiKeyCreate, Role
@@ -39,7 +38,7 @@ from audiences.store.repositories.groups import GroupRepository
 
 DEMO_SLUG = "demo"
 TOKEN_FILE = "demo-api-key.txt"
-PROFILES = DEMO_PROFILES
+PROFILES = COUNT
 BATCH = 5_000
 EVENT_BATCH = 10_000
 

@@ -20,6 +20,8 @@ SCHEMA: dict[str, AttributeType] = {
     "churned": AttributeType.BOOLEAN,
     "email": AttributeType.STRING,
 }
+COUNT = 100_000
+"""Profiles ``serve --demo`` seeds unless told otherwise."""
 COUNTRIES = ["US", "US", "US", "DE", "FR", "GB", "BR", "IN", "JP", "CA"]
 PLANS = ["free", "free", "free", "pro", "pro", "team", "enterprise"]
 TAGS = ["vip", "beta", "newsletter", "churn-risk", "mobile"]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from audiences.cli import demo_profiles
 from audiences.schemas.api_keys import Role
 
 if TYPE_CHECKING:
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
 
 SERVER_MODULES = ("fastapi", "sqlalchemy", "duckdb", "pyroaring", "sqlglot", "uvicorn")
 INSTALL_HINT = "pip install 'audiences[server]'"
-DEMO_PROFILES = 100_000
-"""Profiles ``serve --demo`` seeds unless told otherwise."""
 
 DataDir = Annotated[
     Path | None,
@@ -64,7 +63,7 @@ def serve(
     ] = False,
     demo_profiles: Annotated[
         int, typer.Option(min=0, max=10_000_000, help="Profiles in the demo workspace.")
-    ] = DEMO_PROFILES,
+    ] = demo_profiles.COUNT,
 ) -> None:
     """Run the API server on the embedded default (SQLite metadata in the data folder)."""
     require_server("serve")
