@@ -96,6 +96,14 @@ class Settings(BaseSettings):
             "0 turns the cache off."
         ),
     )
+    egress_allow_private: bool = Field(
+        default=False,
+        description=(
+            "When true, webhook endpoints and synced-list URLs may point at loopback, private "
+            "and link-local addresses (tests, on-premise receivers). Off, such URLs answer 400 "
+            "`url_not_allowed` (the SSRF guard, `kit.egress`)."
+        ),
+    )
     require_if_match: bool = Field(
         default=False,
         description="When true, PUT, PATCH and DELETE without `If-Match` answer 428.",
