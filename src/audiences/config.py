@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         description=(
             "When true, webhook endpoints and synced-list URLs may point at loopback, private "
             "and link-local addresses (tests, on-premise receivers). Off, such URLs answer 400 "
-            "`url_not_allowed` (the SSRF guard, `kit.egress`)."
+            "`url_not_allowed` (the SSRF guard, `services.egress`)."
         ),
     )
     require_if_match: bool = Field(
