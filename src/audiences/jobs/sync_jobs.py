@@ -1,0 +1,75 @@
+"""The ``membership.sync`` job: pull an external audience's members from its file or SQL
+source and record the sync (see :mod:`audiences.services.syncs`).
+
+The source is read outside any transaction (a download may take a while); the members are
+then replaced and the run recorded in one. A failed sync is recorded too (a failed run, the
+members kept, the sync state ``failed`` with why), then fails its job without a retry: the
+refresh policy retries it sooner, as a failed evaluation is (``services/freshness``). A rerun
+after a crash pulls the source again, which is harmless: replacing with the same members
+changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from audiences.jobs.context import JobContext, JobFailed
+from audiences.queue import ClaimedJob
+from audiences.services import lifecycle, sync_sources, syncs
+from audiences.services.import_formats import Row
+from audiences.services.sync_sources import SyncFailed
+from audiences.store.tables import AudienceRow
+
+
+def sync_audience(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
+    """Sync one external audience (payload ``audience_id``); skipped when it is gone, parked,
+    or no longer has a file or SQL source."""
+    audience_id = str(job.payload["audience_id"])
+    with context.session() as session:
+        audience = session.get(AudienceRow, audience_id)
+        if audience is None or audience.workspace_id != job.workspace_id:
+            return {"skipped": "the audience no longer exists"}
+        source = syncs.pulled(audience)
+        if source is None:
+            return {"skipped": "the audience has no file or SQL source"}
+        if not lifecycle.allows(audience, lifecycle.Action.AUTOMATIC):
+            return {"skipped": "the audience is inactive or archived"}
+    context.counts = {"rows": 0, "invalid": 0}
+    rules = sync_sources.rules_of(context.settings, dialect=context.runtime.profiles.dialect)
+
+    def refused(row: Row) -> None:
+        context.count("invalid")
+        context.error(row.message or "refused", code=row.code or "row_invalid", row=row.number)
+
+    try:
+        members, read = sync_sources.pull(
+            context.runtime,
+            workspace_id=job.workspace_id,
+            source=source,
+            rules=rules,
+            on_row_error=refused,
+        )
+    except SyncFailed as failure:
+        with context.session() as session:
+            audience = session.get_one(AudienceRow, audience_id)
+            syncs.record_failure(session, audience=audience, failure=failure, job_id=job.id)
+        raise JobFailed(f"{failure.code}: {failure.message}") from None
+    context.counts["rows"] = read
+    with context.session() as session:
+        audience = session.get_one(AudienceRow, audience_id)
+        run = syncs.record(
+            session,
+            audience=audience,
+            members=members,
+            job_id=job.id,
+            cache=context.runtime.bitmaps,
+        )
+    context.counts.update(entered=run.entered or 0, exited=run.exited or 0)
+    return {
+        "run_id": run.id,
+        "size": run.size,
+        "entered": run.entered,
+        "exited": run.exited,
+        "rows": read,
+        "invalid": context.counts["invalid"],
+    }
