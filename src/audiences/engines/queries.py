@@ -55,7 +55,8 @@ def check_select(text: str, dialect: str) -> exp.Query:
     query = statements[0]
     if not isinstance(query, exp.Query) or isinstance(query, WRITES):
         kind = type(query).__name__.upper()
-        problem = _at(text, "sql_not_select", f"a {kind} statement; only SELECT", _span(query))
+        whole = (len(text) - len(text.lstrip()), len(text.rstrip()))
+        problem = _at(text, "sql_not_select", f"a {kind} statement; only SELECT", whole)
         raise _refused([problem])
     problems = [*_writes(text, query), *_tables(text, query), *_functions(text, query)]
     problems += _columns(text, query)
@@ -113,7 +114,10 @@ def _functions(text: str, query: exp.Query) -> list[ErrorDetail]:
             continue
         name = func.name if anonymous else func.sql_name().lower()
         message = f"the function {name}() is not allowed in a member query"
-        problems.append(_at(text, "sql_function_not_allowed", message, _span(func)))
+        where = _span(func)
+        if where is not None and text[where[1] : where[1] + 1] == ")":  # its closing paren
+            where = (where[0], where[1] + 1)
+        problems.append(_at(text, "sql_function_not_allowed", message, where))
     return problems
 
 

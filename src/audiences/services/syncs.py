@@ -274,9 +274,8 @@ def totals(session: Session) -> tuple[int, int, dict[str, int]]:
             func.coalesce(func.sum(AudienceSyncRow.failures), 0),
         )
     ).one()
-    by_status = dict(
-        session.execute(
-            select(AudienceSyncRow.status, func.count()).group_by(AudienceSyncRow.status)
-        ).tuples()
+    counted = session.execute(
+        select(AudienceSyncRow.status, func.count()).group_by(AudienceSyncRow.status)
     )
-    return int(attempts), int(failures), {str(k): int(v) for k, v in by_status.items()}
+    by_status = {str(status): int(count) for status, count in counted}
+    return int(attempts), int(failures), by_status
