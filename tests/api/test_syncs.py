@@ -21,7 +21,7 @@ from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.jobs.schedule import queue_syncs
 from audiences.kit.clock import utcnow
-from audiences.services import static_members, syncs
+from audiences.services import audiences, static_members, syncs
 from tests import factories
 from tests.api.test_member_writes import members_of
 from tests.client import ApiClient
@@ -122,9 +122,13 @@ def ws(sync_app: FastAPI) -> Iterator[Tenant]:
 
 
 def run_syncs(app: FastAPI) -> int:
-    """Run the queued sync jobs (and member writes) in this process."""
+    """Run the queued sync jobs (and member writes, evaluations) in this process."""
     return factories.run_jobs(
-        app, syncs.SYNC_HANDLER, static_members.WRITE_HANDLER, static_members.IMPORT_HANDLER
+        app,
+        syncs.SYNC_HANDLER,
+        static_members.WRITE_HANDLER,
+        static_members.IMPORT_HANDLER,
+        audiences.EVALUATE,
     )
 
 
@@ -412,7 +416,7 @@ def test_a_push_source_takes_writes_and_imports_as_a_static_audience(
 
 
 def test_an_audience_with_no_source_is_pushed_and_a_pulled_one_refuses_writes(
-    ws: Tenant, server: FileServer
+    sync_app: FastAPI, ws: Tenant, server: FileServer
 ) -> None:
     legacy = ws.write.post(
         "/v1/audiences", json={"key": "old", "name": "old", "kind": "external"}
@@ -422,6 +426,8 @@ def test_an_audience_with_no_source_is_pushed_and_a_pulled_one_refuses_writes(
         f"/v1/audiences/{legacy['id']}/members", json={"action": "add", "ids": ["a"]}
     )
     assert written.status_code == 202  # the 409 of external audiences' members is gone
+    run_syncs(sync_app)
+    assert members_of(ws.read, legacy["id"]) == {"a"}
     server.files["/pulled.csv"] = Served(body=b"id\na\n")
     pulled = external(ws.write, csv_source(server, "/pulled.csv"))
     refused = ws.write.post(
@@ -435,6 +441,7 @@ def test_an_audience_with_no_source_is_pushed_and_a_pulled_one_refuses_writes(
     assert (no_sync.status_code, no_sync.json()["code"]) == (409, "audience_not_syncable")
     assert dynamic["sync"] is None
     assert ws.read.post(f"/v1/audiences/{pulled['id']}/sync").status_code == 403
+    run_syncs(sync_app)  # nothing left queued for other tests' workers to claim
 
 
 def test_sources_are_validated_strictly(ws: Tenant, server: FileServer) -> None:
