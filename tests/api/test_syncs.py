@@ -531,3 +531,21 @@ def test_scheduled_syncs_are_queued_when_due_and_counted_in_metrics(
 def _metric(text: str, name: str) -> float:
     line = next(line for line in text.splitlines() if line.startswith(name + " "))
     return float(line.split()[1])
+
+
+def test_a_sync_job_that_ends_without_recording_reads_as_failed(
+    sync_app: FastAPI, ws: Tenant
+) -> None:
+    audience = external(ws.write, {"type": "sql", "query": "SELECT pid FROM profiles"})
+    job_id = audience["sync"]["job_id"]
+    assert ws.write.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    state = sync_of(ws.read, audience["id"])
+    assert (state["status"], state["last_error_code"], state["job_id"]) == (
+        "failed",
+        "sync_job_failed",
+        job_id,
+    )
+    again = ws.write.post(f"/v1/audiences/{audience['id']}/sync").json()
+    assert again["id"] != job_id
+    run_syncs(sync_app)
+    assert sync_of(ws.read, audience["id"])["status"] == "synced"
