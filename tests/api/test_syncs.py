@@ -193,7 +193,7 @@ def test_a_file_sync_replaces_members_and_records_who_entered_and_exited(
     assert (body["size"], body["evaluation"]["status"]) == (3, "succeeded")
 
 
-def test_ndjson_and_gzipped_parquet_files_sync_and_bad_rows_are_reported(
+def test_ndjson_parquet_and_gzipped_files_sync_and_bad_rows_are_reported(
     sync_app: FastAPI, ws: Tenant, server: FileServer, tmp_path: Path
 ) -> None:
     server.files["/list.ndjson"] = Served(
@@ -214,7 +214,8 @@ def test_ndjson_and_gzipped_parquet_files_sync_and_bad_rows_are_reported(
             f"COPY (SELECT * FROM (VALUES ('p1', 1), ('p2', 2), (NULL, 3)) t(uid, n)) "
             f"TO '{parquet}' (FORMAT parquet)"
         )
-    server.files["/list.parquet.gz"] = Served(body=gzip.compress(parquet.read_bytes()))
+    server.files["/list.csv.gz"] = Served(body=gzip.compress(b"id\ng1\ng2\n"))
+    gzipped = external(ws.write, csv_source(server, "/list.csv.gz"))
     server.files["/list.parquet"] = Served(body=parquet.read_bytes())
     from_parquet = external(
         ws.write,
@@ -228,6 +229,7 @@ def test_ndjson_and_gzipped_parquet_files_sync_and_bad_rows_are_reported(
     run_syncs(sync_app)
     assert members_of(ws.read, ndjson["id"]) == {"n1", "7", "n2"}
     assert members_of(ws.read, from_parquet["id"]) == {"p1", "p2"}
+    assert members_of(ws.read, gzipped["id"]) == {"g1", "g2"}
     job = ws.read.get(f"/v1/jobs/{sync_of(ws.read, ndjson['id'])['job_id']}").json()
     assert {(e["row"], e["code"]) for e in job["errors"]} == {
         (3, "id_missing"),
@@ -549,3 +551,27 @@ def test_a_sync_job_that_ends_without_recording_reads_as_failed(
     assert again["id"] != job_id
     run_syncs(sync_app)
     assert sync_of(ws.read, audience["id"])["status"] == "synced"
+
+
+def test_a_source_changed_while_it_is_pulled_is_pulled_again(
+    sync_app: FastAPI, ws: Tenant, server: FileServer
+) -> None:
+    first, second = f"/slow-{time.monotonic_ns()}.csv", f"/new-{time.monotonic_ns()}.csv"
+    server.files[first] = Served(body=b"id\nold\n", delay=TIMEOUT * 0.8)
+    server.files[second] = Served(body=b"id\nnew\n")
+    audience = external(ws.write, csv_source(server, first))
+    worker = threading.Thread(target=run_syncs, args=(sync_app,))
+    worker.start()
+    while first not in server.requests:  # the job is pulling the first file now
+        time.sleep(0.01)
+    patched = ws.write.patch(
+        f"/v1/audiences/{audience['id']}",
+        json={"source": {"url": server.url(second)}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["sync"]["job_id"] == audience["sync"]["job_id"]  # that job goes on
+    worker.join()
+    assert members_of(ws.read, audience["id"]) == {"new"}
+    runs = ws.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
+    assert len(runs) == 1  # the first file's members were never recorded

@@ -72,7 +72,7 @@ class FileSource(_Described):
         max_length=MAX_PATH_CHARS,
         description="Absolute path of the file, under the operator's `AUDIENCES_SYNC_ROOT`.",
     )
-    format: SyncFormat = Field(description="`csv`, `ndjson` or `parquet` (gzip is read too).")
+    format: SyncFormat = Field(description="`csv`, `ndjson` (either may be gzipped) or `parquet`.")
     id_column: str = Field(
         default="id",
         min_length=1,

@@ -209,7 +209,7 @@ def delete_audience(
     response_model=Job,
     responses={
         202: {"model": Job, "description": "Accepted: the job of the sync."},
-        **responses(401, 403, 404, 409, 422, 429),
+        **responses(400, 401, 403, 404, 409, 422, 429),
     },
 )
 def sync_audience(
