@@ -63,6 +63,13 @@ def test_unsafe_queries_are_refused_with_a_code_and_a_position(
         assert (problem.line, problem.col) == (1, query.index(spot) + 1)
 
 
+def test_a_query_nested_past_the_parser_is_refused_not_crashed() -> None:
+    query = "SELECT " + "(" * 4900 + "pid" + ")" * 4900 + " FROM profiles"
+    with pytest.raises(ValidationFailed) as refused:
+        check_select(query, "duckdb")
+    assert [problem.code for problem in refused.value.errors] == ["sql_too_deep"]
+
+
 def test_a_position_on_a_later_line_names_that_line() -> None:
     query = "SELECT external_id\nFROM profiles\nWHERE getenv('x') = ''"
     with pytest.raises(ValidationFailed) as refused:

@@ -45,6 +45,16 @@ def check_select(text: str, dialect: str) -> exp.Query:
     """The parsed query when it is a safe member query (see the module), else
     ``ValidationFailed`` (``sync_query_invalid``) listing every problem with its position."""
     try:
+        return _checked(text, dialect)
+    except RecursionError:  # sqlglot parses and walks recursively: 5,000 nested brackets
+        problem = ErrorDetail(
+            "sql_too_deep", "the query nests too deeply", ("body", "source", "query")
+        )
+        raise _refused([problem]) from None
+
+
+def _checked(text: str, dialect: str) -> exp.Query:
+    try:
         statements = [s for s in sqlglot.parse(text, read=dialect) if s is not None]
     except (ParseError, TokenError) as error:
         raise _refused([_syntax(text, error)]) from None
