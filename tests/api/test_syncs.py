@@ -28,7 +28,7 @@ from tests.client import ApiClient
 from tests.factories import Tenant, make_tenant
 
 MAX_BYTES = 64 * 1024
-TIMEOUT = 1.0
+TIMEOUT = 2.0
 
 
 @dataclass
@@ -41,6 +41,8 @@ class Served:
     headers: dict[str, str] = field(default_factory=dict)
     chunked: bool = False
     """Without a ``Content-Length``: the body ends when the connection closes."""
+    gate: threading.Event | None = None
+    """When set, the answer waits for it (at most 10 s)."""
 
 
 class FileServer:
@@ -56,6 +58,8 @@ class FileServer:
                 requests.append(self.path)
                 served = files.get(self.path, Served(404, b"not found"))
                 time.sleep(served.delay)
+                if served.gate is not None:
+                    served.gate.wait(10)
                 try:
                     self.send_response(served.status)
                     for name, value in served.headers.items():
@@ -96,7 +100,7 @@ def server() -> Iterator[FileServer]:
 @pytest.fixture(scope="module")
 def sync_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     """An app that may fetch from loopback, reads files under its own sync folder, and caps a
-    fetch at 64 KiB and one second (no worker threads: the tests run the jobs)."""
+    fetch at 64 KiB and two seconds (no worker threads: the tests run the jobs)."""
     folder = tmp_path_factory.mktemp("sync-app")
     (folder / "root").mkdir()
     own = settings.model_copy(
@@ -106,6 +110,22 @@ def sync_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
             "sync_root": folder / "root",
             "sync_max_bytes": MAX_BYTES,
             "sync_timeout_seconds": TIMEOUT,
+            "worker_threads": 0,
+        }
+    )
+    application = create_app(own)
+    yield application
+    application.state.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def patient_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
+    """An app like ``sync_app`` that waits 30 s for a file, for tests that hold a fetch open."""
+    own = settings.model_copy(
+        update={
+            "data_dir": tmp_path_factory.mktemp("patient-app"),
+            "egress_allow_private": True,
+            "sync_timeout_seconds": 30.0,
             "worker_threads": 0,
         }
     )
@@ -554,24 +574,31 @@ def test_a_sync_job_that_ends_without_recording_reads_as_failed(
 
 
 def test_a_source_changed_while_it_is_pulled_is_pulled_again(
-    sync_app: FastAPI, ws: Tenant, server: FileServer
+    patient_app: FastAPI, server: FileServer
 ) -> None:
     first, second = f"/slow-{time.monotonic_ns()}.csv", f"/new-{time.monotonic_ns()}.csv"
-    server.files[first] = Served(body=b"id\nold\n", delay=TIMEOUT * 0.8)
+    held = threading.Event()
+    server.files[first] = Served(body=b"id\nold\n", gate=held)
     server.files[second] = Served(body=b"id\nnew\n")
-    audience = external(ws.write, csv_source(server, first))
-    worker = threading.Thread(target=run_syncs, args=(sync_app,))
-    worker.start()
-    while first not in server.requests:  # the job is pulling the first file now
-        time.sleep(0.01)
-    patched = ws.write.patch(
-        f"/v1/audiences/{audience['id']}",
-        json={"source": {"url": server.url(second)}},
-        headers={"Content-Type": "application/merge-patch+json"},
-    )
-    assert patched.status_code == 200, patched.text
-    assert patched.json()["sync"]["job_id"] == audience["sync"]["job_id"]  # that job goes on
-    worker.join()
-    assert members_of(ws.read, audience["id"]) == {"new"}
-    runs = ws.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
-    assert len(runs) == 1  # the first file's members were never recorded
+    with make_tenant(patient_app) as tenant:
+        audience = external(tenant.write, csv_source(server, first))
+        worker = threading.Thread(target=run_syncs, args=(patient_app,))
+        worker.start()
+        try:
+            while first not in server.requests:  # the job is pulling the first file now
+                time.sleep(0.01)
+            patched = tenant.write.patch(
+                f"/v1/audiences/{audience['id']}",
+                json={"source": {"url": server.url(second)}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+        finally:
+            held.set()
+            worker.join()
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["sync"]["job_id"] == audience["sync"]["job_id"]  # it goes on
+        job = tenant.read.get(f"/v1/jobs/{audience['sync']['job_id']}").json()
+        assert job["state"] == "succeeded", (job["last_error"], job["errors"])
+        assert members_of(tenant.read, audience["id"]) == {"new"}
+        runs = tenant.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
+        assert len(runs) == 1  # the first file's members were never recorded

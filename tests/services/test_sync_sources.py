@@ -10,7 +10,7 @@ import pytest
 
 from audiences.engines.duckdb import DuckDBEngine
 from audiences.membership.cache import BitmapCache
-from audiences.schemas.syncs import FileSource, SourceType, SyncFormat
+from audiences.schemas.syncs import SourceType, SyncFormat, UrlFileSource
 from audiences.services.import_formats import Row
 from audiences.services.runtime import Runtime
 from audiences.services.sync_sources import SourceRules, SyncFailed, pull
@@ -35,9 +35,9 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
     engine.close()
 
 
-def source(url: str) -> FileSource:
+def source(url: str) -> UrlFileSource:
     """A CSV source at ``url``."""
-    return FileSource(type=SourceType.FILE, url=url, format=SyncFormat.CSV)
+    return UrlFileSource(type=SourceType.FILE, url=url, format=SyncFormat.CSV)
 
 
 def fetch(runtime: Runtime, url: str, rules: SourceRules) -> set[str]:

@@ -64,9 +64,11 @@ def _checked(text: str, dialect: str) -> exp.Query:
         raise _refused([problem])
     query = statements[0]
     if not isinstance(query, exp.Query) or isinstance(query, WRITES):
-        kind = type(query).__name__.upper()
+        said = f"{query.key.upper()} is not allowed; only SELECT"
+        if isinstance(query, exp.Condition):
+            said = "an expression is not a query; only SELECT"
         whole = (len(text) - len(text.lstrip()), len(text.rstrip()))
-        problem = _at(text, "sql_not_select", f"a {kind} statement; only SELECT", whole)
+        problem = _at(text, "sql_not_select", said, whole)
         raise _refused([problem])
     problems = [*_writes(text, query), *_tables(text, query), *_functions(text, query)]
     problems += _columns(text, query)

@@ -17,7 +17,7 @@ from pyroaring import BitMap
 
 from audiences.jobs.context import JobContext, JobFailed
 from audiences.queue import ClaimedJob
-from audiences.schemas.syncs import FileSource, SqlSource
+from audiences.schemas.syncs import PulledSource
 from audiences.services import lifecycle, sync_sources, syncs
 from audiences.services.import_formats import Row
 from audiences.services.sync_sources import SyncFailed
@@ -80,7 +80,7 @@ def _pull(
     context: JobContext,
     job: ClaimedJob,
     audience_id: str,
-    source: FileSource | SqlSource,
+    source: PulledSource,
     rules: sync_sources.SourceRules,
 ) -> tuple[BitMap, int]:
     """The members the source names and the rows read; a failure is recorded (a failed run,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 MAX_QUERY_CHARS = 10_000
 """The longest SQL source query, in characters."""
@@ -59,19 +59,9 @@ class _Described(BaseModel):
 
 
 class FileSource(_Described):
-    """A file of ids at an http(s) ``url`` or at a ``path`` under ``AUDIENCES_SYNC_ROOT``."""
+    """A file of ids: what every file source has (``UrlFileSource``, ``PathFileSource``)."""
 
     type: Literal[SourceType.FILE]
-    url: str | None = Field(
-        default=None,
-        max_length=MAX_URL_CHARS,
-        description="http(s) URL of the file; it passes the SSRF guard when saved and fetched.",
-    )
-    path: str | None = Field(
-        default=None,
-        max_length=MAX_PATH_CHARS,
-        description="Absolute path of the file, under the operator's `AUDIENCES_SYNC_ROOT`.",
-    )
     format: SyncFormat = Field(description="`csv`, `ndjson` (either may be gzipped) or `parquet`.")
     id_column: str = Field(
         default="id",
@@ -80,11 +70,25 @@ class FileSource(_Described):
         description="The column (CSV, Parquet) or key (NDJSON) holding each member's id.",
     )
 
-    @model_validator(mode="after")
-    def _one_location(self) -> FileSource:
-        if (self.url is None) == (self.path is None):
-            raise ValueError("a file source has exactly one of `url` and `path`")
-        return self
+
+class UrlFileSource(FileSource):
+    """A file fetched from an http(s) ``url`` at each sync."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=MAX_URL_CHARS,
+        description="http(s) URL of the file; it passes the SSRF guard when saved and fetched.",
+    )
+
+
+class PathFileSource(FileSource):
+    """A file read from a ``path`` under ``AUDIENCES_SYNC_ROOT`` at each sync."""
+
+    path: str = Field(
+        min_length=1,
+        max_length=MAX_PATH_CHARS,
+        description="Absolute path of the file, under the operator's `AUDIENCES_SYNC_ROOT`.",
+    )
 
 
 class SqlSource(_Described):
@@ -105,8 +109,30 @@ class PushSource(_Described):
     type: Literal[SourceType.PUSH]
 
 
-SyncSource = Annotated[FileSource | SqlSource | PushSource, Field(discriminator="type")]
-"""An external audience's ``source``: the fields depend on ``type``."""
+def _tag(value: Any) -> str | None:
+    """Which source a value is: its ``type``, and for a file whether it names a path (a file
+    naming a ``url``, or neither, is read as a URL source and told what it lacks)."""
+    if isinstance(value, dict):
+        kind, path_only = value.get("type"), "path" in value and "url" not in value
+    else:
+        kind, path_only = getattr(value, "type", None), isinstance(value, PathFileSource)
+    if kind == SourceType.FILE:
+        return "path" if path_only else "url"
+    return None if kind is None else str(kind)
+
+
+SyncSource = Annotated[
+    Annotated[UrlFileSource, Tag("url")]
+    | Annotated[PathFileSource, Tag("path")]
+    | Annotated[SqlSource, Tag("sql")]
+    | Annotated[PushSource, Tag("push")],
+    Discriminator(_tag),
+]
+"""An external audience's ``source``: the fields depend on ``type`` (and a file's on whether
+it names a ``url`` or a ``path``: exactly one)."""
+
+PulledSource = UrlFileSource | PathFileSource | SqlSource
+"""A source a sync job pulls members from."""
 
 
 def push_source() -> PushSource:

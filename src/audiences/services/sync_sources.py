@@ -29,7 +29,15 @@ from audiences.errors import AudiencesError, ErrorDetail, InvalidParameter, Vali
 from audiences.kit import egress, parquet
 from audiences.kit.files import private_dir
 from audiences.membership.bitmaps import from_numpy
-from audiences.schemas.syncs import FileSource, SqlSource, SyncFormat, SyncSource
+from audiences.schemas.syncs import (
+    FileSource,
+    PathFileSource,
+    PulledSource,
+    SqlSource,
+    SyncFormat,
+    SyncSource,
+    UrlFileSource,
+)
 from audiences.services import import_formats
 from audiences.services.import_formats import FileRefused, ImportFormat, Row
 from audiences.services.runtime import Runtime
@@ -83,9 +91,9 @@ def check(source: SyncSource, rules: SourceRules) -> None:
     """Refuse a source the deployment does not allow: a URL the SSRF guard refuses
     (400 ``url_not_allowed``), a path outside the sync folder (422 ``sync_path_not_allowed``),
     SQL that is not a safe member query (422 ``sync_query_invalid``, with positions)."""
-    if isinstance(source, FileSource) and source.url is not None:
+    if isinstance(source, UrlFileSource):
         egress.checked_url(source.url, allow_private=rules.allow_private)
-    elif isinstance(source, FileSource) and source.path is not None:
+    elif isinstance(source, PathFileSource):
         try:
             _allowed_path(source.path, rules.root)
         except SyncFailed as failed:
@@ -103,7 +111,7 @@ def pull(
     runtime: Runtime,
     *,
     workspace_id: str,
-    source: FileSource | SqlSource,
+    source: PulledSource,
     rules: SourceRules,
     on_row_error: RowError,
 ) -> tuple[BitMap, int]:
@@ -195,10 +203,10 @@ class _Fetched:
     def __enter__(self) -> Path:
         try:
             with self.file as out:
-                if self.source.url is not None:
+                if isinstance(self.source, UrlFileSource):
                     _download(self.source.url, out, self.rules)
-                else:
-                    _copy(self.source.path or "", out, self.rules)
+                elif isinstance(self.source, PathFileSource):
+                    _copy(self.source.path, out, self.rules)
         except BaseException:
             self.path.unlink(missing_ok=True)
             raise

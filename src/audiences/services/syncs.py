@@ -24,9 +24,8 @@ from audiences.errors import Conflict, NotFound
 from audiences.membership.cache import BitmapCache
 from audiences.schemas.jobs import JobKind, JobState
 from audiences.schemas.syncs import (
-    FileSource,
+    PulledSource,
     PushSource,
-    SqlSource,
     SyncSource,
     SyncState,
     SyncStatus,
@@ -43,10 +42,10 @@ SYNC_HANDLER = "membership.sync"
 TRIGGER = "sync"
 """The trigger of a sync's run."""
 ENDED_WITHOUT_RECORD = (JobState.FAILED.value, JobState.CANCELLED.value)
-_SOURCE: TypeAdapter[FileSource | SqlSource | PushSource] = TypeAdapter(SyncSource)
+_SOURCE: TypeAdapter[PulledSource | PushSource] = TypeAdapter(SyncSource)
 
 
-def source_of(audience: AudienceRow) -> FileSource | SqlSource | PushSource | None:
+def source_of(audience: AudienceRow) -> PulledSource | PushSource | None:
     """An external audience's source as stored (None for other kinds)."""
     if audience.kind != "external":
         return None
@@ -56,10 +55,10 @@ def source_of(audience: AudienceRow) -> FileSource | SqlSource | PushSource | No
         return push_source()
 
 
-def pulled(audience: AudienceRow) -> FileSource | SqlSource | None:
+def pulled(audience: AudienceRow) -> PulledSource | None:
     """The source a sync job pulls members from: an external audience's file or SQL source."""
     source = source_of(audience)
-    return source if isinstance(source, FileSource | SqlSource) else None
+    return None if isinstance(source, PushSource) else source
 
 
 def pushed(audience: AudienceRow) -> bool:
