@@ -114,7 +114,8 @@ def test_refresh_explain_preview_evaluate(cli: Run) -> None:
 
 def test_external_audience_create_and_sync(cli: Run) -> None:
     key = unique("sql")
-    source = json.dumps({"type": "sql", "query": "SELECT external_id FROM profiles"})
+    query = "SELECT external_id FROM profiles WHERE external_id LIKE 'user-0%'"  # the demo's
+    source = json.dumps({"type": "sql", "query": query})
     made = as_json(cli("audiences", "create", key, "--name", "All", "--kind", "external",
                        "--source", source, "--json"))  # fmt: skip
     assert made["source"]["type"] == "sql" and made["sync"]["status"] == "syncing"
