@@ -210,8 +210,9 @@ class Settings(BaseSettings):
         default=60.0,
         gt=0,
         description=(
-            "How long a sync's fetch of a URL may take in all (connecting, waiting, reading); "
-            "past it the sync fails (`sync_timeout`) and the members stay as they were."
+            "How long a sync's fetch of a URL may take in all (connecting, waiting, reading), "
+            "and a SQL source's query may run; past it the sync fails (`sync_timeout`, "
+            "`engine_query_timeout`) and the members stay as they were."
         ),
     )
     import_chunk_rows: int = Field(

@@ -160,3 +160,14 @@ def test_a_query_that_fails_on_the_data_says_why_without_the_real_tables(
     assert "profiles_" not in failed.value.detail
     with pytest.raises(ValidationFailed):
         two_workspaces.select_query_pids(WS, "SELECT external_id FROM profiles_other")
+
+
+def test_a_query_running_past_its_time_is_stopped(two_workspaces: DuckDBEngine) -> None:
+    engine = two_workspaces
+    engine.upsert_profiles(WS, [(f"slow-{n}", {"age": n}) for n in range(300)])
+    endless = "SELECT a.pid FROM profiles a, profiles b, profiles c, profiles d WHERE a.age > -1"
+    with pytest.raises(Unprocessable) as stopped:
+        engine.select_query_pids(WS, endless, timeout_seconds=0.2)
+    assert stopped.value.code == "engine_query_timeout"
+    found = engine.select_query_pids(WS, "SELECT pid FROM profiles", timeout_seconds=30)
+    assert len(found) == 300  # the engine answers as before

@@ -118,7 +118,9 @@ def pull(
     """The member set a source names now, and how many rows (ids, for SQL) it read."""
     if isinstance(source, SqlSource):
         try:
-            members = runtime.profiles.select_query_pids(workspace_id, source.query)
+            members = runtime.profiles.select_query_pids(
+                workspace_id, source.query, timeout_seconds=rules.timeout_seconds
+            )
         except AudiencesError as error:  # refused or failed on the data: the sync fails
             raise SyncFailed(error.detail, code=error.code) from None
         return members, len(members)
