@@ -234,7 +234,8 @@ def test_ndjson_parquet_and_gzipped_files_sync_and_bad_rows_are_reported(
             f"COPY (SELECT * FROM (VALUES ('p1', 1), ('p2', 2), (NULL, 3)) t(uid, n)) "
             f"TO '{parquet}' (FORMAT parquet)"
         )
-    server.files["/list.csv.gz"] = Served(body=gzip.compress(b"id\ng1\ng2\n"))
+    long_id = b"x" * 600
+    server.files["/list.csv.gz"] = Served(body=gzip.compress(b"id\ng1\n" + long_id + b"\ng2\n"))
     gzipped = external(ws.write, csv_source(server, "/list.csv.gz"))
     server.files["/list.parquet"] = Served(body=parquet.read_bytes())
     from_parquet = external(
@@ -247,9 +248,13 @@ def test_ndjson_parquet_and_gzipped_files_sync_and_bad_rows_are_reported(
         },
     )
     run_syncs(sync_app)
+    assert sync_of(ws.read, ndjson["id"])["status"] == "synced", sync_of(ws.read, ndjson["id"])
     assert members_of(ws.read, ndjson["id"]) == {"n1", "7", "n2"}
     assert members_of(ws.read, from_parquet["id"]) == {"p1", "p2"}
     assert members_of(ws.read, gzipped["id"]) == {"g1", "g2"}
+    csv_job = ws.read.get(f"/v1/jobs/{sync_of(ws.read, gzipped['id'])['job_id']}").json()
+    assert [(e["row"], e["code"]) for e in csv_job["errors"]] == [(2, "id_too_long")]
+    assert (csv_job["counts"]["rows"], csv_job["counts"]["invalid"]) == (3, 1)
     job = ws.read.get(f"/v1/jobs/{sync_of(ws.read, ndjson['id'])['job_id']}").json()
     assert {(e["row"], e["code"]) for e in job["errors"]} == {
         (3, "id_missing"),

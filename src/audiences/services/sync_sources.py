@@ -38,14 +38,16 @@ from audiences.schemas.syncs import (
     SyncSource,
     UrlFileSource,
 )
-from audiences.services import import_formats
-from audiences.services.import_formats import FileRefused, ImportFormat, Row
+from audiences.services import import_formats, import_staged
+from audiences.services.import_formats import FileRefused, ImportFormat, Layout, Row
 from audiences.services.runtime import Runtime
 
 CHUNK_BYTES = 1 << 16
 MAX_REDIRECTS = 3
 RESOLVE_ROWS = 50_000
-"""Ids resolved to pids per engine call."""
+"""Ids resolved to pids per engine call when Python reads the file."""
+STAGED_RANGE = 1_000_000
+"""Records resolved per engine statement when the engine reads a CSV itself."""
 
 
 class SyncFailed(Exception):
@@ -125,21 +127,62 @@ def pull(
             raise SyncFailed(error.detail, code=error.code) from None
         return members, len(members)
     with _fetched(source, rules) as path:
-        found = _rows(path, source)
-        return _resolve(runtime, workspace_id, found, on_row_error)
+        shape = _layout(path, source)
+        counted = None
+        if shape is not None and source.format is SyncFormat.CSV:
+            counted = _staged(runtime, workspace_id, path, shape, on_row_error)
+        if counted is None:
+            counted = _resolve(runtime, workspace_id, _rows(path, source, shape), on_row_error)
+    members, read, invalid = counted
+    if read and read == invalid:
+        message = f"none of the file's {read} rows holds a valid id"
+        raise SyncFailed(message, code="sync_file_invalid")
+    return members, read
+
+
+Counted = tuple[BitMap, int, int]
+"""The pids of a file's valid rows, how many rows it has, and how many of them were refused."""
+
+
+def _staged(
+    runtime: Runtime, workspace_id: str, path: Path, shape: Layout, on_row_error: RowError
+) -> Counted | None:
+    """A CSV of ids read by the engine itself, set-based, as a static import's is
+    (``import_staged``); None when the engine cannot, and Python reads it instead."""
+    total = import_formats.count_rows(path, ImportFormat.CSV)
+    found = import_staged.stage(
+        runtime.profiles, workspace_id, path, ImportFormat.CSV, shape, total
+    )
+    if found is None:
+        return None
+    staged, mapped = found
+    members, read, invalid, start = BitMap(), 0, 0, 0
+    with closing(staged):
+        while start <= mapped.records:  # past the end once the last range is done
+            stop = min(start + STAGED_RANGE, mapped.records)
+            last = stop == mapped.records
+            result = import_staged.resolve_range(staged, mapped, start, stop, last)
+            for row in result.refused:
+                on_row_error(row)
+            members |= from_numpy(result.pids)
+            read, invalid = read + result.rows, invalid + len(result.refused)
+            start = mapped.records + 1 if last else stop
+    return members, read, invalid
 
 
 def _resolve(
     runtime: Runtime, workspace_id: str, found: Generator[Row], on_row_error: RowError
-) -> tuple[BitMap, int]:
-    """The pids of the rows' ids (unknown ids get empty profiles, as a static import's do)."""
-    members, read, valid = BitMap(), 0, 0
+) -> Counted:
+    """The pids of the rows' ids read in Python (unknown ids get empty profiles, as a static
+    import's do)."""
+    members, read, invalid = BitMap(), 0, 0
     with closing(found):
         while True:
             ids: list[str] = []
             for row in found:
                 read += 1
                 if row.code is not None or row.external_id is None:
+                    invalid += 1
                     on_row_error(row)
                     continue
                 ids.append(row.external_id)
@@ -147,30 +190,32 @@ def _resolve(
                     break
             if not ids:
                 break
-            valid += len(ids)
             pids, _ = runtime.profiles.ensure_profiles(workspace_id, ids)
             members |= from_numpy(pids)
-    if read and not valid:
-        raise SyncFailed(
-            f"none of the file's {read} rows holds a valid id", code="sync_file_invalid"
-        )
-    return members, read
+    return members, read, invalid
 
 
-def _rows(path: Path, source: FileSource) -> Generator[Row]:
-    """The file's rows, each with its id or its problem; ``sync_file_invalid`` when the file
-    cannot be read at all (no header, no such column, not Parquet)."""
+def _layout(path: Path, source: FileSource) -> Layout | None:
+    """Where a CSV or NDJSON file's ids are (None for Parquet, checked here too);
+    ``sync_file_invalid`` when the file cannot be read at all (no header, no such column,
+    not Parquet)."""
     try:
         if source.format is SyncFormat.PARQUET:
             names = parquet.column_names(path)
             if source.id_column not in names:
                 raise FileRefused(f"the file has no column {source.id_column!r}: {names[:20]}")
-            return _parquet_rows(path, source.id_column)
+            return None
         fmt = ImportFormat(source.format.value)
-        shape = import_formats.layout(path, fmt, id_column=source.id_column, attributes=None)
+        return import_formats.layout(path, fmt, id_column=source.id_column, attributes=None)
     except (FileRefused, parquet.ParquetUnreadable, OSError) as error:
         raise SyncFailed(f"the file cannot be read: {error}", code="sync_file_invalid") from None
-    return import_formats.rows(path, fmt, shape)
+
+
+def _rows(path: Path, source: FileSource, shape: Layout | None) -> Generator[Row]:
+    """The file's rows read in Python, each with its id or its problem."""
+    if shape is None:
+        return _parquet_rows(path, source.id_column)
+    return import_formats.rows(path, ImportFormat(source.format.value), shape)
 
 
 def _parquet_rows(path: Path, id_column: str) -> Generator[Row]:
