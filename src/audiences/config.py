@@ -191,6 +191,30 @@ class Settings(BaseSettings):
             "a new one answers 429 `write_backlog_full` with `Retry-After`."
         ),
     )
+    sync_root: Path | None = Field(
+        default=None,
+        description=(
+            "Folder under which an external audience's file source may name a `path` (after "
+            "resolving links); unset, path sources answer 422 `sync_path_not_allowed`."
+        ),
+    )
+    sync_max_bytes: int = Field(
+        default=1024**3,
+        ge=1024,
+        description=(
+            "Largest file an external audience's sync fetches from a URL or reads from a path, "
+            "in bytes; a bigger one fails the sync (`sync_too_large`), counted while it streams."
+        ),
+    )
+    sync_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "How long a sync's fetch of a URL may take in all (connecting, waiting, reading), "
+            "and a SQL source's query may run; past it the sync fails (`sync_timeout`, "
+            "`engine_query_timeout`) and the members stay as they were."
+        ),
+    )
     import_chunk_rows: int = Field(
         default=50_000,
         ge=100,

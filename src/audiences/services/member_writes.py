@@ -101,7 +101,7 @@ def accept(
     instead of growing a queue that takes minutes to drain."""
     action, ids = ids_of(write)
     audience = audiences.get(session, caller=caller, audience_id=audience_id, labels=False)
-    static_members.require_static(audience)
+    static_members.require_pushed(audience)
     # Counted under the audience's lock (which accept takes anyway), so concurrent writes to
     # one audience cannot all see room for one more on PostgreSQL.
     memberships.locked(session, audience)
