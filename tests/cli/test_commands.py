@@ -112,6 +112,29 @@ def test_refresh_explain_preview_evaluate(cli: Run) -> None:
     assert as_json(cli("evaluate", "--attr", "country=FR", "--json"))
 
 
+def test_evaluate_with_events_from_a_file_or_stdin(cli: Run, tmp_path: Path) -> None:
+    rule = "count(*) FILTER (WHERE event = 'cli_order' AND timestamp > now() - INTERVAL 1 DAY) >= 2"
+    key = unique("twice")
+    cli("audiences", "create", key, "--name", "Twice", "--rule", rule, "-q")
+    lines = '{"event": "cli_order"}\n\n{"event": "cli_order", "properties": {}}\n'
+    path = tmp_path / "events.ndjson"
+    path.write_text(lines)
+
+    def member(result: Result) -> bool:
+        return next(v["member"] for v in as_json(result) if v["key"] == key)
+
+    assert member(cli("evaluate", "--events", str(path), "--json"))
+    assert member(cli("evaluate", "--events", "-", "--json", stdin=lines))
+    assert not member(cli("evaluate", "--events", "-", "--json", stdin=lines.split("\n")[0]))
+    path.write_text('{"event": "cli_order"}\nnot json\n')
+    assert "line 2 is not JSON" in cli("evaluate", "--events", str(path), code=2).stderr
+    path.write_text('{"event": "cli_order"}\n' * 1_001)
+    assert "more than 1,000" in cli("evaluate", "--events", str(path), code=2).stderr
+    cli("evaluate", "--events", str(tmp_path / "missing.ndjson"), code=2)
+    path.write_text('{"event": "cli_order", "timestamp": "yesterday"}\n')
+    assert "validation_failed" in cli("evaluate", "--events", str(path), code=1).stderr
+
+
 def test_profiles_attributes_workspace_groups_keys_jobs(cli: Run) -> None:
     assert as_json(cli("profiles", "put", "cli-bob", "-a", "age=7", "--json"))["id"] == "cli-bob"
     assert as_json(cli("profiles", "get", "cli-bob", "--json"))["attributes"]["age"] == 7

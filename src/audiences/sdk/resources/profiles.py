@@ -3,13 +3,32 @@ is in; which it would be in, and why, without storing anything."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
-from audiences.schemas.profiles import BatchResult, EvaluateResult, Profile, ProfileAudiences
+from audiences.schemas.profiles import (
+    BatchResult,
+    EvaluateEvent,
+    EvaluateResult,
+    Profile,
+    ProfileAudiences,
+)
 from audiences.sdk._call import Call, model, nothing
 from audiences.sdk._resource import AsyncResource, SyncResource, sends, sends_async
 
 PATH = "/v1/profiles"
+EvaluateEventLike = EvaluateEvent | Mapping[str, Any]
+"""An event to evaluate with: the wire model, or the same fields as a mapping."""
+
+
+def _event(event: EvaluateEventLike) -> dict[str, Any]:
+    if isinstance(event, EvaluateEvent):
+        return event.model_dump(mode="json", exclude_none=True)
+    body = dict(event)
+    if isinstance(body.get("timestamp"), datetime):
+        body["timestamp"] = body["timestamp"].isoformat()
+    return body
 
 
 class Calls:
@@ -48,12 +67,19 @@ class Calls:
         profile_id: str | None = None,
         *,
         attributes: dict[str, Any] | None = None,
+        events: Iterable[EvaluateEventLike] | None = None,
         explain: bool = True,
     ) -> Call[EvaluateResult]:
-        """Which audiences a profile (stored, or given by ``attributes``) would be in, and why."""
+        """Which audiences a profile (stored, or given by ``attributes``) would be in, and why.
+
+        ``events`` (at most 1,000: ``EvaluateEvent`` models or mappings of the same fields,
+        ``timestamp`` a ``datetime`` or RFC 3339 text, the evaluation's time when left out) are
+        evaluated as if stored, beside a stored profile's own; nothing is stored."""
         body: dict[str, Any] = {"attributes": attributes or {}, "explain": explain}
         if profile_id is not None:
             body["profile_id"] = profile_id
+        if events is not None:
+            body["events"] = [_event(event) for event in events]
         return Call("POST", "/v1/evaluate", model(EvaluateResult), json=body, safe=True)
 
 
