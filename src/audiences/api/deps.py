@@ -10,9 +10,10 @@ from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences.api.paths import restore_slashes
 from audiences.api.ratelimit import RateLimiter
 from audiences.config import Settings
 from audiences.engines.base import RESERVED_COLUMNS
@@ -238,7 +239,12 @@ EventPropertyName = Annotated[
     ),
     AfterValidator(_not_event_field),
 ]
-PROFILE_ID_PATTERN = r"^[^\x00-\x1f/]{1,512}$"
+PROFILE_ID_PATTERN = r"^[^\x00-\x1f]{1,512}$"
 ProfileId = Annotated[
-    str, Path(pattern=PROFILE_ID_PATTERN, description="The profile's external id.")
+    str,
+    BeforeValidator(restore_slashes),
+    Path(
+        pattern=PROFILE_ID_PATTERN,
+        description="The profile's external id, percent-encoded: a `/` in it is sent as `%2F`.",
+    ),
 ]

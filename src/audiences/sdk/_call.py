@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -46,6 +47,25 @@ class Call(Generic[T]):
     def with_params(self, **params: Any) -> Call[T]:
         """The same call with some query parameters replaced (the next page's cursor)."""
         return replace(self, params={**self.params, **params})
+
+
+def endpoint(template: str, *segments: str) -> str:
+    """A request path: ``template``'s ``{}`` slots filled with ``segments``, each one
+    percent-encoded whole (:func:`segment`). Every path that carries client data is built
+    here, so an id holding ``/``, ``?``, ``#``, ``%``, spaces or any Unicode names one resource.
+
+    >>> endpoint("/v1/profiles/{}/events", "orders/42 #1")
+    '/v1/profiles/orders%2F42%20%231/events'
+    """
+    return template.format(*(segment(value) for value in segments))
+
+
+def segment(value: str) -> str:
+    """One path segment percent-encoded (UTF-8), ``/`` included; ``.`` and ``..``, which
+    clients and proxies would resolve away, are encoded too."""
+    if value in (".", ".."):
+        return "%2E" * len(value)
+    return quote(value, safe="")
 
 
 def clean(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from audiences.schemas.audiences import Audience, BulkResult
 from audiences.schemas.common import Page
 from audiences.schemas.memberships import Change, Member, PreviewResult, Run
-from audiences.sdk._call import Call, clean, created, merge_patch, model, nothing
+from audiences.sdk._call import Call, clean, created, endpoint, merge_patch, model, nothing
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -72,7 +72,9 @@ class Calls:
     def get(audience: Target, *, include: str | None = None) -> Call[Audience]:
         """One audience (``include="group"`` embeds its group)."""
         params = clean({"include": include})
-        return Call("GET", f"{PATH}/{target_id(audience)}", model(Audience), params=params)
+        return Call(
+            "GET", endpoint(PATH + "/{}", target_id(audience)), model(Audience), params=params
+        )
 
     @staticmethod
     def create(*, key: str, name: str, kind: str, **fields: Any) -> Call[Audience]:
@@ -88,7 +90,7 @@ class Calls:
         """Change some fields (a JSON merge patch; ``None`` clears one). ``if_match=True``
         with the audience model sends its ETag: 412 ``PreconditionFailed`` if it changed."""
         return merge_patch(
-            f"{PATH}/{target_id(audience)}",
+            endpoint(PATH + "/{}", target_id(audience)),
             model(Audience),
             changes,
             precondition(audience, if_match),
@@ -100,14 +102,14 @@ class Calls:
     ) -> Call[Audience]:
         """Replace every writable field with ``body`` (PUT)."""
         headers = match_headers(audience, if_match)
-        path = f"{PATH}/{target_id(audience)}"
+        path = endpoint(PATH + "/{}", target_id(audience))
         return Call("PUT", path, model(Audience), json=body, headers=headers)
 
     @staticmethod
     def delete(audience: Target, *, if_match: bool | int | str | None = None) -> Call[None]:
         """Delete it (``Conflict`` ``has_dependents`` while other rules read it)."""
         headers = match_headers(audience, if_match)
-        return Call("DELETE", f"{PATH}/{target_id(audience)}", nothing, headers=headers)
+        return Call("DELETE", endpoint(PATH + "/{}", target_id(audience)), nothing, headers=headers)
 
     @staticmethod
     def bulk_get(ids: Ids) -> Call[BulkResult]:
@@ -117,7 +119,7 @@ class Calls:
     @staticmethod
     def refresh(audience: Target) -> Call[Run]:
         """Evaluate it now: the run it started (static audiences: expiry)."""
-        return Call("POST", f"{PATH}/{target_id(audience)}/refresh", model(Run))
+        return Call("POST", endpoint(PATH + "/{}/refresh", target_id(audience)), model(Run))
 
     @staticmethod
     def preview(
@@ -125,7 +127,11 @@ class Calls:
     ) -> Call[PreviewResult]:
         """What ``rule`` would select now (its size, a sample, its mode); with ``audience``,
         also who would enter and exit it. Nothing is stored."""
-        path = f"{PATH}/preview" if audience is None else f"{PATH}/{target_id(audience)}/preview"
+        path = (
+            f"{PATH}/preview"
+            if audience is None
+            else endpoint(PATH + "/{}/preview", target_id(audience))
+        )
         body = {"rule": rule, "sample": sample}
         return Call("POST", path, model(PreviewResult), json=body, safe=True)
 

@@ -25,7 +25,7 @@ from audiences.schemas.events import (
     EventWriteResults,
 )
 from audiences.schemas.jobs import Job
-from audiences.sdk._call import Call, clean, model, new_key
+from audiences.sdk._call import Call, clean, endpoint, model, new_key
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -93,7 +93,9 @@ class Calls:
         params: dict[str, Any] = clean({"limit": limit})
         if names:
             params["event"] = list(names)  # repeated, not joined: names may hold commas
-        return Call("GET", f"/v1/profiles/{profile_id}/events", model(EventPage), params=params)
+        return Call(
+            "GET", endpoint("/v1/profiles/{}/events", profile_id), model(EventPage), params=params
+        )
 
     @staticmethod
     def import_file(

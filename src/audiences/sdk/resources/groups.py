@@ -6,7 +6,7 @@ from typing import Any
 
 from audiences.schemas.common import Page
 from audiences.schemas.groups import Group
-from audiences.sdk._call import Call, clean, created, merge_patch, model, nothing
+from audiences.sdk._call import Call, clean, created, endpoint, merge_patch, model, nothing
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -40,7 +40,7 @@ class Calls:
     def get(group: Target, *, include: str | None = None) -> Call[Group]:
         """One group."""
         params = clean({"include": include})
-        return Call("GET", f"{PATH}/{target_id(group)}", model(Group), params=params)
+        return Call("GET", endpoint(PATH + "/{}", target_id(group)), model(Group), params=params)
 
     @staticmethod
     def create(*, name: str, description: str | None = None) -> Call[Group]:
@@ -53,7 +53,7 @@ class Calls:
     ) -> Call[Group]:
         """Change its name or description (merge patch; ``if_match`` as for audiences)."""
         tag = precondition(group, if_match)
-        return merge_patch(f"{PATH}/{target_id(group)}", model(Group), changes, tag)
+        return merge_patch(endpoint(PATH + "/{}", target_id(group)), model(Group), changes, tag)
 
     @staticmethod
     def delete(
@@ -62,7 +62,7 @@ class Calls:
         """Delete it; ``detach=True`` ungroups its audiences (else 409 while it holds some)."""
         headers = match_headers(group, if_match)
         params = clean({"detach": detach or None})
-        path = f"{PATH}/{target_id(group)}"
+        path = endpoint(PATH + "/{}", target_id(group))
         return Call("DELETE", path, nothing, params=params, headers=headers)
 
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from audiences.schemas.jobs import Job
-from audiences.sdk._call import Call, clean, model, new_key
+from audiences.sdk._call import Call, clean, endpoint, model, new_key
 from audiences.sdk._resource import AsyncResource, SyncResource, sends, sends_async
 from audiences.sdk.resources._targets import Target, target_id
 
@@ -77,7 +77,7 @@ class Calls:
         }
         return Call(
             "POST",
-            f"/v1/audiences/{target_id(audience)}/imports",
+            endpoint("/v1/audiences/{}/imports", target_id(audience)),
             model(Job),
             params=params,
             headers=headers,

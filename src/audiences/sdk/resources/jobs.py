@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from audiences.schemas.common import Page
 from audiences.schemas.jobs import Job, JobState
-from audiences.sdk._call import Call, clean, model
+from audiences.sdk._call import Call, clean, endpoint, model
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -47,17 +47,19 @@ class Calls:
     @staticmethod
     def get(job_id: str) -> Call[Job]:
         """One job: state, progress, counts, errors."""
-        return Call("GET", f"{PATH}/{job_id}", model(Job))
+        return Call("GET", endpoint(PATH + "/{}", job_id), model(Job))
 
     @staticmethod
     def cancel(job_id: str) -> Call[Job]:
         """Cancel it (a running job stops at its next checkpoint; 409 once it ended)."""
-        return Call("POST", f"{PATH}/{job_id}/cancel", model(Job), safe=True)
+        return Call("POST", endpoint(PATH + "/{}/cancel", job_id), model(Job), safe=True)
 
     @staticmethod
     def errors_csv(job_id: str) -> Call[str]:
         """Every problem the job reported, as CSV (``row,line,code,message``)."""
-        return Call("GET", f"{PATH}/{job_id}/errors.csv", lambda response: response.text)
+        return Call(
+            "GET", endpoint(PATH + "/{}/errors.csv", job_id), lambda response: response.text
+        )
 
 
 class Waiting:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from audiences.schemas.api_keys import ApiKey, ApiKeyCreated
 from audiences.schemas.common import Page
-from audiences.sdk._call import Call, clean, created, model, nothing
+from audiences.sdk._call import Call, clean, created, endpoint, model, nothing
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -31,7 +31,7 @@ class Calls:
     @staticmethod
     def get(key_id: str) -> Call[ApiKey]:
         """One key."""
-        return Call("GET", f"{PATH}/{key_id}", model(ApiKey))
+        return Call("GET", endpoint(PATH + "/{}", key_id), model(ApiKey))
 
     @staticmethod
     def create(*, name: str, role: str) -> Call[ApiKeyCreated]:
@@ -41,7 +41,7 @@ class Calls:
     @staticmethod
     def revoke(key_id: str) -> Call[None]:
         """Revoke it: it stops working at once."""
-        return Call("DELETE", f"{PATH}/{key_id}", nothing)
+        return Call("DELETE", endpoint(PATH + "/{}", key_id), nothing)
 
 
 class Keys(SyncResource):

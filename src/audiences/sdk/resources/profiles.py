@@ -14,7 +14,7 @@ from audiences.schemas.profiles import (
     Profile,
     ProfileAudiences,
 )
-from audiences.sdk._call import Call, model, nothing
+from audiences.sdk._call import Call, endpoint, model, nothing
 from audiences.sdk._resource import AsyncResource, SyncResource, sends, sends_async
 
 PATH = "/v1/profiles"
@@ -38,7 +38,7 @@ class Calls:
     def upsert(profile_id: str, attributes: dict[str, Any]) -> Call[Profile]:
         """Create a profile or merge ``attributes`` into it (``None`` clears one)."""
         body = {"attributes": attributes}
-        return Call("PUT", f"{PATH}/{profile_id}", model(Profile), json=body)
+        return Call("PUT", endpoint(PATH + "/{}", profile_id), model(Profile), json=body)
 
     @staticmethod
     def upsert_many(profiles: list[dict[str, Any]]) -> Call[BatchResult]:
@@ -50,17 +50,17 @@ class Calls:
     @staticmethod
     def get(profile_id: str) -> Call[Profile]:
         """A stored profile."""
-        return Call("GET", f"{PATH}/{profile_id}", model(Profile))
+        return Call("GET", endpoint(PATH + "/{}", profile_id), model(Profile))
 
     @staticmethod
     def delete(profile_id: str) -> Call[None]:
         """Erase it: its data and its membership everywhere."""
-        return Call("DELETE", f"{PATH}/{profile_id}", nothing)
+        return Call("DELETE", endpoint(PATH + "/{}", profile_id), nothing)
 
     @staticmethod
     def audiences(profile_id: str) -> Call[ProfileAudiences]:
         """Every audience it is in."""
-        return Call("GET", f"{PATH}/{profile_id}/audiences", model(ProfileAudiences))
+        return Call("GET", endpoint(PATH + "/{}/audiences", profile_id), model(ProfileAudiences))
 
     @staticmethod
     def evaluate(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from audiences.schemas.common import Page
 from audiences.schemas.memberships import Run
-from audiences.sdk._call import Call, clean, model
+from audiences.sdk._call import Call, clean, endpoint, model
 from audiences.sdk.resources._targets import Target, target_id
 
 
@@ -22,10 +22,12 @@ class Calls:
     ) -> Call[Page[Run]]:
         """Its runs (default newest first), filtered by status or trigger."""
         params = clean({"status": status, "trigger": trigger, "sort": sort, "limit": limit})
-        path = f"/v1/audiences/{target_id(audience)}/runs"
+        path = endpoint("/v1/audiences/{}/runs", target_id(audience))
         return Call("GET", path, model(Page[Run]), params=params)
 
     @staticmethod
     def get(audience: Target, run_id: str) -> Call[Run]:
         """One run."""
-        return Call("GET", f"/v1/audiences/{target_id(audience)}/runs/{run_id}", model(Run))
+        return Call(
+            "GET", endpoint("/v1/audiences/{}/runs/{}", target_id(audience), run_id), model(Run)
+        )
