@@ -7,14 +7,17 @@ is built, is the same on every attempt and the server applies it once.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
+
+from audiences.schemas.common import Page, sparse_model
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -87,6 +90,51 @@ def model(cls: type[M]) -> Callable[[httpx.Response], M]:
     return lambda response: cls.model_validate_json(response.content)
 
 
+Fields = str | list[str] | None
+"""``fields=``: the names of the fields to return (``id`` always comes back); all without it."""
+
+
+def reading(cls: type[M], fields: Fields) -> Callable[[httpx.Response], M]:
+    """The parser of one resource: whole, or partial when ``fields`` names some."""
+    if fields is None:
+        return model(cls)
+    sparse = _sparse(cls)
+    return lambda response: partial(cls, sparse.model_validate_json(response.content))
+
+
+def reading_page(cls: type[M], fields: Fields) -> Callable[[httpx.Response], Page[M]]:
+    """The parser of a page of ``cls``, its items partial when ``fields`` names some."""
+    if fields is None:
+        return model(Page[cls])  # type: ignore[valid-type]
+    sparse = _sparse(cls)
+
+    def parse(response: httpx.Response) -> Page[M]:
+        got = Page[sparse].model_validate_json(response.content)  # type: ignore[valid-type]
+        page: Page[M] = Page[cls].model_construct(  # type: ignore[valid-type]
+            **{name: getattr(got, name) for name in got.model_fields_set - {"data"}},
+            data=[partial(cls, item) for item in got.data],
+        )
+        return page
+
+    return parse
+
+
+def partial(cls: type[M], sparse: BaseModel) -> M:
+    """A ``cls`` holding only the fields a sparse answer carried, each validated (times are
+    datetimes): ``model_fields_set`` names them, and reading another raises ``AttributeError``
+    (it was not asked for, so no default stands in for it)."""
+    present = sparse.model_fields_set
+    made = cls.model_construct(_fields_set=present, **{n: getattr(sparse, n) for n in present})
+    for name in set(cls.model_fields) - present:
+        made.__dict__.pop(name, None)
+    return made
+
+
+@functools.cache
+def _sparse(cls: type[BaseModel]) -> type[BaseModel]:
+    return sparse_model(cls, f"Sparse{cls.__name__}")
+
+
 def nothing(response: httpx.Response) -> None:
     """The parser of an answer without a body (204)."""
 
@@ -115,6 +163,20 @@ def merge_patch(
     if if_match is not None:
         headers["If-Match"] = if_match
     return Call("PATCH", path, parse, json=changes, headers=headers)
+
+
+def json_patch(
+    path: str,
+    parse: Callable[[httpx.Response], T],
+    operations: Iterable[Mapping[str, Any]],
+    if_match: str | None,
+) -> Call[T]:
+    """A JSON Patch (RFC 6902) of ``operations`` (``add``, ``remove``, ``replace``, ``move``,
+    ``copy``, ``test``), applied whole or not at all, guarded by ``If-Match`` when given."""
+    headers = {"Content-Type": "application/json-patch+json"}
+    if if_match is not None:
+        headers["If-Match"] = if_match
+    return Call("PATCH", path, parse, json=[dict(op) for op in operations], headers=headers)
 
 
 def unset(values: Mapping[str, Any]) -> dict[str, Any]:

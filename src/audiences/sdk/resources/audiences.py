@@ -4,13 +4,26 @@ member writes and exports (built in ``members.py`` and ``runs.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from audiences.schemas.audiences import Audience, BulkResult
 from audiences.schemas.common import Page
 from audiences.schemas.memberships import Change, Member, PreviewResult, Run
-from audiences.sdk._call import Call, clean, created, endpoint, merge_patch, model, nothing
+from audiences.sdk._call import (
+    Call,
+    Fields,
+    clean,
+    created,
+    endpoint,
+    json_patch,
+    merge_patch,
+    model,
+    nothing,
+    reading,
+    reading_page,
+)
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -45,6 +58,7 @@ class Calls:
         include: str | None = None,
         updated_since: datetime | None = None,
         members_changed_since: datetime | None = None,
+        fields: Fields = None,
         limit: int | None = None,
     ) -> Call[Page[Audience]]:
         """Every audience matching the filters (several values of one filter: any of them)."""
@@ -63,18 +77,21 @@ class Calls:
                 "updated_since": updated_since and updated_since.isoformat(),
                 "members_changed_since": members_changed_since
                 and members_changed_since.isoformat(),
+                "fields": fields,
                 "limit": limit,
             }
         )
-        return Call("GET", PATH, model(Page[Audience]), params=params)
+        return Call("GET", PATH, reading_page(Audience, fields), params=params)
 
     @staticmethod
-    def get(audience: Target, *, include: str | None = None) -> Call[Audience]:
-        """One audience (``include="group"`` embeds its group)."""
-        params = clean({"include": include})
-        return Call(
-            "GET", endpoint(PATH + "/{}", target_id(audience)), model(Audience), params=params
-        )
+    def get(
+        audience: Target, *, include: str | None = None, fields: Fields = None
+    ) -> Call[Audience]:
+        """One audience (``include="group"`` embeds its group; ``fields``: only these, see
+        :func:`~audiences.sdk._call.partial`)."""
+        params = clean({"include": include, "fields": fields})
+        path = endpoint(PATH + "/{}", target_id(audience))
+        return Call("GET", path, reading(Audience, fields), params=params)
 
     @staticmethod
     def create(*, key: str, name: str, kind: str, **fields: Any) -> Call[Audience]:
@@ -104,6 +121,19 @@ class Calls:
         headers = match_headers(audience, if_match)
         path = endpoint(PATH + "/{}", target_id(audience))
         return Call("PUT", path, model(Audience), json=body, headers=headers)
+
+    @staticmethod
+    def patch(
+        audience: Target,
+        operations: Sequence[Mapping[str, Any]],
+        *,
+        if_match: bool | int | str | None = None,
+    ) -> Call[Audience]:
+        """Edit with a JSON Patch (RFC 6902): ``[{"op": "replace", "path": "/name", "value":
+        ...}, {"op": "test", "path": "/version", "value": 3}, ...]``, applied whole or not at
+        all (a failed ``test`` is 409 ``patch_test_failed``)."""
+        path = endpoint(PATH + "/{}", target_id(audience))
+        return json_patch(path, model(Audience), operations, precondition(audience, if_match))
 
     @staticmethod
     def delete(audience: Target, *, if_match: bool | int | str | None = None) -> Call[None]:
@@ -143,6 +173,7 @@ class Audiences(SyncResource):
     get = sends(Calls.get)
     create = sends(Calls.create)
     update = sends(Calls.update)
+    patch = sends(Calls.patch)
     replace = sends(Calls.replace)
     delete = sends(Calls.delete)
     bulk_get = sends(Calls.bulk_get)
@@ -173,6 +204,7 @@ class AsyncAudiences(AsyncResource):
     get = sends_async(Calls.get)
     create = sends_async(Calls.create)
     update = sends_async(Calls.update)
+    patch = sends_async(Calls.patch)
     replace = sends_async(Calls.replace)
     delete = sends_async(Calls.delete)
     bulk_get = sends_async(Calls.bulk_get)
