@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,8 +18,10 @@ from audiences.cli.output import Json, Out, Quiet, echo_json, rule_tree, stdout
 from audiences.cli.progress import bar, follow, report
 from audiences.cli.refs import audience_id
 from audiences.schemas.imports import ImportMode
-from audiences.schemas.memberships import Run
-from audiences.sdk import Client
+
+if TYPE_CHECKING:
+    from audiences.schemas.memberships import Run
+    from audiences.sdk import Client
 
 Ref = Annotated[str, typer.Argument(help="The audience's key or id.")]
 RUN_COLUMNS = ("id", "number", "trigger", "status", "size", "entered", "exited", "started_at")

@@ -12,7 +12,6 @@ import typer
 
 from audiences.cli.context import connected
 from audiences.cli.output import Json, Out, Quiet, rule_tree, stdout
-from audiences.schemas.profiles import MAX_EVALUATE_EVENTS
 
 app = typer.Typer(help="Profiles: get, put, delete, and their audiences.", no_args_is_help=True)
 ProfileId = Annotated[str, typer.Argument(help="The profile's external id.")]
@@ -84,9 +83,11 @@ def profile_audiences(
 
 def given_events(source: str | None) -> list[dict[str, Any]] | None:
     """The events of an NDJSON file (``-``: stdin), one ``{"event", "timestamp",
-    "properties"}`` object a line, at most :data:`MAX_EVALUATE_EVENTS`; None without a file."""
+    "properties"}`` object a line, at most the API's 1,000; None without a file."""
     if source is None:
         return None
+    from audiences.schemas.profiles import MAX_EVALUATE_EVENTS
+
     found: list[dict[str, Any]] = []
     hint = "--events"
     try:

@@ -3,16 +3,28 @@
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING
 
 from audiences.cli.context import INTERRUPTED, fail
 from audiences.cli.output import Out, stderr
-from audiences.schemas.jobs import Job, JobState
-from audiences.sdk import Client
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from audiences.schemas.jobs import Job
+    from audiences.sdk import Client
 
 
 def bar() -> Progress:
     """A progress bar on stderr (hidden when stderr is not a terminal)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -52,6 +64,8 @@ def follow(client: Client, job: Job, out: Out) -> Job:
 
 def report(job: Job, out: Out) -> None:
     """Print a finished job and exit 1 unless it succeeded."""
+    from audiences.schemas.jobs import JobState
+
     out.one(job, ("id", "handler", "state", "progress", "counts", "result", "error_count"))
     if job.state is not JobState.SUCCEEDED:
         fail(f"job {job.id} {job.state.value}: {job.last_error or 'see its errors'}")
