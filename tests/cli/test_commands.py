@@ -250,9 +250,11 @@ def test_events_send_in_batches_with_refusals_list_and_import(
     upload.write_text("profile_id,event,timestamp,amount,event_id\n" + rows)
     done = cli("events", "import", str(upload))
     assert "succeeded" in done.stdout and "written=30" in done.stdout
-    replayed = as_json(cli("events", "import", str(upload), "--json"))
-    assert replayed["state"] == "succeeded" and replayed["counts"]["duplicates"] == 30
-    queued = cli("events", "import", str(upload), "--no-wait", "-q").stdout.strip()
+    replayed = as_json(cli("events", "import", str(upload), "--json"))  # the same upload:
+    assert replayed["counts"]["written"] == 30  # the first import's job answers again
+    anew = as_json(cli("events", "import", str(upload), "--again", "--json"))
+    assert anew["id"] != replayed["id"] and anew["counts"]["duplicates"] == 30
+    queued = cli("events", "import", str(upload), "--again", "--no-wait", "-q").stdout.strip()
     assert as_json(cli("jobs", "wait", queued, "--json"))["counts"]["duplicates"] == 30
     cli("events", "import", str(tmp_path / "missing.csv"), code=1)
 

@@ -21,7 +21,7 @@ import typer
 from audiences.cli.context import connected, fail
 from audiences.cli.listing import All, Cursor, Limit, show
 from audiences.cli.output import Json, Out, Quiet, echo_json
-from audiences.cli.progress import bar, follow, report
+from audiences.cli.progress import follow, report, upload
 
 if TYPE_CHECKING:
     from audiences.schemas.events import EventWrite, EventWriteResults
@@ -197,21 +197,31 @@ def import_events(
         typer.Option("--format", help="csv, tsv, ndjson or parquet (default: suffix)."),
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the import to finish.")] = True,
+    again: Annotated[
+        bool,
+        typer.Option("--again", help="Import the file anew even if this upload was made before."),
+    ] = False,
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Import a file of events, streamed from disk, with a progress bar (upload, then the
-    job's rows); exit 1 if the job fails (`audiences jobs errors JOB` lists refused rows)."""
+    job's rows); exit 1 if the job fails (`audiences jobs errors JOB` lists refused rows).
+    Run again after an interrupted upload: the same file is never imported twice (--again
+    does)."""
+    from audiences.sdk._call import new_key
+
     out = Out(as_json, quiet)
     with connected(ctx) as client:
-        size = file.stat().st_size
-        with bar() as progress:
-            task = progress.add_task(f"upload {file.name}", total=size, visible=not out.quiet)
-            job = client.events.import_file(
+        job = upload(
+            file,
+            out,
+            lambda uploaded: client.events.import_file(
                 file,
                 format=file_format,
-                on_upload=lambda sent: progress.update(task, completed=sent),
-            )
+                on_upload=uploaded,
+                idempotency_key=new_key() if again else None,
+            ),
+        )
         if not wait:
             out.one(job, ("id", "handler", "state"))
             return

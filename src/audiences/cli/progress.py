@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audiences.cli.context import INTERRUPTED, fail
+from audiences.cli.context import INTERRUPTED, UNAVAILABLE, fail
 from audiences.cli.output import Out, stderr
 
 if TYPE_CHECKING:
@@ -33,6 +35,33 @@ def bar() -> Progress:
         console=stderr,
         transient=True,
     )
+
+
+def upload(file: Path, out: Out, send: Callable[[Callable[[int], None]], Job]) -> Job:
+    """Upload ``file`` by ``send`` (given the callback for bytes sent) with a progress bar; an
+    upload cut on every try exits 5 with how far it went and what to do (run it again: an
+    upload's key is derived from its file, so the server imports it once)."""
+    from audiences.sdk import Unreachable
+
+    size = file.stat().st_size
+    sent = [0]
+    with bar() as progress:
+        task = progress.add_task(f"upload {file.name}", total=size, visible=not out.quiet)
+
+        def uploaded(count: int) -> None:
+            sent[0] = count
+            progress.update(task, completed=count)
+
+        try:
+            return send(uploaded)
+        except Unreachable as exc:
+            fail(
+                f"the upload of {file} was interrupted after {sent[0]:,} of {size:,} bytes "
+                f"({exc.detail})",
+                UNAVAILABLE,
+                "run the same command again: the file is sent again from its start, and the "
+                "server imports it once however many uploads of it were tried",
+            )
 
 
 def follow(client: Client, job: Job, out: Out) -> Job:
