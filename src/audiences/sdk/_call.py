@@ -159,10 +159,7 @@ def merge_patch(
     path: str, parse: Callable[[httpx.Response], T], changes: dict[str, Any], if_match: str | None
 ) -> Call[T]:
     """A JSON merge patch of ``changes``, guarded by ``If-Match`` when given."""
-    headers = {"Content-Type": "application/merge-patch+json"}
-    if if_match is not None:
-        headers["If-Match"] = if_match
-    return Call("PATCH", path, parse, json=changes, headers=headers)
+    return _patch(path, parse, changes, "application/merge-patch+json", if_match)
 
 
 def json_patch(
@@ -173,10 +170,15 @@ def json_patch(
 ) -> Call[T]:
     """A JSON Patch (RFC 6902) of ``operations`` (``add``, ``remove``, ``replace``, ``move``,
     ``copy``, ``test``), applied whole or not at all, guarded by ``If-Match`` when given."""
-    headers = {"Content-Type": "application/json-patch+json"}
-    if if_match is not None:
-        headers["If-Match"] = if_match
-    return Call("PATCH", path, parse, json=[dict(op) for op in operations], headers=headers)
+    body = [dict(operation) for operation in operations]
+    return _patch(path, parse, body, "application/json-patch+json", if_match)
+
+
+def _patch(
+    path: str, parse: Callable[[httpx.Response], T], body: Any, kind: str, if_match: str | None
+) -> Call[T]:
+    headers = {"Content-Type": kind} | ({} if if_match is None else {"If-Match": if_match})
+    return Call("PATCH", path, parse, json=body, headers=headers)
 
 
 def unset(values: Mapping[str, Any]) -> dict[str, Any]:
