@@ -15,6 +15,9 @@ Everything runs side by side in one run against references measured in the same 
    process, timed until the last call's answer (stored, and streaming audiences updated, before it
    returns); beside it the engine's own bulk insert of the same events (DuckDB appending the same
    rows from columns held in memory), the limit of any ingest into it.
+3. Streaming latency over HTTP (``bench/events/streaming.py``): from an event write to the
+   membership read that shows the profile entered, and from a window's expiry to the exit,
+   on a server with a short sweep interval.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from audiences.engines import duckdb_sql
 from audiences.schemas.events import EventPropertyDeclare
 from audiences.services import evaluation, event_properties
 from audiences.services.evaluation.compiled import workspace_schema
-from bench.events import data
+from bench.events import data, streaming
 from bench.events.workload import BEHAVIOUR
 from bench.http import measure, servers
 from bench.http.client import call
@@ -292,7 +295,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ingest-profiles", type=int, default=20_000)
     parser.add_argument("--ingest-events", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=2)
-    parser.add_argument("--only", choices=["batch", "ingest"])
+    parser.add_argument("--only", choices=["batch", "ingest", "streaming"])
+    parser.add_argument("--stream-profiles", type=int, default=200)
+    parser.add_argument("--stream-exits", type=int, default=100)
+    parser.add_argument("--window", type=int, default=5, help="seconds (streaming section)")
+    parser.add_argument("--sweep", type=int, default=1, help="seconds (streaming section)")
+    parser.add_argument("--poll", type=float, default=0.02, help="seconds (streaming section)")
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     profiles = args.profiles or (5_000_000 if args.full else 1_000_000)
@@ -303,6 +311,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "ingest"):
         sections.append(
             lambda folder: ingest(folder, args.ingest_profiles, args.ingest_events, args.clients)
+        )
+    if args.only in (None, "streaming"):
+        sections.append(
+            lambda folder: streaming.run(
+                folder,
+                profiles=args.stream_profiles,
+                exits=args.stream_exits,
+                window=args.window,
+                sweep=args.sweep,
+                poll=args.poll,
+            )
         )
     print(f"Command: `{' '.join(['python -m bench.events.run', *sys.argv[1:]])}`")
     print(f"Machine: {machine()}; load average at start {load_average()}")

@@ -100,11 +100,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(tree: Tree, label: str, folder: Path) -> Server:
-    """Mint a key with the tree's CLI on a fresh data folder, then start its server."""
+def start(tree: Tree, label: str, folder: Path, settings: dict[str, str] | None = None) -> Server:
+    """Mint a key with the tree's CLI on a fresh data folder, then start its server;
+    ``settings`` are ``AUDIENCES_*`` variables of its environment (a short sweep interval)."""
     data_dir = folder / "data"
     data_dir.mkdir(parents=True)
-    env = tree.environment()
+    env = tree.environment() | (settings or {})
     minted = subprocess.run(
         [
             *AUDIENCES,

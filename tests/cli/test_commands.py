@@ -135,6 +135,29 @@ def test_external_audience_create_and_sync(cli: Run) -> None:
         "--source", '{"type": "sql", "query": "DROP TABLE profiles"}', code=1)  # fmt: skip
 
 
+def test_evaluate_with_events_from_a_file_or_stdin(cli: Run, tmp_path: Path) -> None:
+    rule = "count(*) FILTER (WHERE event = 'cli_order' AND timestamp > now() - INTERVAL 1 DAY) >= 2"
+    key = unique("twice")
+    cli("audiences", "create", key, "--name", "Twice", "--rule", rule, "-q")
+    lines = '{"event": "cli_order"}\n\n{"event": "cli_order", "properties": {}}\n'
+    path = tmp_path / "events.ndjson"
+    path.write_text(lines)
+
+    def member(result: Result) -> bool:
+        return next(v["member"] for v in as_json(result) if v["key"] == key)
+
+    assert member(cli("evaluate", "--events", str(path), "--json"))
+    assert member(cli("evaluate", "--events", "-", "--json", stdin=lines))
+    assert not member(cli("evaluate", "--events", "-", "--json", stdin=lines.split("\n")[0]))
+    path.write_text('{"event": "cli_order"}\nnot json\n')
+    assert "line 2 is not JSON" in cli("evaluate", "--events", str(path), code=2).stderr
+    path.write_text('{"event": "cli_order"}\n' * 1_001)
+    assert "more than 1,000" in cli("evaluate", "--events", str(path), code=2).stderr
+    cli("evaluate", "--events", str(tmp_path / "missing.ndjson"), code=2)
+    path.write_text('{"event": "cli_order", "timestamp": "yesterday"}\n')
+    assert "validation_failed" in cli("evaluate", "--events", str(path), code=1).stderr
+
+
 def test_profiles_attributes_workspace_groups_keys_jobs(cli: Run) -> None:
     assert as_json(cli("profiles", "put", "cli-bob", "-a", "age=7", "--json"))["id"] == "cli-bob"
     assert as_json(cli("profiles", "get", "cli-bob", "--json"))["attributes"]["age"] == 7
@@ -250,9 +273,11 @@ def test_events_send_in_batches_with_refusals_list_and_import(
     upload.write_text("profile_id,event,timestamp,amount,event_id\n" + rows)
     done = cli("events", "import", str(upload))
     assert "succeeded" in done.stdout and "written=30" in done.stdout
-    replayed = as_json(cli("events", "import", str(upload), "--json"))
-    assert replayed["state"] == "succeeded" and replayed["counts"]["duplicates"] == 30
-    queued = cli("events", "import", str(upload), "--no-wait", "-q").stdout.strip()
+    replayed = as_json(cli("events", "import", str(upload), "--json"))  # the same upload:
+    assert replayed["counts"]["written"] == 30  # the first import's job answers again
+    anew = as_json(cli("events", "import", str(upload), "--again", "--json"))
+    assert anew["id"] != replayed["id"] and anew["counts"]["duplicates"] == 30
+    queued = cli("events", "import", str(upload), "--again", "--no-wait", "-q").stdout.strip()
     assert as_json(cli("jobs", "wait", queued, "--json"))["counts"]["duplicates"] == 30
     cli("events", "import", str(tmp_path / "missing.csv"), code=1)
 

@@ -10,13 +10,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
 from audiences.cli import app
 
 DOCS = Path(__file__).parents[2] / "docs" / "cli.md"
-HEAVY = ("duckdb", "sqlalchemy", "fastapi", "uvicorn", "numpy", "pyroaring", "sqlglot")
+HEAVY = (
+    "duckdb",
+    "sqlalchemy",
+    "fastapi",
+    "uvicorn",
+    "numpy",
+    "pyroaring",
+    "sqlglot",
+    "pydantic_settings",
+)
+SERVER_PACKAGES = ("api", "services", "store", "engines", "rules", "jobs", "queue", "membership")
+SERVER = tuple(f"audiences.{name}" for name in (*SERVER_PACKAGES, "config"))
+MODELS = ("audiences.schemas.common", "audiences.schemas.audiences", "audiences.schemas.events")
 
 
 def command_paths() -> list[str]:
@@ -55,14 +68,46 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_sdk_and_the_client_commands_import_nothing_of_the_server() -> None:
-    code = (
-        "import sys, audiences.sdk, audiences.cli, audiences.cli.main;"
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
+def _loaded(prefixes: tuple[str, ...]) -> str:
+    """Code printing the loaded modules that are, or are inside, one of ``prefixes``."""
+    return (
+        f"print(sorted(m for m in sys.modules if any(m == p or m.startswith(p + '.') "
+        f"for p in {prefixes!r})))"
     )
+
+
+def test_the_sdk_and_the_client_commands_import_nothing_of_the_server() -> None:
+    code = "import sys, audiences.sdk, audiences.cli, audiences.cli.main;" + _loaded(HEAVY + SERVER)
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("argv", "absent"),
+    [
+        # Help needs the commands' options, not the SDK or the wire models (typer itself reads
+        # some options through pydantic, so only the top-level help is without it).
+        (["--help"], HEAVY + SERVER + ("httpx", "pydantic", "audiences.sdk") + MODELS),
+        (["events", "--help"], HEAVY + SERVER + ("httpx", "audiences.sdk") + MODELS),
+        # A client command loads the SDK and only the resource it uses.
+        (
+            ["--url", "http://127.0.0.1:9", "jobs", "get", "j1"],
+            HEAVY + SERVER + ("audiences.sdk.resources.audiences", "audiences.schemas.audiences"),
+        ),
+    ],
+)
+def test_client_commands_load_only_what_they_use(argv: list[str], absent: tuple[str, ...]) -> None:
+    # No retries for the unreachable server (the SDK is loaded then anyway).
+    quick = "import audiences.sdk._http as h; h.Retry.__init__.__defaults__ = (1, 0.0, 0.0, 0.0)\n"
+    code = (
+        f"import sys; sys.argv = ['audiences', *{argv!r}]\n"
+        + ("" if "--help" in argv else quick)
+        + "from audiences.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n" + _loaded(absent)
+    )
+    result = run_python(code)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
 
 
 def test_server_commands_without_the_extra_say_what_to_install() -> None:
@@ -87,3 +132,10 @@ def test_shell_completion_completes_commands() -> None:
         env={**os.environ, **env, "COMP_CWORD": "2"},
     )
     assert result.returncode == 0 and result.stdout.split() == ["list"]
+
+
+def test_the_command_lines_copy_of_the_event_limit_is_the_apis() -> None:
+    from audiences.cli import events
+    from audiences.schemas.events import MAX_EVENTS
+
+    assert events.MAX_EVENTS == MAX_EVENTS

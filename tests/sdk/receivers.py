@@ -1,6 +1,7 @@
 """Tiny real HTTP servers for the SDK's network tests: a scripted receiver that answers each
 request with the next canned response (503 then 200, …), and a proxy in front of a real
-Audiences server that can lose the first answer to a request. They record what arrived."""
+Audiences server that can lose the first answer to a request or cut uploads halfway. They
+record what arrived."""
 
 from __future__ import annotations
 
@@ -98,13 +99,29 @@ def scripted(*replies: Reply) -> Answer:
     return answer
 
 
-def proxy(upstream: str, lose_first: str) -> Answer:
+@dataclass
+class Cuts:
+    """How many more uploads (requests whose path ends in ``/imports``) a proxy cuts halfway:
+    it reads ``after`` bytes of the body, then drops the connection without an answer."""
+
+    left: int
+    after: int = 1 << 20
+
+
+def proxy(upstream: str, lose_first: str | None = None, cuts: Cuts | None = None) -> Answer:
     """Forward every request to ``upstream``; the first ``lose_first`` method's answer is
-    thrown away after the server handled it, and 503 sent instead (a lost response)."""
+    thrown away after the server handled it, and 503 sent instead (a lost response); uploads
+    are cut while ``cuts`` has some left."""
     lost: list[bool] = []
+    lock = threading.Lock()
 
     def answer(arrived: Arrived) -> Reply:
         if not arrived.body and arrived.headers.get("content-length") not in (None, "0"):
+            if cuts is not None and arrived.path.split("?")[0].endswith("/imports"):
+                with lock:
+                    if cuts.left > 0:
+                        cuts.left -= 1
+                        return Reply(0, cut_after=cuts.after)
             return Reply(0)  # read the body first, then come back
         keep = {"authorization", "content-type", "idempotency-key", "if-match"}
         headers = {key: value for key, value in arrived.headers.items() if key in keep}

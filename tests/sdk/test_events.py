@@ -5,6 +5,7 @@ the retention setting, and a file imported as a job."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ from fastapi import FastAPI
 from audiences.schemas.api_keys import Role
 from audiences.schemas.events import EventWrite
 from audiences.schemas.jobs import JobState
+from audiences.schemas.profiles import EvaluateEvent
 from audiences.sdk import AsyncClient, Client, Conflict, NotFound, Retry, Unprocessable
 from audiences.sdk.resources.events import Calls
 from tests.factories import Tenant, run_jobs
@@ -111,6 +113,32 @@ def test_import_file_streams_a_file_and_waits_for_its_job(
         client.events.import_file(tmp_path / "missing.csv")
 
 
+TWICE = "count(*) FILTER (WHERE event = 'order' AND timestamp > now() - INTERVAL 1 DAY) >= 2"
+
+
+def _recent(**ago: float) -> datetime:
+    return datetime.now(UTC) - timedelta(**ago)
+
+
+def test_evaluate_with_given_events_beside_the_stored_ones(client: Client) -> None:
+    client.audiences.create(key="twice", name="Twice", kind="dynamic", rule=TWICE)
+    client.events.send_one("eve", "order", timestamp=_recent(hours=2))
+
+    def member(*args: str | None, **kwargs: object) -> bool:
+        verdicts = client.profiles.evaluate(*args, **kwargs).audiences  # type: ignore[arg-type]
+        return next(v.member for v in verdicts if v.key == "twice")
+
+    assert not member("eve")  # one stored order
+    assert member("eve", events=[{"event": "order", "timestamp": _recent(minutes=5)}])
+    assert not member("eve", events=[{"event": "order", "timestamp": _recent(days=3)}])
+    given = [EvaluateEvent(event="order"), EvaluateEvent(event="order")]  # at evaluation time
+    assert member(attributes={"country": "US"}, events=given)
+    assert [event.event for event in client.events.history("eve")] == ["order"]  # none stored
+    with pytest.raises(Unprocessable) as too_many:
+        client.profiles.evaluate("eve", events=[{"event": "order"}] * 1_001)
+    assert too_many.value.code == "validation_failed"
+
+
 def test_async_events_resources(app: FastAPI, tenant: Tenant, tmp_path: Path) -> None:
     path = tmp_path / "events.ndjson"
     path.write_text('{"profile_id": "zed", "event": "visit", "event_id": "n-1"}\n')
@@ -136,5 +164,9 @@ def test_async_events_resources(app: FastAPI, tenant: Tenant, tmp_path: Path) ->
             job = await client.events.import_file(path)
             await asyncio.to_thread(run_jobs, app, IMPORT)
             assert (await client.jobs.wait(job)).counts["written"] == 1
+            await client.audiences.create(key="twice", name="Twice", kind="dynamic", rule=TWICE)
+            given = [{"event": "order", "timestamp": _recent(minutes=m)} for m in (1, 2)]
+            result = await client.profiles.evaluate(attributes={}, events=given)
+            assert [v.member for v in result.audiences if v.key == "twice"] == [True]
 
     asyncio.run(scenario())

@@ -25,6 +25,7 @@ from audiences.api.middleware import (
     BodyTimeoutMiddleware,
     RequestContextMiddleware,
 )
+from audiences.api.paths import EncodedSlashMiddleware
 from audiences.api.ratelimit import RateLimiter
 from audiences.api.routes import (
     api_keys,
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Replayed, _replay)
     # Outermost last: request ids, metrics, authentication (before any body is read), the body
     # limits.
+    app.add_middleware(EncodedSlashMiddleware)  # innermost: only routing sees its paths
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(
         BodyLimitMiddleware,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -11,8 +12,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
 from sqlalchemy.orm import Session, sessionmaker
 
+from audiences.api.paths import restore_slashes
 from audiences.api.ratelimit import RateLimiter
 from audiences.config import Settings
 from audiences.engines.base import RESERVED_COLUMNS
@@ -238,7 +241,28 @@ EventPropertyName = Annotated[
     ),
     AfterValidator(_not_event_field),
 ]
-PROFILE_ID_PATTERN = r"^[^\x00-\x1f/]{1,512}$"
+PROFILE_ID_PATTERN = r"^[^\x00-\x1f]{1,512}$"
+_PROFILE_ID = re.compile(PROFILE_ID_PATTERN)
+
+
+def _external_id(value: str) -> str:
+    # Checked after the encoded slashes are given back (``api/paths.py``): while routed, a
+    # slash inside the segment is a control character the pattern refuses.
+    value = restore_slashes(value)
+    if not _PROFILE_ID.match(value):
+        raise PydanticCustomError(
+            "string_pattern_mismatch",
+            "String should match pattern '{pattern}'",
+            {"pattern": PROFILE_ID_PATTERN},
+        )
+    return value
+
+
 ProfileId = Annotated[
-    str, Path(pattern=PROFILE_ID_PATTERN, description="The profile's external id.")
+    str,
+    Path(
+        description="The profile's external id, percent-encoded: a `/` in it is sent as `%2F`.",
+        json_schema_extra={"pattern": PROFILE_ID_PATTERN},
+    ),
+    AfterValidator(_external_id),
 ]

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from audiences import errors
+from audiences.api.paths import shown
 from audiences.errors import AudiencesError, ErrorDetail
 from audiences.kit.logs import get_logger
 from audiences.schemas.common import Problem
@@ -78,7 +79,7 @@ def problem_body(
 
 def problem_response(error: AudiencesError, request: Request) -> JSONResponse:
     """A ``application/problem+json`` response for ``error``."""
-    body = problem_body(error, request_id_of(request), instance=request.url.path)
+    body = problem_body(error, request_id_of(request), instance=shown(request.url.path))
     return JSONResponse(
         body, status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON
     )
@@ -145,7 +146,7 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     cls = STATUS_ERRORS.get(exc.status_code, AudiencesError)
     detail = exc.detail if isinstance(exc.detail, str) else cls.title
     if exc.status_code == 404 and detail == "Not Found":
-        detail = f"no route {request.url.path}"
+        detail = f"no route {shown(request.url.path)}"
     error = cls(detail, headers=dict(exc.headers or {}))
     if exc.status_code == 405:
         error.headers["Allow"] = ", ".join(_allowed_methods(request))

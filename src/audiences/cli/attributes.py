@@ -8,7 +8,7 @@ import typer
 
 from audiences.cli.context import connected
 from audiences.cli.output import Json, Out, Quiet
-from audiences.schemas.attributes import AttributeType
+from audiences.schemas.enums import AttributeType
 
 app = typer.Typer(help="Attributes: list, get, declare.", no_args_is_help=True)
 COLUMNS = ("name", "type", "inferred", "description")

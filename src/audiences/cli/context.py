@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
 from audiences import errors
-from audiences.sdk import ApiError, Client, Unreachable
+
+if TYPE_CHECKING:
+    from audiences.sdk import Client
 
 OK, FAILURE, USAGE, NOT_FOUND, CONFLICT, UNAVAILABLE, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 EXIT_CODES: tuple[tuple[type[errors.AudiencesError], int], ...] = (
@@ -27,9 +29,9 @@ EXIT_CODES: tuple[tuple[type[errors.AudiencesError], int], ...] = (
     (errors.PreconditionFailed, CONFLICT),
     (errors.PreconditionRequired, CONFLICT),
     (errors.ServiceUnavailable, UNAVAILABLE),
-    (Unreachable, UNAVAILABLE),
 )
-"""The exit code of an error by its class (first match); any other error exits 1."""
+"""The exit code of an error by its class (first match); the SDK's ``Unreachable`` exits 5
+too, and any other error 1."""
 HINTS: dict[int, str] = {
     401: "check the key: --key, AUDIENCES_API_KEY or the config file's profile",
     403: "this key's role does not allow it; use a write or admin key",
@@ -83,6 +85,8 @@ class Remote:
 
     def client(self) -> Client:
         """An SDK client for the resolved server and key."""
+        from audiences.sdk import Client
+
         url, key = self.resolved()
         return Client(url, key=key)
 
@@ -103,12 +107,17 @@ def fail(message: str, code: int = FAILURE, hint: str | None = None) -> NoReturn
 
 def exit_code(error: errors.AudiencesError) -> int:
     """The documented exit code of ``error``."""
+    if error.code == "unreachable":  # the SDK's Unreachable (not imported until it is used)
+        return UNAVAILABLE
     return next((code for cls, code in EXIT_CODES if isinstance(error, cls)), FAILURE)
 
 
 @contextmanager
 def handled(client: Client | None = None) -> Iterator[None]:
     """Turn SDK errors, unreadable files and Ctrl-C into one line and an exit code."""
+    # The SDK is imported by the command using it, not with the command line (start-up time).
+    from audiences.sdk import ApiError, Unreachable
+
     try:
         yield
     except ApiError as exc:

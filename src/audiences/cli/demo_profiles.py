@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from audiences.schemas.attributes import AttributeType
+from audiences.schemas.enums import AttributeType
 
 SCHEMA: dict[str, AttributeType] = {
     "country": AttributeType.STRING,

@@ -11,7 +11,7 @@ from audiences.cli import local
 from audiences.cli.context import connected
 from audiences.cli.listing import All, Cursor, Limit, show
 from audiences.cli.output import Json, Out, Quiet
-from audiences.schemas.api_keys import Role
+from audiences.schemas.enums import Role
 
 app = typer.Typer(help="API keys: list, get, create, revoke.", no_args_is_help=True)
 COLUMNS = ("id", "name", "role", "prefix", "created_at", "revoked_at")

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from audiences.cli.output import Out
-from audiences.sdk import Pager
+
+if TYPE_CHECKING:
+    from audiences.sdk import Pager
 
 Limit = Annotated[int, typer.Option(min=1, max=200, help="Items per page.")]
 All = Annotated[bool, typer.Option("--all", help="Every page, not only the first.")]

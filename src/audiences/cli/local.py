@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from audiences.cli import demo_profiles
-from audiences.schemas.api_keys import Role
+from audiences.schemas.enums import Role
 
 if TYPE_CHECKING:
     from audiences.config import Settings

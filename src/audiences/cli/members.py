@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,11 +15,13 @@ from audiences.cli import profiles
 from audiences.cli.context import INTERRUPTED, connected, fail
 from audiences.cli.listing import All, Cursor, Limit, show
 from audiences.cli.output import Json, Out, Quiet, echo_json, rule_tree, stdout
-from audiences.cli.progress import bar, follow, report
+from audiences.cli.progress import follow, report, upload
 from audiences.cli.refs import audience_id
 from audiences.schemas.imports import ImportMode
-from audiences.schemas.memberships import Run
-from audiences.sdk import Client
+
+if TYPE_CHECKING:
+    from audiences.schemas.memberships import Run
+    from audiences.sdk import Client
 
 Ref = Annotated[str, typer.Argument(help="The audience's key or id.")]
 RUN_COLUMNS = ("id", "number", "trigger", "status", "size", "entered", "exited", "started_at")
@@ -100,26 +102,35 @@ def import_file(
         str | None, typer.Option(help="Columns to upsert as attributes: a,b or *.")
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the import to finish.")] = True,
+    again: Annotated[
+        bool,
+        typer.Option("--again", help="Import the file anew even if this upload was made before."),
+    ] = False,
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Import a file of ids into a static audience, streamed from disk, with a progress bar
-    (upload, then the job's rows); exit 1 if the job fails."""
+    (upload, then the job's rows); exit 1 if the job fails. Run again after an interrupted
+    upload: the same file, audience and options are never imported twice (--again does)."""
+    from audiences.sdk._call import new_key
+
     out = Out(as_json, quiet)
     with connected(ctx) as client:
         target = audience_id(client, into)
-        size = file.stat().st_size
-        with bar() as progress:
-            task = progress.add_task(f"upload {file.name}", total=size, visible=not out.quiet)
-            job = client.imports.create(
+        job = upload(
+            file,
+            out,
+            lambda uploaded: client.imports.create(
                 target,
                 file,
                 mode=mode.value,
                 format=file_format,
                 id_column=id_column,
                 attributes=attributes,
-                on_upload=lambda sent: progress.update(task, completed=sent),
-            )
+                on_upload=uploaded,
+                idempotency_key=new_key() if again else None,
+            ),
+        )
         if not wait:
             out.one(job, ("id", "handler", "state"))
             return

@@ -7,13 +7,15 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (one document) for scripts.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only ids, or nothing.")]
@@ -67,7 +69,8 @@ class Out:
 
 def plain(item: BaseModel | dict[str, Any]) -> dict[str, Any]:
     """A resource as JSON-ready data."""
-    return item.model_dump(mode="json") if isinstance(item, BaseModel) else item
+    # A model (duck-typed: pydantic is imported by the commands that read models, not here).
+    return item if isinstance(item, dict) else item.model_dump(mode="json")
 
 
 def echo_json(data: Any) -> None:

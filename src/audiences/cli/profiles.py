@@ -3,7 +3,9 @@ ask which audiences one is (or would be) in."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -79,18 +81,59 @@ def profile_audiences(
         Out(as_json, quiet).many(found.audiences, ("id", "key", "name", "computed_at"))
 
 
+def given_events(source: str | None) -> list[dict[str, Any]] | None:
+    """The events of an NDJSON file (``-``: stdin), one ``{"event", "timestamp",
+    "properties"}`` object a line, at most the API's 1,000; None without a file."""
+    if source is None:
+        return None
+    from audiences.schemas.profiles import MAX_EVALUATE_EVENTS
+
+    found: list[dict[str, Any]] = []
+    hint = "--events"
+    try:
+        with contextlib.ExitStack() as stack:
+            lines = sys.stdin if source == "-" else stack.enter_context(open(source, "rb"))
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                if len(found) == MAX_EVALUATE_EVENTS:
+                    message = f"more than {MAX_EVALUATE_EVENTS:,} events (the API's limit)"
+                    raise typer.BadParameter(message, param_hint=hint)
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    message = f"line {number} is not JSON: {exc.msg}"
+                    raise typer.BadParameter(message, param_hint=hint) from None
+                if not isinstance(event, dict):
+                    raise typer.BadParameter(f"line {number} is not an object", param_hint=hint)
+                found.append(event)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {source}: {exc.strerror}", param_hint=hint) from None
+    return found
+
+
 def evaluate(
     ctx: typer.Context,
     profile_id: Annotated[str | None, typer.Argument(help="A stored profile's id.")] = None,
     attr: Attr = None,
+    events: Annotated[
+        str | None,
+        typer.Option(
+            "--events",
+            help="An NDJSON file (or - for stdin) of events to evaluate with, as if stored: "
+            '{"event", "timestamp", "properties"} a line, at most 1,000.',
+        ),
+    ] = None,
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Which audiences a profile (stored, or given by --attr) would be in now, and why."""
-    if profile_id is None and not attr:
-        raise typer.BadParameter("give a profile id, --attr name=value, or both")
+    """Which audiences a profile (stored, or given by --attr and --events) would be in now,
+    and why."""
+    given = given_events(events)
+    if profile_id is None and not attr and given is None:
+        raise typer.BadParameter("give a profile id, --attr name=value, --events, or some")
     with connected(ctx) as client:
-        result = client.profiles.evaluate(profile_id, attributes=attributes(attr))
+        result = client.profiles.evaluate(profile_id, attributes=attributes(attr), events=given)
     out = Out(as_json, quiet)
     if as_json or quiet:
         out.many([verdict for verdict in result.audiences if verdict.member or as_json], ["id"])

@@ -3,16 +3,30 @@
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from audiences.cli.context import INTERRUPTED, fail
+from audiences.cli.context import INTERRUPTED, UNAVAILABLE, fail
 from audiences.cli.output import Out, stderr
-from audiences.schemas.jobs import Job, JobState
-from audiences.sdk import Client
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from audiences.schemas.jobs import Job
+    from audiences.sdk import Client
 
 
 def bar() -> Progress:
     """A progress bar on stderr (hidden when stderr is not a terminal)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -21,6 +35,33 @@ def bar() -> Progress:
         console=stderr,
         transient=True,
     )
+
+
+def upload(file: Path, out: Out, send: Callable[[Callable[[int], None]], Job]) -> Job:
+    """Upload ``file`` by ``send`` (given the callback for bytes sent) with a progress bar; an
+    upload cut on every try exits 5 with how far it went and what to do (run it again: an
+    upload's key is derived from its file, so the server imports it once)."""
+    from audiences.sdk import Unreachable
+
+    size = file.stat().st_size
+    sent = [0]
+    with bar() as progress:
+        task = progress.add_task(f"upload {file.name}", total=size, visible=not out.quiet)
+
+        def uploaded(count: int) -> None:
+            sent[0] = count
+            progress.update(task, completed=count)
+
+        try:
+            return send(uploaded)
+        except Unreachable as exc:
+            fail(
+                f"the upload of {file} was interrupted after {sent[0]:,} of {size:,} bytes "
+                f"({exc.detail})",
+                UNAVAILABLE,
+                "run the same command again: the file is sent again from its start, and the "
+                "server imports it once however many uploads of it were tried",
+            )
 
 
 def follow(client: Client, job: Job, out: Out) -> Job:
@@ -52,6 +93,8 @@ def follow(client: Client, job: Job, out: Out) -> Job:
 
 def report(job: Job, out: Out) -> None:
     """Print a finished job and exit 1 unless it succeeded."""
+    from audiences.schemas.jobs import JobState
+
     out.one(job, ("id", "handler", "state", "progress", "counts", "result", "error_count"))
     if job.state is not JobState.SUCCEEDED:
         fail(f"job {job.id} {job.state.value}: {job.last_error or 'see its errors'}")

@@ -24,11 +24,12 @@ A profile's events are read from ``profile[EVENTS_KEY]`` (``Event``s, oldest fir
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from audiences.errors import ErrorDetail
 from audiences.rules.behaviour import EVENTS_KEY, MAX_STEPS, MAX_WINDOW_DAYS, is_behavioural
+from audiences.rules.behaviour_kinds import unknown_events as _unknown_events
 from audiences.rules.diagnostics import at, fail
 from audiences.rules.explain import explain
 from audiences.rules.json_form import from_json, to_json
@@ -76,6 +77,7 @@ __all__ = [
     "to_predicate",
     "to_predicates",
     "to_sql",
+    "unknown_events",
     "validate_rule",
 ]
 
@@ -144,3 +146,18 @@ def validate_rule(
     bound, typing = validate_tree(parsed, schema, limits, owned=owned, events=events)
     fail([*problems, *typing])
     return bound
+
+
+def unknown_events(rule: Rule, names: Iterable[str]) -> list[ErrorDetail]:
+    """The ``rule_unknown_event`` warnings of a rule against the event names seen so far, with
+    positions in the rule's canonical text (``rule.text``): what an audience or a preview shows
+    beside its ``rule``, current as events arrive.
+
+    >>> unknown_events(parse_rule("count(*) FILTER (WHERE event = 'ordr') > 0"), ["order"])[0].col
+    32
+    """
+    if not is_behavioural(rule.tree):
+        return []
+    if rule.source != rule.text:  # positions are read from the text the tree was parsed from
+        rule = parse_rule(rule.text)
+    return _unknown_events(rule.tree, names, rule.text)

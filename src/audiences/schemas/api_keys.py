@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, Field
@@ -17,15 +16,7 @@ from audiences.schemas.common import (
     sort_pattern,
     sparse_model,
 )
-
-
-class Role(StrEnum):
-    """What a key may do: read; read and write; and admin, which also manages keys."""
-
-    READ = "read"
-    WRITE = "write"
-    ADMIN = "admin"
-
+from audiences.schemas.enums import Role as Role
 
 ROLE_RANK = {Role.READ: 0, Role.WRITE: 1, Role.ADMIN: 2}
 

@@ -4,24 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class AttributeType(StrEnum):
-    """The type of one profile attribute, as declared or inferred from its first value."""
-
-    STRING = "string"
-    INTEGER = "integer"
-    FLOAT = "float"
-    BOOLEAN = "boolean"
-    TIMESTAMP = "timestamp"
-    DATE = "date"
-    STRING_LIST = "string_list"
-    NUMBER_LIST = "number_list"
-    JSON = "json"
-
+from audiences.schemas.enums import AttributeType as AttributeType
 
 AttributeSchema = Mapping[str, AttributeType]
 """Attribute name (dotted for nested paths, e.g. ``address.country``) to its type."""

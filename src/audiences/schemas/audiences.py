@@ -19,9 +19,11 @@ from pydantic import (
 from audiences.schemas.common import (
     ID_PATTERN,
     JSON_INTEGER,
+    RULE_WARNINGS,
     InputModel,
     ListFilter,
     ListParams,
+    ProblemItem,
     Relationship,
     Rfc3339,
     StorableJsonObject,
@@ -223,6 +225,10 @@ class Audience(_AudienceFields):
     )
     evaluation_mode: EvaluationMode | None = Field(
         default=None, description="Dynamic audiences: streaming or scheduled, with the reason."
+    )
+    warnings: list[ProblemItem] = Field(
+        default_factory=list,
+        description=RULE_WARNINGS,
     )
     ttl_days: int | None = None
     source: SyncSource | None = Field(default=None, description="External audiences' source.")

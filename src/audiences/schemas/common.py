@@ -203,6 +203,14 @@ class ProblemItem(BaseModel):
     suggestion: str | None = None
 
 
+RULE_WARNINGS = (
+    "Problems that leave the rule valid, in the shape of a problem's `errors[]` items: "
+    "`rule_unknown_event` for an event name no event has had yet (with a did-you-mean), "
+    "located at `rule` with positions in its canonical text; current as of this answer."
+)
+"""What an answer's ``warnings`` field says (audiences and previews)."""
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details, with a stable ``code`` and the ``request_id`` to quote."""
 

@@ -11,9 +11,11 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 from audiences.schemas.audiences import MAX_RULE_CHARS, EvaluationMode
 from audiences.schemas.common import (
     JSON_INTEGER,
+    RULE_WARNINGS,
     InputModel,
     ListFilter,
     ListParams,
+    ProblemItem,
     enum_values,
     names_pattern,
     sort_pattern,
@@ -251,6 +253,7 @@ class PreviewResult(BaseModel):
     size: int
     sample: list[str]
     evaluation_mode: EvaluationMode
+    warnings: list[ProblemItem] = Field(default_factory=list, description=RULE_WARNINGS)
     entering: int | None = None
     exiting: int | None = None
     entering_sample: list[str] | None = None

@@ -7,13 +7,17 @@ is built, is the same on every attempt and the server applies it once.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
+
+from audiences.schemas.common import Page, sparse_model
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -48,6 +52,25 @@ class Call(Generic[T]):
         return replace(self, params={**self.params, **params})
 
 
+def endpoint(template: str, *segments: str) -> str:
+    """A request path: ``template``'s ``{}`` slots filled with ``segments``, each one
+    percent-encoded whole (:func:`segment`). Every path that carries client data is built
+    here, so an id holding ``/``, ``?``, ``#``, ``%``, spaces or any Unicode names one resource.
+
+    >>> endpoint("/v1/profiles/{}/events", "orders/42 #1")
+    '/v1/profiles/orders%2F42%20%231/events'
+    """
+    return template.format(*(segment(value) for value in segments))
+
+
+def segment(value: str) -> str:
+    """One path segment percent-encoded (UTF-8), ``/`` included; ``.`` and ``..``, which
+    clients and proxies would resolve away, are encoded too."""
+    if value in (".", ".."):
+        return "%2E" * len(value)
+    return quote(value, safe="")
+
+
 def clean(params: Mapping[str, Any]) -> dict[str, Any]:
     """Query parameters without the ``None`` ones; lists become comma lists, booleans words."""
     out: dict[str, Any] = {}
@@ -65,6 +88,51 @@ def clean(params: Mapping[str, Any]) -> dict[str, Any]:
 def model(cls: type[M]) -> Callable[[httpx.Response], M]:
     """A parser of a JSON body into ``cls`` (validated from bytes by pydantic-core)."""
     return lambda response: cls.model_validate_json(response.content)
+
+
+Fields = str | list[str] | None
+"""``fields=``: the names of the fields to return (``id`` always comes back); all without it."""
+
+
+def reading(cls: type[M], fields: Fields) -> Callable[[httpx.Response], M]:
+    """The parser of one resource: whole, or partial when ``fields`` names some."""
+    if fields is None:
+        return model(cls)
+    sparse = _sparse(cls)
+    return lambda response: partial(cls, sparse.model_validate_json(response.content))
+
+
+def reading_page(cls: type[M], fields: Fields) -> Callable[[httpx.Response], Page[M]]:
+    """The parser of a page of ``cls``, its items partial when ``fields`` names some."""
+    if fields is None:
+        return model(Page[cls])  # type: ignore[valid-type]
+    sparse = _sparse(cls)
+
+    def parse(response: httpx.Response) -> Page[M]:
+        got = Page[sparse].model_validate_json(response.content)  # type: ignore[valid-type]
+        page: Page[M] = Page[cls].model_construct(  # type: ignore[valid-type]
+            **{name: getattr(got, name) for name in got.model_fields_set - {"data"}},
+            data=[partial(cls, item) for item in got.data],
+        )
+        return page
+
+    return parse
+
+
+def partial(cls: type[M], sparse: BaseModel) -> M:
+    """A ``cls`` holding only the fields a sparse answer carried, each validated (times are
+    datetimes): ``model_fields_set`` names them, and reading another raises ``AttributeError``
+    (it was not asked for, so no default stands in for it)."""
+    present = sparse.model_fields_set
+    made = cls.model_construct(_fields_set=present, **{n: getattr(sparse, n) for n in present})
+    for name in set(cls.model_fields) - present:
+        made.__dict__.pop(name, None)
+    return made
+
+
+@functools.cache
+def _sparse(cls: type[BaseModel]) -> type[BaseModel]:
+    return sparse_model(cls, f"Sparse{cls.__name__}")
 
 
 def nothing(response: httpx.Response) -> None:
@@ -91,10 +159,26 @@ def merge_patch(
     path: str, parse: Callable[[httpx.Response], T], changes: dict[str, Any], if_match: str | None
 ) -> Call[T]:
     """A JSON merge patch of ``changes``, guarded by ``If-Match`` when given."""
-    headers = {"Content-Type": "application/merge-patch+json"}
-    if if_match is not None:
-        headers["If-Match"] = if_match
-    return Call("PATCH", path, parse, json=changes, headers=headers)
+    return _patch(path, parse, changes, "application/merge-patch+json", if_match)
+
+
+def json_patch(
+    path: str,
+    parse: Callable[[httpx.Response], T],
+    operations: Iterable[Mapping[str, Any]],
+    if_match: str | None,
+) -> Call[T]:
+    """A JSON Patch (RFC 6902) of ``operations`` (``add``, ``remove``, ``replace``, ``move``,
+    ``copy``, ``test``), applied whole or not at all, guarded by ``If-Match`` when given."""
+    body = [dict(operation) for operation in operations]
+    return _patch(path, parse, body, "application/json-patch+json", if_match)
+
+
+def _patch(
+    path: str, parse: Callable[[httpx.Response], T], body: Any, kind: str, if_match: str | None
+) -> Call[T]:
+    headers = {"Content-Type": kind} | ({} if if_match is None else {"If-Match": if_match})
+    return Call("PATCH", path, parse, json=body, headers=headers)
 
 
 def unset(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -27,7 +27,7 @@ from audiences.schemas.audiences import (
     ScheduledRefresh,
     StaticAudienceWrite,
 )
-from audiences.schemas.common import ListQuery, PageResult, Relationship
+from audiences.schemas.common import ListQuery, PageResult, ProblemItem, Relationship
 from audiences.schemas.jobs import JobKind, JobState
 from audiences.schemas.syncs import SyncState
 from audiences.services import (
@@ -243,6 +243,7 @@ class Context:
     freshness: dict[str, freshness.Freshness]
     writing: frozenset[str] = frozenset()
     syncs: dict[str, SyncState] | None = None
+    warnings: dict[str, list[ProblemItem]] = field(default_factory=dict)
 
 
 def context(session: Session, *, workspace_id: str, rows: list[AudienceRow]) -> Context:
@@ -257,6 +258,11 @@ def context(session: Session, *, workspace_id: str, rows: list[AudienceRow]) -> 
         freshness=freshness.of(session, rows),
         writing=writing,
         syncs=syncs.states(session, rows, writing=writing, members=states),
+        warnings=definitions.warnings(
+            session,
+            workspace_id=workspace_id,
+            texts={row.id: row.rule for row in rows if row.kind == "dynamic" and row.rule},
+        ),
     )
 
 
@@ -289,6 +295,7 @@ def to_model(row: AudienceRow, ctx: Context, *, group: Relationship | None = Non
         dependencies=list(row.dependencies or []),
         dependents=ctx.dependents.get(row.key, []),
         evaluation_mode=ctx.modes.get(row.key),
+        warnings=ctx.warnings.get(row.id, []),
         id=row.id,
         size=None if state is None else state.size,
         evaluation=EvaluationState(

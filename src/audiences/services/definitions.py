@@ -23,6 +23,7 @@ from audiences.schemas.audiences import (
     EvaluationMode,
     RefreshMode,
 )
+from audiences.schemas.common import ProblemItem
 from audiences.services import attributes, event_properties
 from audiences.store.tables import AudienceRow
 
@@ -101,6 +102,30 @@ def check(
                 errors=[ErrorDetail("rule_not_streamable", message, RULE_LOCATION)],
             )
     return bound
+
+
+def warnings(
+    session: Session, *, workspace_id: str, texts: Mapping[str, str]
+) -> dict[str, list[ProblemItem]]:
+    """The rule warnings (``rule_unknown_event``) of rules given as ``{id: canonical text}``,
+    against the event names the workspace has received by now, for each id that has some.
+
+    They are located at ``rule`` with positions in that canonical text, the ``rule`` field of
+    the answer that shows them; an event name stops warning once an event of it arrives.
+    """
+    found: dict[str, list[ProblemItem]] = {}
+    parsed = {key: _parsed(text) for key, text in texts.items()}
+    if not any(rules.is_behavioural(rule.tree) for rule in parsed.values()):
+        return found
+    names = event_properties.event_names(session, workspace_id=workspace_id)
+    for key, rule in parsed.items():
+        items = [
+            ProblemItem.model_validate({**w.to_dict(), "location": ["rule"]})
+            for w in rules.unknown_events(rule, names)
+        ]
+        if items:
+            found[key] = items
+    return found
 
 
 def mode_of(

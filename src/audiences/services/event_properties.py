@@ -45,13 +45,16 @@ def schema(session: Session, *, workspace_id: str) -> dict[str, AttributeType]:
 def event_schema(session: Session, *, workspace_id: str) -> EventSchema:
     """The workspace's event property types and the event names it has received: what rules
     over events are validated against."""
-    names = session.scalars(
-        select(EventNameRow.name).where(EventNameRow.workspace_id == workspace_id)
-    )
     return EventSchema(
         properties=schema(session, workspace_id=workspace_id),
-        names=frozenset(names),
+        names=event_names(session, workspace_id=workspace_id),
     )
+
+
+def event_names(session: Session, *, workspace_id: str) -> frozenset[str]:
+    """The event names the workspace has received (unknown names in rules are warnings)."""
+    stmt = select(EventNameRow.name).where(EventNameRow.workspace_id == workspace_id)
+    return frozenset(session.scalars(stmt))
 
 
 def list_(session: Session, *, caller: Caller) -> list[EventPropertyRow]:

@@ -63,6 +63,9 @@ def preview(
         evaluation_mode=definitions.mode_of(
             nodes, key=key, rule=bound, dependencies=rules.dependencies(bound)
         ),
+        warnings=definitions.warnings(
+            session, workspace_id=caller.workspace_id, texts={key: bound.text}
+        ).get(key, []),
     )
     if audience is not None:
         current = memberships.current(session, runtime=runtime, audience_id=audience.id)

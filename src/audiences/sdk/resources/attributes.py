@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import TypeAdapter
 
 from audiences.schemas.attributes import AttributeOut
-from audiences.sdk._call import Call, model
+from audiences.sdk._call import Call, endpoint, model
 from audiences.sdk._resource import AsyncResource, SyncResource, sends, sends_async
 
 PATH = "/v1/attributes"
@@ -23,13 +23,13 @@ class Calls:
     @staticmethod
     def get(name: str) -> Call[AttributeOut]:
         """One attribute."""
-        return Call("GET", f"{PATH}/{name}", model(AttributeOut))
+        return Call("GET", endpoint(PATH + "/{}", name), model(AttributeOut))
 
     @staticmethod
     def declare(name: str, type: str, *, description: str | None = None) -> Call[AttributeOut]:
         """Declare an attribute's type (or describe it again; a type never changes: 409)."""
         body = {"type": type, "description": description}
-        return Call("PUT", f"{PATH}/{name}", model(AttributeOut), json=body)
+        return Call("PUT", endpoint(PATH + "/{}", name), model(AttributeOut), json=body)
 
 
 class Attributes(SyncResource):

@@ -4,6 +4,7 @@ member writes and exports (built in ``members.py`` and ``runs.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +12,19 @@ from audiences.schemas.audiences import Audience, BulkResult
 from audiences.schemas.common import Page
 from audiences.schemas.jobs import Job
 from audiences.schemas.memberships import Change, Member, PreviewResult, Run
-from audiences.sdk._call import Call, clean, created, merge_patch, model, nothing
+from audiences.sdk._call import (
+    Call,
+    Fields,
+    clean,
+    created,
+    endpoint,
+    json_patch,
+    merge_patch,
+    model,
+    nothing,
+    reading,
+    reading_page,
+)
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -46,6 +59,7 @@ class Calls:
         include: str | None = None,
         updated_since: datetime | None = None,
         members_changed_since: datetime | None = None,
+        fields: Fields = None,
         limit: int | None = None,
     ) -> Call[Page[Audience]]:
         """Every audience matching the filters (several values of one filter: any of them)."""
@@ -64,16 +78,21 @@ class Calls:
                 "updated_since": updated_since and updated_since.isoformat(),
                 "members_changed_since": members_changed_since
                 and members_changed_since.isoformat(),
+                "fields": fields,
                 "limit": limit,
             }
         )
-        return Call("GET", PATH, model(Page[Audience]), params=params)
+        return Call("GET", PATH, reading_page(Audience, fields), params=params)
 
     @staticmethod
-    def get(audience: Target, *, include: str | None = None) -> Call[Audience]:
-        """One audience (``include="group"`` embeds its group)."""
-        params = clean({"include": include})
-        return Call("GET", f"{PATH}/{target_id(audience)}", model(Audience), params=params)
+    def get(
+        audience: Target, *, include: str | None = None, fields: Fields = None
+    ) -> Call[Audience]:
+        """One audience (``include="group"`` embeds its group; ``fields``: only these, see
+        :func:`~audiences.sdk._call.partial`)."""
+        params = clean({"include": include, "fields": fields})
+        path = endpoint(PATH + "/{}", target_id(audience))
+        return Call("GET", path, reading(Audience, fields), params=params)
 
     @staticmethod
     def create(*, key: str, name: str, kind: str, **fields: Any) -> Call[Audience]:
@@ -89,7 +108,7 @@ class Calls:
         """Change some fields (a JSON merge patch; ``None`` clears one). ``if_match=True``
         with the audience model sends its ETag: 412 ``PreconditionFailed`` if it changed."""
         return merge_patch(
-            f"{PATH}/{target_id(audience)}",
+            endpoint(PATH + "/{}", target_id(audience)),
             model(Audience),
             changes,
             precondition(audience, if_match),
@@ -101,14 +120,27 @@ class Calls:
     ) -> Call[Audience]:
         """Replace every writable field with ``body`` (PUT)."""
         headers = match_headers(audience, if_match)
-        path = f"{PATH}/{target_id(audience)}"
+        path = endpoint(PATH + "/{}", target_id(audience))
         return Call("PUT", path, model(Audience), json=body, headers=headers)
+
+    @staticmethod
+    def patch(
+        audience: Target,
+        operations: Sequence[Mapping[str, Any]],
+        *,
+        if_match: bool | int | str | None = None,
+    ) -> Call[Audience]:
+        """Edit with a JSON Patch (RFC 6902): ``[{"op": "replace", "path": "/name", "value":
+        ...}, {"op": "test", "path": "/version", "value": 3}, ...]``, applied whole or not at
+        all (a failed ``test`` is 409 ``patch_test_failed``)."""
+        path = endpoint(PATH + "/{}", target_id(audience))
+        return json_patch(path, model(Audience), operations, precondition(audience, if_match))
 
     @staticmethod
     def delete(audience: Target, *, if_match: bool | int | str | None = None) -> Call[None]:
         """Delete it (``Conflict`` ``has_dependents`` while other rules read it)."""
         headers = match_headers(audience, if_match)
-        return Call("DELETE", f"{PATH}/{target_id(audience)}", nothing, headers=headers)
+        return Call("DELETE", endpoint(PATH + "/{}", target_id(audience)), nothing, headers=headers)
 
     @staticmethod
     def bulk_get(ids: Ids) -> Call[BulkResult]:
@@ -118,7 +150,7 @@ class Calls:
     @staticmethod
     def refresh(audience: Target) -> Call[Run]:
         """Evaluate it now: the run it started (static audiences: expiry)."""
-        return Call("POST", f"{PATH}/{target_id(audience)}/refresh", model(Run))
+        return Call("POST", endpoint(PATH + "/{}/refresh", target_id(audience)), model(Run))
 
     @staticmethod
     def sync(audience: Target) -> Call[Job]:
@@ -132,7 +164,11 @@ class Calls:
     ) -> Call[PreviewResult]:
         """What ``rule`` would select now (its size, a sample, its mode); with ``audience``,
         also who would enter and exit it. Nothing is stored."""
-        path = f"{PATH}/preview" if audience is None else f"{PATH}/{target_id(audience)}/preview"
+        path = (
+            f"{PATH}/preview"
+            if audience is None
+            else endpoint(PATH + "/{}/preview", target_id(audience))
+        )
         body = {"rule": rule, "sample": sample}
         return Call("POST", path, model(PreviewResult), json=body, safe=True)
 
@@ -144,6 +180,7 @@ class Audiences(SyncResource):
     get = sends(Calls.get)
     create = sends(Calls.create)
     update = sends(Calls.update)
+    patch = sends(Calls.patch)
     replace = sends(Calls.replace)
     delete = sends(Calls.delete)
     bulk_get = sends(Calls.bulk_get)
@@ -175,6 +212,7 @@ class AsyncAudiences(AsyncResource):
     get = sends_async(Calls.get)
     create = sends_async(Calls.create)
     update = sends_async(Calls.update)
+    patch = sends_async(Calls.patch)
     replace = sends_async(Calls.replace)
     delete = sends_async(Calls.delete)
     bulk_get = sends_async(Calls.bulk_get)

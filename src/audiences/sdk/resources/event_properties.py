@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import TypeAdapter
 
 from audiences.schemas.events import EventPropertyOut
-from audiences.sdk._call import Call, model
+from audiences.sdk._call import Call, endpoint, model
 from audiences.sdk._resource import AsyncResource, SyncResource, sends, sends_async
 
 PATH = "/v1/event-properties"
@@ -24,13 +24,13 @@ class Calls:
     @staticmethod
     def get(name: str) -> Call[EventPropertyOut]:
         """One event property."""
-        return Call("GET", f"{PATH}/{name}", model(EventPropertyOut))
+        return Call("GET", endpoint(PATH + "/{}", name), model(EventPropertyOut))
 
     @staticmethod
     def declare(name: str, type: str, *, description: str | None = None) -> Call[EventPropertyOut]:
         """Declare an event property's type (or describe it again; a type never changes: 409)."""
         body = {"type": type, "description": description}
-        return Call("PUT", f"{PATH}/{name}", model(EventPropertyOut), json=body)
+        return Call("PUT", endpoint(PATH + "/{}", name), model(EventPropertyOut), json=body)
 
 
 class EventProperties(SyncResource):

@@ -25,7 +25,7 @@ from audiences.schemas.events import (
     EventWriteResults,
 )
 from audiences.schemas.jobs import Job
-from audiences.sdk._call import Call, clean, model, new_key
+from audiences.sdk._call import Call, clean, endpoint, model
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -34,7 +34,7 @@ from audiences.sdk._resource import (
     sends,
     sends_async,
 )
-from audiences.sdk.resources.imports import CONTENT_TYPES, Uploaded, achunks, chunks
+from audiences.sdk.resources.imports import CONTENT_TYPES, Uploaded, achunks, chunks, file_key
 
 PATH = "/v1/events"
 EventLike = EventWrite | Mapping[str, Any]
@@ -93,15 +93,23 @@ class Calls:
         params: dict[str, Any] = clean({"limit": limit})
         if names:
             params["event"] = list(names)  # repeated, not joined: names may hold commas
-        return Call("GET", f"/v1/profiles/{profile_id}/events", model(EventPage), params=params)
+        return Call(
+            "GET", endpoint("/v1/profiles/{}/events", profile_id), model(EventPage), params=params
+        )
 
     @staticmethod
     def import_file(
-        file: str | Path, *, format: str | None = None, on_upload: Uploaded | None = None
+        file: str | Path,
+        *,
+        format: str | None = None,
+        on_upload: Uploaded | None = None,
+        idempotency_key: str | None = None,
     ) -> Call[Job]:
         """Upload a file of events (CSV, TSV, NDJSON, gzipped or not, or Parquet), streamed
         from disk: the ``events.import`` job (``client.jobs.wait(job)`` follows it). ``format``
-        overrides the type read from the suffix (``.gz`` files need it unless they hold CSV)."""
+        overrides the type read from the suffix (``.gz`` files need it unless they hold CSV).
+        The same file uploaded the same way again answers the first import (its key is derived
+        from the content, as ``client.imports.create``'s is)."""
         path = Path(file)
         with path.open("rb"):  # unreadable or missing: OSError now, before any request
             pass
@@ -110,7 +118,8 @@ class Calls:
         headers = {
             "Content-Type": types.get(suffix, "text/csv"),
             "Content-Length": str(path.stat().st_size),
-            "Idempotency-Key": new_key(),
+            "Idempotency-Key": idempotency_key
+            or file_key(path, f"POST {PATH}/imports", clean({"format": format})),
         }
         return Call(
             "POST",

@@ -2,16 +2,21 @@
 from disk in chunks (constant memory whatever its size), answered with the job that imports it.
 
 A retried upload reopens the file and sends it again under the same ``Idempotency-Key``: the
-server queues one import. A file that cannot be read fails before anything is sent.
+server queues one import. The key is derived from the file's content and the request (its path
+and options), so the same upload made again later, by a new process (``audiences import`` run
+again after an interrupted upload), carries the same key too: the server answers the import it
+already has, if one arrived whole, and queues one otherwise. An upload is never resumed midway:
+it is sent again from its start. A file that cannot be read fails before anything is sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+import hashlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 from audiences.schemas.jobs import Job
-from audiences.sdk._call import Call, clean, model, new_key
+from audiences.sdk._call import Call, clean, endpoint, model
 from audiences.sdk._resource import AsyncResource, SyncResource, sends, sends_async
 from audiences.sdk.resources._targets import Target, target_id
 
@@ -40,6 +45,18 @@ def chunks(path: Path, on_upload: Uploaded | None) -> Iterator[bytes]:
                 on_upload(sent)
 
 
+def file_key(path: Path, request: str, params: Mapping[str, str]) -> str:
+    """The ``Idempotency-Key`` of uploading ``path`` by ``request`` (its method and path) with
+    ``params``: the SHA-256 of all three, the file read once through in chunks first."""
+    digest = hashlib.sha256()
+    for part in (request, *(f"{name}={params[name]}" for name in sorted(params))):
+        digest.update(part.encode() + b"\0")
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+    return f"sdk-file-{digest.hexdigest()}"
+
+
 async def achunks(path: Path, on_upload: Uploaded | None) -> AsyncIterator[bytes]:
     """The same chunks for an async upload."""
     for chunk in chunks(path, on_upload):
@@ -59,10 +76,16 @@ class Calls:
         id_column: str | None = None,
         attributes: str | None = None,
         on_upload: Uploaded | None = None,
+        idempotency_key: str | None = None,
     ) -> Call[Job]:
         """Upload ``file`` into a static audience (``mode``: add, remove or replace): the
         ``import.rows`` job (``client.jobs.wait(job)`` follows it). ``format`` overrides the
-        type read from the suffix (``.gz`` files need it unless they hold CSV)."""
+        type read from the suffix (``.gz`` files need it unless they hold CSV).
+
+        The ``Idempotency-Key`` is derived from the file's content, the audience and the options
+        (:func:`file_key`), so uploading the same file the same way again answers the import
+        the server already has instead of importing it twice; pass ``idempotency_key`` (a new
+        one) to import it again anyway."""
         path = Path(file)
         with path.open("rb"):  # unreadable or missing: OSError now, before any request
             pass
@@ -70,14 +93,15 @@ class Calls:
         params = clean(
             {"mode": mode, "format": format, "id_column": id_column, "attributes": attributes}
         )
+        url = endpoint("/v1/audiences/{}/imports", target_id(audience))
         headers = {
             "Content-Type": CONTENT_TYPES.get(suffix, "text/csv"),
             "Content-Length": str(path.stat().st_size),
-            "Idempotency-Key": new_key(),
+            "Idempotency-Key": idempotency_key or file_key(path, f"POST {url}", params),
         }
         return Call(
             "POST",
-            f"/v1/audiences/{target_id(audience)}/imports",
+            url,
             model(Job),
             params=params,
             headers=headers,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from audiences.schemas.common import Page
 from audiences.schemas.jobs import Job, JobState
-from audiences.sdk._call import Call, clean, model
+from audiences.sdk._call import Call, Fields, clean, endpoint, model, reading, reading_page
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -35,29 +35,33 @@ class Calls:
         subject_id: str | list[str] | None = None,
         q: str | None = None,
         sort: str | None = None,
+        fields: Fields = None,
         limit: int | None = None,
     ) -> Call[Page[Job]]:
         """Every job matching the filters (``subject_id``: an audience's)."""
         params = clean(
             {"kind": kind, "state": state, "subject_id": subject_id, "q": q, "sort": sort}
-            | {"limit": limit}
+            | {"limit": limit, "fields": fields}
         )
-        return Call("GET", PATH, model(Page[Job]), params=params)
+        return Call("GET", PATH, reading_page(Job, fields), params=params)
 
     @staticmethod
-    def get(job_id: str) -> Call[Job]:
-        """One job: state, progress, counts, errors."""
-        return Call("GET", f"{PATH}/{job_id}", model(Job))
+    def get(job_id: str, *, fields: Fields = None) -> Call[Job]:
+        """One job: state, progress, counts, errors (``fields``: only these)."""
+        params = clean({"fields": fields})
+        return Call("GET", endpoint(PATH + "/{}", job_id), reading(Job, fields), params=params)
 
     @staticmethod
     def cancel(job_id: str) -> Call[Job]:
         """Cancel it (a running job stops at its next checkpoint; 409 once it ended)."""
-        return Call("POST", f"{PATH}/{job_id}/cancel", model(Job), safe=True)
+        return Call("POST", endpoint(PATH + "/{}/cancel", job_id), model(Job), safe=True)
 
     @staticmethod
     def errors_csv(job_id: str) -> Call[str]:
         """Every problem the job reported, as CSV (``row,line,code,message``)."""
-        return Call("GET", f"{PATH}/{job_id}/errors.csv", lambda response: response.text)
+        return Call(
+            "GET", endpoint(PATH + "/{}/errors.csv", job_id), lambda response: response.text
+        )
 
 
 class Waiting:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from audiences.schemas.api_keys import ApiKey, ApiKeyCreated
 from audiences.schemas.common import Page
-from audiences.sdk._call import Call, clean, created, model, nothing
+from audiences.sdk._call import (
+    Call,
+    Fields,
+    clean,
+    created,
+    endpoint,
+    model,
+    nothing,
+    reading,
+    reading_page,
+)
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -22,16 +32,21 @@ class Calls:
 
     @staticmethod
     def list(
-        *, role: str | list[str] | None = None, sort: str | None = None, limit: int | None = None
+        *,
+        role: str | list[str] | None = None,
+        sort: str | None = None,
+        fields: Fields = None,
+        limit: int | None = None,
     ) -> Call[Page[ApiKey]]:
         """Every key (never their tokens)."""
-        params = clean({"role": role, "sort": sort, "limit": limit})
-        return Call("GET", PATH, model(Page[ApiKey]), params=params)
+        params = clean({"role": role, "sort": sort, "fields": fields, "limit": limit})
+        return Call("GET", PATH, reading_page(ApiKey, fields), params=params)
 
     @staticmethod
-    def get(key_id: str) -> Call[ApiKey]:
-        """One key."""
-        return Call("GET", f"{PATH}/{key_id}", model(ApiKey))
+    def get(key_id: str, *, fields: Fields = None) -> Call[ApiKey]:
+        """One key (``fields``: only these)."""
+        params = clean({"fields": fields})
+        return Call("GET", endpoint(PATH + "/{}", key_id), reading(ApiKey, fields), params=params)
 
     @staticmethod
     def create(*, name: str, role: str) -> Call[ApiKeyCreated]:
@@ -41,7 +56,7 @@ class Calls:
     @staticmethod
     def revoke(key_id: str) -> Call[None]:
         """Revoke it: it stops working at once."""
-        return Call("DELETE", f"{PATH}/{key_id}", nothing)
+        return Call("DELETE", endpoint(PATH + "/{}", key_id), nothing)
 
 
 class Keys(SyncResource):

@@ -9,7 +9,7 @@ from typing import Any
 
 from audiences.schemas.jobs import Job
 from audiences.schemas.memberships import ChangePage, MemberPage, Membership
-from audiences.sdk._call import Call, clean, created, model, nothing
+from audiences.sdk._call import Call, clean, created, endpoint, model, nothing
 from audiences.sdk._http import AsyncHttp, SyncHttp
 from audiences.sdk.resources._targets import Target, target_id
 
@@ -18,8 +18,8 @@ Ids = list[str]
 Changes = list[dict[str, str]]
 
 
-def _path(audience: Target, tail: str) -> str:
-    return f"/v1/audiences/{target_id(audience)}/{tail}"
+def _path(audience: Target, tail: str, *segments: str) -> str:
+    return endpoint("/v1/audiences/{}/" + tail, target_id(audience), *segments)
 
 
 class Calls:
@@ -36,12 +36,12 @@ class Calls:
     @staticmethod
     def membership(audience: Target, profile_id: str) -> Call[Membership]:
         """Is this profile a member, as of when."""
-        return Call("GET", _path(audience, f"members/{profile_id}"), model(Membership))
+        return Call("GET", _path(audience, "members/{}", profile_id), model(Membership))
 
     @staticmethod
     def explain(audience: Target, profile_id: str) -> Call[Membership]:
         """Is this profile a member, and why: the rule tree with each node's value."""
-        path = _path(audience, f"members/{profile_id}")
+        path = _path(audience, "members/{}", profile_id)
         return Call("GET", path, model(Membership), params={"explain": "true"})
 
     @staticmethod

@@ -3,13 +3,32 @@ is in; which it would be in, and why, without storing anything."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
-from audiences.schemas.profiles import BatchResult, EvaluateResult, Profile, ProfileAudiences
-from audiences.sdk._call import Call, model, nothing
+from audiences.schemas.profiles import (
+    BatchResult,
+    EvaluateEvent,
+    EvaluateResult,
+    Profile,
+    ProfileAudiences,
+)
+from audiences.sdk._call import Call, endpoint, model, nothing
 from audiences.sdk._resource import AsyncResource, SyncResource, sends, sends_async
 
 PATH = "/v1/profiles"
+EvaluateEventLike = EvaluateEvent | Mapping[str, Any]
+"""An event to evaluate with: the wire model, or the same fields as a mapping."""
+
+
+def _event(event: EvaluateEventLike) -> dict[str, Any]:
+    if isinstance(event, EvaluateEvent):
+        return event.model_dump(mode="json", exclude_none=True)
+    body = dict(event)
+    if isinstance(body.get("timestamp"), datetime):
+        body["timestamp"] = body["timestamp"].isoformat()
+    return body
 
 
 class Calls:
@@ -19,7 +38,7 @@ class Calls:
     def upsert(profile_id: str, attributes: dict[str, Any]) -> Call[Profile]:
         """Create a profile or merge ``attributes`` into it (``None`` clears one)."""
         body = {"attributes": attributes}
-        return Call("PUT", f"{PATH}/{profile_id}", model(Profile), json=body)
+        return Call("PUT", endpoint(PATH + "/{}", profile_id), model(Profile), json=body)
 
     @staticmethod
     def upsert_many(profiles: list[dict[str, Any]]) -> Call[BatchResult]:
@@ -31,29 +50,36 @@ class Calls:
     @staticmethod
     def get(profile_id: str) -> Call[Profile]:
         """A stored profile."""
-        return Call("GET", f"{PATH}/{profile_id}", model(Profile))
+        return Call("GET", endpoint(PATH + "/{}", profile_id), model(Profile))
 
     @staticmethod
     def delete(profile_id: str) -> Call[None]:
         """Erase it: its data and its membership everywhere."""
-        return Call("DELETE", f"{PATH}/{profile_id}", nothing)
+        return Call("DELETE", endpoint(PATH + "/{}", profile_id), nothing)
 
     @staticmethod
     def audiences(profile_id: str) -> Call[ProfileAudiences]:
         """Every audience it is in."""
-        return Call("GET", f"{PATH}/{profile_id}/audiences", model(ProfileAudiences))
+        return Call("GET", endpoint(PATH + "/{}/audiences", profile_id), model(ProfileAudiences))
 
     @staticmethod
     def evaluate(
         profile_id: str | None = None,
         *,
         attributes: dict[str, Any] | None = None,
+        events: Iterable[EvaluateEventLike] | None = None,
         explain: bool = True,
     ) -> Call[EvaluateResult]:
-        """Which audiences a profile (stored, or given by ``attributes``) would be in, and why."""
+        """Which audiences a profile (stored, or given by ``attributes``) would be in, and why.
+
+        ``events`` (at most 1,000: ``EvaluateEvent`` models or mappings of the same fields,
+        ``timestamp`` a ``datetime`` or RFC 3339 text, the evaluation's time when left out) are
+        evaluated as if stored, beside a stored profile's own; nothing is stored."""
         body: dict[str, Any] = {"attributes": attributes or {}, "explain": explain}
         if profile_id is not None:
             body["profile_id"] = profile_id
+        if events is not None:
+            body["events"] = [_event(event) for event in events]
         return Call("POST", "/v1/evaluate", model(EvaluateResult), json=body, safe=True)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from audiences.schemas.common import Page
 from audiences.schemas.memberships import Run
-from audiences.sdk._call import Call, clean, model
+from audiences.sdk._call import Call, Fields, clean, endpoint, reading, reading_page
 from audiences.sdk.resources._targets import Target, target_id
 
 
@@ -18,14 +18,17 @@ class Calls:
         status: str | list[str] | None = None,
         trigger: str | list[str] | None = None,
         sort: str | None = None,
+        fields: Fields = None,
         limit: int | None = None,
     ) -> Call[Page[Run]]:
         """Its runs (default newest first), filtered by status or trigger."""
         params = clean({"status": status, "trigger": trigger, "sort": sort, "limit": limit})
-        path = f"/v1/audiences/{target_id(audience)}/runs"
-        return Call("GET", path, model(Page[Run]), params=params)
+        params |= clean({"fields": fields})
+        path = endpoint("/v1/audiences/{}/runs", target_id(audience))
+        return Call("GET", path, reading_page(Run, fields), params=params)
 
     @staticmethod
-    def get(audience: Target, run_id: str) -> Call[Run]:
-        """One run."""
-        return Call("GET", f"/v1/audiences/{target_id(audience)}/runs/{run_id}", model(Run))
+    def get(audience: Target, run_id: str, *, fields: Fields = None) -> Call[Run]:
+        """One run (``fields``: only these)."""
+        path = endpoint("/v1/audiences/{}/runs/{}", target_id(audience), run_id)
+        return Call("GET", path, reading(Run, fields), params=clean({"fields": fields}))
