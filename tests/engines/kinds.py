@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,9 @@ class Store:
 
     kind: str
     factory: Callable[[], ProfileEngine]
+    settings: dict[str, Any] = field(default_factory=dict)
+    """``Settings`` fields that make ``engines.factory.open_engine`` open this storage (beside
+    a ``data_dir``): what service tests build their app with."""
     engines: list[ProfileEngine] = field(default_factory=list)
 
     def open(self) -> ProfileEngine:
@@ -57,8 +61,8 @@ class Store:
 @contextmanager
 def opened(kind: str, tmp_path: Path) -> Iterator[Store]:
     """Fresh storage of ``kind``, its engines closed and its storage dropped afterwards."""
-    with OPENERS[kind](tmp_path) as factory:
-        store = Store(kind, factory)
+    with OPENERS[kind](tmp_path) as (factory, settings):
+        store = Store(kind, factory, settings)
         try:
             yield store
         finally:
@@ -66,16 +70,20 @@ def opened(kind: str, tmp_path: Path) -> Iterator[Store]:
                 engine.close()
 
 
+Opener = Iterator[tuple[Callable[[], ProfileEngine], dict[str, Any]]]
+"""What an opener yields: the engine factory and the matching ``Settings`` fields."""
+
+
 @contextmanager
-def _duckdb(tmp_path: Path) -> Iterator[Callable[[], ProfileEngine]]:
+def _duckdb(tmp_path: Path) -> Opener:
     from audiences.engines.duckdb import DuckDBEngine
 
     folder = tmp_path / "duckdb"
-    yield lambda: DuckDBEngine(folder)
+    yield (lambda: DuckDBEngine(folder)), {"profile_engine": "duckdb", "data_dir": folder}
 
 
 @contextmanager
-def _postgres(tmp_path: Path) -> Iterator[Callable[[], ProfileEngine]]:
+def _postgres(tmp_path: Path) -> Opener:
     import psycopg
 
     try:
@@ -90,19 +98,24 @@ def _postgres(tmp_path: Path) -> Iterator[Callable[[], ProfileEngine]]:
         pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable")
     schema = f"audiences_test_{uuid.uuid4().hex[:12]}"
     try:
-        yield lambda: PostgresEngine(POSTGRES_URL, schema=schema)
+        settings = {
+            "profile_engine": "postgres",
+            "profile_engine_url": POSTGRES_URL,
+            "profile_engine_schema": schema,
+        }
+        yield (lambda: PostgresEngine(POSTGRES_URL, schema=schema)), settings
     finally:
         admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.close()
 
 
 @contextmanager
-def _clickhouse(tmp_path: Path) -> Iterator[Callable[[], ProfileEngine]]:
+def _clickhouse(tmp_path: Path) -> Opener:
     pytest.skip("ClickHouse engine: branch s8-ch")
-    yield lambda: None  # type: ignore[misc,return-value]  # pragma: no cover
+    yield (lambda: None), {}  # type: ignore[misc,return-value]  # pragma: no cover
 
 
-OPENERS: dict[str, Callable[[Path], AbstractContextManager[Callable[[], ProfileEngine]]]] = {
+OPENERS: dict[str, Callable[[Path], AbstractContextManager[Any]]] = {
     "duckdb": _duckdb,
     "postgres": _postgres,
     "clickhouse": _clickhouse,
