@@ -54,8 +54,12 @@ def _parsed_condition(where_sql: str, dialect: str) -> exp.Expr:
     except ParseError as error:
         raise _refused(f"The condition does not parse: {error}") from None
     condition = statements[0] if len(statements) == 1 else None
-    if not isinstance(condition, exp.Condition):
+    # A rule that is one boolean aggregate alone (``last(coupon)``) compiles to a bare scalar
+    # subquery: an expression too, checked like any other query below.
+    scalar = isinstance(condition, exp.Subquery) and isinstance(condition.this, exp.Select)
+    if not (isinstance(condition, exp.Condition) or scalar):
         raise _refused("The condition must be one SQL expression.")
+    assert condition is not None
     return condition
 
 
