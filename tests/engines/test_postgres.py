@@ -7,13 +7,14 @@ import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from pyroaring import BitMap
 
 from audiences.config import Settings
 from audiences.engines import factory
 from audiences.engines.postgres import PostgresEngine
-from audiences.errors import InvalidParameter, ServiceUnavailable, Unprocessable
+from audiences.errors import Conflict, InvalidParameter, ServiceUnavailable, Unprocessable
 from audiences.schemas.attributes import AttributeType
 from tests.engines.conftest import SCHEMA, WS
 from tests.engines.kinds import POSTGRES_URL, Store, opened
@@ -174,3 +175,31 @@ def test_the_factory_needs_a_postgresql_url(tmp_path: Path) -> None:
 def test_a_bad_schema_name_is_refused() -> None:
     with pytest.raises(InvalidParameter):
         PostgresEngine(POSTGRES_URL, schema="Bad-Name")
+
+
+def test_connections_the_server_dropped_are_replaced(engine: PostgresEngine) -> None:
+    engine.upsert_profiles(WS, [("a", {"age": 1})])
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'audiences-profiles' AND query NOT LIKE '%pg_terminate%'"
+            " AND backend_type = 'client backend' AND datname = current_database()"
+            " AND pid IN (SELECT pid FROM pg_stat_activity WHERE state = 'idle')"
+        ).fetchone()
+    assert ended is not None and ended[0] >= 1
+    engine.ping()
+    assert engine.pids_for(WS, ["a"]) == [1]
+
+
+def test_the_sequence_end_is_a_conflict(engine: PostgresEngine) -> None:
+    engine.upsert_profiles(WS, [("a", {})])
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'ALTER SEQUENCE "{engine.schema}"."pids_1" RESTART WITH 4294967295')
+    [last] = engine.upsert_profiles(WS, [("b", {})])
+    assert last.pid == 2**32 - 1
+    with pytest.raises(Conflict) as caught:
+        engine.upsert_profiles(WS, [("c", {})])
+    assert caught.value.code == "pids_exhausted"
+    with pytest.raises(Conflict):
+        engine.ensure_profiles(WS, ["d"])
+    assert engine.count(WS) == 2

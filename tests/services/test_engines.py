@@ -134,3 +134,9 @@ def test_streaming_audiences_follow_each_write(tenant: Tenant) -> None:
     tenant.write.put("/v1/profiles/s1", json={"attributes": {"age": 20}})
     assert _members(tenant.read, streaming["id"]) == set()
     assert refresh(tenant.write, streaming["id"])["size"] == 0
+
+
+def test_readiness_checks_an_engine_behind_a_server(app: FastAPI, tenant: Tenant) -> None:
+    checks = tenant.anonymous.get("/readyz").json()["checks"]
+    server = app.state.settings.profile_engine != "duckdb"
+    assert checks == {"database": "ok", **({"profile_engine": "ok"} if server else {})}

@@ -83,7 +83,7 @@ class PostgresEngine:
         url: str,
         *,
         schema: str = "audiences_profiles",
-        pool_size: int = 4,
+        pool_size: int = 8,
         connect_timeout: float = 10.0,
     ) -> None:
         self.schema = sql.checked_schema_name(schema)
@@ -91,8 +91,15 @@ class PostgresEngine:
             url,
             min_size=1,
             max_size=max(pool_size, 1),
-            kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
+            kwargs={
+                "autocommit": True,
+                "options": "-c TimeZone=UTC",
+                "application_name": "audiences-profiles",
+            },
             configure=_configure,
+            # A connection the server dropped (a restart, a failover) is replaced on checkout
+            # instead of failing the request that drew it.
+            check=ConnectionPool.check_connection,
             open=False,
             name="audiences-profiles",
         )
@@ -367,6 +374,11 @@ class PostgresEngine:
         with self._connection() as conn:
             cur = conn.execute(f'DELETE FROM {state.events} WHERE "timestamp" < %s', [before])
             return cur.rowcount
+
+    def ping(self) -> None:
+        """Return when PostgreSQL answers a query; ``engine_unavailable`` otherwise."""
+        with self._connection() as conn:
+            conn.execute("SELECT 1")
 
     def close(self) -> None:
         """Close the pool's connections; calls after this fail."""
