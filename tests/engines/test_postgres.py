@@ -197,6 +197,8 @@ def test_the_sequence_end_is_a_conflict(engine: PostgresEngine) -> None:
         admin.execute(f'ALTER SEQUENCE "{engine.schema}"."pids_1" RESTART WITH 4294967295')
     [last] = engine.upsert_profiles(WS, [("b", {})])
     assert last.pid == 2**32 - 1
+    # Past 2^26 pids drawn, pids are read in ranges (a bytea holds at most 1 GB).
+    assert engine.select_pids(WS, "TRUE") == BitMap([1, 2**32 - 1])
     with pytest.raises(Conflict) as caught:
         engine.upsert_profiles(WS, [("c", {})])
     assert caught.value.code == "pids_exhausted"

@@ -44,7 +44,7 @@ from audiences.engines.base import (
     check_workspace_id,
 )
 from audiences.engines.event_writes import check_events, split_duplicates
-from audiences.engines.postgres_copy import copy_pids, stage_members
+from audiences.engines.postgres_copy import selected_pids, stage_members
 from audiences.engines.postgres_writes import Workspace
 from audiences.engines.rows import ProfileReader
 from audiences.engines.schema import checked_schema, refuse_type_changes
@@ -345,7 +345,7 @@ class PostgresEngine:
             return BitMap()
         with self._connection() as conn:
             query = events_sql.pids_between(state.events, ranges, _literal(conn))
-            return copy_pids(conn, query)
+            return selected_pids(conn, query, _last_pid(conn, state))
 
     def profile_events(
         self,
@@ -512,7 +512,7 @@ class PostgresEngine:
         )
         try:
             with conn.transaction():  # a failed query leaves the outer transaction usable
-                return copy_pids(conn, query)
+                return selected_pids(conn, query, _last_pid(conn, state))
         except psycopg.Error as error:
             if (error.sqlstate or "")[:2] not in QUERY_ERROR_CLASSES:
                 raise
@@ -529,6 +529,12 @@ def unavailable(reason: str) -> ServiceUnavailable:
 def _configure(conn: Connection) -> None:
     """Parse JSON with orjson (what every other reader of profiles uses)."""
     set_json_loads(orjson.loads, conn)
+
+
+def _last_pid(conn: Connection, state: Workspace) -> int:
+    """The largest pid drawn so far (bounds how many pids a select can return)."""
+    row = conn.execute(f"SELECT last_value FROM {state.sequence}").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _literal(conn: Connection) -> Callable[[object], str]:
