@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -24,7 +23,7 @@ from audiences.engines.event_writes import CheckedEvent
 from audiences.engines.postgres_copy import copy_rows
 from audiences.engines.rows import ProfileReader
 from audiences.engines.schema import extra_moves
-from audiences.engines.writes import Write, WritePlan, merge_row
+from audiences.engines.writes import WritePlan, merge_row
 from audiences.errors import Conflict, ErrorDetail
 from audiences.kit.clock import utcnow
 from audiences.schemas.attributes import AttributeType
@@ -65,13 +64,18 @@ def apply_plan(conn: Connection, state: Workspace, plan: WritePlan) -> dict[int,
     old = _locked_rows(conn, state, list(by_id))
     now = utcnow()
     new = [write for write in plan.writes if write.external_id not in old]
+    inserted: list[tuple[Any, ...]] = []
     if new:
-        created = _insert_new(conn, state, new, names, now)
+        # Staged with their order where the pid goes; the insert draws the pids in that order.
+        staged = [merge_row(write, None, names, now) for write in new]
+        staged = [(n, *row[1:]) for n, row in enumerate(staged)]
+        created = _insert_new(conn, state, staged, names)
         raced = [w.external_id for w in new if w.external_id not in created]
         old.update(_locked_rows(conn, state, raced))
-        for write in new:
+        for write, row in zip(new, staged, strict=True):
             if write.external_id in created:
                 write.pid, write.created = created[write.external_id], True
+                inserted.append((write.pid, *row[1:]))
     merged: list[tuple[Any, ...]] = []
     for write in plan.writes:
         if not write.created:
@@ -81,16 +85,14 @@ def apply_plan(conn: Connection, state: Workspace, plan: WritePlan) -> dict[int,
         copy_rows(conn, state.profiles, "_audiences_merged", merged, names)
         conn.execute(sql.update_from(state.profiles, "_audiences_merged", names))
     read = ProfileReader(schema)
-    rows = merged + [merge_row(w, None, names, now) for w in plan.writes if w.created]
-    return {row[0]: read(row) for row in rows}
+    return {row[0]: read(row) for row in [*merged, *inserted]}
 
 
 def _insert_new(
-    conn: Connection, state: Workspace, new: list[Write], names: list[str], now: datetime
+    conn: Connection, state: Workspace, staged: list[tuple[Any, ...]], names: list[str]
 ) -> dict[str, int]:
-    """Insert new profiles whole, in batch order; the pid of each id this call created."""
-    rows = [merge_row(write, None, names, now) for write in new]
-    staged = [(n, *row[1:]) for n, row in enumerate(rows)]  # the pid column holds the order
+    """Insert new profiles whole (staged rows, their order as pid); the pid of each id this
+    call created."""
     copy_rows(conn, state.profiles, "_audiences_new", staged, names)
     query = sql.insert_new(state.profiles, "_audiences_new", state.sequence, names)
     return {eid: int(pid) for eid, pid in _run_numbered(conn, query)}
