@@ -110,6 +110,11 @@ def test_large_batches_and_member_sets_travel_by_copy(engine: PostgresEngine) ->
         "age > (SELECT max(pid) FROM other AS o WHERE o.pid = profiles.pid)",
         "COPY x TO PROGRAM 'sh'",
         "age >",
+        "pg_sleep(10) IS NULL",
+        "age > 1 OR pg_read_file('/etc/passwd') = ''",
+        "set_config('search_path', 'x', false) = 'x'",
+        "COALESCE((SELECT a.v FROM (SELECT e.pid, lo_export(1, '/tmp/x') AS v FROM events AS e"
+        " GROUP BY e.pid) AS a WHERE a.pid = profiles.pid), 0) > 1",
     ],
 )
 def test_conditions_outside_the_compilers_shapes_are_refused(

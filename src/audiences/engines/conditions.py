@@ -21,6 +21,16 @@ from audiences.errors import Unprocessable
 FORBIDDEN_NODES: tuple[type[Any], ...] = (exp.Query, exp.Command, exp.DDL, exp.DML)
 """Nodes a WHERE condition never needs: subqueries, commands, DDL and DML."""
 
+UNTYPED_FUNCTIONS: dict[str, frozenset[str]] = {
+    "duckdb": frozenset({"date_part", "list_has_all"}),
+    "postgres": frozenset(),
+}
+"""The functions sqlglot reads as untyped (``exp.Anonymous``) that the rule compiler emits, by
+dialect; any other is refused. Every function the compiler emits for PostgreSQL is one sqlglot
+knows, while the server's own (``pg_read_file``, ``pg_sleep``, ``set_config``, ``lo_export``,
+``dblink``) are untyped: a condition can never reach them. A dialect not listed is not
+checked this way."""
+
 
 @lru_cache(maxsize=4096)
 def checked_condition(where_sql: str, dialect: str) -> str:
@@ -39,6 +49,11 @@ def checked_condition(where_sql: str, dialect: str) -> str:
     allowed = {id(node) for query in queries for node in (query.parent, *query.walk())}
     if any(id(node) not in allowed for node in condition.find_all(*FORBIDDEN_NODES)):
         raise _refused("The condition may not contain subqueries, commands or DDL.")
+    known = UNTYPED_FUNCTIONS.get(dialect)
+    if known is not None:
+        for function in condition.find_all(exp.Anonymous):
+            if function.name.lower() not in known:
+                raise _refused(f"The condition may not call {function.name}().")
     return where_sql
 
 

@@ -51,7 +51,7 @@ from audiences.engines.schema import checked_schema, refuse_type_changes
 from audiences.engines.writes import WritePlan, plan_writes
 from audiences.errors import ServiceUnavailable, Unprocessable
 from audiences.kit.clock import utcnow
-from audiences.schemas.attributes import AttributeType
+from audiences.schemas.attributes import AttributeSchema, AttributeType
 from audiences.schemas.events import RESERVED_EVENT_FIELDS, Event
 
 K = TypeVar("K")
@@ -121,7 +121,7 @@ class PostgresEngine:
 
     # Attributes.
 
-    def ensure_attributes(self, workspace_id: str, schema: Mapping[str, Any]) -> None:
+    def ensure_attributes(self, workspace_id: str, schema: AttributeSchema) -> None:
         """Add a typed column per new attribute and move matching ``extra`` values into it,
         in one transaction holding the workspace's lock."""
         wanted = checked_schema(schema)
@@ -283,7 +283,7 @@ class PostgresEngine:
 
     # Events.
 
-    def ensure_event_properties(self, workspace_id: str, schema: Mapping[str, Any]) -> None:
+    def ensure_event_properties(self, workspace_id: str, schema: AttributeSchema) -> None:
         """Add a typed column to the events table per new property."""
         wanted = checked_schema(schema, reserved=RESERVED_EVENT_FIELDS)
         state = self._state(workspace_id, create=True)
