@@ -228,11 +228,28 @@ class Settings(BaseSettings):
             "file itself (each range is one set-based insert and one join)."
         ),
     )
-    profile_engine: Literal["duckdb"] = Field(
+    profile_engine: Literal["duckdb", "postgres", "clickhouse"] = Field(
         default="duckdb",
         description=(
             "Where profile data lives and rules run: `duckdb`, a file in the data folder "
-            "owned by the server process."
+            "owned by the server process; `postgres`, tables in a PostgreSQL schema that every "
+            "server and `audiences worker` process shares (jobs then run in any of them)."
+        ),
+    )
+    profile_engine_url: str | None = Field(
+        default=None,
+        description=(
+            "URL of the profile engine's server. For `postgres`: "
+            "`postgresql://user@host/db`; default: the metadata database "
+            "(`AUDIENCES_DATABASE_URL`) when that is PostgreSQL, else the server refuses to start."
+        ),
+    )
+    profile_engine_schema: str = Field(
+        default="audiences_profiles",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description=(
+            "The PostgreSQL schema that holds the `postgres` engine's tables (created when "
+            "missing), so it can share the metadata database."
         ),
     )
     profile_memory_limit: str = Field(

@@ -1,4 +1,5 @@
-"""Fixtures for engine tests: a real DuckDB file in the test's temporary folder."""
+"""Fixtures for engine tests: every test of the contract runs on each engine (``kinds.KINDS``),
+each on fresh storage (a DuckDB file in the test's folder, a PostgreSQL schema of its own)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from audiences.engines.duckdb import DuckDBEngine
+from audiences.engines.base import ProfileEngine
 from audiences.schemas.attributes import AttributeType
+from tests.engines.kinds import KINDS, Store, opened
 
 WS = "acme"
 
@@ -25,10 +27,16 @@ SCHEMA: dict[str, AttributeType] = {
 }
 
 
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Fresh storage of each engine kind."""
+    with opened(request.param, tmp_path) as made:
+        yield made
+
+
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[DuckDBEngine]:
-    """An engine on a fresh file, with workspace ``acme`` declaring ``SCHEMA``."""
-    engine = DuckDBEngine(tmp_path)
+def engine(store: Store) -> ProfileEngine:
+    """An engine on fresh storage, with workspace ``acme`` declaring ``SCHEMA``."""
+    engine = store.open()
     engine.ensure_attributes(WS, SCHEMA)
-    yield engine
-    engine.close()
+    return engine

@@ -1,22 +1,20 @@
 """Member queries (external audiences' SQL sources): what the checker admits and refuses, with
-positions, and what DuckDB's ``select_query_pids`` returns against an oracle in Python."""
+positions, and what each engine's ``select_query_pids`` returns against an oracle in Python."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audiences.engines.base import EventRecord
-from audiences.engines.duckdb import DuckDBEngine
+from audiences.engines.base import EventRecord, ProfileEngine
 from audiences.engines.queries import check_select, point_at
 from audiences.errors import Unprocessable, ValidationFailed
 from audiences.schemas.attributes import AttributeType
 from tests.engines.conftest import WS
+from tests.engines.kinds import Store
 
 REFUSED = [
     ("DROP TABLE profiles", "sql_not_select", "DROP TABLE profiles"),
@@ -93,13 +91,13 @@ def test_safe_queries_point_at_the_workspace_tables_under_their_public_names() -
 
 
 @pytest.fixture
-def two_workspaces(tmp_path: Path) -> Iterator[DuckDBEngine]:
-    """The ``acme`` workspace and a neighbour, ``other``, whose ids must never come back."""
-    engine = DuckDBEngine(tmp_path)
+def two_workspaces(store: Store) -> ProfileEngine:
+    """On each engine kind, the ``acme`` workspace and a neighbour, ``other``, whose ids must
+    never come back."""
+    engine = store.open()
     engine.ensure_attributes(WS, {"age": AttributeType.INTEGER, "plan": AttributeType.STRING})
     engine.upsert_profiles("other", [("secret-1", {"age": 50}), ("secret-2", {})])
-    yield engine
-    engine.close()
+    return engine
 
 
 PROFILES = st.lists(
@@ -116,7 +114,7 @@ PROFILES = st.lists(
 )
 @given(profiles=PROFILES, threshold=st.integers(0, 100), plan=st.sampled_from(["free", "pro"]))
 def test_members_are_the_ids_the_query_returns(
-    two_workspaces: DuckDBEngine,
+    two_workspaces: ProfileEngine,
     profiles: list[tuple[int | None, str | None]],
     threshold: int,
     plan: str,
@@ -140,7 +138,7 @@ def test_members_are_the_ids_the_query_returns(
     assert set(by_id) == set(by_pid) == wanted
 
 
-def test_a_query_reads_events_and_never_another_workspace(two_workspaces: DuckDBEngine) -> None:
+def test_a_query_reads_events_and_never_another_workspace(two_workspaces: ProfileEngine) -> None:
     engine = two_workspaces
     now = datetime(2026, 1, 1, tzinfo=UTC)
     engine.write_events(WS, [EventRecord("buyer", "buy", now), EventRecord("looker", "view", now)])
@@ -151,7 +149,7 @@ def test_a_query_reads_events_and_never_another_workspace(two_workspaces: DuckDB
 
 
 def test_a_query_that_fails_on_the_data_says_why_without_the_real_tables(
-    two_workspaces: DuckDBEngine,
+    two_workspaces: ProfileEngine,
 ) -> None:
     with pytest.raises(Unprocessable) as failed:
         two_workspaces.select_query_pids(WS, "SELECT external_id FROM profiles WHERE nope > 1")
@@ -162,7 +160,7 @@ def test_a_query_that_fails_on_the_data_says_why_without_the_real_tables(
         two_workspaces.select_query_pids(WS, "SELECT external_id FROM profiles_other")
 
 
-def test_a_query_running_past_its_time_is_stopped(two_workspaces: DuckDBEngine) -> None:
+def test_a_query_running_past_its_time_is_stopped(two_workspaces: ProfileEngine) -> None:
     engine = two_workspaces
     engine.upsert_profiles(WS, [(f"slow-{n}", {"age": n}) for n in range(300)])
     endless = "SELECT a.pid FROM profiles a, profiles b, profiles c, profiles d WHERE a.age > -1"

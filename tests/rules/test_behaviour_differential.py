@@ -10,6 +10,7 @@ more examples.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from datetime import datetime
@@ -22,8 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audiences.engines import duckdb_sql
+from audiences.engines.base import EventRecord, ProfileEngine
 from audiences.rules import EVENTS_KEY, NOW_PARAMETER, Rule, to_sql, validate_rule
 from audiences.rules.to_python import Codegen, compile_function
+from audiences.services.evaluation.compiled import engine_column
+from tests.engines.kinds import KINDS, opened
 from tests.rules import event_generators as gen
 
 POSTGRES_URL = os.environ.get(
@@ -183,3 +187,49 @@ def test_postgres_part_runs(pg: psycopg.Connection[Any] | None) -> None:
     """Shows in the report whether the PostgreSQL leg of the test ran."""
     if pg is None:
         pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable: only DuckDB was compared")
+
+
+ENGINE_EXAMPLES = itertools.count()
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProfileEngine]:
+    """Each profile engine on fresh storage (a server kind is skipped where unreachable)."""
+    with opened(request.param, tmp_path_factory.mktemp(request.param)) as store:
+        yield store.open()
+
+
+@settings(
+    max_examples=max(EXAMPLES // 5, 30),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(text=gen.behavioural_rules(), profiles=gen.batches(PROFILES))
+def test_each_engine_selects_what_python_holds(
+    engine: ProfileEngine, text: str, profiles: list[dict[str, Any]]
+) -> None:
+    """The rule compiled for the engine's dialect, run by its own ``select_pids`` over the
+    profiles and events written through it, selects the profiles Python holds TRUE."""
+    rule = validate_rule(text, gen.ATTRIBUTES, events=gen.EVENTS)
+    workspace = f"b{next(ENGINE_EXAMPLES)}"  # fresh tables: pids 1.. in the profiles' order
+    engine.ensure_attributes(workspace, gen.ATTRIBUTES)
+    engine.ensure_event_properties(workspace, gen.PROPERTIES)
+    attributes = [{k: p[k] for k in gen.ATTRIBUTES if p.get(k) is not None} for p in profiles]
+    results = engine.upsert_profiles(
+        workspace, [(f"x{p['pid']}", a) for p, a in zip(profiles, attributes, strict=True)]
+    )
+    assert [r.pid for r in results] == [p["pid"] for p in profiles]
+    records = [
+        EventRecord(f"x{p['pid']}", e.name, e.timestamp, e.properties)
+        for p in profiles
+        for e in p[EVENTS_KEY]
+    ]
+    assert all(r.ok for r in engine.write_events(workspace, records))
+    expected = {
+        pid for pid, value in python_values(rule, profiles, gen.NOW).items() if value is True
+    }
+    where = to_sql(rule, engine.dialect, column=engine_column, now=gen.NOW)  # type: ignore[arg-type]
+    assert set(engine.select_pids(workspace, where)) == expected, (rule.text, where)

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 from sqlglot import exp
 
+from audiences.engines.base import ProfileEngine
 from audiences.engines.duckdb import DuckDBEngine
 from audiences.engines.writes import check_record
 from audiences.rules import (
@@ -40,6 +41,7 @@ from audiences.rules import (
 from audiences.rules.dialect import Attr, InAudience, Rules
 from audiences.rules.to_python import Codegen, compile_function
 from audiences.services.evaluation.compiled import engine_column
+from tests.engines.kinds import KINDS, opened
 from tests.rules import generators as gen
 
 EXAMPLES = max(int(os.environ.get("AUDIENCES_HYPOTHESIS_EXAMPLES", "0")), 400)
@@ -217,6 +219,17 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBEngine]:
     profiles.close()
 
 
+@pytest.fixture(scope="module", params=[kind for kind in KINDS if kind != "duckdb"])
+def other_engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProfileEngine]:
+    """Each other engine kind on fresh storage (skipped where its server is unreachable)."""
+    with opened(request.param, tmp_path_factory.mktemp(request.param)) as store:
+        profiles = store.open()
+        profiles.ensure_attributes("nested", gen.NESTED_SCHEMA)
+        yield profiles
+
+
 NESTED_EXAMPLES = itertools.count()
 
 
@@ -230,20 +243,45 @@ def _nested(node: exp.Expr) -> exp.Expr:
     return node
 
 
-@seed(20261206)
-@settings(
-    max_examples=max(EXAMPLES // 2, 200),
+NESTED_SETTINGS = settings(
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(
+NESTED_GIVEN = given(
     text=gen.rules(),
     batch=gen.nested_batches(PROFILES_PER_EXAMPLE),
     json_test=st.sampled_from(["", " AND p.j IS NULL", " OR p.j IS NOT NULL"]),
 )
+
+
+@seed(20261206)
+@settings(NESTED_SETTINGS, max_examples=max(EXAMPLES // 2, 200))
+@NESTED_GIVEN
 def test_nested_attributes_agree_in_batch_streaming_and_evaluate(
     engine: DuckDBEngine,
+    text: str,
+    batch: list[tuple[dict[str, Any], dict[str, Any]]],
+    json_test: str,
+) -> None:
+    _check_nested(engine, text, batch, json_test)
+
+
+@seed(20261206)
+@settings(NESTED_SETTINGS, max_examples=max(EXAMPLES // 10, 40))
+@NESTED_GIVEN
+def test_nested_attributes_agree_on_every_other_engine(
+    other_engine: ProfileEngine,
+    text: str,
+    batch: list[tuple[dict[str, Any], dict[str, Any]]],
+    json_test: str,
+) -> None:
+    """The same, through each other engine's ``select_pids`` (fewer examples: a server)."""
+    _check_nested(other_engine, text, batch, json_test)
+
+
+def _check_nested(
+    engine: ProfileEngine,
     text: str,
     batch: list[tuple[dict[str, Any], dict[str, Any]]],
     json_test: str,
@@ -259,7 +297,7 @@ def test_nested_attributes_agree_in_batch_streaming_and_evaluate(
     streaming = {
         r.pid for r in results if r.profile is not None and predicate(r.profile.attributes)
     }
-    where = to_sql(rule, "duckdb", column=engine_column, now=gen.NOW)
+    where = to_sql(rule, engine.dialect, column=engine_column, now=gen.NOW)  # type: ignore[arg-type]
     pids = {r.pid for r in results}
     batch_sql = set(engine.select_pids("nested", where)) & pids
     assert batch_sql == streaming, (

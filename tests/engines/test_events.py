@@ -1,29 +1,28 @@
-"""Events in the DuckDB engine on real files: types, duplicates, paging, erasure, retention,
-and files written before events existed."""
+"""Events on every engine: types, duplicates, paging, erasure, retention, reopening."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, timedelta, timezone
-from pathlib import Path
 
-import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pyroaring import BitMap
 
 from audiences.engines.base import EventPosition, EventRecord, ProfileEngine
-from audiences.engines.duckdb import DuckDBEngine
 from audiences.errors import Conflict, ValidationFailed
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import Event
-from tests.engines.conftest import SCHEMA, WS
+from tests.engines.conftest import WS
+from tests.engines.kinds import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PROPERTIES: dict[str, AttributeType] = {f"p_{kind.value}": kind for kind in AttributeType}
 
 
 @pytest.fixture
-def events_engine(engine: DuckDBEngine) -> DuckDBEngine:
+def events_engine(engine: ProfileEngine) -> ProfileEngine:
     """The engine of ``conftest``, its workspace declaring one event property of each type."""
     engine.ensure_event_properties(WS, PROPERTIES)
     return engine
@@ -34,12 +33,12 @@ def _at(minutes: int, **fields: object) -> EventRecord:
     return EventRecord(timestamp=T0 + timedelta(minutes=minutes), **values)  # type: ignore[arg-type]
 
 
-def test_the_engine_still_satisfies_the_protocol(events_engine: DuckDBEngine) -> None:
+def test_the_engine_still_satisfies_the_protocol(events_engine: ProfileEngine) -> None:
     assert isinstance(events_engine, ProfileEngine)
     assert events_engine.event_properties(WS) == PROPERTIES
 
 
-def test_every_property_type_round_trips_and_times_are_utc(events_engine: DuckDBEngine) -> None:
+def test_every_property_type_round_trips_and_times_are_utc(events_engine: ProfileEngine) -> None:
     properties = {
         "p_string": "a",
         "p_integer": 3,
@@ -66,7 +65,7 @@ def test_every_property_type_round_trips_and_times_are_utc(events_engine: DuckDB
     }
 
 
-def test_a_record_that_contradicts_its_types_fails_alone(events_engine: DuckDBEngine) -> None:
+def test_a_record_that_contradicts_its_types_fails_alone(events_engine: ProfileEngine) -> None:
     results = events_engine.write_events(
         WS,
         [
@@ -95,7 +94,7 @@ def test_a_record_that_contradicts_its_types_fails_alone(events_engine: DuckDBEn
     assert events_engine.events_of(WS, [pid])[pid][0].properties == {"p_integer": 7}
 
 
-def test_event_ids_are_written_once_per_workspace(events_engine: DuckDBEngine) -> None:
+def test_event_ids_are_written_once_per_workspace(events_engine: ProfileEngine) -> None:
     first = events_engine.write_events(
         WS, [_at(0, event_id="a"), _at(1, event_id="a"), _at(2, event_id="b"), _at(3)]
     )
@@ -116,7 +115,7 @@ def test_event_ids_are_written_once_per_workspace(events_engine: DuckDBEngine) -
     assert not other[0].duplicate, "ids are per workspace"
 
 
-def test_events_of_are_oldest_first_and_since_cuts(events_engine: DuckDBEngine) -> None:
+def test_events_of_are_oldest_first_and_since_cuts(events_engine: ProfileEngine) -> None:
     events_engine.write_events(WS, [_at(5), _at(1), _at(3), _at(2, external_id="u2")])
     pids = events_engine.pids_for(WS, ["u1", "u2", "nobody"])
     found = events_engine.events_of(WS, [pid or 0 for pid in pids])
@@ -125,6 +124,9 @@ def test_events_of_are_oldest_first_and_since_cuts(events_engine: DuckDBEngine) 
     since = events_engine.events_of(WS, [pids[0] or 0], since=T0 + timedelta(minutes=3))
     assert [e.timestamp.minute for e in since[pids[0] or 0]] == [3, 5]
     assert events_engine.events_of("never-written", [1]) == {}
+
+
+EXAMPLES = itertools.count()
 
 
 @settings(
@@ -136,37 +138,34 @@ def test_events_of_are_oldest_first_and_since_cuts(events_engine: DuckDBEngine) 
     names=st.sampled_from([(), ("order",), ("view", "order")]),
 )
 def test_paging_gives_every_event_once_newest_first(
-    tmp_path_factory: pytest.TempPathFactory,
+    engine: ProfileEngine,
     minutes: list[int],
     limit: int,
     names: tuple[str, ...],
 ) -> None:
     """Invariant: the pages, concatenated, are the profile's (chosen) events, each exactly once,
     newest first, however many share a time."""
-    engine = DuckDBEngine(tmp_path_factory.mktemp("paging"))
-    try:
-        engine.ensure_event_properties(WS, {"n": AttributeType.INTEGER})
-        records = [
-            _at(m, name="order" if n % 2 else "view", properties={"n": n})
-            for n, m in enumerate(minutes)
-        ]
-        engine.write_events(WS, records)
-        pid = engine.pids_for(WS, ["u1"])[0] or 1
-        seen: list[Event] = []
-        after: EventPosition | None = None
-        while True:
-            page = engine.profile_events(WS, pid, limit=limit, after=after, names=names)
-            assert len(page.events) <= limit
-            seen += [stored.event for stored in page.events]
-            if page.next is None:
-                break
-            after = page.next
-        wanted = [r for r in records if not names or r.name in names]
-        assert sorted(e.properties["n"] for e in seen) == sorted(r.properties["n"] for r in wanted)
-        times = [e.timestamp for e in seen]
-        assert times == sorted(times, reverse=True)
-    finally:
-        engine.close()
+    ws = f"paging{next(EXAMPLES)}"  # a fresh workspace per example
+    engine.ensure_event_properties(ws, {"n": AttributeType.INTEGER})
+    records = [
+        _at(m, name="order" if n % 2 else "view", properties={"n": n})
+        for n, m in enumerate(minutes)
+    ]
+    engine.write_events(ws, records)
+    pid = engine.pids_for(ws, ["u1"])[0] or 1
+    seen: list[Event] = []
+    after: EventPosition | None = None
+    while True:
+        page = engine.profile_events(ws, pid, limit=limit, after=after, names=names)
+        assert len(page.events) <= limit
+        seen += [stored.event for stored in page.events]
+        if page.next is None:
+            break
+        after = page.next
+    wanted = [r for r in records if not names or r.name in names]
+    assert sorted(e.properties["n"] for e in seen) == sorted(r.properties["n"] for r in wanted)
+    times = [e.timestamp for e in seen]
+    assert times == sorted(times, reverse=True)
 
 
 @settings(
@@ -179,24 +178,21 @@ def test_paging_gives_every_event_once_newest_first(
     )
 )
 def test_writing_a_batch_twice_stores_each_event_once(
-    tmp_path_factory: pytest.TempPathFactory, batch: list[tuple[str, str | None]]
+    engine: ProfileEngine, batch: list[tuple[str, str | None]]
 ) -> None:
     """Invariant: with ids, the second write of a batch stores nothing; each id is stored once."""
-    engine = DuckDBEngine(tmp_path_factory.mktemp("idempotent"))
-    try:
-        records = [_at(n, external_id=who, event_id=eid) for n, (who, eid) in enumerate(batch)]
-        engine.write_events(WS, records)
-        engine.write_events(WS, records)
-        pids = [pid for pid in engine.pids_for(WS, ["a", "b"]) if pid is not None]
-        stored = [e for events in engine.events_of(WS, pids).values() for e in events]
-        with_ids = {eid for _, eid in batch if eid is not None}
-        without = sum(1 for _, eid in batch if eid is None)
-        assert len(stored) == len(with_ids) + 2 * without
-    finally:
-        engine.close()
+    ws = f"idempotent{next(EXAMPLES)}"
+    records = [_at(n, external_id=who, event_id=eid) for n, (who, eid) in enumerate(batch)]
+    engine.write_events(ws, records)
+    engine.write_events(ws, records)
+    pids = [pid for pid in engine.pids_for(ws, ["a", "b"]) if pid is not None]
+    stored = [e for events in engine.events_of(ws, pids).values() for e in events]
+    with_ids = {eid for _, eid in batch if eid is not None}
+    without = sum(1 for _, eid in batch if eid is None)
+    assert len(stored) == len(with_ids) + 2 * without
 
 
-def test_deleting_a_profile_deletes_its_events(events_engine: DuckDBEngine) -> None:
+def test_deleting_a_profile_deletes_its_events(events_engine: ProfileEngine) -> None:
     events_engine.write_events(WS, [_at(0), _at(1, external_id="u2")])
     pid = events_engine.delete_profile(WS, "u1")
     assert pid is not None
@@ -207,7 +203,7 @@ def test_deleting_a_profile_deletes_its_events(events_engine: DuckDBEngine) -> N
     assert len(events_engine.events_of(WS, [again.pid or 0])[again.pid or 0]) == 1
 
 
-def test_retention_drops_older_events_and_counts_them(events_engine: DuckDBEngine) -> None:
+def test_retention_drops_older_events_and_counts_them(events_engine: ProfileEngine) -> None:
     events_engine.write_events(WS, [_at(m) for m in range(10)])
     assert events_engine.drop_events_before(WS, T0 + timedelta(minutes=4)) == 4
     assert events_engine.drop_events_before(WS, T0 + timedelta(minutes=4)) == 0
@@ -219,7 +215,7 @@ def test_retention_drops_older_events_and_counts_them(events_engine: DuckDBEngin
 
 
 def test_property_types_never_change_and_builtins_are_reserved(
-    events_engine: DuckDBEngine,
+    events_engine: ProfileEngine,
 ) -> None:
     with pytest.raises(Conflict):
         events_engine.ensure_event_properties(WS, {"p_string": AttributeType.INTEGER})
@@ -228,45 +224,24 @@ def test_property_types_never_change_and_builtins_are_reserved(
     assert events_engine.event_properties(WS) == PROPERTIES
 
 
-def test_the_events_table_is_the_contract_and_survives_a_reopen(
-    events_engine: DuckDBEngine, tmp_path: Path
-) -> None:
+def test_events_survive_a_reopen(store: Store, events_engine: ProfileEngine) -> None:
     events_engine.write_events(WS, [_at(0, properties={"p_float": 2})])
     events_engine.close()
-    con = duckdb.connect(str(tmp_path / "profiles.duckdb"))
-    columns = con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'events_acme'"
-        " ORDER BY column_index"
-    ).fetchall()
-    con.close()
-    assert columns[:5] == [
-        ("pid", "UINTEGER"),
-        ("event", "VARCHAR"),
-        ("timestamp", "TIMESTAMP WITH TIME ZONE"),
-        ("event_id", "VARCHAR"),
-        ("received_at", "TIMESTAMP WITH TIME ZONE"),
-    ]
-    reopened = DuckDBEngine(tmp_path)
-    try:
-        assert reopened.event_properties(WS) == PROPERTIES
-        pid = reopened.pids_for(WS, ["u1"])[0] or 0
-        assert reopened.events_of(WS, [pid])[pid][0].properties == {"p_float": 2.0}
-    finally:
-        reopened.close()
+    reopened = store.open()
+    assert reopened.event_properties(WS) == PROPERTIES
+    pid = reopened.pids_for(WS, ["u1"])[0] or 0
+    assert reopened.events_of(WS, [pid])[pid][0].properties == {"p_float": 2.0}
+    assert reopened.pids_with_events_between(WS, [(T0, T0)]) == BitMap([pid])
 
 
-def test_a_file_written_before_events_gets_its_events_table(tmp_path: Path) -> None:
-    old = DuckDBEngine(tmp_path)
-    old.ensure_attributes(WS, SCHEMA)
-    old.upsert_profiles(WS, [("u1", {"age": 3})])
-    old.close()
-    con = duckdb.connect(str(tmp_path / "profiles.duckdb"))
-    con.execute("DROP TABLE events_acme")
-    con.close()
-    engine = DuckDBEngine(tmp_path)
-    try:
-        [result] = engine.write_events(WS, [_at(0)])
-        assert result.ok and result.pid == engine.pids_for(WS, ["u1"])[0]
-        assert engine.get_profile(WS, "u1") is not None
-    finally:
-        engine.close()
+def test_pids_with_events_between_reads_every_range(events_engine: ProfileEngine) -> None:
+    events_engine.write_events(
+        WS, [_at(0), _at(10, external_id="u2"), _at(20, external_id="u3"), _at(30)]
+    )
+    pids = events_engine.pids_for(WS, ["u1", "u2", "u3"])
+    minutes = [(T0 + timedelta(minutes=a), T0 + timedelta(minutes=b)) for a, b in [(5, 10)]]
+    assert events_engine.pids_with_events_between(WS, minutes) == BitMap([pids[1] or 0])
+    both = [(T0 + timedelta(minutes=15), T0 + timedelta(minutes=20)), (T0, T0)]
+    assert events_engine.pids_with_events_between(WS, both) == BitMap([pids[0] or 0, pids[2] or 0])
+    assert events_engine.pids_with_events_between(WS, []) == BitMap()
+    assert events_engine.pids_with_events_between("never-written", both) == BitMap()
