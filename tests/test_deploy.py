@@ -1,0 +1,37 @@
+"""The deployment files name only settings the service has (docs/deploy.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from audiences.config import Settings
+
+DEPLOY = Path(__file__).parent.parent / "deploy"
+COMPOSE_FILES = sorted(DEPLOY.glob("compose.*.yml"))
+PREFIX = "AUDIENCES_"
+
+
+def test_there_are_compose_files_for_both_shapes() -> None:
+    assert [path.name for path in COMPOSE_FILES] == [
+        "compose.cluster.yml",
+        "compose.single-server.yml",
+    ]
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda path: path.name)
+def test_every_audiences_setting_in_a_compose_file_exists_and_parses(path: Path) -> None:
+    services = yaml.safe_load(path.read_text())["services"]
+    fields = {name.upper() for name in Settings.model_fields}
+    for service in ("api", "worker"):
+        environment = services[service]["environment"]
+        ours = {key: value for key, value in environment.items() if key.startswith(PREFIX)}
+        assert {key.removeprefix(PREFIX) for key in ours} <= fields
+        overrides = {key.removeprefix(PREFIX).lower(): value for key, value in ours.items()}
+        settings = Settings(**overrides)
+        assert settings.database_url is not None
+        assert settings.database_url.startswith("postgresql")
+    assert services["api"]["environment"]["AUDIENCES_WORKER_THREADS"] == "0"
+    assert services["worker"]["command"] == ["worker"]
