@@ -204,11 +204,19 @@ class Settings(BaseSettings):
             "file itself (each range is one set-based insert and one join)."
         ),
     )
-    profile_engine: Literal["duckdb"] = Field(
+    profile_engine: Literal["duckdb", "postgres", "clickhouse"] = Field(
         default="duckdb",
         description=(
             "Where profile data lives and rules run: `duckdb`, a file in the data folder "
-            "owned by the server process."
+            "owned by the server process; `postgres`; or `clickhouse` (see docs/engines.md)."
+        ),
+    )
+    profile_engine_url: str = Field(
+        default="",
+        description=(
+            "The profile engine's address: for `clickhouse`, `http(s)://user:pass@host:8123/db` "
+            "for a server, or `chdb:<folder>` for ClickHouse in process (empty: "
+            "`<data_dir>/clickhouse`)."
         ),
     )
     profile_memory_limit: str = Field(

@@ -9,12 +9,16 @@ in CI, where it fails.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +34,7 @@ POSTGRES_URL = os.environ.get(
 EXTRA_TEXT = {
     "duckdb": "extra->>'$.{name}'",
     "postgres": "extra->>'{name}'",
-    "clickhouse": "JSONExtractString(extra, '{name}')",
+    "clickhouse": "if(JSONHas(extra, '{name}'), JSONExtractString(extra, '{name}'), NULL)",
 }
 """How each engine's SQL reads an undeclared attribute (in ``extra``) as text."""
 
@@ -96,10 +100,42 @@ def _postgres(tmp_path: Path) -> Iterator[Callable[[], ProfileEngine]]:
         admin.close()
 
 
+CHDB_FOLDER = (
+    Path(os.environ.get("AUDIENCES_TEST_CHDB_DIR", ""))
+    if os.environ.get("AUDIENCES_TEST_CHDB_DIR")
+    else None
+)
+
+
+def chdb_client() -> Any:
+    """A client of the one embedded ClickHouse of this process (chdb binds a process to one
+    folder: every test shares it, each in a database of its own)."""
+    from audiences.engines.clickhouse_client import ChdbClient
+
+    return ChdbClient(chdb_folder())
+
+
+def chdb_folder() -> Path:
+    """The folder of this process's embedded ClickHouse (removed when the process ends)."""
+    global CHDB_FOLDER
+    if CHDB_FOLDER is None:
+        made = tempfile.mkdtemp(prefix="audiences-chdb-")
+        atexit.register(shutil.rmtree, made, True)
+        CHDB_FOLDER = Path(made)
+    return CHDB_FOLDER
+
+
 @contextmanager
 def _clickhouse(tmp_path: Path) -> Iterator[Callable[[], ProfileEngine]]:
-    pytest.skip("ClickHouse engine: branch s8-ch")
-    yield lambda: None  # type: ignore[misc,return-value]  # pragma: no cover
+    from audiences.engines.clickhouse import ClickHouseEngine
+
+    database = f"audiences_test_{uuid.uuid4().hex[:12]}"
+    admin = chdb_client()
+    try:
+        yield lambda: ClickHouseEngine(chdb_client(), database=database)
+    finally:
+        admin.command(f"DROP DATABASE IF EXISTS `{database}`")
+        admin.close()
 
 
 OPENERS: dict[str, Callable[[Path], AbstractContextManager[Callable[[], ProfileEngine]]]] = {

@@ -63,7 +63,7 @@ _ESCAPES = {"_": "__", "-": "_h", **{c: f"_{c.lower()}" for c in "ABCDEFGHIJKLMN
 
 
 @lru_cache(maxsize=4096)
-def checked_condition(where_sql: str) -> str:
+def checked_condition(where_sql: str, dialect: str = DIALECT) -> str:
     """The WHERE-SQL unchanged, once sqlglot has seen one condition without forbidden nodes.
 
     The only queries allowed are the rule compiler's behavioural subqueries (see
@@ -72,7 +72,7 @@ def checked_condition(where_sql: str) -> str:
     every run (its time is a bound parameter), so each condition is parsed once. A refused text
     raises every time (exceptions are not cached).
     """
-    condition = _parsed_condition(where_sql)
+    condition = _parsed_condition(where_sql, dialect)
     queries = [q for q in condition.find_all(exp.Select) if q.find_ancestor(exp.Select) is None]
     if not all(_behavioural(query) for query in queries):
         raise _refused("The condition may only query events, as a rule's aggregates do.")
@@ -83,14 +83,14 @@ def checked_condition(where_sql: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def reads_events(where_sql: str) -> bool:
+def reads_events(where_sql: str, dialect: str = DIALECT) -> bool:
     """Whether a (checked) condition queries the events relation."""
-    return _parsed_condition(where_sql).find(exp.Select) is not None
+    return _parsed_condition(where_sql, dialect).find(exp.Select) is not None
 
 
-def _parsed_condition(where_sql: str) -> exp.Expr:
+def _parsed_condition(where_sql: str, dialect: str) -> exp.Expr:
     try:
-        statements = sqlglot.parse(where_sql, read=DIALECT)
+        statements = sqlglot.parse(where_sql, read=dialect)
     except ParseError as error:
         raise _refused(f"The condition does not parse: {error}") from None
     condition = statements[0] if len(statements) == 1 else None

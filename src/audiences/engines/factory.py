@@ -13,4 +13,10 @@ def open_engine(settings: Settings) -> ProfileEngine:
         from audiences.engines.duckdb import DuckDBEngine  # the embedded default
 
         return DuckDBEngine(settings.data_dir, memory_limit=settings.profile_memory_limit)
+    if settings.profile_engine == "clickhouse":
+        from audiences.engines.clickhouse import ClickHouseEngine  # the `clickhouse` extra
+        from audiences.engines.clickhouse_client import connect
+
+        client, database = connect(settings.profile_engine_url, settings.data_dir / "clickhouse")
+        return ClickHouseEngine(client, database=database)
     raise ValueError(f"unknown profile engine {settings.profile_engine!r}")

@@ -56,6 +56,12 @@ class Spelling:
     regexp_dot_all: bool
     """Whether a regexp must ask itself for ``.`` to match a newline (``(?s)``)."""
     lists: Mapping[str, str]
+    """List tests: ``:l`` the list, ``:x`` the value or list; ``:a`` and ``:y`` the same read
+    as arrays (see ``list_arrays``)."""
+    list_arrays: Mapping[Kind, str]
+    """The array type a list operand is cast to before a list function reads it, by kind:
+    ClickHouse stores a list as a Variant (an Array cannot be NULL), which its array functions
+    do not take. Empty: lists are arrays already."""
     days_between: str
     date_part: bool
     """Whether EXTRACT is written as DATE_PART (see :func:`extract`)."""
@@ -83,6 +89,7 @@ SPELLINGS: dict[str, Spelling] = {
             "list_has_any": "LIST_HAS_ANY(:l, :x)",
             "list_has_all": "LIST_HAS_ALL(:l, :x)",
         },
+        list_arrays={},
         days_between="DATE_DIFF('DAY', :start, :end)",
         date_part=True,
         bigint=True,
@@ -104,6 +111,7 @@ SPELLINGS: dict[str, Spelling] = {
             "list_has_any": _LIST_GUARD.format(test=":l && :x"),
             "list_has_all": _LIST_GUARD.format(test=":l @> :x"),
         },
+        list_arrays={},
         days_between="CAST((:end - :start) AS BIGINT)",
         date_part=False,
         bigint=True,
@@ -121,9 +129,13 @@ SPELLINGS: dict[str, Spelling] = {
         widen_dates=False,
         regexp_dot_all=True,
         lists={
-            "list_contains": "has(:l, :x)",
-            "list_has_any": "hasAny(:l, :x)",
-            "list_has_all": "hasAll(:l, :x)",
+            "list_contains": _LIST_GUARD.format(test="has(:a, :x)"),
+            "list_has_any": _LIST_GUARD.format(test="hasAny(:a, :y)"),
+            "list_has_all": _LIST_GUARD.format(test="hasAll(:a, :y)"),
+        },
+        list_arrays={
+            Kind.STRING_LIST: "Array(Nullable(String))",
+            Kind.NUMBER_LIST: "Array(Nullable(Float64))",
         },
         days_between="DATE_DIFF('DAY', :start, :end)",
         date_part=False,
@@ -301,9 +313,23 @@ def regexp(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 
 def _list_function(name: str) -> Callable[[exp.Expr, exp.Expr, Target], exp.Expr]:
     def build(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
-        return target.build(target.spelling.lists[name], l=new.this, x=new.expression)
+        arrays = [
+            _as_array(o, n, target) for o, n in zip(operands(original), operands(new), strict=True)
+        ]
+        return target.build(
+            target.spelling.lists[name], l=new.this, x=new.expression, a=arrays[0], y=arrays[1]
+        )
 
     return build
+
+
+def _as_array(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
+    """A list operand as the array type the engine's list functions read (itself where
+    lists are arrays already, and for a value that is no list)."""
+    array = target.spelling.list_arrays.get(target.kind(original))
+    if array is None:
+        return new.copy()
+    return exp.Cast(this=new.copy(), to=exp.DataType.build(array, dialect=target.dialect))
 
 
 list_contains = _list_function("list_contains")

@@ -1,0 +1,676 @@
+"""The ClickHouse profile engine: versioned profile rows, events by profile and time, bitmaps.
+
+A workspace has three tables in the engine's database: its profiles (a ReplacingMergeTree of
+versioned rows: a write appends the merged row under a higher version, a delete appends a
+tombstone, reads take the latest row of each pid with FINAL), its events (a MergeTree ordered
+by pid and time) and its pid high-water mark. Members come back as ``groupBitmapState``,
+read into pyroaring from ClickHouse's serialized form.
+
+Writes are serialised by one lock in this process, which also allocates pids (ClickHouse has
+no sequence): one process writes a workspace's profiles at a time (docs/engines.md).
+Reads run in parallel. ClickHouse itself runs in process (chdb) or on a server
+(clickhouse-connect), behind :mod:`audiences.engines.clickhouse_client`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import orjson
+import sqlglot
+from pyroaring import AbstractBitMap, BitMap
+from sqlglot import exp
+
+from audiences.engines import clickhouse_events as events_sql
+from audiences.engines import clickhouse_sql as sql
+from audiences.engines.base import (
+    RESERVED_COLUMNS,
+    EventPage,
+    EventPosition,
+    EventRecord,
+    EventResult,
+    Params,
+    Profile,
+    ProfileRecord,
+    UpsertResult,
+    check_membership_alias,
+    check_workspace_id,
+)
+from audiences.engines.clickhouse_client import ClickHouseError, Client
+from audiences.engines.coerce import COERCERS
+from audiences.engines.duckdb_sql import (
+    checked_condition,
+    events_table_name,
+    reads_events,
+    table_name,
+)
+from audiences.engines.event_writes import check_events, split_duplicates
+from audiences.engines.schema import checked_schema, extra_moves, refuse_type_changes
+from audiences.engines.writes import WritePlan, canonical, merge_row, plan_writes
+from audiences.errors import Conflict, ErrorDetail, Unprocessable
+from audiences.kit.clock import utcnow
+from audiences.schemas.attributes import AttributeSchema, AttributeType
+from audiences.schemas.events import RESERVED_EVENT_FIELDS, Event
+
+K = TypeVar("K")
+MAX_PID = 2**32 - 1
+log = logging.getLogger("audiences.engines")
+
+TYPES: dict[AttributeType, Callable[[object], Any]] = {
+    **COERCERS,
+    AttributeType.TIMESTAMP: sql.ranged(COERCERS[AttributeType.TIMESTAMP]),
+    AttributeType.DATE: sql.ranged(COERCERS[AttributeType.DATE]),
+}
+"""The value checks of this engine: every engine's, times narrowed to what ClickHouse holds."""
+
+CONVERSION_CODES = frozenset({6, 27, 38, 41, 70, 72})
+RANGE_CODES = frozenset({69, 321, 407})
+QUERY_CODES = frozenset({1, 36, 42, 43, 44, 46, 47, 48, 53, 62, 153, 184, 215, 352, 386})
+"""ClickHouse error codes that mean a condition cannot run on this data, not that the engine
+broke: conversions, ranges, and the rest (unknown names, types, syntax)."""
+
+
+@dataclass
+class _Workspace:
+    """What the engine keeps about one workspace; schemas are replaced, never mutated."""
+
+    profiles: str
+    events: str
+    counter: str
+    schema: dict[str, AttributeType] = field(default_factory=dict)
+    event_schema: dict[str, AttributeType] = field(default_factory=dict)
+    next_pid: int = 1
+
+
+class ClickHouseEngine:
+    """Profiles and events in one ClickHouse database; safe to share between threads."""
+
+    def __init__(self, client: Client, *, database: str = "audiences") -> None:
+        self._client = client
+        self._database = database
+        self._lock = threading.RLock()
+        self._workspaces: dict[str, _Workspace] = {}
+        self._version = 0
+        client.command(f"CREATE DATABASE IF NOT EXISTS {sql.quote(database)}")
+
+    @property
+    def dialect(self) -> str:
+        """WHERE-SQL for this engine is compiled by sqlglot's ``clickhouse`` dialect."""
+        return sql.DIALECT
+
+    def ensure_attributes(self, workspace_id: str, schema: AttributeSchema) -> None:
+        """Add a typed column per new attribute and move matching ``extra`` values into it."""
+        wanted = checked_schema(schema)
+        state = self._state(workspace_id, create=True)
+        with self._lock:
+            refuse_type_changes(state.schema, wanted)
+            for name, kind in wanted.items():
+                if name not in state.schema:
+                    self._client.command(sql.add_column(state.profiles, name, kind))
+                    state.schema = {**state.schema, name: kind}
+                    self._backfill(state, name, kind)
+
+    def attributes(self, workspace_id: str) -> dict[str, AttributeType]:
+        """The declared attributes of a workspace, read from its columns."""
+        state = self._workspace(workspace_id)
+        return dict(state.schema) if state else {}
+
+    def upsert_profiles(
+        self, workspace_id: str, records: Sequence[ProfileRecord], *, strict: bool = False
+    ) -> list[UpsertResult]:
+        """Merge each record into its profile; a record with a bad value fails alone."""
+        state = self._state(workspace_id, create=True)
+        with self._lock:
+            plan = plan_writes(records, state.schema, strict=strict, types=TYPES)
+            written = self._apply(state, plan) if plan.writes else {}
+        return plan.results(written)
+
+    def get_profile(self, workspace_id: str, external_id: str) -> Profile | None:
+        """One profile by external id."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return None
+        rows = self._stored(state, [external_id])
+        return _ProfileReader(state.schema)(rows[0]) if rows else None
+
+    def get_profiles_by_pid(self, workspace_id: str, pids: Sequence[int]) -> list[Profile | None]:
+        """Profiles by pid, in the order asked, None where there is none."""
+        state = self._workspace(workspace_id)
+        valid = _valid_pids(pids)
+        if state is None or not valid:
+            return [None] * len(pids)
+        schema = state.schema
+        where = f"pid IN ({', '.join(map(str, valid))})"
+        read = _ProfileReader(schema)
+        found = {
+            row[0]: read(row)
+            for row in self._rows(sql.select_rows(state.profiles, list(schema), where))
+        }
+        return [found.get(pid) for pid in pids]
+
+    def delete_profile(self, workspace_id: str, external_id: str) -> int | None:
+        """Hide a profile behind a tombstone row and delete its events; its pid is never
+        given out again (the high-water mark keeps it)."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return None
+        with self._lock:
+            rows = self._stored(state, [external_id])
+            if not rows:
+                return None
+            pid = int(rows[0][0])
+            tombstone: dict[str, list[Any]] = {
+                "pid": [pid],
+                "external_id": [external_id],
+                "updated_at": [utcnow().isoformat()],
+                sql.VERSION: [self._next_version()],
+                sql.DELETED: [1],
+            }
+            self._client.insert(state.profiles, list(tombstone), sql.document(tombstone))
+            self._client.command(f"DELETE FROM {state.events} WHERE pid = {pid}")
+        return pid
+
+    def pids_for(self, workspace_id: str, external_ids: Sequence[str]) -> list[int | None]:
+        """The pid of each external id, in order, None where unknown."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return [None] * len(external_ids)
+        found = self._resolve(state, list(external_ids))
+        return [found.get(eid) for eid in external_ids]
+
+    def ensure_profiles(
+        self, workspace_id: str, external_ids: Sequence[str]
+    ) -> tuple[list[int], int]:
+        """The pid of each external id, in order, creating an empty profile for each unknown
+        one; and how many were created."""
+        state = self._state(workspace_id, create=True)
+        wanted = list(external_ids)
+        with self._lock:
+            pids = self._resolve(state, wanted)
+            fresh = [eid for eid in dict.fromkeys(wanted) if eid not in pids]
+            pids.update(self._insert_empty(state, fresh))
+        return [pids[eid] for eid in wanted], len(fresh)
+
+    def external_ids_for(self, workspace_id: str, pids: Sequence[int]) -> list[str | None]:
+        """The external id of each pid, in order, None where unknown."""
+        state = self._workspace(workspace_id)
+        valid = _valid_pids(pids)
+        if state is None or not valid:
+            return [None] * len(pids)
+        query = (
+            f"SELECT pid, external_id FROM {state.profiles} FINAL"
+            f" WHERE pid IN ({', '.join(map(str, valid))})"
+        )
+        found = {row[0]: row[1] for row in self._rows(query)}
+        return [found.get(pid) for pid in pids]
+
+    def select_pids(
+        self,
+        workspace_id: str,
+        where_sql: str,
+        params: Params = (),
+        memberships: Mapping[str, AbstractBitMap] | None = None,
+    ) -> BitMap:
+        """Run the condition over the live profiles into a bitmap (``groupBitmapState``).
+
+        Each member set is left-joined under its alias as a relation of pids, built in
+        ClickHouse from the set's serialized bitmap (one literal, no row per member here).
+        """
+        state = self._workspace(workspace_id)
+        condition = checked_condition(where_sql, sql.DIALECT)
+        sets = {check_membership_alias(alias): bits for alias, bits in (memberships or {}).items()}
+        if state is None:
+            return BitMap()
+        return self._select(state, _bound(condition, params), sets)
+
+    def select_many(
+        self,
+        workspace_id: str,
+        predicates: Mapping[K, str],
+        params: Mapping[K, Params] | None = None,
+    ) -> dict[K, BitMap]:
+        """One query per predicate."""
+        state = self._workspace(workspace_id)
+        conditions = {key: checked_condition(text, sql.DIALECT) for key, text in predicates.items()}
+        if state is None:
+            return {key: BitMap() for key in conditions}
+        bound = params or {}
+        return {
+            key: self._select(state, _bound(condition, bound.get(key, ())), {})
+            for key, condition in conditions.items()
+        }
+
+    def count(self, workspace_id: str) -> int:
+        """How many profiles the workspace holds."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return 0
+        return int(self._rows(f"SELECT count() FROM {state.profiles} FINAL")[0][0])
+
+    def ensure_event_properties(self, workspace_id: str, schema: AttributeSchema) -> None:
+        """Add a typed column to the events table per new property."""
+        wanted = checked_schema(schema, reserved=RESERVED_EVENT_FIELDS)
+        state = self._state(workspace_id, create=True)
+        with self._lock:
+            refuse_type_changes(state.event_schema, wanted)
+            for name, kind in wanted.items():
+                if name not in state.event_schema:
+                    self._client.command(sql.add_column(state.events, name, kind))
+                    state.event_schema = {**state.event_schema, name: kind}
+
+    def event_properties(self, workspace_id: str) -> dict[str, AttributeType]:
+        """The declared event properties of a workspace, read from its columns."""
+        state = self._workspace(workspace_id)
+        return dict(state.event_schema) if state else {}
+
+    def write_events(
+        self,
+        workspace_id: str,
+        records: Sequence[EventRecord],
+        *,
+        received_at: datetime | None = None,
+    ) -> list[EventResult]:
+        """Check the batch, drop duplicates, create the unknown profiles, append the events.
+
+        ClickHouse has no transaction over two tables: the empty profiles are written first,
+        so a failure leaves at most profiles without their events, never events without
+        a profile."""
+        state = self._state(workspace_id, create=True)
+        results: list[EventResult | None] = [None] * len(records)
+        with self._lock:
+            passed, refused = check_events(records, state.event_schema, TYPES)
+            passed, late = _split_out_of_range(passed)
+            for position, result in {**refused, **late}.items():
+                results[position] = result
+            ids = [e.event_id for e in passed if e.event_id is not None]
+            stored = events_sql.stored_event_ids(self._client, state.events, ids)
+            fresh, duplicates = split_duplicates(passed, stored)
+            external = list(dict.fromkeys(e.external_id for e in [*fresh, *duplicates]))
+            pids = self._resolve(state, external)
+            pids.update(self._insert_empty(state, [eid for eid in external if eid not in pids]))
+            if fresh:
+                received = received_at or utcnow()
+                schema = state.event_schema
+                events_sql.insert(self._client, state.events, schema, fresh, pids, received)
+        for event in fresh:
+            results[event.position] = EventResult(event.external_id, pids[event.external_id])
+        for event in duplicates:
+            pid = pids[event.external_id]
+            results[event.position] = EventResult(event.external_id, pid, duplicate=True)
+        return [result for result in results if result is not None]
+
+    def events_of(
+        self, workspace_id: str, pids: Sequence[int], *, since: datetime | None = None
+    ) -> dict[int, list[Event]]:
+        """Each pid's events, oldest first."""
+        state = self._workspace(workspace_id)
+        valid = _valid_pids(pids)
+        if state is None or not valid:
+            return {}
+        return events_sql.read_of(self._client, state.events, state.event_schema, valid, since)
+
+    def pids_with_events_between(
+        self, workspace_id: str, ranges: Sequence[tuple[datetime, datetime]]
+    ) -> BitMap:
+        """The pids with an event timed in one of ``ranges`` (bounds included)."""
+        state = self._workspace(workspace_id)
+        if state is None or not ranges:
+            return BitMap()
+        return self._bitmap(events_sql.pids_between(state.events, ranges))
+
+    def profile_events(
+        self,
+        workspace_id: str,
+        pid: int,
+        *,
+        limit: int,
+        after: EventPosition | None = None,
+        names: Sequence[str] = (),
+    ) -> EventPage:
+        """One page of a profile's events, newest first."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return EventPage([], None)
+        return events_sql.read_page(
+            self._client,
+            state.events,
+            state.event_schema,
+            pid,
+            limit=limit,
+            after=after,
+            names=names,
+        )
+
+    def drop_events_before(self, workspace_id: str, before: datetime) -> int:
+        """Delete the workspace's events older than ``before``; how many were deleted."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return 0
+        where = f"`timestamp` < {sql.timestamp(before)}"
+        with self._lock:
+            count = int(self._rows(f"SELECT count() FROM {state.events} WHERE {where}")[0][0])
+            if count:
+                self._client.command(f"DELETE FROM {state.events} WHERE {where}")
+        return count
+
+    def close(self) -> None:
+        """Close the connection; calls after this fail."""
+        with self._lock:
+            self._client.close()
+
+    # Internals: queries, workspace state, pids, writes.
+
+    def _rows(self, query: str) -> list[list[Any]]:
+        return sql.rows(self._client.query(query, "JSONCompact"))
+
+    def _bitmap(self, query: str) -> BitMap:
+        return sql.read_bitmap(self._client.query(query, "RowBinary"))
+
+    def _select(
+        self, state: _Workspace, condition: str, sets: Mapping[str, AbstractBitMap]
+    ) -> BitMap:
+        joins = "".join(
+            f" LEFT JOIN {sql.members_relation(members)} AS {sql.quote(alias)}"
+            f" ON {sql.quote(alias)}.pid = profiles.pid"
+            for alias, members in sets.items()
+        )
+        # Behavioural conditions read the workspace's events as `events` (docs/rules.md).
+        cte = (
+            f"WITH events AS (SELECT * FROM {state.events}) "
+            if reads_events(condition, sql.DIALECT)
+            else ""
+        )
+        query = (
+            f"{cte}SELECT groupBitmapState(profiles.pid) FROM {state.profiles} AS profiles"
+            f" FINAL{joins} WHERE ({condition})"
+        )
+        try:
+            return self._bitmap(query)
+        except ClickHouseError as error:
+            if error.code in CONVERSION_CODES | RANGE_CODES | QUERY_CODES:
+                raise _query_failed(error) from None
+            raise
+
+    def _state(self, workspace_id: str, *, create: bool = False) -> _Workspace:
+        state = self._workspace(workspace_id, create=create)
+        assert state is not None
+        return state
+
+    def _workspace(self, workspace_id: str, *, create: bool = False) -> _Workspace | None:
+        check_workspace_id(workspace_id)
+        with self._lock:
+            state = self._workspaces.get(workspace_id) or self._load(workspace_id, create)
+            if state is not None:
+                self._workspaces[workspace_id] = state
+            return state
+
+    def _load(self, workspace_id: str, create: bool) -> _Workspace | None:
+        name = table_name(workspace_id)
+        columns = self._columns(name)
+        if not columns and not create:
+            return None
+        state = _Workspace(
+            sql.table(self._database, name),
+            sql.table(self._database, events_table_name(workspace_id)),
+            sql.table(self._database, "pids_" + name.removeprefix("profiles_")),
+        )
+        self._client.command(sql.create_profiles(state.profiles))
+        self._client.command(sql.create_events(state.events))
+        self._client.command(sql.create_counter(state.counter))
+        state.schema = self._schema(name, RESERVED_COLUMNS | {sql.VERSION, sql.DELETED})
+        state.event_schema = self._schema(events_table_name(workspace_id), RESERVED_EVENT_FIELDS)
+        # Every pid ever given out: the mark, and the rows (in case a mark was lost).
+        high = self._rows(
+            f"SELECT greatest((SELECT max(high) FROM {state.counter}),"
+            f" (SELECT max(pid) FROM {state.profiles}), (SELECT max(pid) FROM {state.events}))"
+        )
+        state.next_pid = int(high[0][0]) + 1
+        return state
+
+    def _columns(self, name: str) -> list[list[Any]]:
+        return self._rows(
+            "SELECT name, type, comment FROM system.columns"
+            f" WHERE database = {sql.literal(self._database)} AND table = {sql.literal(name)}"
+            " ORDER BY position"
+        )
+
+    def _schema(self, name: str, reserved: frozenset[str]) -> dict[str, AttributeType]:
+        return {
+            column: sql.ATTRIBUTE_TYPES[(kind, comment)]
+            for column, kind, comment in self._columns(name)
+            if column not in reserved
+        }
+
+    def _next_version(self) -> int:
+        """A version above every one this process gave: the clock in nanoseconds, so that
+        versions written by a later process are higher still."""
+        self._version = max(time.time_ns(), self._version + 1)
+        return self._version
+
+    def _allocate(self, state: _Workspace, count: int) -> list[int]:
+        """``count`` new pids, the high-water mark written before any row uses them."""
+        if not count:
+            return []
+        first, last = state.next_pid, state.next_pid + count - 1
+        if last > MAX_PID:
+            raise Conflict("This workspace has used every pid.", code="pids_exhausted")
+        self._client.command(f"INSERT INTO {state.counter} (high) VALUES ({last})")
+        state.next_pid = last + 1
+        return list(range(first, last + 1))
+
+    def _stored(self, state: _Workspace, external_ids: list[str]) -> list[list[Any]]:
+        """The live rows of these external ids (:func:`clickhouse_sql.select_rows` order).
+
+        The ids' pids are found by the bloom filter on ``external_id`` (tombstones included),
+        then their latest rows read by pid, the sorting key, with FINAL."""
+        if not external_ids:
+            return []
+        ids = sql.json_list(external_ids, "String")
+        where = f"pid IN (SELECT pid FROM {state.profiles} WHERE has({ids}, external_id))"
+        return self._rows(sql.select_rows(state.profiles, list(state.schema), where))
+
+    def _resolve(self, state: _Workspace, external_ids: list[str]) -> dict[str, int]:
+        if not external_ids:
+            return {}
+        ids = sql.json_list(external_ids, "String")
+        query = (
+            f"SELECT external_id, pid FROM {state.profiles} FINAL"
+            f" WHERE pid IN (SELECT pid FROM {state.profiles} WHERE has({ids}, external_id))"
+        )
+        return {row[0]: int(row[1]) for row in self._rows(query)}
+
+    def _insert_empty(self, state: _Workspace, fresh: list[str]) -> dict[str, int]:
+        pids = dict(zip(fresh, self._allocate(state, len(fresh)), strict=True))
+        if pids:
+            now = utcnow().isoformat()
+            version = self._next_version()
+            columns: dict[str, list[Any]] = {
+                "pid": list(pids.values()),
+                "external_id": list(pids),
+                "updated_at": [now] * len(pids),
+                sql.VERSION: [version] * len(pids),
+            }
+            self._client.insert(state.profiles, list(columns), sql.document(columns))
+        return pids
+
+    def _apply(self, state: _Workspace, plan: WritePlan) -> dict[int, Profile]:
+        """Read the stored rows, merge the writes into them, append the merged rows under a
+        new version; the profiles as written, by pid."""
+        schema = state.schema
+        names = list(schema)
+        decode = _RowDecoder(schema)
+        old = {
+            row[1]: decode(row) for row in self._stored(state, [w.external_id for w in plan.writes])
+        }
+        fresh = [write for write in plan.writes if write.external_id not in old]
+        for write, pid in zip(fresh, self._allocate(state, len(fresh)), strict=True):
+            write.pid, write.created = pid, True
+        for write in plan.writes:
+            if not write.created:
+                write.pid = int(old[write.external_id][0])
+        now = utcnow()
+        merged = [merge_row(w, old.get(w.external_id), names, now) for w in plan.writes]
+        self._insert_rows(state, merged)
+        read = _ProfileReader(schema, decoded=True)
+        return {row[0]: read(row) for row in merged}
+
+    def _insert_rows(self, state: _Workspace, rows: Sequence[Sequence[Any]]) -> None:
+        """Append whole rows (:func:`clickhouse_sql.select_rows` order, values decoded) as
+        the newest version of each."""
+        kinds = [
+            AttributeType.INTEGER,
+            AttributeType.STRING,
+            AttributeType.STRING,
+            AttributeType.TIMESTAMP,
+            *state.schema.values(),
+        ]
+        names = [*sql.ROW_COLUMNS, *state.schema]
+        columns = {
+            name: sql.encode([row[n] for row in rows], kind)
+            for n, (name, kind) in enumerate(zip(names, kinds, strict=True))
+        }
+        columns[sql.VERSION] = [self._next_version()] * len(rows)
+        quoted = [*map(sql.quote, names[:4]), sql.VERSION, *map(sql.quote, names[4:])]
+        ordered = {name: columns[name] for name in [*names[:4], sql.VERSION, *names[4:]]}
+        self._client.insert(state.profiles, quoted, sql.document(ordered))
+
+    def _backfill(self, state: _Workspace, name: str, kind: AttributeType) -> None:
+        """Move ``extra`` values that fit a newly declared attribute into its column: the
+        rows holding one are written again under a new version."""
+        head = name.split(".")[0]
+        needle = sql.literal(orjson.dumps(head).decode()[:-1])
+        where = f"extra IS NOT NULL AND position(extra, {needle}) > 0"
+        decode = _RowDecoder(state.schema)
+        rows = [
+            decode(row)
+            for row in self._rows(sql.select_rows(state.profiles, list(state.schema), where))
+        ]
+        moves = {
+            pid: (value, extra)
+            for pid, value, extra in extra_moves([(row[0], row[2]) for row in rows], name, kind)
+            if kind not in _RANGED or sql.in_range(value)
+        }
+        position = len(sql.ROW_COLUMNS) + list(state.schema).index(name)
+        changed = []
+        for row in rows:
+            if row[0] in moves:
+                value, extra = moves[row[0]]
+                row[2], row[position] = extra, value
+                changed.append(row)
+        if changed:
+            self._insert_rows(state, changed)
+
+
+_RANGED = (AttributeType.TIMESTAMP, AttributeType.DATE)
+
+
+def _bound(condition: str, params: Params) -> str:
+    """The condition with its parameters written in as literals: ``?`` in order from a
+    sequence, ``{name:Type}`` by name from a mapping (ClickHouse's own parameter syntax)."""
+    if not params:
+        return condition
+    named = params if isinstance(params, Mapping) else None
+    values = iter(params) if named is None else None
+
+    def bind(node: exp.Expr) -> exp.Expr:
+        if not isinstance(node, exp.Placeholder):
+            return node
+        try:
+            value = named[node.name] if named is not None else next(values or iter(()))
+        except (StopIteration, KeyError):
+            raise Unprocessable(
+                "the condition names a parameter that was not given", code="engine_query_failed"
+            ) from None
+        return sqlglot.parse_one(sql.literal(value), read=sql.DIALECT)
+
+    tree = sqlglot.parse_one(condition, read=sql.DIALECT)
+    return tree.transform(bind).sql(dialect=sql.DIALECT)
+
+
+def _split_out_of_range(
+    events: list[Any],
+) -> tuple[list[Any], dict[int, EventResult]]:
+    """Events ClickHouse can store, and a refusal for each timed outside its range."""
+    kept, refused = [], {}
+    for event in events:
+        if sql.in_range(event.timestamp):
+            kept.append(event)
+        else:
+            message = "the timestamp must lie between 1900-01-01 and 2299-12-31 (ClickHouse)"
+            detail = ErrorDetail("timestamp_invalid", message, ("timestamp",))
+            refused[event.position] = EventResult(event.external_id, None, errors=(detail,))
+    return kept, refused
+
+
+def _query_failed(error: ClickHouseError) -> Unprocessable:
+    """Our error for a condition ClickHouse could not run, in words; its message (which
+    quotes the generated SQL) goes to the log."""
+    log.warning("profile engine refused a condition: %s", error)
+    reason = "the profile engine cannot run it"
+    if error.code in CONVERSION_CODES:
+        reason = "a value cannot be converted to the type the rule needs"
+    elif error.code in RANGE_CODES:
+        reason = "a computed number is out of range"
+    return Unprocessable(
+        f"the rule cannot be evaluated on this workspace's profiles: {reason}",
+        code="engine_query_failed",
+    )
+
+
+def _valid_pids(pids: Sequence[int]) -> list[int]:
+    return [int(pid) for pid in pids if 0 < pid <= MAX_PID]
+
+
+class _RowDecoder:
+    """Rows as ``JSONCompact`` gives them, in the form writes merge: times as datetimes,
+    dates as dates, floats as floats; JSON attributes stay JSON text."""
+
+    def __init__(self, schema: Mapping[str, AttributeType]) -> None:
+        first = len(sql.ROW_COLUMNS)
+        self.columns = [
+            (position, sql.DECODERS[kind])
+            for position, kind in enumerate(schema.values(), start=first)
+            if kind in sql.DECODERS and kind is not AttributeType.JSON
+        ]
+
+    def __call__(self, row: list[Any]) -> list[Any]:
+        row[3] = sql.read_time(row[3])
+        for position, decode in self.columns:
+            if row[position] is not None:
+                row[position] = decode(row[position])
+        return row
+
+
+class _ProfileReader:
+    """Rows as profiles, for one schema (as ``duckdb._ProfileReader``); ``decoded`` rows
+    come from :class:`_RowDecoder` or a merge, others straight from ``JSONCompact``."""
+
+    def __init__(self, schema: Mapping[str, AttributeType], *, decoded: bool = False) -> None:
+        self.schema = schema
+        self.decode = None if decoded else _RowDecoder(schema)
+        self.json = [
+            position
+            for position, kind in enumerate(schema.values(), start=len(sql.ROW_COLUMNS))
+            if kind is AttributeType.JSON
+        ]
+
+    def __call__(self, row: Sequence[Any]) -> Profile:
+        if self.decode is not None:
+            row = self.decode(list(row))
+        pid, external_id, extra, updated_at = row[:4]
+        attributes: dict[str, Any] = {}
+        if extra:
+            # A declared name left in extra (its value did not fit) stays hidden, as on DuckDB.
+            flat, _ = canonical(orjson.loads(extra), {})
+            attributes = {k: v for k, v in flat.items() if k not in self.schema}
+        for position, name in enumerate(self.schema, start=len(sql.ROW_COLUMNS)):
+            value = row[position]
+            if value is not None:
+                attributes[name] = orjson.loads(value) if position in self.json else value
+        return Profile(int(pid), external_id, attributes, updated_at)
