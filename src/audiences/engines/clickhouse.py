@@ -74,6 +74,9 @@ RANGE_CODES = frozenset({69, 321, 407})
 QUERY_CODES = frozenset({1, 36, 42, 43, 44, 46, 47, 48, 53, 62, 153, 184, 215, 352, 386})
 """ClickHouse error codes that mean a condition cannot run on this data, not that the engine
 broke: conversions, ranges, and the rest (unknown names, types, syntax)."""
+OVERFLOW = "cannot be safely converted"
+"""How ClickHouse words an integer overflow the compiled SQL caught (``accurateCast``, see
+``Spelling.checked_integers``; its code is the conversions' 70)."""
 
 
 @dataclass
@@ -613,10 +616,10 @@ def _query_failed(error: ClickHouseError) -> Unprocessable:
     quotes the generated SQL) goes to the log."""
     log.warning("profile engine refused a condition: %s", error)
     reason = "the profile engine cannot run it"
-    if error.code in CONVERSION_CODES:
-        reason = "a value cannot be converted to the type the rule needs"
-    elif error.code in RANGE_CODES:
+    if error.code in RANGE_CODES or OVERFLOW in str(error):
         reason = "a computed number is out of range"
+    elif error.code in CONVERSION_CODES:
+        reason = "a value cannot be converted to the type the rule needs"
     return Unprocessable(
         f"the rule cannot be evaluated on this workspace's profiles: {reason}",
         code="engine_query_failed",

@@ -26,11 +26,15 @@ SETTINGS: dict[str, str | int] = {
     "output_format_json_quote_denormals": 1,
     "precise_float_parsing": 1,
     "allow_suspicious_types_in_order_by": 1,
+    "optimize_min_equality_disjunction_chain_length": 1_000_000,
 }
 """Every session runs with these: rules compare dates in UTC; a LEFT JOIN's missing side is
 NULL (how member sets are tested, ``m_0.pid IS NOT NULL``), not 0; inserted times are ISO
 8601 with offsets, floats read exactly; 64-bit integers come back as JSON numbers; events
-sort on every column, list properties (one-type Variants, ordered as their arrays) too."""
+sort on every column, list properties (one-type Variants, ordered as their arrays) too; and
+``x = a OR x = b OR …`` stays as written: ClickHouse would turn it into ``x IN (a, b, …)``,
+whose hash set tells -0.0 from 0.0 (the rule compiler writes IN over numbers as equalities
+for that reason)."""
 
 _CODE = re.compile(r"Code: (\d+)")
 
