@@ -1,0 +1,147 @@
+"""ClickHouse engine internals the shared suite does not see: bitmaps in both serialized forms,
+versioned rows and tombstones through merges, pids never reused, dotted list columns, URLs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyroaring import BitMap
+
+from audiences.config import Settings
+from audiences.engines import clickhouse_sql as sql
+from audiences.engines.clickhouse import ClickHouseEngine
+from audiences.engines.clickhouse_client import (
+    ChdbClient,
+    ClickHouseUnavailable,
+    ServerClient,
+    connect,
+)
+from audiences.engines.factory import open_engine
+from audiences.schemas.attributes import AttributeType
+from tests.engines.kinds import chdb_client, chdb_folder
+
+WS = "acme"
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A database of its own in the process's embedded ClickHouse, dropped afterwards."""
+    name = f"audiences_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    admin = chdb_client()
+    admin.command(f"DROP DATABASE IF EXISTS {name}")
+    admin.close()
+
+
+@pytest.fixture
+def engine(database: str) -> Iterator[ClickHouseEngine]:
+    made = ClickHouseEngine(chdb_client(), database=database)
+    made.ensure_attributes(WS, {"age": AttributeType.INTEGER})
+    yield made
+    made.close()
+
+
+def _state_flag(client: ChdbClient, count: int) -> int:
+    """The first byte of ClickHouse's own bitmap of ``count`` ids: 0 small, 1 Roaring."""
+    state = client.query(
+        f"SELECT groupBitmapState(toUInt32(number + 1)) FROM numbers({count})", "RowBinary"
+    )
+    return state[0]
+
+
+@pytest.mark.parametrize("count", [0, 1, 32, 33, 70_000])
+def test_bitmaps_are_read_in_both_serialized_forms(engine: ClickHouseEngine, count: int) -> None:
+    client = chdb_client()
+    try:
+        # ClickHouse writes a set of up to 32 as a plain array, a larger one as Roaring.
+        assert _state_flag(client, count) == (0 if count <= 32 else 1)
+        state = client.query(
+            f"SELECT groupBitmapState(toUInt32(number * 3 + 1)) FROM numbers({count})",
+            "RowBinary",
+        )
+    finally:
+        client.close()
+    assert sql.read_bitmap(state) == BitMap(range(1, 3 * count + 1, 3))
+
+
+@pytest.mark.parametrize("size", [0, 1, 32, 33, 1_000])
+def test_member_sets_of_every_size_join_under_their_alias(
+    engine: ClickHouseEngine, size: int
+) -> None:
+    engine.upsert_profiles(WS, [(f"u{n}", {"age": n}) for n in range(1, 1_201)])
+    members = BitMap(range(1, 2 * size + 1, 2))
+    found = engine.select_pids(WS, "m_x.pid IS NOT NULL AND age > 10", memberships={"m_x": members})
+    everyone = BitMap(range(1, 1_201))
+    assert found == BitMap(pid for pid in members & everyone if pid > 10)
+    outside = engine.select_pids(WS, "m_x.pid IS NULL", memberships={"m_x": members})
+    assert outside == everyone - members
+
+
+def test_rewrites_and_deletes_survive_merges(engine: ClickHouseEngine, database: str) -> None:
+    for age in range(5):
+        engine.upsert_profiles(WS, [(f"u{n}", {"age": age * 10 + n}) for n in range(1, 101)])
+    deleted = [engine.delete_profile(WS, f"u{n}") for n in (1, 100)]
+    assert deleted == [1, 100]
+    client = chdb_client()
+    try:
+        client.command(f"OPTIMIZE TABLE {database}.profiles_acme FINAL")
+        rows = sql.rows(client.query(f"SELECT count() FROM {database}.profiles_acme", "JSONCompact"))
+    finally:
+        client.close()
+    assert rows[0][0] == 100  # one row per pid (tombstones included) once merged
+    assert engine.count(WS) == 98
+    assert engine.pids_for(WS, ["u1", "u2", "u100"]) == [None, 2, None]
+    assert set(engine.select_pids(WS, "age >= 40")) == set(range(2, 100))
+
+
+def test_pids_are_never_reused_after_a_reopen(database: str) -> None:
+    first = ClickHouseEngine(chdb_client(), database=database)
+    pids, _ = first.ensure_profiles(WS, ["a", "b", "c"])
+    assert first.delete_profile(WS, "c") == pids[-1] == 3
+    first.close()
+    again = ClickHouseEngine(chdb_client(), database=database)
+    try:
+        assert again.ensure_profiles(WS, ["c", "d"]) == ([4, 5], 2)
+    finally:
+        again.close()
+
+
+def test_dotted_list_attributes_of_different_lengths(engine: ClickHouseEngine) -> None:
+    """Array columns named ``p.x`` would be one Nested structure with equal lengths; lists are
+    Variants, so they are not."""
+    schema = {"p.tags": AttributeType.STRING_LIST, "p.nums": AttributeType.NUMBER_LIST}
+    engine.ensure_attributes(WS, {"age": AttributeType.INTEGER, **schema})
+    [result] = engine.upsert_profiles(WS, [("u1", {"p": {"tags": ["a", "b"], "nums": []}})])
+    assert result.ok
+    profile = engine.get_profile(WS, "u1")
+    assert profile is not None and profile.attributes == {"p.tags": ["a", "b"], "p.nums": []}
+    assert engine.attributes(WS) == {"age": AttributeType.INTEGER, **schema}
+
+
+def test_the_factory_opens_chdb_on_the_configured_folder(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        profile_engine="clickhouse",
+        profile_engine_url=f"chdb:{chdb_folder()}",
+    )
+    engine = open_engine(settings)
+    try:
+        assert isinstance(engine, ClickHouseEngine) and engine.dialect == "clickhouse"
+    finally:
+        engine.close()
+
+
+def test_an_unreachable_server_is_reported_as_such(tmp_path: Path) -> None:
+    with pytest.raises(ClickHouseUnavailable, match="127.0.0.1 is unreachable"):
+        ServerClient("http://default:secret@127.0.0.1:1/analytics")
+
+
+def test_urls_name_a_server_or_a_folder(tmp_path: Path) -> None:
+    client, database = connect(f"chdb:{chdb_folder()}", tmp_path)
+    client.close()
+    assert database == "audiences"
+    with pytest.raises(ValueError, match="http"):
+        connect("ftp://host/db", tmp_path)
