@@ -88,7 +88,9 @@ def test_rewrites_and_deletes_survive_merges(engine: ClickHouseEngine, database:
     client = chdb_client()
     try:
         client.command(f"OPTIMIZE TABLE {database}.profiles_acme FINAL")
-        rows = sql.rows(client.query(f"SELECT count() FROM {database}.profiles_acme", "JSONCompact"))
+        rows = sql.rows(
+            client.query(f"SELECT count() FROM {database}.profiles_acme", "JSONCompact")
+        )
     finally:
         client.close()
     assert rows[0][0] == 100  # one row per pid (tombstones included) once merged

@@ -474,17 +474,17 @@ class ClickHouseEngine:
         then their latest rows read by pid, the sorting key, with FINAL."""
         if not external_ids:
             return []
-        ids = sql.json_list(external_ids, "String")
-        where = f"pid IN (SELECT pid FROM {state.profiles} WHERE has({ids}, external_id))"
+        ids = sql.json_set(external_ids, "String")
+        where = f"pid IN (SELECT pid FROM {state.profiles} WHERE external_id IN {ids})"
         return self._rows(sql.select_rows(state.profiles, list(state.schema), where))
 
     def _resolve(self, state: _Workspace, external_ids: list[str]) -> dict[str, int]:
         if not external_ids:
             return {}
-        ids = sql.json_list(external_ids, "String")
+        ids = sql.json_set(external_ids, "String")
         query = (
             f"SELECT external_id, pid FROM {state.profiles} FINAL"
-            f" WHERE pid IN (SELECT pid FROM {state.profiles} WHERE has({ids}, external_id))"
+            f" WHERE pid IN (SELECT pid FROM {state.profiles} WHERE external_id IN {ids})"
         )
         return {row[0]: int(row[1]) for row in self._rows(query)}
 

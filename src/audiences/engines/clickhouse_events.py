@@ -30,8 +30,7 @@ def stored_event_ids(client: Client, table: str, event_ids: list[str]) -> set[st
         return set()
     query = (
         f"SELECT DISTINCT event_id FROM {table}"
-        f" WHERE has({sql.json_list(event_ids, 'String')}, assumeNotNull(event_id))"
-        " AND event_id IS NOT NULL"
+        f" WHERE event_id IN {sql.json_set(event_ids, 'String')}"
     )
     return {row[0] for row in sql.rows(client.query(query, "JSONCompact"))}
 
