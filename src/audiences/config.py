@@ -208,15 +208,27 @@ class Settings(BaseSettings):
         default="duckdb",
         description=(
             "Where profile data lives and rules run: `duckdb`, a file in the data folder "
-            "owned by the server process; `postgres`; or `clickhouse` (see docs/engines.md)."
+            "owned by the server process; `postgres`, tables in a PostgreSQL schema that every "
+            "server and `audiences worker` process shares (jobs then run in any of them); "
+            "`clickhouse`, ClickHouse in process or on a server (see docs/engines.md)."
         ),
     )
-    profile_engine_url: str = Field(
-        default="",
+    profile_engine_url: str | None = Field(
+        default=None,
         description=(
-            "The profile engine's address: for `clickhouse`, `http(s)://user:pass@host:8123/db` "
-            "for a server, or `chdb:<folder>` for ClickHouse in process (empty: "
-            "`<data_dir>/clickhouse`)."
+            "URL of the profile engine's server. For `postgres`: "
+            "`postgresql://user@host/db`; default: the metadata database "
+            "(`AUDIENCES_DATABASE_URL`) when that is PostgreSQL, else the server refuses to start. "
+            "For `clickhouse`: `http(s)://user:pass@host:8123/db` for a server, or "
+            "`chdb:<folder>` for ClickHouse in process; default: `<data_dir>/clickhouse`."
+        ),
+    )
+    profile_engine_schema: str = Field(
+        default="audiences_profiles",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description=(
+            "The PostgreSQL schema that holds the `postgres` engine's tables (created when "
+            "missing), so it can share the metadata database."
         ),
     )
     profile_memory_limit: str = Field(

@@ -1,7 +1,8 @@
 """The profile engines the shared engine suite runs on, each opened on fresh storage.
 
 ``KINDS`` names every engine; :func:`opened` makes an empty store of a kind (DuckDB: a folder;
-PostgreSQL: a schema of its own on ``AUDIENCES_TEST_POSTGRES_URL``, dropped afterwards) and
+PostgreSQL: a schema of its own on ``AUDIENCES_TEST_POSTGRES_URL``; ClickHouse: a database of
+its own in the process's chdb folder; the last two dropped afterwards) and
 hands back a :class:`Store` whose ``open()`` opens an engine on it, as often as a test wants
 (some reopen to check what survives). A kind whose server is unreachable is skipped, except
 in CI, where it fails.
@@ -34,7 +35,9 @@ POSTGRES_URL = os.environ.get(
 EXTRA_TEXT = {
     "duckdb": "extra->>'$.{name}'",
     "postgres": "extra->>'{name}'",
-    "clickhouse": "if(JSONHas(extra, '{name}'), JSONExtractString(extra, '{name}'), NULL)",
+    "clickhouse": (
+        "if(JSONExtractRaw(extra, '{name}') = '', NULL, JSONExtractString(extra, '{name}'))"
+    ),
 }
 """How each engine's SQL reads an undeclared attribute (in ``extra``) as text."""
 
@@ -45,6 +48,9 @@ class Store:
 
     kind: str
     factory: Callable[[], ProfileEngine]
+    settings: dict[str, Any] = field(default_factory=dict)
+    """``Settings`` fields that make ``engines.factory.open_engine`` open this storage (beside
+    a ``data_dir``): what service tests build their app with."""
     engines: list[ProfileEngine] = field(default_factory=list)
 
     def open(self) -> ProfileEngine:
@@ -61,8 +67,8 @@ class Store:
 @contextmanager
 def opened(kind: str, tmp_path: Path) -> Iterator[Store]:
     """Fresh storage of ``kind``, its engines closed and its storage dropped afterwards."""
-    with OPENERS[kind](tmp_path) as factory:
-        store = Store(kind, factory)
+    with OPENERS[kind](tmp_path) as (factory, settings):
+        store = Store(kind, factory, settings)
         try:
             yield store
         finally:
@@ -70,16 +76,20 @@ def opened(kind: str, tmp_path: Path) -> Iterator[Store]:
                 engine.close()
 
 
+Opener = Iterator[tuple[Callable[[], ProfileEngine], dict[str, Any]]]
+"""What an opener yields: the engine factory and the matching ``Settings`` fields."""
+
+
 @contextmanager
-def _duckdb(tmp_path: Path) -> Iterator[Callable[[], ProfileEngine]]:
+def _duckdb(tmp_path: Path) -> Opener:
     from audiences.engines.duckdb import DuckDBEngine
 
     folder = tmp_path / "duckdb"
-    yield lambda: DuckDBEngine(folder)
+    yield (lambda: DuckDBEngine(folder)), {"profile_engine": "duckdb", "data_dir": folder}
 
 
 @contextmanager
-def _postgres(tmp_path: Path) -> Iterator[Callable[[], ProfileEngine]]:
+def _postgres(tmp_path: Path) -> Opener:
     import psycopg
 
     try:
@@ -94,7 +104,12 @@ def _postgres(tmp_path: Path) -> Iterator[Callable[[], ProfileEngine]]:
         pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable")
     schema = f"audiences_test_{uuid.uuid4().hex[:12]}"
     try:
-        yield lambda: PostgresEngine(POSTGRES_URL, schema=schema)
+        settings = {
+            "profile_engine": "postgres",
+            "profile_engine_url": POSTGRES_URL,
+            "profile_engine_schema": schema,
+        }
+        yield (lambda: PostgresEngine(POSTGRES_URL, schema=schema)), settings
     finally:
         admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.close()
@@ -126,19 +141,23 @@ def chdb_folder() -> Path:
 
 
 @contextmanager
-def _clickhouse(tmp_path: Path) -> Iterator[Callable[[], ProfileEngine]]:
+def _clickhouse(tmp_path: Path) -> Opener:
     from audiences.engines.clickhouse import ClickHouseEngine
 
     database = f"audiences_test_{uuid.uuid4().hex[:12]}"
     admin = chdb_client()
+    settings = {
+        "profile_engine": "clickhouse",
+        "profile_engine_url": f"chdb:{chdb_folder()}?database={database}",
+    }
     try:
-        yield lambda: ClickHouseEngine(chdb_client(), database=database)
+        yield (lambda: ClickHouseEngine(chdb_client(), database=database)), settings
     finally:
         admin.command(f"DROP DATABASE IF EXISTS `{database}`")
         admin.close()
 
 
-OPENERS: dict[str, Callable[[Path], AbstractContextManager[Callable[[], ProfileEngine]]]] = {
+OPENERS: dict[str, Callable[[Path], AbstractContextManager[Any]]] = {
     "duckdb": _duckdb,
     "postgres": _postgres,
     "clickhouse": _clickhouse,

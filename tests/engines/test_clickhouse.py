@@ -13,13 +13,9 @@ from pyroaring import BitMap
 from audiences.config import Settings
 from audiences.engines import clickhouse_sql as sql
 from audiences.engines.clickhouse import ClickHouseEngine
-from audiences.engines.clickhouse_client import (
-    ChdbClient,
-    ClickHouseUnavailable,
-    ServerClient,
-    connect,
-)
+from audiences.engines.clickhouse_client import ChdbClient, ServerClient, connect
 from audiences.engines.factory import open_engine
+from audiences.errors import ServiceUnavailable, Unprocessable
 from audiences.schemas.attributes import AttributeType
 from tests.engines.kinds import chdb_client, chdb_folder
 
@@ -137,8 +133,9 @@ def test_the_factory_opens_chdb_on_the_configured_folder(tmp_path: Path) -> None
 
 
 def test_an_unreachable_server_is_reported_as_such() -> None:
-    with pytest.raises(ClickHouseUnavailable, match=r"127\.0\.0\.1 is unreachable"):
+    with pytest.raises(ServiceUnavailable, match=r"127\.0\.0\.1 does not answer") as caught:
         ServerClient("http://default:secret@127.0.0.1:1/analytics")
+    assert caught.value.code == "engine_unavailable"
 
 
 def test_urls_name_a_server_or_a_folder(tmp_path: Path) -> None:
@@ -147,3 +144,21 @@ def test_urls_name_a_server_or_a_folder(tmp_path: Path) -> None:
     assert database == "audiences"
     with pytest.raises(ValueError, match="http"):
         connect("ftp://host/db", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "where_sql",
+    [
+        "age > 1 OR file('/etc/passwd') = ''",
+        "getSetting('readonly') = 0",
+        "sleep(3) = 0",
+        "age IN (SELECT number FROM numbers(10))",
+        "age > 1 AND pid IN (SELECT pid FROM url('http://127.0.0.1:1/x', CSV, 'pid UInt32'))",
+    ],
+)
+def test_conditions_never_reach_clickhouses_own_functions(
+    engine: ClickHouseEngine, where_sql: str
+) -> None:
+    with pytest.raises(Unprocessable) as caught:
+        engine.select_pids(WS, where_sql)
+    assert caught.value.code == "engine_condition_invalid"

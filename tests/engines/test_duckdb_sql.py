@@ -87,3 +87,15 @@ def test_behavioural_subqueries_pass(where_sql: str) -> None:
 def test_other_queries_are_refused(where_sql: str) -> None:
     with pytest.raises(Unprocessable):
         checked_condition(where_sql)
+
+
+def test_a_rule_that_is_one_boolean_aggregate_alone_passes() -> None:
+    """``last(coupon)`` compiles to a bare scalar subquery; it was refused as no expression."""
+    where = (
+        '(SELECT a.v FROM (SELECT l.pid, l.v FROM (SELECT e.pid, e."coupon" AS v,'
+        ' ROW_NUMBER() OVER (PARTITION BY e.pid ORDER BY e."timestamp" DESC) AS n'
+        " FROM events AS e) AS l WHERE l.n = 1) AS a WHERE a.pid = profiles.pid)"
+    )
+    assert checked_condition(where) == where
+    with pytest.raises(Unprocessable):
+        checked_condition("(SELECT pid FROM other AS o WHERE o.pid = profiles.pid)")

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from fastapi import FastAPI
 
-from audiences.engines import duckdb_sql
+from audiences.engines import conditions
 from audiences.services import evaluation
 from audiences.services.evaluation import compiled
 from tests.factories import Tenant
@@ -70,8 +70,8 @@ def test_a_clock_rule_compiled_once_answers_at_each_reference_time(
 def test_cached_compilation_is_checked_like_any_condition(app: FastAPI, tenant: Tenant) -> None:
     """The engine's condition check is cached by text: the rule's SQL is parsed once."""
     declare(tenant.admin, SCHEMA)
-    duckdb_sql.checked_condition.cache_clear()
+    conditions.checked_condition.cache_clear()
     compiled.compiled_sql.cache_clear()
     for days in (1, 2, 3):
         _select(app, tenant, START + timedelta(days=days))
-    assert duckdb_sql.checked_condition.cache_info().misses == 1
+    assert conditions.checked_condition.cache_info().misses == 1

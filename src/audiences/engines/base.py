@@ -338,3 +338,14 @@ class IdCache(Protocol):
         """The pid of a profile looked up lately, answered from memory without blocking (None
         when not remembered: ask ``pids_for``). Never the pid of a deleted profile."""
         ...
+
+
+@runtime_checkable
+class Reachable(Protocol):
+    """An engine behind a server, which can be lost while the service runs: ``/readyz`` asks
+    it. Optional: an embedded engine (DuckDB) is up whenever its process is."""
+
+    def ping(self) -> None:
+        """Return when the server answers; raise ``ServiceUnavailable`` (``engine_unavailable``)
+        when it does not."""
+        ...

@@ -44,12 +44,8 @@ from audiences.engines.base import (
 )
 from audiences.engines.clickhouse_client import ClickHouseError, Client
 from audiences.engines.coerce import COERCERS
-from audiences.engines.duckdb_sql import (
-    checked_condition,
-    events_table_name,
-    reads_events,
-    table_name,
-)
+from audiences.engines.conditions import checked_condition, reads_events
+from audiences.engines.duckdb_sql import events_table_name, table_name
 from audiences.engines.event_writes import check_events, split_duplicates
 from audiences.engines.schema import checked_schema, extra_moves, refuse_type_changes
 from audiences.engines.writes import WritePlan, canonical, merge_row, plan_writes
@@ -361,6 +357,10 @@ class ClickHouseEngine:
             if count:
                 self._client.command(f"DELETE FROM {state.events} WHERE {where}")
         return count
+
+    def ping(self) -> None:
+        """Return when ClickHouse answers a query; ``engine_unavailable`` otherwise."""
+        self._client.query("SELECT 1", "TSV")
 
     def close(self) -> None:
         """Close the connection; calls after this fail."""

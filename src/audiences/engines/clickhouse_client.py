@@ -3,7 +3,9 @@
 :class:`ChdbClient` runs ClickHouse in this process (``chdb``, a folder on disk): the embedded
 form and the test bed. :class:`ServerClient` talks HTTP to a server or cluster through
 ``clickhouse-connect``. Both send statement text and get bytes back in a named ClickHouse
-format, so the engine holds no driver-specific code; both raise :class:`ClickHouseError`.
+format, so the engine holds no driver-specific code; both raise :class:`ClickHouseError` for a
+refused statement, and ``ServiceUnavailable`` (``engine_unavailable``) when ClickHouse is out
+of reach.
 
 Values never travel as server-side parameters: chdb reads those as escaped text (a newline
 in a string fails), so the engine writes values into statements as sqlglot literals, lists
@@ -16,7 +18,9 @@ import re
 import threading
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from audiences.errors import ServiceUnavailable
 
 SETTINGS: dict[str, str | int] = {
     "session_timezone": "UTC",
@@ -48,8 +52,12 @@ class ClickHouseError(Exception):
         self.code = int(found.group(1)) if found else 0
 
 
-class ClickHouseUnavailable(ClickHouseError):
-    """ClickHouse could not be reached (a server down, a folder that cannot be opened)."""
+def unavailable(reason: str) -> ServiceUnavailable:
+    """The error for a ClickHouse that cannot be reached (a server down, a folder that cannot
+    be opened): 503 ``engine_unavailable``, as for every engine."""
+    return ServiceUnavailable(
+        f"The ClickHouse profile engine is unavailable: {reason}", code="engine_unavailable"
+    )
 
 
 class Client(Protocol):
@@ -89,7 +97,7 @@ class ChdbClient:
         try:
             self._con: Any = chdb.connect(f"{folder}?{options}")  # type: ignore[no-untyped-call]
         except RuntimeError as error:
-            raise ClickHouseUnavailable(f"chdb cannot open {folder}: {error}") from None
+            raise unavailable(f"chdb cannot open {folder}: {error}") from None
         self._error = chdb.ChdbError
         self._lock = threading.Lock()
 
@@ -122,14 +130,16 @@ def connect(url: str, folder: str | Path) -> tuple[Client, str]:
     """A client for ``url`` and the database the engine keeps its tables in.
 
     ``http(s)://user:password@host:8123/database`` is a server (database ``audiences`` when
-    the path names none); ``chdb:<folder>`` is ClickHouse in process on that folder; an empty
-    URL is ClickHouse in process on ``folder``.
+    the path names none); ``chdb:<folder>`` is ClickHouse in process on that folder (with
+    ``?database=<name>`` to use another database than ``audiences``); an empty URL is
+    ClickHouse in process on ``folder``.
     """
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
         return ServerClient(url), parts.path.strip("/") or DATABASE
     if parts.scheme == "chdb" or not url:
-        return ChdbClient(url.removeprefix("chdb:") or folder), DATABASE
+        database = parse_qs(parts.query).get("database", [DATABASE])[0]
+        return ChdbClient(parts.path or folder), database
     raise ValueError(f"a ClickHouse URL is http(s)://… or chdb:<folder>, not {url!r}")
 
 
@@ -158,14 +168,14 @@ class ServerClient:
                 settings=dict(SETTINGS),
             )
         except OperationalError as error:
-            raise ClickHouseUnavailable(f"ClickHouse at {parts.hostname} is unreachable") from error
+            raise unavailable(f"{parts.hostname} does not answer") from error
 
     def query(self, sql: str, fmt: str) -> bytes:
         """Run a statement on the server."""
         try:
             return bytes(self._client.raw_query(sql, fmt=fmt))
         except self._down as error:
-            raise ClickHouseUnavailable(str(error)) from None
+            raise unavailable(str(error).strip()) from None
         except self._error as error:
             raise ClickHouseError(str(error)) from None
 
@@ -178,7 +188,7 @@ class ServerClient:
         try:
             self._client.raw_insert(table, columns, document, fmt="JSONColumns")
         except self._down as error:
-            raise ClickHouseUnavailable(str(error)) from None
+            raise unavailable(str(error).strip()) from None
         except self._error as error:
             raise ClickHouseError(str(error)) from None
 

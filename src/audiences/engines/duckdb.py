@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
-import orjson
 from pyroaring import AbstractBitMap, BitMap
 
 from audiences.engines import duckdb_events
@@ -44,10 +43,11 @@ from audiences.engines.duckdb_idfiles import DuckDBStagedIds
 from audiences.engines.event_writes import check_events, split_duplicates
 from audiences.engines.idfiles import IdFile
 from audiences.engines.idindex import AMBIGUOUS, IdIndex
+from audiences.engines.rows import ProfileReader
 from audiences.engines.schema import checked_schema, extra_moves, refuse_type_changes
-from audiences.engines.writes import WritePlan, canonical, merge_row, plan_writes
+from audiences.engines.writes import WritePlan, merge_row, plan_writes
 from audiences.errors import Conflict, Unprocessable
-from audiences.kit.clock import as_utc, utcnow
+from audiences.kit.clock import utcnow
 from audiences.kit.files import private_dir
 from audiences.schemas.attributes import AttributeSchema, AttributeType
 from audiences.schemas.events import RESERVED_EVENT_FIELDS, Event
@@ -168,7 +168,7 @@ class DuckDBEngine:
             schema = state.schema
             query = sql.select_rows(state.table, list(schema), "pid = ? AND external_id = ?")
             row = self._writer.execute(query, [stored.pid, external_id]).fetchone()
-        return _ProfileReader(schema)(row) if row else None
+        return ProfileReader(schema)(row) if row else None
 
     def get_profiles_by_pid(self, workspace_id: str, pids: Sequence[int]) -> list[Profile | None]:
         """Profiles by pid, in the order asked, None where there is none."""
@@ -179,7 +179,7 @@ class DuckDBEngine:
         query = sql.select_rows(state.table, list(schema), "pid IN (SELECT unnest(?::UINTEGER[]))")
         with self._cursor() as cur:
             rows = cur.execute(query, [_valid_pids(pids)]).fetchall()
-        read = _ProfileReader(schema)
+        read = ProfileReader(schema)
         found = {row[0]: read(row) for row in rows}
         return [found.get(pid) for pid in pids]
 
@@ -626,7 +626,7 @@ class DuckDBEngine:
         self._index(state).add_many(
             [hashes[w.external_id] for w in created], [w.pid for w in created]
         )
-        read = _ProfileReader(schema)
+        read = ProfileReader(schema)
         return {row[0]: read(row) for row in merged}
 
     def _assign_pids(self, state: _Workspace, plan: WritePlan, stored: dict[str, int]) -> None:
@@ -743,39 +743,3 @@ def _query_failed(error: Exception) -> Unprocessable:
 
 def _valid_pids(pids: Sequence[int]) -> list[int]:
     return [pid for pid in pids if 0 < pid <= MAX_PID]
-
-
-_DECODERS: dict[AttributeType, Callable[[Any], Any]] = {
-    AttributeType.JSON: orjson.loads,
-    AttributeType.TIMESTAMP: as_utc,
-}
-"""How a stored value becomes a profile's: JSON text parsed, timestamps in UTC."""
-
-
-class _ProfileReader:
-    """Rows in :func:`duckdb_sql.select_rows` order as profiles, for one schema: the per-column
-    decisions are made once per batch, not once per value."""
-
-    def __init__(self, schema: Mapping[str, AttributeType]) -> None:
-        self.schema = schema
-        self.columns = [
-            (position, name, _DECODERS.get(kind))
-            for position, (name, kind) in enumerate(schema.items(), start=len(sql.ROW_COLUMNS))
-        ]
-
-    def __call__(self, row: Sequence[Any]) -> Profile:
-        pid, external_id, extra, updated_at = row[:4]
-        attributes: dict[str, Any] = {}
-        if extra:
-            # A declared name left in extra (its value did not fit the type) stays hidden, so
-            # that a profile reads the same to a Python predicate as to the SQL rule. Extras
-            # are read in canonical form: one written before nested objects were flattened
-            # must not show a nested value SQL does not see.
-            schema = self.schema
-            flat, _ = canonical(orjson.loads(extra), {})
-            attributes = {k: v for k, v in flat.items() if k not in schema}
-        for position, name, decode in self.columns:
-            value = row[position]
-            if value is not None:
-                attributes[name] = value if decode is None else decode(value)
-        return Profile(int(pid), external_id, attributes, as_utc(updated_at))

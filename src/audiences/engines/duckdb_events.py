@@ -8,17 +8,16 @@ on the time come back in one order every time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import duckdb
-import orjson
 
 from audiences.engines import duckdb_sql as sql
-from audiences.engines.base import EventPage, EventPosition, StoredEvent
+from audiences.engines.base import EventPage, EventPosition
 from audiences.engines.event_writes import CheckedEvent
-from audiences.kit.clock import as_utc
+from audiences.engines.rows import EventReader, event_page, events_by_pid
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import Event
 
@@ -69,11 +68,7 @@ def read_of(
         where += ' AND "timestamp" >= ?'
         params.append(since)
     rows = cur.execute(sql.select_events(table, list(schema), where, "ASC"), params).fetchall()
-    read = _EventReader(schema).event
-    found: dict[int, list[Event]] = {}
-    for row in rows:
-        found.setdefault(int(row[0]), []).append(read(row))
-    return found
+    return events_by_pid(rows, EventReader(schema))
 
 
 def read_page(
@@ -103,41 +98,4 @@ def read_page(
         skip = after.skip
     query = sql.select_events(table, list(schema), where, "DESC") + " LIMIT ? OFFSET ?"
     rows = cur.execute(query, [*params, limit + 1, skip]).fetchall()
-    read = _EventReader(schema)
-    events = [read(row) for row in rows[:limit]]
-    if len(rows) <= limit or not events:
-        return EventPage(events, None)
-    last = events[-1].event.timestamp
-    same = sum(1 for e in events if e.event.timestamp == last)
-    if after is not None and as_utc(after.timestamp) == last:
-        same += skip
-    return EventPage(events, EventPosition(last, same))
-
-
-_DECODERS: dict[AttributeType, Callable[[Any], Any]] = {
-    AttributeType.JSON: orjson.loads,
-    AttributeType.TIMESTAMP: as_utc,
-}
-
-
-class _EventReader:
-    """Rows in :func:`duckdb_sql.select_events` order as stored events, for one schema."""
-
-    def __init__(self, schema: Mapping[str, AttributeType]) -> None:
-        first = len(sql.EVENT_SELECT)
-        self.columns = [
-            (position, name, _DECODERS.get(kind))
-            for position, (name, kind) in enumerate(schema.items(), start=first)
-        ]
-
-    def __call__(self, row: Sequence[Any]) -> StoredEvent:
-        return StoredEvent(self.event(row), row[4], as_utc(row[2]))
-
-    def event(self, row: Sequence[Any]) -> Event:
-        """The event alone (what rules read; streaming reads many, so no more is built)."""
-        properties: dict[str, Any] = {}
-        for position, name, decode in self.columns:
-            value = row[position]
-            if value is not None:
-                properties[name] = value if decode is None else decode(value)
-        return Event(row[3], as_utc(row[1]), properties)
+    return event_page(rows, EventReader(schema), limit=limit, after=after)

@@ -49,7 +49,8 @@ class HandlerRegistry:
 
         ``needs_profiles`` marks a handler that reads or writes profile data: only a worker
         with a profile engine (``context.runtime``) claims its jobs. With the embedded DuckDB
-        engine that is the server process, which owns the file.
+        engine that is the server process, which owns the file; with a shared engine
+        (PostgreSQL) every ``audiences worker`` process opens it too.
         """
         if not HANDLER_NAME.match(name):
             raise ValueError(f"handler name {name!r} is not `domain.verb`")

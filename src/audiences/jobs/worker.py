@@ -20,11 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from audiences import queue
 from audiences.config import Settings
+from audiences.engines import factory
 from audiences.jobs.context import Cancelled, Interrupted, JobContext, JobFailed
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry, load_modules
 from audiences.jobs.schedule import Scheduler
 from audiences.kit.ids import new_id
 from audiences.kit.logs import get_logger
+from audiences.membership.cache import BitmapCache
 from audiences.queue import ClaimedJob, LeaseLost
 from audiences.services.runtime import Runtime
 from audiences.store.db import make_engine, make_session_factory
@@ -240,8 +242,12 @@ def run_workers(settings: Settings, *, threads: int) -> None:
     engine = make_engine(settings.metadata_url)
     migrate(engine)
     load_modules(settings.job_handler_modules)
+    runtime = shared_runtime(settings)
     pool = WorkerPool(
-        session_factory=make_session_factory(engine), settings=settings, threads=threads
+        session_factory=make_session_factory(engine),
+        settings=settings,
+        threads=threads,
+        runtime=runtime,
     )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -258,3 +264,16 @@ def run_workers(settings: Settings, *, threads: int) -> None:
         pool.stop()
     finally:
         engine.dispose()
+        if runtime is not None:
+            runtime.profiles.close()
+
+
+def shared_runtime(settings: Settings) -> Runtime | None:
+    """A worker process's own profile engine when every process can open it (PostgreSQL):
+    its workers then claim the jobs that need profile data too. None for the embedded
+    DuckDB file, which the server process owns (its own workers run those jobs)."""
+    if not factory.shared(settings):
+        return None
+    return Runtime(
+        profiles=factory.open_engine(settings), bitmaps=BitmapCache(settings.bitmap_cache_bytes)
+    )

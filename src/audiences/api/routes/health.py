@@ -1,4 +1,4 @@
-"""Operator endpoints: ``/livez``, ``/readyz`` (its database answers) and ``/metrics``."""
+"""Operator endpoints: ``/livez``, ``/readyz`` (its databases answer) and ``/metrics``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy import text
 from audiences.api.metrics import CONTENT_TYPE
 from audiences.api.problems import responses
 from audiences.api.queries import KnownQuery
+from audiences.engines.base import Reachable
 from audiences.errors import ServiceUnavailable
 
 router = APIRouter(tags=["operations"], dependencies=[KnownQuery])
@@ -36,7 +37,8 @@ def metrics(request: Request) -> PlainTextResponse:
 
 @router.get("/readyz", responses=responses(503))
 def readyz(request: Request) -> JSONResponse:
-    """The metadata database answers a query; 503 otherwise."""
+    """The metadata database answers a query, and so does the profile engine when it is a
+    server (PostgreSQL); 503 otherwise."""
     try:
         with request.app.state.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -44,4 +46,9 @@ def readyz(request: Request) -> JSONResponse:
         raise ServiceUnavailable(
             "the metadata database does not answer", code="database_unavailable"
         ) from exc
-    return JSONResponse({"status": "ok", "checks": {"database": "ok"}})
+    checks = {"database": "ok"}
+    profiles = request.app.state.runtime.profiles
+    if isinstance(profiles, Reachable):
+        profiles.ping()  # engine_unavailable (503) when it does not answer
+        checks["profile_engine"] = "ok"
+    return JSONResponse({"status": "ok", "checks": checks})
