@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,13 @@ from pyroaring import BitMap
 
 from audiences.config import Settings
 from audiences.engines import clickhouse_sql as sql
+from audiences.engines.base import EventRecord, Reachable
 from audiences.engines.clickhouse import ClickHouseEngine
-from audiences.engines.clickhouse_client import ChdbClient, ServerClient, connect
+from audiences.engines.clickhouse_client import SETTINGS, ChdbClient, ServerClient, connect
 from audiences.engines.factory import open_engine
 from audiences.errors import ServiceUnavailable, Unprocessable
 from audiences.schemas.attributes import AttributeType
+from audiences.schemas.events import Event
 from tests.engines.kinds import chdb_client, chdb_folder
 
 WS = "acme"
@@ -119,22 +122,29 @@ def test_dotted_list_attributes_of_different_lengths(engine: ClickHouseEngine) -
     assert engine.attributes(WS) == {"age": AttributeType.INTEGER, **schema}
 
 
-def test_the_factory_opens_chdb_on_the_configured_folder(tmp_path: Path) -> None:
+def test_the_factory_opens_chdb_on_the_configured_folder(tmp_path: Path, database: str) -> None:
     settings = Settings(
         data_dir=tmp_path,
         profile_engine="clickhouse",
-        profile_engine_url=f"chdb:{chdb_folder()}",
+        profile_engine_url=f"chdb:{chdb_folder()}?database={database}",
     )
     engine = open_engine(settings)
     try:
         assert isinstance(engine, ClickHouseEngine) and engine.dialect == "clickhouse"
+        assert isinstance(engine, Reachable)
+        engine.ping()
+        engine.ensure_profiles(WS, ["a"])
+        client = chdb_client()
+        tables = client.query(f"SHOW TABLES FROM {database}", "TSV").decode().split()
+        client.close()
+        assert "profiles_acme" in tables
     finally:
         engine.close()
 
 
 def test_an_unreachable_server_is_reported_as_such() -> None:
     with pytest.raises(ServiceUnavailable, match=r"127\.0\.0\.1 does not answer") as caught:
-        ServerClient("http://default:secret@127.0.0.1:1/analytics")
+        ServerClient.connect("http://default:secret@127.0.0.1:1/analytics")
     assert caught.value.code == "engine_unavailable"
 
 
@@ -162,3 +172,46 @@ def test_conditions_never_reach_clickhouses_own_functions(
     with pytest.raises(Unprocessable) as caught:
         engine.select_pids(WS, where_sql)
     assert caught.value.code == "engine_condition_invalid"
+
+
+@pytest.fixture
+def connected(database: str) -> Iterator[ClickHouseEngine]:
+    """The engine over :class:`ServerClient`: clickhouse-connect, on its own chdb backend
+    (the process's folder) instead of HTTP, with the settings a server connection gets."""
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(dsn=f"chdb://{chdb_folder()}", settings=dict(SETTINGS))
+    made = ClickHouseEngine(ServerClient(client), database=database)
+    yield made
+    made.close()
+
+
+def test_the_server_client_writes_and_reads_through_clickhouse_connect(
+    connected: ClickHouseEngine,
+) -> None:
+    """What only the server path does differently: statements through ``raw_query``, rows
+    through ``raw_insert`` (column names quoted by clickhouse-connect), errors mapped."""
+    engine = connected
+    schema = {"age": AttributeType.INTEGER, "p.tags": AttributeType.STRING_LIST}
+    engine.ensure_attributes(WS, schema)
+    engine.ensure_event_properties(WS, {"amount": AttributeType.FLOAT})
+    results = engine.upsert_profiles(
+        WS, [("a", {"age": 40, "p": {"tags": ["x\n'"]}}), ("b", {"age": 20})]
+    )
+    assert [r.pid for r in results] == [1, 2]
+    assert engine.attributes(WS) == schema
+    assert engine.select_pids(WS, "age > ?", [30]) == BitMap([1])
+    assert engine.select_pids(WS, "m_a.pid IS NULL", memberships={"m_a": BitMap([1])}) == BitMap(
+        [2]
+    )
+    profile = engine.get_profile(WS, "a")
+    assert profile is not None and profile.attributes == {"age": 40, "p.tags": ["x\n'"]}
+    moment = datetime(2024, 1, 1, tzinfo=UTC)
+    written = engine.write_events(WS, [EventRecord("c", "order", moment, {"amount": 2.5}, "e1")])
+    assert [r.pid for r in written] == [3]
+    assert engine.events_of(WS, [3]) == {3: [Event("order", moment, {"amount": 2.5})]}
+    assert engine.delete_profile(WS, "c") == 3 and engine.events_of(WS, [3]) == {}
+    with pytest.raises(Unprocessable) as caught:
+        engine.select_pids(WS, "no_such_column = 1")
+    assert caught.value.code == "engine_query_failed"
+    engine.ping()
