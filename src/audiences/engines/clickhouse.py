@@ -23,9 +23,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-import sqlglot
 from pyroaring import AbstractBitMap, BitMap
-from sqlglot import exp
 
 from audiences.engines import clickhouse_events as events_sql
 from audiences.engines import clickhouse_sql as sql
@@ -47,9 +45,10 @@ from audiences.engines.coerce import COERCERS
 from audiences.engines.conditions import checked_condition, reads_events
 from audiences.engines.duckdb_sql import events_table_name, table_name
 from audiences.engines.event_writes import check_events, split_duplicates
+from audiences.engines.rows import ProfileReader
 from audiences.engines.schema import checked_schema, extra_moves, refuse_type_changes
-from audiences.engines.writes import WritePlan, canonical, merge_row, plan_writes
-from audiences.errors import Conflict, ErrorDetail, Unprocessable
+from audiences.engines.writes import WritePlan, merge_row, plan_writes
+from audiences.errors import Conflict, Unprocessable
 from audiences.kit.clock import utcnow
 from audiences.schemas.attributes import AttributeSchema, AttributeType
 from audiences.schemas.events import RESERVED_EVENT_FIELDS, Event
@@ -136,7 +135,7 @@ class ClickHouseEngine:
         if state is None:
             return None
         rows = self._stored(state, [external_id])
-        return _ProfileReader(state.schema)(rows[0]) if rows else None
+        return ProfileReader(state.schema)(rows[0]) if rows else None
 
     def get_profiles_by_pid(self, workspace_id: str, pids: Sequence[int]) -> list[Profile | None]:
         """Profiles by pid, in the order asked, None where there is none."""
@@ -144,13 +143,9 @@ class ClickHouseEngine:
         valid = _valid_pids(pids)
         if state is None or not valid:
             return [None] * len(pids)
-        schema = state.schema
-        where = f"pid IN ({', '.join(map(str, valid))})"
-        read = _ProfileReader(schema)
-        found = {
-            row[0]: read(row)
-            for row in self._rows(sql.select_rows(state.profiles, list(schema), where))
-        }
+        read = ProfileReader(state.schema)
+        live = self._live(state, f"pid IN ({', '.join(map(str, valid))})")
+        found = {row[0]: read(row) for row in live}
         return [found.get(pid) for pid in pids]
 
     def delete_profile(self, workspace_id: str, external_id: str) -> int | None:
@@ -226,7 +221,7 @@ class ClickHouseEngine:
         sets = {check_membership_alias(alias): bits for alias, bits in (memberships or {}).items()}
         if state is None:
             return BitMap()
-        return self._select(state, _bound(condition, params), sets)
+        return self._select(state, sql.bound(condition, params), sets)
 
     def select_many(
         self,
@@ -241,7 +236,7 @@ class ClickHouseEngine:
             return {key: BitMap() for key in conditions}
         bound = params or {}
         return {
-            key: self._select(state, _bound(condition, bound.get(key, ())), {})
+            key: self._select(state, sql.bound(condition, bound.get(key, ())), {})
             for key, condition in conditions.items()
         }
 
@@ -284,7 +279,7 @@ class ClickHouseEngine:
         results: list[EventResult | None] = [None] * len(records)
         with self._lock:
             passed, refused = check_events(records, state.event_schema, TYPES)
-            passed, late = _split_out_of_range(passed)
+            passed, late = events_sql.split_out_of_range(passed)
             for position, result in {**refused, **late}.items():
                 results[position] = result
             ids = [e.event_id for e in passed if e.event_id is not None]
@@ -475,8 +470,15 @@ class ClickHouseEngine:
         if not external_ids:
             return []
         ids = sql.json_set(external_ids, "String")
-        where = f"pid IN (SELECT pid FROM {state.profiles} WHERE external_id IN {ids})"
-        return self._rows(sql.select_rows(state.profiles, list(state.schema), where))
+        return self._live(
+            state, f"pid IN (SELECT pid FROM {state.profiles} WHERE external_id IN {ids})"
+        )
+
+    def _live(self, state: _Workspace, where: str) -> list[list[Any]]:
+        """The live profile rows ``where`` selects, their values as the engines store them."""
+        decode = sql.profile_rows(state.schema)
+        query = sql.select_rows(state.profiles, list(state.schema), where)
+        return [decode(row) for row in self._rows(query)]
 
     def _resolve(self, state: _Workspace, external_ids: list[str]) -> dict[str, int]:
         if not external_ids:
@@ -507,10 +509,7 @@ class ClickHouseEngine:
         new version; the profiles as written, by pid."""
         schema = state.schema
         names = list(schema)
-        decode = _RowDecoder(schema)
-        old = {
-            row[1]: decode(row) for row in self._stored(state, [w.external_id for w in plan.writes])
-        }
+        old = {row[1]: row for row in self._stored(state, [w.external_id for w in plan.writes])}
         fresh = [write for write in plan.writes if write.external_id not in old]
         for write, pid in zip(fresh, self._allocate(state, len(fresh)), strict=True):
             write.pid, write.created = pid, True
@@ -520,7 +519,7 @@ class ClickHouseEngine:
         now = utcnow()
         merged = [merge_row(w, old.get(w.external_id), names, now) for w in plan.writes]
         self._insert_rows(state, merged)
-        read = _ProfileReader(schema, decoded=True)
+        read = ProfileReader(schema)
         return {row[0]: read(row) for row in merged}
 
     def _insert_rows(self, state: _Workspace, rows: Sequence[Sequence[Any]]) -> None:
@@ -549,11 +548,7 @@ class ClickHouseEngine:
         head = name.split(".")[0]
         needle = sql.literal(orjson.dumps(head).decode()[:-1])
         where = f"extra IS NOT NULL AND position(extra, {needle}) > 0"
-        decode = _RowDecoder(state.schema)
-        rows = [
-            decode(row)
-            for row in self._rows(sql.select_rows(state.profiles, list(state.schema), where))
-        ]
+        rows = self._live(state, where)
         moves = {
             pid: (value, extra)
             for pid, value, extra in extra_moves([(row[0], row[2]) for row in rows], name, kind)
@@ -573,44 +568,6 @@ class ClickHouseEngine:
 _RANGED = (AttributeType.TIMESTAMP, AttributeType.DATE)
 
 
-def _bound(condition: str, params: Params) -> str:
-    """The condition with its parameters written in as literals: ``?`` in order from a
-    sequence, ``{name:Type}`` by name from a mapping (ClickHouse's own parameter syntax)."""
-    if not params:
-        return condition
-    named = params if isinstance(params, Mapping) else None
-    values = iter(params) if named is None else None
-
-    def bind(node: exp.Expr) -> exp.Expr:
-        if not isinstance(node, exp.Placeholder):
-            return node
-        try:
-            value = named[node.name] if named is not None else next(values or iter(()))
-        except (StopIteration, KeyError):
-            raise Unprocessable(
-                "the condition names a parameter that was not given", code="engine_query_failed"
-            ) from None
-        return sqlglot.parse_one(sql.literal(value), read=sql.DIALECT)
-
-    tree = sqlglot.parse_one(condition, read=sql.DIALECT)
-    return tree.transform(bind).sql(dialect=sql.DIALECT)
-
-
-def _split_out_of_range(
-    events: list[Any],
-) -> tuple[list[Any], dict[int, EventResult]]:
-    """Events ClickHouse can store, and a refusal for each timed outside its range."""
-    kept, refused = [], {}
-    for event in events:
-        if sql.in_range(event.timestamp):
-            kept.append(event)
-        else:
-            message = "the timestamp must lie between 1900-01-01 and 2299-12-31 (ClickHouse)"
-            detail = ErrorDetail("timestamp_invalid", message, ("timestamp",))
-            refused[event.position] = EventResult(event.external_id, None, errors=(detail,))
-    return kept, refused
-
-
 def _query_failed(error: ClickHouseError) -> Unprocessable:
     """Our error for a condition ClickHouse could not run, in words; its message (which
     quotes the generated SQL) goes to the log."""
@@ -628,52 +585,3 @@ def _query_failed(error: ClickHouseError) -> Unprocessable:
 
 def _valid_pids(pids: Sequence[int]) -> list[int]:
     return [int(pid) for pid in pids if 0 < pid <= MAX_PID]
-
-
-class _RowDecoder:
-    """Rows as ``JSONCompact`` gives them, in the form writes merge: times as datetimes,
-    dates as dates, floats as floats; JSON attributes stay JSON text."""
-
-    def __init__(self, schema: Mapping[str, AttributeType]) -> None:
-        first = len(sql.ROW_COLUMNS)
-        self.columns = [
-            (position, sql.DECODERS[kind])
-            for position, kind in enumerate(schema.values(), start=first)
-            if kind in sql.DECODERS and kind is not AttributeType.JSON
-        ]
-
-    def __call__(self, row: list[Any]) -> list[Any]:
-        row[3] = sql.read_time(row[3])
-        for position, decode in self.columns:
-            if row[position] is not None:
-                row[position] = decode(row[position])
-        return row
-
-
-class _ProfileReader:
-    """Rows as profiles, for one schema (as ``duckdb._ProfileReader``); ``decoded`` rows
-    come from :class:`_RowDecoder` or a merge, others straight from ``JSONCompact``."""
-
-    def __init__(self, schema: Mapping[str, AttributeType], *, decoded: bool = False) -> None:
-        self.schema = schema
-        self.decode = None if decoded else _RowDecoder(schema)
-        self.json = [
-            position
-            for position, kind in enumerate(schema.values(), start=len(sql.ROW_COLUMNS))
-            if kind is AttributeType.JSON
-        ]
-
-    def __call__(self, row: Sequence[Any]) -> Profile:
-        if self.decode is not None:
-            row = self.decode(list(row))
-        pid, external_id, extra, updated_at = row[:4]
-        attributes: dict[str, Any] = {}
-        if extra:
-            # A declared name left in extra (its value did not fit) stays hidden, as on DuckDB.
-            flat, _ = canonical(orjson.loads(extra), {})
-            attributes = {k: v for k, v in flat.items() if k not in self.schema}
-        for position, name in enumerate(self.schema, start=len(sql.ROW_COLUMNS)):
-            value = row[position]
-            if value is not None:
-                attributes[name] = orjson.loads(value) if position in self.json else value
-        return Profile(int(pid), external_id, attributes, updated_at)

@@ -8,14 +8,16 @@ order every time (as on DuckDB, :mod:`audiences.engines.duckdb_events`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from audiences.engines import clickhouse_sql as sql
-from audiences.engines.base import EventPage, EventPosition, StoredEvent
+from audiences.engines import rows
+from audiences.engines.base import EventPage, EventPosition, EventResult
 from audiences.engines.clickhouse_client import Client
 from audiences.engines.event_writes import CheckedEvent
+from audiences.errors import ErrorDetail
 from audiences.kit.clock import as_utc
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import Event
@@ -69,12 +71,7 @@ def read_of(
     where = f"pid IN ({', '.join(map(str, pids))})"
     if since is not None:
         where += f" AND `timestamp` >= {sql.timestamp(since)}"
-    query = sql.select_events(table, list(schema), where, "ASC")
-    read = _EventReader(schema).event
-    found: dict[int, list[Event]] = {}
-    for row in sql.rows(client.query(query, "JSONCompact")):
-        found.setdefault(int(row[0]), []).append(read(row))
-    return found
+    return rows.events_by_pid(_read(client, table, schema, where, "ASC"), rows.EventReader(schema))
 
 
 def read_page(
@@ -96,18 +93,23 @@ def read_page(
     if after is not None:
         where += f" AND `timestamp` <= {sql.timestamp(after.timestamp)}"
         skip = after.skip
-    query = sql.select_events(table, list(schema), where, "DESC")
-    query += f" LIMIT {int(limit) + 1} OFFSET {int(skip)}"
-    rows = sql.rows(client.query(query, "JSONCompact"))
-    read = _EventReader(schema)
-    events = [read(row) for row in rows[:limit]]
-    if len(rows) <= limit or not events:
-        return EventPage(events, None)
-    last = events[-1].event.timestamp
-    same = sum(1 for e in events if e.event.timestamp == last)
-    if after is not None and as_utc(after.timestamp) == last:
-        same += skip
-    return EventPage(events, EventPosition(last, same))
+    page = f" LIMIT {int(limit) + 1} OFFSET {int(skip)}"
+    found = _read(client, table, schema, where, "DESC", page)
+    return rows.event_page(found, rows.EventReader(schema), limit=limit, after=after)
+
+
+def _read(
+    client: Client,
+    table: str,
+    schema: Mapping[str, AttributeType],
+    where: str,
+    order: str,
+    tail: str = "",
+) -> list[list[Any]]:
+    """Event rows (:func:`clickhouse_sql.select_events`), values as the engines store them."""
+    decode = sql.event_rows(schema)
+    query = sql.select_events(table, list(schema), where, order) + tail
+    return [decode(row) for row in sql.rows(client.query(query, "JSONCompact"))]
 
 
 def pids_between(table: str, ranges: Sequence[tuple[datetime, datetime]]) -> str:
@@ -120,32 +122,18 @@ def pids_between(table: str, ranges: Sequence[tuple[datetime, datetime]]) -> str
     return f"SELECT groupBitmapState(pid) FROM {table} WHERE {tests}"
 
 
-def _decoders(schema: Mapping[str, AttributeType]) -> list[tuple[int, str, Callable[[Any], Any]]]:
-    first = len(sql.EVENT_SELECT)
-    return [
-        (position, name, sql.DECODERS.get(kind, _same))
-        for position, (name, kind) in enumerate(schema.items(), start=first)
-    ]
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-class _EventReader:
-    """Rows in :func:`clickhouse_sql.select_events` order as stored events, for one schema."""
-
-    def __init__(self, schema: Mapping[str, AttributeType]) -> None:
-        self.columns = _decoders(schema)
-
-    def __call__(self, row: Sequence[Any]) -> StoredEvent:
-        return StoredEvent(self.event(row), row[4], sql.read_time(row[2]))
-
-    def event(self, row: Sequence[Any]) -> Event:
-        """The event alone (what rules read)."""
-        properties: dict[str, Any] = {}
-        for position, name, decode in self.columns:
-            value = row[position]
-            if value is not None:
-                properties[name] = decode(value)
-        return Event(row[3], sql.read_time(row[1]), properties)
+def split_out_of_range(
+    events: list[CheckedEvent],
+) -> tuple[list[CheckedEvent], dict[int, EventResult]]:
+    """The events ClickHouse can store, and a refusal for each timed outside its range
+    (``clickhouse_sql.in_range``)."""
+    kept: list[CheckedEvent] = []
+    refused: dict[int, EventResult] = {}
+    for event in events:
+        if sql.in_range(event.timestamp):
+            kept.append(event)
+        else:
+            message = "the timestamp must lie between 1900-01-01 and 2299-12-31 (ClickHouse)"
+            detail = ErrorDetail("timestamp_invalid", message, ("timestamp",))
+            refused[event.position] = EventResult(event.external_id, None, errors=(detail,))
+    return kept, refused

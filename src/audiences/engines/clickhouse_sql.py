@@ -9,17 +9,20 @@ rule compiler's WHERE-SQL, checked by ``duckdb_sql.checked_condition`` for this 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
 import orjson
+import sqlglot
 from pyroaring import AbstractBitMap, BitMap
 from sqlglot import exp
 
+from audiences.engines import rows as rows_module
 from audiences.engines.base import pids_to_bitmap
 from audiences.engines.coerce import TypeMismatchError
+from audiences.errors import Unprocessable
 from audiences.schemas.attributes import AttributeType
 
 DIALECT = "clickhouse"
@@ -164,7 +167,7 @@ def add_column(name: str, attribute: str, kind: AttributeType) -> str:
     )
 
 
-ROW_COLUMNS = ("pid", "external_id", "extra", "updated_at")
+ROW_COLUMNS = rows_module.ROW_COLUMNS
 """The columns every profile row starts with, before the declared attributes."""
 
 
@@ -175,7 +178,8 @@ def select_rows(name: str, attributes: Sequence[str], where: str) -> str:
 
 
 EVENT_SELECT = ("pid", "`timestamp`", "received_at", "event", "event_id")
-"""The built-in columns of an event read back, in the order events are sorted by."""
+"""The built-in columns of an event read back, in ``rows.EVENT_SELECT``'s order (the order
+events are sorted by)."""
 
 
 def select_events(name: str, properties: Sequence[str], where: str, order: str) -> str:
@@ -207,9 +211,67 @@ DECODERS: dict[AttributeType, Callable[[Any], Any]] = {
     AttributeType.TIMESTAMP: read_time,
     AttributeType.DATE: date.fromisoformat,
     AttributeType.NUMBER_LIST: lambda items: [float(item) for item in items],
-    AttributeType.JSON: orjson.loads,
 }
-"""How a value in ``JSONCompact`` becomes an attribute's (JSON writes ``0.0`` as ``0``)."""
+"""How a value in ``JSONCompact`` becomes the stored value the engines share (JSON writes
+``0.0`` as ``0``; times and dates come as text); JSON attributes stay text."""
+
+
+class RowDecoder:
+    """Rows as ``JSONCompact`` gives them made into the stored values every engine reads
+    (``rows.ProfileReader``, ``rows.EventReader``) and writes merge: ``times`` are the
+    positions of built-in time columns, the declared columns start at ``first``."""
+
+    def __init__(
+        self, schema: Mapping[str, AttributeType], *, first: int, times: Sequence[int]
+    ) -> None:
+        self.columns: list[tuple[int, Callable[[Any], Any]]] = [
+            (position, read_time) for position in times
+        ]
+        self.columns += [
+            (position, DECODERS[kind])
+            for position, kind in enumerate(schema.values(), start=first)
+            if kind in DECODERS
+        ]
+
+    def __call__(self, row: list[Any]) -> list[Any]:
+        for position, decode in self.columns:
+            if row[position] is not None:
+                row[position] = decode(row[position])
+        return row
+
+
+def profile_rows(schema: Mapping[str, AttributeType]) -> RowDecoder:
+    """The decoder of :func:`select_rows`' rows."""
+    return RowDecoder(schema, first=len(ROW_COLUMNS), times=[3])
+
+
+def event_rows(schema: Mapping[str, AttributeType]) -> RowDecoder:
+    """The decoder of :func:`select_events`' rows."""
+    return RowDecoder(schema, first=len(EVENT_SELECT), times=[1, 2])
+
+
+def bound(condition: str, params: Sequence[object] | Mapping[str, object]) -> str:
+    """The condition with its parameters written in as literals: ``?`` in order from a
+    sequence, ``{name:Type}`` by name from a mapping (ClickHouse's own parameter syntax)."""
+    if not params:
+        return condition
+    named = params if isinstance(params, Mapping) else None
+    values = iter(params) if named is None else None
+
+    def bind(node: exp.Expr) -> exp.Expr:
+        if not isinstance(node, exp.Placeholder):
+            return node
+        try:
+            value = named[node.name] if named is not None else next(values or iter(()))
+        except (StopIteration, KeyError):
+            raise Unprocessable(
+                "the condition names a parameter that was not given", code="engine_query_failed"
+            ) from None
+        return sqlglot.parse_one(literal(value), read=DIALECT)
+
+    tree = sqlglot.parse_one(condition, read=DIALECT)
+    return tree.transform(bind).sql(dialect=DIALECT)
+
 
 ENCODERS: dict[AttributeType, Callable[[Any], Any]] = {
     AttributeType.TIMESTAMP: lambda moment: moment.isoformat(),
