@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -41,28 +39,20 @@ from audiences.engines.base import (
     check_workspace_id,
 )
 from audiences.engines.clickhouse_client import ClickHouseError, Client
-from audiences.engines.coerce import COERCERS
+from audiences.engines.clickhouse_writes import MAX_PID, TYPES, Workspace, Writer
 from audiences.engines.conditions import checked_condition, reads_events
 from audiences.engines.duckdb_sql import events_table_name, table_name
 from audiences.engines.event_writes import check_events, split_duplicates
 from audiences.engines.rows import ProfileReader
-from audiences.engines.schema import checked_schema, extra_moves, refuse_type_changes
-from audiences.engines.writes import WritePlan, merge_row, plan_writes
-from audiences.errors import Conflict, Unprocessable
+from audiences.engines.schema import checked_schema, refuse_type_changes
+from audiences.engines.writes import plan_writes
+from audiences.errors import Unprocessable
 from audiences.kit.clock import utcnow
 from audiences.schemas.attributes import AttributeSchema, AttributeType
 from audiences.schemas.events import RESERVED_EVENT_FIELDS, Event
 
 K = TypeVar("K")
-MAX_PID = 2**32 - 1
 log = logging.getLogger("audiences.engines")
-
-TYPES: dict[AttributeType, Callable[[object], Any]] = {
-    **COERCERS,
-    AttributeType.TIMESTAMP: sql.ranged(COERCERS[AttributeType.TIMESTAMP]),
-    AttributeType.DATE: sql.ranged(COERCERS[AttributeType.DATE]),
-}
-"""The value checks of this engine: every engine's, times narrowed to what ClickHouse holds."""
 
 CONVERSION_CODES = frozenset({6, 27, 38, 41, 70, 72})
 RANGE_CODES = frozenset({69, 321, 407})
@@ -74,18 +64,6 @@ OVERFLOW = "cannot be safely converted"
 ``Spelling.checked_integers``; its code is the conversions' 70)."""
 
 
-@dataclass
-class _Workspace:
-    """What the engine keeps about one workspace; schemas are replaced, never mutated."""
-
-    profiles: str
-    events: str
-    counter: str
-    schema: dict[str, AttributeType] = field(default_factory=dict)
-    event_schema: dict[str, AttributeType] = field(default_factory=dict)
-    next_pid: int = 1
-
-
 class ClickHouseEngine:
     """Profiles and events in one ClickHouse database; safe to share between threads."""
 
@@ -93,8 +71,8 @@ class ClickHouseEngine:
         self._client = client
         self._database = database
         self._lock = threading.RLock()
-        self._workspaces: dict[str, _Workspace] = {}
-        self._version = 0
+        self._workspaces: dict[str, Workspace] = {}
+        self._writer = Writer(client)
         client.command(f"CREATE DATABASE IF NOT EXISTS {sql.quote(database)}")
 
     @property
@@ -126,7 +104,10 @@ class ClickHouseEngine:
         state = self._state(workspace_id, create=True)
         with self._lock:
             plan = plan_writes(records, state.schema, strict=strict, types=TYPES)
-            written = self._apply(state, plan) if plan.writes else {}
+            written = {}
+            if plan.writes:
+                stored = self._stored(state, [write.external_id for write in plan.writes])
+                written = self._writer.apply(state, plan, stored)
         return plan.results(written)
 
     def get_profile(self, workspace_id: str, external_id: str) -> Profile | None:
@@ -159,14 +140,7 @@ class ClickHouseEngine:
             if not rows:
                 return None
             pid = int(rows[0][0])
-            tombstone: dict[str, list[Any]] = {
-                "pid": [pid],
-                "external_id": [external_id],
-                "updated_at": [utcnow().isoformat()],
-                sql.VERSION: [self._next_version()],
-                sql.DELETED: [1],
-            }
-            self._client.insert(state.profiles, list(tombstone), sql.document(tombstone))
+            self._writer.tombstone(state, pid, external_id)
             self._client.command(f"DELETE FROM {state.events} WHERE pid = {pid}")
         return pid
 
@@ -188,7 +162,7 @@ class ClickHouseEngine:
         with self._lock:
             pids = self._resolve(state, wanted)
             fresh = [eid for eid in dict.fromkeys(wanted) if eid not in pids]
-            pids.update(self._insert_empty(state, fresh))
+            pids.update(self._writer.insert_empty(state, fresh))
         return [pids[eid] for eid in wanted], len(fresh)
 
     def external_ids_for(self, workspace_id: str, pids: Sequence[int]) -> list[str | None]:
@@ -287,7 +261,9 @@ class ClickHouseEngine:
             fresh, duplicates = split_duplicates(passed, stored)
             external = list(dict.fromkeys(e.external_id for e in [*fresh, *duplicates]))
             pids = self._resolve(state, external)
-            pids.update(self._insert_empty(state, [eid for eid in external if eid not in pids]))
+            pids.update(
+                self._writer.insert_empty(state, [eid for eid in external if eid not in pids])
+            )
             if fresh:
                 received = received_at or utcnow()
                 schema = state.event_schema
@@ -371,7 +347,7 @@ class ClickHouseEngine:
         return sql.read_bitmap(self._client.query(query, "RowBinary"))
 
     def _select(
-        self, state: _Workspace, condition: str, sets: Mapping[str, AbstractBitMap]
+        self, state: Workspace, condition: str, sets: Mapping[str, AbstractBitMap]
     ) -> BitMap:
         joins = "".join(
             f" LEFT JOIN {sql.members_relation(members)} AS {sql.quote(alias)}"
@@ -395,12 +371,12 @@ class ClickHouseEngine:
                 raise _query_failed(error) from None
             raise
 
-    def _state(self, workspace_id: str, *, create: bool = False) -> _Workspace:
+    def _state(self, workspace_id: str, *, create: bool = False) -> Workspace:
         state = self._workspace(workspace_id, create=create)
         assert state is not None
         return state
 
-    def _workspace(self, workspace_id: str, *, create: bool = False) -> _Workspace | None:
+    def _workspace(self, workspace_id: str, *, create: bool = False) -> Workspace | None:
         check_workspace_id(workspace_id)
         with self._lock:
             state = self._workspaces.get(workspace_id) or self._load(workspace_id, create)
@@ -408,12 +384,12 @@ class ClickHouseEngine:
                 self._workspaces[workspace_id] = state
             return state
 
-    def _load(self, workspace_id: str, create: bool) -> _Workspace | None:
+    def _load(self, workspace_id: str, create: bool) -> Workspace | None:
         name = table_name(workspace_id)
         columns = self._columns(name)
         if not columns and not create:
             return None
-        state = _Workspace(
+        state = Workspace(
             sql.table(self._database, name),
             sql.table(self._database, events_table_name(workspace_id)),
             sql.table(self._database, "pids_" + name.removeprefix("profiles_")),
@@ -445,24 +421,7 @@ class ClickHouseEngine:
             if column not in reserved
         }
 
-    def _next_version(self) -> int:
-        """A version above every one this process gave: the clock in nanoseconds, so that
-        versions written by a later process are higher still."""
-        self._version = max(time.time_ns(), self._version + 1)
-        return self._version
-
-    def _allocate(self, state: _Workspace, count: int) -> list[int]:
-        """``count`` new pids, the high-water mark written before any row uses them."""
-        if not count:
-            return []
-        first, last = state.next_pid, state.next_pid + count - 1
-        if last > MAX_PID:
-            raise Conflict("This workspace has used every pid.", code="pids_exhausted")
-        self._client.command(f"INSERT INTO {state.counter} (high) VALUES ({last})")
-        state.next_pid = last + 1
-        return list(range(first, last + 1))
-
-    def _stored(self, state: _Workspace, external_ids: list[str]) -> list[list[Any]]:
+    def _stored(self, state: Workspace, external_ids: list[str]) -> list[list[Any]]:
         """The live rows of these external ids (:func:`clickhouse_sql.select_rows` order).
 
         The ids' pids are found by the bloom filter on ``external_id`` (tombstones included),
@@ -474,13 +433,13 @@ class ClickHouseEngine:
             state, f"pid IN (SELECT pid FROM {state.profiles} WHERE external_id IN {ids})"
         )
 
-    def _live(self, state: _Workspace, where: str) -> list[list[Any]]:
+    def _live(self, state: Workspace, where: str) -> list[list[Any]]:
         """The live profile rows ``where`` selects, their values as the engines store them."""
         decode = sql.profile_rows(state.schema)
         query = sql.select_rows(state.profiles, list(state.schema), where)
         return [decode(row) for row in self._rows(query)]
 
-    def _resolve(self, state: _Workspace, external_ids: list[str]) -> dict[str, int]:
+    def _resolve(self, state: Workspace, external_ids: list[str]) -> dict[str, int]:
         if not external_ids:
             return {}
         ids = sql.json_set(external_ids, "String")
@@ -490,82 +449,12 @@ class ClickHouseEngine:
         )
         return {row[0]: int(row[1]) for row in self._rows(query)}
 
-    def _insert_empty(self, state: _Workspace, fresh: list[str]) -> dict[str, int]:
-        pids = dict(zip(fresh, self._allocate(state, len(fresh)), strict=True))
-        if pids:
-            now = utcnow().isoformat()
-            version = self._next_version()
-            columns: dict[str, list[Any]] = {
-                "pid": list(pids.values()),
-                "external_id": list(pids),
-                "updated_at": [now] * len(pids),
-                sql.VERSION: [version] * len(pids),
-            }
-            self._client.insert(state.profiles, list(columns), sql.document(columns))
-        return pids
-
-    def _apply(self, state: _Workspace, plan: WritePlan) -> dict[int, Profile]:
-        """Read the stored rows, merge the writes into them, append the merged rows under a
-        new version; the profiles as written, by pid."""
-        schema = state.schema
-        names = list(schema)
-        old = {row[1]: row for row in self._stored(state, [w.external_id for w in plan.writes])}
-        fresh = [write for write in plan.writes if write.external_id not in old]
-        for write, pid in zip(fresh, self._allocate(state, len(fresh)), strict=True):
-            write.pid, write.created = pid, True
-        for write in plan.writes:
-            if not write.created:
-                write.pid = int(old[write.external_id][0])
-        now = utcnow()
-        merged = [merge_row(w, old.get(w.external_id), names, now) for w in plan.writes]
-        self._insert_rows(state, merged)
-        read = ProfileReader(schema)
-        return {row[0]: read(row) for row in merged}
-
-    def _insert_rows(self, state: _Workspace, rows: Sequence[Sequence[Any]]) -> None:
-        """Append whole rows (:func:`clickhouse_sql.select_rows` order, values decoded) as
-        the newest version of each."""
-        kinds = [
-            AttributeType.INTEGER,
-            AttributeType.STRING,
-            AttributeType.STRING,
-            AttributeType.TIMESTAMP,
-            *state.schema.values(),
-        ]
-        names = [*sql.ROW_COLUMNS, *state.schema]
-        columns = {
-            name: sql.encode([row[n] for row in rows], kind)
-            for n, (name, kind) in enumerate(zip(names, kinds, strict=True))
-        }
-        columns[sql.VERSION] = [self._next_version()] * len(rows)
-        quoted = [*map(sql.quote, names[:4]), sql.VERSION, *map(sql.quote, names[4:])]
-        ordered = {name: columns[name] for name in [*names[:4], sql.VERSION, *names[4:]]}
-        self._client.insert(state.profiles, quoted, sql.document(ordered))
-
-    def _backfill(self, state: _Workspace, name: str, kind: AttributeType) -> None:
-        """Move ``extra`` values that fit a newly declared attribute into its column: the
-        rows holding one are written again under a new version."""
-        head = name.split(".")[0]
-        needle = sql.literal(orjson.dumps(head).decode()[:-1])
-        where = f"extra IS NOT NULL AND position(extra, {needle}) > 0"
-        rows = self._live(state, where)
-        moves = {
-            pid: (value, extra)
-            for pid, value, extra in extra_moves([(row[0], row[2]) for row in rows], name, kind)
-            if kind not in _RANGED or sql.in_range(value)
-        }
-        position = len(sql.ROW_COLUMNS) + list(state.schema).index(name)
-        changed = []
-        for row in rows:
-            if row[0] in moves:
-                value, extra = moves[row[0]]
-                row[2], row[position] = extra, value
-                changed.append(row)
-        if changed:
-            self._insert_rows(state, changed)
-
-
-_RANGED = (AttributeType.TIMESTAMP, AttributeType.DATE)
+    def _backfill(self, state: Workspace, name: str, kind: AttributeType) -> None:
+        """Move ``extra`` values that fit a newly declared attribute into its column (the
+        rows whose extra text names it, checked exactly by ``schema.extra_moves``)."""
+        head = orjson.dumps(name.split(".")[0]).decode()[:-1]  # '"p', in '"p.s"' and '"p": {'
+        rows = self._live(state, f"extra IS NOT NULL AND position(extra, {sql.literal(head)}) > 0")
+        self._writer.backfill(state, name, kind, rows)
 
 
 def _query_failed(error: ClickHouseError) -> Unprocessable:
