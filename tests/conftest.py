@@ -27,11 +27,24 @@ from tests.factories import Tenant, make_tenant
 
 DATABASE_ENV = "AUDIENCES_TEST_DATABASE_URL"
 LEDGER_KEY = "audiences_ledger"
+DATABASE_DIRS = frozenset({"api", "e2e", "jobs", "queue", "services", "store"})
+"""The test folders of the layers that run SQL on the metadata database: CI runs the whole
+suite on SQLite, then only these (``-m database``) again on PostgreSQL. The SDK and CLI reach the
+database only through the API, whose own tests cover it; rules, engines and kit never do."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Start recording error codes (tests/ledger.py)."""
     ledger.install()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of the database layers ``database`` (see :data:`DATABASE_DIRS`)."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(root).parts
+        if len(parts) > 1 and parts[0] in DATABASE_DIRS:
+            item.add_marker(pytest.mark.database)
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         description=(
             "When true, webhook endpoints and synced-list URLs may point at loopback, private "
             "and link-local addresses (tests, on-premise receivers). Off, such URLs answer 400 "
-            "`url_not_allowed` (the SSRF guard, `kit.egress`)."
+            "`url_not_allowed` (the SSRF guard, `services.egress`)."
         ),
     )
     require_if_match: bool = Field(
@@ -189,6 +189,30 @@ class Settings(BaseSettings):
         description=(
             "Most membership writes and imports of one workspace waiting to be applied; past it "
             "a new one answers 429 `write_backlog_full` with `Retry-After`."
+        ),
+    )
+    sync_root: Path | None = Field(
+        default=None,
+        description=(
+            "Folder under which an external audience's file source may name a `path` (after "
+            "resolving links); unset, path sources answer 422 `sync_path_not_allowed`."
+        ),
+    )
+    sync_max_bytes: int = Field(
+        default=1024**3,
+        ge=1024,
+        description=(
+            "Largest file an external audience's sync fetches from a URL or reads from a path, "
+            "in bytes; a bigger one fails the sync (`sync_too_large`), counted while it streams."
+        ),
+    )
+    sync_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "How long a sync's fetch of a URL may take in all (connecting, waiting, reading), "
+            "and a SQL source's query may run; past it the sync fails (`sync_timeout`, "
+            "`engine_query_timeout`) and the members stay as they were."
         ),
     )
     import_chunk_rows: int = Field(

@@ -533,6 +533,32 @@ def test_writes_past_the_backlog_answer_429_with_retry_after(app: FastAPI, tenan
     assert members_of(tenant.read, audience["id"]) == {"p0", "p1", "p2"}
 
 
+def test_concurrent_writes_never_pass_an_audiences_backlog(app: FastAPI, tenant: Tenant) -> None:
+    """Twelve writes at once against a backlog of 5: exactly 5 are accepted (on PostgreSQL the
+    count is taken under the audience's lock, else several see room for the last one)."""
+    audience = static_audience(tenant.write)
+    url = f"/v1/audiences/{audience['id']}/members"
+    settings = app.state.settings
+    limit = settings.max_queued_writes_per_audience
+    settings.max_queued_writes_per_audience = 5
+    try:
+
+        def adding(external_id: str) -> Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]:
+            async def call(client: httpx.AsyncClient) -> httpx.Response:
+                return await client.post(url, json={"action": "add", "ids": [external_id]})
+
+            return call
+
+        responses = tenant.write.gather([adding(f"p{i}") for i in range(12)])
+    finally:
+        settings.max_queued_writes_per_audience = limit
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [202] * 5 + [429] * 7, [r.text for r in responses]
+    run_jobs(app)
+    accepted = {f"p{i}" for i, r in enumerate(responses) if r.status_code == 202}
+    assert members_of(tenant.read, audience["id"]) == accepted
+
+
 def test_a_job_applies_its_own_write_whatever_is_queued_before_it(
     app: FastAPI, tenant: Tenant
 ) -> None:

@@ -742,7 +742,7 @@ def test_other_kinds_cannot_be_refreshed(tenant: Tenant) -> None:
             "key": "list",
             "name": "A list",
             "kind": "external",
-            "source": {"name": "crm", "external_id": "list-1"},
+            "source": {"type": "push", "name": "crm", "external_id": "list-1"},
         },
     ).json()
     response = tenant.write.post(f"/v1/audiences/{static['id']}/refresh")

@@ -44,6 +44,10 @@ UNDESCRIBABLE_ERRORS = {
     "invalid_cursor",
     "cursor_with_offset",
     "version_mismatch",
+    "sync_query_invalid",
+    "sync_path_not_allowed",
+    "sync_not_streamable",
+    "url_not_allowed",
 }
 
 

@@ -112,6 +112,29 @@ def test_refresh_explain_preview_evaluate(cli: Run) -> None:
     assert as_json(cli("evaluate", "--attr", "country=FR", "--json"))
 
 
+def test_external_audience_create_and_sync(cli: Run) -> None:
+    key = unique("sql")
+    query = "SELECT external_id FROM profiles WHERE external_id LIKE 'user-0%'"  # the demo's
+    source = json.dumps({"type": "sql", "query": query})
+    made = as_json(cli("audiences", "create", key, "--name", "All", "--kind", "external",
+                       "--source", source, "--json"))  # fmt: skip
+    assert made["source"]["type"] == "sql" and made["sync"]["status"] == "syncing"
+    job = as_json(cli("audiences", "sync", key, "--wait", "--json"))
+    assert (job["handler"], job["state"]) == ("membership.sync", "succeeded")
+    shown = as_json(cli("audiences", "get", key, "--json"))
+    assert shown["sync"]["status"] == "synced" and shown["size"] == 100
+    queued = as_json(cli("audiences", "sync", key, "--json"))
+    assert queued["handler"] == "membership.sync"
+    broken = unique("broken")
+    bad = json.dumps({"type": "sql", "query": "SELECT external_id FROM profiles WHERE nope"})
+    cli("audiences", "create", broken, "--name", "B", "--kind", "external", "--source", bad)
+    failed = cli("audiences", "sync", broken, "--wait", code=1)
+    assert "engine_query_failed" in failed.stderr
+    cli("audiences", "sync", "crm-vip", code=4)  # the demo's pushed list is not synced
+    cli("audiences", "create", unique("x"), "--name", "X", "--kind", "external",
+        "--source", '{"type": "sql", "query": "DROP TABLE profiles"}', code=1)  # fmt: skip
+
+
 def test_profiles_attributes_workspace_groups_keys_jobs(cli: Run) -> None:
     assert as_json(cli("profiles", "put", "cli-bob", "-a", "age=7", "--json"))["id"] == "cli-bob"
     assert as_json(cli("profiles", "get", "cli-bob", "--json"))["attributes"]["age"] == 7

@@ -92,10 +92,8 @@ def _duckdb(tmp_path: Path) -> Opener:
 def _postgres(tmp_path: Path) -> Opener:
     import psycopg
 
-    try:
-        from audiences.engines.postgres import PostgresEngine
-    except ImportError:  # pragma: no cover - until the engine lands (branch s8-pg)
-        pytest.skip("PostgreSQL engine: branch s8-pg")
+    from audiences.engines.postgres import PostgresEngine
+
     try:
         admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError:

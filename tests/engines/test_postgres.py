@@ -4,7 +4,9 @@ condition checks, its errors when the server is missing."""
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -13,6 +15,7 @@ from pyroaring import BitMap
 
 from audiences.config import Settings
 from audiences.engines import factory
+from audiences.engines.base import EventRecord
 from audiences.engines.postgres import PostgresEngine
 from audiences.errors import Conflict, InvalidParameter, ServiceUnavailable, Unprocessable
 from audiences.schemas.attributes import AttributeType
@@ -126,10 +129,6 @@ def test_conditions_outside_the_compilers_shapes_are_refused(
 
 
 def test_behavioural_conditions_read_the_workspaces_events(engine: PostgresEngine) -> None:
-    from datetime import UTC, datetime
-
-    from audiences.engines.base import EventRecord
-
     when = datetime(2026, 1, 1, tzinfo=UTC)
     engine.write_events(WS, [EventRecord("a", "order", when), EventRecord("a", "order", when)])
     engine.write_events(WS, [EventRecord("b", "order", when)])
@@ -210,3 +209,41 @@ def test_the_sequence_end_is_a_conflict(engine: PostgresEngine) -> None:
     with pytest.raises(Conflict):
         engine.ensure_profiles(WS, ["d"])
     assert engine.count(WS) == 2
+
+
+def _together(*calls: Callable[[], object]) -> None:
+    """Run the calls on threads at once; re-raise the first failure."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], object]) -> None:
+        try:
+            start.wait()
+            call()
+        except BaseException as error:  # reported below, in the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_engines_declaring_and_writing_events_at_once_agree(
+    store: Store, engine: PostgresEngine
+) -> None:
+    """Two engines (two pools: as two processes) declare the same attributes and write the
+    same events with ids at once: one column each, each event stored once."""
+    other = store.open()
+    wanted = {**SCHEMA, **{f"a{n}": AttributeType.INTEGER for n in range(10)}}
+    _together(*(lambda e=e: e.ensure_attributes(WS, wanted) for e in (engine, other)))
+    assert engine.attributes(WS) == other.attributes(WS) == wanted
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [EventRecord(f"u{n % 7}", "order", when, event_id=f"e{n}") for n in range(300)]
+    _together(*(lambda e=e: e.write_events(WS, records) for e in (engine, other)))
+    pids = [pid for pid in engine.pids_for(WS, [f"u{n}" for n in range(7)]) if pid]
+    assert len(pids) == 7
+    stored = engine.events_of(WS, pids)
+    assert sum(len(events) for events in stored.values()) == 300

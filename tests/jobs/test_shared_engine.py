@@ -112,3 +112,23 @@ def _state(factory: sessionmaker[Session], job_id: str) -> str:
 
 def test_only_a_shared_engine_gives_worker_processes_a_runtime(tmp_path: Path) -> None:
     assert shared_runtime(Settings(data_dir=tmp_path)) is None  # DuckDB: the server's own
+
+
+def test_a_worker_without_a_postgresql_server_says_so_and_exits(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "AUDIENCES_DATABASE_URL": f"sqlite:///{tmp_path / 'audiences.db'}",
+        "AUDIENCES_PROFILE_ENGINE": "postgres",
+    }
+    env.pop("AUDIENCES_PROFILE_ENGINE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "audiences", "worker", "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+    )
+    assert done.returncode == 1
+    assert "AUDIENCES_PROFILE_ENGINE_URL" in done.stderr.splitlines()[-1]
+    assert "Traceback" not in done.stderr

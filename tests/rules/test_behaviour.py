@@ -15,6 +15,7 @@ from audiences.rules import (
     parse_rule,
     parse_rule_json,
     reads_clock,
+    to_json,
     to_predicate,
     to_predicates,
     validate_rule,
@@ -33,7 +34,7 @@ from tests.rules.helpers import assert_round_trip
 def test_text_and_json_round_trip(text: str) -> None:
     rule = assert_round_trip(text)
     assert parse_rule(rule.text) == rule
-    assert parse_rule_json(rule.to_json()).text == rule.text
+    assert parse_rule_json(to_json(rule)).text == rule.text
 
 
 @pytest.mark.parametrize(
@@ -85,7 +86,7 @@ def test_text_and_json_round_trip(text: str) -> None:
 def test_json_conditions_read_as_their_text(data: dict[str, Any], text: str) -> None:
     rule = parse_rule_json(data)
     assert rule.text == text
-    assert parse_rule(text).to_json()["events" if "events" in data else "sequence"]
+    assert to_json(parse_rule(text))["events" if "events" in data else "sequence"]
 
 
 SCHEMA = {"age": gen.T.INTEGER, "plan": gen.T.STRING}

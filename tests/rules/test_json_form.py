@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audiences.rules import parse_rule, parse_rule_json, validate_rule
+from audiences.rules import parse_rule, parse_rule_json, to_json, validate_rule
 from tests.rules import generators
 from tests.rules.helpers import SCHEMA
 
@@ -52,7 +52,7 @@ OPERATORS = [
 def test_each_operator(leaf: dict[str, Any], text: str) -> None:
     rule = parse_rule_json(leaf)
     assert rule.text == text
-    assert parse_rule(text).to_json() == leaf
+    assert to_json(parse_rule(text)) == leaf
 
 
 def test_groups() -> None:
@@ -78,19 +78,19 @@ def test_groups() -> None:
         "country IN ('US', 'CA') AND (age >= 30 OR in_audience('vip'))"
         " AND NOT (churned OR plan = 'free')"
     )
-    assert rule.to_json() == tree
-    assert parse_rule(rule.text).to_json() == tree
+    assert to_json(rule) == tree
+    assert to_json(parse_rule(rule.text)) == tree
 
 
 def test_single_item_groups_collapse() -> None:
     leaf = {"field": "age", "op": "gt", "value": 1}
-    assert parse_rule_json({"all": [leaf]}).to_json() == leaf
-    assert parse_rule_json({"any": [{"all": [leaf]}]}).to_json() == leaf
+    assert to_json(parse_rule_json({"all": [leaf]})) == leaf
+    assert to_json(parse_rule_json({"any": [{"all": [leaf]}]})) == leaf
 
 
 def test_rules_outside_the_operators_become_raw_leaves() -> None:
     rule = parse_rule("age + 1 > 30 AND lower(email) = 'a' AND 30 < age")
-    assert rule.to_json() == {
+    assert to_json(rule) == {
         "all": [{"expr": "age + 1 > 30"}, {"expr": "lower(email) = 'a'"}, {"expr": "30 < age"}]
     }
 
@@ -117,24 +117,24 @@ CANONICAL_JSON = st.recursive(LEAVES, _canonical_groups, max_leaves=12)
 @given(CANONICAL_JSON)
 def test_json_tree_json_is_lossless(tree: Any) -> None:
     rule = parse_rule_json(tree)
-    assert rule.to_json() == tree
-    assert parse_rule(rule.text).to_json() == tree
+    assert to_json(rule) == tree
+    assert to_json(parse_rule(rule.text)) == tree
 
 
 @settings(max_examples=300, derandomize=True, deadline=None)
 @given(generators.rules())
 def test_every_tree_has_a_json_form_that_gives_it_back(text: str) -> None:
     rule = parse_rule(text)
-    assert parse_rule_json(rule.to_json()).tree == rule.tree
+    assert parse_rule_json(to_json(rule)).tree == rule.tree
     bound = validate_rule(text, generators.SCHEMA)
-    assert validate_rule(bound.to_json(), generators.SCHEMA) == bound
+    assert validate_rule(to_json(bound), generators.SCHEMA) == bound
 
 
 def test_typed_literals_are_plain_values_once_the_type_is_known() -> None:
     text = "last_seen > '2024-01-01' AND signed_up > DATE '2024-01-01'"
-    assert parse_rule(text).to_json()["all"][0]["value"] == "2024-01-01"
+    assert to_json(parse_rule(text))["all"][0]["value"] == "2024-01-01"
     bound = validate_rule(text, SCHEMA)
-    assert bound.to_json() == {
+    assert to_json(bound) == {
         "all": [
             {"field": "last_seen", "op": "gt", "value": "2024-01-01 00:00:00+00:00"},
             {"expr": "signed_up > DATE '2024-01-01'"},

@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from audiences.schemas.api_keys import Role
 from audiences.schemas.jobs import JobState
 from audiences.sdk import Client, Conflict, PreconditionFailed
+from audiences.services import syncs
+from tests import factories
 from tests.api.test_member_writes import run_jobs
 from tests.factories import Tenant
 from tests.sdk.conftest import sdk_client
@@ -98,6 +100,26 @@ def test_dynamic_audience_refresh_preview_and_explain(client: Client) -> None:
     assert against.entering is not None
     explained = client.audiences.explain(audience, "ann")
     assert explained.explanation is not None and explained.explanation["value"] is True
+
+
+def test_external_audience_sync(app: FastAPI, client: Client) -> None:
+    client.profiles.upsert_many([{"id": f"s{n}", "attributes": {"age": 20 + n}} for n in range(5)])
+    query = "SELECT external_id FROM profiles WHERE age >= 22"
+    audience = client.audiences.create(
+        key="sql-list", name="SQL", kind="external", source={"type": "sql", "query": query}
+    )
+    assert audience.sync is not None and audience.sync.status == "syncing"
+    job = client.audiences.sync(audience)
+    assert (job.handler, job.id) == ("membership.sync", audience.sync.job_id)
+    factories.run_jobs(app, syncs.SYNC_HANDLER)
+    assert client.jobs.wait(job).state is JobState.SUCCEEDED
+    synced = client.audiences.get(audience)
+    assert synced.sync is not None and synced.sync.status == "synced"
+    assert {member.id for member in client.audiences.members(audience)} == {"s2", "s3", "s4"}
+    pushed = client.audiences.create(key="pushed", name="P", kind="external")
+    with pytest.raises(Conflict) as refused:
+        client.audiences.sync(pushed)
+    assert refused.value.code == "audience_not_syncable"
 
 
 def test_profiles_evaluate_attributes_and_workspace(client: Client) -> None:

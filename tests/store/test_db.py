@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import stat
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
 from audiences.store.db import make_engine
@@ -54,5 +56,41 @@ def test_a_connection_lost_mid_transaction_hands_the_write_lock_on(tmp_path: Pat
             connection.exec_driver_sql("INSERT INTO u VALUES (1)")
         with engine.connect() as connection:
             assert connection.exec_driver_sql("SELECT x FROM u").scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_the_write_lock_is_handed_on_only_after_the_commit(tmp_path: Path) -> None:
+    """A writer that gets the process's lock must find SQLite's lock free: with SQLite's own
+    busy wait turned off, a lock handed on before the previous COMMIT shows as "database is
+    locked" in the next BEGIN IMMEDIATE (or as a lost increment)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'handover.db'}")
+
+    @event.listens_for(engine, "connect")
+    def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE counter (n INTEGER)")
+        connection.exec_driver_sql("INSERT INTO counter VALUES (0)")
+    failures: list[BaseException] = []
+
+    def write(times: int) -> None:
+        try:
+            for _ in range(times):
+                with engine.begin() as connection:
+                    connection.exec_driver_sql("UPDATE counter SET n = n + 1")
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=write, args=(300,)) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT n FROM counter").scalar() == 1200
     finally:
         engine.dispose()

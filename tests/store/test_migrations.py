@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, insert, select
 
-from audiences.store.migrate import migrate
-from audiences.store.tables import Base
+from audiences.store.migrate import alembic_config, migrate
+from audiences.store.tables import AudienceRow, Base, WorkspaceRow
 
 
 def test_migrated_database_matches_the_tables(database_url: str) -> None:
@@ -39,3 +41,31 @@ def test_concurrent_starts_migrate_once(database_url: str) -> None:
     ]
     outcomes = [(p.wait(timeout=120), p.communicate()[1]) for p in starts]
     assert [error for code, error in outcomes if code != 0] == []
+
+
+def test_external_sources_saved_before_types_become_push_sources(tmp_path: Path) -> None:
+    """0012 types the sources stored before it: a label or nothing was never pulled."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = alembic_config()
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0010")
+            connection.execute(insert(WorkspaceRow.__table__).values(id="w", slug="w", name="w"))
+            rows = [
+                {"id": "labelled", "kind": "external", "source": {"name": "crm"}},
+                {"id": "bare", "kind": "external", "source": None},
+                {"id": "rule", "kind": "dynamic", "source": None, "rule": "age > 1"},
+            ]
+            for row in rows:
+                values = {"workspace_id": "w", "key": row["id"], "name": "n", **row}
+                connection.execute(insert(AudienceRow.__table__).values(**values))
+            command.upgrade(config, "head")
+            found = dict(connection.execute(select(AudienceRow.id, AudienceRow.source)).all())
+    finally:
+        engine.dispose()
+    assert found == {
+        "labelled": {"type": "push", "name": "crm"},
+        "bare": {"type": "push"},
+        "rule": None,
+    }

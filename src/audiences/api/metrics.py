@@ -1,7 +1,9 @@
-"""Prometheus metrics: request counts and latencies by route, and the job queue by state.
+"""Prometheus metrics: request counts and latencies by route, the job queue by state, and
+external audiences' syncs (attempts, failures, status).
 
 Each app has a registry of its own (several apps may live in one process, as in tests); the job
-gauges are read from the database when ``/metrics`` is scraped, so they are never stale.
+and sync figures are read from the database when ``/metrics`` is scraped, so they are never
+stale and count the work of every process.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from audiences.services import syncs
 from audiences.store.tables import JobRow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -39,6 +42,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_JobCollector(session_factory))
+        self.registry.register(_SyncCollector(session_factory))
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""
@@ -91,4 +95,30 @@ class _JobCollector(Collector):
         with self.session_factory() as session:
             for state, handler, count in session.execute(stmt):
                 gauge.add_metric([state, handler], count)
+        yield gauge
+
+
+class _SyncCollector(Collector):
+    """External audiences' syncs: every attempt and failure so far, and the audiences by the
+    status of their sync, read at scrape time."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+
+    def collect(self) -> Iterator[Metric]:
+        with self.session_factory() as session:
+            attempts, failures, by_status = syncs.totals(session)
+        yield CounterMetricFamily(
+            "audiences_sync_attempts", "Syncs of external audiences run so far.", value=attempts
+        )
+        yield CounterMetricFamily(
+            "audiences_sync_failures",
+            "Syncs of external audiences that failed (their members kept).",
+            value=failures,
+        )
+        gauge = GaugeMetricFamily(
+            "audiences_syncs", "External audiences by the status of their sync.", labels=["status"]
+        )
+        for status, count in sorted(by_status.items()):
+            gauge.add_metric([status], count)
         yield gauge

@@ -1,4 +1,5 @@
-"""``audiences audiences …``: list, get, create, update and delete audience definitions."""
+"""``audiences audiences …``: list, get, create, update and delete audience definitions, and
+sync external ones with their source."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ import typer
 from audiences.cli.context import connected
 from audiences.cli.listing import All, Cursor, Limit, show
 from audiences.cli.output import Json, Out, Quiet
+from audiences.cli.progress import follow, report
 from audiences.cli.refs import audience_id
 
-app = typer.Typer(help="Audiences: list, get, create, update, delete.", no_args_is_help=True)
+app = typer.Typer(help="Audiences: list, get, create, update, delete, sync.", no_args_is_help=True)
 COLUMNS = ("id", "key", "name", "kind", "lifecycle_state", "size", "rule")
 FIELDS = (
     "id", "key", "name", "description", "kind", "rule", "ttl_days", "source", "group_id",
     "labels", "lifecycle_state", "archived", "refresh_policy", "size", "evaluation",
-    "evaluation_mode", "dependencies", "dependents", "writes", "version", "created_at",
+    "evaluation_mode", "dependencies", "dependents", "writes", "sync", "version", "created_at",
     "updated_at", "members_changed_at",
 )  # fmt: skip
 Ref = Annotated[str, typer.Argument(help="The audience's key or id.")]
@@ -73,6 +75,10 @@ def create_audience(
     refresh: Annotated[
         str | None, typer.Option(help='A refresh policy as JSON: \'{"mode": "streaming"}\'.')
     ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help='External: the source as JSON: \'{"type": "sql", "query": "…"}\'.'),
+    ] = None,
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -84,6 +90,7 @@ def create_audience(
         "group_id": group,
         "ttl_days": ttl_days,
         "refresh_policy": _json_option(refresh, "--refresh"),
+        "source": _json_option(source, "--source"),
     }
     body = {name_: value for name_, value in fields.items() if value is not None}
     with connected(ctx) as client:
@@ -146,3 +153,22 @@ def delete_audience(
             out.one({"id": target, "deleted": True})
         else:
             out.note(f"deleted {target}")
+
+
+@app.command("sync")
+def sync_audience(
+    ctx: typer.Context,
+    ref: Ref,
+    wait: Annotated[bool, typer.Option(help="Wait for the sync to finish.")] = False,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Sync an external audience with its file or SQL source now: its job; --wait follows it
+    and exits 1 when the sync fails (the members stay as they were)."""
+    out = Out(as_json, quiet)
+    with connected(ctx) as client:
+        job = client.audiences.sync(audience_id(client, ref))
+        if not wait:
+            out.one(job, ("id", "handler", "state"))
+            return
+        report(follow(client, job, out), out)

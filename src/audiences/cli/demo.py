@@ -238,7 +238,7 @@ AUDIENCES: list[tuple[str | None, dict[str, Any]]] = [
             "key": "crm-vip",
             "name": "VIPs from the CRM",
             "kind": "external",
-            "source": {"name": "crm", "external_id": "list-4711"},
+            "source": {"type": "push", "name": "crm", "external_id": "list-4711"},
             "labels": ["marketing", "vip"],
         },
     ),

@@ -248,6 +248,21 @@ class ProfileEngine(Protocol):
         """
         ...
 
+    def select_query_pids(
+        self, workspace_id: str, select_sql: str, *, timeout_seconds: float | None = None
+    ) -> BitMap:
+        """The pids a read-only member query names (an external audience's SQL source).
+
+        ``select_sql`` is one SELECT over the tables ``profiles`` and ``events`` returning one
+        column: external ids (text) or pids (integers); ids of no profile are left out. The
+        engine checks it again with ``engines.queries.check_select`` in its dialect (refused:
+        ``ValidationFailed`` ``sync_query_invalid``), points it at the workspace's own tables
+        with ``engines.queries.point_at``, and runs it; a query that fails on the data raises
+        ``Unprocessable`` (``engine_query_failed``) without the engine's SQL, and one still
+        running after ``timeout_seconds`` is stopped (``engine_query_timeout``).
+        """
+        ...
+
     def select_many(
         self,
         workspace_id: str,

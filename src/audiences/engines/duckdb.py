@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 from pyroaring import AbstractBitMap, BitMap
 
-from audiences.engines import duckdb_events
+from audiences.engines import duckdb_events, queries
 from audiences.engines import duckdb_sql as sql
 from audiences.engines.base import (
     RESERVED_COLUMNS,
@@ -306,6 +306,41 @@ class DuckDBEngine:
             finally:
                 for alias in aliases:
                     cur.unregister(alias)
+
+    def select_query_pids(
+        self, workspace_id: str, select_sql: str, *, timeout_seconds: float | None = None
+    ) -> BitMap:
+        """Run a member query (checked again here) on the workspace's own tables: an integer
+        column is taken as pids, any other as external ids; ids of no profile are left out.
+        Past ``timeout_seconds`` the cursor is interrupted (DuckDB stops between vectors)."""
+        query = queries.check_select(select_sql, sql.DIALECT)
+        state = self._workspace(workspace_id)
+        if state is None:
+            return BitMap()
+        tables = {"profiles": state.table, "events": state.events}
+        pointed = queries.point_at(query, tables, sql.DIALECT)
+        # A cursor of its own, closed after: an interrupt that lands once the query is done
+        # must not reach whatever a pooled cursor runs next.
+        with closing(self._new_cursor()) as cur:
+            timer = None
+            if timeout_seconds is not None:
+                timer = threading.Timer(timeout_seconds, cur.interrupt)
+                timer.start()
+            try:
+                described = cur.execute(f"DESCRIBE {pointed}").fetchall()
+                by_pid = str(described[0][1]).upper() in sql.INTEGER_TYPES
+                found = cur.execute(sql.members_of_query(state.table, pointed, by_pid))
+                return pids_to_bitmap(found.fetchnumpy()["pid"])
+            except duckdb.InterruptException:
+                raise Unprocessable(
+                    f"the SQL source ran longer than {timeout_seconds:g} s and was stopped",
+                    code="engine_query_timeout",
+                ) from None
+            except QUERY_ERRORS as error:
+                raise _member_query_failed(error, tables) from None
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     def select_many(
         self,
@@ -738,6 +773,19 @@ def _query_failed(error: Exception) -> Unprocessable:
     return Unprocessable(
         f"the rule cannot be evaluated on this workspace's profiles: {reason}",
         code="engine_query_failed",
+    )
+
+
+def _member_query_failed(error: Exception, tables: Mapping[str, str]) -> Unprocessable:
+    """Our error for a member query DuckDB could not run: the first line of its message (what
+    went wrong), with the real table names back to their public ones; the echoed SQL below it
+    is left out, and the whole message goes to the log."""
+    log.warning("profile engine refused a member query: %s", error)
+    said = str(error).splitlines()[0]
+    for public, real in tables.items():
+        said = said.replace(real.strip('"'), public)
+    return Unprocessable(
+        f"the SQL source cannot run on this workspace's data: {said}", code="engine_query_failed"
     )
 
 

@@ -209,3 +209,21 @@ def pids_between(table: str, ranges: int) -> str:
     """
     tests = " OR ".join(['("timestamp" BETWEEN ? AND ?)'] * ranges)
     return f"SELECT DISTINCT pid FROM {table} WHERE {tests}"
+
+
+INTEGER_TYPES = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT"}
+    | {"UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+)
+"""Column types a member query's result is read as pids in; any other is external ids."""
+
+
+def members_of_query(table: str, query: str, by_pid: bool) -> str:
+    """The distinct pids of the profiles a (checked, pointed) member query names, by pid or by
+    external id; ids of no profile fall out of the join.
+
+    >>> members_of_query("p", "SELECT 1", True)
+    'SELECT DISTINCT profiles.pid FROM p AS profiles JOIN (SELECT 1) AS q(v) ON profiles.pid = q.v'
+    """
+    on = "profiles.pid = q.v" if by_pid else "profiles.external_id = CAST(q.v AS VARCHAR)"
+    return f"SELECT DISTINCT profiles.pid FROM {table} AS profiles JOIN ({query}) AS q(v) ON {on}"

@@ -30,6 +30,7 @@ from pyroaring import AbstractBitMap, BitMap
 from audiences.engines import postgres_events as events_sql
 from audiences.engines import postgres_sql as sql
 from audiences.engines import postgres_writes as writes
+from audiences.engines import queries
 from audiences.engines.base import (
     RESERVED_COLUMNS,
     EventPage,
@@ -262,6 +263,40 @@ class PostgresEngine:
             for alias, members in sets.items():
                 stage_members(conn, alias, members)
             return self._select(conn, state, condition, params, list(sets))
+
+    def select_query_pids(
+        self, workspace_id: str, select_sql: str, *, timeout_seconds: float | None = None
+    ) -> BitMap:
+        """Run a member query (checked again here) on the workspace's own tables, in a
+        read-only transaction: an integer column is taken as pids, any other as external ids;
+        ids of no profile are left out. Past ``timeout_seconds`` PostgreSQL cancels it
+        (``statement_timeout``)."""
+        query = queries.check_select(select_sql, sql.DIALECT)
+        state = self._state(workspace_id)
+        if state is None:
+            return BitMap()
+        tables = {"profiles": state.profiles, "events": state.events}
+        pointed = queries.point_at(query, tables, sql.DIALECT)
+        with self._transaction() as conn:
+            conn.execute("SET TRANSACTION READ ONLY")
+            if timeout_seconds is not None:
+                milliseconds = max(int(timeout_seconds * 1000), 1)
+                conn.execute(f"SET LOCAL statement_timeout = {milliseconds}")
+            try:
+                with conn.transaction():
+                    described = conn.execute(f"SELECT * FROM ({pointed}) AS q LIMIT 0")
+                    by_pid = (described.description or [])[0].type_code in sql.INTEGER_OIDS
+                    found = sql.members_of_query(state.profiles, pointed, by_pid)
+                    return selected_pids(conn, found, _last_pid(conn, state))
+            except pg_errors.QueryCanceled:
+                raise Unprocessable(
+                    f"the SQL source ran longer than {timeout_seconds:g} s and was stopped",
+                    code="engine_query_timeout",
+                ) from None
+            except psycopg.Error as error:
+                if (error.sqlstate or "")[:2] not in QUERY_ERROR_CLASSES:
+                    raise
+                raise _member_query_failed(error, tables) from None
 
     def select_many(
         self,
@@ -560,6 +595,19 @@ def _query_failed(error: Exception) -> Unprocessable:
     return Unprocessable(
         f"the rule cannot be evaluated on this workspace's profiles: {reason}",
         code="engine_query_failed",
+    )
+
+
+def _member_query_failed(error: psycopg.Error, tables: Mapping[str, str]) -> Unprocessable:
+    """Our error for a member query PostgreSQL could not run: the first line of its message
+    (what went wrong), with the real table names back to their public ones; the whole message
+    goes to the log."""
+    log.warning("profile engine refused a member query: %s", error)
+    said = str(error).splitlines()[0] if str(error) else type(error).__name__
+    for public, real in tables.items():
+        said = said.replace(real, public).replace(real.split(".")[-1].strip('"'), public)
+    return Unprocessable(
+        f"the SQL source cannot run on this workspace's data: {said}", code="engine_query_failed"
     )
 
 

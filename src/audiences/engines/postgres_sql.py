@@ -237,3 +237,19 @@ def _unbound(detail: str) -> InvalidParameter:
     return InvalidParameter(
         f"The condition's parameters do not match: {detail}.", code="invalid_parameter"
     )
+
+
+INTEGER_OIDS = frozenset({20, 21, 23})
+"""Type oids (``bigint``, ``smallint``, ``integer``) of a member query's column read as pids;
+any other is read as external ids."""
+
+
+def members_of_query(table: str, query: str, by_pid: bool) -> str:
+    """The distinct pids of the profiles a (checked, pointed) member query names, by pid or by
+    external id; ids of no profile fall out of the join.
+
+    >>> members_of_query("p", "SELECT 1", True)
+    'SELECT DISTINCT profiles.pid FROM p AS profiles JOIN (SELECT 1) AS q(v) ON profiles.pid = q.v'
+    """
+    on = "profiles.pid = q.v" if by_pid else "profiles.external_id = CAST(q.v AS text)"
+    return f"SELECT DISTINCT profiles.pid FROM {table} AS profiles JOIN ({query}) AS q(v) ON {on}"

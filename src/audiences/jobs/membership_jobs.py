@@ -33,8 +33,8 @@ from audiences.services.import_formats import (
     ImportFormat,
     Layout,
     Row,
+    count_rows,
     layout,
-    open_binary,
     rows,
 )
 from audiences.services.import_staged import FileMap, RangeResult
@@ -220,7 +220,7 @@ def _read(context: JobContext, job: ClaimedJob, directory: Path) -> BitMap:
         shape = layout(
             upload, fmt, id_column=payload["id_column"], attributes=",".join(shape.attributes)
         )
-    total = _count_rows(upload, fmt)
+    total = count_rows(upload, fmt)
     staged = import_staged.stage(
         context.runtime.profiles, job.workspace_id, upload, fmt, shape, total
     )
@@ -335,18 +335,6 @@ def _resolve_chunk(context: JobContext, job: ClaimedJob, chunk: list[Row], pids:
     context.count("rows", len(chunk))
     context.count("invalid", sum(1 for pid in found if pid is None))
     context.count("duplicates", duplicates)
-
-
-def _count_rows(upload: Path, fmt: ImportFormat) -> int:
-    """Lines in the file, less the header: the total shown until the exact one is known."""
-    lines, last = 0, b"\n"
-    with open_binary(upload) as raw:
-        while block := raw.read(1 << 20):
-            lines += block.count(b"\n")
-            last = block
-    lines += 0 if last.endswith(b"\n") else 1
-    header = 1 if fmt in (ImportFormat.CSV, ImportFormat.TSV) else 0
-    return max(lines - header, 0)
 
 
 def _chunks(source: Iterator[Row], size: int) -> Iterator[list[Row]]:

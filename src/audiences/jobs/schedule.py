@@ -1,5 +1,6 @@
 """The scheduler: every few seconds, queue one ``evaluation.refresh_due`` job per workspace with
-scheduled audiences that are due and, every sweep interval, one ``evaluation.sweep`` job per
+scheduled audiences that are due, one ``membership.sync`` job per external audience whose
+scheduled sync is due and, every sweep interval, one ``evaluation.sweep`` job per
 workspace with streaming behavioural audiences, and keep house: sweep the uploads of imports
 cancelled before they ran and, once an hour, queue a ``membership.expire`` job per workspace
 whose static lists have a ttl, an ``events.expire`` job per workspace with an event
@@ -31,6 +32,7 @@ from audiences.services import (
     maintenance,
     member_days,
     static_members,
+    syncs,
 )
 from audiences.store.tables import JobRow
 
@@ -64,6 +66,15 @@ def tick(session: Session, *, now: datetime, slot_seconds: int) -> list[JobRow]:
             )
         )
     return queued
+
+
+def queue_syncs(session: Session, *, now: datetime) -> list[JobRow]:
+    """One ``membership.sync`` job per external audience whose scheduled sync is due, none
+    while one is queued or running (``services/syncs.queue_sync``)."""
+    return [
+        syncs.queue_sync(session, audience, trigger="scheduled", created_by="scheduler")
+        for audience in syncs.due(session, now=now)
+    ]
 
 
 def queue_sweeps(session: Session, *, now: datetime, sweep_seconds: int) -> list[JobRow]:
@@ -214,6 +225,11 @@ class Scheduler:
                     tick(session, now=utcnow(), slot_seconds=self.seconds)
             except Exception:
                 log.exception("scheduler tick failed; trying again next tick")
+            try:
+                with self.session_factory.begin() as session:
+                    queue_syncs(session, now=utcnow())
+            except Exception:
+                log.exception("queueing due syncs failed; trying again next tick")
             try:
                 with self.session_factory.begin() as session:
                     queue_sweeps(session, now=utcnow(), sweep_seconds=self.sweep_seconds)

@@ -12,7 +12,7 @@ depends on. Every problem is reported at once in a ``RuleError`` whose ``errors`
 Typical use::
 
     rule = validate_rule(text_or_json, schema)      # RuleError if anything is wrong
-    rule.text, rule.to_json(), dependencies(rule)   # store / return
+    rule.text, to_json(rule), dependencies(rule)    # store / return
     to_sql(rule, "duckdb", audience=hook, now=t)    # batch
     to_sql(rule, "duckdb", now_parameter=True)      # batch, compiled once, $now bound per run
     to_predicate(rule, audience=hook)(profile)      # one rule on one profile
@@ -31,7 +31,7 @@ from audiences.errors import ErrorDetail
 from audiences.rules.behaviour import EVENTS_KEY, MAX_STEPS, MAX_WINDOW_DAYS, is_behavioural
 from audiences.rules.diagnostics import at, fail
 from audiences.rules.explain import explain
-from audiences.rules.json_form import from_json
+from audiences.rules.json_form import from_json, to_json
 from audiences.rules.next_change import clock_offsets, lookback, next_change
 from audiences.rules.parse import parse_rule, parse_tree
 from audiences.rules.references import (
@@ -72,6 +72,7 @@ __all__ = [
     "parse_rule",
     "parse_rule_json",
     "reads_clock",
+    "to_json",
     "to_predicate",
     "to_predicates",
     "to_sql",

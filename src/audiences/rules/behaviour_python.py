@@ -6,15 +6,32 @@ it calls (``_count``, ``_aggregate``, ``_sequence``, ``_matching``) are ``event_
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from sqlglot import exp
 
 from audiences.rules import dialect as d
 from audiences.rules.literals import constant
 
-if TYPE_CHECKING:
-    from audiences.rules.to_python import Codegen
+
+class Codegen(Protocol):
+    """What these builders ask of ``to_python.Codegen``, the generator that calls them."""
+
+    def const(self, value: Any) -> str:
+        """Code for a constant."""
+        ...
+
+    def value(self, node: exp.Expr) -> str:
+        """Code whose result is the node's SQL value, None for NULL."""
+        ...
+
+    def truth(self, node: exp.Expr) -> str:
+        """Code that is True exactly when the node is TRUE."""
+        ...
+
+    def wrap(self, node: exp.Expr) -> str:
+        """The conversion an attribute's raw value needs (``{}`` for none)."""
+        ...
 
 
 _EVENT_BUILTINS = {"event": "q.name", "timestamp": "q.timestamp"}

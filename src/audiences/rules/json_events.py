@@ -11,21 +11,19 @@ shown in this form only when the form gives back its exact canonical text (other
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from sqlglot import exp
 
 from audiences.rules.behaviour import AGGREGATES
 from audiences.rules.dialect import Aggregate, Attr, EventField, EventSequence, chain, render
 from audiences.rules.json_ops import is_value
+from audiences.rules.json_values import Json, Path, literal, value_of
 from audiences.rules.normalize import INTERVAL_UNITS
 
-Json = Any
-Path = tuple[str | int, ...]
 Problem = Callable[[str, Path], Exception]
 Piece = Callable[[Json, Path, bool], str]
 """Renders an event condition's JSON as text, in parentheses when it is an OR and ``grouped``."""
-"""Builds the error for a malformed piece at a JSON path (``json_form.JsonProblem``)."""
+"""Builds the error for a malformed piece at a JSON path (``json_values.JsonProblem``)."""
 
 COMPARISONS = {"equals": "=", "not_equals": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 TESTS = {"is_null": "IS NULL", "is_not_null": "IS NOT NULL"}
@@ -58,8 +56,6 @@ def behaviour_text(data: Mapping[str, Json], path: Path, piece: Piece, problem: 
         return f"{call} {COMPARISONS[op]} now() - {_interval(data['ago'], (*path, 'ago'), problem)}"
     if "value" not in data:
         raise problem(f"{op!r} needs a 'value' (or 'ago').", path)
-    from audiences.rules.json_form import literal
-
     return f"{call} {COMPARISONS[op]} {render(literal(data['value'], (*path, 'value')))}"
 
 
@@ -188,9 +184,7 @@ def behaviour_json(node: exp.Expr, condition: Callable[[exp.Expr], Json]) -> Jso
         return None
     other = node.expression
     if is_value(other) and not isinstance(other, exp.Cast):
-        from audiences.rules.json_form import _value
-
-        return {"events": spec, "op": op, "value": _value(other)}
+        return {"events": spec, "op": op, "value": value_of(other)}
     ago = _ago(other)
     return None if ago is None else {"events": spec, "op": op, "ago": ago}
 

@@ -13,42 +13,41 @@ from sqlglot import exp
 
 from audiences.errors import ErrorDetail
 from audiences.rules import dialect as d
-from audiences.rules.diagnostics import JSON_PATH
+from audiences.rules.diagnostics import did_you_mean
 from audiences.rules.dialect import chain, render
 from audiences.rules.json_events import behaviour_json, behaviour_text
 from audiences.rules.json_ops import NO_VALUE, OPS, Op
-from audiences.rules.normalize import parenthesize, usable_number
+from audiences.rules.json_values import Json, JsonProblem, Path, literal, tag, value_of
+from audiences.rules.normalize import parenthesize
+from audiences.rules.parse import parse_tree
+from audiences.rules.rule import Rule, RuleLimits
 from audiences.rules.scan import SURROGATE_MESSAGE, has_surrogate
 
-Path = tuple[str | int, ...]
-Json = Any
 GROUPS = {"all": exp.And, "any": exp.Or}
-
-
-class JsonProblem(Exception):
-    """A malformed piece of a JSON rule, at a JSON path."""
-
-    def __init__(self, code: str, message: str, path: Path, suggestion: str | None = None):
-        super().__init__(message)
-        self.detail = ErrorDetail(code, message, location=path, suggestion=suggestion)
 
 
 # --- tree -> JSON -------------------------------------------------------------------------
 
 
-def to_json(node: exp.Expr, schema: Mapping[str, str] | None = None) -> dict[str, Json]:
-    """The JSON form of a tree: groups for AND / OR / NOT, conditions, raw leaves.
+def to_json(rule: Rule) -> dict[str, Json]:
+    """The JSON tree form of a rule: groups for AND / OR / NOT, conditions, raw leaves.
 
     >>> from audiences.rules import parse_rule
-    >>> to_json(parse_rule("country = 'US' AND NOT churned").tree)["all"]
+    >>> to_json(parse_rule("country = 'US' AND NOT churned"))["all"]
     [{'field': 'country', 'op': 'equals', 'value': 'US'}, {'field': 'churned', 'op': 'is_false'}]
     """
+    return tree_json(rule.tree, rule.schema)
+
+
+def tree_json(node: exp.Expr, schema: Mapping[str, str] | None = None) -> dict[str, Json]:
+    """The JSON form of a tree (see ``to_json``); ``schema`` says which typed literals may be
+    written as plain values."""
     if isinstance(node, exp.Paren):
-        return to_json(node.this, schema)
+        return tree_json(node.this, schema)
     if isinstance(node, exp.And | exp.Or):
         key = "all" if isinstance(node, exp.And) else "any"
-        return {key: [to_json(item, schema) for item in chain(node)]}
-    found = behaviour_json(node, lambda n: to_json(n, schema))
+        return {key: [tree_json(item, schema) for item in chain(node)]}
+    found = behaviour_json(node, lambda n: tree_json(n, schema))
     if found is not None and _says(found, node):
         return dict(found)
     leaf = _leaf(node, schema or {})
@@ -57,8 +56,8 @@ def to_json(node: exp.Expr, schema: Mapping[str, str] | None = None) -> dict[str
     if isinstance(node, exp.Not):
         inner = node.this
         if isinstance(inner, exp.Paren) and isinstance(inner.this, exp.Or):
-            return {"none": [to_json(item, schema) for item in chain(inner.this)]}
-        return {"none": [to_json(inner, schema)]}
+            return {"none": [tree_json(item, schema) for item in chain(inner.this)]}
+        return {"none": [tree_json(inner, schema)]}
     return {"expr": render(node)}
 
 
@@ -87,9 +86,9 @@ def _leaf(node: exp.Expr, schema: Mapping[str, str]) -> dict[str, Json] | None:
         leaf: dict[str, Json] = {"field": target.name} if op.field else {}
         leaf["op"] = name
         if op.values:
-            leaf["values"] = [_value(v) for v in value]
+            leaf["values"] = [value_of(v) for v in value]
         elif name not in NO_VALUE:
-            leaf["value"] = _value(value)
+            leaf["value"] = value_of(value)
         return leaf
     return None
 
@@ -103,19 +102,6 @@ def _plain(target: exp.Expr, value: Any, schema: Mapping[str, str]) -> bool:
     if not isinstance(value, exp.Cast):
         return True
     return str(schema.get(target.name, "")) == _TYPED.get(value.to.this)
-
-
-def _value(node: exp.Expr) -> Json:
-    if isinstance(node, exp.Neg):
-        return -_value(node.this)
-    if isinstance(node, exp.Boolean):
-        return node.this
-    if isinstance(node, exp.Cast):
-        return node.this.name
-    assert isinstance(node, exp.Literal)
-    if node.is_string:
-        return node.name
-    return int(node.this) if node.this.lstrip("-").isdigit() else float(node.this)
 
 
 # --- JSON -> tree -------------------------------------------------------------------------
@@ -155,7 +141,7 @@ class _Builder:
             return self.raw(data, path)
         if "events" in data or "sequence" in data:
             return self.behaviour(data, path)
-        return _tag(self.condition(data, path), path)
+        return tag(self.condition(data, path), path)
 
     def group(self, data: Mapping[str, Json], keys: list[str], path: Path, depth: int) -> exp.Expr:
         if len(keys) != 1 or len(data) != 1:
@@ -178,8 +164,8 @@ class _Builder:
             return built[0]
         if key == "none":
             inner = _connect(exp.Or, built) if len(built) > 1 else _grouped(built[0])
-            return _tag(exp.Not(this=inner), path)
-        return _tag(_connect(GROUPS[key], built), path)
+            return tag(exp.Not(this=inner), path)
+        return tag(_connect(GROUPS[key], built), path)
 
     def raw(self, data: Mapping[str, Json], path: Path) -> exp.Expr:
         text = data["expr"]
@@ -199,9 +185,6 @@ class _Builder:
         return f"({text})" if grouped and isinstance(tree, exp.Or) else text
 
     def parsed(self, text: str, located: Path, path: Path, *, positions: bool) -> exp.Expr:
-        from audiences.rules.parse import parse_tree
-        from audiences.rules.rule import RuleLimits
-
         tree, problems = parse_tree(text, RuleLimits(max_depth=self.max_depth))
         self.problems.extend(
             ErrorDetail(p.code, p.message, located, p.start, p.end, p.line, p.col, p.suggestion)
@@ -211,14 +194,12 @@ class _Builder:
         )
         if tree is None:
             raise JsonProblem("rule_syntax", "The expression does not parse.", located)
-        return _tag(tree, path)
+        return tag(tree, path)
 
     def condition(self, data: Mapping[str, Json], path: Path) -> exp.Expr:
         name = data.get("op")
         op = OPS.get(name) if isinstance(name, str) else None
         if op is None:
-            from audiences.rules.diagnostics import did_you_mean
-
             guess = did_you_mean(str(name), OPS)
             message = f"Unknown operator {name!r}." + (f" Did you mean {guess!r}?" if guess else "")
             raise JsonProblem("rule_unknown_operator", message, (*path, "op"), guess)
@@ -237,7 +218,7 @@ class _Builder:
             raise JsonProblem("rule_syntax", "'field' must be an attribute name.", (*path, "field"))
         if has_surrogate(field):
             raise JsonProblem("rule_bad_character", SURROGATE_MESSAGE, (*path, "field"))
-        return _tag(d.Attr(this=field), (*path, "field"))
+        return tag(d.Attr(this=field), (*path, "field"))
 
     def argument(self, data: Mapping[str, Json], op: Op, name: str, path: Path) -> Any:
         if name in NO_VALUE:
@@ -256,33 +237,6 @@ class _Builder:
                 "rule_wrong_arity", "'between' needs 'values': [low, high].", (*path, "values")
             )
         return [literal(v, (*path, "values", i)) for i, v in enumerate(values)]
-
-
-def literal(value: Json, path: Path) -> exp.Expr:
-    """A JSON scalar as a literal node (refusing null, containers, NaN and huge numbers)."""
-    if isinstance(value, bool):
-        return _tag(exp.Boolean(this=value), path)
-    if isinstance(value, str):
-        if has_surrogate(value):
-            raise JsonProblem("rule_bad_character", SURROGATE_MESSAGE, path)
-        return _tag(exp.Literal.string(value), path)
-    if isinstance(value, int | float):
-        if not usable_number(value):
-            raise JsonProblem(
-                "rule_bad_number", f"{value!r} is not a usable number (limit ±2^53).", path
-            )
-        spelled = str(abs(value)) if isinstance(value, int) else repr(abs(value))
-        number = _tag(exp.Literal.number(spelled), path)
-        return _tag(exp.Neg(this=number), path) if value < 0 or repr(value) == "-0.0" else number
-    kind = "null (use is_null)" if value is None else type(value).__name__
-    raise JsonProblem(
-        "rule_type_mismatch", f"A value must be text, a number or a boolean, not {kind}.", path
-    )
-
-
-def _tag(node: exp.Expr, path: Path) -> exp.Expr:
-    node.meta[JSON_PATH] = path
-    return node
 
 
 def _grouped(node: exp.Expr) -> exp.Expr:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 from sqlglot import exp
 
@@ -58,12 +57,6 @@ class Rule:
     def text(self) -> str:
         """Canonical text: parsing it again gives the same tree."""
         return render(self.tree)
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON tree form (``all`` / ``any`` / ``none`` groups of conditions)."""
-        from audiences.rules.json_form import to_json
-
-        return to_json(self.tree, self.schema)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Rule) and other.text == self.text

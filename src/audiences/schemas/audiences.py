@@ -30,6 +30,7 @@ from audiences.schemas.common import (
     sort_pattern,
     sparse_model,
 )
+from audiences.schemas.syncs import SyncSource, SyncState, push_source
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 LABEL_PATTERN = r"^[A-Za-z0-9_./:@+-]{1,100}$"
@@ -98,17 +99,6 @@ RefreshPolicy = Annotated[
 ]
 
 
-class AudienceSource(BaseModel):
-    """Where an external audience's list lives (a CRM, an ad platform, another engine)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=100, description="The system holding the list.")
-    external_id: str | None = Field(
-        default=None, max_length=255, description="The list's id in that system."
-    )
-
-
 Labels = Annotated[
     list[Label],
     Field(max_length=50, json_schema_extra={"uniqueItems": True}),
@@ -163,7 +153,14 @@ class ExternalAudienceWrite(_AudienceFields):
     """A mirror of a list held in another system."""
 
     kind: Literal[AudienceKind.EXTERNAL]
-    source: AudienceSource | None = Field(default=None, description="Where the list lives.")
+    source: SyncSource = Field(
+        default_factory=push_source,
+        description=(
+            "Where the members come from: a `file` (URL or path, synced on the refresh "
+            "policy), a `sql` query over the workspace's profiles, or `push` (the default: "
+            "written by the client as a static audience's)."
+        ),
+    )
 
 
 AudienceWrite = Annotated[
@@ -228,13 +225,16 @@ class Audience(_AudienceFields):
         default=None, description="Dynamic audiences: streaming or scheduled, with the reason."
     )
     ttl_days: int | None = None
-    source: AudienceSource | None = None
+    source: SyncSource | None = Field(default=None, description="External audiences' source.")
+    sync: SyncState | None = Field(
+        default=None, description="External audiences: how their sync stands; null otherwise."
+    )
     size: int | None = Field(default=None, description="Members as of `evaluation.computed_at`.")
     evaluation: EvaluationState
     writes: Literal["applied", "in_progress"] | None = Field(
         default=None,
-        description="Static audiences: `in_progress` while a write or import of members is "
-        "queued or running, else `applied`; null for other kinds.",
+        description="Static and pushed external audiences: `in_progress` while a write or "
+        "import of members is queued or running, else `applied`; null for other kinds.",
     )
     version: int = Field(description="Increases on every change; the ETag is its quoted value.")
     created_at: datetime

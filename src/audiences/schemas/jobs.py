@@ -26,6 +26,7 @@ class JobKind(StrEnum):
     EVALUATION = "evaluation"
     EXPORT = "export"
     MAINTENANCE = "maintenance"
+    SYNC = "sync"
 
 
 class JobState(StrEnum):

@@ -23,14 +23,25 @@ from audiences.schemas.audiences import (
     EvaluationMode,
     EvaluationState,
     ExternalAudienceWrite,
+    RefreshMode,
     ScheduledRefresh,
     StaticAudienceWrite,
 )
 from audiences.schemas.common import ListQuery, PageResult, Relationship
 from audiences.schemas.jobs import JobKind, JobState
-from audiences.services import definitions, freshness, lifecycle, memberships, versions
+from audiences.schemas.syncs import SyncState
+from audiences.services import (
+    definitions,
+    freshness,
+    lifecycle,
+    memberships,
+    sync_sources,
+    syncs,
+    versions,
+)
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch, apply_patch
+from audiences.services.sync_sources import SourceRules
 from audiences.services.validation import validation_failed
 from audiences.store.repositories.audiences import AudienceRepository
 from audiences.store.repositories.groups import GroupRepository
@@ -41,15 +52,22 @@ EVALUATE = "evaluation.run"
 
 
 def create(
-    session: Session, *, caller: Caller, data: AudienceWrite, min_interval: int = 60
+    session: Session,
+    *,
+    caller: Caller,
+    data: AudienceWrite,
+    min_interval: int = 60,
+    sources: SourceRules = SourceRules(),
 ) -> AudienceRow:
     """A new audience in the caller's workspace; :class:`Conflict` if its key is taken.
 
-    A dynamic audience gets its first evaluation queued at once (trigger ``rule_change``),
-    unless it is created inactive or archived.
+    A dynamic audience gets its first evaluation queued at once (trigger ``rule_change``), and
+    an external one with a file or SQL source its first sync (trigger ``source_change``),
+    unless it is created inactive or archived. ``sources`` says what a source may name.
     """
     repo = AudienceRepository(session, caller.workspace_id)
     _check_interval(data, min_interval)
+    _check_source(data, sources)
     _check_references(session, caller, data)
     _check_key_free(repo, data.key)
     binding = definitions.bind(
@@ -63,6 +81,7 @@ def create(
         raise _duplicate(data.key) from exc
     if binding is not None and lifecycle.allows(row, lifecycle.Action.AUTOMATIC):
         _queue_evaluation(session, caller, row, trigger="rule_change")
+    _queue_sync(session, caller, row, trigger="source_change")
     return row
 
 
@@ -94,17 +113,20 @@ def replace(
     data: AudienceWrite,
     expected_version: Collection[int] | None,
     min_interval: int = 60,
+    sources: SourceRules = SourceRules(),
 ) -> AudienceRow:
     """Replace every writable field (PUT); :class:`PreconditionFailed` on a stale version.
 
     A changed rule queues a re-evaluation (trigger ``rule_change``), and so does making an
     inactive or archived dynamic audience live again (trigger ``reactivated``): it missed the
-    changes made while it was parked. A parked audience is not evaluated.
+    changes made while it was parked. A parked audience is not evaluated. A changed file or
+    SQL source queues a sync the same way (``source_change``, ``reactivated``).
     """
     row = get(session, caller=caller, audience_id=audience_id)
     versions.check(row.version, expected_version)
     repo = AudienceRepository(session, caller.workspace_id)
     _check_interval(data, min_interval)
+    _check_source(data, sources)
     _check_references(session, caller, data)
     binding = definitions.bind(
         session, workspace_id=caller.workspace_id, data=data, audience_id=row.id
@@ -116,7 +138,7 @@ def replace(
     if data.key != row.key:
         _check_key_free(repo, data.key)
         _check_no_dependents(session, row, "change the key of")
-    rule_before, was_parked = row.rule, lifecycle.parked(row)
+    rule_before, source_before, was_parked = row.rule, row.source, lifecycle.parked(row)
     _assign(row, data, binding)
     row.updated_at = utcnow()
     row.updated_by = caller.actor
@@ -131,6 +153,10 @@ def replace(
             _queue_evaluation(session, caller, row, trigger="rule_change")
         elif was_parked:
             _queue_evaluation(session, caller, row, trigger="reactivated")
+    if row.source != source_before:
+        _queue_sync(session, caller, row, trigger="source_change")
+    elif was_parked:
+        _queue_sync(session, caller, row, trigger="reactivated")
     return row
 
 
@@ -142,6 +168,7 @@ def patch(
     patch: Patch,
     expected_version: Collection[int] | None,
     min_interval: int = 60,
+    sources: SourceRules = SourceRules(),
 ) -> AudienceRow:
     """Apply a JSON Patch or merge patch to the writable fields, then replace."""
     row = get(session, caller=caller, audience_id=audience_id)
@@ -164,6 +191,7 @@ def patch(
         data=data,
         expected_version=None,
         min_interval=min_interval,
+        sources=sources,
     )
 
 
@@ -200,7 +228,7 @@ def writable_view(row: AudienceRow) -> AudienceWrite:
         "static": {"ttl_days": row.ttl_days},
         "dynamic": {"rule": row.rule},
     }
-    fields.update(kind_fields.get(row.kind, {"source": row.source}))
+    fields.update(kind_fields.get(row.kind, {"source": row.source or {"type": "push"}}))
     return AUDIENCE_WRITE.validate_python(fields)
 
 
@@ -214,17 +242,21 @@ class Context:
     modes: dict[str, EvaluationMode]
     freshness: dict[str, freshness.Freshness]
     writing: frozenset[str] = frozenset()
+    syncs: dict[str, SyncState] | None = None
 
 
 def context(session: Session, *, workspace_id: str, rows: list[AudienceRow]) -> Context:
     """The rendering context for these audiences of one workspace."""
     nodes = definitions.graph(session, workspace_id)
+    states = memberships.states(session, [row.id for row in rows])
+    writing = _writing(session, workspace_id, [row.id for row in rows if syncs.pushed(row)])
     return Context(
-        states=memberships.states(session, [row.id for row in rows]),
+        states=states,
         dependents=definitions.dependents(nodes),
         modes=definitions.modes(nodes),
         freshness=freshness.of(session, rows),
-        writing=_writing(session, workspace_id, [row.id for row in rows if row.kind == "static"]),
+        writing=writing,
+        syncs=syncs.states(session, rows, writing=writing, members=states),
     )
 
 
@@ -268,7 +300,8 @@ def to_model(row: AudienceRow, ctx: Context, *, group: Relationship | None = Non
             next_refresh_at=fresh.next_refresh_at,
             consecutive_failures=fresh.consecutive_failures,
         ),
-        writes=None if row.kind != "static" else _writes_state(row.id in ctx.writing),
+        writes=_writes_state(row.id in ctx.writing) if syncs.pushed(row) else None,
+        sync=None if ctx.syncs is None else ctx.syncs.get(row.id),
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -306,7 +339,7 @@ def _assign(row: AudienceRow, data: AudienceWrite, binding: definitions.Binding 
     row.dependencies = [] if binding is None else binding.dependencies
     row.ttl_days = data.ttl_days if isinstance(data, StaticAudienceWrite) else None
     source = data.source if isinstance(data, ExternalAudienceWrite) else None
-    row.source = None if source is None else source.model_dump()
+    row.source = None if source is None else source.model_dump(mode="json", exclude_none=True)
     _assign_labels(row, data.labels)
 
 
@@ -336,6 +369,32 @@ def _check_interval(data: AudienceWrite, minimum: int) -> None:
                 )
             ],
         )
+
+
+def _check_source(data: AudienceWrite, rules: SourceRules) -> None:
+    """Refuse a source the deployment does not allow, and a streaming refresh policy for a
+    file or SQL source: those are synced on a schedule or when asked."""
+    if not isinstance(data, ExternalAudienceWrite):
+        return
+    sync_sources.check(data.source, rules)
+    pulled = data.source.type != "push"
+    if pulled and data.refresh_policy.mode is RefreshMode.STREAMING:
+        raise ValidationFailed(
+            "a file or SQL source is synced on a schedule or when asked, not streamed",
+            code="sync_not_streamable",
+            errors=[
+                ErrorDetail(
+                    "sync_not_streamable",
+                    "use manual or scheduled",
+                    ("body", "refresh_policy", "mode"),
+                )
+            ],
+        )
+
+
+def _queue_sync(session: Session, caller: Caller, row: AudienceRow, *, trigger: str) -> None:
+    if syncs.pulled(row) is not None and lifecycle.allows(row, lifecycle.Action.AUTOMATIC):
+        syncs.queue_sync(session, row, trigger=trigger, created_by=caller.actor)
 
 
 def _queue_evaluation(session: Session, caller: Caller, row: AudienceRow, *, trigger: str) -> None:

@@ -67,7 +67,7 @@ def bind(
         streaming=data.refresh_policy.mode is RefreshMode.STREAMING,
     )
     return Binding(
-        text=rule.text, json=rule.to_json(), dependencies=sorted(rules.dependencies(rule))
+        text=rule.text, json=rules.to_json(rule), dependencies=sorted(rules.dependencies(rule))
     )
 
 

@@ -85,7 +85,7 @@ def accept(
     and when an ``Idempotency-Key`` names an earlier import, the upload is deleted.
     """
     audience = audiences.get(session, caller=caller, audience_id=audience_id)
-    static_members.require_static(audience)
+    static_members.require_pushed(audience)
     try:
         shape = layout(
             upload, options.format, id_column=options.id_column, attributes=options.attributes

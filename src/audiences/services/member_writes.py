@@ -101,7 +101,10 @@ def accept(
     instead of growing a queue that takes minutes to drain."""
     action, ids = ids_of(write)
     audience = audiences.get(session, caller=caller, audience_id=audience_id, labels=False)
-    static_members.require_static(audience)
+    static_members.require_pushed(audience)
+    # Counted under the audience's lock (which accept takes anyway), so concurrent writes to
+    # one audience cannot all see room for one more on PostgreSQL.
+    memberships.locked(session, audience)
     _check_backlog(session, audience, backlog)
     return static_members.accept(
         session,
@@ -128,7 +131,10 @@ built per call cost more than running it), read from ``ix_jobs_workspace_id_stat
 
 def _check_backlog(session: Session, audience: AudienceRow, backlog: Backlog) -> None:
     """429 ``write_backlog_full`` when the audience or its workspace has ``backlog`` writes
-    and imports waiting (queued or running), counted in one statement."""
+    and imports waiting (queued or running), counted in one statement. Under the audience's
+    lock the audience's limit is exact; the workspace's may be passed by as many writes as are
+    accepted at the same moment for its other audiences (a lock per workspace would serialise
+    them all)."""
     params = {"audience_id": audience.id, "workspace_id": audience.workspace_id}
     waiting = session.execute(_WAITING, params).one()
     for scope, limit, count in (

@@ -57,7 +57,7 @@ def preview(
     ]
     result = PreviewResult(
         rule=bound.text,
-        rule_json=bound.to_json(),
+        rule_json=rules.to_json(bound),
         size=len(members),
         sample=_sample(runtime, caller.workspace_id, members, sample),
         evaluation_mode=definitions.mode_of(

@@ -29,7 +29,7 @@ from audiences.kit.clock import utcnow
 from audiences.membership.bitmaps import deserialize, serialize
 from audiences.membership.cache import BitmapCache
 from audiences.schemas.jobs import JobKind
-from audiences.services import lifecycle, member_days, memberships, run_history
+from audiences.services import lifecycle, member_days, memberships, run_history, syncs
 from audiences.services.callers import Caller
 from audiences.store.tables import (
     AudienceRow,
@@ -75,13 +75,20 @@ class Outcome:
         }
 
 
-def require_static(audience: AudienceRow) -> None:
-    """Refuse membership writes to an audience computed from a rule or mirrored from elsewhere."""
-    if audience.kind != "static":
-        raise Conflict(
-            f"a {audience.kind} audience's members are not written by id; only static ones are",
-            code="audience_not_static",
-        )
+def require_pushed(audience: AudienceRow) -> None:
+    """Refuse membership writes to an audience whose members are not the client's to write:
+    one computed from a rule, or an external one synced from a file or SQL source. Static
+    audiences and external ones with a ``push`` source take them, the same way."""
+    if syncs.pushed(audience):
+        return
+    what = f"a {audience.kind} audience's"
+    if audience.kind == "external":
+        what = "an external audience synced from its source has"
+    raise Conflict(
+        f"{what} members are not written by id; only static audiences and external ones "
+        "with a push source are",
+        code="audience_not_static",
+    )
 
 
 def accept(
@@ -100,7 +107,7 @@ def accept(
     ``in_progress`` until it is applied. With ``dedupe_key``, the job already queued for it.
     ``body`` is a JSON write's ids, kept on its write row until applied (an import's file
     stays on disk instead). An inactive or archived audience takes no writes (409)."""
-    require_static(audience)
+    require_pushed(audience)
     lifecycle.require(audience, lifecycle.Action.WRITE)
     if action not in ACTIONS:
         raise ValueError(f"unknown membership action {action!r}")

@@ -44,8 +44,8 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     else:
         writer = _Writer()
         event.listen(engine, "begin", writer.begin)
-        event.listen(engine, "commit", writer.end)
-        event.listen(engine, "rollback", writer.end)
+        event.listen(engine, "commit", writer.committed)
+        event.listen(engine, "rollback", writer.rolled_back)
     return engine
 
 
@@ -103,9 +103,25 @@ class _Writer:
             raise
         self._holder = connection
 
-    def end(self, connection: Any) -> None:
-        if self._holder is connection:
-            self._holder = None
+    def committed(self, connection: Any) -> None:
+        self._finish(connection, commit=True)
+
+    def rolled_back(self, connection: Any) -> None:
+        self._finish(connection, commit=False)
+
+    def _finish(self, connection: Any, *, commit: bool) -> None:
+        if self._holder is not connection:
+            return
+        self._holder = None
+        try:
+            # SQLAlchemy's commit and rollback events fire before the DBAPI call. Ending the
+            # transaction here, before the lock is handed on, means the next writer's BEGIN
+            # IMMEDIATE finds SQLite's lock free instead of sleeping in its busy handler; the
+            # DBAPI call that follows finds no transaction and does nothing.
+            if not connection.invalidated:
+                driver = connection.connection.driver_connection
+                driver.commit() if commit else driver.rollback()
+        finally:
             self._lock.release()
 
 

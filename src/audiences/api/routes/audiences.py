@@ -1,4 +1,4 @@
-"""``/v1/audiences``: create, list, get, replace, patch, delete, bulk-get."""
+"""``/v1/audiences``: create, list, get, replace, patch, delete, bulk-get, sync."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from audiences.api.content import PATCH_BODY, PatchBody, RequireJson
-from audiences.api.deps import AudienceId, ReadCaller, SessionDep, SettingsDep, WriteCaller
+from audiences.api.deps import (
+    AudienceId,
+    ReadCaller,
+    SessionDep,
+    SettingsDep,
+    WriteCaller,
+    get_runtime,
+)
 from audiences.api.listing import (
     FIELDS_DOC,
     page_response,
@@ -20,6 +27,8 @@ from audiences.api.listing import (
 from audiences.api.preconditions import ExpectedVersion, IdempotencyDep, etag
 from audiences.api.problems import problem_body, request_id_of, responses
 from audiences.api.queries import KnownQuery
+from audiences.api.routes.jobs import job_location
+from audiences.config import Settings
 from audiences.errors import NotFound, ValidationFailed
 from audiences.schemas.audiences import (
     AUDIENCE_INCLUDES,
@@ -31,9 +40,11 @@ from audiences.schemas.audiences import (
     BulkResult,
 )
 from audiences.schemas.common import names_pattern, page_of
-from audiences.services import audiences, groups
+from audiences.schemas.jobs import Job
+from audiences.services import audiences, groups, jobs, sync_sources, syncs
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch
+from audiences.services.sync_sources import SourceRules
 from audiences.store.tables import AudienceRow
 
 router = APIRouter(prefix="/v1/audiences", tags=["audiences"], dependencies=[KnownQuery])
@@ -58,7 +69,11 @@ def create_audience(
 ) -> Response:
     """Create an audience. Answers 201 with ``Location``; replays under ``Idempotency-Key``."""
     row = audiences.create(
-        session, caller=caller, data=body, min_interval=settings.min_refresh_interval_seconds
+        session,
+        caller=caller,
+        data=body,
+        min_interval=settings.min_refresh_interval_seconds,
+        sources=_sources(request, settings),
     )
     location = str(request.url_for("get_audience", audience_id=row.id).path)
     rendered = _render(session, caller, [row], frozenset())[row.id]
@@ -137,6 +152,7 @@ def get_audience(
 def replace_audience(
     audience_id: AudienceId,
     body: AudienceWrite,
+    request: Request,
     session: SessionDep,
     caller: WriteCaller,
     version: ExpectedVersion,
@@ -150,6 +166,7 @@ def replace_audience(
         data=body,
         expected_version=version,
         min_interval=settings.min_refresh_interval_seconds,
+        sources=_sources(request, settings),
     )
     return _one(session, caller, row)
 
@@ -157,6 +174,7 @@ def replace_audience(
 @router.patch("/{audience_id}", response_model=Audience, openapi_extra=PATCH_BODY, responses=WRITE)
 def patch_audience(
     audience_id: AudienceId,
+    request: Request,
     session: SessionDep,
     caller: WriteCaller,
     version: ExpectedVersion,
@@ -171,6 +189,7 @@ def patch_audience(
         patch=patch,
         expected_version=version,
         min_interval=settings.min_refresh_interval_seconds,
+        sources=_sources(request, settings),
     )
     return _one(session, caller, row)
 
@@ -182,6 +201,37 @@ def delete_audience(
     """Delete an audience."""
     audiences.delete(session, caller=caller, audience_id=audience_id, expected_version=version)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{audience_id}/sync",
+    status_code=202,
+    response_model=Job,
+    responses={
+        202: {"model": Job, "description": "Accepted: the job of the sync."},
+        **responses(400, 401, 403, 404, 409, 422, 429),
+    },
+)
+def sync_audience(
+    audience_id: AudienceId,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: WriteCaller,
+    idem: IdempotencyDep,
+) -> Response:
+    """Sync an external audience with its file or SQL source now: 202 with the job (the one
+    already queued or running, if any); the audience's `sync` follows it."""
+    job = syncs.start(
+        session, caller=caller, audience_id=audience_id, max_attempts=settings.job_max_attempts
+    )
+    body = jobs.to_model(job).model_dump(mode="json")
+    return idem.respond(202, body, {"Location": job_location(request, job.id)})
+
+
+def _sources(request: Request, settings: Settings) -> SourceRules:
+    """What sources may name on this deployment, in its profile engine's SQL."""
+    return sync_sources.rules_of(settings, dialect=get_runtime(request).profiles.dialect)
 
 
 def _one(session: Session, caller: Caller, row: AudienceRow) -> JSONResponse:

@@ -119,7 +119,7 @@ async def import_members(
 def _check_target(request: Request, caller: Caller, audience_id: str) -> None:
     with read_session(request) as session:
         audience = audiences.get(session, caller=caller, audience_id=audience_id)
-        static_members.require_static(audience)
+        static_members.require_pushed(audience)
         lifecycle.require(audience, lifecycle.Action.WRITE)
 
 

@@ -1,4 +1,4 @@
-"""``/v1/audiences``: create, list, get, update, delete, bulk-get, refresh and preview; and,
+"""``/v1/audiences``: create, list, get, update, delete, bulk-get, refresh, sync and preview; and,
 bound here so that ``client.audiences.members(a)`` reads as it should, members, changes, runs,
 member writes and exports (built in ``members.py`` and ``runs.py``)."""
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from audiences.schemas.audiences import Audience, BulkResult
 from audiences.schemas.common import Page
+from audiences.schemas.jobs import Job
 from audiences.schemas.memberships import Change, Member, PreviewResult, Run
 from audiences.sdk._call import Call, clean, created, merge_patch, model, nothing
 from audiences.sdk._resource import (
@@ -120,6 +121,12 @@ class Calls:
         return Call("POST", f"{PATH}/{target_id(audience)}/refresh", model(Run))
 
     @staticmethod
+    def sync(audience: Target) -> Call[Job]:
+        """Sync an external audience with its file or SQL source now: the ``membership.sync``
+        job (``client.jobs.wait(job)`` to follow it; the audience's ``sync`` says how it went)."""
+        return created(f"{PATH}/{target_id(audience)}/sync", model(Job), None)
+
+    @staticmethod
     def preview(
         rule: str | dict[str, Any], *, audience: Target | None = None, sample: int = 10
     ) -> Call[PreviewResult]:
@@ -141,6 +148,7 @@ class Audiences(SyncResource):
     delete = sends(Calls.delete)
     bulk_get = sends(Calls.bulk_get)
     refresh = sends(Calls.refresh)
+    sync = sends(Calls.sync)
     preview = sends(Calls.preview)
     members = pages(member_calls.Calls.list, Member)
     membership = sends(member_calls.Calls.membership)
@@ -171,6 +179,7 @@ class AsyncAudiences(AsyncResource):
     delete = sends_async(Calls.delete)
     bulk_get = sends_async(Calls.bulk_get)
     refresh = sends_async(Calls.refresh)
+    sync = sends_async(Calls.sync)
     preview = sends_async(Calls.preview)
     members = pages_async(member_calls.Calls.list, Member)
     membership = sends_async(member_calls.Calls.membership)

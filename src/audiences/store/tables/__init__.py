@@ -10,6 +10,7 @@ from audiences.store.tables.idempotency import IdempotencyKeyRow
 from audiences.store.tables.jobs import JobRow
 from audiences.store.tables.memberships import MembershipDeltaRow, MembershipRow, RunRow
 from audiences.store.tables.static_members import MemberDayRow, MemberWriteRow
+from audiences.store.tables.syncs import AudienceSyncRow
 from audiences.store.tables.workspaces import WorkspaceRow
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "AudienceGroupRow",
     "AudienceLabelRow",
     "AudienceRow",
+    "AudienceSyncRow",
     "Base",
     "EventNameRow",
     "EventPropertyRow",

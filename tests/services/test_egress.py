@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from audiences.errors import InvalidParameter
-from audiences.kit.egress import check_resolved, checked_url
+from audiences.services.egress import check_resolved, checked_url
 
 
 @pytest.mark.parametrize(

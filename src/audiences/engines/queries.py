@@ -1,0 +1,192 @@
+"""Read-only member queries: one SELECT over a workspace's ``profiles`` and ``events``, checked
+with sqlglot before it is saved and again before it runs, then pointed at the real tables.
+
+An external audience's SQL source is client text run inside the engine, so what passes is a
+whitelist, not a blacklist: one statement, a query (SELECT, or a UNION / INTERSECT / EXCEPT of
+them) with no DDL, DML, commands or ``INTO`` anywhere; every table read is ``profiles``,
+``events`` or a CTE of the query itself, unqualified (no schema, no catalog, no table function,
+no file name in quotes); every function is one sqlglot knows as such (``lower``, ``count``,
+``list_contains`` …) and none that reads files, settings or sequences, or one of a few engine
+functions known harmless (:data:`SAFE_FUNCTIONS`); and the query returns exactly one column.
+Each problem is reported with its position and a stable code. Any engine implements
+``select_query_pids`` with :func:`check_select` and :func:`point_at` in its own dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from audiences.errors import ErrorDetail, ValidationFailed
+
+TABLES = ("profiles", "events")
+"""The relations a member query may read: the workspace's own profile and event tables."""
+
+SAFE_FUNCTIONS = frozenset({"now", "today", "hash", "md5", "sha256", "age", "to_json"})
+"""Engine functions sqlglot does not model that a member query may call: pure computations.
+Every other function sqlglot does not know (``read_text``, ``getenv``, ``nextval``,
+``current_setting``, ``glob``, ``query`` …) is refused."""
+
+FORBIDDEN_FUNCTIONS: tuple[type[exp.Expr], ...] = (exp.ReadCSV, exp.ReadParquet)
+"""Functions sqlglot does model that read files."""
+
+WRITES: tuple[type[exp.Expr], ...] = (exp.DDL, exp.DML, exp.Command, exp.Into, exp.Pragma)
+"""Nodes that change or reach outside the data: never in a member query."""
+
+CODE = "sync_query_invalid"
+"""The code of the error that refuses a query; ``errors[]`` hold each problem's own code."""
+
+
+def check_select(text: str, dialect: str) -> exp.Query:
+    """The parsed query when it is a safe member query (see the module), else
+    ``ValidationFailed`` (``sync_query_invalid``) listing every problem with its position."""
+    try:
+        return _checked(text, dialect)
+    except RecursionError:  # sqlglot parses and walks recursively: 5,000 nested brackets
+        problem = ErrorDetail(
+            "sql_too_deep", "the query nests too deeply", ("body", "source", "query")
+        )
+        raise _refused([problem]) from None
+
+
+def _checked(text: str, dialect: str) -> exp.Query:
+    try:
+        statements = [s for s in sqlglot.parse(text, read=dialect) if s is not None]
+    except (ParseError, TokenError) as error:
+        raise _refused([_syntax(text, error)]) from None
+    if len(statements) != 1:
+        where = _span(statements[1]) if len(statements) > 1 else None
+        problem = _at(text, "sql_multiple_statements", "one SELECT statement only", where)
+        raise _refused([problem])
+    query = statements[0]
+    if not isinstance(query, exp.Query) or isinstance(query, WRITES):
+        said = f"{query.key.upper()} is not allowed; only SELECT"
+        if isinstance(query, exp.Condition):
+            said = "an expression is not a query; only SELECT"
+        whole = (len(text) - len(text.lstrip()), len(text.rstrip()))
+        problem = _at(text, "sql_not_select", said, whole)
+        raise _refused([problem])
+    problems = [*_writes(text, query), *_tables(text, query), *_functions(text, query)]
+    problems += _columns(text, query)
+    if problems:
+        raise _refused(problems)
+    return query
+
+
+def point_at(query: exp.Query, tables: Mapping[str, str], dialect: str) -> str:
+    """The checked ``query`` as SQL of ``dialect`` reading the real tables: each ``profiles``
+    and ``events`` becomes ``tables[name]`` (an identifier, quoted as the engine needs), under
+    its alias or its own name so qualified columns (``profiles.age``) still resolve."""
+    ctes = _cte_names(query)
+
+    def swap(node: exp.Expr) -> exp.Expr:
+        if not isinstance(node, exp.Table) or node.name.lower() in ctes:
+            return node
+        real = tables[node.name.lower()]
+        alias = node.alias or node.name.lower()
+        return exp.alias_(exp.to_table(real, dialect=dialect), alias, table=True)
+
+    return query.copy().transform(swap).sql(dialect=dialect)
+
+
+def _writes(text: str, query: exp.Query) -> list[ErrorDetail]:
+    return [
+        _at(text, "sql_not_read_only", "the query may only read", _span(node))
+        for node in query.find_all(*WRITES)
+    ]
+
+
+def _tables(text: str, query: exp.Query) -> list[ErrorDetail]:
+    ctes = _cte_names(query)
+    problems = []
+    for cte in ctes & set(TABLES):
+        problems.append(_at(text, "sql_table_not_allowed", f"a CTE may not be named {cte}", None))
+    for table in query.find_all(exp.Table):
+        plain = isinstance(table.this, exp.Identifier) and not table.args.get("db")
+        plain = plain and not table.args.get("catalog")
+        if plain and table.name.lower() in (*TABLES, *ctes):
+            continue
+        shown = table.sql(dialect="duckdb")
+        message = f"{shown} is not readable here; a query reads only profiles and events"
+        problems.append(_at(text, "sql_table_not_allowed", message, _span(table)))
+    return problems
+
+
+def _functions(text: str, query: exp.Query) -> list[ErrorDetail]:
+    problems = []
+    for func in query.find_all(exp.Func):
+        anonymous = isinstance(func, exp.Anonymous)
+        if anonymous and func.name.lower() in SAFE_FUNCTIONS:
+            continue
+        if not anonymous and not isinstance(func, FORBIDDEN_FUNCTIONS):
+            continue
+        name = func.name if anonymous else func.sql_name().lower()
+        message = f"the function {name}() is not allowed in a member query"
+        where = _span(func)
+        if where is not None and text[where[1] : where[1] + 1] == ")":  # its closing paren
+            where = (where[0], where[1] + 1)
+        problems.append(_at(text, "sql_function_not_allowed", message, where))
+    return problems
+
+
+def _columns(text: str, query: exp.Query) -> list[ErrorDetail]:
+    selects = query.selects
+    if len(selects) == 1 and not isinstance(selects[0], exp.Star):
+        return []
+    message = "the query returns one column: the members' external ids or pids"
+    return [_at(text, "sql_one_column", message, _span(query))]
+
+
+def _cte_names(query: exp.Query) -> set[str]:
+    return {cte.alias.lower() for cte in query.find_all(exp.CTE)}
+
+
+def _syntax(text: str, error: ParseError | TokenError) -> ErrorDetail:
+    found: list[dict[str, Any]] = getattr(error, "errors", None) or [{}]
+    first = found[0]
+    line, col = first.get("line"), first.get("col")
+    near = first.get("highlight")
+    message = f"the query does not parse near {near!r}" if near else "the query does not parse"
+    if line is None or col is None:
+        return ErrorDetail("sql_syntax", message, ("body", "source", "query"))
+    offset = _offset(text, int(line), int(col))
+    return ErrorDetail(
+        "sql_syntax", message, ("body", "source", "query"), offset, offset + 1, line, col
+    )
+
+
+def _span(node: exp.Expr) -> tuple[int, int] | None:
+    """Half-open character offsets a node covers, from the token positions sqlglot kept."""
+    starts, ends = [], []
+    for sub in node.walk():
+        meta = sub._meta
+        if meta and "start" in meta:
+            starts.append(int(meta["start"]))
+            ends.append(int(meta["end"]) + 1)
+    return (min(starts), max(ends)) if starts else None
+
+
+def _at(text: str, code: str, message: str, where: tuple[int, int] | None) -> ErrorDetail:
+    location: tuple[str | int, ...] = ("body", "source", "query")
+    if where is None:
+        return ErrorDetail(code, message, location)
+    line = text.count("\n", 0, where[0]) + 1
+    col = where[0] - (text.rfind("\n", 0, where[0]) + 1) + 1
+    return ErrorDetail(code, message, location, where[0], where[1], line, col)
+
+
+def _offset(text: str, line: int, col: int) -> int:
+    """The character offset of a 1-based line and column (sqlglot's ``col`` ends the token)."""
+    lines = text.split("\n")
+    before = sum(len(part) + 1 for part in lines[: max(line - 1, 0)])
+    return min(before + max(col - 1, 0), len(text))
+
+
+def _refused(problems: list[ErrorDetail]) -> ValidationFailed:
+    codes = ", ".join(dict.fromkeys(problem.code for problem in problems))
+    detail = f"the SQL source is not a safe member query ({codes})"
+    return ValidationFailed(detail, code=CODE, errors=problems)

@@ -1,0 +1,609 @@
+"""External audiences with members: file sources fetched from a real HTTP server on loopback,
+SQL sources against a query written here as the oracle, push sources as static lists, and the
+sync's state, runs, changes, failures and metrics through the API."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from fastapi import FastAPI
+
+from audiences.api.app import create_app
+from audiences.config import Settings
+from audiences.jobs.schedule import queue_syncs
+from audiences.kit.clock import utcnow
+from audiences.services import audiences, static_members, syncs
+from tests import factories
+from tests.api.test_member_writes import members_of
+from tests.client import ApiClient
+from tests.factories import Tenant, make_tenant
+
+MAX_BYTES = 64 * 1024
+TIMEOUT = 2.0
+
+
+@dataclass
+class Served:
+    """What the loopback server answers for one path: status, body, and a delay first."""
+
+    status: int = 200
+    body: bytes = b""
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    chunked: bool = False
+    """Without a ``Content-Length``: the body ends when the connection closes."""
+    gate: threading.Event | None = None
+    """When set, the answer waits for it (at most 10 s)."""
+
+
+class FileServer:
+    """A real HTTP server on 127.0.0.1 serving ``files`` by path (404 for others)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, Served] = {}
+        self.requests: list[str] = []
+        files, requests = self.files, self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                requests.append(self.path)
+                served = files.get(self.path, Served(404, b"not found"))
+                time.sleep(served.delay)
+                if served.gate is not None:
+                    served.gate.wait(10)
+                try:
+                    self.send_response(served.status)
+                    for name, value in served.headers.items():
+                        self.send_header(name, value)
+                    if not served.chunked:
+                        self.send_header("Content-Length", str(len(served.body)))
+                    self.end_headers()
+                    self.wfile.write(served.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        """The URL of ``path`` on this server."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FileServer]:
+    """One loopback file server for the module."""
+    running = FileServer()
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def sync_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
+    """An app that may fetch from loopback, reads files under its own sync folder, and caps a
+    fetch at 64 KiB and two seconds (no worker threads: the tests run the jobs)."""
+    folder = tmp_path_factory.mktemp("sync-app")
+    (folder / "root").mkdir()
+    own = settings.model_copy(
+        update={
+            "data_dir": folder / "data",
+            "egress_allow_private": True,
+            "sync_root": folder / "root",
+            "sync_max_bytes": MAX_BYTES,
+            "sync_timeout_seconds": TIMEOUT,
+            "worker_threads": 0,
+        }
+    )
+    application = create_app(own)
+    yield application
+    application.state.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def patient_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
+    """An app like ``sync_app`` that waits 30 s for a file, for tests that hold a fetch open."""
+    own = settings.model_copy(
+        update={
+            "data_dir": tmp_path_factory.mktemp("patient-app"),
+            "egress_allow_private": True,
+            "sync_timeout_seconds": 30.0,
+            "worker_threads": 0,
+        }
+    )
+    application = create_app(own)
+    yield application
+    application.state.engine.dispose()
+
+
+@pytest.fixture
+def ws(sync_app: FastAPI) -> Iterator[Tenant]:
+    """A fresh workspace of the sync app."""
+    with make_tenant(sync_app) as made:
+        yield made
+
+
+def run_syncs(app: FastAPI) -> int:
+    """Run the queued sync jobs (and member writes, evaluations) in this process."""
+    return factories.run_jobs(
+        app,
+        syncs.SYNC_HANDLER,
+        static_members.WRITE_HANDLER,
+        static_members.IMPORT_HANDLER,
+        audiences.EVALUATE,
+    )
+
+
+def external(client: ApiClient, source: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """An external audience with ``source``, made through the API."""
+    body = {"key": f"ext-{time.monotonic_ns()}", "name": "ext", "kind": "external"}
+    response = client.post("/v1/audiences", json={**body, "source": source, **fields})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def csv_source(server: FileServer, path: str, **extra: Any) -> dict[str, Any]:
+    """A CSV file source at ``path`` of the loopback server."""
+    return {"type": "file", "url": server.url(path), "format": "csv", **extra}
+
+
+def sync_of(client: ApiClient, audience_id: str) -> dict[str, Any]:
+    """The audience's ``sync``."""
+    return dict(client.get(f"/v1/audiences/{audience_id}").json()["sync"])
+
+
+def test_a_file_sync_replaces_members_and_records_who_entered_and_exited(
+    sync_app: FastAPI, ws: Tenant, server: FileServer
+) -> None:
+    server.files["/list.csv"] = Served(body=b"id,plan\na,pro\nb,free\nc,pro\n")
+    audience = external(ws.write, csv_source(server, "/list.csv"))
+    assert audience["sync"]["status"] == "syncing"  # its first sync is queued with it
+    assert audience["writes"] is None
+    run_syncs(sync_app)
+    assert members_of(ws.read, audience["id"]) == {"a", "b", "c"}
+    state = sync_of(ws.read, audience["id"])
+    assert (state["status"], state["last_error"]) == ("synced", None)
+    first_job = state["job_id"]
+    server.files["/list.csv"] = Served(body=b"id,plan\nb,free\nc,pro\nd,team\n")
+    started = ws.write.post(f"/v1/audiences/{audience['id']}/sync")
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert started.headers["Location"] == f"/v1/jobs/{job['id']}"
+    assert (job["handler"], job["kind"], job["state"]) == ("membership.sync", "sync", "queued")
+    again = ws.write.post(f"/v1/audiences/{audience['id']}/sync")
+    assert again.json()["id"] == job["id"]  # one sync at a time: the queued one
+    run_syncs(sync_app)
+    assert members_of(ws.read, audience["id"]) == {"b", "c", "d"}
+    changes = ws.read.get(f"/v1/audiences/{audience['id']}/changes", params={"limit": 10}).json()
+    assert {(c["id"], c["change"]) for c in changes["data"]} == {("a", "exited"), ("d", "entered")}
+    runs = ws.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
+    assert [(r["trigger"], r["status"], r["entered"], r["exited"]) for r in runs] == [
+        ("sync", "succeeded", 1, 1),
+        ("sync", "succeeded", 3, 0),
+    ]
+    state = sync_of(ws.read, audience["id"])
+    assert (state["status"], state["job_id"], state["last_run_id"]) == (
+        "synced",
+        job["id"],
+        runs[0]["id"],
+    )
+    assert state["job_id"] != first_job
+    done = ws.read.get(f"/v1/jobs/{job['id']}").json()
+    assert done["state"] == "succeeded"
+    assert done["result"]["entered"] == 1 and done["counts"]["rows"] == 3
+    body = ws.read.get(f"/v1/audiences/{audience['id']}").json()
+    assert (body["size"], body["evaluation"]["status"]) == (3, "succeeded")
+
+
+def test_ndjson_parquet_and_gzipped_files_sync_and_bad_rows_are_reported(
+    sync_app: FastAPI, ws: Tenant, server: FileServer, tmp_path: Path
+) -> None:
+    server.files["/list.ndjson"] = Served(
+        body=b'{"user": "n1"}\n{"user": 7}\n{"other": "x"}\nnot json\n{"user": "n2"}\n'
+    )
+    ndjson = external(
+        ws.write,
+        {
+            "type": "file",
+            "url": server.url("/list.ndjson"),
+            "format": "ndjson",
+            "id_column": "user",
+        },
+    )
+    parquet = tmp_path / "list.parquet"
+    with duckdb.connect() as con:
+        con.execute(
+            f"COPY (SELECT * FROM (VALUES ('p1', 1), ('p2', 2), (NULL, 3)) t(uid, n)) "
+            f"TO '{parquet}' (FORMAT parquet)"
+        )
+    long_id = b"x" * 600
+    server.files["/list.csv.gz"] = Served(body=gzip.compress(b"id\ng1\n" + long_id + b"\ng2\n"))
+    gzipped = external(ws.write, csv_source(server, "/list.csv.gz"))
+    server.files["/list.parquet"] = Served(body=parquet.read_bytes())
+    from_parquet = external(
+        ws.write,
+        {
+            "type": "file",
+            "url": server.url("/list.parquet"),
+            "format": "parquet",
+            "id_column": "uid",
+        },
+    )
+    run_syncs(sync_app)
+    assert sync_of(ws.read, ndjson["id"])["status"] == "synced", sync_of(ws.read, ndjson["id"])
+    assert members_of(ws.read, ndjson["id"]) == {"n1", "7", "n2"}
+    assert members_of(ws.read, from_parquet["id"]) == {"p1", "p2"}
+    assert members_of(ws.read, gzipped["id"]) == {"g1", "g2"}
+    csv_job = ws.read.get(f"/v1/jobs/{sync_of(ws.read, gzipped['id'])['job_id']}").json()
+    assert [(e["row"], e["code"]) for e in csv_job["errors"]] == [(2, "id_too_long")]
+    assert (csv_job["counts"]["rows"], csv_job["counts"]["invalid"]) == (3, 1)
+    job = ws.read.get(f"/v1/jobs/{sync_of(ws.read, ndjson['id'])['job_id']}").json()
+    assert {(e["row"], e["code"]) for e in job["errors"]} == {
+        (3, "id_missing"),
+        (4, "row_malformed"),
+    }
+    assert (job["counts"]["rows"], job["counts"]["invalid"]) == (5, 2)
+
+
+@pytest.mark.parametrize(
+    ("served", "code"),
+    [
+        (Served(404, b"gone"), "sync_fetch_failed"),
+        (Served(500, b"oops"), "sync_fetch_failed"),
+        (Served(body=b"id\nlate\n", delay=TIMEOUT * 2), "sync_timeout"),
+        (Served(body=b"id\n" + b"x" * (MAX_BYTES + 10) + b"\n"), "sync_too_large"),
+        (Served(body=b"name,plan\na,pro\n"), "sync_file_invalid"),
+        (Served(body=b""), "sync_file_invalid"),
+        (Served(body=b"id\n\x00\x01\x02\n"), "sync_file_invalid"),
+    ],
+    ids=["404", "500", "timeout", "too-large", "no-id-column", "empty", "no-valid-row"],
+)
+def test_a_failed_sync_keeps_the_members_and_says_why(
+    sync_app: FastAPI, ws: Tenant, server: FileServer, served: Served, code: str
+) -> None:
+    path = f"/fail-{time.monotonic_ns()}.csv"
+    server.files[path] = Served(body=b"id\nkeep-1\nkeep-2\n")
+    audience = external(ws.write, csv_source(server, path))
+    run_syncs(sync_app)
+    assert members_of(ws.read, audience["id"]) == {"keep-1", "keep-2"}
+    server.files[path] = served
+    job = ws.write.post(f"/v1/audiences/{audience['id']}/sync").json()
+    run_syncs(sync_app)
+    assert members_of(ws.read, audience["id"]) == {"keep-1", "keep-2"}
+    state = sync_of(ws.read, audience["id"])
+    assert (state["status"], state["last_error_code"], state["job_id"]) == (
+        "failed",
+        code,
+        job["id"],
+    )
+    assert state["last_error"] and state["last_synced_at"] < state["last_attempt_at"]
+    finished = ws.read.get(f"/v1/jobs/{job['id']}").json()
+    assert finished["state"] == "failed" and code in finished["last_error"]
+    (run, _) = ws.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
+    assert (run["status"], run["error"]) == ("failed", state["last_error"])
+    body = ws.read.get(f"/v1/audiences/{audience['id']}").json()
+    assert (body["size"], body["evaluation"]["status"]) == (2, "failed")
+    assert body["evaluation"]["consecutive_failures"] == 1
+
+
+def test_path_sources_read_only_under_the_sync_folder(
+    sync_app: FastAPI, ws: Tenant, tmp_path: Path
+) -> None:
+    root: Path = sync_app.state.settings.sync_root
+    (root / "lists").mkdir(exist_ok=True)
+    listed = root / "lists" / f"{time.monotonic_ns()}.csv"
+    listed.write_text("id\nf1\nf2\n")
+    audience = external(ws.write, {"type": "file", "path": str(listed), "format": "csv"})
+    run_syncs(sync_app)
+    assert members_of(ws.read, audience["id"]) == {"f1", "f2"}
+    outside = tmp_path / "secret.csv"
+    outside.write_text("id\nsecret\n")
+    sneaky = root / "lists" / "link.csv"
+    sneaky.unlink(missing_ok=True)
+    sneaky.symlink_to(outside)
+    for path in (str(outside), str(root / ".." / "secret.csv"), str(sneaky), "lists/x.csv"):
+        refused = ws.write.post(
+            "/v1/audiences",
+            json={
+                "key": "nope",
+                "name": "n",
+                "kind": "external",
+                "source": {"type": "file", "path": path, "format": "csv"},
+            },
+        )
+        assert refused.status_code == 422, path
+        problem = refused.json()
+        assert problem["code"] == "sync_path_not_allowed"
+        assert problem["errors"][0]["location"] == ["body", "source", "path"]
+    listed.unlink()
+    ws.write.post(f"/v1/audiences/{audience['id']}/sync")
+    run_syncs(sync_app)
+    state = sync_of(ws.read, audience["id"])
+    assert (state["status"], state["last_error_code"]) == ("failed", "sync_fetch_failed")
+    assert members_of(ws.read, audience["id"]) == {"f1", "f2"}
+
+
+def test_a_sql_source_holds_the_profiles_its_query_returns(sync_app: FastAPI, ws: Tenant) -> None:
+    records = [
+        {"id": f"u{n}", "attributes": {"age": 18 + n * 7 % 50, "plan": ["free", "pro"][n % 2]}}
+        for n in range(30)
+    ]
+    assert ws.write.post("/v1/profiles/batch", json={"profiles": records}).status_code == 200
+    query = "SELECT external_id FROM profiles WHERE plan = 'pro' AND age >= 40"
+    audience = external(ws.write, {"type": "sql", "query": query})
+    run_syncs(sync_app)
+    oracle = {
+        r["id"]
+        for r in records
+        if r["attributes"]["plan"] == "pro" and r["attributes"]["age"] >= 40
+    }
+    assert oracle and members_of(ws.read, audience["id"]) == oracle
+    assert sync_of(ws.read, audience["id"])["status"] == "synced"
+    leaving = sorted(oracle)[0]
+    assert ws.write.put(f"/v1/profiles/{leaving}", json={"attributes": {"age": 10}}).is_success
+    ws.write.post(f"/v1/audiences/{audience['id']}/sync")
+    run_syncs(sync_app)
+    assert members_of(ws.read, audience["id"]) == oracle - {leaving}
+    exports = ws.read.get(f"/v1/audiences/{audience['id']}/export", params={"format": "ndjson"})
+    assert exports.status_code == 200 and len(exports.text.splitlines()) == len(oracle) - 1
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("DROP TABLE profiles", "sql_not_select"),
+        ("SELECT external_id FROM profiles; DELETE FROM profiles", "sql_multiple_statements"),
+        ("SELECT external_id FROM api_keys", "sql_table_not_allowed"),
+        ("SELECT column0 FROM read_csv('/etc/passwd')", "sql_table_not_allowed"),
+        ("SELECT external_id FROM profiles WHERE getenv('HOME') = ''", "sql_function_not_allowed"),
+        ("SELECT external_id, pid FROM profiles", "sql_one_column"),
+    ],
+)
+def test_unsafe_sql_is_refused_when_saved(ws: Tenant, query: str, code: str) -> None:
+    body = {"key": "q", "name": "q", "kind": "external", "source": {"type": "sql", "query": query}}
+    refused = ws.write.post("/v1/audiences", json=body)
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()
+    assert problem["code"] == "sync_query_invalid"
+    assert code in {error["code"] for error in problem["errors"]}
+    assert all(error["location"] == ["body", "source", "query"] for error in problem["errors"])
+    assert ws.read.get("/v1/audiences", params={"key": "q"}).json()["data"] == []
+
+
+def test_a_sql_source_failing_on_the_data_keeps_the_members(sync_app: FastAPI, ws: Tenant) -> None:
+    ws.write.put("/v1/profiles/s1", json={"attributes": {"age": 50}})
+    audience = external(ws.write, {"type": "sql", "query": "SELECT external_id FROM profiles"})
+    run_syncs(sync_app)
+    assert members_of(ws.read, audience["id"]) == {"s1"}
+    patched = ws.write.patch(
+        f"/v1/audiences/{audience['id']}",
+        json={"source": {"query": "SELECT external_id FROM profiles WHERE missing > 1"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 200, patched.text
+    run_syncs(sync_app)  # the changed source queued a sync
+    state = sync_of(ws.read, audience["id"])
+    assert (state["status"], state["last_error_code"]) == ("failed", "engine_query_failed")
+    assert "missing" in state["last_error"] and "profiles_" not in state["last_error"]
+    assert members_of(ws.read, audience["id"]) == {"s1"}
+
+
+def test_a_push_source_takes_writes_and_imports_as_a_static_audience(
+    sync_app: FastAPI, ws: Tenant
+) -> None:
+    audience = external(ws.write, {"type": "push", "name": "crm", "external_id": "list-9"})
+    assert (audience["sync"]["status"], audience["writes"]) == ("pending", "applied")
+    assert audience["source"] == {"type": "push", "name": "crm", "external_id": "list-9"}
+    url = f"/v1/audiences/{audience['id']}/members"
+    added = ws.write.post(url, json={"action": "add", "ids": ["a", "b", "c"]})
+    assert added.status_code == 202, added.text
+    assert sync_of(ws.read, audience["id"])["status"] == "syncing"
+    run_syncs(sync_app)
+    ws.write.post(url, json={"action": "remove", "ids": ["a"]})
+    run_syncs(sync_app)
+    assert members_of(ws.read, audience["id"]) == {"b", "c"}
+    imported = ws.write.post(
+        f"/v1/audiences/{audience['id']}/imports",
+        content=b"id\nx\ny\n",
+        headers={"Content-Type": "text/csv"},
+        params={"mode": "replace"},
+    )
+    assert imported.status_code == 202, imported.text
+    run_syncs(sync_app)
+    assert members_of(ws.read, audience["id"]) == {"x", "y"}
+    state = sync_of(ws.read, audience["id"])
+    assert state["status"] == "synced" and state["last_synced_at"] is not None
+    changes = ws.read.get(f"/v1/audiences/{audience['id']}/changes").json()
+    assert {(c["id"], c["change"]) for c in changes["data"]} == {
+        ("b", "exited"),
+        ("c", "exited"),
+        ("x", "entered"),
+        ("y", "entered"),
+    }
+    not_synced = ws.write.post(f"/v1/audiences/{audience['id']}/sync")
+    assert (not_synced.status_code, not_synced.json()["code"]) == (409, "audience_not_syncable")
+
+
+def test_an_audience_with_no_source_is_pushed_and_a_pulled_one_refuses_writes(
+    sync_app: FastAPI, ws: Tenant, server: FileServer
+) -> None:
+    legacy = ws.write.post(
+        "/v1/audiences", json={"key": "old", "name": "old", "kind": "external"}
+    ).json()
+    assert legacy["source"] == {"type": "push", "name": None, "external_id": None}
+    written = ws.write.post(
+        f"/v1/audiences/{legacy['id']}/members", json={"action": "add", "ids": ["a"]}
+    )
+    assert written.status_code == 202  # the 409 of external audiences' members is gone
+    run_syncs(sync_app)
+    assert members_of(ws.read, legacy["id"]) == {"a"}
+    server.files["/pulled.csv"] = Served(body=b"id\na\n")
+    pulled = external(ws.write, csv_source(server, "/pulled.csv"))
+    refused = ws.write.post(
+        f"/v1/audiences/{pulled['id']}/members", json={"action": "add", "ids": ["a"]}
+    )
+    assert (refused.status_code, refused.json()["code"]) == (409, "audience_not_static")
+    dynamic = ws.write.post(
+        "/v1/audiences", json={"key": "d", "name": "d", "kind": "dynamic", "rule": "age > 1"}
+    ).json()
+    no_sync = ws.write.post(f"/v1/audiences/{dynamic['id']}/sync")
+    assert (no_sync.status_code, no_sync.json()["code"]) == (409, "audience_not_syncable")
+    assert dynamic["sync"] is None
+    assert ws.read.post(f"/v1/audiences/{pulled['id']}/sync").status_code == 403
+    run_syncs(sync_app)  # nothing left queued for other tests' workers to claim
+
+
+def test_sources_are_validated_strictly(ws: Tenant, server: FileServer) -> None:
+    base = {"key": "v", "name": "v", "kind": "external"}
+    bad_sources: list[dict[str, Any]] = [
+        {"type": "file", "format": "csv"},
+        {"type": "file", "url": server.url("/a"), "path": "/a", "format": "csv"},
+        {"type": "file", "url": server.url("/a"), "format": "xlsx"},
+        {"type": "file", "url": server.url("/a"), "format": "csv", "sheet": 1},
+        {"type": "sql"},
+        {"type": "ftp"},
+        {"name": "crm"},
+    ]
+    for source in bad_sources:
+        refused = ws.write.post("/v1/audiences", json={**base, "source": source})
+        assert refused.status_code == 422, source
+    streaming = ws.write.post(
+        "/v1/audiences",
+        json={
+            **base,
+            "source": {"type": "sql", "query": "SELECT pid FROM profiles"},
+            "refresh_policy": {"mode": "streaming"},
+        },
+    )
+    assert (streaming.status_code, streaming.json()["code"]) == (422, "sync_not_streamable")
+    parked = external(
+        ws.write, {"type": "sql", "query": "SELECT pid FROM profiles"}, lifecycle_state="inactive"
+    )
+    assert parked["sync"]["status"] == "pending"  # a parked audience is not synced
+    refused = ws.write.post(f"/v1/audiences/{parked['id']}/sync")
+    assert (refused.status_code, refused.json()["code"]) == (409, "audience_inactive")
+
+
+def test_the_guard_refuses_private_urls_unless_allowed(app: FastAPI, tenant: Tenant) -> None:
+    for url in ("http://127.0.0.1:9/list.csv", "http://10.0.0.1/x", "http://169.254.169.254/"):
+        refused = tenant.write.post(
+            "/v1/audiences",
+            json={
+                "key": "g",
+                "name": "g",
+                "kind": "external",
+                "source": {"type": "file", "url": url, "format": "csv"},
+            },
+        )
+        assert (refused.status_code, refused.json()["code"]) == (400, "url_not_allowed"), url
+    path = tenant.write.post(
+        "/v1/audiences",
+        json={
+            "key": "p",
+            "name": "p",
+            "kind": "external",
+            "source": {"type": "file", "path": "/etc/passwd", "format": "csv"},
+        },
+    )
+    assert (path.status_code, path.json()["code"]) == (422, "sync_path_not_allowed")
+
+
+def test_scheduled_syncs_are_queued_when_due_and_counted_in_metrics(
+    sync_app: FastAPI, ws: Tenant, server: FileServer
+) -> None:
+    server.files["/scheduled.csv"] = Served(body=b"id\ns1\n")
+    audience = external(
+        ws.write,
+        csv_source(server, "/scheduled.csv"),
+        refresh_policy={"mode": "scheduled", "interval_seconds": 3600},
+    )
+    run_syncs(sync_app)
+    factory = sync_app.state.session_factory
+    with factory.begin() as session:
+        assert audience["id"] not in {job.subject_id for job in queue_syncs(session, now=utcnow())}
+    later = utcnow().replace(year=utcnow().year + 1)
+    with factory.begin() as session:
+        queued = [
+            job for job in queue_syncs(session, now=later) if job.subject_id == audience["id"]
+        ]
+    assert len(queued) == 1 and queued[0].created_by == "scheduler"
+    assert sync_of(ws.read, audience["id"])["job_id"] == queued[0].id
+    server.files["/scheduled.csv"] = Served(404)
+    run_syncs(sync_app)
+    metrics = ws.read.get("/metrics").text
+    attempts = _metric(metrics, "audiences_sync_attempts_total")
+    failures = _metric(metrics, "audiences_sync_failures_total")
+    assert attempts >= 2 and failures >= 1
+    assert 'audiences_syncs{status="failed"}' in metrics
+
+
+def _metric(text: str, name: str) -> float:
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def test_a_sync_job_that_ends_without_recording_reads_as_failed(
+    sync_app: FastAPI, ws: Tenant
+) -> None:
+    audience = external(ws.write, {"type": "sql", "query": "SELECT pid FROM profiles"})
+    job_id = audience["sync"]["job_id"]
+    assert ws.write.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    state = sync_of(ws.read, audience["id"])
+    assert (state["status"], state["last_error_code"], state["job_id"]) == (
+        "failed",
+        "sync_job_failed",
+        job_id,
+    )
+    again = ws.write.post(f"/v1/audiences/{audience['id']}/sync").json()
+    assert again["id"] != job_id
+    run_syncs(sync_app)
+    assert sync_of(ws.read, audience["id"])["status"] == "synced"
+
+
+def test_a_source_changed_while_it_is_pulled_is_pulled_again(
+    patient_app: FastAPI, server: FileServer
+) -> None:
+    first, second = f"/slow-{time.monotonic_ns()}.csv", f"/new-{time.monotonic_ns()}.csv"
+    held = threading.Event()
+    server.files[first] = Served(body=b"id\nold\n", gate=held)
+    server.files[second] = Served(body=b"id\nnew\n")
+    with make_tenant(patient_app) as tenant:
+        audience = external(tenant.write, csv_source(server, first))
+        worker = threading.Thread(target=run_syncs, args=(patient_app,))
+        worker.start()
+        try:
+            while first not in server.requests:  # the job is pulling the first file now
+                time.sleep(0.01)
+            patched = tenant.write.patch(
+                f"/v1/audiences/{audience['id']}",
+                json={"source": {"url": server.url(second)}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+        finally:
+            held.set()
+            worker.join()
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["sync"]["job_id"] == audience["sync"]["job_id"]  # it goes on
+        job = tenant.read.get(f"/v1/jobs/{audience['sync']['job_id']}").json()
+        assert job["state"] == "succeeded", (job["last_error"], job["errors"])
+        assert members_of(tenant.read, audience["id"]) == {"new"}
+        runs = tenant.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
+        assert len(runs) == 1  # the first file's members were never recorded

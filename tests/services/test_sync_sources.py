@@ -1,0 +1,95 @@
+"""Pulling a file source from a real loopback server: the SSRF guard before each request and
+redirect, redirects, the size cap on a stream without a length, and temporary files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from audiences.engines.duckdb import DuckDBEngine
+from audiences.membership.cache import BitmapCache
+from audiences.schemas.syncs import SourceType, SyncFormat, UrlFileSource
+from audiences.services.import_formats import Row
+from audiences.services.runtime import Runtime
+from audiences.services.sync_sources import SourceRules, SyncFailed, pull
+from tests.api.test_syncs import FileServer, Served
+
+WS = "ws"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FileServer]:
+    """A loopback file server for this module."""
+    running = FileServer()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime on a fresh DuckDB file."""
+    engine = DuckDBEngine(tmp_path / "engine")
+    yield Runtime(profiles=engine, bitmaps=BitmapCache(1 << 20))
+    engine.close()
+
+
+def source(url: str) -> UrlFileSource:
+    """A CSV source at ``url``."""
+    return UrlFileSource(type=SourceType.FILE, url=url, format=SyncFormat.CSV)
+
+
+def fetch(runtime: Runtime, url: str, rules: SourceRules) -> set[str]:
+    """The external ids a pull of ``url`` names."""
+    problems: list[Row] = []
+    members, _ = pull(
+        runtime, workspace_id=WS, source=source(url), rules=rules, on_row_error=problems.append
+    )
+    return {e for e in runtime.profiles.external_ids_for(WS, list(members)) if e is not None}
+
+
+def test_a_loopback_url_is_refused_before_any_request_unless_allowed(
+    runtime: Runtime, server: FileServer, tmp_path: Path
+) -> None:
+    server.files["/guarded.csv"] = Served(body=b"id\na\n")
+    url = server.url("/guarded.csv")
+    before = len(server.requests)
+    with pytest.raises(SyncFailed) as refused:
+        fetch(runtime, url, SourceRules(allow_private=False, work_dir=tmp_path / "work"))
+    assert refused.value.code == "url_not_allowed"
+    assert len(server.requests) == before  # nothing was sent
+    assert fetch(runtime, url, SourceRules(allow_private=True, work_dir=tmp_path / "work")) == {"a"}
+    assert list((tmp_path / "work").iterdir()) == []  # the temporary copy is gone
+
+
+def test_redirects_are_followed_a_few_times_only(
+    runtime: Runtime, server: FileServer, tmp_path: Path
+) -> None:
+    rules = SourceRules(allow_private=True, work_dir=tmp_path / "work")
+    server.files["/final.csv"] = Served(body=b"id\nr1\n")
+    server.files["/hop.csv"] = Served(302, headers={"Location": "/final.csv"})
+    assert fetch(runtime, server.url("/hop.csv"), rules) == {"r1"}
+    server.files["/loop.csv"] = Served(302, headers={"Location": "/loop.csv"})
+    with pytest.raises(SyncFailed) as looped:
+        fetch(runtime, server.url("/loop.csv"), rules)
+    assert looped.value.code == "sync_fetch_failed"
+
+
+def test_the_cap_counts_the_bytes_when_no_length_is_given(
+    runtime: Runtime, server: FileServer, tmp_path: Path
+) -> None:
+    rules = SourceRules(allow_private=True, max_bytes=2048, work_dir=tmp_path / "work")
+    body = b"id\n" + b"".join(b"id-%05d\n" % n for n in range(1000))
+    server.files["/big.csv"] = Served(body=body, chunked=True)
+    with pytest.raises(SyncFailed) as refused:
+        fetch(runtime, server.url("/big.csv"), rules)
+    assert refused.value.code == "sync_too_large"
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_a_closed_port_fails_the_fetch(runtime: Runtime, tmp_path: Path) -> None:
+    rules = SourceRules(allow_private=True, work_dir=tmp_path / "work")
+    with pytest.raises(SyncFailed) as failed:
+        fetch(runtime, "http://127.0.0.1:9/x.csv", rules)
+    assert failed.value.code == "sync_fetch_failed"
