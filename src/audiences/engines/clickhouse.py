@@ -15,6 +15,7 @@ Reads run in parallel. ClickHouse itself runs in process (chdb) or on a server
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -25,6 +26,7 @@ from pyroaring import AbstractBitMap, BitMap
 
 from audiences.engines import clickhouse_events as events_sql
 from audiences.engines import clickhouse_sql as sql
+from audiences.engines import queries
 from audiences.engines.base import (
     RESERVED_COLUMNS,
     EventPage,
@@ -196,6 +198,36 @@ class ClickHouseEngine:
         if state is None:
             return BitMap()
         return self._select(state, sql.bound(condition, params), sets)
+
+    def select_query_pids(
+        self, workspace_id: str, select_sql: str, *, timeout_seconds: float | None = None
+    ) -> BitMap:
+        """Run a member query (checked again here) on the workspace's own tables: an integer
+        column is taken as pids, any other as external ids; ids of no profile are left out.
+        ``final = 1`` makes every read of the profiles take their latest, live rows; past
+        ``timeout_seconds`` ClickHouse stops the query (``max_execution_time``)."""
+        query = queries.check_select(select_sql, sql.DIALECT)
+        state = self._workspace(workspace_id)
+        if state is None:
+            return BitMap()
+        tables = {"profiles": state.profiles, "events": state.events}
+        pointed = queries.point_at(query, tables, sql.DIALECT)
+        settings = "final = 1, readonly = 2"
+        if timeout_seconds is not None:
+            settings += f", max_execution_time = {max(float(timeout_seconds), 0.001)}"
+        try:
+            described = self._rows(f"DESCRIBE ({pointed}) SETTINGS {settings}")
+            by_pid = sql.INTEGER.fullmatch(described[0][1]) is not None
+            return self._bitmap(sql.members_of_query(state.profiles, pointed, by_pid, settings))
+        except ClickHouseError as error:
+            if error.code == sql.TIMEOUT_CODE:
+                raise Unprocessable(
+                    f"the SQL source ran longer than {timeout_seconds:g} s and was stopped",
+                    code="engine_query_timeout",
+                ) from None
+            if error.code not in CONVERSION_CODES | RANGE_CODES | QUERY_CODES:
+                raise
+            raise _member_query_failed(error, tables) from None
 
     def select_many(
         self,
@@ -469,6 +501,20 @@ def _query_failed(error: ClickHouseError) -> Unprocessable:
     return Unprocessable(
         f"the rule cannot be evaluated on this workspace's profiles: {reason}",
         code="engine_query_failed",
+    )
+
+
+def _member_query_failed(error: ClickHouseError, tables: Mapping[str, str]) -> Unprocessable:
+    """Our error for a member query ClickHouse could not run: what went wrong, with the real
+    table names back to their public ones and without the SQL it echoes (which goes to the
+    log with the rest)."""
+    log.warning("profile engine refused a member query: %s", error)
+    said = str(error).split("DB::Exception: ", 1)[-1]
+    said = re.split(r"\. In scope |: While processing |\. \(", said, maxsplit=1)[0]
+    for public, real in tables.items():
+        said = said.replace(real, public).replace(real.split(".")[-1].strip('"'), public)
+    return Unprocessable(
+        f"the SQL source cannot run on this workspace's data: {said}", code="engine_query_failed"
     )
 
 

@@ -8,6 +8,7 @@ rule compiler's WHERE-SQL, checked by ``duckdb_sql.checked_condition`` for this 
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -286,6 +287,26 @@ def encode(values: list[Any], kind: AttributeType) -> list[Any]:
     if convert is None:
         return values
     return [None if value is None else convert(value) for value in values]
+
+
+INTEGER = re.compile(r"(Nullable\()?U?Int\d+\)?")
+"""A column type a member query's result is read as pids by (any other: external ids)."""
+
+TIMEOUT_CODE = 159
+"""ClickHouse's ``TIMEOUT_EXCEEDED``: a query stopped by ``max_execution_time``."""
+
+
+def members_of_query(table: str, query: str, by_pid: bool, settings: str) -> str:
+    """The bitmap of the live profiles a (checked, pointed) member query names, by pid or by
+    external id; ids of no profile, and NULLs, fall out of the ``IN``.
+
+    >>> members_of_query("p", "SELECT 1", True, "final = 1")[:60]
+    'SELECT groupBitmapState(pid) FROM p WHERE pid IN (SELECT q.v'
+    """
+    column, value = ("pid", "q.v") if by_pid else ("external_id", "toString(q.v)")
+    members = f"SELECT {value} FROM ({query}) AS q(v)"
+    where = f"{column} IN ({members})"
+    return f"SELECT groupBitmapState(pid) FROM {table} WHERE {where} SETTINGS {settings}"
 
 
 BITMAP_STATE = "AggregateFunction(groupBitmap, UInt32)"
