@@ -17,7 +17,7 @@ from audiences.engines.base import EventRecord, Reachable
 from audiences.engines.clickhouse import ClickHouseEngine
 from audiences.engines.clickhouse_client import SETTINGS, ChdbClient, ServerClient, connect
 from audiences.engines.factory import open_engine
-from audiences.errors import ServiceUnavailable, Unprocessable
+from audiences.errors import ServiceUnavailable, Unprocessable, ValidationFailed
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import Event
 from tests.engines.kinds import chdb_client, chdb_folder
@@ -215,3 +215,29 @@ def test_the_server_client_writes_and_reads_through_clickhouse_connect(
         engine.select_pids(WS, "no_such_column = 1")
     assert caught.value.code == "engine_query_failed"
     engine.ping()
+
+
+@pytest.mark.parametrize(
+    "select_sql",
+    [
+        "SELECT file('/etc/passwd') FROM profiles",
+        "SELECT pid FROM url('http://127.0.0.1:1/x', CSV, 'pid UInt32')",
+        "SELECT pid FROM system.one",
+        "SELECT getSetting('readonly') FROM profiles",
+        "SELECT external_id FROM profiles SETTINGS readonly = 0",
+    ],
+)
+def test_member_queries_never_reach_clickhouses_own_functions_or_tables(
+    engine: ClickHouseEngine, select_sql: str
+) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        engine.select_query_pids(WS, select_sql)
+    assert caught.value.code == "sync_query_invalid"
+
+
+def test_member_queries_see_live_profiles_only(engine: ClickHouseEngine) -> None:
+    engine.upsert_profiles(WS, [("a", {"age": 1}), ("b", {"age": 2})])
+    engine.upsert_profiles(WS, [("a", {"age": 30})])
+    engine.delete_profile(WS, "b")
+    assert engine.select_query_pids(WS, "SELECT external_id FROM profiles") == BitMap([1])
+    assert engine.select_query_pids(WS, "SELECT pid FROM profiles WHERE age = 1") == BitMap()
