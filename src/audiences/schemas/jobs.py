@@ -26,6 +26,7 @@ class JobKind(StrEnum):
     EVALUATION = "evaluation"
     EXPORT = "export"
     MAINTENANCE = "maintenance"
+    DELIVERY = "delivery"
 
 
 class JobState(StrEnum):
