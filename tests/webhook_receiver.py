@@ -82,7 +82,9 @@ class Receiver:
                 continue
             for section in payload["data"]["audiences"]:
                 for change in section["changes"]:
-                    found.append((section["key"], change["change"], change["id"], change["revision"]))
+                    found.append(
+                        (section["key"], change["change"], change["id"], change["revision"])
+                    )
         return found
 
     def members(self, key: str) -> set[str]:

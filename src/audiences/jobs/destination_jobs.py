@@ -68,7 +68,7 @@ def _run(
                 if row.kind == "file":
                     deliveries.schedule_next(session, row, now)
                 break
-            if message.next_attempt_at > now:
+            if message.next_attempt_at > utcnow():
                 later = (
                     message.next_attempt_at
                     if later is None

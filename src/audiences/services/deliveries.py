@@ -186,23 +186,26 @@ def write_full(
     session: Session, *, runtime: Runtime, row: DestinationRow, settings: Settings
 ) -> int:
     """A file destination in ``full`` mode: one file per followed audience with every member
-    now; logged as one delivered message naming the files. How many files were written."""
+    now, named by audience key, time and the message's number; logged as one delivered
+    message naming the files. How many files were written."""
     folder = destinations.file_folder(settings, row.path or "")
     now = utcnow()
+    message = messages.add_message(session, row, "file.full", {}, 0, now, status="sending")
     written: list[dict[str, Any]] = []
     columns = ["id", *row.attributes]
     for audience in destinations.followed(session, row):
         members = memberships.current(session, runtime=runtime, audience_id=audience.id)
         rows = list(_member_rows(runtime, row, members))
-        name = f"{audience.key}-{senders.file_stamp(now)}-full"
-        path = senders.write_file(
-            folder, name=name, fmt=row.format or "csv", rows=rows, columns=columns
-        )
+        name = f"{audience.key}-{senders.file_stamp(now)}-{message.seq:08d}-full"
+        fmt = row.format or "csv"
+        path = senders.write_file(folder, name=name, fmt=fmt, rows=rows, columns=columns)
         written.append({"audience": audience.key, "file": path.name, "rows": len(rows)})
-    total = sum(int(entry["rows"]) for entry in written)
-    messages.add_message(
-        session, row, "file.full", {"files": written}, total, now, status="delivered"
-    )
+    body = json.loads(message.body)
+    body["data"] = {"files": written}
+    message.body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    message.changes = sum(int(entry["rows"]) for entry in written)
+    message.status, message.delivered_at, message.attempts = "delivered", utcnow(), 1
+    _touch(session, row.id, last_delivery_at=message.delivered_at, last_error=None)
     return len(written)
 
 
