@@ -23,7 +23,7 @@ from audiences.services import outbox, static_members
 from tests import factories
 from tests.client import ApiClient
 from tests.factories import Tenant, make_audience, make_tenant
-from tests.webhook_receiver import Receiver, receiving
+from tests.webhook_receiver import receiving
 
 STATIC = (static_members.WRITE_HANDLER, static_members.IMPORT_HANDLER)
 

@@ -105,9 +105,9 @@ def replace(
     versions.check(row.version, expected_version)
     if data == writable_view(row):
         return row
-    _check(session, caller, data, settings)
     if data.kind != row.kind:
         raise _invalid("kind", "destination_kind_fixed", "a destination's kind never changes")
+    _check(session, caller, data, settings)
     turned_on = data.enabled and not row.enabled
     _assign(row, data)
     if turned_on:
