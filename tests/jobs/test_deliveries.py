@@ -140,6 +140,18 @@ def test_retries_honour_retry_after_and_429_then_deliver_once(
         waited = time.monotonic() - started
     ids = {request.headers["webhook-id"] for request in receiver.requests}
     assert len(receiver.requests) == 3 and len(ids) == 1
+    shown = hooks.admin.get(f"/v1/destinations/{made['id']}").json()
+    assert shown["last_delivery_at"] is not None and shown["backlog"] == 0
+    metrics = hooks.anonymous.get("/metrics").text
+    assert (
+        metric(metrics, 'audiences_destination_attempts_total{kind="webhook",outcome="failed"}')
+        >= 2
+    )
+    assert (
+        metric(metrics, 'audiences_destination_attempts_total{kind="webhook",outcome="delivered"}')
+        >= 1
+    )
+    assert metric(metrics, 'audiences_destination_lag_seconds{quantile="1.0"}') >= 1.0
     assert waited >= 1.0  # Retry-After: 1 outweighs the 0.2 s of the schedule
     log = hooks.admin.get(f"/v1/destinations/{made['id']}/deliveries").json()["data"]
     assert [(d["status"], d["attempts"], d["last_status"]) for d in log] == [("delivered", 3, 200)]
@@ -387,3 +399,11 @@ def run_files(app: FastAPI) -> None:
     with app.state.session_factory.begin() as session:
         schedule.queue_deliveries(session, now=utcnow())
     factories.run_jobs(app, outbox.DELIVER_HANDLER)
+
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample in a Prometheus exposition."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split(" ")[-1])
+    raise AssertionError(f"{name} not in /metrics")

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from audiences.config import Settings
 from audiences.kit import webhooks
@@ -90,10 +90,8 @@ def listening(answer: bytes | None = None) -> Iterator[tuple[int, list[bytes]]]:
         with connection:
             accepted.append(connection.recv(65536))
             if answer is not None:
-                try:
+                with suppress(OSError):
                     connection.sendall(answer)
-                except OSError:
-                    pass
             done.wait(5)
 
     thread = threading.Thread(target=serve, daemon=True)
