@@ -12,6 +12,7 @@ import httpx
 from audiences.sdk._http import AsyncHttp, Retry, SyncHttp, client_options
 from audiences.sdk.resources.attributes import AsyncAttributes, Attributes
 from audiences.sdk.resources.audiences import AsyncAudiences, Audiences
+from audiences.sdk.resources.destinations import AsyncDestinations, Destinations
 from audiences.sdk.resources.event_properties import AsyncEventProperties, EventProperties
 from audiences.sdk.resources.events import AsyncEventNames, AsyncEvents, EventNames, Events
 from audiences.sdk.resources.groups import AsyncGroups, Groups
@@ -58,6 +59,7 @@ class Client:
         http = SyncHttp(self.http_client, retry or Retry())
         self.audiences = Audiences(http)
         self.groups = Groups(http)
+        self.destinations = Destinations(http)
         self.profiles = Profiles(http)
         self.attributes = Attributes(http)
         self.events = Events(http)
@@ -101,6 +103,7 @@ class AsyncClient:
         http = AsyncHttp(self.http_client, retry or Retry())
         self.audiences = AsyncAudiences(http)
         self.groups = AsyncGroups(http)
+        self.destinations = AsyncDestinations(http)
         self.profiles = AsyncProfiles(http)
         self.attributes = AsyncAttributes(http)
         self.events = AsyncEvents(http)
