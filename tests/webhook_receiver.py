@@ -69,6 +69,8 @@ class Receiver:
     secrets: list[str] = field(default_factory=list)
     script: Script = always_ok
     requests: list[Received] = field(default_factory=list)
+    arrived: int = 0
+    """Requests whose body was read, answered or not yet."""
     seen: set[str] = field(default_factory=set)
     accepted: list[dict[str, Any]] = field(default_factory=list)
     """Payloads of verified, first-seen, 2xx-answered requests: what the receiver processed."""
@@ -115,8 +117,10 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = {key.lower(): value for key, value in self.headers.items()}
             with receiver.lock:
-                number = len(receiver.requests)
-                status, extra = receiver.script(number, headers)
+                number = receiver.arrived
+                receiver.arrived += 1
+            status, extra = receiver.script(number, headers)  # may hold the answer back
+            with receiver.lock:
                 verified = any(spec_verify(s, headers, body) for s in receiver.secrets)
                 receiver.requests.append(Received(headers, body, verified, status))
                 fresh = headers.get("webhook-id") not in receiver.seen
