@@ -107,12 +107,9 @@ def test_subscriptions_to_audiences_a_group_or_all(tenant: Tenant) -> None:
     group = make_group(tenant.admin)
     listed = create(tenant.admin, name="one", subscription={"audience_ids": [audience["id"]]})
     grouped = create(tenant.admin, name="two", subscription={"group_id": group["id"]})
-    assert listed["subscription"] == {
-        "audience_ids": [audience["id"]],
-        "group_id": None,
-        "all": False,
-    }
-    assert grouped["subscription"]["group_id"] == group["id"]
+    assert listed["subscription"] == {"audience_ids": [audience["id"]]}
+    assert grouped["subscription"] == {"group_id": group["id"]}
+    assert create(tenant.admin, name="three")["subscription"] == {"all": True}
     taken = tenant.admin.post("/v1/destinations", json=body(name="one"))
     assert taken.status_code == 409 and taken.json()["code"] == "duplicate_name"
 
@@ -150,8 +147,10 @@ def test_reading_keys_cannot_write(tenant: Tenant) -> None:
         ({"secret": "whsec_c2hvcnQ="}, 422, "secret_invalid"),
         ({"secret": "whsec_!!!notbase64!!!"}, 422, "secret_invalid"),
         ({"attributes": ["no_such_attribute"]}, 422, "unknown_attribute"),
-        ({"url": None}, 422, "validation_failed"),
-        ({"path": "exports"}, 422, "validation_failed"),
+        ({"subscription": {"all": False}}, 422, "validation_failed"),
+        ({"url": None}, 422, "destination_fields_mismatch"),
+        ({"path": "exports"}, 422, "destination_fields_mismatch"),
+        ({"kind": "file", "path": None, "url": None}, 422, "destination_fields_mismatch"),
         ({"kind": "file", "url": None, "path": "exports"}, 422, "file_destinations_disabled"),
         ({"kind": "s3"}, 422, "validation_failed"),
     ],

@@ -4,9 +4,9 @@ membership changes of the audiences they subscribe to, and their delivery log.""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from audiences.schemas.common import (
     ID_PATTERN,
@@ -28,28 +28,33 @@ MAX_SUBSCRIBED = 100
 MIN_FILE_INTERVAL = 60
 
 
-class Subscription(InputModel):
-    """Which audiences a destination follows: exactly one of a list of audience ids, a group
-    (its audiences now and later), or every audience of the workspace."""
+class AudienceList(InputModel):
+    """Follow these audiences."""
 
-    audience_ids: list[AudienceRef] | None = Field(
-        default=None, min_length=1, max_length=MAX_SUBSCRIBED, description="These audiences."
-    )
-    group_id: AudienceRef | None = Field(default=None, description="The audiences of a group.")
-    all: bool = Field(default=False, description="Every audience of the workspace.")
+    audience_ids: list[AudienceRef] = Field(min_length=1, max_length=MAX_SUBSCRIBED)
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Self:
-        given = sum([self.audience_ids is not None, self.group_id is not None, self.all])
-        if given != 1:
-            raise ValueError("give exactly one of audience_ids, group_id or all=true")
-        return self
+
+class GroupAudiences(InputModel):
+    """Follow the audiences of a group, now and later."""
+
+    group_id: AudienceRef
+
+
+class AllAudiences(InputModel):
+    """Follow every audience of the workspace."""
+
+    all: Literal[True]
+
+
+Subscription = AudienceList | GroupAudiences | AllAudiences
+"""Which audiences a destination follows: exactly one of the three forms."""
 
 
 class DestinationWrite(InputModel):
     """The writable fields of a destination: the body of PUT, and what PATCH edits. A webhook
     takes ``url``; a file destination takes ``path``, ``format``, ``mode`` and
-    ``interval_seconds``."""
+    ``interval_seconds`` (the service refuses the fields of the other kind,
+    ``destination_fields_mismatch``)."""
 
     name: str = Field(min_length=1, max_length=200, description="Unique in the workspace.")
     description: str | None = Field(default=None, max_length=5000)
@@ -85,25 +90,6 @@ class DestinationWrite(InputModel):
         le=366 * 86_400,
         description="File: how often files are written (default 3600).",
     )
-
-    @model_validator(mode="after")
-    def _fits_kind(self) -> Self:
-        file_fields = ("path", "format", "mode", "interval_seconds")
-        if self.kind == "webhook":
-            if self.url is None:
-                raise ValueError("a webhook destination needs a url")
-            extra = [name for name in file_fields if getattr(self, name) is not None]
-            if extra:
-                raise ValueError(f"a webhook destination takes no {', '.join(extra)}")
-        else:
-            if self.path is None:
-                raise ValueError("a file destination needs a path")
-            if self.url is not None:
-                raise ValueError("a file destination takes no url")
-            self.format = self.format or "csv"
-            self.mode = self.mode or "full"
-            self.interval_seconds = self.interval_seconds or 3600
-        return self
 
 
 class DestinationCreate(DestinationWrite):
@@ -160,6 +146,7 @@ class DestinationListParams(ListParams):
         description="One of " + ", ".join(DESTINATION_SORTS) + "; `-` for descending.",
     )
     fields: str | None = Field(default=None, pattern=names_pattern(Destination.model_fields))
+    include: str | None = Field(default=None, pattern="^$", description="Nothing to include.")
     name: Annotated[list[str] | None, ListFilter(FREE_TEXT, commas=False)] = Field(
         default=None, description="Exactly this name. Several: repeat it."
     )
@@ -227,6 +214,7 @@ class DeliveryListParams(ListParams):
         description="One of " + ", ".join(DELIVERY_SORTS) + "; `-` for descending.",
     )
     fields: str | None = Field(default=None, pattern=names_pattern(Delivery.model_fields))
+    include: str | None = Field(default=None, pattern="^$", description="Nothing to include.")
     status: Annotated[list[str] | None, ListFilter(r"^(pending|delivered|failed)$")] = Field(
         default=None, description="`pending`, `delivered` or `failed`."
     )

@@ -21,9 +21,12 @@ from audiences.kit import egress, webhooks
 from audiences.kit.clock import utcnow
 from audiences.schemas.common import ListQuery, PageResult
 from audiences.schemas.destinations import (
+    AllAudiences,
+    AudienceList,
     Destination,
     DestinationCreate,
     DestinationWrite,
+    GroupAudiences,
     SecretRotated,
     Subscription,
 )
@@ -103,7 +106,7 @@ def replace(
     why it was off and sends what waited."""
     row = get(session, caller=caller, destination_id=destination_id)
     versions.check(row.version, expected_version)
-    if data == writable_view(row):
+    if data.model_dump() == writable_view(row).model_dump():
         return row
     if data.kind != row.kind:
         raise _invalid("kind", "destination_kind_fixed", "a destination's kind never changes")
@@ -283,9 +286,13 @@ def to_model(session: Session, row: DestinationRow, *, secret: str | None = None
 
 
 def _writable(row: DestinationRow) -> dict[str, Any]:
-    subscription = Subscription.model_construct(
-        audience_ids=row.audience_ids, group_id=row.group_id, all=row.all_audiences
-    )
+    subscription: Subscription
+    if row.all_audiences:
+        subscription = AllAudiences.model_construct(all=True)
+    elif row.group_id is not None:
+        subscription = GroupAudiences.model_construct(group_id=row.group_id)
+    else:
+        subscription = AudienceList.model_construct(audience_ids=list(row.audience_ids or []))
     return {
         "name": row.name,
         "description": row.description,
@@ -303,23 +310,30 @@ def _writable(row: DestinationRow) -> dict[str, Any]:
 
 def _assign(row: DestinationRow, data: DestinationWrite) -> None:
     row.name, row.description, row.kind = data.name, data.description, data.kind
-    row.audience_ids = data.subscription.audience_ids
-    row.group_id = data.subscription.group_id
-    row.all_audiences = data.subscription.all
+    follows = data.subscription
+    row.audience_ids = follows.audience_ids if isinstance(follows, AudienceList) else None
+    row.group_id = follows.group_id if isinstance(follows, GroupAudiences) else None
+    row.all_audiences = isinstance(follows, AllAudiences)
     row.attributes = list(data.attributes)
     row.enabled = data.enabled
     row.url, row.path = data.url, data.path
-    row.format, row.mode, row.interval_seconds = data.format, data.mode, data.interval_seconds
+    if data.kind == "file":
+        row.format, row.mode = data.format or "csv", data.mode or "full"
+        row.interval_seconds = data.interval_seconds or 3600
+    else:
+        row.format = row.mode = row.interval_seconds = None
 
 
 def _check(session: Session, caller: Caller, data: DestinationWrite, settings: Settings) -> None:
-    """References and targets: audiences and group of the workspace, declared attributes, a
-    URL the SSRF guard allows, a folder under the operator's root."""
+    """The fields of its kind; references and targets: audiences and group of the workspace,
+    declared attributes, a URL the SSRF guard allows, a folder under the operator's root."""
+    _fits_kind(data)
     if data.url is not None:
         egress.checked_url(data.url, allow_private=settings.egress_allow_private)
     if data.path is not None:
         file_folder(settings, data.path)
-    wanted = data.subscription.audience_ids or []
+    follows = data.subscription
+    wanted = follows.audience_ids if isinstance(follows, AudienceList) else []
     if wanted:
         known = set(
             session.scalars(
@@ -342,7 +356,7 @@ def _check(session: Session, caller: Caller, data: DestinationWrite, settings: S
                     for i, a in missing
                 ],
             )
-    group = data.subscription.group_id
+    group = follows.group_id if isinstance(follows, GroupAudiences) else None
     if group is not None and GroupRepository(session, caller.workspace_id).get(group) is None:
         raise _invalid(
             ("subscription", "group_id"), "unknown_group", f"no audience group {group!r}"
@@ -356,6 +370,26 @@ def _check(session: Session, caller: Caller, data: DestinationWrite, settings: S
         unknown = [name for name in data.attributes if name not in declared]
         if unknown:
             raise _invalid("attributes", "unknown_attribute", f"no attribute {unknown[0]!r}")
+
+
+def _fits_kind(data: DestinationWrite) -> None:
+    """A webhook has a ``url`` and no file fields; a file destination a ``path`` and no
+    ``url``."""
+    file_fields = ("path", "format", "mode", "interval_seconds")
+    if data.kind == "webhook":
+        wrong = [name for name in file_fields if getattr(data, name) is not None]
+        if data.url is None:
+            raise _invalid("url", "destination_fields_mismatch", "a webhook needs a url")
+    else:
+        wrong = ["url"] if data.url is not None else []
+        if data.path is None:
+            raise _invalid("path", "destination_fields_mismatch", "a file destination needs a path")
+    if wrong:
+        raise _invalid(
+            wrong[0],
+            "destination_fields_mismatch",
+            f"a {data.kind} destination takes no {wrong[0]}",
+        )
 
 
 def file_folder(settings: Settings, path: str) -> Path:
