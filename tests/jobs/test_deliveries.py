@@ -407,3 +407,26 @@ def metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split(" ")[-1])
     raise AssertionError(f"{name} not in /metrics")
+
+
+def test_file_destination_refusals_and_test_file(hooks_app: FastAPI, hooks: Tenant) -> None:
+    """A path leaving the root is refused; a file destination has no secret to rotate; its
+    test writes a file; a test message is never redelivered."""
+    audience = static(hooks.admin)
+    base = {"kind": "file", "subscription": {"audience_ids": [audience["id"]]}}
+    for bad in ("../outside", "/etc", "a/../../b"):
+        refused = hooks.admin.post("/v1/destinations", json={**base, "name": bad, "path": bad})
+        assert refused.status_code == 422 and refused.json()["code"] == "path_not_allowed", bad
+    made = hooks.admin.post(
+        "/v1/destinations", json={**base, "name": "files", "path": f"t-{hooks.slug}/tests"}
+    ).json()
+    rotate = hooks.admin.post(f"/v1/destinations/{made['id']}/rotate-secret")
+    assert rotate.status_code == 409 and rotate.json()["code"] == "destination_not_webhook"
+    tested = hooks.admin.post(f"/v1/destinations/{made['id']}/test")
+    assert tested.status_code == 200 and tested.json()["delivered"] is True
+    root: Path = hooks_app.state.settings.destination_file_root
+    assert [p.name[:5] for p in (root / f"t-{hooks.slug}" / "tests").iterdir()] == ["test-"]
+    again = hooks.admin.post(
+        f"/v1/destinations/{made['id']}/deliveries/{tested.json()['delivery']['id']}/redeliver"
+    )
+    assert again.status_code == 409 and again.json()["code"] == "delivery_is_test"
