@@ -128,12 +128,13 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                     receiver.seen.add(headers["webhook-id"])
                     if fresh:
                         receiver.accepted.append(json.loads(body))
+            answer = b"" if status == 204 else b"ok"  # a 204 has no body (the connection is reused)
             self.send_response(status)
             for key, value in extra.items():
                 self.send_header(key, value)
-            self.send_header("Content-Length", "2")
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
-            self.wfile.write(b"ok")
+            self.wfile.write(answer)
 
     return Handler
 

@@ -3,14 +3,20 @@ in order, one attempt each, until none is due; retries come back as a later job.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
+
+import httpx
 
 from audiences.jobs.context import JobContext
 from audiences.kit.clock import utcnow
 from audiences.queue import ClaimedJob
-from audiences.services import deliveries, messages, outbox
+from audiences.services import deliveries, messages, outbox, senders
 from audiences.store.tables import DestinationRow
+
+BEAT_SECONDS = 1.0
+"""How often a delivery run checkpoints its job (the worker's own thread extends the lease)."""
 
 
 def deliver(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
@@ -40,33 +46,64 @@ def _run(
     context: JobContext, job: ClaimedJob, destination_id: str, hold: timedelta
 ) -> dict[str, Any]:
     settings = context.settings
+    # One client per run: its connections are kept alive between messages to one receiver.
+    with senders.client(settings) as http:
+        return _deliver_all(context, job, destination_id, hold, http)
+
+
+def _deliver_all(
+    context: JobContext,
+    job: ClaimedJob,
+    destination_id: str,
+    hold: timedelta,
+    http: httpx.Client,
+) -> dict[str, Any]:
+    settings = context.settings
     built = sent = failed = 0
     later: datetime | None = None
+    beaten = renewed = utcnow()
     while True:
-        context.heartbeat()
         now = utcnow()
+        if (now - beaten).total_seconds() >= BEAT_SECONDS:
+            context.heartbeat()  # sees a cancel or a lost lease; a write, so not per message
+            beaten = now
+        if later is not None:
+            # A batch due within a poll of the workers is waited for here (a later job would
+            # only be claimed at the next poll); a longer wait goes back to the queue.
+            pause = (later - now).total_seconds()
+            if pause > settings.job_poll_seconds:
+                break
+            time.sleep(max(0.0, pause))
+            later, now = None, utcnow()
         with context.session() as session:
             row = session.get_one(DestinationRow, destination_id)
             if not row.enabled:
                 break
-            deliveries.claim(session, destination_id=row.id, job_id=job.id, until=now + hold)
+            if now - renewed >= hold / 2:
+                deliveries.claim(session, destination_id=row.id, job_id=job.id, until=now + hold)
+                renewed = now
             if row.kind == "file" and row.mode == "full":
                 built += deliveries.write_full(
                     session, runtime=context.runtime, row=row, settings=settings
                 )
                 deliveries.schedule_next(session, row, now)
                 break
-            wait = messages.wait_until(session, row, settings, now)
-            if wait is None:
-                built += messages.build(
-                    session, runtime=context.runtime, row=row, settings=settings
-                )
-            else:
-                later = wait
+            # Messages already made go first; new ones are made once they are all out.
             message = deliveries.head(session, row)
+            if message is None:
+                wait = messages.wait_until(session, row, settings, now)
+                if wait is None:
+                    built += messages.build(
+                        session, runtime=context.runtime, row=row, settings=settings
+                    )
+                    message = deliveries.head(session, row)
+                else:
+                    later = wait
             if message is None:
                 if row.kind == "file":
                     deliveries.schedule_next(session, row, now)
+                if later is not None and (later - now).total_seconds() <= settings.job_poll_seconds:
+                    continue
                 break
             if message.next_attempt_at > utcnow():
                 later = (
@@ -76,7 +113,7 @@ def _run(
                 )
                 break
             send = deliveries.prepare(row, message, now)
-        outcome = deliveries.send(send, row=row, settings=settings)
+        outcome = deliveries.send(send, row=row, settings=settings, client=http)
         with context.session() as session:
             deliveries.record(
                 session, message_id=send.message_id, outcome=outcome, settings=settings

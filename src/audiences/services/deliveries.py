@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -45,6 +46,7 @@ class Send:
     """What sending the head message needs, read in a transaction and used outside it."""
 
     message_id: str
+    seq: int
     body: str
     kind: str
     url: str | None
@@ -98,6 +100,7 @@ def prepare(row: DestinationRow, message: DestinationMessageRow, now: datetime) 
     """What sending ``message`` needs, detached from the session."""
     return Send(
         message_id=message.id,
+        seq=message.seq,
         body=message.body,
         kind=row.kind,
         url=row.url,
@@ -105,8 +108,11 @@ def prepare(row: DestinationRow, message: DestinationMessageRow, now: datetime) 
     )
 
 
-def send(send: Send, *, row: DestinationRow, settings: Settings) -> senders.Outcome:
-    """One attempt: POST to the webhook, or write the message's files."""
+def send(
+    send: Send, *, row: DestinationRow, settings: Settings, client: httpx.Client | None = None
+) -> senders.Outcome:
+    """One attempt: POST to the webhook (through ``client`` when given, to reuse its
+    connections), or write the message's files."""
     if send.kind == "webhook":
         return senders.post(
             url=send.url or "",
@@ -114,6 +120,7 @@ def send(send: Send, *, row: DestinationRow, settings: Settings) -> senders.Outc
             msg_id=send.message_id,
             body=send.body,
             settings=settings,
+            given=client,
         )
     return write_changes(row, send, settings)
 
@@ -211,7 +218,7 @@ def write_full(
 
 def write_changes(row: DestinationRow, send: Send, settings: Settings) -> senders.Outcome:
     """A file destination in ``changes`` mode: one file per audience section of the message,
-    named by audience key, the message's time and id (a rerun rewrites the same files)."""
+    named by audience key, the message's time and number (a rerun rewrites the same files)."""
     data = json.loads(send.body)
     stamp = senders.file_stamp(datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00")))
     columns = [*senders.COLUMNS, *row.attributes]
@@ -219,7 +226,7 @@ def write_changes(row: DestinationRow, send: Send, settings: Settings) -> sender
         folder = destinations.file_folder(settings, row.path or "")
         for index, section in enumerate(data["data"]["audiences"]):
             rows = [_flat(change) for change in section["changes"]]
-            name = f"{section['key']}-{stamp}-{send.message_id[-12:]}-{index}"
+            name = f"{section['key']}-{stamp}-{send.seq:08d}-{index}"
             senders.write_file(
                 folder, name=name, fmt=row.format or "csv", rows=rows, columns=columns
             )
