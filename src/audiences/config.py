@@ -306,11 +306,78 @@ class Settings(BaseSettings):
         ),
     )
 
+    webhook_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=60,
+        description=(
+            "How long a webhook request may take (connect, send, answer), in seconds; past it "
+            "the attempt fails and is retried on the schedule."
+        ),
+    )
+    webhook_response_bytes: int = Field(
+        default=4096,
+        ge=0,
+        le=65_536,
+        description=(
+            "How much of a receiver's answer is read and kept in the delivery log, in bytes; "
+            "the rest is never read."
+        ),
+    )
+    webhook_retry_schedule: str = Field(
+        default="0,5,300,1800,7200,18000,36000,36000",
+        pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$",
+        description=(
+            "Delays before each attempt of a message, in seconds, comma-separated (the "
+            "Standard Webhooks schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, "
+            "10 h). A `Retry-After` answer waits longer when it asks to. When the last attempt "
+            "fails too, the destination is disabled (`disabled_reason` says why): with the "
+            "default schedule, after 27 h 35 min 5 s of failures."
+        ),
+    )
+    webhook_batch_size: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Most member changes one delivered message carries (webhook or file).",
+    )
+    webhook_batch_wait_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description=(
+            "How long a change may wait for others to share its message, in seconds: a "
+            "webhook's changes are sent once the oldest is this old, or at once when "
+            "`webhook_batch_size` are waiting."
+        ),
+    )
+    webhook_secret_overlap_hours: float = Field(
+        default=24.0,
+        ge=0,
+        le=24 * 30,
+        description=(
+            "How long a webhook secret replaced by `rotate-secret` keeps signing requests (both "
+            "signatures are sent), in hours, so receivers can switch without losing any."
+        ),
+    )
+    destination_file_root: Path | None = Field(
+        default=None,
+        description=(
+            "The folder under which file destinations write (their `path` is relative to it). "
+            "Unset: file destinations are refused (`file_destinations_disabled`)."
+        ),
+    )
+
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.data_dir / 'audiences.db'}"
         return self
+
+    @property
+    def retry_delays(self) -> list[float]:
+        """``webhook_retry_schedule`` as seconds, one per attempt."""
+        return [float(part) for part in self.webhook_retry_schedule.split(",")]
 
     @property
     def metadata_url(self) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from audiences import queue
+from audiences.services import messages
+from audiences.store.tables import DestinationRow
 from tests.factories import Tenant, audience_body, make_audience, make_group
 
 BODIES: dict[str, dict[str, Any]] = {
@@ -31,6 +33,17 @@ PUT_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/profiles/{profile_id}"): {"json": {"attributes": {"country": "FR"}}},
     ("POST", "/v1/audiences/{audience_id}/preview"): {"json": {"rule": "age > 1"}},
     ("GET", "/v1/audiences/{audience_id}/changes"): {"params": {"since": "none"}},
+    ("PUT", "/v1/destinations/{destination_id}"): {
+        "json": {
+            "name": "stolen",
+            "kind": "webhook",
+            "url": "https://stolen.example.com/",
+            "subscription": {"all": True},
+        }
+    },
+    ("POST", "/v1/destinations/{destination_id}/redeliver"): {
+        "json": {"since": "2020-01-01T00:00:00Z"}
+    },
     ("POST", "/v1/audiences/{audience_id}/members"): {"json": {"action": "add", "ids": ["a"]}},
     ("POST", "/v1/audiences/{audience_id}/imports"): {
         "content": b"id\na\n",
@@ -59,10 +72,22 @@ def _victim_ids(app: FastAPI, victim: Tenant) -> dict[str, str]:
     assert victim.write.post("/v1/events", json=event).status_code == 201
     run = victim.write.post(f"/v1/audiences/{audience['id']}/refresh").json()
     key = victim.admin.get("/v1/api-keys").json()["data"][0]
+    destination = victim.write.post(
+        "/v1/destinations",
+        json={
+            "name": "victim",
+            "kind": "webhook",
+            "url": "https://victim.example.com/hooks",
+            "subscription": {"audience_ids": [audience["id"]]},
+        },
+    ).json()
     with app.state.session_factory.begin() as session:
         job = queue.enqueue(
             session, workspace_id=victim.workspace_id, kind="export", handler="tests.isolation"
         )
+        # A logged message to aim at (a test message would send one across the network).
+        row = session.get_one(DestinationRow, destination["id"])
+        delivery = messages.add_message(session, row, messages.TEST, {}, 0, None, status="failed")
     return {
         "audience_id": audience["id"],
         "group_id": group["id"],
@@ -71,6 +96,8 @@ def _victim_ids(app: FastAPI, victim: Tenant) -> dict[str, str]:
         "name": "secret_score",
         "profile_id": "victim-1",
         "run_id": run["id"],
+        "destination_id": destination["id"],
+        "delivery_id": delivery.id,
     }
 
 
@@ -113,7 +140,13 @@ def test_lists_and_bulk_get_show_nothing_of_another_workspace(
     app: FastAPI, tenant: Tenant, other_tenant: Tenant
 ) -> None:
     ids = _victim_ids(app, tenant)
-    for path in ("/v1/audiences", "/v1/audience-groups", "/v1/api-keys", "/v1/jobs"):
+    for path in (
+        "/v1/audiences",
+        "/v1/audience-groups",
+        "/v1/api-keys",
+        "/v1/jobs",
+        "/v1/destinations",
+    ):
         seen = other_tenant.admin.get(path, params={"limit": 200}).json()["data"]
         assert set(ids.values()).isdisjoint(item["id"] for item in seen)
     bulk = other_tenant.admin.post(
@@ -145,4 +178,6 @@ def _victim_urls(ids: dict[str, str]) -> list[str]:
         f"/v1/audience-groups/{ids['group_id']}",
         f"/v1/api-keys/{ids['key_id']}",
         f"/v1/jobs/{ids['job_id']}",
+        f"/v1/destinations/{ids['destination_id']}",
+        f"/v1/destinations/{ids['destination_id']}/deliveries/{ids['delivery_id']}",
     ]

@@ -33,7 +33,9 @@ EXAMPLES_PER_OPERATION = 20
 # that does not exist, a rule outside the rule language, a profile that contradicts the
 # workspace's attributes, an event its event properties or the clock, a file without the
 # columns it needs (422), a cursor this service did not issue or a cursor together with an
-# offset (400), an ETag that is not current (412). Schema-valid data refused with any other code
+# offset (400), an ETag that is not current (412), and the destination checks no schema can
+# state (stored audiences and attributes, the SSRF guard, a secret's decoded length, fields
+# that depend on `kind`, the operator's file root). Schema-valid data refused with any other code
 # is still a failure.
 UNDESCRIBABLE_ERRORS = {
     "unknown_group",
@@ -48,6 +50,13 @@ UNDESCRIBABLE_ERRORS = {
     "sync_path_not_allowed",
     "sync_not_streamable",
     "url_not_allowed",
+    "unknown_audience",
+    "unknown_attribute",
+    "secret_invalid",
+    "destination_fields_mismatch",
+    "destination_kind_fixed",
+    "file_destinations_disabled",
+    "path_not_allowed",
 }
 
 

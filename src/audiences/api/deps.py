@@ -186,6 +186,10 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 AudienceId = Annotated[str, Path(pattern=ID_PATTERN, description="The audience's id.")]
 GroupId = Annotated[str, Path(pattern=ID_PATTERN, description="The group's id.")]
 KeyId = Annotated[str, Path(pattern=ID_PATTERN, description="The API key's id.")]
+DestinationId = Annotated[str, Path(pattern=ID_PATTERN, description="The destination's id.")]
+DeliveryId = Annotated[
+    str, Path(pattern=ID_PATTERN, description="The delivery's id (its `webhook-id`).")
+]
 
 
 def get_runtime(request: Request) -> Runtime:

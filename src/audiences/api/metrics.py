@@ -1,8 +1,9 @@
 """Prometheus metrics: request counts and latencies by route, the job queue by state, and
-external audiences' syncs (attempts, failures, status).
+external audiences' syncs (attempts, failures, status) and destination deliveries (attempts,
+failures, backlog, lag from change to delivery).
 
 Each app has a registry of its own (several apps may live in one process, as in tests); the job
-and sync figures are read from the database when ``/metrics`` is scraped, so they are never
+sync and delivery figures are read from the database when ``/metrics`` is scraped, so they are never
 stale and count the work of every process.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,8 +20,19 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from audiences.kit.clock import utcnow
 from audiences.services import syncs
-from audiences.store.tables import JobRow
+from audiences.store.tables import (
+    DestinationAttemptRow,
+    DestinationMessageRow,
+    DestinationRow,
+    JobRow,
+    MembershipChangeRow,
+)
+
+LAG_WINDOW = timedelta(hours=1)
+"""How far back the delivery lag quantiles look."""
+LAG_SAMPLE = 10_000
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -43,6 +56,7 @@ class Metrics:
         )
         self.registry.register(_JobCollector(session_factory))
         self.registry.register(_SyncCollector(session_factory))
+        self.registry.register(_DeliveryCollector(session_factory))
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""
@@ -122,3 +136,76 @@ class _SyncCollector(Collector):
         for status, count in sorted(by_status.items()):
             gauge.add_metric([status], count)
         yield gauge
+
+
+class _DeliveryCollector(Collector):
+    """Deliveries, read from the database at scrape time (workers may be other processes):
+    attempts and failures by destination kind, messages waiting, outbox rows, and the lag from
+    a message's first change to its delivery over the last hour."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+
+    def collect(self) -> Iterator[Metric]:
+        attempts = CounterMetricFamily(
+            "audiences_destination_attempts",
+            "Delivery attempts by destination kind and outcome (delivered or failed).",
+            labels=["kind", "outcome"],
+        )
+        waiting = GaugeMetricFamily(
+            "audiences_destination_backlog_messages",
+            "Messages not delivered yet, by destination kind.",
+            labels=["kind"],
+        )
+        outbox = GaugeMetricFamily(
+            "audiences_membership_outbox_rows",
+            "Recorded membership revisions some destination has not taken yet.",
+        )
+        lag = GaugeMetricFamily(
+            "audiences_destination_lag_seconds",
+            "Seconds from a message's first membership change to its delivery, over the last "
+            "hour, by quantile (0.5, 0.99, 1 for the maximum).",
+            labels=["quantile"],
+        )
+        ok = DestinationAttemptRow.status.between(200, 299)
+        with self.session_factory() as session:
+            counted = session.execute(
+                select(DestinationRow.kind, ok, func.count())
+                .select_from(DestinationAttemptRow)
+                .join(DestinationRow, DestinationRow.id == DestinationAttemptRow.destination_id)
+                .group_by(DestinationRow.kind, ok)
+            )
+            for kind, delivered, count in counted:
+                attempts.add_metric([kind, "delivered" if delivered else "failed"], count)
+            pending = session.execute(
+                select(DestinationRow.kind, func.count())
+                .select_from(DestinationMessageRow)
+                .join(DestinationRow, DestinationRow.id == DestinationMessageRow.destination_id)
+                .where(DestinationMessageRow.status == "pending")
+                .group_by(DestinationRow.kind)
+            )
+            for kind, count in pending:
+                waiting.add_metric([kind], count)
+            outbox.add_metric(
+                [], session.scalar(select(func.count(MembershipChangeRow.revision))) or 0
+            )
+            delays = sorted(
+                (delivered - first).total_seconds()
+                for first, delivered in session.execute(
+                    select(
+                        DestinationMessageRow.first_change_at, DestinationMessageRow.delivered_at
+                    )
+                    .where(DestinationMessageRow.delivered_at >= utcnow() - LAG_WINDOW)
+                    .where(DestinationMessageRow.first_change_at.is_not(None))
+                    .limit(LAG_SAMPLE)
+                )
+                if first is not None and delivered is not None
+            )
+        if delays:
+            for quantile in (0.5, 0.99, 1.0):
+                index = min(len(delays) - 1, int(quantile * len(delays)))
+                lag.add_metric([str(quantile)], max(0.0, delays[index]))
+        yield attempts
+        yield waiting
+        yield outbox
+        yield lag

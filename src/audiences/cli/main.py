@@ -15,6 +15,7 @@ import typer
 from audiences.cli import (
     attributes,
     audiences,
+    destinations,
     event_properties,
     events,
     groups,
@@ -64,6 +65,7 @@ local.register(app)
 members.register(app)
 app.add_typer(audiences.app, name="audiences")
 app.add_typer(groups.app, name="groups")
+app.add_typer(destinations.app, name="destinations")
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(attributes.app, name="attributes")
 app.add_typer(events.app, name="events")

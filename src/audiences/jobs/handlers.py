@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from audiences.jobs import event_jobs, membership_jobs, sync_jobs
+from audiences.jobs import destination_jobs, event_jobs, membership_jobs, sync_jobs
 from audiences.jobs.context import JobContext
 from audiences.kit.clock import utcnow
 from audiences.queue import HANDLER_NAME, ClaimedJob
@@ -24,6 +24,7 @@ from audiences.services import (
     imports,
     lifecycle,
     maintenance,
+    outbox,
     static_members,
     syncs,
 )
@@ -116,6 +117,7 @@ HANDLERS.add(static_members.EXPIRE_HANDLER, membership_jobs.expire_members)
 HANDLERS.add(imports.EVENT_IMPORT_HANDLER, event_jobs.import_events, needs_profiles=True)
 HANDLERS.add(events.EXPIRE_HANDLER, event_jobs.expire_events, needs_profiles=True)
 HANDLERS.add(syncs.SYNC_HANDLER, sync_jobs.sync_audience, needs_profiles=True)
+HANDLERS.add(outbox.DELIVER_HANDLER, destination_jobs.deliver, needs_profiles=True)
 
 
 def load_modules(names: str) -> list[str]:

@@ -25,12 +25,14 @@ from audiences.kit.clock import utcnow
 from audiences.kit.logs import get_logger
 from audiences.schemas.jobs import JobKind
 from audiences.services import (
+    deliveries,
     evaluation,
     events,
     freshness,
     imports,
     maintenance,
     member_days,
+    outbox,
     static_members,
     syncs,
 )
@@ -141,6 +143,16 @@ def queue_event_expiries(session: Session, *, now: datetime) -> list[JobRow]:
     ]
 
 
+def queue_deliveries(session: Session, *, now: datetime) -> int:
+    """Wake the destinations that have work and no delivery job: file destinations on their
+    schedule, and webhooks whose wake-up was missed (a change that committed while their job
+    was finishing); how many."""
+    found = deliveries.needing_jobs(session, now)
+    for row in found:
+        outbox.wake(session, workspace_id=row.workspace_id, destination_id=row.id)
+    return len(found)
+
+
 class Housekeeping:
     """What a scheduler sweeps besides due refreshes, each part failing on its own."""
 
@@ -170,6 +182,11 @@ class Housekeeping:
                 queue_event_expiries(session, now=now)
         except Exception:
             log.exception("queueing event expiries failed; trying again next hour")
+        try:
+            with self.session_factory.begin() as session:
+                outbox.prune_all(session)
+        except Exception:
+            log.exception("pruning the membership outbox failed; trying again next hour")
         try:
             with self.session_factory.begin() as session:
                 evaluation.prune(session, now=now)
@@ -230,6 +247,11 @@ class Scheduler:
                     queue_syncs(session, now=utcnow())
             except Exception:
                 log.exception("queueing due syncs failed; trying again next tick")
+            try:
+                with self.session_factory.begin() as session:
+                    queue_deliveries(session, now=utcnow())
+            except Exception:
+                log.exception("queueing deliveries failed; trying again next tick")
             try:
                 with self.session_factory.begin() as session:
                     queue_sweeps(session, now=utcnow(), sweep_seconds=self.sweep_seconds)

@@ -27,6 +27,7 @@ class JobKind(StrEnum):
     EXPORT = "export"
     MAINTENANCE = "maintenance"
     SYNC = "sync"
+    DELIVERY = "delivery"
 
 
 class JobState(StrEnum):

@@ -15,6 +15,7 @@ from audiences.sdk._http import AsyncHttp, Retry, SyncHttp, client_options
 if TYPE_CHECKING:
     from audiences.sdk.resources.attributes import AsyncAttributes, Attributes
     from audiences.sdk.resources.audiences import AsyncAudiences, Audiences
+    from audiences.sdk.resources.destinations import AsyncDestinations, Destinations
     from audiences.sdk.resources.event_properties import AsyncEventProperties, EventProperties
     from audiences.sdk.resources.events import AsyncEventNames, AsyncEvents, EventNames, Events
     from audiences.sdk.resources.groups import AsyncGroups, Groups
@@ -90,6 +91,7 @@ class Client:
 
     audiences: _Resource[Audiences] = _Resource("audiences", "Audiences")
     groups: _Resource[Groups] = _Resource("groups", "Groups")
+    destinations: _Resource[Destinations] = _Resource("destinations", "Destinations")
     profiles: _Resource[Profiles] = _Resource("profiles", "Profiles")
     attributes: _Resource[Attributes] = _Resource("attributes", "Attributes")
     events: _Resource[Events] = _Resource("events", "Events")
@@ -134,6 +136,7 @@ class AsyncClient:
 
     audiences: _Resource[AsyncAudiences] = _Resource("audiences", "AsyncAudiences")
     groups: _Resource[AsyncGroups] = _Resource("groups", "AsyncGroups")
+    destinations: _Resource[AsyncDestinations] = _Resource("destinations", "AsyncDestinations")
     profiles: _Resource[AsyncProfiles] = _Resource("profiles", "AsyncProfiles")
     attributes: _Resource[AsyncAttributes] = _Resource("attributes", "AsyncAttributes")
     events: _Resource[AsyncEvents] = _Resource("events", "AsyncEvents")

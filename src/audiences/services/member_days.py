@@ -57,7 +57,7 @@ def expire(
                 )
             )
     after = before - leaving
-    change = memberships.replace(session, audience=audience, members=after)
+    change = memberships.replace(session, audience=audience, members=after, cause="expiry")
     return run_history.record_change(
         session, audience=audience, state=state, members=after, change=change, trigger=trigger
     )

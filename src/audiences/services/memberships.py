@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from audiences.kit.clock import utcnow
 from audiences.membership.bitmaps import Diff, deserialize, diff, frozen, serialize
 from audiences.membership.cache import BitmapCache
+from audiences.services import outbox
 from audiences.services.runtime import Runtime
 from audiences.store.tables import AudienceRow, MembershipDeltaRow, MembershipRow
 
@@ -96,15 +97,17 @@ def replace(
     members: AbstractBitMap,
     cache: BitmapCache | None = None,
     fold: bool = True,
+    cause: str = "write",
 ) -> Diff:
     """Make ``members`` the audience's membership; returns who entered and who exited.
 
     Stored as a new base, or with ``fold=False`` as a delta while the deltas stay under the
-    fold thresholds (a small write to a large static list)."""
+    fold thresholds (a small write to a large static list). ``cause`` (``run:<id>``,
+    ``write``, …) goes with the change to the destinations that follow the audience."""
     state = locked(session, audience)
     before = members_of(session, state, cache)
     change = diff(before, members)
-    _advance(session, state, members, change, fold=fold, cache=cache)
+    _advance(session, audience, state, members, change, fold=fold, cache=cache, cause=cause)
     return change
 
 
@@ -116,6 +119,7 @@ def apply(
     remove: Iterable[int] = (),
     cache: BitmapCache | None = None,
     fold: bool = False,
+    cause: str = "stream",
 ) -> Diff:
     """Add and remove single members (streaming writes, erasure); returns the effective change.
 
@@ -131,7 +135,7 @@ def apply(
     change = Diff(entered=entered, exited=exited)
     if entered or exited:
         after = (before | entered) - exited
-        _advance(session, state, after, change, fold=fold, cache=cache)
+        _advance(session, audience, state, after, change, fold=fold, cache=cache, cause=cause)
     elif fold and state.delta_bytes > 0:
         _write_base(session, state, before)  # the same members, with no delta left behind
     return change
@@ -215,14 +219,17 @@ def members_of(
 
 def _advance(
     session: Session,
+    audience: AudienceRow,
     state: MembershipRow,
     members: AbstractBitMap,
     change: Diff,
     *,
     fold: bool,
     cache: BitmapCache | None,
+    cause: str,
 ) -> None:
-    """Store ``members`` as the next revision: a delta, or a new base when folding."""
+    """Store ``members`` as the next revision: a delta, or a new base when folding; and the
+    change in the outbox when a destination follows the audience."""
     state.revision += 1
     state.size = len(members)
     state.computed_at = utcnow()
@@ -230,7 +237,22 @@ def _advance(
         state.members_changed_at = state.computed_at
     if not _append_delta(session, state, change, fold=fold):
         _write_base(session, state, members)
-    _transaction(session).pending[state.audience_id] = (cache, state.revision, frozen(members))
+    ours = _transaction(session)
+    ours.pending[state.audience_id] = (cache, state.revision, frozen(members))
+    found = ours.subscribers.get(audience.workspace_id)
+    if found is None:
+        found = ours.subscribers[audience.workspace_id] = outbox.subscribers(
+            session, audience.workspace_id
+        )
+    outbox.record(
+        session,
+        audience=audience,
+        revision=state.revision,
+        change=change,
+        cause=cause,
+        found=found,
+        woken=ours.woken,
+    )
 
 
 def _append_delta(session: Session, state: MembershipRow, change: Diff, *, fold: bool) -> bool:
@@ -319,11 +341,14 @@ def _read(session: Session, audience_id: str) -> tuple[int, BitMap]:
 
 @dataclass
 class _Transaction:
-    """What this session's current transaction holds: the state rows it locked, and per
-    audience the members it wrote last (for the cache once committed)."""
+    """What this session's current transaction holds: the state rows it locked, per
+    audience the members it wrote last (for the cache once committed), and per workspace the
+    destinations its changes go to (read once) and those it woke."""
 
     locked: dict[str, MembershipRow] = field(default_factory=dict)
     pending: dict[str, tuple[BitmapCache | None, int, FrozenBitMap]] = field(default_factory=dict)
+    subscribers: dict[str, list[outbox.Subscriber]] = field(default_factory=dict)
+    woken: set[str] = field(default_factory=set)
 
 
 def _transaction(session: Session) -> _Transaction:

@@ -157,7 +157,12 @@ def delete(session: Session, *, caller: Caller, runtime: Runtime, external_id: s
         raise NotFound(f"no profile {external_id!r}", code="profile_not_found")
     for audience in _audiences_holding(session, caller.workspace_id):
         memberships.apply(
-            session, audience=audience, remove=[pid], cache=runtime.bitmaps, fold=True
+            session,
+            audience=audience,
+            remove=[pid],
+            cache=runtime.bitmaps,
+            fold=True,
+            cause="erasure",
         )
     snapshots = (
         select(RunRow)

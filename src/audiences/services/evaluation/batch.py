@@ -136,7 +136,11 @@ def _refresh_one(
     run_history.finish(run, state, status="succeeded", error=None)
     with session.no_autoflush:
         change = memberships.replace(
-            session, audience=audience, members=members, cache=runtime.bitmaps
+            session,
+            audience=audience,
+            members=members,
+            cache=runtime.bitmaps,
+            cause=f"run:{run.id}",
         )
     run.size, run.entered, run.exited = len(members), len(change.entered), len(change.exited)
     # ``replace`` has just stored the members' bytes on the state row (the same locked object):

@@ -4,11 +4,22 @@ from audiences.store.tables.api_keys import ApiKeyRow
 from audiences.store.tables.attributes import AttributeRow
 from audiences.store.tables.audiences import AudienceLabelRow, AudienceRow
 from audiences.store.tables.base import Base
+from audiences.store.tables.destinations import (
+    DestinationAttemptRow,
+    DestinationCursorRow,
+    DestinationMessageRow,
+    DestinationRow,
+)
 from audiences.store.tables.events import EventNameRow, EventPropertyRow
 from audiences.store.tables.groups import AudienceGroupRow
 from audiences.store.tables.idempotency import IdempotencyKeyRow
 from audiences.store.tables.jobs import JobRow
-from audiences.store.tables.memberships import MembershipDeltaRow, MembershipRow, RunRow
+from audiences.store.tables.memberships import (
+    MembershipChangeRow,
+    MembershipDeltaRow,
+    MembershipRow,
+    RunRow,
+)
 from audiences.store.tables.static_members import MemberDayRow, MemberWriteRow
 from audiences.store.tables.syncs import AudienceSyncRow
 from audiences.store.tables.workspaces import WorkspaceRow
@@ -21,12 +32,17 @@ __all__ = [
     "AudienceRow",
     "AudienceSyncRow",
     "Base",
+    "DestinationAttemptRow",
+    "DestinationCursorRow",
+    "DestinationMessageRow",
+    "DestinationRow",
     "EventNameRow",
     "EventPropertyRow",
     "IdempotencyKeyRow",
     "JobRow",
     "MemberDayRow",
     "MemberWriteRow",
+    "MembershipChangeRow",
     "MembershipDeltaRow",
     "MembershipRow",
     "RunRow",

@@ -64,6 +64,25 @@ class MembershipDeltaRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class MembershipChangeRow(Base):
+    """The outbox: one revision of an audience's members (who entered, who exited, and what
+    caused it), written in the transaction of the change itself while a destination subscribes
+    to the audience. Delivery reads it after each destination's cursor and deletes what every
+    cursor has passed, so a change is neither lost nor invented by a crash on either side."""
+
+    __tablename__ = "membership_changes"
+
+    audience_id: Mapped[str] = mapped_column(
+        ForeignKey("audiences.id", ondelete="CASCADE"), primary_key=True
+    )
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(36), index=True)
+    entered: Mapped[bytes] = mapped_column(LargeBinary)
+    exited: Mapped[bytes] = mapped_column(LargeBinary)
+    cause: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class RunRow(IdMixin, Base):
     """One evaluation of one audience: when, why, how it went, who entered and who exited.
 

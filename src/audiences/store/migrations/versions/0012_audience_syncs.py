@@ -1,7 +1,7 @@
 """external audiences with members: their sync state, and every stored source typed
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-06
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import audiences.store.tables.base
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,246 @@
+"""Webhook deliveries beside a bare HTTP client, and the delay from a change to its delivery.
+
+    .venv/bin/python -m bench.deliveries.run            # 50,000 changes, 10 s of writes
+    .venv/bin/python -m bench.deliveries.run --changes 200000 --seconds 30
+
+One process, one run, a receiver on 127.0.0.1 (``http.server``, answers 204 at once):
+
+1. Throughput: a batch run makes ``--changes`` profiles enter a webhook's audience; the
+   delivery job (``destinations.deliver``: changes from the outbox into messages of 1,000,
+   each signed, sent, logged) runs until the receiver holds them all. Beside it a bare
+   ``httpx.Client`` (keep-alive) POSTs the very same message bodies to the same receiver.
+2. Delay under load: streaming profile writes for ``--seconds`` (each moves a streaming
+   audience) with the server's embedded workers delivering as they go; the delay of each
+   message is its delivery time minus its first change's commit time (``first_change_at``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from audiences.api.app import create_app
+from audiences.config import Settings
+from audiences.jobs.handlers import HANDLERS
+from audiences.jobs.worker import Worker, WorkerPool
+from audiences.schemas.api_keys import ApiKeyCreate, Role
+from audiences.services import api_keys, workspaces
+from audiences.store.tables import DestinationMessageRow
+
+
+class Counter:
+    """What the receiver got: requests and member changes."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.changes = 0
+        self.lock = threading.Lock()
+
+
+@contextmanager
+def receiver() -> Iterator[tuple[str, Counter]]:
+    """A receiver that counts the changes in each body and answers 204."""
+    counter = Counter()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            found = sum(len(s["changes"]) for s in json.loads(body)["data"].get("audiences", []))
+            with counter.lock:
+                counter.requests += 1
+                counter.changes += found
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/in", counter
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def main() -> None:
+    """Run both parts and print the figures."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--changes", type=int, default=50_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder, receiver() as (url, counter):
+        settings = Settings(
+            data_dir=Path(folder),
+            egress_allow_private=True,
+            webhook_batch_wait_seconds=0.2,
+            worker_threads=0,
+            rate_limit="1000000/minute",
+        )
+        app = create_app(settings)
+        client = _client(app)
+        throughput(app, client, url, counter, args.changes)
+        delay(app, client, url, args.seconds)
+
+
+def _client(app: Any) -> TestClient:
+    with app.state.session_factory.begin() as session:
+        workspace = workspaces.ensure(session, slug="bench")
+        _, token = api_keys.create(
+            session, workspace=workspace, data=ApiKeyCreate(name="b", role=Role.ADMIN), actor="b"
+        )
+    client = TestClient(app, headers={"Authorization": f"Bearer {token}"})
+    for name, kind in (("plan", "string"), ("score", "integer")):
+        client.put(f"/v1/attributes/{name}", json={"type": kind}).raise_for_status()
+    return client
+
+
+def _profiles(client: TestClient, count: int, prefix: str, **attributes: Any) -> None:
+    for start in range(0, count, 5_000):
+        records = [
+            {"id": f"{prefix}{n}", "attributes": attributes}
+            for n in range(start, min(count, start + 5_000))
+        ]
+        client.post("/v1/profiles/batch", json={"profiles": records}).raise_for_status()
+
+
+def _hook(client: TestClient, url: str, audience: str) -> str:
+    made = client.post(
+        "/v1/destinations",
+        json={
+            "name": f"hook-{audience}",
+            "kind": "webhook",
+            "url": url,
+            "subscription": {"audience_ids": [audience]},
+        },
+    )
+    made.raise_for_status()
+    return str(made.json()["id"])
+
+
+def throughput(app: Any, client: TestClient, url: str, counter: Counter, changes: int) -> None:
+    """Part 1: ours against a bare httpx client posting the same bodies."""
+    audience = client.post(
+        "/v1/audiences",
+        json={"key": "pros", "name": "Pros", "kind": "dynamic", "rule": "plan = 'pro'"},
+    ).json()["id"]
+    destination = _hook(client, url, audience)
+    worker = Worker(
+        session_factory=app.state.session_factory,
+        settings=app.state.settings,
+        registry=HANDLERS,
+        runtime=app.state.runtime,
+    )
+    while worker.run_once():  # the audience's first run and the first list: both empty
+        pass
+    _profiles(client, changes, "t", plan="pro")
+    client.post(f"/v1/audiences/{audience}/refresh").raise_for_status()
+    before = counter.changes
+    started = time.perf_counter()
+    deadline = time.monotonic() + 600
+    while counter.changes - before < changes:
+        assert time.monotonic() < deadline, "the deliveries never arrived"
+        if not worker.run_once():
+            time.sleep(0.001)
+    ours = time.perf_counter() - started
+    with app.state.session_factory() as session:
+        bodies = list(
+            session.scalars(
+                select(DestinationMessageRow.body)
+                .where(DestinationMessageRow.destination_id == destination)
+                .where(DestinationMessageRow.changes > 0)
+                .order_by(DestinationMessageRow.seq)
+            )
+        )
+    before = counter.changes
+    started = time.perf_counter()
+    with httpx.Client() as bare:
+        for body in bodies:
+            bare.post(url, content=body, headers={"content-type": "application/json"})
+    reference = time.perf_counter() - started
+    assert counter.changes - before == changes
+    print(f"throughput: {changes:,} changes in {len(bodies)} messages")
+    print(f"  ours (outbox -> messages -> signed POST -> log): {changes / ours:,.0f} changes/s")
+    print(
+        f"  bare httpx.Client, same bodies:                  {changes / reference:,.0f} changes/s"
+    )
+    print(f"  ratio: {reference / ours:.2f}x")
+
+
+def delay(app: Any, client: TestClient, url: str, seconds: float) -> None:
+    """Part 2: streaming writes with workers delivering; delay quantiles per message."""
+    audience = client.post(
+        "/v1/audiences",
+        json={
+            "key": "scorers",
+            "name": "S",
+            "kind": "dynamic",
+            "rule": "score > 50",
+            "refresh_policy": {"mode": "streaming"},
+        },
+    ).json()["id"]
+    destination = _hook(client, url, audience)
+    pool = WorkerPool(
+        session_factory=app.state.session_factory,
+        settings=app.state.settings,
+        threads=2,
+        runtime=app.state.runtime,
+    )
+    pool.start()
+    writes = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        records = [
+            {"id": f"s{random.randrange(5_000)}", "attributes": {"score": random.randrange(100)}}
+            for _ in range(20)
+        ]
+        client.post("/v1/profiles/batch", json={"profiles": records}).raise_for_status()
+        writes += 1
+    elapsed = time.perf_counter() - started
+    deadline = time.monotonic() + 60
+    while (
+        client.get(f"/v1/destinations/{destination}").json()["backlog"]
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    pool.stop()
+    with app.state.session_factory() as session:
+        rows = session.execute(
+            select(DestinationMessageRow.first_change_at, DestinationMessageRow.delivered_at)
+            .where(DestinationMessageRow.destination_id == destination)
+            .where(DestinationMessageRow.changes > 0)
+        ).all()
+    delays = sorted((d - f).total_seconds() for f, d in rows if f and d)
+    p50 = statistics.median(delays)
+    p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
+    print(
+        f"delay under load: {writes / elapsed:,.0f} write calls/s (20 profiles each), "
+        f"{len(delays)} messages"
+    )
+    print(
+        f"  change commit -> delivered: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+        f"max {delays[-1] * 1000:.0f} ms (batch wait 200 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""``audiences destinations …``: webhooks and file folders that receive membership changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from audiences.cli.context import connected
+from audiences.cli.listing import All, Cursor, Limit, show
+from audiences.cli.output import Json, Out, Quiet
+from audiences.cli.refs import audience_id
+
+app = typer.Typer(
+    help="Destinations: list, get, create, update, delete, test, deliveries, redeliver, "
+    "rotate-secret, reset.",
+    no_args_is_help=True,
+)
+COLUMNS = ("id", "name", "kind", "enabled", "backlog", "last_delivery_at", "disabled_reason")
+DELIVERY_COLUMNS = ("id", "type", "status", "changes", "attempts", "last_status", "last_error")
+DestinationId = Annotated[str, typer.Argument(help="The destination's id.")]
+
+
+@app.command("list")
+def list_destinations(
+    ctx: typer.Context,
+    q: Annotated[str | None, typer.Option(help="Search in name and description.")] = None,
+    kind: Annotated[str | None, typer.Option(help="webhook or file.")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    every: All = False,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """List destinations."""
+    with connected(ctx) as client:
+        pager = client.destinations.list(q=q, kind=kind, limit=limit).starting_at(cursor)
+        show(Out(as_json, quiet), pager, COLUMNS, every=every)
+
+
+@app.command("get")
+def get_destination(
+    ctx: typer.Context, destination_id: DestinationId, as_json: Json = False, quiet: Quiet = False
+) -> None:
+    """Show one destination, its backlog and last delivery."""
+    with connected(ctx) as client:
+        Out(as_json, quiet).one(client.destinations.get(destination_id))
+
+
+@app.command("create")
+def create_destination(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Unique in the workspace.")],
+    url: Annotated[str | None, typer.Option(help="A webhook: where messages are POSTed.")] = None,
+    path: Annotated[
+        str | None, typer.Option(help="A file destination: a folder under the server's root.")
+    ] = None,
+    file_format: Annotated[str, typer.Option("--format", help="csv, ndjson or parquet.")] = "csv",
+    mode: Annotated[str, typer.Option(help="full (every member) or changes.")] = "full",
+    every_seconds: Annotated[
+        int, typer.Option("--every", help="File: seconds between writes.")
+    ] = 3600,
+    audience: Annotated[
+        list[str] | None, typer.Option(help="Follow this audience (key or id); repeat it.")
+    ] = None,
+    group: Annotated[str | None, typer.Option(help="Follow a group's audiences.")] = None,
+    attribute: Annotated[
+        list[str] | None, typer.Option(help="Send this attribute with each change; repeat it.")
+    ] = None,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Create a webhook (--url) or a file destination (--path) following audiences (--audience,
+    repeated), a group (--group) or, with neither, every audience. A webhook's secret is
+    printed this once."""
+    if (url is None) == (path is None):
+        raise typer.BadParameter("give exactly one of --url or --path")
+    with connected(ctx) as client:
+        ids = [audience_id(client, ref) for ref in audience] if audience else None
+        from audiences.sdk.resources.destinations import subscription  # the SDK only when used
+
+        follows = subscription(ids, group, all_audiences=ids is None and group is None)
+        options: dict[str, Any] = (
+            {"kind": "webhook", "url": url}
+            if url is not None
+            else {
+                "kind": "file",
+                "path": path,
+                "format": file_format,
+                "mode": mode,
+                "interval_seconds": every_seconds,
+            }
+        )
+        made = client.destinations.create(
+            name=name, subscription=follows, attributes=attribute or [], **options
+        )
+        Out(as_json, quiet).one(made)
+
+
+@app.command("update")
+def update_destination(
+    ctx: typer.Context,
+    destination_id: DestinationId,
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    url: Annotated[str | None, typer.Option(help="A new webhook URL.")] = None,
+    enable: Annotated[
+        bool | None,
+        typer.Option("--enable/--disable", help="Turn it on (sends what waited) or off."),
+    ] = None,
+    if_match: Annotated[str | None, typer.Option(help="Only if its version is this one.")] = None,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Rename, re-point or turn a destination on or off."""
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in (("name", name), ("url", url), ("enabled", enable))
+        if value is not None
+    }
+    if not changes:
+        raise typer.BadParameter("nothing to change: give --name, --url or --enable/--disable")
+    with connected(ctx) as client:
+        Out(as_json, quiet).one(
+            client.destinations.update(destination_id, if_match=if_match, **changes)
+        )
+
+
+@app.command("delete")
+def delete_destination(
+    ctx: typer.Context, destination_id: DestinationId, as_json: Json = False, quiet: Quiet = False
+) -> None:
+    """Delete a destination and its delivery log."""
+    with connected(ctx) as client:
+        client.destinations.delete(destination_id)
+        out = Out(as_json, quiet)
+        if as_json:
+            out.one({"id": destination_id, "deleted": True})
+        else:
+            out.note(f"deleted {destination_id}")
+
+
+@app.command("test")
+def test_destination(
+    ctx: typer.Context, destination_id: DestinationId, as_json: Json = False, quiet: Quiet = False
+) -> None:
+    """Send a test message now; exit 1 when it was not delivered."""
+    with connected(ctx) as client:
+        result = client.destinations.test(destination_id)
+        Out(as_json, quiet).one(result)
+    if not result.delivered:
+        raise typer.Exit(1)
+
+
+@app.command("deliveries")
+def list_deliveries(
+    ctx: typer.Context,
+    destination_id: DestinationId,
+    status: Annotated[str | None, typer.Option(help="pending, delivered or failed.")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    every: All = False,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """The delivery log, newest first."""
+    with connected(ctx) as client:
+        pager = client.destinations.deliveries(destination_id, status=status, limit=limit)
+        show(Out(as_json, quiet), pager.starting_at(cursor), DELIVERY_COLUMNS, every=every)
+
+
+@app.command("redeliver")
+def redeliver(
+    ctx: typer.Context,
+    destination_id: DestinationId,
+    delivery: Annotated[
+        str | None, typer.Option(help="This delivery's id (its webhook-id).")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Every message created at or after this time (UTC).")
+    ] = None,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Send one message again (--delivery) or everything since a time (--since)."""
+    if (delivery is None) == (since is None):
+        raise typer.BadParameter("give exactly one of --delivery or --since")
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    with connected(ctx) as client:
+        found = client.destinations.redeliver(destination_id, delivery_id=delivery, since=since)
+        Out(as_json, quiet).one(found)
+
+
+@app.command("rotate-secret")
+def rotate_secret(
+    ctx: typer.Context, destination_id: DestinationId, as_json: Json = False, quiet: Quiet = False
+) -> None:
+    """A new signing secret (printed this once); the old one keeps signing for the overlap."""
+    with connected(ctx) as client:
+        Out(as_json, quiet).one(client.destinations.rotate_secret(destination_id))
+
+
+@app.command("reset")
+def reset(
+    ctx: typer.Context, destination_id: DestinationId, as_json: Json = False, quiet: Quiet = False
+) -> None:
+    """Send the full lists again (as entered), then only changes."""
+    with connected(ctx) as client:
+        Out(as_json, quiet).one(client.destinations.reset(destination_id))

@@ -1,0 +1,210 @@
+"""Sending one message: a signed POST to a webhook (Standard Webhooks headers), or files
+written into a file destination's folder. Each returns an :class:`Outcome` and never raises
+for the receiver's faults: those are the delivery log's business."""
+
+from __future__ import annotations
+
+import csv
+import email.utils
+import functools
+import json
+import os
+import ssl
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import duckdb
+import httpx
+
+from audiences.config import Settings
+from audiences.errors import AudiencesError
+from audiences.kit import webhooks
+from audiences.services import egress
+
+USER_AGENT = "audiences-webhooks/1"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt went: ``ok`` on a 2xx (or files written); ``gone`` on a 410;
+    ``retry_after`` in seconds when the receiver asked for a pause."""
+
+    ok: bool
+    status: int | None
+    response_ms: int
+    error: str | None = None
+    response: str | None = None
+    retry_after: float | None = None
+    gone: bool = False
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context per process: building one costs more than a request on loopback."""
+    return ssl.create_default_context()
+
+
+def client(settings: Settings) -> httpx.Client:
+    """An HTTP client for webhook requests: the timeout, no redirects followed, no proxy
+    from the environment, certificates verified."""
+    return httpx.Client(
+        timeout=settings.webhook_timeout_seconds,
+        follow_redirects=False,
+        trust_env=False,
+        verify=_tls(),
+    )
+
+
+def post(
+    *,
+    url: str,
+    secrets: list[str],
+    msg_id: str,
+    body: str,
+    settings: Settings,
+    given: httpx.Client | None = None,
+) -> Outcome:
+    """POST ``body`` to ``url`` signed with every secret; the guard checks the host's
+    addresses right before connecting (a name may point elsewhere since it was saved)."""
+    started = time.perf_counter()
+    try:
+        if not settings.egress_allow_private:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            egress.check_resolved(parts.hostname or "", port)
+    except AudiencesError as exc:
+        return Outcome(False, None, 0, error=exc.detail)
+    payload = body.encode()
+    headers = {
+        **webhooks.headers(secrets, msg_id, int(time.time()), payload),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+    timeout = httpx.Timeout(settings.webhook_timeout_seconds)
+    own = given is None
+    http = given or client(settings)
+    try:
+        with http.stream("POST", url, content=payload, headers=headers, timeout=timeout) as answer:
+            text = _read_capped(answer, settings.webhook_response_bytes)
+            elapsed = _ms(started)
+            status = answer.status_code
+            ok = 200 <= status < 300
+            return Outcome(
+                ok,
+                status,
+                elapsed,
+                error=None if ok else f"the receiver answered {status}",
+                response=text,
+                retry_after=_retry_after(answer.headers.get("retry-after")),
+                gone=status == 410,
+            )
+    except httpx.TimeoutException:
+        return Outcome(False, None, _ms(started), error="timed out")
+    except httpx.HTTPError as exc:
+        return Outcome(False, None, _ms(started), error=f"{type(exc).__name__}: {exc}"[:500])
+    finally:
+        if own:
+            http.close()
+
+
+def _read_capped(answer: httpx.Response, cap: int) -> str | None:
+    """At most ``cap`` bytes of the answer; the rest is never read (the connection closes)."""
+    if cap == 0:
+        return None
+    kept = bytearray()
+    for chunk in answer.iter_raw():
+        kept.extend(chunk[: cap - len(kept)])
+        if len(kept) >= cap:
+            break
+    return kept.decode("utf-8", "replace") or None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def _ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+COLUMNS = ("id", "change", "revision", "cause")
+
+
+def write_file(
+    folder: Path,
+    *,
+    name: str,
+    fmt: str,
+    rows: Iterable[dict[str, Any]],
+    columns: list[str],
+) -> Path:
+    """Write ``rows`` as ``name.<fmt>`` into ``folder``, atomically: a temporary file in the
+    same folder, renamed into place once complete, so a reader never sees half a file (and a
+    rerun of the same message replaces it with the same content)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{name}.{fmt}"
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=f".{fmt}")
+    os.close(handle)
+    staged = Path(temporary)
+    try:
+        if fmt == "ndjson":
+            with staged.open("w", encoding="utf-8") as out:
+                for row in rows:
+                    out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        else:
+            text = staged.with_suffix(".csv") if fmt == "parquet" else staged
+            with text.open("w", encoding="utf-8", newline="") as out:
+                writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({key: _cell(value) for key, value in row.items()})
+            if fmt == "parquet":
+                _csv_to_parquet(text, staged, columns)
+                text.unlink()
+        os.replace(staged, final)
+    finally:
+        staged.unlink(missing_ok=True)
+    return final
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value
+
+
+def _csv_to_parquet(source: Path, target: Path, columns: list[str]) -> None:
+    """Parquet through DuckDB (every column text, so ids keep their exact form)."""
+    types = ", ".join(f"{_quoted(c)}: 'VARCHAR'" for c in columns)
+    with duckdb.connect() as con:
+        con.execute(
+            f"COPY (SELECT * FROM read_csv({_quoted(str(source))}, header = true, "
+            f"columns = {{{types}}})) TO {_quoted(str(target))} (FORMAT parquet)"
+        )
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def file_stamp(moment: datetime) -> str:
+    """A file name's time: ``20261206T091500Z``."""
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
