@@ -73,7 +73,9 @@ POSTGRES: dict[str, str] = {
     "no_age": "age IS NULL",
     "mobile_trial": "tags @> ARRAY['mobile', 'trial']",
     "value_band": "lifetime_value BETWEEN 100 AND 500",
-    "free_active": "plan = 'free' AND NOT churned AND last_seen > TIMESTAMPTZ '2024-12-01 00:00+00'",
+    "free_active": (
+        "plan = 'free' AND NOT churned AND last_seen > TIMESTAMPTZ '2024-12-01 00:00:00+00'"
+    ),
     "seniors_or_partners": "age >= 65 OR 'partner' = ANY(tags)",
     "gb_ca_value": "country IN ('GB', 'CA') AND lifetime_value > 200 AND NOT churned",
 }
@@ -98,7 +100,8 @@ CLICKHOUSE: dict[str, str] = {
     "mobile_trial": f"hasAll({_TAGS}, ['mobile', 'trial'])",
     "value_band": "lifetime_value BETWEEN 100 AND 500",
     "free_active": (
-        "plan = 'free' AND NOT churned AND last_seen > toDateTime64('2024-12-01 00:00:00', 6, 'UTC')"
+        "plan = 'free' AND NOT churned"
+        " AND last_seen > toDateTime64('2024-12-01 00:00:00', 6, 'UTC')"
     ),
     "seniors_or_partners": f"age >= 65 OR has({_TAGS}, 'partner')",
     "gb_ca_value": "country IN ('GB', 'CA') AND lifetime_value > 200 AND NOT churned",

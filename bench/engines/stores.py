@@ -21,7 +21,6 @@ from pyroaring import BitMap
 
 from audiences.engines.base import ProfileEngine, pids_to_bitmap
 from bench.engines.predicates import HAND_WRITTEN
-from bench.engines.workload import WS
 
 KINDS = ("duckdb", "postgres", "clickhouse")
 POSTGRES_URL = os.environ.get(
@@ -29,16 +28,19 @@ POSTGRES_URL = os.environ.get(
 )
 
 Baseline = Callable[[], dict[str, BitMap]]
+Baselines = Callable[[str], dict[str, Baseline]]
+"""A workspace id -> the hand-written baselines on its table, by label."""
 
 
 @dataclass
 class Store:
-    """An engine under test, its version line, and the hand-written baselines by label."""
+    """An engine under test, its version line, its folder (for the metadata database) and
+    its hand-written baselines."""
 
     engine: ProfileEngine
     version: str
-    baselines: dict[str, Baseline]
-    close_baselines: Callable[[], None]
+    folder: Path
+    baselines: Baselines
 
 
 def available(kind: str) -> str | None:
@@ -50,7 +52,7 @@ def available(kind: str) -> str | None:
             psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
         elif kind == "clickhouse":
             import chdb  # noqa: F401
-    except Exception as error:  # noqa: BLE001 - any failure means "skip, and say why"
+    except Exception as error:  # any failure: skip it, and say why
         return f"{type(error).__name__}: {error}"
     return None
 
@@ -62,7 +64,7 @@ def opened(kind: str, data_dir: Path | None) -> Iterator[Store]:
         if kind == "duckdb":
             yield from _duckdb(Path(folder))
         elif kind == "postgres":
-            yield from _postgres()
+            yield from _postgres(Path(folder))
         elif kind == "clickhouse":
             yield from _clickhouse(Path(folder))
         else:
@@ -75,26 +77,30 @@ def _duckdb(folder: Path) -> Iterator[Store]:
     from audiences.engines.duckdb import DuckDBEngine
     from audiences.engines.duckdb_sql import quote, table_name
 
-    engine = DuckDBEngine(folder)
+    engine = DuckDBEngine(folder / "profiles")
     con = duckdb.connect(str(engine.path))
     con.execute("SET TimeZone = 'UTC'")
-    table = quote(table_name(WS))
 
-    def fetchnumpy() -> dict[str, BitMap]:
-        out = {}
-        for key, where in HAND_WRITTEN["duckdb"].items():
-            pids = con.execute(f"SELECT pid FROM {table} WHERE {where}").fetchnumpy()["pid"]
-            out[key] = pids_to_bitmap(pids)
-        return out
+    def baselines(ws: str) -> dict[str, Baseline]:
+        table = quote(table_name(ws))
+
+        def fetchnumpy() -> dict[str, BitMap]:
+            out = {}
+            for key, where in HAND_WRITTEN["duckdb"].items():
+                pids = con.execute(f"SELECT pid FROM {table} WHERE {where}").fetchnumpy()["pid"]
+                out[key] = pids_to_bitmap(pids)
+            return out
+
+        return {"fetchnumpy": fetchnumpy}
 
     try:
-        yield Store(engine, f"duckdb {duckdb.__version__}", {"fetchnumpy": fetchnumpy}, con.close)
+        yield Store(engine, f"duckdb {duckdb.__version__}", folder, baselines)
     finally:
         con.close()
         engine.close()
 
 
-def _postgres() -> Iterator[Store]:
+def _postgres(folder: Path) -> Iterator[Store]:
     import psycopg
 
     from audiences.engines.postgres import PostgresEngine
@@ -102,36 +108,34 @@ def _postgres() -> Iterator[Store]:
     schema = f"bench_{uuid.uuid4().hex}"
     engine = PostgresEngine(POSTGRES_URL, schema=schema)
     conn = psycopg.connect(POSTGRES_URL, autocommit=True)
-    tables: list[str] = []
 
-    def table() -> str:  # the workspace's table, as its registry names it
-        if not tables:
-            row = conn.execute(
-                f'SELECT number FROM "{schema}".workspaces WHERE workspace_id = %s', [WS]
-            ).fetchone()
-            assert row is not None
-            tables.append(f'"{schema}".profiles_{row[0]}')
-        return tables[0]
+    def baselines(ws: str) -> dict[str, Baseline]:
+        row = conn.execute(  # the workspace's table, as the registry names it
+            f'SELECT number FROM "{schema}".workspaces WHERE workspace_id = %s', [ws]
+        ).fetchone()
+        assert row is not None
+        table = f'"{schema}".profiles_{row[0]}'
 
-    def fetchall() -> dict[str, BitMap]:
-        out = {}
-        for key, where in HAND_WRITTEN["postgres"].items():
-            rows = conn.execute(f"SELECT pid FROM {table()} WHERE {where}").fetchall()
-            out[key] = pids_to_bitmap(np.fromiter((r[0] for r in rows), np.uint32, len(rows)))
-        return out
+        def fetchall() -> dict[str, BitMap]:
+            out = {}
+            for key, where in HAND_WRITTEN["postgres"].items():
+                rows = conn.execute(f"SELECT pid FROM {table} WHERE {where}").fetchall()
+                pids = np.fromiter((r[0] for r in rows), np.uint32, len(rows))
+                out[key] = pids_to_bitmap(pids)
+            return out
+
+        return {"fetchall": fetchall}
 
     version = conn.execute("SHOW server_version").fetchone()
     try:
         yield Store(
             engine,
             f"PostgreSQL {version[0] if version else '?'}, psycopg {psycopg.__version__}",
-            {"fetchall": fetchall},
-            conn.close,
+            folder,
+            baselines,
         )
     finally:
         engine.close()
-        if conn.closed:
-            conn = psycopg.connect(POSTGRES_URL, autocommit=True)
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         conn.close()
 
@@ -142,39 +146,44 @@ def _clickhouse(folder: Path) -> Iterator[Store]:
     from audiences.engines import clickhouse_sql as sql
     from audiences.engines.clickhouse import ClickHouseEngine
     from audiences.engines.clickhouse_client import ChdbClient
+    from audiences.engines.duckdb_sql import table_name
 
-    client = ChdbClient(folder)
+    client = ChdbClient(folder / "clickhouse")
     engine = ClickHouseEngine(client)
-    table = sql.table("audiences", "profiles_bench")
     where = HAND_WRITTEN["clickhouse"]
 
-    def rowbinary() -> dict[str, BitMap]:  # a UInt32 column in RowBinary is a numpy buffer
-        return {
-            key: pids_to_bitmap(
-                np.frombuffer(
-                    client.query(f"SELECT pid FROM {table} FINAL WHERE {w}", "RowBinary"),
-                    dtype="<u4",
-                )
-            )
-            for key, w in where.items()
-        }
+    def baselines(ws: str) -> dict[str, Baseline]:
+        table = sql.table("audiences", table_name(ws))
 
-    def bitmap_state() -> dict[str, BitMap]:  # ClickHouse's own Roaring bitmap, serialized
-        return {
-            key: sql.read_bitmap(
-                client.query(
-                    f"SELECT groupBitmapState(pid) FROM {table} FINAL WHERE {w}", "RowBinary"
+        def rowbinary() -> dict[str, BitMap]:  # a UInt32 column in RowBinary is a numpy buffer
+            return {
+                key: pids_to_bitmap(
+                    np.frombuffer(
+                        client.query(f"SELECT pid FROM {table} FINAL WHERE {w}", "RowBinary"),
+                        dtype="<u4",
+                    )
                 )
-            )
-            for key, w in where.items()
-        }
+                for key, w in where.items()
+            }
+
+        def bitmap_state() -> dict[str, BitMap]:  # ClickHouse's own Roaring bitmap, serialized
+            return {
+                key: sql.read_bitmap(
+                    client.query(
+                        f"SELECT groupBitmapState(pid) FROM {table} FINAL WHERE {w}", "RowBinary"
+                    )
+                )
+                for key, w in where.items()
+            }
+
+        return {"RowBinary into numpy": rowbinary, "groupBitmapState": bitmap_state}
 
     try:
         yield Store(
             engine,
             f"chdb {chdb.__version__} (ClickHouse {chdb.engine_version})",
-            {"RowBinary into numpy": rowbinary, "groupBitmapState": bitmap_state},
-            lambda: None,
+            folder,
+            baselines,
         )
     finally:
         engine.close()

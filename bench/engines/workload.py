@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from pyroaring import BitMap
 from audiences.engines.base import ProfileEngine
 from audiences.schemas.attributes import AttributeType
 
-WS = "bench"
 SCHEMA = {
     "country": AttributeType.STRING,
     "age": AttributeType.INTEGER,
@@ -37,6 +35,7 @@ COUNTRIES = np.array(["US", "DE", "FR", "GB", "BR", "IN", "JP", "CA", "ES", "IT"
 PLANS = np.array(["free", "pro", "team", "enterprise"])
 TAGS = ["vip", "beta", "newsletter", "churn-risk", "mobile", "web", "partner", "trial"]
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
 
 def generate(count: int, seed: int) -> dict[str, Any]:
     """Columns of synthetic profiles, drawn from one seeded generator."""
@@ -83,11 +82,11 @@ def records(columns: dict[str, Any], start: int, stop: int) -> list[tuple[str, d
     return out
 
 
-def load(engine: ProfileEngine, columns: dict[str, Any], count: int, batch: int) -> float:
+def load(engine: ProfileEngine, ws: str, columns: dict[str, Any], count: int, batch: int) -> float:
     """Load every profile through ``upsert_profiles``; the rate in profiles per second."""
     started = time.perf_counter()
     for start in range(0, count, batch):
-        results = engine.upsert_profiles(WS, records(columns, start, min(count, start + batch)))
+        results = engine.upsert_profiles(ws, records(columns, start, min(count, start + batch)))
         assert all(result.ok for result in results)
     return count / (time.perf_counter() - started)
 
@@ -105,7 +104,9 @@ def interleaved(repeat: int, runs: dict[str, Callable[[], Any]]) -> dict[str, tu
     return best
 
 
-def upsert_batches(engine: ProfileEngine, count: int, batches: int, seed: int) -> list[float]:
+def upsert_batches(
+    engine: ProfileEngine, ws: str, count: int, batches: int, seed: int
+) -> list[float]:
     """Seconds per 1,000-record batch: 500 updates of random profiles and 500 new ones."""
     rng = np.random.default_rng(seed + 1)
     extra = generate(batches * 500, seed + 2)
@@ -117,7 +118,7 @@ def upsert_batches(engine: ProfileEngine, count: int, batches: int, seed: int) -
             for i in rng.choice(count, 500, replace=False).tolist()
         ]
         started = time.perf_counter()
-        results = engine.upsert_profiles(WS, fresh + updates)
+        results = engine.upsert_profiles(ws, fresh + updates)
         timings.append(time.perf_counter() - started)
         assert all(result.ok for result in results)
     return timings
@@ -136,7 +137,7 @@ def machine() -> str:
 
 
 def member_pages(
-    engine: ProfileEngine, members: BitMap, pages: int, size: int, seed: int
+    engine: ProfileEngine, ws: str, members: BitMap, pages: int, size: int, seed: int
 ) -> list[float]:
     """Seconds per members page: the external ids of ``size`` pids from ``members`` at a
     random offset, as the members route reads a page (``external_ids_for``)."""
@@ -145,7 +146,7 @@ def member_pages(
     for offset in rng.integers(0, max(len(members) - size, 1), pages).tolist():
         pids = list(members[offset : offset + size])
         started = time.perf_counter()
-        ids = engine.external_ids_for(WS, pids)
+        ids = engine.external_ids_for(ws, pids)
         timings.append(time.perf_counter() - started)
         assert len(ids) == len(pids) and None not in ids
     return timings
