@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.full:
         args.profiles = 10_000_000
+    unknown = set(args.engines.split(",")) - set(stores.KINDS)
+    if unknown:
+        parser.error(f"unknown engines {sorted(unknown)}; choose from {', '.join(stores.KINDS)}")
     for line in run(args):
         print(line, flush=True)
 
