@@ -10,10 +10,11 @@ import pytest
 
 from audiences.engines.duckdb import DuckDBEngine
 from audiences.membership.cache import BitmapCache
-from audiences.schemas.syncs import SourceType, SyncFormat, UrlFileSource
+from audiences.schemas.attributes import AttributeType
+from audiences.schemas.syncs import SourceType, SqlSource, SyncFormat, UrlFileSource
 from audiences.services.import_formats import Row
 from audiences.services.runtime import Runtime
-from audiences.services.sync_sources import SourceRules, SyncFailed, pull
+from audiences.services.sync_sources import SQL_FAILED, SourceRules, SyncFailed, pull
 from tests.api.test_syncs import FileServer, Served
 
 WS = "ws"
@@ -93,3 +94,15 @@ def test_a_closed_port_fails_the_fetch(runtime: Runtime, tmp_path: Path) -> None
     with pytest.raises(SyncFailed) as failed:
         fetch(runtime, "http://127.0.0.1:9/x.csv", rules)
     assert failed.value.code == "sync_fetch_failed"
+
+
+def test_a_sql_source_failing_on_the_data_records_no_value(runtime: Runtime) -> None:
+    runtime.profiles.ensure_attributes(WS, {"plan": AttributeType.STRING})
+    runtime.profiles.upsert_profiles(WS, [("private-value-1", {"plan": "pro"})])
+    query = "SELECT external_id FROM profiles WHERE CAST(external_id AS INT) = 1"
+    sql = SqlSource(type=SourceType.SQL, query=query)
+    with pytest.raises(SyncFailed) as failed:
+        pull(runtime, workspace_id=WS, source=sql, rules=SourceRules(), on_row_error=print)
+    assert failed.value.code == "engine_query_failed"
+    assert failed.value.message == SQL_FAILED
+    assert "private-value" not in failed.value.message

@@ -124,7 +124,7 @@ def pull(
                 workspace_id, source.query, timeout_seconds=rules.timeout_seconds
             )
         except AudiencesError as error:  # refused or failed on the data: the sync fails
-            raise SyncFailed(error.detail, code=error.code) from None
+            raise SyncFailed(_sql_failure(error), code=error.code) from None
         return members, len(members)
     with _fetched(source, rules) as path:
         shape = _layout(path, source)
@@ -138,6 +138,22 @@ def pull(
         message = f"none of the file's {read} rows holds a valid id"
         raise SyncFailed(message, code="sync_file_invalid")
     return members, read
+
+
+SQL_FAILED = (
+    "the SQL source failed on the workspace's data (an unknown column, a cast that fails …); "
+    "the engine's own words, which may quote values, are in the server log only"
+)
+"""What a sync records when the engine could not run its SQL source: never the engine's message,
+which can quote the values it failed on (a failed cast shows the text it cast)."""
+
+
+def _sql_failure(error: AudiencesError) -> str:
+    """The message a failed SQL source's sync records: the checker's and the timeout's own (they
+    quote no data), a generic one for anything the engine said."""
+    if error.code in (queries.CODE, "engine_query_timeout"):
+        return error.detail
+    return SQL_FAILED
 
 
 Counted = tuple[BitMap, int, int]
