@@ -608,3 +608,32 @@ def test_a_source_changed_while_it_is_pulled_is_pulled_again(
         assert members_of(tenant.read, audience["id"]) == {"new"}
         runs = tenant.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
         assert len(runs) == 1  # the first file's members were never recorded
+
+
+def test_a_sync_skipped_because_the_audience_was_parked_leaves_syncing(
+    sync_app: FastAPI, ws: Tenant
+) -> None:
+    audience = external(ws.write, {"type": "sql", "query": "SELECT pid FROM profiles"})
+    run_syncs(sync_app)
+    assert sync_of(ws.read, audience["id"])["status"] == "synced"
+    queued = ws.write.post(f"/v1/audiences/{audience['id']}/sync").json()
+    parked = ws.write.patch(
+        f"/v1/audiences/{audience['id']}",
+        json={"lifecycle_state": "inactive"},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert parked.status_code == 200, parked.text
+    run_syncs(sync_app)
+    job = ws.read.get(f"/v1/jobs/{queued['id']}").json()
+    assert job["result"]["skipped"] == "the audience is inactive or archived"
+    state = sync_of(ws.read, audience["id"])
+    assert (state["status"], state["job_id"]) == ("synced", None)
+    fresh = external(ws.write, {"type": "sql", "query": "SELECT pid FROM profiles"})
+    parked = ws.write.patch(
+        f"/v1/audiences/{fresh['id']}",
+        json={"lifecycle_state": "inactive"},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert parked.status_code == 200, parked.text
+    run_syncs(sync_app)
+    assert sync_of(ws.read, fresh["id"])["status"] == "pending"  # never synced

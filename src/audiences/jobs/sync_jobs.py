@@ -38,6 +38,8 @@ def sync_audience(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
             audience = session.get(AudienceRow, audience_id)
             skipped = _skipped(audience, job)
             if skipped is not None or audience is None:
+                if audience is not None and audience.workspace_id == job.workspace_id:
+                    syncs.release(session, audience, job_id=job.id)
                 return {"skipped": skipped}
             source = syncs.pulled(audience)
             assert source is not None  # _skipped said so

@@ -166,6 +166,25 @@ def record_failure(
     return run
 
 
+def release(session: Session, audience: AudienceRow, *, job_id: str) -> None:
+    """A sync job that skipped (the audience parked, or its source no longer pulled): the
+    sync state says what it said before the job was queued, from its last run (``synced``,
+    ``failed``, else ``pending``), and names no job, instead of ``syncing`` for ever."""
+    row = session.get(AudienceSyncRow, audience.id)
+    if row is None or row.job_id != job_id:
+        return  # another job owns the state now
+    row.status = _settled(row).value
+    row.job_id = None
+    session.flush()
+
+
+def _settled(row: AudienceSyncRow) -> SyncStatus:
+    """The status the sync's recorded outcomes give, with no job under way."""
+    if row.last_error is not None:
+        return SyncStatus.FAILED
+    return SyncStatus.PENDING if row.last_synced_at is None else SyncStatus.SYNCED
+
+
 def _finish(
     session: Session, audience: AudienceRow, run: RunRow, job_id: str, error: SyncFailed | None
 ) -> None:
