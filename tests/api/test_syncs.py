@@ -752,3 +752,41 @@ def test_metrics_count_a_dead_sync_job_as_failed_as_the_api_does(
         after = syncs.totals(session)[2]
     assert after.get("failed", 0) == before.get("failed", 0) + 1
     assert after.get("syncing", 0) == before.get("syncing", 0) - 1
+
+
+def test_writes_pending_when_the_source_leaves_push_are_dropped(
+    sync_app: FastAPI, ws: Tenant
+) -> None:
+    ws.write.put("/v1/profiles/kept", json={"attributes": {}})
+    audience = external(ws.write, {"type": "push"})
+    url = f"/v1/audiences/{audience['id']}/members"
+    added = ws.write.post(url, json={"action": "add", "ids": ["pushed-1", "pushed-2"]})
+    assert added.status_code == 202, added.text
+    switched = ws.write.patch(
+        f"/v1/audiences/{audience['id']}",
+        json=[
+            {
+                "op": "replace",
+                "path": "/source",
+                "value": {
+                    "type": "sql",
+                    "query": "SELECT external_id FROM profiles WHERE external_id = 'kept'",
+                },
+            }
+        ],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert switched.status_code == 200, switched.text
+    run_syncs(sync_app)
+    job = ws.read.get(f"/v1/jobs/{added.json()['id']}").json()
+    assert job["result"]["indexing_state"] == "dropped", job
+    assert "no longer push" in job["result"]["reason"]
+    assert members_of(ws.read, audience["id"]) == {"kept"}
+    back = ws.write.patch(
+        f"/v1/audiences/{audience['id']}",
+        json=[{"op": "replace", "path": "/source", "value": {"type": "push"}}],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert back.status_code == 200, back.text
+    run_syncs(sync_app)
+    assert members_of(ws.read, audience["id"]) == {"kept"}  # the old write stays dropped
