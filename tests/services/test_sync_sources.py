@@ -16,6 +16,7 @@ from audiences.services.import_formats import Row
 from audiences.services.runtime import Runtime
 from audiences.services.sync_sources import SQL_FAILED, SourceRules, SyncFailed, pull
 from tests.api.test_syncs import FileServer, Served
+from tests.services.test_egress import Dns
 
 WS = "ws"
 
@@ -106,3 +107,17 @@ def test_a_sql_source_failing_on_the_data_records_no_value(runtime: Runtime) -> 
     assert failed.value.code == "engine_query_failed"
     assert failed.value.message == SQL_FAILED
     assert "private-value" not in failed.value.message
+
+
+def test_a_file_url_rebound_to_loopback_after_the_check_is_not_fetched(
+    runtime: Runtime, server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dns = Dns(monkeypatch)
+    dns.answers["list.test"] = [["93.184.216.34"], ["127.0.0.1"]]  # public to a check only
+    server.files["/rebound.csv"] = Served(body=b"id\ninternal\n")
+    port = server.server.server_address[1]
+    rules = SourceRules(allow_private=False, work_dir=tmp_path / "work")
+    with pytest.raises(SyncFailed) as failed:
+        fetch(runtime, f"http://list.test:{port}/rebound.csv", rules)
+    assert failed.value.code == "sync_fetch_failed"
+    assert "/rebound.csv" not in server.requests

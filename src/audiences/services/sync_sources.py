@@ -18,7 +18,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 from pyroaring import BitMap
@@ -288,7 +288,7 @@ def _download(url: str, out: IO[bytes], rules: SourceRules) -> None:
     deadline = time.monotonic() + rules.timeout_seconds
     timeout = httpx.Timeout(rules.timeout_seconds)
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        with egress.pinned_client(allow_private=rules.allow_private, timeout=timeout) as client:
             for _ in range(MAX_REDIRECTS + 1):
                 _guard(url, rules)
                 with client.stream("GET", url) as response:
@@ -303,6 +303,8 @@ def _download(url: str, out: IO[bytes], rules: SourceRules) -> None:
                     _check_length(response.headers.get("content-length"), rules.max_bytes)
                     _save(response.iter_bytes(CHUNK_BYTES), out, rules.max_bytes, deadline)
                     return
+    except InvalidParameter as refused:  # the address the name resolves to as it connects
+        raise SyncFailed(refused.detail, code=refused.code) from None
     except httpx.TimeoutException:
         raise _timed_out(rules) from None
     except httpx.HTTPError as error:
@@ -312,13 +314,11 @@ def _download(url: str, out: IO[bytes], rules: SourceRules) -> None:
 
 
 def _guard(url: str, rules: SourceRules) -> None:
-    """The SSRF guard, again right before connecting: the name may point elsewhere now."""
+    """The SSRF guard on each URL before it is requested (scheme, credentials, a literal
+    address); the address a name resolves to is checked as the connection is made
+    (``egress.pinned_client``), so a name cannot point elsewhere between check and connect."""
     try:
         egress.checked_url(url, allow_private=rules.allow_private)
-        if not rules.allow_private:
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            egress.check_resolved(parts.hostname or "", port)
     except InvalidParameter as refused:
         raise SyncFailed(refused.detail, code=refused.code) from None
 
