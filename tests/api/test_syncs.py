@@ -312,8 +312,9 @@ def test_a_failed_sync_keeps_the_members_and_says_why(
 def test_path_sources_read_only_under_the_sync_folder(
     sync_app: FastAPI, ws: Tenant, tmp_path: Path
 ) -> None:
-    root: Path = sync_app.state.settings.sync_root
-    (root / "lists").mkdir(exist_ok=True)
+    shared: Path = sync_app.state.settings.sync_root
+    root = shared / ws.workspace_id  # each workspace reads its own folder only
+    (root / "lists").mkdir(parents=True, exist_ok=True)
     listed = root / "lists" / f"{time.monotonic_ns()}.csv"
     listed.write_text("id\nf1\nf2\n")
     audience = external(ws.write, {"type": "file", "path": str(listed), "format": "csv"})
@@ -324,7 +325,13 @@ def test_path_sources_read_only_under_the_sync_folder(
     sneaky = root / "lists" / "link.csv"
     sneaky.unlink(missing_ok=True)
     sneaky.symlink_to(outside)
-    for path in (str(outside), str(root / ".." / "secret.csv"), str(sneaky), "lists/x.csv"):
+    with make_tenant(sync_app) as other:  # another workspace's file, under the shared root
+        (shared / other.workspace_id).mkdir(exist_ok=True)
+        theirs = shared / other.workspace_id / "theirs.csv"
+        theirs.write_text("id\ntheirs\n")
+    (shared / "top.csv").write_text("id\ntop\n")
+    paths = [str(outside), str(root / ".." / "secret.csv"), str(sneaky), "lists/x.csv"]
+    for path in (*paths, str(theirs), str(shared / "top.csv")):
         refused = ws.write.post(
             "/v1/audiences",
             json={

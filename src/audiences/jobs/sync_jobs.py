@@ -56,6 +56,7 @@ def sync_audience(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
 
 def _sync(context: JobContext, job: ClaimedJob, audience_id: str) -> dict[str, Any]:
     rules = sync_sources.rules_of(context.settings, dialect=context.runtime.profiles.dialect)
+    rules = rules.for_workspace(job.workspace_id)
     for _ in range(PULLS):
         with context.session() as session:
             audience = session.get(AudienceRow, audience_id)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 from urllib.parse import urljoin
@@ -71,6 +71,12 @@ class SourceRules:
     dialect: str = "duckdb"
     work_dir: Path | None = None
     """Where fetched files are kept while read (default: the system's temporary folder)."""
+
+    def for_workspace(self, workspace_id: str) -> SourceRules:
+        """The rules for one workspace's sources: its path sources lie under its own folder,
+        ``<AUDIENCES_SYNC_ROOT>/<workspace id>``, so no workspace names another's files."""
+        root = None if self.root is None else self.root / workspace_id
+        return replace(self, root=root)
 
 
 def rules_of(settings: Settings, *, dialect: str) -> SourceRules:
@@ -350,7 +356,8 @@ def _copy(path: str, out: IO[bytes], rules: SourceRules) -> None:
 
 
 def _allowed_path(path: str, root: Path | None) -> Path:
-    """The path resolved (links followed), when it lies under the sync folder."""
+    """The path resolved (links followed), when it lies under the sync folder (the
+    workspace's own, see :meth:`SourceRules.for_workspace`)."""
     if root is None:
         raise SyncFailed(
             "this server reads no source files: AUDIENCES_SYNC_ROOT is not set",
@@ -360,7 +367,8 @@ def _allowed_path(path: str, root: Path | None) -> Path:
         raise SyncFailed("a source path is absolute", code="sync_path_not_allowed")
     resolved = Path(path).resolve()
     if not resolved.is_relative_to(root.resolve()):
-        raise SyncFailed(f"{path} is outside the sync folder", code="sync_path_not_allowed")
+        message = f"{path} is outside this workspace's sync folder, {root}"
+        raise SyncFailed(message, code="sync_path_not_allowed")
     return resolved
 
 
