@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from audiences.engines.duckdb import DuckDBEngine
+from audiences.errors import Unprocessable
 from audiences.membership.cache import BitmapCache
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.syncs import SourceType, SqlSource, SyncFormat, UrlFileSource
@@ -121,3 +122,13 @@ def test_a_file_url_rebound_to_loopback_after_the_check_is_not_fetched(
         fetch(runtime, f"http://list.test:{port}/rebound.csv", rules)
     assert failed.value.code == "sync_fetch_failed"
     assert "/rebound.csv" not in server.requests
+
+
+def test_a_sync_failure_is_in_the_error_tree() -> None:
+    failure = SyncFailed("the source answered HTTP 404", code="sync_fetch_failed")
+    assert isinstance(failure, Unprocessable)
+    assert (failure.status, failure.code, failure.message) == (
+        422,
+        "sync_fetch_failed",
+        "the source answered HTTP 404",
+    )

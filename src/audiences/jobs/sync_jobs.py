@@ -15,13 +15,13 @@ from typing import Any
 
 from pyroaring import BitMap
 
+from audiences.errors import SyncFailed
 from audiences.jobs.context import JobContext, JobFailed
 from audiences.kit.logs import get_logger
 from audiences.queue import ClaimedJob
 from audiences.schemas.syncs import PulledSource
 from audiences.services import lifecycle, sync_sources, syncs
 from audiences.services.import_formats import Row
-from audiences.services.sync_sources import SyncFailed
 from audiences.store.tables import AudienceRow
 
 PULLS = 3

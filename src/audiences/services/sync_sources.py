@@ -1,33 +1,33 @@
 """External audiences' sources: checked when saved, and pulled into a member set when synced.
 
-A file source is copied to a private temporary file first (fetched from its URL with httpx,
-streaming, or read from its path under ``AUDIENCES_SYNC_ROOT``), under a size cap and, for a
-URL, a deadline; the copy is then read with the import readers (CSV and NDJSON by
+A file source is copied to a private temporary file first (``services/sync_fetch``: from its
+URL through the SSRF guard, or from its path under the workspace's sync folder), under a size
+cap and, for a URL, a deadline; the copy is then read with the import readers (CSV and NDJSON by
 ``import_formats``, Parquet by ``kit.parquet``), so a file that changes while it is fetched is
 read as one version, and a bad row is reported on its own while the good ones count. A SQL
 source runs on the profile engine (``select_query_pids``). Whatever goes wrong raises
-:class:`SyncFailed` with a stable code; the caller keeps the members as they were.
+:class:`~audiences.errors.SyncFailed` with a stable code; the caller keeps the members as
+they were.
 """
 
 from __future__ import annotations
 
-import tempfile
-import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
-from urllib.parse import urljoin
 
-import httpx
 from pyroaring import BitMap
 
 from audiences.config import Settings
 from audiences.engines import queries
-from audiences.errors import AudiencesError, ErrorDetail, InvalidParameter, ValidationFailed
+from audiences.errors import (
+    AudiencesError,
+    ErrorDetail,
+    SyncFailed,
+    ValidationFailed,
+)
 from audiences.kit import parquet
-from audiences.kit.files import private_dir
 from audiences.membership.bitmaps import from_numpy
 from audiences.schemas.syncs import (
     FileSource,
@@ -38,26 +38,14 @@ from audiences.schemas.syncs import (
     SyncSource,
     UrlFileSource,
 )
-from audiences.services import egress, import_formats, import_staged
+from audiences.services import egress, import_formats, import_staged, sync_fetch
 from audiences.services.import_formats import FileRefused, ImportFormat, Layout, Row
 from audiences.services.runtime import Runtime
 
-CHUNK_BYTES = 1 << 16
-MAX_REDIRECTS = 3
 RESOLVE_ROWS = 50_000
 """Ids resolved to pids per engine call when Python reads the file."""
 STAGED_RANGE = 1_000_000
 """Records resolved per engine statement when the engine reads a CSV itself."""
-
-
-class SyncFailed(Exception):
-    """A sync could not produce a member set: ``code`` names why (``sync_fetch_failed``,
-    ``sync_timeout``, ``sync_too_large``, ``sync_file_invalid`` …), the message says it."""
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -103,7 +91,7 @@ def check(source: SyncSource, rules: SourceRules) -> None:
         egress.checked_url(source.url, allow_private=rules.allow_private)
     elif isinstance(source, PathFileSource):
         try:
-            _allowed_path(source.path, rules.root)
+            sync_fetch.allowed_path(source.path, rules.root)
         except SyncFailed as failed:
             location = ("body", "source", "path")
             raise ValidationFailed(
@@ -132,7 +120,7 @@ def pull(
         except AudiencesError as error:  # refused or failed on the data: the sync fails
             raise SyncFailed(_sql_failure(error), code=error.code) from None
         return members, len(members)
-    with _fetched(source, rules) as path:
+    with sync_fetch.fetched(source, rules) as path:
         shape = _layout(path, source)
         counted = None
         if shape is not None and source.format is SyncFormat.CSV:
@@ -253,129 +241,3 @@ def _parquet_rows(path: Path, id_column: str) -> Generator[Row]:
             yield Row(number, number, external_id=value)
         else:
             yield Row(number, number, code=problem[0], message=problem[1])
-
-
-class _Fetched:
-    """A private temporary copy of a file source, removed when the block ends."""
-
-    def __init__(self, source: FileSource, rules: SourceRules) -> None:
-        self.source = source
-        self.rules = rules
-        folder = rules.work_dir
-        if folder is not None:
-            private_dir(folder)
-        self.file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by __exit__)
-            prefix="sync-", dir=folder, delete=False
-        )
-        self.path = Path(self.file.name)
-
-    def __enter__(self) -> Path:
-        try:
-            with self.file as out:
-                if isinstance(self.source, UrlFileSource):
-                    _download(self.source.url, out, self.rules)
-                elif isinstance(self.source, PathFileSource):
-                    _copy(self.source.path, out, self.rules)
-        except BaseException:
-            self.path.unlink(missing_ok=True)
-            raise
-        return self.path
-
-    def __exit__(self, *_: object) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _fetched(source: FileSource, rules: SourceRules) -> _Fetched:
-    return _Fetched(source, rules)
-
-
-def _download(url: str, out: IO[bytes], rules: SourceRules) -> None:
-    """Stream ``url`` into ``out`` (a redirect followed only to a URL the guard allows too)."""
-    deadline = time.monotonic() + rules.timeout_seconds
-    timeout = httpx.Timeout(rules.timeout_seconds)
-    try:
-        with egress.pinned_client(allow_private=rules.allow_private, timeout=timeout) as client:
-            for _ in range(MAX_REDIRECTS + 1):
-                _guard(url, rules)
-                with client.stream("GET", url) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = urljoin(url, response.headers["location"])
-                        continue
-                    if response.status_code != 200:
-                        raise SyncFailed(
-                            f"the source answered HTTP {response.status_code}",
-                            code="sync_fetch_failed",
-                        )
-                    _check_length(response.headers.get("content-length"), rules.max_bytes)
-                    _save(response.iter_bytes(CHUNK_BYTES), out, rules.max_bytes, deadline)
-                    return
-    except InvalidParameter as refused:  # the address the name resolves to as it connects
-        raise SyncFailed(refused.detail, code=refused.code) from None
-    except httpx.TimeoutException:
-        raise _timed_out(rules) from None
-    except httpx.HTTPError as error:
-        message = f"the source could not be fetched: {type(error).__name__}"
-        raise SyncFailed(message, code="sync_fetch_failed") from None
-    raise SyncFailed(f"more than {MAX_REDIRECTS} redirects", code="sync_fetch_failed")
-
-
-def _guard(url: str, rules: SourceRules) -> None:
-    """The SSRF guard on each URL before it is requested (scheme, credentials, a literal
-    address); the address a name resolves to is checked as the connection is made
-    (``egress.pinned_client``), so a name cannot point elsewhere between check and connect."""
-    try:
-        egress.checked_url(url, allow_private=rules.allow_private)
-    except InvalidParameter as refused:
-        raise SyncFailed(refused.detail, code=refused.code) from None
-
-
-def _check_length(header: str | None, limit: int) -> None:
-    if header is not None and header.isdigit() and int(header) > limit:
-        raise _too_large(limit)
-
-
-def _save(chunks: Iterator[bytes], out: IO[bytes], limit: int, deadline: float) -> None:
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        if time.monotonic() > deadline:
-            raise SyncFailed("the source took too long to send the file", code="sync_timeout")
-        out.write(chunk)
-
-
-def _copy(path: str, out: IO[bytes], rules: SourceRules) -> None:
-    found = _allowed_path(path, rules.root)
-    try:
-        with found.open("rb") as source:
-            _save(iter(lambda: source.read(CHUNK_BYTES), b""), out, rules.max_bytes, float("inf"))
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
-        message = f"no readable file at {path}: {type(error).__name__}"
-        raise SyncFailed(message, code="sync_fetch_failed") from None
-
-
-def _allowed_path(path: str, root: Path | None) -> Path:
-    """The path resolved (links followed), when it lies under the sync folder (the
-    workspace's own, see :meth:`SourceRules.for_workspace`)."""
-    if root is None:
-        raise SyncFailed(
-            "this server reads no source files: AUDIENCES_SYNC_ROOT is not set",
-            code="sync_path_not_allowed",
-        )
-    if not Path(path).is_absolute():
-        raise SyncFailed("a source path is absolute", code="sync_path_not_allowed")
-    resolved = Path(path).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        message = f"{path} is outside this workspace's sync folder, {root}"
-        raise SyncFailed(message, code="sync_path_not_allowed")
-    return resolved
-
-
-def _too_large(limit: int) -> SyncFailed:
-    return SyncFailed(f"the file is over the limit of {limit} bytes", code="sync_too_large")
-
-
-def _timed_out(rules: SourceRules) -> SyncFailed:
-    message = f"the source did not send the file within {rules.timeout_seconds:g} s"
-    return SyncFailed(message, code="sync_timeout")

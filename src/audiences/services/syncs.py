@@ -22,7 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from audiences import queue
-from audiences.errors import Conflict, NotFound
+from audiences.errors import Conflict, NotFound, SyncFailed
 from audiences.membership.cache import BitmapCache
 from audiences.schemas.jobs import JobKind, JobState
 from audiences.schemas.syncs import (
@@ -35,7 +35,6 @@ from audiences.schemas.syncs import (
 )
 from audiences.services import freshness, lifecycle, memberships, run_history
 from audiences.services.callers import Caller
-from audiences.services.sync_sources import SyncFailed
 from audiences.store.repositories.audiences import AudienceRepository
 from audiences.store.tables import AudienceRow, AudienceSyncRow, JobRow, MembershipRow, RunRow
 
