@@ -2,9 +2,11 @@
 source and record the sync (see :mod:`audiences.services.syncs`).
 
 The source is read outside any transaction (a download may take a while); the members are
-then replaced and the run recorded in one. A failed sync is recorded too (a failed run, the
-members kept, the sync state ``failed`` with why), then fails its job without a retry: the
-refresh policy retries it sooner, as a failed evaluation is (``services/freshness``). A rerun
+then replaced and the run recorded in one, the audience locked while its source is compared.
+A failed sync is recorded too (a failed run, the members kept, the sync state ``failed`` with
+why), then fails its job without a retry: the refresh policy retries it sooner, as a failed
+evaluation is (``services/freshness``); an unexpected error is recorded the same way, then
+raised to the worker. A rerun
 after a crash pulls the source again, which is harmless: replacing with the same members
 changes nothing.
 """
