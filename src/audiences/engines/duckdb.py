@@ -322,6 +322,11 @@ class DuckDBEngine:
         # A cursor of its own, closed after: an interrupt that lands once the query is done
         # must not reach whatever a pooled cursor runs next.
         with closing(self._new_cursor()) as cur:
+            # Defence in depth behind the checker: a name the catalog lacks is never looked up
+            # among Python variables (a replacement scan; this setting holds for the cursor
+            # alone). enable_external_access would stop file reads too, but it is global and
+            # one-way: it would stop the engine's own imports; the checker refuses files.
+            cur.execute("SET python_enable_replacements = false")
             timer = None
             if timeout_seconds is not None:
                 timer = threading.Timer(timeout_seconds, cur.interrupt)
