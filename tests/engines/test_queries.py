@@ -287,15 +287,23 @@ ATTACKS = [
 """Queries trying to read the neighbour's table (``{t}``: its real name) or the catalog."""
 
 
+def _profile_table(engine: ProfileEngine, workspace_id: str) -> str:
+    """The real, unqualified name of a workspace's profile table on this engine (each engine
+    keeps it in its workspace state: DuckDB as ``table``, the others as ``profiles``)."""
+    state = engine._state(workspace_id) if hasattr(engine, "_state") else None  # type: ignore[attr-defined]
+    if state is None:
+        state = engine._workspace(workspace_id)  # type: ignore[attr-defined]
+    name = str(getattr(state, "table", None) or state.profiles)
+    return name.rsplit(".", 1)[-1].strip('"`')
+
+
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_a_second_workspace_never_shows_in_results_or_errors(
-    two_workspaces: DuckDBEngine, attack: str
+    two_workspaces: ProfileEngine, attack: str
 ) -> None:
     engine = two_workspaces
     engine.upsert_profiles(WS, [("mine-1", {"age": 1}), ("mine-2", {"age": 2})])
-    neighbour = engine._workspace("other")
-    assert neighbour is not None
-    table = neighbour.table.strip('"')
+    table = _profile_table(engine, "other")
     query = attack.format(t=table)
     try:
         found = engine.select_query_pids(WS, query, timeout_seconds=10)
