@@ -227,3 +227,24 @@ def members_of_query(table: str, query: str, by_pid: bool) -> str:
     """
     on = "profiles.pid = q.v" if by_pid else "profiles.external_id = CAST(q.v AS VARCHAR)"
     return f"SELECT DISTINCT profiles.pid FROM {table} AS profiles JOIN ({query}) AS q(v) ON {on}"
+
+
+def export_events(table: str, properties: Sequence[str]) -> str:
+    """A page of events in copy order (by pid, then every column) from the events of pid
+    ``?`` on, skipping the first ``?`` (those of that pid copied already); see
+    ``base.Portable.export_events``."""
+    return select_events(table, properties, "pid >= ?", "ASC") + " LIMIT ? OFFSET ?"
+
+
+def last_event_cursor(table: str) -> str:
+    """The highest pid with events and how many it has: where an event copy into this table
+    stands (``engines.portable``)."""
+    return (
+        f"SELECT pid, count(*) FROM {table} WHERE pid = (SELECT max(pid) FROM {table}) GROUP BY pid"
+    )
+
+
+def restart_sequence(sequence: str, start: int) -> str:
+    """Make ``sequence`` give ``start`` next (DuckDB cannot alter a sequence: it is replaced;
+    no column default refers to it)."""
+    return f"CREATE OR REPLACE SEQUENCE {sequence} START {int(start)}"
