@@ -102,7 +102,7 @@ def test_a_copy_keeps_pids_attributes_events_and_the_pid_sequence(pair: Any) -> 
     target = store.open()
     copy_all(source, target, batch=3)
     profiles = source.export_profiles(WS, after_pid=0, limit=100)
-    assert [p.pid for p in profiles] == [1, 2, 3, 5, 6, 7, 8, 9, 10, 11]  # gaps: 4, 12 and 13 deleted
+    assert [p.pid for p in profiles] == [1, 2, 3, 5, 6, 7, 8, 9, 10, 11]  # 4, 12, 13 deleted
     assert target.export_profiles(WS, after_pid=0, limit=100) == profiles
     assert target.attributes(WS) == source.attributes(WS)
     assert target.get_profile(WS, "p5") == source.get_profile(WS, "p5")
@@ -191,5 +191,3 @@ def test_left_to_write_keeps_exactly_the_events_past_the_targets_cursor(
     written = portable.left_to_write(batch, after, held)
     assert len(written) == len(stream) - held_at
     assert portable.positions(written, held) == cursors[held_at:]
-
-
