@@ -159,6 +159,9 @@ def move_workspace(
         state.resumed = True
     state.profiles_total = source.count(workspace_id)
     state.events_total = old.count_events(workspace_id)
+    # What the target holds is the truth (a batch it committed may not be in the checkpoint).
+    state.profiles_moved = target.count(workspace_id)
+    state.events_moved = new.count_events(workspace_id)
     checkpoints.save(state)
 
     def report(phase: str | None = None) -> None:
