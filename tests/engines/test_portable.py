@@ -42,14 +42,14 @@ def person(n: int) -> dict[str, Any]:
     }
 
 
-def fill(engine: Any, people: int = 12) -> None:
+def fill(engine: Any, people: int = 12, workspace: str = WS) -> None:
     """Profiles of every attribute type, some deleted (gaps, and the highest pid), and 34
     events with and without ids, several at one time."""
-    engine.ensure_attributes(WS, SCHEMA)
-    engine.ensure_event_properties(WS, EVENT_SCHEMA)
-    engine.upsert_profiles(WS, [(f"p{n}", person(n)) for n in range(people)])
-    engine.delete_profile(WS, "p3")
-    engine.delete_profile(WS, f"p{people - 1}")
+    engine.ensure_attributes(workspace, SCHEMA)
+    engine.ensure_event_properties(workspace, EVENT_SCHEMA)
+    engine.upsert_profiles(workspace, [(f"p{n}", person(n)) for n in range(people)])
+    engine.delete_profile(workspace, "p3")
+    engine.delete_profile(workspace, f"p{people - 1}")
     records = [
         EventRecord(
             f"p{n % 7}",
@@ -60,8 +60,10 @@ def fill(engine: Any, people: int = 12) -> None:
         )
         for n in range(40)
     ]
-    engine.write_events(WS, records, received_at=T0 + timedelta(days=1))
-    engine.delete_profile(WS, "p3")  # made again by its events (pid 13): now the highest, gone
+    engine.write_events(workspace, records, received_at=T0 + timedelta(days=1))
+    engine.delete_profile(
+        workspace, "p3"
+    )  # made again by its events (pid 13): now the highest, gone
 
 
 @pytest.fixture(params=[(a, b) for a in PORTABLE for b in PORTABLE])
@@ -91,8 +93,8 @@ def copy_all(source: Any, target: Any, batch: int) -> None:
         after = following
 
 
-def every_event(engine: Any) -> list[MovedEvent]:
-    events, _ = engine.export_events(WS, after=None, limit=10_000)
+def every_event(engine: Any, workspace: str = WS) -> list[MovedEvent]:
+    events, _ = engine.export_events(workspace, after=None, limit=10_000)
     return list(events)
 
 

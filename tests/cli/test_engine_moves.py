@@ -1,0 +1,97 @@
+"""``audiences engines move`` end to end: a DuckDB data folder with two workspaces moved to a
+PostgreSQL schema, run again (resumed and checked), a target already holding a workspace
+refused with its code, and a move onto itself refused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from audiences.cli import app
+from audiences.config import Settings
+from audiences.engines.duckdb import DuckDBEngine
+from audiences.services import workspaces
+from audiences.store.db import make_engine, make_session_factory
+from audiences.store.migrate import migrate
+from tests.engines.kinds import Store, opened
+from tests.engines.test_portable import every_event, fill
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A data folder: SQLite metadata naming workspaces ``acme`` and ``beta``, and DuckDB
+    profiles and events for both (gaps in their pids, events with and without ids)."""
+    data = tmp_path / "data"
+    metadata = make_engine(Settings(data_dir=data).metadata_url)
+    migrate(metadata)
+    with make_session_factory(metadata).begin() as session:
+        ids = [workspaces.ensure(session, slug=slug).id for slug in ("acme", "beta")]
+    metadata.dispose()
+    engine = DuckDBEngine(data)
+    fill(engine, people=20, workspace=ids[0])
+    fill(engine, people=9, workspace=ids[1])
+    engine.close()
+    return data
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[Store]:
+    with opened("postgres", tmp_path / "pg") as store:
+        yield store
+
+
+def _move(folder: Path, store: Store, *more: str) -> tuple[int, str, str]:
+    settings = store.settings
+    argv = [
+        "engines", "move", "--to", "postgres",
+        "--to-url", settings["profile_engine_url"],
+        "--to-schema", settings["profile_engine_schema"],
+        "--data-dir", str(folder), "--batch-size", "4", *more,
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, argv)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_the_command_moves_every_workspace_and_resumes(folder: Path, target: Store) -> None:
+    code, out, err = _move(folder, target, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    moved = {(w["profiles"], w["events"], w["resumed"]) for w in report["workspaces"]}
+    assert moved == {(18, 34, False), (7, 34, False)}
+    assert report["route"].startswith("duckdb ") and " -> postgres " in report["route"]
+    source, copy = DuckDBEngine(folder), target.open()
+    try:
+        for workspace in report["workspaces"]:
+            ws = workspace["workspace_id"]
+            assert copy.export_profiles(ws, after_pid=0, limit=100) == source.export_profiles(  # type: ignore[attr-defined]
+                ws, after_pid=0, limit=100
+            )
+            assert every_event(copy, ws) == every_event(source, ws)
+    finally:
+        source.close()
+    again = _move(folder, target, "--workspace", "acme")
+    assert again[0] == 0, again[2]
+    assert "18 profiles, 34 events moved and checked" in again[1] and "resumed" in again[1]
+
+
+def test_a_target_holding_the_workspace_is_refused(folder: Path, target: Store) -> None:
+    code, _, err = _move(folder, target, "--workspace", "beta", "--checkpoints", str(folder / "a"))
+    assert code == 0, err
+    code, _, err = _move(folder, target, "--workspace", "beta", "--checkpoints", str(folder / "b"))
+    assert code == 1
+    assert "(engine_move_target_not_empty)" in err
+
+
+def test_an_unknown_workspace_and_a_move_onto_itself_are_refused(
+    folder: Path, target: Store
+) -> None:
+    code, _, err = _move(folder, target, "--workspace", "nobody")
+    assert code == 1 and "(workspace_not_found)" in err
+    result = CliRunner().invoke(
+        app, ["engines", "move", "--to", "duckdb", "--data-dir", str(folder)]
+    )
+    assert result.exit_code == 2 and "the same engine" in result.stderr
