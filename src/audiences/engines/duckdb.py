@@ -567,7 +567,7 @@ class DuckDBEngine:
         start, skip = (after.pid, after.count) if after else (0, 0)
         with self._cursor() as cur:
             query = sql.export_events(state.events, list(schema))
-            rows = cur.execute(query, [start, limit, skip]).fetchall()
+            rows = cur.execute(query, {"start": start, "skip": skip, "limit": limit}).fetchall()
         read = EventReader(schema)
         events = [(int(row[0]), read(row)) for row in rows]
         return events, portable.cursor_after(events, after) if events else None

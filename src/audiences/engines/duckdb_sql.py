@@ -231,9 +231,19 @@ def members_of_query(table: str, query: str, by_pid: bool) -> str:
 
 def export_events(table: str, properties: Sequence[str]) -> str:
     """A page of events in copy order (by pid, then every column) from the events of pid
-    ``?`` on, skipping the first ``?`` (those of that pid copied already); see
-    ``base.Portable.export_events``."""
-    return select_events(table, properties, "pid >= ?", "ASC") + " LIMIT ? OFFSET ?"
+    ``$start`` on, skipping the first ``$skip`` (those of that pid copied already); see
+    ``base.Portable.export_events``. Only the pids the page can reach are sorted: up to the
+    pid of the ``$skip + $limit``-th event from ``$start`` on."""
+    reach = (
+        f"coalesce((SELECT pid FROM {table} WHERE pid >= $start ORDER BY pid"
+        f" LIMIT 1 OFFSET $skip + $limit - 1), {MAX_PID})"
+    )
+    where = f"pid >= $start AND pid <= {reach}"
+    return select_events(table, properties, where, "ASC") + " LIMIT $limit OFFSET $skip"
+
+
+MAX_PID = 2**32 - 1
+"""The largest pid (a ``UINTEGER``)."""
 
 
 def last_event_cursor(table: str) -> str:

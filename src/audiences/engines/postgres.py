@@ -473,7 +473,7 @@ class PostgresEngine:
         start, skip = (after.pid, after.count) if after else (0, 0)
         with self._connection() as conn:
             query = sql.export_events(state.events, schema)
-            rows = conn.execute(query, [start, limit, skip]).fetchall()
+            rows = conn.execute(query, {"start": start, "skip": skip, "limit": limit}).fetchall()
         read = EventReader(schema)
         events = [(int(row[0]), read(row)) for row in rows]
         return events, portable.cursor_after(events, after) if events else None

@@ -257,9 +257,15 @@ def members_of_query(table: str, query: str, by_pid: bool) -> str:
 
 def export_events(table: str, properties: Mapping[str, AttributeType]) -> str:
     """A page of events in copy order (by pid, then every column) from the events of pid
-    ``%s`` on, skipping the first ``%s`` (those of that pid copied already); see
-    ``base.Portable.export_events``. The (pid, time) index serves the pid range."""
-    return select_events(table, properties, "pid >= %s", "ASC") + " LIMIT %s OFFSET %s"
+    ``%(start)s`` on, skipping the first ``%(skip)s`` (those of that pid copied already); see
+    ``base.Portable.export_events``. Only the pids the page can reach are sorted: up to the
+    pid of the ``skip + limit``-th event from ``start`` on, found on the (pid, time) index."""
+    reach = (
+        f"coalesce((SELECT pid FROM {table} WHERE pid >= %(start)s ORDER BY pid"
+        f" OFFSET %(skip)s + %(limit)s - 1 LIMIT 1), {MAX_PID})"
+    )
+    where = f"pid >= %(start)s AND pid <= {reach}"
+    return select_events(table, properties, where, "ASC") + " LIMIT %(limit)s OFFSET %(skip)s"
 
 
 def last_event_cursor(table: str) -> str:
