@@ -5,6 +5,9 @@ refused with its code, and a move onto itself refused."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +98,46 @@ def test_an_unknown_workspace_and_a_move_onto_itself_are_refused(
         app, ["engines", "move", "--to", "duckdb", "--data-dir", str(folder)]
     )
     assert result.exit_code == 2 and "the same engine" in result.stderr
+
+
+def test_a_killed_move_is_resumed_by_running_it_again(folder: Path, target: Store) -> None:
+    """The command killed (SIGKILL) once its checkpoint shows progress, then run again: every
+    profile and event is in the target once."""
+    settings = target.settings
+    argv = [
+        sys.executable, "-m", "audiences", "engines", "move", "--to", "postgres",
+        "--to-url", settings["profile_engine_url"],
+        "--to-schema", settings["profile_engine_schema"],
+        "--data-dir", str(folder), "--workspace", "acme", "--batch-size", "1",
+    ]  # fmt: skip
+    checkpoints = folder / "moves"
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            saved = [json.loads(p.read_text()) for p in checkpoints.glob("*.json")]
+            if saved and saved[0]["last_pid"] >= 3:
+                break
+            time.sleep(0.01)
+        assert process.poll() is None, "the move ended before it could be killed"
+        process.kill()
+    finally:
+        process.wait(timeout=30)
+        assert process.stdout and process.stderr
+        process.stdout.close()
+        process.stderr.close()
+    saved = json.loads(next(checkpoints.glob("*.json")).read_text())
+    assert saved["phase"] == "profiles" and saved["last_pid"] < 21
+    code, out, err = _move(folder, target, "--workspace", "acme", "--json")
+    assert code == 0, err
+    [report] = json.loads(out)["workspaces"]
+    assert (report["profiles"], report["events"], report["resumed"]) == (18, 34, True)
+    source, copy = DuckDBEngine(folder), target.open()
+    try:
+        ws = report["workspace_id"]
+        assert copy.export_profiles(ws, after_pid=0, limit=100) == source.export_profiles(  # type: ignore[attr-defined]
+            ws, after_pid=0, limit=100
+        )
+        assert every_event(copy, ws) == every_event(source, ws)
+    finally:
+        source.close()
