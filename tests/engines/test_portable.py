@@ -22,7 +22,13 @@ from tests.engines.kinds import opened
 PORTABLE = ("duckdb", "postgres")
 """The kinds that implement ``Portable`` here (ClickHouse: after branch s8-ch merges)."""
 
-EVENT_SCHEMA = {"amount": AttributeType.FLOAT, "sku": AttributeType.STRING}
+EVENT_SCHEMA = {
+    "amount": AttributeType.FLOAT,
+    "sku": AttributeType.STRING,
+    "meta": AttributeType.JSON,
+    "shipped": AttributeType.TIMESTAMP,
+    "items": AttributeType.STRING_LIST,
+}
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
@@ -55,7 +61,15 @@ def fill(engine: Any, people: int = 12, workspace: str = WS) -> None:
             f"p{n % 7}",
             "purchase" if n % 2 else "view",
             T0 + timedelta(minutes=n // 3),
-            {"amount": float(n), "sku": f"s{n % 4}"} if n % 5 else {},
+            {
+                "amount": float(n),
+                "sku": f"s{n % 4}",
+                "meta": {"n": n, "deep": [n, {"x": None}]},
+                "shipped": (T0 + timedelta(days=n)).isoformat(),
+                "items": [f"i{n}", "j"],
+            }
+            if n % 5
+            else {},
             event_id=f"e{n}" if n % 3 else None,
         )
         for n in range(40)
