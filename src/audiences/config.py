@@ -233,7 +233,8 @@ class Settings(BaseSettings):
         description=(
             "Where profile data lives and rules run: `duckdb`, a file in the data folder "
             "owned by the server process; `postgres`, tables in a PostgreSQL schema that every "
-            "server and `audiences worker` process shares (jobs then run in any of them)."
+            "server and `audiences worker` process shares (jobs then run in any of them); "
+            "`clickhouse`, ClickHouse in process or on a server (see docs/engines.md)."
         ),
     )
     profile_engine_url: str | None = Field(
@@ -241,7 +242,9 @@ class Settings(BaseSettings):
         description=(
             "URL of the profile engine's server. For `postgres`: "
             "`postgresql://user@host/db`; default: the metadata database "
-            "(`AUDIENCES_DATABASE_URL`) when that is PostgreSQL, else the server refuses to start."
+            "(`AUDIENCES_DATABASE_URL`) when that is PostgreSQL, else the server refuses to start. "
+            "For `clickhouse`: `http(s)://user:pass@host:8123/db` for a server, or "
+            "`chdb:<folder>` for ClickHouse in process; default: `<data_dir>/clickhouse`."
         ),
     )
     profile_engine_schema: str = Field(

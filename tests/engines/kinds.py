@@ -1,7 +1,8 @@
 """The profile engines the shared engine suite runs on, each opened on fresh storage.
 
 ``KINDS`` names every engine; :func:`opened` makes an empty store of a kind (DuckDB: a folder;
-PostgreSQL: a schema of its own on ``AUDIENCES_TEST_POSTGRES_URL``, dropped afterwards) and
+PostgreSQL: a schema of its own on ``AUDIENCES_TEST_POSTGRES_URL``; ClickHouse: a database of
+its own in the process's chdb folder; the last two dropped afterwards) and
 hands back a :class:`Store` whose ``open()`` opens an engine on it, as often as a test wants
 (some reopen to check what survives). A kind whose server is unreachable is skipped, except
 in CI, where it fails.
@@ -9,7 +10,10 @@ in CI, where it fails.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -31,7 +35,9 @@ POSTGRES_URL = os.environ.get(
 EXTRA_TEXT = {
     "duckdb": "extra->>'$.{name}'",
     "postgres": "extra->>'{name}'",
-    "clickhouse": "JSONExtractString(extra, '{name}')",
+    "clickhouse": (
+        "if(JSONExtractRaw(extra, '{name}') = '', NULL, JSONExtractString(extra, '{name}'))"
+    ),
 }
 """How each engine's SQL reads an undeclared attribute (in ``extra``) as text."""
 
@@ -107,10 +113,46 @@ def _postgres(tmp_path: Path) -> Opener:
         admin.close()
 
 
+CHDB_FOLDER = (
+    Path(os.environ.get("AUDIENCES_TEST_CHDB_DIR", ""))
+    if os.environ.get("AUDIENCES_TEST_CHDB_DIR")
+    else None
+)
+
+
+def chdb_client() -> Any:
+    """A client of the one embedded ClickHouse of this process (chdb binds a process to one
+    folder: every test shares it, each in a database of its own)."""
+    from audiences.engines.clickhouse_client import ChdbClient
+
+    return ChdbClient(chdb_folder())
+
+
+def chdb_folder() -> Path:
+    """The folder of this process's embedded ClickHouse (removed when the process ends)."""
+    global CHDB_FOLDER
+    if CHDB_FOLDER is None:
+        made = tempfile.mkdtemp(prefix="audiences-chdb-")
+        atexit.register(shutil.rmtree, made, True)
+        CHDB_FOLDER = Path(made)
+    return CHDB_FOLDER
+
+
 @contextmanager
 def _clickhouse(tmp_path: Path) -> Opener:
-    pytest.skip("ClickHouse engine: branch s8-ch")
-    yield (lambda: None), {}  # type: ignore[misc,return-value]  # pragma: no cover
+    from audiences.engines.clickhouse import ClickHouseEngine
+
+    database = f"audiences_test_{uuid.uuid4().hex[:12]}"
+    admin = chdb_client()
+    settings = {
+        "profile_engine": "clickhouse",
+        "profile_engine_url": f"chdb:{chdb_folder()}?database={database}",
+    }
+    try:
+        yield (lambda: ClickHouseEngine(chdb_client(), database=database)), settings
+    finally:
+        admin.command(f"DROP DATABASE IF EXISTS `{database}`")
+        admin.close()
 
 
 OPENERS: dict[str, Callable[[Path], AbstractContextManager[Any]]] = {

@@ -1,17 +1,18 @@
-"""Differential test of behavioural conditions: Python and DuckDB agree, as time passes.
+"""Differential test of behavioural conditions: Python and every engine agree, as time passes.
 
 Hypothesis (seeded) draws a behavioural rule of any kind combined with attribute conditions
 and a batch of profiles with event histories around the window bounds. The rule's three-valued
 value on each profile must be the same in Python (the predicate over ``profile[EVENTS_KEY]``)
-and in DuckDB and PostgreSQL (the compiled SQL over tables of the contract's layout), at the
-reference time and with the clock moved forward. Set ``AUDIENCES_HYPOTHESIS_EXAMPLES`` to run
-more examples.
+and in DuckDB, PostgreSQL and ClickHouse (chdb, on every second example; the compiled SQL over
+tables of the contract's layout, ClickHouse's made by its engine's own DDL), at the reference
+time and with the clock moved forward. Set ``AUDIENCES_HYPOTHESIS_EXAMPLES`` to run more examples.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -22,12 +23,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from audiences.engines import clickhouse_sql as chsql
 from audiences.engines import duckdb_sql
 from audiences.engines.base import EventRecord, ProfileEngine
+from audiences.engines.clickhouse_client import ChdbClient
 from audiences.rules import EVENTS_KEY, NOW_PARAMETER, Rule, to_sql, validate_rule
 from audiences.rules.to_python import Codegen, compile_function
 from audiences.services.evaluation.compiled import engine_column
-from tests.engines.kinds import KINDS, opened
+from tests.engines.kinds import KINDS, chdb_client, opened
 from tests.rules import event_generators as gen
 
 POSTGRES_URL = os.environ.get(
@@ -37,6 +40,8 @@ PG_TYPES = {"float": "DOUBLE PRECISION", "integer": "BIGINT", "string": "TEXT"}
 PG_TYPES |= {"boolean": "BOOLEAN", "timestamp": "TIMESTAMPTZ"}
 EXAMPLES = max(int(os.environ.get("AUDIENCES_HYPOTHESIS_EXAMPLES", "0")) // 2, 150)
 PROFILES = 24
+CLICKHOUSE_TURNS = itertools.count()
+"""ClickHouse is compared on every second example (chdb takes ~10 ms a statement)."""
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +75,55 @@ def pg() -> Iterator[psycopg.Connection[Any] | None]:
     )
     yield connection
     connection.close()
+
+
+@pytest.fixture(scope="module")
+def ch() -> Iterator[ChdbClient]:
+    """The same tables on ClickHouse in process, the events table as its engine makes it."""
+    client = chdb_client()
+    database = f"behaviour_{uuid.uuid4().hex[:12]}"
+    client.command(f"CREATE DATABASE {database}")
+    client.command(f"USE {database}")
+    client.command(
+        "CREATE TABLE profiles_t (pid UInt32, age Nullable(Int64), plan Nullable(String))"
+        " ENGINE = MergeTree ORDER BY pid"
+    )
+    client.command(chsql.create_events("events"))
+    for name, kind in gen.PROPERTIES.items():
+        client.command(chsql.add_column("events", name, kind))
+    yield client
+    client.command(f"DROP DATABASE {database}")
+    client.close()
+
+
+def load_ch(client: ChdbClient, profiles: list[dict[str, Any]]) -> None:
+    client.command("TRUNCATE TABLE profiles_t")
+    client.command("TRUNCATE TABLE events")
+    profile_columns = {
+        "pid": [p["pid"] for p in profiles],
+        "age": [p.get("age") for p in profiles],
+        "plan": [p.get("plan") for p in profiles],
+    }
+    client.insert("profiles_t", list(profile_columns), chsql.document(profile_columns))
+    rows = rows_of(profiles)
+    if rows:
+        names = ["pid", "event", "timestamp", "event_id", "received_at", *gen.PROPERTIES]
+        columns = {
+            name: [v.isoformat() if isinstance(v, datetime) else v for v in values]
+            for name, values in zip(names, zip(*rows, strict=True), strict=True)
+        }
+        client.insert("events", [chsql.quote(name) for name in columns], chsql.document(columns))
+
+
+def ch_values(client: ChdbClient, rule: Rule, now: datetime) -> dict[int, Any]:
+    """Each profile's value of the rule on ClickHouse (the reference time as a literal)."""
+    where = to_sql(rule, "clickhouse", now=now)
+    query = f"SELECT profiles.pid, ({where}) FROM profiles_t AS profiles"
+    try:
+        rows = chsql.rows(client.query(query, "JSONCompact"))
+    except Exception as error:  # the failing SQL is the useful part of the report
+        raise AssertionError(f"clickhouse failed on {rule.text!r}:\n{query}\n{error}") from error
+    return {pid: None if value is None else bool(value) for pid, value in rows}
 
 
 def load_pg(pg: psycopg.Connection[Any], profiles: list[dict[str, Any]]) -> None:
@@ -159,9 +213,10 @@ def python_values(rule: Rule, profiles: list[dict[str, Any]], now: datetime) -> 
     profiles=gen.batches(PROFILES),
     shift=st.sampled_from(gen.SHIFTS[1:]),
 )
-def test_python_duckdb_and_postgres_agree_as_time_passes(
+def test_python_and_every_engine_agree_as_time_passes(
     con: duckdb.DuckDBPyConnection,
     pg: psycopg.Connection[Any] | None,
+    ch: ChdbClient,
     text: str,
     profiles: list[dict[str, Any]],
     shift: Any,
@@ -170,11 +225,16 @@ def test_python_duckdb_and_postgres_agree_as_time_passes(
     load(con, profiles)
     if pg is not None:
         load_pg(pg, profiles)
+    on_clickhouse = next(CLICKHOUSE_TURNS) % 2 == 0
+    if on_clickhouse:
+        load_ch(ch, profiles)
     for now in (gen.NOW, gen.NOW + shift):
         expected = python_values(rule, profiles, now)
         engines = {"duckdb": sql_values(con, rule, now)}
         if pg is not None:
             engines["postgres"] = pg_values(pg, rule, now)
+        if on_clickhouse:
+            engines["clickhouse"] = ch_values(ch, rule, now)
         for name, got in engines.items():
             wrong = [pid for pid in expected if expected[pid] != got[pid]]
             assert not wrong, (

@@ -1,9 +1,10 @@
-"""Differential test: the Python predicate, DuckDB and PostgreSQL agree on every rule.
+"""Differential test: the Python predicate, DuckDB, PostgreSQL and ClickHouse agree on every rule.
 
 Hypothesis draws a well-typed rule over a schema with every attribute type and a batch of
 profiles (NULLs, empty lists, Unicode, boundary numbers, time zones, month ends); the rule's
-three-valued result on each profile must be the same in Python, in DuckDB and in PostgreSQL.
-Set ``AUDIENCES_HYPOTHESIS_EXAMPLES`` to run more examples than the default.
+three-valued result on each profile must be the same in Python, in DuckDB, in PostgreSQL and
+in ClickHouse (chdb, in process, with the column types of the ClickHouse engine; on half the
+examples). Set ``AUDIENCES_HYPOTHESIS_EXAMPLES`` to run more examples than the default.
 
 A second test writes the profiles through the profile engine with every attribute nested (of
 every type), each sent as a nested object or a dotted name at random: batch SQL on the stored
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from collections.abc import Iterator
+from datetime import date, datetime
 from typing import Any
 
 import duckdb
@@ -26,7 +29,9 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 from sqlglot import exp
 
+from audiences.engines import clickhouse_sql as chsql
 from audiences.engines.base import ProfileEngine
+from audiences.engines.clickhouse_client import ChdbClient
 from audiences.engines.duckdb import DuckDBEngine
 from audiences.engines.writes import check_record
 from audiences.rules import (
@@ -41,7 +46,7 @@ from audiences.rules import (
 from audiences.rules.dialect import Attr, InAudience, Rules
 from audiences.rules.to_python import Codegen, compile_function
 from audiences.services.evaluation.compiled import engine_column
-from tests.engines.kinds import KINDS, opened
+from tests.engines.kinds import KINDS, chdb_client, opened
 from tests.rules import generators as gen
 
 EXAMPLES = max(int(os.environ.get("AUDIENCES_HYPOTHESIS_EXAMPLES", "0")), 400)
@@ -64,6 +69,18 @@ COLUMNS = [
     ("nums", "DOUBLE[]", "DOUBLE PRECISION[]"),
     ("address", "STRUCT(country VARCHAR)", "JSONB"),
 ]
+CLICKHOUSE_TYPES = {
+    **{name: chsql.COLUMN_TYPES[kind] for name, kind in gen.SCHEMA.items() if "." not in name},
+    "pid": "Int64",
+    # The raw table's lists may hold NULL items (the engine's never do); a Tuple cannot be
+    # NULL, which a rule reading only address.country cannot tell from a NULL country.
+    "tags": "Variant(Array(Nullable(String)))",
+    "nums": "Variant(Array(Nullable(Float64)))",
+    "address": "Tuple(country Nullable(String))",
+}
+CLICKHOUSE_EXAMPLES = max(EXAMPLES // 2, 200)
+"""Examples ClickHouse is compared on (chdb takes ~10 ms a statement; the rest run on all)."""
+CLICKHOUSE_TURNS = itertools.count()
 
 
 def audience_python(key: str, profile: Any) -> bool | None:
@@ -117,6 +134,44 @@ def postgres() -> Iterator[psycopg.Connection[Any] | None]:
     connection.close()
 
 
+@pytest.fixture(scope="module")
+def clickhouse() -> Iterator[ChdbClient]:
+    """The same table on ClickHouse in process, in a database of its own."""
+    client = chdb_client()
+    database = f"differential_{uuid.uuid4().hex[:12]}"
+    client.command(f"CREATE DATABASE {database}")
+    columns = ", ".join(f"{chsql.quote(name)} {CLICKHOUSE_TYPES[name]}" for name, _, _ in COLUMNS)
+    client.command(f"CREATE TABLE {database}.profiles ({columns}) ENGINE = Memory")
+    client.command(f"USE {database}")
+    yield client
+    client.command(f"DROP DATABASE {database}")
+    client.close()
+
+
+def _load_clickhouse(client: ChdbClient, profiles: list[dict[str, Any]]) -> None:
+    client.command("TRUNCATE TABLE profiles")
+    columns: dict[str, list[Any]] = {name: [] for name, _, _ in COLUMNS}
+    for profile in profiles:
+        for name, values in columns.items():
+            value = profile.get(name)
+            if name == "address":
+                value = {"country": (value or {}).get("country")}
+            elif isinstance(value, date | datetime):
+                value = value.isoformat()
+            values.append(value)
+    client.insert("profiles", [chsql.quote(name) for name in columns], chsql.document(columns))
+
+
+def _clickhouse_values(client: ChdbClient, rule: Rule) -> dict[int, bool | None]:
+    condition = to_sql(rule, "clickhouse", audience=audience_sql, now=gen.NOW)
+    query = f"SELECT pid, ({condition}) FROM profiles"
+    try:
+        rows = chsql.rows(client.query(query, "JSONCompact"))
+    except Exception as error:  # the failing SQL is the useful part of the report
+        raise AssertionError(f"clickhouse failed on {rule.text!r}:\n{query}\n{error}") from error
+    return {pid: None if value is None else bool(value) for pid, value in rows}
+
+
 def _rows(profiles: list[dict[str, Any]], postgres: bool) -> list[tuple[Any, ...]]:
     rows = []
     for profile in profiles:
@@ -168,8 +223,8 @@ def _sql_values(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(text=gen.rules(), profiles=gen.profile_batches(PROFILES_PER_EXAMPLE))
-def test_python_duckdb_and_postgres_agree(
-    duck: Any, postgres: Any, text: str, profiles: list[dict[str, Any]]
+def test_python_duckdb_postgres_and_clickhouse_agree(
+    duck: Any, postgres: Any, clickhouse: ChdbClient, text: str, profiles: list[dict[str, Any]]
 ) -> None:
     rule = validate_rule(text, gen.SCHEMA)
     predicate = to_predicate(rule, audience=audience_python, clock=lambda: gen.NOW)
@@ -189,6 +244,11 @@ def test_python_duckdb_and_postgres_agree(
         found = _sql_values(connection, rule, dialect)
         wrong = {pid: (python[pid], found[pid]) for pid in python if python[pid] != found[pid]}
         assert not wrong, _report(rule, dialect, wrong, profiles)
+    if next(CLICKHOUSE_TURNS) % (EXAMPLES // CLICKHOUSE_EXAMPLES) == 0:
+        _load_clickhouse(clickhouse, profiles)
+        found = _clickhouse_values(clickhouse, rule)
+        wrong = {pid: (python[pid], found[pid]) for pid in python if python[pid] != found[pid]}
+        assert not wrong, _report(rule, "clickhouse", wrong, profiles)
     if reads_clock(rule):
         # The same rule compiled once with ``$now`` bound at run time (how batch runs it).
         assert _sql_values(duck, rule, "duckdb", now_parameter=True) == python, rule.text

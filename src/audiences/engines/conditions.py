@@ -24,6 +24,10 @@ FORBIDDEN_NODES: tuple[type[Any], ...] = (exp.Query, exp.Command, exp.DDL, exp.D
 UNTYPED_FUNCTIONS: dict[str, frozenset[str]] = {
     "duckdb": frozenset({"date_part", "list_has_all"}),
     "postgres": frozenset(),
+    # ClickHouse's own (``file``, ``url``, ``getSetting``, ``sleep``, ``dictGet``) are untyped too.
+    "clickhouse": frozenset(
+        {"accuratecast", "arrayall", "arrayexists", "positionutf8", "todatetime64", "toint128"}
+    ),
 }
 """The functions sqlglot reads as untyped (``exp.Anonymous``) that the rule compiler emits, by
 dialect; any other is refused. Every function the compiler emits for PostgreSQL is one sqlglot

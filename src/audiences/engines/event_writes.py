@@ -8,7 +8,7 @@ Checking happens before the database sees anything, so one bad record fails alon
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,10 +43,13 @@ class CheckedEvent:
 
 
 def check_events(
-    records: Sequence[EventRecord], schema: Mapping[str, AttributeType]
+    records: Sequence[EventRecord],
+    schema: Mapping[str, AttributeType],
+    types: Mapping[AttributeType, Callable[[object], Any]] = COERCERS,
 ) -> tuple[list[CheckedEvent], dict[int, EventResult]]:
-    """The records that pass, in order, and a refusal per position of those that do not."""
-    coercers = {name: COERCERS[kind] for name, kind in schema.items()}
+    """The records that pass, in order, and a refusal per position of those that do not
+    (``types`` checks each type's values, as in ``writes.plan_writes``)."""
+    coercers = {name: types[kind] for name, kind in schema.items()}
     passed: list[CheckedEvent] = []
     refused: dict[int, EventResult] = {}
     for position, record in enumerate(records):

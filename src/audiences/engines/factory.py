@@ -20,6 +20,13 @@ def open_engine(settings: Settings) -> ProfileEngine:
         from audiences.engines.postgres import PostgresEngine
 
         return PostgresEngine(postgres_url(settings), schema=settings.profile_engine_schema)
+    if settings.profile_engine == "clickhouse":
+        from audiences.engines.clickhouse import ClickHouseEngine  # the `clickhouse` extra
+        from audiences.engines.clickhouse_client import connect
+
+        folder = settings.data_dir / "clickhouse"
+        client, database = connect(settings.profile_engine_url or "", folder)
+        return ClickHouseEngine(client, database=database)
     raise ValueError(f"unknown profile engine {settings.profile_engine!r}")
 
 

@@ -37,6 +37,9 @@ FORBIDDEN_FUNCTIONS: tuple[type[exp.Expr], ...] = (exp.ReadCSV, exp.ReadParquet)
 WRITES: tuple[type[exp.Expr], ...] = (exp.DDL, exp.DML, exp.Command, exp.Into, exp.Pragma)
 """Nodes that change or reach outside the data: never in a member query."""
 
+ENGINE_CLAUSES = ("settings", "format")
+"""Query clauses that reach the engine's own controls (ClickHouse: ``SETTINGS``, ``FORMAT``)."""
+
 CODE = "sync_query_invalid"
 """The code of the error that refuses a query; ``errors[]`` hold each problem's own code."""
 
@@ -94,10 +97,17 @@ def point_at(query: exp.Query, tables: Mapping[str, str], dialect: str) -> str:
 
 
 def _writes(text: str, query: exp.Query) -> list[ErrorDetail]:
-    return [
+    problems = [
         _at(text, "sql_not_read_only", "the query may only read", _span(node))
         for node in query.find_all(*WRITES)
     ]
+    # ClickHouse's SETTINGS and FORMAT clauses would loosen what the engine sets around the
+    # query (its time limit, read-only mode, FINAL reads) or change what it returns.
+    for node in query.find_all(exp.Query):
+        if any(node.args.get(clause) for clause in ENGINE_CLAUSES):
+            message = "the query may not set engine settings or an output format"
+            problems.append(_at(text, "sql_not_read_only", message, None))
+    return problems
 
 
 def _tables(text: str, query: exp.Query) -> list[ErrorDetail]:

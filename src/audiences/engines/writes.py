@@ -59,11 +59,14 @@ def plan_writes(
     schema: Mapping[str, AttributeType],
     *,
     strict: bool = False,
+    types: Mapping[AttributeType, Callable[[object], Any]] = COERCERS,
 ) -> WritePlan:
     """Check every record against the schema and fold records for the same id, in order.
 
-    ``strict``: a record naming an undeclared attribute (with a value) is refused."""
-    coercers = {name: COERCERS[kind] for name, kind in schema.items()}
+    ``strict``: a record naming an undeclared attribute (with a value) is refused. ``types``
+    checks each type's values (an engine with narrower types than :data:`COERCERS` passes
+    its own, so that an unstorable value fails its record alone)."""
+    coercers = {name: types[kind] for name, kind in schema.items()}
     by_id: dict[str, Write] = {}
     refused: dict[int, UpsertResult] = {}
     for position, (external_id, attributes) in enumerate(records):

@@ -97,7 +97,7 @@ OPERATORS: dict[type[exp.Expr], Operator] = {
     exp.Sub: Operator(
         "-", "numbers, or a date/timestamp and an interval", k.arithmetic, "{0} - {1}", sql=_ARITH
     ),
-    exp.Mul: Operator("*", "numbers", k.numeric, "{0} * {1}"),
+    exp.Mul: Operator("*", "numbers", k.numeric, "{0} * {1}", sql=_ARITH),
     exp.Div: Operator("/", "numbers", k.division, "{0} / {1}", "{1} == 0", sql={"*": sql.divide}),
     exp.Mod: Operator(
         "%",
@@ -107,7 +107,7 @@ OPERATORS: dict[type[exp.Expr], Operator] = {
         "{1} == 0",
         sql={"*": sql.modulo},
     ),
-    exp.Neg: Operator("-", "a number", k.numeric, "-{0}"),
+    exp.Neg: Operator("-", "a number", k.numeric, "-{0}", sql=_ARITH),
     exp.Coalesce: Operator(
         "coalesce", "values of one kind", k.same_as_first, sql={"*": sql.coalesce}
     ),

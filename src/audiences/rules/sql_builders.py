@@ -51,11 +51,18 @@ class Spelling:
     starts_with: str
     ends_with: str
     contains: str
-    widen_dates: bool
-    """Whether a date given to ``contains`` or ``extract`` must be read as a timestamp."""
+    widen_dates: str | None
+    """How a date given to ``contains`` or ``extract`` is read as a timestamp (``:t``), where
+    it must be (ClickHouse has no hour of a ``Date``); None where it need not."""
     regexp_dot_all: bool
     """Whether a regexp must ask itself for ``.`` to match a newline (``(?s)``)."""
     lists: Mapping[str, str]
+    """List tests: ``:l`` the list, ``:x`` the value or list; ``:a`` and ``:y`` the same read
+    as the list functions take them (see ``list_reads``)."""
+    list_reads: Mapping[Kind, str]
+    """The type each operand of a list function is cast to, by its kind: ClickHouse stores a
+    list as a Variant (an Array cannot be NULL), which its array functions do not take, and
+    finds no common type for an integer and a list of doubles. Empty: no casts."""
     days_between: str
     date_part: bool
     """Whether EXTRACT is written as DATE_PART (see :func:`extract`)."""
@@ -65,6 +72,21 @@ class Spelling:
     """How a dotted attribute path reads: ``struct`` fields, or ``json`` text."""
     aggregates: Mapping[str, str]
     """Aggregates over events (``:x`` the argument): NULL over no values, ``avg`` a double."""
+    date: str = "DATE"
+    """The engine's calendar date type (ClickHouse's ``Date`` stops at 2149: ``Date32``, which
+    sqlglot would cast to without ``Nullable``, so a NULL would fail the cast)."""
+    checked_integers: tuple[str, str] | None = None
+    """How integer ``+``, ``-``, ``*`` and negation are kept from wrapping around: each operand
+    widened by the first template, the result narrowed back by the second, which fails the
+    query on overflow (ClickHouse wraps Int64 silently, where Python, DuckDB and PostgreSQL
+    do not). None where the engine raises by itself."""
+    widen_mixed_numbers: bool = False
+    """Whether integers beside doubles in ``coalesce`` must be cast to doubles: ClickHouse
+    has no common type of Int64 and Float64 (it makes a Variant, which comparisons and
+    array functions refuse)."""
+    numbers_in_as_equalities: bool = False
+    """Whether ``IN`` over numbers is written as equalities: ClickHouse looks numbers up in
+    a hash set, where -0.0 is not 0.0."""
 
 
 SPELLINGS: dict[str, Spelling] = {
@@ -76,13 +98,14 @@ SPELLINGS: dict[str, Spelling] = {
         starts_with="starts_with(:a, :b)",
         ends_with="ends_with(:a, :b)",
         contains="contains(:a, :b)",
-        widen_dates=False,
+        widen_dates=None,
         regexp_dot_all=True,
         lists={
             "list_contains": _LIST_GUARD.format(test="LIST_CONTAINS(:l, :x)"),
             "list_has_any": "LIST_HAS_ANY(:l, :x)",
             "list_has_all": "LIST_HAS_ALL(:l, :x)",
         },
+        list_reads={},
         days_between="DATE_DIFF('DAY', :start, :end)",
         date_part=True,
         bigint=True,
@@ -97,13 +120,14 @@ SPELLINGS: dict[str, Spelling] = {
         starts_with="starts_with(:a, :b)",
         ends_with="RIGHT(:a, LENGTH(:b)) = :b",
         contains="STRPOS(:a, :b) > 0",
-        widen_dates=True,
+        widen_dates="CAST(:t AS TIMESTAMP)",
         regexp_dot_all=False,
         lists={
             "list_contains": _LIST_GUARD.format(test="ARRAY_POSITION(:l, :x) IS NOT NULL"),
             "list_has_any": _LIST_GUARD.format(test=":l && :x"),
             "list_has_all": _LIST_GUARD.format(test=":l @> :x"),
         },
+        list_reads={},
         days_between="CAST((:end - :start) AS BIGINT)",
         date_part=False,
         bigint=True,
@@ -118,12 +142,20 @@ SPELLINGS: dict[str, Spelling] = {
         starts_with="startsWith(:a, :b)",
         ends_with="endsWith(:a, :b)",
         contains="positionUTF8(:a, :b) > 0",
-        widen_dates=False,
+        widen_dates="toDateTime64(:t, 6, 'UTC')",
         regexp_dot_all=True,
         lists={
-            "list_contains": "has(:l, :x)",
-            "list_has_any": "hasAny(:l, :x)",
-            "list_has_all": "hasAll(:l, :x)",
+            "list_contains": _LIST_GUARD.format(test="has(:a, :y)"),
+            # hasAny/hasAll ignore NULL items' null flags (a NULL item matches '' or 0);
+            # has() does not, so each value is looked up with it.
+            "list_has_any": _LIST_GUARD.format(test="arrayExists(v -> has(:a, v), :y)"),
+            "list_has_all": _LIST_GUARD.format(test="arrayAll(v -> has(:a, v), :y)"),
+        },
+        list_reads={
+            Kind.STRING_LIST: "Array(Nullable(String))",
+            Kind.NUMBER_LIST: "Array(Nullable(Float64))",
+            Kind.INTEGER: "Nullable(Float64)",
+            Kind.FLOAT: "Nullable(Float64)",
         },
         days_between="DATE_DIFF('DAY', :start, :end)",
         date_part=False,
@@ -137,6 +169,10 @@ SPELLINGS: dict[str, Spelling] = {
             "min": "minOrNull(:x)",
             "max": "maxOrNull(:x)",
         },
+        date="Nullable(Date32)",
+        checked_integers=("toInt128(:x)", "accurateCast(:x, 'Nullable(Int64)')"),
+        widen_mixed_numbers=True,
+        numbers_in_as_equalities=True,
     ),
 }
 """Each dialect a profile engine runs (DuckDB; PostgreSQL and ClickHouse next, issue #14) and
@@ -162,6 +198,11 @@ class Target:
     def spelling(self) -> Spelling:
         """How the target engine spells things."""
         return SPELLINGS[self.dialect]
+
+    @property
+    def date_type(self) -> exp.DataType:
+        """The engine's calendar date type."""
+        return exp.DataType.build(self.spelling.date, dialect=self.dialect)
 
     def build(self, text: str, **nodes: exp.Expr) -> exp.Expr:
         """One of the spelling's templates, filled with nodes (see :func:`template`)."""
@@ -211,6 +252,9 @@ def coerce_operands(original: exp.Expr, new: exp.Expr, target: Target) -> None:
 def comparison(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Dates read as timestamps; on PostgreSQL, text ordering by code point (``COLLATE "C"``)."""
     coerce_operands(original, new, target)
+    if isinstance(new, exp.In) and _numbers_as_equalities(original, target):
+        tests = [exp.EQ(this=new.this.copy(), expression=value) for value in new.expressions]
+        return exp.Paren(this=exp.or_(*tests))
     ordering = not isinstance(original, exp.EQ | exp.NEQ | exp.In)
     texts = any(target.kind(op) is Kind.STRING for op in operands(original))
     if target.spelling.text_order_collation and ordering and texts:
@@ -221,6 +265,11 @@ def comparison(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
             exp.Collate(this=first.copy(), expression=exp.to_identifier("C", quoted=True))
         )
     return new
+
+
+def _numbers_as_equalities(original: exp.Expr, target: Target) -> bool:
+    numeric = target.kind(original.this) in (Kind.INTEGER, Kind.FLOAT)
+    return numeric and target.spelling.numbers_in_as_equalities
 
 
 def like(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
@@ -248,10 +297,17 @@ def ascii_case(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 
 
 def arithmetic(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
-    """A date moved by an interval stays a date (engines would widen it to a timestamp)."""
+    """A date moved by an interval stays a date (engines would widen it to a timestamp);
+    integers overflow loudly everywhere (``Spelling.checked_integers``)."""
     if target.kind(original) is Kind.DATE:
-        return exp.Cast(this=exp.Paren(this=new), to=exp.DataType.build("DATE"))
-    return new
+        return exp.Cast(this=exp.Paren(this=new), to=target.date_type)
+    checked = target.spelling.checked_integers
+    if checked is None or target.kind(original) is not Kind.INTEGER:
+        return new
+    wide, narrow = checked
+    for operand in operands(new):
+        operand.replace(target.build(wide, x=operand.copy()))
+    return target.build(narrow, x=new)
 
 
 def divide(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
@@ -269,8 +325,13 @@ def modulo(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 
 
 def coalesce(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
-    """Mixed dates and timestamps read as timestamps."""
+    """Mixed dates and timestamps read as timestamps; mixed integers and doubles as doubles
+    where the engine needs telling (``Spelling.widen_mixed_numbers``)."""
     coerce_operands(original, new, target)
+    if target.spelling.widen_mixed_numbers and target.kind(original) is Kind.FLOAT:
+        for before, after in zip(operands(original), operands(new), strict=True):
+            if target.kind(before) is Kind.INTEGER:
+                after.replace(exp.Cast(this=after.copy(), to=exp.DataType.build("DOUBLE")))
     return new
 
 
@@ -286,9 +347,14 @@ def ends_with(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 
 def contains(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Substring test."""
-    if target.spelling.widen_dates and target.kind(original.expression) is Kind.DATE:
-        new.set("expression", exp.Cast(this=new.expression, to=exp.DataType.build("TIMESTAMP")))
+    _widen_date(original, new, target)
     return target.build(target.spelling.contains, a=new.this, b=new.expression)
+
+
+def _widen_date(original: exp.Expr, new: exp.Expr, target: Target) -> None:
+    widen = target.spelling.widen_dates
+    if widen is not None and target.kind(original.expression) is Kind.DATE:
+        new.set("expression", target.build(widen, t=new.expression))
 
 
 def regexp(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
@@ -301,9 +367,22 @@ def regexp(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 
 def _list_function(name: str) -> Callable[[exp.Expr, exp.Expr, Target], exp.Expr]:
     def build(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
-        return target.build(target.spelling.lists[name], l=new.this, x=new.expression)
+        pairs = zip(operands(original), operands(new), strict=True)
+        reads = [_read(before, after, target) for before, after in pairs]
+        return target.build(
+            target.spelling.lists[name], l=new.this, x=new.expression, a=reads[0], y=reads[1]
+        )
 
     return build
+
+
+def _read(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
+    """An operand of a list function as the engine's list functions take it (itself unless
+    the spelling casts its kind, see ``Spelling.list_reads``)."""
+    read = target.spelling.list_reads.get(target.kind(original))
+    if read is None:
+        return new.copy()
+    return exp.Cast(this=new.copy(), to=exp.DataType.build(read, dialect=target.dialect))
 
 
 list_contains = _list_function("list_contains")
@@ -318,16 +397,13 @@ def in_audience(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 
 def days_between(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Whole UTC calendar days from start to end."""
-    start, end = (
-        exp.Cast(this=e, to=exp.DataType.build("DATE")) for e in (new.this, new.expression)
-    )
+    start, end = (exp.Cast(this=e, to=target.date_type) for e in (new.this, new.expression))
     return target.build(target.spelling.days_between, start=start, end=end)
 
 
 def extract(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """Date parts of the UTC time; the day of the week counts from Sunday = 0 everywhere."""
-    if target.spelling.widen_dates and target.kind(original.expression) is Kind.DATE:
-        new.set("expression", exp.Cast(this=new.expression, to=exp.DataType.build("TIMESTAMP")))
+    _widen_date(original, new, target)
     if target.spelling.date_part:
         # DATE_PART rather than EXTRACT: sqlglot's DuckDB EXTRACT logs a time-zone warning for
         # TIMESTAMPTZ literals, which does not apply to a UTC session.
@@ -349,7 +425,7 @@ def now(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
 
 def today(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     """The UTC date of the reference time."""
-    date = exp.DataType.build("DATE")
+    date = target.date_type
     if target.now is None:
         # The engine session runs in UTC, so the cast takes the UTC date, as below.
         return exp.Cast(this=_now_parameter(), to=date)
