@@ -141,3 +141,30 @@ def test_a_killed_move_is_resumed_by_running_it_again(folder: Path, target: Stor
         assert every_event(copy, ws) == every_event(source, ws)
     finally:
         source.close()
+
+
+def test_the_command_moves_into_clickhouse(folder: Path, tmp_path: Path) -> None:
+    """Into ClickHouse in process (chdb), then back out of it into a new DuckDB folder."""
+    chdb = f"chdb:{tmp_path / 'ch'}"
+    argv = ["engines", "move", "--data-dir", str(folder), "--workspace", "acme", "--json"]
+    there = CliRunner().invoke(app, [*argv, "--to", "clickhouse", "--to-url", chdb])
+    assert there.exit_code == 0, there.stderr
+    [report] = json.loads(there.stdout)["workspaces"]
+    assert (report["profiles"], report["events"]) == (18, 34)
+    back = CliRunner().invoke(
+        app,
+        [*argv, "--from", "clickhouse", "--from-url", chdb, "--to", "duckdb", "--to-url",
+         str(tmp_path / "again"), "--checkpoints", str(tmp_path / "back")],
+    )  # fmt: skip
+    assert back.exit_code == 0, back.stderr
+    source, copy = DuckDBEngine(folder), DuckDBEngine(tmp_path / "again")
+    try:
+        ws = report["workspace_id"]
+        assert copy.export_profiles(ws, after_pid=0, limit=100) == source.export_profiles(
+            ws, after_pid=0, limit=100
+        )
+        assert every_event(copy, ws) == every_event(source, ws)
+        assert copy.last_pid(ws) == source.last_pid(ws)
+    finally:
+        source.close()
+        copy.close()

@@ -19,8 +19,8 @@ from audiences.schemas.events import Event
 from tests.engines.conftest import SCHEMA, WS
 from tests.engines.kinds import opened
 
-PORTABLE = ("duckdb", "postgres")
-"""The kinds that implement ``Portable`` here (ClickHouse: after branch s8-ch merges)."""
+PORTABLE = ("duckdb", "postgres", "clickhouse")
+"""The kinds that implement ``Portable``: every engine."""
 
 EVENT_SCHEMA = {
     "amount": AttributeType.FLOAT,

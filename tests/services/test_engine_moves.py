@@ -1,6 +1,7 @@
 """Moving workspaces between engines (``services.engine_moves``): a DuckDB workspace copied to
-PostgreSQL whole, a move cut midway and resumed (nothing lost, nothing twice), a non-empty
-target refused, and memberships that read the same through the API after switching engines."""
+PostgreSQL and to ClickHouse whole, a move cut midway and resumed (nothing lost, nothing
+twice), a non-empty target refused, and memberships that read the same through the API after
+switching engines."""
 
 from __future__ import annotations
 
@@ -40,10 +41,11 @@ def source(tmp_path: Path) -> Iterator[ProfileEngine]:
         yield engine
 
 
-@pytest.fixture
-def target(tmp_path: Path) -> Iterator[Store]:
-    """Empty PostgreSQL storage (a schema of its own)."""
-    with opened("postgres", tmp_path / "target") as store:
+@pytest.fixture(params=["postgres", "clickhouse"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Empty storage of a bigger engine: a PostgreSQL schema of its own, or ClickHouse in
+    process (chdb)."""
+    with opened(request.param, tmp_path / "target") as store:
         yield store
 
 

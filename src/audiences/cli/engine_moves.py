@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Profile engines: move workspaces between them.", no_args_is_help=True)
 
-KINDS = ("duckdb", "postgres")
-"""The engines a workspace can be moved out of and into (ClickHouse: once it is portable)."""
+KINDS = ("duckdb", "postgres", "clickhouse")
+"""The engines a workspace can be moved out of and into (each implements ``Portable``)."""
 
 
 @app.command()
@@ -46,8 +46,8 @@ def move(
     to_url: Annotated[
         str | None,
         typer.Option(
-            help="Target engine URL (PostgreSQL; default the metadata database's) or folder "
-            "(DuckDB)."
+            help="Target engine URL (PostgreSQL: default the metadata database's; ClickHouse: "
+            "http(s)://… or chdb:<folder>) or folder (DuckDB)."
         ),
     ] = None,
     to_schema: Annotated[
@@ -152,18 +152,22 @@ def _move_one(
 
 
 def _engine_settings(base: Settings, kind: str, url: str | None, schema: str | None) -> Settings:
-    """The settings that open engine ``kind`` at ``url`` (a folder for DuckDB)."""
+    """The settings that open engine ``kind`` at ``url`` (a folder for DuckDB); without one,
+    the configured engine's when it is of that kind, else the engine's default."""
     if kind not in KINDS:
         typer.echo(
             f"error: engine {kind!r} cannot move workspaces: use {', '.join(KINDS)}", err=True
         )
         raise typer.Exit(2)
+    configured = base.profile_engine == kind
     update: dict[str, Any] = {"profile_engine": kind}
-    if kind == "duckdb" and url:
-        update["data_dir"] = Path(url)
-    elif kind == "postgres":
-        update["profile_engine_url"] = url or base.profile_engine_url
-        update["profile_engine_schema"] = schema or base.profile_engine_schema
+    if kind == "duckdb":
+        if url:
+            update["data_dir"] = Path(url)
+    else:
+        update["profile_engine_url"] = url or (base.profile_engine_url if configured else None)
+        if kind == "postgres":
+            update["profile_engine_schema"] = schema or base.profile_engine_schema
     return base.model_copy(update=update)
 
 
@@ -171,6 +175,12 @@ def _where(settings: Settings) -> str:
     """An engine's kind and place, without credentials: what a checkpoint's route names."""
     if settings.profile_engine == "duckdb":
         return f"duckdb {Path(settings.data_dir).resolve()}"
+    if settings.profile_engine == "clickhouse":
+        url = (
+            settings.profile_engine_url
+            or f"chdb:{Path(settings.data_dir).resolve() / 'clickhouse'}"
+        )
+        return f"clickhouse {re.sub(r'//[^@/]*@', '//', url)}"
     from audiences.engines.factory import postgres_url
 
     with reported_errors():
