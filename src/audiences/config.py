@@ -195,7 +195,9 @@ class Settings(BaseSettings):
         default=None,
         description=(
             "Folder under which an external audience's file source may name a `path` (after "
-            "resolving links); unset, path sources answer 422 `sync_path_not_allowed`."
+            "resolving links), each workspace in its own subfolder named by its id "
+            "(`<root>/<workspace id>/…`); unset, path sources answer 422 "
+            "`sync_path_not_allowed`."
         ),
     )
     sync_max_bytes: int = Field(

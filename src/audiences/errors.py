@@ -183,6 +183,24 @@ class ValidationFailed(Unprocessable):
     title = "Validation failed"
 
 
+class SyncFailed(Unprocessable):
+    """An external audience's sync could not produce a member set: ``code`` names why
+    (``sync_fetch_failed``, ``sync_timeout``, ``sync_too_large``, ``sync_file_invalid`` …).
+    A sync job records it (a failed run, the sync state ``failed``) rather than answering a
+    request with it; were it to reach a client it reads as the 422 it is."""
+
+    code = "sync_failed"
+    title = "Sync failed"
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, code=code)
+
+    @property
+    def message(self) -> str:
+        """What went wrong, in words (the ``detail``)."""
+        return self.detail
+
+
 class RuleError(Unprocessable):
     """A rule failed to parse or validate; ``errors`` lists every problem with its position."""
 

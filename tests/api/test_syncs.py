@@ -14,14 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import pytest
 from fastapi import FastAPI
+from pyroaring import BitMap
 
+from audiences import queue
 from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.jobs.schedule import queue_syncs
 from audiences.kit.clock import utcnow
-from audiences.services import audiences, static_members, syncs
+from audiences.services import audiences, static_members, sync_sources, syncs
+from audiences.services.sync_sources import SQL_FAILED
+from audiences.store.tables import AudienceRow, JobRow
 from tests import factories
 from tests.api.test_member_writes import members_of
 from tests.client import ApiClient
@@ -307,8 +312,9 @@ def test_a_failed_sync_keeps_the_members_and_says_why(
 def test_path_sources_read_only_under_the_sync_folder(
     sync_app: FastAPI, ws: Tenant, tmp_path: Path
 ) -> None:
-    root: Path = sync_app.state.settings.sync_root
-    (root / "lists").mkdir(exist_ok=True)
+    shared: Path = sync_app.state.settings.sync_root
+    root = shared / ws.workspace_id  # each workspace reads its own folder only
+    (root / "lists").mkdir(parents=True, exist_ok=True)
     listed = root / "lists" / f"{time.monotonic_ns()}.csv"
     listed.write_text("id\nf1\nf2\n")
     audience = external(ws.write, {"type": "file", "path": str(listed), "format": "csv"})
@@ -319,7 +325,13 @@ def test_path_sources_read_only_under_the_sync_folder(
     sneaky = root / "lists" / "link.csv"
     sneaky.unlink(missing_ok=True)
     sneaky.symlink_to(outside)
-    for path in (str(outside), str(root / ".." / "secret.csv"), str(sneaky), "lists/x.csv"):
+    with make_tenant(sync_app) as other:  # another workspace's file, under the shared root
+        (shared / other.workspace_id).mkdir(exist_ok=True)
+        theirs = shared / other.workspace_id / "theirs.csv"
+        theirs.write_text("id\ntheirs\n")
+    (shared / "top.csv").write_text("id\ntop\n")
+    paths = [str(outside), str(root / ".." / "secret.csv"), str(sneaky), "lists/x.csv"]
+    for path in (*paths, str(theirs), str(shared / "top.csv")):
         refused = ws.write.post(
             "/v1/audiences",
             json={
@@ -402,7 +414,7 @@ def test_a_sql_source_failing_on_the_data_keeps_the_members(sync_app: FastAPI, w
     run_syncs(sync_app)  # the changed source queued a sync
     state = sync_of(ws.read, audience["id"])
     assert (state["status"], state["last_error_code"]) == ("failed", "engine_query_failed")
-    assert "missing" in state["last_error"] and "profiles_" not in state["last_error"]
+    assert state["last_error"] == SQL_FAILED  # never the engine's words: they can quote values
     assert members_of(ws.read, audience["id"]) == {"s1"}
 
 
@@ -607,3 +619,181 @@ def test_a_source_changed_while_it_is_pulled_is_pulled_again(
         assert members_of(tenant.read, audience["id"]) == {"new"}
         runs = tenant.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
         assert len(runs) == 1  # the first file's members were never recorded
+
+
+def test_a_sync_skipped_because_the_audience_was_parked_leaves_syncing(
+    sync_app: FastAPI, ws: Tenant
+) -> None:
+    audience = external(ws.write, {"type": "sql", "query": "SELECT pid FROM profiles"})
+    run_syncs(sync_app)
+    assert sync_of(ws.read, audience["id"])["status"] == "synced"
+    queued = ws.write.post(f"/v1/audiences/{audience['id']}/sync").json()
+    parked = ws.write.patch(
+        f"/v1/audiences/{audience['id']}",
+        json={"lifecycle_state": "inactive"},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert parked.status_code == 200, parked.text
+    run_syncs(sync_app)
+    job = ws.read.get(f"/v1/jobs/{queued['id']}").json()
+    assert job["result"]["skipped"] == "the audience is inactive or archived"
+    state = sync_of(ws.read, audience["id"])
+    assert (state["status"], state["job_id"]) == ("synced", None)
+    fresh = external(ws.write, {"type": "sql", "query": "SELECT pid FROM profiles"})
+    parked = ws.write.patch(
+        f"/v1/audiences/{fresh['id']}",
+        json={"lifecycle_state": "inactive"},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert parked.status_code == 200, parked.text
+    run_syncs(sync_app)
+    assert sync_of(ws.read, fresh["id"])["status"] == "pending"  # never synced
+
+
+def test_a_source_that_fails_while_it_is_changed_is_not_recorded_as_failed(
+    patient_app: FastAPI, server: FileServer
+) -> None:
+    first, second = f"/gone-{time.monotonic_ns()}.csv", f"/good-{time.monotonic_ns()}.csv"
+    held = threading.Event()
+    server.files[first] = Served(404, b"missing", gate=held)
+    server.files[second] = Served(body=b"id\ngood\n")
+    with make_tenant(patient_app) as tenant:
+        audience = external(tenant.write, csv_source(server, first))
+        worker = threading.Thread(target=run_syncs, args=(patient_app,))
+        worker.start()
+        try:
+            while first not in server.requests:
+                time.sleep(0.01)
+            patched = tenant.write.patch(
+                f"/v1/audiences/{audience['id']}",
+                json={"source": {"url": server.url(second)}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+        finally:
+            held.set()
+            worker.join()
+        assert patched.status_code == 200, patched.text
+        assert members_of(tenant.read, audience["id"]) == {"good"}
+        runs = tenant.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
+        assert [run["status"] for run in runs] == ["succeeded"]
+        assert sync_of(tenant.read, audience["id"])["status"] == "synced"
+
+
+def test_a_source_changed_after_the_running_job_recorded_queues_another(
+    sync_app: FastAPI, ws: Tenant
+) -> None:
+    audience = external(ws.write, {"type": "sql", "query": "SELECT pid FROM profiles"})
+    job_id = audience["sync"]["job_id"]
+    factory = sync_app.state.session_factory
+    with factory.begin() as session:  # the job has compared and recorded, not yet ended
+        session.get_one(JobRow, job_id).state = "running"
+        row = session.get_one(AudienceRow, audience["id"])
+        syncs.record(session, audience=row, members=BitMap(), job_id=job_id, cache=None)
+    patched = ws.write.patch(
+        f"/v1/audiences/{audience['id']}",
+        json={"source": {"query": "SELECT external_id FROM profiles"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 200, patched.text
+    follow_up = patched.json()["sync"]
+    assert follow_up["status"] == "syncing" and follow_up["job_id"] != job_id
+    with factory.begin() as session:
+        session.get_one(JobRow, job_id).state = "succeeded"
+
+
+def test_concurrent_sync_requests_queue_one_job(sync_app: FastAPI, ws: Tenant) -> None:
+    for _ in range(3):
+        audience = external(ws.write, {"type": "sql", "query": "SELECT pid FROM profiles"})
+        run_syncs(sync_app)
+        url = f"/v1/audiences/{audience['id']}/sync"
+
+        async def post(client: httpx.AsyncClient, url: str = url) -> httpx.Response:
+            return await client.post(url)
+
+        answers = ws.write.gather([post for _ in range(8)])
+        assert {a.status_code for a in answers} == {202}, [a.text for a in answers]
+        assert len({a.json()["id"] for a in answers}) == 1
+        factory = sync_app.state.session_factory
+        with factory() as session:
+            row = session.get_one(AudienceRow, audience["id"])
+            active = queue.active_for_subject(
+                session, workspace_id=row.workspace_id, subject_id=row.id
+            )
+        assert len(active) == 1
+        run_syncs(sync_app)
+
+
+def test_a_sync_stopped_by_an_unexpected_error_is_recorded_and_backs_off(
+    sync_app: FastAPI, ws: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audience = external(
+        ws.write,
+        {"type": "sql", "query": "SELECT pid FROM profiles"},
+        refresh_policy={"mode": "scheduled", "interval_seconds": 3600},
+    )
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("the engine went away with secret-value")
+
+    monkeypatch.setattr(sync_sources, "pull", broken)  # a fault, injected where no check sees it
+    run_syncs(sync_app)
+    state = sync_of(ws.read, audience["id"])
+    assert (state["status"], state["last_error_code"]) == ("failed", "sync_job_failed")
+    assert "RuntimeError" in state["last_error"] and "secret" not in state["last_error"]
+    runs = ws.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
+    assert [run["status"] for run in runs] == ["failed"]
+    with sync_app.state.session_factory.begin() as session:
+        assert audience["id"] not in {row.id for row in syncs.due(session, now=utcnow())}
+
+
+def test_metrics_count_a_dead_sync_job_as_failed_as_the_api_does(
+    sync_app: FastAPI, ws: Tenant
+) -> None:
+    audience = external(ws.write, {"type": "sql", "query": "SELECT pid FROM profiles"})
+    factory = sync_app.state.session_factory
+    with factory() as session:
+        before = syncs.totals(session)[2]
+    assert ws.write.post(f"/v1/jobs/{audience['sync']['job_id']}/cancel").status_code == 200
+    assert sync_of(ws.read, audience["id"])["status"] == "failed"
+    with factory() as session:
+        after = syncs.totals(session)[2]
+    assert after.get("failed", 0) == before.get("failed", 0) + 1
+    assert after.get("syncing", 0) == before.get("syncing", 0) - 1
+
+
+def test_writes_pending_when_the_source_leaves_push_are_dropped(
+    sync_app: FastAPI, ws: Tenant
+) -> None:
+    ws.write.put("/v1/profiles/kept", json={"attributes": {}})
+    audience = external(ws.write, {"type": "push"})
+    url = f"/v1/audiences/{audience['id']}/members"
+    added = ws.write.post(url, json={"action": "add", "ids": ["pushed-1", "pushed-2"]})
+    assert added.status_code == 202, added.text
+    switched = ws.write.patch(
+        f"/v1/audiences/{audience['id']}",
+        json=[
+            {
+                "op": "replace",
+                "path": "/source",
+                "value": {
+                    "type": "sql",
+                    "query": "SELECT external_id FROM profiles WHERE external_id = 'kept'",
+                },
+            }
+        ],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert switched.status_code == 200, switched.text
+    run_syncs(sync_app)
+    job = ws.read.get(f"/v1/jobs/{added.json()['id']}").json()
+    assert job["result"]["indexing_state"] == "dropped", job
+    assert "no longer push" in job["result"]["reason"]
+    assert members_of(ws.read, audience["id"]) == {"kept"}
+    back = ws.write.patch(
+        f"/v1/audiences/{audience['id']}",
+        json=[{"op": "replace", "path": "/source", "value": {"type": "push"}}],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert back.status_code == 200, back.text
+    run_syncs(sync_app)
+    assert members_of(ws.read, audience["id"]) == {"kept"}  # the old write stays dropped

@@ -44,6 +44,72 @@ REFUSED = [
     ("SELECT 1 INTO copy FROM profiles", "sql_not_read_only", None),
     ("WITH profiles AS (SELECT 1 AS pid) SELECT pid FROM profiles", "sql_table_not_allowed", None),
     ("SELECT external_id FROM profiles WHERE", "sql_syntax", None),
+    # A CTE admits a table of its name only in its own scope (the review's two leaks).
+    (
+        "SELECT external_id FROM profiles WHERE pid IN (WITH duckdb_tables AS (SELECT 1) "
+        "SELECT -1) OR CAST((SELECT string_agg(table_name, ',') FROM duckdb_tables) AS INT) = 1",
+        "sql_table_not_allowed",
+        None,
+    ),
+    (
+        "SELECT external_id FROM profiles WHERE pid IN (WITH profiles_other AS (SELECT 1) "
+        "SELECT -1) OR CAST((SELECT string_agg(external_id, ',') FROM profiles_other) AS INT) = 1",
+        "sql_table_not_allowed",
+        None,
+    ),
+    (  # a nested CTE shadowing an outer one does not reach past its subquery
+        "WITH a AS (SELECT 1 AS v) SELECT v FROM (WITH b AS (SELECT 2 AS v) SELECT v FROM b) s, b",
+        "sql_table_not_allowed",
+        None,
+    ),
+    (
+        "WITH profiles_other AS (SELECT * FROM profiles_other) SELECT external_id "
+        "FROM profiles_other",
+        "sql_table_not_allowed",
+        None,
+    ),
+    (
+        "SELECT n FROM (WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n FROM r) SELECT n "
+        "FROM r) x WHERE (SELECT count(*) FROM r) > 0",
+        "sql_table_not_allowed",
+        None,
+    ),
+    (
+        "SELECT external_id FROM profiles, LATERAL (WITH duckdb_settings AS (SELECT 1) SELECT 1)"
+        " WHERE (SELECT count(*) FROM duckdb_settings) > 0",
+        "sql_table_not_allowed",
+        None,
+    ),
+    (
+        "SELECT external_id FROM profiles WHERE pid IN (SELECT x FROM (VALUES (1)) AS "
+        "duckdb_tables(x)) OR (SELECT count(*) FROM duckdb_tables) > 0",
+        "sql_table_not_allowed",
+        None,
+    ),
+    (
+        "SELECT x FROM (WITH duckdb_tables AS (SELECT 1 AS x) SELECT x FROM duckdb_tables) "
+        "UNION SELECT count(*) FROM duckdb_tables()",
+        "sql_table_not_allowed",
+        None,
+    ),
+    (
+        'SELECT external_id FROM profiles WHERE pid IN (WITH "x.csv" AS (SELECT 1) SELECT 1) '
+        "OR (SELECT count(*) FROM 'x.csv') > 0",
+        "sql_table_not_allowed",
+        None,
+    ),
+    ("SELECT CAST(COLUMNS(*) AS INT) FROM profiles", "sql_function_not_allowed", "COLUMNS(*)"),
+    (
+        "SELECT external_id FROM profiles WHERE COLUMNS('.*') IS NULL",
+        "sql_function_not_allowed",
+        None,
+    ),
+    ("SELECT CAST(current_database() AS INT)", "sql_function_not_allowed", "current_database()"),
+    ("SELECT CAST(version() AS INT)", "sql_function_not_allowed", "version()"),
+    ("SELECT CAST(current_user AS INT)", "sql_function_not_allowed", None),
+    ("SELECT CAST(current_schema() AS INT)", "sql_function_not_allowed", None),
+    ("SELECT CAST(current_catalog AS INT)", "sql_function_not_allowed", None),
+    ("SELECT CAST(session_user AS INT)", "sql_function_not_allowed", None),
 ]
 
 
@@ -59,6 +125,19 @@ def test_unsafe_queries_are_refused_with_a_code_and_a_position(
     if spot is not None:
         assert (problem.start, problem.end) == (query.index(spot), query.index(spot) + len(spot))
         assert (problem.line, problem.col) == (1, query.index(spot) + 1)
+
+
+@pytest.mark.parametrize("name", ["duckdb_tables", "profiles_other"])
+def test_a_cte_out_of_scope_is_refused_where_the_table_is_read(name: str) -> None:
+    query = (
+        f"SELECT external_id FROM profiles WHERE pid IN (WITH {name} AS (SELECT 1) SELECT -1) "
+        f"OR CAST((SELECT string_agg(external_id, ',') FROM {name}) AS INT) = 1"
+    )
+    with pytest.raises(ValidationFailed) as refused:
+        check_select(query, "duckdb")
+    (problem,) = refused.value.errors
+    assert problem.code == "sql_table_not_allowed"
+    assert (problem.start, problem.end) == (query.rindex(name), query.rindex(name) + len(name))
 
 
 def test_a_query_nested_past_the_parser_is_refused_not_crashed() -> None:
@@ -84,9 +163,23 @@ def test_safe_queries_point_at_the_workspace_tables_under_their_public_names() -
     )
     pointed = point_at(query, {"profiles": '"profiles_w"', "events": '"events_w"'}, "duckdb")
     assert pointed == (
-        'SELECT p.external_id FROM "profiles_w" AS p JOIN "events_w" AS events ON events.pid = '
-        "p.pid WHERE events.event = 'buy' UNION SELECT external_id FROM \"profiles_w\" AS "
-        "profiles WHERE age > 3"
+        'SELECT "p"."external_id" FROM "profiles_w" AS "p" JOIN "events_w" AS "events" ON '
+        '"events"."pid" = "p"."pid" WHERE "events"."event" = \'buy\' UNION SELECT "external_id" '
+        'FROM "profiles_w" AS "profiles" WHERE "age" > 3'
+    )
+
+
+def test_every_cte_is_renamed_with_the_tables_that_read_it_in_scope() -> None:
+    query = check_select(
+        "WITH a AS (SELECT pid FROM profiles) SELECT a.pid FROM a "
+        "WHERE pid IN (WITH a AS (SELECT 2 AS pid) SELECT pid FROM a) -- a comment",
+        "duckdb",
+    )
+    pointed = point_at(query, {"profiles": '"profiles_w"', "events": '"events_w"'}, "duckdb")
+    assert pointed == (
+        'WITH "member_query_cte_0" AS (SELECT "pid" FROM "profiles_w" AS "profiles") SELECT '
+        '"a"."pid" FROM "member_query_cte_0" AS "a" WHERE "pid" IN (WITH "member_query_cte_1" '
+        'AS (SELECT 2 AS "pid") SELECT "pid" FROM "member_query_cte_1" AS "a")'
     )
 
 
@@ -169,3 +262,55 @@ def test_a_query_running_past_its_time_is_stopped(two_workspaces: ProfileEngine)
     assert stopped.value.code == "engine_query_timeout"
     found = engine.select_query_pids(WS, "SELECT pid FROM profiles", timeout_seconds=30)
     assert len(found) == 300  # the engine answers as before
+
+
+ATTACKS = [
+    "SELECT external_id FROM profiles WHERE pid IN (WITH {t} AS (SELECT 1) SELECT -1) "
+    "OR CAST((SELECT string_agg(external_id, ',') FROM {t}) AS INT) = 1",
+    "SELECT external_id FROM profiles WHERE pid IN (WITH duckdb_tables AS (SELECT 1) SELECT -1) "
+    "OR CAST((SELECT string_agg(table_name, ',') FROM duckdb_tables) AS INT) = 1",
+    "WITH {t} AS (SELECT * FROM {t}) SELECT external_id FROM {t}",
+    "SELECT x FROM (WITH {t} AS (SELECT 1 AS x) SELECT x FROM {t}) UNION ALL "
+    "SELECT external_id FROM {t}",
+    "WITH RECURSIVE {t}(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM {t} WHERE n < 2) "
+    "SELECT external_id FROM profiles WHERE pid IN (SELECT n FROM {t})",
+    "SELECT external_id FROM profiles, LATERAL (SELECT external_id AS e FROM {t}) x",
+    "SELECT e FROM (VALUES ('a')) AS {t}(e)",
+    "SELECT CAST(min(external_id) AS INT) FROM profiles WHERE external_id IN "
+    "(SELECT external_id FROM {t})",
+    "SELECT external_id FROM profiles WHERE CAST((SELECT min(external_id) FROM {t}) AS INT) = 1",
+    "SELECT CAST(string_agg(external_id, ',') AS INT) FROM profiles",
+    "SELECT CAST(COLUMNS(*) AS INT) FROM profiles",
+    "SELECT CAST(current_database() AS INT)",
+    "SELECT external_id FROM '{t}'",
+]
+"""Queries trying to read the neighbour's table (``{t}``: its real name) or the catalog."""
+
+
+def _profile_table(engine: ProfileEngine, workspace_id: str) -> str:
+    """The real, unqualified name of a workspace's profile table on this engine (each engine
+    keeps it in its workspace state: DuckDB as ``table``, the others as ``profiles``)."""
+    state = engine._state(workspace_id) if hasattr(engine, "_state") else None  # type: ignore[attr-defined]
+    if state is None:
+        state = engine._workspace(workspace_id)  # type: ignore[attr-defined]
+    name = str(getattr(state, "table", None) or state.profiles)
+    return name.rsplit(".", 1)[-1].strip('"`')
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_a_second_workspace_never_shows_in_results_or_errors(
+    two_workspaces: ProfileEngine, attack: str
+) -> None:
+    engine = two_workspaces
+    engine.upsert_profiles(WS, [("mine-1", {"age": 1}), ("mine-2", {"age": 2})])
+    table = _profile_table(engine, "other")
+    query = attack.format(t=table)
+    try:
+        found = engine.select_query_pids(WS, query, timeout_seconds=10)
+    except (ValidationFailed, Unprocessable) as error:
+        said = " ".join([error.detail, *(p.message for p in getattr(error, "errors", []))])
+        assert "secret" not in said
+        assert table not in said or isinstance(error, ValidationFailed)  # the client's own text
+        assert "events_other" not in said and "pids_other" not in said
+        return
+    assert set(engine.external_ids_for(WS, list(found))) <= {"mine-1", "mine-2"}

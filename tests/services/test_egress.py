@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
 import pytest
 
 from audiences.errors import InvalidParameter
-from audiences.services.egress import check_resolved, checked_url
+from audiences.services.egress import check_resolved, checked_url, pinned_client
+from tests.api.test_syncs import FileServer, Served
+
+Resolver = Callable[..., list[Any]]
 
 
 @pytest.mark.parametrize(
@@ -14,6 +22,12 @@ from audiences.services.egress import check_resolved, checked_url
         "http://127.0.0.1:8080/hook",
         "http://[::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
+        "http://[::127.0.0.1]/hook",
+        "http://[::a00:1]/hook",
+        "http://[64:ff9b::7f00:1]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[2002:7f00:1::]/hook",
+        "http://[2002:c0a8:1::1]/",
         "http://10.1.2.3/",
         "http://192.168.0.7/",
         "http://172.16.0.1/",
@@ -52,3 +66,95 @@ def test_a_name_that_resolves_to_loopback_is_refused_before_connecting() -> None
     with pytest.raises(InvalidParameter) as caught:
         check_resolved("localhost", 80)
     assert "loopback" in str(caught.value)
+
+
+def test_public_addresses_carried_in_ipv6_pass() -> None:
+    for url in ("http://[64:ff9b::5db8:d822]/", "http://[2002:5db8:d822::1]/"):
+        assert checked_url(url, allow_private=False) == url
+
+
+@pytest.fixture
+def server() -> Iterator[FileServer]:
+    """A loopback HTTP server that records the ``Host`` each request named."""
+    running = FileServer()
+    yield running
+    running.close()
+
+
+class Dns:
+    """A resolver at the ``socket.getaddrinfo`` level: each test name answers the addresses
+    queued for it, one list per lookup (the last one again once the queue is spent), and the
+    connections made are recorded; a connection to anything but loopback is refused here, so
+    no packet leaves the machine."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.answers: dict[str, list[list[str]]] = {}
+        self.lookups: list[str] = []
+        self.connected: list[str] = []
+        real_lookup, real_connect = socket.getaddrinfo, socket.create_connection
+
+        def lookup(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+            if host not in self.answers:
+                return real_lookup(host, port, *args, **kwargs)
+            self.lookups.append(host)
+            queue = self.answers[host]
+            addresses = queue.pop(0) if len(queue) > 1 else queue[0]
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))
+                for address in addresses
+            ]
+
+        def connect(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+            host, port = address
+            if host in self.answers:  # a connection that resolves again (not pinned)
+                host = lookup(host, port)[0][4][0]
+            self.connected.append(host)
+            if not host.startswith("127."):
+                raise ConnectionRefusedError(f"the test refuses {host}")
+            return real_connect((host, port), *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", lookup)
+        monkeypatch.setattr(socket, "create_connection", connect)
+
+
+def test_a_name_rebound_between_check_and_connect_never_reaches_loopback(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dns = Dns(monkeypatch)
+    dns.answers["rebind.test"] = [["93.184.216.34"], ["127.0.0.1"]]  # public first, then not
+    server.files["/secret"] = Served(body=b"internal")
+    port = server.server.server_address[1]
+    with pinned_client(allow_private=False, timeout=5) as client, pytest.raises(httpx.ConnectError):
+        client.get(f"http://rebind.test:{port}/secret")
+    assert dns.lookups == ["rebind.test"]  # resolved once, connected to what was checked
+    assert dns.connected == ["93.184.216.34"]
+    assert server.requests == []
+
+
+def test_a_name_that_resolves_to_loopback_as_it_connects_is_refused(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dns = Dns(monkeypatch)
+    dns.answers["inside.test"] = [["127.0.0.1"]]
+    port = server.server.server_address[1]
+    with (
+        pinned_client(allow_private=False, timeout=5) as client,
+        pytest.raises(InvalidParameter) as refused,
+    ):
+        client.get(f"http://inside.test:{port}/x")
+    assert refused.value.code == "url_not_allowed"
+    assert dns.connected == [] and server.requests == []
+
+
+def test_the_pinned_address_is_reached_with_the_name_as_host(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dns = Dns(monkeypatch)
+    dns.answers["files.test"] = [["127.0.0.1"]]
+    server.files["/list.csv"] = Served(body=b"id\na\n")
+    port = server.server.server_address[1]
+    with pinned_client(allow_private=True, timeout=5) as client:
+        answer = client.get(f"http://files.test:{port}/list.csv")
+    assert (answer.status_code, answer.content) == (200, b"id\na\n")
+    assert answer.request.headers["host"] == f"files.test:{port}"
+    assert dns.connected == ["127.0.0.1"]

@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from audiences.engines.duckdb import DuckDBEngine
+from audiences.errors import Unprocessable
 from audiences.membership.cache import BitmapCache
-from audiences.schemas.syncs import SourceType, SyncFormat, UrlFileSource
+from audiences.schemas.attributes import AttributeType
+from audiences.schemas.syncs import SourceType, SqlSource, SyncFormat, UrlFileSource
 from audiences.services.import_formats import Row
 from audiences.services.runtime import Runtime
-from audiences.services.sync_sources import SourceRules, SyncFailed, pull
+from audiences.services.sync_sources import SQL_FAILED, SourceRules, SyncFailed, pull
 from tests.api.test_syncs import FileServer, Served
+from tests.services.test_egress import Dns
 
 WS = "ws"
 
@@ -93,3 +96,39 @@ def test_a_closed_port_fails_the_fetch(runtime: Runtime, tmp_path: Path) -> None
     with pytest.raises(SyncFailed) as failed:
         fetch(runtime, "http://127.0.0.1:9/x.csv", rules)
     assert failed.value.code == "sync_fetch_failed"
+
+
+def test_a_sql_source_failing_on_the_data_records_no_value(runtime: Runtime) -> None:
+    runtime.profiles.ensure_attributes(WS, {"plan": AttributeType.STRING})
+    runtime.profiles.upsert_profiles(WS, [("private-value-1", {"plan": "pro"})])
+    query = "SELECT external_id FROM profiles WHERE CAST(external_id AS INT) = 1"
+    sql = SqlSource(type=SourceType.SQL, query=query)
+    with pytest.raises(SyncFailed) as failed:
+        pull(runtime, workspace_id=WS, source=sql, rules=SourceRules(), on_row_error=print)
+    assert failed.value.code == "engine_query_failed"
+    assert failed.value.message == SQL_FAILED
+    assert "private-value" not in failed.value.message
+
+
+def test_a_file_url_rebound_to_loopback_after_the_check_is_not_fetched(
+    runtime: Runtime, server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dns = Dns(monkeypatch)
+    dns.answers["list.test"] = [["93.184.216.34"], ["127.0.0.1"]]  # public to a check only
+    server.files["/rebound.csv"] = Served(body=b"id\ninternal\n")
+    port = server.server.server_address[1]
+    rules = SourceRules(allow_private=False, work_dir=tmp_path / "work")
+    with pytest.raises(SyncFailed) as failed:
+        fetch(runtime, f"http://list.test:{port}/rebound.csv", rules)
+    assert failed.value.code == "sync_fetch_failed"
+    assert "/rebound.csv" not in server.requests
+
+
+def test_a_sync_failure_is_in_the_error_tree() -> None:
+    failure = SyncFailed("the source answered HTTP 404", code="sync_fetch_failed")
+    assert isinstance(failure, Unprocessable)
+    assert (failure.status, failure.code, failure.message) == (
+        422,
+        "sync_fetch_failed",
+        "the source answered HTTP 404",
+    )

@@ -56,16 +56,33 @@ def test_external_sources_saved_before_types_become_push_sources(tmp_path: Path)
                 {"id": "labelled", "kind": "external", "source": {"name": "crm"}},
                 {"id": "bare", "kind": "external", "source": None},
                 {"id": "rule", "kind": "dynamic", "source": None, "rule": "age > 1"},
+                {"id": "rich", "kind": "external", "source": RICH, "metadata": {"a": 1}},
             ]
             for row in rows:
                 values = {"workspace_id": "w", "key": row["id"], "name": "n", **row}
                 connection.execute(insert(AudienceRow.__table__).values(**values))
-            command.upgrade(config, "head")
+            command.upgrade(config, "0012")
             found = dict(connection.execute(select(AudienceRow.id, AudienceRow.source)).all())
+            kept = connection.execute(
+                select(AudienceRow.extra_metadata).where(AudienceRow.id == "rich")
+            ).scalar_one()
+            command.downgrade(config, "0010")
+            back = dict(connection.execute(select(AudienceRow.id, AudienceRow.source)).all())
+            restored = connection.execute(
+                select(AudienceRow.extra_metadata).where(AudienceRow.id == "rich")
+            ).scalar_one()
     finally:
         engine.dispose()
     assert found == {
         "labelled": {"type": "push", "name": "crm"},
         "bare": {"type": "push"},
         "rule": None,
+        "rich": {"type": "push", "name": "crm", "external_id": "list-9"},
     }
+    assert kept == {"a": 1, "legacy_source": RICH}
+    assert back == {"labelled": {"name": "crm"}, "bare": None, "rule": None, "rich": RICH}
+    assert restored == {"a": 1}
+
+
+RICH = {"name": "crm", "external_id": "list-9", "type": "salesforce", "segment": "vip"}
+"""A source saved before types with more than a label: its own ``type``, another key."""

@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from audiences.api import paths
 from audiences.config import Settings
 from audiences.errors import BadRequest, ErrorDetail, InvalidParameter, ValidationFailed
 from audiences.schemas.common import ListParams, ListQuery, PageResult
@@ -78,7 +79,7 @@ def page_response(
             (k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "offset")
         ]
         params.append(("cursor", page.next_cursor))
-        next_url = request.url.replace_query_params(**dict(params))
+        next_url = paths.url_of(request).replace_query_params(**dict(params))
         headers["Link"] = f'<{next_url}>; rel="next"'
     return JSONResponse(body, headers=headers)
 

@@ -11,8 +11,10 @@ parameter has a pattern without control characters, so an encoded slash there st
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from urllib.parse import quote, unquote_to_bytes
 
+from starlette.datastructures import URL
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 SLASH = "\x00"
@@ -31,12 +33,17 @@ class EncodedSlashMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path") if scope["type"] == "http" else None
         if raw and b"%" in raw:
-            segments = raw.decode("latin-1").split("/")
-            path = "/".join(
-                unquote(segment).replace(SLASH, _FORGED).replace("/", SLASH) for segment in segments
-            )
+            path = "/".join(_segment(segment) for segment in raw.split(b"/"))
             scope = {**scope, "path": path}
         await self.app(scope, receive, send)
+
+
+def _segment(raw: bytes) -> str:
+    """One raw segment decoded as a server decodes a path (UTF-8, bytes that are not kept
+    as surrogates), its encoded slash written as :data:`SLASH`. The bytes are unquoted before
+    they are decoded, so raw UTF-8 next to a ``%`` escape reads as the same text."""
+    text = unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
+    return text.replace(SLASH, _FORGED).replace("/", SLASH)
 
 
 def restore_slashes(value: str) -> str:
@@ -48,3 +55,19 @@ def shown(path: str) -> str:
     """A routed path as a client can read it (``instance`` of a problem): encoded slashes
     encoded again."""
     return path.replace(SLASH, "%2F")
+
+
+SEGMENT_SAFE = "!$&'()*+,;=:@~"
+"""Characters a path segment may hold as they are (RFC 3986 ``pchar``); all else is encoded."""
+
+
+def url_of(request: Request) -> URL:
+    """The request's URL as a client can send it again (a ``Link`` to the next page): each
+    routed segment percent-encoded, so an encoded slash is ``%2F`` again, never the stand-in
+    (a control character in a header, which the server refuses to send)."""
+    segments = request.url.path.split("/")
+    encoded = "/".join(
+        quote(restore_slashes(part), safe=SEGMENT_SAFE, errors="surrogateescape")
+        for part in segments
+    )
+    return request.url.replace(path=encoded)

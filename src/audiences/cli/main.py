@@ -16,6 +16,7 @@ from audiences.cli import (
     attributes,
     audiences,
     destinations,
+    engine_moves,
     event_properties,
     events,
     groups,
@@ -72,6 +73,7 @@ app.add_typer(events.app, name="events")
 app.add_typer(event_properties.app, name="event-properties")
 app.add_typer(events.names_app, name="event-names")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(engine_moves.app, name="engines")
 app.add_typer(keys.app, name="keys")
 app.add_typer(workspace.app, name="workspace")
 app.add_typer(rules.app, name="rules")

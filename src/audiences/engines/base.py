@@ -364,3 +364,67 @@ class Reachable(Protocol):
         """Return when the server answers; raise ``ServiceUnavailable`` (``engine_unavailable``)
         when it does not."""
         ...
+
+
+@dataclass(frozen=True, order=True)
+class EventCursor:
+    """Where a copy of a workspace's events stands: the last event copied belongs to profile
+    ``pid``, and was the ``count``-th of that profile's events (in the engine's fixed order:
+    by pid, then every column). Cursors compare in copy order."""
+
+    pid: int
+    count: int
+
+
+MovedEvent = tuple[int, StoredEvent]
+"""One event as a move copies it: its profile's pid and the event as stored."""
+
+
+@runtime_checkable
+class Portable(Protocol):
+    """An engine a workspace can be moved out of and into (``audiences engines move``).
+
+    Optional. Profiles keep their pids (memberships are bitmaps of pids in the metadata
+    database, so they stay true without a copy) and events keep their ids and receipt times.
+    Both copies run in a fixed order and each import is one transaction that skips what the
+    target holds already, so a move cut anywhere can be run again without duplicates.
+    """
+
+    def last_pid(self, workspace_id: str) -> int:
+        """The highest pid the workspace ever gave out (deleted profiles count), 0 if none."""
+        ...
+
+    def reserve_pids(self, workspace_id: str, through: int) -> None:
+        """Make new profiles get pids above ``through`` (a no-op if they do already)."""
+        ...
+
+    def export_profiles(self, workspace_id: str, *, after_pid: int, limit: int) -> list[Profile]:
+        """Up to ``limit`` profiles with a pid above ``after_pid``, by pid."""
+        ...
+
+    def import_profiles(self, workspace_id: str, profiles: Sequence[Profile]) -> int:
+        """Store profiles exactly as given (pid, external id, attributes, ``updated_at``) in
+        one transaction, skipping pids stored already; new pids then come after the highest
+        stored. Declare the attributes first (``ensure_attributes``): undeclared ones go to
+        ``extra``. How many were written."""
+        ...
+
+    def count_events(self, workspace_id: str) -> int:
+        """How many events the workspace holds."""
+        ...
+
+    def export_events(
+        self, workspace_id: str, *, after: EventCursor | None, limit: int
+    ) -> tuple[list[MovedEvent], EventCursor | None]:
+        """Up to ``limit`` events following ``after`` in copy order (by pid, then every
+        column), and the cursor after the last of them (None when there are no more)."""
+        ...
+
+    def import_events(
+        self, workspace_id: str, events: Sequence[MovedEvent], *, after: EventCursor | None
+    ) -> int:
+        """Store events exported after ``after`` (declare their properties first), in one
+        transaction, leaving out those the target holds already (its own last cursor is
+        compared); ``Conflict`` (``engine_move_gap``) when the target lacks events before
+        ``after``. How many were written."""
+        ...

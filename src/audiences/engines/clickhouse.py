@@ -26,13 +26,15 @@ from pyroaring import AbstractBitMap, BitMap
 
 from audiences.engines import clickhouse_events as events_sql
 from audiences.engines import clickhouse_sql as sql
-from audiences.engines import queries
+from audiences.engines import portable, queries
 from audiences.engines.base import (
     RESERVED_COLUMNS,
+    EventCursor,
     EventPage,
     EventPosition,
     EventRecord,
     EventResult,
+    MovedEvent,
     Params,
     Profile,
     ProfileRecord,
@@ -360,6 +362,82 @@ class ClickHouseEngine:
             if count:
                 self._client.command(f"DELETE FROM {state.events} WHERE {where}")
         return count
+
+    # Moving a workspace (base.Portable): exact pids, events in copy order, idempotent imports.
+
+    def last_pid(self, workspace_id: str) -> int:
+        """The highest pid the workspace ever gave out, 0 if none."""
+        state = self._workspace(workspace_id)
+        return state.next_pid - 1 if state else 0
+
+    def reserve_pids(self, workspace_id: str, through: int) -> None:
+        """Make new profiles get pids above ``through`` (the high-water mark moves up)."""
+        state = self._state(workspace_id, create=True)
+        with self._lock:
+            if through >= state.next_pid:
+                self._writer.allocate(state, through - state.next_pid + 1)
+
+    def export_profiles(self, workspace_id: str, *, after_pid: int, limit: int) -> list[Profile]:
+        """Up to ``limit`` live profiles with a pid above ``after_pid``, by pid."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return []
+        read = ProfileReader(state.schema)
+        where = f"pid > {int(after_pid)} ORDER BY pid LIMIT {int(limit)}"
+        return [read(row) for row in self._live(state, where)]
+
+    def import_profiles(self, workspace_id: str, profiles: Sequence[Profile]) -> int:
+        """Append the profiles whose pids hold no live row (one insert), and move the
+        high-water mark past them."""
+        state = self._state(workspace_id, create=True)
+        with self._lock:
+            pids = _valid_pids([profile.pid for profile in profiles])
+            held = (
+                {row[0] for row in self._live(state, f"pid IN ({', '.join(map(str, pids))})")}
+                if pids
+                else set()
+            )
+            rows = [portable.profile_row(p, state.schema) for p in profiles if p.pid not in held]
+            if rows:
+                self._writer.insert_rows(state, rows)
+                highest = max(row[0] for row in rows)
+                if highest >= state.next_pid:
+                    self._writer.allocate(state, highest - state.next_pid + 1)
+        return len(rows)
+
+    def count_events(self, workspace_id: str) -> int:
+        """How many events the workspace holds."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return 0
+        return int(self._rows(f"SELECT count() FROM {state.events}")[0][0])
+
+    def export_events(
+        self, workspace_id: str, *, after: EventCursor | None, limit: int
+    ) -> tuple[list[MovedEvent], EventCursor | None]:
+        """Up to ``limit`` events after ``after`` in copy order, and the cursor after them."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return [], None
+        start, skip = (after.pid, after.count) if after else (0, 0)
+        events = events_sql.export(
+            self._client, state.events, state.event_schema, start, skip, limit
+        )
+        return events, portable.cursor_after(events, after) if events else None
+
+    def import_events(
+        self, workspace_id: str, events: Sequence[MovedEvent], *, after: EventCursor | None
+    ) -> int:
+        """Append the events of a batch the table does not hold yet (one insert, under the
+        engine's lock: ClickHouse has no transaction, one process moves a workspace)."""
+        state = self._state(workspace_id, create=True)
+        with self._lock:
+            found = self._rows(sql.last_event_cursor(state.events))
+            held = EventCursor(int(found[0][0]), int(found[0][1])) if found else None
+            fresh = portable.left_to_write(events, after, held)
+            if fresh:
+                events_sql.insert_moved(self._client, state.events, state.event_schema, fresh)
+        return len(fresh)
 
     def ping(self) -> None:
         """Return when ClickHouse answers a query; ``engine_unavailable`` otherwise."""

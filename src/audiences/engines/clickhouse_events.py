@@ -14,8 +14,9 @@ from typing import Any
 
 from audiences.engines import clickhouse_sql as sql
 from audiences.engines import rows
-from audiences.engines.base import EventPage, EventPosition, EventResult
+from audiences.engines.base import EventPage, EventPosition, EventResult, MovedEvent
 from audiences.engines.clickhouse_client import Client
+from audiences.engines.coerce import dump_json
 from audiences.engines.event_writes import CheckedEvent
 from audiences.errors import ErrorDetail
 from audiences.kit.clock import as_utc
@@ -137,3 +138,40 @@ def split_out_of_range(
             detail = ErrorDetail("timestamp_invalid", message, ("timestamp",))
             refused[event.position] = EventResult(event.external_id, None, errors=(detail,))
     return kept, refused
+
+
+def insert_moved(
+    client: Client, table: str, schema: Mapping[str, AttributeType], moved: Sequence[MovedEvent]
+) -> None:
+    """Append events copied from another engine, each with its own pid, id and receipt time
+    (``base.Portable.import_events``)."""
+    columns: dict[str, list[Any]] = {
+        "pid": [pid for pid, _ in moved],
+        "event": [stored.event.name for _, stored in moved],
+        "timestamp": [stored.event.timestamp.isoformat() for _, stored in moved],
+        "event_id": [stored.event_id for _, stored in moved],
+        "received_at": [as_utc(stored.received_at).isoformat() for _, stored in moved],
+    }
+    for name, kind in schema.items():
+        values = [stored.event.properties.get(name) for _, stored in moved]
+        if kind is AttributeType.JSON:
+            values = [None if value is None else dump_json(value) for value in values]
+        columns[name] = sql.encode(values, kind)
+    names = [*EVENT_COLUMNS, *map(sql.quote, schema)]
+    client.insert(table, names, sql.document(columns))
+
+
+def export(
+    client: Client,
+    table: str,
+    schema: Mapping[str, AttributeType],
+    start: int,
+    skip: int,
+    limit: int,
+) -> list[MovedEvent]:
+    """Events in copy order from ``start`` on, ``skip`` of them left out (see
+    :func:`clickhouse_sql.export_events`), each with its pid."""
+    decode, read = sql.event_rows(schema), rows.EventReader(schema)
+    query = sql.export_events(table, list(schema), start, skip, limit)
+    found = [decode(row) for row in sql.rows(client.query(query, "JSONCompact"))]
+    return [(int(row[0]), read(row)) for row in found]

@@ -353,3 +353,26 @@ def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
         shift += 7
         if not byte & 0x80:
             return value, offset
+
+
+def export_events(name: str, properties: Sequence[str], start: int, skip: int, limit: int) -> str:
+    """A page of events in copy order (by pid, then every column) from the events of pid
+    ``start`` on, skipping the first ``skip`` (those of that pid copied already); see
+    ``base.Portable.export_events``. Only the pids the page can reach are sorted: up to the
+    pid of the ``skip + limit``-th event from ``start`` on (read on the sorting key)."""
+    start, skip, limit = int(start), int(skip), int(limit)
+    reach = (
+        f"ifNull((SELECT toNullable(pid) FROM {name} WHERE pid >= {start} ORDER BY pid"
+        f" LIMIT 1 OFFSET {skip + limit - 1}), {2**32 - 1})"
+    )
+    where = f"pid >= {start} AND pid <= {reach}"
+    return select_events(name, properties, where, "ASC") + f" LIMIT {limit} OFFSET {skip}"
+
+
+def last_event_cursor(name: str) -> str:
+    """The highest pid with events and how many it has: where an event copy into this table
+    stands (``engines.portable``)."""
+    return (
+        f"SELECT pid, count() FROM {name}"
+        f" WHERE pid = (SELECT max(pid) FROM {name}) GROUP BY pid HAVING count() > 0"
+    )

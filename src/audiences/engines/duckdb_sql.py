@@ -227,3 +227,34 @@ def members_of_query(table: str, query: str, by_pid: bool) -> str:
     """
     on = "profiles.pid = q.v" if by_pid else "profiles.external_id = CAST(q.v AS VARCHAR)"
     return f"SELECT DISTINCT profiles.pid FROM {table} AS profiles JOIN ({query}) AS q(v) ON {on}"
+
+
+def export_events(table: str, properties: Sequence[str]) -> str:
+    """A page of events in copy order (by pid, then every column) from the events of pid
+    ``$start`` on, skipping the first ``$skip`` (those of that pid copied already); see
+    ``base.Portable.export_events``. Only the pids the page can reach are sorted: up to the
+    pid of the ``$skip + $limit``-th event from ``$start`` on."""
+    reach = (
+        f"coalesce((SELECT pid FROM {table} WHERE pid >= $start ORDER BY pid"
+        f" LIMIT 1 OFFSET $skip + $limit - 1), {MAX_PID})"
+    )
+    where = f"pid >= $start AND pid <= {reach}"
+    return select_events(table, properties, where, "ASC") + " LIMIT $limit OFFSET $skip"
+
+
+MAX_PID = 2**32 - 1
+"""The largest pid (a ``UINTEGER``)."""
+
+
+def last_event_cursor(table: str) -> str:
+    """The highest pid with events and how many it has: where an event copy into this table
+    stands (``engines.portable``)."""
+    return (
+        f"SELECT pid, count(*) FROM {table} WHERE pid = (SELECT max(pid) FROM {table}) GROUP BY pid"
+    )
+
+
+def restart_sequence(sequence: str, start: int) -> str:
+    """Make ``sequence`` give ``start`` next (DuckDB cannot alter a sequence: it is replaced;
+    no column default refers to it)."""
+    return f"CREATE OR REPLACE SEQUENCE {sequence} START {int(start)}"

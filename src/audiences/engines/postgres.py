@@ -27,16 +27,18 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pyroaring import AbstractBitMap, BitMap
 
+from audiences.engines import portable, queries
 from audiences.engines import postgres_events as events_sql
 from audiences.engines import postgres_sql as sql
 from audiences.engines import postgres_writes as writes
-from audiences.engines import queries
 from audiences.engines.base import (
     RESERVED_COLUMNS,
+    EventCursor,
     EventPage,
     EventPosition,
     EventRecord,
     EventResult,
+    MovedEvent,
     Params,
     Profile,
     ProfileRecord,
@@ -45,9 +47,9 @@ from audiences.engines.base import (
     check_workspace_id,
 )
 from audiences.engines.event_writes import check_events, split_duplicates
-from audiences.engines.postgres_copy import selected_pids, stage_members
+from audiences.engines.postgres_copy import copy_rows, selected_pids, stage_members
 from audiences.engines.postgres_writes import Workspace
-from audiences.engines.rows import ProfileReader
+from audiences.engines.rows import EventReader, ProfileReader
 from audiences.engines.schema import checked_schema, refuse_type_changes
 from audiences.engines.writes import WritePlan, plan_writes
 from audiences.errors import ServiceUnavailable, Unprocessable
@@ -410,6 +412,93 @@ class PostgresEngine:
             cur = conn.execute(f'DELETE FROM {state.events} WHERE "timestamp" < %s', [before])
             return cur.rowcount
 
+    # Moving a workspace (base.Portable): exact pids, events in copy order, idempotent imports.
+
+    def last_pid(self, workspace_id: str) -> int:
+        """The highest pid the workspace ever gave out, 0 if none."""
+        state = self._state(workspace_id)
+        if state is None:
+            return 0
+        with self._connection() as conn:
+            row = conn.execute(sql.last_pid(state.sequence)).fetchone()
+        return int(row[0]) if row else 0
+
+    def reserve_pids(self, workspace_id: str, through: int) -> None:
+        """Make new profiles get pids above ``through`` (the sequence never goes back)."""
+        state = self._state(workspace_id, create=True)
+        assert state is not None
+        with self._transaction() as conn:
+            self._reserve(conn, state, through)
+
+    def export_profiles(self, workspace_id: str, *, after_pid: int, limit: int) -> list[Profile]:
+        """Up to ``limit`` profiles with a pid above ``after_pid``, by pid."""
+        state = self._state(workspace_id)
+        if state is None:
+            return []
+        return self._profiles(state, "pid > %s ORDER BY pid LIMIT %s", [after_pid, limit])
+
+    def import_profiles(self, workspace_id: str, profiles: Sequence[Profile]) -> int:
+        """Copy the profiles in whole (pids given) in one transaction, those stored already
+        left alone, and move the pid sequence past them."""
+        state = self._state(workspace_id, create=True)
+        assert state is not None
+        with self._transaction() as conn:
+            conn.execute(f"LOCK TABLE {state.profiles} IN SHARE ROW EXCLUSIVE MODE")
+            state.schema = writes.columns(conn, state.profiles, RESERVED_COLUMNS)
+            names = list(state.schema)
+            rows = [portable.profile_row(p, state.schema) for p in profiles]
+            copy_rows(conn, state.profiles, "_audiences_moved", rows, names)
+            written = conn.execute(sql.insert_moved(state.profiles, "_audiences_moved")).rowcount
+            if profiles:
+                self._reserve(conn, state, max(p.pid for p in profiles))
+        return max(written, 0)
+
+    def count_events(self, workspace_id: str) -> int:
+        """How many events the workspace holds."""
+        state = self._state(workspace_id)
+        if state is None:
+            return 0
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT count(*) FROM {state.events}").fetchone()
+        return int(row[0]) if row else 0
+
+    def export_events(
+        self, workspace_id: str, *, after: EventCursor | None, limit: int
+    ) -> tuple[list[MovedEvent], EventCursor | None]:
+        """Up to ``limit`` events after ``after`` in copy order, and the cursor after them."""
+        state = self._state(workspace_id)
+        if state is None:
+            return [], None
+        schema = self._fresh(state).event_schema
+        start, skip = (after.pid, after.count) if after else (0, 0)
+        with self._connection() as conn:
+            query = sql.export_events(state.events, schema)
+            rows = conn.execute(query, {"start": start, "skip": skip, "limit": limit}).fetchall()
+        read = EventReader(schema)
+        events = [(int(row[0]), read(row)) for row in rows]
+        return events, portable.cursor_after(events, after) if events else None
+
+    def import_events(
+        self, workspace_id: str, events: Sequence[MovedEvent], *, after: EventCursor | None
+    ) -> int:
+        """Copy in the events of a batch the table does not hold yet, in one transaction."""
+        state = self._state(workspace_id, create=True)
+        assert state is not None
+        with self._transaction() as conn:
+            conn.execute(f"LOCK TABLE {state.events} IN SHARE ROW EXCLUSIVE MODE")
+            schema = writes.columns(conn, state.events, RESERVED_EVENT_FIELDS)
+            state.event_schema = schema
+            row = conn.execute(sql.last_event_cursor(state.events)).fetchone()
+            held = EventCursor(int(row[0]), int(row[1])) if row else None
+            fresh = portable.left_to_write(events, after, held)
+            columns = ", ".join(
+                [*map(sql.quote, events_sql.EVENT_COLUMNS), *map(sql.quote, schema)]
+            )
+            with conn.cursor().copy(f"COPY {state.events} ({columns}) FROM STDIN") as copy:
+                for moved in fresh:
+                    copy.write_row(portable.event_row(moved, schema))
+        return len(fresh)
+
     def ping(self) -> None:
         """Return when PostgreSQL answers a query; ``engine_unavailable`` otherwise."""
         with self._connection() as conn:
@@ -489,6 +578,12 @@ class PostgresEngine:
         state.schema = writes.columns(conn, state.profiles, RESERVED_COLUMNS)
         state.event_schema = writes.columns(conn, state.events, RESERVED_EVENT_FIELDS)
         state.read_at = time.monotonic()
+
+    def _reserve(self, conn: Connection, state: Workspace, through: int) -> None:
+        """Move the pid sequence past ``through`` unless it is there already."""
+        row = conn.execute(sql.last_pid(state.sequence)).fetchone()
+        if through > (int(row[0]) if row else 0):
+            conn.execute("SELECT setval(%s, %s)", [state.sequence, through])
 
     def _lock_workspace(self, conn: Connection, workspace_id: str) -> None:
         """Serialise schema changes of one workspace across processes (until commit)."""

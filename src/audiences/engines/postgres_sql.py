@@ -253,3 +253,35 @@ def members_of_query(table: str, query: str, by_pid: bool) -> str:
     """
     on = "profiles.pid = q.v" if by_pid else "profiles.external_id = CAST(q.v AS text)"
     return f"SELECT DISTINCT profiles.pid FROM {table} AS profiles JOIN ({query}) AS q(v) ON {on}"
+
+
+def export_events(table: str, properties: Mapping[str, AttributeType]) -> str:
+    """A page of events in copy order (by pid, then every column) from the events of pid
+    ``%(start)s`` on, skipping the first ``%(skip)s`` (those of that pid copied already); see
+    ``base.Portable.export_events``. Only the pids the page can reach are sorted: up to the
+    pid of the ``skip + limit``-th event from ``start`` on, found on the (pid, time) index."""
+    reach = (
+        f"coalesce((SELECT pid FROM {table} WHERE pid >= %(start)s ORDER BY pid"
+        f" OFFSET %(skip)s + %(limit)s - 1 LIMIT 1), {MAX_PID})"
+    )
+    where = f"pid >= %(start)s AND pid <= {reach}"
+    return select_events(table, properties, where, "ASC") + " LIMIT %(limit)s OFFSET %(skip)s"
+
+
+def last_event_cursor(table: str) -> str:
+    """The highest pid with events and how many it has: where an event copy into this table
+    stands (``engines.portable``)."""
+    return (
+        f"SELECT pid, count(*) FROM {table} WHERE pid = (SELECT max(pid) FROM {table}) GROUP BY pid"
+    )
+
+
+def last_pid(sequence: str) -> str:
+    """The last pid a sequence gave out (0 before its first)."""
+    return f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {sequence}"
+
+
+def insert_moved(table: str, staged: str) -> str:
+    """Copy staged whole rows (pids given) in; a pid or external id stored already is left
+    alone, so a batch imported twice writes once."""
+    return f"INSERT INTO {table} SELECT * FROM {staged} ON CONFLICT DO NOTHING"

@@ -4,12 +4,15 @@ with sqlglot before it is saved and again before it runs, then pointed at the re
 An external audience's SQL source is client text run inside the engine, so what passes is a
 whitelist, not a blacklist: one statement, a query (SELECT, or a UNION / INTERSECT / EXCEPT of
 them) with no DDL, DML, commands or ``INTO`` anywhere; every table read is ``profiles``,
-``events`` or a CTE of the query itself, unqualified (no schema, no catalog, no table function,
-no file name in quotes); every function is one sqlglot knows as such (``lower``, ``count``,
-``list_contains`` …) and none that reads files, settings or sequences, or one of a few engine
-functions known harmless (:data:`SAFE_FUNCTIONS`); and the query returns exactly one column.
-Each problem is reported with its position and a stable code. Any engine implements
-``select_query_pids`` with :func:`check_select` and :func:`point_at` in its own dialect.
+``events`` or a CTE of the query visible where the table is read (checked scope by scope,
+so a CTE of one subquery never admits a table of the same name elsewhere), unqualified (no
+schema, no catalog, no table function, no file name in quotes); every function is one sqlglot
+knows as such (``lower``, ``count``, ``list_contains`` …) and none that reads files, settings
+or sequences, or one of a few engine functions known harmless (:data:`SAFE_FUNCTIONS`), and
+none that names the engine, its catalog or its user (:data:`FORBIDDEN_FUNCTIONS`); and the
+query returns exactly one column. Each problem is reported with its position and a stable
+code. Any engine implements ``select_query_pids`` with :func:`check_select` and
+:func:`point_at` in its own dialect.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Any
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
+from sqlglot.errors import OptimizeError, ParseError, TokenError
+from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from audiences.errors import ErrorDetail, ValidationFailed
 
@@ -31,8 +35,26 @@ SAFE_FUNCTIONS = frozenset({"now", "today", "hash", "md5", "sha256", "age", "to_
 Every other function sqlglot does not know (``read_text``, ``getenv``, ``nextval``,
 ``current_setting``, ``glob``, ``query`` …) is refused."""
 
-FORBIDDEN_FUNCTIONS: tuple[type[exp.Expr], ...] = (exp.ReadCSV, exp.ReadParquet)
-"""Functions sqlglot does model that read files."""
+FORBIDDEN_FUNCTIONS: tuple[type[exp.Func], ...] = (
+    exp.ReadCSV,
+    exp.ReadParquet,
+    exp.Columns,
+    exp.CurrentDatabase,
+    exp.CurrentCatalog,
+    exp.CurrentSchema,
+    exp.CurrentSchemas,
+    exp.CurrentUser,
+    exp.CurrentRole,
+    exp.SessionUser,
+    exp.CurrentVersion,
+)
+"""Functions sqlglot does model that read files (``read_csv``), expand to columns chosen by
+pattern (``COLUMNS(*)``, which reaches past the one column a query returns), or tell about
+the engine rather than the data (``current_database()``, ``version()``, ``current_user`` …)."""
+
+CTE_PREFIX = "member_query_cte_"
+"""What :func:`point_at` renames every CTE to (with its number), so the engine resolves each
+table exactly as the checker did: a real table, or one CTE it saw in scope."""
 
 WRITES: tuple[type[exp.Expr], ...] = (exp.DDL, exp.DML, exp.Command, exp.Into, exp.Pragma)
 """Nodes that change or reach outside the data: never in a member query."""
@@ -83,17 +105,40 @@ def _checked(text: str, dialect: str) -> exp.Query:
 def point_at(query: exp.Query, tables: Mapping[str, str], dialect: str) -> str:
     """The checked ``query`` as SQL of ``dialect`` reading the real tables: each ``profiles``
     and ``events`` becomes ``tables[name]`` (an identifier, quoted as the engine needs), under
-    its alias or its own name so qualified columns (``profiles.age``) still resolve."""
-    ctes = _cte_names(query)
+    its alias or its own name so qualified columns (``profiles.age``) still resolve. Every CTE
+    is renamed (:data:`CTE_PREFIX`) and each table that reads one in its scope with it; a table
+    that is neither (never the case after :func:`check_select`) refuses the query, so the
+    engine never looks a name up in its own catalog. Identifiers are quoted, so no column name
+    can turn into an engine keyword (``user``), and comments are left out."""
+    copy = query.copy()
+    renamed = {id(cte): f"{CTE_PREFIX}{n}" for n, cte in enumerate(copy.find_all(exp.CTE))}
+    swaps: list[tuple[exp.Table, exp.Expr]] = []
+    for scope, table in _scoped_tables(copy):
+        cte = _visible_cte(scope, table)
+        alias = table.alias or table.name
+        if cte is not None and id(cte) in renamed:
+            swaps.append((table, _aliased(exp.to_table(renamed[id(cte)]), alias)))
+        elif _plain(table) and table.name.lower() in TABLES:
+            real = exp.to_table(tables[table.name.lower()], dialect=dialect)
+            swaps.append((table, _aliased(real, table.alias or table.name.lower())))
+        else:
+            raise _refused([_at("", "sql_table_not_allowed", _not_readable(table), None)])
+    for cte in copy.find_all(exp.CTE):
+        alias = cte.args["alias"]
+        alias.set("this", exp.to_identifier(renamed[id(cte)]))
+    done = set()
+    for table, new in swaps:
+        table.replace(new)
+        done.add(id(new))
+    left = [table for table in copy.find_all(exp.Table) if id(table) not in done]
+    if left:
+        raise _refused([_at("", "sql_table_not_allowed", _not_readable(left[0]), None)])
+    return copy.sql(dialect=dialect, identify=True, comments=False)
 
-    def swap(node: exp.Expr) -> exp.Expr:
-        if not isinstance(node, exp.Table) or node.name.lower() in ctes:
-            return node
-        real = tables[node.name.lower()]
-        alias = node.alias or node.name.lower()
-        return exp.alias_(exp.to_table(real, dialect=dialect), alias, table=True)
 
-    return query.copy().transform(swap).sql(dialect=dialect)
+def _aliased(table: exp.Table, alias: str) -> exp.Table:
+    table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+    return table
 
 
 def _writes(text: str, query: exp.Query) -> list[ErrorDetail]:
@@ -111,19 +156,57 @@ def _writes(text: str, query: exp.Query) -> list[ErrorDetail]:
 
 
 def _tables(text: str, query: exp.Query) -> list[ErrorDetail]:
-    ctes = _cte_names(query)
     problems = []
-    for cte in ctes & set(TABLES):
-        problems.append(_at(text, "sql_table_not_allowed", f"a CTE may not be named {cte}", None))
-    for table in query.find_all(exp.Table):
-        plain = isinstance(table.this, exp.Identifier) and not table.args.get("db")
-        plain = plain and not table.args.get("catalog")
-        if plain and table.name.lower() in (*TABLES, *ctes):
+    for cte in query.find_all(exp.CTE):
+        if cte.alias.lower() in TABLES:
+            message = f"a CTE may not be named {cte.alias.lower()}"
+            problems.append(_at(text, "sql_table_not_allowed", message, None))
+    seen = set()
+    for scope, table in _scoped_tables(query):
+        seen.add(id(table))
+        if _visible_cte(scope, table) is not None:
             continue
-        shown = table.sql(dialect="duckdb")
-        message = f"{shown} is not readable here; a query reads only profiles and events"
-        problems.append(_at(text, "sql_table_not_allowed", message, _span(table)))
+        if _plain(table) and table.name.lower() in TABLES:
+            continue
+        problems.append(_at(text, "sql_table_not_allowed", _not_readable(table), _span(table)))
+    for table in query.find_all(exp.Table):  # any table no scope holds is refused too
+        if id(table) not in seen:
+            where = _span(table)
+            problems.append(_at(text, "sql_table_not_allowed", _not_readable(table), where))
     return problems
+
+
+def _scoped_tables(query: exp.Query) -> list[tuple[Scope, exp.Table]]:
+    """Every table the query reads, with the scope it is read in (sqlglot's scopes: each
+    SELECT, subquery, CTE, derived table, UNION side and LATERAL is one)."""
+    try:
+        scopes = traverse_scope(query)
+    except OptimizeError:
+        return []  # no table is then held by a scope: every one is refused
+    return [(scope, table) for scope in scopes for table in scope.tables]
+
+
+def _visible_cte(scope: Scope, table: exp.Table) -> exp.CTE | None:
+    """The CTE an unqualified table names in its own scope, else ``None`` (a recursive CTE's
+    scope, read from its own body, is its first branch: the CTE is then its ancestor)."""
+    if not _plain(table):
+        return None
+    source = scope.cte_sources.get(table.name)
+    if not isinstance(source, Scope):
+        return None
+    found = source.expression.find_ancestor(exp.CTE)
+    return found if isinstance(found, exp.CTE) else None
+
+
+def _plain(table: exp.Table) -> bool:
+    """A bare name: no schema, no catalog, no function, no file name."""
+    named = isinstance(table.this, exp.Identifier)
+    return named and not table.args.get("db") and not table.args.get("catalog")
+
+
+def _not_readable(table: exp.Table) -> str:
+    shown = table.sql(dialect="duckdb")
+    return f"{shown} is not readable here; a query reads only profiles and events"
 
 
 def _functions(text: str, query: exp.Query) -> list[ErrorDetail]:
@@ -139,6 +222,8 @@ def _functions(text: str, query: exp.Query) -> list[ErrorDetail]:
         where = _span(func)
         if where is not None and text[where[1] : where[1] + 1] == ")":  # its closing paren
             where = (where[0], where[1] + 1)
+        elif where is not None and text[where[1] : where[1] + 2] == "()":  # no arguments
+            where = (where[0], where[1] + 2)
         problems.append(_at(text, "sql_function_not_allowed", message, where))
     return problems
 
@@ -149,10 +234,6 @@ def _columns(text: str, query: exp.Query) -> list[ErrorDetail]:
         return []
     message = "the query returns one column: the members' external ids or pids"
     return [_at(text, "sql_one_column", message, _span(query))]
-
-
-def _cte_names(query: exp.Query) -> set[str]:
-    return {cte.alias.lower() for cte in query.find_all(exp.CTE)}
 
 
 def _syntax(text: str, error: ParseError | TokenError) -> ErrorDetail:

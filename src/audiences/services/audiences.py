@@ -67,7 +67,7 @@ def create(
     """
     repo = AudienceRepository(session, caller.workspace_id)
     _check_interval(data, min_interval)
-    _check_source(data, sources)
+    _check_source(data, sources.for_workspace(caller.workspace_id))
     _check_references(session, caller, data)
     _check_key_free(repo, data.key)
     binding = definitions.bind(
@@ -126,7 +126,7 @@ def replace(
     versions.check(row.version, expected_version)
     repo = AudienceRepository(session, caller.workspace_id)
     _check_interval(data, min_interval)
-    _check_source(data, sources)
+    _check_source(data, sources.for_workspace(caller.workspace_id))
     _check_references(session, caller, data)
     binding = definitions.bind(
         session, workspace_id=caller.workspace_id, data=data, audience_id=row.id

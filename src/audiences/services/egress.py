@@ -7,14 +7,24 @@ and every address its host resolves to must be public: not loopback, private, li
 (cloud metadata lives at 169.254.169.254), multicast, reserved or unspecified.
 
 The host is checked both when a URL is saved (``checked_url``, a clear 400 at once) and again
-right before each request (``check_resolved``), since a name may resolve elsewhere later.
+when each request connects: :func:`pinned_client` resolves the name once, checks every address
+and connects to a checked one, so a name that answers a public address to the check and a
+private one to the connection (DNS rebinding) cannot slip through. The ``Host`` header, TLS SNI
+and certificate checks keep the name. An IPv6 address that carries an IPv4 one (mapped
+``::ffff:a.b.c.d``, compatible ``::a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``) must
+carry a public one.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
+
+import httpcore
+import httpx
 
 from audiences.errors import InvalidParameter
 
@@ -55,15 +65,74 @@ def checked_url(url: str, *, allow_private: bool, resolve: bool = False) -> str:
 
 def check_resolved(host: str, port: int) -> None:
     """Refuse (``url_not_allowed``) a host any of whose addresses is not public, or that does
-    not resolve; call right before connecting, so a name re-pointed since it was saved is
-    caught too."""
+    not resolve. A check alone leaves a window (the connection resolves again): connect with
+    :func:`pinned_client`, which checks the very address it connects to."""
+    resolved(host, port, allow_private=False)
+
+
+def resolved(host: str, port: int, *, allow_private: bool) -> str:
+    """The address to connect to for ``host``: resolved once, every address checked (unless
+    ``allow_private``), the first returned; ``url_not_allowed`` when one is not public or the
+    name does not resolve."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as error:
         raise _refused(f"{host} does not resolve: {error}.") from None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        _check_public(address, host)
+    addresses = [str(info[4][0]).split("%", 1)[0] for info in infos]
+    if not addresses:
+        raise _refused(f"{host} does not resolve.")
+    if not allow_private:
+        for address in addresses:
+            _check_public(ipaddress.ip_address(address), host)
+    return addresses[0]
+
+
+class PinnedBackend(httpcore.NetworkBackend):
+    """httpcore's network layer connecting to the address :func:`resolved` checked: the name
+    is looked up once per connection, here, and httpcore still speaks TLS to the name."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self.allow_private = allow_private
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        """A TCP stream to the checked address of ``host`` (``InvalidParameter`` if refused)."""
+        address = resolved(host, port, allow_private=self.allow_private)
+        return self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        """Never: a client-given URL names no local socket."""
+        raise _refused("A URL may not name a local socket.")
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, as the default backend does."""
+        self._inner.sleep(seconds)
+
+
+def pinned_client(*, allow_private: bool, timeout: httpx.Timeout | float) -> httpx.Client:
+    """An httpx client for client-given URLs: each connection goes to an address checked as it
+    is made (:class:`PinnedBackend`), no proxy from the environment, no redirect followed on
+    its own (check each ``Location`` with :func:`checked_url` and send it again). A refused
+    address raises ``InvalidParameter`` (``url_not_allowed``) from the request."""
+    transport = httpx.HTTPTransport(trust_env=False)
+    # httpx builds its pool with httpcore's default backend and has no option for another;
+    # the pool is rebuilt as httpx would build it, with the pinned backend.
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        network_backend=PinnedBackend(allow_private=allow_private),
+    )
+    return httpx.Client(
+        transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+    )
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -73,14 +142,35 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+"""The well-known NAT64 prefix: its last 32 bits are an IPv4 address the gateway reaches."""
+
+
 def _check_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str) -> None:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if not address.is_global or address.is_multicast:
-        raise _refused(
-            f"{host} is a loopback, private or reserved address; the operator may allow such "
-            "receivers with AUDIENCES_EGRESS_ALLOW_PRIVATE=true."
-        )
+    for each in (address, *_embedded(address)):
+        if not each.is_global or each.is_multicast:
+            raise _refused_private(host)
+
+
+def _embedded(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 one carries: mapped, compatible (``::a.b.c.d``), NAT64
+    and 6to4."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if int(address) >> 32 == 0 or address in NAT64:
+        found.append(low)
+    return found
+
+
+def _refused_private(host: str) -> InvalidParameter:
+    return _refused(
+        f"{host} is a loopback, private or reserved address; the operator may allow such "
+        "receivers with AUDIENCES_EGRESS_ALLOW_PRIVATE=true."
+    )
 
 
 def _refused(message: str) -> InvalidParameter:

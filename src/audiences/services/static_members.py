@@ -34,6 +34,7 @@ from audiences.services.callers import Caller
 from audiences.store.tables import (
     AudienceRow,
     JobRow,
+    MembershipRow,
     MemberWriteRow,
 )
 
@@ -45,6 +46,14 @@ IMPORT_HANDLER = "import.rows"
 EXPIRE_HANDLER = "membership.expire"
 WRITE_HANDLERS = (WRITE_HANDLER, IMPORT_HANDLER)
 IN_PROGRESS, APPLIED, REPLACED = "in_progress", "applied", "replaced"
+DROPPED = "dropped"
+"""A write accepted while the audience took writes by id, found when it was to be applied
+that the audience no longer does (its source switched from ``push`` to a file or SQL source):
+it is not applied, so the members stay those the source gives."""
+DROPPED_REASON = (
+    "the audience's source is no longer push: its members come from its file or SQL source, "
+    "so this write was not applied"
+)
 LIVE_JOB_STATES = ("queued", "running")
 RESULT_COUNTS = ("added", "removed", "unchanged", "superseded")
 """The counts of a write's result that its job's ``counts`` repeat."""
@@ -81,12 +90,12 @@ def require_pushed(audience: AudienceRow) -> None:
     audiences and external ones with a ``push`` source take them, the same way."""
     if syncs.pushed(audience):
         return
-    what = f"a {audience.kind} audience's"
+    what = f"a {audience.kind} audience"
     if audience.kind == "external":
-        what = "an external audience synced from its source has"
+        what = "an external audience synced from its source"
     raise Conflict(
-        f"{what} members are not written by id; only static audiences and external ones "
-        "with a push source are",
+        f"the members of {what} are not written by id; only static audiences and external "
+        "ones with a push source take writes",
         code="audience_not_static",
     )
 
@@ -209,7 +218,11 @@ def apply_many(
     (a delta when small) and recorded as one run, whatever the number of writes.
     """
     moment = now or utcnow()
+    syncs.lock_audience(session, audience.id)  # a change of source waits, or went first
+    current = session.get(AudienceRow, audience.id, populate_existing=True)
     state = memberships.locked(session, audience)
+    if current is None or not syncs.pushed(current):
+        return _dropped(session, state, audience.id, writes, cache)
     before = BitMap(memberships.members_of(session, state, cache))
     days = member_days.load(session, audience, before, moment)
     members = BitMap(before)
@@ -260,6 +273,32 @@ def apply_many(
             change=change,
             trigger=trigger,
         )
+    return results
+
+
+def _dropped(
+    session: Session,
+    state: MembershipRow,
+    audience_id: str,
+    writes: Sequence[Write],
+    cache: BitmapCache | None,
+) -> dict[int, dict[str, Any]]:
+    """Writes to an audience that no longer takes writes by id: each pending one ``dropped``
+    with the reason, the members untouched."""
+    size = len(memberships.members_of(session, state, cache))
+    rows = _write_rows(session, audience_id, [write.seq for write in writes])
+    results: dict[int, dict[str, Any]] = {}
+    for write in writes:
+        row = rows.get(write.seq)
+        if row is None or row.state != "pending":
+            results[write.seq] = _earlier_result(session, write, size=size)
+            continue
+        row.state, row.body = DROPPED, None
+        results[write.seq] = {
+            **Outcome(DROPPED, write.action, size=size).as_result(),
+            "reason": DROPPED_REASON,
+        }
+    session.flush()
     return results
 
 

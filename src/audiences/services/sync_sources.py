@@ -1,33 +1,33 @@
 """External audiences' sources: checked when saved, and pulled into a member set when synced.
 
-A file source is copied to a private temporary file first (fetched from its URL with httpx,
-streaming, or read from its path under ``AUDIENCES_SYNC_ROOT``), under a size cap and, for a
-URL, a deadline; the copy is then read with the import readers (CSV and NDJSON by
+A file source is copied to a private temporary file first (``services/sync_fetch``: from its
+URL through the SSRF guard, or from its path under the workspace's sync folder), under a size
+cap and, for a URL, a deadline; the copy is then read with the import readers (CSV and NDJSON by
 ``import_formats``, Parquet by ``kit.parquet``), so a file that changes while it is fetched is
 read as one version, and a bad row is reported on its own while the good ones count. A SQL
 source runs on the profile engine (``select_query_pids``). Whatever goes wrong raises
-:class:`SyncFailed` with a stable code; the caller keeps the members as they were.
+:class:`~audiences.errors.SyncFailed` with a stable code; the caller keeps the members as
+they were.
 """
 
 from __future__ import annotations
 
-import tempfile
-import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
-from urllib.parse import urljoin, urlsplit
 
-import httpx
 from pyroaring import BitMap
 
 from audiences.config import Settings
 from audiences.engines import queries
-from audiences.errors import AudiencesError, ErrorDetail, InvalidParameter, ValidationFailed
+from audiences.errors import (
+    AudiencesError,
+    ErrorDetail,
+    SyncFailed,
+    ValidationFailed,
+)
 from audiences.kit import parquet
-from audiences.kit.files import private_dir
 from audiences.membership.bitmaps import from_numpy
 from audiences.schemas.syncs import (
     FileSource,
@@ -38,26 +38,14 @@ from audiences.schemas.syncs import (
     SyncSource,
     UrlFileSource,
 )
-from audiences.services import egress, import_formats, import_staged
+from audiences.services import egress, import_formats, import_staged, sync_fetch
 from audiences.services.import_formats import FileRefused, ImportFormat, Layout, Row
 from audiences.services.runtime import Runtime
 
-CHUNK_BYTES = 1 << 16
-MAX_REDIRECTS = 3
 RESOLVE_ROWS = 50_000
 """Ids resolved to pids per engine call when Python reads the file."""
 STAGED_RANGE = 1_000_000
 """Records resolved per engine statement when the engine reads a CSV itself."""
-
-
-class SyncFailed(Exception):
-    """A sync could not produce a member set: ``code`` names why (``sync_fetch_failed``,
-    ``sync_timeout``, ``sync_too_large``, ``sync_file_invalid`` …), the message says it."""
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -71,6 +59,12 @@ class SourceRules:
     dialect: str = "duckdb"
     work_dir: Path | None = None
     """Where fetched files are kept while read (default: the system's temporary folder)."""
+
+    def for_workspace(self, workspace_id: str) -> SourceRules:
+        """The rules for one workspace's sources: its path sources lie under its own folder,
+        ``<AUDIENCES_SYNC_ROOT>/<workspace id>``, so no workspace names another's files."""
+        root = None if self.root is None else self.root / workspace_id
+        return replace(self, root=root)
 
 
 def rules_of(settings: Settings, *, dialect: str) -> SourceRules:
@@ -97,7 +91,7 @@ def check(source: SyncSource, rules: SourceRules) -> None:
         egress.checked_url(source.url, allow_private=rules.allow_private)
     elif isinstance(source, PathFileSource):
         try:
-            _allowed_path(source.path, rules.root)
+            sync_fetch.allowed_path(source.path, rules.root)
         except SyncFailed as failed:
             location = ("body", "source", "path")
             raise ValidationFailed(
@@ -124,9 +118,9 @@ def pull(
                 workspace_id, source.query, timeout_seconds=rules.timeout_seconds
             )
         except AudiencesError as error:  # refused or failed on the data: the sync fails
-            raise SyncFailed(error.detail, code=error.code) from None
+            raise SyncFailed(_sql_failure(error), code=error.code) from None
         return members, len(members)
-    with _fetched(source, rules) as path:
+    with sync_fetch.fetched(source, rules) as path:
         shape = _layout(path, source)
         counted = None
         if shape is not None and source.format is SyncFormat.CSV:
@@ -138,6 +132,22 @@ def pull(
         message = f"none of the file's {read} rows holds a valid id"
         raise SyncFailed(message, code="sync_file_invalid")
     return members, read
+
+
+SQL_FAILED = (
+    "the SQL source failed on the workspace's data (an unknown column, a cast that fails …); "
+    "the engine's own words, which may quote values, are in the server log only"
+)
+"""What a sync records when the engine could not run its SQL source: never the engine's message,
+which can quote the values it failed on (a failed cast shows the text it cast)."""
+
+
+def _sql_failure(error: AudiencesError) -> str:
+    """The message a failed SQL source's sync records: the checker's and the timeout's own (they
+    quote no data), a generic one for anything the engine said."""
+    if error.code in (queries.CODE, "engine_query_timeout"):
+        return error.detail
+    return SQL_FAILED
 
 
 Counted = tuple[BitMap, int, int]
@@ -231,127 +241,3 @@ def _parquet_rows(path: Path, id_column: str) -> Generator[Row]:
             yield Row(number, number, external_id=value)
         else:
             yield Row(number, number, code=problem[0], message=problem[1])
-
-
-class _Fetched:
-    """A private temporary copy of a file source, removed when the block ends."""
-
-    def __init__(self, source: FileSource, rules: SourceRules) -> None:
-        self.source = source
-        self.rules = rules
-        folder = rules.work_dir
-        if folder is not None:
-            private_dir(folder)
-        self.file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by __exit__)
-            prefix="sync-", dir=folder, delete=False
-        )
-        self.path = Path(self.file.name)
-
-    def __enter__(self) -> Path:
-        try:
-            with self.file as out:
-                if isinstance(self.source, UrlFileSource):
-                    _download(self.source.url, out, self.rules)
-                elif isinstance(self.source, PathFileSource):
-                    _copy(self.source.path, out, self.rules)
-        except BaseException:
-            self.path.unlink(missing_ok=True)
-            raise
-        return self.path
-
-    def __exit__(self, *_: object) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _fetched(source: FileSource, rules: SourceRules) -> _Fetched:
-    return _Fetched(source, rules)
-
-
-def _download(url: str, out: IO[bytes], rules: SourceRules) -> None:
-    """Stream ``url`` into ``out`` (a redirect followed only to a URL the guard allows too)."""
-    deadline = time.monotonic() + rules.timeout_seconds
-    timeout = httpx.Timeout(rules.timeout_seconds)
-    try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-            for _ in range(MAX_REDIRECTS + 1):
-                _guard(url, rules)
-                with client.stream("GET", url) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = urljoin(url, response.headers["location"])
-                        continue
-                    if response.status_code != 200:
-                        raise SyncFailed(
-                            f"the source answered HTTP {response.status_code}",
-                            code="sync_fetch_failed",
-                        )
-                    _check_length(response.headers.get("content-length"), rules.max_bytes)
-                    _save(response.iter_bytes(CHUNK_BYTES), out, rules.max_bytes, deadline)
-                    return
-    except httpx.TimeoutException:
-        raise _timed_out(rules) from None
-    except httpx.HTTPError as error:
-        message = f"the source could not be fetched: {type(error).__name__}"
-        raise SyncFailed(message, code="sync_fetch_failed") from None
-    raise SyncFailed(f"more than {MAX_REDIRECTS} redirects", code="sync_fetch_failed")
-
-
-def _guard(url: str, rules: SourceRules) -> None:
-    """The SSRF guard, again right before connecting: the name may point elsewhere now."""
-    try:
-        egress.checked_url(url, allow_private=rules.allow_private)
-        if not rules.allow_private:
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            egress.check_resolved(parts.hostname or "", port)
-    except InvalidParameter as refused:
-        raise SyncFailed(refused.detail, code=refused.code) from None
-
-
-def _check_length(header: str | None, limit: int) -> None:
-    if header is not None and header.isdigit() and int(header) > limit:
-        raise _too_large(limit)
-
-
-def _save(chunks: Iterator[bytes], out: IO[bytes], limit: int, deadline: float) -> None:
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        if time.monotonic() > deadline:
-            raise SyncFailed("the source took too long to send the file", code="sync_timeout")
-        out.write(chunk)
-
-
-def _copy(path: str, out: IO[bytes], rules: SourceRules) -> None:
-    found = _allowed_path(path, rules.root)
-    try:
-        with found.open("rb") as source:
-            _save(iter(lambda: source.read(CHUNK_BYTES), b""), out, rules.max_bytes, float("inf"))
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
-        message = f"no readable file at {path}: {type(error).__name__}"
-        raise SyncFailed(message, code="sync_fetch_failed") from None
-
-
-def _allowed_path(path: str, root: Path | None) -> Path:
-    """The path resolved (links followed), when it lies under the sync folder."""
-    if root is None:
-        raise SyncFailed(
-            "this server reads no source files: AUDIENCES_SYNC_ROOT is not set",
-            code="sync_path_not_allowed",
-        )
-    if not Path(path).is_absolute():
-        raise SyncFailed("a source path is absolute", code="sync_path_not_allowed")
-    resolved = Path(path).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise SyncFailed(f"{path} is outside the sync folder", code="sync_path_not_allowed")
-    return resolved
-
-
-def _too_large(limit: int) -> SyncFailed:
-    return SyncFailed(f"the file is over the limit of {limit} bytes", code="sync_too_large")
-
-
-def _timed_out(rules: SourceRules) -> SyncFailed:
-    message = f"the source did not send the file within {rules.timeout_seconds:g} s"
-    return SyncFailed(message, code="sync_timeout")

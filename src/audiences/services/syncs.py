@@ -16,11 +16,13 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from pyroaring import AbstractBitMap
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from audiences import queue
-from audiences.errors import Conflict, NotFound
+from audiences.errors import Conflict, NotFound, SyncFailed
 from audiences.membership.cache import BitmapCache
 from audiences.schemas.jobs import JobKind, JobState
 from audiences.schemas.syncs import (
@@ -33,7 +35,6 @@ from audiences.schemas.syncs import (
 )
 from audiences.services import freshness, lifecycle, memberships, run_history
 from audiences.services.callers import Caller
-from audiences.services.sync_sources import SyncFailed
 from audiences.store.repositories.audiences import AudienceRepository
 from audiences.store.tables import AudienceRow, AudienceSyncRow, JobRow, MembershipRow, RunRow
 
@@ -42,6 +43,10 @@ SYNC_HANDLER = "membership.sync"
 TRIGGER = "sync"
 """The trigger of a sync's run."""
 ENDED_WITHOUT_RECORD = (JobState.FAILED.value, JobState.CANCELLED.value)
+"""Job states that, for the job a sync state still calls ``syncing``, mean the job ended
+without recording its sync (a crash spent its attempts, or it was cancelled): the sync then
+reads as ``failed`` (``sync_job_failed``), in the API and the metrics alike. A job that
+records its sync, succeeded or failed, moves the state off ``syncing`` first."""
 _SOURCE: TypeAdapter[PulledSource | PushSource] = TypeAdapter(SyncSource)
 
 
@@ -94,10 +99,23 @@ def queue_sync(
     max_attempts: int = queue.DEFAULT_MAX_ATTEMPTS,
 ) -> JobRow:
     """The audience's sync job: the one queued or running, else a new one; its state says
-    ``syncing`` and names the job from now on."""
-    active = queue.active_for_subject(
-        session, workspace_id=audience.workspace_id, subject_id=audience.id, handler=SYNC_HANDLER
-    )
+    ``syncing`` and names the job from now on.
+
+    The audience row is locked first (PostgreSQL), so two callers at once queue one job; a
+    running job that has recorded its sync already (it compared the source under the same
+    lock) is not waited on, since it will not read the source again."""
+    lock_audience(session, audience.id)
+    state = _row(session, audience)
+    active = [
+        job
+        for job in queue.active_for_subject(
+            session,
+            workspace_id=audience.workspace_id,
+            subject_id=audience.id,
+            handler=SYNC_HANDLER,
+        )
+        if not (job.id == state.job_id and state.status != SyncStatus.SYNCING.value)
+    ]
     if active:
         return active[0]
     job = queue.enqueue(
@@ -110,10 +128,17 @@ def queue_sync(
         created_by=created_by,
         max_attempts=max_attempts,
     )
-    state = _row(session, audience)
     state.status, state.job_id = SyncStatus.SYNCING.value, job.id
     session.flush()
     return job
+
+
+def lock_audience(session: Session, audience_id: str) -> None:
+    """Lock the audience's row for this transaction (``SELECT … FOR UPDATE`` on PostgreSQL;
+    SQLite serialises writers already): what a sync compares its source under, and what a
+    source change waits on."""
+    stmt = select(AudienceRow.id).where(AudienceRow.id == audience_id).with_for_update()
+    session.execute(stmt)
 
 
 def due(session: Session, *, now: datetime) -> list[AudienceRow]:
@@ -166,6 +191,25 @@ def record_failure(
     return run
 
 
+def release(session: Session, audience: AudienceRow, *, job_id: str) -> None:
+    """A sync job that skipped (the audience parked, or its source no longer pulled): the
+    sync state says what it said before the job was queued, from its last run (``synced``,
+    ``failed``, else ``pending``), and names no job, instead of ``syncing`` for ever."""
+    row = session.get(AudienceSyncRow, audience.id)
+    if row is None or row.job_id != job_id:
+        return  # another job owns the state now
+    row.status = _settled(row).value
+    row.job_id = None
+    session.flush()
+
+
+def _settled(row: AudienceSyncRow) -> SyncStatus:
+    """The status the sync's recorded outcomes give, with no job under way."""
+    if row.last_error is not None:
+        return SyncStatus.FAILED
+    return SyncStatus.PENDING if row.last_synced_at is None else SyncStatus.SYNCED
+
+
 def _finish(
     session: Session, audience: AudienceRow, run: RunRow, job_id: str, error: SyncFailed | None
 ) -> None:
@@ -181,17 +225,21 @@ def _finish(
 
 
 def _row(session: Session, audience: AudienceRow) -> AudienceSyncRow:
+    """The audience's sync state, inserted if missing with ``ON CONFLICT DO NOTHING`` (two
+    first writers at once both find none: neither fails on the primary key)."""
     row = session.get(AudienceSyncRow, audience.id)
-    if row is None:
-        row = AudienceSyncRow(
-            audience_id=audience.id,
-            workspace_id=audience.workspace_id,
-            status=SyncStatus.PENDING.value,
-            attempts=0,
-            failures=0,
-        )
-        session.add(row)
-    return row
+    if row is not None:
+        return row
+    values = {
+        "audience_id": audience.id,
+        "workspace_id": audience.workspace_id,
+        "status": SyncStatus.PENDING.value,
+        "attempts": 0,
+        "failures": 0,
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(AudienceSyncRow).values(**values).on_conflict_do_nothing())
+    return session.get_one(AudienceSyncRow, audience.id, populate_existing=True)
 
 
 def states(
@@ -266,15 +314,24 @@ def _ended_jobs(session: Session, job_ids: list[str | None]) -> dict[str, JobRow
 
 def totals(session: Session) -> tuple[int, int, dict[str, int]]:
     """Every sync attempted and failed so far, and the external audiences by sync status
-    (the metrics)."""
+    (the metrics), a sync whose job ended without recording it counted ``failed`` as the API
+    shows it."""
     attempts, failures = session.execute(
         select(
             func.coalesce(func.sum(AudienceSyncRow.attempts), 0),
             func.coalesce(func.sum(AudienceSyncRow.failures), 0),
         )
     ).one()
+    dead = AudienceSyncRow.status == SyncStatus.SYNCING.value
+    status = case(
+        (dead & JobRow.state.in_(ENDED_WITHOUT_RECORD), SyncStatus.FAILED.value),
+        else_=AudienceSyncRow.status,
+    )
     counted = session.execute(
-        select(AudienceSyncRow.status, func.count()).group_by(AudienceSyncRow.status)
+        select(status, func.count())
+        .select_from(AudienceSyncRow)
+        .outerjoin(JobRow, JobRow.id == AudienceSyncRow.job_id)
+        .group_by(status)
     )
     by_status = {str(status): int(count) for status, count in counted}
     return int(attempts), int(failures), by_status

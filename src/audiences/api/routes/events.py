@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError as PydanticValidationError
 
-from audiences.api import uploads
+from audiences.api import paths, uploads
 from audiences.api.content import RequireJson
 from audiences.api.deps import (
     ProfileId,
@@ -197,7 +197,7 @@ def list_profile_events(
     if page.next is not None:
         position = {"t": page.next.timestamp.isoformat(), "k": page.next.skip, "e": names}
         next_cursor = encode_cursor(position)
-        url = request.url.include_query_params(cursor=next_cursor)
+        url = paths.url_of(request).include_query_params(cursor=next_cursor)
         headers["Link"] = f'<{url}>; rel="next"'
     body = {
         "data": [_event(stored) for stored in page.events],

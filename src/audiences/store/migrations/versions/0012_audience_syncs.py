@@ -62,23 +62,63 @@ def upgrade() -> None:
     _type_sources()
 
 
-def _type_sources() -> None:
-    """External audiences saved before sources had a ``type`` held a label (``name``,
-    ``external_id``) or nothing: their members were never pulled, so they are ``push``."""
-    table = sa.table(
+LEGACY_KEY = "legacy_source"
+"""The metadata key that keeps a source stored before types when it held more than a label."""
+LABELS = {"name": 100, "external_id": 255}
+"""The label a push source keeps, with the longest value each may be."""
+
+
+def _audiences() -> sa.TableClause:
+    return sa.table(
         "audiences",
         sa.column("id", sa.String),
         sa.column("kind", sa.String),
         sa.column("source", audiences.store.tables.base.JSONType),
+        sa.column("metadata", audiences.store.tables.base.JSONType),
     )
+
+
+def _type_sources() -> None:
+    """External audiences saved before sources had a ``type`` held a label (``name``,
+    ``external_id``) or nothing: their members were never pulled, so they are ``push``. A
+    source that held anything else (other keys, a ``type`` of its own, a label too long) keeps
+    its label where it fits and the whole old source in ``metadata.legacy_source``, so nothing
+    the client saved is lost and the downgrade puts it back."""
+    table = _audiences()
     bind = op.get_bind()
-    found = bind.execute(sa.select(table.c.id, table.c.source).where(table.c.kind == "external"))
-    for audience_id, source in list(found):
-        typed: dict[str, Any] = {"type": "push", **(source or {})}
-        bind.execute(table.update().where(table.c.id == audience_id).values(source=typed))
+    stmt = sa.select(table.c.id, table.c.source, table.c.metadata)
+    for audience_id, source, metadata in list(bind.execute(stmt.where(table.c.kind == "external"))):
+        old: dict[str, Any] = source if isinstance(source, dict) else {}
+        typed: dict[str, Any] = {"type": "push"}
+        for key, longest in LABELS.items():
+            value = old.get(key)
+            if isinstance(value, str) and 0 < len(value) <= longest:
+                typed[key] = value
+        values: dict[str, Any] = {"source": typed}
+        if {k: v for k, v in old.items() if k in typed} != old:
+            values["metadata"] = {**(metadata or {}), LEGACY_KEY: old}
+        bind.execute(table.update().where(table.c.id == audience_id).values(**values))
+
+
+def _untype_sources() -> None:
+    """The downgrade of :func:`_type_sources`: a push source back to its label alone, or to
+    the old source kept in ``metadata.legacy_source``."""
+    table = _audiences()
+    bind = op.get_bind()
+    stmt = sa.select(table.c.id, table.c.source, table.c.metadata)
+    for audience_id, source, metadata in list(bind.execute(stmt.where(table.c.kind == "external"))):
+        if not isinstance(source, dict) or source.get("type") != "push":
+            continue
+        kept = dict(metadata or {})
+        old = kept.pop(LEGACY_KEY, None)
+        if not isinstance(old, dict):
+            old = {key: value for key, value in source.items() if key != "type"}
+        values = {"source": old or None, "metadata": kept}
+        bind.execute(table.update().where(table.c.id == audience_id).values(**values))
 
 
 def downgrade() -> None:
+    _untype_sources()
     with op.batch_alter_table("audience_syncs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audience_syncs_workspace_id"))
     op.drop_table("audience_syncs")

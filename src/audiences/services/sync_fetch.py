@@ -1,0 +1,159 @@
+"""Fetching an external audience's file source into a private temporary copy: from its URL
+with httpx (streaming, under a size cap and a deadline, through the SSRF guard: each request
+and redirect checked, each connection pinned to a checked address by ``egress.pinned_client``)
+or from its path under the workspace's sync folder (links resolved first). Whatever goes wrong
+raises :class:`~audiences.errors.SyncFailed` with a stable code. Reading the copy is
+``services/sync_sources``'s job.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+from urllib.parse import urljoin
+
+import httpx
+
+from audiences.errors import InvalidParameter, SyncFailed
+from audiences.kit.files import private_dir
+from audiences.schemas.syncs import FileSource, PathFileSource, UrlFileSource
+from audiences.services import egress
+
+if TYPE_CHECKING:
+    from audiences.services.sync_sources import SourceRules
+
+CHUNK_BYTES = 1 << 16
+"""Bytes read from a response or a file at a time."""
+MAX_REDIRECTS = 3
+"""Redirects a URL source may take, each checked by the guard."""
+
+
+class _Fetched:
+    """A private temporary copy of a file source, removed when the block ends."""
+
+    def __init__(self, source: FileSource, rules: SourceRules) -> None:
+        self.source = source
+        self.rules = rules
+        folder = rules.work_dir
+        if folder is not None:
+            private_dir(folder)
+        self.file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by __exit__)
+            prefix="sync-", dir=folder, delete=False
+        )
+        self.path = Path(self.file.name)
+
+    def __enter__(self) -> Path:
+        try:
+            with self.file as out:
+                if isinstance(self.source, UrlFileSource):
+                    _download(self.source.url, out, self.rules)
+                elif isinstance(self.source, PathFileSource):
+                    _copy(self.source.path, out, self.rules)
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+        return self.path
+
+    def __exit__(self, *_: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def fetched(source: FileSource, rules: SourceRules) -> _Fetched:
+    """A private temporary copy of ``source``: the path inside a ``with`` block, removed
+    after; ``SyncFailed`` when it cannot be fetched or read."""
+    return _Fetched(source, rules)
+
+
+def _download(url: str, out: IO[bytes], rules: SourceRules) -> None:
+    """Stream ``url`` into ``out`` (a redirect followed only to a URL the guard allows too)."""
+    deadline = time.monotonic() + rules.timeout_seconds
+    timeout = httpx.Timeout(rules.timeout_seconds)
+    try:
+        with egress.pinned_client(allow_private=rules.allow_private, timeout=timeout) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                _guard(url, rules)
+                with client.stream("GET", url) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        url = urljoin(url, response.headers["location"])
+                        continue
+                    if response.status_code != 200:
+                        raise SyncFailed(
+                            f"the source answered HTTP {response.status_code}",
+                            code="sync_fetch_failed",
+                        )
+                    _check_length(response.headers.get("content-length"), rules.max_bytes)
+                    _save(response.iter_bytes(CHUNK_BYTES), out, rules.max_bytes, deadline)
+                    return
+    except InvalidParameter as refused:  # the address the name resolves to as it connects
+        raise SyncFailed(refused.detail, code=refused.code) from None
+    except httpx.TimeoutException:
+        raise _timed_out(rules) from None
+    except httpx.HTTPError as error:
+        message = f"the source could not be fetched: {type(error).__name__}"
+        raise SyncFailed(message, code="sync_fetch_failed") from None
+    raise SyncFailed(f"more than {MAX_REDIRECTS} redirects", code="sync_fetch_failed")
+
+
+def _guard(url: str, rules: SourceRules) -> None:
+    """The SSRF guard on each URL before it is requested (scheme, credentials, a literal
+    address); the address a name resolves to is checked as the connection is made
+    (``egress.pinned_client``), so a name cannot point elsewhere between check and connect."""
+    try:
+        egress.checked_url(url, allow_private=rules.allow_private)
+    except InvalidParameter as refused:
+        raise SyncFailed(refused.detail, code=refused.code) from None
+
+
+def _check_length(header: str | None, limit: int) -> None:
+    if header is not None and header.isdigit() and int(header) > limit:
+        raise _too_large(limit)
+
+
+def _save(chunks: Iterator[bytes], out: IO[bytes], limit: int, deadline: float) -> None:
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        if time.monotonic() > deadline:
+            raise SyncFailed("the source took too long to send the file", code="sync_timeout")
+        out.write(chunk)
+
+
+def _copy(path: str, out: IO[bytes], rules: SourceRules) -> None:
+    found = allowed_path(path, rules.root)
+    try:
+        with found.open("rb") as source:
+            _save(iter(lambda: source.read(CHUNK_BYTES), b""), out, rules.max_bytes, float("inf"))
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
+        message = f"no readable file at {path}: {type(error).__name__}"
+        raise SyncFailed(message, code="sync_fetch_failed") from None
+
+
+def allowed_path(path: str, root: Path | None) -> Path:
+    """The path resolved (links followed), when it lies under the sync folder (the
+    workspace's own, see :meth:`SourceRules.for_workspace`)."""
+    if root is None:
+        raise SyncFailed(
+            "this server reads no source files: AUDIENCES_SYNC_ROOT is not set",
+            code="sync_path_not_allowed",
+        )
+    if not Path(path).is_absolute():
+        raise SyncFailed("a source path is absolute", code="sync_path_not_allowed")
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        message = f"{path} is outside this workspace's sync folder, {root}"
+        raise SyncFailed(message, code="sync_path_not_allowed")
+    return resolved
+
+
+def _too_large(limit: int) -> SyncFailed:
+    return SyncFailed(f"the file is over the limit of {limit} bytes", code="sync_too_large")
+
+
+def _timed_out(rules: SourceRules) -> SyncFailed:
+    message = f"the source did not send the file within {rules.timeout_seconds:g} s"
+    return SyncFailed(message, code="sync_timeout")
