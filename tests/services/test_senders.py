@@ -8,9 +8,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+import pytest
+
 from audiences.config import Settings
 from audiences.kit import webhooks
 from audiences.services import senders
+from tests.services.test_egress import Dns
 
 SECRET = webhooks.new_secret()
 
@@ -28,6 +31,27 @@ def test_the_guard_checks_the_address_right_before_sending(settings: Settings) -
         )
     assert not outcome.ok and outcome.status is None
     assert "loopback" in (outcome.error or "")
+    assert accepted == []
+
+
+def test_a_webhook_host_rebound_to_loopback_after_its_check_is_never_reached(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name answers a public address to the check and loopback after: the connection goes
+    to the address checked, never to the receiver on loopback."""
+    dns = Dns(monkeypatch)
+    dns.answers["hooks.rebind.test"] = [["93.184.216.34"], ["127.0.0.1"]]
+    guarded = settings.model_copy(update={"egress_allow_private": False})
+    with listening() as (port, accepted):
+        outcome = senders.post(
+            url=f"http://hooks.rebind.test:{port}/x",
+            secrets=[SECRET],
+            msg_id="msg_1",
+            body="{}",
+            settings=guarded,
+        )
+    assert not outcome.ok and outcome.status is None
+    assert dns.connected == ["93.184.216.34"]
     assert accepted == []
 
 

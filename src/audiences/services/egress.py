@@ -17,8 +17,10 @@ carry a public one.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -127,12 +129,18 @@ def pinned_client(*, allow_private: bool, timeout: httpx.Timeout | float) -> htt
     # httpx builds its pool with httpcore's default backend and has no option for another;
     # the pool is rebuilt as httpx would build it, with the pinned backend.
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
+        ssl_context=_tls(),
         network_backend=PinnedBackend(allow_private=allow_private),
     )
     return httpx.Client(
         transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
     )
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context per process: building one costs more than a request on loopback."""
+    return httpx.create_ssl_context(trust_env=False)
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import csv
 import email.utils
-import functools
 import json
 import os
-import ssl
 import tempfile
 import time
 from collections.abc import Iterable
@@ -17,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import duckdb
 import httpx
@@ -44,20 +41,13 @@ class Outcome:
     gone: bool = False
 
 
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    """One TLS context per process: building one costs more than a request on loopback."""
-    return ssl.create_default_context()
-
-
 def client(settings: Settings) -> httpx.Client:
     """An HTTP client for webhook requests: the timeout, no redirects followed, no proxy
-    from the environment, certificates verified."""
-    return httpx.Client(
-        timeout=settings.webhook_timeout_seconds,
-        follow_redirects=False,
-        trust_env=False,
-        verify=_tls(),
+    from the environment, certificates verified, and each connection made to an address the
+    SSRF guard checked as it connected (``egress.pinned_client``: a name re-pointed at a
+    private address after its check is never reached)."""
+    return egress.pinned_client(
+        allow_private=settings.egress_allow_private, timeout=settings.webhook_timeout_seconds
     )
 
 
@@ -70,16 +60,9 @@ def post(
     settings: Settings,
     given: httpx.Client | None = None,
 ) -> Outcome:
-    """POST ``body`` to ``url`` signed with every secret; the guard checks the host's
-    addresses right before connecting (a name may point elsewhere since it was saved)."""
+    """POST ``body`` to ``url`` signed with every secret; the guard checks the address each
+    connection is made to (a name may point elsewhere since it was saved)."""
     started = time.perf_counter()
-    try:
-        if not settings.egress_allow_private:
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            egress.check_resolved(parts.hostname or "", port)
-    except AudiencesError as exc:
-        return Outcome(False, None, 0, error=exc.detail)
     payload = body.encode()
     headers = {
         **webhooks.headers(secrets, msg_id, int(time.time()), payload),
@@ -104,6 +87,8 @@ def post(
                 retry_after=_retry_after(answer.headers.get("retry-after")),
                 gone=status == 410,
             )
+    except AudiencesError as exc:  # the guard refused the address (url_not_allowed)
+        return Outcome(False, None, _ms(started), error=exc.detail)
     except httpx.TimeoutException:
         return Outcome(False, None, _ms(started), error="timed out")
     except httpx.HTTPError as exc:
