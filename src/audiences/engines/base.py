@@ -34,8 +34,6 @@ MEMBERSHIP_ALIAS = re.compile(r"^m_[a-z0-9_]{1,60}$")
 RESERVED_COLUMNS = frozenset({"pid", "external_id", "extra", "updated_at"})
 """Column names every profile table has; no attribute may be declared with one of them."""
 
-MAX_EXTERNAL_ID_LENGTH = 512
-"""The longest external id an engine accepts, in characters."""
 
 ProfileRecord = tuple[str, Mapping[str, Any]]
 """One write: the external id and the attributes to merge into the stored profile."""

@@ -18,9 +18,9 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from audiences.engines.base import MAX_EXTERNAL_ID_LENGTH
 from audiences.engines.idfiles import IdFile, IdFileUnreadable, Reject
 from audiences.errors import Conflict
+from audiences.schemas.memberships import MAX_ID_LENGTH
 
 STAGED = "import_staged"
 REJECTS = "import_rejects"
@@ -76,7 +76,7 @@ class DuckDBStagedIds:
         others[source.id_position] = "true"
         query = (
             f"CREATE TEMP TABLE {STAGED} AS SELECT {value} AS raw, {value} IS NOT NULL"
-            f" AND length({value}) <= {MAX_EXTERNAL_ID_LENGTH}"
+            f" AND length({value}) <= {MAX_ID_LENGTH}"
             f" AND NOT regexp_matches({value}, $pattern) AS plain"
             f" FROM read_csv($path, header = false, skip = $skip, columns = {{{columns}}},"
             " auto_detect = false, delim = $delim, quote = $quote, escape = $quote,"

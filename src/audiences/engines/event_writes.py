@@ -13,19 +13,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from audiences.engines.base import MAX_EXTERNAL_ID_LENGTH, EventRecord, EventResult
+from audiences.engines.base import EventRecord, EventResult
 from audiences.engines.coerce import COERCERS, TypeMismatchError, valid_unicode
 from audiences.engines.writes import canonical, check_external_id
 from audiences.errors import ErrorDetail
 from audiences.kit.clock import as_utc
 from audiences.schemas.attributes import ATTRIBUTE_NAME, AttributeType
 from audiences.schemas.events import RESERVED_EVENT_FIELDS
+from audiences.schemas.memberships import MAX_ID_LENGTH
 
 MAX_EVENT_NAME_LENGTH = 200
 """The longest event name, in characters."""
 
 EVENT_NAME = re.compile(rf"[^\x00-\x1f]{{1,{MAX_EVENT_NAME_LENGTH}}}")
-EVENT_ID = re.compile(rf"[^\x00-\x1f]{{1,{MAX_EXTERNAL_ID_LENGTH}}}")
+EVENT_ID = re.compile(rf"[^\x00-\x1f]{{1,{MAX_ID_LENGTH}}}")
 """What the wire contract allows (``schemas.events``), checked again for every other caller."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -96,7 +97,7 @@ def _check(
         message = "the timestamp must be a time with its offset, that UTC can hold"
         problems.append(ErrorDetail("timestamp_invalid", message, ("timestamp",)))
     if record.event_id is not None and not _text(EVENT_ID, record.event_id):
-        message = f"an event_id is 1 to {MAX_EXTERNAL_ID_LENGTH} characters, none a control one"
+        message = f"an event_id is 1 to {MAX_ID_LENGTH} characters, none a control one"
         problems.append(ErrorDetail("event_id_invalid", message, ("event_id",)))
     values, more = _values(record.properties, schema, coercers)
     return when or EPOCH, values, (*problems, *more)

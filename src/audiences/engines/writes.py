@@ -13,10 +13,11 @@ from typing import Any
 
 import orjson
 
-from audiences.engines.base import MAX_EXTERNAL_ID_LENGTH, Profile, ProfileRecord, UpsertResult
+from audiences.engines.base import Profile, ProfileRecord, UpsertResult
 from audiences.engines.coerce import COERCERS, TypeMismatchError, dump_json, valid_unicode
 from audiences.errors import ErrorDetail
 from audiences.schemas.attributes import AttributeType
+from audiences.schemas.memberships import MAX_ID_LENGTH
 
 
 @dataclass
@@ -222,11 +223,11 @@ def check_external_id(external_id: object) -> list[ErrorDetail]:
     """The problems of an external id (none, or one); a new list, which callers add to."""
     if (
         isinstance(external_id, str)
-        and 0 < len(external_id) <= MAX_EXTERNAL_ID_LENGTH
+        and 0 < len(external_id) <= MAX_ID_LENGTH
         and valid_unicode(external_id)
     ):
         return []
-    message = f"external_id must be a string of 1 to {MAX_EXTERNAL_ID_LENGTH} characters"
+    message = f"external_id must be a string of 1 to {MAX_ID_LENGTH} characters"
     return [ErrorDetail("external_id_invalid", message, ("external_id",))]
 
 

@@ -26,6 +26,7 @@ from audiences.schemas.imports import ImportMode
 MAX_IDS = 10_000
 """Most ids one membership write carries."""
 MAX_ID_LENGTH = 512
+"""The longest external id (and event id) anywhere: in the API, in files, in every engine."""
 ID_PATTERN = r"^[^\x00-\x1f]+$"
 ExternalId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)

@@ -19,8 +19,7 @@ from typing import IO, Any
 
 import orjson
 
-from audiences.engines.base import MAX_EXTERNAL_ID_LENGTH
-from audiences.schemas.memberships import CONTROL
+from audiences.schemas.memberships import CONTROL, MAX_ID_LENGTH
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_FIELD = 1 << 20
@@ -153,8 +152,8 @@ def check_id(value: str) -> tuple[str, str] | None:
     """The problem with an external id as (code, message), None when it is valid."""
     if not value:
         return "id_missing", "the id is empty"
-    if len(value) > MAX_EXTERNAL_ID_LENGTH:
-        return "id_too_long", f"the id is {len(value)} characters, over {MAX_EXTERNAL_ID_LENGTH}"
+    if len(value) > MAX_ID_LENGTH:
+        return "id_too_long", f"the id is {len(value)} characters, over {MAX_ID_LENGTH}"
     if not value.isascii():
         try:
             value.encode("utf-8")
