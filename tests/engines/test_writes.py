@@ -7,7 +7,7 @@ import random
 from typing import Any
 
 import orjson
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audiences.engines.writes import canonical, merge_extra, plan_writes
@@ -90,6 +90,7 @@ def _nest(flat: dict[str, Any], seed: int) -> dict[str, Any]:
     return record
 
 
+@settings(suppress_health_check=[HealthCheck.too_slow])  # the prefix-free filter, on a busy CI
 @given(
     flat=st.dictionaries(PATHS, LEAVES, max_size=6).filter(lambda d: _prefix_free(list(d))),
     seed=st.integers(0, 2**16),
