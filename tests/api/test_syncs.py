@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pyroaring import BitMap
+from sqlalchemy import select
 
 from audiences import queue
 from audiences.api.app import create_app
@@ -26,7 +27,7 @@ from audiences.jobs.schedule import queue_syncs
 from audiences.kit.clock import utcnow
 from audiences.services import audiences, static_members, sync_sources, syncs
 from audiences.services.sync_sources import SQL_FAILED
-from audiences.store.tables import AudienceRow, JobRow
+from audiences.store.tables import AudienceRow, JobRow, MembershipChangeRow
 from tests import factories
 from tests.api.test_member_writes import members_of
 from tests.client import ApiClient
@@ -216,6 +217,33 @@ def test_a_file_sync_replaces_members_and_records_who_entered_and_exited(
     assert done["result"]["entered"] == 1 and done["counts"]["rows"] == 3
     body = ws.read.get(f"/v1/audiences/{audience['id']}").json()
     assert (body["size"], body["evaluation"]["status"]) == (3, "succeeded")
+
+
+def test_a_syncs_changes_reach_destinations_naming_its_run(
+    sync_app: FastAPI, ws: Tenant, server: FileServer
+) -> None:
+    """The outbox row a sync writes names the sync's run, as a batch run's does."""
+    server.files["/followed.csv"] = Served(body=b"id\na\nb\n")
+    audience = external(ws.write, csv_source(server, "/followed.csv"))
+    hook = ws.write.post(
+        "/v1/destinations",
+        json={
+            "name": "crm",
+            "kind": "webhook",
+            "url": f"http://127.0.0.1:{server.server.server_address[1]}/hook",
+            "subscription": {"audience_ids": [audience["id"]]},
+        },
+    )
+    assert hook.status_code == 201, hook.text
+    run_syncs(sync_app)
+    runs = ws.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
+    with sync_app.state.session_factory() as session:
+        causes = session.scalars(
+            select(MembershipChangeRow.cause).where(
+                MembershipChangeRow.audience_id == audience["id"]
+            )
+        ).all()
+    assert causes == [f"run:{runs[0]['id']}"]
 
 
 def test_ndjson_parquet_and_gzipped_files_sync_and_bad_rows_are_reported(

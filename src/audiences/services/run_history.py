@@ -60,10 +60,12 @@ def record_change(
     members: AbstractBitMap,
     change: Diff,
     trigger: str,
+    run: RunRow | None = None,
 ) -> RunRow:
-    """A succeeded run for a change made without an evaluation (a static write, an expiry),
-    so its change feed and ``as_of`` work as for evaluated audiences."""
-    run = start(audience, number=next_number(session, audience.id), trigger=trigger)
+    """A succeeded run for a change made without an evaluation (a static write, an expiry, a
+    sync), so its change feed and ``as_of`` work as for evaluated audiences. ``run`` is one
+    ``start`` made before the change, when the change had to name it (a sync's)."""
+    run = run or start(audience, number=next_number(session, audience.id), trigger=trigger)
     run.size, run.entered, run.exited = len(members), len(change.entered), len(change.exited)
     run.members, run.members_kept = serialize(members), True
     finish(run, state, status="succeeded")

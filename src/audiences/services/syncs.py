@@ -168,9 +168,20 @@ def record(
     """A succeeded sync: ``members`` replace the audience's, recorded as a run (who entered,
     who exited), and the sync state says ``synced``; one transaction."""
     state = memberships.locked(session, audience)
-    change = memberships.replace(session, audience=audience, members=members, cache=cache)
+    run = run_history.start(
+        audience, number=run_history.next_number(session, audience.id), trigger=TRIGGER
+    )
+    change = memberships.replace(
+        session, audience=audience, members=members, cache=cache, cause=f"run:{run.id}"
+    )
     run = run_history.record_change(
-        session, audience=audience, state=state, members=members, change=change, trigger=TRIGGER
+        session,
+        audience=audience,
+        state=state,
+        members=members,
+        change=change,
+        trigger=TRIGGER,
+        run=run,
     )
     _finish(session, audience, run, job_id, error=None)
     return run
