@@ -187,7 +187,8 @@ class SyncFailed(Unprocessable):
     """An external audience's sync could not produce a member set: ``code`` names why
     (``sync_fetch_failed``, ``sync_timeout``, ``sync_too_large``, ``sync_file_invalid`` …).
     A sync job records it (a failed run, the sync state ``failed``) rather than answering a
-    request with it; were it to reach a client it reads as the 422 it is."""
+    request with it; were it to reach a client it reads as the 422 it is. Every raise names
+    its own code, so the class's ``sync_failed`` is never sent."""
 
     code = "sync_failed"
     title = "Sync failed"

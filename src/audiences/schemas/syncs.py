@@ -87,7 +87,9 @@ class PathFileSource(FileSource):
     path: str = Field(
         min_length=1,
         max_length=MAX_PATH_CHARS,
-        description="Absolute path of the file, under the operator's `AUDIENCES_SYNC_ROOT`.",
+        description=(
+            "Absolute path of the file, under the operator's `AUDIENCES_SYNC_ROOT`/<workspace id>/."
+        ),
     )
 
 

@@ -142,7 +142,7 @@ def allowed_path(path: str, root: Path | None) -> Path:
             code="sync_path_not_allowed",
         )
     if not Path(path).is_absolute():
-        raise SyncFailed("a source path is absolute", code="sync_path_not_allowed")
+        raise SyncFailed("a source path must be absolute", code="sync_path_not_allowed")
     resolved = Path(path).resolve()
     if not resolved.is_relative_to(root.resolve()):
         message = f"{path} is outside this workspace's sync folder, {root}"
