@@ -144,8 +144,13 @@ def test_a_killed_move_is_resumed_by_running_it_again(folder: Path, target: Stor
 
 
 def test_the_command_moves_into_clickhouse(folder: Path, tmp_path: Path) -> None:
-    """Into ClickHouse in process (chdb), then back out of it into a new DuckDB folder."""
-    chdb = f"chdb:{tmp_path / 'ch'}"
+    """Into ClickHouse in process (chdb), then back out of it into a new DuckDB folder. chdb
+    binds a process to one folder, so the target is a fresh database in the process's own."""
+    with opened("clickhouse", tmp_path) as store:
+        _round_trip(folder, tmp_path, str(store.settings["profile_engine_url"]))
+
+
+def _round_trip(folder: Path, tmp_path: Path, chdb: str) -> None:
     argv = ["engines", "move", "--data-dir", str(folder), "--workspace", "acme", "--json"]
     there = CliRunner().invoke(app, [*argv, "--to", "clickhouse", "--to-url", chdb])
     assert there.exit_code == 0, there.stderr
