@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,9 +15,10 @@ from audiences import queue
 from audiences.config import Settings
 from audiences.jobs.context import JobContext, JobFailed
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry, load_modules
-from audiences.jobs.worker import Worker, WorkerPool
+from audiences.jobs.worker import Worker, WorkerPool, embedded
 from audiences.kit.clock import utcnow
 from audiences.queue import ClaimedJob
+from audiences.services.runtime import Runtime
 from audiences.store.tables import IdempotencyKeyRow, JobRow
 from tests.jobs.conftest import enqueue, load
 
@@ -307,3 +308,24 @@ def test_a_job_queued_in_this_process_wakes_the_idle_pool(
     finally:
         pool.stop(timeout=10)
     assert load(factory, job_id).state == "succeeded"
+
+
+@pytest.mark.parametrize(("engine", "warned"), [("duckdb", True), ("postgres", False)])
+def test_a_server_without_job_threads_says_when_profile_jobs_would_wait(
+    factory: sessionmaker[Session],
+    tmp_path: Any,
+    caplog: pytest.LogCaptureFixture,
+    engine: str,
+    warned: bool,
+) -> None:
+    """With an engine only the server opens, its job threads are the only ones that can run
+    evaluations, imports, syncs and deliveries: turned off, the server says so at start."""
+    settings = Settings(
+        data_dir=tmp_path,
+        worker_threads=0,
+        profile_engine=engine,
+        profile_engine_url="postgresql://postgres@127.0.0.1:5432/test",
+    )
+    with caplog.at_level(logging.WARNING, logger="audiences.jobs"):
+        assert embedded(settings, factory, runtime=cast(Runtime, object())) is None
+    assert ("AUDIENCES_WORKER_THREADS=0" in caplog.text) is warned

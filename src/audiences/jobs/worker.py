@@ -225,6 +225,13 @@ def embedded(
     They share the server's profile engine, so they also run the jobs that need profile data.
     """
     if settings.worker_threads == 0:
+        if runtime is not None and not factory.shared(settings):
+            log.warning(
+                "AUDIENCES_WORKER_THREADS=0 with the %s profile engine, which only this process "
+                "opens: jobs that touch profiles (evaluations, imports, syncs, deliveries) will "
+                "wait until a server with worker threads runs them",
+                settings.profile_engine,
+            )
         return None
     load_modules(settings.job_handler_modules)
     pool = WorkerPool(
