@@ -15,7 +15,8 @@ from audiences.schemas.attributes import AttributeType
 from audiences.schemas.syncs import SourceType, SqlSource, SyncFormat, UrlFileSource
 from audiences.services.import_formats import Row
 from audiences.services.runtime import Runtime
-from audiences.services.sync_sources import SQL_FAILED, SourceRules, SyncFailed, pull
+from audiences.services.sync_rules import SourceRules
+from audiences.services.sync_sources import SQL_FAILED, SyncFailed, pull
 from tests.api.test_syncs import FileServer, Served
 from tests.services.test_egress import Dns
 

@@ -24,6 +24,7 @@ from audiences.queue import ClaimedJob
 from audiences.schemas.syncs import PulledSource
 from audiences.services import lifecycle, sync_sources, syncs
 from audiences.services.import_formats import Row
+from audiences.services.sync_rules import SourceRules
 from audiences.store.tables import AudienceRow
 
 PULLS = 3
@@ -145,7 +146,7 @@ def _pull(
     context: JobContext,
     job: ClaimedJob,
     source: PulledSource,
-    rules: sync_sources.SourceRules,
+    rules: SourceRules,
 ) -> tuple[BitMap, int]:
     """The members the source names and the rows read (``SyncFailed`` when it cannot)."""
     context.counts = {"rows": 0, "invalid": 0}

@@ -41,7 +41,7 @@ from audiences.services import (
 )
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch, apply_patch
-from audiences.services.sync_sources import SourceRules
+from audiences.services.sync_rules import SourceRules
 from audiences.services.validation import validation_failed
 from audiences.store.repositories.audiences import AudienceRepository
 from audiences.store.repositories.groups import GroupRepository

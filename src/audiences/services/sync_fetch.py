@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 from urllib.parse import urljoin
 
 import httpx
@@ -21,9 +21,7 @@ from audiences.errors import InvalidParameter, SyncFailed
 from audiences.kit.files import private_dir
 from audiences.schemas.syncs import FileSource, PathFileSource, UrlFileSource
 from audiences.services import egress
-
-if TYPE_CHECKING:
-    from audiences.services.sync_sources import SourceRules
+from audiences.services.sync_rules import SourceRules
 
 CHUNK_BYTES = 1 << 16
 """Bytes read from a response or a file at a time."""

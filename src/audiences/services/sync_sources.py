@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from contextlib import closing
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyroaring import BitMap
@@ -41,30 +40,12 @@ from audiences.schemas.syncs import (
 from audiences.services import egress, import_formats, import_staged, sync_fetch
 from audiences.services.import_formats import FileRefused, ImportFormat, Layout, Row
 from audiences.services.runtime import Runtime
+from audiences.services.sync_rules import SourceRules
 
 RESOLVE_ROWS = 50_000
 """Ids resolved to pids per engine call when Python reads the file."""
 STAGED_RANGE = 1_000_000
 """Records resolved per engine statement when the engine reads a CSV itself."""
-
-
-@dataclass(frozen=True)
-class SourceRules:
-    """What the deployment allows sources to name, and the engine's SQL dialect."""
-
-    allow_private: bool = False
-    root: Path | None = None
-    max_bytes: int = 1024**3
-    timeout_seconds: float = 60.0
-    dialect: str = "duckdb"
-    work_dir: Path | None = None
-    """Where fetched files are kept while read (default: the system's temporary folder)."""
-
-    def for_workspace(self, workspace_id: str) -> SourceRules:
-        """The rules for one workspace's sources: its path sources lie under its own folder,
-        ``<AUDIENCES_SYNC_ROOT>/<workspace id>``, so no workspace names another's files."""
-        root = None if self.root is None else self.root / workspace_id
-        return replace(self, root=root)
 
 
 def rules_of(settings: Settings, *, dialect: str) -> SourceRules:

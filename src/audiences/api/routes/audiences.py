@@ -44,7 +44,7 @@ from audiences.schemas.jobs import Job
 from audiences.services import audiences, groups, jobs, sync_sources, syncs
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch
-from audiences.services.sync_sources import SourceRules
+from audiences.services.sync_rules import SourceRules
 from audiences.store.tables import AudienceRow
 
 router = APIRouter(prefix="/v1/audiences", tags=["audiences"], dependencies=[KnownQuery])
