@@ -3,6 +3,7 @@ versioned rows and tombstones through merges, pids never reused, dotted list col
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -241,3 +242,17 @@ def test_member_queries_see_live_profiles_only(engine: ClickHouseEngine) -> None
     engine.delete_profile(WS, "b")
     assert engine.select_query_pids(WS, "SELECT external_id FROM profiles") == BitMap([1])
     assert engine.select_query_pids(WS, "SELECT pid FROM profiles WHERE age = 1") == BitMap()
+
+
+@pytest.mark.parametrize("module", ["chdb", "clickhouse_connect"])
+def test_a_missing_clickhouse_extra_is_one_clear_error(
+    module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+    with pytest.raises(ServiceUnavailable) as caught:
+        if module == "chdb":
+            ChdbClient(tmp_path / "missing")
+        else:
+            ServerClient.connect("http://127.0.0.1:9/db")
+    assert caught.value.code == "engine_unavailable"
+    assert "audiences[clickhouse]" in caught.value.detail

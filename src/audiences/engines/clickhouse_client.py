@@ -52,6 +52,10 @@ class ClickHouseError(Exception):
         self.code = int(found.group(1)) if found else 0
 
 
+MISSING_EXTRA = "its client is not installed: pip install 'audiences[clickhouse]'"
+"""Why the engine cannot open when the ``clickhouse`` extra is missing."""
+
+
 def unavailable(reason: str) -> ServiceUnavailable:
     """The error for a ClickHouse that cannot be reached (a server down, a folder that cannot
     be opened): 503 ``engine_unavailable``, as for every engine."""
@@ -89,7 +93,10 @@ class ChdbClient:
     """
 
     def __init__(self, path: str | Path) -> None:
-        import chdb  # an optional dependency: the ``clickhouse`` extra
+        try:
+            import chdb  # an optional dependency: the ``clickhouse`` extra
+        except ImportError:
+            raise unavailable(MISSING_EXTRA) from None
 
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
@@ -166,8 +173,11 @@ class ServerClient:
     @classmethod
     def connect(cls, url: str) -> ServerClient:
         """A client of the server at ``http(s)://user:password@host:port/…``."""
-        import clickhouse_connect
-        from clickhouse_connect.driver.exceptions import OperationalError
+        try:
+            import clickhouse_connect
+            from clickhouse_connect.driver.exceptions import OperationalError
+        except ImportError:
+            raise unavailable(MISSING_EXTRA) from None
 
         parts = urlsplit(url)
         try:
