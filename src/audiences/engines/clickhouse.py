@@ -26,7 +26,7 @@ from pyroaring import AbstractBitMap, BitMap
 
 from audiences.engines import clickhouse_events as events_sql
 from audiences.engines import clickhouse_sql as sql
-from audiences.engines import portable, queries
+from audiences.engines import conditions, portable, queries
 from audiences.engines.base import (
     RESERVED_COLUMNS,
     EventCursor,
@@ -229,7 +229,7 @@ class ClickHouseEngine:
                 ) from None
             if error.code not in CONVERSION_CODES | RANGE_CODES | QUERY_CODES:
                 raise
-            raise _member_query_failed(error, tables) from None
+            raise conditions.member_query_refused(error, _said(error), tables) from None
 
     def select_many(
         self,
@@ -478,7 +478,7 @@ class ClickHouseEngine:
             return self._bitmap(query)
         except ClickHouseError as error:
             if error.code in CONVERSION_CODES | RANGE_CODES | QUERY_CODES:
-                raise _query_failed(error) from None
+                raise conditions.condition_refused(error, _reason(error)) from None
             raise
 
     def _state(self, workspace_id: str, *, create: bool = False) -> Workspace:
@@ -567,33 +567,18 @@ class ClickHouseEngine:
         self._writer.backfill(state, name, kind, rows)
 
 
-def _query_failed(error: ClickHouseError) -> Unprocessable:
-    """Our error for a condition ClickHouse could not run, in words; its message (which
-    quotes the generated SQL) goes to the log."""
-    log.warning("profile engine refused a condition: %s", error)
-    reason = "the profile engine cannot run it"
+def _reason(error: ClickHouseError) -> str:
     if error.code in RANGE_CODES or OVERFLOW in str(error):
-        reason = "a computed number is out of range"
-    elif error.code in CONVERSION_CODES:
-        reason = "a value cannot be converted to the type the rule needs"
-    return Unprocessable(
-        f"the rule cannot be evaluated on this workspace's profiles: {reason}",
-        code="engine_query_failed",
-    )
+        return "a computed number is out of range"
+    if error.code in CONVERSION_CODES:
+        return "a value cannot be converted to the type the rule needs"
+    return conditions.CANNOT_RUN
 
 
-def _member_query_failed(error: ClickHouseError, tables: Mapping[str, str]) -> Unprocessable:
-    """Our error for a member query ClickHouse could not run: what went wrong, with the real
-    table names back to their public ones and without the SQL it echoes (which goes to the
-    log with the rest)."""
-    log.warning("profile engine refused a member query: %s", error)
+def _said(error: ClickHouseError) -> str:
+    """What went wrong, without the scope and SQL ClickHouse echoes after it."""
     said = str(error).split("DB::Exception: ", 1)[-1]
-    said = re.split(r"\. In scope |: While processing |\. \(", said, maxsplit=1)[0]
-    for public, real in tables.items():
-        said = said.replace(real, public).replace(real.split(".")[-1].strip('"'), public)
-    return Unprocessable(
-        f"the SQL source cannot run on this workspace's data: {said}", code="engine_query_failed"
-    )
+    return re.split(r"\. In scope |: While processing |\. \(", said, maxsplit=1)[0]
 
 
 def _valid_pids(pids: Sequence[int]) -> list[int]:

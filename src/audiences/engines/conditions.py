@@ -8,7 +8,8 @@ correlated on the profile's pid. Engine-neutral: the dialect is an argument.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -17,6 +18,11 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from audiences.errors import Unprocessable
+
+log = logging.getLogger("audiences.engines")
+
+CANNOT_RUN = "the profile engine cannot run it"
+"""Why a condition failed, when the engine's error says nothing more telling."""
 
 FORBIDDEN_NODES: tuple[type[Any], ...] = (exp.Query, exp.Command, exp.DDL, exp.DML)
 """Nodes a WHERE condition never needs: subqueries, commands, DDL and DML."""
@@ -160,3 +166,25 @@ def _correlated(alias: str, conjuncts: Sequence[exp.Expr], dialect: str) -> bool
 
 def _refused(detail: str) -> Unprocessable:
     return Unprocessable(detail, code="engine_condition_invalid")
+
+
+def condition_refused(error: Exception, reason: str = CANNOT_RUN) -> Unprocessable:
+    """Our error for a condition an engine could not run: ``reason`` in words, never the
+    engine's message (it quotes the generated SQL and table names), which goes to the log."""
+    log.warning("profile engine refused a condition: %s", error)
+    return Unprocessable(
+        f"the rule cannot be evaluated on this workspace's profiles: {reason}",
+        code="engine_query_failed",
+    )
+
+
+def member_query_refused(error: Exception, said: str, tables: Mapping[str, str]) -> Unprocessable:
+    """Our error for a SQL source's query an engine could not run: ``said`` is what went wrong
+    as the engine put it, without the SQL it echoes, and the real table names in it go back to
+    their public ones (``tables``: public -> real); the whole message goes to the log."""
+    log.warning("profile engine refused a member query: %s", error)
+    for public, real in tables.items():
+        said = said.replace(real, public).replace(real.split(".")[-1].strip('"'), public)
+    return Unprocessable(
+        f"the SQL source cannot run on this workspace's data: {said}", code="engine_query_failed"
+    )

@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 from pyroaring import AbstractBitMap, BitMap
 
-from audiences.engines import duckdb_events, portable, queries
+from audiences.engines import conditions, duckdb_events, portable, queries
 from audiences.engines import duckdb_sql as sql
 from audiences.engines.base import (
     RESERVED_COLUMNS,
@@ -344,7 +344,9 @@ class DuckDBEngine:
                     code="engine_query_timeout",
                 ) from None
             except QUERY_ERRORS as error:
-                raise _member_query_failed(error, tables) from None
+                raise conditions.member_query_refused(
+                    error, str(error).splitlines()[0], tables
+                ) from None
             finally:
                 if timer is not None:
                     timer.cancel()
@@ -878,7 +880,7 @@ class DuckDBEngine:
         try:
             result = cur.execute(query, bound).fetchnumpy()
         except QUERY_ERRORS as error:
-            raise _query_failed(error) from None
+            raise conditions.condition_refused(error, _reason(error)) from None
         return pids_to_bitmap(result["pid"])
 
 
@@ -888,30 +890,9 @@ QUERY_FAILURES: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
-def _query_failed(error: Exception) -> Unprocessable:
-    """Our error for a condition DuckDB could not run: what went wrong in words, never the
-    engine's message (it quotes the generated SQL and table names); that goes to the log."""
-    log.warning("profile engine refused a condition: %s", error)
-    reason = next(
-        (words for kind, words in QUERY_FAILURES if isinstance(error, kind)),
-        "the profile engine cannot run it",
-    )
-    return Unprocessable(
-        f"the rule cannot be evaluated on this workspace's profiles: {reason}",
-        code="engine_query_failed",
-    )
-
-
-def _member_query_failed(error: Exception, tables: Mapping[str, str]) -> Unprocessable:
-    """Our error for a member query DuckDB could not run: the first line of its message (what
-    went wrong), with the real table names back to their public ones; the echoed SQL below it
-    is left out, and the whole message goes to the log."""
-    log.warning("profile engine refused a member query: %s", error)
-    said = str(error).splitlines()[0]
-    for public, real in tables.items():
-        said = said.replace(real.strip('"'), public)
-    return Unprocessable(
-        f"the SQL source cannot run on this workspace's data: {said}", code="engine_query_failed"
+def _reason(error: Exception) -> str:
+    return next(
+        (words for kind, words in QUERY_FAILURES if isinstance(error, kind)), conditions.CANNOT_RUN
     )
 
 

@@ -27,7 +27,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pyroaring import AbstractBitMap, BitMap
 
-from audiences.engines import portable, queries
+from audiences.engines import conditions, portable, queries
 from audiences.engines import postgres_events as events_sql
 from audiences.engines import postgres_sql as sql
 from audiences.engines import postgres_writes as writes
@@ -298,7 +298,11 @@ class PostgresEngine:
             except psycopg.Error as error:
                 if (error.sqlstate or "")[:2] not in QUERY_ERROR_CLASSES:
                     raise
-                raise _member_query_failed(error, tables) from None
+                raise conditions.member_query_refused(
+                    error,
+                    str(error).splitlines()[0] if str(error) else type(error).__name__,
+                    tables,
+                ) from None
 
     def select_many(
         self,
@@ -646,7 +650,7 @@ class PostgresEngine:
         except psycopg.Error as error:
             if (error.sqlstate or "")[:2] not in QUERY_ERROR_CLASSES:
                 raise
-            raise _query_failed(error) from None
+            raise conditions.condition_refused(error, _reason(error)) from None
 
 
 def unavailable(reason: str) -> ServiceUnavailable:
@@ -679,30 +683,9 @@ QUERY_FAILURES: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
-def _query_failed(error: Exception) -> Unprocessable:
-    """Our error for a condition PostgreSQL could not run: what went wrong in words, never the
-    engine's message (it quotes the generated SQL and table names); that goes to the log."""
-    log.warning("profile engine refused a condition: %s", error)
-    reason = next(
-        (words for kind, words in QUERY_FAILURES if isinstance(error, kind)),
-        "the profile engine cannot run it",
-    )
-    return Unprocessable(
-        f"the rule cannot be evaluated on this workspace's profiles: {reason}",
-        code="engine_query_failed",
-    )
-
-
-def _member_query_failed(error: psycopg.Error, tables: Mapping[str, str]) -> Unprocessable:
-    """Our error for a member query PostgreSQL could not run: the first line of its message
-    (what went wrong), with the real table names back to their public ones; the whole message
-    goes to the log."""
-    log.warning("profile engine refused a member query: %s", error)
-    said = str(error).splitlines()[0] if str(error) else type(error).__name__
-    for public, real in tables.items():
-        said = said.replace(real, public).replace(real.split(".")[-1].strip('"'), public)
-    return Unprocessable(
-        f"the SQL source cannot run on this workspace's data: {said}", code="engine_query_failed"
+def _reason(error: Exception) -> str:
+    return next(
+        (words for kind, words in QUERY_FAILURES if isinstance(error, kind)), conditions.CANNOT_RUN
     )
 
 
