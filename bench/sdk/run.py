@@ -100,6 +100,12 @@ def cli(audience_id: str, path: Path, *, wait: bool) -> list[str]:
     return [*command, "--mode", "replace", "--json", "--wait" if wait else "--no-wait"]
 
 
+def fresh_audience(url: str, key: str, name: str) -> str:
+    """A new, empty static audience's id."""
+    with Client(url, key=key) as client:
+        return client.audiences.create(key=f"target-{name}", name=name, kind="static").id
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -135,7 +141,6 @@ def run(
         listed = client.audiences.create(key="listed", name="Listed", kind="static")
         job = client.imports.create(listed, ids_file(folder / "members.txt", members))
         client.jobs.wait(job)
-        target = client.audiences.create(key="target", name="Target", kind="static")
     big = ids_file(folder / "ids.txt", imported)
     print(f"server {tree.commit}; {members:,} members; {imported:,} ids ({big.stat().st_size:,} B)")
     results: dict[str, list[Measured]] = {}
@@ -156,18 +161,23 @@ def run(
             record(name + "-process", measured)
         steps = ["curl", "cli"] if number % 2 == 0 else ["cli", "curl"]
         for step in steps:
+            # A new audience for every upload: the CLI derives its idempotency key from the
+            # file and the audience, so a second upload of the same file into the same
+            # audience would be answered with the first one's job instead of importing.
+            target = fresh_audience(url, key, f"{step}-{number}")
             if step == "curl":
-                uploaded = measure(curl(url, key, target.id, big), env)
+                uploaded = measure(curl(url, key, target, big), env)
                 started = time.perf_counter()
                 wait_job(url, key, json.loads(uploaded.output)["id"])
                 record("upload-curl", uploaded)
                 total = uploaded.seconds + time.perf_counter() - started
                 record("import-curl", Measured(total, uploaded.peak_mib, ""))
             else:
-                uploaded = measure(cli(target.id, big, wait=False), env)
+                uploaded = measure(cli(target, big, wait=False), env)
                 wait_job(url, key, json.loads(uploaded.output)["id"])
                 record("upload-cli", uploaded)
-                record("import-cli", measure(cli(target.id, big, wait=True), env))
+                target = fresh_audience(url, key, f"{step}-{number}-wait")
+                record("import-cli", measure(cli(target, big, wait=True), env))
     startup = [measure([sys.executable, "-m", "audiences", "--help"], env) for _ in range(rounds)]
     results["startup"] = startup
     report(results, members, imported)
