@@ -83,10 +83,9 @@ def _deliver_all(
                 deliveries.claim(session, destination_id=row.id, job_id=job.id, until=now + hold)
                 renewed = now
             if row.kind == "file" and row.mode == "full":
-                built += deliveries.write_full(
+                built += deliveries.write_full(  # schedules its next write or retry
                     session, runtime=context.runtime, row=row, settings=settings
                 )
-                deliveries.schedule_next(session, row, now)
                 break
             # Messages already made go first; new ones are made once they are all out.
             message = deliveries.head(session, row)
