@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from audiences.config import Settings
 from audiences.errors import ErrorDetail, ValidationFailed
 from audiences.kit.files import private_dir
@@ -21,6 +23,8 @@ from audiences.services import buckets, senders
 S3_SCHEME = "s3://"
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 """S3's rules for a bucket name (lowercase letters, digits, dots and hyphens; 3 to 63)."""
+WRITE_ERRORS = (OSError, ValueError, duckdb.Error)
+"""What writing a file can raise: the disk, a value no format takes, DuckDB's Parquet writer."""
 KEY_PART = re.compile(r"^[A-Za-z0-9!_.*'()=+,;:@ -]{1,255}$")
 """One ``/``-separated part of an object prefix: S3's safe characters, no control ones."""
 
@@ -81,7 +85,7 @@ def write(
             written = senders.write_file(
                 target.path, name=name, fmt=fmt, rows=rows, columns=columns
             )
-        except OSError as error:
+        except WRITE_ERRORS as error:
             raise WriteFailed("file_write_failed", f"cannot write: {error}") from None
         return written.name
     key = f"{target.prefix}{name}.{fmt}"
@@ -89,7 +93,7 @@ def write(
         staged = senders.stage_file(
             private_dir(settings.data_dir / "exports"), fmt=fmt, rows=rows, columns=columns
         )
-    except OSError as error:
+    except WRITE_ERRORS as error:
         raise WriteFailed("file_write_failed", f"cannot stage the file: {error}") from None
     try:
         buckets.put(settings, bucket=target.bucket, key=key, file=staged, fmt=fmt)
