@@ -5,6 +5,8 @@ their codes, are retried on the schedule, and leave no object behind."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -227,3 +229,77 @@ def _run_until(app: FastAPI, done: Any, seconds: float = 15.0) -> None:
         assert time.monotonic() < deadline, "the files did not land in time"
         run_files(app)
         time.sleep(0.1)
+
+
+class Hanging:
+    """An endpoint on 127.0.0.1 that accepts connections and answers nothing until
+    ``release`` is set; then it closes each one at once."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connected = threading.Event()
+        self.release = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connected.set()
+            self.release.wait(30)
+            conn.close()
+
+    def close(self) -> None:
+        self.release.set()
+        self.listener.close()
+
+
+def test_a_bucket_that_hangs_never_holds_up_other_writes(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A ``full`` run is written outside any transaction: while its upload waits on an
+    endpoint that answers nothing, the workspace's writes go through; then the write fails
+    with ``s3_unreachable`` in the log and waits for its retry."""
+    hanging = Hanging()
+    tuned = settings.model_copy(
+        update={
+            "data_dir": tmp_path_factory.mktemp("hang-data"),
+            "destination_s3_buckets": "*",
+            "destination_s3_endpoint_url": hanging.url,
+            "destination_s3_access_key_id": KEY_ID,
+            "destination_s3_secret_access_key": SecretStr(SECRET),
+            "destination_s3_timeout_seconds": 60.0,
+        }
+    )
+    application = create_app(tuned)
+    try:
+        with make_tenant(application) as tenant:
+            audience = static(tenant.admin)
+            write(application, tenant.admin, audience["id"], "add", ["a"])
+            made = destination(
+                tenant.admin, "hangs", "s3://slow/x",
+                subscription={"audience_ids": [audience["id"]]},
+            )  # fmt: skip
+            delivering = threading.Thread(target=run_files, args=(application,))
+            delivering.start()
+            assert hanging.connected.wait(30)
+            other = tenant.admin.post(
+                "/v1/audiences", json={"key": "meanwhile", "name": "Meanwhile", "kind": "static"}
+            )
+            still_waiting = delivering.is_alive()
+            hanging.release.set()
+            delivering.join(60)
+            assert other.status_code == 201, other.text
+            assert still_waiting  # the write went through while the upload waited
+            shown = tenant.admin.get(f"/v1/destinations/{made['id']}").json()
+            assert shown["last_error"].startswith("s3_unreachable: ")
+            log = tenant.admin.get(f"/v1/destinations/{made['id']}/deliveries").json()["data"]
+            assert [(d["type"], d["status"], d["attempts"]) for d in log] == [
+                ("file.full", "pending", 1)
+            ]
+    finally:
+        hanging.close()
+        application.state.engine.dispose()

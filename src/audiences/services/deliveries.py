@@ -26,7 +26,6 @@ from audiences.schemas.destinations import Delivery, DeliveryAttempt
 from audiences.schemas.jobs import JobState
 from audiences.services import destinations, file_deliveries, messages, outbox, senders
 from audiences.services.callers import Caller
-from audiences.services.runtime import Runtime
 from audiences.store.repositories.destinations import DeliveryRepository
 from audiences.store.tables import (
     DestinationAttemptRow,
@@ -187,25 +186,27 @@ def disable(session: Session, row: DestinationRow, reason: str, now: datetime) -
     session.flush()
 
 
-def write_full(
-    session: Session, *, runtime: Runtime, row: DestinationRow, settings: Settings
-) -> int:
-    """A file destination in ``full`` mode: one file per followed audience with every member
-    now (``file_deliveries``), logged as one message naming the files; then its next write one
-    interval on. A write that fails is an attempt like a webhook's: logged, retried on the
-    schedule (the destination's next write is the retry), disabling it past the schedule's
-    end. How many files were written."""
-    now = utcnow()
-    message = file_deliveries.full_message(session, row, now)
-    written = file_deliveries.write_full(
-        session, runtime=runtime, row=row, message=message, settings=settings
-    )
+def finish_full(
+    session: Session,
+    *,
+    mirror: file_deliveries.Mirror,
+    written: file_deliveries.Written,
+    settings: Settings,
+) -> None:
+    """Log a ``full`` run written outside the transaction (``file_deliveries.plan`` and
+    ``write_full``): its message names the files, then it is recorded as an attempt like a
+    webhook's. Delivered: the next write one interval on. Failed: retried on the schedule
+    (the destination's next write is the retry), disabling it past the schedule's end."""
+    message = session.get(DestinationMessageRow, mirror.message_id)
+    if message is None or message.status != "pending":
+        return  # the destination was deleted meanwhile
+    file_deliveries.name_files(message, written)
     record(session, message_id=message.id, outcome=written.outcome, settings=settings)
+    row = session.get_one(DestinationRow, message.destination_id)
     if written.outcome.ok:
-        schedule_next(session, row, now)
+        schedule_next(session, row, utcnow())
     else:
         _touch(session, row.id, next_run_at=message.next_attempt_at)
-    return len(written.files)
 
 
 def needing_jobs(session: Session, now: datetime) -> list[DestinationRow]:

@@ -39,6 +39,22 @@ class Written:
     files: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Mirror:
+    """A ``full`` run planned in a transaction and written outside it (a slow disk or bucket
+    never holds the metadata database's write lock): its message, and each followed
+    audience's key and members as they were read."""
+
+    message_id: str
+    seq: int
+    created_at: datetime
+    workspace_id: str
+    path: str
+    fmt: str
+    attributes: list[str]
+    audiences: list[tuple[str, AbstractBitMap]]
+
+
 def full_message(session: Session, row: DestinationRow, now: datetime) -> DestinationMessageRow:
     """The message a ``full`` run is logged under: the one whose write failed and waits for
     its retry (so attempts add up on the schedule and the retry rewrites the same names), or a
@@ -56,42 +72,58 @@ def full_message(session: Session, row: DestinationRow, now: datetime) -> Destin
     return waiting or messages.add_message(session, row, FULL, {}, 0, now)
 
 
-def write_full(
-    session: Session,
-    *,
-    runtime: Runtime,
-    row: DestinationRow,
-    message: DestinationMessageRow,
-    settings: Settings,
-) -> Written:
-    """One file per followed audience with every member now, named by audience key, the
-    message's time and number (``<key>-<time>-<seq>-full``); the message's body names them.
-    Stops at the first file that fails (each file is whole or absent)."""
-    stamp = senders.file_stamp(message.created_at)
-    columns = ["id", *row.attributes]
+def plan(session: Session, *, runtime: Runtime, row: DestinationRow, now: datetime) -> Mirror:
+    """What a ``full`` run writes: its message (made now, or the one waiting for its retry)
+    and every followed audience's members now."""
+    message = full_message(session, row, now)
+    followed = destinations.followed(session, row)
+    return Mirror(
+        message_id=message.id,
+        seq=message.seq,
+        created_at=message.created_at,
+        workspace_id=row.workspace_id,
+        path=row.path or "",
+        fmt=row.format or "csv",
+        attributes=list(row.attributes),
+        audiences=[
+            (audience.key, memberships.current(session, runtime=runtime, audience_id=audience.id))
+            for audience in followed
+        ],
+    )
+
+
+def write_full(runtime: Runtime, mirror: Mirror, settings: Settings) -> Written:
+    """One file per audience of ``mirror`` with its every member, named by audience key, the
+    message's time and number (``<key>-<time>-<seq>-full``); stops at the first file that
+    fails (each file is whole or absent). No database session: the engine is read and the
+    files written outside any transaction."""
+    stamp = senders.file_stamp(mirror.created_at)
+    columns = ["id", *mirror.attributes]
     written = Written(senders.Outcome(True, None, 0))
-    for audience in destinations.followed(session, row):
-        members = memberships.current(session, runtime=runtime, audience_id=audience.id)
-        counted = _Counted(_member_rows(runtime, row, members))
-        name = f"{audience.key}-{stamp}-{message.seq:08d}-full"
+    for key, members in mirror.audiences:
+        counted = _Counted(_member_rows(runtime, mirror.workspace_id, mirror.attributes, members))
         try:
             file = file_targets.write(
                 settings,
-                row.path or "",
-                name=name,
-                fmt=row.format or "csv",
+                mirror.path,
+                name=f"{key}-{stamp}-{mirror.seq:08d}-full",
+                fmt=mirror.fmt,
                 rows=counted,
                 columns=columns,
             )
         except file_targets.WriteFailed as failed:
             written.outcome = senders.Outcome(False, None, 0, error=str(failed))
             break
-        written.files.append({"audience": audience.key, "file": file, "rows": counted.rows})
+        written.files.append({"audience": key, "file": file, "rows": counted.rows})
+    return written
+
+
+def name_files(message: DestinationMessageRow, written: Written) -> None:
+    """The message's body names the files a ``full`` run wrote, and counts their rows."""
     body = json.loads(message.body)
     body["data"] = {"files": written.files}
     message.body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     message.changes = sum(int(entry["rows"]) for entry in written.files)
-    return written
 
 
 def write_changes(row: DestinationRow, body: str, seq: int, settings: Settings) -> senders.Outcome:
@@ -152,7 +184,7 @@ def _flat(change: dict[str, Any]) -> dict[str, Any]:
 
 
 def _member_rows(
-    runtime: Runtime, row: DestinationRow, members: AbstractBitMap
+    runtime: Runtime, workspace_id: str, attributes: list[str], members: AbstractBitMap
 ) -> Iterator[dict[str, Any]]:
     after: int | None = None
     while True:
@@ -160,12 +192,12 @@ def _member_rows(
         if not pids:
             return
         after = pids[-1]
-        if row.attributes:
-            for profile in runtime.profiles.get_profiles_by_pid(row.workspace_id, pids):
+        if attributes:
+            for profile in runtime.profiles.get_profiles_by_pid(workspace_id, pids):
                 if profile is not None:
-                    picked = {name: profile.attributes.get(name) for name in row.attributes}
+                    picked = {name: profile.attributes.get(name) for name in attributes}
                     yield {"id": profile.external_id, **picked}
         else:
-            for external in runtime.profiles.external_ids_for(row.workspace_id, pids):
+            for external in runtime.profiles.external_ids_for(workspace_id, pids):
                 if external is not None:
                     yield {"id": external}
