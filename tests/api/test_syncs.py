@@ -668,15 +668,17 @@ def test_a_running_sync_shows_how_far_it_has_got(patient_app: FastAPI, server: F
     body = b"id\n" + b"".join(b"member-%05d\n" % n for n in range(60_000))
     quarter, half = len(body) // 4, len(body) // 2
     held = threading.Event()
-    served = Served(body=body, gate=held, trickle=((quarter, 0.0), (half, 1.5)))
+    # Two parts past the first, 1.2 s apart: a report a second at most cannot miss both.
+    trickle = ((quarter, 0.0), (quarter + 100_000, 1.2), (half, 1.2))
+    served = Served(body=body, gate=held, trickle=trickle)
     server.files[path] = served
     with make_tenant(patient_app) as tenant:
         audience = external(tenant.write, csv_source(server, path))
         worker = threading.Thread(target=run_syncs, args=(patient_app,))
         worker.start()
         try:
-            deadline = time.monotonic() + 10
-            while True:  # until the job reports the second part (a report a second at most)
+            deadline = time.monotonic() + 20
+            while True:  # until the job reports a later part (a report a second at most)
                 state = sync_of(tenant.read, audience["id"])
                 progress = state["progress"]
                 if progress is not None and (progress["bytes_fetched"] or 0) > quarter:

@@ -50,7 +50,9 @@ def test_a_running_sync_reads_as_typed_progress(sync_app: FastAPI, server: FileS
     body = b"id\n" + b"".join(b"sdk-%06d\n" % n for n in range(60_000))
     held = threading.Event()
     server.files["/sdk.csv"] = Served(
-        body=body, gate=held, trickle=((len(body) // 4, 0.0), (len(body) // 2, 1.5))
+        body=body,
+        gate=held,
+        trickle=((len(body) // 4, 0.0), (len(body) // 4 + 100_000, 1.2), (len(body) // 2, 1.2)),
     )
     with make_tenant(sync_app) as tenant, sdk_client(sync_app, tenant) as client:
         audience = client.audiences.create(
@@ -62,7 +64,7 @@ def test_a_running_sync_reads_as_typed_progress(sync_app: FastAPI, server: FileS
         worker = threading.Thread(target=run_syncs, args=(sync_app,))
         worker.start()
         try:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 20
             while True:
                 sync = client.audiences.get(audience.id).sync
                 assert sync is not None
