@@ -373,12 +373,14 @@ class Settings(BaseSettings):
         default=None,
         description=(
             "Buckets a file destination's `path` may name as `s3://<bucket>/<prefix>`, "
-            "comma-separated; `*` for any bucket the credentials reach. Unset: `s3://` paths "
-            "are refused (`s3_destinations_disabled`). Needs the `s3` extra (boto3)."
+            "comma-separated; `*` for any bucket the credentials reach (every workspace may "
+            "name any of them). Unset: `s3://` paths are refused (`s3_destinations_disabled`). "
+            "Needs the `s3` extra (boto3)."
         ),
     )
     destination_s3_endpoint_url: str | None = Field(
         default=None,
+        pattern=r"^https?://[^\s/?#]+/?$",
         description=(
             "URL of the S3-compatible service file destinations write to (MinIO, Ceph, "
             "Garage …), addressed path-style. Unset: AWS S3 in `destination_s3_region`. Set by "
