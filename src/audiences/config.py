@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -367,6 +367,48 @@ class Settings(BaseSettings):
         description=(
             "The folder under which file destinations write (their `path` is relative to it). "
             "Unset: file destinations are refused (`file_destinations_disabled`)."
+        ),
+    )
+    destination_s3_buckets: str | None = Field(
+        default=None,
+        description=(
+            "Buckets a file destination's `path` may name as `s3://<bucket>/<prefix>`, "
+            "comma-separated; `*` for any bucket the credentials reach (every workspace may "
+            "name any of them). Unset: `s3://` paths are refused (`s3_destinations_disabled`). "
+            "Needs the `s3` extra (boto3)."
+        ),
+    )
+    destination_s3_endpoint_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+/?$",
+        description=(
+            "URL of the S3-compatible service file destinations write to (MinIO, Ceph, "
+            "Garage …), addressed path-style. Unset: AWS S3 in `destination_s3_region`. Set by "
+            "the operator and trusted: the SSRF guard does not apply to it."
+        ),
+    )
+    destination_s3_region: str = Field(
+        default="us-east-1",
+        pattern=r"^[a-z0-9-]{1,32}$",
+        description="The region S3 requests are signed for.",
+    )
+    destination_s3_access_key_id: str | None = Field(
+        default=None,
+        description=(
+            "Access key of S3 file destinations. Unset (with the secret): boto3's own chain "
+            "(`AWS_*` variables, a shared profile, an instance role)."
+        ),
+    )
+    destination_s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="The secret of `destination_s3_access_key_id`."
+    )
+    destination_s3_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description=(
+            "How long connecting to the S3 service, and each read of its answer, may take, in "
+            "seconds; past it the write fails and is retried on the schedule."
         ),
     )
 

@@ -35,8 +35,8 @@ EXAMPLES_PER_OPERATION = 20
 # columns it needs (422), a cursor this service did not issue or a cursor together with an
 # offset (400), an ETag that is not current (412), and the destination checks no schema can
 # state (stored audiences and attributes, the SSRF guard, a secret's decoded length, fields
-# that depend on `kind`, the operator's file root). Schema-valid data refused with any other code
-# is still a failure.
+# that depend on `kind`, the operator's file root and buckets). Schema-valid data refused with
+# any other code is still a failure.
 UNDESCRIBABLE_ERRORS = {
     "unknown_group",
     "rule_invalid",
@@ -57,6 +57,8 @@ UNDESCRIBABLE_ERRORS = {
     "destination_kind_fixed",
     "file_destinations_disabled",
     "path_not_allowed",
+    "s3_destinations_disabled",
+    "bucket_not_allowed",
 }
 
 

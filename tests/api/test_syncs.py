@@ -49,6 +49,9 @@ class Served:
     """Without a ``Content-Length``: the body ends when the connection closes."""
     gate: threading.Event | None = None
     """When set, the answer waits for it (at most 10 s)."""
+    trickle: tuple[tuple[int, float], ...] = ()
+    """The body sent in parts: up to each offset, after its pause in seconds; the rest then
+    waits for ``gate`` (the headers go first, with the whole body's length)."""
 
 
 class FileServer:
@@ -64,7 +67,7 @@ class FileServer:
                 requests.append(self.path)
                 served = files.get(self.path, Served(404, b"not found"))
                 time.sleep(served.delay)
-                if served.gate is not None:
+                if served.gate is not None and not served.trickle:
                     served.gate.wait(10)
                 try:
                     self.send_response(served.status)
@@ -73,7 +76,15 @@ class FileServer:
                     if not served.chunked:
                         self.send_header("Content-Length", str(len(served.body)))
                     self.end_headers()
-                    self.wfile.write(served.body)
+                    sent = 0
+                    for end, pause in served.trickle:
+                        time.sleep(pause)
+                        self.wfile.write(served.body[sent:end])
+                        self.wfile.flush()
+                        sent = end
+                    if served.trickle and served.gate is not None:
+                        served.gate.wait(10)
+                    self.wfile.write(served.body[sent:])
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
 
@@ -647,6 +658,51 @@ def test_a_source_changed_while_it_is_pulled_is_pulled_again(
         assert members_of(tenant.read, audience["id"]) == {"new"}
         runs = tenant.read.get(f"/v1/audiences/{audience['id']}/runs").json()["data"]
         assert len(runs) == 1  # the first file's members were never recorded
+
+
+def test_a_running_sync_shows_how_far_it_has_got(patient_app: FastAPI, server: FileServer) -> None:
+    """A slow source: while its file trickles in, the audience's ``sync.progress`` and the
+    job show the bytes fetched of its length and no rows yet; once synced, the job says every
+    row was read of exactly that many, and the sync shows no progress."""
+    path = f"/trickle-{time.monotonic_ns()}.csv"
+    body = b"id\n" + b"".join(b"member-%05d\n" % n for n in range(60_000))
+    quarter, half = len(body) // 4, len(body) // 2
+    held = threading.Event()
+    # Two parts past the first, 1.2 s apart: a report a second at most cannot miss both.
+    trickle = ((quarter, 0.0), (quarter + 100_000, 1.2), (half, 1.2))
+    served = Served(body=body, gate=held, trickle=trickle)
+    server.files[path] = served
+    with make_tenant(patient_app) as tenant:
+        audience = external(tenant.write, csv_source(server, path))
+        worker = threading.Thread(target=run_syncs, args=(patient_app,))
+        worker.start()
+        try:
+            deadline = time.monotonic() + 20
+            while True:  # until the job reports a later part (a report a second at most)
+                state = sync_of(tenant.read, audience["id"])
+                progress = state["progress"]
+                if progress is not None and (progress["bytes_fetched"] or 0) > quarter:
+                    break
+                assert time.monotonic() < deadline, state
+                time.sleep(0.05)
+            job = tenant.read.get(f"/v1/jobs/{state['job_id']}").json()
+        finally:
+            held.set()
+            worker.join()
+        assert state["status"] == "syncing"
+        assert quarter < progress["bytes_fetched"] <= half  # the rest waits on the source
+        assert progress["bytes_total"] == len(body)
+        assert (progress["rows_read"], progress["rows_total"]) == (0, None)  # not read yet
+        assert job["state"] == "running"
+        assert job["progress"]["processed"] == 0 and job["progress"]["total"] is None
+        assert quarter < job["counts"]["bytes_fetched"] <= half
+        assert job["counts"]["bytes_total"] == len(body)
+        done = tenant.read.get(f"/v1/jobs/{state['job_id']}").json()
+        assert done["state"] == "succeeded", done["last_error"]
+        assert done["progress"] == {"processed": 60_000, "total": 60_000, "percent": 100.0}
+        assert done["counts"]["bytes_fetched"] == len(body) and done["counts"]["rows"] == 60_000
+        after = sync_of(tenant.read, audience["id"])
+        assert (after["status"], after["progress"]) == ("synced", None)
 
 
 def test_a_sync_skipped_because_the_audience_was_parked_leaves_syncing(

@@ -48,11 +48,16 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def start_server(
-    data_dir: Path, database_url: str, *, demo_profiles: int = DEMO_PROFILES
+    data_dir: Path,
+    database_url: str,
+    *,
+    demo_profiles: int = DEMO_PROFILES,
+    settings: dict[str, str] | None = None,
 ) -> Server:
-    """Start ``audiences serve --demo`` (``demo_profiles`` of them) and wait for ``/readyz``."""
+    """Start ``audiences serve --demo`` (``demo_profiles`` of them, with these ``AUDIENCES_*``
+    ``settings`` too) and wait for ``/readyz``."""
     port = free_port()
-    env = {**os.environ, "AUDIENCES_DATABASE_URL": database_url}
+    env = {**os.environ, "AUDIENCES_DATABASE_URL": database_url, **(settings or {})}
     process = subprocess.Popen(
         [
             sys.executable,

@@ -3,9 +3,11 @@ redirect, redirects, the size cap on a stream without a length, and temporary fi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from audiences.engines.duckdb import DuckDBEngine
@@ -13,8 +15,10 @@ from audiences.errors import Unprocessable
 from audiences.membership.cache import BitmapCache
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.syncs import SourceType, SqlSource, SyncFormat, UrlFileSource
+from audiences.services import sync_sources
 from audiences.services.import_formats import Row
 from audiences.services.runtime import Runtime
+from audiences.services.sync_progress import Tracker
 from audiences.services.sync_rules import SourceRules
 from audiences.services.sync_sources import SQL_FAILED, SyncFailed, pull
 from tests.api.test_syncs import FileServer, Served
@@ -133,3 +137,77 @@ def test_a_sync_failure_is_in_the_error_tree() -> None:
         "sync_fetch_failed",
         "the source answered HTTP 404",
     )
+
+
+@pytest.mark.parametrize("fmt", [SyncFormat.CSV, SyncFormat.NDJSON, SyncFormat.PARQUET])
+def test_a_pull_tells_its_tracker_bytes_then_rows(
+    runtime: Runtime,
+    server: FileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: SyncFormat,
+) -> None:
+    """Bytes fetched grow to the file's length first; then the rows it holds are known (CSV
+    and NDJSON: counted from its lines) before rows are read, and rows read grow to them."""
+    monkeypatch.setattr(sync_sources, "RESOLVE_ROWS", 100)
+    ids = [f"t{n}" for n in range(1000)]
+    body = _file_of(ids, fmt, tmp_path)
+    server.files[f"/tracked.{fmt.value}"] = Served(body=body)
+    seen: list[tuple[int, int | None, int, int | None]] = []
+
+    def report(tracker: Tracker) -> None:
+        seen.append(
+            (tracker.bytes_fetched, tracker.bytes_total, tracker.rows_read, tracker.rows_total)
+        )
+
+    members, read = pull(
+        runtime,
+        workspace_id=WS,
+        source=UrlFileSource(
+            type=SourceType.FILE, url=server.url(f"/tracked.{fmt.value}"), format=fmt
+        ),
+        rules=SourceRules(allow_private=True, work_dir=tmp_path / "work"),
+        on_row_error=lambda row: None,
+        tracker=Tracker(report=report, every=0.0),
+    )
+    assert read == len(members) == 1000
+    assert seen[0] == (0, len(body), 0, None)
+    assert seen[-1] == (len(body), len(body), 1000, 1000)
+    fetched = [entry[0] for entry in seen]
+    assert fetched == sorted(fetched) and len(body) in fetched
+    rows = [entry[2] for entry in seen]
+    assert rows == sorted(rows)
+    if fmt is not SyncFormat.PARQUET:
+        first_row = next(i for i, entry in enumerate(seen) if entry[2] > 0)
+        assert seen[first_row - 1][3] == 1000  # counted before any row was read
+    if fmt is SyncFormat.NDJSON:  # read by Python, 100 ids an engine call
+        assert [r for r in dict.fromkeys(rows) if r] == list(range(100, 1001, 100))
+
+
+def test_a_sql_pull_tells_its_rows_at_the_end(runtime: Runtime) -> None:
+    """A query's rows are known when it answers: read and total at once."""
+    runtime.profiles.ensure_profiles(WS, ["q1", "q2"])
+    seen: list[tuple[int, int | None]] = []
+    pull(
+        runtime,
+        workspace_id=WS,
+        source=SqlSource(type=SourceType.SQL, query="SELECT external_id FROM profiles"),
+        rules=SourceRules(dialect="duckdb"),
+        on_row_error=lambda row: None,
+        tracker=Tracker(report=lambda t: seen.append((t.rows_read, t.rows_total)), every=0.0),
+    )
+    assert seen == [(2, 2)]
+
+
+def _file_of(ids: list[str], fmt: SyncFormat, folder: Path) -> bytes:
+    """A file of ``ids`` in ``fmt`` (column ``id``)."""
+    if fmt is SyncFormat.CSV:
+        return ("id\n" + "".join(f"{i}\n" for i in ids)).encode()
+    if fmt is SyncFormat.NDJSON:
+        return "".join(json.dumps({"id": i}) + "\n" for i in ids).encode()
+    target = folder / "ids.parquet"
+    with duckdb.connect() as con:
+        con.execute(
+            f"COPY (SELECT unnest(?::VARCHAR[]) AS id) TO '{target}' (FORMAT parquet)", [ids]
+        )
+    return target.read_bytes()

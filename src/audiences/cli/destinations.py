@@ -54,7 +54,11 @@ def create_destination(
     name: Annotated[str, typer.Argument(help="Unique in the workspace.")],
     url: Annotated[str | None, typer.Option(help="A webhook: where messages are POSTed.")] = None,
     path: Annotated[
-        str | None, typer.Option(help="A file destination: a folder under the server's root.")
+        str | None,
+        typer.Option(
+            help="A file destination: a folder under the server's root, or "
+            "s3://<bucket>/<prefix> on the server's S3 service."
+        ),
     ] = None,
     file_format: Annotated[str, typer.Option("--format", help="csv, ndjson or parquet.")] = "csv",
     mode: Annotated[str, typer.Option(help="full (every member) or changes.")] = "full",

@@ -79,7 +79,7 @@ def follow(client: Client, job: Job, out: Out) -> Job:
                     task,
                     completed=done.processed,
                     total=done.total,
-                    description=f"{current.handler} {current.state.value}",
+                    description=f"{current.handler} {current.state.value}{fetching(current)}",
                 )
 
             return client.jobs.wait(job, on_progress=show)
@@ -89,6 +89,16 @@ def follow(client: Client, job: Job, out: Out) -> Job:
             INTERRUPTED,
             f"follow it with `audiences jobs wait {job.id}`",
         )
+
+
+def fetching(job: Job) -> str:
+    """`` fetched 1.2 of 3.4 MB`` while a sync's file comes in (its rows not counted yet)."""
+    fetched = job.counts.get("bytes_fetched")
+    if fetched is None or job.progress.total is not None:
+        return ""
+    size = job.counts.get("bytes_total")
+    of = "" if size is None else f" of {size / 1e6:,.1f}"
+    return f" fetched {fetched / 1e6:,.1f}{of} MB"
 
 
 def report(job: Job, out: Out) -> None:

@@ -12,7 +12,7 @@ import httpx
 from audiences.jobs.context import JobContext
 from audiences.kit.clock import utcnow
 from audiences.queue import ClaimedJob
-from audiences.services import deliveries, messages, outbox, senders
+from audiences.services import deliveries, file_deliveries, messages, outbox, senders
 from audiences.store.tables import DestinationRow
 
 BEAT_SECONDS = 1.0
@@ -61,6 +61,7 @@ def _deliver_all(
     settings = context.settings
     built = sent = failed = 0
     later: datetime | None = None
+    mirror: file_deliveries.Mirror | None = None
     beaten = renewed = utcnow()
     while True:
         now = utcnow()
@@ -82,11 +83,8 @@ def _deliver_all(
             if now - renewed >= hold / 2:
                 deliveries.claim(session, destination_id=row.id, job_id=job.id, until=now + hold)
                 renewed = now
-            if row.kind == "file" and row.mode == "full":
-                built += deliveries.write_full(
-                    session, runtime=context.runtime, row=row, settings=settings
-                )
-                deliveries.schedule_next(session, row, now)
+            if row.kind == "file" and row.mode == "full":  # written below, outside this
+                mirror = file_deliveries.plan(session, runtime=context.runtime, row=row, now=now)
                 break
             # Messages already made go first; new ones are made once they are all out.
             message = deliveries.head(session, row)
@@ -124,6 +122,13 @@ def _deliver_all(
         if not outcome.ok:
             context.count("failures")
             continue  # the head is now scheduled later (or the destination is off): looked at above
+    if mirror is not None:
+        written = file_deliveries.write_full(context.runtime, mirror, settings)
+        with context.session() as session:  # logged; schedules the next write or the retry
+            deliveries.finish_full(session, mirror=mirror, written=written, settings=settings)
+        built, sent, failed = len(written.files), 1, 0 if written.outcome.ok else 1
+        context.count("attempts")
+        context.count("failures", failed)
     if later is not None:
         with context.session() as session:
             outbox.wake(

@@ -18,12 +18,13 @@ from typing import Any
 from pyroaring import BitMap
 
 from audiences.errors import SyncFailed
-from audiences.jobs.context import JobContext, JobFailed
+from audiences.jobs.context import Cancelled, Interrupted, JobContext, JobFailed
 from audiences.kit.logs import get_logger
-from audiences.queue import ClaimedJob
-from audiences.schemas.syncs import PulledSource
+from audiences.queue import ClaimedJob, LeaseLost
+from audiences.schemas.syncs import PulledSource, SqlSource
 from audiences.services import lifecycle, sync_sources, syncs
 from audiences.services.import_formats import Row
+from audiences.services.sync_progress import Tracker
 from audiences.services.sync_rules import SourceRules
 from audiences.store.tables import AudienceRow
 
@@ -45,8 +46,8 @@ def sync_audience(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
     audience_id = str(job.payload["audience_id"])
     try:
         return _sync(context, job, audience_id)
-    except _Recorded:
-        raise
+    except (_Recorded, Cancelled, Interrupted, LeaseLost):
+        raise  # recorded, or the job's own end (a cancelled job reads as a failed sync)
     except Exception as error:
         log.exception("sync job %s stopped on an unexpected error", job.id)
         message = (
@@ -148,12 +149,22 @@ def _pull(
     source: PulledSource,
     rules: SourceRules,
 ) -> tuple[BitMap, int]:
-    """The members the source names and the rows read (``SyncFailed`` when it cannot)."""
+    """The members the source names and the rows read (``SyncFailed`` when it cannot); the
+    job's progress is the rows read of the rows the source holds (once counted), its counts
+    the bytes fetched (``bytes_fetched``, of ``bytes_total`` when the size is known)."""
     context.counts = {"rows": 0, "invalid": 0}
 
     def refused(row: Row) -> None:
         context.count("invalid")
         context.error(row.message or "refused", code=row.code or "row_invalid", row=row.number)
+
+    def report(tracker: Tracker) -> None:
+        if not isinstance(source, SqlSource):
+            context.counts["bytes_fetched"] = tracker.bytes_fetched
+            if tracker.bytes_total is not None:
+                context.counts["bytes_total"] = tracker.bytes_total
+        context.counts["rows"] = tracker.rows_read
+        context.progress(tracker.rows_read, tracker.rows_total)  # sees a cancel too
 
     members, read = sync_sources.pull(
         context.runtime,
@@ -161,6 +172,7 @@ def _pull(
         source=source,
         rules=rules,
         on_row_error=refused,
+        tracker=Tracker(report=report),
     )
     context.counts["rows"] = read
     return members, read

@@ -1,5 +1,6 @@
-"""Destination request and response bodies: webhooks and file directories that receive the
-membership changes of the audiences they subscribe to, and their delivery log."""
+"""Destination request and response bodies: webhooks and file directories (local or in a
+bucket) that receive the membership changes of the audiences they subscribe to, and their
+delivery log."""
 
 from __future__ import annotations
 
@@ -76,7 +77,9 @@ class DestinationWrite(InputModel):
     path: str | None = Field(
         default=None,
         max_length=500,
-        description="File: a folder under the operator's `AUDIENCES_DESTINATION_FILE_ROOT`.",
+        description="File: a folder under the operator's `AUDIENCES_DESTINATION_FILE_ROOT`, "
+        "or `s3://<bucket>/<prefix>` on the operator's S3-compatible service (a bucket listed "
+        "in `AUDIENCES_DESTINATION_S3_BUCKETS`).",
     )
     format: FileFormat | None = Field(default=None, description="File: `csv` (default).")
     mode: FileMode | None = Field(

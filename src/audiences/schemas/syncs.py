@@ -142,6 +142,25 @@ def push_source() -> PushSource:
     return PushSource(type=SourceType.PUSH)
 
 
+class SyncProgress(BaseModel):
+    """How far a running sync has got, from its job's last checkpoint (at most a second old):
+    a file source's bytes fetched, then the rows read into the member set."""
+
+    rows_read: int = Field(description="Rows (ids, for SQL) read so far.")
+    rows_total: int | None = Field(
+        default=None,
+        description="Rows the source holds, once known: counted from a CSV or NDJSON file's "
+        "lines once it is fetched (exact at the end), a Parquet file's or a query's at the end.",
+    )
+    bytes_fetched: int | None = Field(
+        default=None, description="A file source: bytes copied so far (null for SQL)."
+    )
+    bytes_total: int | None = Field(
+        default=None,
+        description="A file source's size, when known: a URL's `Content-Length`, a path's size.",
+    )
+
+
 class SyncState(BaseModel):
     """How an external audience's sync stands: its status, when it last succeeded, why the last
     one failed, and the job of the latest sync."""
@@ -161,6 +180,11 @@ class SyncState(BaseModel):
         default=None, description="The stable code of that failure (`sync_fetch_failed` …)."
     )
     job_id: str | None = Field(default=None, description="The job of the latest sync.")
+    progress: SyncProgress | None = Field(
+        default=None,
+        description="While the sync's job runs: how far it has got (the job's `progress` "
+        "counts the same rows). Null otherwise.",
+    )
     last_run_id: str | None = Field(
         default=None, description="The run the last sync recorded (its changes: `…/changes`)."
     )

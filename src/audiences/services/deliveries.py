@@ -21,13 +21,11 @@ from sqlalchemy.orm import Session
 from audiences.config import Settings
 from audiences.errors import Conflict, NotFound
 from audiences.kit.clock import utcnow
-from audiences.membership.bitmaps import page
 from audiences.schemas.common import ListQuery, PageResult
 from audiences.schemas.destinations import Delivery, DeliveryAttempt
 from audiences.schemas.jobs import JobState
-from audiences.services import destinations, memberships, messages, outbox, senders
+from audiences.services import destinations, file_deliveries, messages, outbox, senders
 from audiences.services.callers import Caller
-from audiences.services.runtime import Runtime
 from audiences.store.repositories.destinations import DeliveryRepository
 from audiences.store.tables import (
     DestinationAttemptRow,
@@ -38,7 +36,6 @@ from audiences.store.tables import (
 
 MAX_RETRY_AFTER = 86_400.0
 """The longest pause a receiver's ``Retry-After`` can ask for, in seconds."""
-FILE_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,7 @@ def send(
             settings=settings,
             given=client,
         )
-    return write_changes(row, send, settings)
+    return file_deliveries.write_changes(row, send.body, send.seq, settings)
 
 
 def record(
@@ -189,76 +186,27 @@ def disable(session: Session, row: DestinationRow, reason: str, now: datetime) -
     session.flush()
 
 
-def write_full(
-    session: Session, *, runtime: Runtime, row: DestinationRow, settings: Settings
-) -> int:
-    """A file destination in ``full`` mode: one file per followed audience with every member
-    now, named by audience key, time and the message's number; logged as one delivered
-    message naming the files. How many files were written."""
-    folder = destinations.file_folder(settings, row.path or "")
-    now = utcnow()
-    message = messages.add_message(session, row, "file.full", {}, 0, now, status="sending")
-    written: list[dict[str, Any]] = []
-    columns = ["id", *row.attributes]
-    for audience in destinations.followed(session, row):
-        members = memberships.current(session, runtime=runtime, audience_id=audience.id)
-        rows = list(_member_rows(runtime, row, members))
-        name = f"{audience.key}-{senders.file_stamp(now)}-{message.seq:08d}-full"
-        fmt = row.format or "csv"
-        path = senders.write_file(folder, name=name, fmt=fmt, rows=rows, columns=columns)
-        written.append({"audience": audience.key, "file": path.name, "rows": len(rows)})
-    body = json.loads(message.body)
-    body["data"] = {"files": written}
-    message.body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-    message.changes = sum(int(entry["rows"]) for entry in written)
-    message.status, message.delivered_at, message.attempts = "delivered", utcnow(), 1
-    _touch(session, row.id, last_delivery_at=message.delivered_at, last_error=None)
-    return len(written)
-
-
-def write_changes(row: DestinationRow, send: Send, settings: Settings) -> senders.Outcome:
-    """A file destination in ``changes`` mode: one file per audience section of the message,
-    named by audience key, the message's time and number (a rerun rewrites the same files)."""
-    data = json.loads(send.body)
-    stamp = senders.file_stamp(datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00")))
-    columns = [*senders.COLUMNS, *row.attributes]
-    try:
-        folder = destinations.file_folder(settings, row.path or "")
-        for index, section in enumerate(data["data"]["audiences"]):
-            rows = [_flat(change) for change in section["changes"]]
-            name = f"{section['key']}-{stamp}-{send.seq:08d}-{index}"
-            senders.write_file(
-                folder, name=name, fmt=row.format or "csv", rows=rows, columns=columns
-            )
-    except (OSError, ValueError) as exc:
-        return senders.Outcome(False, None, 0, error=f"cannot write: {exc}"[:500])
-    return senders.Outcome(True, None, 0)
-
-
-def _flat(change: dict[str, Any]) -> dict[str, Any]:
-    flat = {key: change[key] for key in ("id", "change", "revision")}
-    cause = change["cause"]
-    flat["cause"] = cause["kind"] + (f":{cause['run_id']}" if "run_id" in cause else "")
-    flat.update(change.get("attributes") or {})
-    return flat
-
-
-def _member_rows(runtime: Runtime, row: DestinationRow, members: Any) -> Any:
-    after: int | None = None
-    while True:
-        pids = page(members, after, FILE_CHUNK)
-        if not pids:
-            return
-        after = pids[-1]
-        if row.attributes:
-            for profile in runtime.profiles.get_profiles_by_pid(row.workspace_id, pids):
-                if profile is not None:
-                    picked = {name: profile.attributes.get(name) for name in row.attributes}
-                    yield {"id": profile.external_id, **picked}
-        else:
-            for external in runtime.profiles.external_ids_for(row.workspace_id, pids):
-                if external is not None:
-                    yield {"id": external}
+def finish_full(
+    session: Session,
+    *,
+    mirror: file_deliveries.Mirror,
+    written: file_deliveries.Written,
+    settings: Settings,
+) -> None:
+    """Log a ``full`` run written outside the transaction (``file_deliveries.plan`` and
+    ``write_full``): its message names the files, then it is recorded as an attempt like a
+    webhook's. Delivered: the next write one interval on. Failed: retried on the schedule
+    (the destination's next write is the retry), disabling it past the schedule's end."""
+    message = session.get(DestinationMessageRow, mirror.message_id)
+    if message is None or message.status != "pending":
+        return  # the destination was deleted meanwhile
+    file_deliveries.name_files(message, written)
+    record(session, message_id=message.id, outcome=written.outcome, settings=settings)
+    row = session.get_one(DestinationRow, message.destination_id)
+    if written.outcome.ok:
+        schedule_next(session, row, utcnow())
+    else:
+        _touch(session, row.id, next_run_at=message.next_attempt_at)
 
 
 def needing_jobs(session: Session, now: datetime) -> list[DestinationRow]:
@@ -366,13 +314,7 @@ def test(
     if row.kind == "webhook":
         outcome = send(prepare(row, message, utcnow()), row=row, settings=settings)
     else:
-        try:
-            folder = destinations.file_folder(settings, row.path or "")
-            name = f"test-{senders.file_stamp(utcnow())}-{message.id[-12:]}"
-            senders.write_file(folder, name=name, fmt=row.format or "csv", rows=[], columns=["id"])
-            outcome = senders.Outcome(True, None, 0)
-        except OSError as exc:
-            outcome = senders.Outcome(False, None, 0, error=f"cannot write: {exc}"[:500])
+        outcome = file_deliveries.write_test(row, message, settings)
     session.add(
         DestinationAttemptRow(
             message_id=message.id,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,7 +29,7 @@ from audiences.schemas.destinations import (
     SecretRotated,
     Subscription,
 )
-from audiences.services import egress, outbox, versions
+from audiences.services import egress, file_targets, outbox, versions
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch, apply_patch
 from audiences.services.validation import validation_failed
@@ -326,12 +325,13 @@ def _assign(row: DestinationRow, data: DestinationWrite) -> None:
 
 def _check(session: Session, caller: Caller, data: DestinationWrite, settings: Settings) -> None:
     """The fields of its kind; references and targets: audiences and group of the workspace,
-    declared attributes, a URL the SSRF guard allows, a folder under the operator's root."""
+    declared attributes, a URL the SSRF guard allows, a target the operator allows
+    (``file_targets``)."""
     _fits_kind(data)
     if data.url is not None:
         egress.checked_url(data.url, allow_private=settings.egress_allow_private)
     if data.path is not None:
-        file_folder(settings, data.path)
+        file_targets.resolve(settings, data.path)
     follows = data.subscription
     wanted = follows.audience_ids if isinstance(follows, AudienceList) else []
     if wanted:
@@ -390,26 +390,6 @@ def _fits_kind(data: DestinationWrite) -> None:
             "destination_fields_mismatch",
             f"a {data.kind} destination takes no {wrong[0]}",
         )
-
-
-def file_folder(settings: Settings, path: str) -> Path:
-    """The folder a file destination's ``path`` names under the operator's root; refused
-    (422) without a root, or when the path leaves it."""
-    root = settings.destination_file_root
-    if root is None:
-        raise _invalid(
-            "path",
-            "file_destinations_disabled",
-            "file destinations need AUDIENCES_DESTINATION_FILE_ROOT set by the operator",
-        )
-    relative = Path(path)
-    if relative.is_absolute() or ".." in relative.parts or "\x00" in path:
-        raise _invalid("path", "path_not_allowed", "a path is relative and stays under the root")
-    base = root.resolve()
-    folder = (base / relative).resolve()
-    if folder != base and base not in folder.parents:
-        raise _invalid("path", "path_not_allowed", "a path is relative and stays under the root")
-    return folder
 
 
 def _check_secret(secret: str) -> None:

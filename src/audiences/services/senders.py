@@ -146,6 +146,19 @@ def write_file(
     rerun of the same message replaces it with the same content)."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{name}.{fmt}"
+    staged = stage_file(folder, fmt=fmt, rows=rows, columns=columns)
+    try:
+        os.replace(staged, final)
+    finally:
+        staged.unlink(missing_ok=True)
+    return final
+
+
+def stage_file(
+    folder: Path, *, fmt: str, rows: Iterable[dict[str, Any]], columns: list[str]
+) -> Path:
+    """``rows`` written whole as a ``.tmp-*`` file of ``fmt`` in ``folder`` (removed again
+    if writing fails): what is renamed into place, or uploaded as one object."""
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=f".{fmt}")
     os.close(handle)
     staged = Path(temporary)
@@ -164,10 +177,12 @@ def write_file(
             if fmt == "parquet":
                 _csv_to_parquet(text, staged, columns)
                 text.unlink()
-        os.replace(staged, final)
-    finally:
+    except BaseException:
         staged.unlink(missing_ok=True)
-    return final
+        if fmt == "parquet":
+            staged.with_suffix(".csv").unlink(missing_ok=True)
+        raise
+    return staged
 
 
 def _cell(value: Any) -> Any:

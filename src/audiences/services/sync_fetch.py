@@ -8,6 +8,7 @@ raises :class:`~audiences.errors.SyncFailed` with a stable code. Reading the cop
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +21,8 @@ import httpx
 from audiences.errors import InvalidParameter, SyncFailed
 from audiences.kit.files import private_dir
 from audiences.schemas.syncs import FileSource, PathFileSource, UrlFileSource
-from audiences.services import egress
+from audiences.services import egress, sync_progress
+from audiences.services.sync_progress import Tracker
 from audiences.services.sync_rules import SourceRules
 
 CHUNK_BYTES = 1 << 16
@@ -32,9 +34,10 @@ MAX_REDIRECTS = 3
 class _Fetched:
     """A private temporary copy of a file source, removed when the block ends."""
 
-    def __init__(self, source: FileSource, rules: SourceRules) -> None:
+    def __init__(self, source: FileSource, rules: SourceRules, tracker: Tracker) -> None:
         self.source = source
         self.rules = rules
+        self.tracker = tracker
         folder = rules.work_dir
         if folder is not None:
             private_dir(folder)
@@ -47,9 +50,9 @@ class _Fetched:
         try:
             with self.file as out:
                 if isinstance(self.source, UrlFileSource):
-                    _download(self.source.url, out, self.rules)
+                    _download(self.source.url, out, self.rules, self.tracker)
                 elif isinstance(self.source, PathFileSource):
-                    _copy(self.source.path, out, self.rules)
+                    _copy(self.source.path, out, self.rules, self.tracker)
         except BaseException:
             self.path.unlink(missing_ok=True)
             raise
@@ -59,13 +62,14 @@ class _Fetched:
         self.path.unlink(missing_ok=True)
 
 
-def fetched(source: FileSource, rules: SourceRules) -> _Fetched:
+def fetched(source: FileSource, rules: SourceRules, tracker: Tracker | None = None) -> _Fetched:
     """A private temporary copy of ``source``: the path inside a ``with`` block, removed
-    after; ``SyncFailed`` when it cannot be fetched or read."""
-    return _Fetched(source, rules)
+    after; ``SyncFailed`` when it cannot be fetched or read. ``tracker`` is told the bytes
+    copied as they come."""
+    return _Fetched(source, rules, tracker or sync_progress.quiet())
 
 
-def _download(url: str, out: IO[bytes], rules: SourceRules) -> None:
+def _download(url: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) -> None:
     """Stream ``url`` into ``out`` (a redirect followed only to a URL the guard allows too)."""
     deadline = time.monotonic() + rules.timeout_seconds
     timeout = httpx.Timeout(rules.timeout_seconds)
@@ -82,8 +86,10 @@ def _download(url: str, out: IO[bytes], rules: SourceRules) -> None:
                             f"the source answered HTTP {response.status_code}",
                             code="sync_fetch_failed",
                         )
-                    _check_length(response.headers.get("content-length"), rules.max_bytes)
-                    _save(response.iter_bytes(CHUNK_BYTES), out, rules.max_bytes, deadline)
+                    size = _check_length(response.headers.get("content-length"), rules.max_bytes)
+                    tracker.fetching(size)
+                    chunks = response.iter_bytes(CHUNK_BYTES)
+                    _save(chunks, out, rules.max_bytes, deadline, tracker)
                     return
     except InvalidParameter as refused:  # the address the name resolves to as it connects
         raise SyncFailed(refused.detail, code=refused.code) from None
@@ -105,12 +111,18 @@ def _guard(url: str, rules: SourceRules) -> None:
         raise SyncFailed(refused.detail, code=refused.code) from None
 
 
-def _check_length(header: str | None, limit: int) -> None:
-    if header is not None and header.isdigit() and int(header) > limit:
+def _check_length(header: str | None, limit: int) -> int | None:
+    """The size a ``Content-Length`` announces, refused past ``limit``."""
+    if header is None or not header.isdigit():
+        return None
+    if int(header) > limit:
         raise _too_large(limit)
+    return int(header)
 
 
-def _save(chunks: Iterator[bytes], out: IO[bytes], limit: int, deadline: float) -> None:
+def _save(
+    chunks: Iterator[bytes], out: IO[bytes], limit: int, deadline: float, tracker: Tracker
+) -> None:
     size = 0
     for chunk in chunks:
         size += len(chunk)
@@ -119,13 +131,16 @@ def _save(chunks: Iterator[bytes], out: IO[bytes], limit: int, deadline: float) 
         if time.monotonic() > deadline:
             raise SyncFailed("the source took too long to send the file", code="sync_timeout")
         out.write(chunk)
+        tracker.fetched(len(chunk))
 
 
-def _copy(path: str, out: IO[bytes], rules: SourceRules) -> None:
+def _copy(path: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) -> None:
     found = allowed_path(path, rules.root)
     try:
         with found.open("rb") as source:
-            _save(iter(lambda: source.read(CHUNK_BYTES), b""), out, rules.max_bytes, float("inf"))
+            tracker.fetching(os.fstat(source.fileno()).st_size)
+            chunks = iter(lambda: source.read(CHUNK_BYTES), b"")
+            _save(chunks, out, rules.max_bytes, float("inf"), tracker)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
         message = f"no readable file at {path}: {type(error).__name__}"
         raise SyncFailed(message, code="sync_fetch_failed") from None

@@ -37,9 +37,10 @@ from audiences.schemas.syncs import (
     SyncSource,
     UrlFileSource,
 )
-from audiences.services import egress, import_formats, import_staged, sync_fetch
+from audiences.services import egress, import_formats, import_staged, sync_fetch, sync_progress
 from audiences.services.import_formats import FileRefused, ImportFormat, Layout, Row
 from audiences.services.runtime import Runtime
+from audiences.services.sync_progress import Tracker
 from audiences.services.sync_rules import SourceRules
 
 RESOLVE_ROWS = 50_000
@@ -91,8 +92,11 @@ def pull(
     source: PulledSource,
     rules: SourceRules,
     on_row_error: RowError,
+    tracker: Tracker | None = None,
 ) -> tuple[BitMap, int]:
-    """The member set a source names now, and how many rows (ids, for SQL) it read."""
+    """The member set a source names now, and how many rows (ids, for SQL) it read;
+    ``tracker`` follows the bytes fetched and the rows read as they go."""
+    tracker = tracker or sync_progress.quiet()
     if isinstance(source, SqlSource):
         try:
             members = runtime.profiles.select_query_pids(
@@ -100,18 +104,25 @@ def pull(
             )
         except AudiencesError as error:  # refused or failed on the data: the sync fails
             raise SyncFailed(_sql_failure(error), code=error.code) from None
+        tracker.done(len(members))
         return members, len(members)
-    with sync_fetch.fetched(source, rules) as path:
+    with sync_fetch.fetched(source, rules, tracker) as path:
         shape = _layout(path, source)
         counted = None
-        if shape is not None and source.format is SyncFormat.CSV:
-            counted = _staged(runtime, workspace_id, path, shape, on_row_error)
+        if shape is not None:
+            fmt = ImportFormat(source.format.value)
+            total = import_formats.count_rows(path, fmt)
+            tracker.counted(total)
+            if fmt is ImportFormat.CSV:
+                counted = _staged(runtime, workspace_id, path, shape, total, tracker, on_row_error)
         if counted is None:
-            counted = _resolve(runtime, workspace_id, _rows(path, source, shape), on_row_error)
+            rows = _rows(path, source, shape)
+            counted = _resolve(runtime, workspace_id, rows, tracker, on_row_error)
     members, read, invalid = counted
     if read and read == invalid:
         message = f"none of the file's {read} rows holds a valid id"
         raise SyncFailed(message, code="sync_file_invalid")
+    tracker.done(read)
     return members, read
 
 
@@ -136,11 +147,16 @@ Counted = tuple[BitMap, int, int]
 
 
 def _staged(
-    runtime: Runtime, workspace_id: str, path: Path, shape: Layout, on_row_error: RowError
+    runtime: Runtime,
+    workspace_id: str,
+    path: Path,
+    shape: Layout,
+    total: int,
+    tracker: Tracker,
+    on_row_error: RowError,
 ) -> Counted | None:
     """A CSV of ids read by the engine itself, set-based, as a static import's is
     (``import_staged``); None when the engine cannot, and Python reads it instead."""
-    total = import_formats.count_rows(path, ImportFormat.CSV)
     found = import_staged.stage(
         runtime.profiles, workspace_id, path, ImportFormat.CSV, shape, total
     )
@@ -157,12 +173,17 @@ def _staged(
                 on_row_error(row)
             members |= from_numpy(result.pids)
             read, invalid = read + result.rows, invalid + len(result.refused)
+            tracker.read(result.rows)
             start = mapped.records + 1 if last else stop
     return members, read, invalid
 
 
 def _resolve(
-    runtime: Runtime, workspace_id: str, found: Generator[Row], on_row_error: RowError
+    runtime: Runtime,
+    workspace_id: str,
+    found: Generator[Row],
+    tracker: Tracker,
+    on_row_error: RowError,
 ) -> Counted:
     """The pids of the rows' ids read in Python (unknown ids get empty profiles, as a static
     import's do)."""
@@ -183,6 +204,7 @@ def _resolve(
                 break
             pids, _ = runtime.profiles.ensure_profiles(workspace_id, ids)
             members |= from_numpy(pids)
+            tracker.read(read - tracker.rows_read)
     return members, read, invalid
 
 

@@ -28,6 +28,7 @@ from audiences.schemas.jobs import JobKind, JobState
 from audiences.schemas.syncs import (
     PulledSource,
     PushSource,
+    SyncProgress,
     SyncSource,
     SyncState,
     SyncStatus,
@@ -273,7 +274,7 @@ def states(
             select(AudienceSyncRow).where(AudienceSyncRow.audience_id.in_(ids))
         )
     }
-    jobs = _ended_jobs(session, [r.job_id for r in stored.values() if r.status == "syncing"])
+    jobs = _jobs(session, [r.job_id for r in stored.values() if r.status == "syncing"])
     found = {}
     for audience in external:
         if pulled(audience) is None:
@@ -292,7 +293,7 @@ def _pushed(in_progress: bool, state: MembershipRow | None) -> SyncState:
     return SyncState(status=status, last_synced_at=at, last_attempt_at=at)
 
 
-def _pulled(row: AudienceSyncRow | None, ended: dict[str, JobRow]) -> SyncState:
+def _pulled(row: AudienceSyncRow | None, jobs: dict[str, JobRow]) -> SyncState:
     if row is None:
         return SyncState(status=SyncStatus.PENDING)
     view: dict[str, Any] = {
@@ -304,8 +305,10 @@ def _pulled(row: AudienceSyncRow | None, ended: dict[str, JobRow]) -> SyncState:
         "job_id": row.job_id,
         "last_run_id": row.last_run_id,
     }
-    job = ended.get(row.job_id or "")
-    if job is not None:
+    job = jobs.get(row.job_id or "")
+    if job is not None and job.state == JobState.RUNNING.value:
+        view["progress"] = _progress(job)
+    elif job is not None and job.state in ENDED_WITHOUT_RECORD:
         view["status"] = SyncStatus.FAILED
         view["last_error"] = job.last_error or f"the sync job was {job.state}"
         view["last_error_code"] = "sync_job_failed"
@@ -313,14 +316,27 @@ def _pulled(row: AudienceSyncRow | None, ended: dict[str, JobRow]) -> SyncState:
     return SyncState(**view)
 
 
-def _ended_jobs(session: Session, job_ids: list[str | None]) -> dict[str, JobRow]:
-    """Of these jobs, those that ended failed or cancelled (a sync job that ends so never
-    recorded its sync: a recorded sync ends the job succeeded)."""
+def _jobs(session: Session, job_ids: list[str | None]) -> dict[str, JobRow]:
+    """Of these jobs (of syncs said to be ``syncing``), those running (their progress shows)
+    and those that ended failed or cancelled (a sync job that ends so never recorded its
+    sync: a recorded sync ends the job succeeded)."""
     wanted = [job_id for job_id in job_ids if job_id]
     if not wanted:
         return {}
-    stmt = select(JobRow).where(JobRow.id.in_(wanted), JobRow.state.in_(ENDED_WITHOUT_RECORD))
+    states = (JobState.RUNNING.value, *ENDED_WITHOUT_RECORD)
+    stmt = select(JobRow).where(JobRow.id.in_(wanted), JobRow.state.in_(states))
     return {job.id: job for job in session.scalars(stmt)}
+
+
+def _progress(job: JobRow) -> SyncProgress:
+    """A running sync's progress, from its job's last checkpoint (``jobs/sync_jobs``)."""
+    counts = job.counts or {}
+    return SyncProgress(
+        rows_read=job.processed or 0,
+        rows_total=job.total,
+        bytes_fetched=counts.get("bytes_fetched"),
+        bytes_total=counts.get("bytes_total"),
+    )
 
 
 def totals(session: Session) -> tuple[int, int, dict[str, int]]:

@@ -155,7 +155,9 @@ class Calls:
     @staticmethod
     def sync(audience: Target) -> Call[Job]:
         """Sync an external audience with its file or SQL source now: the ``membership.sync``
-        job (``client.jobs.wait(job)`` to follow it; the audience's ``sync`` says how it went)."""
+        job (``client.jobs.wait(job, on_progress=…)`` follows it: rows read of the rows counted,
+        ``counts["bytes_fetched"]`` while a file comes in; the audience's ``sync.progress``
+        shows the same while it runs, and ``sync`` says how it went)."""
         return created(f"{PATH}/{target_id(audience)}/sync", model(Job), None)
 
     @staticmethod

@@ -1,0 +1,203 @@
+"""What a file destination writes: in ``full`` mode every member of each followed audience
+(a mirror, on its schedule), in ``changes`` mode the entered and exited of one message, and a
+test file; each through :mod:`audiences.services.file_targets` (a local folder or a bucket).
+
+Failures never raise: each write returns an :class:`~audiences.services.senders.Outcome`
+whose error reads ``<code>: <message>`` (docs/errors.md), which the delivery log records and
+the retry schedule follows like a webhook's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pyroaring import AbstractBitMap
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from audiences.config import Settings
+from audiences.membership.bitmaps import page
+from audiences.services import destinations, file_targets, memberships, messages, senders
+from audiences.services.runtime import Runtime
+from audiences.store.tables import DestinationMessageRow, DestinationRow
+
+FULL = "file.full"
+"""The type of a ``full`` mode run's message in the delivery log."""
+FILE_CHUNK = 10_000
+"""Members whose ids (and attributes) are read per engine call."""
+
+
+@dataclass
+class Written:
+    """How a ``full`` run went: the files written (audience, file, rows) and the outcome."""
+
+    outcome: senders.Outcome
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A ``full`` run planned in a transaction and written outside it (a slow disk or bucket
+    never holds the metadata database's write lock): its message, and each followed
+    audience's key and members as they were read."""
+
+    message_id: str
+    seq: int
+    created_at: datetime
+    workspace_id: str
+    path: str
+    fmt: str
+    attributes: list[str]
+    audiences: list[tuple[str, AbstractBitMap]]
+
+
+def full_message(session: Session, row: DestinationRow, now: datetime) -> DestinationMessageRow:
+    """The message a ``full`` run is logged under: the one whose write failed and waits for
+    its retry (so attempts add up on the schedule and the retry rewrites the same names), or a
+    new one."""
+    waiting: DestinationMessageRow | None = session.scalars(
+        select(DestinationMessageRow)
+        .where(
+            DestinationMessageRow.destination_id == row.id,
+            DestinationMessageRow.status == "pending",
+            DestinationMessageRow.type == FULL,
+        )
+        .order_by(DestinationMessageRow.seq)
+        .limit(1)
+    ).first()
+    return waiting or messages.add_message(session, row, FULL, {}, 0, now)
+
+
+def plan(session: Session, *, runtime: Runtime, row: DestinationRow, now: datetime) -> Mirror:
+    """What a ``full`` run writes: its message (made now, or the one waiting for its retry)
+    and every followed audience's members now."""
+    message = full_message(session, row, now)
+    followed = destinations.followed(session, row)
+    return Mirror(
+        message_id=message.id,
+        seq=message.seq,
+        created_at=message.created_at,
+        workspace_id=row.workspace_id,
+        path=row.path or "",
+        fmt=row.format or "csv",
+        attributes=list(row.attributes),
+        audiences=[
+            (audience.key, memberships.current(session, runtime=runtime, audience_id=audience.id))
+            for audience in followed
+        ],
+    )
+
+
+def write_full(runtime: Runtime, mirror: Mirror, settings: Settings) -> Written:
+    """One file per audience of ``mirror`` with its every member, named by audience key, the
+    message's time and number (``<key>-<time>-<seq>-full``); stops at the first file that
+    fails (each file is whole or absent). No database session: the engine is read and the
+    files written outside any transaction."""
+    stamp = senders.file_stamp(mirror.created_at)
+    columns = ["id", *mirror.attributes]
+    written = Written(senders.Outcome(True, None, 0))
+    for key, members in mirror.audiences:
+        counted = _Counted(_member_rows(runtime, mirror.workspace_id, mirror.attributes, members))
+        try:
+            file = file_targets.write(
+                settings,
+                mirror.path,
+                name=f"{key}-{stamp}-{mirror.seq:08d}-full",
+                fmt=mirror.fmt,
+                rows=counted,
+                columns=columns,
+            )
+        except file_targets.WriteFailed as failed:
+            written.outcome = senders.Outcome(False, None, 0, error=str(failed))
+            break
+        written.files.append({"audience": key, "file": file, "rows": counted.rows})
+    return written
+
+
+def name_files(message: DestinationMessageRow, written: Written) -> None:
+    """The message's body names the files a ``full`` run wrote, and counts their rows."""
+    body = json.loads(message.body)
+    body["data"] = {"files": written.files}
+    message.body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    message.changes = sum(int(entry["rows"]) for entry in written.files)
+
+
+def write_changes(row: DestinationRow, body: str, seq: int, settings: Settings) -> senders.Outcome:
+    """A ``changes`` message: one file per audience section of it, named by audience key, the
+    message's time and number (a rerun rewrites the same files)."""
+    data = json.loads(body)
+    stamp = senders.file_stamp(datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00")))
+    columns = [*senders.COLUMNS, *row.attributes]
+    try:
+        # A ``full`` run's message left waiting when the mode changed has no sections.
+        for index, section in enumerate(data["data"].get("audiences", [])):
+            file_targets.write(
+                settings,
+                row.path or "",
+                name=f"{section['key']}-{stamp}-{seq:08d}-{index}",
+                fmt=row.format or "csv",
+                rows=[_flat(change) for change in section["changes"]],
+                columns=columns,
+            )
+    except file_targets.WriteFailed as failed:
+        return senders.Outcome(False, None, 0, error=str(failed))
+    return senders.Outcome(True, None, 0)
+
+
+def write_test(
+    row: DestinationRow, message: DestinationMessageRow, settings: Settings
+) -> senders.Outcome:
+    """A test file with no rows (``test-<time>-<message>``): proves the target takes files."""
+    name = f"test-{senders.file_stamp(message.created_at)}-{message.id[-12:]}"
+    try:
+        file_targets.write(
+            settings, row.path or "", name=name, fmt=row.format or "csv", rows=[], columns=["id"]
+        )
+    except file_targets.WriteFailed as failed:
+        return senders.Outcome(False, None, 0, error=str(failed))
+    return senders.Outcome(True, None, 0)
+
+
+class _Counted:
+    """Rows passed through, counted as they go (a file is written as its rows are read)."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]]) -> None:
+        self._rows = rows
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in self._rows:
+            self.rows += 1
+            yield row
+
+
+def _flat(change: dict[str, Any]) -> dict[str, Any]:
+    flat = {key: change[key] for key in ("id", "change", "revision")}
+    cause = change["cause"]
+    flat["cause"] = cause["kind"] + (f":{cause['run_id']}" if "run_id" in cause else "")
+    flat.update(change.get("attributes") or {})
+    return flat
+
+
+def _member_rows(
+    runtime: Runtime, workspace_id: str, attributes: list[str], members: AbstractBitMap
+) -> Iterator[dict[str, Any]]:
+    after: int | None = None
+    while True:
+        pids = page(members, after, FILE_CHUNK)
+        if not pids:
+            return
+        after = pids[-1]
+        if attributes:
+            for profile in runtime.profiles.get_profiles_by_pid(workspace_id, pids):
+                if profile is not None:
+                    picked = {name: profile.attributes.get(name) for name in attributes}
+                    yield {"id": profile.external_id, **picked}
+        else:
+            for external in runtime.profiles.external_ids_for(workspace_id, pids):
+                if external is not None:
+                    yield {"id": external}
