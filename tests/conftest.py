@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,21 +87,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-@pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh, empty metadata database for this test session."""
+@contextmanager
+def fresh_database(folder: Path) -> Iterator[str]:
+    """The URL of a new, empty metadata database, dropped afterwards: a SQLite file in
+    ``folder``, or a database of its own on the server ``AUDIENCES_TEST_DATABASE_URL`` names."""
     server = os.environ.get(DATABASE_ENV)
     if not server:
-        yield f"sqlite:///{tmp_path_factory.mktemp('metadata') / 'audiences.db'}"
+        yield f"sqlite:///{folder / 'audiences.db'}"
         return
     name = f"audiences_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, empty metadata database for this test session."""
+    with fresh_database(tmp_path_factory.mktemp("metadata")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
