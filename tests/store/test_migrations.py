@@ -16,7 +16,7 @@ from sqlalchemy import Connection, create_engine, insert, inspect, select
 
 from audiences.store.migrate import alembic_config, migrate
 from audiences.store.tables import AudienceRow, Base, WorkspaceRow
-from tests.conftest import fresh_database
+from tests.databases import fresh_database
 
 
 def test_migrated_database_matches_the_tables(database_url: str) -> None:
