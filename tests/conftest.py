@@ -8,24 +8,20 @@ workspace is a clean slate without truncating anything.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from audiences.api.app import create_app
 from audiences.config import Settings
 from tests import ledger
+from tests.databases import fresh_database
 from tests.e2e import conftest as e2e
 from tests.factories import Tenant, make_tenant
 
-DATABASE_ENV = "AUDIENCES_TEST_DATABASE_URL"
 LEDGER_KEY = "audiences_ledger"
 DATABASE_DIRS = frozenset({"api", "e2e", "jobs", "queue", "services", "store"})
 """The test folders of the layers that run SQL on the metadata database: CI runs the whole
@@ -89,18 +85,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh, empty metadata database for this test session."""
-    server = os.environ.get(DATABASE_ENV)
-    if not server:
-        yield f"sqlite:///{tmp_path_factory.mktemp('metadata') / 'audiences.db'}"
-        return
-    name = f"audiences_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database(tmp_path_factory.mktemp("metadata")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -133,13 +119,14 @@ def other_tenant(app: FastAPI) -> Iterator[Tenant]:
 
 
 @pytest.fixture(scope="module")
-def live_server(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str
-) -> Iterator[e2e.Server]:
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e.Server]:
     """A real ``audiences serve --demo`` on 127.0.0.1 (100 demo profiles), one per module:
-    for the SDK's and the command line's tests over TCP."""
+    for the SDK's and the command line's tests over TCP. Its metadata database is its own, as
+    its profile engine (DuckDB in its folder) is: on a database another server seeded, the
+    demo workspace would be found seeded while this server's engine held none of its
+    profiles or attribute columns."""
     folder = tmp_path_factory.mktemp("live")
-    url = f"sqlite:///{folder / 'audiences.db'}" if database_url.startswith("sqlite") else None
-    running = e2e.start_server(folder / "data", url or database_url, demo_profiles=100)
-    yield running
-    e2e.stop_server(running)
+    with fresh_database(folder) as url:
+        running = e2e.start_server(folder / "data", url, demo_profiles=100)
+        yield running
+        e2e.stop_server(running)

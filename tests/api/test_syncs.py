@@ -55,16 +55,19 @@ class Served:
 
 
 class FileServer:
-    """A real HTTP server on 127.0.0.1 serving ``files`` by path (404 for others)."""
+    """A real HTTP server on 127.0.0.1 serving ``files`` by path (404 for others); it records
+    each request's path and ``Host`` header."""
 
     def __init__(self) -> None:
         self.files: dict[str, Served] = {}
         self.requests: list[str] = []
-        files, requests = self.files, self.requests
+        self.hosts: list[str | None] = []
+        files, requests, hosts = self.files, self.requests, self.hosts
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 requests.append(self.path)
+                hosts.append(self.headers.get("Host"))
                 served = files.get(self.path, Served(404, b"not found"))
                 time.sleep(served.delay)
                 if served.gate is not None and not served.trickle:

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.databases import fresh_database
+
 STARTUP_SECONDS = 60
 DEMO_PROFILES = 3_000
 
@@ -104,11 +106,12 @@ def stop_server(server: Server) -> str:
 
 
 @pytest.fixture(scope="module")
-def e2e_database_url(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> str:
-    """The server's own metadata database: SQLite in its folder, or the session's PostgreSQL."""
-    if database_url.startswith("sqlite"):
-        return f"sqlite:///{tmp_path_factory.mktemp('e2e-db') / 'audiences.db'}"
-    return database_url
+def e2e_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The module's servers' own metadata database (SQLite in a folder, or a PostgreSQL
+    database of its own), so no server finds a workspace another module's server seeded
+    in a profile engine it does not have."""
+    with fresh_database(tmp_path_factory.mktemp("e2e-db")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

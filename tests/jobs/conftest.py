@@ -23,7 +23,7 @@ from audiences.services import workspaces
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 from audiences.store.tables import JobRow
-from tests.conftest import DATABASE_ENV
+from tests.databases import DATABASE_ENV
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from audiences.store.tables import JobRow
-from tests.conftest import DATABASE_ENV
+from tests.databases import DATABASE_ENV
 from tests.e2e.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+import trustme
 
 from audiences.errors import InvalidParameter
+from audiences.services import egress
 from audiences.services.egress import check_resolved, checked_url, pinned_client
 from tests.api.test_syncs import FileServer, Served
 
@@ -78,6 +81,26 @@ def server() -> Iterator[FileServer]:
     """A loopback HTTP server that records the ``Host`` each request named."""
     running = FileServer()
     yield running
+    running.close()
+
+
+@pytest.fixture
+def tls_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FileServer, list[str | None]]]:
+    """The loopback server over TLS with a certificate for ``files.test`` only, from a test
+    authority the pinned client is made to trust, keeping connections alive (HTTP/1.1);
+    and the SNI name of each handshake."""
+    authority = trustme.CA()
+    names: list[str | None] = []
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("files.test").configure_cert(serving)
+    serving.sni_callback = lambda _socket, name, _context: names.append(name)  # type: ignore[assignment,func-returns-value]
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    monkeypatch.setattr(egress, "_tls", lambda: trusting)
+    running = FileServer()
+    running.server.socket = serving.wrap_socket(running.server.socket, server_side=True)
+    running.server.RequestHandlerClass.protocol_version = "HTTP/1.1"  # type: ignore[attr-defined]
+    yield running, names
     running.close()
 
 
@@ -156,5 +179,44 @@ def test_the_pinned_address_is_reached_with_the_name_as_host(
     with pinned_client(allow_private=True, timeout=5) as client:
         answer = client.get(f"http://files.test:{port}/list.csv")
     assert (answer.status_code, answer.content) == (200, b"id\na\n")
-    assert answer.request.headers["host"] == f"files.test:{port}"
+    assert server.hosts == [f"files.test:{port}"]
     assert dns.connected == ["127.0.0.1"]
+
+
+def test_a_name_private_at_its_lookup_is_refused_though_it_would_turn_public(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pin works both ways: the one lookup decides, and no second one is asked for."""
+    dns = Dns(monkeypatch)
+    dns.answers["turns.test"] = [["127.0.0.1"], ["93.184.216.34"]]
+    port = server.server.server_address[1]
+    with (
+        pinned_client(allow_private=False, timeout=5) as client,
+        pytest.raises(InvalidParameter) as refused,
+    ):
+        client.get(f"http://turns.test:{port}/x")
+    assert refused.value.code == "url_not_allowed"
+    assert dns.lookups == ["turns.test"]
+    assert dns.connected == [] and server.requests == []
+
+
+def test_tls_to_the_pinned_address_names_and_checks_the_host(
+    tls_server: tuple[FileServer, list[str | None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SNI and the certificate check use the name, not the address connected to; and a
+    connection checked for one name is not reused for another name on the same address."""
+    server, sni = tls_server
+    dns = Dns(monkeypatch)
+    dns.answers["files.test"] = [["127.0.0.1"]]
+    dns.answers["other.test"] = [["127.0.0.1"]]
+    server.files["/list.csv"] = Served(body=b"id\na\n")
+    port = server.server.server_address[1]
+    with pinned_client(allow_private=True, timeout=5) as client:
+        answer = client.get(f"https://files.test:{port}/list.csv")
+        again = client.get(f"https://files.test:{port}/list.csv")
+        with pytest.raises(httpx.ConnectError, match="certificate"):
+            client.get(f"https://other.test:{port}/list.csv")
+    assert (answer.status_code, again.status_code) == (200, 200)
+    assert server.hosts == [f"files.test:{port}"] * 2
+    assert sni == ["files.test", "other.test"]  # one handshake per name, the second refused
+    assert dns.connected == ["127.0.0.1", "127.0.0.1"]

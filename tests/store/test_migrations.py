@@ -1,18 +1,22 @@
-"""Migrations build exactly the schema the tables declare; running them twice is harmless."""
+"""Migrations build exactly the schema the tables declare; running them twice is harmless;
+every downgrade undoes its upgrade."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, insert, select
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, create_engine, insert, inspect, select
 
 from audiences.store.migrate import alembic_config, migrate
 from audiences.store.tables import AudienceRow, Base, WorkspaceRow
+from tests.databases import fresh_database
 
 
 def test_migrated_database_matches_the_tables(database_url: str) -> None:
@@ -41,6 +45,76 @@ def test_concurrent_starts_migrate_once(database_url: str) -> None:
     ]
     outcomes = [(p.wait(timeout=120), p.communicate()[1]) for p in starts]
     assert [error for code, error in outcomes if code != 0] == []
+
+
+def test_every_downgrade_undoes_its_upgrade(tmp_path: Path) -> None:
+    """On a database of its own: up one revision at a time from nothing to head, down one at
+    a time to nothing, and up to head again. Each revision's schema on the way down equals
+    its schema on the way up, and the final schema equals that of the plain upgrade."""
+    config = alembic_config()
+    revisions = [script.revision for script in ScriptDirectory.from_config(config).walk_revisions()]
+    revisions.reverse()
+    with fresh_database(tmp_path) as url:
+        engine = create_engine(url)
+        try:
+            with engine.begin() as connection:
+                config.attributes["connection"] = connection
+                empty = _schema(connection)
+                upward: dict[str, dict[str, Any]] = {}
+                for revision in revisions:
+                    command.upgrade(config, revision)
+                    upward[revision] = _schema(connection)
+                downward: dict[str, dict[str, Any]] = {}
+                for revision in reversed(revisions[:-1]):
+                    command.downgrade(config, revision)
+                    downward[revision] = _schema(connection)
+                command.downgrade(config, "base")
+                emptied = _schema(connection)
+                command.upgrade(config, "head")
+                again = _schema(connection)
+        finally:
+            engine.dispose()
+    assert emptied == empty
+    for revision, schema in downward.items():
+        assert schema == upward[revision], f"downgrading to {revision}"
+    assert again == upward[revisions[-1]]
+    assert again["tables"]
+
+
+def _schema(connection: Connection) -> dict[str, Any]:
+    """What the database's own catalogue says: every table's columns (by name; a downgrade
+    may add a column back at the end), keys, indexes and constraints, and the sequences and
+    (on PostgreSQL) enum types a migration could leave behind."""
+    inspector = inspect(connection)
+    dialect = connection.dialect
+    tables: dict[str, Any] = {}
+    for table in inspector.get_table_names():
+        if table == "alembic_version":
+            continue
+        tables[table] = {
+            "columns": {
+                column["name"]: (
+                    column["type"].compile(dialect=dialect),
+                    column["nullable"],
+                    column["default"],
+                )
+                for column in inspector.get_columns(table)
+            },
+            "primary_key": inspector.get_pk_constraint(table),
+            "foreign_keys": _sorted(inspector.get_foreign_keys(table)),
+            "indexes": _sorted(inspector.get_indexes(table)),
+            "unique": _sorted(inspector.get_unique_constraints(table)),
+            "checks": _sorted(inspector.get_check_constraints(table)),
+        }
+    schema: dict[str, Any] = {"tables": tables, "views": sorted(inspector.get_view_names())}
+    if connection.dialect.name == "postgresql":
+        schema["sequences"] = sorted(inspector.get_sequence_names())
+        schema["enums"] = _sorted(inspector.get_enums())  # type: ignore[attr-defined]
+    return schema
+
+
+def _sorted(items: list[Any]) -> list[Any]:
+    return sorted(items, key=repr)
 
 
 def test_external_sources_saved_before_types_become_push_sources(tmp_path: Path) -> None:

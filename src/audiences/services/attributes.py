@@ -12,20 +12,21 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audiences.engines.base import RESERVED_COLUMNS
 from audiences.engines.writes import canonical
-from audiences.errors import Conflict, NotFound, ValidationFailed
+from audiences.errors import NotFound
 from audiences.schemas.attributes import (
     ATTRIBUTE_NAME,
-    MAX_ATTRIBUTES,
     AttributeDeclare,
     AttributeOut,
     AttributeType,
 )
+from audiences.services import declarations
 from audiences.services.callers import Caller
+from audiences.services.declarations import ATTRIBUTES
 from audiences.services.runtime import Runtime
 from audiences.store.tables.attributes import AttributeRow
 from audiences.store.tables.workspaces import WorkspaceRow
@@ -33,13 +34,7 @@ from audiences.store.tables.workspaces import WorkspaceRow
 
 def schema(session: Session, *, workspace_id: str) -> dict[str, AttributeType]:
     """Every attribute of the workspace and its type: what rules are validated against."""
-    # Two columns, not whole rows: every refresh and streaming write reads this.
-    rows = session.execute(
-        select(AttributeRow.name, AttributeRow.type).where(
-            AttributeRow.workspace_id == workspace_id
-        )
-    )
-    return {name: AttributeType(kind) for name, kind in rows}
+    return declarations.schema(session, kind=ATTRIBUTES, workspace_id=workspace_id)
 
 
 def list_(session: Session, *, caller: Caller) -> list[AttributeRow]:
@@ -60,23 +55,15 @@ def declare(
     session: Session, *, caller: Caller, runtime: Runtime, name: str, data: AttributeDeclare
 ) -> tuple[AttributeRow, bool]:
     """Declare an attribute (idempotent); its type can never change. Returns (row, created)."""
-    lock_schema(session, caller.workspace_id)
-    row = session.get(AttributeRow, (caller.workspace_id, name))
-    if row is not None:
-        if row.type != data.type.value:
-            raise Conflict(
-                f"attribute {name!r} is a {row.type}; a type cannot change",
-                code="attribute_type_conflict",
-            )
-        row.description = data.description
-        row.inferred = False
-        session.flush()
-        return row, False
-    _add(session, caller.workspace_id, {name: data.type}, runtime, inferred=False)
-    row = session.get_one(AttributeRow, (caller.workspace_id, name))
-    row.description = data.description
-    session.flush()
-    return row, True
+    return declarations.declare(
+        session,
+        kind=ATTRIBUTES,
+        workspace_id=caller.workspace_id,
+        runtime=runtime,
+        name=name,
+        type_=data.type,
+        description=data.description,
+    )
 
 
 def admit(
@@ -104,21 +91,9 @@ def admit(
         return True
     current = schema(session, workspace_id=workspace_id)
     found = inferred_types(records, current, typed=typed)
-    if not found:
-        return False
-    lock_schema(session, workspace_id)
-    current = schema(session, workspace_id=workspace_id)  # another writer may have added some
-    room = MAX_ATTRIBUTES - len(current)
-    new = [name for name in found if name not in current][: max(room, 0)]
-    # A column left by a transaction that rolled back keeps its type: declare that one.
-    columns = runtime.profiles.attributes(workspace_id)
-    if new:
-        _add(
-            session,
-            workspace_id,
-            {name: columns.get(name, found[name]) for name in new},
-            runtime,
-            inferred=True,
+    if found:
+        declarations.declare_inferred(
+            session, kind=ATTRIBUTES, workspace_id=workspace_id, runtime=runtime, found=found
         )
     return False
 
@@ -252,38 +227,3 @@ def _temporal(text: str) -> AttributeType | None:
         except ValueError:
             return None
     return None
-
-
-def lock_schema(session: Session, workspace_id: str) -> None:
-    """Serialise schema changes of one workspace on its row (PostgreSQL; SQLite writers are
-    serial already), so two writers inferring or declaring one name (of an attribute, an
-    event property or an event name) cannot both insert."""
-    session.execute(
-        select(WorkspaceRow.id).where(WorkspaceRow.id == workspace_id).with_for_update()
-    )
-
-
-def _add(
-    session: Session,
-    workspace_id: str,
-    new: Mapping[str, AttributeType],
-    runtime: Runtime,
-    *,
-    inferred: bool,
-) -> None:
-    count = session.scalar(
-        select(func.count())
-        .select_from(AttributeRow)
-        .where(AttributeRow.workspace_id == workspace_id)
-    )
-    if (count or 0) + len(new) > MAX_ATTRIBUTES:
-        raise ValidationFailed(
-            f"a workspace has at most {MAX_ATTRIBUTES} attributes", code="too_many_attributes"
-        )
-    current = schema(session, workspace_id=workspace_id)
-    runtime.profiles.ensure_attributes(workspace_id, {**current, **new})
-    for name, kind in new.items():
-        session.add(
-            AttributeRow(workspace_id=workspace_id, name=name, type=kind.value, inferred=inferred)
-        )
-    session.flush()

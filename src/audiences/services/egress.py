@@ -7,7 +7,7 @@ and every address its host resolves to must be public: not loopback, private, li
 (cloud metadata lives at 169.254.169.254), multicast, reserved or unspecified.
 
 The host is checked both when a URL is saved (``checked_url``, a clear 400 at once) and again
-when each request connects: :func:`pinned_client` resolves the name once, checks every address
+when each request is sent: :func:`pinned_client` resolves the name once, checks every address
 and connects to a checked one, so a name that answers a public address to the check and a
 private one to the connection (DNS rebinding) cannot slip through. The ``Host`` header, TLS SNI
 and certificate checks keep the name. An IPv6 address that carries an IPv4 one (mapped
@@ -21,11 +21,8 @@ import functools
 import ipaddress
 import socket
 import ssl
-from collections.abc import Iterable
-from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
 import httpx
 
 from audiences.errors import InvalidParameter
@@ -89,51 +86,58 @@ def resolved(host: str, port: int, *, allow_private: bool) -> str:
     return addresses[0]
 
 
-class PinnedBackend(httpcore.NetworkBackend):
-    """httpcore's network layer connecting to the address :func:`resolved` checked: the name
-    is looked up once per connection, here, and httpcore still speaks TLS to the name."""
+class PinnedTransport(httpx.BaseTransport):
+    """An httpx transport that sends each request to an address :func:`resolved` checked for
+    it: the name is looked up once per request, here, and the request goes to that address
+    with the name kept where the receiver and TLS see it (the ``Host`` header, and httpx's
+    ``sni_hostname`` request extension, which TLS uses for SNI and the certificate check).
+
+    Connections are pooled per name (one ``httpx.HTTPTransport`` each), so a connection whose
+    certificate was checked for one name never carries a request for another name that
+    resolves to the same address."""
 
     def __init__(self, *, allow_private: bool) -> None:
         self.allow_private = allow_private
-        self._inner = httpcore.SyncBackend()
+        self._by_name: dict[str, httpx.HTTPTransport] = {}
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        """A TCP stream to the checked address of ``host`` (``InvalidParameter`` if refused)."""
-        address = resolved(host, port, allow_private=self.allow_private)
-        return self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` to its host's checked address (``InvalidParameter`` if refused)."""
+        url = request.url
+        name = url.raw_host.decode("ascii")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        address = resolved(name, port, allow_private=self.allow_private)
+        extensions = dict(request.extensions)
+        if _address(name) is None:
+            extensions["sni_hostname"] = name
+        pinned = httpx.Request(
+            request.method,
+            url.copy_with(host=address),
+            headers=request.headers,  # the Host header httpx wrote from the name
+            stream=request.stream,
+            extensions=extensions,
+        )
+        transport = self._by_name.get(name)
+        if transport is None:
+            transport = self._by_name[name] = httpx.HTTPTransport(verify=_tls(), trust_env=False)
+        return transport.handle_request(pinned)
 
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.NetworkStream:
-        """Never: a client-given URL names no local socket."""
-        raise _refused("A URL may not name a local socket.")
-
-    def sleep(self, seconds: float) -> None:
-        """Wait, as the default backend does."""
-        self._inner.sleep(seconds)
+    def close(self) -> None:
+        """Close every name's connections."""
+        for transport in self._by_name.values():
+            transport.close()
+        self._by_name.clear()
 
 
 def pinned_client(*, allow_private: bool, timeout: httpx.Timeout | float) -> httpx.Client:
-    """An httpx client for client-given URLs: each connection goes to an address checked as it
-    is made (:class:`PinnedBackend`), no proxy from the environment, no redirect followed on
+    """An httpx client for client-given URLs: each request goes to an address checked as it
+    is sent (:class:`PinnedTransport`), no proxy from the environment, no redirect followed on
     its own (check each ``Location`` with :func:`checked_url` and send it again). A refused
     address raises ``InvalidParameter`` (``url_not_allowed``) from the request."""
-    transport = httpx.HTTPTransport(trust_env=False)
-    # httpx builds its pool with httpcore's default backend and has no option for another;
-    # the pool is rebuilt as httpx would build it, with the pinned backend.
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=_tls(),
-        network_backend=PinnedBackend(allow_private=allow_private),
-    )
     return httpx.Client(
-        transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+        transport=PinnedTransport(allow_private=allow_private),
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
     )
 
 

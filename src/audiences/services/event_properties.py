@@ -12,34 +12,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audiences.errors import Conflict, NotFound, ValidationFailed
-from audiences.schemas.attributes import MAX_ATTRIBUTES, AttributeType
+from audiences.errors import NotFound
+from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import (
     RESERVED_EVENT_FIELDS,
     EventPropertyDeclare,
     EventPropertyOut,
     EventSchema,
 )
-from audiences.services import attributes
+from audiences.services import attributes, declarations
 from audiences.services.callers import Caller
+from audiences.services.declarations import EVENT_PROPERTIES
 from audiences.services.runtime import Runtime
 from audiences.store.tables import EventNameRow, EventPropertyRow
-
-MAX_EVENT_PROPERTIES = MAX_ATTRIBUTES
-"""Most properties one workspace may declare (each is a column of its events table)."""
 
 
 def schema(session: Session, *, workspace_id: str) -> dict[str, AttributeType]:
     """Every event property of the workspace and its type."""
-    rows = session.execute(
-        select(EventPropertyRow.name, EventPropertyRow.type).where(
-            EventPropertyRow.workspace_id == workspace_id
-        )
-    )
-    return {name: AttributeType(kind) for name, kind in rows}
+    return declarations.schema(session, kind=EVENT_PROPERTIES, workspace_id=workspace_id)
 
 
 def event_schema(session: Session, *, workspace_id: str) -> EventSchema:
@@ -80,23 +73,15 @@ def declare(
     data: EventPropertyDeclare,
 ) -> tuple[EventPropertyRow, bool]:
     """Declare an event property (idempotent); its type never changes. Returns (row, created)."""
-    attributes.lock_schema(session, caller.workspace_id)
-    row = session.get(EventPropertyRow, (caller.workspace_id, name))
-    if row is not None:
-        if row.type != data.type.value:
-            raise Conflict(
-                f"event property {name!r} is a {row.type}; a type cannot change",
-                code="event_property_type_conflict",
-            )
-        row.description = data.description
-        row.inferred = False
-        session.flush()
-        return row, False
-    _add(session, caller.workspace_id, {name: data.type}, runtime, inferred=False)
-    row = session.get_one(EventPropertyRow, (caller.workspace_id, name))
-    row.description = data.description
-    session.flush()
-    return row, True
+    return declarations.declare(
+        session,
+        kind=EVENT_PROPERTIES,
+        workspace_id=caller.workspace_id,
+        runtime=runtime,
+        name=name,
+        type_=data.type,
+        description=data.description,
+    )
 
 
 def admit(
@@ -117,17 +102,10 @@ def admit(
     found = attributes.inferred_types(
         properties, current, typed=typed, reserved=RESERVED_EVENT_FIELDS
     )
-    if not found:
-        return
-    attributes.lock_schema(session, workspace_id)
-    current = schema(session, workspace_id=workspace_id)  # another writer may have added some
-    room = max(MAX_EVENT_PROPERTIES - len(current), 0)
-    new = [name for name in found if name not in current][:room]
-    # A column left by a transaction that rolled back keeps its type: declare that one.
-    columns = runtime.profiles.event_properties(workspace_id)
-    if new:
-        wanted = {name: columns.get(name, found[name]) for name in new}
-        _add(session, workspace_id, wanted, runtime, inferred=True)
+    if found:
+        declarations.declare_inferred(
+            session, kind=EVENT_PROPERTIES, workspace_id=workspace_id, runtime=runtime, found=found
+        )
 
 
 def to_model(row: EventPropertyRow) -> EventPropertyOut:
@@ -139,32 +117,3 @@ def to_model(row: EventPropertyRow) -> EventPropertyOut:
         inferred=row.inferred,
         created_at=row.created_at,
     )
-
-
-def _add(
-    session: Session,
-    workspace_id: str,
-    new: Mapping[str, AttributeType],
-    runtime: Runtime,
-    *,
-    inferred: bool,
-) -> None:
-    count = session.scalar(
-        select(func.count())
-        .select_from(EventPropertyRow)
-        .where(EventPropertyRow.workspace_id == workspace_id)
-    )
-    if (count or 0) + len(new) > MAX_EVENT_PROPERTIES:
-        raise ValidationFailed(
-            f"a workspace has at most {MAX_EVENT_PROPERTIES} event properties",
-            code="too_many_event_properties",
-        )
-    current = schema(session, workspace_id=workspace_id)
-    runtime.profiles.ensure_event_properties(workspace_id, {**current, **new})
-    for name, kind in new.items():
-        session.add(
-            EventPropertyRow(
-                workspace_id=workspace_id, name=name, type=kind.value, inferred=inferred
-            )
-        )
-    session.flush()

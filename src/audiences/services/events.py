@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from audiences.engines.base import EventPage, EventPosition, EventRecord, EventResult
 from audiences.errors import ErrorDetail, PayloadTooLarge
 from audiences.kit.clock import utcnow
-from audiences.services import attributes, evaluation, event_properties, memberships
+from audiences.services import declarations, evaluation, event_properties, memberships
 from audiences.services.callers import Caller
 from audiences.services.profiles import get as get_profile
 from audiences.services.runtime import Runtime
@@ -174,7 +174,7 @@ def _count_names(session: Session, workspace_id: str, seen: Counter[str], now: d
         return
     known = _known_names(session, workspace_id, list(seen))
     if len(known) < len(seen):
-        attributes.lock_schema(session, workspace_id)  # then no other writer adds them too
+        declarations.lock_schema(session, workspace_id)  # then no other writer adds them too
         known = _known_names(session, workspace_id, list(seen))
     if known:
         statement = (

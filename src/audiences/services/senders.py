@@ -43,8 +43,8 @@ class Outcome:
 
 def client(settings: Settings) -> httpx.Client:
     """An HTTP client for webhook requests: the timeout, no redirects followed, no proxy
-    from the environment, certificates verified, and each connection made to an address the
-    SSRF guard checked as it connected (``egress.pinned_client``: a name re-pointed at a
+    from the environment, certificates verified for the name, and each request sent to an
+    address the SSRF guard checked for it (``egress.pinned_client``: a name re-pointed at a
     private address after its check is never reached)."""
     return egress.pinned_client(
         allow_private=settings.egress_allow_private, timeout=settings.webhook_timeout_seconds

@@ -1,6 +1,6 @@
 """Fetching an external audience's file source into a private temporary copy: from its URL
 with httpx (streaming, under a size cap and a deadline, through the SSRF guard: each request
-and redirect checked, each connection pinned to a checked address by ``egress.pinned_client``)
+and redirect checked, each request pinned to a checked address by ``egress.pinned_client``)
 or from its path under the workspace's sync folder (links resolved first). Whatever goes wrong
 raises :class:`~audiences.errors.SyncFailed` with a stable code. Reading the copy is
 ``services/sync_sources``'s job.
@@ -91,7 +91,7 @@ def _download(url: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) ->
                     chunks = response.iter_bytes(CHUNK_BYTES)
                     _save(chunks, out, rules.max_bytes, deadline, tracker)
                     return
-    except InvalidParameter as refused:  # the address the name resolves to as it connects
+    except InvalidParameter as refused:  # the address the name resolves to as it is sent
         raise SyncFailed(refused.detail, code=refused.code) from None
     except httpx.TimeoutException:
         raise _timed_out(rules) from None
@@ -103,7 +103,7 @@ def _download(url: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) ->
 
 def _guard(url: str, rules: SourceRules) -> None:
     """The SSRF guard on each URL before it is requested (scheme, credentials, a literal
-    address); the address a name resolves to is checked as the connection is made
+    address); the address a name resolves to is checked as each request is sent
     (``egress.pinned_client``), so a name cannot point elsewhere between check and connect."""
     try:
         egress.checked_url(url, allow_private=rules.allow_private)

@@ -141,10 +141,16 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("audiences", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("size", sa.INTEGER(), nullable=True))
-        batch_op.add_column(sa.Column("last_error", sa.TEXT(), nullable=True))
-        batch_op.add_column(sa.Column("evaluation_status", sa.VARCHAR(length=16), nullable=True))
-        batch_op.add_column(sa.Column("computed_at", sa.DATETIME(), nullable=True))
+        batch_op.add_column(sa.Column("size", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("last_error", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("evaluation_status", sa.String(length=16), nullable=True))
+        batch_op.add_column(
+            sa.Column(
+                "computed_at",
+                audiences.store.tables.base.UTCDateTime(timezone=True),
+                nullable=True,
+            )
+        )
         batch_op.drop_column("dependencies")
         batch_op.drop_column("rule_json")
 

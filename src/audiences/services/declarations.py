@@ -1,0 +1,160 @@
+"""What profile attributes and event properties share: a workspace's typed names.
+
+Each is declared through the API or inferred from the first value that tells its type; its
+type never changes; each is a typed column of the profile engine, made before its row is
+written; a workspace holds at most a limit of them. :class:`Kind` says what differs between
+the two (their table, words, limit, error codes and engine columns); ``services.attributes``
+and ``services.event_properties`` keep what is their own (inference rules, strictness, the
+public shape).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audiences.engines.base import ProfileEngine
+from audiences.errors import Conflict, ValidationFailed
+from audiences.schemas.attributes import MAX_ATTRIBUTES, AttributeType
+from audiences.services.runtime import Runtime
+from audiences.store.tables import AttributeRow, EventPropertyRow
+from audiences.store.tables.workspaces import WorkspaceRow
+
+RowT = TypeVar("RowT", AttributeRow, EventPropertyRow)
+
+
+@dataclass(frozen=True)
+class Kind(Generic[RowT]):
+    """One kind of typed name: its table, how errors name it, its limit per workspace, the
+    codes of its two refusals, and the engine's columns for it (read, and made)."""
+
+    row: type[RowT]
+    noun: str
+    plural: str
+    limit: int
+    type_conflict: str
+    too_many: str
+    columns: Callable[[ProfileEngine, str], Mapping[str, AttributeType]]
+    ensure: Callable[[ProfileEngine, str, dict[str, AttributeType]], None]
+
+
+ATTRIBUTES = Kind(
+    row=AttributeRow,
+    noun="attribute",
+    plural="attributes",
+    limit=MAX_ATTRIBUTES,
+    type_conflict="attribute_type_conflict",
+    too_many="too_many_attributes",
+    columns=lambda engine, workspace_id: engine.attributes(workspace_id),
+    ensure=lambda engine, workspace_id, types: engine.ensure_attributes(workspace_id, types),
+)
+EVENT_PROPERTIES = Kind(
+    row=EventPropertyRow,
+    noun="event property",
+    plural="event properties",
+    limit=MAX_ATTRIBUTES,  # each is a column of the workspace's events table
+    type_conflict="event_property_type_conflict",
+    too_many="too_many_event_properties",
+    columns=lambda engine, workspace_id: engine.event_properties(workspace_id),
+    ensure=lambda engine, workspace_id, types: engine.ensure_event_properties(workspace_id, types),
+)
+
+
+def schema(session: Session, *, kind: Kind[RowT], workspace_id: str) -> dict[str, AttributeType]:
+    """Every name of this kind the workspace has, and its type."""
+    # Two columns, not whole rows: every refresh and streaming write reads this.
+    rows = session.execute(
+        select(kind.row.name, kind.row.type).where(kind.row.workspace_id == workspace_id)
+    )
+    return {name: AttributeType(type_) for name, type_ in rows}
+
+
+def declare(
+    session: Session,
+    *,
+    kind: Kind[RowT],
+    workspace_id: str,
+    runtime: Runtime,
+    name: str,
+    type_: AttributeType,
+    description: str | None,
+) -> tuple[RowT, bool]:
+    """Declare a name (idempotent: declaring it again sets its description and makes it
+    declared, not inferred); its type never changes (``Conflict``). Returns (row, created)."""
+    lock_schema(session, workspace_id)
+    row = session.get(kind.row, (workspace_id, name))
+    if row is not None:
+        if row.type != type_.value:
+            raise Conflict(
+                f"{kind.noun} {name!r} is a {row.type}; a type cannot change",
+                code=kind.type_conflict,
+            )
+        row.description = description
+        row.inferred = False
+        session.flush()
+        return row, False
+    _add(session, kind, workspace_id, {name: type_}, runtime, inferred=False)
+    row = session.get_one(kind.row, (workspace_id, name))
+    row.description = description
+    session.flush()
+    return row, True
+
+
+def declare_inferred(
+    session: Session,
+    *,
+    kind: Kind[RowT],
+    workspace_id: str,
+    runtime: Runtime,
+    found: Mapping[str, AttributeType],
+) -> None:
+    """Declare the names inference ``found`` (in order) that are still undeclared once the
+    schema is locked, as far as the limit leaves room; the rest stay undeclared."""
+    lock_schema(session, workspace_id)
+    current = schema(session, kind=kind, workspace_id=workspace_id)  # another writer's, too
+    room = max(kind.limit - len(current), 0)
+    new = [name for name in found if name not in current][:room]
+    if not new:
+        return
+    # A column left by a transaction that rolled back keeps its type: declare that one.
+    columns = kind.columns(runtime.profiles, workspace_id)
+    wanted = {name: columns.get(name, found[name]) for name in new}
+    _add(session, kind, workspace_id, wanted, runtime, inferred=True)
+
+
+def lock_schema(session: Session, workspace_id: str) -> None:
+    """Serialise schema changes of one workspace on its row (PostgreSQL; SQLite writers are
+    serial already), so two writers inferring or declaring one name (of an attribute, an
+    event property or an event name) cannot both insert."""
+    session.execute(
+        select(WorkspaceRow.id).where(WorkspaceRow.id == workspace_id).with_for_update()
+    )
+
+
+def _add(
+    session: Session,
+    kind: Kind[RowT],
+    workspace_id: str,
+    new: Mapping[str, AttributeType],
+    runtime: Runtime,
+    *,
+    inferred: bool,
+) -> None:
+    count = session.scalar(
+        select(func.count()).select_from(kind.row).where(kind.row.workspace_id == workspace_id)
+    )
+    if (count or 0) + len(new) > kind.limit:
+        raise ValidationFailed(
+            f"a workspace has at most {kind.limit} {kind.plural}", code=kind.too_many
+        )
+    current = schema(session, kind=kind, workspace_id=workspace_id)
+    kind.ensure(runtime.profiles, workspace_id, {**current, **new})
+    for name, type_ in new.items():
+        session.add(
+            kind.row(workspace_id=workspace_id, name=name, type=type_.value, inferred=inferred)
+        )
+    session.flush()
