@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.deliveries.run            # 50,000 changes, 10 s of writes
     .venv/bin/python -m bench.deliveries.run --changes 200000 --seconds 30
 
-One process, one run, a receiver on 127.0.0.1 (``http.server``, answers 204 at once):
+One run, a receiver on 127.0.0.1 in a process of its own (``receiver.py``: parses each body,
+answers 204 at once):
 
 1. Throughput: a batch run makes ``--changes`` profiles enter a webhook's audience; the
    delivery job (``destinations.deliver``: changes from the outbox into messages of 1,000,
@@ -17,15 +18,10 @@ One process, one run, a receiver on 127.0.0.1 (``http.server``, answers 204 at o
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,46 +36,7 @@ from audiences.jobs.worker import Worker, WorkerPool
 from audiences.schemas.api_keys import ApiKeyCreate, Role
 from audiences.services import api_keys, workspaces
 from audiences.store.tables import DestinationMessageRow
-
-
-class Counter:
-    """What the receiver got: requests and member changes."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.changes = 0
-        self.lock = threading.Lock()
-
-
-@contextmanager
-def receiver() -> Iterator[tuple[str, Counter]]:
-    """A receiver that counts the changes in each body and answers 204."""
-    counter = Counter()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            found = sum(len(s["changes"]) for s in json.loads(body)["data"].get("audiences", []))
-            with counter.lock:
-                counter.requests += 1
-                counter.changes += found
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/in", counter
-    finally:
-        server.shutdown()
-        server.server_close()
+from bench.deliveries.receiver import Receiver, receiver
 
 
 def main() -> None:
@@ -88,7 +45,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=50_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder, receiver() as (url, counter):
+    with tempfile.TemporaryDirectory() as folder, receiver() as counter:
         settings = Settings(
             data_dir=Path(folder),
             egress_allow_private=True,
@@ -98,8 +55,8 @@ def main() -> None:
         )
         app = create_app(settings)
         client = _client(app)
-        throughput(app, client, url, counter, args.changes)
-        delay(app, client, url, args.seconds)
+        throughput(app, client, counter, args.changes)
+        delay(app, client, counter.url, args.seconds)
 
 
 def _client(app: Any) -> TestClient:
@@ -137,12 +94,13 @@ def _hook(client: TestClient, url: str, audience: str) -> str:
     return str(made.json()["id"])
 
 
-def throughput(app: Any, client: TestClient, url: str, counter: Counter, changes: int) -> None:
+def throughput(app: Any, client: TestClient, counter: Receiver, changes: int) -> None:
     """Part 1: ours against a bare httpx client posting the same bodies."""
     audience = client.post(
         "/v1/audiences",
         json={"key": "pros", "name": "Pros", "kind": "dynamic", "rule": "plan = 'pro'"},
     ).json()["id"]
+    url = counter.url
     destination = _hook(client, url, audience)
     worker = Worker(
         session_factory=app.state.session_factory,
