@@ -139,7 +139,11 @@ def _deliver_all(
                         wait = messages.wait_until(session, row, settings, now)
                         if wait is None:
                             made = messages.build(
-                                session, runtime=context.runtime, row=row, settings=settings
+                                session,
+                                runtime=context.runtime,
+                                row=row,
+                                settings=settings,
+                                limit=room,
                             )
                             built += made
                             if made:
