@@ -11,6 +11,7 @@ messages read afresh from the destination's head.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -54,12 +55,17 @@ class Line:
         with self._changed:
             return not (self._todo or self._busy or self._done)
 
-    def take(self, *, block: bool) -> list[Sent]:
-        """The attempts finished since the last take, oldest first; with ``block``, waits
-        for at least one when some message is still queued or in flight."""
+    def take(self, *, leaving: int | None = None, timeout: float = 0.0) -> list[Sent]:
+        """The attempts finished since the last take, oldest first; with ``leaving``, first
+        waits (at most ``timeout`` seconds) until at most that many messages are queued or
+        in flight."""
+        deadline = time.monotonic() + timeout
         with self._changed:
-            while block and not self._done and (self._todo or self._busy):
-                self._changed.wait()
+            while leaving is not None and len(self._todo) + int(self._busy) > leaving:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
             done, self._done = self._done, []
             return done
 
@@ -71,7 +77,7 @@ class Line:
             self._todo.clear()
             self._changed.notify_all()
         self._thread.join()
-        return self.take(block=False)
+        return self.take()
 
     def _run(self) -> None:
         while True:

@@ -18,8 +18,10 @@ from audiences.store.tables import DestinationRow
 
 BEAT_SECONDS = 1.0
 """How often a delivery run checkpoints its job (the worker's own thread extends the lease)."""
-AHEAD = 4
-"""Messages handed to the sending line ahead of its answers (one in flight, the rest queued)."""
+AHEAD = 16
+"""Most messages handed to the sending line ahead of its answers (one in flight, the rest
+queued). The run tops the line up once at most ``AHEAD // 2`` wait, so each step logs and
+makes several messages in one transaction (and resolves their ids in one engine call)."""
 
 
 def deliver(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
@@ -74,6 +76,8 @@ def _deliver_all(
     line = Line(attempt)
     after: int | None = None  # the seq of the last message handed to the line
     stalled = False  # nothing more to hand while the line works: wait for it
+    more = False  # the last build stopped at its limit: changes are waiting
+    drained = False  # the last build found nothing to make
     try:
         while True:
             now = utcnow()
@@ -89,7 +93,11 @@ def _deliver_all(
                     break
                 time.sleep(max(0.0, pause))
                 later, now = None, utcnow()
-            done = line.take(block=stalled or line.waiting() >= AHEAD)
+            # Wait for the line when it has enough to do, a beat at most (the leases are
+            # renewed between beats).
+            waiting = line.waiting()
+            leaving = max(waiting - 1, 0) if stalled else min(waiting, AHEAD // 2)
+            done = line.take(leaving=leaving, timeout=BEAT_SECONDS)
             stalled = False
             with context.session() as session:
                 # The attempts finished since the last step are logged in this transaction:
@@ -125,7 +133,7 @@ def _deliver_all(
                 # asked to send again, goes first. Otherwise after those already handed.
                 fresh = line.idle()
                 if fresh:
-                    after = None
+                    after, drained = None, False
                 room = AHEAD - line.waiting()
                 sends: list[deliveries.Send] = []
                 due: datetime | None = None
@@ -133,19 +141,25 @@ def _deliver_all(
                     sends, due = deliveries.next_sends(
                         session, row, after=after, limit=room, now=now
                     )
-                    if not sends and due is None:
+                    if not sends and due is None and not drained:
                         # Every message made is handed: make the next ones now, while the
                         # line sends the last.
-                        wait = messages.wait_until(session, row, settings, now)
+                        # A build that filled its room left changes waiting: no batch wait.
+                        wait = None if more else messages.wait_until(session, row, settings, now)
                         if wait is None:
                             made = messages.build(
                                 session,
                                 runtime=context.runtime,
                                 row=row,
                                 settings=settings,
-                                limit=room,
+                                # The first message of an idle line alone: it goes out
+                                # while the next are made.
+                                limit=1 if fresh else room,
                             )
                             built += made
+                            more = made >= (1 if fresh else room)
+                            # Nothing to make: look again once the line is idle.
+                            drained = made == 0
                             if made:
                                 sends, due = deliveries.next_sends(
                                     session, row, after=after, limit=room, now=now
