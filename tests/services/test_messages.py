@@ -48,13 +48,13 @@ def test_a_large_revision_is_made_into_messages_a_few_at_a_time(
     def build(limit: int | None) -> tuple[int, int]:
         with app.state.session_factory.begin() as session:
             row = session.get_one(DestinationRow, destination)
-            count = messages.build(session, runtime=runtime, row=row, settings=small, limit=limit)
+            made = messages.build(session, runtime=runtime, row=row, settings=small, limit=limit)
             position = session.scalar(
                 select(DestinationCursorRow.position).where(
                     DestinationCursorRow.destination_id == destination
                 )
             )
-        return count, int(position or 0)
+        return len(made), int(position or 0)
 
     try:
         assert build(None) == (1, 0)  # the (empty) full list first

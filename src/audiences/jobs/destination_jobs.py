@@ -156,14 +156,11 @@ def _deliver_all(
                                 # while the next are made.
                                 limit=1 if fresh else room,
                             )
-                            built += made
-                            more = made >= (1 if fresh else room)
+                            built += len(made)
+                            more = len(made) >= (1 if fresh else room)
                             # Nothing to make: look again once the line is idle.
-                            drained = made == 0
-                            if made:
-                                sends, due = deliveries.next_sends(
-                                    session, row, after=after, limit=room, now=now
-                                )
+                            drained = not made
+                            sends = deliveries.sends_of(row, made, now)
                         else:
                             later = wait
                 if due is not None:

@@ -151,6 +151,12 @@ def next_sends(
     return found, None
 
 
+def sends_of(row: DestinationRow, made: list[messages.Made], now: datetime) -> list[Send]:
+    """What sending messages a build just made needs (they are due at once)."""
+    secrets = destinations.active_secrets(row, now)
+    return [Send(m.id, m.seq, m.body, row.kind, row.url, secrets, row.id) for m in made]
+
+
 def send(
     send: Send, *, row: DestinationRow, settings: Settings, client: httpx.Client | None = None
 ) -> senders.Outcome:

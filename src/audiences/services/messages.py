@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pyroaring import BitMap
@@ -39,6 +39,14 @@ CHANGED = "audience.membership_changed"
 TEST = "destination.test"
 OUTBOX_ROWS = 500
 """Outbox rows of one audience read per build."""
+
+
+class Made(NamedTuple):
+    """A message a build made: its id (the ``webhook-id``), place in line and body."""
+
+    id: str
+    seq: int
+    body: str
 
 
 @dataclass
@@ -115,8 +123,8 @@ def build(
     row: DestinationRow,
     settings: Settings,
     limit: int | None = None,
-) -> int:
-    """Put what the destination has not had yet into messages; how many were made. With
+) -> list[Made]:
+    """Put what the destination has not had yet into messages; those made, in order. With
     ``limit``, changes for about that many full messages at most (a first delivery's full
     list is made whole), so the first of a large revision can go out before the rest is made.
     """
@@ -139,9 +147,9 @@ def build(
         _advance(session, row, audience.id, reached, exists=cursor is not None)
         moved.append(audience.id)
     batch.close()
-    _add_changed(session, row, batch.done)
+    made = _add_changed(session, row, batch.done)
     outbox.prune(session, moved)
-    return len(batch.done)
+    return made
 
 
 def add_message(
@@ -179,22 +187,27 @@ def _add_changed(
     session: Session,
     row: DestinationRow,
     done: list[tuple[list[dict[str, Any]], int, datetime | None]],
-) -> None:
+) -> list[Made]:
     """The messages of a build at the end of the destination's line, in one statement."""
     if not done:
-        return
+        return []
     last = _next_seqs(session, row, len(done))
     now = utcnow()
+    made = [
+        Made(f"msg_{uuid.uuid4().hex}", last - len(done) + number, body)
+        for number, (sections, _, _) in enumerate(done, start=1)
+        for body in [_body(CHANGED, {"audiences": sections}, now)]
+    ]
     session.execute(
         insert(DestinationMessageRow),
         [
             {
-                "id": f"msg_{uuid.uuid4().hex}",
+                "id": message.id,
                 "workspace_id": row.workspace_id,
                 "destination_id": row.id,
-                "seq": last - len(done) + number,
+                "seq": message.seq,
                 "type": CHANGED,
-                "body": _body(CHANGED, {"audiences": sections}, now),
+                "body": message.body,
                 "changes": count,
                 "status": "pending",
                 "attempts": 0,
@@ -202,9 +215,10 @@ def _add_changed(
                 "first_change_at": first,
                 "created_at": now,
             }
-            for number, (sections, count, first) in enumerate(done, start=1)
+            for message, (_, count, first) in zip(made, done, strict=True)
         ],
     )
+    return made
 
 
 def _next_seqs(session: Session, row: DestinationRow, count: int) -> int:
