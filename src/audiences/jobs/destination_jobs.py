@@ -1,5 +1,10 @@
 """``destinations.deliver``: put a destination's waiting changes into messages and send them
-in order, one attempt each, until none is due; retries come back as a later job."""
+in order, one attempt each, until none is due; retries come back as a later job.
+
+The run sends through a :class:`~audiences.jobs.delivery_line.Line` (one message in flight,
+in order) and meanwhile, in one transaction per step, logs the attempts that finished and
+reads or makes the next messages, so the database work overlaps the receiver's answers.
+"""
 
 from __future__ import annotations
 
