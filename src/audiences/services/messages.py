@@ -145,7 +145,8 @@ def build(
         else:
             continue
         _advance(session, row, audience.id, reached, exists=cursor is not None)
-        moved.append(audience.id)
+        if cursor is None or reached[0] > cursor[0]:  # a revision done: its row may go
+            moved.append(audience.id)
     batch.close()
     made = _add_changed(session, row, batch.done)
     outbox.prune(session, moved)
