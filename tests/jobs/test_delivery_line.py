@@ -3,6 +3,8 @@ halts the line, nothing handed after it is sent until messages read afresh are h
 
 from __future__ import annotations
 
+import threading
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -50,5 +52,28 @@ def test_in_order_halted_by_the_first_failure_resumed_from_the_head(
             line.put(sends[failed:], fresh=True)
             again = _drain(line)
             assert [one.send.seq for one in again] == list(range(failed, len(oks)))
+    finally:
+        line.close()
+
+
+def test_halting_drops_what_is_queued_and_lets_the_one_in_flight_finish() -> None:
+    started, release = threading.Event(), threading.Event()
+    attempted: list[int] = []
+
+    def attempt(send: Send) -> Outcome:
+        attempted.append(send.seq)
+        started.set()
+        release.wait(5)
+        return Outcome(True, 204, 0)
+
+    line = Line(attempt)
+    try:
+        sends = [Send(f"msg_{n}", n, "{}", "webhook", None, [], "d") for n in range(5)]
+        line.put(sends, fresh=True)
+        assert started.wait(5)
+        line.halt()
+        release.set()
+        done = _drain(line)
+        assert attempted == [0] and [one.send.seq for one in done] == [0]
     finally:
         line.close()

@@ -45,6 +45,14 @@ class Line:
                 self._todo.extend(sends)
                 self._changed.notify_all()
 
+    def halt(self) -> None:
+        """Drop the messages queued (the one in flight finishes) and take no more until a
+        fresh :meth:`put`: the destination was turned off."""
+        with self._changed:
+            self._halted = True
+            self._todo.clear()
+            self._changed.notify_all()
+
     def waiting(self) -> int:
         """Messages handed and not yet finished (queued or in flight)."""
         with self._changed:

@@ -123,6 +123,7 @@ def _deliver_all(
                     )
                     renewed = now
                 if not row.enabled:
+                    line.halt()  # what was handed and not sent yet stays pending
                     if line.idle():
                         break
                     stalled = True
