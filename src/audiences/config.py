@@ -362,6 +362,17 @@ class Settings(BaseSettings):
             "signatures are sent), in hours, so receivers can switch without losing any."
         ),
     )
+    delivery_log_retention_days: int = Field(
+        default=30,
+        ge=0,
+        le=36_500,
+        description=(
+            "How long the delivery log keeps a message that is done with (delivered, or a "
+            "test message that failed) and its attempts, in days; the scheduler's hourly "
+            "housekeeping deletes older ones. A message not delivered yet is never deleted. "
+            "0 keeps the log forever."
+        ),
+    )
     destination_file_root: Path | None = Field(
         default=None,
         description=(

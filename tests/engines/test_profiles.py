@@ -254,6 +254,26 @@ def test_id_map_round_trips_in_order(engine: ProfileEngine) -> None:
     assert engine.external_ids_for(WS, [-1, 2**40]) == [None, None]
 
 
+def test_close_pids_resolve_in_the_order_asked_with_gaps(engine: ProfileEngine) -> None:
+    """Pids close together (a message's changes; DuckDB reads them as their range) come back
+    in the order asked, repeated as asked, None for a deleted profile and past the last."""
+    engine.upsert_profiles(WS, [(f"user-{n}", {}) for n in range(20)])
+    assert engine.delete_profile(WS, "user-5") == 6
+    asked = [5, 6, 7, 9, 8, 7, 21]
+    assert engine.external_ids_for(WS, asked) == [
+        "user-4",
+        None,
+        "user-6",
+        "user-8",
+        "user-7",
+        "user-6",
+        None,
+    ]
+    assert engine.external_ids_for(WS, list(range(1, 21))) == [
+        None if n == 5 else f"user-{n}" for n in range(20)
+    ]
+
+
 def test_profiles_by_pid_in_the_order_asked(engine: ProfileEngine) -> None:
     engine.upsert_profiles(WS, [("a", {"age": 1}), ("b", {"age": 2})])
     profiles = engine.get_profiles_by_pid(WS, [2, 99, 1])

@@ -1,5 +1,10 @@
 """``destinations.deliver``: put a destination's waiting changes into messages and send them
-in order, one attempt each, until none is due; retries come back as a later job."""
+in order, one attempt each, until none is due; retries come back as a later job.
+
+The run sends through a :class:`~audiences.jobs.delivery_line.Line` (one message in flight,
+in order) and meanwhile, in one transaction per step, logs the attempts that finished and
+reads or makes the next messages, so the database work overlaps the receiver's answers.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 import httpx
 
 from audiences.jobs.context import JobContext
+from audiences.jobs.delivery_line import Line
 from audiences.kit.clock import utcnow
 from audiences.queue import ClaimedJob
 from audiences.services import deliveries, file_deliveries, messages, outbox, senders
@@ -17,6 +23,10 @@ from audiences.store.tables import DestinationRow
 
 BEAT_SECONDS = 1.0
 """How often a delivery run checkpoints its job (the worker's own thread extends the lease)."""
+AHEAD = 16
+"""Most messages handed to the sending line ahead of its answers (one in flight, the rest
+queued). The run tops the line up once at most ``AHEAD // 2`` wait, so each step logs and
+makes several messages in one transaction (and resolves their ids in one engine call)."""
 
 
 def deliver(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
@@ -63,65 +73,121 @@ def _deliver_all(
     later: datetime | None = None
     mirror: file_deliveries.Mirror | None = None
     beaten = renewed = utcnow()
-    while True:
-        now = utcnow()
-        if (now - beaten).total_seconds() >= BEAT_SECONDS:
-            context.heartbeat()  # sees a cancel or a lost lease; a write, so not per message
-            beaten = now
-        if later is not None:
-            # A batch due within a poll of the workers is waited for here (a later job would
-            # only be claimed at the next poll); a longer wait goes back to the queue.
-            pause = (later - now).total_seconds()
-            if pause > settings.job_poll_seconds:
-                break
-            time.sleep(max(0.0, pause))
-            later, now = None, utcnow()
-        with context.session() as session:
-            row = session.get_one(DestinationRow, destination_id)
-            if not row.enabled:
-                break
-            if now - renewed >= hold / 2:
-                deliveries.claim(session, destination_id=row.id, job_id=job.id, until=now + hold)
-                renewed = now
-            if row.kind == "file" and row.mode == "full":  # written below, outside this
-                mirror = file_deliveries.plan(session, runtime=context.runtime, row=row, now=now)
-                break
-            # Messages already made go first; new ones are made once they are all out.
-            message = deliveries.head(session, row)
-            if message is None:
-                wait = messages.wait_until(session, row, settings, now)
-                if wait is None:
-                    built += messages.build(
-                        session, runtime=context.runtime, row=row, settings=settings
+    # The destination as last read: a file destination's folder and format for the line.
+    current: list[DestinationRow] = []
+
+    def attempt(one: deliveries.Send) -> senders.Outcome:
+        return deliveries.send(one, row=current[-1], settings=settings, client=http)
+
+    line = Line(attempt)
+    after: int | None = None  # the seq of the last message handed to the line
+    stalled = False  # nothing more to hand while the line works: wait for it
+    more = False  # the last build stopped at its limit: changes are waiting
+    drained = False  # the last build found nothing to make
+    try:
+        while True:
+            now = utcnow()
+            if (now - beaten).total_seconds() >= BEAT_SECONDS:
+                context.heartbeat()  # sees a cancel or a lost lease; a write, so not per message
+                beaten = now
+            if later is not None and line.idle():
+                # A batch or retry due within a poll of the workers is waited for here (a later
+                # job would only be claimed at the next poll); a longer wait goes back to the
+                # queue.
+                pause = (later - now).total_seconds()
+                if pause > settings.job_poll_seconds:
+                    break
+                time.sleep(max(0.0, pause))
+                later, now = None, utcnow()
+            # Wait for the line when it has enough to do, a beat at most (the leases are
+            # renewed between beats).
+            waiting = line.waiting()
+            leaving = max(waiting - 1, 0) if stalled else min(waiting, AHEAD // 2)
+            done = line.take(leaving=leaving, timeout=BEAT_SECONDS)
+            stalled = False
+            with context.session() as session:
+                # The attempts finished since the last step are logged in this transaction:
+                # a crash before it commits sends them again (at least once).
+                if done:
+                    deliveries.record_sent(session, done, settings=settings)
+                    failures = sum(not one.outcome.ok for one in done)
+                    sent, failed = sent + len(done), failed + failures
+                    context.count("attempts", len(done))
+                    if failures:
+                        context.count("failures", failures)
+                row = session.get_one(DestinationRow, destination_id)
+                current.append(row)
+                del current[:-1]
+                if now - renewed >= hold / 2:
+                    deliveries.claim(
+                        session, destination_id=row.id, job_id=job.id, until=now + hold
                     )
-                    message = deliveries.head(session, row)
-                else:
-                    later = wait
-            if message is None:
+                    renewed = now
+                if not row.enabled:
+                    line.halt()  # what was handed and not sent yet stays pending
+                    if line.idle():
+                        break
+                    stalled = True
+                    continue
+                if row.kind == "file" and row.mode == "full":  # written below, outside this
+                    mirror = file_deliveries.plan(
+                        session, runtime=context.runtime, row=row, now=now
+                    )
+                    break
+                # With the line idle (every outcome logged) the next message is read from the
+                # destination's head: a failed message waiting for its retry, or one a client
+                # asked to send again, goes first. Otherwise after those already handed.
+                fresh = line.idle()
+                if fresh:
+                    after, drained = None, False
+                room = AHEAD - line.waiting()
+                sends: list[deliveries.Send] = []
+                due: datetime | None = None
+                if room > 0:
+                    sends, due = deliveries.next_sends(
+                        session, row, after=after, limit=room, now=now
+                    )
+                    if not sends and due is None and not drained:
+                        # Every message made is handed: make the next ones now, while the
+                        # line sends the last.
+                        # A build that filled its room left changes waiting: no batch wait.
+                        wait = None if more else messages.wait_until(session, row, settings, now)
+                        if wait is None:
+                            made = messages.build(
+                                session,
+                                runtime=context.runtime,
+                                row=row,
+                                settings=settings,
+                                # The first message of an idle line alone: it goes out
+                                # while the next are made.
+                                limit=1 if fresh else room,
+                            )
+                            built += len(made)
+                            more = len(made) >= (1 if fresh else room)
+                            # Nothing to make: look again once the line is idle.
+                            drained = not made
+                            sends = deliveries.sends_of(row, made, now)
+                        else:
+                            later = wait
+                if due is not None:
+                    later = due if later is None else min(later, due)
+                if sends:
+                    line.put(sends, fresh=fresh)
+                    after = sends[-1].seq
+                    continue
+                if not line.idle():
+                    stalled = True
+                    continue
                 if row.kind == "file":
                     deliveries.schedule_next(session, row, now)
                 if later is not None and (later - now).total_seconds() <= settings.job_poll_seconds:
                     continue
                 break
-            if message.next_attempt_at > utcnow():
-                later = (
-                    message.next_attempt_at
-                    if later is None
-                    else min(later, message.next_attempt_at)
-                )
-                break
-            send = deliveries.prepare(row, message, now)
-        outcome = deliveries.send(send, row=row, settings=settings, client=http)
-        with context.session() as session:
-            deliveries.record(
-                session, message_id=send.message_id, outcome=outcome, settings=settings
-            )
-        sent += 1
-        failed += 0 if outcome.ok else 1
-        context.count("attempts")
-        if not outcome.ok:
-            context.count("failures")
-            continue  # the head is now scheduled later (or the destination is off): looked at above
+    finally:
+        left = line.close()
+        if left:  # attempts made while the run was stopping (a cancel, a lost lease)
+            with context.session() as session:
+                deliveries.record_sent(session, left, settings=settings)
     if mirror is not None:
         written = file_deliveries.write_full(context.runtime, mirror, settings)
         with context.session() as session:  # logged; schedules the next write or the retry

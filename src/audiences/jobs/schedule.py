@@ -4,7 +4,7 @@ scheduled sync is due and, every sweep interval, one ``evaluation.sweep`` job pe
 workspace with streaming behavioural audiences, and keep house: sweep the uploads of imports
 cancelled before they ran and, once an hour, queue a ``membership.expire`` job per workspace
 whose static lists have a ttl, an ``events.expire`` job per workspace with an event
-retention, and purge expired idempotency keys.
+retention, delete the delivery log past its retention, and purge expired idempotency keys.
 
 Any number of schedulers may run (one per server or worker process): the job's dedupe key names
 the time slot, so a slot yields one job per workspace whoever notices it first, and a workspace
@@ -164,7 +164,8 @@ class Housekeeping:
     def run(self, now: datetime) -> None:
         """Sweep the uploads no job will read; hourly, queue the expiry of static members past
         their ttl and of events past their workspace's retention, delete finished streaming
-        sweep jobs past an hour, and purge expired idempotency keys."""
+        sweep jobs past an hour and delivery log messages past its retention, and purge
+        expired idempotency keys."""
         try:
             with self.session_factory() as session:
                 imports.sweep_uploads(session, data_dir=self.settings.data_dir, now=now)
@@ -187,6 +188,13 @@ class Housekeeping:
                 outbox.prune_all(session)
         except Exception:
             log.exception("pruning the membership outbox failed; trying again next hour")
+        try:
+            with self.session_factory.begin() as session:
+                maintenance.purge_delivery_log(
+                    session, retention_days=self.settings.delivery_log_retention_days, now=now
+                )
+        except Exception:
+            log.exception("purging the delivery log failed; trying again next hour")
         try:
             with self.session_factory.begin() as session:
                 evaluation.prune(session, now=now)

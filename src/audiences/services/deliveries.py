@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from audiences.config import Settings
@@ -48,6 +48,17 @@ class Send:
     kind: str
     url: str | None
     secrets: list[str]
+    destination_id: str
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One attempt made: the message, how it went, when it started and ended."""
+
+    send: Send
+    outcome: senders.Outcome
+    started_at: datetime
+    finished_at: datetime
 
 
 def claim(session: Session, *, destination_id: str, job_id: str, until: datetime) -> bool:
@@ -102,7 +113,45 @@ def prepare(row: DestinationRow, message: DestinationMessageRow, now: datetime) 
         kind=row.kind,
         url=row.url,
         secrets=destinations.active_secrets(row, now),
+        destination_id=row.id,
     )
+
+
+def next_sends(
+    session: Session, row: DestinationRow, *, after: int | None, limit: int, now: datetime
+) -> tuple[list[Send], datetime | None]:
+    """Up to ``limit`` pending messages of the destination after ``seq`` ``after`` (from its
+    head when None), in order, up to the first that is not due: those, and when that one is
+    due (None when every one read is due)."""
+    stmt = (
+        select(
+            DestinationMessageRow.id,
+            DestinationMessageRow.seq,
+            DestinationMessageRow.body,
+            DestinationMessageRow.next_attempt_at,
+        )
+        .where(
+            DestinationMessageRow.destination_id == row.id,
+            DestinationMessageRow.status == "pending",
+        )
+        .order_by(DestinationMessageRow.seq)
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(DestinationMessageRow.seq > after)
+    secrets = destinations.active_secrets(row, now)
+    found: list[Send] = []
+    for message_id, seq, body, due in session.execute(stmt):
+        if due > now:
+            return found, due
+        found.append(Send(message_id, seq, body, row.kind, row.url, secrets, row.id))
+    return found, None
+
+
+def sends_of(row: DestinationRow, made: list[messages.Made], now: datetime) -> list[Send]:
+    """What sending messages a build just made needs (they are due at once)."""
+    secrets = destinations.active_secrets(row, now)
+    return [Send(m.id, m.seq, m.body, row.kind, row.url, secrets, row.id) for m in made]
 
 
 def send(
@@ -174,6 +223,65 @@ def record(
             delay = max(delay, min(outcome.retry_after, MAX_RETRY_AFTER))
         message.next_attempt_at = now + timedelta(seconds=delay)
     return message
+
+
+def record_sent(session: Session, sent: list[Sent], *, settings: Settings) -> None:
+    """Log the attempts of one destination made in order since the last call, in this one
+    transaction: the delivered ones in two statements (their attempts, then the messages
+    marked delivered), and the destination touched once; one that failed (the last: a
+    failure halts the line) through :func:`record`."""
+    delivered = [one for one in sent if one.outcome.ok]
+    if delivered:
+        session.execute(
+            insert(DestinationAttemptRow),
+            [
+                {
+                    "message_id": one.send.message_id,
+                    "destination_id": one.send.destination_id,
+                    "attempted_at": one.started_at,
+                    "status": one.outcome.status,
+                    "response_ms": one.outcome.response_ms,
+                    "error": None,
+                    "response": one.outcome.response,
+                }
+                for one in delivered
+            ],
+        )
+        table = cast(Table, DestinationMessageRow.__table__)
+        session.connection().execute(
+            update(table)
+            .where(table.c.id == bindparam("message_id"))
+            .values(
+                status="delivered",
+                delivered_at=bindparam("finished_at"),
+                attempts=table.c.attempts + 1,
+                last_status=bindparam("answer"),
+                last_error=None,
+                last_response_ms=bindparam("took"),
+            ),
+            [
+                {
+                    "message_id": one.send.message_id,
+                    "finished_at": one.finished_at,
+                    "answer": one.outcome.status,
+                    "took": one.outcome.response_ms,
+                }
+                for one in delivered
+            ],
+        )
+        last = delivered[-1]
+        _touch(
+            session, last.send.destination_id, last_delivery_at=last.finished_at, last_error=None
+        )
+    for one in sent:
+        if not one.outcome.ok:
+            record(
+                session,
+                message_id=one.send.message_id,
+                outcome=one.outcome,
+                settings=settings,
+                now=one.finished_at,
+            )
 
 
 def disable(session: Session, row: DestinationRow, reason: str, now: datetime) -> None:

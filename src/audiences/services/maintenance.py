@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from audiences.store.tables import IdempotencyKeyRow
+from audiences.store.tables import DestinationAttemptRow, DestinationMessageRow, IdempotencyKeyRow
+
+FINISHED = ("delivered", "failed")
+"""Statuses of a message that will not be sent again unless a client asks (``pending``
+waits for an attempt, ``sending`` is being written)."""
 
 
 def purge_idempotency_keys(
@@ -25,4 +29,36 @@ def purge_idempotency_keys(
     if workspace_id is not None:
         stmt = stmt.where(IdempotencyKeyRow.workspace_id == workspace_id)
     deleted: int = session.execute(stmt).rowcount  # type: ignore[attr-defined]
+    return deleted
+
+
+def purge_delivery_log(session: Session, *, retention_days: int, now: datetime) -> int:
+    """Delete the delivery log's messages finished before ``retention_days`` ago (created
+    and delivered before it), with their attempts, across workspaces; how many messages went.
+
+    Only finished messages go: a message not delivered yet (``pending``, whatever its age, or
+    one a client asked to send again) is never deleted, so retention cannot lose a change.
+    0 keeps everything. Deleting is idempotent: any number of schedulers may repeat it.
+    """
+    if retention_days <= 0:
+        return 0
+    cutoff = now - timedelta(days=retention_days)
+    old = select(DestinationMessageRow.id).where(
+        DestinationMessageRow.status.in_(FINISHED),
+        DestinationMessageRow.created_at < cutoff,
+        or_(
+            DestinationMessageRow.delivered_at.is_(None),
+            DestinationMessageRow.delivered_at < cutoff,
+        ),
+    )
+    session.execute(
+        delete(DestinationAttemptRow)
+        .where(DestinationAttemptRow.message_id.in_(old))
+        .execution_options(synchronize_session=False)
+    )
+    deleted: int = session.execute(
+        delete(DestinationMessageRow)
+        .where(DestinationMessageRow.id.in_(old))
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
     return deleted

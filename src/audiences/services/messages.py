@@ -15,10 +15,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from pyroaring import BitMap
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from audiences.config import Settings
@@ -40,6 +41,14 @@ OUTBOX_ROWS = 500
 """Outbox rows of one audience read per build."""
 
 
+class Made(NamedTuple):
+    """A message a build made: its id (the ``webhook-id``), place in line and body."""
+
+    id: str
+    seq: int
+    body: str
+
+
 @dataclass
 class _Batch:
     """Messages being filled: each a list of audience sections, at most ``size`` changes."""
@@ -49,6 +58,11 @@ class _Batch:
     sections: list[dict[str, Any]] = field(default_factory=list)
     count: int = 0
     first: datetime | None = None
+
+    @property
+    def total(self) -> int:
+        """Changes in the batch, in every message."""
+        return self.count + sum(count for _, count, _ in self.done)
 
     def section(self, audience: AudienceRow, *, snapshot: bool) -> dict[str, Any]:
         current = {"id": audience.id, "key": audience.key, "snapshot": snapshot, "changes": []}
@@ -92,7 +106,7 @@ def wait_until(
     waiting = 0
     for audience in followed:
         for change in outbox.pending(
-            session, audience_id=audience.id, after=cursors[audience.id], limit=OUTBOX_ROWS
+            session, audience_id=audience.id, after=cursors[audience.id][0], limit=OUTBOX_ROWS
         ):
             oldest = change.created_at if oldest is None else min(oldest, change.created_at)
             waiting += len(deserialize(change.entered)) + len(deserialize(change.exited))
@@ -102,27 +116,41 @@ def wait_until(
     return None if due <= now.timestamp() else datetime.fromtimestamp(due, tz=now.tzinfo)
 
 
-def build(session: Session, *, runtime: Runtime, row: DestinationRow, settings: Settings) -> int:
-    """Put what the destination has not had yet into messages; how many were made."""
+def build(
+    session: Session,
+    *,
+    runtime: Runtime,
+    row: DestinationRow,
+    settings: Settings,
+    limit: int | None = None,
+) -> list[Made]:
+    """Put what the destination has not had yet into messages; those made, in order. With
+    ``limit``, changes for about that many full messages at most (a first delivery's full
+    list is made whole), so the first of a large revision can go out before the rest is made.
+    """
     cursors = _cursors(session, row.id)
     batch = _Batch(settings.webhook_batch_size)
+    budget = None if limit is None else limit * settings.webhook_batch_size
     moved: list[str] = []
     for audience in destinations.followed(session, row):
+        room = None if budget is None else budget - batch.total
+        if room is not None and room <= 0:
+            break
         cursor = cursors.get(audience.id)
-        rows = [] if cursor is None else _changes(session, audience.id, cursor)
+        rows = [] if cursor is None else _changes(session, audience.id, cursor[0])
         if cursor is None or rows is None:
-            revision = _snapshot(session, runtime, row, audience, batch)
+            reached = (_snapshot(session, runtime, row, audience, batch), 0)
         elif rows:
-            revision = _changed(runtime, row, audience, rows, batch)
+            reached = _changed(runtime, row, audience, rows, batch, skip=cursor[1], room=room)
         else:
             continue
-        _advance(session, row, audience.id, revision, exists=cursor is not None)
-        moved.append(audience.id)
+        _advance(session, row, audience.id, reached, exists=cursor is not None)
+        if cursor is None or reached[0] > cursor[0]:  # a revision done: its row may go
+            moved.append(audience.id)
     batch.close()
-    for sections, count, first in batch.done:
-        add_message(session, row, CHANGED, {"audiences": sections}, count, first)
+    made = _add_changed(session, row, batch.done)
     outbox.prune(session, moved)
-    return len(batch.done)
+    return made
 
 
 def add_message(
@@ -135,24 +163,15 @@ def add_message(
     *,
     status: str = "pending",
 ) -> DestinationMessageRow:
-    """A new message at the end of the destination's line (its ``seq`` from a counter bumped
-    by a plain UPDATE, so the destination's version, its ETag, stays)."""
-    seq = session.execute(
-        update(DestinationRow)
-        .where(DestinationRow.id == row.id)
-        .values(message_seq=DestinationRow.message_seq + 1)
-        .returning(DestinationRow.message_seq)
-        .execution_options(synchronize_session=False)
-    ).scalar_one()
+    """A new message at the end of the destination's line."""
     now = utcnow()
-    body = {"type": kind, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data}
     message = DestinationMessageRow(
         id=f"msg_{uuid.uuid4().hex}",
         workspace_id=row.workspace_id,
         destination_id=row.id,
-        seq=seq,
+        seq=_next_seqs(session, row, 1),
         type=kind,
-        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        body=_body(kind, data, now),
         changes=changes,
         status=status,
         attempts=0,
@@ -165,14 +184,78 @@ def add_message(
     return message
 
 
-def _cursors(session: Session, destination_id: str) -> dict[str, int]:
-    return dict(
-        session.execute(
-            select(DestinationCursorRow.audience_id, DestinationCursorRow.revision).where(
-                DestinationCursorRow.destination_id == destination_id
-            )
-        ).all()
+def _add_changed(
+    session: Session,
+    row: DestinationRow,
+    done: list[tuple[list[dict[str, Any]], int, datetime | None]],
+) -> list[Made]:
+    """The messages of a build at the end of the destination's line, in one statement."""
+    if not done:
+        return []
+    last = _next_seqs(session, row, len(done))
+    now = utcnow()
+    made = [
+        Made(f"msg_{uuid.uuid4().hex}", last - len(done) + number, body)
+        for number, (sections, _, _) in enumerate(done, start=1)
+        for body in [_body(CHANGED, {"audiences": sections}, now)]
+    ]
+    session.execute(
+        insert(DestinationMessageRow),
+        [
+            {
+                "id": message.id,
+                "workspace_id": row.workspace_id,
+                "destination_id": row.id,
+                "seq": message.seq,
+                "type": CHANGED,
+                "body": message.body,
+                "changes": count,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "first_change_at": first,
+                "created_at": now,
+            }
+            for message, (_, count, first) in zip(made, done, strict=True)
+        ],
     )
+    return made
+
+
+def _next_seqs(session: Session, row: DestinationRow, count: int) -> int:
+    """Take ``count`` numbers from the destination's message counter; the last one (a plain
+    UPDATE, so the destination's version, its ETag, stays)."""
+    last: int = session.execute(
+        update(DestinationRow)
+        .where(DestinationRow.id == row.id)
+        .values(message_seq=DestinationRow.message_seq + count)
+        .returning(DestinationRow.message_seq)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    return last
+
+
+def _body(kind: str, data: dict[str, Any], now: datetime) -> str:
+    """A message's JSON body: compact, UTF-8 as is. orjson: a message of 1,000 changes is
+    encoded about 20 times faster than by the standard library, which still encodes what
+    orjson refuses (integers beyond 64 bits in attributes)."""
+    body = {"type": kind, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data}
+    try:
+        return orjson.dumps(body).decode()
+    except TypeError:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _cursors(session: Session, destination_id: str) -> dict[str, tuple[int, int]]:
+    """Each followed audience's cursor: (revision, position)."""
+    rows = session.execute(
+        select(
+            DestinationCursorRow.audience_id,
+            DestinationCursorRow.revision,
+            DestinationCursorRow.position,
+        ).where(DestinationCursorRow.destination_id == destination_id)
+    )
+    return {audience_id: (revision, position) for audience_id, revision, position in rows}
 
 
 def _changes(session: Session, audience_id: str, cursor: int) -> list[MembershipChangeRow] | None:
@@ -202,17 +285,35 @@ def _changed(
     audience: AudienceRow,
     rows: list[MembershipChangeRow],
     batch: _Batch,
-) -> int:
+    *,
+    skip: int,
+    room: int | None,
+) -> tuple[int, int]:
+    """The changes of ``rows`` into the batch, the first row's first ``skip`` left out (made
+    before), at most ``room`` of them; the cursor reached: (revision, position)."""
     changes: list[dict[str, Any]] = []
+    reached = (rows[0].revision - 1, skip)
+    taken = 0
     for change in rows:
+        parts = [("entered", deserialize(change.entered)), ("exited", deserialize(change.exited))]
+        total = sum(len(pids) for _, pids in parts)
+        start = reached[1]
+        end = total if room is None else min(total, start + room - taken)
+        taken += end - start
         cause = _cause(change.cause)
-        for kind, blob in (("entered", change.entered), ("exited", change.exited)):
-            pids = deserialize(blob)
-            if pids:
-                changes.extend(_entries(runtime, row, pids, kind, change.revision, cause))
+        offset = 0
+        for kind, pids in parts:
+            low, high = max(start - offset, 0), min(end - offset, len(pids))
+            if low < high:
+                changes.extend(_entries(runtime, row, pids[low:high], kind, change.revision, cause))
+            offset += len(pids)
+        if end < total:
+            reached = (change.revision - 1, end)
+            break
+        reached = (change.revision, 0)
     if changes:
         batch.add(audience, False, changes, rows[0].created_at)
-    return rows[-1].revision
+    return reached
 
 
 def _entries(
@@ -233,10 +334,11 @@ def _entries(
                 picked = {name: profile.attributes.get(name) for name in row.attributes}
                 entries.append(_entry(profile.external_id, kind, revision, cause, picked))
         return entries
-    for external in runtime.profiles.external_ids_for(row.workspace_id, ordered):
-        if external is not None:
-            entries.append(_entry(external, kind, revision, cause, None))
-    return entries
+    return [
+        {"id": external, "change": kind, "revision": revision, "cause": cause}
+        for external in runtime.profiles.external_ids_for(row.workspace_id, ordered)
+        if external is not None
+    ]
 
 
 def _entry(
@@ -256,8 +358,14 @@ def _cause(text: str) -> dict[str, Any]:
 
 
 def _advance(
-    session: Session, row: DestinationRow, audience_id: str, revision: int, *, exists: bool
+    session: Session,
+    row: DestinationRow,
+    audience_id: str,
+    reached: tuple[int, int],
+    *,
+    exists: bool,
 ) -> None:
+    revision, position = reached
     if exists:
         session.execute(
             update(DestinationCursorRow)
@@ -265,7 +373,7 @@ def _advance(
                 DestinationCursorRow.destination_id == row.id,
                 DestinationCursorRow.audience_id == audience_id,
             )
-            .values(revision=revision, updated_at=utcnow())
+            .values(revision=revision, position=position, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
     else:
@@ -275,6 +383,7 @@ def _advance(
                 audience_id=audience_id,
                 workspace_id=row.workspace_id,
                 revision=revision,
+                position=position,
             )
         )
         session.flush()

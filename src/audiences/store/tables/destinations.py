@@ -58,7 +58,9 @@ class DestinationRow(IdMixin, TimestampsMixin, Base):
 
 class DestinationCursorRow(Base):
     """How far a destination has taken one audience's changes: the membership revision its
-    messages cover up to. No row: its next delivery starts with the full membership."""
+    messages cover up to, and ``position``, how many of the next revision's changes (entered,
+    then exited, in pid order) they cover already (a large revision is made into messages a
+    few at a time). No row: its next delivery starts with the full membership."""
 
     __tablename__ = "destination_cursors"
 
@@ -70,6 +72,7 @@ class DestinationCursorRow(Base):
     )
     workspace_id: Mapped[str] = mapped_column(String(36))
     revision: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 

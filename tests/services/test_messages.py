@@ -1,0 +1,99 @@
+"""Making a destination's messages: a large revision is made a few messages at a time, the
+cursor keeping its place inside the revision, and every change goes into exactly one message,
+in order."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from audiences.config import Settings
+from audiences.services import messages, static_members
+from audiences.store.tables import DestinationCursorRow, DestinationMessageRow, DestinationRow
+from tests import factories
+from tests.factories import Tenant, make_audience
+
+
+def _write(app: FastAPI, tenant: Tenant, audience_id: str, action: str, ids: list[str]) -> None:
+    answer = tenant.admin.post(
+        f"/v1/audiences/{audience_id}/members", json={"action": action, "ids": ids}
+    )
+    assert answer.status_code == 202, answer.text
+    factories.run_jobs(app, static_members.WRITE_HANDLER, static_members.IMPORT_HANDLER)
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_a_large_revision_is_made_into_messages_a_few_at_a_time(
+    app: FastAPI, tenant: Tenant, settings: Settings, limit: int
+) -> None:
+    audience = make_audience(tenant.admin, kind="static", name="big")
+    made = tenant.admin.post(
+        "/v1/destinations",
+        json={
+            "name": "chunks",
+            "kind": "webhook",
+            "url": "https://example.com/in",
+            "subscription": {"audience_ids": [audience["id"]]},
+        },
+    )
+    assert made.status_code == 201, made.text
+    destination = made.json()["id"]
+    small = settings.model_copy(update={"webhook_batch_size": 10})
+    runtime = app.state.runtime
+
+    def build(limit: int | None) -> tuple[int, int]:
+        with app.state.session_factory.begin() as session:
+            row = session.get_one(DestinationRow, destination)
+            made = messages.build(session, runtime=runtime, row=row, settings=small, limit=limit)
+            position = session.scalar(
+                select(DestinationCursorRow.position).where(
+                    DestinationCursorRow.destination_id == destination
+                )
+            )
+        return len(made), int(position or 0)
+
+    try:
+        assert build(None) == (1, 0)  # the (empty) full list first
+        entered = [f"u{n:03d}" for n in range(57)]
+        _write(app, tenant, audience["id"], "add", entered)
+        _write(app, tenant, audience["id"], "remove", entered[:44])
+        positions = []
+        while True:
+            count, position = build(limit)
+            assert count <= limit
+            if count == 0:
+                break
+            positions.append(position)
+        assert any(positions), "a revision was made in several builds"
+        assert positions[-1] == 0
+        with app.state.session_factory() as session:
+            bodies = session.scalars(
+                select(DestinationMessageRow.body)
+                .where(DestinationMessageRow.destination_id == destination)
+                .order_by(DestinationMessageRow.seq)
+            ).all()
+        sections: list[dict[str, Any]] = [
+            section for body in bodies for section in json.loads(body)["data"]["audiences"]
+        ]
+        changes = [(c["change"], c["id"], c["revision"]) for s in sections for c in s["changes"]]
+        assert all(len(s["changes"]) <= 10 for s in sections)
+        revisions = sorted({revision for _, _, revision in changes})
+        assert len(revisions) == 2
+        assert changes == [("entered", i, revisions[0]) for i in _by_pid(changes, "entered")] + [
+            ("exited", i, revisions[1]) for i in _by_pid(changes, "exited")
+        ]
+        assert sorted(i for c, i, _ in changes if c == "entered") == entered
+        assert sorted(i for c, i, _ in changes if c == "exited") == entered[:44]
+    finally:
+        assert tenant.admin.delete(f"/v1/destinations/{destination}").status_code == 204
+
+
+def _by_pid(changes: list[tuple[str, str, int]], kind: str) -> list[str]:
+    """The ids of one kind of change in the order they came, each at most once."""
+    ids = [i for c, i, _ in changes if c == kind]
+    assert len(ids) == len(set(ids)), "no change twice"
+    return ids
