@@ -59,15 +59,20 @@ def put(settings: Settings, *, bucket: str, key: str, file: Path, fmt: str) -> N
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
-        EndpointConnectionError,
         NoCredentialsError,
+        ParamValidationError,
+        PartialCredentialsError,
     )
 
     try:
+        client = _client(*_options(settings))
+    except (ValueError, PartialCredentialsError) as error:  # an endpoint or key boto3 refuses
+        raise BucketError(
+            "s3_misconfigured", f"the server's S3 settings are refused: {type(error).__name__}"
+        ) from None
+    try:
         with file.open("rb") as body:
-            _client(*_options(settings)).put_object(
-                Bucket=bucket, Key=key, Body=body, ContentType=CONTENT_TYPES[fmt]
-            )
+            client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=CONTENT_TYPES[fmt])
     except ClientError as error:
         raise _refused(error.response, bucket) from None
     except NoCredentialsError:
@@ -75,10 +80,15 @@ def put(settings: Settings, *, bucket: str, key: str, file: Path, fmt: str) -> N
             "s3_no_credentials",
             "no S3 credentials: set AUDIENCES_DESTINATION_S3_ACCESS_KEY_ID and its secret",
         ) from None
-    except EndpointConnectionError as error:
-        raise BucketError("s3_unreachable", f"cannot reach the S3 service: {error}") from None
-    except BotoCoreError as error:  # timeouts, a connection closed, a bad endpoint
-        message = f"the S3 request failed: {type(error).__name__}"
+    except PartialCredentialsError as error:
+        message = f"the S3 credentials are incomplete: {type(error).__name__}"
+        raise BucketError("s3_misconfigured", message) from None
+    except ParamValidationError as error:
+        message = f"boto3 refused the request: {type(error).__name__}"
+        raise BucketError("s3_request_failed", message) from None
+    except BotoCoreError as error:  # refused or closed connections, timeouts
+        # Only the type: botocore's text repeats the endpoint URL, which is the operator's.
+        message = f"cannot reach the S3 service: {type(error).__name__}"
         raise BucketError("s3_unreachable", message) from None
 
 

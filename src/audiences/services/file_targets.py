@@ -18,6 +18,7 @@ import duckdb
 from audiences.config import Settings
 from audiences.errors import ErrorDetail, ValidationFailed
 from audiences.kit.files import private_dir
+from audiences.kit.logs import get_logger
 from audiences.services import buckets, senders
 
 S3_SCHEME = "s3://"
@@ -27,6 +28,8 @@ WRITE_ERRORS = (OSError, ValueError, duckdb.Error)
 """What writing a file can raise: the disk, a value no format takes, DuckDB's Parquet writer."""
 KEY_PART = re.compile(r"^[A-Za-z0-9!_.*'()=+,;:@ -]{1,255}$")
 """One ``/``-separated part of an object prefix: S3's safe characters, no control ones."""
+
+log = get_logger("audiences.destinations")
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,28 @@ def write(
     columns: list[str],
 ) -> str:
     """Write one file ``name.<fmt>`` to the target ``path`` names; its file name or object key.
-    :class:`WriteFailed` when it cannot be written (nothing of it is left visible)."""
+    :class:`WriteFailed` when it cannot be written (nothing of it is left visible), whatever
+    the cause: an unexpected error (reading the members, a library's own) is logged and fails
+    the write like any other, so the retry schedule and disabling apply to it too."""
+    try:
+        return _write(settings, path, name=name, fmt=fmt, rows=rows, columns=columns)
+    except WriteFailed:
+        raise
+    except Exception as error:
+        log.exception("writing %s.%s to a file destination failed unexpectedly", name, fmt)
+        message = f"an unexpected error ({type(error).__name__}); the server log has the details"
+        raise WriteFailed("file_write_failed", message) from None
+
+
+def _write(
+    settings: Settings,
+    path: str,
+    *,
+    name: str,
+    fmt: str,
+    rows: Iterable[dict[str, Any]],
+    columns: list[str],
+) -> str:
     try:
         target = resolve(settings, path)
     except ValidationFailed as refused:
