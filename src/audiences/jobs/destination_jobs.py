@@ -4,6 +4,7 @@ in order, one attempt each, until none is due; retries come back as a later job.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -123,7 +124,8 @@ def _deliver_all(
             context.count("failures")
             continue  # the head is now scheduled later (or the destination is off): looked at above
     if mirror is not None:
-        written = file_deliveries.write_full(context.runtime, mirror, settings)
+        between = _keeping(context, job, destination_id, hold)
+        written = file_deliveries.write_full(context.runtime, mirror, settings, between=between)
         with context.session() as session:  # logged; schedules the next write or the retry
             deliveries.finish_full(session, mirror=mirror, written=written, settings=settings)
         built, sent, failed = len(written.files), 1, 0 if written.outcome.ok else 1
@@ -138,3 +140,18 @@ def _deliver_all(
                 run_after=later,
             )
     return {"messages_built": built, "attempts": sent, "failures": failed}
+
+
+def _keeping(
+    context: JobContext, job: ClaimedJob, destination_id: str, hold: timedelta
+) -> Callable[[], None]:
+    """Between a long ``full`` run's files: checkpoint the job (a cancel is seen) and renew
+    the destination's lease (two writes a file, each file being a whole audience)."""
+
+    def keep() -> None:
+        context.heartbeat()
+        with context.session() as session:
+            until = utcnow() + hold
+            deliveries.claim(session, destination_id=destination_id, job_id=job.id, until=until)
+
+    return keep
