@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from pyroaring import BitMap
+from sqlalchemy.exc import OperationalError
 
 from audiences.errors import SyncFailed
 from audiences.jobs.context import Cancelled, Interrupted, JobContext, JobFailed
@@ -164,7 +165,10 @@ def _pull(
             if tracker.bytes_total is not None:
                 context.counts["bytes_total"] = tracker.bytes_total
         context.counts["rows"] = tracker.rows_read
-        context.progress(tracker.rows_read, tracker.rows_total)  # sees a cancel too
+        try:
+            context.progress(tracker.rows_read, tracker.rows_total)  # sees a cancel too
+        except OperationalError as error:  # a busy or briefly gone database: report later
+            log.warning("sync job %s could not save its progress: %s", job.id, type(error).__name__)
 
     members, read = sync_sources.pull(
         context.runtime,
