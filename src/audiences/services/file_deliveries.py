@@ -72,10 +72,13 @@ def full_message(session: Session, row: DestinationRow, now: datetime) -> Destin
 
 
 def plan(session: Session, *, runtime: Runtime, row: DestinationRow, now: datetime) -> Mirror:
-    """What a ``full`` run writes: its message (made now, or the one waiting for its retry)
-    and every followed audience's members now."""
-    message = full_message(session, row, now)
+    """What a ``full`` run writes: every followed audience's members now (read first, in one
+    call), and its message (made now, or the one waiting for its retry)."""
     followed = destinations.followed(session, row)
+    members = memberships.many(
+        session, runtime=runtime, audience_ids=[audience.id for audience in followed]
+    )
+    message = full_message(session, row, now)
     return Mirror(
         message_id=message.id,
         seq=message.seq,
@@ -84,10 +87,7 @@ def plan(session: Session, *, runtime: Runtime, row: DestinationRow, now: dateti
         path=row.path or "",
         fmt=row.format or "csv",
         attributes=list(row.attributes),
-        audiences=[
-            (audience.key, memberships.current(session, runtime=runtime, audience_id=audience.id))
-            for audience in followed
-        ],
+        audiences=[(audience.key, members[audience.id]) for audience in followed],
     )
 
 

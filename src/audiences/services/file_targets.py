@@ -16,10 +16,12 @@ from typing import Any
 import duckdb
 
 from audiences.config import Settings
-from audiences.errors import ErrorDetail, ValidationFailed
+from audiences.errors import ValidationFailed
 from audiences.kit.files import private_dir
 from audiences.kit.logs import get_logger
 from audiences.services import buckets, senders
+from audiences.services.buckets import WriteFailed as WriteFailed
+from audiences.services.validation import invalid_field
 
 S3_SCHEME = "s3://"
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -48,16 +50,6 @@ class Bucket:
 
 
 Target = Folder | Bucket
-
-
-class WriteFailed(Exception):
-    """A file that could not be written; ``code`` is stable (the delivery log shows
-    ``<code>: <message>``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}"[:500])
-        self.code = code
-        self.message = message
 
 
 def resolve(settings: Settings, path: str) -> Target:
@@ -121,8 +113,6 @@ def _write(
         raise WriteFailed("file_write_failed", f"cannot stage the file: {error}") from None
     try:
         buckets.put(settings, bucket=target.bucket, key=key, file=staged, fmt=fmt)
-    except buckets.BucketError as error:
-        raise WriteFailed(error.code, error.message) from None
     finally:
         staged.unlink(missing_ok=True)
     return key
@@ -137,18 +127,21 @@ def _bucket(settings: Settings, path: str) -> Bucket:
             if allowed is not None
             else "S3 destinations need AUDIENCES_DESTINATION_S3_BUCKETS set by the operator"
         )
-        raise _invalid("s3_destinations_disabled", why)
+        raise invalid_field("path", "s3_destinations_disabled", why)
     if not BUCKET_NAME.match(bucket) or ".." in bucket:
-        raise _invalid("path_not_allowed", f"{bucket!r} is not a valid bucket name")
+        raise invalid_field("path", "path_not_allowed", f"{bucket!r} is not a valid bucket name")
     parts = [part for part in prefix.split("/") if part]
     if any(part in (".", "..") or not KEY_PART.match(part) for part in parts):
-        raise _invalid(
+        raise invalid_field(
+            "path",
             "path_not_allowed",
             "a prefix is `/`-separated parts of letters, digits and `!_.*'()=+,;:@ -`, "
             "without `.` or `..` parts",
         )
     if not allowed:
-        raise _invalid("bucket_not_allowed", f"the operator does not allow the bucket {bucket!r}")
+        raise invalid_field(
+            "path", "bucket_not_allowed", f"the operator does not allow the bucket {bucket!r}"
+        )
     return Bucket(bucket, "".join(f"{part}/" for part in parts))
 
 
@@ -157,21 +150,20 @@ def _folder(settings: Settings, path: str) -> Path:
     the path leaves it."""
     root = settings.destination_file_root
     if root is None:
-        raise _invalid(
+        raise invalid_field(
+            "path",
             "file_destinations_disabled",
             "file destinations need AUDIENCES_DESTINATION_FILE_ROOT set by the operator",
         )
     relative = Path(path)
     if relative.is_absolute() or ".." in relative.parts or "\x00" in path or "://" in path:
-        raise _invalid("path_not_allowed", "a path is relative and stays under the root")
+        raise invalid_field(
+            "path", "path_not_allowed", "a path is relative and stays under the root"
+        )
     base = root.resolve()
     folder = (base / relative).resolve()
     if folder != base and base not in folder.parents:
-        raise _invalid("path_not_allowed", "a path is relative and stays under the root")
+        raise invalid_field(
+            "path", "path_not_allowed", "a path is relative and stays under the root"
+        )
     return folder
-
-
-def _invalid(code: str, message: str) -> ValidationFailed:
-    return ValidationFailed(
-        message, code=code, errors=[ErrorDetail(code, message, ("body", "path"))]
-    )
