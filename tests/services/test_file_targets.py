@@ -3,7 +3,9 @@ to a real S3-compatible server (moto's, on 127.0.0.1), with each failure's stabl
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +174,22 @@ def test_an_unexpected_error_while_reading_rows_is_a_failed_write(
     assert s3.keys("unexpected") == []
     assert not any(root.rglob("*.*"))
     assert not any((tmp_path / "data" / "exports").rglob("*"))
+
+
+def test_staged_copies_a_crash_left_are_swept_at_the_next_write(
+    s3: S3Server, settings: Settings, tmp_path: Path
+) -> None:
+    """A ``.tmp-*`` copy untouched for a day (a process died between staging and upload) is
+    removed by the next write to a bucket; a younger one (another write's) is left."""
+    bucket = s3.make_bucket("swept")
+    staging = tmp_path / "exports"
+    staging.mkdir(mode=0o700)
+    old, young = staging / ".tmp-old.csv", staging / ".tmp-young.csv"
+    old.write_text("id\nu1\n")
+    young.write_text("id\nu2\n")
+    day_ago = time.time() - file_targets.STALE_SECONDS - 60
+    os.utime(old, (day_ago, day_ago))
+    tuned = s3_settings(settings, s3.endpoint, tmp_path)
+    file_targets.write(tuned, f"s3://{bucket}/p", name="x", fmt="csv", rows=ROWS, columns=["id"])
+    assert sorted(p.name for p in staging.iterdir()) == [".tmp-young.csv"]
+    assert s3.keys(bucket) == ["p/x.csv"]

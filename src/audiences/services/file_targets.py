@@ -7,7 +7,9 @@ all: a local file is renamed into place, an object is one PutObject of a staged 
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 """S3's rules for a bucket name (lowercase letters, digits, dots and hyphens; 3 to 63)."""
 WRITE_ERRORS = (OSError, ValueError, duckdb.Error)
 """What writing a file can raise: the disk, a value no format takes, DuckDB's Parquet writer."""
+STALE_SECONDS = 86_400
+"""A staged copy untouched this long was left by a crash (an upload of 5 GiB takes less)."""
 KEY_PART = re.compile(r"^[A-Za-z0-9!_.*'()=+,;:@ -]{1,255}$")
 """One ``/``-separated part of an object prefix: S3's safe characters, no control ones."""
 
@@ -105,10 +109,10 @@ def _write(
             raise WriteFailed("file_write_failed", f"cannot write: {error}") from None
         return written.name
     key = f"{target.prefix}{name}.{fmt}"
+    staging = private_dir(settings.data_dir / "exports")
+    sweep(staging)
     try:
-        staged = senders.stage_file(
-            private_dir(settings.data_dir / "exports"), fmt=fmt, rows=rows, columns=columns
-        )
+        staged = senders.stage_file(staging, fmt=fmt, rows=rows, columns=columns)
     except WRITE_ERRORS as error:
         raise WriteFailed("file_write_failed", f"cannot stage the file: {error}") from None
     try:
@@ -116,6 +120,21 @@ def _write(
     finally:
         staged.unlink(missing_ok=True)
     return key
+
+
+def sweep(staging: Path) -> int:
+    """Remove staged copies a crashed process left (``.tmp-*`` untouched for
+    :data:`STALE_SECONDS`); how many. A copy being written or uploaded now is younger."""
+    cutoff = time.time() - STALE_SECONDS
+    removed = 0
+    for entry in os.scandir(staging):
+        try:
+            if entry.name.startswith(".tmp-") and entry.stat().st_mtime < cutoff:
+                Path(entry.path).unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # another process swept it first
+    return removed
 
 
 def _bucket(settings: Settings, path: str) -> Bucket:
