@@ -985,3 +985,41 @@ def test_a_progress_report_the_busy_database_refuses_is_skipped(
             assert len(members_of(tenant.read, audience["id"])) == 60_000
     finally:
         application.state.engine.dispose()
+
+
+def test_a_source_pulled_again_shows_the_new_pulls_progress(
+    patient_app: FastAPI, server: FileServer
+) -> None:
+    """A source changed while it was pulled is pulled again: while the new file arrives, the
+    sync's progress counts its rows from zero, not the old file's."""
+    first = f"/first-{time.monotonic_ns()}.csv"
+    held = threading.Event()
+    server.files[first] = Served(body=b"id\nold1\nold2\n", gate=held)
+    second, body, trickling = _trickling(server)
+    with make_tenant(patient_app) as tenant:
+        audience = external(tenant.write, csv_source(server, first))
+        worker = threading.Thread(target=run_syncs, args=(patient_app,))
+        worker.start()
+        try:
+            while first not in server.requests:
+                time.sleep(0.01)
+            patched = tenant.write.patch(
+                f"/v1/audiences/{audience['id']}",
+                json={"source": {"url": server.url(second)}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            assert patched.status_code == 200, patched.text
+            held.set()
+            deadline = time.monotonic() + 20
+            while True:  # until the second file's length is reported
+                progress = sync_of(tenant.read, audience["id"])["progress"]
+                if progress is not None and progress["bytes_total"] == len(body):
+                    break
+                assert time.monotonic() < deadline, progress
+                time.sleep(0.02)
+        finally:
+            held.set()
+            trickling.set()
+            worker.join()
+        assert (progress["rows_read"], progress["rows_total"]) == (0, None)
+        assert len(members_of(tenant.read, audience["id"])) == 60_000
