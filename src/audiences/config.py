@@ -12,6 +12,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+S3_ENDPOINT = rf"^https?://(?:(?:{_LABEL}\.)*{_LABEL}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?/?$"
+"""An S3 endpoint boto3 takes: a DNS name of letters, digits and hyphens (no ``_``), an IPv4 or
+a bracketed IPv6 address, a port; no user info, path, query or fragment."""
+
 
 class Settings(BaseSettings):
     """Service configuration. ``docs/configuration.md`` lists every field; a test keeps it so."""
@@ -391,11 +396,13 @@ class Settings(BaseSettings):
     )
     destination_s3_endpoint_url: str | None = Field(
         default=None,
-        pattern=r"^https?://[^\s/?#]+/?$",
+        pattern=S3_ENDPOINT,
         description=(
             "URL of the S3-compatible service file destinations write to (MinIO, Ceph, "
-            "Garage …), addressed path-style. Unset: AWS S3 in `destination_s3_region`. Set by "
-            "the operator and trusted: the SSRF guard does not apply to it."
+            "Garage …), addressed path-style: `http(s)://host[:port]`, the host a DNS name "
+            "(letters, digits, hyphens: no `_`), an IPv4 or a bracketed IPv6 address, no "
+            "user info. Unset: AWS S3 in `destination_s3_region`. Set by the operator and "
+            "trusted: the SSRF guard does not apply to it."
         ),
     )
     destination_s3_region: str = Field(
@@ -422,6 +429,17 @@ class Settings(BaseSettings):
             "seconds; past it the write fails and is retried on the schedule."
         ),
     )
+
+    @model_validator(mode="after")
+    def _s3_key_pair(self) -> Settings:
+        if (self.destination_s3_access_key_id is None) != (
+            self.destination_s3_secret_access_key is None
+        ):
+            raise ValueError(
+                "set both destination_s3_access_key_id and destination_s3_secret_access_key, "
+                "or neither (boto3's own chain)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

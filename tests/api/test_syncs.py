@@ -5,6 +5,7 @@ sync's state, runs, changes, failures and metrics through the API."""
 from __future__ import annotations
 
 import gzip
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from audiences.jobs.schedule import queue_syncs
 from audiences.kit.clock import utcnow
 from audiences.services import audiences, static_members, sync_sources, syncs
 from audiences.services.sync_sources import SQL_FAILED
+from audiences.store import db
 from audiences.store.tables import AudienceRow, JobRow, MembershipChangeRow
 from tests import factories
 from tests.api.test_member_writes import members_of
@@ -884,3 +886,140 @@ def test_writes_pending_when_the_source_leaves_push_are_dropped(
     assert back.status_code == 200, back.text
     run_syncs(sync_app)
     assert members_of(ws.read, audience["id"]) == {"kept"}  # the old write stays dropped
+
+
+def _trickling(server: FileServer) -> tuple[str, bytes, threading.Event]:
+    """A CSV of 60,000 members sent in parts 1.2 s apart, its second half held on a gate."""
+    path = f"/trickle-{time.monotonic_ns()}.csv"
+    body = b"id\n" + b"".join(b"member-%05d\n" % n for n in range(60_000))
+    quarter, half = len(body) // 4, len(body) // 2
+    held = threading.Event()
+    trickle = ((quarter, 0.0), (quarter + 100_000, 1.2), (half, 1.2))
+    server.files[path] = Served(body=body, gate=held, trickle=trickle)
+    return path, body, held
+
+
+def _fetching(client: ApiClient, audience_id: str) -> dict[str, Any]:
+    """The audience's sync once its job has reported some bytes fetched."""
+    deadline = time.monotonic() + 20
+    while True:
+        state = sync_of(client, audience_id)
+        if state["progress"] is not None and (state["progress"]["bytes_fetched"] or 0) > 0:
+            return state
+        assert time.monotonic() < deadline, state
+        time.sleep(0.02)
+
+
+def test_cancelling_a_running_sync_stops_it_in_the_middle_of_its_download(
+    patient_app: FastAPI, server: FileServer
+) -> None:
+    """A cancel while the file is still arriving ends the job ``cancelled`` at its next
+    checkpoint, before the source has sent the rest; the members are kept and the sync reads
+    as failed (``sync_job_failed``)."""
+    path, body, held = _trickling(server)
+    with make_tenant(patient_app) as tenant:
+        audience = external(tenant.write, csv_source(server, path))
+        worker = threading.Thread(target=run_syncs, args=(patient_app,))
+        worker.start()
+        try:
+            job_id = _fetching(tenant.read, audience["id"])["job_id"]
+            assert tenant.write.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+            worker.join(15)  # the rest of the file is still held back
+            stopped_early = not worker.is_alive()
+        finally:
+            held.set()
+            worker.join()
+        assert stopped_early
+        job = tenant.read.get(f"/v1/jobs/{job_id}").json()
+        assert job["state"] == "cancelled", job
+        assert 0 < job["counts"]["bytes_fetched"] < len(body)
+        state = sync_of(tenant.read, audience["id"])
+        assert (state["status"], state["last_error_code"], state["progress"]) == (
+            "failed",
+            "sync_job_failed",
+            None,
+        )
+        assert members_of(tenant.read, audience["id"]) == set()
+
+
+def test_a_progress_report_the_busy_database_refuses_is_skipped(
+    settings: Settings,
+    server: FileServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkpoint during the download that the database refuses ("database is locked":
+    another process holds SQLite's write lock past the busy timeout) is skipped: the sync
+    goes on, and records every member once the lock is free."""
+    url = settings.database_url or ""
+    if not url.startswith("sqlite:///"):
+        pytest.skip("SQLite's write lock held by another process")
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    own = settings.model_copy(
+        update={
+            "data_dir": tmp_path_factory.mktemp("busy-app"),
+            "egress_allow_private": True,
+            "sync_timeout_seconds": 30.0,
+            "worker_threads": 0,
+        }
+    )
+    application = create_app(own)
+    path, _, held = _trickling(server)
+    try:
+        with make_tenant(application) as tenant:
+            audience = external(tenant.write, csv_source(server, path))
+            worker = threading.Thread(target=run_syncs, args=(application,))
+            worker.start()
+            try:
+                _fetching(tenant.read, audience["id"])
+                other = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=5)
+                other.execute("BEGIN IMMEDIATE")  # the next report (1.2 s on) finds it taken
+                time.sleep(2.0)
+                other.rollback()
+                other.close()
+            finally:
+                held.set()
+                worker.join()
+            state = sync_of(tenant.read, audience["id"])
+            assert state["status"] == "synced", state
+            assert len(members_of(tenant.read, audience["id"])) == 60_000
+    finally:
+        application.state.engine.dispose()
+
+
+def test_a_source_pulled_again_shows_the_new_pulls_progress(
+    patient_app: FastAPI, server: FileServer
+) -> None:
+    """A source changed while it was pulled is pulled again: while the new file arrives, the
+    sync's progress counts its rows from zero, not the old file's."""
+    first = f"/first-{time.monotonic_ns()}.csv"
+    held = threading.Event()
+    server.files[first] = Served(body=b"id\nold1\nold2\n", gate=held)
+    second, body, trickling = _trickling(server)
+    with make_tenant(patient_app) as tenant:
+        audience = external(tenant.write, csv_source(server, first))
+        worker = threading.Thread(target=run_syncs, args=(patient_app,))
+        worker.start()
+        try:
+            while first not in server.requests:
+                time.sleep(0.01)
+            patched = tenant.write.patch(
+                f"/v1/audiences/{audience['id']}",
+                json={"source": {"url": server.url(second)}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            assert patched.status_code == 200, patched.text
+            held.set()
+            deadline = time.monotonic() + 20
+            while True:  # until the second file's length is reported
+                progress = sync_of(tenant.read, audience["id"])["progress"]
+                if progress is not None and progress["bytes_total"] == len(body):
+                    break
+                assert time.monotonic() < deadline, progress
+                time.sleep(0.02)
+        finally:
+            held.set()
+            trickling.set()
+            worker.join()
+        assert (progress["rows_read"], progress["rows_total"]) == (0, None)
+        assert len(members_of(tenant.read, audience["id"])) == 60_000

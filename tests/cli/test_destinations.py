@@ -105,4 +105,4 @@ def test_a_missing_bucket_and_a_refused_path_exit_as_documented(
     failed = run(s3_live, "destinations", "test", missing["id"], "--json", code=1)
     assert as_json(failed)["delivery"]["last_error"].startswith("s3_bucket_not_found: ")
     refused = run(s3_live, "destinations", "create", "bad", "--path", "s3://Bad_Bucket/x", code=1)
-    assert "path_not_allowed" in refused.stderr or "bucket name" in refused.stderr
+    assert "path_not_allowed" in refused.stderr, refused.stderr

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -17,9 +18,10 @@ from pydantic import SecretStr
 
 from audiences.api.app import create_app
 from audiences.config import Settings
+from audiences.jobs.context import Cancelled
 from audiences.kit.clock import utcnow
-from audiences.services import deliveries
-from audiences.store.tables import DestinationRow
+from audiences.services import deliveries, file_deliveries, senders
+from audiences.store.tables import DestinationMessageRow, DestinationRow
 from tests.factories import Tenant, make_tenant
 from tests.jobs.test_deliveries import run_files, static, write
 from tests.s3_server import KEY_ID, REGION, SECRET, S3Server, serving
@@ -300,6 +302,201 @@ def test_a_bucket_that_hangs_never_holds_up_other_writes(
             assert [(d["type"], d["status"], d["attempts"]) for d in log] == [
                 ("file.full", "pending", 1)
             ]
+    finally:
+        hanging.close()
+        application.state.engine.dispose()
+
+
+def test_an_endpoint_boto3_refuses_fails_each_write_on_the_schedule(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Settings boto3 cannot build a client from (made before the settings check) never give
+    a 500 nor a crashed job: ``/test`` answers ``s3_misconfigured``, and a ``full`` run is a
+    failed attempt whose retry is scheduled."""
+    tuned = settings.model_copy(
+        update={
+            "data_dir": tmp_path_factory.mktemp("misconfigured"),
+            "destination_s3_buckets": "*",
+            "destination_s3_endpoint_url": "http://minio_1:9000",
+            "destination_s3_access_key_id": KEY_ID,
+            "destination_s3_secret_access_key": SecretStr(SECRET),
+        }
+    )
+    application = create_app(tuned)
+    try:
+        with make_tenant(application) as tenant:
+            audience = static(tenant.admin)
+            write(application, tenant.admin, audience["id"], "add", ["a"])
+            made = destination(
+                tenant.admin, "bad-endpoint", "s3://bkt/x",
+                subscription={"audience_ids": [audience["id"]]},
+            )  # fmt: skip
+            tested = tenant.admin.post(f"/v1/destinations/{made['id']}/test")
+            assert tested.status_code == 200, tested.text
+            assert tested.json()["delivered"] is False
+            assert tested.json()["delivery"]["last_error"].startswith("s3_misconfigured: ")
+            before = utcnow()
+            run_files(application)
+            shown = tenant.admin.get(f"/v1/destinations/{made['id']}").json()
+            assert shown["last_error"].startswith("s3_misconfigured: ")
+            assert shown["enabled"] is True
+            assert datetime.fromisoformat(shown["next_run_at"]) > before  # not due every tick
+            log = tenant.admin.get(f"/v1/destinations/{made['id']}/deliveries").json()["data"]
+            assert [(d["type"], d["status"], d["attempts"]) for d in log] == [
+                ("file.full", "pending", 1),
+                ("destination.test", "failed", 1),
+            ]
+    finally:
+        application.state.engine.dispose()
+
+
+def test_a_snapshot_is_never_rewritten_with_later_members(
+    s3_app: FastAPI, tenant_s3: Tenant, s3: S3Server
+) -> None:
+    """A ``full`` run's ``file.full`` message is not redelivered (409, left out of
+    ``redeliver`` since), and an older one left pending is not reused: each run writes a new
+    snapshot and the old objects keep the members they had."""
+    admin = tenant_s3.admin
+    audience = static(admin)
+    write(s3_app, admin, audience["id"], "add", ["a"])
+    bucket = s3.make_bucket(f"snapshots-{tenant_s3.slug}")
+    made = destination(
+        admin, "snapshots", f"s3://{bucket}/x", subscription={"audience_ids": [audience["id"]]}
+    )
+    run_files(s3_app)
+    [first] = s3.keys(bucket)
+    [logged] = admin.get(f"/v1/destinations/{made['id']}/deliveries").json()["data"]
+    write(s3_app, admin, audience["id"], "add", ["b"])
+    again = admin.post(f"/v1/destinations/{made['id']}/deliveries/{logged['id']}/redeliver")
+    assert again.status_code == 409 and again.json()["code"] == "delivery_is_snapshot"
+    since = admin.post(
+        f"/v1/destinations/{made['id']}/redeliver",
+        json={"since": utcnow().replace(year=2000).isoformat()},
+    )
+    assert since.status_code == 202 and since.json()["redelivered"] == 0, since.text
+    _due_now(s3_app, made["id"])
+    run_files(s3_app)
+    with s3_app.state.session_factory.begin() as session:  # as a redelivery before the fix left it
+        message = session.get_one(DestinationMessageRow, logged["id"])
+        message.status, message.delivered_at = "pending", None
+    write(s3_app, admin, audience["id"], "add", ["c"])
+    _due_now(s3_app, made["id"])
+    run_files(s3_app)
+    keys = s3.keys(bucket)
+    assert len(keys) == 3 and keys[0] == first, keys
+    assert [sorted(r["id"] for r in s3.rows(bucket, key)) for key in keys] == [
+        ["a"],
+        ["a", "b"],
+        ["a", "b", "c"],
+    ]
+
+
+def test_a_run_that_crashed_after_planning_is_written_again_under_the_same_names(
+    s3_app: FastAPI, tenant_s3: Tenant, s3: S3Server
+) -> None:
+    """A crash between planning a ``full`` run and logging it (its files written or not)
+    leaves its message pending: the next run reuses it, rewriting the same object names, and
+    logs one delivered message."""
+    admin = tenant_s3.admin
+    audience = static(admin)
+    write(s3_app, admin, audience["id"], "add", ["a", "b"])
+    bucket = s3.make_bucket(f"crashed-{tenant_s3.slug}")
+    made = destination(
+        admin, "crashed", f"s3://{bucket}/x", subscription={"audience_ids": [audience["id"]]}
+    )
+    runtime = s3_app.state.runtime
+    with s3_app.state.session_factory.begin() as session:
+        row = session.get_one(DestinationRow, made["id"])
+        mirror = file_deliveries.plan(session, runtime=runtime, row=row, now=utcnow())
+    file_deliveries.write_full(runtime, mirror, s3_app.state.settings)  # then the crash
+    name = f"x/{audience['key']}-{senders.file_stamp(mirror.created_at)}-{mirror.seq:08d}-full.csv"
+    assert s3.keys(bucket) == [name]
+    run_files(s3_app)
+    assert s3.keys(bucket) == [name]
+    log = admin.get(f"/v1/destinations/{made['id']}/deliveries").json()["data"]
+    assert [(d["id"], d["status"], d["attempts"]) for d in log] == [
+        (mirror.message_id, "delivered", 1)
+    ]
+
+
+def test_a_full_run_checkpoints_between_its_files(
+    s3_app: FastAPI, tenant_s3: Tenant, s3: S3Server
+) -> None:
+    """``between`` (the job's checkpoint and lease renewal) runs between files; what it raises
+    (a cancel) ends the run with the files so far whole and its message left pending."""
+    admin = tenant_s3.admin
+    first, second, third = static(admin), static(admin), static(admin)
+    for audience in (first, second, third):
+        write(s3_app, admin, audience["id"], "add", ["a"])
+    bucket = s3.make_bucket(f"between-{tenant_s3.slug}")
+    followed = [first["id"], second["id"], third["id"]]
+    made = destination(
+        admin, "between", f"s3://{bucket}/x", subscription={"audience_ids": followed}
+    )
+    runtime = s3_app.state.runtime
+    with s3_app.state.session_factory.begin() as session:
+        row = session.get_one(DestinationRow, made["id"])
+        mirror = file_deliveries.plan(session, runtime=runtime, row=row, now=utcnow())
+    seen: list[int] = []
+
+    def between() -> None:
+        seen.append(len(s3.keys(bucket)))
+        if len(seen) == 2:
+            raise Cancelled("job")
+
+    with pytest.raises(Cancelled):
+        file_deliveries.write_full(runtime, mirror, s3_app.state.settings, between=between)
+    assert seen == [1, 2]
+    assert len(s3.keys(bucket)) == 2
+    log = admin.get(f"/v1/destinations/{made['id']}/deliveries").json()["data"]
+    assert [(d["status"], d["attempts"]) for d in log] == [("pending", 0)]
+
+
+def test_a_test_file_is_written_outside_the_requests_transaction(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``POST …/test`` on a bucket that answers nothing holds no transaction open while it
+    waits: the workspace's writes go through meanwhile; then it answers ``s3_unreachable``."""
+    hanging = Hanging()
+    tuned = settings.model_copy(
+        update={
+            "data_dir": tmp_path_factory.mktemp("test-hang"),
+            "destination_s3_buckets": "*",
+            "destination_s3_endpoint_url": hanging.url,
+            "destination_s3_access_key_id": KEY_ID,
+            "destination_s3_secret_access_key": SecretStr(SECRET),
+            "destination_s3_timeout_seconds": 60.0,
+        }
+    )
+    application = create_app(tuned)
+    try:
+        with make_tenant(application) as tenant:
+            audience = static(tenant.admin)
+            made = destination(
+                tenant.admin, "hangs", "s3://slow/x", mode="changes",
+                subscription={"audience_ids": [audience["id"]]},
+            )  # fmt: skip
+            answers: list[Any] = []
+            testing = threading.Thread(
+                target=lambda: answers.append(
+                    tenant.admin.post(f"/v1/destinations/{made['id']}/test")
+                )
+            )
+            testing.start()
+            assert hanging.connected.wait(30)
+            other = tenant.admin.post(
+                "/v1/audiences", json={"key": "meanwhile", "name": "Meanwhile", "kind": "static"}
+            )
+            still_waiting = testing.is_alive()
+            hanging.release.set()
+            testing.join(60)
+            assert other.status_code == 201, other.text
+            assert still_waiting  # the write went through while the upload waited
+            [tested] = answers
+            assert tested.status_code == 200 and tested.json()["delivered"] is False
+            assert tested.json()["delivery"]["last_error"].startswith("s3_unreachable: ")
+            log = tenant.admin.get(f"/v1/destinations/{made['id']}/deliveries").json()["data"]
+            assert [(d["type"], d["status"]) for d in log] == [("destination.test", "failed")]
     finally:
         hanging.close()
         application.state.engine.dispose()

@@ -3,7 +3,9 @@ to a real S3-compatible server (moto's, on 127.0.0.1), with each failure's stabl
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +123,73 @@ def test_a_missing_bucket_refused_credentials_or_no_service_fail_with_their_code
     off = tuned.model_copy(update={"destination_s3_buckets": "other"})
     assert failure(off, f"s3://{bucket}/p") == "bucket_not_allowed"
     assert not any((tmp_path / "exports").iterdir())
+
+
+def test_settings_boto3_refuses_or_user_info_in_the_endpoint_never_reach_the_log(
+    s3: S3Server, settings: Settings, tmp_path: Path
+) -> None:
+    """An endpoint boto3 will not build a client for (settings made before the check) fails
+    as ``s3_misconfigured``; an unreachable endpoint's error names no part of its URL (user
+    info there would be a password)."""
+    bucket = s3.make_bucket("misconfigured")
+
+    def failure(target: Settings) -> file_targets.WriteFailed:
+        with pytest.raises(file_targets.WriteFailed) as caught:
+            file_targets.write(
+                target, f"s3://{bucket}/p", name="x", fmt="csv", rows=ROWS, columns=["id"]
+            )
+        return caught.value
+
+    underscored = failure(s3_settings(settings, "http://minio_1:9000", tmp_path))
+    assert underscored.code == "s3_misconfigured"
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    leaky = failure(s3_settings(settings, f"http://user:hunter2@127.0.0.1:{port}", tmp_path))
+    assert leaky.code == "s3_unreachable"
+    assert "hunter2" not in str(leaky)
+    assert "127.0.0.1" not in str(leaky)
+    assert s3.keys(bucket) == []
+
+
+@pytest.mark.parametrize("path", ["s3://unexpected/p", "local"])
+def test_an_unexpected_error_while_reading_rows_is_a_failed_write(
+    s3: S3Server, settings: Settings, tmp_path: Path, path: str
+) -> None:
+    """An error no target names (the engine failing while members are read) is a
+    :class:`WriteFailed` like any other, so the delivery schedule applies; nothing is left."""
+    s3.make_bucket("unexpected")
+    root = tmp_path / "root"
+    root.mkdir()
+    tuned = s3_settings(settings, s3.endpoint, tmp_path / "data", destination_file_root=root)
+
+    def rows() -> Iterator[dict[str, object]]:
+        yield ROWS[0]
+        raise RuntimeError("the engine went away")
+
+    with pytest.raises(file_targets.WriteFailed) as caught:
+        file_targets.write(tuned, path, name="x", fmt="csv", rows=rows(), columns=["id"])
+    assert caught.value.code == "file_write_failed"
+    assert "RuntimeError" in caught.value.message
+    assert s3.keys("unexpected") == []
+    assert not any(root.rglob("*.*"))
+    assert not any((tmp_path / "data" / "exports").rglob("*"))
+
+
+def test_staged_copies_a_crash_left_are_swept_at_the_next_write(
+    s3: S3Server, settings: Settings, tmp_path: Path
+) -> None:
+    """A ``.tmp-*`` copy untouched for a day (a process died between staging and upload) is
+    removed by the next write to a bucket; a younger one (another write's) is left."""
+    bucket = s3.make_bucket("swept")
+    staging = tmp_path / "exports"
+    staging.mkdir(mode=0o700)
+    old, young = staging / ".tmp-old.csv", staging / ".tmp-young.csv"
+    old.write_text("id\nu1\n")
+    young.write_text("id\nu2\n")
+    day_ago = time.time() - file_targets.STALE_SECONDS - 60
+    os.utime(old, (day_ago, day_ago))
+    tuned = s3_settings(settings, s3.endpoint, tmp_path)
+    file_targets.write(tuned, f"s3://{bucket}/p", name="x", fmt="csv", rows=ROWS, columns=["id"])
+    assert sorted(p.name for p in staging.iterdir()) == [".tmp-young.csv"]
+    assert s3.keys(bucket) == ["p/x.csv"]

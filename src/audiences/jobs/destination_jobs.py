@@ -9,6 +9,7 @@ reads or makes the next messages, so the database work overlaps the receiver's a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -189,7 +190,8 @@ def _deliver_all(
             with context.session() as session:
                 deliveries.record_sent(session, left, settings=settings)
     if mirror is not None:
-        written = file_deliveries.write_full(context.runtime, mirror, settings)
+        between = _keeping(context, job, destination_id, hold)
+        written = file_deliveries.write_full(context.runtime, mirror, settings, between=between)
         with context.session() as session:  # logged; schedules the next write or the retry
             deliveries.finish_full(session, mirror=mirror, written=written, settings=settings)
         built, sent, failed = len(written.files), 1, 0 if written.outcome.ok else 1
@@ -204,3 +206,18 @@ def _deliver_all(
                 run_after=later,
             )
     return {"messages_built": built, "attempts": sent, "failures": failed}
+
+
+def _keeping(
+    context: JobContext, job: ClaimedJob, destination_id: str, hold: timedelta
+) -> Callable[[], None]:
+    """Between a long ``full`` run's files: checkpoint the job (a cancel is seen) and renew
+    the destination's lease (two writes a file, each file being a whole audience)."""
+
+    def keep() -> None:
+        context.heartbeat()
+        with context.session() as session:
+            until = utcnow() + hold
+            deliveries.claim(session, destination_id=destination_id, job_id=job.id, until=until)
+
+    return keep

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from pyroaring import BitMap
+from sqlalchemy.exc import OperationalError
 
 from audiences.errors import SyncFailed
 from audiences.jobs.context import Cancelled, Interrupted, JobContext, JobFailed
@@ -151,7 +152,9 @@ def _pull(
 ) -> tuple[BitMap, int]:
     """The members the source names and the rows read (``SyncFailed`` when it cannot); the
     job's progress is the rows read of the rows the source holds (once counted), its counts
-    the bytes fetched (``bytes_fetched``, of ``bytes_total`` when the size is known)."""
+    the bytes fetched (``bytes_fetched``, of ``bytes_total`` when the size is known) and the
+    rows of this pull (``rows`` of ``rows_total``: the job's ``processed`` never goes back
+    when a changed source is pulled again, these start over)."""
     context.counts = {"rows": 0, "invalid": 0}
 
     def refused(row: Row) -> None:
@@ -164,7 +167,14 @@ def _pull(
             if tracker.bytes_total is not None:
                 context.counts["bytes_total"] = tracker.bytes_total
         context.counts["rows"] = tracker.rows_read
-        context.progress(tracker.rows_read, tracker.rows_total)  # sees a cancel too
+        if tracker.rows_total is None:
+            context.counts.pop("rows_total", None)
+        else:
+            context.counts["rows_total"] = tracker.rows_total
+        try:
+            context.progress(tracker.rows_read, tracker.rows_total)  # sees a cancel too
+        except OperationalError as error:  # a busy or briefly gone database: report later
+            log.warning("sync job %s could not save its progress: %s", job.id, type(error).__name__)
 
     members, read = sync_sources.pull(
         context.runtime,

@@ -1,6 +1,6 @@
 """Objects written to the operator's S3-compatible service (boto3, the ``s3`` extra): one
 PutObject per file, so an object is whole or absent, and every failure told as a
-:class:`BucketError` with a stable code for the delivery log.
+:class:`WriteFailed` with a stable code for the delivery log.
 
 The endpoint, region and credentials come from the settings only, never from a request; a
 client names a bucket (checked against ``AUDIENCES_DESTINATION_S3_BUCKETS``) and a prefix. The
@@ -31,11 +31,12 @@ REFUSED = {
 """An S3 error code → our code and message; other codes read ``s3_request_failed``."""
 
 
-class BucketError(Exception):
-    """A write the S3 service refused or could not take; ``code`` is stable (docs/errors.md)."""
+class WriteFailed(Exception):
+    """A file that could not be written, to a bucket or a folder (``file_targets`` raises it
+    too); ``code`` is stable (docs/errors.md), the delivery log shows ``<code>: <message>``."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
+        super().__init__(f"{code}: {message}"[:500])
         self.code = code
         self.message = message
 
@@ -59,39 +60,49 @@ def put(settings: Settings, *, bucket: str, key: str, file: Path, fmt: str) -> N
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
-        EndpointConnectionError,
         NoCredentialsError,
+        ParamValidationError,
+        PartialCredentialsError,
     )
 
     try:
+        client = _client(*_options(settings))
+    except (ValueError, PartialCredentialsError) as error:  # an endpoint or key boto3 refuses
+        raise WriteFailed(
+            "s3_misconfigured", f"the server's S3 settings are refused: {type(error).__name__}"
+        ) from None
+    try:
         with file.open("rb") as body:
-            _client(*_options(settings)).put_object(
-                Bucket=bucket, Key=key, Body=body, ContentType=CONTENT_TYPES[fmt]
-            )
+            client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=CONTENT_TYPES[fmt])
     except ClientError as error:
         raise _refused(error.response, bucket) from None
     except NoCredentialsError:
-        raise BucketError(
+        raise WriteFailed(
             "s3_no_credentials",
             "no S3 credentials: set AUDIENCES_DESTINATION_S3_ACCESS_KEY_ID and its secret",
         ) from None
-    except EndpointConnectionError as error:
-        raise BucketError("s3_unreachable", f"cannot reach the S3 service: {error}") from None
-    except BotoCoreError as error:  # timeouts, a connection closed, a bad endpoint
-        message = f"the S3 request failed: {type(error).__name__}"
-        raise BucketError("s3_unreachable", message) from None
+    except PartialCredentialsError as error:
+        message = f"the S3 credentials are incomplete: {type(error).__name__}"
+        raise WriteFailed("s3_misconfigured", message) from None
+    except ParamValidationError as error:
+        message = f"boto3 refused the request: {type(error).__name__}"
+        raise WriteFailed("s3_request_failed", message) from None
+    except BotoCoreError as error:  # refused or closed connections, timeouts
+        # Only the type: botocore's text repeats the endpoint URL, which is the operator's.
+        message = f"cannot reach the S3 service: {type(error).__name__}"
+        raise WriteFailed("s3_unreachable", message) from None
 
 
-def _refused(response: dict[str, Any], bucket: str) -> BucketError:
+def _refused(response: dict[str, Any], bucket: str) -> WriteFailed:
     error = response.get("Error", {})
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     name = str(error.get("Code", ""))
     if name in REFUSED:
         code, message = REFUSED[name]
-        return BucketError(code, message.format(bucket=bucket))
+        return WriteFailed(code, message.format(bucket=bucket))
     if status in (401, 403):
-        return BucketError("s3_access_denied", f"the S3 service answered {status} {name}")
-    return BucketError("s3_request_failed", f"the S3 service answered {status} {name}".strip())
+        return WriteFailed("s3_access_denied", f"the S3 service answered {status} {name}")
+    return WriteFailed("s3_request_failed", f"the S3 service answered {status} {name}".strip())
 
 
 def _options(settings: Settings) -> tuple[str | None, str, str | None, str | None, float]:

@@ -385,10 +385,18 @@ def get(
 def redeliver_one(
     session: Session, *, caller: Caller, destination_id: str, delivery_id: str
 ) -> DestinationMessageRow:
-    """Send one message again (same ``webhook-id`` and body), before those waiting after it."""
+    """Send one message again (same ``webhook-id`` and body), before those waiting after it.
+    Neither a test message nor a ``full`` mode snapshot is sent again (a snapshot rewritten
+    now would hold today's members under its old name: ``POST …/reset`` writes a new one)."""
     message = get(session, caller=caller, destination_id=destination_id, delivery_id=delivery_id)
     if message.type == messages.TEST:
         raise Conflict("a test message is not sent again; send a new one", code="delivery_is_test")
+    if message.type == file_deliveries.FULL:
+        raise Conflict(
+            "a full snapshot is not written again under its old name; reset the destination "
+            "for a new one",
+            code="delivery_is_snapshot",
+        )
     _requeue(message)
     _wake_row(session, caller, destination_id)
     return message
@@ -397,13 +405,14 @@ def redeliver_one(
 def redeliver_since(
     session: Session, *, caller: Caller, destination_id: str, since: datetime
 ) -> int:
-    """Send again every message created at or after ``since``, in their order; how many."""
+    """Send again every message created at or after ``since``, in their order; how many.
+    Test messages and ``full`` mode snapshots are left alone (see :func:`redeliver_one`)."""
     destinations.get(session, caller=caller, destination_id=destination_id)
     found = session.scalars(
         DeliveryRepository(session, caller.workspace_id, destination_id)
         .base()
         .where(DestinationMessageRow.created_at >= since)
-        .where(DestinationMessageRow.type != messages.TEST)
+        .where(DestinationMessageRow.type.not_in((messages.TEST, file_deliveries.FULL)))
     ).all()
     for message in found:
         _requeue(message)
@@ -415,14 +424,15 @@ def test(
     session: Session, *, caller: Caller, destination_id: str, settings: Settings
 ) -> DestinationMessageRow:
     """Send a ``destination.test`` message now (signed like any other, never retried) and log
-    it; for a file destination, write it as a file."""
+    it; for a file destination, write it as a file (outside the transaction: ``session`` is
+    committed first, and the attempt is recorded in its next one)."""
     row = destinations.get(session, caller=caller, destination_id=destination_id)
     data = {"destination_id": row.id, "message": "a test message from Audiences"}
     message = messages.add_message(session, row, messages.TEST, data, 0, None, status="sending")
     if row.kind == "webhook":
         outcome = send(prepare(row, message, utcnow()), row=row, settings=settings)
     else:
-        outcome = file_deliveries.write_test(row, message, settings)
+        outcome = file_deliveries.write_test(session, row, message, settings)
     session.add(
         DestinationAttemptRow(
             message_id=message.id,

@@ -32,7 +32,7 @@ from audiences.schemas.destinations import (
 from audiences.services import egress, file_targets, outbox, versions
 from audiences.services.callers import Caller
 from audiences.services.patching import Patch, apply_patch
-from audiences.services.validation import validation_failed
+from audiences.services.validation import invalid_field, validation_failed
 from audiences.store.repositories.destinations import DestinationRepository
 from audiences.store.repositories.groups import GroupRepository
 from audiences.store.tables import (
@@ -64,7 +64,7 @@ def create(
         secret = data.secret or webhooks.new_secret()
         _check_secret(secret)
     elif data.secret is not None:
-        raise _invalid("secret", "secret_invalid", "a file destination takes no secret")
+        raise invalid_field("secret", "secret_invalid", "a file destination takes no secret")
     row = DestinationRow(created_by=caller.actor, updated_by=caller.actor)
     _assign(row, data)
     row.secrets = [] if secret is None else [_secret_entry(secret, None)]
@@ -108,7 +108,7 @@ def replace(
     if data.model_dump() == writable_view(row).model_dump():
         return row
     if data.kind != row.kind:
-        raise _invalid("kind", "destination_kind_fixed", "a destination's kind never changes")
+        raise invalid_field("kind", "destination_kind_fixed", "a destination's kind never changes")
     _check(session, caller, data, settings)
     turned_on = data.enabled and not row.enabled
     _assign(row, data)
@@ -358,7 +358,7 @@ def _check(session: Session, caller: Caller, data: DestinationWrite, settings: S
             )
     group = follows.group_id if isinstance(follows, GroupAudiences) else None
     if group is not None and GroupRepository(session, caller.workspace_id).get(group) is None:
-        raise _invalid(
+        raise invalid_field(
             ("subscription", "group_id"), "unknown_group", f"no audience group {group!r}"
         )
     if data.attributes:
@@ -369,7 +369,7 @@ def _check(session: Session, caller: Caller, data: DestinationWrite, settings: S
         )
         unknown = [name for name in data.attributes if name not in declared]
         if unknown:
-            raise _invalid("attributes", "unknown_attribute", f"no attribute {unknown[0]!r}")
+            raise invalid_field("attributes", "unknown_attribute", f"no attribute {unknown[0]!r}")
 
 
 def _fits_kind(data: DestinationWrite) -> None:
@@ -379,13 +379,15 @@ def _fits_kind(data: DestinationWrite) -> None:
     if data.kind == "webhook":
         wrong = [name for name in file_fields if getattr(data, name) is not None]
         if data.url is None:
-            raise _invalid("url", "destination_fields_mismatch", "a webhook needs a url")
+            raise invalid_field("url", "destination_fields_mismatch", "a webhook needs a url")
     else:
         wrong = ["url"] if data.url is not None else []
         if data.path is None:
-            raise _invalid("path", "destination_fields_mismatch", "a file destination needs a path")
+            raise invalid_field(
+                "path", "destination_fields_mismatch", "a file destination needs a path"
+            )
     if wrong:
-        raise _invalid(
+        raise invalid_field(
             wrong[0],
             "destination_fields_mismatch",
             f"a {data.kind} destination takes no {wrong[0]}",
@@ -396,7 +398,7 @@ def _check_secret(secret: str) -> None:
     try:
         webhooks.secret_key(secret)
     except webhooks.BadSecret as exc:
-        raise _invalid("secret", "secret_invalid", str(exc)) from None
+        raise invalid_field("secret", "secret_invalid", str(exc)) from None
 
 
 def _secret_entry(secret: str, expires_at: datetime | None) -> dict[str, Any]:
@@ -425,11 +427,6 @@ def _drop_unfollowed(session: Session, row: DestinationRow) -> None:
 def _wake(session: Session, row: DestinationRow) -> None:
     if row.enabled and row.kind == "webhook":
         outbox.wake(session, workspace_id=row.workspace_id, destination_id=row.id)
-
-
-def _invalid(field: str | tuple[str, ...], code: str, message: str) -> ValidationFailed:
-    location = ("body", *((field,) if isinstance(field, str) else field))
-    return ValidationFailed(message, code=code, errors=[ErrorDetail(code, message, location)])
 
 
 def _duplicate(name: str) -> Conflict:

@@ -10,7 +10,7 @@ the retry schedule follows like a webhook's.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -56,27 +56,29 @@ class Mirror:
 
 
 def full_message(session: Session, row: DestinationRow, now: datetime) -> DestinationMessageRow:
-    """The message a ``full`` run is logged under: the one whose write failed and waits for
-    its retry (so attempts add up on the schedule and the retry rewrites the same names), or a
-    new one."""
-    waiting: DestinationMessageRow | None = session.scalars(
+    """The message a ``full`` run is logged under: the one whose write failed (or whose run
+    crashed) and waits for its retry, so attempts add up on the schedule and the retry
+    rewrites the same names; or a new one. Only ever the newest snapshot: an older one is not
+    rewritten with today's members (``deliveries.redeliver_one`` refuses to send one again)."""
+    last: DestinationMessageRow | None = session.scalars(
         select(DestinationMessageRow)
-        .where(
-            DestinationMessageRow.destination_id == row.id,
-            DestinationMessageRow.status == "pending",
-            DestinationMessageRow.type == FULL,
-        )
-        .order_by(DestinationMessageRow.seq)
+        .where(DestinationMessageRow.destination_id == row.id, DestinationMessageRow.type == FULL)
+        .order_by(DestinationMessageRow.seq.desc())
         .limit(1)
     ).first()
-    return waiting or messages.add_message(session, row, FULL, {}, 0, now)
+    if last is not None and last.status == "pending":
+        return last
+    return messages.add_message(session, row, FULL, {}, 0, now)
 
 
 def plan(session: Session, *, runtime: Runtime, row: DestinationRow, now: datetime) -> Mirror:
-    """What a ``full`` run writes: its message (made now, or the one waiting for its retry)
-    and every followed audience's members now."""
-    message = full_message(session, row, now)
+    """What a ``full`` run writes: every followed audience's members now (read first, in one
+    call), and its message (made now, or the one waiting for its retry)."""
     followed = destinations.followed(session, row)
+    members = memberships.many(
+        session, runtime=runtime, audience_ids=[audience.id for audience in followed]
+    )
+    message = full_message(session, row, now)
     return Mirror(
         message_id=message.id,
         seq=message.seq,
@@ -85,22 +87,29 @@ def plan(session: Session, *, runtime: Runtime, row: DestinationRow, now: dateti
         path=row.path or "",
         fmt=row.format or "csv",
         attributes=list(row.attributes),
-        audiences=[
-            (audience.key, memberships.current(session, runtime=runtime, audience_id=audience.id))
-            for audience in followed
-        ],
+        audiences=[(audience.key, members[audience.id]) for audience in followed],
     )
 
 
-def write_full(runtime: Runtime, mirror: Mirror, settings: Settings) -> Written:
+def write_full(
+    runtime: Runtime,
+    mirror: Mirror,
+    settings: Settings,
+    *,
+    between: Callable[[], None] | None = None,
+) -> Written:
     """One file per audience of ``mirror`` with its every member, named by audience key, the
     message's time and number (``<key>-<time>-<seq>-full``); stops at the first file that
     fails (each file is whole or absent). No database session: the engine is read and the
-    files written outside any transaction."""
+    files written outside any transaction. ``between`` runs before each file after the first
+    (the job's checkpoint and lease renewal; what it raises ends the run, the message left
+    for the next)."""
     stamp = senders.file_stamp(mirror.created_at)
     columns = ["id", *mirror.attributes]
     written = Written(senders.Outcome(True, None, 0))
-    for key, members in mirror.audiences:
+    for index, (key, members) in enumerate(mirror.audiences):
+        if index and between is not None:
+            between()
         counted = _Counted(_member_rows(runtime, mirror.workspace_id, mirror.attributes, members))
         try:
             file = file_targets.write(
@@ -149,14 +158,16 @@ def write_changes(row: DestinationRow, body: str, seq: int, settings: Settings) 
 
 
 def write_test(
-    row: DestinationRow, message: DestinationMessageRow, settings: Settings
+    session: Session, row: DestinationRow, message: DestinationMessageRow, settings: Settings
 ) -> senders.Outcome:
-    """A test file with no rows (``test-<time>-<message>``): proves the target takes files."""
+    """A test file with no rows (``test-<time>-<message>``): proves the target takes files.
+    ``session`` is committed first (the message logged as ``sending``), so a slow disk or
+    bucket holds no transaction open; the caller records the outcome in the next one."""
     name = f"test-{senders.file_stamp(message.created_at)}-{message.id[-12:]}"
+    path, fmt = row.path or "", row.format or "csv"
+    session.commit()
     try:
-        file_targets.write(
-            settings, row.path or "", name=name, fmt=row.format or "csv", rows=[], columns=["id"]
-        )
+        file_targets.write(settings, path, name=name, fmt=fmt, rows=[], columns=["id"])
     except file_targets.WriteFailed as failed:
         return senders.Outcome(False, None, 0, error=str(failed))
     return senders.Outcome(True, None, 0)

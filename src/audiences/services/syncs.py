@@ -329,11 +329,12 @@ def _jobs(session: Session, job_ids: list[str | None]) -> dict[str, JobRow]:
 
 
 def _progress(job: JobRow) -> SyncProgress:
-    """A running sync's progress, from its job's last checkpoint (``jobs/sync_jobs``)."""
+    """A running sync's progress, from its job's last checkpoint (``jobs/sync_jobs``): the
+    counts of the pull under way (a source changed meanwhile is pulled again from zero)."""
     counts = job.counts or {}
     return SyncProgress(
-        rows_read=job.processed or 0,
-        rows_total=job.total,
+        rows_read=counts.get("rows", 0),
+        rows_total=counts.get("rows_total"),
         bytes_fetched=counts.get("bytes_fetched"),
         bytes_total=counts.get("bytes_total"),
     )

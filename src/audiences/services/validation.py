@@ -31,3 +31,9 @@ def located_failures(failures: list[tuple[tuple[str | int, ...], str, str]]) -> 
     codes = {detail.code for detail in details}
     code = codes.pop() if len(codes) == 1 and codes <= set(FIELD_CODES.values()) else None
     return ValidationFailed(f"{len(details)} field(s) failed validation", code=code, errors=details)
+
+
+def invalid_field(field: str | tuple[str, ...], code: str, message: str) -> ValidationFailed:
+    """A 422 for one body field (``field`` or a path to it) with its own stable ``code``."""
+    location = ("body", *((field,) if isinstance(field, str) else field))
+    return ValidationFailed(message, code=code, errors=[ErrorDetail(code, message, location)])
