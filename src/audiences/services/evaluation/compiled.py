@@ -106,7 +106,8 @@ def compiled_sql(rule: rules.Rule, schema: Schema, dialect: Dialect) -> Compiled
 def to_engine_sql(
     rule: rules.Rule, dialect: Dialect, aliases: Mapping[str, str], *, now: datetime | None
 ) -> str:
-    """The rule's WHERE-SQL; with ``now`` None, the time is the ``$now`` parameter."""
+    """The rule's WHERE-SQL; with ``now`` None, the time is the ``$now`` parameter. Only
+    ever a filter, so compiled ``filter_only``."""
     return rules.to_sql(
         rule,
         dialect,
@@ -114,6 +115,7 @@ def to_engine_sql(
         audience=lambda key: member_test(aliases[key]),
         now=now,
         now_parameter=now is None,
+        filter_only=True,
     )
 
 
