@@ -1,0 +1,36 @@
+"""profile writes shared by several processes: each workspace's pid mark and row version
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0013"
+down_revision = "0012"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "profile_writes",
+        sa.Column("workspace_id", sa.String(length=36), nullable=False),
+        sa.Column("pid_high", sa.BigInteger(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_profile_writes_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("workspace_id", name=op.f("pk_profile_writes")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("profile_writes")
