@@ -19,15 +19,9 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "profile_writes",
-        sa.Column("workspace_id", sa.String(length=36), nullable=False),
+        sa.Column("workspace_id", sa.String(length=64), nullable=False),
         sa.Column("pid_high", sa.BigInteger(), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_profile_writes_workspace_id_workspaces"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("workspace_id", name=op.f("pk_profile_writes")),
     )
 
