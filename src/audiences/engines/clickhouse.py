@@ -3,8 +3,9 @@
 A workspace has three tables in the engine's database: its profiles (a ReplacingMergeTree of
 versioned rows: a write appends the merged row under a higher version, a delete appends a
 tombstone, reads take the latest row of each pid with FINAL), its events (a MergeTree ordered
-by pid and time) and its pid high-water mark. Members come back as ``groupBitmapState``,
-read into pyroaring from ClickHouse's serialized form.
+by pid and time) and its pid high-water mark. Members come back from a server as
+``groupBitmapState``, read into pyroaring from ClickHouse's serialized form; from chdb, in
+process, as their ``UInt32`` pid column read by numpy.
 
 Writes are serialised by one lock in this process, which also allocates pids (ClickHouse has
 no sequence): one process writes a workspace's profiles at a time (docs/engines.md), unless
@@ -203,7 +204,7 @@ class ClickHouseEngine:
         params: Params = (),
         memberships: Mapping[str, AbstractBitMap] | None = None,
     ) -> BitMap:
-        """Run the condition over the live profiles into a bitmap (``groupBitmapState``).
+        """Run the condition over the live profiles into a bitmap (see ``_select``).
 
         Each member set is left-joined under its alias as a relation of pids, built in
         ClickHouse from the set's serialized bitmap (one literal, no row per member here).
@@ -484,12 +485,17 @@ class ClickHouseEngine:
             if reads_events(condition, sql.DIALECT)
             else ""
         )
+        # In process, reading the pid column is cheaper than ClickHouse's aggregation into a
+        # bitmap (bench/README.md); over a network the bitmap's bytes are fewer.
+        local = self._client.in_process
+        members = "profiles.pid" if local else "groupBitmapState(profiles.pid)"
         query = (
-            f"{cte}SELECT groupBitmapState(profiles.pid) FROM {state.profiles} AS profiles"
+            f"{cte}SELECT {members} FROM {state.profiles} AS profiles"
             f" FINAL{joins} WHERE ({condition})"
         )
+        read = sql.read_pids if local else sql.read_bitmap
         try:
-            return self._bitmap(query)
+            return read(self._client.query(query, "RowBinary"))
         except ClickHouseError as error:
             if error.code in CONVERSION_CODES | RANGE_CODES | QUERY_CODES:
                 raise conditions.condition_refused(error, _reason(error)) from None
