@@ -21,6 +21,7 @@ from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.jobs.worker import shared_runtime
 from audiences.queue import JobKind
+from audiences.store.db import make_engine
 from audiences.store.tables import JobRow
 from tests.engines.kinds import Store, opened
 from tests.factories import make_tenant
@@ -111,7 +112,12 @@ def _state(factory: sessionmaker[Session], job_id: str) -> str:
 
 
 def test_only_a_shared_engine_gives_worker_processes_a_runtime(tmp_path: Path) -> None:
-    assert shared_runtime(Settings(data_dir=tmp_path)) is None  # DuckDB: the server's own
+    settings = Settings(data_dir=tmp_path)
+    metadata = make_engine(settings.metadata_url)
+    try:
+        assert shared_runtime(settings, metadata) is None  # DuckDB: the server's own
+    finally:
+        metadata.dispose()
 
 
 def test_a_worker_without_a_postgresql_server_says_so_and_exits(tmp_path: Path) -> None:

@@ -86,6 +86,21 @@ def test_column_hook_maps_attributes() -> None:
     assert to_sql(rule, "duckdb", column=hook.__getitem__) == "a.country = 'FR' AND age_years > 1"
 
 
+def test_filter_only_drops_the_null_guard_where_only_true_counts() -> None:
+    """At the top of AND/OR chains ClickHouse tests a list on its subcolumn alone; under NOT
+    (where NULL and FALSE differ) the guard stays; other engines keep their one form."""
+    rule = validate_rule(
+        "(list_contains(tags, 'vip') OR age > 1) AND NOT list_contains(tags, 'x')", SCHEMA
+    )
+    assert to_sql(rule, "clickhouse", filter_only=True) == (
+        '((NOT (\'vip\' IS NULL) AND has("tags"."Array(String)", \'vip\')) OR "age" > 1)'
+        " AND NOT CASE WHEN \"tags\" IS NULL OR 'x' IS NULL THEN NULL"
+        ' ELSE COALESCE(has("tags"."Array(String)", \'x\'), FALSE) END'
+    )
+    for dialect in ("duckdb", "postgres"):
+        assert to_sql(rule, dialect, filter_only=True) == to_sql(rule, dialect)
+
+
 def test_now_is_the_callers_reference_time() -> None:
     rule = validate_rule("last_seen > now() AND birthday = current_date", SCHEMA)
     moment = datetime(2024, 1, 1, 1, 30, tzinfo=UTC)

@@ -10,6 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 from fastapi import FastAPI
 
 from audiences.engines import conditions
+from audiences.rules import DIALECTS, PARAMETER_DIALECTS
+from audiences.schemas.attributes import AttributeType
 from audiences.services import evaluation
 from audiences.services.evaluation import compiled
 from tests.factories import Tenant
@@ -75,3 +77,16 @@ def test_cached_compilation_is_checked_like_any_condition(app: FastAPI, tenant: 
     for days in (1, 2, 3):
         _select(app, tenant, START + timedelta(days=days))
     assert conditions.checked_condition.cache_info().misses == 1
+
+
+def test_a_rule_that_reads_no_clock_is_compiled_once_on_every_engine() -> None:
+    """Without a ``$now`` parameter (PostgreSQL, ClickHouse), a rule whose text holds no time
+    is still compiled once; one that reads the clock is compiled per run there."""
+    schema = compiled.frozen_schema({"age": AttributeType.INTEGER, "seen": AttributeType.TIMESTAMP})
+    plain = compiled.bound_rule("age > 3 AND seen > TIMESTAMP '2024-01-01 00:00:00+00'", schema)
+    clock = compiled.bound_rule("seen > now() - INTERVAL 1 DAY", schema)
+    for dialect in DIALECTS:
+        where = compiled.compiled_sql(plain, schema, dialect).where
+        assert where == compiled.to_engine_sql(plain, dialect, {}, now=datetime.now(UTC))
+        reads_clock = compiled.compiled_sql(clock, schema, dialect).where is None
+        assert reads_clock is (dialect not in PARAMETER_DIALECTS)

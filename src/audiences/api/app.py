@@ -43,12 +43,11 @@ from audiences.api.routes import (
     workspaces,
 )
 from audiences.config import Settings
-from audiences.engines.factory import open_engine
 from audiences.jobs.worker import embedded
 from audiences.membership.cache import BitmapCache
 from audiences.services.callers import Caller
 from audiences.services.idempotency import Replayed
-from audiences.services.runtime import Runtime
+from audiences.services.runtime import Runtime, open_profiles
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 from audiences.store.read_cache import ReadCache
@@ -89,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reads: ReadCache[Caller] = ReadCache(settings.read_cache_seconds)
     reads.watch(app.state.session_factory)
     app.state.runtime = Runtime(
-        profiles=open_engine(settings),
+        profiles=open_profiles(settings, engine),
         bitmaps=BitmapCache(settings.bitmap_cache_bytes),
         reads=reads,
     )

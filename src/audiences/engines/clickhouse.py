@@ -3,13 +3,16 @@
 A workspace has three tables in the engine's database: its profiles (a ReplacingMergeTree of
 versioned rows: a write appends the merged row under a higher version, a delete appends a
 tombstone, reads take the latest row of each pid with FINAL), its events (a MergeTree ordered
-by pid and time) and its pid high-water mark. Members come back as ``groupBitmapState``,
-read into pyroaring from ClickHouse's serialized form.
+by pid and time) and its pid high-water mark. Members come back from a server as
+``groupBitmapState``, read into pyroaring from ClickHouse's serialized form; from chdb, in
+process, as their ``UInt32`` pid column read by numpy.
 
 Writes are serialised by one lock in this process, which also allocates pids (ClickHouse has
-no sequence): one process writes a workspace's profiles at a time (docs/engines.md).
-Reads run in parallel. ClickHouse itself runs in process (chdb) or on a server
-(clickhouse-connect), behind :mod:`audiences.engines.clickhouse_client`.
+no sequence): one process writes a workspace's profiles at a time (docs/engines.md), unless
+the engine is given a :class:`~audiences.engines.coordination.WriteCoordinator`, whose lock,
+pids and versions every writing process shares. Reads run in parallel. ClickHouse itself
+runs in process (chdb) or on a server (clickhouse-connect), behind
+:mod:`audiences.engines.clickhouse_client`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -45,10 +50,11 @@ from audiences.engines.base import (
 from audiences.engines.clickhouse_client import ClickHouseError, Client
 from audiences.engines.clickhouse_writes import MAX_PID, TYPES, Workspace, Writer
 from audiences.engines.conditions import checked_condition, reads_events
+from audiences.engines.coordination import WriteCoordinator
 from audiences.engines.duckdb_sql import events_table_name, table_name
 from audiences.engines.event_writes import check_events, split_duplicates
 from audiences.engines.rows import ProfileReader
-from audiences.engines.schema import checked_schema, refuse_type_changes
+from audiences.engines.schema import SCHEMA_TTL, checked_schema, refuse_type_changes
 from audiences.engines.writes import plan_writes
 from audiences.errors import Unprocessable
 from audiences.kit.clock import utcnow
@@ -63,6 +69,8 @@ RANGE_CODES = frozenset({69, 321, 407})
 QUERY_CODES = frozenset({1, 36, 42, 43, 44, 46, 47, 48, 53, 62, 153, 184, 215, 352, 386})
 """ClickHouse error codes that mean a condition cannot run on this data, not that the engine
 broke: conversions, ranges, and the rest (unknown names, types, syntax)."""
+PROFILE_BOOKKEEPING = RESERVED_COLUMNS | {sql.VERSION, sql.DELETED}
+"""The profile table's columns that are no attribute."""
 OVERFLOW = "cannot be safely converted"
 """How ClickHouse words an integer overflow the compiled SQL caught (``accurateCast``, see
 ``Spelling.checked_integers``; its code is the conversions' 70)."""
@@ -71,12 +79,19 @@ OVERFLOW = "cannot be safely converted"
 class ClickHouseEngine:
     """Profiles and events in one ClickHouse database; safe to share between threads."""
 
-    def __init__(self, client: Client, *, database: str = "audiences") -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        database: str = "audiences",
+        coordinator: WriteCoordinator | None = None,
+    ) -> None:
         self._client = client
         self._database = database
         self._lock = threading.RLock()
         self._workspaces: dict[str, Workspace] = {}
-        self._writer = Writer(client)
+        self._coordinator = coordinator
+        self._writer = Writer(client, coordinator)
         client.command(f"CREATE DATABASE IF NOT EXISTS {sql.quote(database)}")
 
     @property
@@ -88,7 +103,7 @@ class ClickHouseEngine:
         """Add a typed column per new attribute and move matching ``extra`` values into it."""
         wanted = checked_schema(schema)
         state = self._state(workspace_id, create=True)
-        with self._lock:
+        with self._writing(state):
             refuse_type_changes(state.schema, wanted)
             for name, kind in wanted.items():
                 if name not in state.schema:
@@ -106,7 +121,7 @@ class ClickHouseEngine:
     ) -> list[UpsertResult]:
         """Merge each record into its profile; a record with a bad value fails alone."""
         state = self._state(workspace_id, create=True)
-        with self._lock:
+        with self._writing(state):
             plan = plan_writes(records, state.schema, strict=strict, types=TYPES)
             written = {}
             if plan.writes:
@@ -139,7 +154,7 @@ class ClickHouseEngine:
         state = self._workspace(workspace_id)
         if state is None:
             return None
-        with self._lock:
+        with self._writing(state):
             rows = self._stored(state, [external_id])
             if not rows:
                 return None
@@ -163,7 +178,7 @@ class ClickHouseEngine:
         one; and how many were created."""
         state = self._state(workspace_id, create=True)
         wanted = list(external_ids)
-        with self._lock:
+        with self._writing(state):
             pids = self._resolve(state, wanted)
             fresh = [eid for eid in dict.fromkeys(wanted) if eid not in pids]
             pids.update(self._writer.insert_empty(state, fresh))
@@ -189,7 +204,7 @@ class ClickHouseEngine:
         params: Params = (),
         memberships: Mapping[str, AbstractBitMap] | None = None,
     ) -> BitMap:
-        """Run the condition over the live profiles into a bitmap (``groupBitmapState``).
+        """Run the condition over the live profiles into a bitmap (see ``_select``).
 
         Each member set is left-joined under its alias as a relation of pids, built in
         ClickHouse from the set's serialized bitmap (one literal, no row per member here).
@@ -259,7 +274,7 @@ class ClickHouseEngine:
         """Add a typed column to the events table per new property."""
         wanted = checked_schema(schema, reserved=RESERVED_EVENT_FIELDS)
         state = self._state(workspace_id, create=True)
-        with self._lock:
+        with self._writing(state):
             refuse_type_changes(state.event_schema, wanted)
             for name, kind in wanted.items():
                 if name not in state.event_schema:
@@ -285,7 +300,7 @@ class ClickHouseEngine:
         a profile."""
         state = self._state(workspace_id, create=True)
         results: list[EventResult | None] = [None] * len(records)
-        with self._lock:
+        with self._writing(state):
             passed, refused = check_events(records, state.event_schema, TYPES)
             passed, late = events_sql.split_out_of_range(passed)
             for position, result in {**refused, **late}.items():
@@ -357,7 +372,7 @@ class ClickHouseEngine:
         if state is None:
             return 0
         where = f"`timestamp` < {sql.timestamp(before)}"
-        with self._lock:
+        with self._writing(state):
             count = int(self._rows(f"SELECT count() FROM {state.events} WHERE {where}")[0][0])
             if count:
                 self._client.command(f"DELETE FROM {state.events} WHERE {where}")
@@ -373,7 +388,7 @@ class ClickHouseEngine:
     def reserve_pids(self, workspace_id: str, through: int) -> None:
         """Make new profiles get pids above ``through`` (the high-water mark moves up)."""
         state = self._state(workspace_id, create=True)
-        with self._lock:
+        with self._writing(state):
             if through >= state.next_pid:
                 self._writer.allocate(state, through - state.next_pid + 1)
 
@@ -390,7 +405,7 @@ class ClickHouseEngine:
         """Append the profiles whose pids hold no live row (one insert), and move the
         high-water mark past them."""
         state = self._state(workspace_id, create=True)
-        with self._lock:
+        with self._writing(state):
             pids = _valid_pids([profile.pid for profile in profiles])
             held = (
                 {row[0] for row in self._live(state, f"pid IN ({', '.join(map(str, pids))})")}
@@ -431,7 +446,7 @@ class ClickHouseEngine:
         """Append the events of a batch the table does not hold yet (one insert, under the
         engine's lock: ClickHouse has no transaction, one process moves a workspace)."""
         state = self._state(workspace_id, create=True)
-        with self._lock:
+        with self._writing(state):
             found = self._rows(sql.last_event_cursor(state.events))
             held = EventCursor(int(found[0][0]), int(found[0][1])) if found else None
             fresh = portable.left_to_write(events, after, held)
@@ -470,16 +485,32 @@ class ClickHouseEngine:
             if reads_events(condition, sql.DIALECT)
             else ""
         )
+        # In process, reading the pid column is cheaper than ClickHouse's aggregation into a
+        # bitmap (bench/README.md); over a network the bitmap's bytes are fewer.
+        local = self._client.in_process
+        members = "profiles.pid" if local else "groupBitmapState(profiles.pid)"
         query = (
-            f"{cte}SELECT groupBitmapState(profiles.pid) FROM {state.profiles} AS profiles"
+            f"{cte}SELECT {members} FROM {state.profiles} AS profiles"
             f" FINAL{joins} WHERE ({condition})"
         )
+        read = sql.read_pids if local else sql.read_bitmap
         try:
-            return self._bitmap(query)
+            return read(self._client.query(query, "RowBinary"))
         except ClickHouseError as error:
             if error.code in CONVERSION_CODES | RANGE_CODES | QUERY_CODES:
                 raise conditions.condition_refused(error, _reason(error)) from None
             raise
+
+    @contextmanager
+    def _writing(self, state: Workspace) -> Iterator[None]:
+        """This process's lock, then the coordinator's (other processes may have written the
+        workspace since: its columns are read again under it)."""
+        coordinator = self._coordinator
+        shared = coordinator.exclusive(state.workspace_id) if coordinator else nullcontext()
+        with self._lock, shared:
+            if coordinator is not None:
+                self._read_schemas(state)
+            yield
 
     def _state(self, workspace_id: str, *, create: bool = False) -> Workspace:
         state = self._workspace(workspace_id, create=create)
@@ -492,6 +523,9 @@ class ClickHouseEngine:
             state = self._workspaces.get(workspace_id) or self._load(workspace_id, create)
             if state is not None:
                 self._workspaces[workspace_id] = state
+                stale = time.monotonic() - state.read_at > SCHEMA_TTL
+                if self._coordinator is not None and stale:  # another process may declare
+                    self._read_schemas(state)
             return state
 
     def _load(self, workspace_id: str, create: bool) -> Workspace | None:
@@ -503,12 +537,12 @@ class ClickHouseEngine:
             sql.table(self._database, name),
             sql.table(self._database, events_table_name(workspace_id)),
             sql.table(self._database, "pids_" + name.removeprefix("profiles_")),
+            workspace_id=workspace_id,
         )
         self._client.command(sql.create_profiles(state.profiles))
         self._client.command(sql.create_events(state.events))
         self._client.command(sql.create_counter(state.counter))
-        state.schema = self._schema(name, RESERVED_COLUMNS | {sql.VERSION, sql.DELETED})
-        state.event_schema = self._schema(events_table_name(workspace_id), RESERVED_EVENT_FIELDS)
+        self._read_schemas(state)
         # Every pid ever given out: the mark, and the rows (in case a mark was lost).
         high = self._rows(
             f"SELECT greatest((SELECT max(high) FROM {state.counter}),"
@@ -516,6 +550,12 @@ class ClickHouseEngine:
         )
         state.next_pid = int(high[0][0]) + 1
         return state
+
+    def _read_schemas(self, state: Workspace) -> None:
+        state.schema = self._schema(table_name(state.workspace_id), PROFILE_BOOKKEEPING)
+        events = events_table_name(state.workspace_id)
+        state.event_schema = self._schema(events, RESERVED_EVENT_FIELDS)
+        state.read_at = time.monotonic()
 
     def _columns(self, name: str) -> list[list[Any]]:
         return self._rows(

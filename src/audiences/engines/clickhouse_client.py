@@ -31,6 +31,7 @@ SETTINGS: dict[str, str | int] = {
     "precise_float_parsing": 1,
     "allow_suspicious_types_in_order_by": 1,
     "optimize_min_equality_disjunction_chain_length": 1_000_000,
+    "max_query_size": 1 << 30,
 }
 """Every session runs with these: rules compare dates in UTC; a LEFT JOIN's missing side is
 NULL (how member sets are tested, ``m_0.pid IS NOT NULL``), not 0; inserted times are ISO
@@ -38,7 +39,9 @@ NULL (how member sets are tested, ``m_0.pid IS NOT NULL``), not 0; inserted time
 sort on every column, list properties (one-type Variants, ordered as their arrays) too; and
 ``x = a OR x = b OR …`` stays as written: ClickHouse would turn it into ``x IN (a, b, …)``,
 whose hash set tells -0.0 from 0.0 (the rule compiler writes IN over numbers as equalities
-for that reason)."""
+for that reason); and statements may be long: a member set travels as one hex literal and a
+batch's ids as one JSON literal, which passed the default 256 KiB at a few hundred thousand
+members or 10,000 ids of 25 characters."""
 
 _CODE = re.compile(r"Code: (\d+)")
 
@@ -67,6 +70,10 @@ def unavailable(reason: str) -> ServiceUnavailable:
 class Client(Protocol):
     """What the engine needs of a ClickHouse connection; safe to call from several threads."""
 
+    in_process: bool
+    """Whether ClickHouse runs in this process (chdb): a result costs a copy, not a transfer,
+    so a member set comes back as its pid column rather than as a Roaring bitmap."""
+
     def query(self, sql: str, fmt: str) -> bytes:
         """Run a statement and return its result in the ClickHouse format ``fmt``."""
         ...
@@ -91,6 +98,8 @@ class ChdbClient:
     same folder share it, and a second folder cannot be opened while the first is. Engines
     that must stay apart in one process use databases of their own in one folder.
     """
+
+    in_process = True
 
     def __init__(self, path: str | Path) -> None:
         try:
@@ -161,6 +170,8 @@ class ServerClient:
     for a URL; the tests hand it one on clickhouse-connect's own chdb backend, so that this
     class runs in CI although no server does.
     """
+
+    in_process = False
 
     def __init__(self, client: Any) -> None:
         from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError

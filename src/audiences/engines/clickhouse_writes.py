@@ -18,6 +18,7 @@ from audiences.engines import clickhouse_sql as sql
 from audiences.engines.base import Profile
 from audiences.engines.clickhouse_client import Client
 from audiences.engines.coerce import COERCERS
+from audiences.engines.coordination import WriteCoordinator
 from audiences.engines.rows import ProfileReader
 from audiences.engines.schema import extra_moves
 from audiences.engines.writes import WritePlan, merge_row
@@ -54,30 +55,44 @@ class Workspace:
     schema: dict[str, AttributeType] = field(default_factory=dict)
     event_schema: dict[str, AttributeType] = field(default_factory=dict)
     next_pid: int = 1
+    workspace_id: str = ""
+    read_at: float = 0.0
+    """When the schemas were read (``time.monotonic``)."""
 
 
 class Writer:
     """Appends a workspace's rows through one client; its caller holds the engine's lock."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, coordinator: WriteCoordinator | None = None) -> None:
         self._client = client
+        self._coordinator = coordinator
         self._version = 0
 
-    def next_version(self) -> int:
+    def next_version(self, state: Workspace) -> int:
         """A version above every one this process gave: the clock in nanoseconds, so that
-        versions written by a later process are higher still."""
+        versions written by a later process are higher still (with a coordinator, above every
+        one any process gave, whatever the clocks say)."""
         self._version = max(time.time_ns(), self._version + 1)
+        if self._coordinator is not None:
+            self._version = self._coordinator.next_version(
+                state.workspace_id, at_least=self._version
+            )
         return self._version
 
     def allocate(self, state: Workspace, count: int) -> list[int]:
-        """``count`` new pids, the high-water mark written before any row uses them."""
+        """``count`` new pids, the high-water mark written before any row uses them (with a
+        coordinator, reserved there first: other processes give out pids too)."""
         if not count:
             return []
-        first, last = state.next_pid, state.next_pid + count - 1
+        first = state.next_pid
+        if self._coordinator is not None:
+            above = state.next_pid - 1
+            first = self._coordinator.reserve_pids(state.workspace_id, count, above=above)
+        last = first + count - 1
         if last > MAX_PID:
             raise Conflict("This workspace has used every pid.", code="pids_exhausted")
         self._client.command(f"INSERT INTO {state.counter} (high) VALUES ({last})")
-        state.next_pid = last + 1
+        state.next_pid = max(state.next_pid, last + 1)
         return list(range(first, last + 1))
 
     def insert_empty(self, state: Workspace, fresh: list[str]) -> dict[str, int]:
@@ -88,7 +103,7 @@ class Writer:
                 "pid": list(pids.values()),
                 "external_id": list(pids),
                 "updated_at": [utcnow().isoformat()] * len(pids),
-                sql.VERSION: [self.next_version()] * len(pids),
+                sql.VERSION: [self.next_version(state)] * len(pids),
             }
             self._client.insert(state.profiles, list(columns), sql.document(columns))
         return pids
@@ -99,7 +114,7 @@ class Writer:
             "pid": [pid],
             "external_id": [external_id],
             "updated_at": [utcnow().isoformat()],
-            sql.VERSION: [self.next_version()],
+            sql.VERSION: [self.next_version(state)],
             sql.DELETED: [1],
         }
         self._client.insert(state.profiles, list(columns), sql.document(columns))
@@ -130,7 +145,7 @@ class Writer:
         kinds = [*_ROW_KINDS, *state.schema.values()]
         values = [sql.encode([row[n] for row in rows], kind) for n, kind in enumerate(kinds)]
         columns = dict(zip(built_in, values[:4], strict=True))
-        columns[sql.VERSION] = [self.next_version()] * len(rows)
+        columns[sql.VERSION] = [self.next_version(state)] * len(rows)
         columns.update(zip(declared, values[4:], strict=True))
         names = [*map(sql.quote, built_in), sql.VERSION, *map(sql.quote, declared)]
         self._client.insert(state.profiles, names, sql.document(columns))

@@ -6,12 +6,18 @@ import re
 
 from audiences.config import Settings
 from audiences.engines.base import ProfileEngine
+from audiences.engines.coordination import WriteCoordinator
 from audiences.errors import ServiceUnavailable
 
 
-def open_engine(settings: Settings) -> ProfileEngine:
+def open_engine(
+    settings: Settings, *, coordinator: WriteCoordinator | None = None
+) -> ProfileEngine:
     """The profile engine ``settings`` name, opened and ready (its files or connections held
-    until ``close``); ``engine_unavailable`` when its server cannot be reached."""
+    until ``close``); ``engine_unavailable`` when its server cannot be reached.
+
+    ``coordinator`` lets several processes write a ClickHouse engine (its lock, pids and row
+    versions); the other engines coordinate their writers themselves and ignore it."""
     if settings.profile_engine == "duckdb":
         from audiences.engines.duckdb import DuckDBEngine  # the embedded default
 
@@ -26,14 +32,18 @@ def open_engine(settings: Settings) -> ProfileEngine:
 
         folder = settings.data_dir / "clickhouse"
         client, database = connect(settings.profile_engine_url or "", folder)
-        return ClickHouseEngine(client, database=database)
+        return ClickHouseEngine(client, database=database, coordinator=coordinator)
     raise ValueError(f"unknown profile engine {settings.profile_engine!r}")
 
 
 def shared(settings: Settings) -> bool:
     """Whether every process can open the configured engine (a server): then ``audiences
     worker`` processes run the jobs that need profile data too. The embedded DuckDB file
-    belongs to the server process alone."""
+    and chdb's folder belong to one process; a ClickHouse server is shared when the metadata
+    is in PostgreSQL, which coordinates its writers (``store.profile_writes``)."""
+    if settings.profile_engine == "clickhouse":
+        server = re.match(r"https?://", settings.profile_engine_url or "") is not None
+        return server and re.match(r"postgres(ql)?(\+\w+)?://", settings.metadata_url) is not None
     return settings.profile_engine == "postgres"
 
 

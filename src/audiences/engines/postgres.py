@@ -50,7 +50,7 @@ from audiences.engines.event_writes import check_events, split_duplicates
 from audiences.engines.postgres_copy import copy_rows, selected_pids, stage_members
 from audiences.engines.postgres_writes import Workspace
 from audiences.engines.rows import EventReader, ProfileReader
-from audiences.engines.schema import checked_schema, refuse_type_changes
+from audiences.engines.schema import SCHEMA_TTL, checked_schema, refuse_type_changes
 from audiences.engines.writes import WritePlan, plan_writes
 from audiences.errors import ServiceUnavailable, Unprocessable
 from audiences.kit.clock import utcnow
@@ -62,9 +62,6 @@ Connection = psycopg.Connection[Any]
 
 log = logging.getLogger("audiences.engines")
 
-SCHEMA_TTL = 2.0
-"""Seconds a process trusts the columns it read before reading them again: another process
-may declare an attribute. Writes always read them under the table's lock."""
 
 ATTEMPTS = 5
 """Tries of a write transaction that lost a race (a deadlock, a concurrent duplicate)."""

@@ -17,6 +17,10 @@ from audiences.engines.writes import canonical
 from audiences.errors import Conflict, ErrorDetail, ValidationFailed
 from audiences.schemas.attributes import Attribute, AttributeSchema, AttributeType
 
+SCHEMA_TTL = 2.0
+"""Seconds a process trusts the columns it read before reading them again: another process
+may declare an attribute. Writes always read them under the workspace's write lock."""
+
 
 def checked_schema(
     schema: AttributeSchema, *, reserved: frozenset[str] = RESERVED_COLUMNS

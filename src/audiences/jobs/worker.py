@@ -15,7 +15,7 @@ import threading
 import time
 from types import FrameType
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from audiences import queue
@@ -28,7 +28,7 @@ from audiences.kit.ids import new_id
 from audiences.kit.logs import get_logger
 from audiences.membership.cache import BitmapCache
 from audiences.queue import ClaimedJob, LeaseLost
-from audiences.services.runtime import Runtime
+from audiences.services.runtime import Runtime, open_profiles
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 
@@ -249,7 +249,7 @@ def run_workers(settings: Settings, *, threads: int) -> None:
     engine = make_engine(settings.metadata_url)
     migrate(engine)
     load_modules(settings.job_handler_modules)
-    runtime = shared_runtime(settings)
+    runtime = shared_runtime(settings, engine)
     pool = WorkerPool(
         session_factory=make_session_factory(engine),
         settings=settings,
@@ -275,12 +275,14 @@ def run_workers(settings: Settings, *, threads: int) -> None:
             runtime.profiles.close()
 
 
-def shared_runtime(settings: Settings) -> Runtime | None:
-    """A worker process's own profile engine when every process can open it (PostgreSQL):
-    its workers then claim the jobs that need profile data too. None for the embedded
-    DuckDB file, which the server process owns (its own workers run those jobs)."""
+def shared_runtime(settings: Settings, metadata: Engine) -> Runtime | None:
+    """A worker process's own profile engine when every process can open it (PostgreSQL, a
+    ClickHouse server beside PostgreSQL metadata): its workers then claim the jobs that need
+    profile data too. None for the embedded DuckDB file and chdb's folder, which the server
+    process owns (its own workers run those jobs)."""
     if not factory.shared(settings):
         return None
     return Runtime(
-        profiles=factory.open_engine(settings), bitmaps=BitmapCache(settings.bitmap_cache_bytes)
+        profiles=open_profiles(settings, metadata),
+        bitmaps=BitmapCache(settings.bitmap_cache_bytes),
     )

@@ -10,6 +10,7 @@ from functools import lru_cache
 import sqlglot
 from sqlglot import exp
 
+from audiences.rules.dialect import Attr
 from audiences.rules.kinds import Kind
 from audiences.rules.nodes import operands
 from audiences.rules.sql_semantics import lower as lower_ascii
@@ -63,6 +64,17 @@ class Spelling:
     """The type each operand of a list function is cast to, by its kind: ClickHouse stores a
     list as a Variant (an Array cannot be NULL), which its array functions do not take, and
     finds no common type for an integer and a list of doubles. Empty: no casts."""
+    list_filters: Mapping[str, str]
+    """List tests (as ``lists``) that may be FALSE where the value is NULL, written where only
+    a TRUE answer counts (``to_sql(filter_only=True)``, at the top of AND/OR chains): without
+    the NULL guard, which on ClickHouse reads the whole Variant column again. Empty: the
+    guarded forms everywhere."""
+    list_columns: Mapping[Kind, str]
+    """The subcolumn through which list functions read a stored list attribute, by its kind:
+    ClickHouse's one-type Variant has its array as a subcolumn (``tags.`Array(String)```),
+    which the array functions take as it is, where a cast of the Variant (``list_reads``)
+    costs about as much again as the test. NULL stays the guard's business: the subcolumn
+    of a NULL list is empty. Empty: attributes are read as any other operand."""
     days_between: str
     date_part: bool
     """Whether EXTRACT is written as DATE_PART (see :func:`extract`)."""
@@ -106,6 +118,8 @@ SPELLINGS: dict[str, Spelling] = {
             "list_has_all": "LIST_HAS_ALL(:l, :x)",
         },
         list_reads={},
+        list_filters={},
+        list_columns={},
         days_between="DATE_DIFF('DAY', :start, :end)",
         date_part=True,
         bigint=True,
@@ -128,6 +142,8 @@ SPELLINGS: dict[str, Spelling] = {
             "list_has_all": _LIST_GUARD.format(test=":l @> :x"),
         },
         list_reads={},
+        list_filters={},
+        list_columns={},
         days_between="CAST((:end - :start) AS BIGINT)",
         date_part=False,
         bigint=True,
@@ -157,6 +173,10 @@ SPELLINGS: dict[str, Spelling] = {
             Kind.INTEGER: "Nullable(Float64)",
             Kind.FLOAT: "Nullable(Float64)",
         },
+        # A NULL list's subcolumn is empty, so has() is FALSE there; a NULL value must still
+        # be refused, since has() finds NULL items in a list literal.
+        list_filters={"list_contains": "(:x IS NOT NULL AND has(:a, :y))"},
+        list_columns={Kind.STRING_LIST: "Array(String)", Kind.NUMBER_LIST: "Array(Float64)"},
         days_between="DATE_DIFF('DAY', :start, :end)",
         date_part=False,
         bigint=False,
@@ -189,6 +209,8 @@ class Target:
     now: datetime | None
     """The reference time, or None for the bound parameter ``$now`` (see ``NOW_PARAMETER``)."""
     kinds: Mapping[int, Kind]
+    filtering: frozenset[int] = frozenset()
+    """The original nodes whose NULL may read as FALSE (see ``to_sql(filter_only=True)``)."""
 
     def kind(self, node: exp.Expr) -> Kind:
         """The kind validation inferred for an original node."""
@@ -369,16 +391,22 @@ def _list_function(name: str) -> Callable[[exp.Expr, exp.Expr, Target], exp.Expr
     def build(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
         pairs = zip(operands(original), operands(new), strict=True)
         reads = [_read(before, after, target) for before, after in pairs]
+        spelling = target.spelling
+        text = spelling.list_filters.get(name) if id(original) in target.filtering else None
         return target.build(
-            target.spelling.lists[name], l=new.this, x=new.expression, a=reads[0], y=reads[1]
+            text or spelling.lists[name], l=new.this, x=new.expression, a=reads[0], y=reads[1]
         )
 
     return build
 
 
 def _read(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
-    """An operand of a list function as the engine's list functions take it (itself unless
-    the spelling casts its kind, see ``Spelling.list_reads``)."""
+    """An operand of a list function as the engine's list functions take it: a stored list
+    through its subcolumn (``Spelling.list_columns``), else itself unless the spelling casts
+    its kind (``Spelling.list_reads``)."""
+    subcolumn = target.spelling.list_columns.get(target.kind(original))
+    if subcolumn is not None and isinstance(original, Attr):
+        return exp.Dot(this=new.copy(), expression=exp.to_identifier(subcolumn, quoted=True))
     read = target.spelling.list_reads.get(target.kind(original))
     if read is None:
         return new.copy()

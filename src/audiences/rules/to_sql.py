@@ -31,6 +31,7 @@ def to_sql(
     audience: sql.AudienceHook = sql.no_audience,
     now: datetime | None = None,
     now_parameter: bool = False,
+    filter_only: bool = False,
 ) -> str:
     """The rule as a boolean SQL expression for an engine, ready for a ``WHERE`` clause.
 
@@ -45,6 +46,11 @@ def to_sql(
     ``{NOW_PARAMETER: moment}`` (an aware datetime) when ``reads_clock(rule)``, and nothing
     otherwise (DuckDB refuses parameters a statement does not use).
 
+    With ``filter_only`` the text is only ever a ``WHERE`` condition, never read for its
+    value: the tests at the top of the rule's AND/OR chains may then be FALSE where their
+    value is NULL (both leave the row out, and such a chain is TRUE on the same rows either
+    way), in the cheaper forms an engine's spelling offers (``Spelling.list_filters``).
+
     >>> from audiences.rules import parse_rule
     >>> to_sql(parse_rule("plan IN ('pro', 'team') AND name < 'm'"), "postgres")
     '"plan" IN (\\'pro\\', \\'team\\') AND "name" COLLATE "C" < \\'m\\''
@@ -56,7 +62,10 @@ def to_sql(
     if now_parameter and dialect not in PARAMETER_DIALECTS:
         raise ValueError(f"now_parameter is not compiled for {dialect}")
     moment = None if now_parameter else now or now_utc()
-    return _tree(rule, dialect, column=column, audience=audience, now=moment).sql(dialect)
+    tree = _tree(
+        rule, dialect, column=column, audience=audience, now=moment, filter_only=filter_only
+    )
+    return tree.sql(dialect)
 
 
 def to_sql_tree(
@@ -78,6 +87,7 @@ def _tree(
     column: sql.ColumnHook | None,
     audience: sql.AudienceHook,
     now: datetime | None,
+    filter_only: bool = False,
 ) -> exp.Expr:
     kinds, _ = annotate(rule.tree, rule.schema, events=rule.events)
     path_kinds = {
@@ -91,9 +101,25 @@ def _tree(
         audience=audience,
         now=now,
         kinds=kinds,
+        filtering=_filtering(rule.tree) if filter_only else frozenset(),
     )
     tree = _emit(rule.tree, target)
     return parenthesize(tree)
+
+
+def _filtering(tree: exp.Expr) -> frozenset[int]:
+    """The nodes whose NULL may read as FALSE in a WHERE condition: the tree and, through
+    AND, OR and brackets, the operands under it (whether a chain of AND and OR is TRUE depends
+    only on which of its operands are TRUE)."""
+    found, stack = set(), [tree]
+    while stack:
+        node = stack.pop()
+        found.add(id(node))
+        if isinstance(node, exp.Connector):
+            stack += chain(node)
+        elif isinstance(node, exp.Paren):
+            stack.append(node.this)
+    return frozenset(found)
 
 
 def _emit(node: exp.Expr, target: sql.Target) -> exp.Expr:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sqlalchemy import Engine
+
+from audiences.config import Settings
+from audiences.engines import factory
 from audiences.engines.base import IdCache, ProfileEngine
 from audiences.membership.cache import BitmapCache
 from audiences.services.callers import Caller
+from audiences.store.profile_writes import ProfileWrites
 from audiences.store.read_cache import ReadCache
 
 
@@ -29,3 +34,11 @@ class Runtime:
         """The pid of a profile the engine looked up lately, from memory; None when it does
         not remember it (or keeps no such cache)."""
         return None if self.ids is None else self.ids.known_pid(workspace_id, external_id)
+
+
+def open_profiles(settings: Settings, metadata: Engine) -> ProfileEngine:
+    """The configured profile engine, given the metadata database's coordination of profile
+    writes when that is PostgreSQL (``store.profile_writes``): then several processes may
+    write one ClickHouse engine. On SQLite metadata one process writes profiles."""
+    coordinator = ProfileWrites(metadata) if metadata.dialect.name == "postgresql" else None
+    return factory.open_engine(settings, coordinator=coordinator)

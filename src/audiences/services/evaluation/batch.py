@@ -170,7 +170,7 @@ def select_members(
     compiled = compiled_sql(rule, frozen_schema(rule.schema, rule.events), dialect_of(runtime))
     sets = member_sets(session, runtime, workspace_id) if compiled.aliases else {}
     joined = {alias: sets.get(key, BitMap()) for key, alias in compiled.aliases.items()}
-    if compiled.where is None:  # an engine without the $now parameter: compiled per call
+    if compiled.where is None:  # reads the clock, on an engine without $now: compiled per call
         where = to_engine_sql(rule, dialect_of(runtime), compiled.aliases, now=now)
         return runtime.profiles.select_pids(workspace_id, where, memberships=joined)
     params = {rules.NOW_PARAMETER: now} if compiled.reads_clock else {}

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +32,8 @@ from audiences.services import attributes, event_properties, memberships
 from audiences.services.runtime import Runtime
 from audiences.store.tables import AudienceRow
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The reference time a rule that does not read the clock is compiled with (any would do)."""
 IN_AUDIENCE = "\x00in_audience"
 PID = "\x00pid"
 _MOMENT: ContextVar[datetime | None] = ContextVar("audiences_evaluation_moment", default=None)
@@ -61,7 +63,8 @@ class CompiledSQL:
     """A bound rule's engine SQL, the same on every run: its time is the ``$now`` parameter."""
 
     where: str | None
-    """The WHERE-SQL, or None when the engine's dialect has no ``$now`` parameter."""
+    """The WHERE-SQL, or None for a rule that reads the clock when the engine's dialect has no
+    ``$now`` parameter (compiled per run: its text holds the time)."""
     aliases: Mapping[str, str]
     """Audience key -> the alias its member set is joined under."""
     reads_clock: bool
@@ -97,16 +100,19 @@ def compiled_sql(rule: rules.Rule, schema: Schema, dialect: Dialect) -> Compiled
     # Rules are equal by canonical text, so the key is (text, schema, dialect): all the SQL
     # depends on besides the reference time.
     aliases = {key: f"m_{index}" for index, key in enumerate(sorted(rules.dependencies(rule)))}
-    where = None
+    where, reads_clock = None, rules.reads_clock(rule)
     if dialect in rules.PARAMETER_DIALECTS:
         where = to_engine_sql(rule, dialect, aliases, now=None)
-    return CompiledSQL(where, aliases, rules.reads_clock(rule))
+    elif not reads_clock:  # the text holds no time: any reference time compiles it
+        where = to_engine_sql(rule, dialect, aliases, now=EPOCH)
+    return CompiledSQL(where, aliases, reads_clock)
 
 
 def to_engine_sql(
     rule: rules.Rule, dialect: Dialect, aliases: Mapping[str, str], *, now: datetime | None
 ) -> str:
-    """The rule's WHERE-SQL; with ``now`` None, the time is the ``$now`` parameter."""
+    """The rule's WHERE-SQL; with ``now`` None, the time is the ``$now`` parameter. Only
+    ever a filter, so compiled ``filter_only``."""
     return rules.to_sql(
         rule,
         dialect,
@@ -114,6 +120,7 @@ def to_engine_sql(
         audience=lambda key: member_test(aliases[key]),
         now=now,
         now_parameter=now is None,
+        filter_only=True,
     )
 
 

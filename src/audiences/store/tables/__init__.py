@@ -20,6 +20,7 @@ from audiences.store.tables.memberships import (
     MembershipRow,
     RunRow,
 )
+from audiences.store.tables.profile_writes import ProfileWriteRow
 from audiences.store.tables.static_members import MemberDayRow, MemberWriteRow
 from audiences.store.tables.syncs import AudienceSyncRow
 from audiences.store.tables.workspaces import WorkspaceRow
@@ -45,6 +46,7 @@ __all__ = [
     "MembershipChangeRow",
     "MembershipDeltaRow",
     "MembershipRow",
+    "ProfileWriteRow",
     "RunRow",
     "WorkspaceRow",
 ]

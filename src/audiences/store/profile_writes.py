@@ -1,0 +1,73 @@
+"""Profile writes coordinated through the metadata database (PostgreSQL): the write lock, pids
+and row versions several processes writing one ClickHouse database share.
+
+It is the engines' ``WriteCoordinator`` (``engines/coordination.py``), built over the metadata
+database a cluster already has. The lock is a PostgreSQL advisory lock held by a transaction
+of its own (released with it, or when its connection drops); pids and versions are counters
+in ``profile_writes``, each moved in a short transaction committed before the engine uses
+what it got, so a crash never hands them out twice. PostgreSQL only: on SQLite the service's
+own write transaction holds the database, and one process writes anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, func, text
+from sqlalchemy.dialects.postgresql import insert
+
+from audiences.store.tables.profile_writes import ProfileWriteRow
+
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+class ProfileWrites:
+    """A workspace's write lock, pids and row versions, kept in the metadata database."""
+
+    def __init__(self, engine: Engine) -> None:
+        if engine.dialect.name != "postgresql":
+            raise ValueError("profile writes are coordinated through PostgreSQL metadata only")
+        self._engine = engine
+
+    @contextmanager
+    def exclusive(self, workspace_id: str) -> Iterator[None]:
+        """Hold the workspace's write lock for the block, across processes."""
+        with self._engine.begin() as connection:
+            connection.execute(_LOCK, {"key": f"audiences:profile_writes:{workspace_id}"})
+            yield
+
+    def reserve_pids(self, workspace_id: str, count: int, *, above: int) -> int:
+        """The first of ``count`` new pids, all above ``above`` and every pid given before."""
+        row = ProfileWriteRow.__table__.c
+        high = self._bump(
+            workspace_id,
+            {"pid_high": above + count, "version": 0},
+            {"pid_high": func.greatest(row.pid_high, above) + count},
+            row.pid_high,
+        )
+        return high - count + 1
+
+    def next_version(self, workspace_id: str, *, at_least: int) -> int:
+        """A row version above every one given for the workspace, at least ``at_least``."""
+        row = ProfileWriteRow.__table__.c
+        return self._bump(
+            workspace_id,
+            {"pid_high": 0, "version": at_least},
+            {"version": func.greatest(row.version + 1, at_least)},
+            row.version,
+        )
+
+    def _bump(
+        self, workspace_id: str, first: dict[str, int], update: dict[str, Any], column: Any
+    ) -> int:
+        """One counter moved (the row made on first use), committed before it returns."""
+        statement = (
+            insert(ProfileWriteRow)
+            .values(workspace_id=workspace_id, **first)
+            .on_conflict_do_update(index_elements=["workspace_id"], set_=update)
+            .returning(column)
+        )
+        with self._engine.begin() as connection:
+            return int(connection.execute(statement).scalar_one())
