@@ -17,7 +17,7 @@ import duckdb
 from audiences.engines import duckdb_sql as sql
 from audiences.engines.base import EventPage, EventPosition
 from audiences.engines.event_writes import CheckedEvent
-from audiences.engines.rows import EventReader, event_page, events_by_pid
+from audiences.engines.rows import EventReader, event_page, rule_events_by_pid
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import Event
 
@@ -67,8 +67,8 @@ def read_of(
     if since is not None:
         where += ' AND "timestamp" >= ?'
         params.append(since)
-    rows = cur.execute(sql.select_events(table, list(schema), where, "ASC"), params).fetchall()
-    return events_by_pid(rows, EventReader(schema))
+    rows = cur.execute(sql.select_rule_events(table, list(schema), where), params).fetchall()
+    return rule_events_by_pid(rows, schema)
 
 
 def read_page(

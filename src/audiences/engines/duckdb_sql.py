@@ -198,6 +198,14 @@ def select_events(table: str, properties: Sequence[str], where: str, order: str)
     return f"SELECT {columns} FROM {table} WHERE {where} ORDER BY pid, {keys}"
 
 
+def select_rule_events(table: str, properties: Sequence[str], where: str) -> str:
+    """Events as rules read them (``rows.RULE_SELECT`` then the properties), in the order of
+    :func:`select_events` ``ASC``: the time as epoch microseconds, no ids."""
+    columns = ", ".join(['pid, epoch_us("timestamp"), event', *map(quote, properties)])
+    keys = ", ".join([*EVENT_SELECT[1:], *map(quote, properties)])
+    return f"SELECT {columns} FROM {table} WHERE {where} ORDER BY pid, {keys}"
+
+
 def pids_between(table: str, ranges: int) -> str:
     """The distinct pids of the events timed in any of ``ranges`` pairs of bound parameters
     (``low``, ``high``, both included). DuckDB skips the row groups whose min/max time
