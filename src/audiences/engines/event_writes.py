@@ -141,6 +141,27 @@ def split_duplicates(
     return fresh, duplicates
 
 
+def batch_results(
+    count: int,
+    refused: Mapping[int, EventResult],
+    fresh: Sequence[CheckedEvent],
+    duplicates: Sequence[CheckedEvent],
+    pids: Mapping[str, int],
+) -> list[EventResult]:
+    """A result per record of a batch of ``count``, in order: its refusal, or its profile's
+    pid (``duplicate`` for the ``duplicates``)."""
+    if len(fresh) == count:  # the common case: every record written, in order
+        return [EventResult(e.external_id, pids[e.external_id]) for e in fresh]
+    found: list[EventResult | None] = [None] * count
+    for position, result in refused.items():
+        found[position] = result
+    for e in fresh:
+        found[e.position] = EventResult(e.external_id, pids[e.external_id])
+    for e in duplicates:
+        found[e.position] = EventResult(e.external_id, pids[e.external_id], duplicate=True)
+    return [result for result in found if result is not None]
+
+
 def _check(
     record: EventRecord, schema: Mapping[str, AttributeType], coercers: Mapping[str, Any]
 ) -> tuple[datetime, dict[str, Any], tuple[ErrorDetail, ...]]:
