@@ -172,6 +172,22 @@ def insert_events(table: str, properties: dict[str, AttributeType]) -> str:
     return _insert_columns(table, EVENT_COLUMNS, [*EVENT_KINDS, *properties.values()], properties)
 
 
+def append_events(table: str, source: str, properties: dict[str, AttributeType]) -> str:
+    """Append events from the relation ``source``: ``pid``, ``event``, ``micros`` (the time in
+    microseconds since 1970, UTC), ``event_id`` and the properties as ``p0``, ``p1`` …, each
+    cast to its column's type; ``$received`` is every event's ``received_at``."""
+    targets = ", ".join([*map(quote, EVENT_COLUMNS), *map(quote, properties)])
+    values = [
+        "pid",
+        "event",
+        "timezone('UTC', make_timestamp(micros))",
+        "event_id",
+        "$received",
+        *(f"CAST(p{n} AS {COLUMN_TYPES[kind]})" for n, kind in enumerate(properties.values())),
+    ]
+    return f"INSERT INTO {table} ({targets}) SELECT {', '.join(values)} FROM {source}"
+
+
 def columns_document(rows: Sequence[Sequence[Any]], kinds: Sequence[AttributeType]) -> str:
     """``rows`` as one JSON document of a list per column (``c0``, ``c1`` …), JSON columns
     embedded as the JSON text they hold."""
