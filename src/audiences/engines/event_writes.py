@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from audiences.engines.base import EventRecord, EventResult
 from audiences.engines.coerce import COERCERS, TypeMismatchError, valid_unicode
@@ -110,11 +110,14 @@ def _plain_values(
 ) -> dict[str, Any] | None:
     """The typed values of flat properties that are all declared and fit their types; None
     when anything needs :func:`_values` (nesting, an undeclared name, a mismatch)."""
-    if type(properties) not in PLAIN_MAPPINGS or dict in map(type, properties.values()):  # type: ignore[union-attr]
+    if type(properties) not in PLAIN_MAPPINGS:
+        return None
+    given = cast(Mapping[str, Any], properties)
+    if dict in map(type, given.values()):
         return None
     values: dict[str, Any] = {}
     try:
-        for key, value in properties.items():
+        for key, value in given.items():
             if value is not None:
                 values[key] = coercers[key](value)
     except (KeyError, TypeMismatchError):
