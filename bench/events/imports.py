@@ -161,6 +161,7 @@ from audiences.schemas.attributes import AttributeType as T
 con = duckdb.connect(sys.argv[1])
 con.execute("SET TimeZone = 'UTC'")
 con.execute("SET memory_limit = '256MB'")
+con.execute("SET enable_progress_bar = false")
 con.execute(duckdb_sql.create_events_table("e"))
 for name in ("page", "sku", "channel"):
     con.execute(duckdb_sql.add_column("e", name, T.STRING))
@@ -194,7 +195,7 @@ def reference(folder: Path, count: int) -> tuple[float, int]:
         text=True,
         check=True,
     )
-    seconds, peak = done.stdout.split()
+    seconds, peak = done.stdout.splitlines()[-1].split()
     return float(seconds), int(peak)
 
 
