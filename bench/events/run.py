@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.events.run            # quick: 1M profiles, 10M events
     .venv/bin/python -m bench.events.run --full     # full: 5M profiles, 50M events
+    .venv/bin/python -m bench.events.run --only imports --import-sizes 1000000,5000000
 
 Everything runs side by side in one run against references measured in the same run:
 
@@ -18,6 +19,9 @@ Everything runs side by side in one run against references measured in the same 
 3. Streaming latency over HTTP (``bench/events/streaming.py``): from an event write to the
    membership read that shows the profile entered, and from a window's expiry to the exit,
    on a server with a short sweep interval.
+4. Memory while importing a file of events (``bench/events/imports.py``): the server's peak
+   resident memory during ``POST /v1/events/imports`` and its job, at 1M and 5M events (50M
+   with ``--full``), beside DuckDB loading the same file.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from audiences.engines import duckdb_sql
 from audiences.schemas.events import EventPropertyDeclare
 from audiences.services import evaluation, event_properties
 from audiences.services.evaluation.compiled import workspace_schema
-from bench.events import data, streaming
+from bench.events import data, imports, streaming
 from bench.events.workload import BEHAVIOUR
 from bench.http import measure, servers
 from bench.http.client import call
@@ -295,7 +299,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ingest-profiles", type=int, default=20_000)
     parser.add_argument("--ingest-events", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=2)
-    parser.add_argument("--only", choices=["batch", "ingest", "streaming"])
+    parser.add_argument("--only", choices=["batch", "ingest", "streaming", "imports"])
+    parser.add_argument(
+        "--import-sizes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="events per imported file, comma-separated (default 1M,5M; full adds 50M)",
+    )
     parser.add_argument("--stream-profiles", type=int, default=200)
     parser.add_argument("--stream-exits", type=int, default=100)
     parser.add_argument("--window", type=int, default=5, help="seconds (streaming section)")
@@ -323,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
                 poll=args.poll,
             )
         )
+    if args.only in (None, "imports"):
+        sizes = args.import_sizes or [1_000_000, 5_000_000, *([50_000_000] if args.full else [])]
+        sections.append(lambda folder: imports.run(folder, sizes))
     print(f"Command: `{' '.join(['python -m bench.events.run', *sys.argv[1:]])}`")
     print(f"Machine: {machine()}; load average at start {load_average()}")
     with tempfile.TemporaryDirectory(dir=args.data_dir) as folder:

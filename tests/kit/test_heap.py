@@ -1,4 +1,5 @@
-"""Startup objects are frozen, and garbage made during start-up is collected, not frozen."""
+"""Startup objects are frozen, garbage made during start-up is collected, not frozen, and the
+young generation is collected less often."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from audiences.kit.heap import freeze_startup_objects
+from audiences.kit.heap import YOUNG_THRESHOLD, freeze_startup_objects
 
 
 class _Node:
@@ -18,8 +19,10 @@ class _Node:
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()  # the rest of the test process keeps a normal collector
+    gc.set_threshold(*thresholds)
 
 
 def test_live_objects_are_frozen_and_startup_garbage_is_collected(unfrozen: None) -> None:
@@ -36,3 +39,9 @@ def test_live_objects_are_frozen_and_startup_garbage_is_collected(unfrozen: None
     assert gone() is None
     assert gc.get_freeze_count() > frozen_before
     assert not any(obj is kept for obj in gc.get_objects())
+
+
+def test_the_young_generation_is_collected_less_often(unfrozen: None) -> None:
+    _, middle, old = gc.get_threshold()
+    freeze_startup_objects()
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, middle, old)

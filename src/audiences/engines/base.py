@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,7 @@ from pyroaring import AbstractBitMap, BitMap
 
 from audiences.errors import ErrorDetail, InvalidParameter
 from audiences.schemas.attributes import AttributeSchema, AttributeType
-from audiences.schemas.events import Event
+from audiences.schemas.events import NO_PROPERTIES, Event
 
 K = TypeVar("K")
 
@@ -75,21 +75,20 @@ class UpsertResult:
         return not self.errors
 
 
-@dataclass(frozen=True)
-class EventRecord:
+class EventRecord(NamedTuple):
     """One event to write: whose (the external id), what (``name``), when (aware, any zone),
     its properties (nested objects are read as dotted names) and an optional client id that
-    makes a retried write idempotent."""
+    makes a retried write idempotent. Records and results are named tuples, as events are
+    (``schemas.events.Event``): a 10,000-event write makes 10,000 of each."""
 
     external_id: str
     name: str
     timestamp: datetime
-    properties: Mapping[str, Any] = field(default_factory=dict)
+    properties: Mapping[str, Any] = NO_PROPERTIES
     event_id: str | None = None
 
 
-@dataclass(frozen=True)
-class EventResult:
+class EventResult(NamedTuple):
     """The outcome of one event of a batch: written (its profile's ``pid``), a ``duplicate``
     (its ``event_id`` is stored already, or came earlier in the batch; nothing written), or
     refused with ``errors`` (nothing written, no profile created)."""
@@ -97,7 +96,7 @@ class EventResult:
     external_id: str
     pid: int | None
     duplicate: bool = False
-    errors: tuple[ErrorDetail, ...] = field(default=())
+    errors: tuple[ErrorDetail, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -52,7 +52,7 @@ from audiences.engines.clickhouse_writes import MAX_PID, TYPES, Workspace, Write
 from audiences.engines.conditions import checked_condition, reads_events
 from audiences.engines.coordination import WriteCoordinator
 from audiences.engines.duckdb_sql import events_table_name, table_name
-from audiences.engines.event_writes import check_events, split_duplicates
+from audiences.engines.event_writes import batch_results, check_events, split_duplicates
 from audiences.engines.rows import ProfileReader
 from audiences.engines.schema import SCHEMA_TTL, checked_schema, refuse_type_changes
 from audiences.engines.writes import plan_writes
@@ -299,12 +299,9 @@ class ClickHouseEngine:
         so a failure leaves at most profiles without their events, never events without
         a profile."""
         state = self._state(workspace_id, create=True)
-        results: list[EventResult | None] = [None] * len(records)
         with self._writing(state):
             passed, refused = check_events(records, state.event_schema, TYPES)
             passed, late = events_sql.split_out_of_range(passed)
-            for position, result in {**refused, **late}.items():
-                results[position] = result
             ids = [e.event_id for e in passed if e.event_id is not None]
             stored = events_sql.stored_event_ids(self._client, state.events, ids)
             fresh, duplicates = split_duplicates(passed, stored)
@@ -317,12 +314,7 @@ class ClickHouseEngine:
                 received = received_at or utcnow()
                 schema = state.event_schema
                 events_sql.insert(self._client, state.events, schema, fresh, pids, received)
-        for event in fresh:
-            results[event.position] = EventResult(event.external_id, pids[event.external_id])
-        for event in duplicates:
-            pid = pids[event.external_id]
-            results[event.position] = EventResult(event.external_id, pid, duplicate=True)
-        return [result for result in results if result is not None]
+        return batch_results(len(records), {**refused, **late}, fresh, duplicates, pids)
 
     def events_of(
         self, workspace_id: str, pids: Sequence[int], *, since: datetime | None = None

@@ -42,7 +42,7 @@ from audiences.engines.base import (
     pids_to_bitmap,
 )
 from audiences.engines.duckdb_idfiles import DuckDBStagedIds
-from audiences.engines.event_writes import check_events, split_duplicates
+from audiences.engines.event_writes import batch_results, check_events, split_duplicates
 from audiences.engines.idfiles import IdFile
 from audiences.engines.idindex import AMBIGUOUS, IdIndex
 from audiences.engines.rows import EventReader, ProfileReader
@@ -426,11 +426,8 @@ class DuckDBEngine:
         profiles and append the events; the id index learns the new profiles after the commit."""
         state = self._workspace(workspace_id, create=True)
         assert state is not None
-        results: list[EventResult | None] = [None] * len(records)
         with self._lock:
             passed, refused = check_events(records, state.event_schema)
-            for position, result in refused.items():
-                results[position] = result
             cur = self._writer
             cur.execute("BEGIN TRANSACTION")
             try:
@@ -451,12 +448,7 @@ class DuckDBEngine:
                 cur.execute("ROLLBACK")
                 raise
             self._index(state).add_many([hashes[eid] for eid in new], [pids[eid] for eid in new])
-        for event in fresh:
-            results[event.position] = EventResult(event.external_id, pids[event.external_id])
-        for event in duplicates:
-            pid = pids[event.external_id]
-            results[event.position] = EventResult(event.external_id, pid, duplicate=True)
-        return [result for result in results if result is not None]
+        return batch_results(len(records), refused, fresh, duplicates, pids)
 
     def events_of(
         self, workspace_id: str, pids: Sequence[int], *, since: datetime | None = None

@@ -1,27 +1,30 @@
 """Events in the DuckDB engine: the statements that write and read a workspace's events table.
 
 The engine (:mod:`audiences.engines.duckdb`) holds the lock, the transaction and the workspace
-state; these functions run on the cursor it hands them. Events are appended from one JSON
-document of columns (as profile rows are), and read back ordered on every column, so that ties
-on the time come back in one order every time.
+state; these functions run on the cursor it hands them. Events are appended from numpy
+columns, and read back ordered on every column, so that ties on the time come back in one order
+every time.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from audiences.engines import duckdb_sql as sql
 from audiences.engines.base import EventPage, EventPosition
 from audiences.engines.event_writes import CheckedEvent
-from audiences.engines.rows import EventReader, event_page, events_by_pid
+from audiences.engines.rows import EPOCH, EventReader, event_page, rule_events_by_pid
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import Event
 
 Cursor = duckdb.DuckDBPyConnection
+MICROSECOND = timedelta(microseconds=1)
 
 
 def stored_event_ids(cur: Cursor, table: str, event_ids: list[str]) -> set[str]:
@@ -40,18 +43,27 @@ def insert(
     pids: Mapping[str, int],
     received_at: datetime,
 ) -> None:
-    """Append ``events``, each under the pid of its external id, from columns built at once
-    (rows built and transposed cost twice as much in Python for 10,000 events)."""
-    columns: list[list[Any]] = [
-        [pids[e.external_id] for e in events],
-        [e.name for e in events],
-        [e.timestamp for e in events],
-        [e.event_id for e in events],
-        [received_at] * len(events),
-    ]
-    columns += [[e.values.get(name) for e in events] for name in schema]
-    document = sql.columns_json(columns, [*sql.EVENT_KINDS, *schema.values()])
-    cur.execute(sql.insert_events(table, schema), {"rows": document})
+    """Append ``events``, each under the pid of its external id, from numpy columns DuckDB
+    scans in place (properties as Python objects, which DuckDB types by looking at them all,
+    then cast to their columns' types). For 10,000 events with four properties this took
+    11 ms, against 28 ms for one JSON document of columns parsed by ``from_json``."""
+    count = len(events)
+    columns = {
+        "pid": np.fromiter((pids[e.external_id] for e in events), np.uint32, count),
+        "event": np.fromiter((e.name for e in events), object, count),
+        "micros": np.fromiter(
+            ((e.timestamp - EPOCH) // MICROSECOND for e in events), np.int64, count
+        ),
+        "event_id": np.fromiter((e.event_id for e in events), object, count),
+    }
+    for n, name in enumerate(schema):
+        columns[f"p{n}"] = np.fromiter((e.values.get(name) for e in events), object, count)
+    source = f"appended_{uuid.uuid4().hex}"
+    cur.register(source, columns)
+    try:
+        cur.execute(sql.append_events(table, source, schema), {"received": received_at})
+    finally:
+        cur.unregister(source)
 
 
 def read_of(
@@ -67,8 +79,8 @@ def read_of(
     if since is not None:
         where += ' AND "timestamp" >= ?'
         params.append(since)
-    rows = cur.execute(sql.select_events(table, list(schema), where, "ASC"), params).fetchall()
-    return events_by_pid(rows, EventReader(schema))
+    rows = cur.execute(sql.select_rule_events(table, list(schema), where), params).fetchall()
+    return rule_events_by_pid(rows, schema)
 
 
 def read_page(

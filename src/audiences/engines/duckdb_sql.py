@@ -172,6 +172,22 @@ def insert_events(table: str, properties: dict[str, AttributeType]) -> str:
     return _insert_columns(table, EVENT_COLUMNS, [*EVENT_KINDS, *properties.values()], properties)
 
 
+def append_events(table: str, source: str, properties: dict[str, AttributeType]) -> str:
+    """Append events from the relation ``source``: ``pid``, ``event``, ``micros`` (the time in
+    microseconds since 1970, UTC), ``event_id`` and the properties as ``p0``, ``p1`` …, each
+    cast to its column's type; ``$received`` is every event's ``received_at``."""
+    targets = ", ".join([*map(quote, EVENT_COLUMNS), *map(quote, properties)])
+    values = [
+        "pid",
+        "event",
+        "timezone('UTC', make_timestamp(micros))",
+        "event_id",
+        "$received",
+        *(f"CAST(p{n} AS {COLUMN_TYPES[kind]})" for n, kind in enumerate(properties.values())),
+    ]
+    return f"INSERT INTO {table} ({targets}) SELECT {', '.join(values)} FROM {source}"
+
+
 def columns_document(rows: Sequence[Sequence[Any]], kinds: Sequence[AttributeType]) -> str:
     """``rows`` as one JSON document of a list per column (``c0``, ``c1`` …), JSON columns
     embedded as the JSON text they hold."""
@@ -195,6 +211,14 @@ def select_events(table: str, properties: Sequence[str], where: str, order: str)
     time (only wholly identical events are interchangeable)."""
     columns = ", ".join([*EVENT_SELECT, *map(quote, properties)])
     keys = ", ".join(f"{n} {order}" for n in range(2, len(EVENT_SELECT) + len(properties) + 1))
+    return f"SELECT {columns} FROM {table} WHERE {where} ORDER BY pid, {keys}"
+
+
+def select_rule_events(table: str, properties: Sequence[str], where: str) -> str:
+    """Events as rules read them (``rows.RULE_SELECT`` then the properties), in the order of
+    :func:`select_events` ``ASC``: the time as epoch microseconds, no ids."""
+    columns = ", ".join(['pid, epoch_us("timestamp"), event', *map(quote, properties)])
+    keys = ", ".join([*EVENT_SELECT[1:], *map(quote, properties)])
     return f"SELECT {columns} FROM {table} WHERE {where} ORDER BY pid, {keys}"
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple, cast
 
 from audiences.engines.base import EventRecord, EventResult
 from audiences.engines.coerce import COERCERS, TypeMismatchError, valid_unicode
@@ -29,10 +29,11 @@ EVENT_NAME = re.compile(rf"[^\x00-\x1f]{{1,{MAX_EVENT_NAME_LENGTH}}}")
 EVENT_ID = re.compile(rf"[^\x00-\x1f]{{1,{MAX_ID_LENGTH}}}")
 """What the wire contract allows (``schemas.events``), checked again for every other caller."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PLAIN_MAPPINGS = (dict, MappingProxyType)
+"""The properties the fast path reads as they are (parsed JSON, or no properties at all)."""
 
 
-@dataclass(frozen=True)
-class CheckedEvent:
+class CheckedEvent(NamedTuple):
     """A record that passed: its position in the batch and its values, typed."""
 
     position: int
@@ -49,21 +50,79 @@ def check_events(
     types: Mapping[AttributeType, Callable[[object], Any]] = COERCERS,
 ) -> tuple[list[CheckedEvent], dict[int, EventResult]]:
     """The records that pass, in order, and a refusal per position of those that do not
-    (``types`` checks each type's values, as in ``writes.plan_writes``)."""
+    (``types`` checks each type's values, as in ``writes.plan_writes``).
+
+    A record is first tried on a fast path that only says yes or no (its texts judged once
+    per distinct value: a batch repeats its names and profile ids); one it does not pass is
+    checked again in full, to say why."""
     coercers = {name: types[kind] for name, kind in schema.items()}
+    texts = _TextChecks()
     passed: list[CheckedEvent] = []
     refused: dict[int, EventResult] = {}
     for position, record in enumerate(records):
+        external_id, name, timestamp, properties, event_id = record
+        when = _utc(timestamp)
+        values = _plain_values(properties, coercers)
+        if (
+            when is not None
+            and values is not None
+            and texts.external_id(external_id)
+            and texts.name(name)
+            and (event_id is None or texts.event_id(event_id))
+        ):
+            passed.append(CheckedEvent(position, external_id, name, when, event_id, values))
+            continue
         when, values, problems = _check(record, schema, coercers)
         if problems:
-            refused[position] = EventResult(str(record.external_id), None, errors=problems)
+            refused[position] = EventResult(str(external_id), None, errors=problems)
         else:
-            passed.append(
-                CheckedEvent(
-                    position, record.external_id, record.name, when, record.event_id, values
-                )
-            )
+            passed.append(CheckedEvent(position, external_id, name, when, event_id, values))
     return passed, refused
+
+
+class _TextChecks:
+    """Whether an external id, event name or event id is valid, each distinct value judged
+    once (the answers of :func:`_check`'s checks, without the problems)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[object, bool] = {}
+        self._names: dict[object, bool] = {}
+
+    def external_id(self, value: object) -> bool:
+        known = self._ids.get(value) if isinstance(value, str) else False
+        if known is None:
+            known = self._ids[value] = not check_external_id(value)
+        return known
+
+    def name(self, value: object) -> bool:
+        known = self._names.get(value) if isinstance(value, str) else False
+        if known is None:
+            known = self._names[value] = _text(EVENT_NAME, value)
+        return known
+
+    @staticmethod
+    def event_id(value: object) -> bool:
+        return _text(EVENT_ID, value)
+
+
+def _plain_values(
+    properties: object, coercers: Mapping[str, Callable[[object], Any]]
+) -> dict[str, Any] | None:
+    """The typed values of flat properties that are all declared and fit their types; None
+    when anything needs :func:`_values` (nesting, an undeclared name, a mismatch)."""
+    if type(properties) not in PLAIN_MAPPINGS:
+        return None
+    given = cast(Mapping[str, Any], properties)
+    if dict in map(type, given.values()):
+        return None
+    values: dict[str, Any] = {}
+    try:
+        for key, value in given.items():
+            if value is not None:
+                values[key] = coercers[key](value)
+    except (KeyError, TypeMismatchError):
+        return None
+    return values
 
 
 def split_duplicates(
@@ -85,6 +144,27 @@ def split_duplicates(
     return fresh, duplicates
 
 
+def batch_results(
+    count: int,
+    refused: Mapping[int, EventResult],
+    fresh: Sequence[CheckedEvent],
+    duplicates: Sequence[CheckedEvent],
+    pids: Mapping[str, int],
+) -> list[EventResult]:
+    """A result per record of a batch of ``count``, in order: its refusal, or its profile's
+    pid (``duplicate`` for the ``duplicates``)."""
+    if len(fresh) == count:  # the common case: every record written, in order
+        return [EventResult(e.external_id, pids[e.external_id]) for e in fresh]
+    found: list[EventResult | None] = [None] * count
+    for position, result in refused.items():
+        found[position] = result
+    for e in fresh:
+        found[e.position] = EventResult(e.external_id, pids[e.external_id])
+    for e in duplicates:
+        found[e.position] = EventResult(e.external_id, pids[e.external_id], duplicate=True)
+    return [result for result in found if result is not None]
+
+
 def _check(
     record: EventRecord, schema: Mapping[str, AttributeType], coercers: Mapping[str, Any]
 ) -> tuple[datetime, dict[str, Any], tuple[ErrorDetail, ...]]:
@@ -104,6 +184,8 @@ def _check(
 
 
 def _utc(timestamp: object) -> datetime | None:
+    if type(timestamp) is datetime and timestamp.tzinfo is UTC:
+        return timestamp
     if not isinstance(timestamp, datetime) or timestamp.tzinfo is None:
         return None
     try:

@@ -46,7 +46,7 @@ from audiences.engines.base import (
     check_membership_alias,
     check_workspace_id,
 )
-from audiences.engines.event_writes import check_events, split_duplicates
+from audiences.engines.event_writes import batch_results, check_events, split_duplicates
 from audiences.engines.postgres_copy import copy_rows, selected_pids, stage_members
 from audiences.engines.postgres_writes import Workspace
 from audiences.engines.rows import EventReader, ProfileReader
@@ -602,14 +602,11 @@ class PostgresEngine:
     def _write_events(
         self, state: Workspace, records: Sequence[EventRecord], received_at: datetime
     ) -> list[EventResult]:
-        results: list[EventResult | None] = [None] * len(records)
         with self._transaction() as conn:
             conn.execute(f"LOCK TABLE {state.events} IN ROW EXCLUSIVE MODE")
             state.event_schema = writes.columns(conn, state.events, RESERVED_EVENT_FIELDS)
             passed, refused = check_events(records, state.event_schema)
             passed, more = writes.events_without_nul(passed)
-            for position, result in [*refused.items(), *more.items()]:
-                results[position] = result
             ids = [e.event_id for e in passed if e.event_id is not None]
             stored = events_sql.stored_event_ids(conn, state.events, ids)
             fresh, duplicates = split_duplicates(passed, stored)
@@ -617,12 +614,7 @@ class PostgresEngine:
             pids = writes.ensure(conn, state, external)[0] if external else {}
             if fresh:
                 events_sql.insert(conn, state.events, state.event_schema, fresh, pids, received_at)
-        for event in fresh:
-            results[event.position] = EventResult(event.external_id, pids[event.external_id])
-        for event in duplicates:
-            pid = pids[event.external_id]
-            results[event.position] = EventResult(event.external_id, pid, duplicate=True)
-        return [result for result in results if result is not None]
+        return batch_results(len(records), {**refused, **more}, fresh, duplicates, pids)
 
     def _select(
         self,

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.common import InputModel, Rfc3339
@@ -23,14 +24,21 @@ RESERVED_EVENT_FIELDS = frozenset({"pid", "event", "timestamp", "event_id", "rec
 """Names every stored event has; no property may be named like one of them."""
 
 
-@dataclass(frozen=True)
-class Event:
+NO_PROPERTIES: Mapping[str, Any] = MappingProxyType({})
+"""The properties of an event that has none (read-only, so one object serves every event)."""
+
+
+class Event(NamedTuple):
     """One stored event as rules read it: its name, its time (aware, UTC) and its properties
-    (declared properties only, unset ones left out)."""
+    (declared properties only, unset ones left out).
+
+    A named tuple, not a frozen dataclass: streaming evaluation reads the recent events of
+    every profile a write touches, tens of thousands per call, and a frozen dataclass costs
+    about three times as much to build."""
 
     name: str
     timestamp: datetime
-    properties: Mapping[str, Any] = field(default_factory=dict)
+    properties: Mapping[str, Any] = NO_PROPERTIES
 
 
 @dataclass(frozen=True)
@@ -70,10 +78,20 @@ class EventWrite(InputModel):
     )
 
 
+class BatchedEvent(EventWrite):
+    """An event of an :class:`EventBatch`, whose check for NUL characters covered it already
+    (one pass over the whole body, not another for each of its 10,000 events)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return data
+
+
 class EventBatch(InputModel):
     """Up to 10,000 events in one call."""
 
-    events: list[EventWrite] = Field(min_length=1, max_length=MAX_EVENTS)
+    events: list[BatchedEvent] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
 _EVENT_SCHEMA = EventWrite.model_json_schema()

@@ -67,10 +67,10 @@ def write(
     """
     check_batch_size(len(records), limits.max_events)
     now = received_at or utcnow()
-    refused = {
-        n: result for n, record in enumerate(records) if (result := _too_late(record, now, limits))
-    }
-    accepted = [record for n, record in enumerate(records) if n not in refused]
+    refused = _too_late(records, now, limits)
+    accepted = (
+        [record for n, record in enumerate(records) if n not in refused] if refused else records
+    )
     event_properties.admit(
         session,
         workspace_id=workspace_id,
@@ -85,8 +85,10 @@ def write(
     moved = evaluation.following_events(every)
     fresh = _unknown_ids(runtime, workspace_id, accepted) if len(moved) < len(every) else set()
     memberships.lock_all(session, every if fresh else moved)
-    written = iter(runtime.profiles.write_events(workspace_id, accepted, received_at=now))
-    results = [refused[n] if n in refused else next(written) for n in range(len(records))]
+    results = runtime.profiles.write_events(workspace_id, accepted, received_at=now)
+    if refused:
+        written = iter(results)
+        results = [refused[n] if n in refused else next(written) for n in range(len(records))]
     changed = {
         r.pid: r.external_id for r in results if r.pid is not None and r.ok and not r.duplicate
     }
@@ -156,16 +158,27 @@ def _unknown_ids(runtime: Runtime, workspace_id: str, records: Sequence[EventRec
     return {external_id for external_id, pid in zip(ids, known, strict=True) if pid is None}
 
 
-def _too_late(record: EventRecord, now: datetime, limits: Limits) -> EventResult | None:
+def _too_late(
+    records: Sequence[EventRecord], now: datetime, limits: Limits
+) -> dict[int, EventResult]:
+    """A refusal per position of the records timed more than ``limits.max_future`` after
+    ``now`` (one comparison each; a time that cannot be compared is left to the engine, which
+    refuses it as invalid)."""
+    latest = now + limits.max_future
     try:
-        ahead = record.timestamp - now
+        late = [n for n, record in enumerate(records) if record.timestamp > latest]
     except (OverflowError, TypeError):
-        ahead = None  # the engine refuses it as an invalid timestamp
-    if ahead is None or ahead <= limits.max_future:
-        return None
+        late = [n for n, record in enumerate(records) if _after(record.timestamp, latest)]
     message = f"the timestamp is more than {limits.max_future} after the time it was received"
     problem = ErrorDetail("timestamp_in_future", message, ("timestamp",))
-    return EventResult(record.external_id, None, errors=(problem,))
+    return {n: EventResult(records[n].external_id, None, errors=(problem,)) for n in late}
+
+
+def _after(timestamp: datetime, latest: datetime) -> bool:
+    try:
+        return timestamp > latest
+    except (OverflowError, TypeError):
+        return False
 
 
 def _count_names(session: Session, workspace_id: str, seen: Counter[str], now: datetime) -> None:

@@ -126,7 +126,8 @@ def write_events(
     written = len(rendered) - failed - duplicates
     status = 207 if failed else 201 if written else 200
     out = {"results": rendered, "written": written, "duplicates": duplicates, "failed": failed}
-    return JSONResponse(out, status_code=status)
+    # orjson: the standard library's encoder took 15 ms of a 10,000-event answer.
+    return Response(orjson.dumps(out), status_code=status, media_type="application/json")
 
 
 def _record(event: EventWrite, received: datetime) -> EventRecord:

@@ -1,0 +1,143 @@
+"""What a 10,000-event ``POST /v1/events`` costs, stage by stage, in process.
+
+    .venv/bin/python -m bench.events.stages                       # 100,000 events, 10 calls
+    .venv/bin/python -m bench.events.stages --events 200000 --profiles 20000
+
+The same work as section 2 of ``bench.events.run`` (demo-like events, the 5 streaming
+behavioural audiences, properties declared) without HTTP: each call's body is parsed and
+validated as the route does, made into records, written by ``services.events.write`` and its
+answer encoded as the route does. Start-up objects are frozen first, as ``audiences serve``
+does. CPU time (every thread of the process, DuckDB's included) is summed per stage and for
+the engine and service functions named in :data:`PARTS`, then shown per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from audiences.api.routes import events as route
+from audiences.kit.clock import utcnow
+from audiences.kit.heap import freeze_startup_objects
+from audiences.schemas.events import EventBatch, EventPropertyDeclare
+from audiences.services import event_properties, events
+from bench.events import data, run
+from bench.membership.run import Bench, load_average
+
+PARTS = [
+    ("audiences.engines.duckdb", "DuckDBEngine.write_events", "engine: write_events"),
+    ("audiences.engines.duckdb", "check_events", "  check the records"),
+    ("audiences.engines.duckdb_events", "insert", "  append to the events table"),
+    ("audiences.services.evaluation", "on_profiles_written", "streaming evaluation"),
+    ("audiences.engines.duckdb", "DuckDBEngine.events_of", "  read the profiles' events"),
+    ("audiences.engines.duckdb", "DuckDBEngine.get_profiles_by_pid", "  read the profiles"),
+    ("audiences.services.memberships", "apply", "  store membership changes"),
+]
+"""Functions timed inside ``services.events.write``: module, name, label (indented: part of
+the one above)."""
+
+spent: Counter[str] = Counter()
+
+
+def _timed(module: str, qualified: str, label: str) -> None:
+    """Replace ``module.qualified`` by a wrapper that adds its CPU time to ``spent[label]``."""
+    owner_name, _, name = qualified.rpartition(".")
+    owner: Any = importlib.import_module(module)
+    if owner_name:
+        owner = getattr(owner, owner_name)
+    function: Callable[..., Any] = getattr(owner, name)
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.process_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[label] += time.process_time() - started
+
+    setattr(owner, name, wrapper)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the calls and print a Markdown table of CPU milliseconds per call."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--profiles", type=int, default=10_000)
+    parser.add_argument("--events", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    bodies = [orjson.dumps(body) for body in run._bodies(args.profiles, args.events)]
+    for module, qualified, label in PARTS:
+        _timed(module, qualified, label)
+    print(f"Load average at start: {load_average()}")
+    with tempfile.TemporaryDirectory() as folder:
+        bench = Bench(Path(folder))
+        with bench.factory.begin() as session:
+            for name, kind in data.PROPERTIES.items():
+                event_properties.declare(
+                    session,
+                    caller=bench.caller,
+                    runtime=bench.runtime,
+                    name=name,
+                    data=EventPropertyDeclare(type=kind),
+                )
+        bench.create_audiences(run.STREAMING, "streaming")
+        limits = events.Limits(10_000, timedelta(seconds=300))
+        freeze_startup_objects()
+        stages: Counter[str] = Counter()
+
+        def stage(label: str, started: float) -> float:
+            now = time.process_time()
+            stages[label] += now - started
+            return now
+
+        for raw in bodies:
+            at = time.process_time()
+            parsed = orjson.loads(raw)
+            at = stage("parse the body (orjson)", at)
+            batch = EventBatch.model_validate(parsed)
+            at = stage("validate it (pydantic)", at)
+            received = utcnow()
+            records = [route._record(event, received) for event in batch.events]
+            at = stage("make records", at)
+            with bench.factory.begin() as session:
+                results = events.write(
+                    session,
+                    workspace_id=bench.ws,
+                    runtime=bench.runtime,
+                    records=records,
+                    limits=limits,
+                    received_at=received,
+                )
+            at = stage("services.events.write, committed", at)
+            rendered = [
+                route._result(n, event, result, None)  # type: ignore[arg-type]
+                for n, (event, result) in enumerate(zip(batch.events, results, strict=True))
+            ]
+            orjson.dumps({"results": rendered})
+            stage("render the answer", at)
+        calls = len(bodies)
+        total = sum(stages.values())
+        print(f"{args.events:,} events in {calls} calls; CPU ms per call of 10,000 events:\n")
+        print("| stage | ms |\n| --- | ---: |")
+        for label, seconds in stages.items():
+            print(f"| {label} | {seconds / calls * 1000:.1f} |")
+            if label.startswith("services"):
+                for _, _, part in PARTS:
+                    indent = "&nbsp;" * (2 + len(part) - len(part.lstrip()))
+                    print(f"| {indent}{part.strip()} | {spent[part] / calls * 1000:.1f} |")
+        print(f"| **total** | **{total / calls * 1000:.1f}** |")
+        print(f"\n{args.events / total:,.0f} events per CPU second; load average {load_average()}")
+        bench.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""A batch of events checked: the fast path passes exactly the records the full check passes,
+with the same values, and the results of a batch come back in its order."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audiences.engines import event_writes
+from audiences.engines.base import EventRecord, EventResult
+from audiences.engines.coerce import COERCERS
+from audiences.engines.event_writes import CheckedEvent, batch_results, check_events
+from audiences.errors import ErrorDetail
+from audiences.schemas.attributes import AttributeType as T
+
+SCHEMA = {"amount": T.FLOAT, "sku": T.STRING, "qty": T.INTEGER, "tags": T.STRING_LIST}
+MOMENT = datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+texts = st.sampled_from(["u1", "u2", "", "x" * 600, "a\x00b", "\ud800", "order", "view"])
+values = st.one_of(
+    st.none(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=True),
+    st.sampled_from(["a", "", "\ud800", "1.5"]),
+    st.lists(st.sampled_from(["a", "b"]), max_size=2),
+    st.fixed_dictionaries({"nested": st.integers(0, 2)}),
+)
+times = st.one_of(
+    st.just(MOMENT),
+    st.just(MOMENT.replace(tzinfo=None)),
+    st.just(MOMENT.astimezone(timezone(timedelta(hours=2)))),
+    st.just(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))),
+    st.just("2024-05-01"),
+)
+records = st.builds(
+    EventRecord,
+    texts,
+    texts,
+    times,
+    st.one_of(
+        st.dictionaries(st.sampled_from([*SCHEMA, "other", "x.y"]), values, max_size=3),
+        st.just("not a mapping"),
+    ),
+    st.one_of(st.none(), texts),
+)
+
+
+def _one_by_one(batch: list[EventRecord]) -> tuple[list[CheckedEvent], dict[int, Any]]:
+    """The full check alone, record by record (what the fast path must agree with)."""
+    coercers = {name: COERCERS[kind] for name, kind in SCHEMA.items()}
+    passed, refused = [], {}
+    for position, record in enumerate(batch):
+        when, found, problems = event_writes._check(record, SCHEMA, coercers)
+        if problems:
+            refused[position] = problems
+        else:
+            passed.append(
+                CheckedEvent(
+                    position, record.external_id, record.name, when, record.event_id, found
+                )
+            )
+    return passed, refused
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(records, max_size=12))
+def test_the_fast_path_agrees_with_the_full_check(batch: list[EventRecord]) -> None:
+    passed, refused = check_events(batch, SCHEMA)
+    expected_passed, expected_refused = _one_by_one(batch)
+    assert passed == expected_passed
+    assert {n: result.errors for n, result in refused.items()} == expected_refused
+
+
+def test_results_follow_the_batch_order() -> None:
+    def checked(position: int, external_id: str) -> CheckedEvent:
+        return CheckedEvent(position, external_id, "e", MOMENT, None, {})
+
+    refusal = EventResult(
+        "bad", None, errors=(ErrorDetail("event_name_invalid", "no", ("event",)),)
+    )
+    pids = {"a": 1, "b": 2}
+    fresh, duplicate = [checked(0, "a"), checked(3, "b")], [checked(2, "a")]
+    found = batch_results(4, {1: refusal}, fresh, duplicate, pids)
+    assert found == [
+        EventResult("a", 1),
+        refusal,
+        EventResult("a", 1, duplicate=True),
+        EventResult("b", 2),
+    ]
+    assert batch_results(2, {}, [checked(0, "a"), checked(1, "b")], [], pids) == [
+        EventResult("a", 1),
+        EventResult("b", 2),
+    ]
