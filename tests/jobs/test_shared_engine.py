@@ -111,9 +111,8 @@ def _state(factory: sessionmaker[Session], job_id: str) -> str:
 
 
 def test_only_a_shared_engine_gives_worker_processes_a_runtime(tmp_path: Path) -> None:
-    assert (
-        shared_runtime(Settings(data_dir=tmp_path), sessionmaker()) is None
-    )  # DuckDB: the server's own
+    # DuckDB: the server's own (the session factory is not used).
+    assert shared_runtime(Settings(data_dir=tmp_path), sessionmaker()) is None
 
 
 def test_a_worker_without_a_postgresql_server_says_so_and_exits(tmp_path: Path) -> None:
