@@ -21,7 +21,6 @@ from pyroaring import BitMap
 from sqlalchemy import select
 
 from audiences import queue
-from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.jobs.schedule import queue_syncs
 from audiences.kit.clock import utcnow
@@ -31,7 +30,7 @@ from audiences.store.tables import AudienceRow, JobRow, MembershipChangeRow
 from tests import factories
 from tests.api.test_member_writes import members_of
 from tests.client import ApiClient
-from tests.factories import Tenant, make_tenant
+from tests.factories import Tenant, make_tenant, own_app
 
 MAX_BYTES = 64 * 1024
 TIMEOUT = 2.0
@@ -123,35 +122,29 @@ def sync_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     fetch at 64 KiB and two seconds (no worker threads: the tests run the jobs)."""
     folder = tmp_path_factory.mktemp("sync-app")
     (folder / "root").mkdir()
-    own = settings.model_copy(
-        update={
-            "data_dir": folder / "data",
-            "egress_allow_private": True,
-            "sync_root": folder / "root",
-            "sync_max_bytes": MAX_BYTES,
-            "sync_timeout_seconds": TIMEOUT,
-            "worker_threads": 0,
-        }
-    )
-    application = create_app(own)
-    yield application
-    application.state.engine.dispose()
+    with own_app(
+        settings,
+        folder,
+        egress_allow_private=True,
+        sync_root=folder / "root",
+        sync_max_bytes=MAX_BYTES,
+        sync_timeout_seconds=TIMEOUT,
+        worker_threads=0,
+    ) as application:
+        yield application
 
 
 @pytest.fixture(scope="module")
 def patient_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     """An app like ``sync_app`` that waits 30 s for a file, for tests that hold a fetch open."""
-    own = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("patient-app"),
-            "egress_allow_private": True,
-            "sync_timeout_seconds": 30.0,
-            "worker_threads": 0,
-        }
-    )
-    application = create_app(own)
-    yield application
-    application.state.engine.dispose()
+    with own_app(
+        settings,
+        tmp_path_factory.mktemp("patient-app"),
+        egress_allow_private=True,
+        sync_timeout_seconds=30.0,
+        worker_threads=0,
+    ) as application:
+        yield application
 
 
 @pytest.fixture

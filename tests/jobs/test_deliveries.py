@@ -15,14 +15,13 @@ import pytest
 from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 
-from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.jobs import schedule
 from audiences.kit.clock import utcnow
 from audiences.services import outbox, static_members
 from tests import factories
 from tests.client import ApiClient
-from tests.factories import Tenant, make_audience, make_tenant
+from tests.factories import Tenant, make_audience, make_tenant, own_app
 from tests.webhook_receiver import receiving
 
 STATIC = (static_members.WRITE_HANDLER, static_members.IMPORT_HANDLER)
@@ -31,20 +30,17 @@ STATIC = (static_members.WRITE_HANDLER, static_members.IMPORT_HANDLER)
 @pytest.fixture(scope="module")
 def hooks_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     """An app whose webhooks may reach loopback, with a schedule short enough to wait out."""
-    tuned = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("hooks-data"),
-            "egress_allow_private": True,
-            "webhook_retry_schedule": "0,0.2,0.2,0.2",
-            "webhook_batch_wait_seconds": 0.0,
-            "webhook_batch_size": 50,
-            "webhook_timeout_seconds": 2.0,
-            "destination_file_root": tmp_path_factory.mktemp("files"),
-        }
-    )
-    application = create_app(tuned)
-    yield application
-    application.state.engine.dispose()
+    with own_app(
+        settings,
+        tmp_path_factory.mktemp("hooks"),
+        egress_allow_private=True,
+        webhook_retry_schedule="0,0.2,0.2,0.2",
+        webhook_batch_wait_seconds=0.0,
+        webhook_batch_size=50,
+        webhook_timeout_seconds=2.0,
+        destination_file_root=tmp_path_factory.mktemp("files"),
+    ) as application:
+        yield application
 
 
 @pytest.fixture

@@ -15,12 +15,11 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.kit.clock import utcnow
 from audiences.services import deliveries
 from audiences.store.tables import DestinationRow
-from tests.factories import Tenant, make_tenant
+from tests.factories import Tenant, make_tenant, own_app
 from tests.jobs.test_deliveries import run_files, static, write
 from tests.s3_server import KEY_ID, REGION, SECRET, S3Server, serving
 
@@ -38,22 +37,19 @@ def s3_app(
 ) -> Iterator[FastAPI]:
     """An app whose file destinations may write to any bucket of the test server, with a
     retry schedule short enough to wait out."""
-    tuned = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("s3-data"),
-            "webhook_retry_schedule": "0,0.2,0.2,0.2",
-            "webhook_batch_wait_seconds": 0.0,
-            "destination_s3_buckets": "*",
-            "destination_s3_endpoint_url": s3.endpoint,
-            "destination_s3_region": REGION,
-            "destination_s3_access_key_id": KEY_ID,
-            "destination_s3_secret_access_key": SecretStr(SECRET),
-            "destination_s3_timeout_seconds": 5.0,
-        }
-    )
-    application = create_app(tuned)
-    yield application
-    application.state.engine.dispose()
+    with own_app(
+        settings,
+        tmp_path_factory.mktemp("s3"),
+        webhook_retry_schedule="0,0.2,0.2,0.2",
+        webhook_batch_wait_seconds=0.0,
+        destination_s3_buckets="*",
+        destination_s3_endpoint_url=s3.endpoint,
+        destination_s3_region=REGION,
+        destination_s3_access_key_id=KEY_ID,
+        destination_s3_secret_access_key=SecretStr(SECRET),
+        destination_s3_timeout_seconds=5.0,
+    ) as application:
+        yield application
 
 
 @pytest.fixture
@@ -264,19 +260,19 @@ def test_a_bucket_that_hangs_never_holds_up_other_writes(
     endpoint that answers nothing, the workspace's writes go through; then the write fails
     with ``s3_unreachable`` in the log and waits for its retry."""
     hanging = Hanging()
-    tuned = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("hang-data"),
-            "destination_s3_buckets": "*",
-            "destination_s3_endpoint_url": hanging.url,
-            "destination_s3_access_key_id": KEY_ID,
-            "destination_s3_secret_access_key": SecretStr(SECRET),
-            "destination_s3_timeout_seconds": 60.0,
-        }
-    )
-    application = create_app(tuned)
     try:
-        with make_tenant(application) as tenant:
+        with (
+            own_app(
+                settings,
+                tmp_path_factory.mktemp("hang"),
+                destination_s3_buckets="*",
+                destination_s3_endpoint_url=hanging.url,
+                destination_s3_access_key_id=KEY_ID,
+                destination_s3_secret_access_key=SecretStr(SECRET),
+                destination_s3_timeout_seconds=60.0,
+            ) as application,
+            make_tenant(application) as tenant,
+        ):
             audience = static(tenant.admin)
             write(application, tenant.admin, audience["id"], "add", ["a"])
             made = destination(
@@ -302,4 +298,3 @@ def test_a_bucket_that_hangs_never_holds_up_other_writes(
             ]
     finally:
         hanging.close()
-        application.state.engine.dispose()
