@@ -15,7 +15,9 @@ from fastapi import FastAPI
 
 from audiences.api.app import create_app
 from audiences.config import Settings
+from audiences.engines.duckdb import DuckDBEngine
 from audiences.schemas.api_keys import Role
+from audiences.schemas.attributes import AttributeType
 from tests.databases import fresh_database
 from tests.engines.kinds import KINDS, opened
 from tests.factories import SCHEMA, Tenant, client_for, make_audience, make_tenant, mint_key
@@ -151,3 +153,29 @@ def test_a_deleted_duckdb_file_is_made_again_with_its_columns_and_only_once(
             with running(settings) as app, _again(app, slug) as tenant:
                 assert app.state.runtime.profiles.count(tenant.workspace_id) == 1
             assert [r for r in caplog.records if r.name == "audiences.services"] == []
+
+
+def test_a_column_of_another_type_is_left_as_it_is_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An engine holding a declared name under another type: the rest is made, that column is
+    not touched, and the log says which it is."""
+    with fresh_database(tmp_path) as url:
+        with running(_settings(tmp_path / "old", url, {})) as app:
+            slug, _ = _seed(app)
+            with _again(app, slug) as tenant:
+                workspace_id = tenant.workspace_id
+        other = DuckDBEngine(tmp_path / "new")
+        other.ensure_attributes(workspace_id, {"age": AttributeType.STRING})
+        other.close()
+        with (
+            caplog.at_level(logging.WARNING, logger="audiences.services"),
+            running(_settings(tmp_path / "new", url, {})) as app,
+        ):
+            held = app.state.runtime.profiles.attributes(workspace_id)
+    assert held == {**SCHEMA, "age": "string"}
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        f"workspace {workspace_id}: the profile engine holds attribute 'age' as string, but "
+        "it is declared integer; left as it is (rules on it may fail)."
+    ]

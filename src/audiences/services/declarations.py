@@ -132,8 +132,9 @@ def declare_inferred(
 @dataclass
 class Restored:
     """What the profile engine lacked of one workspace's declared schema when it was opened:
-    the columns made again and the columns it holds under another type than the metadata
-    declares (left as they are: name -> (declared, held)); each by kind (its ``plural``)."""
+    the columns made again, by kind (its ``plural``), and the columns it holds under another
+    type than the metadata declares, by kind (its ``noun``; left as they are: name ->
+    (declared, held))."""
 
     workspace_id: str
     made: dict[str, list[str]] = field(default_factory=dict)
@@ -173,7 +174,7 @@ def _restore(
             continue
         restored = found.setdefault(workspace_id, Restored(workspace_id))
         if mistyped:
-            restored.mistyped[kind.plural] = mistyped
+            restored.mistyped[kind.noun] = mistyped
         if missing:
             kind.ensure(engine, workspace_id, missing)
             restored.made[kind.plural] = sorted(missing)
