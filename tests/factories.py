@@ -6,15 +6,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
+from audiences.api.app import create_app
+from audiences.config import Settings
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry
 from audiences.jobs.worker import Worker
 from audiences.schemas.api_keys import ApiKeyCreate, Role
 from audiences.services import api_keys, workspaces
 from tests.client import ApiClient
+from tests.databases import fresh_database
 
 SCHEMA = {
     "country": "string",
@@ -110,9 +114,31 @@ def make_group(client: ApiClient, **overrides: Any) -> dict[str, Any]:
     return dict(response.json())
 
 
+@contextmanager
+def own_app(settings: Settings, folder: Path, **update: Any) -> Iterator[FastAPI]:
+    """An app beside the session's (``settings`` with ``update``), on a metadata database and a
+    data folder of its own (in ``folder``), closed afterwards.
+
+    Jobs are claimed from the whole metadata database, and run on the claiming app's profile
+    engine: an app that shared the session's database would leave its jobs to the session
+    app's ``run_jobs`` (which would run them on an engine without their profiles or files, and
+    count them), and would claim the session app's jobs with its own workers."""
+    with fresh_database(folder) as url:
+        application = create_app(
+            settings.model_copy(update={"data_dir": folder / "data", **update, "database_url": url})
+        )
+        try:
+            yield application
+        finally:
+            application.state.runtime.profiles.close()
+            application.state.engine.dispose()
+
+
 def run_jobs(app: FastAPI, *handlers: str) -> int:
     """Run every due job of these handlers in this process, as the server's workers would;
-    how many ran. Only these handlers: claims are global, and other tests queue jobs too."""
+    how many ran. Claims are global: every app beside the session's has a database of its own
+    (:func:`own_app`), so they are this app's jobs. Only these handlers: earlier tests on this
+    app may have left jobs of others queued."""
     registry = HandlerRegistry(
         {name: HANDLERS.get(name) for name in handlers}, needing_profiles=frozenset(handlers)
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -12,7 +13,7 @@ from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.schemas.api_keys import Role
 from tests.client import ApiClient
-from tests.factories import Tenant, client_for, mint_key
+from tests.factories import Tenant, client_for, mint_key, own_app
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "request_id", "errors"}
 
@@ -46,11 +47,9 @@ def test_every_response_carries_a_request_id_and_echoes_a_sane_one(tenant: Tenan
 
 
 @pytest.fixture
-def strict_app(settings: Settings) -> Iterator[FastAPI]:
-    tight = settings.model_copy(update={"rate_limit": "3/minute", "require_if_match": True})
-    application = create_app(tight)
-    yield application
-    application.state.engine.dispose()
+def strict_app(settings: Settings, tmp_path: Path) -> Iterator[FastAPI]:
+    with own_app(settings, tmp_path, rate_limit="3/minute", require_if_match=True) as application:
+        yield application
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from audiences.api.app import create_app
 from audiences.config import Settings
 from tests.api.test_member_writes import (
     died_after_applying,
@@ -21,7 +20,7 @@ from tests.api.test_member_writes import (
     static_audience,
 )
 from tests.client import ApiClient
-from tests.factories import Tenant, client_for, mint_key
+from tests.factories import Tenant, client_for, mint_key, own_app
 
 
 def upload(
@@ -268,24 +267,20 @@ def test_idempotency_key_returns_the_same_import(app: FastAPI, tenant: Tenant) -
 def test_uploads_over_the_limit_are_refused_while_streaming(
     settings: Settings, tmp_path: Path
 ) -> None:
-    own = settings.model_copy(
-        update={"data_dir": tmp_path, "max_upload_bytes": 4096, "worker_threads": 0}
-    )
-    small = create_app(own)
-    token, _ = mint_key(small, "uploads", "admin")  # type: ignore[arg-type]
-    client = client_for(small, token)
-    try:
-        created = client.post("/v1/audiences", json={"key": "l", "name": "l", "kind": "static"})
-        url = f"/v1/audiences/{created.json()['id']}/imports"
-        chunks = (b"x" * 1024 + b"\n" for _ in range(10))
-        response = client.post(url, content=chunks, headers={"Content-Type": "text/plain"})
-        assert (response.status_code, response.json()["code"]) == (413, "body_too_large")
-        assert list((tmp_path / "imports").rglob("upload")) == []
-        fine = client.post(url, content=b"a\n" * 1000, headers={"Content-Type": "text/plain"})
-        assert fine.status_code == 202
-    finally:
-        client.close()
-        small.state.engine.dispose()
+    with own_app(settings, tmp_path, max_upload_bytes=4096, worker_threads=0) as small:
+        token, _ = mint_key(small, "uploads", "admin")  # type: ignore[arg-type]
+        client = client_for(small, token)
+        try:
+            created = client.post("/v1/audiences", json={"key": "l", "name": "l", "kind": "static"})
+            url = f"/v1/audiences/{created.json()['id']}/imports"
+            chunks = (b"x" * 1024 + b"\n" for _ in range(10))
+            response = client.post(url, content=chunks, headers={"Content-Type": "text/plain"})
+            assert (response.status_code, response.json()["code"]) == (413, "body_too_large")
+            assert list((tmp_path / "data" / "imports").rglob("upload")) == []
+            fine = client.post(url, content=b"a\n" * 1000, headers={"Content-Type": "text/plain"})
+            assert fine.status_code == 202
+        finally:
+            client.close()
 
 
 def test_an_import_run_again_after_it_applied_keeps_its_result_and_counts(

@@ -13,9 +13,9 @@ import anyio
 import pytest
 from fastapi import FastAPI
 
-from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.schemas.api_keys import Role
+from tests import factories
 from tests.factories import Tenant, make_audience, mint_key
 
 SAFETY_SECONDS = 30
@@ -98,15 +98,10 @@ def call(
 @pytest.fixture
 def own_app(settings: Settings, tmp_path: Path) -> Iterator[FastAPI]:
     """An app of its own, with a small rate limit and a short body timeout."""
-    update = {
-        "data_dir": tmp_path,
-        "worker_threads": 0,
-        "rate_limit": "3/minute",
-        "body_timeout_seconds": 0.05,
-    }
-    app = create_app(settings.model_copy(update=update))
-    yield app
-    app.state.engine.dispose()
+    with factories.own_app(
+        settings, tmp_path, worker_threads=0, rate_limit="3/minute", body_timeout_seconds=0.05
+    ) as app:
+        yield app
 
 
 JSON_BODY = {"Content-Type": "application/json", "Content-Length": "14000000"}

@@ -23,10 +23,9 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.schemas.api_keys import Role
-from tests.factories import mint_key
+from tests.factories import mint_key, own_app
 
 EXAMPLES_PER_OPERATION = 20
 # What OpenAPI cannot express (docs/api.md lists each, with the reason): a body naming a group
@@ -85,12 +84,8 @@ def _drops_the_api_key(case: Case) -> bool:
 def fuzzed_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     """An app of its own per test: schemathesis runs the app's lifespan, whose end closes the
     app's profile engine."""
-    own = settings.model_copy(
-        update={"data_dir": tmp_path_factory.mktemp("fuzz"), "worker_threads": 0}
-    )
-    application = create_app(own)
-    yield application
-    application.state.engine.dispose()
+    with own_app(settings, tmp_path_factory.mktemp("fuzz"), worker_threads=0) as application:
+        yield application
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from pyroaring import BitMap
 from sqlalchemy import select
 
 from audiences import queue
-from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.jobs.schedule import queue_syncs
 from audiences.kit.clock import utcnow
@@ -33,7 +32,7 @@ from audiences.store.tables import AudienceRow, JobRow, MembershipChangeRow
 from tests import factories
 from tests.api.test_member_writes import members_of
 from tests.client import ApiClient
-from tests.factories import Tenant, make_tenant
+from tests.factories import Tenant, make_tenant, own_app
 
 MAX_BYTES = 64 * 1024
 TIMEOUT = 2.0
@@ -125,35 +124,29 @@ def sync_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     fetch at 64 KiB and two seconds (no worker threads: the tests run the jobs)."""
     folder = tmp_path_factory.mktemp("sync-app")
     (folder / "root").mkdir()
-    own = settings.model_copy(
-        update={
-            "data_dir": folder / "data",
-            "egress_allow_private": True,
-            "sync_root": folder / "root",
-            "sync_max_bytes": MAX_BYTES,
-            "sync_timeout_seconds": TIMEOUT,
-            "worker_threads": 0,
-        }
-    )
-    application = create_app(own)
-    yield application
-    application.state.engine.dispose()
+    with own_app(
+        settings,
+        folder,
+        egress_allow_private=True,
+        sync_root=folder / "root",
+        sync_max_bytes=MAX_BYTES,
+        sync_timeout_seconds=TIMEOUT,
+        worker_threads=0,
+    ) as application:
+        yield application
 
 
 @pytest.fixture(scope="module")
 def patient_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     """An app like ``sync_app`` that waits 30 s for a file, for tests that hold a fetch open."""
-    own = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("patient-app"),
-            "egress_allow_private": True,
-            "sync_timeout_seconds": 30.0,
-            "worker_threads": 0,
-        }
-    )
-    application = create_app(own)
-    yield application
-    application.state.engine.dispose()
+    with own_app(
+        settings,
+        tmp_path_factory.mktemp("patient-app"),
+        egress_allow_private=True,
+        sync_timeout_seconds=30.0,
+        worker_threads=0,
+    ) as application:
+        yield application
 
 
 @pytest.fixture
@@ -951,40 +944,37 @@ def test_a_progress_report_the_busy_database_refuses_is_skipped(
     """A checkpoint during the download that the database refuses ("database is locked":
     another process holds SQLite's write lock past the busy timeout) is skipped: the sync
     goes on, and records every member once the lock is free."""
-    url = settings.database_url or ""
-    if not url.startswith("sqlite:///"):
+    if not (settings.database_url or "").startswith("sqlite:///"):
         pytest.skip("SQLite's write lock held by another process")
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
-    own = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("busy-app"),
-            "egress_allow_private": True,
-            "sync_timeout_seconds": 30.0,
-            "worker_threads": 0,
-        }
-    )
-    application = create_app(own)
     path, _, held = _trickling(server)
-    try:
-        with make_tenant(application) as tenant:
-            audience = external(tenant.write, csv_source(server, path))
-            worker = threading.Thread(target=run_syncs, args=(application,))
-            worker.start()
-            try:
-                _fetching(tenant.read, audience["id"])
-                other = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=5)
-                other.execute("BEGIN IMMEDIATE")  # the next report (1.2 s on) finds it taken
-                time.sleep(2.0)
-                other.rollback()
-                other.close()
-            finally:
-                held.set()
-                worker.join()
-            state = sync_of(tenant.read, audience["id"])
-            assert state["status"] == "synced", state
-            assert len(members_of(tenant.read, audience["id"])) == 60_000
-    finally:
-        application.state.engine.dispose()
+    with (
+        own_app(
+            settings,
+            tmp_path_factory.mktemp("busy-app"),
+            egress_allow_private=True,
+            sync_timeout_seconds=30.0,
+            worker_threads=0,
+        ) as application,
+        make_tenant(application) as tenant,
+    ):
+        database = application.state.engine.url.database
+        audience = external(tenant.write, csv_source(server, path))
+        worker = threading.Thread(target=run_syncs, args=(application,))
+        worker.start()
+        try:
+            _fetching(tenant.read, audience["id"])
+            other = sqlite3.connect(database, timeout=5)
+            other.execute("BEGIN IMMEDIATE")  # the next report (1.2 s on) finds it taken
+            time.sleep(2.0)
+            other.rollback()
+            other.close()
+        finally:
+            held.set()
+            worker.join()
+        state = sync_of(tenant.read, audience["id"])
+        assert state["status"] == "synced", state
+        assert len(members_of(tenant.read, audience["id"])) == 60_000
 
 
 def test_a_source_pulled_again_shows_the_new_pulls_progress(

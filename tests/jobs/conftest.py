@@ -18,14 +18,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from audiences import queue
-from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.services import workspaces
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 from audiences.store.tables import JobRow
 from tests.databases import DATABASE_ENV
-from tests.factories import Tenant, make_tenant
+from tests.factories import Tenant, make_tenant, own_app
 
 
 @pytest.fixture
@@ -111,20 +110,17 @@ def isolated_factory(isolated_database_url: str) -> Iterator[sessionmaker[Sessio
 @pytest.fixture(scope="module")
 def hooks_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     """An app whose webhooks may reach loopback, with a schedule short enough to wait out."""
-    tuned = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("hooks-data"),
-            "egress_allow_private": True,
-            "webhook_retry_schedule": "0,0.2,0.2,0.2",
-            "webhook_batch_wait_seconds": 0.0,
-            "webhook_batch_size": 50,
-            "webhook_timeout_seconds": 2.0,
-            "destination_file_root": tmp_path_factory.mktemp("files"),
-        }
-    )
-    application = create_app(tuned)
-    yield application
-    application.state.engine.dispose()
+    with own_app(
+        settings,
+        tmp_path_factory.mktemp("hooks"),
+        egress_allow_private=True,
+        webhook_retry_schedule="0,0.2,0.2,0.2",
+        webhook_batch_wait_seconds=0.0,
+        webhook_batch_size=50,
+        webhook_timeout_seconds=2.0,
+        destination_file_root=tmp_path_factory.mktemp("files"),
+    ) as application:
+        yield application
 
 
 @pytest.fixture

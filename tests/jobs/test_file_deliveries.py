@@ -16,13 +16,12 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.jobs.context import Cancelled
 from audiences.kit.clock import utcnow
 from audiences.services import deliveries, file_deliveries, senders
 from audiences.store.tables import DestinationMessageRow, DestinationRow
-from tests.factories import Tenant, make_tenant
+from tests.factories import Tenant, make_tenant, own_app
 from tests.jobs.test_deliveries import run_files, static, write
 from tests.s3_server import KEY_ID, REGION, SECRET, S3Server, serving
 
@@ -40,22 +39,19 @@ def s3_app(
 ) -> Iterator[FastAPI]:
     """An app whose file destinations may write to any bucket of the test server, with a
     retry schedule short enough to wait out."""
-    tuned = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("s3-data"),
-            "webhook_retry_schedule": "0,0.2,0.2,0.2",
-            "webhook_batch_wait_seconds": 0.0,
-            "destination_s3_buckets": "*",
-            "destination_s3_endpoint_url": s3.endpoint,
-            "destination_s3_region": REGION,
-            "destination_s3_access_key_id": KEY_ID,
-            "destination_s3_secret_access_key": SecretStr(SECRET),
-            "destination_s3_timeout_seconds": 5.0,
-        }
-    )
-    application = create_app(tuned)
-    yield application
-    application.state.engine.dispose()
+    with own_app(
+        settings,
+        tmp_path_factory.mktemp("s3"),
+        webhook_retry_schedule="0,0.2,0.2,0.2",
+        webhook_batch_wait_seconds=0.0,
+        destination_s3_buckets="*",
+        destination_s3_endpoint_url=s3.endpoint,
+        destination_s3_region=REGION,
+        destination_s3_access_key_id=KEY_ID,
+        destination_s3_secret_access_key=SecretStr(SECRET),
+        destination_s3_timeout_seconds=5.0,
+    ) as application:
+        yield application
 
 
 @pytest.fixture
@@ -266,19 +262,19 @@ def test_a_bucket_that_hangs_never_holds_up_other_writes(
     endpoint that answers nothing, the workspace's writes go through; then the write fails
     with ``s3_unreachable`` in the log and waits for its retry."""
     hanging = Hanging()
-    tuned = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("hang-data"),
-            "destination_s3_buckets": "*",
-            "destination_s3_endpoint_url": hanging.url,
-            "destination_s3_access_key_id": KEY_ID,
-            "destination_s3_secret_access_key": SecretStr(SECRET),
-            "destination_s3_timeout_seconds": 60.0,
-        }
-    )
-    application = create_app(tuned)
     try:
-        with make_tenant(application) as tenant:
+        with (
+            own_app(
+                settings,
+                tmp_path_factory.mktemp("hang"),
+                destination_s3_buckets="*",
+                destination_s3_endpoint_url=hanging.url,
+                destination_s3_access_key_id=KEY_ID,
+                destination_s3_secret_access_key=SecretStr(SECRET),
+                destination_s3_timeout_seconds=60.0,
+            ) as application,
+            make_tenant(application) as tenant,
+        ):
             audience = static(tenant.admin)
             write(application, tenant.admin, audience["id"], "add", ["a"])
             made = destination(
@@ -304,7 +300,6 @@ def test_a_bucket_that_hangs_never_holds_up_other_writes(
             ]
     finally:
         hanging.close()
-        application.state.engine.dispose()
 
 
 def test_an_endpoint_boto3_refuses_fails_each_write_on_the_schedule(
@@ -313,41 +308,38 @@ def test_an_endpoint_boto3_refuses_fails_each_write_on_the_schedule(
     """Settings boto3 cannot build a client from (made before the settings check) never give
     a 500 nor a crashed job: ``/test`` answers ``s3_misconfigured``, and a ``full`` run is a
     failed attempt whose retry is scheduled."""
-    tuned = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("misconfigured"),
-            "destination_s3_buckets": "*",
-            "destination_s3_endpoint_url": "http://minio_1:9000",
-            "destination_s3_access_key_id": KEY_ID,
-            "destination_s3_secret_access_key": SecretStr(SECRET),
-        }
-    )
-    application = create_app(tuned)
-    try:
-        with make_tenant(application) as tenant:
-            audience = static(tenant.admin)
-            write(application, tenant.admin, audience["id"], "add", ["a"])
-            made = destination(
-                tenant.admin, "bad-endpoint", "s3://bkt/x",
-                subscription={"audience_ids": [audience["id"]]},
-            )  # fmt: skip
-            tested = tenant.admin.post(f"/v1/destinations/{made['id']}/test")
-            assert tested.status_code == 200, tested.text
-            assert tested.json()["delivered"] is False
-            assert tested.json()["delivery"]["last_error"].startswith("s3_misconfigured: ")
-            before = utcnow()
-            run_files(application)
-            shown = tenant.admin.get(f"/v1/destinations/{made['id']}").json()
-            assert shown["last_error"].startswith("s3_misconfigured: ")
-            assert shown["enabled"] is True
-            assert datetime.fromisoformat(shown["next_run_at"]) > before  # not due every tick
-            log = tenant.admin.get(f"/v1/destinations/{made['id']}/deliveries").json()["data"]
-            assert [(d["type"], d["status"], d["attempts"]) for d in log] == [
-                ("file.full", "pending", 1),
-                ("destination.test", "failed", 1),
-            ]
-    finally:
-        application.state.engine.dispose()
+    with (
+        own_app(
+            settings,
+            tmp_path_factory.mktemp("misconfigured"),
+            destination_s3_buckets="*",
+            destination_s3_endpoint_url="http://minio_1:9000",
+            destination_s3_access_key_id=KEY_ID,
+            destination_s3_secret_access_key=SecretStr(SECRET),
+        ) as application,
+        make_tenant(application) as tenant,
+    ):
+        audience = static(tenant.admin)
+        write(application, tenant.admin, audience["id"], "add", ["a"])
+        made = destination(
+            tenant.admin, "bad-endpoint", "s3://bkt/x",
+            subscription={"audience_ids": [audience["id"]]},
+        )  # fmt: skip
+        tested = tenant.admin.post(f"/v1/destinations/{made['id']}/test")
+        assert tested.status_code == 200, tested.text
+        assert tested.json()["delivered"] is False
+        assert tested.json()["delivery"]["last_error"].startswith("s3_misconfigured: ")
+        before = utcnow()
+        run_files(application)
+        shown = tenant.admin.get(f"/v1/destinations/{made['id']}").json()
+        assert shown["last_error"].startswith("s3_misconfigured: ")
+        assert shown["enabled"] is True
+        assert datetime.fromisoformat(shown["next_run_at"]) > before  # not due every tick
+        log = tenant.admin.get(f"/v1/destinations/{made['id']}/deliveries").json()["data"]
+        assert [(d["type"], d["status"], d["attempts"]) for d in log] == [
+            ("file.full", "pending", 1),
+            ("destination.test", "failed", 1),
+        ]
 
 
 def test_a_snapshot_is_never_rewritten_with_later_members(
@@ -458,19 +450,19 @@ def test_a_test_file_is_written_outside_the_requests_transaction(
     """``POST …/test`` on a bucket that answers nothing holds no transaction open while it
     waits: the workspace's writes go through meanwhile; then it answers ``s3_unreachable``."""
     hanging = Hanging()
-    tuned = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("test-hang"),
-            "destination_s3_buckets": "*",
-            "destination_s3_endpoint_url": hanging.url,
-            "destination_s3_access_key_id": KEY_ID,
-            "destination_s3_secret_access_key": SecretStr(SECRET),
-            "destination_s3_timeout_seconds": 60.0,
-        }
-    )
-    application = create_app(tuned)
     try:
-        with make_tenant(application) as tenant:
+        with (
+            own_app(
+                settings,
+                tmp_path_factory.mktemp("test-hang"),
+                destination_s3_buckets="*",
+                destination_s3_endpoint_url=hanging.url,
+                destination_s3_access_key_id=KEY_ID,
+                destination_s3_secret_access_key=SecretStr(SECRET),
+                destination_s3_timeout_seconds=60.0,
+            ) as application,
+            make_tenant(application) as tenant,
+        ):
             audience = static(tenant.admin)
             made = destination(
                 tenant.admin, "hangs", "s3://slow/x", mode="changes",
@@ -499,4 +491,3 @@ def test_a_test_file_is_written_outside_the_requests_transaction(
             assert [(d["type"], d["status"]) for d in log] == [("destination.test", "failed")]
     finally:
         hanging.close()
-        application.state.engine.dispose()

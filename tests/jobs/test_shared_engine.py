@@ -115,7 +115,8 @@ def test_only_a_shared_engine_gives_worker_processes_a_runtime(tmp_path: Path) -
     settings = Settings(data_dir=tmp_path)
     metadata = make_engine(settings.metadata_url)
     try:
-        assert shared_runtime(settings, metadata) is None  # DuckDB: the server's own
+        # DuckDB: the server's own (neither the metadata nor its sessions are used).
+        assert shared_runtime(settings, metadata, sessionmaker()) is None
     finally:
         metadata.dispose()
 

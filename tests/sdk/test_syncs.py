@@ -11,12 +11,11 @@ from collections.abc import Iterator
 import pytest
 from fastapi import FastAPI
 
-from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.schemas.jobs import Job
 from audiences.schemas.syncs import SyncProgress, SyncStatus
 from tests.api.test_syncs import FileServer, Served, run_syncs
-from tests.factories import make_tenant
+from tests.factories import make_tenant, own_app
 from tests.sdk.conftest import sdk_client
 
 
@@ -31,17 +30,14 @@ def server() -> Iterator[FileServer]:
 @pytest.fixture(scope="module")
 def sync_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     """An app that may fetch from loopback (the test runs the jobs)."""
-    own = settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("sdk-sync"),
-            "egress_allow_private": True,
-            "sync_timeout_seconds": 30.0,
-            "worker_threads": 0,
-        }
-    )
-    application = create_app(own)
-    yield application
-    application.state.engine.dispose()
+    with own_app(
+        settings,
+        tmp_path_factory.mktemp("sdk-sync"),
+        egress_allow_private=True,
+        sync_timeout_seconds=30.0,
+        worker_threads=0,
+    ) as application:
+        yield application
 
 
 def test_a_running_sync_reads_as_typed_progress(sync_app: FastAPI, server: FileServer) -> None:

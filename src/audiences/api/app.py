@@ -44,10 +44,9 @@ from audiences.api.routes import (
 )
 from audiences.config import Settings
 from audiences.jobs.worker import embedded
-from audiences.membership.cache import BitmapCache
 from audiences.services.callers import Caller
 from audiences.services.idempotency import Replayed
-from audiences.services.runtime import Runtime, open_profiles
+from audiences.services.runtime import open_runtime
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 from audiences.store.read_cache import ReadCache
@@ -87,11 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
     reads: ReadCache[Caller] = ReadCache(settings.read_cache_seconds)
     reads.watch(app.state.session_factory)
-    app.state.runtime = Runtime(
-        profiles=open_profiles(settings, engine),
-        bitmaps=BitmapCache(settings.bitmap_cache_bytes),
-        reads=reads,
-    )
+    app.state.runtime = open_runtime(settings, engine, app.state.session_factory, reads=reads)
     problems.install(app)
     app.add_exception_handler(Replayed, _replay)
     # Outermost last: request ids, metrics, authentication (before any body is read), the body

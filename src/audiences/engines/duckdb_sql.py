@@ -36,7 +36,7 @@ ATTRIBUTE_TYPES: dict[str, AttributeType] = {
     **{sql: kind for kind, sql in COLUMN_TYPES.items()},
     "TIMESTAMP WITH TIME ZONE": AttributeType.TIMESTAMP,
 }
-"""Attribute type by the ``data_type`` in ``duckdb_columns()``: the columns are the truth."""
+"""Attribute type by a column's type in DuckDB's catalog: the columns are the truth."""
 
 
 def quote(name: str) -> str:

@@ -26,9 +26,8 @@ from audiences.jobs.handlers import HANDLERS, HandlerRegistry, load_modules
 from audiences.jobs.schedule import Scheduler
 from audiences.kit.ids import new_id
 from audiences.kit.logs import get_logger
-from audiences.membership.cache import BitmapCache
 from audiences.queue import ClaimedJob, LeaseLost
-from audiences.services.runtime import Runtime, open_profiles
+from audiences.services.runtime import Runtime, open_runtime
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 
@@ -249,9 +248,10 @@ def run_workers(settings: Settings, *, threads: int) -> None:
     engine = make_engine(settings.metadata_url)
     migrate(engine)
     load_modules(settings.job_handler_modules)
-    runtime = shared_runtime(settings, engine)
+    sessions = make_session_factory(engine)
+    runtime = shared_runtime(settings, engine, sessions)
     pool = WorkerPool(
-        session_factory=make_session_factory(engine),
+        session_factory=sessions,
         settings=settings,
         threads=threads,
         runtime=runtime,
@@ -275,14 +275,13 @@ def run_workers(settings: Settings, *, threads: int) -> None:
             runtime.profiles.close()
 
 
-def shared_runtime(settings: Settings, metadata: Engine) -> Runtime | None:
+def shared_runtime(
+    settings: Settings, metadata: Engine, sessions: sessionmaker[Session]
+) -> Runtime | None:
     """A worker process's own profile engine when every process can open it (PostgreSQL, a
     ClickHouse server beside PostgreSQL metadata): its workers then claim the jobs that need
     profile data too. None for the embedded DuckDB file and chdb's folder, which the server
     process owns (its own workers run those jobs)."""
     if not factory.shared(settings):
         return None
-    return Runtime(
-        profiles=open_profiles(settings, metadata),
-        bitmaps=BitmapCache(settings.bitmap_cache_bytes),
-    )
+    return open_runtime(settings, metadata, sessions)

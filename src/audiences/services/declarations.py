@@ -10,9 +10,10 @@ public shape).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -20,9 +21,11 @@ from sqlalchemy.orm import Session
 from audiences.engines.base import ProfileEngine
 from audiences.errors import Conflict, ValidationFailed
 from audiences.schemas.attributes import MAX_ATTRIBUTES, AttributeType
-from audiences.services.runtime import Runtime
 from audiences.store.tables import AttributeRow, EventPropertyRow
 from audiences.store.tables.workspaces import WorkspaceRow
+
+if TYPE_CHECKING:  # services.runtime opens the engine with restore_columns below
+    from audiences.services.runtime import Runtime
 
 RowT = TypeVar("RowT", AttributeRow, EventPropertyRow)
 
@@ -124,6 +127,66 @@ def declare_inferred(
     columns = kind.columns(runtime.profiles, workspace_id)
     wanted = {name: columns.get(name, found[name]) for name in new}
     _add(session, kind, workspace_id, wanted, runtime, inferred=True)
+
+
+@dataclass
+class Restored:
+    """What the profile engine lacked of one workspace's declared schema when it was opened:
+    the columns made again, by kind (its ``plural``), and the columns it holds under another
+    type than the metadata declares, by kind (its ``noun``; left as they are: name ->
+    (declared, held))."""
+
+    workspace_id: str
+    made: dict[str, list[str]] = field(default_factory=dict)
+    mistyped: dict[str, dict[str, tuple[AttributeType, AttributeType]]] = field(
+        default_factory=dict
+    )
+
+
+def restore_columns(session: Session, engine: ProfileEngine) -> list[Restored]:
+    """Make every column the metadata declares that ``engine`` lacks, in every workspace.
+
+    The metadata is the source of truth for the declared schema; an engine whose data was
+    lost or replaced (a new DuckDB file, another server) would otherwise refuse every rule
+    and keep declared values in ``extra``. Run when a process opens its engine: one query per
+    kind, one schema read per workspace that declares anything, and a change only where a
+    column is missing (the engines add only what they lack, so processes starting together
+    agree). Returns what was found wrong, by workspace.
+    """
+    found: dict[str, Restored] = {}
+    _restore(session, engine, ATTRIBUTES, found)
+    _restore(session, engine, EVENT_PROPERTIES, found)
+    return list(found.values())
+
+
+def _restore(
+    session: Session, engine: ProfileEngine, kind: Kind[RowT], found: dict[str, Restored]
+) -> None:
+    for workspace_id, declared in _declared(session, kind).items():
+        held = kind.columns(engine, workspace_id)
+        missing = {name: type_ for name, type_ in declared.items() if name not in held}
+        mistyped = {
+            name: (type_, held[name])
+            for name, type_ in declared.items()
+            if name in held and held[name] != type_
+        }
+        if not missing and not mistyped:
+            continue
+        restored = found.setdefault(workspace_id, Restored(workspace_id))
+        if mistyped:
+            restored.mistyped[kind.noun] = mistyped
+        if missing:
+            kind.ensure(engine, workspace_id, missing)
+            restored.made[kind.plural] = sorted(missing)
+
+
+def _declared(session: Session, kind: Kind[RowT]) -> dict[str, dict[str, AttributeType]]:
+    """Every workspace's declared names of this kind, in one query."""
+    rows = session.execute(select(kind.row.workspace_id, kind.row.name, kind.row.type))
+    declared: dict[str, dict[str, AttributeType]] = defaultdict(dict)
+    for workspace_id, name, type_ in rows:
+        declared[workspace_id][name] = AttributeType(type_)
+    return declared
 
 
 def lock_schema(session: Session, workspace_id: str) -> None:

@@ -5,14 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from audiences.config import Settings
 from audiences.engines import factory
 from audiences.engines.base import IdCache, ProfileEngine
+from audiences.kit.logs import get_logger
 from audiences.membership.cache import BitmapCache
+from audiences.services import declarations
 from audiences.services.callers import Caller
 from audiences.store.profile_writes import ProfileWrites
 from audiences.store.read_cache import ReadCache
+
+log = get_logger("audiences.services")
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,59 @@ class Runtime:
         return None if self.ids is None else self.ids.known_pid(workspace_id, external_id)
 
 
-def open_profiles(settings: Settings, metadata: Engine) -> ProfileEngine:
-    """The configured profile engine, given the metadata database's coordination of profile
-    writes when that is PostgreSQL (``store.profile_writes``): then several processes may
-    write one ClickHouse engine. On SQLite metadata one process writes profiles."""
+def open_runtime(
+    settings: Settings,
+    metadata: Engine,
+    sessions: sessionmaker[Session],
+    *,
+    reads: ReadCache[Caller] | None = None,
+) -> Runtime:
+    """The runtime of a process: its profile engine opened, with every column the metadata
+    declares made where the engine lacks it (``declarations.restore_columns``), and logged,
+    since an engine that lacked them lost or never had the workspace's profile data.
+
+    On PostgreSQL metadata the engine is given the metadata's coordination of profile writes
+    (``store.profile_writes``): then several processes may write one ClickHouse engine. On
+    SQLite metadata one process writes profiles."""
     coordinator = ProfileWrites(metadata) if metadata.dialect.name == "postgresql" else None
-    return factory.open_engine(settings, coordinator=coordinator)
+    profiles = factory.open_engine(settings, coordinator=coordinator)
+    try:
+        with sessions() as session:
+            restored = declarations.restore_columns(session, profiles)
+    except BaseException:
+        profiles.close()
+        raise
+    for found in restored:
+        _report(found, profiles)
+    return Runtime(
+        profiles=profiles,
+        bitmaps=BitmapCache(settings.bitmap_cache_bytes),
+        reads=reads if reads is not None else ReadCache(),
+    )
+
+
+def _report(found: declarations.Restored, profiles: ProfileEngine) -> None:
+    workspace = found.workspace_id
+    if found.made:
+        made = "; ".join(f"{kind} {', '.join(names)}" for kind, names in found.made.items())
+        log.warning(
+            "workspace %s: the profile engine lacked the columns of declared %s; made them "
+            "again (it holds %d profiles of this workspace). If its profile data was lost or "
+            "replaced, the members stored for its audiences name pids of the old data: the "
+            "engine no longer holds them or gives them to other profiles (docs/deploy.md, "
+            "'When the profile engine loses its data').",
+            workspace,
+            made,
+            profiles.count(workspace),
+        )
+    for kind, names in found.mistyped.items():
+        for name, (declared, held) in names.items():
+            log.error(
+                "workspace %s: the profile engine holds %s %r as %s, but it is declared %s; "
+                "left as it is (rules on it may fail).",
+                workspace,
+                kind,
+                name,
+                held.value,
+                declared.value,
+            )

@@ -1,0 +1,181 @@
+"""Opening a process's runtime (``services.runtime.open_runtime``) on an engine that lost its
+data: a whole app on a data folder and a metadata database (SQLite, or PostgreSQL under
+``-m database``), stopped, its profile data lost, started again on the same metadata."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from audiences.api.app import create_app
+from audiences.config import Settings
+from audiences.engines.duckdb import DuckDBEngine
+from audiences.schemas.api_keys import Role
+from audiences.schemas.attributes import AttributeType
+from tests.databases import fresh_database
+from tests.engines.kinds import KINDS, opened
+from tests.factories import SCHEMA, Tenant, client_for, make_audience, make_tenant, mint_key
+from tests.oracle import refresh
+
+EVENT_PROPERTIES = {"amount": "float", "sku": "string"}
+
+
+@contextmanager
+def running(settings: Settings) -> Iterator[FastAPI]:
+    """The app on ``settings``, its engine closed and its metadata connections dropped after."""
+    app = create_app(settings)
+    try:
+        yield app
+    finally:
+        app.state.runtime.profiles.close()
+        app.state.engine.dispose()
+
+
+def _settings(folder: Path, metadata_url: str, engine: dict[str, Any]) -> Settings:
+    return Settings(
+        **{"data_dir": folder, **engine}, database_url=metadata_url, rate_limit="100000/minute"
+    )
+
+
+def _seed(app: FastAPI) -> tuple[str, dict[str, Any]]:
+    """A tenant with the test schema, two event properties, profiles, an event and a
+    refreshed audience; its slug and the audience."""
+    with make_tenant(app) as tenant:
+        for name, kind in EVENT_PROPERTIES.items():
+            put = tenant.admin.put(f"/v1/event-properties/{name}", json={"type": kind})
+            assert put.status_code == 201, put.text
+        _write(tenant, {"a": {"country": "US", "age": 40}, "b": {"country": "DE", "age": 50}})
+        _event(tenant, "a")
+        audience = make_audience(tenant.write, rule="country = 'US'")
+        assert refresh(tenant.write, audience["id"])["status"] == "succeeded"
+        return tenant.slug, audience
+
+
+def _write(tenant: Tenant, people: dict[str, dict[str, Any]]) -> None:
+    batch = [{"id": eid, "attributes": attributes} for eid, attributes in people.items()]
+    response = tenant.write.post("/v1/profiles/batch", json={"profiles": batch})
+    assert response.status_code == 200, response.text
+    assert all(result["status"] in (200, 201) for result in response.json()["results"])
+
+
+def _event(tenant: Tenant, profile_id: str) -> None:
+    body = {
+        "profile_id": profile_id,
+        "event": "order",
+        "timestamp": "2026-01-02T03:04:05Z",
+        "properties": {"amount": 12.5, "sku": "a-1"},
+    }
+    response = tenant.write.post("/v1/events", json={"events": [body]})
+    assert response.status_code == 201, response.text
+
+
+@contextmanager
+def _again(app: FastAPI, slug: str) -> Iterator[Tenant]:
+    """The seeded workspace, reached through the restarted app with new keys."""
+    tokens: dict[Role, str] = {}
+    workspace_id = ""
+    for role in (Role.ADMIN, Role.WRITE, Role.READ):
+        tokens[role], workspace_id = mint_key(app, slug, role)
+    clients = [client_for(app, token) for token in tokens.values()]
+    anonymous = client_for(app, None)
+    try:
+        yield Tenant(slug, workspace_id, tokens, *clients, anonymous)
+    finally:
+        for client in [*clients, anonymous]:
+            client.close()
+
+
+def _works_again(app: FastAPI, slug: str, audience: dict[str, Any]) -> None:
+    """Declaring, writing profiles and events and refreshing all succeed, on columns the
+    engine holds again."""
+    with _again(app, slug) as tenant:
+        _write(tenant, {"c": {"country": "US", "age": 20}})
+        _event(tenant, "c")
+        assert refresh(tenant.write, audience["id"])["status"] == "succeeded"
+        members = tenant.read.get(f"/v1/audiences/{audience['id']}/members").json()["data"]
+        assert {member["id"] for member in members} == {"c"}  # "a" was lost with the data
+        put = tenant.admin.put("/v1/attributes/score", json={"type": "integer"})
+        assert put.status_code == 201, put.text
+        _write(tenant, {"c": {"score": 3}})
+        profile = tenant.read.get("/v1/profiles/c").json()
+        assert profile["attributes"] == {"country": "US", "age": 20, "score": 3}
+        engine = app.state.runtime.profiles
+        assert engine.attributes(tenant.workspace_id) == {**SCHEMA, "score": "integer"}
+        assert engine.event_properties(tenant.workspace_id) == EVENT_PROPERTIES
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_new_engine_on_the_same_metadata_gets_every_declared_column(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with fresh_database(tmp_path) as url:
+        with (
+            opened(kind, tmp_path / "old") as old,
+            running(_settings(tmp_path / "old", url, old.settings)) as app,
+        ):
+            slug, audience = _seed(app)
+        with (
+            opened(kind, tmp_path / "new") as new,
+            caplog.at_level(logging.WARNING, logger="audiences.services"),
+            running(_settings(tmp_path / "new", url, new.settings)) as app,
+        ):
+            _works_again(app, slug, audience)
+    (warning,) = [r for r in caplog.records if r.name == "audiences.services"]
+    assert warning.levelno == logging.WARNING
+    message = warning.getMessage()
+    assert "attributes " + ", ".join(sorted(SCHEMA)) in message
+    assert "event properties amount, sku" in message
+    assert "holds 0 profiles" in message and "pids of the old data" in message
+
+
+def test_a_deleted_duckdb_file_is_made_again_with_its_columns_and_only_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The laptop case: the server stopped, its ``profiles.duckdb`` deleted, started again."""
+    with fresh_database(tmp_path) as url:
+        settings = _settings(tmp_path / "data", url, {})
+        with running(settings) as app:
+            slug, audience = _seed(app)
+        for lost in (tmp_path / "data").glob("profiles.duckdb*"):
+            lost.unlink()
+        with caplog.at_level(logging.WARNING, logger="audiences.services"):
+            with running(settings) as app:
+                _works_again(app, slug, audience)
+            assert len([r for r in caplog.records if r.name == "audiences.services"]) == 1
+            caplog.clear()
+            # Nothing missing now: nothing made, nothing said.
+            with running(settings) as app, _again(app, slug) as tenant:
+                assert app.state.runtime.profiles.count(tenant.workspace_id) == 1
+            assert [r for r in caplog.records if r.name == "audiences.services"] == []
+
+
+def test_a_column_of_another_type_is_left_as_it_is_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An engine holding a declared name under another type: the rest is made, that column is
+    not touched, and the log says which it is."""
+    with fresh_database(tmp_path) as url:
+        with running(_settings(tmp_path / "old", url, {})) as app:
+            slug, _ = _seed(app)
+            with _again(app, slug) as tenant:
+                workspace_id = tenant.workspace_id
+        other = DuckDBEngine(tmp_path / "new")
+        other.ensure_attributes(workspace_id, {"age": AttributeType.STRING})
+        other.close()
+        with (
+            caplog.at_level(logging.WARNING, logger="audiences.services"),
+            running(_settings(tmp_path / "new", url, {})) as app,
+        ):
+            held = app.state.runtime.profiles.attributes(workspace_id)
+    assert held == {**SCHEMA, "age": "string"}
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        f"workspace {workspace_id}: the profile engine holds attribute 'age' as string, but "
+        "it is declared integer; left as it is (rules on it may fail)."
+    ]
