@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from audiences.cli.context import INTERRUPTED, UNAVAILABLE, fail
@@ -68,27 +72,58 @@ def follow(client: Client, job: Job, out: Out) -> Job:
     """Wait for ``job`` to finish, showing its progress unless quiet or JSON; exit 130 on
     Ctrl-C, saying the job goes on."""
     try:
-        if out.quiet or out.as_json:
-            return client.jobs.wait(job)
-        with bar() as progress:
-            task = progress.add_task(f"{job.handler} {job.id}", total=None)
+        with ctrl_c() as pressed:
 
-            def show(current: Job) -> None:
-                done = current.progress
-                progress.update(
-                    task,
-                    completed=done.processed,
-                    total=done.total,
-                    description=f"{current.handler} {current.state.value}{fetching(current)}",
-                )
+            def check(current: Job) -> None:
+                if pressed.is_set():
+                    raise KeyboardInterrupt
 
-            return client.jobs.wait(job, on_progress=show)
+            if out.quiet or out.as_json:
+                return client.jobs.wait(job, on_progress=check)
+            with bar() as progress:
+                task = progress.add_task(f"{job.handler} {job.id}", total=None)
+
+                def show(current: Job) -> None:
+                    check(current)
+                    done = current.progress
+                    progress.update(
+                        task,
+                        completed=done.processed,
+                        total=done.total,
+                        description=f"{current.handler} {current.state.value}{fetching(current)}",
+                    )
+
+                return client.jobs.wait(job, on_progress=show)
     except KeyboardInterrupt:
         fail(
             f"stopped waiting; job {job.id} goes on on the server",
             INTERRUPTED,
             f"follow it with `audiences jobs wait {job.id}`",
         )
+
+
+@contextmanager
+def ctrl_c() -> Iterator[threading.Event]:
+    """Ctrl-C noted rather than raised while waiting: the wait stops at its next look at the
+    job (half a second at most between looks). A ``KeyboardInterrupt`` raised wherever the
+    signal lands could fall inside a lock of the progress bar or the HTTP pool and leave it
+    held, hanging the exit. A second Ctrl-C interrupts at once (a server that does not
+    answer)."""
+    pressed = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed  # only the main thread may take signals: Ctrl-C raises as usual
+        return
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        if pressed.is_set():
+            raise KeyboardInterrupt
+        pressed.set()
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def fetching(job: Job) -> str:
