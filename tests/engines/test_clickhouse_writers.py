@@ -134,10 +134,15 @@ def test_two_writers_give_no_pid_twice_and_lose_no_profile_or_change(
     assert fresh > max(p for p in pids if p is not None)  # pids only grow, across writers
 
 
-def _waiting_for_the_lock(metadata: Engine) -> bool:
+def _waiting_for_the_lock(metadata: Engine, workspace_id: str) -> bool:
+    """Whether a process waits for the workspace's write lock."""
+    query = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = hashtextextended(:key, 0)"
+    )
     with metadata.connect() as connection:
-        query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        return bool(connection.execute(text(query)).scalar_one())
+        key = f"audiences:profile_writes:{workspace_id}"
+        return bool(connection.execute(query, {"key": key}).scalar_one())
 
 
 def _finishes(work: Any) -> bool:
@@ -160,7 +165,7 @@ def test_reads_and_other_workspaces_writes_do_not_wait_for_a_workspace_lock(
     with ProfileWrites(metadata).exclusive(ws):
         writer = threading.Thread(target=lambda: blocked.append(engine.ensure_profiles(ws, ["u2"])))
         writer.start()
-        while not _waiting_for_the_lock(metadata):
+        while not _waiting_for_the_lock(metadata, ws):
             time.sleep(0.01)
         assert _finishes(lambda: engine.get_profile(ws, "u1"))
         assert _finishes(lambda: engine.select_pids(ws, "external_id = 'u1'"))

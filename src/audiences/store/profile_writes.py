@@ -62,6 +62,8 @@ class ProfileWrites:
                     code="profile_writes_busy",
                 ) from None
             yield lambda: _check_held(connection)
+            if connection.invalidated:  # the lock was lost (and said so): nothing to commit
+                connection.rollback()
 
     def reserve_pids(self, workspace_id: str, count: int, *, above: int) -> int:
         """The first of ``count`` new pids, all above ``above`` and every pid given before."""
