@@ -90,6 +90,7 @@ class ClickHouseEngine:
         self._client = client
         self._database = database
         self._lock = threading.Lock()  # the workspace map only, never held over a query wait
+        self._loading = threading.Lock()  # loading a workspace first seen (tables made)
         self._workspaces: dict[str, Workspace] = {}
         self._coordinator = coordinator
         self._writer = Writer(client, coordinator)
@@ -527,11 +528,12 @@ class ClickHouseEngine:
         with self._lock:
             state = self._workspaces.get(workspace_id)
         if state is None:
-            loaded = self._load(workspace_id, create)
-            if loaded is None:
-                return None
-            with self._lock:  # a thread that loaded it meanwhile wins: one state, one lock
-                state = self._workspaces.setdefault(workspace_id, loaded)
+            with self._loading:  # one load at a time: its CREATE TABLEs must not race
+                state = self._workspaces.get(workspace_id) or self._load(workspace_id, create)
+                if state is None:
+                    return None
+                with self._lock:
+                    self._workspaces[workspace_id] = state
         stale = time.monotonic() - state.read_at > SCHEMA_TTL
         # Another process may declare; a write in progress here reads the columns anyway.
         if self._coordinator is not None and stale and state.write_lock.acquire(blocking=False):
