@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from audiences.errors import ServiceUnavailable
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 from audiences.store.profile_writes import ProfileWrites
@@ -82,3 +83,36 @@ def test_one_holder_of_the_write_lock_at_a_time(metadata: Engine, workspace_id: 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(hold, range(12)))
     assert overlaps == [1] * 12
+
+
+def test_a_holder_waits_a_bounded_time_for_the_lock(metadata: Engine, workspace_id: str) -> None:
+    impatient = ProfileWrites(metadata, lock_timeout=0.1)
+    busy = ProfileWrites(metadata).exclusive(workspace_id)
+    with busy, pytest.raises(ServiceUnavailable) as raised, impatient.exclusive(workspace_id):
+        pass
+    assert raised.value.code == "profile_writes_busy" and raised.value.status == 503
+    with impatient.exclusive(workspace_id) as held:  # free again: taken at once
+        held()
+
+
+def test_the_check_fails_once_the_locks_connection_is_gone(
+    metadata: Engine, workspace_id: str
+) -> None:
+    writes = ProfileWrites(metadata)
+    with writes.exclusive(workspace_id) as held:
+        held()  # alive
+        with metadata.connect() as other:
+            holder = other.execute(
+                text(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint)"
+                    " = hashtextextended(:key, 0)"
+                ),
+                {"key": f"audiences:profile_writes:{workspace_id}"},
+            ).scalar_one()
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": holder})
+        with pytest.raises(ServiceUnavailable) as raised:
+            held()
+    assert raised.value.code == "profile_write_lock_lost"
+    with writes.exclusive(workspace_id) as held:  # the lock went with its connection
+        held()

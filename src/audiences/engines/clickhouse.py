@@ -7,11 +7,12 @@ by pid and time) and its pid high-water mark. Members come back from a server as
 ``groupBitmapState``, read into pyroaring from ClickHouse's serialized form; from chdb, in
 process, as their ``UInt32`` pid column read by numpy.
 
-Writes are serialised by one lock in this process, which also allocates pids (ClickHouse has
-no sequence): one process writes a workspace's profiles at a time (docs/engines.md), unless
-the engine is given a :class:`~audiences.engines.coordination.WriteCoordinator`, whose lock,
-pids and versions every writing process shares. Reads run in parallel. ClickHouse itself
-runs in process (chdb) or on a server (clickhouse-connect), behind
+A workspace's writes are serialised by a lock of its own in this process, which also
+allocates pids (ClickHouse has no sequence): one process writes a workspace's profiles at a
+time (docs/engines.md), unless the engine is given a
+:class:`~audiences.engines.coordination.WriteCoordinator`, whose lock, pids and versions every
+writing process shares. Reads take no write lock, and other workspaces' writes another.
+ClickHouse itself runs in process (chdb) or on a server (clickhouse-connect), behind
 :mod:`audiences.engines.clickhouse_client`.
 """
 
@@ -22,7 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -88,7 +89,8 @@ class ClickHouseEngine:
     ) -> None:
         self._client = client
         self._database = database
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # the workspace map only, never held over a query wait
+        self._loading = threading.Lock()  # loading a workspace first seen (tables made)
         self._workspaces: dict[str, Workspace] = {}
         self._coordinator = coordinator
         self._writer = Writer(client, coordinator)
@@ -107,6 +109,7 @@ class ClickHouseEngine:
             refuse_type_changes(state.schema, wanted)
             for name, kind in wanted.items():
                 if name not in state.schema:
+                    state.held()
                     self._client.command(sql.add_column(state.profiles, name, kind))
                     state.schema = {**state.schema, name: kind}
                     self._backfill(state, name, kind)
@@ -160,6 +163,7 @@ class ClickHouseEngine:
                 return None
             pid = int(rows[0][0])
             self._writer.tombstone(state, pid, external_id)
+            state.held()
             self._client.command(f"DELETE FROM {state.events} WHERE pid = {pid}")
         return pid
 
@@ -278,6 +282,7 @@ class ClickHouseEngine:
             refuse_type_changes(state.event_schema, wanted)
             for name, kind in wanted.items():
                 if name not in state.event_schema:
+                    state.held()
                     self._client.command(sql.add_column(state.events, name, kind))
                     state.event_schema = {**state.event_schema, name: kind}
 
@@ -311,6 +316,7 @@ class ClickHouseEngine:
                 self._writer.insert_empty(state, [eid for eid in external if eid not in pids])
             )
             if fresh:
+                state.held()
                 received = received_at or utcnow()
                 schema = state.event_schema
                 events_sql.insert(self._client, state.events, schema, fresh, pids, received)
@@ -367,22 +373,23 @@ class ClickHouseEngine:
         with self._writing(state):
             count = int(self._rows(f"SELECT count() FROM {state.events} WHERE {where}")[0][0])
             if count:
+                state.held()
                 self._client.command(f"DELETE FROM {state.events} WHERE {where}")
         return count
 
     # Moving a workspace (base.Portable): exact pids, events in copy order, idempotent imports.
 
     def last_pid(self, workspace_id: str) -> int:
-        """The highest pid the workspace ever gave out, 0 if none."""
+        """The highest pid the workspace ever gave out, 0 if none: read from ClickHouse, where
+        every writing process records its mark before a row uses a pid."""
         state = self._workspace(workspace_id)
-        return state.next_pid - 1 if state else 0
+        return max(state.next_pid - 1, self._high_mark(state)) if state else 0
 
     def reserve_pids(self, workspace_id: str, through: int) -> None:
         """Make new profiles get pids above ``through`` (the high-water mark moves up)."""
         state = self._state(workspace_id, create=True)
         with self._writing(state):
-            if through >= state.next_pid:
-                self._writer.allocate(state, through - state.next_pid + 1)
+            self._writer.reserve_through(state, through)
 
     def export_profiles(self, workspace_id: str, *, after_pid: int, limit: int) -> list[Profile]:
         """Up to ``limit`` live profiles with a pid above ``after_pid``, by pid."""
@@ -406,10 +413,9 @@ class ClickHouseEngine:
             )
             rows = [portable.profile_row(p, state.schema) for p in profiles if p.pid not in held]
             if rows:
+                # Reserved before written: a crash between the two leaves no pid unreserved.
+                self._writer.reserve_through(state, max(row[0] for row in rows))
                 self._writer.insert_rows(state, rows)
-                highest = max(row[0] for row in rows)
-                if highest >= state.next_pid:
-                    self._writer.allocate(state, highest - state.next_pid + 1)
         return len(rows)
 
     def count_events(self, workspace_id: str) -> int:
@@ -443,6 +449,7 @@ class ClickHouseEngine:
             held = EventCursor(int(found[0][0]), int(found[0][1])) if found else None
             fresh = portable.left_to_write(events, after, held)
             if fresh:
+                state.held()
                 events_sql.insert_moved(self._client, state.events, state.event_schema, fresh)
         return len(fresh)
 
@@ -495,14 +502,21 @@ class ClickHouseEngine:
 
     @contextmanager
     def _writing(self, state: Workspace) -> Iterator[None]:
-        """This process's lock, then the coordinator's (other processes may have written the
-        workspace since: its columns are read again under it)."""
+        """The workspace's lock in this process, then the coordinator's (other processes may
+        have declared columns since: they are read again under it, or a merged row would
+        drop another process's new attribute)."""
         coordinator = self._coordinator
-        shared = coordinator.exclusive(state.workspace_id) if coordinator else nullcontext()
-        with self._lock, shared:
-            if coordinator is not None:
+        with state.write_lock:
+            if coordinator is None:
+                yield
+                return
+            with coordinator.exclusive(state.workspace_id) as held:
                 self._read_schemas(state)
-            yield
+                state.held = held
+                try:
+                    yield
+                finally:
+                    state.held = _always_held
 
     def _state(self, workspace_id: str, *, create: bool = False) -> Workspace:
         state = self._workspace(workspace_id, create=create)
@@ -512,13 +526,22 @@ class ClickHouseEngine:
     def _workspace(self, workspace_id: str, *, create: bool = False) -> Workspace | None:
         check_workspace_id(workspace_id)
         with self._lock:
-            state = self._workspaces.get(workspace_id) or self._load(workspace_id, create)
-            if state is not None:
-                self._workspaces[workspace_id] = state
-                stale = time.monotonic() - state.read_at > SCHEMA_TTL
-                if self._coordinator is not None and stale:  # another process may declare
-                    self._read_schemas(state)
-            return state
+            state = self._workspaces.get(workspace_id)
+        if state is None:
+            with self._loading:  # one load at a time: its CREATE TABLEs must not race
+                state = self._workspaces.get(workspace_id) or self._load(workspace_id, create)
+                if state is None:
+                    return None
+                with self._lock:
+                    self._workspaces[workspace_id] = state
+        stale = time.monotonic() - state.read_at > SCHEMA_TTL
+        # Another process may declare; a write in progress here reads the columns anyway.
+        if self._coordinator is not None and stale and state.write_lock.acquire(blocking=False):
+            try:
+                self._read_schemas(state)
+            finally:
+                state.write_lock.release()
+        return state
 
     def _load(self, workspace_id: str, create: bool) -> Workspace | None:
         name = table_name(workspace_id)
@@ -535,18 +558,30 @@ class ClickHouseEngine:
         self._client.command(sql.create_events(state.events))
         self._client.command(sql.create_counter(state.counter))
         self._read_schemas(state)
-        # Every pid ever given out: the mark, and the rows (in case a mark was lost).
+        state.next_pid = self._high_mark(state) + 1
+        return state
+
+    def _high_mark(self, state: Workspace) -> int:
+        """Every pid any process gave out: the marks, and the rows (in case a mark was lost)."""
         high = self._rows(
             f"SELECT greatest((SELECT max(high) FROM {state.counter}),"
             f" (SELECT max(pid) FROM {state.profiles}), (SELECT max(pid) FROM {state.events}))"
         )
-        state.next_pid = int(high[0][0]) + 1
-        return state
+        return int(high[0][0])
 
     def _read_schemas(self, state: Workspace) -> None:
-        state.schema = self._schema(table_name(state.workspace_id), PROFILE_BOOKKEEPING)
-        events = events_table_name(state.workspace_id)
-        state.event_schema = self._schema(events, RESERVED_EVENT_FIELDS)
+        """Both tables' declared columns, in one read of ``system.columns``."""
+        profiles, events = table_name(state.workspace_id), events_table_name(state.workspace_id)
+        found: dict[str, dict[str, AttributeType]] = {profiles: {}, events: {}}
+        reserved = {profiles: PROFILE_BOOKKEEPING, events: RESERVED_EVENT_FIELDS}
+        for table, column, kind, comment in self._rows(
+            "SELECT table, name, type, comment FROM system.columns"
+            f" WHERE database = {sql.literal(self._database)}"
+            f" AND table IN ({sql.literal(profiles)}, {sql.literal(events)}) ORDER BY position"
+        ):
+            if column not in reserved[table]:
+                found[table][column] = sql.ATTRIBUTE_TYPES[(kind, comment)]
+        state.schema, state.event_schema = found[profiles], found[events]
         state.read_at = time.monotonic()
 
     def _columns(self, name: str) -> list[list[Any]]:
@@ -555,13 +590,6 @@ class ClickHouseEngine:
             f" WHERE database = {sql.literal(self._database)} AND table = {sql.literal(name)}"
             " ORDER BY position"
         )
-
-    def _schema(self, name: str, reserved: frozenset[str]) -> dict[str, AttributeType]:
-        return {
-            column: sql.ATTRIBUTE_TYPES[(kind, comment)]
-            for column, kind, comment in self._columns(name)
-            if column not in reserved
-        }
 
     def _stored(self, state: Workspace, external_ids: list[str]) -> list[list[Any]]:
         """The live rows of these external ids (:func:`clickhouse_sql.select_rows` order).
@@ -611,6 +639,10 @@ def _said(error: ClickHouseError) -> str:
     """What went wrong, without the scope and SQL ClickHouse echoes after it."""
     said = str(error).split("DB::Exception: ", 1)[-1]
     return re.split(r"\. In scope |: While processing |\. \(", said, maxsplit=1)[0]
+
+
+def _always_held() -> None:
+    """The ``held`` check without a coordinator: this process's lock cannot be lost."""
 
 
 def _valid_pids(pids: Sequence[int]) -> list[int]:

@@ -4,11 +4,13 @@ ClickHouse has neither sequences nor transactions, so a write is an append: the 
 under a version above every earlier one (a ReplacingMergeTree keeps the latest), a delete a
 tombstone row. Pids come from the workspace's high-water mark, kept in memory and written
 before any row uses them. The engine (:mod:`audiences.engines.clickhouse`) reads the stored
-rows and calls these under its lock: one process writes a workspace (docs/engines.md).
+rows and calls these under the workspace's write lock; every insert first calls the
+workspace's ``held`` check (with a coordinator, that its cross-process lock still holds).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +60,10 @@ class Workspace:
     workspace_id: str = ""
     read_at: float = 0.0
     """When the schemas were read (``time.monotonic``)."""
+    write_lock: threading.RLock = field(default_factory=threading.RLock)
+    """Held by this process's writes of the workspace (reads take no lock)."""
+    held: Callable[[], None] = field(default=lambda: None)
+    """Raises unless the write lock still holds: called before each insert of a write."""
 
 
 class Writer:
@@ -89,11 +95,23 @@ class Writer:
             above = state.next_pid - 1
             first = self._coordinator.reserve_pids(state.workspace_id, count, above=above)
         last = first + count - 1
+        self._mark(state, last)
+        return list(range(first, last + 1))
+
+    def reserve_through(self, state: Workspace, through: int) -> None:
+        """No new pid at or below ``through`` from now on, in any process: the high-water
+        mark raised (with a coordinator, there first) before a row uses a pid up to it."""
+        if self._coordinator is not None:
+            self._coordinator.reserve_pids(state.workspace_id, 0, above=through)
+        if through >= state.next_pid:
+            self._mark(state, through)
+
+    def _mark(self, state: Workspace, last: int) -> None:
         if last > MAX_PID:
             raise Conflict("This workspace has used every pid.", code="pids_exhausted")
+        state.held()
         self._client.command(f"INSERT INTO {state.counter} (high) VALUES ({last})")
         state.next_pid = max(state.next_pid, last + 1)
-        return list(range(first, last + 1))
 
     def insert_empty(self, state: Workspace, fresh: list[str]) -> dict[str, int]:
         """An empty profile per new external id; their pids."""
@@ -105,7 +123,7 @@ class Writer:
                 "updated_at": [utcnow().isoformat()] * len(pids),
                 sql.VERSION: [self.next_version(state)] * len(pids),
             }
-            self._client.insert(state.profiles, list(columns), sql.document(columns))
+            self._insert(state, list(columns), columns)
         return pids
 
     def tombstone(self, state: Workspace, pid: int, external_id: str) -> None:
@@ -117,7 +135,7 @@ class Writer:
             sql.VERSION: [self.next_version(state)],
             sql.DELETED: [1],
         }
-        self._client.insert(state.profiles, list(columns), sql.document(columns))
+        self._insert(state, list(columns), columns)
 
     def apply(
         self, state: Workspace, plan: WritePlan, stored: Sequence[list[Any]]
@@ -148,6 +166,10 @@ class Writer:
         columns[sql.VERSION] = [self.next_version(state)] * len(rows)
         columns.update(zip(declared, values[4:], strict=True))
         names = [*map(sql.quote, built_in), sql.VERSION, *map(sql.quote, declared)]
+        self._insert(state, names, columns)
+
+    def _insert(self, state: Workspace, names: list[str], columns: dict[str, list[Any]]) -> None:
+        state.held()
         self._client.insert(state.profiles, names, sql.document(columns))
 
     def backfill(

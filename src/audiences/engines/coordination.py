@@ -10,6 +10,7 @@ it keeps all three in its own process.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -17,9 +18,11 @@ from typing import Protocol
 class WriteCoordinator(Protocol):
     """A workspace's write lock, pids and row versions, shared by every process that writes."""
 
-    def exclusive(self, workspace_id: str) -> AbstractContextManager[None]:
+    def exclusive(self, workspace_id: str) -> AbstractContextManager[Callable[[], None]]:
         """Hold the workspace's write lock, across processes, for the block (released when the
-        block ends, or when the holder's connection is lost)."""
+        block ends, or when the holder's connection is lost); fail after a bounded wait. The
+        block gets a check that raises if the lock was lost: the engine calls it before each
+        write it sends."""
         ...
 
     def reserve_pids(self, workspace_id: str, count: int, *, above: int) -> int:

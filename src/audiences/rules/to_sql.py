@@ -115,7 +115,7 @@ def _filtering(tree: exp.Expr) -> frozenset[int]:
     while stack:
         node = stack.pop()
         found.add(id(node))
-        if isinstance(node, exp.Connector):
+        if isinstance(node, exp.And | exp.Or):  # not every Connector: XOR needs both sides
             stack += chain(node)
         elif isinstance(node, exp.Paren):
             stack.append(node.this)
