@@ -172,18 +172,22 @@ def _deliver_all(
                             later = wait
                 if due is not None:
                     later = due if later is None else min(later, due)
-                if sends:
-                    line.put(sends, fresh=fresh)
-                    after = sends[-1].seq
-                    continue
-                if not line.idle():
-                    stalled = True
-                    continue
-                if row.kind == "file":
-                    deliveries.schedule_next(session, row, now)
-                if later is not None and (later - now).total_seconds() <= settings.job_poll_seconds:
-                    continue
-                break
+                if not sends:
+                    if not line.idle():
+                        stalled = True
+                        continue
+                    if row.kind == "file":
+                        deliveries.schedule_next(session, row, now)
+                    if (
+                        later is not None
+                        and (later - now).total_seconds() <= settings.job_poll_seconds
+                    ):
+                        continue
+                    break
+            # Handed only once the step has committed: a message just built is never sent
+            # before the database holds it (a crash resends it under the same webhook-id).
+            line.put(sends, fresh=fresh)
+            after = sends[-1].seq
     finally:
         left = line.close()
         if left:  # attempts made while the run was stopping (a cancel, a lost lease)
