@@ -178,10 +178,14 @@ def record(
     outcome: senders.Outcome,
     settings: Settings,
     now: datetime | None = None,
+    started_at: datetime | None = None,
 ) -> DestinationMessageRow:
     """Log the attempt and move the message on: delivered; or its next attempt on the
     schedule (later if ``Retry-After`` asks); or, on a 410 or past the schedule's end, the
-    destination disabled with the reason (the message waits for it to be turned on)."""
+    destination disabled with the reason (the message waits for it to be turned on).
+
+    With ``started_at``, a message a client asked to send again after the attempt started
+    is only logged: it stays pending, due now, for the redelivery asked."""
     now = now or utcnow()
     message = session.get_one(DestinationMessageRow, message_id)
     session.add(
@@ -195,6 +199,8 @@ def record(
             response=outcome.response,
         )
     )
+    if started_at is not None and message.next_attempt_at > started_at:
+        return message
     message.attempts += 1
     message.last_status, message.last_error = outcome.status, outcome.error
     message.last_response_ms = outcome.response_ms
@@ -248,9 +254,12 @@ def record_sent(session: Session, sent: list[Sent], *, settings: Settings) -> No
             ],
         )
         table = cast(Table, DestinationMessageRow.__table__)
+        # A message a client asked to send again after this attempt started (its next attempt
+        # moved past the start) stays pending: it goes out again.
         session.connection().execute(
             update(table)
             .where(table.c.id == bindparam("message_id"))
+            .where(table.c.next_attempt_at <= bindparam("began"))
             .values(
                 status="delivered",
                 delivered_at=bindparam("finished_at"),
@@ -262,6 +271,7 @@ def record_sent(session: Session, sent: list[Sent], *, settings: Settings) -> No
             [
                 {
                     "message_id": one.send.message_id,
+                    "began": one.started_at,
                     "finished_at": one.finished_at,
                     "answer": one.outcome.status,
                     "took": one.outcome.response_ms,
@@ -281,6 +291,7 @@ def record_sent(session: Session, sent: list[Sent], *, settings: Settings) -> No
                 outcome=one.outcome,
                 settings=settings,
                 now=one.finished_at,
+                started_at=one.started_at,
             )
 
 
