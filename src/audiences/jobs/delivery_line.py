@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 
 from audiences.kit.clock import utcnow
 from audiences.services.deliveries import Send, Sent
@@ -31,6 +32,7 @@ class Line:
         self._busy = False
         self._halted = False
         self._closing = False
+        self._until: datetime | None = None
         self._thread = threading.Thread(target=self._run, name="delivery-line", daemon=True)
         self._thread.start()
 
@@ -44,6 +46,13 @@ class Line:
             if not self._halted:
                 self._todo.extend(sends)
                 self._changed.notify_all()
+
+    def hold_until(self, until: datetime) -> None:
+        """Start no attempt at or after ``until`` (the run's lease on the destination, less
+        the time an answer may take): past it, what is queued is dropped as by a halt, since
+        another run may have the destination by then. The run moves it on each renewal."""
+        with self._changed:
+            self._until = until
 
     def halt(self) -> None:
         """Drop the messages queued (the one in flight finishes) and take no more until a
@@ -94,6 +103,11 @@ class Line:
                     self._changed.wait()
                 if self._closing:
                     return
+                if self._until is not None and utcnow() >= self._until:
+                    self._halted = True
+                    self._todo.clear()
+                    self._changed.notify_all()
+                    continue
                 send = self._todo.popleft()
                 self._busy = True
             started = utcnow()

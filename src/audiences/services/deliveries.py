@@ -80,11 +80,35 @@ def claim(session: Session, *, destination_id: str, job_id: str, until: datetime
     return bool(getattr(taken, "rowcount", 0))
 
 
-def release(session: Session, *, destination_id: str, job_id: str) -> None:
-    """End the job's lease on the destination."""
+def renew(
+    session: Session, *, destination_id: str, job_id: str, held: datetime, until: datetime
+) -> bool:
+    """Extend the run's lease to ``until`` if it is still the run's own: the same job and
+    the ``held`` it last set (a rerun of the job that took the destination over has set
+    another); False when it is lost, and the run must stop sending."""
+    renewed = session.execute(
+        update(DestinationRow)
+        .where(
+            DestinationRow.id == destination_id,
+            DestinationRow.delivering_job == job_id,
+            DestinationRow.delivering_until == held,
+        )
+        .values(delivering_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(renewed, "rowcount", 0))
+
+
+def release(session: Session, *, destination_id: str, job_id: str, held: datetime) -> None:
+    """End the run's lease on the destination (``held``: the end it last set), unless a
+    rerun of the job has taken it over meanwhile."""
     session.execute(
         update(DestinationRow)
-        .where(DestinationRow.id == destination_id, DestinationRow.delivering_job == job_id)
+        .where(
+            DestinationRow.id == destination_id,
+            DestinationRow.delivering_job == job_id,
+            DestinationRow.delivering_until == held,
+        )
         .values(delivering_job=None, delivering_until=None)
         .execution_options(synchronize_session=False)
     )
