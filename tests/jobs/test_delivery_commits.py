@@ -104,3 +104,32 @@ def test_a_redelivery_asked_while_an_attempt_is_logged_sends_the_message_again(
         )
     assert status == "delivered"
     assert len(receiver.requests) == len(set(_sent_ids(receiver))) + 1  # only it went twice
+
+
+def test_a_redelivery_goes_before_the_backlog_being_sent(hooks_app: FastAPI, hooks: Tenant) -> None:
+    audience = static(hooks.admin)
+    ids = [f"u{n}" for n in range(400)]  # several messages of at most 50 changes
+    write(hooks_app, hooks.admin, audience["id"], "add", ids)
+    asked: list[str] = []
+    seen: list[str] = []
+    made: dict[str, str] = {}
+
+    def slow(number: int, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+        seen.append(headers["webhook-id"])
+        if number == 2:  # the first message was answered: a client asks for it again
+            path = f"/v1/destinations/{made['id']}/deliveries/{seen[0]}/redeliver"
+            answer = hooks.admin.post(path)
+            assert answer.status_code == 202, answer.text
+            asked.append(seen[0])
+        time.sleep(0.2)
+        return 204, {}
+
+    with receiving(slow) as receiver:
+        made.update(webhook(hooks.admin, receiver.url, audience_ids=[audience["id"]]))
+        receiver.secrets.append(made["secret"])
+        deliver(hooks_app, lambda: bool(asked) and _sent_ids(receiver).count(asked[0]) == 2)
+        deliver(hooks_app, lambda: receiver.members(audience["key"]) == set(ids), seconds=30)
+    sent = _sent_ids(receiver)
+    again = len(sent) - 1 - sent[::-1].index(asked[0])
+    assert again < len(sent) - 1  # not after the whole backlog: before the last message
+    assert sent[again + 1 :] == [one for one in sent[again + 1 :] if one not in sent[:again]]

@@ -170,6 +170,13 @@ def _deliver_all(
                         session, runtime=context.runtime, row=row, now=now
                     )
                     break
+                first = line.first()
+                if first is not None and deliveries.due_before(session, row, seq=first, now=now):
+                    # A message was asked again behind the line: it goes first, so the line
+                    # empties and the next messages are read from the head.
+                    line.halt()
+                    stalled = True
+                    continue
                 # With the line idle (every outcome logged) the next message is read from the
                 # destination's head: a failed message waiting for its retry, or one a client
                 # asked to send again, goes first. Otherwise after those already handed.

@@ -172,6 +172,22 @@ def next_sends(
     return found, None
 
 
+def due_before(session: Session, row: DestinationRow, *, seq: int, now: datetime) -> bool:
+    """Whether a pending message of the destination placed before ``seq`` is due: one a
+    client asked to send again while the run was sending those after it."""
+    found = session.scalar(
+        select(DestinationMessageRow.seq)
+        .where(
+            DestinationMessageRow.destination_id == row.id,
+            DestinationMessageRow.status == "pending",
+            DestinationMessageRow.seq < seq,
+            DestinationMessageRow.next_attempt_at <= now,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 def sends_of(row: DestinationRow, made: list[messages.Made], now: datetime) -> list[Send]:
     """What sending messages a build just made needs (they are due at once)."""
     secrets = destinations.active_secrets(row, now)
