@@ -106,11 +106,9 @@ def _deliver_all(
     later: datetime | None = None
     mirror: file_deliveries.Mirror | None = None
     beaten = renewed = utcnow()
-    # The destination as last read: a file destination's folder and format for the line.
-    current: list[DestinationRow] = []
 
     def attempt(one: deliveries.Send) -> senders.Outcome:
-        return deliveries.send(one, row=current[-1], settings=settings, client=http)
+        return deliveries.send(one, settings=settings, client=http)
 
     line = Line(attempt)
     line.hold_until(lease.sending_until(settings))
@@ -150,8 +148,6 @@ def _deliver_all(
                     if failures:
                         context.count("failures", failures)
                 row = session.get_one(DestinationRow, destination_id)
-                current.append(row)
-                del current[:-1]
                 if now - renewed >= hold / 2:
                     if not lease.renew(session, now):
                         line.halt()

@@ -49,6 +49,8 @@ class Send:
     url: str | None
     secrets: list[str]
     destination_id: str
+    target: file_deliveries.Target | None = None
+    """A file destination's target (None for a webhook)."""
 
 
 @dataclass(frozen=True)
@@ -130,15 +132,12 @@ def head(session: Session, row: DestinationRow) -> DestinationMessageRow | None:
 
 def prepare(row: DestinationRow, message: DestinationMessageRow, now: datetime) -> Send:
     """What sending ``message`` needs, detached from the session."""
-    return Send(
-        message_id=message.id,
-        seq=message.seq,
-        body=message.body,
-        kind=row.kind,
-        url=row.url,
-        secrets=destinations.active_secrets(row, now),
-        destination_id=row.id,
-    )
+    return _send(row, message.id, message.seq, message.body, destinations.active_secrets(row, now))
+
+
+def _send(row: DestinationRow, message_id: str, seq: int, body: str, secrets: list[str]) -> Send:
+    target = file_deliveries.target_of(row) if row.kind == "file" else None
+    return Send(message_id, seq, body, row.kind, row.url, secrets, row.id, target)
 
 
 def next_sends(
@@ -168,7 +167,7 @@ def next_sends(
     for message_id, seq, body, due in session.execute(stmt):
         if due > now:
             return found, due
-        found.append(Send(message_id, seq, body, row.kind, row.url, secrets, row.id))
+        found.append(_send(row, message_id, seq, body, secrets))
     return found, None
 
 
@@ -191,12 +190,10 @@ def due_before(session: Session, row: DestinationRow, *, seq: int, now: datetime
 def sends_of(row: DestinationRow, made: list[messages.Made], now: datetime) -> list[Send]:
     """What sending messages a build just made needs (they are due at once)."""
     secrets = destinations.active_secrets(row, now)
-    return [Send(m.id, m.seq, m.body, row.kind, row.url, secrets, row.id) for m in made]
+    return [_send(row, m.id, m.seq, m.body, secrets) for m in made]
 
 
-def send(
-    send: Send, *, row: DestinationRow, settings: Settings, client: httpx.Client | None = None
-) -> senders.Outcome:
+def send(send: Send, *, settings: Settings, client: httpx.Client | None = None) -> senders.Outcome:
     """One attempt: POST to the webhook (through ``client`` when given, to reuse its
     connections), or write the message's files."""
     if send.kind == "webhook":
@@ -208,7 +205,8 @@ def send(
             settings=settings,
             given=client,
         )
-    return file_deliveries.write_changes(row, send.body, send.seq, settings)
+    assert send.target is not None, "a file destination's send carries its target"
+    return file_deliveries.write_changes(send.target, send.body, send.seq, settings)
 
 
 def record(
@@ -481,7 +479,7 @@ def test(
     data = {"destination_id": row.id, "message": "a test message from Audiences"}
     message = messages.add_message(session, row, messages.TEST, data, 0, None, status="sending")
     if row.kind == "webhook":
-        outcome = send(prepare(row, message, utcnow()), row=row, settings=settings)
+        outcome = send(prepare(row, message, utcnow()), settings=settings)
     else:
         outcome = file_deliveries.write_test(session, row, message, settings)
     session.add(
