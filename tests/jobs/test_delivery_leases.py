@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from audiences.kit.clock import utcnow
-from audiences.services import outbox
+from audiences.services import deliveries, outbox
 from audiences.store.tables import DestinationRow
 from tests import factories
 from tests.factories import Tenant
@@ -55,3 +55,28 @@ def test_a_run_whose_lease_was_taken_over_stops_and_leaves_the_new_lease(
                 .values(delivering_job=None, delivering_until=None)
             )
         deliver(hooks_app, lambda: receiver.members(audience["key"]) == set(ids), seconds=30)
+    with factory() as session:  # the last run renewed and released its own lease
+        row = session.get_one(DestinationRow, made["id"])
+        assert row.delivering_job is None and row.delivering_until is None
+
+
+def test_a_lease_is_renewed_and_released_only_by_the_run_that_set_it(
+    hooks_app: FastAPI, hooks: Tenant
+) -> None:
+    made = webhook(hooks.admin, "http://127.0.0.1:9/hook", all=True)
+    factory = hooks_app.state.session_factory
+    key = {"destination_id": made["id"], "job_id": "job-1"}
+    first = utcnow() + timedelta(minutes=1)
+    second, third = first + timedelta(minutes=1), first + timedelta(minutes=2)
+    with factory.begin() as session:
+        assert deliveries.claim(session, until=first, **key)  # a run of the job
+        assert deliveries.claim(session, until=second, **key)  # its rerun takes over
+        assert not deliveries.renew(session, held=first, until=third, **key)
+        deliveries.release(session, held=first, **key)  # the first run ends: not its lease
+    with factory() as session:
+        assert session.get_one(DestinationRow, made["id"]).delivering_until == second
+    with factory.begin() as session:
+        assert deliveries.renew(session, held=second, until=third, **key)
+        deliveries.release(session, held=third, **key)
+    with factory() as session:
+        assert session.get_one(DestinationRow, made["id"]).delivering_job is None
