@@ -4,11 +4,13 @@ halts the line, nothing handed after it is sent until messages read afresh are h
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audiences.jobs.delivery_line import Line
+from audiences.kit.clock import utcnow
 from audiences.services.deliveries import Send, Sent
 from audiences.services.senders import Outcome
 
@@ -75,5 +77,25 @@ def test_halting_drops_what_is_queued_and_lets_the_one_in_flight_finish() -> Non
         release.set()
         done = _drain(line)
         assert attempted == [0] and [one.send.seq for one in done] == [0]
+    finally:
+        line.close()
+
+
+def test_no_attempt_starts_past_the_lease() -> None:
+    attempted: list[int] = []
+
+    def attempt(send: Send) -> Outcome:
+        attempted.append(send.seq)
+        return Outcome(True, 204, 0)
+
+    line = Line(attempt)
+    try:
+        sends = [Send(f"msg_{n}", n, "{}", "webhook", None, [], "d") for n in range(3)]
+        line.hold_until(utcnow() - timedelta(seconds=1))
+        line.put(sends, fresh=True)
+        assert _drain(line) == [] and attempted == []
+        line.hold_until(utcnow() + timedelta(minutes=1))  # renewed: read afresh, sent
+        line.put(sends, fresh=True)
+        assert [one.send.seq for one in _drain(line)] == [0, 1, 2] == attempted
     finally:
         line.close()

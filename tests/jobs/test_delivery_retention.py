@@ -65,6 +65,9 @@ def test_housekeeping_drops_finished_messages_past_retention_never_undelivered_o
     assert kept == 0 and len(log()) == 3  # not old enough yet
 
     later = now + timedelta(days=days, minutes=1)
+    with hooks_app.state.session_factory.begin() as session:  # a batch of one, then the rest
+        first = maintenance.purge_delivery_log(session, retention_days=days, now=later, limit=1)
+    assert first == 1 and len(log()) == 2 and attempts() == 2  # its attempt went with it
     schedule.Housekeeping(hooks_app.state.session_factory, hooks_app.state.settings).run(later)
     assert log() == [waiting]  # the undelivered message stays, however old
     assert attempts() == 1  # its own attempt stays with it

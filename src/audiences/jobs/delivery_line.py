@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 
 from audiences.kit.clock import utcnow
 from audiences.services.deliveries import Send, Sent
@@ -28,9 +29,10 @@ class Line:
         self._changed = threading.Condition()
         self._todo: deque[Send] = deque()
         self._done: list[Sent] = []
-        self._busy = False
+        self._busy: Send | None = None
         self._halted = False
         self._closing = False
+        self._until: datetime | None = None
         self._thread = threading.Thread(target=self._run, name="delivery-line", daemon=True)
         self._thread.start()
 
@@ -45,6 +47,13 @@ class Line:
                 self._todo.extend(sends)
                 self._changed.notify_all()
 
+    def hold_until(self, until: datetime) -> None:
+        """Start no attempt at or after ``until`` (the run's lease on the destination, less
+        the time an answer may take): past it, what is queued is dropped as by a halt, since
+        another run may have the destination by then. The run moves it on each renewal."""
+        with self._changed:
+            self._until = until
+
     def halt(self) -> None:
         """Drop the messages queued (the one in flight finishes) and take no more until a
         fresh :meth:`put`: the destination was turned off."""
@@ -56,12 +65,22 @@ class Line:
     def waiting(self) -> int:
         """Messages handed and not yet finished (queued or in flight)."""
         with self._changed:
-            return len(self._todo) + int(self._busy)
+            return len(self._todo) + int(self._busy is not None)
 
     def idle(self) -> bool:
         """Nothing queued, nothing in flight, and every outcome taken."""
         with self._changed:
             return not (self._todo or self._busy or self._done)
+
+    def first(self) -> int | None:
+        """The lowest ``seq`` handed whose outcome was not taken yet (finished and not taken,
+        in flight, or queued); None when there is none. Every message handed before it has
+        had its outcome taken."""
+        with self._changed:
+            handed = [one.send for one in self._done[:1]]
+            handed += [self._busy] if self._busy is not None else []
+            handed += list(self._todo)[:1]
+            return min((one.seq for one in handed), default=None)
 
     def take(self, *, leaving: int | None = None, timeout: float = 0.0) -> list[Sent]:
         """The attempts finished since the last take, oldest first; with ``leaving``, first
@@ -69,7 +88,7 @@ class Line:
         in flight."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while leaving is not None and len(self._todo) + int(self._busy) > leaving:
+            while leaving is not None and len(self._todo) + int(self._busy is not None) > leaving:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -94,15 +113,20 @@ class Line:
                     self._changed.wait()
                 if self._closing:
                     return
+                if self._until is not None and utcnow() >= self._until:
+                    self._halted = True
+                    self._todo.clear()
+                    self._changed.notify_all()
+                    continue
                 send = self._todo.popleft()
-                self._busy = True
+                self._busy = send
             started = utcnow()
             try:
                 outcome = self._attempt(send)
             except Exception as exc:  # never leave the job waiting on a dead thread
                 outcome = Outcome(False, None, 0, error=f"{type(exc).__name__}: {exc}"[:500])
             with self._changed:
-                self._busy = False
+                self._busy = None
                 self._done.append(Sent(send, outcome, started, utcnow()))
                 if not outcome.ok:
                     self._halted = True

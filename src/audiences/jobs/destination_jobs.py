@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy.orm import Session
 
+from audiences.config import Settings
 from audiences.jobs.context import JobContext
 from audiences.jobs.delivery_line import Line
 from audiences.kit.clock import utcnow
@@ -42,45 +45,73 @@ def deliver(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
             return {"skipped": "the destination no longer exists"}
         if not row.enabled:
             return {"skipped": "the destination is disabled"}
-        if not deliveries.claim(
-            session, destination_id=row.id, job_id=job.id, until=utcnow() + hold
-        ):
+        lease = _Lease(destination_id, job.id, utcnow() + hold, hold)
+        if not deliveries.claim(session, destination_id=row.id, job_id=job.id, until=lease.until):
             return {"skipped": "another delivery job holds the destination"}
     try:
-        return _run(context, job, destination_id, hold)
+        return _run(context, job, lease)
     finally:
         with context.session() as session:
-            deliveries.release(session, destination_id=destination_id, job_id=job.id)
+            deliveries.release(
+                session, destination_id=destination_id, job_id=job.id, held=lease.until
+            )
 
 
-def _run(
-    context: JobContext, job: ClaimedJob, destination_id: str, hold: timedelta
-) -> dict[str, Any]:
+@dataclass
+class _Lease:
+    """The run's lease on its destination: ``until`` is the end it last set, which also
+    tells the run's lease from that of a rerun of the same job (see ``deliveries.renew``)."""
+
+    destination_id: str
+    job_id: str
+    until: datetime
+    hold: timedelta
+
+    def renew(self, session: Session, now: datetime) -> bool:
+        """Extend the lease by ``hold`` from ``now``; False when it is no longer the run's."""
+        until = now + self.hold
+        if not deliveries.renew(
+            session,
+            destination_id=self.destination_id,
+            job_id=self.job_id,
+            held=self.until,
+            until=until,
+        ):
+            return False
+        self.until = until
+        return True
+
+    def sending_until(self, settings: Settings) -> datetime:
+        """The last moment an attempt may start: it ends before the lease does."""
+        return self.until - timedelta(seconds=settings.webhook_timeout_seconds)
+
+
+def _run(context: JobContext, job: ClaimedJob, lease: _Lease) -> dict[str, Any]:
     settings = context.settings
     # One client per run: its connections are kept alive between messages to one receiver.
     with senders.client(settings) as http:
-        return _deliver_all(context, job, destination_id, hold, http)
+        return _deliver_all(context, job, lease, http)
 
 
 def _deliver_all(
     context: JobContext,
     job: ClaimedJob,
-    destination_id: str,
-    hold: timedelta,
+    lease: _Lease,
     http: httpx.Client,
 ) -> dict[str, Any]:
     settings = context.settings
+    destination_id, hold = lease.destination_id, lease.hold
+    lost = False  # a renewal found the lease taken over: stop sending
     built = sent = failed = 0
     later: datetime | None = None
     mirror: file_deliveries.Mirror | None = None
     beaten = renewed = utcnow()
-    # The destination as last read: a file destination's folder and format for the line.
-    current: list[DestinationRow] = []
 
     def attempt(one: deliveries.Send) -> senders.Outcome:
-        return deliveries.send(one, row=current[-1], settings=settings, client=http)
+        return deliveries.send(one, settings=settings, client=http)
 
     line = Line(attempt)
+    line.hold_until(lease.sending_until(settings))
     after: int | None = None  # the seq of the last message handed to the line
     stalled = False  # nothing more to hand while the line works: wait for it
     more = False  # the last build stopped at its limit: changes are waiting
@@ -117,12 +148,12 @@ def _deliver_all(
                     if failures:
                         context.count("failures", failures)
                 row = session.get_one(DestinationRow, destination_id)
-                current.append(row)
-                del current[:-1]
                 if now - renewed >= hold / 2:
-                    deliveries.claim(
-                        session, destination_id=row.id, job_id=job.id, until=now + hold
-                    )
+                    if not lease.renew(session, now):
+                        line.halt()
+                        lost = True
+                        break
+                    line.hold_until(lease.sending_until(settings))
                     renewed = now
                 if not row.enabled:
                     line.halt()  # what was handed and not sent yet stays pending
@@ -135,6 +166,13 @@ def _deliver_all(
                         session, runtime=context.runtime, row=row, now=now
                     )
                     break
+                first = line.first()
+                if first is not None and deliveries.due_before(session, row, seq=first, now=now):
+                    # A message was asked again behind the line: it goes first, so the line
+                    # empties and the next messages are read from the head.
+                    line.halt()
+                    stalled = True
+                    continue
                 # With the line idle (every outcome logged) the next message is read from the
                 # destination's head: a failed message waiting for its retry, or one a client
                 # asked to send again, goes first. Otherwise after those already handed.
@@ -172,25 +210,36 @@ def _deliver_all(
                             later = wait
                 if due is not None:
                     later = due if later is None else min(later, due)
-                if sends:
-                    line.put(sends, fresh=fresh)
-                    after = sends[-1].seq
-                    continue
-                if not line.idle():
-                    stalled = True
-                    continue
-                if row.kind == "file":
-                    deliveries.schedule_next(session, row, now)
-                if later is not None and (later - now).total_seconds() <= settings.job_poll_seconds:
-                    continue
-                break
+                if not sends:
+                    if not line.idle():
+                        stalled = True
+                        continue
+                    if row.kind == "file":
+                        deliveries.schedule_next(session, row, now)
+                    if (
+                        later is not None
+                        and (later - now).total_seconds() <= settings.job_poll_seconds
+                    ):
+                        continue
+                    break
+            # Handed only once the step has committed: a message just built is never sent
+            # before the database holds it (a crash resends it under the same webhook-id).
+            line.put(sends, fresh=fresh)
+            after = sends[-1].seq
     finally:
         left = line.close()
         if left:  # attempts made while the run was stopping (a cancel, a lost lease)
             with context.session() as session:
                 deliveries.record_sent(session, left, settings=settings)
+    if lost:
+        return {
+            "messages_built": built,
+            "attempts": sent,
+            "failures": failed,
+            "stopped": "the destination's lease went to another run",
+        }
     if mirror is not None:
-        between = _keeping(context, job, destination_id, hold)
+        between = _keeping(context, lease)
         written = file_deliveries.write_full(context.runtime, mirror, settings, between=between)
         with context.session() as session:  # logged; schedules the next write or the retry
             deliveries.finish_full(session, mirror=mirror, written=written, settings=settings)
@@ -208,16 +257,19 @@ def _deliver_all(
     return {"messages_built": built, "attempts": sent, "failures": failed}
 
 
-def _keeping(
-    context: JobContext, job: ClaimedJob, destination_id: str, hold: timedelta
-) -> Callable[[], None]:
+def _keeping(context: JobContext, lease: _Lease) -> Callable[[], None]:
     """Between a long ``full`` run's files: checkpoint the job (a cancel is seen) and renew
-    the destination's lease (two writes a file, each file being a whole audience)."""
+    the destination's lease (two writes a file, each file being a whole audience); a lease
+    taken over stops the run."""
 
     def keep() -> None:
         context.heartbeat()
         with context.session() as session:
-            until = utcnow() + hold
-            deliveries.claim(session, destination_id=destination_id, job_id=job.id, until=until)
+            if not lease.renew(session, utcnow()):
+                raise LeaseTaken("a rerun of the job took the destination over")
 
     return keep
+
+
+class LeaseTaken(Exception):
+    """The destination's lease went to a rerun of the job while this run wrote files."""

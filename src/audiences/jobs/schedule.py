@@ -41,6 +41,8 @@ from audiences.store.tables import JobRow
 REFRESH_DUE = "evaluation.refresh_due"
 PURGE_EVERY = timedelta(hours=1)
 """How often each scheduler purges expired idempotency keys (they expire after hours)."""
+PURGE_BATCH = 1000
+"""Delivery log messages deleted per transaction by the hourly housekeeping."""
 log = get_logger("audiences.jobs")
 
 
@@ -189,10 +191,15 @@ class Housekeeping:
         except Exception:
             log.exception("pruning the membership outbox failed; trying again next hour")
         try:
-            with self.session_factory.begin() as session:
-                maintenance.purge_delivery_log(
-                    session, retention_days=self.settings.delivery_log_retention_days, now=now
-                )
+            deleted = PURGE_BATCH
+            while deleted == PURGE_BATCH:  # short transactions: few rows locked at a time
+                with self.session_factory.begin() as session:
+                    deleted = maintenance.purge_delivery_log(
+                        session,
+                        retention_days=self.settings.delivery_log_retention_days,
+                        now=now,
+                        limit=PURGE_BATCH,
+                    )
         except Exception:
             log.exception("purging the delivery log failed; trying again next hour")
         try:

@@ -49,6 +49,8 @@ class Send:
     url: str | None
     secrets: list[str]
     destination_id: str
+    target: file_deliveries.Target | None = None
+    """A file destination's target (None for a webhook)."""
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,35 @@ def claim(session: Session, *, destination_id: str, job_id: str, until: datetime
     return bool(getattr(taken, "rowcount", 0))
 
 
-def release(session: Session, *, destination_id: str, job_id: str) -> None:
-    """End the job's lease on the destination."""
+def renew(
+    session: Session, *, destination_id: str, job_id: str, held: datetime, until: datetime
+) -> bool:
+    """Extend the run's lease to ``until`` if it is still the run's own: the same job and
+    the ``held`` it last set (a rerun of the job that took the destination over has set
+    another); False when it is lost, and the run must stop sending."""
+    renewed = session.execute(
+        update(DestinationRow)
+        .where(
+            DestinationRow.id == destination_id,
+            DestinationRow.delivering_job == job_id,
+            DestinationRow.delivering_until == held,
+        )
+        .values(delivering_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(renewed, "rowcount", 0))
+
+
+def release(session: Session, *, destination_id: str, job_id: str, held: datetime) -> None:
+    """End the run's lease on the destination (``held``: the end it last set), unless a
+    rerun of the job has taken it over meanwhile."""
     session.execute(
         update(DestinationRow)
-        .where(DestinationRow.id == destination_id, DestinationRow.delivering_job == job_id)
+        .where(
+            DestinationRow.id == destination_id,
+            DestinationRow.delivering_job == job_id,
+            DestinationRow.delivering_until == held,
+        )
         .values(delivering_job=None, delivering_until=None)
         .execution_options(synchronize_session=False)
     )
@@ -106,15 +132,12 @@ def head(session: Session, row: DestinationRow) -> DestinationMessageRow | None:
 
 def prepare(row: DestinationRow, message: DestinationMessageRow, now: datetime) -> Send:
     """What sending ``message`` needs, detached from the session."""
-    return Send(
-        message_id=message.id,
-        seq=message.seq,
-        body=message.body,
-        kind=row.kind,
-        url=row.url,
-        secrets=destinations.active_secrets(row, now),
-        destination_id=row.id,
-    )
+    return _send(row, message.id, message.seq, message.body, destinations.active_secrets(row, now))
+
+
+def _send(row: DestinationRow, message_id: str, seq: int, body: str, secrets: list[str]) -> Send:
+    target = file_deliveries.target_of(row) if row.kind == "file" else None
+    return Send(message_id, seq, body, row.kind, row.url, secrets, row.id, target)
 
 
 def next_sends(
@@ -144,19 +167,33 @@ def next_sends(
     for message_id, seq, body, due in session.execute(stmt):
         if due > now:
             return found, due
-        found.append(Send(message_id, seq, body, row.kind, row.url, secrets, row.id))
+        found.append(_send(row, message_id, seq, body, secrets))
     return found, None
+
+
+def due_before(session: Session, row: DestinationRow, *, seq: int, now: datetime) -> bool:
+    """Whether a pending message of the destination placed before ``seq`` is due: one a
+    client asked to send again while the run was sending those after it."""
+    found = session.scalar(
+        select(DestinationMessageRow.seq)
+        .where(
+            DestinationMessageRow.destination_id == row.id,
+            DestinationMessageRow.status == "pending",
+            DestinationMessageRow.seq < seq,
+            DestinationMessageRow.next_attempt_at <= now,
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def sends_of(row: DestinationRow, made: list[messages.Made], now: datetime) -> list[Send]:
     """What sending messages a build just made needs (they are due at once)."""
     secrets = destinations.active_secrets(row, now)
-    return [Send(m.id, m.seq, m.body, row.kind, row.url, secrets, row.id) for m in made]
+    return [_send(row, m.id, m.seq, m.body, secrets) for m in made]
 
 
-def send(
-    send: Send, *, row: DestinationRow, settings: Settings, client: httpx.Client | None = None
-) -> senders.Outcome:
+def send(send: Send, *, settings: Settings, client: httpx.Client | None = None) -> senders.Outcome:
     """One attempt: POST to the webhook (through ``client`` when given, to reuse its
     connections), or write the message's files."""
     if send.kind == "webhook":
@@ -168,7 +205,8 @@ def send(
             settings=settings,
             given=client,
         )
-    return file_deliveries.write_changes(row, send.body, send.seq, settings)
+    assert send.target is not None, "a file destination's send carries its target"
+    return file_deliveries.write_changes(send.target, send.body, send.seq, settings)
 
 
 def record(
@@ -178,10 +216,14 @@ def record(
     outcome: senders.Outcome,
     settings: Settings,
     now: datetime | None = None,
+    started_at: datetime | None = None,
 ) -> DestinationMessageRow:
     """Log the attempt and move the message on: delivered; or its next attempt on the
     schedule (later if ``Retry-After`` asks); or, on a 410 or past the schedule's end, the
-    destination disabled with the reason (the message waits for it to be turned on)."""
+    destination disabled with the reason (the message waits for it to be turned on).
+
+    With ``started_at``, a message a client asked to send again after the attempt started
+    is only logged: it stays pending, due now, for the redelivery asked."""
     now = now or utcnow()
     message = session.get_one(DestinationMessageRow, message_id)
     session.add(
@@ -195,6 +237,8 @@ def record(
             response=outcome.response,
         )
     )
+    if started_at is not None and message.next_attempt_at > started_at:
+        return message
     message.attempts += 1
     message.last_status, message.last_error = outcome.status, outcome.error
     message.last_response_ms = outcome.response_ms
@@ -248,9 +292,12 @@ def record_sent(session: Session, sent: list[Sent], *, settings: Settings) -> No
             ],
         )
         table = cast(Table, DestinationMessageRow.__table__)
+        # A message a client asked to send again after this attempt started (its next attempt
+        # moved past the start) stays pending: it goes out again.
         session.connection().execute(
             update(table)
             .where(table.c.id == bindparam("message_id"))
+            .where(table.c.next_attempt_at <= bindparam("began"))
             .values(
                 status="delivered",
                 delivered_at=bindparam("finished_at"),
@@ -262,6 +309,7 @@ def record_sent(session: Session, sent: list[Sent], *, settings: Settings) -> No
             [
                 {
                     "message_id": one.send.message_id,
+                    "began": one.started_at,
                     "finished_at": one.finished_at,
                     "answer": one.outcome.status,
                     "took": one.outcome.response_ms,
@@ -281,6 +329,7 @@ def record_sent(session: Session, sent: list[Sent], *, settings: Settings) -> No
                 outcome=one.outcome,
                 settings=settings,
                 now=one.finished_at,
+                started_at=one.started_at,
             )
 
 
@@ -430,7 +479,7 @@ def test(
     data = {"destination_id": row.id, "message": "a test message from Audiences"}
     message = messages.add_message(session, row, messages.TEST, data, 0, None, status="sending")
     if row.kind == "webhook":
-        outcome = send(prepare(row, message, utcnow()), row=row, settings=settings)
+        outcome = send(prepare(row, message, utcnow()), settings=settings)
     else:
         outcome = file_deliveries.write_test(session, row, message, settings)
     session.add(

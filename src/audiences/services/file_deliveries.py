@@ -135,20 +135,35 @@ def name_files(message: DestinationMessageRow, written: Written) -> None:
     message.changes = sum(int(entry["rows"]) for entry in written.files)
 
 
-def write_changes(row: DestinationRow, body: str, seq: int, settings: Settings) -> senders.Outcome:
+@dataclass(frozen=True)
+class Target:
+    """Where and how a file destination's messages are written, copied from its row so a
+    sending thread needs no database object."""
+
+    path: str
+    fmt: str
+    attributes: tuple[str, ...]
+
+
+def target_of(row: DestinationRow) -> Target:
+    """The file target of ``row`` (a file destination) as it stands."""
+    return Target(row.path or "", row.format or "csv", tuple(row.attributes))
+
+
+def write_changes(target: Target, body: str, seq: int, settings: Settings) -> senders.Outcome:
     """A ``changes`` message: one file per audience section of it, named by audience key, the
     message's time and number (a rerun rewrites the same files)."""
     data = json.loads(body)
     stamp = senders.file_stamp(datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00")))
-    columns = [*senders.COLUMNS, *row.attributes]
+    columns = [*senders.COLUMNS, *target.attributes]
     try:
         # A ``full`` run's message left waiting when the mode changed has no sections.
         for index, section in enumerate(data["data"].get("audiences", [])):
             file_targets.write(
                 settings,
-                row.path or "",
+                target.path,
                 name=f"{section['key']}-{stamp}-{seq:08d}-{index}",
-                fmt=row.format or "csv",
+                fmt=target.fmt,
                 rows=[_flat(change) for change in section["changes"]],
                 columns=columns,
             )

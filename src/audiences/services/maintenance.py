@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from audiences.store.tables import DestinationAttemptRow, DestinationMessageRow, IdempotencyKeyRow
+from audiences.store.tables import DestinationMessageRow, IdempotencyKeyRow
 
 FINISHED = ("delivered", "failed")
 """Statuses of a message that will not be sent again unless a client asks (``pending``
@@ -32,18 +32,25 @@ def purge_idempotency_keys(
     return deleted
 
 
-def purge_delivery_log(session: Session, *, retention_days: int, now: datetime) -> int:
+def purge_delivery_log(
+    session: Session, *, retention_days: int, now: datetime, limit: int | None = None
+) -> int:
     """Delete the delivery log's messages finished before ``retention_days`` ago (created
-    and delivered before it), with their attempts, across workspaces; how many messages went.
+    and delivered before it), with their attempts, across workspaces; how many messages went
+    (at most ``limit``: the housekeeping deletes in batches, a transaction each, until a
+    batch comes back short).
 
     Only finished messages go: a message not delivered yet (``pending``, whatever its age, or
     one a client asked to send again) is never deleted, so retention cannot lose a change.
-    0 keeps everything. Deleting is idempotent: any number of schedulers may repeat it.
+    The conditions are on the deleted rows themselves, so a message a client asks to send
+    again while the purge runs is left (PostgreSQL checks them again on the locked row); its
+    attempts go with each message (``ON DELETE CASCADE``). 0 keeps everything. Deleting is
+    idempotent: any number of schedulers may repeat it.
     """
     if retention_days <= 0:
         return 0
     cutoff = now - timedelta(days=retention_days)
-    old = select(DestinationMessageRow.id).where(
+    done = (
         DestinationMessageRow.status.in_(FINISHED),
         DestinationMessageRow.created_at < cutoff,
         or_(
@@ -51,14 +58,9 @@ def purge_delivery_log(session: Session, *, retention_days: int, now: datetime) 
             DestinationMessageRow.delivered_at < cutoff,
         ),
     )
-    session.execute(
-        delete(DestinationAttemptRow)
-        .where(DestinationAttemptRow.message_id.in_(old))
-        .execution_options(synchronize_session=False)
-    )
-    deleted: int = session.execute(
-        delete(DestinationMessageRow)
-        .where(DestinationMessageRow.id.in_(old))
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    stmt = delete(DestinationMessageRow).where(*done)
+    if limit is not None:
+        batch = select(DestinationMessageRow.id).where(*done).limit(limit)
+        stmt = stmt.where(DestinationMessageRow.id.in_(batch))
+    deleted: int = session.execute(stmt.execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
     return deleted
