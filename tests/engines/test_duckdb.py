@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -162,3 +163,30 @@ def test_a_new_id_whose_hash_names_another_profile_leaves_that_profile_alone(
     assert kept is not None and kept.attributes == {"n": 1}
     assert engine.count(WS) == 2
     engine.close()
+
+
+def test_a_failed_event_append_raises_its_own_error_and_the_next_one_works(
+    engine: DuckDBEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append DuckDB refuses aborts the write's transaction: the caller sees the append's
+    own error (not DuckDB refusing to unregister the batch's columns in the aborted
+    transaction), nothing of the batch is stored, and the next write goes through."""
+    from audiences.engines import duckdb_sql
+    from audiences.engines.base import EventRecord
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    appending = duckdb_sql.append_events
+    monkeypatch.setattr(
+        duckdb_sql,
+        "append_events",
+        lambda table, source, schema: f"INSERT INTO {table} SELECT 1 / 0, * FROM {source}",
+    )
+    with pytest.raises(duckdb.Error) as refused:
+        engine.write_events(WS, [EventRecord("u1", "bought", at, {})])
+    assert not isinstance(refused.value, duckdb.TransactionException)
+    assert engine.count(WS) == 0  # the profile the batch made went with it
+    monkeypatch.setattr(duckdb_sql, "append_events", appending)
+    [written] = engine.write_events(WS, [EventRecord("u1", "bought", at, {})])
+    assert written.pid is not None
+    page = engine.profile_events(WS, written.pid, limit=10)
+    assert [stored.event.name for stored in page.events] == ["bought"]

@@ -8,7 +8,7 @@ every time.
 
 from __future__ import annotations
 
-import uuid
+import contextlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +22,9 @@ from audiences.engines.event_writes import CheckedEvent
 from audiences.engines.rows import EPOCH, EventReader, event_page, rule_events_by_pid
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import Event
+
+APPENDED = "appended_events"
+"""The name under which a batch's numpy columns are registered for the append."""
 
 Cursor = duckdb.DuckDBPyConnection
 MICROSECOND = timedelta(microseconds=1)
@@ -58,12 +61,16 @@ def insert(
     }
     for n, name in enumerate(schema):
         columns[f"p{n}"] = np.fromiter((e.values.get(name) for e in events), object, count)
-    source = f"appended_{uuid.uuid4().hex}"
-    cur.register(source, columns)
+    # One name per cursor: a registration replaces the last of its name, so a batch whose
+    # unregistering failed is not kept past the next append.
+    cur.register(APPENDED, columns)
     try:
-        cur.execute(sql.append_events(table, source, schema), {"received": received_at})
+        cur.execute(sql.append_events(table, APPENDED, schema), {"received": received_at})
     finally:
-        cur.unregister(source)
+        # After a failed insert DuckDB has aborted the caller's transaction and refuses to
+        # unregister in it; the insert's own error is the one to raise.
+        with contextlib.suppress(duckdb.TransactionException):
+            cur.unregister(APPENDED)
 
 
 def read_of(
