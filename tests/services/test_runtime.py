@@ -10,12 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from fastapi import FastAPI
 
 from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.engines.duckdb import DuckDBEngine
+from audiences.engines.duckdb_sql import table_name
 from audiences.schemas.api_keys import Role
 from audiences.schemas.attributes import AttributeType
 from tests.databases import fresh_database
@@ -179,3 +181,32 @@ def test_a_column_of_another_type_is_left_as_it_is_and_logged(
         f"workspace {workspace_id}: the profile engine holds attribute 'age' as string, but "
         "it is declared integer; left as it is (rules on it may fail)."
     ]
+
+
+def test_an_engine_that_refuses_one_workspace_does_not_stop_the_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An engine whose workspace cannot be looked at (here: its profile table's name is
+    taken by a view in the new file) fails that workspace only: the app starts, serves, and
+    the log says which workspace was not checked and that the next start tries again."""
+    with fresh_database(tmp_path) as url:
+        with running(_settings(tmp_path / "old", url, {})) as app:
+            slug, _ = _seed(app)
+            with _again(app, slug) as tenant:
+                workspace_id = tenant.workspace_id
+        (tmp_path / "new").mkdir()
+        blocked = duckdb.connect(str(tmp_path / "new" / "profiles.duckdb"))
+        blocked.execute(f'CREATE VIEW "{table_name(workspace_id)}" AS SELECT 1 AS pid')
+        blocked.close()
+        with (
+            caplog.at_level(logging.WARNING, logger="audiences.services"),
+            running(_settings(tmp_path / "new", url, {})) as app,
+        ):
+            assert client_for(app, None).get("/livez").status_code == 200
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors, "the workspace that could not be checked is logged"
+    assert all(
+        message.startswith(f"workspace {workspace_id}: the profile engine's columns of declared ")
+        and message.endswith("the process starts anyway and checks again at its next start.")
+        for message in errors
+    )

@@ -134,13 +134,15 @@ class Restored:
     """What the profile engine lacked of one workspace's declared schema when it was opened:
     the columns made again, by kind (its ``plural``), and the columns it holds under another
     type than the metadata declares, by kind (its ``noun``; left as they are: name ->
-    (declared, held))."""
+    (declared, held)), and the kinds it could not look at or repair, with the error (a busy
+    or unreachable engine: the process starts anyway and tries again at its next start)."""
 
     workspace_id: str
     made: dict[str, list[str]] = field(default_factory=dict)
     mistyped: dict[str, dict[str, tuple[AttributeType, AttributeType]]] = field(
         default_factory=dict
     )
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def restore_columns(session: Session, engine: ProfileEngine) -> list[Restored]:
@@ -163,21 +165,35 @@ def _restore(
     session: Session, engine: ProfileEngine, kind: Kind[RowT], found: dict[str, Restored]
 ) -> None:
     for workspace_id, declared in _declared(session, kind).items():
-        held = kind.columns(engine, workspace_id)
-        missing = {name: type_ for name, type_ in declared.items() if name not in held}
-        mistyped = {
-            name: (type_, held[name])
-            for name, type_ in declared.items()
-            if name in held and held[name] != type_
-        }
-        if not missing and not mistyped:
-            continue
-        restored = found.setdefault(workspace_id, Restored(workspace_id))
-        if mistyped:
-            restored.mistyped[kind.noun] = mistyped
-        if missing:
-            kind.ensure(engine, workspace_id, missing)
-            restored.made[kind.plural] = sorted(missing)
+        try:
+            _restore_one(engine, kind, workspace_id, declared, found)
+        except Exception as error:  # one workspace's engine trouble must not stop a start
+            restored = found.setdefault(workspace_id, Restored(workspace_id))
+            restored.failed[kind.plural] = f"{type(error).__name__}: {error}"
+
+
+def _restore_one(
+    engine: ProfileEngine,
+    kind: Kind[RowT],
+    workspace_id: str,
+    declared: dict[str, AttributeType],
+    found: dict[str, Restored],
+) -> None:
+    held = kind.columns(engine, workspace_id)
+    missing = {name: type_ for name, type_ in declared.items() if name not in held}
+    mistyped = {
+        name: (type_, held[name])
+        for name, type_ in declared.items()
+        if name in held and held[name] != type_
+    }
+    if not missing and not mistyped:
+        return
+    restored = found.setdefault(workspace_id, Restored(workspace_id))
+    if mistyped:
+        restored.mistyped[kind.noun] = mistyped
+    if missing:
+        kind.ensure(engine, workspace_id, missing)
+        restored.made[kind.plural] = sorted(missing)
 
 
 def _declared(session: Session, kind: Kind[RowT]) -> dict[str, dict[str, AttributeType]]:

@@ -86,6 +86,14 @@ def _report(found: declarations.Restored, profiles: ProfileEngine) -> None:
             made,
             profiles.count(workspace),
         )
+    for kind, error in found.failed.items():
+        log.error(
+            "workspace %s: the profile engine's columns of declared %s could not be checked "
+            "at start (%s); the process starts anyway and checks again at its next start.",
+            workspace,
+            kind,
+            error,
+        )
     for kind, names in found.mistyped.items():
         for name, (declared, held) in names.items():
             log.error(
