@@ -29,6 +29,7 @@ from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 from audiences.store.profile_writes import ProfileWrites
 from audiences.store.tables import WorkspaceRow
+from tests.databases import postgres_database
 from tests.engines.kinds import chdb_client
 
 pytestmark = pytest.mark.database
@@ -37,14 +38,15 @@ ROUNDS, SHARED_IDS, NEW_IDS, EVENTS = 6, 40, 10, 5
 SEEN = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def metadata(database_url: str) -> Iterator[Engine]:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("several ClickHouse writers need PostgreSQL metadata to coordinate them")
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture(scope="module")
+def metadata() -> Iterator[Engine]:
+    """PostgreSQL metadata of its own, where the coordinator lives, whatever the session's
+    metadata database is (so the default pass runs these tests too)."""
+    with postgres_database() as url:
+        engine = make_engine(url)
+        migrate(engine)
+        yield engine
+        engine.dispose()
 
 
 def _new_workspace(metadata: Engine) -> str:

@@ -17,18 +17,20 @@ from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 from audiences.store.profile_writes import ProfileWrites
 from audiences.store.tables import WorkspaceRow
+from tests.databases import postgres_database
 
 pytestmark = pytest.mark.database
 
 
-@pytest.fixture
-def metadata(database_url: str) -> Iterator[Engine]:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("profile writes are coordinated through PostgreSQL metadata only")
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture(scope="module")
+def metadata() -> Iterator[Engine]:
+    """PostgreSQL metadata of its own, where the coordinator lives, whatever the session's
+    metadata database is (so the default pass runs these tests too)."""
+    with postgres_database() as url:
+        engine = make_engine(url)
+        migrate(engine)
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture
