@@ -59,7 +59,7 @@ def declare(
         session,
         kind=ATTRIBUTES,
         workspace_id=caller.workspace_id,
-        runtime=runtime,
+        profiles=runtime.profiles,
         name=name,
         type_=data.type,
         description=data.description,
@@ -93,7 +93,11 @@ def admit(
     found = inferred_types(records, current, typed=typed)
     if found:
         declarations.declare_inferred(
-            session, kind=ATTRIBUTES, workspace_id=workspace_id, runtime=runtime, found=found
+            session,
+            kind=ATTRIBUTES,
+            workspace_id=workspace_id,
+            profiles=runtime.profiles,
+            found=found,
         )
     return False
 

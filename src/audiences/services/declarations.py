@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,9 +23,6 @@ from audiences.errors import Conflict, ValidationFailed
 from audiences.schemas.attributes import MAX_ATTRIBUTES, AttributeType
 from audiences.store.tables import AttributeRow, EventPropertyRow
 from audiences.store.tables.workspaces import WorkspaceRow
-
-if TYPE_CHECKING:  # services.runtime opens the engine with restore_columns below
-    from audiences.services.runtime import Runtime
 
 RowT = TypeVar("RowT", AttributeRow, EventPropertyRow)
 
@@ -81,7 +78,7 @@ def declare(
     *,
     kind: Kind[RowT],
     workspace_id: str,
-    runtime: Runtime,
+    profiles: ProfileEngine,
     name: str,
     type_: AttributeType,
     description: str | None,
@@ -100,7 +97,7 @@ def declare(
         row.inferred = False
         session.flush()
         return row, False
-    _add(session, kind, workspace_id, {name: type_}, runtime, inferred=False)
+    _add(session, kind, workspace_id, {name: type_}, profiles, inferred=False)
     row = session.get_one(kind.row, (workspace_id, name))
     row.description = description
     session.flush()
@@ -112,7 +109,7 @@ def declare_inferred(
     *,
     kind: Kind[RowT],
     workspace_id: str,
-    runtime: Runtime,
+    profiles: ProfileEngine,
     found: Mapping[str, AttributeType],
 ) -> None:
     """Declare the names inference ``found`` (in order) that are still undeclared once the
@@ -124,9 +121,9 @@ def declare_inferred(
     if not new:
         return
     # A column left by a transaction that rolled back keeps its type: declare that one.
-    columns = kind.columns(runtime.profiles, workspace_id)
+    columns = kind.columns(profiles, workspace_id)
     wanted = {name: columns.get(name, found[name]) for name in new}
-    _add(session, kind, workspace_id, wanted, runtime, inferred=True)
+    _add(session, kind, workspace_id, wanted, profiles, inferred=True)
 
 
 @dataclass
@@ -219,7 +216,7 @@ def _add(
     kind: Kind[RowT],
     workspace_id: str,
     new: Mapping[str, AttributeType],
-    runtime: Runtime,
+    profiles: ProfileEngine,
     *,
     inferred: bool,
 ) -> None:
@@ -231,7 +228,7 @@ def _add(
             f"a workspace has at most {kind.limit} {kind.plural}", code=kind.too_many
         )
     current = schema(session, kind=kind, workspace_id=workspace_id)
-    kind.ensure(runtime.profiles, workspace_id, {**current, **new})
+    kind.ensure(profiles, workspace_id, {**current, **new})
     for name, type_ in new.items():
         session.add(
             kind.row(workspace_id=workspace_id, name=name, type=type_.value, inferred=inferred)

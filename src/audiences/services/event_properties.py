@@ -77,7 +77,7 @@ def declare(
         session,
         kind=EVENT_PROPERTIES,
         workspace_id=caller.workspace_id,
-        runtime=runtime,
+        profiles=runtime.profiles,
         name=name,
         type_=data.type,
         description=data.description,
@@ -104,7 +104,11 @@ def admit(
     )
     if found:
         declarations.declare_inferred(
-            session, kind=EVENT_PROPERTIES, workspace_id=workspace_id, runtime=runtime, found=found
+            session,
+            kind=EVENT_PROPERTIES,
+            workspace_id=workspace_id,
+            profiles=runtime.profiles,
+            found=found,
         )
 
 
