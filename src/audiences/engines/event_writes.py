@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from itertools import compress, count, repeat
+from itertools import chain, compress, count, repeat
 from operator import attrgetter
 from types import MappingProxyType, NoneType
 from typing import Any, NamedTuple, cast
@@ -234,6 +234,7 @@ check returns unchanged) and a check of a column of them (and nulls) at once."""
 PLAIN_TYPES = frozenset({dict, MappingProxyType})
 CONTROL = re.compile(r"[\x00-\x1f]")
 _TZINFO = attrgetter("tzinfo")
+_EXTERNAL_ID, _EVENT_ID = attrgetter("external_id"), attrgetter("event_id")
 
 
 class _TextChecks:
@@ -281,11 +282,24 @@ def _plain_values(
     return values
 
 
+def event_ids(events: Sequence[CheckedEvent]) -> list[str]:
+    """The ``event_id`` of each event that has one, in order."""
+    return list(filter(None, map(_EVENT_ID, events)))
+
+
+def external_ids(*events: Sequence[CheckedEvent]) -> list[str]:
+    """The external ids of ``events``, each once, in order of first appearance."""
+    return list(dict.fromkeys(map(_EXTERNAL_ID, chain(*events))))
+
+
 def split_duplicates(
     events: Sequence[CheckedEvent], stored: set[str]
 ) -> tuple[list[CheckedEvent], list[CheckedEvent]]:
     """The events to write and the duplicates: an ``event_id`` already ``stored``, or given by
     an earlier event of the batch (the first copy is written)."""
+    ids = event_ids(events)
+    if stored.isdisjoint(ids) and len(set(ids)) == len(ids):  # no duplicate: a C pass
+        return list(events), []
     seen = set(stored)
     fresh: list[CheckedEvent] = []
     duplicates: list[CheckedEvent] = []
@@ -310,7 +324,9 @@ def batch_results(
     """A result per record of a batch of ``count``, in order: its refusal, or its profile's
     pid (``duplicate`` for the ``duplicates``)."""
     if len(fresh) == count:  # the common case: every record written, in order
-        return [EventResult(e.external_id, pids[e.external_id]) for e in fresh]
+        external_ids = list(map(_EXTERNAL_ID, fresh))
+        rows = zip(external_ids, map(pids.__getitem__, external_ids), repeat(False), repeat(()))
+        return list(map(tuple.__new__, repeat(EventResult), rows))
     found: list[EventResult | None] = [None] * count
     for position, result in refused.items():
         found[position] = result
