@@ -4,11 +4,12 @@
     .venv/bin/python -m bench.events.stages --events 200000 --profiles 20000
 
 The same work as section 2 of ``bench.events.run`` (demo-like events, the 5 streaming
-behavioural audiences, properties declared) without HTTP: each call's body is parsed and
-validated as the route does, made into records, written by ``services.events.write`` and its
-answer encoded as the route does. Start-up objects are frozen first, as ``audiences serve``
-does. CPU time (every thread of the process, DuckDB's included) is summed per stage and for
-the engine and service functions named in :data:`PARTS`, then shown per call.
+behavioural audiences, properties declared) without HTTP: each call's body is parsed,
+validated and made into records by the route's ``api.event_bodies``, written by
+``services.events.write`` and its answer rendered and encoded as the route does. Start-up
+objects are frozen first, as ``audiences serve`` does. CPU time (every thread of the process,
+DuckDB's included) is summed per stage and for the engine and service functions named in
+:data:`PARTS`, then shown per call.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from typing import Any
 
 import orjson
 
-from audiences.api.routes import events as route
+from audiences.api import event_bodies
 from audiences.kit.clock import utcnow
 from audiences.kit.heap import freeze_startup_objects
-from audiences.schemas.events import EventBatch, EventPropertyDeclare
+from audiences.schemas.events import EventPropertyDeclare
 from audiences.services import event_properties, events
 from bench.events import data, run
 from bench.membership.run import Bench, load_average
@@ -101,28 +102,22 @@ def main(argv: list[str] | None = None) -> None:
 
         for raw in bodies:
             at = time.process_time()
-            parsed = orjson.loads(raw)
+            parsed = event_bodies.parse(raw)
             at = stage("parse the body (orjson)", at)
-            batch = EventBatch.model_validate(parsed)
-            at = stage("validate it (pydantic)", at)
-            received = utcnow()
-            records = [route._record(event, received) for event in batch.events]
-            at = stage("make records", at)
+            body = event_bodies.read(raw, parsed, max_events=limits.max_events, received=utcnow())
+            at = stage("validate it, make records", at)
             with bench.factory.begin() as session:
                 results = events.write(
                     session,
                     workspace_id=bench.ws,
                     runtime=bench.runtime,
-                    records=records,
+                    records=body.records,
                     limits=limits,
-                    received_at=received,
+                    received_at=body.received,
                 )
             at = stage("services.events.write, committed", at)
-            rendered = [
-                route._result(n, event, result, None)  # type: ignore[arg-type]
-                for n, (event, result) in enumerate(zip(batch.events, results, strict=True))
-            ]
-            orjson.dumps({"results": rendered})
+            _, out = event_bodies.answer(body.records, results, "bench")
+            orjson.dumps(out)
             stage("render the answer", at)
         calls = len(bodies)
         total = sum(stages.values())

@@ -74,6 +74,47 @@ def test_the_fast_path_agrees_with_the_full_check(batch: list[EventRecord]) -> N
     assert {n: result.errors for n, result in refused.items()} == expected_refused
 
 
+COLUMN_SCHEMA = {**SCHEMA, "ok": T.BOOLEAN, "meta": T.JSON, "at": T.TIMESTAMP}
+fitting = st.fixed_dictionaries(
+    {},
+    optional={
+        "amount": st.one_of(st.floats(), st.integers(-(2**70), 2**70), st.none()),
+        "sku": st.one_of(st.sampled_from(["a", "", "é", "\ud800"]), st.none(), st.just(1)),
+        "qty": st.one_of(st.integers(-(2**64), 2**64), st.sampled_from([1.0, 1.5]), st.none()),
+        "tags": st.one_of(st.lists(st.sampled_from(["a", "b"]), max_size=2), st.none()),
+        "ok": st.one_of(st.booleans(), st.none(), st.just(1)),
+        "meta": st.one_of(st.fixed_dictionaries({"n": st.integers(0, 2)}), st.none()),
+        "at": st.sampled_from(["2024-05-01T00:00:00+02:00", "2024-05-01", "no"]),
+    },
+)
+mostly_fitting = st.builds(
+    EventRecord,
+    st.sampled_from(["u1", "u2"]),
+    st.sampled_from(["order", "view"]),
+    st.sampled_from([MOMENT, MOMENT.astimezone(timezone(timedelta(hours=2)))]),
+    fitting | st.just(event_writes.MappingProxyType({})),
+    st.one_of(st.none(), st.uuids().map(str), st.just("")),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(mostly_fitting, max_size=8))
+def test_a_batch_checked_by_columns_is_checked_as_record_by_record(
+    batch: list[EventRecord],
+) -> None:
+    passed, refused = check_events(batch, COLUMN_SCHEMA)
+    coercers = {name: COERCERS[kind] for name, kind in COLUMN_SCHEMA.items()}
+    one_by_one = [event_writes._check(record, COLUMN_SCHEMA, coercers) for record in batch]
+    assert [n for n, (_, _, problems) in enumerate(one_by_one) if problems] == sorted(refused)
+    assert passed == [
+        CheckedEvent(n, record.external_id, record.name, when, record.event_id, found)
+        for n, (record, (when, found, problems)) in enumerate(zip(batch, one_by_one, strict=True))
+        if not problems
+    ]
+    assert all(type(event.values) is dict for event in passed)
+    assert all(event.timestamp.tzinfo is UTC for event in passed)
+
+
 def test_results_follow_the_batch_order() -> None:
     def checked(position: int, external_id: str) -> CheckedEvent:
         return CheckedEvent(position, external_id, "e", MOMENT, None, {})

@@ -53,7 +53,13 @@ from audiences.engines.clickhouse_writes import MAX_PID, TYPES, Workspace, Write
 from audiences.engines.conditions import checked_condition, reads_events
 from audiences.engines.coordination import WriteCoordinator
 from audiences.engines.duckdb_sql import events_table_name, table_name
-from audiences.engines.event_writes import batch_results, check_events, split_duplicates
+from audiences.engines.event_writes import (
+    batch_results,
+    check_events,
+    event_ids,
+    external_ids,
+    split_duplicates,
+)
 from audiences.engines.rows import ProfileReader
 from audiences.engines.schema import SCHEMA_TTL, checked_schema, refuse_type_changes
 from audiences.engines.writes import plan_writes
@@ -307,10 +313,10 @@ class ClickHouseEngine:
         with self._writing(state):
             passed, refused = check_events(records, state.event_schema, TYPES)
             passed, late = events_sql.split_out_of_range(passed)
-            ids = [e.event_id for e in passed if e.event_id is not None]
+            ids = event_ids(passed)
             stored = events_sql.stored_event_ids(self._client, state.events, ids)
             fresh, duplicates = split_duplicates(passed, stored)
-            external = list(dict.fromkeys(e.external_id for e in [*fresh, *duplicates]))
+            external = external_ids(fresh, duplicates)
             pids = self._resolve(state, external)
             pids.update(
                 self._writer.insert_empty(state, [eid for eid in external if eid not in pids])

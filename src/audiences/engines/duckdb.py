@@ -42,7 +42,13 @@ from audiences.engines.base import (
     pids_to_bitmap,
 )
 from audiences.engines.duckdb_idfiles import DuckDBStagedIds
-from audiences.engines.event_writes import batch_results, check_events, split_duplicates
+from audiences.engines.event_writes import (
+    batch_results,
+    check_events,
+    event_ids,
+    external_ids,
+    split_duplicates,
+)
 from audiences.engines.idfiles import IdFile
 from audiences.engines.idindex import AMBIGUOUS, IdIndex
 from audiences.engines.rows import EventReader, ProfileReader
@@ -431,10 +437,10 @@ class DuckDBEngine:
             cur = self._writer
             cur.execute("BEGIN TRANSACTION")
             try:
-                ids = [e.event_id for e in passed if e.event_id is not None]
+                ids = event_ids(passed)
                 stored = duckdb_events.stored_event_ids(cur, state.events, ids)
                 fresh, duplicates = split_duplicates(passed, stored)
-                external = list(dict.fromkeys(e.external_id for e in [*fresh, *duplicates]))
+                external = external_ids(fresh, duplicates)
                 hashes, found = self._resolve(state, external)
                 pids = {eid: row.pid for eid, row in found.items()}
                 new = [eid for eid in external if eid not in pids]

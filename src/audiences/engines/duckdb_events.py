@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from itertools import repeat
+from operator import floordiv, sub
 from typing import Any
 
 import duckdb
@@ -51,16 +53,18 @@ def insert(
     then cast to their columns' types). For 10,000 events with four properties this took
     11 ms, against 28 ms for one JSON document of columns parsed by ``from_json``."""
     count = len(events)
+    _, external_ids, names, times, event_ids, values = zip(*events, strict=True)
+    # Built by C loops (maps of built-in methods), not a Python generator per column.
     columns = {
-        "pid": np.fromiter((pids[e.external_id] for e in events), np.uint32, count),
-        "event": np.fromiter((e.name for e in events), object, count),
+        "pid": np.fromiter(map(pids.__getitem__, external_ids), np.uint32, count),
+        "event": np.fromiter(names, object, count),
         "micros": np.fromiter(
-            ((e.timestamp - EPOCH) // MICROSECOND for e in events), np.int64, count
+            map(floordiv, map(sub, times, repeat(EPOCH)), repeat(MICROSECOND)), np.int64, count
         ),
-        "event_id": np.fromiter((e.event_id for e in events), object, count),
+        "event_id": np.fromiter(event_ids, object, count),
     }
     for n, name in enumerate(schema):
-        columns[f"p{n}"] = np.fromiter((e.values.get(name) for e in events), object, count)
+        columns[f"p{n}"] = np.fromiter(map(dict.get, values, repeat(name)), object, count)
     # One name per cursor: a registration replaces the last of its name, so a batch whose
     # unregistering failed is not kept past the next append.
     cur.register(APPENDED, columns)

@@ -7,14 +7,27 @@ Checking happens before the database sees anything, so one bad record fails alon
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from types import MappingProxyType
+from itertools import chain, compress, count, repeat
+from operator import attrgetter
+from types import MappingProxyType, NoneType
 from typing import Any, NamedTuple, cast
 
 from audiences.engines.base import EventRecord, EventResult
-from audiences.engines.coerce import COERCERS, TypeMismatchError, valid_unicode
+from audiences.engines.coerce import (
+    COERCERS,
+    INT64_MAX,
+    INT64_MIN,
+    TypeMismatchError,
+    to_boolean,
+    to_float,
+    to_integer,
+    to_string,
+    valid_unicode,
+)
 from audiences.engines.writes import canonical, check_external_id
 from audiences.errors import ErrorDetail
 from audiences.kit.clock import as_utc
@@ -52,10 +65,14 @@ def check_events(
     """The records that pass, in order, and a refusal per position of those that do not
     (``types`` checks each type's values, as in ``writes.plan_writes``).
 
-    A record is first tried on a fast path that only says yes or no (its texts judged once
-    per distinct value: a batch repeats its names and profile ids); one it does not pass is
-    checked again in full, to say why."""
+    The whole batch is first tried column by column (:func:`_all_passing`); a batch that
+    does not pass whole is tried record by record on a fast path that only says yes or no
+    (its texts judged once per distinct value: a batch repeats its names and profile ids);
+    a record that path does not pass is checked again in full, to say why."""
     coercers = {name: types[kind] for name, kind in schema.items()}
+    every = _all_passing(records, coercers)
+    if every is not None:
+        return every, {}
     texts = _TextChecks()
     passed: list[CheckedEvent] = []
     refused: dict[int, EventResult] = {}
@@ -78,6 +95,146 @@ def check_events(
         else:
             passed.append(CheckedEvent(position, external_id, name, when, event_id, values))
     return passed, refused
+
+
+def _all_passing(
+    records: Sequence[EventRecord], coercers: Mapping[str, Callable[[object], Any]]
+) -> list[CheckedEvent] | None:
+    """Every record checked, when all of them pass; None when any may not.
+
+    The checks run on columns, mostly in C: each distinct id and name judged once, the event
+    ids joined and searched once, the times' zones compared as a set, the properties' names
+    against the declared ones, and each property's values by their types as a set (strings
+    joined and checked once, numbers summed once) where :data:`COLUMN_CHECKS` has their type's
+    check, else one by one. Values stay in the records' own mappings unless a check converts
+    one (then that record's are copied). For 10,000 events this took ~22 ms of CPU where
+    checking record by record took ~52 (``bench/README.md``, "Behaviour")."""
+    if not records:
+        return []
+    external_ids, names, times, properties, event_ids = map(list, zip(*records, strict=True))
+    try:
+        if not (
+            all(not check_external_id(value) for value in set(external_ids))
+            and all(_text(EVENT_NAME, value) for value in set(names))
+            and _event_ids_pass(event_ids)
+            and (kinds := set(map(type, properties))) <= PLAIN_TYPES
+            and (given := set().union(*properties)).issubset(coercers)
+        ):
+            return None
+    except TypeError:  # an unhashable id or name
+        return None
+    if set(map(type, times)) != {datetime} or set(map(_TZINFO, times)) != {UTC}:
+        times = list(map(_utc, times))
+        if None in times:
+            return None
+    get = dict.get if kinds == {dict} else _get
+    columns = {name: list(map(get, properties, repeat(name))) for name in given}
+    values = list(properties)
+    copied: set[int] = set()
+    if sum(map(len, properties)) > sum(len(c) - c.count(None) for c in columns.values()):
+        _drop_nulls(columns, values, copied)  # a null property is the same as none
+    for name, column in columns.items():
+        if not _column_passes(name, column, coercers[name], values, copied):
+            return None
+    if MappingProxyType in kinds:
+        values = [dict(value) for value in values]
+    rows = zip(count(), external_ids, names, times, event_ids, values)
+    return list(map(tuple.__new__, repeat(CheckedEvent), rows))
+
+
+def _get(properties: Mapping[str, Any], name: str) -> Any:
+    return properties.get(name)
+
+
+def _drop_nulls(
+    columns: Mapping[str, list[Any]], values: list[Mapping[str, Any]], copied: set[int]
+) -> None:
+    for name, column in columns.items():
+        for n in compress(count(), map(NoneType.__instancecheck__, column)):
+            if name in values[n]:
+                _own(values, copied, n).pop(name)
+
+
+def _event_ids_pass(event_ids: list[object]) -> bool:
+    kinds = set(map(type, event_ids))
+    if not kinds <= {str, NoneType}:
+        return False
+    if str not in kinds:
+        return True
+    given = cast(list[str], list(filter(None, event_ids)))
+    if len(given) < len(event_ids) - event_ids.count(None):  # an empty one
+        return False
+    joined = "".join(given)
+    return (
+        max(map(len, given)) <= MAX_ID_LENGTH
+        and CONTROL.search(joined) is None
+        and valid_unicode(joined)
+    )
+
+
+def _column_passes(
+    name: str,
+    column: list[Any],
+    convert: Callable[[object], Any],
+    values: list[Mapping[str, Any]],
+    copied: set[int],
+) -> bool:
+    """Whether every value of property ``name`` (its ``column``, None where not given) fits;
+    the records whose value the check converts get copies in ``values``."""
+    stored, check = COLUMN_CHECKS.get(convert, (frozenset(), None))
+    if check is not None and set(map(type, column)) - {NoneType} <= stored and check(column):
+        return True
+    try:
+        for n, value in enumerate(column):
+            if value is not None and (converted := convert(value)) is not value:
+                _own(values, copied, n)[name] = converted
+    except TypeMismatchError:
+        return False
+    return True
+
+
+def _own(values: list[Mapping[str, Any]], copied: set[int], n: int) -> dict[str, Any]:
+    """Record ``n``'s values, copied first if they are still the record's own."""
+    if n not in copied:
+        values[n] = dict(values[n])
+        copied.add(n)
+    return cast(dict[str, Any], values[n])
+
+
+def _strings_fit(column: list[Any]) -> bool:
+    return valid_unicode("".join(filter(None, column)))
+
+
+def _floats_fit(column: list[Any]) -> bool:
+    try:
+        return math.isfinite(math.fsum(filter(None, column)))
+    except (OverflowError, ValueError):  # a huge sum, or inf - inf: judged one by one
+        return False
+
+
+def _integers_fit(column: list[Any]) -> bool:
+    given = list(filter(None, column))
+    return not given or (min(given) >= INT64_MIN and max(given) <= INT64_MAX)
+
+
+def _booleans_fit(column: list[Any]) -> bool:
+    return True
+
+
+ColumnCheck = tuple[frozenset[type], Callable[[list[Any]], bool]]
+COLUMN_CHECKS: dict[Callable[[object], Any], ColumnCheck] = {
+    to_string: (frozenset({str}), _strings_fit),
+    to_float: (frozenset({float}), _floats_fit),
+    to_integer: (frozenset({int}), _integers_fit),
+    to_boolean: (frozenset({bool}), _booleans_fit),
+}
+"""By the check of one value of a type: the types its values may have already (which that
+check returns unchanged) and a check of a column of them (and nulls) at once."""
+
+PLAIN_TYPES = frozenset({dict, MappingProxyType})
+CONTROL = re.compile(r"[\x00-\x1f]")
+_TZINFO = attrgetter("tzinfo")
+_EXTERNAL_ID, _EVENT_ID = attrgetter("external_id"), attrgetter("event_id")
 
 
 class _TextChecks:
@@ -125,11 +282,24 @@ def _plain_values(
     return values
 
 
+def event_ids(events: Sequence[CheckedEvent]) -> list[str]:
+    """The ``event_id`` of each event that has one, in order."""
+    return list(filter(None, map(_EVENT_ID, events)))
+
+
+def external_ids(*events: Sequence[CheckedEvent]) -> list[str]:
+    """The external ids of ``events``, each once, in order of first appearance."""
+    return list(dict.fromkeys(map(_EXTERNAL_ID, chain(*events))))
+
+
 def split_duplicates(
     events: Sequence[CheckedEvent], stored: set[str]
 ) -> tuple[list[CheckedEvent], list[CheckedEvent]]:
     """The events to write and the duplicates: an ``event_id`` already ``stored``, or given by
     an earlier event of the batch (the first copy is written)."""
+    ids = event_ids(events)
+    if stored.isdisjoint(ids) and len(set(ids)) == len(ids):  # no duplicate: a C pass
+        return list(events), []
     seen = set(stored)
     fresh: list[CheckedEvent] = []
     duplicates: list[CheckedEvent] = []
@@ -154,7 +324,9 @@ def batch_results(
     """A result per record of a batch of ``count``, in order: its refusal, or its profile's
     pid (``duplicate`` for the ``duplicates``)."""
     if len(fresh) == count:  # the common case: every record written, in order
-        return [EventResult(e.external_id, pids[e.external_id]) for e in fresh]
+        external_ids = list(map(_EXTERNAL_ID, fresh))
+        rows = zip(external_ids, map(pids.__getitem__, external_ids), repeat(False), repeat(()))
+        return list(map(tuple.__new__, repeat(EventResult), rows))
     found: list[EventResult | None] = [None] * count
     for position, result in refused.items():
         found[position] = result

@@ -46,7 +46,13 @@ from audiences.engines.base import (
     check_membership_alias,
     check_workspace_id,
 )
-from audiences.engines.event_writes import batch_results, check_events, split_duplicates
+from audiences.engines.event_writes import (
+    batch_results,
+    check_events,
+    event_ids,
+    external_ids,
+    split_duplicates,
+)
 from audiences.engines.postgres_copy import copy_rows, selected_pids, stage_members
 from audiences.engines.postgres_writes import Workspace
 from audiences.engines.rows import EventReader, ProfileReader
@@ -607,10 +613,10 @@ class PostgresEngine:
             state.event_schema = writes.columns(conn, state.events, RESERVED_EVENT_FIELDS)
             passed, refused = check_events(records, state.event_schema)
             passed, more = writes.events_without_nul(passed)
-            ids = [e.event_id for e in passed if e.event_id is not None]
+            ids = event_ids(passed)
             stored = events_sql.stored_event_ids(conn, state.events, ids)
             fresh, duplicates = split_duplicates(passed, stored)
-            external = list(dict.fromkeys(e.external_id for e in [*fresh, *duplicates]))
+            external = external_ids(fresh, duplicates)
             pids = writes.ensure(conn, state, external)[0] if external else {}
             if fresh:
                 events_sql.insert(conn, state.events, state.event_schema, fresh, pids, received_at)

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import SchemaValidator, core_schema
 
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.common import InputModel, Rfc3339
@@ -92,6 +93,62 @@ class EventBatch(InputModel):
     """Up to 10,000 events in one call."""
 
     events: list[BatchedEvent] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+PLAIN_TIMESTAMP = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+"""The common form of an RFC 3339 time (upper-case ``T`` and ``Z``, at most microseconds, an
+offset under a day), which ``datetime.fromisoformat`` reads as pydantic does."""
+
+
+def _text(pattern: str) -> core_schema.CoreSchema:
+    return core_schema.str_schema(pattern=pattern, strict=True)
+
+
+def _optional(schema: core_schema.CoreSchema) -> core_schema.TypedDictField:
+    nullable = core_schema.nullable_schema(schema)
+    return core_schema.typed_dict_field(
+        core_schema.with_default_schema(nullable, default=None), required=False
+    )
+
+
+PLAIN_BATCH = SchemaValidator(
+    core_schema.typed_dict_schema(
+        {
+            "events": core_schema.typed_dict_field(
+                core_schema.list_schema(
+                    core_schema.typed_dict_schema(
+                        {
+                            "profile_id": core_schema.typed_dict_field(_text(_ID)),
+                            "event": core_schema.typed_dict_field(_text(EVENT_NAME)),
+                            "timestamp": _optional(_text(PLAIN_TIMESTAMP)),
+                            "properties": core_schema.typed_dict_field(
+                                core_schema.with_default_schema(
+                                    core_schema.is_instance_schema(dict), default_factory=dict
+                                ),
+                                required=False,
+                            ),
+                            "event_id": _optional(_text(_ID)),
+                        },
+                        extra_behavior="forbid",
+                    ),
+                    min_length=1,
+                    max_length=MAX_EVENTS,
+                    strict=True,
+                )
+            )
+        },
+        extra_behavior="forbid",
+    )
+)
+"""A quick check of a parsed :class:`EventBatch` body (JSON data, NUL characters already ruled
+out) that builds no models: each event a plain dict of its five fields, ``timestamp`` left as
+text in :data:`PLAIN_TIMESTAMP`'s form. It accepts only bodies :class:`EventBatch` accepts,
+with the same values, and refuses the rest without saying why: the models read those again,
+and accept them or say what is wrong (``api.event_bodies``). Building 10,000 models took
+about half of a 10,000-event call's validation and records."""
 
 
 _EVENT_SCHEMA = EventWrite.model_json_schema()

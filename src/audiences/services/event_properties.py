@@ -99,9 +99,10 @@ def admit(
     if attributes.is_strict(session, workspace_id=workspace_id):
         return
     current = schema(session, workspace_id=workspace_id)
-    found = attributes.inferred_types(
-        properties, current, typed=typed, reserved=RESERVED_EVENT_FIELDS
-    )
+    given = list(properties)
+    if set(map(type, given)) <= {dict} and set().union(*given) <= current.keys():
+        return  # every name declared: nothing to infer (one C pass, not a step per event)
+    found = attributes.inferred_types(given, current, typed=typed, reserved=RESERVED_EVENT_FIELDS)
     if found:
         declarations.declare_inferred(
             session,

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -75,7 +76,7 @@ def write(
         session,
         workspace_id=workspace_id,
         runtime=runtime,
-        properties=[record.properties for record in accepted],
+        properties=map(_PROPERTIES, accepted),
         typed=typed,
     )
     # The streaming audiences events move, locked before the write as profile writes do: of two
@@ -89,9 +90,7 @@ def write(
     if refused:
         written = iter(results)
         results = [refused[n] if n in refused else next(written) for n in range(len(records))]
-    changed = {
-        r.pid: r.external_id for r in results if r.pid is not None and r.ok and not r.duplicate
-    }
+    changed, seen = _written(records, results)
     created = {pid for pid, external_id in changed.items() if external_id in fresh}
     for audiences, pids in ((moved, set(changed) - created), (every, created)):
         evaluation.on_profiles_written(
@@ -102,11 +101,6 @@ def write(
             streaming=audiences,
             now=now,
         )
-    seen = Counter(
-        record.name
-        for record, result in zip(records, results, strict=True)
-        if result.ok and not result.duplicate
-    )
     _count_names(session, workspace_id, seen, now)
     return results
 
@@ -149,6 +143,29 @@ def workspaces_with_retention(session: Session) -> list[str]:
     """The ids of workspaces that keep events for a limited time."""
     stmt = select(WorkspaceRow.id).where(WorkspaceRow.event_retention_days.is_not(None))
     return list(session.scalars(stmt.order_by(WorkspaceRow.id)))
+
+
+def _written(
+    records: Sequence[EventRecord], results: Sequence[EventResult]
+) -> tuple[dict[int, str], Counter[str]]:
+    """The external id of each pid whose events were written (not refused, not duplicates),
+    and how many were written under each event name."""
+    if any(map(_DUPLICATE, results)) or any(map(_ERRORS, results)):
+        written = [
+            (record, result)
+            for record, result in zip(records, results, strict=True)
+            if result.ok and not result.duplicate
+        ]
+        changed = {r.pid: r.external_id for _, r in written if r.pid is not None}
+        return changed, Counter(record.name for record, _ in written)
+    # The common case, every record written: read in C, without a Python step per record.
+    pids = dict(zip(map(_PID, results), map(_EXTERNAL_ID, results), strict=True))
+    return pids, Counter(map(_NAME, records))
+
+
+_EXTERNAL_ID, _PID, _DUPLICATE, _ERRORS = map(itemgetter, range(4))
+"""Fields of ``EventResult``, read in C (and below, of ``EventRecord``)."""
+_NAME, _PROPERTIES = itemgetter(1), itemgetter(3)
 
 
 def _unknown_ids(runtime: Runtime, workspace_id: str, records: Sequence[EventRecord]) -> set[str]:
