@@ -473,13 +473,16 @@ def test(
     session: Session, *, caller: Caller, destination_id: str, settings: Settings
 ) -> DestinationMessageRow:
     """Send a ``destination.test`` message now (signed like any other, never retried) and log
-    it; for a file destination, write it as a file (outside the transaction: ``session`` is
-    committed first, and the attempt is recorded in its next one)."""
+    it; for a file destination, write it as a file. Both outside the transaction: ``session``
+    is committed first (the message logged as ``sending``), so a slow receiver, disk or
+    bucket holds no transaction open, and the attempt is recorded in its next one."""
     row = destinations.get(session, caller=caller, destination_id=destination_id)
     data = {"destination_id": row.id, "message": "a test message from Audiences"}
     message = messages.add_message(session, row, messages.TEST, data, 0, None, status="sending")
     if row.kind == "webhook":
-        outcome = send(prepare(row, message, utcnow()), settings=settings)
+        ready = prepare(row, message, utcnow())
+        session.commit()
+        outcome = send(ready, settings=settings)
     else:
         outcome = file_deliveries.write_test(session, row, message, settings)
     session.add(
