@@ -35,7 +35,7 @@ from audiences.store.tables import DestinationRow
 
 BEAT_SECONDS = 1.0
 """How often a delivery run checkpoints its job (the worker's own thread extends the lease)."""
-AHEAD = 16
+AHEAD = 32
 """Most messages handed to the sending line ahead of its answers (one in flight, the rest
 queued). The run tops the line up once at most ``AHEAD // 2`` wait, so each step logs and
 makes several messages in one transaction (and resolves their ids in one engine call)."""

@@ -99,8 +99,9 @@ def record_sent(session: Session, sent: list[Sent], *, settings: Settings) -> No
     failure halts the line) through :func:`record`."""
     delivered = [one for one in sent if one.outcome.ok]
     if delivered:
-        session.execute(
-            insert(DestinationAttemptRow),
+        # Core statements on the tables (no ORM bulk path: a third of the CPU of each).
+        session.connection().execute(
+            insert(cast(Table, DestinationAttemptRow.__table__)),
             [
                 {
                     "message_id": one.send.message_id,
@@ -224,10 +225,9 @@ def schedule_next(session: Session, row: DestinationRow, now: datetime) -> None:
 
 
 def _touch(session: Session, destination_id: str, **values: Any) -> None:
-    """Operational fields, by a plain UPDATE: they do not move the destination's version."""
-    session.execute(
-        update(DestinationRow)
-        .where(DestinationRow.id == destination_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    """Operational fields, by a plain UPDATE: they do not move the destination's version (a
+    Core statement on the table: a delivery run touches the destination at every step)."""
+    table = cast(Table, DestinationRow.__table__)
+    session.connection().execute(
+        update(table).where(table.c.id == destination_id).values(**values)
     )
