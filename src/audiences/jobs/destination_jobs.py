@@ -143,9 +143,11 @@ def _deliver_all(
                 time.sleep(max(0.0, pause))
                 later, now = None, utcnow()
             # Wait for the line when it has enough to do, a beat at most (the leases are
-            # renewed between beats).
+            # renewed between beats). With nothing more to hand, until half of what it holds
+            # is sent: the tail of a run is logged in a few steps, not a step a message (each
+            # step is a transaction and several statements).
             waiting = line.waiting()
-            leaving = max(waiting - 1, 0) if stalled else min(waiting, AHEAD // 2)
+            leaving = waiting // 2 if stalled else min(waiting, AHEAD // 2)
             done = line.take(leaving=leaving, timeout=BEAT_SECONDS)
             stalled = False
             with context.session() as session:

@@ -228,6 +228,4 @@ def _touch(session: Session, destination_id: str, **values: Any) -> None:
     """Operational fields, by a plain UPDATE: they do not move the destination's version (a
     Core statement on the table: a delivery run touches the destination at every step)."""
     table = cast(Table, DestinationRow.__table__)
-    session.connection().execute(
-        update(table).where(table.c.id == destination_id).values(**values)
-    )
+    session.connection().execute(update(table).where(table.c.id == destination_id).values(**values))
