@@ -9,9 +9,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
 from audiences.kit.clock import utcnow
-from audiences.store.tables import (
-    DestinationRow,
-)
+from audiences.store.tables import DestinationRow
 
 
 def claim(session: Session, *, destination_id: str, job_id: str, until: datetime) -> bool:

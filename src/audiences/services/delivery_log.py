@@ -18,10 +18,7 @@ from audiences.services import destinations, file_deliveries, messages, outbox
 from audiences.services.callers import Caller
 from audiences.services.delivery_sends import prepare, send
 from audiences.store.repositories.destinations import DeliveryRepository
-from audiences.store.tables import (
-    DestinationAttemptRow,
-    DestinationMessageRow,
-)
+from audiences.store.tables import DestinationAttemptRow, DestinationMessageRow
 
 
 def list_(

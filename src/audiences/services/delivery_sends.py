@@ -12,10 +12,7 @@ from sqlalchemy.orm import Session
 
 from audiences.config import Settings
 from audiences.services import destinations, file_deliveries, messages, senders
-from audiences.store.tables import (
-    DestinationMessageRow,
-    DestinationRow,
-)
+from audiences.store.tables import DestinationMessageRow, DestinationRow
 
 
 @dataclass(frozen=True)
