@@ -12,11 +12,13 @@ from typing import Any
 
 import duckdb
 from fastapi import FastAPI
+from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
 from audiences.jobs import schedule
 from audiences.kit.clock import utcnow
 from audiences.services import outbox, static_members
+from audiences.store.tables import DestinationMessageRow, DestinationRow
 from tests import factories
 from tests.client import ApiClient
 from tests.factories import Tenant, make_audience
@@ -401,3 +403,40 @@ def test_file_destination_refusals_and_test_file(hooks_app: FastAPI, hooks: Tena
         f"/v1/destinations/{made['id']}/deliveries/{tested.json()['delivery']['id']}/redeliver"
     )
     assert again.status_code == 409 and again.json()["code"] == "delivery_is_test"
+
+
+def test_a_test_message_is_sent_after_its_transaction_commits(
+    hooks_app: FastAPI, hooks: Tenant
+) -> None:
+    """While the receiver holds the test request, the message is committed (``sending``) and
+    the database takes writes: a slow receiver holds no transaction open."""
+    audience = static(hooks.admin)
+    seen: list[tuple[str | None, str | None]] = []
+
+    def look(number: int, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+        with hooks_app.state.session_factory.begin() as session:
+            status = session.scalar(
+                select(DestinationMessageRow.status).where(
+                    DestinationMessageRow.id == headers["webhook-id"]
+                )
+            )
+            touched = session.execute(  # a write: the request's transaction holds no lock
+                update(DestinationRow)
+                .where(DestinationRow.id == made["id"])
+                .values(last_error=None)
+                .returning(DestinationRow.id)
+            ).scalar()
+        seen.append((status, touched))
+        return 200, {}
+
+    with receiving(look) as receiver:
+        made = webhook(hooks.admin, receiver.url, audience_ids=[audience["id"]])
+        receiver.secrets.append(made["secret"])
+        tested = hooks.admin.post(f"/v1/destinations/{made['id']}/test")
+    assert tested.status_code == 200, tested.text
+    assert tested.json()["delivered"] is True
+    assert seen == [("sending", made["id"])]
+    logged = hooks.admin.get(
+        f"/v1/destinations/{made['id']}/deliveries/{tested.json()['delivery']['id']}"
+    ).json()
+    assert logged["status"] == "delivered" and len(logged["attempt_log"]) == 1

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from audiences.services import deliveries, messages
+from audiences.services import deliveries, delivery_sends, messages
 from audiences.store.tables import DestinationMessageRow
 from tests.factories import Tenant
 from tests.jobs.test_deliveries import deliver, static, webhook, write
@@ -84,7 +84,9 @@ def test_a_redelivery_asked_while_an_attempt_is_logged_sends_the_message_again(
     original = deliveries.record_sent
     asked: list[str] = []
 
-    def redeliver_first(session: Session, sent: list[deliveries.Sent], *, settings: Any) -> None:
+    def redeliver_first(
+        session: Session, sent: list[delivery_sends.Sent], *, settings: Any
+    ) -> None:
         if not asked and sent:
             one = sent[0].send
             asked.append(one.message_id)

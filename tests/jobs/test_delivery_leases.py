@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from audiences.kit.clock import utcnow
-from audiences.services import deliveries, outbox
+from audiences.services import delivery_leases, outbox
 from audiences.store.tables import DestinationRow
 from tests import factories
 from tests.factories import Tenant
@@ -69,14 +69,14 @@ def test_a_lease_is_renewed_and_released_only_by_the_run_that_set_it(
     first = utcnow() + timedelta(minutes=1)
     second, third = first + timedelta(minutes=1), first + timedelta(minutes=2)
     with factory.begin() as session:
-        assert deliveries.claim(session, until=first, **key)  # a run of the job
-        assert deliveries.claim(session, until=second, **key)  # its rerun takes over
-        assert not deliveries.renew(session, held=first, until=third, **key)
-        deliveries.release(session, held=first, **key)  # the first run ends: not its lease
+        assert delivery_leases.claim(session, until=first, **key)  # a run of the job
+        assert delivery_leases.claim(session, until=second, **key)  # its rerun takes over
+        assert not delivery_leases.renew(session, held=first, until=third, **key)
+        delivery_leases.release(session, held=first, **key)  # the first run ends: not its lease
     with factory() as session:
         assert session.get_one(DestinationRow, made["id"]).delivering_until == second
     with factory.begin() as session:
-        assert deliveries.renew(session, held=second, until=third, **key)
-        deliveries.release(session, held=third, **key)
+        assert delivery_leases.renew(session, held=second, until=third, **key)
+        delivery_leases.release(session, held=third, **key)
     with factory() as session:
         assert session.get_one(DestinationRow, made["id"]).delivering_job is None

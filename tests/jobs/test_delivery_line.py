@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from audiences.jobs.delivery_line import Line
 from audiences.kit.clock import utcnow
-from audiences.services.deliveries import Send, Sent
+from audiences.services.delivery_sends import Send, Sent
 from audiences.services.senders import Outcome
 
 

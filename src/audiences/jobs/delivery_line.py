@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from audiences.kit.clock import utcnow
-from audiences.services.deliveries import Send, Sent
+from audiences.services.delivery_sends import Send, Sent
 from audiences.services.senders import Outcome
 
 

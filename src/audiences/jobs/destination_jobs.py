@@ -22,12 +22,20 @@ from audiences.jobs.context import JobContext
 from audiences.jobs.delivery_line import Line
 from audiences.kit.clock import utcnow
 from audiences.queue import ClaimedJob
-from audiences.services import deliveries, file_deliveries, messages, outbox, senders
+from audiences.services import (
+    deliveries,
+    delivery_leases,
+    delivery_sends,
+    file_deliveries,
+    messages,
+    outbox,
+    senders,
+)
 from audiences.store.tables import DestinationRow
 
 BEAT_SECONDS = 1.0
 """How often a delivery run checkpoints its job (the worker's own thread extends the lease)."""
-AHEAD = 16
+AHEAD = 32
 """Most messages handed to the sending line ahead of its answers (one in flight, the rest
 queued). The run tops the line up once at most ``AHEAD // 2`` wait, so each step logs and
 makes several messages in one transaction (and resolves their ids in one engine call)."""
@@ -46,13 +54,16 @@ def deliver(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
         if not row.enabled:
             return {"skipped": "the destination is disabled"}
         lease = _Lease(destination_id, job.id, utcnow() + hold, hold)
-        if not deliveries.claim(session, destination_id=row.id, job_id=job.id, until=lease.until):
+        claimed = delivery_leases.claim(
+            session, destination_id=row.id, job_id=job.id, until=lease.until
+        )
+        if not claimed:
             return {"skipped": "another delivery job holds the destination"}
     try:
         return _run(context, job, lease)
     finally:
         with context.session() as session:
-            deliveries.release(
+            delivery_leases.release(
                 session, destination_id=destination_id, job_id=job.id, held=lease.until
             )
 
@@ -60,7 +71,7 @@ def deliver(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
 @dataclass
 class _Lease:
     """The run's lease on its destination: ``until`` is the end it last set, which also
-    tells the run's lease from that of a rerun of the same job (see ``deliveries.renew``)."""
+    tells the run's lease from that of a rerun of the same job (see ``delivery_leases.renew``)."""
 
     destination_id: str
     job_id: str
@@ -70,7 +81,7 @@ class _Lease:
     def renew(self, session: Session, now: datetime) -> bool:
         """Extend the lease by ``hold`` from ``now``; False when it is no longer the run's."""
         until = now + self.hold
-        if not deliveries.renew(
+        if not delivery_leases.renew(
             session,
             destination_id=self.destination_id,
             job_id=self.job_id,
@@ -107,8 +118,8 @@ def _deliver_all(
     mirror: file_deliveries.Mirror | None = None
     beaten = renewed = utcnow()
 
-    def attempt(one: deliveries.Send) -> senders.Outcome:
-        return deliveries.send(one, settings=settings, client=http)
+    def attempt(one: delivery_sends.Send) -> senders.Outcome:
+        return delivery_sends.send(one, settings=settings, client=http)
 
     line = Line(attempt)
     line.hold_until(lease.sending_until(settings))
@@ -132,9 +143,11 @@ def _deliver_all(
                 time.sleep(max(0.0, pause))
                 later, now = None, utcnow()
             # Wait for the line when it has enough to do, a beat at most (the leases are
-            # renewed between beats).
+            # renewed between beats). With nothing more to hand, until half of what it holds
+            # is sent: the tail of a run is logged in a few steps, not a step a message (each
+            # step is a transaction and several statements).
             waiting = line.waiting()
-            leaving = max(waiting - 1, 0) if stalled else min(waiting, AHEAD // 2)
+            leaving = waiting // 2 if stalled else min(waiting, AHEAD // 2)
             done = line.take(leaving=leaving, timeout=BEAT_SECONDS)
             stalled = False
             with context.session() as session:
@@ -167,7 +180,9 @@ def _deliver_all(
                     )
                     break
                 first = line.first()
-                if first is not None and deliveries.due_before(session, row, seq=first, now=now):
+                if first is not None and delivery_sends.due_before(
+                    session, row, seq=first, now=now
+                ):
                     # A message was asked again behind the line: it goes first, so the line
                     # empties and the next messages are read from the head.
                     line.halt()
@@ -180,10 +195,10 @@ def _deliver_all(
                 if fresh:
                     after, drained = None, False
                 room = AHEAD - line.waiting()
-                sends: list[deliveries.Send] = []
+                sends: list[delivery_sends.Send] = []
                 due: datetime | None = None
                 if room > 0:
-                    sends, due = deliveries.next_sends(
+                    sends, due = delivery_sends.next_sends(
                         session, row, after=after, limit=room, now=now
                     )
                     if not sends and due is None and not drained:
@@ -205,7 +220,7 @@ def _deliver_all(
                             more = len(made) >= (1 if fresh else room)
                             # Nothing to make: look again once the line is idle.
                             drained = not made
-                            sends = deliveries.sends_of(row, made, now)
+                            sends = delivery_sends.sends_of(row, made, now)
                         else:
                             later = wait
                 if due is not None:

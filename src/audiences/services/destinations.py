@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from sqlalchemy import delete, func, select, update
@@ -229,14 +229,25 @@ def active_secrets(row: DestinationRow, now: datetime) -> list[str]:
     ]
 
 
-def followed(session: Session, row: DestinationRow) -> list[AudienceRow]:
-    """The audiences the destination follows now, in id order."""
-    stmt = select(AudienceRow).where(AudienceRow.workspace_id == row.workspace_id)
+class Followed(NamedTuple):
+    """An audience a destination follows: what its messages and files name it by."""
+
+    id: str
+    key: str
+
+
+def followed(session: Session, row: DestinationRow) -> list[Followed]:
+    """The audiences the destination follows now, in id order. Their ids and keys only: a
+    delivery run reads them at each step, and a whole row costs a second query (its
+    labels) and about ten times the CPU."""
+    stmt = select(AudienceRow.id, AudienceRow.key).where(
+        AudienceRow.workspace_id == row.workspace_id
+    )
     if row.group_id is not None:
         stmt = stmt.where(AudienceRow.group_id == row.group_id)
     elif not row.all_audiences:
         stmt = stmt.where(AudienceRow.id.in_(row.audience_ids or []))
-    return list(session.scalars(stmt.order_by(AudienceRow.id)))
+    return [Followed(*found) for found in session.execute(stmt.order_by(AudienceRow.id))]
 
 
 def backlog(session: Session, row: DestinationRow) -> int:

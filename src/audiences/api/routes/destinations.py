@@ -36,7 +36,7 @@ from audiences.schemas.destinations import (
     SecretRotated,
     TestResult,
 )
-from audiences.services import deliveries, destinations
+from audiences.services import delivery_log, destinations
 from audiences.services.patching import Patch
 from audiences.store.tables import DestinationRow
 
@@ -192,13 +192,13 @@ def test_destination(
     destination_id: DestinationId, session: SessionDep, caller: WriteCaller, settings: SettingsDep
 ) -> TestResult:
     """Send a `destination.test` message now (signed, not retried) and say how it went."""
-    message = deliveries.test(
+    message = delivery_log.test(
         session, caller=caller, destination_id=destination_id, settings=settings
     )
-    attempts = deliveries.attempts_of(session, message)
+    attempts = delivery_log.attempts_of(session, message)
     return TestResult(
         delivered=message.status == "delivered",
-        delivery=deliveries.to_model(message, attempts=attempts),
+        delivery=delivery_log.to_model(message, attempts=attempts),
     )
 
 
@@ -217,9 +217,9 @@ def list_deliveries(
 ) -> Response:
     """The delivery log: each message, its status, attempts and last answer; newest first."""
     query = to_list_query(params, settings, model=Delivery)
-    page = deliveries.list_(session, caller=caller, destination_id=destination_id, query=query)
+    page = delivery_log.list_(session, caller=caller, destination_id=destination_id, query=query)
     return page_response(
-        request, page, query, lambda row: deliveries.to_model(row).model_dump(mode="json")
+        request, page, query, lambda row: delivery_log.to_model(row).model_dump(mode="json")
     )
 
 
@@ -228,10 +228,10 @@ def get_delivery(
     destination_id: DestinationId, delivery_id: DeliveryId, session: SessionDep, caller: ReadCaller
 ) -> Delivery:
     """One message: every attempt, and the body sent."""
-    message = deliveries.get(
+    message = delivery_log.get(
         session, caller=caller, destination_id=destination_id, delivery_id=delivery_id
     )
-    return deliveries.to_model(message, attempts=deliveries.attempts_of(session, message))
+    return delivery_log.to_model(message, attempts=delivery_log.attempts_of(session, message))
 
 
 @router.post(
@@ -247,10 +247,10 @@ def redeliver_delivery(
     caller: WriteCaller,
 ) -> Delivery:
     """Send one message again: same `webhook-id` and body, a fresh retry schedule."""
-    message = deliveries.redeliver_one(
+    message = delivery_log.redeliver_one(
         session, caller=caller, destination_id=destination_id, delivery_id=delivery_id
     )
-    return deliveries.to_model(message)
+    return delivery_log.to_model(message)
 
 
 @router.post(
@@ -264,7 +264,7 @@ def redeliver_destination(
     destination_id: DestinationId, body: Redeliver, session: SessionDep, caller: WriteCaller
 ) -> Redelivered:
     """Send again every message created at or after `since`, in their order."""
-    count = deliveries.redeliver_since(
+    count = delivery_log.redeliver_since(
         session, caller=caller, destination_id=destination_id, since=body.since
     )
     return Redelivered(redelivered=count)

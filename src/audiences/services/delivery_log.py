@@ -1,0 +1,171 @@
+"""A destination's delivery log as the API shows it: its messages and their attempts, one
+message or everything since a time sent again, and a test message sent now."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from audiences.config import Settings
+from audiences.errors import Conflict, NotFound
+from audiences.kit.clock import utcnow
+from audiences.schemas.common import ListQuery, PageResult
+from audiences.schemas.destinations import Delivery, DeliveryAttempt
+from audiences.services import destinations, file_deliveries, messages, outbox
+from audiences.services.callers import Caller
+from audiences.services.delivery_sends import prepare, send
+from audiences.store.repositories.destinations import DeliveryRepository
+from audiences.store.tables import DestinationAttemptRow, DestinationMessageRow
+
+
+def list_(
+    session: Session, *, caller: Caller, destination_id: str, query: ListQuery
+) -> PageResult[DestinationMessageRow]:
+    """A page of the destination's delivery log, newest first by default."""
+    destinations.get(session, caller=caller, destination_id=destination_id)
+    return DeliveryRepository(session, caller.workspace_id, destination_id).page(query)
+
+
+def get(
+    session: Session, *, caller: Caller, destination_id: str, delivery_id: str
+) -> DestinationMessageRow:
+    """One message of the destination."""
+    destinations.get(session, caller=caller, destination_id=destination_id)
+    found = DeliveryRepository(session, caller.workspace_id, destination_id).get(delivery_id)
+    if found is None:
+        raise NotFound(
+            f"no delivery {delivery_id!r} of this destination", code="delivery_not_found"
+        )
+    return found
+
+
+def redeliver_one(
+    session: Session, *, caller: Caller, destination_id: str, delivery_id: str
+) -> DestinationMessageRow:
+    """Send one message again (same ``webhook-id`` and body), before those waiting after it.
+    Neither a test message nor a ``full`` mode snapshot is sent again (a snapshot rewritten
+    now would hold today's members under its old name: ``POST …/reset`` writes a new one)."""
+    message = get(session, caller=caller, destination_id=destination_id, delivery_id=delivery_id)
+    if message.type == messages.TEST:
+        raise Conflict("a test message is not sent again; send a new one", code="delivery_is_test")
+    if message.type == file_deliveries.FULL:
+        raise Conflict(
+            "a full snapshot is not written again under its old name; reset the destination "
+            "for a new one",
+            code="delivery_is_snapshot",
+        )
+    _requeue(message)
+    _wake_row(session, caller, destination_id)
+    return message
+
+
+def redeliver_since(
+    session: Session, *, caller: Caller, destination_id: str, since: datetime
+) -> int:
+    """Send again every message created at or after ``since``, in their order; how many.
+    Test messages and ``full`` mode snapshots are left alone (see :func:`redeliver_one`)."""
+    destinations.get(session, caller=caller, destination_id=destination_id)
+    found = session.scalars(
+        DeliveryRepository(session, caller.workspace_id, destination_id)
+        .base()
+        .where(DestinationMessageRow.created_at >= since)
+        .where(DestinationMessageRow.type.not_in((messages.TEST, file_deliveries.FULL)))
+    ).all()
+    for message in found:
+        _requeue(message)
+    _wake_row(session, caller, destination_id)
+    return len(found)
+
+
+def test(
+    session: Session, *, caller: Caller, destination_id: str, settings: Settings
+) -> DestinationMessageRow:
+    """Send a ``destination.test`` message now (signed like any other, never retried) and log
+    it; for a file destination, write it as a file. Both outside the transaction: ``session``
+    is committed first (the message logged as ``sending``), so a slow receiver, disk or
+    bucket holds no transaction open, and the attempt is recorded in its next one."""
+    row = destinations.get(session, caller=caller, destination_id=destination_id)
+    data = {"destination_id": row.id, "message": "a test message from Audiences"}
+    message = messages.add_message(session, row, messages.TEST, data, 0, None, status="sending")
+    if row.kind == "webhook":
+        ready = prepare(row, message, utcnow())
+        session.commit()
+        outcome = send(ready, settings=settings)
+    else:
+        outcome = file_deliveries.write_test(session, row, message, settings)
+    session.add(
+        DestinationAttemptRow(
+            message_id=message.id,
+            destination_id=row.id,
+            status=outcome.status,
+            response_ms=outcome.response_ms,
+            error=outcome.error,
+            response=outcome.response,
+        )
+    )
+    message.attempts = 1
+    message.status = "delivered" if outcome.ok else "failed"
+    message.delivered_at = utcnow() if outcome.ok else None
+    message.last_status, message.last_error = outcome.status, outcome.error
+    message.last_response_ms = outcome.response_ms
+    session.flush()
+    return message
+
+
+def to_model(
+    message: DestinationMessageRow, *, attempts: list[DestinationAttemptRow] | None = None
+) -> Delivery:
+    """The public shape of a message; with ``attempts``, its log and body too."""
+    return Delivery(
+        id=message.id,
+        type=message.type,
+        status=message.status,
+        changes=message.changes,
+        attempts=message.attempts,
+        created_at=message.created_at,
+        next_attempt_at=message.next_attempt_at if message.status == "pending" else None,
+        delivered_at=message.delivered_at,
+        last_status=message.last_status,
+        last_error=message.last_error,
+        last_response_ms=message.last_response_ms,
+        attempt_log=None
+        if attempts is None
+        else [
+            DeliveryAttempt(
+                attempted_at=a.attempted_at,
+                status=a.status,
+                response_ms=a.response_ms,
+                error=a.error,
+                response=a.response,
+            )
+            for a in attempts
+        ],
+        payload=None if attempts is None else json.loads(message.body),
+    )
+
+
+def attempts_of(session: Session, message: DestinationMessageRow) -> list[DestinationAttemptRow]:
+    """Every attempt of a message, oldest first."""
+    return list(
+        session.scalars(
+            select(DestinationAttemptRow)
+            .where(DestinationAttemptRow.message_id == message.id)
+            .order_by(DestinationAttemptRow.attempted_at, DestinationAttemptRow.id)
+        )
+    )
+
+
+def _requeue(message: DestinationMessageRow) -> None:
+    message.status = "pending"
+    message.attempts = 0
+    message.next_attempt_at = utcnow()
+    message.delivered_at = None
+
+
+def _wake_row(session: Session, caller: Caller, destination_id: str) -> None:
+    row = destinations.get(session, caller=caller, destination_id=destination_id)
+    if row.enabled and row.kind == "webhook":
+        outbox.wake(session, workspace_id=row.workspace_id, destination_id=row.id)
