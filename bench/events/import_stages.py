@@ -85,10 +85,30 @@ def _timed_chunks(memory: bool) -> None:
             yield chunk
             done += len(chunk)
             if memory and done >= mark:
-                print(f"  {done:>11,} events: RSS {_rss() / 2**20:,.0f} MiB", flush=True)
+                tags = _duckdb_memory()
+                held = sum(tags.values())
+                print({k: v >> 20 for k, v in tags.items() if v >> 20})
+                print(
+                    f"  {done:>11,} events: RSS {_rss() / 2**20:,.0f} MiB, DuckDB's own count"
+                    f" {held / 2**20:,.0f} MiB",
+                    flush=True,
+                )
                 mark += 1_000_000
 
     event_imports.chunks = wrapper  # type: ignore[assignment]
+
+
+ENGINE: list[Any] = []
+"""The engine under test, for :func:`_duckdb_memory`."""
+
+
+def _duckdb_memory() -> dict[str, int]:
+    """DuckDB's own count of the memory it holds, by tag (``duckdb_memory()``)."""
+    if not ENGINE:
+        return {}
+    with ENGINE[0]._cursor() as cur:
+        rows = cur.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory()").fetchall()
+    return {str(tag): int(used) for tag, used in rows}
 
 
 def _rss() -> int:
@@ -104,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--memory", action="store_true", help="print RSS every 1M events")
     parser.add_argument("--file", type=Path, help="an NDJSON file written before (kept)")
+    parser.add_argument("--chunk-rows", type=int, help="AUDIENCES_IMPORT_CHUNK_ROWS")
     args = parser.parse_args(argv)
     for module, qualified, label in PARTS:
         _timed(module, qualified, label)
@@ -124,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
                     data=EventPropertyDeclare(type=kind),
                 )
         settings = bench.app.state.settings
+        if args.chunk_rows:
+            settings = settings.model_copy(update={"import_chunk_rows": args.chunk_rows})
         directory = imports.folder(settings.data_dir, bench.ws, "bench-upload")
         directory.mkdir(parents=True)
         upload = directory / imports.UPLOAD
@@ -145,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
             ),
             runtime=bench.runtime,
         )
+        ENGINE.append(bench.engine)
         freeze_startup_objects()
         rss_before = _rss()
         started, wall = time.process_time(), time.perf_counter()
