@@ -10,7 +10,9 @@ embedded workers run it. CPU time (every thread of the process, DuckDB's include
 for the stages named in :data:`PARTS` and for the whole job; the rest is the job's own
 bookkeeping (checkpoints, progress, counts, error lines). Start-up objects are frozen first,
 as ``audiences serve`` does. With ``--memory``, the process's resident memory is printed after
-each million events.
+each million events; with ``--route``, the same events (with the ``event_id`` the import
+gives each row) go through the steps of ``POST /v1/events`` instead, 10,000 a call, timed as
+``bench.events.stages`` times them.
 """
 
 from __future__ import annotations
@@ -25,14 +27,20 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from audiences.api.routes import events as route
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry
 from audiences.jobs.worker import Worker
+from audiences.kit.clock import utcnow
 from audiences.kit.heap import freeze_startup_objects
-from audiences.schemas.events import EventFileFormat, EventPropertyDeclare
-from audiences.services import event_imports, event_properties, imports
+from audiences.schemas.events import EventBatch, EventFileFormat, EventPropertyDeclare
+from audiences.services import event_imports, event_properties, events, imports
 from bench.events import data
 from bench.events import imports as section
 from bench.membership.run import Bench, load_average
@@ -118,6 +126,57 @@ def _rss() -> int:
     return 0
 
 
+def route_calls(bench: Bench, path: Path, upload_id: str) -> tuple[Counter[str], int]:
+    """The same events as ``POST /v1/events`` takes them, 10,000 a call, each with the
+    ``event_id`` the import gives its row (so the engine does the same work): CPU seconds by
+    stage, as ``bench.events.stages`` times the route, and the events sent."""
+    limits = events.Limits(10_000, timedelta(seconds=300))
+    stages: Counter[str] = Counter()
+    sent = 0
+
+    def stage(label: str, started: float) -> float:
+        now = time.process_time()
+        stages[label] += now - started
+        return now
+
+    with path.open("rb") as lines:
+        while batch := list(islice(lines, 10_000)):
+            body = (
+                b'{"events":['
+                + b",".join(
+                    line.rstrip()[:-1] + b',"event_id":"%s:%d"}' % (upload_id.encode(), sent + n)
+                    for n, line in enumerate(batch, start=1)
+                )
+                + b"]}"
+            )
+            sent += len(batch)
+            at = time.process_time()
+            parsed = orjson.loads(body)
+            at = stage("parse the body (orjson)", at)
+            valid = EventBatch.model_validate(parsed)
+            at = stage("validate it (pydantic)", at)
+            received = utcnow()
+            records = [route._record(event, received) for event in valid.events]
+            at = stage("make records", at)
+            with bench.factory.begin() as session:
+                results = events.write(
+                    session,
+                    workspace_id=bench.ws,
+                    runtime=bench.runtime,
+                    records=records,
+                    limits=limits,
+                    received_at=received,
+                )
+            at = stage("services.events.write, committed", at)
+            rendered = [
+                route._result(n, event, result, None)  # type: ignore[arg-type]
+                for n, (event, result) in enumerate(zip(valid.events, results, strict=True))
+            ]
+            orjson.dumps({"results": rendered})
+            stage("render the answer", at)
+    return stages, sent
+
+
 def main(argv: list[str] | None = None) -> None:
     """Import the file once and print a Markdown table of CPU seconds per million events."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -125,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory", action="store_true", help="print RSS every 1M events")
     parser.add_argument("--file", type=Path, help="an NDJSON file written before (kept)")
     parser.add_argument("--chunk-rows", type=int, help="AUDIENCES_IMPORT_CHUNK_ROWS")
+    parser.add_argument(
+        "--route", action="store_true", help="the same events through POST /v1/events' steps"
+    )
     args = parser.parse_args(argv)
     for module, qualified, label in PARTS:
         _timed(module, qualified, label)
@@ -144,6 +206,18 @@ def main(argv: list[str] | None = None) -> None:
                     name=name,
                     data=EventPropertyDeclare(type=kind),
                 )
+        if args.route:
+            freeze_startup_objects()
+            stages, sent = route_calls(bench, source, "bench-upload")
+            total = sum(stages.values())
+            print(f"\n{sent:,} events through the route's steps; CPU seconds per million:\n")
+            print("| stage | s per 1M |\n| --- | ---: |")
+            for label, seconds in stages.items():
+                print(f"| {label} | {seconds * 1e6 / sent:.2f} |")
+            print(f"| **total** | **{total * 1e6 / sent:.2f}** |")
+            print(f"\n{sent / total:,.0f} events per CPU second; load average {load_average()}")
+            bench.close()
+            return
         settings = bench.app.state.settings
         if args.chunk_rows:
             settings = settings.model_copy(update={"import_chunk_rows": args.chunk_rows})
