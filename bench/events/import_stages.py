@@ -10,7 +10,7 @@ embedded workers run it. CPU time (every thread of the process, DuckDB's include
 for the stages named in :data:`PARTS` and for the whole job; the rest is the job's own
 bookkeeping (checkpoints, progress, counts, error lines). Start-up objects are frozen first,
 as ``audiences serve`` does. With ``--memory``, the process's resident memory is printed after
-each million events; with ``--route``, the same events (with the ``event_id`` the import
+every 500,000 events; with ``--route``, the same events (with the ``event_id`` the import
 gives each row) go through the steps of ``POST /v1/events`` instead, 10,000 a call, timed as
 ``bench.events.stages`` times them.
 """
@@ -83,7 +83,7 @@ def _timed_chunks(memory: bool) -> None:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
         found = function(*args, **kwargs)
-        done, mark = 0, 1_000_000
+        done, mark = 0, 500_000
         while True:
             started = time.process_time()
             chunk = next(found, None)
@@ -101,7 +101,7 @@ def _timed_chunks(memory: bool) -> None:
                     f" {held / 2**20:,.0f} MiB",
                     flush=True,
                 )
-                mark += 1_000_000
+                mark += 500_000
 
     event_imports.chunks = wrapper  # type: ignore[assignment]
 
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     """Import the file once and print a Markdown table of CPU seconds per million events."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--memory", action="store_true", help="print RSS every 1M events")
+    parser.add_argument("--memory", action="store_true", help="print RSS every 500,000 events")
     parser.add_argument("--file", type=Path, help="an NDJSON file written before (kept)")
     parser.add_argument("--chunk-rows", type=int, help="AUDIENCES_IMPORT_CHUNK_ROWS")
     parser.add_argument(
