@@ -60,13 +60,16 @@ MAX_EVENTS = 10_000
 EVENT_NAME = r"^[^\x00-\x1f]{1,200}$"
 """An event name: 1 to 200 characters, no control characters."""
 
-_ID = r"^[^\x00-\x1f]{1,512}$"
+ID_PATTERN = r"^[^\x00-\x1f]{1,512}$"
+"""A profile's external id or an ``event_id``: 1 to 512 characters, no control characters."""
 
 
 class EventWrite(InputModel):
     """One event to store. Nested objects in ``properties`` are flattened to dotted names."""
 
-    profile_id: str = Field(pattern=_ID, description="The profile's external id (created if new).")
+    profile_id: str = Field(
+        pattern=ID_PATTERN, description="The profile's external id (created if new)."
+    )
     event: str = Field(pattern=EVENT_NAME, description="The event's name.")
     timestamp: Rfc3339 | None = Field(
         default=None, description="When it happened (RFC 3339); the time received when left out."
@@ -74,7 +77,7 @@ class EventWrite(InputModel):
     properties: dict[str, Any] = Field(default_factory=dict)
     event_id: str | None = Field(
         default=None,
-        pattern=_ID,
+        pattern=ID_PATTERN,
         description="Your id of the event: a retry with the same id is answered as a duplicate.",
     )
 

@@ -13,6 +13,7 @@ gets ``<upload id>:<row>``, so a chunk written again after a crash stores nothin
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -27,11 +28,12 @@ from sqlalchemy.orm import Session
 
 from audiences import queue
 from audiences.engines.base import EventRecord
+from audiences.engines.coerce import valid_unicode
 from audiences.errors import Unprocessable, ValidationFailed
 from audiences.kit import parquet
 from audiences.kit.parquet import ParquetUnreadable
 from audiences.schemas.attributes import AttributeType
-from audiences.schemas.events import EventFileFormat, EventWrite
+from audiences.schemas.events import EVENT_NAME, ID_PATTERN, EventFileFormat, EventWrite
 from audiences.schemas.jobs import JobKind
 from audiences.services import events
 from audiences.services.callers import Caller
@@ -165,10 +167,15 @@ def write_chunk(
     typed = fmt in (EventFileFormat.NDJSON, EventFileFormat.PARQUET)
     columns = fmt is not EventFileFormat.NDJSON
     schema = runtime.profiles.event_properties(workspace_id)
+    fields = [_fields(row, columns, typed, schema) if row.code is None else None for row in chunk]
+    plain = Plain(_nul_free(fields))
     ready: list[tuple[Row, EventRecord]] = []
-    for row in chunk:
-        if row.code is None:
-            record = _record(row, upload_id, columns, typed, schema, received_at)
+    for row, given in zip(chunk, fields, strict=True):
+        if given is not None:
+            event_id = f"{upload_id}:{row.number}"
+            record = plain.record(row.external_id, given, received_at, event_id) or _record(
+                row, given, received_at, event_id
+            )
             if record is not None:
                 ready.append((row, record))
     results = events.write(
@@ -194,23 +201,104 @@ def write_chunk(
     return Outcome(counts, refused)
 
 
-def _record(
-    row: Row,
-    upload_id: str,
-    columns: bool,
-    typed: bool,
-    schema: dict[str, AttributeType],
-    received_at: datetime,
-) -> EventRecord | None:
-    """The row as an event (its properties its other columns, when the file has columns), or
-    None with the row's ``code`` and ``message`` set."""
-    values = {ID_COLUMN: row.external_id, **row.values}
-    if columns:
-        properties = {k: v for k, v in values.items() if k != ID_COLUMN and k not in BUILT_IN}
-        values = {k: v for k, v in values.items() if k == ID_COLUMN or k in BUILT_IN}
-        values["properties"] = properties if typed else _text_values(properties, schema)
+class Plain:
+    """The events of a chunk that ``POST /v1/events`` would take as they are, made records
+    without pydantic: a yes or no per row, each event name judged once per chunk.
+
+    It passes only what :class:`EventWrite` accepts unchanged: the fields it knows, a string
+    name of its pattern, a time in the common RFC 3339 form (``2024-05-01T12:00:00Z``,
+    ``.123456``, ``+02:00``; read by ``datetime.fromisoformat``, which gives the same instant),
+    a JSON object of properties (with no NUL character in the chunk), a string ``event_id`` of
+    its pattern or none. Any other row (None) is validated by the model, to say why it is
+    refused or to read it as the model does. Validating each row by the model cost ~8 µs; a
+    million rows read and checked here cost 1-2 s."""
+
+    def __init__(self, nul_free: bool) -> None:
+        self._nul_free = nul_free
+        self._names: dict[str, bool] = {}
+
+    def record(
+        self, external_id: str | None, fields: dict[str, Any], received_at: datetime, event_id: str
+    ) -> EventRecord | None:
+        """The row's event (``event_id`` when it gives none), or None to validate it."""
+        if external_id is None or not self._nul_free or not fields.keys() <= FIELDS:
+            return None
+        name = fields.get("event")
+        if type(name) is not str or not self._name(name):
+            return None
+        when = fields.get("timestamp")
+        if when is not None:
+            if type(when) is not str or not PLAIN_TIME.fullmatch(when):
+                return None
+            try:
+                when = datetime.fromisoformat(when)
+            except ValueError:
+                return None
+        properties = fields.get("properties", _NONE)
+        if properties is _NONE:
+            properties = {}
+        elif type(properties) is not dict:
+            return None
+        given = fields.get("event_id")
+        if given is not None and not _valid(EVENT_ID, given):
+            return None
+        return EventRecord(external_id, name, when or received_at, properties, given or event_id)
+
+    def _name(self, name: str) -> bool:
+        known = self._names.get(name)
+        if known is None:
+            known = self._names[name] = _valid(EVENT_NAME_PATTERN, name)
+        return known
+
+
+FIELDS = frozenset({"event", "timestamp", "properties", "event_id"})
+"""The fields of an event but ``profile_id``."""
+PLAIN_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+"""The times :class:`Plain` reads itself; others (``t``, a space, ``z``, nanoseconds) are
+read by the model."""
+EVENT_NAME_PATTERN = re.compile(EVENT_NAME.strip("^$"))
+EVENT_ID = re.compile(ID_PATTERN.strip("^$"))
+_NONE = object()
+
+
+def _valid(pattern: re.Pattern[str], value: object) -> bool:
+    """Whether ``value`` is a string of valid Unicode (no lone surrogate) that ``pattern``
+    matches whole."""
+    if type(value) is not str or pattern.fullmatch(value) is None:
+        return False
+    return value.isascii() or valid_unicode(value)
+
+
+def _fields(
+    row: Row, columns: bool, typed: bool, schema: dict[str, AttributeType]
+) -> dict[str, Any]:
+    """The row's fields as ``POST /v1/events`` takes them, but ``profile_id`` (the row's
+    ``external_id``): a file with columns has its properties in its other columns."""
+    if not columns:
+        return row.values
+    fields = {k: v for k, v in row.values.items() if k in BUILT_IN}
+    properties = {k: v for k, v in row.values.items() if k not in BUILT_IN and k != ID_COLUMN}
+    fields["properties"] = properties if typed else _text_values(properties, schema)
+    return fields
+
+
+def _nul_free(fields: Sequence[dict[str, Any] | None]) -> bool:
+    """Whether no property of the chunk holds a NUL character, in one pass over their JSON
+    (False when unsure: then each row is validated in full, which says which one does)."""
     try:
-        event = EventWrite.model_validate(values)
+        text = orjson.dumps([given.get("properties") for given in fields if given is not None])
+    except TypeError:
+        return False
+    return b"\\u0000" not in text
+
+
+def _record(
+    row: Row, fields: dict[str, Any], received_at: datetime, event_id: str
+) -> EventRecord | None:
+    """The row validated as ``POST /v1/events`` validates an event, or None with the row's
+    ``code`` and ``message`` set (the rows :class:`Plain` does not pass)."""
+    try:
+        event = EventWrite.model_validate({ID_COLUMN: row.external_id, **fields})
     except PydanticValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
@@ -222,7 +310,7 @@ def _record(
         event.event,
         event.timestamp or received_at,
         event.properties,
-        event.event_id or f"{upload_id}:{row.number}",
+        event.event_id or event_id,
     )
 
 
