@@ -6,7 +6,7 @@ matter when every aggregate has a relative window) under ``rules.EVENTS_KEY``.""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload, load_only
 
 from audiences import rules
-from audiences.engines.base import Profile, pids_to_bitmap
+from audiences.engines.base import EventSlice, Profile, pids_to_bitmap
 from audiences.services import (
     definitions,
     lifecycle,
@@ -75,7 +75,7 @@ def on_profiles_written(
     compiled = compiled_rules(tuple((a.key, a.rule or "") for a in streaming), schema)
     moment = now if now is not None else clock()
     if compiled.events:
-        views = with_events(runtime, workspace_id, views, lookback=compiled.lookback, now=moment)
+        views = with_events(runtime, workspace_id, views, scopes=compiled.scopes, now=moment)
     check = compiled.answers
     with at(moment):
         if compiled.asks:
@@ -103,18 +103,41 @@ def with_events(
     workspace_id: str,
     views: Mapping[int, Mapping[str, Any]],
     *,
-    lookback: timedelta | None,
+    scopes: frozenset[rules.EventScope] | None,
     now: datetime,
 ) -> dict[int, Mapping[str, Any]]:
     """The profiles' attributes with their events under ``rules.EVENTS_KEY`` (oldest first),
-    read in one engine call: since ``now - lookback`` when the rules look back no further,
-    every event otherwise. A profile without events is left as it is (none, to a rule)."""
-    since = None if lookback is None else now - lookback
-    found = runtime.profiles.events_of(workspace_id, list(views), since=since)
+    read in one engine call: only those in the rules' ``scopes`` as of ``now`` (every event
+    when None), which are all the rules can read. A profile without any is left as it is
+    (none, to a rule)."""
+    found = runtime.profiles.events_of(workspace_id, list(views), slices=slices(scopes, now))
     return {
         pid: {**attrs, rules.EVENTS_KEY: found[pid]} if pid in found else attrs
         for pid, attrs in views.items()
     }
+
+
+def slices(scopes: frozenset[rules.EventScope] | None, now: datetime) -> list[EventSlice] | None:
+    """The engine's slices of events that ``scopes`` read as of ``now``, in a stable order.
+
+    >>> from datetime import UTC, timedelta
+    >>> now = datetime(2024, 5, 1, tzinfo=UTC)
+    >>> [found] = slices(frozenset({rules.EventScope(frozenset("ba"), timedelta(1))}), now)
+    >>> found.names, found.since.isoformat()
+    (('a', 'b'), '2024-04-30T00:00:00+00:00')
+    """
+    if scopes is None:
+        return None
+    return sorted(
+        (
+            EventSlice(
+                None if names is None else tuple(sorted(names)),
+                None if back is None else now - back,
+            )
+            for names, back in scopes
+        ),
+        key=repr,
+    )
 
 
 def following_events(streaming: list[AudienceRow]) -> list[AudienceRow]:
