@@ -232,6 +232,34 @@ def test_events_exactly_on_a_window_bound_are_read(app: FastAPI, tenant: Tenant)
     )
 
 
+def test_rules_reading_no_attribute_evaluate_the_profiles_that_exist(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    """Without attributes to read, streaming reads only which profiles exist: a deleted one
+    evaluated again stays out, one without any event read is evaluated."""
+    rules = {"no_buys": "count(*) FILTER (WHERE event = 'buy') < 1"}
+    streaming_audiences(tenant, rules)
+    sweep(app, tenant, None, START)
+    records = [EventRecord("buyer", "buy", START), EventRecord("viewer", "view", START)]
+    write_events(app, tenant, records, START)
+    engine = app.state.runtime.profiles
+    buyer, viewer = engine.pids_for(tenant.workspace_id, ["buyer", "viewer"])
+    assert streaming_members(app, tenant, rules) == {"no_buys": {viewer}}
+    caller = Caller(tenant.workspace_id, tenant.slug, "k", Role.WRITE)
+    with session_of(app) as session:
+        profiles.delete(session, caller=caller, runtime=app.state.runtime, external_id="viewer")
+    with session_of(app) as session:
+        evaluation.on_profiles_written(
+            session,
+            runtime=app.state.runtime,
+            workspace_id=tenant.workspace_id,
+            pids=[buyer, viewer],
+            now=START,
+        )
+    assert streaming_members(app, tenant, rules) == {"no_buys": set()}
+    assert batch_members(app, tenant, START, rules) == {"no_buys": set()}
+
+
 def test_the_sweep_moves_only_the_profiles_whose_events_crossed_a_boundary(
     app: FastAPI, tenant: Tenant
 ) -> None:

@@ -41,6 +41,7 @@ from audiences.rules.references import (
     evaluation_mode,
     evaluation_order,
     find_cycle,
+    reads_attributes,
     reads_clock,
 )
 from audiences.rules.rule import Rule, RuleLimits
@@ -76,6 +77,7 @@ __all__ = [
     "next_change",
     "parse_rule",
     "parse_rule_json",
+    "reads_attributes",
     "reads_clock",
     "to_json",
     "to_predicate",

@@ -140,6 +140,9 @@ class CompiledRules:
     passed must be a view (``view``) that answers them; when not, the bare attributes do."""
     events: bool = False
     """Whether some rule reads the profile's events (``rules.EVENTS_KEY``)."""
+    attributes: bool = True
+    """Whether some rule reads a profile attribute: when none does, the rules need no more of
+    a profile than that it exists."""
     scopes: frozenset[rules.EventScope] | None = None
     """The events the rules can read (``rules.event_scopes``, merged): an event in none of them
     changes no answer. None for every event. Meaningful only when ``events``."""
@@ -160,6 +163,7 @@ def _rules(keyed: tuple[tuple[str, str], ...], schema: Schema) -> CompiledRules:
         rules.to_predicates(bound, audience=hook, clock=clock),
         rules.asked_audiences(bound),
         events=bool(behavioural),
+        attributes=any(rules.reads_attributes(rule) for rule in bound.values()),
         scopes=rules.merged_scopes(scopes),
     )
 

@@ -61,18 +61,12 @@ def on_profiles_written(
     # of a profile, the later to lock reads the later data, so membership ends as the last write
     # says. SQLite serialises writers already; PostgreSQL needs the row locks.
     memberships.lock_all(session, streaming)
-    if written is not None and all(pid in written for pid in wanted):
-        profiles: Sequence[Profile | None] = [written[pid] for pid in wanted]
-    else:
-        profiles = runtime.profiles.get_profiles_by_pid(workspace_id, wanted)
-    views: dict[int, Mapping[str, Any]] = {
-        pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile
-    }
     schema = workspace_schema(session, workspace_id)
     # Every streaming rule at once, per profile: an audience's rule reads the answers of the
     # streaming audiences before it directly, and only the stored members of the audiences
     # outside the set that some rule asks about (in_audience).
     compiled = compiled_rules(tuple((a.key, a.rule or "") for a in streaming), schema)
+    views = profile_views(runtime, workspace_id, wanted, written, attributes=compiled.attributes)
     moment = now if now is not None else clock()
     if compiled.events:
         views = with_events(runtime, workspace_id, views, scopes=compiled.scopes, now=moment)
@@ -96,6 +90,30 @@ def on_profiles_written(
             remove=everyone - entering,
             cache=runtime.bitmaps,
         )
+
+
+def profile_views(
+    runtime: Runtime,
+    workspace_id: str,
+    wanted: list[int],
+    written: Mapping[int, Profile] | None,
+    *,
+    attributes: bool,
+) -> dict[int, Mapping[str, Any]]:
+    """The attributes of each profile of ``wanted`` that exists, by pid: the ``written`` ones
+    when they are all there, else read; when the rules read no ``attributes``, only whether
+    each exists is read (its external id: a fifth of the CPU of its row, measured).
+    """
+    if written is not None and all(pid in written for pid in wanted):
+        profiles: Sequence[Profile | None] = [written[pid] for pid in wanted]
+    elif attributes:
+        profiles = runtime.profiles.get_profiles_by_pid(workspace_id, wanted)
+    else:
+        ids = runtime.profiles.external_ids_for(workspace_id, wanted)
+        return {pid: {} for pid, eid in zip(wanted, ids, strict=True) if eid is not None}
+    return {
+        pid: profile.attributes for pid, profile in zip(wanted, profiles, strict=True) if profile
+    }
 
 
 def with_events(
