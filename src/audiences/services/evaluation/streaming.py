@@ -1,7 +1,8 @@
 """Streaming evaluation: when profiles or their events are written, every streaming audience's
 rule runs on them (all compiled into one Python function) and the memberships change before the
-write returns. Rules that read events get each profile's events (only those recent enough to
-matter when every aggregate has a relative window) under ``rules.EVENTS_KEY``."""
+write returns. Rules that read events get each profile's events under ``rules.EVENTS_KEY``: only
+those some rule can read (``rules.event_scopes``: the names and windows their filters require),
+all profiles' in one engine query."""
 
 from __future__ import annotations
 
