@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from audiences.engines.base import EventPosition, EventRecord, ProfileEngine
+from audiences.engines.base import EventPosition, EventRecord, EventSlice, ProfileEngine
 from audiences.errors import Conflict, ValidationFailed
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import Event
@@ -115,14 +115,27 @@ def test_event_ids_are_written_once_per_workspace(events_engine: ProfileEngine) 
     assert not other[0].duplicate, "ids are per workspace"
 
 
-def test_events_of_are_oldest_first_and_since_cuts(events_engine: ProfileEngine) -> None:
-    events_engine.write_events(WS, [_at(5), _at(1), _at(3), _at(2, external_id="u2")])
+def test_events_of_are_oldest_first_and_slices_cut(events_engine: ProfileEngine) -> None:
+    odd = "it's"  # a name that needs quoting wherever it is written into SQL
+    written = [_at(5), _at(1, name="view"), _at(3, name=odd), _at(4), _at(2, external_id="u2")]
+    events_engine.write_events(WS, written)
     pids = events_engine.pids_for(WS, ["u1", "u2", "nobody"])
     found = events_engine.events_of(WS, [pid or 0 for pid in pids])
     assert set(found) == {pids[0], pids[1]}
-    assert [e.timestamp.minute for e in found[pids[0] or 0]] == [1, 3, 5]
-    since = events_engine.events_of(WS, [pids[0] or 0], since=T0 + timedelta(minutes=3))
-    assert [e.timestamp.minute for e in since[pids[0] or 0]] == [3, 5]
+    assert [e.timestamp.minute for e in found[pids[0] or 0]] == [1, 3, 4, 5]
+
+    def minutes(*slices: EventSlice) -> dict[int, list[int]]:
+        read = events_engine.events_of(WS, [pid or 0 for pid in pids], slices=slices)
+        return {pid: [e.timestamp.minute for e in events] for pid, events in read.items()}
+
+    u1, u2 = pids[0] or 0, pids[1] or 0
+    at_3 = T0 + timedelta(minutes=3)
+    assert minutes(EventSlice(None, at_3)) == {u1: [3, 4, 5]}
+    assert minutes(EventSlice(("view", odd), None)) == {u1: [1, 3]}
+    assert minutes(EventSlice(("order",), T0 + timedelta(minutes=5))) == {u1: [5]}
+    assert minutes(EventSlice(("view",), None), EventSlice(("order",), at_3)) == {u1: [1, 4, 5]}
+    assert minutes(EventSlice(None, None)) == {u1: [1, 3, 4, 5], u2: [2]}
+    assert minutes(EventSlice(("none",), None)) == minutes() == {}
     assert events_engine.events_of("never-written", [1]) == {}
 
 

@@ -37,14 +37,28 @@ RULES = {
     "quiet": "NOT in_audience('busy') AND count(*) >= 1",
     "ever": "count(DISTINCT event) >= 2",
 }
+SCOPED = {
+    "busy": RULES["busy"],
+    "gone": RULES["gone"],
+    "mid": (
+        "sum(amount) FILTER (WHERE event IN ('order', 'click') AND timestamp BETWEEN"
+        " now() - INTERVAL 3 HOUR AND now() - INTERVAL 1 HOUR) > 10"
+    ),
+    "new_us": RULES["new_us"],
+    "last_big": RULES["last_big"],
+    "quiet": "NOT in_audience('busy') AND count(*) FILTER (WHERE event = 'click') >= 1",
+    "ever": "count(DISTINCT event) FILTER (WHERE event IN ('order', 'view')) >= 2",
+}
+"""Rules that each read some of the events (by name, by window or both): streaming reads only
+those (``rules.event_scopes``), where ``RULES`` has two that read them all."""
 PEOPLE = [f"p{n}" for n in range(6)]
 
 
-def streaming_audiences(tenant: Tenant) -> dict[str, str]:
-    """The rules above as streaming audiences; their ids by key."""
+def streaming_audiences(tenant: Tenant, rules: dict[str, str] = RULES) -> dict[str, str]:
+    """The rules (default: those above) as streaming audiences; their ids by key."""
     tenant.admin.put("/v1/event-properties/amount", json={"type": "float"})
     made = {}
-    for key, rule in RULES.items():
+    for key, rule in rules.items():
         body = make_audience(tenant.admin, key=key, rule=rule, refresh_policy={"mode": "streaming"})
         assert body["evaluation_mode"]["mode"] == "streaming", (key, body["evaluation_mode"])
         made[key] = body["id"]
@@ -95,19 +109,23 @@ def sweep(
         )
 
 
-def streaming_members(app: FastAPI, tenant: Tenant) -> dict[str, set[int]]:
+def streaming_members(
+    app: FastAPI, tenant: Tenant, rules: dict[str, str] = RULES
+) -> dict[str, set[int]]:
     with session_of(app) as session:
         sets = compiled.member_sets(session, app.state.runtime, tenant.workspace_id)
-    return {key: set(sets[key]) for key in RULES}
+    return {key: set(sets[key]) for key in rules}
 
 
-def batch_members(app: FastAPI, tenant: Tenant, now: datetime) -> dict[str, set[int]]:
+def batch_members(
+    app: FastAPI, tenant: Tenant, now: datetime, rules: dict[str, str] = RULES
+) -> dict[str, set[int]]:
     """Every audience by batch SQL at ``now``; ``in_audience`` reads the stored members of the
     audience asked about, which is checked first."""
     found = {}
     with session_of(app) as session:
         schema = compiled.workspace_schema(session, tenant.workspace_id)
-        for key, rule in RULES.items():
+        for key, rule in rules.items():
             found[key] = set(
                 evaluation.select_members(
                     session,
@@ -134,7 +152,7 @@ STEPS = st.builds(
     events=st.lists(
         st.tuples(
             st.integers(0, len(PEOPLE) - 1),
-            st.sampled_from(["order", "view"]),
+            st.sampled_from(["order", "view", "click", "signup"]),
             st.integers(-240, 3),
             st.none() | st.floats(0, 12, allow_nan=False).map(lambda x: round(x, 1)),
         ),
@@ -147,24 +165,26 @@ STEPS = st.builds(
 
 
 @settings(
-    max_examples=12,
+    max_examples=16,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(steps=st.lists(STEPS, min_size=1, max_size=6))
+@given(steps=st.lists(STEPS, min_size=1, max_size=6), scoped=st.booleans())
 def test_streaming_equals_batch_after_writes_and_as_time_moves(
-    app: FastAPI, steps: list[Step]
+    app: FastAPI, steps: list[Step], scoped: bool
 ) -> None:
+    rules = SCOPED if scoped else RULES
     with make_tenant(app) as tenant:
-        streaming_audiences(tenant)
+        streaming_audiences(tenant, rules)
         now = START
         swept = sweep(app, tenant, None, now)  # the first sweep: an exact batch refresh
-        assert swept.refreshed == len(RULES)
+        assert swept.refreshed == len(rules)
         for step in steps:
             since, now = now, now + step.advance
             sweep(app, tenant, since, now)
-            assert streaming_members(app, tenant) == batch_members(app, tenant, now), "time"
+            expected = batch_members(app, tenant, now, rules)
+            assert streaming_members(app, tenant, rules) == expected, "time"
             records = [
                 EventRecord(
                     PEOPLE[who],
@@ -178,7 +198,66 @@ def test_streaming_equals_batch_after_writes_and_as_time_moves(
                 write_events(app, tenant, records, now)
             if step.countries:
                 write_profiles(app, tenant, {PEOPLE[p]: c for p, c in step.countries.items()}, now)
-            assert streaming_members(app, tenant) == batch_members(app, tenant, now), "writes"
+            expected = batch_members(app, tenant, now, rules)
+            assert streaming_members(app, tenant, rules) == expected, "writes"
+
+
+def test_events_exactly_on_a_window_bound_are_read(app: FastAPI, tenant: Tenant) -> None:
+    """Streaming reads an event timed exactly ``now - INTERVAL`` (the bound is included)."""
+    rules = {
+        "two_buys": (
+            "count(*) FILTER (WHERE event = 'buy' AND timestamp >= now() - INTERVAL 2 HOUR) >= 2"
+        ),
+        "spent": (
+            "sum(amount) FILTER (WHERE event IN ('buy', 'refund') AND timestamp BETWEEN"
+            " now() - INTERVAL 3 HOUR AND now() - INTERVAL 1 HOUR) > 10"
+        ),
+    }
+    streaming_audiences(tenant, rules)
+    sweep(app, tenant, None, START)
+    hour, tick = timedelta(hours=1), timedelta(microseconds=1)
+    records = [
+        EventRecord("edge", "buy", START - 2 * hour),
+        EventRecord("edge", "buy", START - hour),
+        EventRecord("edge", "refund", START - 3 * hour, {"amount": 11.0}),
+        EventRecord("early", "buy", START - 2 * hour - tick),
+        EventRecord("early", "buy", START - hour),
+        EventRecord("early", "refund", START - 3 * hour - tick, {"amount": 11.0}),
+    ]
+    write_events(app, tenant, records, START)
+    edge, _ = app.state.runtime.profiles.pids_for(tenant.workspace_id, ["edge", "early"])
+    members = streaming_members(app, tenant, rules)
+    assert (
+        members == batch_members(app, tenant, START, rules) == {"two_buys": {edge}, "spent": {edge}}
+    )
+
+
+def test_rules_reading_no_attribute_evaluate_the_profiles_that_exist(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    """Without attributes to read, streaming reads only which profiles exist: a deleted one
+    evaluated again stays out, one without any event read is evaluated."""
+    rules = {"no_buys": "count(*) FILTER (WHERE event = 'buy') < 1"}
+    streaming_audiences(tenant, rules)
+    sweep(app, tenant, None, START)
+    records = [EventRecord("buyer", "buy", START), EventRecord("viewer", "view", START)]
+    write_events(app, tenant, records, START)
+    engine = app.state.runtime.profiles
+    buyer, viewer = engine.pids_for(tenant.workspace_id, ["buyer", "viewer"])
+    assert streaming_members(app, tenant, rules) == {"no_buys": {viewer}}
+    caller = Caller(tenant.workspace_id, tenant.slug, "k", Role.WRITE)
+    with session_of(app) as session:
+        profiles.delete(session, caller=caller, runtime=app.state.runtime, external_id="viewer")
+    with session_of(app) as session:
+        evaluation.on_profiles_written(
+            session,
+            runtime=app.state.runtime,
+            workspace_id=tenant.workspace_id,
+            pids=[buyer, viewer],
+            now=START,
+        )
+    assert streaming_members(app, tenant, rules) == {"no_buys": set()}
+    assert batch_members(app, tenant, START, rules) == {"no_buys": set()}
 
 
 def test_the_sweep_moves_only_the_profiles_whose_events_crossed_a_boundary(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import array
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
@@ -111,6 +111,33 @@ class StoredEvent:
     event: Event
     event_id: str | None
     received_at: datetime
+
+
+class EventSlice(NamedTuple):
+    """Some of a profile's events: those named in ``names`` (any name when None), timed at or
+    after ``since`` (any time when None). Streaming reads only the slices its rules can read."""
+
+    names: tuple[str, ...] | None
+    since: datetime | None
+
+
+def slices_condition(
+    slices: Sequence[EventSlice],
+    names: Callable[[tuple[str, ...]], str],
+    since: Callable[[datetime], str],
+) -> str:
+    """The SQL condition of being in one of ``slices``, in an engine's own terms: ``names``
+    gives its test that the event's name is one of those, ``since`` its test of the time.
+
+    >>> slices_condition([EventSlice(("a",), None), EventSlice(None, None)], repr, str)
+    "((('a',)) OR (TRUE))"
+    """
+    tests = []
+    for slice_ in slices:
+        parts = [] if slice_.names is None else [names(slice_.names)]
+        parts += [] if slice_.since is None else [since(slice_.since)]
+        tests.append(f"({' AND '.join(parts) or 'TRUE'})")
+    return f"({' OR '.join(tests) or 'FALSE'})"
 
 
 @dataclass(frozen=True)
@@ -302,10 +329,14 @@ class ProfileEngine(Protocol):
         ...
 
     def events_of(
-        self, workspace_id: str, pids: Sequence[int], *, since: datetime | None = None
+        self,
+        workspace_id: str,
+        pids: Sequence[int],
+        *,
+        slices: Sequence[EventSlice] | None = None,
     ) -> dict[int, list[Event]]:
-        """Each pid's events (at or after ``since``), oldest first; pids without any are left
-        out. What Python evaluation of behavioural rules reads."""
+        """Each pid's events (only those in one of ``slices`` when given), oldest first; pids
+        without any are left out. What Python evaluation of behavioural rules reads."""
         ...
 
     def pids_with_events_between(

@@ -40,6 +40,7 @@ from audiences.engines.base import (
     EventPosition,
     EventRecord,
     EventResult,
+    EventSlice,
     MovedEvent,
     Params,
     Profile,
@@ -329,14 +330,18 @@ class ClickHouseEngine:
         return batch_results(len(records), {**refused, **late}, fresh, duplicates, pids)
 
     def events_of(
-        self, workspace_id: str, pids: Sequence[int], *, since: datetime | None = None
+        self,
+        workspace_id: str,
+        pids: Sequence[int],
+        *,
+        slices: Sequence[EventSlice] | None = None,
     ) -> dict[int, list[Event]]:
-        """Each pid's events, oldest first."""
+        """Each pid's events (in one of ``slices`` when given), oldest first."""
         state = self._workspace(workspace_id)
         valid = _valid_pids(pids)
-        if state is None or not valid:
+        if state is None or not valid or (slices is not None and not slices):
             return {}
-        return events_sql.read_of(self._client, state.events, state.event_schema, valid, since)
+        return events_sql.read_of(self._client, state.events, state.event_schema, valid, slices)
 
     def pids_with_events_between(
         self, workspace_id: str, ranges: Sequence[tuple[datetime, datetime]]

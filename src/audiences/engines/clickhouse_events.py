@@ -14,7 +14,14 @@ from typing import Any
 
 from audiences.engines import clickhouse_sql as sql
 from audiences.engines import rows
-from audiences.engines.base import EventPage, EventPosition, EventResult, MovedEvent
+from audiences.engines.base import (
+    EventPage,
+    EventPosition,
+    EventResult,
+    EventSlice,
+    MovedEvent,
+    slices_condition,
+)
 from audiences.engines.clickhouse_client import Client
 from audiences.engines.coerce import dump_json
 from audiences.engines.event_writes import CheckedEvent
@@ -66,12 +73,16 @@ def read_of(
     table: str,
     schema: Mapping[str, AttributeType],
     pids: list[int],
-    since: datetime | None,
+    slices: Sequence[EventSlice] | None,
 ) -> dict[int, list[Event]]:
-    """Each pid's events, oldest first (at or after ``since`` when given)."""
+    """Each pid's events, oldest first (only those in one of ``slices`` when given)."""
     where = f"pid IN ({', '.join(map(str, pids))})"
-    if since is not None:
-        where += f" AND `timestamp` >= {sql.timestamp(since)}"
+    if slices is not None:
+        where += " AND " + slices_condition(
+            slices,
+            lambda names: f"has({sql.json_list(list(names), 'String')}, event)",
+            lambda since: f"`timestamp` >= {sql.timestamp(since)}",
+        )
     return rows.events_by_pid(_read(client, table, schema, where, "ASC"), rows.EventReader(schema))
 
 

@@ -32,6 +32,7 @@ from audiences.engines.base import (
     EventPosition,
     EventRecord,
     EventResult,
+    EventSlice,
     MovedEvent,
     Params,
     Profile,
@@ -471,15 +472,20 @@ class DuckDBEngine:
         return batch_results(len(records), refused, fresh, duplicates, pids)
 
     def events_of(
-        self, workspace_id: str, pids: Sequence[int], *, since: datetime | None = None
+        self,
+        workspace_id: str,
+        pids: Sequence[int],
+        *,
+        slices: Sequence[EventSlice] | None = None,
     ) -> dict[int, list[Event]]:
-        """Each pid's events, oldest first, read on a cursor of their own."""
+        """Each pid's events (in one of ``slices`` when given), oldest first, read on a cursor
+        of their own."""
         state = self._workspace(workspace_id)
-        if state is None or not pids:
+        if state is None or not pids or (slices is not None and not slices):
             return {}
         with self._cursor() as cur:
             return duckdb_events.read_of(
-                cur, state.events, state.event_schema, _valid_pids(pids), since
+                cur, state.events, state.event_schema, _valid_pids(pids), slices
             )
 
     def pids_with_events_between(

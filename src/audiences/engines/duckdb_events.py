@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 
 from audiences.engines import duckdb_sql as sql
-from audiences.engines.base import EventPage, EventPosition
+from audiences.engines.base import EventPage, EventPosition, EventSlice, slices_condition
 from audiences.engines.event_writes import CheckedEvent
 from audiences.engines.rows import EPOCH, EventReader, event_page, rule_events_by_pid
 from audiences.schemas.attributes import AttributeType
@@ -82,14 +82,22 @@ def read_of(
     table: str,
     schema: Mapping[str, AttributeType],
     pids: list[int],
-    since: datetime | None,
+    slices: Sequence[EventSlice] | None,
 ) -> dict[int, list[Event]]:
-    """Each pid's events, oldest first (at or after ``since`` when given)."""
+    """Each pid's events, oldest first (only those in one of ``slices`` when given)."""
     where = "pid IN (SELECT unnest(?::UINTEGER[]))"
     params: list[Any] = [pids]
-    if since is not None:
-        where += ' AND "timestamp" >= ?'
-        params.append(since)
+    if slices is not None:
+
+        def listed(names: tuple[str, ...]) -> str:
+            params.append(list(names))
+            return "list_contains(?::VARCHAR[], event)"
+
+        def since(moment: datetime) -> str:
+            params.append(moment)
+            return '"timestamp" >= ?'
+
+        where += " AND " + slices_condition(slices, listed, since)
     rows = cur.execute(sql.select_rule_events(table, list(schema), where), params).fetchall()
     return rule_events_by_pid(rows, schema)
 

@@ -38,6 +38,7 @@ from audiences.engines.base import (
     EventPosition,
     EventRecord,
     EventResult,
+    EventSlice,
     MovedEvent,
     Params,
     Profile,
@@ -368,16 +369,20 @@ class PostgresEngine:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def events_of(
-        self, workspace_id: str, pids: Sequence[int], *, since: datetime | None = None
+        self,
+        workspace_id: str,
+        pids: Sequence[int],
+        *,
+        slices: Sequence[EventSlice] | None = None,
     ) -> dict[int, list[Event]]:
-        """Each pid's events (at or after ``since``), oldest first."""
+        """Each pid's events (in one of ``slices`` when given), oldest first."""
         state = self._state(workspace_id)
-        if state is None or not pids:
+        if state is None or not pids or (slices is not None and not slices):
             return {}
         state = self._fresh(state)
         with self._connection() as conn:
             return events_sql.read_of(
-                conn, state.events, state.event_schema, _valid_pids(pids), since
+                conn, state.events, state.event_schema, _valid_pids(pids), slices
             )
 
     def pids_with_events_between(

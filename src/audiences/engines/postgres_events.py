@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from audiences.engines import postgres_sql as sql
-from audiences.engines.base import EventPage, EventPosition
+from audiences.engines.base import EventPage, EventPosition, EventSlice, slices_condition
 from audiences.engines.event_writes import CheckedEvent
 from audiences.engines.rows import EventReader, event_page, events_by_pid
 from audiences.schemas.attributes import AttributeType
@@ -65,14 +65,22 @@ def read_of(
     table: str,
     schema: Mapping[str, AttributeType],
     pids: list[int],
-    since: datetime | None,
+    slices: Sequence[EventSlice] | None,
 ) -> dict[int, list[Event]]:
-    """Each pid's events, oldest first (at or after ``since`` when given)."""
+    """Each pid's events, oldest first (only those in one of ``slices`` when given)."""
     where = "pid = ANY(%s)"
     params: list[Any] = [pids]
-    if since is not None:
-        where += ' AND "timestamp" >= %s'
-        params.append(since)
+    if slices is not None:
+
+        def listed(names: tuple[str, ...]) -> str:
+            params.append(list(names))
+            return "event = ANY(%s)"
+
+        def since(moment: datetime) -> str:
+            params.append(moment)
+            return '"timestamp" >= %s'
+
+        where += " AND " + slices_condition(slices, listed, since)
     rows = conn.execute(sql.select_events(table, schema, where, "ASC"), params).fetchall()
     return events_by_pid(rows, EventReader(schema))
 

@@ -31,15 +31,17 @@ from audiences.errors import ErrorDetail
 from audiences.rules.behaviour import EVENTS_KEY, MAX_STEPS, MAX_WINDOW_DAYS, is_behavioural
 from audiences.rules.behaviour_kinds import unknown_events as _unknown_events
 from audiences.rules.diagnostics import at, fail
+from audiences.rules.event_reads import EventScope, event_scopes, lookback, merged_scopes
 from audiences.rules.explain import explain
 from audiences.rules.json_form import from_json, to_json
-from audiences.rules.next_change import clock_offsets, lookback, next_change
+from audiences.rules.next_change import clock_offsets, next_change
 from audiences.rules.parse import parse_rule, parse_tree
 from audiences.rules.references import (
     dependencies,
     evaluation_mode,
     evaluation_order,
     find_cycle,
+    reads_attributes,
     reads_clock,
 )
 from audiences.rules.rule import Rule, RuleLimits
@@ -58,6 +60,7 @@ __all__ = [
     "MAX_WINDOW_DAYS",
     "NOW_PARAMETER",
     "PARAMETER_DIALECTS",
+    "EventScope",
     "Rule",
     "RuleLimits",
     "asked_audiences",
@@ -65,13 +68,16 @@ __all__ = [
     "dependencies",
     "evaluation_mode",
     "evaluation_order",
+    "event_scopes",
     "explain",
     "find_cycle",
     "is_behavioural",
     "lookback",
+    "merged_scopes",
     "next_change",
     "parse_rule",
     "parse_rule_json",
+    "reads_attributes",
     "reads_clock",
     "to_json",
     "to_predicate",

@@ -18,7 +18,7 @@ from typing import Any
 from sqlglot import exp
 
 from audiences.rules import sql_semantics
-from audiences.rules.dialect import Aggregate, Attr, EventField, EventSequence
+from audiences.rules.dialect import Attr
 from audiences.rules.event_semantics import events_of, time_of
 from audiences.rules.kinds import TIMES, Kind, attribute_kind, of_attribute
 from audiences.rules.literals import NOT_CONSTANT, constant
@@ -74,8 +74,8 @@ def clock_offsets(tree: exp.Expr) -> set[timedelta]:
     offsets: set[timedelta] = set()
     for node in tree.find_all(*_COMPARISONS, exp.Between):
         for clock_side, other in _pairs(node):
-            clock, clock_offset = _shifted(clock_side)
-            base, offset = _shifted(other)
+            clock, clock_offset = shifted(clock_side)
+            base, offset = shifted(other)
             if isinstance(clock, exp.CurrentTimestamp) and not isinstance(
                 base, exp.CurrentTimestamp
             ):
@@ -85,50 +85,6 @@ def clock_offsets(tree: exp.Expr) -> set[timedelta]:
         if id(node) not in handled:
             raise ValueError(f"{node.sql()} is read other than by a fixed interval from now()")
     return offsets
-
-
-def lookback(tree: exp.Expr) -> timedelta | None:
-    """How far back from ``now`` a rule reads events, when every aggregate's filter bounds
-    ``timestamp`` from below by ``now()`` minus a fixed interval (``timestamp >= now() -
-    INTERVAL 30 DAY``, ``timestamp BETWEEN now() - INTERVAL 90 DAY AND ...``), so events
-    before ``now - lookback`` change nothing; None when some aggregate may read any event.
-
-    >>> from audiences.rules import parse_rule
-    >>> lookback(parse_rule("count(*) FILTER (WHERE timestamp > now() - INTERVAL 2 DAY) > 0").tree)
-    datetime.timedelta(days=2)
-    >>> lookback(parse_rule("max(timestamp) < now() - INTERVAL 2 DAY").tree) is None
-    True
-    """
-    longest = timedelta(0)
-    for node in tree.find_all(Aggregate, EventSequence):
-        where = node.args.get("where")
-        conjuncts = list(where.flatten()) if isinstance(where, exp.And) else [where]
-        found = [back for c in conjuncts if c is not None and (back := _lower(c)) is not None]
-        if not found:
-            return None
-        longest = max(longest, min(found))
-    return longest
-
-
-def _lower(node: exp.Expr) -> timedelta | None:
-    """``x`` of ``timestamp >= now() - x`` (``>``, ``BETWEEN``, or ``now() - x <= timestamp``)."""
-    if isinstance(node, exp.Between):
-        time, bound = node.this, node.args["low"]
-    elif isinstance(node, exp.GT | exp.GTE):
-        time, bound = node.this, node.expression
-    elif isinstance(node, exp.LT | exp.LTE):
-        time, bound = node.expression, node.this
-    else:
-        return None
-    if not (isinstance(time, EventField) and time.name == "timestamp"):
-        return None
-    try:
-        clock, offset = _shifted(bound)
-    except ValueError:
-        return None
-    if not isinstance(clock, exp.CurrentTimestamp) or offset > timedelta(0):
-        return None
-    return -offset
 
 
 def _pairs(node: exp.Expr) -> Iterator[tuple[exp.Expr, exp.Expr]]:
@@ -141,8 +97,9 @@ def _pairs(node: exp.Expr) -> Iterator[tuple[exp.Expr, exp.Expr]]:
         yield other, one
 
 
-def _shifted(node: exp.Expr) -> tuple[exp.Expr, timedelta]:
-    """``x + INTERVAL a - INTERVAL b`` as (x, a - b); months and years are refused."""
+def shifted(node: exp.Expr) -> tuple[exp.Expr, timedelta]:
+    """``x + INTERVAL a - INTERVAL b`` as (x, a - b); months and years are refused
+    (``ValueError``: they move by calendar, not by a fixed time)."""
     total = timedelta(0)
     while isinstance(node, exp.Add | exp.Sub) and isinstance(node.expression, exp.Interval):
         interval = constant(node.expression)

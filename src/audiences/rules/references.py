@@ -9,7 +9,7 @@ from sqlglot import exp
 
 from audiences.errors import ErrorDetail, RuleError
 from audiences.rules.behaviour import STREAMING_REASON, batch_reason, event_clock, is_behavioural
-from audiences.rules.dialect import InAudience
+from audiences.rules.dialect import Attr, InAudience
 from audiences.rules.rule import Rule
 
 Mode = Literal["streaming", "scheduled"]
@@ -35,6 +35,16 @@ def reads_clock(rule: Rule) -> bool:
     (False, True)
     """
     return rule.tree.find(exp.CurrentTimestamp, exp.CurrentDate) is not None
+
+
+def reads_attributes(rule: Rule) -> bool:
+    """Whether a rule reads a profile attribute (not only its events and audiences).
+
+    >>> from audiences.rules import parse_rule
+    >>> reads_attributes(parse_rule("age > 30")), reads_attributes(parse_rule("count(*) > 1"))
+    (True, False)
+    """
+    return rule.tree.find(Attr) is not None
 
 
 def evaluation_mode(rule: Rule, streaming_audiences: Iterable[str]) -> tuple[Mode, str]:

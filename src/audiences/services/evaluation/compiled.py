@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -140,9 +140,12 @@ class CompiledRules:
     passed must be a view (``view``) that answers them; when not, the bare attributes do."""
     events: bool = False
     """Whether some rule reads the profile's events (``rules.EVENTS_KEY``)."""
-    lookback: timedelta | None = None
-    """How far before the evaluation's time the rules read events (``rules.lookback``); None
-    for all of them. Meaningful only when ``events``."""
+    attributes: bool = True
+    """Whether some rule reads a profile attribute: when none does, the rules need no more of
+    a profile than that it exists."""
+    scopes: frozenset[rules.EventScope] | None = None
+    """The events the rules can read (``rules.event_scopes``, merged): an event in none of them
+    changes no answer. None for every event. Meaningful only when ``events``."""
 
 
 def compiled_rules(keyed: tuple[tuple[str, str], ...], schema: Schema) -> CompiledRules:
@@ -155,13 +158,13 @@ def compiled_rules(keyed: tuple[tuple[str, str], ...], schema: Schema) -> Compil
 def _rules(keyed: tuple[tuple[str, str], ...], schema: Schema) -> CompiledRules:
     bound = {key: _bound(text, schema) for key, text in keyed}
     behavioural = [rule for rule in bound.values() if rules.is_behavioural(rule.tree)]
-    backs = [rules.lookback(rule.tree) for rule in behavioural]
-    longest = None if None in backs else max((b for b in backs if b is not None), default=None)
+    scopes = [scope for rule in behavioural for scope in rules.event_scopes(rule.tree)]
     return CompiledRules(
         rules.to_predicates(bound, audience=hook, clock=clock),
         rules.asked_audiences(bound),
         events=bool(behavioural),
-        lookback=longest,
+        attributes=any(rules.reads_attributes(rule) for rule in bound.values()),
+        scopes=rules.merged_scopes(scopes),
     )
 
 
