@@ -83,11 +83,9 @@ class Service:
                 now=NOW,
             )
             assert all(run.status == "succeeded" for run in done), [run.error for run in done]
-        with self.factory() as session:
-            return {
-                key: memberships.current(session, runtime=self.runtime, audience_id=audience_id)
-                for key, audience_id in self.ids.items()
-            }
+        with self.factory() as session:  # read back as the service serves them, in one call
+            stored = memberships.many(session, runtime=self.runtime, audience_ids=self.ids.values())
+        return {key: stored[audience_id] for key, audience_id in self.ids.items()}
 
     def close(self) -> None:
         """Let go of the metadata database (the engine is closed by its owner)."""

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from audiences.engines.base import ProfileEngine
+from audiences.engines.base import HeldColumns, ProfileEngine
 from audiences.errors import Conflict, InvalidParameter, Unprocessable, ValidationFailed
 from audiences.schemas.attributes import AttributeType
 from tests.engines.conftest import SCHEMA, WS
@@ -69,6 +69,31 @@ def test_schema_is_read_back_from_the_columns(store: Store, engine: ProfileEngin
     reopened = store.open()
     assert reopened.attributes(WS) == SCHEMA
     assert reopened.attributes("other") == {}
+
+
+def test_the_catalog_says_every_workspace_s_columns_at_once(
+    store: Store, engine: ProfileEngine
+) -> None:
+    """``columns_of`` answers what ``attributes`` and ``event_properties`` answer, for many
+    workspaces at once, from an engine that has loaded none of them; a workspace without
+    tables holds nothing, and nothing is made for it."""
+    engine.ensure_attributes("Beta-2", {"plan": AttributeType.STRING, "tags": SCHEMA["tags"]})
+    engine.ensure_event_properties(WS, {"amount": AttributeType.FLOAT})
+    engine.close()
+    reopened = store.open()
+    held = reopened.columns_of([WS, "Beta-2", "beta_2", "empty"])
+    assert held == {
+        WS: HeldColumns(SCHEMA, {"amount": AttributeType.FLOAT}),
+        "Beta-2": HeldColumns({"plan": AttributeType.STRING, "tags": SCHEMA["tags"]}, {}),
+        "beta_2": HeldColumns({}, {}),
+        "empty": HeldColumns({}, {}),
+    }
+    assert list(held[WS].attributes) == list(SCHEMA)  # in column order
+    assert reopened.attributes("Beta-2") == held["Beta-2"].attributes
+    assert reopened.columns_of(["empty"]) == {"empty": HeldColumns({}, {})}
+    assert reopened.columns_of([]) == {}
+    with pytest.raises(InvalidParameter):
+        reopened.columns_of(["no spaces"])
 
 
 def test_adding_an_attribute_moves_fitting_extra_values(

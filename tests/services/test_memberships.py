@@ -76,6 +76,13 @@ def stored(factory: sessionmaker[Session], audience_id: str) -> tuple[Membership
         return state, count or 0
 
 
+def base_bytes(factory: sessionmaker[Session], audience_id: str) -> bytes | None:
+    """The stored base's bytes."""
+    with factory() as session:
+        query = select(MembershipRow.bitmap).where(MembershipRow.audience_id == audience_id)
+        return session.scalar(query)
+
+
 def cold_read(factory: sessionmaker[Session], audience_id: str) -> set[int]:
     """The members as read from the store alone (an empty cache, as after a restart)."""
     with factory() as session:
@@ -181,6 +188,30 @@ def test_writes_in_one_transaction_build_on_each_other(
     assert cache.get((audience_id, 1)) is None
     assert cache.get((audience_id, 2)) == BitMap([2, 3])
     assert cold_read(factory, audience_id) == {2, 3}
+
+
+def test_replace_with_the_same_members_keeps_the_stored_base(
+    factory: sessionmaker[Session], audience_id: str
+) -> None:
+    """A batch run that finds the members it found last time moves the revision on (a new
+    run, a new cache key) and keeps the stored base, which already holds them; one after
+    streaming deltas writes a base again, since the stored one is older."""
+    cache = BitmapCache()
+    replace(factory, audience_id, {1, 2, 3}, cache)
+    before, base = stored(factory, audience_id)[0], base_bytes(factory, audience_id)
+    change = replace(factory, audience_id, {1, 2, 3}, cache)
+    assert (change.entered, change.exited) == (BitMap(), BitMap())
+    state, deltas = stored(factory, audience_id)
+    assert (state.revision, state.base_revision, deltas, state.size) == (2, 2, 0, 3)
+    assert base_bytes(factory, audience_id) == base
+    assert state.members_changed_at == before.members_changed_at
+    assert cold_read(factory, audience_id) == {1, 2, 3}
+    apply(factory, audience_id, add={4}, cache=cache)
+    apply(factory, audience_id, remove={4}, cache=cache)
+    replace(factory, audience_id, {1, 2, 3}, cache)
+    state, deltas = stored(factory, audience_id)
+    assert (state.revision, state.base_revision, deltas, state.delta_bytes) == (5, 5, 0, 0)
+    assert cold_read(factory, audience_id) == {1, 2, 3}
 
 
 def test_a_restart_reads_base_and_deltas_back(

@@ -5,7 +5,7 @@ data: a whole app on a data folder and a metadata database (SQLite, or PostgreSQ
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,16 +16,22 @@ from fastapi import FastAPI
 
 from audiences.api.app import create_app
 from audiences.config import Settings
+from audiences.engines.base import HeldColumns
 from audiences.engines.duckdb import DuckDBEngine
 from audiences.engines.duckdb_sql import table_name
 from audiences.schemas.api_keys import Role
 from audiences.schemas.attributes import AttributeType
+from audiences.services import declarations, workspaces
+from audiences.store.db import make_engine, make_session_factory
+from audiences.store.migrate import migrate
+from audiences.store.tables import AttributeRow
 from tests.databases import fresh_database
 from tests.engines.kinds import KINDS, opened
 from tests.factories import SCHEMA, Tenant, client_for, make_audience, make_tenant, mint_key
 from tests.oracle import refresh
 
 EVENT_PROPERTIES = {"amount": "float", "sku": "string"}
+SCHEMA_TYPES = {name: AttributeType(kind) for name, kind in SCHEMA.items()}
 
 
 @contextmanager
@@ -210,3 +216,88 @@ def test_an_engine_that_refuses_one_workspace_does_not_stop_the_start(
         and message.endswith("the process starts anyway and checks again at its next start.")
         for message in errors
     )
+
+
+class _CountingEngine(DuckDBEngine):
+    """A DuckDB engine that counts its catalog reads and refuses to be asked workspace by
+    workspace, or, with ``catalog_error``, whose catalog cannot be read at all (a server
+    that went away between connecting and the first query)."""
+
+    def __init__(self, path: Path, catalog_error: Exception | None = None) -> None:
+        super().__init__(path)
+        self.catalog_reads = 0
+        self.catalog_error = catalog_error
+
+    def columns_of(self, workspace_ids: Sequence[str]) -> dict[str, HeldColumns]:
+        self.catalog_reads += 1
+        if self.catalog_error is not None:
+            raise self.catalog_error
+        return super().columns_of(workspace_ids)
+
+    def attributes(self, workspace_id: str) -> dict[str, AttributeType]:
+        raise AssertionError("a start reads the catalog once, not each workspace")
+
+    event_properties = attributes
+
+
+def _declare(sessions: Any, slug: str, attributes: dict[str, AttributeType]) -> str:
+    """A workspace declaring ``attributes`` (straight into the metadata); its id."""
+    with sessions.begin() as session:
+        workspace = workspaces.ensure(session, slug=slug, name=slug)
+        for name, kind in attributes.items():
+            session.add(AttributeRow(workspace_id=workspace.id, name=name, type=kind.value))
+        return workspace.id
+
+
+def test_a_start_reads_the_engine_s_catalog_once_for_every_workspace(tmp_path: Path) -> None:
+    """Twelve workspaces: the engine's catalog is read once; each workspace gets what it
+    lacks (all of it, a column, nothing) and a column held under another type is reported."""
+    metadata = make_engine(f"sqlite:///{tmp_path / 'metadata.db'}")
+    migrate(metadata)
+    sessions = make_session_factory(metadata)
+    whole = {f"ws{n}": _declare(sessions, f"ws{n}", SCHEMA_TYPES) for n in range(10)}
+    partial = _declare(sessions, "partial", SCHEMA_TYPES)
+    other = _declare(sessions, "other", {"age": AttributeType.INTEGER})
+    seeded = DuckDBEngine(tmp_path / "profiles")
+    seeded.ensure_attributes(whole["ws0"], SCHEMA_TYPES)
+    seeded.ensure_attributes(partial, {"country": AttributeType.STRING})
+    seeded.ensure_attributes(other, {"age": AttributeType.STRING})
+    seeded.close()
+    engine = _CountingEngine(tmp_path / "profiles")
+    try:
+        with sessions() as session:
+            found = {r.workspace_id: r for r in declarations.restore_columns(session, engine)}
+        assert engine.catalog_reads == 1
+        assert set(found) == {*whole.values(), partial, other} - {whole["ws0"]}
+        assert found[partial].made == {"attributes": sorted(set(SCHEMA_TYPES) - {"country"})}
+        assert found[other].made == {} and found[other].failed == {}
+        assert found[other].mistyped == {
+            "attribute": {"age": (AttributeType.INTEGER, AttributeType.STRING)}
+        }
+        held = engine.columns_of([*whole.values(), partial])
+        assert all(columns.attributes == SCHEMA_TYPES for columns in held.values())
+    finally:
+        engine.close()
+        metadata.dispose()
+
+
+def test_an_engine_whose_catalog_cannot_be_read_fails_every_workspace_and_starts(
+    tmp_path: Path,
+) -> None:
+    metadata = make_engine(f"sqlite:///{tmp_path / 'metadata.db'}")
+    migrate(metadata)
+    sessions = make_session_factory(metadata)
+    ids = [_declare(sessions, slug, SCHEMA_TYPES) for slug in ("a", "b")]
+    engine = _CountingEngine(tmp_path / "profiles", duckdb.IOException("the disk went away"))
+    try:
+        with sessions() as session:
+            found = declarations.restore_columns(session, engine)
+        assert sorted(r.workspace_id for r in found) == sorted(ids)
+        assert all(
+            r.failed == {"attributes": "IOException: the disk went away"} and not r.made
+            for r in found
+        )
+        assert engine.catalog_reads == 1
+    finally:
+        engine.close()
+        metadata.dispose()

@@ -157,6 +157,13 @@ class EventPage:
     next: EventPosition | None
 
 
+class HeldColumns(NamedTuple):
+    """A workspace's typed columns in the engine: its attributes and its event properties."""
+
+    attributes: dict[str, AttributeType]
+    event_properties: dict[str, AttributeType]
+
+
 def check_membership_alias(alias: str) -> str:
     """Refuse a member-set alias that could not safely name a relation; return it unchanged."""
     if not MEMBERSHIP_ALIAS.fullmatch(alias):
@@ -214,6 +221,13 @@ class ProfileEngine(Protocol):
 
     def attributes(self, workspace_id: str) -> dict[str, AttributeType]:
         """The declared attributes of a workspace, as its columns say."""
+        ...
+
+    def columns_of(self, workspace_ids: Sequence[str]) -> dict[str, HeldColumns]:
+        """The typed columns of each workspace's tables, as :meth:`attributes` and
+        :meth:`event_properties` say, in one read of the engine's catalog however many
+        workspaces are asked (a starting process checks them all); a workspace without
+        tables holds none. Loads no workspace and makes nothing."""
         ...
 
     def upsert_profiles(

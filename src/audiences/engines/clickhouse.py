@@ -41,6 +41,7 @@ from audiences.engines.base import (
     EventRecord,
     EventResult,
     EventSlice,
+    HeldColumns,
     MovedEvent,
     Params,
     Profile,
@@ -62,7 +63,13 @@ from audiences.engines.event_writes import (
     split_duplicates,
 )
 from audiences.engines.rows import ProfileReader
-from audiences.engines.schema import SCHEMA_TTL, checked_schema, refuse_type_changes
+from audiences.engines.schema import (
+    SCHEMA_TTL,
+    catalog_tables,
+    checked_schema,
+    held_columns,
+    refuse_type_changes,
+)
 from audiences.engines.writes import plan_writes
 from audiences.errors import Unprocessable
 from audiences.kit.clock import utcnow
@@ -125,6 +132,19 @@ class ClickHouseEngine:
         """The declared attributes of a workspace, read from its columns."""
         state = self._workspace(workspace_id)
         return dict(state.schema) if state else {}
+
+    def columns_of(self, workspace_ids: Sequence[str]) -> dict[str, HeldColumns]:
+        """Every asked workspace's columns from one read of ``system.columns``."""
+        tables = catalog_tables(workspace_ids, table_name, events_table_name)
+        if not tables:
+            return {}
+        rows = self._rows(
+            "SELECT table, name, type, comment FROM system.columns"
+            f" WHERE database = {sql.literal(self._database)}"
+            f" AND table IN {sql.json_set(list(tables), 'String')} ORDER BY table, position"
+        )
+        keyed = [(table, name, (kind, comment)) for table, name, kind, comment in rows]
+        return held_columns(tables, keyed, sql.ATTRIBUTE_TYPES, PROFILE_BOOKKEEPING)
 
     def upsert_profiles(
         self, workspace_id: str, records: Sequence[ProfileRecord], *, strict: bool = False

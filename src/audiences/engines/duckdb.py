@@ -33,6 +33,7 @@ from audiences.engines.base import (
     EventRecord,
     EventResult,
     EventSlice,
+    HeldColumns,
     MovedEvent,
     Params,
     Profile,
@@ -53,7 +54,13 @@ from audiences.engines.event_writes import (
 from audiences.engines.idfiles import IdFile
 from audiences.engines.idindex import AMBIGUOUS, IdIndex
 from audiences.engines.rows import EventReader, ProfileReader
-from audiences.engines.schema import checked_schema, extra_moves, refuse_type_changes
+from audiences.engines.schema import (
+    catalog_tables,
+    checked_schema,
+    extra_moves,
+    held_columns,
+    refuse_type_changes,
+)
 from audiences.engines.writes import WritePlan, merge_row, plan_writes
 from audiences.errors import Conflict, Unprocessable
 from audiences.kit.clock import utcnow
@@ -152,6 +159,19 @@ class DuckDBEngine:
         """The declared attributes of a workspace, read from its columns."""
         state = self._workspace(workspace_id)
         return dict(state.schema) if state else {}
+
+    def columns_of(self, workspace_ids: Sequence[str]) -> dict[str, HeldColumns]:
+        """Every asked workspace's columns from one read of ``duckdb_columns()``."""
+        tables = catalog_tables(workspace_ids, sql.table_name, sql.events_table_name)
+        with self._lock:
+            rows = self._writer.execute(
+                "SELECT table_name, column_name, data_type FROM duckdb_columns()"
+                " WHERE database_name = current_database() AND schema_name = 'main'"
+                # A semi-join: list_contains(?, table_name) took 0.9 s over 400 tables.
+                " AND table_name IN (SELECT unnest(?)) ORDER BY table_name, column_index",
+                [list(tables)],
+            ).fetchall()
+        return held_columns(tables, rows, sql.ATTRIBUTE_TYPES)
 
     def upsert_profiles(
         self, workspace_id: str, records: Sequence[ProfileRecord], *, strict: bool = False

@@ -39,6 +39,7 @@ from audiences.engines.base import (
     EventRecord,
     EventResult,
     EventSlice,
+    HeldColumns,
     MovedEvent,
     Params,
     Profile,
@@ -57,7 +58,12 @@ from audiences.engines.event_writes import (
 from audiences.engines.postgres_copy import copy_rows, selected_pids, stage_members
 from audiences.engines.postgres_writes import Workspace
 from audiences.engines.rows import EventReader, ProfileReader
-from audiences.engines.schema import SCHEMA_TTL, checked_schema, refuse_type_changes
+from audiences.engines.schema import (
+    SCHEMA_TTL,
+    checked_schema,
+    held_columns,
+    refuse_type_changes,
+)
 from audiences.engines.writes import WritePlan, plan_writes
 from audiences.errors import ServiceUnavailable, Unprocessable
 from audiences.kit.clock import utcnow
@@ -149,6 +155,28 @@ class PostgresEngine:
         """The declared attributes of a workspace, read from its columns."""
         state = self._state(workspace_id)
         return dict(self._fresh(state).schema) if state else {}
+
+    def columns_of(self, workspace_ids: Sequence[str]) -> dict[str, HeldColumns]:
+        """Every asked workspace's columns from one read of ``pg_attribute``, joined to the
+        registry that numbers the workspaces' tables."""
+        asked = [check_workspace_id(workspace_id) for workspace_id in workspace_ids]
+        registry = sql.qualified(self.schema, "workspaces")
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT c.relname, w.workspace_id, a.attname,"
+                f" format_type(a.atttypid, a.atttypmod) FROM {registry} AS w"
+                " JOIN pg_class AS c"
+                " ON c.relname IN ('profiles_' || w.number, 'events_' || w.number)"
+                " JOIN pg_namespace AS n ON n.oid = c.relnamespace AND n.nspname = %s"
+                " JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0"
+                " AND NOT a.attisdropped"
+                " WHERE w.workspace_id = ANY(%s) ORDER BY c.relname, a.attnum",
+                [self.schema, asked],
+            ).fetchall()
+        tables = {row[0]: (row[1], row[0].startswith("events_")) for row in rows}
+        columns = [(row[0], row[2], row[3]) for row in rows]
+        found = held_columns(tables, columns, sql.ATTRIBUTE_TYPES)
+        return {workspace: found.get(workspace, HeldColumns({}, {})) for workspace in asked}
 
     # Profiles.
 

@@ -5,17 +5,18 @@ Engine-neutral, so PostgreSQL or ClickHouse adapters refuse and migrate exactly 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from audiences.engines.base import RESERVED_COLUMNS
+from audiences.engines.base import RESERVED_COLUMNS, HeldColumns, check_workspace_id
 from audiences.engines.coerce import TypeMismatchError, coerce, dump_json
 from audiences.engines.writes import canonical
 from audiences.errors import Conflict, ErrorDetail, ValidationFailed
 from audiences.schemas.attributes import Attribute, AttributeSchema, AttributeType
+from audiences.schemas.events import RESERVED_EVENT_FIELDS
 
 SCHEMA_TTL = 2.0
 """Seconds a process trusts the columns it read before reading them again: another process
@@ -81,3 +82,39 @@ def extra_moves(
             continue
         moves.append((pid, value, dump_json(data) if data else None))
     return moves
+
+
+CatalogTables = dict[str, tuple[str, bool]]
+"""Table name -> (workspace id, whether it is the workspace's events table)."""
+
+
+def catalog_tables(
+    workspace_ids: Iterable[str], profiles: Callable[[str], str], events: Callable[[str], str]
+) -> CatalogTables:
+    """The profile and events tables of each workspace (ids checked), as a catalog names them."""
+    tables: CatalogTables = {}
+    for workspace_id in workspace_ids:
+        check_workspace_id(workspace_id)
+        tables[profiles(workspace_id)] = (workspace_id, False)
+        tables[events(workspace_id)] = (workspace_id, True)
+    return tables
+
+
+def held_columns(
+    tables: CatalogTables,
+    rows: Iterable[Sequence[Any]],
+    types: Mapping[Any, AttributeType],
+    reserved: frozenset[str] = RESERVED_COLUMNS,
+) -> dict[str, HeldColumns]:
+    """Each workspace's typed columns from catalog rows (table, column, type key) in column
+    order; built-in columns, and types no attribute has, are left out (a workspace whose table
+    is not the engine's then fails where it is loaded, as before)."""
+    held = {workspace_id: HeldColumns({}, {}) for workspace_id, _ in tables.values()}
+    for table, column, key in rows:
+        workspace_id, is_events = tables[table]
+        kind = types.get(key)
+        if kind is None or column in (RESERVED_EVENT_FIELDS if is_events else reserved):
+            continue
+        found = held[workspace_id]
+        (found.event_properties if is_events else found.attributes)[column] = kind
+    return held

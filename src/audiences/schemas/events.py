@@ -124,7 +124,7 @@ PLAIN_BATCH = SchemaValidator(
                 core_schema.list_schema(
                     core_schema.typed_dict_schema(
                         {
-                            "profile_id": core_schema.typed_dict_field(_text(_ID)),
+                            "profile_id": core_schema.typed_dict_field(_text(ID_PATTERN)),
                             "event": core_schema.typed_dict_field(_text(EVENT_NAME)),
                             "timestamp": _optional(_text(PLAIN_TIMESTAMP)),
                             "properties": core_schema.typed_dict_field(
@@ -133,7 +133,7 @@ PLAIN_BATCH = SchemaValidator(
                                 ),
                                 required=False,
                             ),
-                            "event_id": _optional(_text(_ID)),
+                            "event_id": _optional(_text(ID_PATTERN)),
                         },
                         extra_behavior="forbid",
                     ),

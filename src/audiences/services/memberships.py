@@ -24,6 +24,7 @@ from sqlalchemy import (
     cast,
     delete,
     event,
+    inspect,
     literal_column,
     null,
     select,
@@ -230,12 +231,18 @@ def _advance(
 ) -> None:
     """Store ``members`` as the next revision: a delta, or a new base when folding; and the
     change in the outbox when a destination follows the audience."""
+    # The stored base is these very members when nothing changed and no delta sits above it:
+    # it is kept as the new revision's base instead of being serialized and written again.
+    kept = not (change.entered or change.exited) and state.base_revision == state.revision
+    kept = kept and state.delta_bytes == 0
     state.revision += 1
     state.size = len(members)
     state.computed_at = utcnow()
     if change.entered or change.exited:
         state.members_changed_at = state.computed_at
-    if not _append_delta(session, state, change, fold=fold):
+    if kept:
+        state.base_revision = state.revision
+    elif not _append_delta(session, state, change, fold=fold):
         _write_base(session, state, members)
     ours = _transaction(session)
     ours.pending[state.audience_id] = (cache, state.revision, frozen(members))
@@ -253,6 +260,13 @@ def _advance(
         found=found,
         woken=ours.woken,
     )
+
+
+def written_base(state: MembershipRow) -> bytes | None:
+    """The base bytes this session holds for a state row (written by this transaction, or
+    loaded), without reading the store; None when it holds none."""
+    found = inspect(state).dict.get("bitmap")
+    return found if isinstance(found, bytes) else None
 
 
 def _append_delta(session: Session, state: MembershipRow, change: Diff, *, fold: bool) -> bool:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from audiences import rules
 from audiences.errors import AudiencesError, Conflict
 from audiences.kit.clock import utcnow
+from audiences.membership.bitmaps import serialize
 from audiences.services import (
     lifecycle,
     member_days,
@@ -144,8 +145,9 @@ def _refresh_one(
         )
     run.size, run.entered, run.exited = len(members), len(change.entered), len(change.exited)
     # ``replace`` has just stored the members' bytes on the state row (the same locked object):
-    # the run's snapshot shares them instead of serializing the set a second time.
-    run.members = state.bitmap
+    # the run's snapshot shares them instead of serializing the set a second time. A set that
+    # did not change keeps its stored base, which is not read back: serialized here.
+    run.members = memberships.written_base(state) or serialize(members)
     run.members_kept = True
     session.add(run)
     return run, len(run.members or b"")
