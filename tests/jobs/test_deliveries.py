@@ -408,10 +408,12 @@ def test_file_destination_refusals_and_test_file(hooks_app: FastAPI, hooks: Tena
 def test_a_test_message_is_sent_after_its_transaction_commits(
     hooks_app: FastAPI, hooks: Tenant
 ) -> None:
-    """While the receiver holds the test request, the message is committed (``sending``) and
-    the database takes writes: a slow receiver holds no transaction open."""
+    """While the receiver holds the test request, the message is committed (``sending``, so
+    shown by the delivery log, filtered by it too) and the database takes writes: a slow
+    receiver holds no transaction open."""
     audience = static(hooks.admin)
     seen: list[tuple[str | None, str | None]] = []
+    shown: list[tuple[int, list[str]]] = []
 
     def look(number: int, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
         with hooks_app.state.session_factory.begin() as session:
@@ -427,6 +429,11 @@ def test_a_test_message_is_sent_after_its_transaction_commits(
                 .returning(DestinationRow.id)
             ).scalar()
         seen.append((status, touched))
+        log = f"/v1/destinations/{made['id']}/deliveries"
+        for path in (log, f"{log}?status=sending", f"{log}/{headers['webhook-id']}"):
+            answer = hooks.admin.get(path)
+            body = answer.json()
+            shown.append((answer.status_code, [d["status"] for d in body.get("data", [body])]))
         return 200, {}
 
     with receiving(look) as receiver:
@@ -436,6 +443,7 @@ def test_a_test_message_is_sent_after_its_transaction_commits(
     assert tested.status_code == 200, tested.text
     assert tested.json()["delivered"] is True
     assert seen == [("sending", made["id"])]
+    assert shown == [(200, ["sending"])] * 3
     logged = hooks.admin.get(
         f"/v1/destinations/{made['id']}/deliveries/{tested.json()['delivery']['id']}"
     ).json()

@@ -448,7 +448,8 @@ def test_a_test_file_is_written_outside_the_requests_transaction(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """``POST …/test`` on a bucket that answers nothing holds no transaction open while it
-    waits: the workspace's writes go through meanwhile; then it answers ``s3_unreachable``."""
+    waits: the workspace's writes go through meanwhile, and the delivery log shows the message
+    ``sending``; then it answers ``s3_unreachable``."""
     hanging = Hanging()
     try:
         with (
@@ -479,11 +480,14 @@ def test_a_test_file_is_written_outside_the_requests_transaction(
             other = tenant.admin.post(
                 "/v1/audiences", json={"key": "meanwhile", "name": "Meanwhile", "kind": "static"}
             )
+            in_flight = tenant.admin.get(f"/v1/destinations/{made['id']}/deliveries")
             still_waiting = testing.is_alive()
             hanging.release.set()
             testing.join(60)
             assert other.status_code == 201, other.text
             assert still_waiting  # the write went through while the upload waited
+            assert in_flight.status_code == 200, in_flight.text  # the log shows it meanwhile
+            assert [d["status"] for d in in_flight.json()["data"]] == ["sending"]
             [tested] = answers
             assert tested.status_code == 200 and tested.json()["delivered"] is False
             assert tested.json()["delivery"]["last_error"].startswith("s3_unreachable: ")

@@ -27,7 +27,9 @@ groups = st.builds(
 )
 
 
-def _objects(found: list[str], kind: str, revision: int, cause: dict[str, Any], picked: bool):  # type: ignore[no-untyped-def]
+def _objects(
+    found: list[str], kind: str, revision: int, cause: dict[str, Any], picked: bool
+) -> list[dict[str, Any]]:
     return [
         {"id": external, "change": kind, "revision": revision, "cause": cause}
         | ({"attributes": {"plan": external[:3], "n": 1.5}} if picked else {})

@@ -160,7 +160,9 @@ def test_destination(
 def list_deliveries(
     ctx: typer.Context,
     destination_id: DestinationId,
-    status: Annotated[str | None, typer.Option(help="pending, delivered or failed.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="pending, sending, delivered or failed.")
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
     every: All = False,

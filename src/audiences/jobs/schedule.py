@@ -166,8 +166,8 @@ class Housekeeping:
     def run(self, now: datetime) -> None:
         """Sweep the uploads no job will read; hourly, queue the expiry of static members past
         their ttl and of events past their workspace's retention, delete finished streaming
-        sweep jobs past an hour and delivery log messages past its retention, and purge
-        expired idempotency keys."""
+        sweep jobs past an hour, mark test messages left ``sending`` failed, delete delivery
+        log messages past its retention, and purge expired idempotency keys."""
         try:
             with self.session_factory() as session:
                 imports.sweep_uploads(session, data_dir=self.settings.data_dir, now=now)
@@ -190,6 +190,11 @@ class Housekeeping:
                 outbox.prune_all(session)
         except Exception:
             log.exception("pruning the membership outbox failed; trying again next hour")
+        try:
+            with self.session_factory.begin() as session:
+                maintenance.fail_interrupted(session, settings=self.settings, now=now)
+        except Exception:
+            log.exception("failing interrupted test messages failed; trying again next hour")
         try:
             deleted = PURGE_BATCH
             while deleted == PURGE_BATCH:  # short transactions: few rows locked at a time

@@ -188,7 +188,10 @@ class Delivery(BaseModel):
 
     id: str
     type: str
-    status: Literal["pending", "delivered", "failed"]
+    status: Literal["pending", "sending", "delivered", "failed"] = Field(
+        description="`pending` (waiting for an attempt), `sending` (a test message in flight), "
+        "`delivered` or `failed`."
+    )
     changes: int
     attempts: int
     created_at: datetime
@@ -218,8 +221,8 @@ class DeliveryListParams(ListParams):
     )
     fields: str | None = Field(default=None, pattern=names_pattern(Delivery.model_fields))
     include: str | None = Field(default=None, pattern="^$", description="Nothing to include.")
-    status: Annotated[list[str] | None, ListFilter(r"^(pending|delivered|failed)$")] = Field(
-        default=None, description="`pending`, `delivered` or `failed`."
+    status: Annotated[list[str] | None, ListFilter(r"^(pending|sending|delivered|failed)$")] = (
+        Field(default=None, description="`pending`, `sending`, `delivered` or `failed`.")
     )
 
 

@@ -1,9 +1,12 @@
 """A destination's delivery log as the API shows it: its messages and their attempts, one
-message or everything since a time sent again, and a test message sent now."""
+message or everything since a time sent again, and a test message sent now (in three steps,
+committed between by the route: see :func:`start_test`)."""
 
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -14,9 +17,9 @@ from audiences.errors import Conflict, NotFound
 from audiences.kit.clock import utcnow
 from audiences.schemas.common import ListQuery, PageResult
 from audiences.schemas.destinations import Delivery, DeliveryAttempt
-from audiences.services import destinations, file_deliveries, messages, outbox
+from audiences.services import destinations, file_deliveries, messages, outbox, senders
 from audiences.services.callers import Caller
-from audiences.services.delivery_sends import prepare, send
+from audiences.services.delivery_sends import Send, prepare, send
 from audiences.store.repositories.destinations import DeliveryRepository
 from audiences.store.tables import DestinationAttemptRow, DestinationMessageRow
 
@@ -80,26 +83,61 @@ def redeliver_since(
     return len(found)
 
 
-def test(
-    session: Session, *, caller: Caller, destination_id: str, settings: Settings
-) -> DestinationMessageRow:
-    """Send a ``destination.test`` message now (signed like any other, never retried) and log
-    it; for a file destination, write it as a file. Both outside the transaction: ``session``
-    is committed first (the message logged as ``sending``), so a slow receiver, disk or
-    bucket holds no transaction open, and the attempt is recorded in its next one."""
+@dataclass(frozen=True)
+class Testing:
+    """A test message logged as ``sending``, and what sending it needs once that is committed
+    (no database object: it is sent with no transaction open)."""
+
+    workspace_id: str
+    destination_id: str
+    send: Send
+    name: str
+    """The test file's name, for a file destination."""
+
+
+def start_test(session: Session, *, caller: Caller, destination_id: str) -> Testing:
+    """Log a ``destination.test`` message as ``sending``: the caller commits it, sends it
+    with :func:`send_test` and records how it went with :func:`record_test`, so a slow
+    receiver, disk or bucket holds no transaction open."""
     row = destinations.get(session, caller=caller, destination_id=destination_id)
     data = {"destination_id": row.id, "message": "a test message from Audiences"}
     message = messages.add_message(session, row, messages.TEST, data, 0, None, status="sending")
-    if row.kind == "webhook":
-        ready = prepare(row, message, utcnow())
-        session.commit()
-        outcome = send(ready, settings=settings)
-    else:
-        outcome = file_deliveries.write_test(session, row, message, settings)
+    name = f"test-{senders.file_stamp(message.created_at)}-{message.id[-12:]}"
+    return Testing(row.workspace_id, row.id, prepare(row, message, utcnow()), name)
+
+
+def send_test(testing: Testing, *, settings: Settings) -> senders.Outcome:
+    """Send the test message (signed like any other, never retried), or write it as a file;
+    never raises: whatever goes wrong (a URL the HTTP client refuses too) is a failed
+    attempt, so the message never stays ``sending``."""
+    started = time.perf_counter()
+    try:
+        if testing.send.target is not None:
+            return file_deliveries.write_test(testing.send.target, testing.name, settings)
+        return send(testing.send, settings=settings)
+    except Exception as exc:
+        elapsed = int((time.perf_counter() - started) * 1000)
+        return senders.Outcome(False, None, elapsed, error=f"{type(exc).__name__}: {exc}"[:500])
+
+
+def record_test(
+    session: Session, *, testing: Testing, outcome: senders.Outcome
+) -> DestinationMessageRow:
+    """Log the test message's attempt. The destination may have been deleted while it was
+    sent (its messages with it): then ``destination_not_found``, and nothing is recorded.
+    The message is locked first, so a delete now waits for this transaction."""
+    message: DestinationMessageRow | None = session.scalars(
+        DeliveryRepository(session, testing.workspace_id, testing.destination_id)
+        .base()
+        .where(DestinationMessageRow.id == testing.send.message_id)
+        .with_for_update()
+    ).first()
+    if message is None:
+        raise NotFound("no such destination (deleted meanwhile)", code="destination_not_found")
     session.add(
         DestinationAttemptRow(
             message_id=message.id,
-            destination_id=row.id,
+            destination_id=message.destination_id,
             status=outcome.status,
             response_ms=outcome.response_ms,
             error=outcome.error,

@@ -17,7 +17,9 @@ from audiences.store.tables import DestinationMessageRow, DestinationRow
 
 @dataclass(frozen=True)
 class Send:
-    """What sending the head message needs, read in a transaction and used outside it."""
+    """What sending one message needs (a webhook POST or a file write), read in a transaction
+    and used outside it: by the sending line for a delivery run's messages, and by
+    ``POST …/test`` for its test message."""
 
     message_id: str
     seq: int

@@ -1,5 +1,9 @@
 """Destinations: create, read, list, replace, patch, delete; rotate a webhook's secret; reset
-a subscription to the full list. Delivery itself is :mod:`audiences.services.deliveries`."""
+a subscription to the full list. Delivery itself: messages are made by
+:mod:`audiences.services.messages`, sent by the ``destinations.deliver`` job through
+:mod:`audiences.services.delivery_sends`, their attempts recorded by
+:mod:`audiences.services.deliveries`, and the log shown (and test messages sent) by
+:mod:`audiences.services.delivery_log`."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def full_message(session: Session, row: DestinationRow, now: datetime) -> Destin
     """The message a ``full`` run is logged under: the one whose write failed (or whose run
     crashed) and waits for its retry, so attempts add up on the schedule and the retry
     rewrites the same names; or a new one. Only ever the newest snapshot: an older one is not
-    rewritten with today's members (``deliveries.redeliver_one`` refuses to send one again)."""
+    rewritten with today's members (``delivery_log.redeliver_one`` refuses to send one again)."""
     last: DestinationMessageRow | None = session.scalars(
         select(DestinationMessageRow)
         .where(DestinationMessageRow.destination_id == row.id, DestinationMessageRow.type == FULL)
@@ -172,17 +172,13 @@ def write_changes(target: Target, body: str, seq: int, settings: Settings) -> se
     return senders.Outcome(True, None, 0)
 
 
-def write_test(
-    session: Session, row: DestinationRow, message: DestinationMessageRow, settings: Settings
-) -> senders.Outcome:
-    """A test file with no rows (``test-<time>-<message>``): proves the target takes files.
-    ``session`` is committed first (the message logged as ``sending``), so a slow disk or
-    bucket holds no transaction open; the caller records the outcome in the next one."""
-    name = f"test-{senders.file_stamp(message.created_at)}-{message.id[-12:]}"
-    path, fmt = row.path or "", row.format or "csv"
-    session.commit()
+def write_test(target: Target, name: str, settings: Settings) -> senders.Outcome:
+    """A test file with no rows named ``name`` (``test-<time>-<message>``): proves the target
+    takes files. No database session: it is written outside any transaction."""
     try:
-        file_targets.write(settings, path, name=name, fmt=fmt, rows=[], columns=["id"])
+        file_targets.write(
+            settings, target.path, name=name, fmt=target.fmt, rows=[], columns=["id"]
+        )
     except file_targets.WriteFailed as failed:
         return senders.Outcome(False, None, 0, error=str(failed))
     return senders.Outcome(True, None, 0)

@@ -4,14 +4,40 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from audiences.config import Settings
 from audiences.store.tables import DestinationMessageRow, IdempotencyKeyRow
 
 FINISHED = ("delivered", "failed")
 """Statuses of a message that will not be sent again unless a client asks (``pending``
-waits for an attempt, ``sending`` is being written)."""
+waits for an attempt; ``sending``, a test message in flight, is not finished until its
+outcome is recorded or :func:`fail_interrupted` gives up on it)."""
+INTERRUPTED_MARGIN = timedelta(minutes=5)
+"""How long past the longest a send may take (the webhook or S3 timeout) a ``sending``
+message is left before the housekeeping marks it ``failed``."""
+INTERRUPTED = "interrupted: the server stopped before the test message's outcome was recorded"
+"""The error of a test message left ``sending``."""
+
+
+def fail_interrupted(session: Session, *, settings: Settings, now: datetime) -> int:
+    """Mark ``failed`` (error :data:`INTERRUPTED`) every ``sending`` message, across
+    workspaces, made longer ago than a send may take plus :data:`INTERRUPTED_MARGIN`: a test
+    message whose server stopped between sending and recording it (its answer, if any, is
+    lost). Failed, it is finished: retention deletes it in its time. How many; idempotent."""
+    longest = max(settings.webhook_timeout_seconds, settings.destination_s3_timeout_seconds)
+    stmt = (
+        update(DestinationMessageRow)
+        .where(
+            DestinationMessageRow.status == "sending",
+            DestinationMessageRow.created_at
+            < now - timedelta(seconds=longest) - INTERRUPTED_MARGIN,
+        )
+        .values(status="failed", last_error=INTERRUPTED)
+    )
+    failed: int = session.execute(stmt.execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+    return failed
 
 
 def purge_idempotency_keys(
@@ -41,7 +67,8 @@ def purge_delivery_log(
     batch comes back short).
 
     Only finished messages go: a message not delivered yet (``pending``, whatever its age, or
-    one a client asked to send again) is never deleted, so retention cannot lose a change.
+    one a client asked to send again, or a test message still ``sending``: see
+    :func:`fail_interrupted`) is never deleted, so retention cannot lose a change.
     The conditions are on the deleted rows themselves, so a message a client asks to send
     again while the purge runs is left (PostgreSQL checks them again on the locked row); its
     attempts go with each message (``ON DELETE CASCADE``). 0 keeps everything. Deleting is

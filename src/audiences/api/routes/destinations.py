@@ -192,9 +192,10 @@ def test_destination(
     destination_id: DestinationId, session: SessionDep, caller: WriteCaller, settings: SettingsDep
 ) -> TestResult:
     """Send a `destination.test` message now (signed, not retried) and say how it went."""
-    message = delivery_log.test(
-        session, caller=caller, destination_id=destination_id, settings=settings
-    )
+    testing = delivery_log.start_test(session, caller=caller, destination_id=destination_id)
+    session.commit()  # logged as `sending`: nothing held open while the receiver answers
+    outcome = delivery_log.send_test(testing, settings=settings)
+    message = delivery_log.record_test(session, testing=testing, outcome=outcome)
     attempts = delivery_log.attempts_of(session, message)
     return TestResult(
         delivered=message.status == "delivered",
