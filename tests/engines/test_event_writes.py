@@ -4,6 +4,7 @@ with the same values, and the results of a batch come back in its order."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 from hypothesis import given, settings
@@ -92,7 +93,7 @@ mostly_fitting = st.builds(
     st.sampled_from(["u1", "u2"]),
     st.sampled_from(["order", "view"]),
     st.sampled_from([MOMENT, MOMENT.astimezone(timezone(timedelta(hours=2)))]),
-    fitting | st.just(event_writes.MappingProxyType({})),
+    fitting | st.just(MappingProxyType({})),
     st.one_of(st.none(), st.uuids().map(str), st.just("")),
 )
 
