@@ -68,7 +68,10 @@ def to_float(value: object) -> float:
     """Finite numbers and numeric strings; NaN and infinities compare differently in SQL."""
     result: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # an integer past ~1.8e308, which Python code can pass
+            result = None
     elif isinstance(value, str):
         try:
             result = float(value.strip())
