@@ -225,3 +225,29 @@ def test_results_follow_the_batch_order() -> None:
         EventResult("a", 1),
         EventResult("b", 2),
     ]
+
+
+def test_the_field_order_the_fast_paths_read_by_position_is_pinned() -> None:
+    """The ingest path reads these named tuples by position, in C, to skip a Python call per
+    event: ``tuple.__new__`` builds them from columns (``api.event_bodies``,
+    ``engines.event_columns``, ``event_writes.batch_results``), ``itemgetter(n)`` and
+    ``record[n]`` read them (``services.events``, ``api.event_bodies``), ``zip(*records)``
+    and unpacking split them (``event_columns``, ``event_writes``). Reordering, adding or
+    removing a field silently swaps values there."""
+    moved = "a field moved: update every positional read named in this test's docstring"
+    assert EventRecord._fields == (
+        "external_id",
+        "name",
+        "timestamp",
+        "properties",
+        "event_id",
+    ), moved
+    assert EventResult._fields == ("external_id", "pid", "duplicate", "errors"), moved
+    assert CheckedEvent._fields == (
+        "position",
+        "external_id",
+        "name",
+        "timestamp",
+        "event_id",
+        "values",
+    ), moved
