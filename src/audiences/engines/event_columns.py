@@ -44,10 +44,13 @@ CONTROL = re.compile(r"[\x00-\x1f]")
 _TZINFO = attrgetter("tzinfo")
 
 
-def all_passing(
+def check_columns(
     records: Sequence[EventRecord], coercers: Mapping[str, Callable[[object], Any]]
-) -> list[CheckedEvent] | None:
-    """Every record checked, when all of them pass; None when any may not.
+) -> tuple[list[CheckedEvent], set[int]] | None:
+    """The records checked, when only property values may fail: those that pass, in order,
+    and the positions of those with a value that does not fit its type (to be checked again
+    record by record, to say why); None when anything else may fail (an id, a name, a time,
+    an undeclared or nested property): then the whole batch is checked record by record.
 
     The checks run on columns, mostly in C: each distinct id and name judged once, the event
     ids joined and searched once, the times' zones compared as a set, the properties' names
@@ -55,9 +58,10 @@ def all_passing(
     joined and checked once, numbers summed once) where :data:`COLUMN_CHECKS` has their type's
     check, else one by one. Values stay in the records' own mappings unless a check converts
     one (then that record's are copied). For 10,000 events this took ~22 ms of CPU where
-    checking record by record took ~52 (``bench/README.md``, "Behaviour")."""
+    checking record by record took ~52 (``bench/README.md``, "Behaviour"); a batch with one
+    value of the wrong type costs about as much as a clean one."""
     if not records:
-        return []
+        return [], set()
     external_ids, names, times, properties, event_ids = map(list, zip(*records, strict=True))
     try:
         if not (
@@ -80,13 +84,16 @@ def all_passing(
     copied: set[int] = set()
     if sum(map(len, properties)) > sum(len(c) - c.count(None) for c in columns.values()):
         _drop_nulls(columns, values, copied)  # a null property is the same as none
+    failing: set[int] = set()
     for name, column in columns.items():
-        if not _column_passes(name, column, coercers[name], values, copied):
-            return None
+        failing.update(_column_failures(name, column, coercers[name], values, copied))
     if MappingProxyType in kinds:
         values = [dict(value) for value in values]
     rows = zip(count(), external_ids, names, times, event_ids, values)
-    return list(map(tuple.__new__, repeat(CheckedEvent), rows))
+    checked = list(map(tuple.__new__, repeat(CheckedEvent), rows))
+    if failing:
+        checked = [event for event in checked if event.position not in failing]
+    return checked, failing
 
 
 def _get(properties: Mapping[str, Any], name: str) -> Any:
@@ -119,25 +126,30 @@ def _event_ids_pass(event_ids: list[object]) -> bool:
     )
 
 
-def _column_passes(
+def _column_failures(
     name: str,
     column: list[Any],
     convert: Callable[[object], Any],
     values: list[Mapping[str, Any]],
     copied: set[int],
-) -> bool:
-    """Whether every value of property ``name`` (its ``column``, None where not given) fits;
-    the records whose value the check converts get copies in ``values``."""
+) -> list[int]:
+    """The positions whose value of property ``name`` (its ``column``, None where not given)
+    does not fit; the records whose value the check converts get copies in ``values``."""
     stored, check = COLUMN_CHECKS.get(convert, (frozenset(), None))
     if check is not None and set(map(type, column)) - {NoneType} <= stored and check(column):
-        return True
-    try:
-        for n, value in enumerate(column):
-            if value is not None and (converted := convert(value)) is not value:
-                _own(values, copied, n)[name] = converted
-    except TypeMismatchError:
-        return False
-    return True
+        return []
+    failing: list[int] = []
+    for n, value in enumerate(column):
+        if value is None:
+            continue
+        try:
+            converted = convert(value)
+        except TypeMismatchError:
+            failing.append(n)
+            continue
+        if converted is not value:
+            _own(values, copied, n)[name] = converted
+    return failing
 
 
 def _own(values: list[Mapping[str, Any]], copied: set[int], n: int) -> dict[str, Any]:

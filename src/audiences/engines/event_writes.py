@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from audiences.engines.base import EventRecord, EventResult
 from audiences.engines.coerce import COERCERS, TypeMismatchError
-from audiences.engines.event_columns import PLAIN_MAPPINGS, all_passing
+from audiences.engines.event_columns import PLAIN_MAPPINGS, check_columns
 from audiences.engines.event_records import (
     EVENT_ID,
     EVENT_NAME,
@@ -43,14 +43,27 @@ def check_events(
     """The records that pass, in order, and a refusal per position of those that do not
     (``types`` checks each type's values, as in ``writes.plan_writes``).
 
-    The whole batch is first tried column by column (``event_columns.all_passing``); a
-    batch that does not pass whole is tried record by record on a fast path that only says yes
-    or no (its texts judged once per distinct value: a batch repeats its names and profile
-    ids); a record that path does not pass is checked again in full, to say why."""
+    The whole batch is first checked column by column (``event_columns.check_columns``),
+    the records with a value of the wrong type checked again in full, to say why; a batch
+    that fails anything else is tried record by record on a fast path that only says yes or
+    no (its texts judged once per distinct value: a batch repeats its names and profile ids);
+    a record that path does not pass is checked again in full, to say why."""
     coercers = {name: types[kind] for name, kind in schema.items()}
-    every = all_passing(records, coercers)
-    if every is not None:
-        return every, {}
+    by_columns = check_columns(records, coercers)
+    if by_columns is not None:
+        passed, failing = by_columns
+        refused = {n: _refusal(records[n], schema, coercers) for n in sorted(failing)}
+        if all(result.errors for result in refused.values()):  # else the records decide
+            return passed, refused
+    return _by_records(records, schema, coercers)
+
+
+def _by_records(
+    records: Sequence[EventRecord],
+    schema: Mapping[str, AttributeType],
+    coercers: Mapping[str, Callable[[object], Any]],
+) -> tuple[list[CheckedEvent], dict[int, EventResult]]:
+    """:func:`check_events` record by record, for a batch the columns cannot judge."""
     texts = _TextChecks()
     passed: list[CheckedEvent] = []
     refused: dict[int, EventResult] = {}
@@ -101,6 +114,13 @@ class _TextChecks:
     @staticmethod
     def event_id(value: object) -> bool:
         return valid_text(EVENT_ID, value)
+
+
+def _refusal(
+    record: EventRecord, schema: Mapping[str, AttributeType], coercers: Mapping[str, Any]
+) -> EventResult:
+    """The result of a record checked in full: its problems (none if it passes after all)."""
+    return EventResult(str(record.external_id), None, errors=_check(record, schema, coercers)[2])
 
 
 def _plain_values(
