@@ -3,6 +3,11 @@ records for the bodies they accept and the same problems for the rest."""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import re
+import typing
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,12 +15,18 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from audiences.api import event_bodies
 from audiences.engines.base import EventRecord
 from audiences.errors import PayloadTooLarge, Unprocessable
-from audiences.schemas.events import PLAIN_TIMESTAMP, EventBatch
+from audiences.schemas.events import (
+    PLAIN_BATCH,
+    PLAIN_TIMESTAMP,
+    BatchedEvent,
+    EventBatch,
+    EventWrite,
+)
 
 RECEIVED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
@@ -146,3 +157,121 @@ def test_a_batch_over_the_limit_is_too_large_before_it_is_read() -> None:
     data = {"events": [{"profile_id": "u1", "event": "e"}] * 3}
     with pytest.raises(PayloadTooLarge):
         event_bodies.read(orjson.dumps(data), data, max_events=2, received=RECEIVED)
+
+
+UPDATE_PLAIN_BATCH = (
+    "schemas.events.PLAIN_BATCH is a hand-kept copy of EventBatch/EventWrite for the quick"
+    " path of POST /v1/events (api.event_bodies): the models changed, so make PLAIN_BATCH"
+    " accept exactly what they now accept (or nothing more), then record the models' new"
+    " fingerprint here."
+)
+
+
+def test_the_quick_path_reads_the_fields_of_the_models() -> None:
+    """PLAIN_BATCH gives each event the models' fields, with the models' defaults."""
+    least = {"profile_id": "u1", "event": "order"}
+    [plain] = PLAIN_BATCH.validate_python({"events": [least]})["events"]
+    assert set(PLAIN_BATCH.validate_python({"events": [least]})) == set(EventBatch.model_fields)
+    assert set(plain) == set(EventWrite.model_fields), UPDATE_PLAIN_BATCH
+    assert plain == EventWrite.model_validate(least).model_dump(), UPDATE_PLAIN_BATCH
+
+
+def _functions(model: type[BaseModel]) -> list[Callable[..., Any]]:
+    """The validators of a model: its decorated ones and those annotated on its fields."""
+    decorators = model.__pydantic_decorators__
+    found: list[Callable[..., Any]] = [
+        decorator.func
+        for kind in (decorators.validators, decorators.field_validators)
+        for decorator in kind.values()
+    ]
+    found += [decorator.func for decorator in decorators.model_validators.values()]
+    pending: list[Any] = [field.annotation for field in model.model_fields.values()]
+    while pending:
+        annotation = pending.pop()
+        pending.extend(typing.get_args(annotation))
+        pending.extend(getattr(annotation, "__metadata__", ()))
+        if callable(getattr(annotation, "func", None)):
+            found.append(annotation.func)
+    return found
+
+
+def _fingerprint(model: type[BaseModel]) -> dict[str, Any]:
+    """What a model accepts: its config, each field's type, constraints and default, and each
+    validator by name and a hash of its source (so an edited validator shows too)."""
+
+    def shown(value: Any) -> str:
+        return re.sub(r" at 0x[0-9a-f]+", "", repr(value))
+
+    def validator(func: Callable[..., Any]) -> str:
+        func = getattr(func, "__func__", func)
+        source = hashlib.sha256(inspect.getsource(func).encode()).hexdigest()[:12]
+        return f"{func.__module__}.{func.__qualname__} {source}"
+
+    return {
+        "config": dict(model.model_config),
+        "fields": {
+            name: [
+                shown(f.annotation),
+                shown(f.metadata),
+                shown(f.default),
+                shown(f.default_factory),
+            ]
+            for name, f in model.model_fields.items()
+        },
+        "validators": sorted(set(map(validator, _functions(model)))),
+    }
+
+
+def test_the_models_the_quick_path_mirrors_are_unchanged() -> None:
+    """A new constraint or validator on the models must be mirrored in PLAIN_BATCH, which
+    would otherwise accept what the models refuse: this fails on any such change."""
+    found = {
+        model.__name__: _fingerprint(model) for model in (EventWrite, BatchedEvent, EventBatch)
+    }
+    assert found == RECORDED_MODELS, UPDATE_PLAIN_BATCH
+
+
+_PATTERN = "[_PydanticGeneralMetadata(pattern='^[^\\\\x00-\\\\x1f]{1,%d}$')]"
+_EVENT_FIELDS = {
+    "event": ["<class 'str'>", _PATTERN % 200, "PydanticUndefined", "None"],
+    "event_id": ["str | None", _PATTERN % 512, "None", "None"],
+    "profile_id": ["<class 'str'>", _PATTERN % 512, "PydanticUndefined", "None"],
+    "properties": ["dict[str, typing.Any]", "[]", "PydanticUndefined", "<class 'dict'>"],
+    "timestamp": [
+        "typing.Optional[typing.Annotated[datetime.datetime, BeforeValidator(func=<function"
+        " _rfc3339>, json_schema_input_type=PydanticUndefined)]]",
+        "[]",
+        "None",
+        "None",
+    ],
+}
+_RFC3339 = "audiences.schemas.common._rfc3339 3a4f6dd036d8"
+_NO_NUL = "audiences.schemas.common.InputModel._no_nul d8c79a007555"
+RECORDED_MODELS: dict[str, Any] = {
+    "EventWrite": {
+        "config": {"extra": "forbid"},
+        "fields": _EVENT_FIELDS,
+        "validators": [_NO_NUL, _RFC3339],
+    },
+    "BatchedEvent": {
+        "config": {"extra": "forbid"},
+        "fields": _EVENT_FIELDS,
+        "validators": [
+            _RFC3339,
+            "audiences.schemas.events.BatchedEvent._no_nul 063addba441e",
+        ],
+    },
+    "EventBatch": {
+        "config": {"extra": "forbid"},
+        "fields": {
+            "events": [
+                "list[audiences.schemas.events.BatchedEvent]",
+                "[MinLen(min_length=1), MaxLen(max_length=10000)]",
+                "PydanticUndefined",
+                "None",
+            ]
+        },
+        "validators": [_NO_NUL],
+    },
+}
+"""The models :data:`PLAIN_BATCH` mirrors, as :func:`_fingerprint` shows them."""

@@ -259,3 +259,23 @@ def test_past_500_properties_none_is_inferred_and_declaring_is_refused(
     assert len(bare.get("/v1/event-properties").json()) == 500
     one_more = bare.put("/v1/event-properties/one_more", json={"type": "string"})
     assert (one_more.status_code, one_more.json()["code"]) == (422, "too_many_event_properties")
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:00:00-02:00", "0001-01-01T00:00:00+01:00"])
+def test_a_timestamp_property_utc_cannot_hold_is_refused_per_event(
+    bare: ApiClient, text: str
+) -> None:
+    """Converting such a time to UTC overflows: the event is refused as a type mismatch (it
+    was a 500), in a batch or alone, and the rest of the batch is written."""
+    assert bare.put("/v1/event-properties/n", json={"type": "timestamp"}).status_code == 201
+    good = _event(properties={"n": "2026-01-01T00:00:00+01:00"})
+    batch = [good, _event(profile_id="bad", properties={"n": text}), good]
+    answer = bare.post("/v1/events", json={"events": batch})
+    assert answer.status_code == 207, answer.text
+    [result] = [r for r in answer.json()["results"] if r["status"] == 422]
+    assert [e["code"] for e in result["problem"]["errors"]] == ["property_type_mismatch"]
+    assert answer.json()["written"] == 2
+    alone = bare.post("/v1/events", json=_event(profile_id="bad", properties={"n": text}))
+    assert alone.status_code == 422, alone.text
+    assert alone.json()["errors"][0]["code"] == "property_type_mismatch"
+    assert bare.get("/v1/profiles/bad").status_code == 404

@@ -348,3 +348,14 @@ def test_the_csv_export_defuses_ids_a_spreadsheet_would_run(app: FastAPI, tenant
     assert cells(raw="true") == set(ids)
     ndjson = tenant.read.get(url, params={"format": "ndjson"}).text.splitlines()
     assert {json.loads(line)["id"] for line in ndjson} == set(ids)
+
+
+def test_a_time_utc_cannot_hold_is_a_row_error(app: FastAPI, tenant: Tenant) -> None:
+    """Converting such a time to UTC overflows: the row is refused as a type mismatch."""
+    assert tenant.admin.put("/v1/attributes/seen", json={"type": "timestamp"}).status_code == 201
+    audience = static_audience(tenant.write)
+    content = b"id,seen\nu1,2026-01-01T00:00:00Z\nu2,9999-12-31T23:00:00-02:00\n"
+    job = upload(tenant.write, audience["id"], content, attributes="*")
+    done = finished(app, tenant.read, job["id"])
+    assert members_of(tenant.read, audience["id"]) == {"u1"}
+    assert [(e["row"], e["code"]) for e in done["errors"]] == [(2, "attribute_type_mismatch")]

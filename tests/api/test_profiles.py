@@ -364,3 +364,25 @@ def test_concurrent_first_ingests_and_declarations_infer_once(bare: ApiClient) -
     )
     assert sorted(r.status_code for r in declared) == [200] * 5 + [201]
     assert bare.get("/v1/profiles/p5").json()["attributes"] == {"a": 5, "b": "x"}
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:00:00-02:00", "0001-01-01T00:00:00+01:00"])
+def test_a_timestamp_attribute_utc_cannot_hold_is_refused_per_profile(
+    tenant: Tenant, text: str
+) -> None:
+    """Converting such a time to UTC overflows: the profile is refused as a type mismatch (it
+    was a 500), alone or in a batch whose other records are written."""
+    assert tenant.admin.put("/v1/attributes/seen", json={"type": "timestamp"}).status_code == 201
+    alone = tenant.write.put("/v1/profiles/bad", json={"attributes": {"seen": text}})
+    assert alone.status_code == 422, alone.text
+    assert [e["code"] for e in alone.json()["errors"]] == ["attribute_type_mismatch"]
+    records = [
+        {"id": "bad", "attributes": {"seen": text}},
+        {"id": "good", "attributes": {"seen": "2026-01-01T00:00:00Z"}},
+    ]
+    batch = tenant.write.post("/v1/profiles/batch", json={"profiles": records})
+    assert batch.status_code == 207, batch.text
+    assert [r["status"] for r in batch.json()["results"]] == [422, 201]
+    problem = batch.json()["results"][0]["problem"]
+    assert [e["code"] for e in problem["errors"]] == ["attribute_type_mismatch"]
+    assert tenant.read.get("/v1/profiles/bad").status_code == 404

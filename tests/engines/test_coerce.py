@@ -52,16 +52,20 @@ def test_accepted_values(kind: T, value: object, expected: object) -> None:
         (T.FLOAT, float("nan")),
         (T.FLOAT, "inf"),
         (T.FLOAT, False),
+        (T.FLOAT, 10**400),  # float() overflows: a mismatch, not an OverflowError
         (T.BOOLEAN, 1),
         (T.BOOLEAN, "yes"),
         (T.TIMESTAMP, "yesterday"),
         (T.TIMESTAMP, 1700000000),
+        (T.TIMESTAMP, "9999-12-31T23:00:00-02:00"),  # past what UTC can hold
+        (T.TIMESTAMP, "0001-01-01T00:00:00+01:00"),
         (T.DATE, datetime(2024, 1, 1)),
         (T.DATE, "2024-13-01"),
         (T.STRING_LIST, "vip"),
         (T.STRING_LIST, ["a", None]),
         (T.NUMBER_LIST, [1, True]),
         (T.NUMBER_LIST, [float("inf")]),
+        (T.NUMBER_LIST, [10**400]),
         (T.JSON, {1, 2}),
     ],
 )

@@ -258,3 +258,19 @@ def test_pids_with_events_between_reads_every_range(events_engine: ProfileEngine
     assert events_engine.pids_with_events_between(WS, both) == BitMap([pids[0] or 0, pids[2] or 0])
     assert events_engine.pids_with_events_between(WS, []) == BitMap()
     assert events_engine.pids_with_events_between("never-written", both) == BitMap()
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:00:00-02:00", "0001-01-01T00:00:00+01:00"])
+def test_a_property_time_utc_cannot_hold_fails_its_record(
+    events_engine: ProfileEngine, text: str
+) -> None:
+    """A ``timestamp`` property whose UTC moment is past year 9999 or before year 1 is a
+    type mismatch of its record (converting it to UTC overflows), alone or in a clean batch."""
+    fine = [_at(n, external_id=f"fine{n}", properties={"p_timestamp": T0}) for n in range(3)]
+    bad = _at(0, external_id="bad", properties={"p_timestamp": text})
+    aware = _at(0, external_id="bad", properties={"p_timestamp": datetime.fromisoformat(text)})
+    results = events_engine.write_events(WS, [*fine, bad, aware])
+    codes = [[e.code for e in r.errors] for r in results]
+    assert codes == [[], [], [], ["property_type_mismatch"], ["property_type_mismatch"]]
+    assert results[3].errors[0].location == ("properties", "p_timestamp")
+    assert events_engine.pids_for(WS, ["bad"]) == [None]

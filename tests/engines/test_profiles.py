@@ -515,3 +515,23 @@ def test_times_outside_the_engines_range_fail_their_record(
         assert engine.get_profile(WS, refused.external_id) is None
     assert fine.ok and fine.profile is not None
     assert fine.profile.attributes == {"last_seen": first, "signup_date": last.date()}
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:00:00-02:00", "0001-01-01T00:00:00+01:00"])
+def test_a_time_utc_cannot_hold_fails_its_record(engine: ProfileEngine, text: str) -> None:
+    """A timestamp whose UTC moment is past year 9999 or before year 1 is a type mismatch of
+    its record (converting it to UTC overflows), not an error of the whole write."""
+    aware = datetime.fromisoformat(text)
+    bad, also_bad, fine = engine.upsert_profiles(
+        WS,
+        [
+            ("bad", {"last_seen": text}),
+            ("also-bad", {"last_seen": aware}),
+            ("fine", {"last_seen": "2024-01-01T00:00:00+01:00"}),
+        ],
+    )
+    for refused in (bad, also_bad):
+        assert [e.code for e in refused.errors] == ["attribute_type_mismatch"]
+        assert [e.location for e in refused.errors] == [("attributes", "last_seen")]
+    assert fine.ok
+    assert engine.pids_for(WS, ["bad", "also-bad"]) == [None, None]

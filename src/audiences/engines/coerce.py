@@ -68,7 +68,10 @@ def to_float(value: object) -> float:
     """Finite numbers and numeric strings; NaN and infinities compare differently in SQL."""
     result: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # an integer past ~1.8e308, which Python code can pass
+            result = None
     elif isinstance(value, str):
         try:
             result = float(value.strip())
@@ -89,7 +92,9 @@ def to_boolean(value: object) -> bool:
 
 
 def to_timestamp(value: object) -> datetime:
-    """Datetimes and ISO 8601 strings; a naive one is taken as UTC, the result is UTC."""
+    """Datetimes and ISO 8601 strings; a naive one is taken as UTC, the result is UTC. A
+    time whose UTC moment lies outside years 1-9999 (``9999-12-31T23:00:00-02:00``) is
+    refused: no datetime, so no engine, can hold it."""
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.strip())
@@ -101,7 +106,10 @@ def to_timestamp(value: object) -> datetime:
         raise TypeMismatchError(f"expected a timestamp, got {_describe(value)}")
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise TypeMismatchError(f"expected a time UTC can hold, got {value.isoformat()}") from None
 
 
 def to_date(value: object) -> date:

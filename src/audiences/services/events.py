@@ -164,7 +164,8 @@ def _written(
 
 
 _EXTERNAL_ID, _PID, _DUPLICATE, _ERRORS = map(itemgetter, range(4))
-"""Fields of ``EventResult``, read in C (and below, of ``EventRecord``)."""
+"""Fields of ``EventResult``, read in C (and below, of ``EventRecord``); the positions are
+pinned by a test (``tests/engines/test_event_writes.py``)."""
 _NAME, _PROPERTIES = itemgetter(1), itemgetter(3)
 
 
