@@ -5,6 +5,7 @@ job run twice storing each event once."""
 from __future__ import annotations
 
 import gzip
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,10 @@ import duckdb
 import pytest
 from fastapi import FastAPI
 
+from audiences.jobs.handlers import HANDLERS, HandlerRegistry
+from audiences.jobs.worker import Worker
 from audiences.schemas.api_keys import Role
+from audiences.services import event_imports
 from tests.client import ApiClient
 from tests.factories import client_for, mint_key, run_jobs
 
@@ -123,6 +127,14 @@ def test_rows_without_an_event_id_get_one_so_a_rerun_stores_nothing_twice(
     assert len(set(ids)) == 2 and all(i.endswith((":1", ":2")) for i in ids)
 
 
+def test_ids_a_file_gives_are_looked_up_on_a_first_run_too(app: FastAPI, bare: ApiClient) -> None:
+    posted = bare.post("/v1/events", json={"profile_id": "a", "event": "ping", "event_id": "g"})
+    assert posted.status_code == 201, posted.text
+    job = _import(app, bare, b"profile_id,event,event_id\na,ping,g\na,ping,\n", "text/csv")
+    assert job["counts"] == {"rows": 2, "written": 1, "duplicates": 1, "invalid": 0}
+    assert len(_events(bare, "a")) == 2
+
+
 def test_a_file_the_import_cannot_read_is_refused_at_once(bare: ApiClient) -> None:
     for content in (b"", b"profile_id,name\na,b\n"):
         refused = bare.post(
@@ -172,3 +184,43 @@ def test_a_parquet_file_keeps_its_types(app: FastAPI, bare: ApiClient, tmp_path:
         headers={"Content-Type": "application/octet-stream"},
     )
     assert (refused.status_code, refused.json()["code"]) == (422, "import_file_invalid")
+
+
+def test_an_import_stopped_before_its_checkpoint_stores_each_row_once_when_resumed(
+    app: FastAPI, bare: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker shutting down after writing a chunk, before checkpointing it, gives the job
+    back uncounted: the next attempt is attempt 1 again, and must still look up the ids the
+    first wrote (a first run takes its generated ids as new without looking)."""
+    posted = bare.post("/v1/events", json={"profile_id": "a", "event": "ping", "event_id": "g"})
+    assert posted.status_code == 201, posted.text
+    body = b"profile_id,event,event_id\na,ping,g\n" + b"a,ping,\n" * 4
+    accepted = bare.post("/v1/events/imports", content=body, headers={"Content-Type": "text/csv"})
+    assert accepted.status_code == 202, accepted.text
+    stopping = threading.Event()
+    worker = Worker(
+        session_factory=app.state.session_factory,
+        settings=app.state.settings.model_copy(update={"import_chunk_rows": 2}),
+        registry=HandlerRegistry({HANDLER: HANDLERS.get(HANDLER)}, frozenset({HANDLER})),
+        runtime=app.state.runtime,
+        stopping=stopping,
+    )
+    write_chunk = event_imports.write_chunk
+
+    def write_then_stop(*args: Any, **kwargs: Any) -> event_imports.Outcome:
+        outcome = write_chunk(*args, **kwargs)
+        stopping.set()  # the chunk is written; the checkpoint after it sees the shutdown
+        return outcome
+
+    monkeypatch.setattr(event_imports, "write_chunk", write_then_stop)
+    assert worker.run_once()
+    job = bare.get(f"/v1/jobs/{accepted.json()['id']}").json()
+    assert (job["state"], job["attempts"], job["progress"]["processed"]) == ("queued", 0, 0)
+    monkeypatch.undo()
+    stopping.clear()
+    assert worker.run_once()
+    job = bare.get(f"/v1/jobs/{accepted.json()['id']}").json()
+    assert job["state"] == "succeeded", job
+    assert job["counts"] == {"rows": 5, "written": 3, "duplicates": 2, "invalid": 0}
+    ids = [e["event_id"] for e in _events(bare, "a")]
+    assert len(ids) == 5 and len(set(ids)) == 5, "the posted event and the file's 4 new rows"

@@ -115,6 +115,26 @@ def test_event_ids_are_written_once_per_workspace(events_engine: ProfileEngine) 
     assert not other[0].duplicate, "ids are per workspace"
 
 
+def test_ids_known_new_are_not_looked_up_but_the_rest_are(store: Store) -> None:
+    engine = store.open()
+    engine.ensure_event_properties(WS, PROPERTIES)
+    [stored] = engine.write_events(WS, [_at(0, event_id="kept")])
+    results = engine.write_events(
+        WS,
+        [_at(1, event_id="kept"), _at(2, event_id="x"), _at(3, event_id="x"), _at(4)],
+        known_new=frozenset({"x"}),
+    )
+    assert [r.duplicate for r in results] == [True, False, True, False], (
+        "ids not vouched for are looked up; a batch's own copies are duplicates"
+    )
+    # The engine takes the caller's word: a stored id vouched for is not looked up. Only
+    # PostgreSQL's unique index catches it, and its retry looks every id up.
+    [vouched] = engine.write_events(WS, [_at(5, event_id="kept")], known_new=frozenset({"kept"}))
+    assert vouched.ok and vouched.duplicate is (store.kind == "postgres")
+    pid = stored.pid or 0
+    assert len(engine.events_of(WS, [pid])[pid]) == 3 + (store.kind != "postgres")
+
+
 def test_events_of_are_oldest_first_and_slices_cut(events_engine: ProfileEngine) -> None:
     odd = "it's"  # a name that needs quoting wherever it is written into SQL
     written = [_at(5), _at(1, name="view"), _at(3, name=odd), _at(4), _at(2, external_id="u2")]

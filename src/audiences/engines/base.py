@@ -330,12 +330,16 @@ class ProfileEngine(Protocol):
         records: Sequence[EventRecord],
         *,
         received_at: datetime | None = None,
+        known_new: frozenset[str] = frozenset(),
     ) -> list[EventResult]:
         """Store events (received at ``received_at``, default now), creating an empty profile
         for each unknown external id.
 
         Idempotent on ``event_id`` per workspace: a record whose id is stored, or came earlier
-        in ``records``, answers as a duplicate and is not written again. Every property must be
+        in ``records``, answers as a duplicate and is not written again. The ids in
+        ``known_new`` are taken as not stored without looking (the caller vouches for them:
+        an event file's generated ids on its first run); duplicates within ``records`` are
+        still found. Every property must be
         declared (``ensure_event_properties``; a null one is ignored) and its value fit its
         type, else the record fails alone and writes nothing (its profile is not created
         either). Results come back in the order of ``records``.

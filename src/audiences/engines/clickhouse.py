@@ -58,8 +58,8 @@ from audiences.engines.duckdb_sql import events_table_name, table_name
 from audiences.engines.event_writes import (
     batch_results,
     check_events,
-    event_ids,
     external_ids,
+    ids_to_check,
     split_duplicates,
 )
 from audiences.engines.rows import ProfileReader
@@ -324,6 +324,7 @@ class ClickHouseEngine:
         records: Sequence[EventRecord],
         *,
         received_at: datetime | None = None,
+        known_new: frozenset[str] = frozenset(),
     ) -> list[EventResult]:
         """Check the batch, drop duplicates, create the unknown profiles, append the events.
 
@@ -334,7 +335,7 @@ class ClickHouseEngine:
         with self._writing(state):
             passed, refused = check_events(records, state.event_schema, TYPES)
             passed, late = events_sql.split_out_of_range(passed)
-            ids = event_ids(passed)
+            ids = ids_to_check(passed, known_new)
             stored = events_sql.stored_event_ids(self._client, state.events, ids)
             fresh, duplicates = split_duplicates(passed, stored)
             external = external_ids(fresh, duplicates)

@@ -47,8 +47,8 @@ from audiences.engines.duckdb_idfiles import DuckDBStagedIds
 from audiences.engines.event_writes import (
     batch_results,
     check_events,
-    event_ids,
     external_ids,
+    ids_to_check,
     split_duplicates,
 )
 from audiences.engines.idfiles import IdFile
@@ -462,6 +462,7 @@ class DuckDBEngine:
         records: Sequence[EventRecord],
         *,
         received_at: datetime | None = None,
+        known_new: frozenset[str] = frozenset(),
     ) -> list[EventResult]:
         """Check the batch, drop duplicates, then in one transaction create the unknown
         profiles and append the events; the id index learns the new profiles after the commit."""
@@ -472,7 +473,7 @@ class DuckDBEngine:
             cur = self._writer
             cur.execute("BEGIN TRANSACTION")
             try:
-                ids = event_ids(passed)
+                ids = ids_to_check(passed, known_new)
                 stored = duckdb_events.stored_event_ids(cur, state.events, ids)
                 fresh, duplicates = split_duplicates(passed, stored)
                 external = external_ids(fresh, duplicates)

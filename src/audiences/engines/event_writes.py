@@ -149,6 +149,14 @@ def event_ids(events: Sequence[CheckedEvent]) -> list[str]:
     return list(filter(None, map(_EVENT_ID, events)))
 
 
+def ids_to_check(events: Sequence[CheckedEvent], known_new: frozenset[str]) -> list[str]:
+    """The ``event_id`` of each event that has one, but those the caller knows are not stored
+    (``known_new``, an event file's generated ids on a first run): what the stored-id lookup
+    reads, a scan of the workspace's events on DuckDB."""
+    ids = event_ids(events)
+    return [i for i in ids if i not in known_new] if known_new else ids
+
+
 def external_ids(*events: Sequence[CheckedEvent]) -> list[str]:
     """The external ids of ``events``, each once, in order of first appearance."""
     return list(dict.fromkeys(map(_EXTERNAL_ID, chain(*events))))

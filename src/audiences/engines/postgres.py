@@ -51,8 +51,8 @@ from audiences.engines.base import (
 from audiences.engines.event_writes import (
     batch_results,
     check_events,
-    event_ids,
     external_ids,
+    ids_to_check,
     split_duplicates,
 )
 from audiences.engines.postgres_copy import copy_rows, selected_pids, stage_members
@@ -382,15 +382,18 @@ class PostgresEngine:
         records: Sequence[EventRecord],
         *,
         received_at: datetime | None = None,
+        known_new: frozenset[str] = frozenset(),
     ) -> list[EventResult]:
         """Check the batch, drop duplicates, then in one transaction create the unknown
         profiles and copy the events in. A concurrent writer of the same event id makes the
-        transaction fail on the unique index; it is retried and finds the id stored."""
+        transaction fail on the unique index; it is retried, looking up every id (``known_new``
+        too), and finds the id stored."""
         state = self._state(workspace_id, create=True)
         assert state is not None
         for attempt in range(ATTEMPTS):
+            trusted = known_new if attempt == 0 else frozenset()
             try:
-                return self._write_events(state, records, received_at or utcnow())
+                return self._write_events(state, records, received_at or utcnow(), trusted)
             except RETRIED:
                 if attempt == ATTEMPTS - 1:
                     raise
@@ -639,14 +642,18 @@ class PostgresEngine:
         return [read(row) for row in rows]
 
     def _write_events(
-        self, state: Workspace, records: Sequence[EventRecord], received_at: datetime
+        self,
+        state: Workspace,
+        records: Sequence[EventRecord],
+        received_at: datetime,
+        known_new: frozenset[str],
     ) -> list[EventResult]:
         with self._transaction() as conn:
             conn.execute(f"LOCK TABLE {state.events} IN ROW EXCLUSIVE MODE")
             state.event_schema = writes.columns(conn, state.events, RESERVED_EVENT_FIELDS)
             passed, refused = check_events(records, state.event_schema)
             passed, more = writes.events_without_nul(passed)
-            ids = event_ids(passed)
+            ids = ids_to_check(passed, known_new)
             stored = events_sql.stored_event_ids(conn, state.events, ids)
             fresh, duplicates = split_duplicates(passed, stored)
             external = external_ids(fresh, duplicates)

@@ -2,12 +2,16 @@
 
 An import writes its rows in chunks, with a checkpoint after each (the rows done, the size of
 its errors file) and resumes from the last one; rows without an ``event_id`` get one from the
-upload and row, so a chunk written again by a retry stores nothing twice.
+upload and row, so a chunk written again by a retry stores nothing twice. Only a retry can
+meet them stored: the first attempt (it leaves a marker in the upload's folder before writing)
+has the write take them as new without looking them up (``event_imports.write_chunk``).
 """
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from audiences.jobs.context import Cancelled, JobContext, JobFailed
@@ -26,6 +30,7 @@ def import_events(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
     if not (directory / imports.UPLOAD).exists():
         raise JobFailed("the uploaded file is gone")
     fmt = EventFileFormat(payload["format"])
+    first_run = _first_run(directory)
     state = resume_upload(context, directory, imports.PYTHON)
     done = state.position
     errors = directory / imports.ERRORS
@@ -45,6 +50,7 @@ def import_events(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
                     chunk=chunk,
                     max_future=timedelta(seconds=settings.max_event_future_seconds),
                     received_at=utcnow(),
+                    first_run=first_run,
                 )
             for row in outcome.refused:
                 context.error(
@@ -69,6 +75,29 @@ def import_events(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
     context.progress(done, done)
     imports.remove_upload(directory, keep_errors=context.counts.get("invalid", 0) > 0)
     return {key: context.counts.get(key, 0) for key in ("rows", "written", "duplicates", "invalid")}
+
+
+STARTED = "started"
+"""The marker the first attempt of an import leaves in the upload's folder."""
+
+
+def _first_run(directory: Path) -> bool:
+    """Whether no attempt of this import started before, so none wrote any of its events.
+
+    The attempt number cannot say it: a worker shutting down gives its job back uncounted,
+    after writing a chunk it had no time to checkpoint. The marker is made durable (its folder
+    synced) before the first write; any later attempt, whatever it resumes from, finds it and
+    has every id looked up."""
+    marker = directory / STARTED
+    if marker.exists():
+        return False
+    marker.touch()
+    folder = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+    return True
 
 
 def expire_events(context: JobContext, job: ClaimedJob) -> dict[str, Any]:

@@ -162,14 +162,21 @@ def write_chunk(
     chunk: Sequence[Row],
     max_future: timedelta,
     received_at: datetime,
+    first_run: bool = False,
 ) -> Outcome:
-    """Write one chunk's events; refused rows get their ``code`` and ``message``."""
+    """Write one chunk's events; refused rows get their ``code`` and ``message``.
+
+    On the ``first_run`` of the upload's job (no attempt started before it, so none wrote any
+    of its events) the ids generated for rows without one are new: the write does not look
+    them up, a scan of the workspace's events on DuckDB that made an import's cost grow with
+    the square of its size. Ids the file gives are always looked up."""
     typed = fmt in (EventFileFormat.NDJSON, EventFileFormat.PARQUET)
     columns = fmt is not EventFileFormat.NDJSON
     schema = runtime.profiles.event_properties(workspace_id)
     fields = [_fields(row, columns, typed, schema) if row.code is None else None for row in chunk]
     plain = Plain(_nul_free(fields))
     ready: list[tuple[Row, EventRecord]] = []
+    generated: list[str] = []
     for row, given in zip(chunk, fields, strict=True):
         if given is not None:
             event_id = f"{upload_id}:{row.number}"
@@ -178,6 +185,8 @@ def write_chunk(
             )
             if record is not None:
                 ready.append((row, record))
+                if first_run and record.event_id == event_id:
+                    generated.append(event_id)
     results = events.write(
         session,
         workspace_id=workspace_id,
@@ -186,6 +195,7 @@ def write_chunk(
         limits=events.Limits(max(len(ready), 1), max_future),
         received_at=received_at,
         typed=typed,
+        known_new=frozenset(generated),
     )
     counts = {"rows": len(chunk), "written": 0, "duplicates": 0, "invalid": 0}
     for (row, _), result in zip(ready, results, strict=True):

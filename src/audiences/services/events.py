@@ -57,8 +57,10 @@ def write(
     limits: Limits,
     received_at: datetime | None = None,
     typed: bool = True,
+    known_new: frozenset[str] = frozenset(),
 ) -> list[EventResult]:
-    """Store events; a result per record, in order (see ``ProfileEngine.write_events``).
+    """Store events; a result per record, in order (see ``ProfileEngine.write_events``, which
+    takes the ids in ``known_new`` as not stored without looking them up).
 
     A record timed more than ``limits.max_future`` after ``received_at`` is refused
     (``timestamp_in_future``); undeclared properties are declared from their first telling
@@ -86,7 +88,9 @@ def write(
     moved = evaluation.following_events(every)
     fresh = _unknown_ids(runtime, workspace_id, accepted) if len(moved) < len(every) else set()
     memberships.lock_all(session, every if fresh else moved)
-    results = runtime.profiles.write_events(workspace_id, accepted, received_at=now)
+    results = runtime.profiles.write_events(
+        workspace_id, accepted, received_at=now, known_new=known_new
+    )
     if refused:
         written = iter(results)
         results = [refused[n] if n in refused else next(written) for n in range(len(records))]
