@@ -34,6 +34,7 @@ from audiences.config import Settings
 from audiences.jobs.handlers import HANDLERS
 from audiences.jobs.worker import Worker, WorkerPool
 from audiences.kit.heap import freeze_startup_objects
+from audiences.kit.threads import shorten_thread_switches
 from audiences.schemas.api_keys import ApiKeyCreate, Role
 from audiences.services import api_keys, workspaces
 from audiences.store.tables import DestinationMessageRow
@@ -58,6 +59,7 @@ def main() -> None:
         app = create_app(settings)
         client = _client(app)
         freeze_startup_objects()  # as `audiences serve` does
+        shorten_thread_switches()
         throughput(app, client, counter, args.changes, args.rounds)
         delay(app, client, counter.url, args.seconds)
 

@@ -21,6 +21,7 @@ import audiences
 from audiences.api.app import create_app
 from audiences.config import Settings
 from audiences.kit.heap import freeze_startup_objects
+from audiences.kit.threads import shorten_thread_switches
 
 RATE_LIMIT = "1000000000/minute"
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     app = create_app(settings)
     freeze_startup_objects()  # as `audiences serve` does
+    shorten_thread_switches()
     installed = {
         name: importlib.util.find_spec(name) is not None for name in ("uvloop", "httptools")
     }

@@ -72,6 +72,7 @@ def serve(
     from audiences.api.app import create_app
     from audiences.cli import demo
     from audiences.kit.heap import freeze_startup_objects
+    from audiences.kit.threads import shorten_thread_switches
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     with reported_errors():
@@ -85,6 +86,7 @@ def serve(
         )
         _announce(settings, token)
     freeze_startup_objects()
+    shorten_thread_switches()
     # uvloop and httptools (uvicorn[standard]) where the platform has them.
     uvicorn.run(
         application,
@@ -123,8 +125,10 @@ def worker(
     import logging
 
     from audiences.jobs.worker import run_workers
+    from audiences.kit.threads import shorten_thread_switches
 
     settings = _settings(data_dir=data_dir)
+    shorten_thread_switches()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
