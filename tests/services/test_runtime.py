@@ -25,6 +25,7 @@ from audiences.services import declarations, workspaces
 from audiences.store.db import make_engine, make_session_factory
 from audiences.store.migrate import migrate
 from audiences.store.tables import AttributeRow
+from audiences.store.tables.workspaces import WorkspaceRow
 from tests.databases import fresh_database
 from tests.engines.kinds import KINDS, opened
 from tests.factories import SCHEMA, Tenant, client_for, make_audience, make_tenant, mint_key
@@ -298,6 +299,31 @@ def test_an_engine_whose_catalog_cannot_be_read_fails_every_workspace_and_starts
             for r in found
         )
         assert engine.catalog_reads == 1
+    finally:
+        engine.close()
+        metadata.dispose()
+
+
+def test_a_workspace_id_no_table_can_bear_fails_alone(tmp_path: Path) -> None:
+    """A workspace whose id could not name a table (written into the metadata by hand) is
+    reported failed with the reason, and every other workspace is still checked and repaired."""
+    metadata = make_engine(f"sqlite:///{tmp_path / 'metadata.db'}")
+    migrate(metadata)
+    sessions = make_session_factory(metadata)
+    good = _declare(sessions, "good", SCHEMA_TYPES)
+    with sessions.begin() as session:
+        session.add(WorkspaceRow(id="not a table name!", slug="odd", name="odd"))
+        session.flush()
+        session.add(AttributeRow(workspace_id="not a table name!", name="age", type="integer"))
+    engine = DuckDBEngine(tmp_path / "profiles")
+    try:
+        with sessions() as session:
+            found = {r.workspace_id: r for r in declarations.restore_columns(session, engine)}
+        assert found["not a table name!"].failed == {
+            "attributes": "InvalidParameter: A workspace id is 1 to 64 letters, digits, '_' or '-'."
+        }
+        assert found[good].made == {"attributes": sorted(SCHEMA_TYPES)} and not found[good].failed
+        assert engine.columns_of([good])[good].attributes == SCHEMA_TYPES
     finally:
         engine.close()
         metadata.dispose()

@@ -95,8 +95,10 @@ def catalog_tables(
     tables: CatalogTables = {}
     for workspace_id in workspace_ids:
         check_workspace_id(workspace_id)
-        tables[profiles(workspace_id)] = (workspace_id, False)
-        tables[events(workspace_id)] = (workspace_id, True)
+        for table, is_events in ((profiles(workspace_id), False), (events(workspace_id), True)):
+            if tables.get(table, (workspace_id, is_events)) != (workspace_id, is_events):
+                raise ValueError(f"workspaces {tables[table][0]} and {workspace_id} share {table}")
+            tables[table] = (workspace_id, is_events)
     return tables
 
 

@@ -18,8 +18,8 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from audiences.engines.base import HeldColumns, ProfileEngine
-from audiences.errors import Conflict, ValidationFailed
+from audiences.engines.base import HeldColumns, ProfileEngine, check_workspace_id
+from audiences.errors import Conflict, InvalidParameter, ValidationFailed
 from audiences.schemas.attributes import MAX_ATTRIBUTES, AttributeType
 from audiences.store.tables import AttributeRow, EventPropertyRow
 from audiences.store.tables.workspaces import WorkspaceRow
@@ -163,15 +163,26 @@ def restore_columns(session: Session, engine: ProfileEngine) -> list[Restored]:
     found: dict[str, Restored] = {}
     if not workspaces:
         return []
+    checkable: list[str] = []
+    for workspace_id in workspaces:
+        try:
+            checkable.append(check_workspace_id(workspace_id))
+        except InvalidParameter as error:  # no engine table can bear its name: it alone fails
+            for kind, names in declared.items():
+                if workspace_id in names:
+                    _failed(found, workspace_id, kind, error)
     try:
-        held = engine.columns_of(workspaces)
+        held = engine.columns_of(checkable)
     except Exception as error:  # the catalog could not be read: no workspace was checked
         for kind, names in declared.items():
             for workspace_id in names:
-                _failed(found, workspace_id, kind, error)
+                if workspace_id not in found:  # those failed above keep their own reason
+                    _failed(found, workspace_id, kind, error)
         return list(found.values())
     for kind, names in declared.items():
         for workspace_id, types in names.items():
+            if workspace_id not in held:
+                continue  # failed above
             try:
                 _restore_one(engine, kind, workspace_id, types, held[workspace_id], found)
             except Exception as error:  # one workspace's engine trouble must not stop a start
