@@ -70,10 +70,6 @@ def unavailable(reason: str) -> ServiceUnavailable:
 class Client(Protocol):
     """What the engine needs of a ClickHouse connection; safe to call from several threads."""
 
-    in_process: bool
-    """Whether ClickHouse runs in this process (chdb): a result costs a copy, not a transfer,
-    so a member set comes back as its pid column rather than as a Roaring bitmap."""
-
     def query(self, sql: str, fmt: str) -> bytes:
         """Run a statement and return its result in the ClickHouse format ``fmt``."""
         ...
@@ -98,8 +94,6 @@ class ChdbClient:
     same folder share it, and a second folder cannot be opened while the first is. Engines
     that must stay apart in one process use databases of their own in one folder.
     """
-
-    in_process = True
 
     def __init__(self, path: str | Path) -> None:
         try:
@@ -170,8 +164,6 @@ class ServerClient:
     for a URL; the tests hand it one on clickhouse-connect's own chdb backend, so that this
     class runs in CI although no server does.
     """
-
-    in_process = False
 
     def __init__(self, client: Any) -> None:
         from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError

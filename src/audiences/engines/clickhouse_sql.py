@@ -323,12 +323,6 @@ def members_relation(members: AbstractBitMap) -> str:
     )
 
 
-def read_pids(column: bytes) -> BitMap:
-    """A ``UInt32`` column in ``RowBinary`` (4 little-endian bytes a row) as a bitmap, without
-    a Python object per id."""
-    return pids_to_bitmap(np.frombuffer(column, dtype="<u4"))
-
-
 def read_bitmap(state: bytes) -> BitMap:
     """A ``groupBitmapState`` in ``RowBinary`` as a pyroaring bitmap, without a Python object
     per id: a set of up to 32 is written as a plain array (flag 0, a varint count, the
