@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import importlib
 import resource
 import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from itertools import islice
 from pathlib import Path
@@ -43,6 +42,7 @@ from audiences.schemas.events import EventBatch, EventFileFormat, EventPropertyD
 from audiences.services import event_imports, event_properties, events, imports
 from bench.events import data
 from bench.events import imports as section
+from bench.events.cpu import spent, timed
 from bench.membership.run import Bench, load_average
 
 HANDLER = "events.import"
@@ -53,27 +53,6 @@ PARTS = [
 ]
 """Functions timed inside the job: module, name, label (indented: part of the one above)."""
 READ = "read and parse the file (chunks)"
-
-spent: Counter[str] = Counter()
-
-
-def _timed(module: str, qualified: str, label: str) -> None:
-    """Replace ``module.qualified`` by a wrapper that adds its CPU time to ``spent[label]``."""
-    owner_name, _, name = qualified.rpartition(".")
-    owner: Any = importlib.import_module(module)
-    if owner_name:
-        owner = getattr(owner, owner_name)
-    function: Callable[..., Any] = getattr(owner, name)
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.process_time()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            spent[label] += time.process_time() - started
-
-    setattr(owner, name, wrapper)
 
 
 def _timed_chunks(memory: bool) -> None:
@@ -189,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     for module, qualified, label in PARTS:
-        _timed(module, qualified, label)
+        timed(module, qualified, label)
     _timed_chunks(args.memory)
     print(f"Load average at start: {load_average()}")
     with tempfile.TemporaryDirectory() as folder:

@@ -15,15 +15,11 @@ DuckDB's included) is summed per stage and for the engine and service functions 
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -33,6 +29,7 @@ from audiences.kit.heap import freeze_startup_objects
 from audiences.schemas.events import EventPropertyDeclare
 from audiences.services import event_properties, events
 from bench.events import data, run
+from bench.events.cpu import spent, timed
 from bench.membership.run import Bench, load_average
 
 PARTS = [
@@ -47,27 +44,6 @@ PARTS = [
 """Functions timed inside ``services.events.write``: module, name, label (indented: part of
 the one above)."""
 
-spent: Counter[str] = Counter()
-
-
-def _timed(module: str, qualified: str, label: str) -> None:
-    """Replace ``module.qualified`` by a wrapper that adds its CPU time to ``spent[label]``."""
-    owner_name, _, name = qualified.rpartition(".")
-    owner: Any = importlib.import_module(module)
-    if owner_name:
-        owner = getattr(owner, owner_name)
-    function: Callable[..., Any] = getattr(owner, name)
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.process_time()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            spent[label] += time.process_time() - started
-
-    setattr(owner, name, wrapper)
-
 
 def main(argv: list[str] | None = None) -> None:
     """Run the calls and print a Markdown table of CPU milliseconds per call."""
@@ -77,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     bodies = [orjson.dumps(body) for body in run._bodies(args.profiles, args.events)]
     for module, qualified, label in PARTS:
-        _timed(module, qualified, label)
+        timed(module, qualified, label)
     print(f"Load average at start: {load_average()}")
     with tempfile.TemporaryDirectory() as folder:
         bench = Bench(Path(folder))
