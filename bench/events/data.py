@@ -10,8 +10,14 @@ it exists only here, to load tens of millions of events quickly. The product's p
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from audiences.schemas.attributes import AttributeType
+from audiences.schemas.events import EventPropertyDeclare
+from audiences.services import event_properties
+
+if TYPE_CHECKING:
+    from bench.membership.run import Bench
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 DAYS = 180
@@ -68,3 +74,16 @@ FROM (
   FROM range({start}, {stop}) r(i)
 )
 """
+
+
+def declare_properties(bench: Bench) -> None:
+    """Declare :data:`PROPERTIES` in the bench's workspace, as a user would before writing."""
+    with bench.factory.begin() as session:
+        for name, kind in PROPERTIES.items():
+            event_properties.declare(
+                session,
+                caller=bench.caller,
+                runtime=bench.runtime,
+                name=name,
+                data=EventPropertyDeclare(type=kind),
+            )

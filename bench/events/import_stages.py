@@ -38,8 +38,8 @@ from audiences.jobs.handlers import HANDLERS, HandlerRegistry
 from audiences.jobs.worker import Worker
 from audiences.kit.clock import utcnow
 from audiences.kit.heap import freeze_startup_objects
-from audiences.schemas.events import EventBatch, EventFileFormat, EventPropertyDeclare
-from audiences.services import event_imports, event_properties, events, imports
+from audiences.schemas.events import EventBatch, EventFileFormat
+from audiences.services import event_imports, events, imports
 from bench.events import data
 from bench.events import imports as section
 from bench.events.cpu import spent, timed
@@ -176,15 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.file is None:
             section.write_file(source, args.events)
         bench = Bench(Path(folder) / "app")
-        with bench.factory.begin() as session:
-            for name, kind in data.PROPERTIES.items():
-                event_properties.declare(
-                    session,
-                    caller=bench.caller,
-                    runtime=bench.runtime,
-                    name=name,
-                    data=EventPropertyDeclare(type=kind),
-                )
+        data.declare_properties(bench)
         if args.route:
             freeze_startup_objects()
             stages, sent = route_calls(bench, source, "bench-upload")

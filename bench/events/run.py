@@ -45,8 +45,7 @@ from pyroaring import BitMap
 
 from audiences.cli import demo_events
 from audiences.engines import duckdb_sql
-from audiences.schemas.events import EventPropertyDeclare
-from audiences.services import evaluation, event_properties
+from audiences.services import evaluation
 from audiences.services.evaluation.compiled import workspace_schema
 from bench.events import data, imports, streaming
 from bench.events.workload import BEHAVIOUR
@@ -67,15 +66,7 @@ def load(bench: Bench, profiles: int, events: int) -> Iterator[str]:
     """Profiles and events bulk-loaded into the engine's own tables (the benchmark's fast path)."""
     started = time.perf_counter()
     profile_data.bulk_load(bench.engine, bench.ws, profiles)
-    with bench.factory.begin() as session:
-        for name, kind in data.PROPERTIES.items():
-            event_properties.declare(
-                session,
-                caller=bench.caller,
-                runtime=bench.runtime,
-                name=name,
-                data=EventPropertyDeclare(type=kind),
-            )
+    data.declare_properties(bench)
     state = bench.engine._workspace(bench.ws)
     assert state is not None
     con = bench.engine._con.cursor()

@@ -26,8 +26,7 @@ import orjson
 from audiences.api import event_bodies
 from audiences.kit.clock import utcnow
 from audiences.kit.heap import freeze_startup_objects
-from audiences.schemas.events import EventPropertyDeclare
-from audiences.services import event_properties, events
+from audiences.services import events
 from bench.events import data, run
 from bench.events.cpu import spent, timed
 from bench.membership.run import Bench, load_average
@@ -57,15 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Load average at start: {load_average()}")
     with tempfile.TemporaryDirectory() as folder:
         bench = Bench(Path(folder))
-        with bench.factory.begin() as session:
-            for name, kind in data.PROPERTIES.items():
-                event_properties.declare(
-                    session,
-                    caller=bench.caller,
-                    runtime=bench.runtime,
-                    name=name,
-                    data=EventPropertyDeclare(type=kind),
-                )
+        data.declare_properties(bench)
         bench.create_audiences(run.STREAMING, "streaming")
         limits = events.Limits(10_000, timedelta(seconds=300))
         freeze_startup_objects()
