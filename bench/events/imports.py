@@ -67,6 +67,8 @@ class Sampler:
     def __init__(self, pid: int) -> None:
         self.status = Path(f"/proc/{pid}/status")
         self.peak = 0
+        self.samples: list[tuple[float, int]] = []
+        """(seconds since the start, resident bytes) every sample, to show the curve."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -83,9 +85,24 @@ class Sampler:
         return 0
 
     def _run(self) -> None:
+        started = time.perf_counter()
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
+            rss = self.rss()
+            self.samples.append((time.perf_counter() - started, rss))
+            self.peak = max(self.peak, rss)
             time.sleep(SAMPLE_SECONDS)
+
+    def peak_by_tenth(self) -> list[int]:
+        """The peak resident memory in each tenth of the sampled time: flat when the tenths
+        after the first few stay level."""
+        if not self.samples:
+            return []
+        end = self.samples[-1][0] or 1.0
+        tenths = [0] * 10
+        for at, rss in self.samples:
+            index = min(9, int(at / end * 10))
+            tenths[index] = max(tenths[index], rss)
+        return tenths
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -110,6 +127,7 @@ class Imported:
     rss_after: int
     counts: dict[str, int]
     cpu_seconds: float
+    tenths: list[int]
 
 
 def import_once(folder: Path, count: int) -> Imported:
@@ -155,6 +173,7 @@ def import_once(folder: Path, count: int) -> Imported:
         after,
         dict(job.get("counts") or {}),
         cpu,
+        sampler.peak_by_tenth(),
     )
 
 
@@ -225,6 +244,7 @@ def run(folder: Path, sizes: list[int]) -> Iterator[str]:
         " server RSS before | peak | after | DuckDB `read_ndjson` s | DuckDB peak |"
     )
     yield "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    curves: list[tuple[int, list[int]]] = []
     for count in sizes:
         at = folder / f"import-{count}"
         ours = import_once(at, count)
@@ -240,6 +260,14 @@ def run(folder: Path, sizes: list[int]) -> Iterator[str]:
             f" {_mb(ours.rss_peak)} | {_mb(ours.rss_after)} | {ref_seconds:.1f} |"
             f" {_mb(ref_peak)} |"
         )
+        curves.append((count, ours.tenths))
+    yield ""
+    yield "The server's peak resident memory in each tenth of the upload and import (MiB):"
+    yield ""
+    yield "| events | " + " | ".join(f"{n}/10" for n in range(1, 11)) + " |"
+    yield "| ---: |" + " ---: |" * 10
+    for count, tenths in curves:
+        yield f"| {count:,} | " + " | ".join(f"{t / 2**20:,.0f}" for t in tenths) + " |"
 
 
 def _mb(size: int) -> str:
