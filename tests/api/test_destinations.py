@@ -139,6 +139,8 @@ def test_reading_keys_cannot_write(tenant: Tenant) -> None:
         ({"url": "http://10.1.2.3/x"}, 400, "url_not_allowed"),
         ({"url": "http://169.254.169.254/latest"}, 400, "url_not_allowed"),
         ({"url": "https://user:pw@hooks.example.com/"}, 400, "url_not_allowed"),
+        ({"url": f"https://{'h' * 64}.example.com/"}, 400, "url_not_allowed"),
+        ({"url": "https://bad..example.com/"}, 400, "url_not_allowed"),
         ({"subscription": {"audience_ids": ["nope"]}}, 422, "unknown_audience"),
         ({"subscription": {"group_id": "nope"}}, 422, "unknown_group"),
         ({"subscription": {"all": True, "group_id": "g"}}, 422, "validation_failed"),
@@ -163,6 +165,23 @@ def test_bad_input_is_refused_with_its_code(
     assert answer.status_code == status, answer.text
     assert answer.json()["code"] == code
     assert tenant.read.get("/v1/destinations").json()["total"] == 0
+
+
+def test_a_host_name_that_cannot_be_sent_to_is_refused_on_every_write(tenant: Tenant) -> None:
+    """A label over 63 characters (or one too long once IDNA encoded) is refused by PUT and
+    PATCH as by POST, and the destination keeps its URL."""
+    made = create(tenant.admin)
+    path = f"/v1/destinations/{made['id']}"
+    for url in (f"https://{'h' * 64}.example.com/", f"https://{'a' * 56}ü.example.com/"):
+        replaced = tenant.admin.put(path, json=body(url=url))
+        assert (replaced.status_code, replaced.json()["code"]) == (400, "url_not_allowed")
+        patched = tenant.admin.patch(
+            path,
+            content=f'{{"url": "{url}"}}'.encode(),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert (patched.status_code, patched.json()["code"]) == (400, "url_not_allowed")
+    assert tenant.read.get(path).json()["url"] == PUBLIC
 
 
 def test_kind_never_changes_and_unknown_deliveries_are_404(tenant: Tenant) -> None:

@@ -552,7 +552,12 @@ def test_sources_are_validated_strictly(ws: Tenant, server: FileServer) -> None:
 
 
 def test_the_guard_refuses_private_urls_unless_allowed(app: FastAPI, tenant: Tenant) -> None:
-    for url in ("http://127.0.0.1:9/list.csv", "http://10.0.0.1/x", "http://169.254.169.254/"):
+    for url in (
+        "http://127.0.0.1:9/list.csv",
+        "http://10.0.0.1/x",
+        "http://169.254.169.254/",
+        f"https://{'h' * 64}.example.com/list.csv",  # a label httpx cannot send to
+    ):
         refused = tenant.write.post(
             "/v1/audiences",
             json={

@@ -13,7 +13,7 @@ from audiences.jobs import schedule
 from audiences.schemas.api_keys import Role
 from audiences.services import delivery_log, maintenance
 from audiences.services.callers import Caller
-from audiences.store.tables import DestinationAttemptRow, DestinationMessageRow
+from audiences.store.tables import DestinationAttemptRow, DestinationMessageRow, DestinationRow
 from tests.factories import Tenant
 from tests.jobs.test_deliveries import static, webhook
 from tests.webhook_receiver import receiving
@@ -57,11 +57,14 @@ def test_a_destination_deleted_while_its_test_is_sent_answers_not_found(
     assert _logged(hooks_app, made["id"]) == (0, 0)
 
 
-def test_a_url_the_http_client_refuses_fails_the_test(hooks: Tenant) -> None:
-    """A saved URL the HTTP client cannot even build a request for (a host label past 63
-    characters) is a failed attempt in the log, not a 500 and a message left ``sending``."""
+def test_a_url_the_http_client_refuses_fails_the_test(hooks_app: FastAPI, hooks: Tenant) -> None:
+    """A URL saved before host names were checked, that the HTTP client cannot even send to
+    (a host label past 63 characters, refused when saved now), is a failed attempt in the
+    log, not a 500 and a message left ``sending``."""
     audience = static(hooks.admin)
-    made = webhook(hooks.admin, f"https://{'a' * 70}.example/hook", audience_ids=[audience["id"]])
+    made = webhook(hooks.admin, "https://receiver.example/hook", audience_ids=[audience["id"]])
+    with hooks_app.state.session_factory.begin() as session:
+        session.get_one(DestinationRow, made["id"]).url = f"https://{'a' * 70}.example/hook"
     tested = hooks.admin.post(f"/v1/destinations/{made['id']}/test")
     assert tested.status_code == 200, tested.text
     assert tested.json()["delivered"] is False

@@ -13,7 +13,12 @@ from sqlalchemy import select
 
 from audiences.config import Settings
 from audiences.services import messages, static_members
-from audiences.store.tables import DestinationCursorRow, DestinationMessageRow, DestinationRow
+from audiences.store.tables import (
+    DestinationCursorRow,
+    DestinationMessageRow,
+    DestinationRow,
+    MembershipChangeRow,
+)
 from tests import factories
 from tests.factories import Tenant, make_audience
 
@@ -97,3 +102,62 @@ def _by_pid(changes: list[tuple[str, str, int]], kind: str) -> list[str]:
     ids = [i for c, i, _ in changes if c == kind]
     assert len(ids) == len(set(ids)), "no change twice"
     return ids
+
+
+def test_a_message_filled_exactly_holds_only_its_audiences_changes(
+    app: FastAPI, tenant: Tenant, settings: Settings
+) -> None:
+    """With the batch size reached exactly at the end of one audience's changes, the next
+    audience's changes go to the next message: no empty section of it in the full one, and
+    each message's ``first_change_at`` is the time of a change in it (the next audience's
+    earlier change does not lower the full message's)."""
+    first_audience = make_audience(tenant.admin, kind="static", name="first")
+    second_audience = make_audience(tenant.admin, kind="static", name="second")
+    made = tenant.admin.post(
+        "/v1/destinations",
+        json={
+            "name": "exact",
+            "kind": "webhook",
+            "url": "https://example.com/in",
+            "subscription": {"audience_ids": [first_audience["id"], second_audience["id"]]},
+        },
+    )
+    assert made.status_code == 201, made.text
+    destination = made.json()["id"]
+    small = settings.model_copy(update={"webhook_batch_size": 2})
+
+    def build() -> list[DestinationMessageRow]:
+        with app.state.session_factory.begin() as session:
+            row = session.get_one(DestinationRow, destination)
+            made = messages.build(session, runtime=app.state.runtime, row=row, settings=small)
+            found = session.scalars(
+                select(DestinationMessageRow)
+                .where(DestinationMessageRow.id.in_([m.id for m in made]))
+                .order_by(DestinationMessageRow.seq)
+            ).all()
+            session.expunge_all()
+        return list(found)
+
+    try:
+        assert len(build()) == 1  # the two (empty) full lists
+        _write(app, tenant, second_audience["id"], "add", ["s1"])  # earlier
+        _write(app, tenant, first_audience["id"], "add", ["f1", "f2"])  # fills a message
+        with app.state.session_factory() as session:
+            recorded = dict(
+                session.execute(
+                    select(MembershipChangeRow.audience_id, MembershipChangeRow.created_at)
+                ).all()
+            )
+        full, rest = build()
+        sections = [json.loads(m.body)["data"]["audiences"] for m in (full, rest)]
+        assert [[(s["id"], len(s["changes"])) for s in each] for each in sections] == [
+            [(first_audience["id"], 2)],
+            [(second_audience["id"], 1)],
+        ]
+        assert (full.changes, rest.changes) == (2, 1)
+        assert full.first_change_at == recorded[first_audience["id"]]
+        assert rest.first_change_at == recorded[second_audience["id"]]
+        assert rest.first_change_at is not None and full.first_change_at is not None
+        assert rest.first_change_at < full.first_change_at
+    finally:
+        assert tenant.admin.delete(f"/v1/destinations/{destination}").status_code == 204

@@ -84,6 +84,19 @@ def test_redirects_are_followed_a_few_times_only(
     assert looped.value.code == "sync_fetch_failed"
 
 
+def test_a_redirect_to_a_name_that_cannot_be_sent_to_is_refused(
+    runtime: Runtime, server: FileServer, tmp_path: Path
+) -> None:
+    """A ``Location`` whose host has a label over 63 characters fails the sync with the
+    guard's code, not a crash of the resolver."""
+    rules = SourceRules(allow_private=True, work_dir=tmp_path / "work")
+    target = f"http://{'h' * 64}.example.com/list.csv"
+    server.files["/far.csv"] = Served(302, headers={"Location": target})
+    with pytest.raises(SyncFailed) as refused:
+        fetch(runtime, server.url("/far.csv"), rules)
+    assert refused.value.code == "url_not_allowed"
+
+
 def test_the_cap_counts_the_bytes_when_no_length_is_given(
     runtime: Runtime, server: FileServer, tmp_path: Path
 ) -> None:

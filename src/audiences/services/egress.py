@@ -6,6 +6,10 @@ fetches or posts to them from inside the deployment's network. Unless the operat
 and every address its host resolves to must be public: not loopback, private, link-local
 (cloud metadata lives at 169.254.169.254), multicast, reserved or unspecified.
 
+A host must also be a name httpx can send to: its labels (as IDNA encodes a non-ASCII one,
+the way httpx does) 1 to 63 characters, the whole name at most 253; otherwise the request
+would fail only when sent, long after the URL was accepted.
+
 The host is checked both when a URL is saved (``checked_url``, a clear 400 at once) and again
 when each request is sent: :func:`pinned_client` resolves the name once, checks every address
 and connects to a checked one, so a name that answers a public address to the check and a
@@ -29,11 +33,16 @@ from audiences.errors import InvalidParameter
 
 SCHEMES = frozenset({"http", "https"})
 MAX_URL_LENGTH = 2048
+MAX_LABEL_LENGTH = 63
+"""The longest label of a host name (RFC 1035 2.3.4), after IDNA encoding."""
+MAX_NAME_LENGTH = 253
+"""The longest host name in text, without a final dot (255 octets on the wire)."""
 
 
 def checked_url(url: str, *, allow_private: bool, resolve: bool = False) -> str:
     """``url`` unchanged when the service may send to it; ``InvalidParameter`` (code
-    ``url_not_allowed``) when not: another scheme, credentials in it, no host, too long, or
+    ``url_not_allowed``) when not: another scheme, credentials in it, no host, too long, a
+    host httpx cannot send to (see :func:`_check_name`, whatever ``allow_private`` says), or
     (unless ``allow_private``) a host that is a non-public address. With ``resolve``, a host
     name is looked up too and every address it has must be public."""
     if len(url) > MAX_URL_LENGTH:
@@ -50,6 +59,7 @@ def checked_url(url: str, *, allow_private: bool, resolve: bool = False) -> str:
     host = parts.hostname
     if not host:
         raise _refused("The URL names no host.")
+    _check_name(url)
     if allow_private:
         return url
     literal = _address(host)
@@ -60,6 +70,29 @@ def checked_url(url: str, *, allow_private: bool, resolve: bool = False) -> str:
     elif resolve:
         check_resolved(host, port or (443 if parts.scheme == "https" else 80))
     return url
+
+
+def _check_name(url: str) -> None:
+    """Refuse a host httpx would refuse when sending: read by httpx itself (an IDNA name is
+    encoded as httpx encodes it, and an ``xn--`` one must decode), then each label of the
+    name it would connect to 1 to 63 characters and the name at most 253 (Python's resolver
+    raises ``UnicodeError``, not ``OSError``, on an empty or long label)."""
+    try:
+        parsed = httpx.URL(url)
+        _ = parsed.host  # decodes an xn-- name, as httpx does for the Host header
+    except (httpx.InvalidURL, UnicodeError) as error:
+        raise _refused(f"The URL's host is not a name that can be sent to: {error}"[:300]) from None
+    name = parsed.raw_host.decode("ascii")
+    if _address(name) is not None:
+        return
+    name = name.removesuffix(".")  # a fully qualified name's final dot
+    if len(name) > MAX_NAME_LENGTH:
+        raise _refused(f"A host name is at most {MAX_NAME_LENGTH} characters (encoded).")
+    if any(not 0 < len(label) <= MAX_LABEL_LENGTH for label in name.split(".")):
+        raise _refused(
+            f"Each part of a host name between dots is 1 to {MAX_LABEL_LENGTH} characters "
+            "(encoded)."
+        )
 
 
 def check_resolved(host: str, port: int) -> None:
@@ -75,7 +108,7 @@ def resolved(host: str, port: int, *, allow_private: bool) -> str:
     name does not resolve."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as error:
+    except (OSError, UnicodeError) as error:  # UnicodeError: a label empty or over 63
         raise _refused(f"{host} does not resolve: {error}.") from None
     addresses = [str(info[4][0]).split("%", 1)[0] for info in infos]
     if not addresses:

@@ -43,12 +43,15 @@ def body(kind: str, data: str, now: datetime) -> str:
 @dataclass(frozen=True)
 class Group:
     """Changes of one audience that share their kind, revision and cause: the external ids,
-    in order, and (when the destination asks for them) each one's attributes as JSON."""
+    in order, when they were recorded (``at``: a message's ``first_change_at`` is the
+    earliest of the groups it holds changes of), and (when the destination asks for them)
+    each one's attributes as JSON."""
 
     ids: list[str]
     kind: str
     revision: int
     cause: dict[str, Any]
+    at: datetime
     attributes: list[str] | None = None
 
     def encoded(self, start: int, end: int) -> str:
@@ -94,31 +97,31 @@ class Batch:
         """Changes in the batch, in every message."""
         return self.count + sum(count for _, count, _ in self.done)
 
-    def add(
-        self,
-        audience_id: str,
-        key: str,
-        snapshot: bool,
-        groups: Sequence[Group],
-        at: datetime,
-    ) -> None:
-        """Add ``groups`` of one audience (in order), starting new messages when one is full.
-        The audience's section is opened even with no changes (an empty first delivery)."""
+    def add(self, audience_id: str, key: str, snapshot: bool, groups: Sequence[Group]) -> None:
+        """Add ``groups`` of one audience (in order), starting a new message when one is full.
+        A message holds a section only for the audiences with changes in it, so a message
+        filled exactly is closed before the next audience's changes, not given an empty
+        section of it. One exception says something: the full list of an audience with no
+        members (an empty snapshot) is a section with no changes, where it falls."""
         head = (
             f'{{"id":{encode(audience_id)},"key":{encode(key)},'
             f'"snapshot":{"true" if snapshot else "false"},"changes":['
         )
         total = sum(len(group.ids) for group in groups)
+        if total == 0:
+            if snapshot:
+                self.sections.append(head + "]}")
+            return
         start = 0
-        while True:
+        while start < total:
+            if self.count >= self.size:
+                self.close()
             take = min(self.size - self.count, total - start)
             self.sections.append(head + _slice(groups, start, start + take) + "]}")
-            self.count += take
+            at = _first_at(groups, start, start + take)
             self.first = at if self.first is None else min(self.first, at)
+            self.count += take
             start += take
-            if start >= total:
-                return
-            self.close()
 
     def close(self) -> None:
         """End the message being filled (if it has a section)."""
@@ -126,6 +129,18 @@ class Batch:
             data = '{"audiences":[' + ",".join(self.sections) + "]}"
             self.done.append((data, self.count, self.first))
         self.sections, self.count, self.first = [], 0, None
+
+
+def _first_at(groups: Sequence[Group], start: int, end: int) -> datetime:
+    """The earliest time of the groups that changes ``start`` to ``end`` (``end > start``)
+    fall in (a group with no ids, its profiles erased, holds none)."""
+    times = []
+    offset = 0
+    for group in groups:
+        if group.ids and offset < end and start < offset + len(group.ids):
+            times.append(group.at)
+        offset += len(group.ids)
+    return min(times)
 
 
 def _slice(groups: Sequence[Group], start: int, end: int) -> str:

@@ -221,8 +221,9 @@ def _snapshot(
 ) -> int:
     state = memberships.locked(session, session.get_one(AudienceRow, audience.id))
     members = memberships.members_of(session, state, runtime.bitmaps)
-    group = _group(runtime, row, BitMap(members), "entered", state.revision, {"kind": "full"})
-    batch.add(audience.id, audience.key, True, [group], utcnow())
+    full = {"kind": "full"}
+    group = _group(runtime, row, BitMap(members), "entered", state.revision, full, utcnow())
+    batch.add(audience.id, audience.key, True, [group])
     return state.revision
 
 
@@ -252,14 +253,16 @@ def _changed(
         for kind, pids in parts:
             low, high = max(start - offset, 0), min(end - offset, len(pids))
             if low < high:
-                groups.append(_group(runtime, row, pids[low:high], kind, change.revision, cause))
+                picked = pids[low:high]
+                made = _group(runtime, row, picked, kind, change.revision, cause, change.created_at)
+                groups.append(made)
             offset += len(pids)
         if end < total:
             reached = (change.revision - 1, end)
             break
         reached = (change.revision, 0)
     if any(group.ids for group in groups):
-        batch.add(audience.id, audience.key, False, groups, rows[0].created_at)
+        batch.add(audience.id, audience.key, False, groups)
     return reached
 
 
@@ -270,9 +273,10 @@ def _group(
     kind: str,
     revision: int,
     cause: dict[str, Any],
+    at: datetime,
 ) -> Group:
     """The changes of ``pids`` that still have a profile (an erased profile has no id to
-    send), with the attributes the destination asks for."""
+    send), recorded at ``at``, with the attributes the destination asks for."""
     ordered = list(pids)
     if row.attributes:
         ids: list[str] = []
@@ -282,11 +286,11 @@ def _group(
                 ids.append(profile.external_id)
                 chosen = {name: profile.attributes.get(name) for name in row.attributes}
                 picked.append(encode(json.loads(json.dumps(chosen, default=str))))
-        return Group(ids, kind, revision, cause, picked)
+        return Group(ids, kind, revision, cause, at, picked)
     found = runtime.profiles.external_ids_for(row.workspace_id, ordered)
     if None in found:
         found = [external for external in found if external is not None]
-    return Group(cast(list[str], found), kind, revision, cause)
+    return Group(cast(list[str], found), kind, revision, cause, at)
 
 
 def _cause(text: str) -> dict[str, Any]:

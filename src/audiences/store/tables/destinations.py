@@ -85,6 +85,9 @@ class DestinationMessageRow(Base):
     __table_args__ = (
         UniqueConstraint("destination_id", "seq"),
         Index("ix_destination_messages_destination_status", "destination_id", "status", "seq"),
+        # The housekeeping's sweeps across workspaces: a status, then a time (``created_at <``)
+        # (maintenance.fail_interrupted, maintenance.purge_delivery_log); migration 0015.
+        Index("ix_destination_messages_status_created", "status", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
