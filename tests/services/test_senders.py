@@ -73,6 +73,19 @@ def test_a_receiver_that_hangs_times_out(settings: Settings) -> None:
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("host", ["xn--a.example", "xn--zz-.example", "a..example"])
+def test_a_url_saved_before_names_were_checked_is_a_failed_attempt(
+    settings: Settings, host: str
+) -> None:
+    """A stored URL httpx cannot parse (an invalid IDNA name saved before the API checked
+    names) fails the attempt with the reason instead of raising out of the delivery run."""
+    outcome = senders.post(
+        url=f"http://{host}/hook", secrets=[SECRET], msg_id="msg_1", body="{}", settings=settings
+    )
+    assert not outcome.ok and outcome.status is None
+    assert outcome.error and host in outcome.error
+
+
 def test_a_huge_answer_is_read_only_up_to_the_cap(settings: Settings) -> None:
     """A receiver streaming a large body: only ``webhook_response_bytes`` are kept."""
     capped = settings.model_copy(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import duckdb
 import httpx
@@ -93,6 +94,13 @@ def post(
         return Outcome(False, None, _ms(started), error="timed out")
     except httpx.HTTPError as exc:
         return Outcome(False, None, _ms(started), error=f"{type(exc).__name__}: {exc}"[:500])
+    except (httpx.InvalidURL, UnicodeError) as exc:  # a URL saved before names were checked
+        return Outcome(
+            False,
+            None,
+            _ms(started),
+            error=f"{urlsplit(url).hostname} cannot be sent to: {exc}"[:500],
+        )
     finally:
         if own:
             http.close()
