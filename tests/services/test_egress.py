@@ -220,3 +220,34 @@ def test_tls_to_the_pinned_address_names_and_checks_the_host(
     assert server.hosts == [f"files.test:{port}"] * 2
     assert sni == ["files.test", "other.test"]  # one handshake per name, the second refused
     assert dns.connected == ["127.0.0.1", "127.0.0.1"]
+
+
+def test_a_private_address_in_the_url_is_refused_as_it_is_sent(server: FileServer) -> None:
+    # An address written in the URL is checked without a lookup: still never reached.
+    port = server.server.server_address[1]
+    for host in ("127.0.0.1", "[::ffff:127.0.0.1]"):
+        with (
+            pinned_client(allow_private=False, timeout=5) as client,
+            pytest.raises(InvalidParameter) as refused,
+        ):
+            client.get(f"http://{host}:{port}/x")
+        assert refused.value.code == "url_not_allowed"
+    assert server.requests == []
+
+
+def test_an_address_in_the_url_is_not_looked_up(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked: list[str] = []
+    real_lookup = socket.getaddrinfo
+
+    def lookup(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        looked.append(host)
+        return real_lookup(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    server.files["/list.csv"] = Served(body=b"id\na\n")
+    port = server.server.server_address[1]
+    with pinned_client(allow_private=True, timeout=5) as client:
+        assert client.get(f"http://127.0.0.1:{port}/list.csv").status_code == 200
+    assert looked == ["127.0.0.1"]  # the connection's own (socket.create_connection), no other

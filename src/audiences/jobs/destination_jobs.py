@@ -35,10 +35,12 @@ from audiences.store.tables import DestinationRow
 
 BEAT_SECONDS = 1.0
 """How often a delivery run checkpoints its job (the worker's own thread extends the lease)."""
-AHEAD = 32
+AHEAD = 128
 """Most messages handed to the sending line ahead of its answers (one in flight, the rest
 queued). The run tops the line up once at most ``AHEAD // 2`` wait, so each step logs and
-makes several messages in one transaction (and resolves their ids in one engine call)."""
+makes several messages in one transaction (and resolves their ids in one engine call): a
+step's statements, commit and engine query cost about 5 ms of CPU whatever its size, so
+steps of 64 messages spend 0.3 ms less a message than steps of 16 (``bench/deliveries``)."""
 
 
 def deliver(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
@@ -127,6 +129,7 @@ def _deliver_all(
     stalled = False  # nothing more to hand while the line works: wait for it
     more = False  # the last build stopped at its limit: changes are waiting
     drained = False  # the last build found nothing to make
+    limit = 1  # the messages the last build could make
     try:
         while True:
             now = utcnow()
@@ -207,17 +210,19 @@ def _deliver_all(
                         # A build that filled its room left changes waiting: no batch wait.
                         wait = None if more else messages.wait_until(session, row, settings, now)
                         if wait is None:
+                            # The first message of an idle line alone: it goes out while
+                            # the next are made. Then each step four times the last, up to the
+                            # line's room: a large first step would leave the line idle.
+                            limit = 1 if fresh else min(room, 4 * limit)
                             made = messages.build(
                                 session,
                                 runtime=context.runtime,
                                 row=row,
                                 settings=settings,
-                                # The first message of an idle line alone: it goes out
-                                # while the next are made.
-                                limit=1 if fresh else room,
+                                limit=limit,
                             )
                             built += len(made)
-                            more = len(made) >= (1 if fresh else room)
+                            more = len(made) >= limit
                             # Nothing to make: look again once the line is idle.
                             drained = not made
                             sends = delivery_sends.sends_of(row, made, now)

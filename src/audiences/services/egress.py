@@ -105,7 +105,12 @@ def check_resolved(host: str, port: int) -> None:
 def resolved(host: str, port: int, *, allow_private: bool) -> str:
     """The address to connect to for ``host``: resolved once, every address checked (unless
     ``allow_private``), the first returned; ``url_not_allowed`` when one is not public or the
-    name does not resolve."""
+    name does not resolve. An address written in the URL is its own answer (no lookup)."""
+    literal = _address(host)
+    if literal is not None:
+        if not allow_private:
+            _check_public(literal, host)
+        return str(literal).split("%", 1)[0]  # as a lookup answers: no IPv6 zone
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as error:  # UnicodeError: a label empty or over 63
