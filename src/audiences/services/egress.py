@@ -81,7 +81,7 @@ def _check_name(url: str) -> None:
         parsed = httpx.URL(url)
         _ = parsed.host  # decodes an xn-- name, as httpx does for the Host header
     except (httpx.InvalidURL, UnicodeError) as error:
-        raise _refused(f"The URL's host is not a name that can be sent to: {error}"[:300]) from None
+        raise _refused(f"The URL cannot be sent to by the HTTP client: {error}"[:300]) from None
     name = parsed.raw_host.decode("ascii")
     if _address(name) is not None:
         return

@@ -99,11 +99,19 @@ def post(
             False,
             None,
             _ms(started),
-            error=f"{urlsplit(url).hostname} cannot be sent to: {exc}"[:500],
+            error=f"{_host_of(url)} cannot be sent to: {exc}"[:500],
         )
     finally:
         if own:
             http.close()
+
+
+def _host_of(url: str) -> str:
+    """The URL's host for an error message (never its userinfo, which may hold a secret)."""
+    try:
+        return urlsplit(url).hostname or "the URL's host"
+    except ValueError:  # brackets that name no IP address
+        return "the URL's host"
 
 
 def _read_capped(answer: httpx.Response, cap: int) -> str | None:
