@@ -70,7 +70,8 @@ def bulk_sql(
     By default each is received at its own time, in no order. With ``arrived`` (the number of
     events of the whole load) they are received in the order of their numbers, evenly over the
     :data:`DAYS`, each sent up to an hour before it was received: a table appended to as events
-    arrive, as ``POST /v1/events`` fills it. ``id_share`` percent carry a client ``event_id``.
+    arrive, as ``POST /v1/events`` fills it. ``id_share`` percent carry a client ``event_id``
+    (random hex).
     """
     at = f"TIMESTAMPTZ '{now.isoformat()}'"
     span = DAYS * 86400
@@ -79,7 +80,9 @@ def bulk_sql(
         sent = "received - to_seconds((hash(i, 3) % 3600)::BIGINT)"
     else:
         received = sent = f"{at} - to_seconds((hash(i, 3) % {span})::BIGINT)"
-    event_id = f"CASE WHEN hash(i, 8) % 100 < {id_share} THEN 'bulk-' || i END"
+    # Random hex, as the SDKs' UUIDs are: ids with a common prefix would let the row groups'
+    # min/max of event_id skip the lookup of ids of another prefix.
+    event_id = f"CASE WHEN hash(i, 8) % 100 < {id_share} THEN md5('bulk-' || i) END"
     return f"""
 INSERT INTO {table} (pid, event, "timestamp", event_id, received_at, page, sku, amount, channel)
 SELECT pid, event, ts, event_id, received,

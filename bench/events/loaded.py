@@ -30,12 +30,14 @@ SDKs of Segment, Amplitude and RudderStack send one with every event)."""
 NEW_SHARE = 20
 """One ingest profile in this many is new to the workspace; the others are stored ones."""
 TEMPLATE = "template"
+VERSION = 2
+"""Of the loaded data; a folder built by another version is built again."""
 
 
 def build(folder: Path, profiles: int, events: int) -> Iterator[str]:
     """The loaded data folder under ``folder``, built unless it exists with the same sizes."""
     template = folder / TEMPLATE
-    marker = folder / f"{profiles}-{events}.done"
+    marker = folder / f"{profiles}-{events}-v{VERSION}.done"
     if marker.exists():
         yield f"Loaded workspace reused: {folder} ({profiles:,} profiles, {events:,} events)."
         return

@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC
 from pathlib import Path
@@ -178,9 +179,8 @@ def _bodies(
 
     With ``stored`` (the profiles of a loaded workspace) the profiles are spread over its
     stored ones, a few new (``loaded.external_id``); ``id_share`` percent of the events carry
-    a client ``event_id`` (unique to the run)."""
+    a client ``event_id`` (a random UUID, as the SDKs send)."""
     made = itertools.islice(demo_events.events(profiles), limit)
-    run_tag = f"run{time.time_ns()}"
     bodies, count = [], 0
     ids: dict[str, str] = {}
     while chunk := list(itertools.islice(made, measure.BATCH)):
@@ -198,7 +198,7 @@ def _bodies(
                 "properties": dict(record.properties),
             }
             if count % 100 < id_share:
-                event["event_id"] = f"{run_tag}-{count}"
+                event["event_id"] = str(uuid.uuid4())
             count += 1
             events.append(event)
         bodies.append({"events": events})

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.events.stages                       # 100,000 events, 10 calls
     .venv/bin/python -m bench.events.stages --events 200000 --profiles 20000
-    .venv/bin/python -m bench.events.stages --loaded /var/tmp/loaded   # into 1M profiles, 10M events
+    .venv/bin/python -m bench.events.stages --loaded /var/tmp/loaded  # into 1M profiles, 10M events
 
 The same work as section 2 of ``bench.events.run`` (demo-like events, the 5 streaming
 behavioural audiences, properties declared) without HTTP: each call's body is parsed,
