@@ -38,9 +38,10 @@ def stored_event_ids(
     """Which of ``event_ids`` the events table holds already (received at ``since`` or later,
     when given).
 
-    Without ``since`` this reads the whole ``event_id`` column: 143 ms per 10,000 ids at 10M
-    events. With it, the row groups' zone maps on ``received_at`` skip those received before
-    (events are appended in the order they arrive): 13.7 ms with a 7-day window over 180 days.
+    Without ``since`` this reads the whole ``event_id`` column. With it, the row groups' zone
+    maps on ``received_at`` skip those received before (events are appended in the order they
+    arrive). At 10M events received over 180 days, 90% with a random id, 10,000 ids looked up
+    took 330 ms of CPU without, 23 with a 7-day window (``bench.events.stages --loaded``).
     """
     if not event_ids:
         return set()
