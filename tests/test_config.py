@@ -46,3 +46,16 @@ def test_an_s3_access_key_needs_its_secret() -> None:
         destination_s3_access_key_id="key", destination_s3_secret_access_key=SecretStr("s")
     )
     assert paired.destination_s3_access_key_id == "key"
+
+
+def test_the_event_dedupe_window_is_read_from_the_environment_and_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hours, default 7 days; less than an hour (or more than ten years) refused at start."""
+    assert Settings().event_dedupe_window_hours == 168
+    monkeypatch.setenv("AUDIENCES_EVENT_DEDUPE_WINDOW_HOURS", "24")
+    assert Settings().event_dedupe_window_hours == 24
+    for wrong in ("0", "-1", "87601", "7d"):
+        monkeypatch.setenv("AUDIENCES_EVENT_DEDUPE_WINDOW_HOURS", wrong)
+        with pytest.raises(ValidationError, match="event_dedupe_window_hours"):
+            Settings()

@@ -54,12 +54,38 @@ def _sql_list(values: list[str]) -> str:
     return "[" + ", ".join(f"'{value}'" for value in values) + "]"
 
 
-def bulk_sql(table: str, profiles: int, start: int, stop: int) -> str:
-    """One INSERT of events ``start`` .. ``stop - 1`` for pids 1 .. ``profiles``."""
-    now = f"TIMESTAMPTZ '{NOW.isoformat()}'"
+def bulk_sql(
+    table: str,
+    profiles: int,
+    start: int,
+    stop: int,
+    *,
+    now: datetime = NOW,
+    arrived: int = 0,
+    id_share: int = 0,
+) -> str:
+    """One INSERT of events ``start`` .. ``stop - 1`` for pids 1 .. ``profiles``, timed over the
+    :data:`DAYS` before ``now``.
+
+    By default each is received at its own time, in no order. With ``arrived`` (the number of
+    events of the whole load) they are received in the order of their numbers, evenly over the
+    :data:`DAYS`, each sent up to an hour before it was received: a table appended to as events
+    arrive, as ``POST /v1/events`` fills it. ``id_share`` percent carry a client ``event_id``
+    (random hex).
+    """
+    at = f"TIMESTAMPTZ '{now.isoformat()}'"
+    span = DAYS * 86400
+    if arrived:
+        received = f"{at} - to_microseconds(({span}.0 * ({arrived} - i) / {arrived} * 1e6)::BIGINT)"
+        sent = "received - to_seconds((hash(i, 3) % 3600)::BIGINT)"
+    else:
+        received = sent = f"{at} - to_seconds((hash(i, 3) % {span})::BIGINT)"
+    # Random hex, as the SDKs' UUIDs are: ids with a common prefix would let the row groups'
+    # min/max of event_id skip the lookup of ids of another prefix.
+    event_id = f"CASE WHEN hash(i, 8) % 100 < {id_share} THEN md5('bulk-' || i) END"
     return f"""
 INSERT INTO {table} (pid, event, "timestamp", event_id, received_at, page, sku, amount, channel)
-SELECT pid, event, ts, NULL, ts,
+SELECT pid, event, ts, event_id, received,
   CASE WHEN event = 'page_view'
        THEN {_sql_list(PAGES)}[1 + (hash(i, 4) % {len(PAGES)})::INTEGER] END,
   CASE WHEN event IN ('product_viewed', 'add_to_cart', 'order')
@@ -70,7 +96,9 @@ FROM (
   SELECT i,
     (1 + floor({profiles} * pow((hash(i, 1) % 1000003) / 1000003.0, 2)))::UINTEGER AS pid,
     {_pick_event("(hash(i, 2) % 100)")} AS event,
-    {now} - to_seconds((hash(i, 3) % {DAYS * 86400})::BIGINT) AS ts
+    {received} AS received,
+    {sent} AS ts,
+    {event_id} AS event_id
   FROM range({start}, {stop}) r(i)
 )
 """

@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC
 from pathlib import Path
@@ -47,7 +48,7 @@ from audiences.cli import demo_events
 from audiences.engines import duckdb_sql
 from audiences.services import evaluation
 from audiences.services.evaluation.compiled import workspace_schema
-from bench.events import data, imports, streaming
+from bench.events import data, imports, loaded, streaming
 from bench.events.workload import BEHAVIOUR
 from bench.http import measure, servers
 from bench.http.client import call
@@ -171,31 +172,45 @@ STREAMING = {  # behavioural audiences defined on the ingest server
 }
 
 
-def _bodies(profiles: int, limit: int) -> list[dict[str, Any]]:
-    """Demo-like events of ``profiles`` profiles (at most ``limit``), 10,000 to a call body."""
+def _bodies(
+    profiles: int, limit: int, *, stored: int = 0, id_share: int = 0
+) -> list[dict[str, Any]]:
+    """Demo-like events of ``profiles`` profiles (at most ``limit``), 10,000 to a call body.
+
+    With ``stored`` (the profiles of a loaded workspace) the profiles are spread over its
+    stored ones, a few new (``loaded.external_id``); ``id_share`` percent of the events carry
+    a client ``event_id`` (a random UUID, as the SDKs send)."""
     made = itertools.islice(demo_events.events(profiles), limit)
-    bodies = []
+    bodies, count = [], 0
+    ids: dict[str, str] = {}
     while chunk := list(itertools.islice(made, measure.BATCH)):
-        bodies.append(
-            {
-                "events": [
-                    {
-                        "profile_id": record.external_id,
-                        "event": record.name,
-                        "timestamp": record.timestamp.astimezone(UTC).isoformat(),
-                        "properties": dict(record.properties),
-                    }
-                    for record in chunk
-                ]
+        events = []
+        for record in chunk:
+            profile_id = record.external_id
+            if stored:
+                profile_id = ids.get(profile_id) or ids.setdefault(
+                    profile_id, loaded.external_id(int(profile_id[5:]), stored)
+                )
+            event = {
+                "profile_id": profile_id,
+                "event": record.name,
+                "timestamp": record.timestamp.astimezone(UTC).isoformat(),
+                "properties": dict(record.properties),
             }
-        )
+            if count % 100 < id_share:
+                event["event_id"] = str(uuid.uuid4())
+            count += 1
+            events.append(event)
+        bodies.append({"events": events})
     return bodies
 
 
 async def _prepare(server: servers.Server, mode: str) -> list[str]:
     conn = measure.connect(server)
-    for name, kind in data.PROPERTIES.items():
-        await call(conn, "PUT", f"/v1/event-properties/{name}", {"type": kind}, expect=201)
+    for name, kind in data.PROPERTIES.items():  # 200: declared already (a loaded workspace)
+        declared = await conn.request("PUT", f"/v1/event-properties/{name}", {"type": kind})
+        if declared.status not in (200, 201):
+            raise RuntimeError(f"PUT /v1/event-properties/{name}: {declared.status}")
     modes = []
     for key, rule in STREAMING.items():
         body = {"key": key, "name": key, "kind": "dynamic", "rule": rule}
@@ -251,11 +266,25 @@ def engine_bulk_insert(bodies: list[dict[str, Any]]) -> float:
     return seconds
 
 
-def ingest(folder: Path, profiles: int, events: int, clients: int) -> Iterator[str]:
-    """Section 2."""
-    bodies = _bodies(profiles, events)
+def ingest(
+    folder: Path,
+    profiles: int,
+    events: int,
+    clients: int,
+    *,
+    tree: str = "src",
+    into: Path | None = None,
+    stored: int = 0,
+    id_share: int = 0,
+) -> Iterator[str]:
+    """Section 2: into a fresh workspace, or a copy of the loaded one in ``into`` (of
+    ``stored`` profiles; ``bench.events.loaded``), by the server of ``tree``'s ``src``."""
+    bodies = _bodies(profiles, events, stored=stored, id_share=id_share)
     count = sum(len(body["events"]) for body in bodies)
-    server = servers.start(servers.Tree.parse("src"), "A", folder / "ingest")
+    server_tree = servers.Tree.parse(tree)
+    if into is not None:
+        loaded.copy(into, folder / "ingest" / "data")
+    server = servers.start(server_tree, "A", folder / "ingest")
     try:
         modes = asyncio.run(_prepare(server, "streaming"))
         cpu, started = server.cpu_seconds(), time.perf_counter()
@@ -265,10 +294,15 @@ def ingest(folder: Path, profiles: int, events: int, clients: int) -> Iterator[s
     finally:
         server.stop()
     limit = engine_bulk_insert(bodies)
+    where = "a fresh workspace"
+    if into is not None:
+        where = f"the loaded workspace ({into}: {stored:,} profiles, 1 in {loaded.NEW_SHARE} new)"
     yield ""
     yield (
-        f"**2. Ingest**: {count:,} events of {profiles:,} profiles, 10,000 a call from {clients}"
-        f" clients; 5 behavioural audiences defined (evaluation modes: {', '.join(modes)})"
+        f"**2. Ingest** (server: {server_tree.src} at {server_tree.commit}): {count:,} events"
+        f" of {profiles:,} profiles into {where}, {id_share}% with an event_id, 10,000 a call"
+        f" from {clients} clients; 5 behavioural audiences defined (evaluation modes:"
+        f" {', '.join(modes)})"
     )
     yield ""
     yield "| path | seconds | events/s | server CPU µs per event |"
@@ -290,6 +324,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ingest-profiles", type=int, default=20_000)
     parser.add_argument("--ingest-events", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument(
+        "--loaded",
+        type=Path,
+        help="ingest into a copy of a workspace of --profiles and --events (default 1M, 10M)"
+        " loaded in this folder (built there on the first run, reused by later ones)",
+    )
+    parser.add_argument(
+        "--event-ids",
+        type=int,
+        default=loaded.ID_SHARE,
+        help="percent of ingested events with a client event_id",
+    )
+    parser.add_argument("--tree", default="src", help="the src folder whose server ingests")
     parser.add_argument("--only", choices=["batch", "ingest", "streaming", "imports"])
     parser.add_argument(
         "--import-sizes",
@@ -309,9 +356,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "batch"):
         sections.append(lambda folder: _batch_run(folder, profiles, events, args.repeat))
     if args.only in (None, "ingest"):
-        sections.append(
-            lambda folder: ingest(folder, args.ingest_profiles, args.ingest_events, args.clients)
-        )
+
+        def ingest_section(folder: Path) -> Iterator[str]:
+            if args.loaded is not None:
+                yield from loaded.build(args.loaded, profiles, events)
+            yield from ingest(
+                folder,
+                args.ingest_profiles,
+                args.ingest_events,
+                args.clients,
+                tree=args.tree,
+                into=args.loaded,
+                stored=profiles if args.loaded is not None else 0,
+                id_share=args.event_ids,
+            )
+
+        sections.append(ingest_section)
     if args.only in (None, "streaming"):
         sections.append(
             lambda folder: streaming.run(

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.events.stages                       # 100,000 events, 10 calls
     .venv/bin/python -m bench.events.stages --events 200000 --profiles 20000
+    .venv/bin/python -m bench.events.stages --loaded /var/tmp/loaded  # into 1M profiles, 10M events
 
 The same work as section 2 of ``bench.events.run`` (demo-like events, the 5 streaming
 behavioural audiences, properties declared) without HTTP: each call's body is parsed,
@@ -27,13 +28,16 @@ from audiences.api import event_bodies
 from audiences.kit.clock import utcnow
 from audiences.kit.heap import freeze_startup_objects
 from audiences.services import events
-from bench.events import data, run
+from bench.events import data, loaded, run
 from bench.events.cpu import spent, timed
 from bench.membership.run import Bench, load_average
 
 PARTS = [
     ("audiences.engines.duckdb", "DuckDBEngine.write_events", "engine: write_events"),
     ("audiences.engines.duckdb", "check_events", "  check the records"),
+    ("audiences.engines.duckdb_events", "stored_event_ids", "  look the event ids up"),
+    ("audiences.engines.duckdb", "DuckDBEngine._resolve", "  find the profiles' pids"),
+    ("audiences.engines.duckdb", "DuckDBEngine._insert_empty", "  create the new profiles"),
     ("audiences.engines.duckdb_events", "insert", "  append to the events table"),
     ("audiences.services.evaluation", "on_profiles_written", "streaming evaluation"),
     ("audiences.engines.duckdb", "DuckDBEngine.events_of", "  read the profiles' events"),
@@ -49,14 +53,31 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--profiles", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument(
+        "--loaded",
+        type=Path,
+        help="write into a copy of the workspace loaded in this folder"
+        " (bench.events.loaded; built there first if absent)",
+    )
+    parser.add_argument("--loaded-profiles", type=int, default=1_000_000)
+    parser.add_argument("--loaded-events", type=int, default=10_000_000)
+    parser.add_argument("--event-ids", type=int, default=loaded.ID_SHARE)
     args = parser.parse_args(argv)
-    bodies = [orjson.dumps(body) for body in run._bodies(args.profiles, args.events)]
+    stored = args.loaded_profiles if args.loaded is not None else 0
+    made = run._bodies(args.profiles, args.events, stored=stored, id_share=args.event_ids)
+    bodies = [orjson.dumps(body) for body in made]
     for module, qualified, label in PARTS:
         timed(module, qualified, label)
     print(f"Load average at start: {load_average()}")
-    with tempfile.TemporaryDirectory() as folder:
-        bench = Bench(Path(folder))
-        data.declare_properties(bench)
+    if args.loaded is not None:
+        for line in loaded.build(args.loaded, args.loaded_profiles, args.loaded_events):
+            print(line)
+    with tempfile.TemporaryDirectory(dir=args.loaded) as folder:
+        if args.loaded is not None:
+            bench = Bench(loaded.copy(args.loaded, Path(folder) / "data"))
+        else:
+            bench = Bench(Path(folder))
+            data.declare_properties(bench)
         bench.create_audiences(run.STREAMING, "streaming")
         limits = events.Limits(10_000, timedelta(seconds=300))
         freeze_startup_objects()

@@ -101,10 +101,11 @@ def free_port() -> int:
 
 
 def start(tree: Tree, label: str, folder: Path, settings: dict[str, str] | None = None) -> Server:
-    """Mint a key with the tree's CLI on a fresh data folder, then start its server;
-    ``settings`` are ``AUDIENCES_*`` variables of its environment (a short sweep interval)."""
+    """Mint a key with the tree's CLI on the data folder ``folder/data`` (fresh, or one put
+    there before, e.g. a loaded workspace), then start its server; ``settings`` are
+    ``AUDIENCES_*`` variables of its environment (a short sweep interval)."""
     data_dir = folder / "data"
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
     env = tree.environment() | (settings or {})
     minted = subprocess.run(
         [

@@ -142,6 +142,18 @@ class Settings(BaseSettings):
             "(`timestamp_in_future`)."
         ),
     )
+    event_dedupe_window_hours: int = Field(
+        default=168,
+        ge=1,
+        le=87_600,
+        description=(
+            "How long a client `event_id` is remembered, in hours (1 to 87,600; default 7 days, "
+            "as Amplitude's `insert_id`): a copy of an event whose first copy was received "
+            "within this window answers as a duplicate. DuckDB and ClickHouse look ids up only "
+            "among the events received in it, so the check does not grow with the table; "
+            "PostgreSQL's unique index recognizes a copy for as long as the first is stored."
+        ),
+    )
     scheduler_seconds: int = Field(
         default=15,
         ge=0,

@@ -107,6 +107,29 @@ def test_a_retried_write_answers_200_and_stores_each_event_once(bare: ApiClient)
     assert (single.status_code, single.json()["results"][0]["duplicate"]) == (200, True)
 
 
+def test_a_copy_counts_as_a_duplicate_within_the_dedupe_window_only(
+    app: FastAPI, bare: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``AUDIENCES_EVENT_DEDUPE_WINDOW_HOURS`` (here 1) from the first copy's receipt: a copy
+    59 minutes later is a duplicate; 61 minutes later the default engine (DuckDB) stores it."""
+    settings = app.state.settings
+    monkeypatch.setattr(settings, "event_dedupe_window_hours", 1)
+    first = datetime(2026, 1, 10, 12, tzinfo=UTC)
+
+    def post_at(moment: datetime) -> dict[str, Any]:
+        monkeypatch.setattr("audiences.api.routes.events.utcnow", lambda: moment)
+        answer = bare.post("/v1/events", json=_event(event_id="retry-me"))
+        assert answer.status_code in (200, 201), answer.text
+        result: dict[str, Any] = answer.json()["results"][0]
+        return result
+
+    assert post_at(first)["duplicate"] is False
+    assert post_at(first + timedelta(minutes=59))["duplicate"] is True
+    assert settings.profile_engine == "duckdb"
+    assert post_at(first + timedelta(minutes=61))["duplicate"] is False
+    assert len(_history(bare)) == 2
+
+
 def test_a_single_refused_event_is_a_problem(bare: ApiClient) -> None:
     assert bare.put("/v1/event-properties/amount", json={"type": "integer"}).status_code == 201
     refused = bare.post("/v1/events", json=_event(properties={"amount": 1.5}))

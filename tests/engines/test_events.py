@@ -115,6 +115,44 @@ def test_event_ids_are_written_once_per_workspace(events_engine: ProfileEngine) 
     assert not other[0].duplicate, "ids are per workspace"
 
 
+def test_a_copy_within_the_dedupe_window_is_a_duplicate_on_every_engine(
+    events_engine: ProfileEngine,
+) -> None:
+    """The window's start is one microsecond before the first copy was received: still in."""
+    [first] = events_engine.write_events(WS, [_at(0, event_id="w")], received_at=T0)
+    for since in (T0 - timedelta(days=7), T0):
+        [again] = events_engine.write_events(
+            WS, [_at(1, event_id="w")], received_at=T0 + timedelta(days=6), dedupe_since=since
+        )
+        assert again.ok and again.duplicate and again.pid == first.pid
+    pid = first.pid or 0
+    assert len(events_engine.events_of(WS, [pid])[pid]) == 1
+
+
+def test_a_copy_after_the_dedupe_window_is_stored_except_on_postgres(store: Store) -> None:
+    """DuckDB and ClickHouse look ids up only among the events received within the window;
+    PostgreSQL's unique index remembers every stored id."""
+    engine = store.open()
+    engine.ensure_event_properties(WS, PROPERTIES)
+    [first] = engine.write_events(WS, [_at(0, event_id="old")], received_at=T0)
+    later = T0 + timedelta(days=8)
+    since = later - timedelta(days=7)
+    [copy, fresh] = engine.write_events(
+        WS,
+        [_at(1, event_id="old"), _at(2, event_id="new")],
+        received_at=later,
+        dedupe_since=since,
+    )
+    assert copy.ok and copy.duplicate is (store.kind == "postgres")
+    assert fresh.ok and not fresh.duplicate
+    [again] = engine.write_events(
+        WS, [_at(3, event_id="old")], received_at=later, dedupe_since=since
+    )
+    assert again.duplicate, "the copy stored after the window starts a window of its own"
+    pid = first.pid or 0
+    assert len(engine.events_of(WS, [pid])[pid]) == 2 + (store.kind != "postgres")
+
+
 def test_ids_known_new_are_not_looked_up_but_the_rest_are(store: Store) -> None:
     engine = store.open()
     engine.ensure_event_properties(WS, PROPERTIES)

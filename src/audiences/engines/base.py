@@ -331,12 +331,16 @@ class ProfileEngine(Protocol):
         *,
         received_at: datetime | None = None,
         known_new: frozenset[str] = frozenset(),
+        dedupe_since: datetime | None = None,
     ) -> list[EventResult]:
         """Store events (received at ``received_at``, default now), creating an empty profile
         for each unknown external id.
 
         Idempotent on ``event_id`` per workspace: a record whose id is stored, or came earlier
-        in ``records``, answers as a duplicate and is not written again. The ids in
+        in ``records``, answers as a duplicate and is not written again. With ``dedupe_since``
+        (the start of the dedupe window) an engine may look ids up only among the events
+        received since then, so the lookup does not grow with the table (DuckDB and
+        ClickHouse do; PostgreSQL's unique index finds every stored id). The ids in
         ``known_new`` are taken as not stored without looking (the caller vouches for them:
         an event file's generated ids on its first run); duplicates within ``records`` are
         still found. Every property must be

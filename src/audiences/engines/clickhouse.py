@@ -325,8 +325,10 @@ class ClickHouseEngine:
         *,
         received_at: datetime | None = None,
         known_new: frozenset[str] = frozenset(),
+        dedupe_since: datetime | None = None,
     ) -> list[EventResult]:
-        """Check the batch, drop duplicates, create the unknown profiles, append the events.
+        """Check the batch, drop duplicates (ids received since ``dedupe_since``), create the
+        unknown profiles, append the events.
 
         ClickHouse has no transaction over two tables: the empty profiles are written first,
         so a failure leaves at most profiles without their events, never events without
@@ -336,7 +338,7 @@ class ClickHouseEngine:
             passed, refused = check_events(records, state.event_schema, TYPES)
             passed, late = events_sql.split_out_of_range(passed)
             ids = ids_to_check(passed, known_new)
-            stored = events_sql.stored_event_ids(self._client, state.events, ids)
+            stored = events_sql.stored_event_ids(self._client, state.events, ids, dedupe_since)
             fresh, duplicates = split_duplicates(passed, stored)
             external = external_ids(fresh, duplicates)
             pids = self._resolve(state, external)

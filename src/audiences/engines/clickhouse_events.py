@@ -33,15 +33,19 @@ from audiences.schemas.events import Event
 EVENT_COLUMNS = ["pid", "event", "`timestamp`", "event_id", "received_at"]
 
 
-def stored_event_ids(client: Client, table: str, event_ids: list[str]) -> set[str]:
-    """Which of ``event_ids`` the events table holds already (its bloom filter index skips
-    the blocks that hold none)."""
+def stored_event_ids(
+    client: Client, table: str, event_ids: list[str], since: datetime | None = None
+) -> set[str]:
+    """Which of ``event_ids`` the events table holds already (received at ``since`` or later,
+    when given; its bloom filter index skips the blocks that hold none)."""
     if not event_ids:
         return set()
     query = (
         f"SELECT DISTINCT event_id FROM {table}"
         f" WHERE event_id IN {sql.json_set(event_ids, 'String')}"
     )
+    if since is not None:
+        query += f" AND received_at >= {sql.timestamp(since)}"
     return {row[0] for row in sql.rows(client.query(query, "JSONCompact"))}
 
 

@@ -463,9 +463,11 @@ class DuckDBEngine:
         *,
         received_at: datetime | None = None,
         known_new: frozenset[str] = frozenset(),
+        dedupe_since: datetime | None = None,
     ) -> list[EventResult]:
-        """Check the batch, drop duplicates, then in one transaction create the unknown
-        profiles and append the events; the id index learns the new profiles after the commit."""
+        """Check the batch, drop duplicates (ids received since ``dedupe_since``), then in one
+        transaction create the unknown profiles and append the events; the id index learns the
+        new profiles after the commit."""
         state = self._workspace(workspace_id, create=True)
         assert state is not None
         with self._lock:
@@ -474,7 +476,7 @@ class DuckDBEngine:
             cur.execute("BEGIN TRANSACTION")
             try:
                 ids = ids_to_check(passed, known_new)
-                stored = duckdb_events.stored_event_ids(cur, state.events, ids)
+                stored = duckdb_events.stored_event_ids(cur, state.events, ids, dedupe_since)
                 fresh, duplicates = split_duplicates(passed, stored)
                 external = external_ids(fresh, duplicates)
                 hashes, found = self._resolve(state, external)

@@ -383,11 +383,13 @@ class PostgresEngine:
         *,
         received_at: datetime | None = None,
         known_new: frozenset[str] = frozenset(),
+        dedupe_since: datetime | None = None,
     ) -> list[EventResult]:
         """Check the batch, drop duplicates, then in one transaction create the unknown
-        profiles and copy the events in. A concurrent writer of the same event id makes the
-        transaction fail on the unique index; it is retried, looking up every id (``known_new``
-        too), and finds the id stored."""
+        profiles and copy the events in. Every stored id is a duplicate, ``dedupe_since`` or
+        not: the unique index on ``event_id`` finds it at the cost of one index probe. A
+        concurrent writer of the same event id makes the transaction fail on the unique index;
+        it is retried, looking up every id (``known_new`` too), and finds the id stored."""
         state = self._state(workspace_id, create=True)
         assert state is not None
         for attempt in range(ATTEMPTS):

@@ -51,6 +51,7 @@ def import_events(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
                     max_future=timedelta(seconds=settings.max_event_future_seconds),
                     received_at=utcnow(),
                     first_run=first_run,
+                    dedupe_window=timedelta(hours=settings.event_dedupe_window_hours),
                 )
             for row in outcome.refused:
                 context.error(

@@ -163,13 +163,16 @@ def write_chunk(
     max_future: timedelta,
     received_at: datetime,
     first_run: bool = False,
+    dedupe_window: timedelta = events.DEDUPE_WINDOW,
 ) -> Outcome:
     """Write one chunk's events; refused rows get their ``code`` and ``message``.
 
     On the ``first_run`` of the upload's job (no attempt started before it, so none wrote any
     of its events) the ids generated for rows without one are new: the write does not look
     them up, a scan of the workspace's events on DuckDB that made an import's cost grow with
-    the square of its size. Ids the file gives are always looked up."""
+    the square of its size. Ids the file gives are always looked up, among the events received
+    within ``dedupe_window`` (a retry comes minutes or hours after the attempt it repeats, so
+    the ids that attempt wrote are within it)."""
     typed = fmt in (EventFileFormat.NDJSON, EventFileFormat.PARQUET)
     columns = fmt is not EventFileFormat.NDJSON
     schema = runtime.profiles.event_properties(workspace_id)
@@ -192,7 +195,7 @@ def write_chunk(
         workspace_id=workspace_id,
         runtime=runtime,
         records=[record for _, record in ready],
-        limits=events.Limits(max(len(ready), 1), max_future),
+        limits=events.Limits(max(len(ready), 1), max_future, dedupe_window),
         received_at=received_at,
         typed=typed,
         known_new=frozenset(generated),

@@ -30,12 +30,18 @@ EXPIRE_HANDLER = "events.expire"
 """The job that drops a workspace's events past its retention (queued hourly by the scheduler)."""
 
 
+DEDUPE_WINDOW = timedelta(days=7)
+"""How long an ``event_id`` is remembered by default (``event_dedupe_window_hours``)."""
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What a write accepts: events per call, and how far ahead of now a timestamp may be."""
+    """What a write accepts: events per call, how far ahead of now a timestamp may be, and how
+    long after its first copy was received a copy of an event is a duplicate."""
 
     max_events: int
     max_future: timedelta
+    dedupe_window: timedelta = DEDUPE_WINDOW
 
 
 def check_batch_size(count: int, limit: int) -> None:
@@ -62,6 +68,8 @@ def write(
     """Store events; a result per record, in order (see ``ProfileEngine.write_events``, which
     takes the ids in ``known_new`` as not stored without looking them up).
 
+    A record whose ``event_id`` was received within ``limits.dedupe_window`` before
+    ``received_at`` is a duplicate (on PostgreSQL, one stored at all).
     A record timed more than ``limits.max_future`` after ``received_at`` is refused
     (``timestamp_in_future``); undeclared properties are declared from their first telling
     value (text values, ``typed`` False, as CSV cells are) unless the workspace is strict; the
@@ -89,7 +97,11 @@ def write(
     fresh = _unknown_ids(runtime, workspace_id, accepted) if len(moved) < len(every) else set()
     memberships.lock_all(session, every if fresh else moved)
     results = runtime.profiles.write_events(
-        workspace_id, accepted, received_at=now, known_new=known_new
+        workspace_id,
+        accepted,
+        received_at=now,
+        known_new=known_new,
+        dedupe_since=now - limits.dedupe_window,
     )
     if refused:
         written = iter(results)

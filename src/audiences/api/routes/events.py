@@ -77,7 +77,9 @@ def write_events(
     """Store one event, or up to 10,000 (`{"events": [...]}`): a result per event; 201 when all
     were stored, 200 when all were duplicates, 207 when some were refused (each says why)."""
     limits = events.Limits(
-        settings.max_events_per_call, timedelta(seconds=settings.max_event_future_seconds)
+        settings.max_events_per_call,
+        timedelta(seconds=settings.max_event_future_seconds),
+        timedelta(hours=settings.event_dedupe_window_hours),
     )
     results = events.write(
         session,
