@@ -38,7 +38,13 @@ Resolver = Callable[..., list[Any]]
         "http://0.0.0.0/",
         "http://224.0.0.1/",
         "http://localhost:9000/",
+        "http://localhost./",
+        "http://127.0.0.1./",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://0x7f.1/",
         "http://db.internal/",
+        "http://db.internal./",
         "ftp://example.com/file",
         "file:///etc/passwd",
         "https://user:secret@example.com/",
@@ -53,7 +59,9 @@ def test_refused_urls_name_the_code(url: str) -> None:
     assert caught.value.code == "url_not_allowed"
 
 
-@pytest.mark.parametrize("url", ["https://example.com/hook", "http://93.184.216.34:8080/x"])
+@pytest.mark.parametrize(
+    "url", ["https://example.com/hook", "http://93.184.216.34:8080/x", "https://example.com./x"]
+)
 def test_public_urls_pass_unchanged(url: str) -> None:
     assert checked_url(url, allow_private=False) == url
 

@@ -56,7 +56,7 @@ def checked_url(url: str, *, allow_private: bool, resolve: bool = False) -> str:
         raise _refused("A URL must start with http:// or https://.")
     if parts.username or parts.password:
         raise _refused("A URL may not carry a user name or password; use a signing secret.")
-    host = parts.hostname
+    host = (parts.hostname or "").removesuffix(".")  # a fully qualified name's final dot
     if not host:
         raise _refused("The URL names no host.")
     _check_name(url)
@@ -186,9 +186,17 @@ def _tls() -> ssl.SSLContext:
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host written as one names, as the resolver reads it: also with a final
+    dot, and in IPv4's older forms (``2130706433``, ``0x7f000001``, ``127.1``) that
+    ``getaddrinfo`` accepts; None for a name."""
+    bare = host.strip("[]").removesuffix(".")
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(bare)
     except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(bare))
+    except OSError:
         return None
 
 
