@@ -37,7 +37,7 @@ from audiences.kit.heap import freeze_startup_objects
 from audiences.kit.threads import shorten_thread_switches
 from audiences.schemas.api_keys import ApiKeyCreate, Role
 from audiences.services import api_keys, workspaces
-from audiences.store.tables import DestinationMessageRow
+from audiences.store.tables import DestinationMessageBodyRow, DestinationMessageRow
 from bench.deliveries.receiver import Receiver, receiver
 
 
@@ -139,7 +139,8 @@ def throughput(app: Any, client: TestClient, counter: Receiver, changes: int, ro
         with app.state.session_factory() as session:
             bodies = list(
                 session.scalars(
-                    select(DestinationMessageRow.body)
+                    select(DestinationMessageBodyRow.body)
+                    .join(DestinationMessageRow)
                     .where(DestinationMessageRow.destination_id == destination)
                     .where(DestinationMessageRow.seq > after)
                     .where(DestinationMessageRow.changes > 0)

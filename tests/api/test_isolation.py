@@ -87,7 +87,9 @@ def _victim_ids(app: FastAPI, victim: Tenant) -> dict[str, str]:
         )
         # A logged message to aim at (a test message would send one across the network).
         row = session.get_one(DestinationRow, destination["id"])
-        delivery = messages.add_message(session, row, messages.TEST, {}, 0, None, status="failed")
+        delivery, _ = messages.add_message(
+            session, row, messages.TEST, {}, 0, None, status="failed"
+        )
     return {
         "audience_id": audience["id"],
         "group_id": group["id"],

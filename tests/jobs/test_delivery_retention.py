@@ -12,7 +12,11 @@ from sqlalchemy import func, select
 from audiences.jobs import schedule
 from audiences.kit.clock import utcnow
 from audiences.services import maintenance
-from audiences.store.tables import DestinationAttemptRow
+from audiences.store.tables import (
+    DestinationAttemptRow,
+    DestinationMessageBodyRow,
+    DestinationMessageRow,
+)
 from tests.factories import Tenant
 from tests.jobs.test_deliveries import deliver, static, webhook, write
 from tests.webhook_receiver import receiving
@@ -50,11 +54,24 @@ def test_housekeeping_drops_finished_messages_past_retention_never_undelivered_o
             )
         return int(counted or 0)
 
+    def bodies() -> int:
+        with hooks_app.state.session_factory() as session:
+            counted = session.scalar(
+                select(func.count())
+                .select_from(DestinationMessageBodyRow)
+                .join(DestinationMessageRow)
+                .where(DestinationMessageRow.destination_id == made["id"])
+            )
+            every = session.scalar(select(func.count()).select_from(DestinationMessageBodyRow))
+            messages = session.scalar(select(func.count()).select_from(DestinationMessageRow))
+        assert every == messages, "a body outlived its message"
+        return int(counted or 0)
+
     waiting = ("audience.membership_changed", "pending")
     assert sorted(log()) == sorted(
         [waiting, ("audience.membership_changed", "delivered"), ("destination.test", "delivered")]
     )
-    assert attempts() == 3
+    assert attempts() == 3 and bodies() == 3
     days = hooks_app.state.settings.delivery_log_retention_days
     assert days == 30  # the documented default
     now = utcnow()
@@ -67,10 +84,11 @@ def test_housekeeping_drops_finished_messages_past_retention_never_undelivered_o
     later = now + timedelta(days=days, minutes=1)
     with hooks_app.state.session_factory.begin() as session:  # a batch of one, then the rest
         first = maintenance.purge_delivery_log(session, retention_days=days, now=later, limit=1)
-    assert first == 1 and len(log()) == 2 and attempts() == 2  # its attempt went with it
+    # Its attempt and its body went with it.
+    assert first == 1 and len(log()) == 2 and attempts() == 2 and bodies() == 2
     schedule.Housekeeping(hooks_app.state.session_factory, hooks_app.state.settings).run(later)
     assert log() == [waiting]  # the undelivered message stays, however old
-    assert attempts() == 1  # its own attempt stays with it
+    assert attempts() == 1 and bodies() == 1  # its own attempt and body stay with it
     with hooks_app.state.session_factory.begin() as session:
         forever = maintenance.purge_delivery_log(
             session, retention_days=0, now=later + timedelta(days=10_000)

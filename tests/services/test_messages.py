@@ -15,6 +15,7 @@ from audiences.config import Settings
 from audiences.services import messages, static_members
 from audiences.store.tables import (
     DestinationCursorRow,
+    DestinationMessageBodyRow,
     DestinationMessageRow,
     DestinationRow,
     MembershipChangeRow,
@@ -77,7 +78,8 @@ def test_a_large_revision_is_made_into_messages_a_few_at_a_time(
         assert positions[-1] == 0
         with app.state.session_factory() as session:
             bodies = session.scalars(
-                select(DestinationMessageRow.body)
+                select(DestinationMessageBodyRow.body)
+                .join(DestinationMessageRow)
                 .where(DestinationMessageRow.destination_id == destination)
                 .order_by(DestinationMessageRow.seq)
             ).all()
@@ -126,17 +128,19 @@ def test_a_message_filled_exactly_holds_only_its_audiences_changes(
     destination = made.json()["id"]
     small = settings.model_copy(update={"webhook_batch_size": 2})
 
-    def build() -> list[DestinationMessageRow]:
+    def build() -> list[tuple[DestinationMessageRow, str]]:
+        """The messages a build made, each with its body as stored."""
         with app.state.session_factory.begin() as session:
             row = session.get_one(DestinationRow, destination)
             made = messages.build(session, runtime=app.state.runtime, row=row, settings=small)
-            found = session.scalars(
-                select(DestinationMessageRow)
+            found = session.execute(
+                select(DestinationMessageRow, DestinationMessageBodyRow.body)
+                .join(DestinationMessageBodyRow)
                 .where(DestinationMessageRow.id.in_([m.id for m in made]))
                 .order_by(DestinationMessageRow.seq)
             ).all()
             session.expunge_all()
-        return list(found)
+        return [(message, body) for message, body in found]
 
     try:
         assert len(build()) == 1  # the two (empty) full lists
@@ -148,8 +152,8 @@ def test_a_message_filled_exactly_holds_only_its_audiences_changes(
                     select(MembershipChangeRow.audience_id, MembershipChangeRow.created_at)
                 ).all()
             )
-        full, rest = build()
-        sections = [json.loads(m.body)["data"]["audiences"] for m in (full, rest)]
+        (full, full_body), (rest, rest_body) = build()
+        sections = [json.loads(body)["data"]["audiences"] for body in (full_body, rest_body)]
         assert [[(s["id"], len(s["changes"])) for s in each] for each in sections] == [
             [(first_audience["id"], 2)],
             [(second_audience["id"], 1)],

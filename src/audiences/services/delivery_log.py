@@ -101,9 +101,11 @@ def start_test(session: Session, *, caller: Caller, destination_id: str) -> Test
     receiver, disk or bucket holds no transaction open."""
     row = destinations.get(session, caller=caller, destination_id=destination_id)
     data = {"destination_id": row.id, "message": "a test message from Audiences"}
-    message = messages.add_message(session, row, messages.TEST, data, 0, None, status="sending")
+    message, body = messages.add_message(
+        session, row, messages.TEST, data, 0, None, status="sending"
+    )
     name = f"test-{senders.file_stamp(message.created_at)}-{message.id[-12:]}"
-    return Testing(row.workspace_id, row.id, prepare(row, message, utcnow()), name)
+    return Testing(row.workspace_id, row.id, prepare(row, message, body, utcnow()), name)
 
 
 def send_test(testing: Testing, *, settings: Settings) -> senders.Outcome:
@@ -153,10 +155,20 @@ def record_test(
     return message
 
 
-def to_model(
-    message: DestinationMessageRow, *, attempts: list[DestinationAttemptRow] | None = None
+def to_model(message: DestinationMessageRow) -> Delivery:
+    """The public shape of a message, as the delivery log lists it (no attempts, no body)."""
+    return _model(message, None, None)
+
+
+def detailed(session: Session, message: DestinationMessageRow) -> Delivery:
+    """The public shape of one message with its every attempt and its body (the only read of
+    a body outside sending)."""
+    return _model(message, attempts_of(session, message), messages.body_of(session, message.id))
+
+
+def _model(
+    message: DestinationMessageRow, attempts: list[DestinationAttemptRow] | None, body: str | None
 ) -> Delivery:
-    """The public shape of a message; with ``attempts``, its log and body too."""
     return Delivery(
         id=message.id,
         type=message.type,
@@ -181,7 +193,7 @@ def to_model(
             )
             for a in attempts
         ],
-        payload=None if attempts is None else json.loads(message.body),
+        payload=None if body is None else json.loads(body),
     )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from audiences.config import Settings
 from audiences.services import destinations, file_deliveries, messages, senders
-from audiences.store.tables import DestinationMessageRow, DestinationRow
+from audiences.store.tables import DestinationMessageBodyRow, DestinationMessageRow, DestinationRow
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ def head(session: Session, row: DestinationRow) -> DestinationMessageRow | None:
     return found
 
 
-def prepare(row: DestinationRow, message: DestinationMessageRow, now: datetime) -> Send:
-    """What sending ``message`` needs, detached from the session."""
-    return _send(row, message.id, message.seq, message.body, destinations.active_secrets(row, now))
+def prepare(row: DestinationRow, message: DestinationMessageRow, body: str, now: datetime) -> Send:
+    """What sending ``message`` (whose body is ``body``) needs, detached from the session."""
+    return _send(row, message.id, message.seq, body, destinations.active_secrets(row, now))
 
 
 def _send(row: DestinationRow, message_id: str, seq: int, body: str, secrets: list[str]) -> Send:
@@ -76,8 +76,12 @@ def next_sends(
         select(
             DestinationMessageRow.id,
             DestinationMessageRow.seq,
-            DestinationMessageRow.body,
+            DestinationMessageBodyRow.body,
             DestinationMessageRow.next_attempt_at,
+        )
+        .join(
+            DestinationMessageBodyRow,
+            DestinationMessageBodyRow.message_id == DestinationMessageRow.id,
         )
         .where(
             DestinationMessageRow.destination_id == row.id,

@@ -16,14 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from pyroaring import AbstractBitMap
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from audiences.config import Settings
 from audiences.membership.bitmaps import page
 from audiences.services import destinations, file_targets, memberships, messages, senders
 from audiences.services.runtime import Runtime
-from audiences.store.tables import DestinationMessageRow, DestinationRow
+from audiences.store.tables import DestinationMessageBodyRow, DestinationMessageRow, DestinationRow
 
 FULL = "file.full"
 """The type of a ``full`` mode run's message in the delivery log."""
@@ -68,7 +68,7 @@ def full_message(session: Session, row: DestinationRow, now: datetime) -> Destin
     ).first()
     if last is not None and last.status == "pending":
         return last
-    return messages.add_message(session, row, FULL, {}, 0, now)
+    return messages.add_message(session, row, FULL, {}, 0, now)[0]
 
 
 def plan(session: Session, *, runtime: Runtime, row: DestinationRow, now: datetime) -> Mirror:
@@ -127,11 +127,16 @@ def write_full(
     return written
 
 
-def name_files(message: DestinationMessageRow, written: Written) -> None:
+def name_files(session: Session, message: DestinationMessageRow, written: Written) -> None:
     """The message's body names the files a ``full`` run wrote, and counts their rows."""
-    body = json.loads(message.body)
+    body = json.loads(messages.body_of(session, message.id))
     body["data"] = {"files": written.files}
-    message.body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    session.execute(
+        update(DestinationMessageBodyRow)
+        .where(DestinationMessageBodyRow.message_id == message.id)
+        .values(body=json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+        .execution_options(synchronize_session=False)
+    )
     message.changes = sum(int(entry["rows"]) for entry in written.files)
 
 

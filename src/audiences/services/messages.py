@@ -29,6 +29,7 @@ from audiences.services.runtime import Runtime
 from audiences.store.tables import (
     AudienceRow,
     DestinationCursorRow,
+    DestinationMessageBodyRow,
     DestinationMessageRow,
     DestinationRow,
     MembershipChangeRow,
@@ -117,8 +118,8 @@ def add_message(
     first_change_at: datetime | None,
     *,
     status: str = "pending",
-) -> DestinationMessageRow:
-    """A new message at the end of the destination's line."""
+) -> tuple[DestinationMessageRow, str]:
+    """A new message at the end of the destination's line, and its body."""
     now = utcnow()
     message = DestinationMessageRow(
         id=f"msg_{uuid.uuid4().hex}",
@@ -126,7 +127,6 @@ def add_message(
         destination_id=row.id,
         seq=_next_seqs(session, row, 1),
         type=kind,
-        body=body(kind, encode(data), now),
         changes=changes,
         status=status,
         attempts=0,
@@ -134,9 +134,22 @@ def add_message(
         first_change_at=first_change_at,
         created_at=now,
     )
+    text = body(kind, encode(data), now)
     session.add(message)
+    session.flush()  # the message before its body (the body's foreign key)
+    session.add(DestinationMessageBodyRow(message_id=message.id, body=text))
     session.flush()
-    return message
+    return message, text
+
+
+def body_of(session: Session, message_id: str) -> str:
+    """A message's body (read only where it is sent or shown)."""
+    found: str = session.execute(
+        select(DestinationMessageBodyRow.body).where(
+            DestinationMessageBodyRow.message_id == message_id
+        )
+    ).scalar_one()
+    return found
 
 
 def _add_changed(
@@ -144,7 +157,8 @@ def _add_changed(
     row: DestinationRow,
     done: list[tuple[str, int, datetime | None]],
 ) -> list[Made]:
-    """The messages of a build at the end of the destination's line, in one statement."""
+    """The messages of a build at the end of the destination's line, in two statements: the
+    messages, then their bodies (a table of their own: see ``DestinationMessageBodyRow``)."""
     if not done:
         return []
     last = _next_seqs(session, row, len(done))
@@ -153,7 +167,8 @@ def _add_changed(
         Made(f"msg_{uuid.uuid4().hex}", last - len(done) + number, body(CHANGED, data, now))
         for number, (data, _, _) in enumerate(done, start=1)
     ]
-    session.connection().execute(  # Core: the ORM's bulk path costs more than the rows
+    connection = session.connection()  # Core: the ORM's bulk path costs more than the rows
+    connection.execute(
         insert(cast(Table, DestinationMessageRow.__table__)),
         [
             {
@@ -162,7 +177,6 @@ def _add_changed(
                 "destination_id": row.id,
                 "seq": message.seq,
                 "type": CHANGED,
-                "body": message.body,
                 "changes": count,
                 "status": "pending",
                 "attempts": 0,
@@ -172,6 +186,10 @@ def _add_changed(
             }
             for message, (_, count, first) in zip(made, done, strict=True)
         ],
+    )
+    connection.execute(
+        insert(cast(Table, DestinationMessageBodyRow.__table__)),
+        [{"message_id": message.id, "body": message.body} for message in made],
     )
     return made
 

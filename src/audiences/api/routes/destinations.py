@@ -196,10 +196,9 @@ def test_destination(
     session.commit()  # logged as `sending`: nothing held open while the receiver answers
     outcome = delivery_log.send_test(testing, settings=settings)
     message = delivery_log.record_test(session, testing=testing, outcome=outcome)
-    attempts = delivery_log.attempts_of(session, message)
     return TestResult(
         delivered=message.status == "delivered",
-        delivery=delivery_log.to_model(message, attempts=attempts),
+        delivery=delivery_log.detailed(session, message),
     )
 
 
@@ -232,7 +231,7 @@ def get_delivery(
     message = delivery_log.get(
         session, caller=caller, destination_id=destination_id, delivery_id=delivery_id
     )
-    return delivery_log.to_model(message, attempts=delivery_log.attempts_of(session, message))
+    return delivery_log.detailed(session, message)
 
 
 @router.post(

@@ -7,6 +7,7 @@ from audiences.store.tables.base import Base
 from audiences.store.tables.destinations import (
     DestinationAttemptRow,
     DestinationCursorRow,
+    DestinationMessageBodyRow,
     DestinationMessageRow,
     DestinationRow,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "Base",
     "DestinationAttemptRow",
     "DestinationCursorRow",
+    "DestinationMessageBodyRow",
     "DestinationMessageRow",
     "DestinationRow",
     "EventNameRow",

@@ -77,9 +77,9 @@ class DestinationCursorRow(Base):
 
 
 class DestinationMessageRow(Base):
-    """One message to a destination: its body (sent as is on every attempt), where it stands,
-    and the outcome of its last attempt. ``id`` is the ``webhook-id``; ``seq`` orders a
-    destination's messages (sent in that order)."""
+    """One message to a destination: where it stands and the outcome of its last attempt;
+    its body is a :class:`DestinationMessageBodyRow`. ``id`` is the ``webhook-id``; ``seq``
+    orders a destination's messages (sent in that order)."""
 
     __tablename__ = "destination_messages"
     __table_args__ = (
@@ -95,7 +95,6 @@ class DestinationMessageRow(Base):
     destination_id: Mapped[str] = mapped_column(ForeignKey("destinations.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(64))
-    body: Mapped[str] = mapped_column(Text)
     changes: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -106,6 +105,20 @@ class DestinationMessageRow(Base):
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_response_ms: Mapped[int | None] = mapped_column(Integer)
+
+
+class DestinationMessageBodyRow(Base):
+    """A message's body, sent as is on every attempt, in a table of its own (migration 0016):
+    SQLite rewrites a whole row on UPDATE, so a ~100 KB body beside the message's status was
+    written again each time an attempt was logged (``bench/README.md``, deliveries). Written
+    in the message's transaction; deleted with it (``ON DELETE CASCADE``)."""
+
+    __tablename__ = "destination_message_bodies"
+
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("destination_messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    body: Mapped[str] = mapped_column(Text)
 
 
 class DestinationAttemptRow(IdMixin, Base):
