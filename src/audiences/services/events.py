@@ -64,12 +64,16 @@ def write(
     received_at: datetime | None = None,
     typed: bool = True,
     known_new: frozenset[str] = frozenset(),
+    remembered_from: datetime | None = None,
 ) -> list[EventResult]:
     """Store events; a result per record, in order (see ``ProfileEngine.write_events``, which
     takes the ids in ``known_new`` as not stored without looking them up).
 
     A record whose ``event_id`` was received within ``limits.dedupe_window`` before
-    ``received_at`` is a duplicate (on PostgreSQL, one stored at all).
+    ``received_at`` is a duplicate (on PostgreSQL, one stored at all); with
+    ``remembered_from``, the window is counted back from it when it is earlier (an import
+    counts from its acceptance, so a retry hours or days later still finds every id an earlier
+    attempt wrote).
     A record timed more than ``limits.max_future`` after ``received_at`` is refused
     (``timestamp_in_future``); undeclared properties are declared from their first telling
     value (text values, ``typed`` False, as CSV cells are) unless the workspace is strict; the
@@ -101,7 +105,7 @@ def write(
         accepted,
         received_at=now,
         known_new=known_new,
-        dedupe_since=now - limits.dedupe_window,
+        dedupe_since=min(now, remembered_from or now) - limits.dedupe_window,
     )
     if refused:
         written = iter(results)
