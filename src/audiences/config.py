@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+EVENT_DEDUPE_WINDOW_HOURS = 168
+"""The default of ``event_dedupe_window_hours`` (7 days), the one place it is written."""
+
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 S3_ENDPOINT = rf"^https?://(?:(?:{_LABEL}\.)*{_LABEL}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?/?$"
 """An S3 endpoint boto3 takes: a DNS name of letters, digits and hyphens (no ``_``), an IPv4 or
@@ -143,7 +146,7 @@ class Settings(BaseSettings):
         ),
     )
     event_dedupe_window_hours: int = Field(
-        default=168,
+        default=EVENT_DEDUPE_WINDOW_HOURS,
         ge=1,
         le=87_600,
         description=(

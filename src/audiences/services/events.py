@@ -17,6 +17,7 @@ from operator import itemgetter
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from audiences.config import EVENT_DEDUPE_WINDOW_HOURS
 from audiences.engines.base import EventPage, EventPosition, EventRecord, EventResult
 from audiences.errors import ErrorDetail, PayloadTooLarge
 from audiences.kit.clock import utcnow
@@ -30,8 +31,9 @@ EXPIRE_HANDLER = "events.expire"
 """The job that drops a workspace's events past its retention (queued hourly by the scheduler)."""
 
 
-DEDUPE_WINDOW = timedelta(days=7)
-"""How long an ``event_id`` is remembered by default (``event_dedupe_window_hours``)."""
+DEDUPE_WINDOW = timedelta(hours=EVENT_DEDUPE_WINDOW_HOURS)
+"""How long an ``event_id`` is remembered when a caller names no window: the setting's default
+(callers with settings pass ``event_dedupe_window_hours``)."""
 
 
 @dataclass(frozen=True)
