@@ -328,3 +328,25 @@ def test_copies_of_one_event_id_move_into_postgres_the_first_keeping_it(
         assert {e.event_id for _, e in every_event(moved)} >= {"other"}
         [again] = moved.write_events(WS, [EventRecord("a", "order", T0, event_id="same")])
         assert again.duplicate
+
+
+def test_the_check_counts_the_event_ids(
+    source: ProfileEngine, target: Store, tmp_path: Path
+) -> None:
+    """An event that reads the same but lost its id is a difference (events_of shows no ids)."""
+    engine = target.open()
+    move_workspace(source, engine, WS, route=ROUTE, checkpoints=Checkpoints(tmp_path))
+    late = T0 + timedelta(days=30)
+    for into, event_id in ((source, "late"), (engine, None)):
+        record = EventRecord("p1", "view", late, event_id=event_id)
+        assert into.write_events(WS, [record], received_at=late)[0].ok
+    with pytest.raises(Conflict) as caught:
+        check_copy(source, engine, WS, sample_size=1000)
+    assert [error.message for error in caught.value.errors] == [
+        f"event ids: {len(ids(source))} in the source, {len(ids(source)) - 1} in the target"
+    ]
+
+
+def ids(engine: ProfileEngine) -> set[str]:
+    """The distinct event ids of the workspace, read from its export."""
+    return {e.event_id for _, e in every_event(engine) if e.event_id is not None}

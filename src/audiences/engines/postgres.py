@@ -507,6 +507,16 @@ class PostgresEngine:
             row = conn.execute(f"SELECT count(*) FROM {state.events}").fetchone()
         return int(row[0]) if row else 0
 
+    def count_event_ids(self, workspace_id: str) -> int:
+        """How many distinct ``event_id``s the workspace's events hold (unique: the rows with
+        one)."""
+        state = self._state(workspace_id)
+        if state is None:
+            return 0
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT count(event_id) FROM {state.events}").fetchone()
+        return int(row[0]) if row else 0
+
     def export_events(
         self, workspace_id: str, *, after: EventCursor | None, limit: int
     ) -> tuple[list[MovedEvent], EventCursor | None]:
