@@ -109,7 +109,8 @@ def route_calls(bench: Bench, path: Path, upload_id: str) -> tuple[Counter[str],
     """The same events as ``POST /v1/events`` takes them, 10,000 a call, each with the
     ``event_id`` the import gives its row (so the engine does the same work): CPU seconds by
     stage, as ``bench.events.stages`` times the route, and the events sent."""
-    limits = events.Limits(10_000, timedelta(seconds=300))
+    window = timedelta(hours=bench.app.state.settings.event_dedupe_window_hours)
+    limits = events.Limits(10_000, timedelta(seconds=300), window)
     stages: Counter[str] = Counter()
     sent = 0
 

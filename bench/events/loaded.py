@@ -81,8 +81,11 @@ def copy(folder: Path, into: Path) -> Path:
 
 
 def external_id(number: int, profiles: int) -> str:
-    """The stored profile the ``number``-th generated profile stands for (a bijection over
-    ``user-0`` .. ``user-<profiles-1>``, spreading them over the table), or a new one."""
+    """The profile the ``number``-th generated profile stands for: a new one (``new-<number>``)
+    for every ``NEW_SHARE``-th number, else the stored ``user-<number * 7919 % profiles>``,
+    which spreads them over the table. Not a bijection: the multiples of ``NEW_SHARE`` never
+    name a stored profile, so below ``profiles`` one stored profile in ``NEW_SHARE`` is not
+    reached (when 7919 and ``profiles`` are coprime, each other one once)."""
     if number % NEW_SHARE == 0:
         return f"new-{number}"
     return f"user-{number * 7919 % profiles}"

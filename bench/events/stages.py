@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
             bench = Bench(Path(folder))
             data.declare_properties(bench)
         bench.create_audiences(run.STREAMING, "streaming")
-        limits = events.Limits(10_000, timedelta(seconds=300))
+        window = timedelta(hours=bench.app.state.settings.event_dedupe_window_hours)
+        limits = events.Limits(10_000, timedelta(seconds=300), window)
         freeze_startup_objects()
         stages: Counter[str] = Counter()
 

@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+EVENT_DEDUPE_WINDOW_HOURS = 168
+"""The default of ``event_dedupe_window_hours`` (7 days), the one place it is written."""
+
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 S3_ENDPOINT = rf"^https?://(?:(?:{_LABEL}\.)*{_LABEL}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?/?$"
 """An S3 endpoint boto3 takes: a DNS name of letters, digits and hyphens (no ``_``), an IPv4 or
@@ -143,15 +146,17 @@ class Settings(BaseSettings):
         ),
     )
     event_dedupe_window_hours: int = Field(
-        default=168,
+        default=EVENT_DEDUPE_WINDOW_HOURS,
         ge=1,
         le=87_600,
         description=(
             "How long a client `event_id` is remembered, in hours (1 to 87,600; default 7 days, "
             "as Amplitude's `insert_id`): a copy of an event whose first copy was received "
             "within this window answers as a duplicate. DuckDB and ClickHouse look ids up only "
-            "among the events received in it, so the check does not grow with the table; "
-            "PostgreSQL's unique index recognizes a copy for as long as the first is stored."
+            "among the events received in it (DuckDB's zone maps on `received_at` skip the "
+            "older row groups, so its check does not grow with the table; ClickHouse's bloom "
+            "filter on `event_id` serves its lookup); PostgreSQL's unique index recognizes a "
+            "copy for as long as the first is stored."
         ),
     )
     scheduler_seconds: int = Field(

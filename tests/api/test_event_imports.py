@@ -8,6 +8,7 @@ import gzip
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry
 from audiences.jobs.worker import Worker
+from audiences.kit.clock import utcnow
 from audiences.schemas.api_keys import Role
 from audiences.services import event_imports
 from tests.client import ApiClient
@@ -224,3 +226,45 @@ def test_an_import_stopped_before_its_checkpoint_stores_each_row_once_when_resum
     assert job["counts"] == {"rows": 5, "written": 3, "duplicates": 2, "invalid": 0}
     ids = [e["event_id"] for e in _events(bare, "a")]
     assert len(ids) == 5 and len(set(ids)) == 5, "the posted event and the file's 4 new rows"
+
+
+def test_an_import_resumed_after_the_dedupe_window_still_stores_each_row_once(
+    app: FastAPI, bare: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Window 1 hour; the attempt that wrote the chunk stops before its checkpoint, the next
+    one writes at +65 minutes (a job's backoff reaches an hour): the ids are looked up from the
+    window before the job was queued, not only the hour before the retry (the reviewer's
+    reproducer: 8 events stored instead of 4)."""
+    body = b"profile_id,event,event_id\na,ping,given\n" + b"a,ping,\n" * 3
+    accepted = bare.post("/v1/events/imports", content=body, headers={"Content-Type": "text/csv"})
+    assert accepted.status_code == 202, accepted.text
+    stopping = threading.Event()
+    settings = app.state.settings.model_copy(
+        update={"import_chunk_rows": 4, "event_dedupe_window_hours": 1}
+    )
+    worker = Worker(
+        session_factory=app.state.session_factory,
+        settings=settings,
+        registry=HandlerRegistry({HANDLER: HANDLERS.get(HANDLER)}, frozenset({HANDLER})),
+        runtime=app.state.runtime,
+        stopping=stopping,
+    )
+    write_chunk = event_imports.write_chunk
+
+    def write_then_stop(*args: Any, **kwargs: Any) -> event_imports.Outcome:
+        outcome = write_chunk(*args, **kwargs)
+        stopping.set()
+        return outcome
+
+    monkeypatch.setattr(event_imports, "write_chunk", write_then_stop)
+    assert worker.run_once()
+    monkeypatch.undo()
+    stopping.clear()
+    later = utcnow() + timedelta(hours=1, minutes=5)
+    monkeypatch.setattr("audiences.jobs.event_jobs.utcnow", lambda: later)
+    assert worker.run_once()
+    job = bare.get(f"/v1/jobs/{accepted.json()['id']}").json()
+    assert job["state"] == "succeeded", job
+    assert job["counts"] == {"rows": 4, "written": 0, "duplicates": 4, "invalid": 0}
+    ids = [e["event_id"] for e in _events(bare, "a")]
+    assert len(ids) == 4 and len(set(ids)) == 4, ids

@@ -3,7 +3,9 @@ imports that keep pids, ids and receipt times, and imports run twice that write 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +209,42 @@ def test_left_to_write_keeps_exactly_the_events_past_the_targets_cursor(
     written = portable.left_to_write(batch, after, held)
     assert len(written) == len(stream) - held_at
     assert portable.positions(written, held) == cursors[held_at:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    copies=st.lists(st.tuples(st.sampled_from(["a", "b", None]), st.integers(0, 3)), max_size=12),
+    cuts=st.lists(st.integers(0, 12), max_size=4),
+)
+def test_each_event_id_goes_to_its_first_copy_whatever_the_batches(
+    copies: list[tuple[str | None, int]], cuts: list[int]
+) -> None:
+    """Oracle: over the whole stream, an id stays on its copy with the least ``received_at``
+    (then the first in copy order) and every other copy loses it. A target fed the stream in
+    batches (``cuts``), holding one row per id as PostgreSQL's unique index does, ends the
+    same, every event kept."""
+    stream = [
+        (n, StoredEvent(Event("e", T0), event_id, T0 + timedelta(hours=hours)))
+        for n, (event_id, hours) in enumerate(copies)
+    ]
+    first = {
+        event_id: min(n for n, e in stream if e.event_id == event_id and e.received_at == least)
+        for event_id, least in {
+            i: min(e.received_at for _, e in stream if e.event_id == i)
+            for i in {e.event_id for _, e in stream if e.event_id is not None}
+        }.items()
+    }
+    target: list[MovedEvent] = []
+    bounds = sorted({0, len(stream), *(min(c, len(stream)) for c in cuts)})
+    for start, end in pairwise(bounds):
+        stored = {e.event_id: e.received_at for _, e in target if e.event_id is not None}
+        batch, taken = portable.first_copies_keep_ids(stream[start:end], stored)
+        target = [
+            (n, replace(e, event_id=None) if e.event_id in taken else e) for n, e in target
+        ] + batch
+    assert [n for n, _ in target] == [n for n, _ in stream]
+    held = [e.event_id for _, e in target if e.event_id is not None]
+    assert len(held) == len(set(held))
+    assert {n: e.event_id for n, e in target if e.event_id is not None} == {
+        n: i for i, n in first.items()
+    }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,12 @@ from fastapi import FastAPI
 
 from audiences.api.app import create_app
 from audiences.config import Settings
-from audiences.engines.base import ProfileEngine
+from audiences.engines.base import EventRecord, ProfileEngine
 from audiences.errors import Conflict
 from audiences.schemas.enums import Role
 from audiences.services.engine_moves import Checkpoints, MoveState, check_copy, move_workspace
 from tests.engines.kinds import Store, opened
-from tests.engines.test_portable import WS, every_event, fill
+from tests.engines.test_portable import T0, WS, every_event, fill
 from tests.factories import client_for, make_tenant
 from tests.oracle import refresh
 
@@ -262,3 +263,90 @@ def test_memberships_hold_after_switching_engines(target: Store, tmp_path: Path)
         assert _members(second, token, audience["id"]) == before | {"new"}
     finally:
         _close(second)
+
+
+def _copies(engine: ProfileEngine) -> None:
+    """Three events with one ``event_id``, each received after the dedupe window of the one
+    before (so DuckDB stored each); in copy order (by pid) the last received comes first."""
+    day = timedelta(days=1)
+    for external_id, minute, moment in [
+        ("z", 0, T0),
+        ("a", 1, T0 + 8 * day),
+        ("a", -1, T0 + 16 * day),
+    ]:
+        record = EventRecord(external_id, "order", T0 + timedelta(minutes=minute), event_id="same")
+        [result] = engine.write_events(
+            WS, [record], received_at=moment, dedupe_since=moment - timedelta(days=7)
+        )
+        assert result.ok and not result.duplicate
+    engine.write_events(WS, [EventRecord("m", "view", T0, event_id="other")], received_at=T0)
+
+
+@pytest.mark.parametrize("cut_at", [None, 4, 5])
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_copies_of_one_event_id_move_into_postgres_the_first_keeping_it(
+    tmp_path: Path, batch_size: int, cut_at: int | None
+) -> None:
+    """PostgreSQL's unique index on ``event_id``: the first copy (by ``received_at``) keeps
+    the id, the later ones arrive without it; no event is lost, cut and resumed or not (the
+    reviewer's reproducer: a UniqueViolation, every run)."""
+    calls = [0]
+
+    def stop(state: MoveState) -> None:
+        calls[0] += 1
+        if calls[0] == cut_at:
+            raise Cut
+
+    checkpoints = Checkpoints(tmp_path / "moves")
+    with opened("duckdb", tmp_path / "s") as duck, opened("postgres", tmp_path / "t") as pg:
+        source = duck.open()
+        _copies(source)
+        if cut_at is not None:
+            with pytest.raises(Cut):
+                move_workspace(
+                    source,
+                    pg.open(),
+                    WS,
+                    route=ROUTE,
+                    checkpoints=checkpoints,
+                    batch_size=batch_size,
+                    on_progress=stop,
+                )
+        state = move_workspace(
+            source, pg.open(), WS, route=ROUTE, checkpoints=checkpoints, batch_size=batch_size
+        )
+        assert state.phase == "done" and state.events_moved == state.events_total == 4
+        moved = pg.open()
+        ids = {
+            (e.received_at, e.event_id) for _, e in every_event(moved) if e.event.name == "order"
+        }
+        assert ids == {
+            (T0, "same"),
+            (T0 + timedelta(days=8), None),
+            (T0 + timedelta(days=16), None),
+        }
+        assert {e.event_id for _, e in every_event(moved)} >= {"other"}
+        [again] = moved.write_events(WS, [EventRecord("a", "order", T0, event_id="same")])
+        assert again.duplicate
+
+
+def test_the_check_counts_the_event_ids(
+    source: ProfileEngine, target: Store, tmp_path: Path
+) -> None:
+    """An event that reads the same but lost its id is a difference (events_of shows no ids)."""
+    engine = target.open()
+    move_workspace(source, engine, WS, route=ROUTE, checkpoints=Checkpoints(tmp_path))
+    late = T0 + timedelta(days=30)
+    for into, event_id in ((source, "late"), (engine, None)):
+        record = EventRecord("p1", "view", late, event_id=event_id)
+        assert into.write_events(WS, [record], received_at=late)[0].ok
+    with pytest.raises(Conflict) as caught:
+        check_copy(source, engine, WS, sample_size=1000)
+    assert [error.message for error in caught.value.errors] == [
+        f"event ids: {len(ids(source))} in the source, {len(ids(source)) - 1} in the target"
+    ]
+
+
+def ids(engine: ProfileEngine) -> set[str]:
+    """The distinct event ids of the workspace, read from its export."""
+    return {e.event_id for _, e in every_event(engine) if e.event_id is not None}

@@ -463,6 +463,11 @@ class Portable(Protocol):
         """How many events the workspace holds."""
         ...
 
+    def count_event_ids(self, workspace_id: str) -> int:
+        """How many distinct ``event_id``s the workspace's events hold (a move must keep each:
+        into PostgreSQL a later copy of an id arrives without it, the first keeps it)."""
+        ...
+
     def export_events(
         self, workspace_id: str, *, after: EventCursor | None, limit: int
     ) -> tuple[list[MovedEvent], EventCursor | None]:

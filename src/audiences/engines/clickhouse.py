@@ -459,6 +459,13 @@ class ClickHouseEngine:
             return 0
         return int(self._rows(f"SELECT count() FROM {state.events}")[0][0])
 
+    def count_event_ids(self, workspace_id: str) -> int:
+        """How many distinct ``event_id``s the workspace's events hold."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return 0
+        return int(self._rows(f"SELECT uniqExact(event_id) FROM {state.events}")[0][0])
+
     def export_events(
         self, workspace_id: str, *, after: EventCursor | None, limit: int
     ) -> tuple[list[MovedEvent], EventCursor | None]:

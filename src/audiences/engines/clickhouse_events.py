@@ -37,7 +37,9 @@ def stored_event_ids(
     client: Client, table: str, event_ids: list[str], since: datetime | None = None
 ) -> set[str]:
     """Which of ``event_ids`` the events table holds already (received at ``since`` or later,
-    when given; its bloom filter index skips the blocks that hold none)."""
+    when given). The bloom filter index on ``event_id`` skips the blocks that hold none;
+    ``since`` skips nothing (the table is sorted by pid and time, with no index on
+    ``received_at``), it only leaves out copies received before the window."""
     if not event_ids:
         return set()
     query = (

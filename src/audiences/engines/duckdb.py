@@ -620,6 +620,15 @@ class DuckDBEngine:
             row = cur.execute(f"SELECT count(*) FROM {state.events}").fetchone()
         return int(row[0]) if row else 0
 
+    def count_event_ids(self, workspace_id: str) -> int:
+        """How many distinct ``event_id``s the workspace's events hold."""
+        state = self._workspace(workspace_id)
+        if state is None:
+            return 0
+        with self._cursor() as cur:
+            row = cur.execute(f"SELECT count(DISTINCT event_id) FROM {state.events}").fetchone()
+        return int(row[0]) if row else 0
+
     def export_events(
         self, workspace_id: str, *, after: EventCursor | None, limit: int
     ) -> tuple[list[MovedEvent], EventCursor | None]:

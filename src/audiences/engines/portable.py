@@ -13,6 +13,8 @@ events, and how many it has) says exactly which events of a batch are stored alr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from audiences.engines.base import EventCursor, MovedEvent, Profile
@@ -78,3 +80,33 @@ def left_to_write(
         for moved, position in zip(events, positions(events, after), strict=True)
         if held is None or position > held
     ]
+
+
+def first_copies_keep_ids(
+    events: Sequence[MovedEvent], stored: Mapping[str, datetime]
+) -> tuple[list[MovedEvent], set[str]]:
+    """The events of a batch with ``event_id`` None on each copy of an id that is not its first
+    (by ``received_at``, then copy order), and the ids the target must take from the copies it
+    holds (``stored``: id -> that copy's ``received_at``), whose copy in the batch came first.
+
+    The stored copies come before the batch in copy order, so a tie on ``received_at`` keeps
+    the stored one: a move resumed anywhere gives each id to the same copy.
+    """
+    kept = list(events)
+    first = dict(stored)
+    holder: dict[str, int] = {}
+    taken: set[str] = set()
+    for index, (pid, event) in enumerate(events):
+        event_id = event.event_id
+        if event_id is None:
+            continue
+        if event_id in first and first[event_id] <= event.received_at:
+            kept[index] = (pid, replace(event, event_id=None))
+            continue
+        if event_id in holder:
+            earlier = holder[event_id]
+            kept[earlier] = (kept[earlier][0], replace(kept[earlier][1], event_id=None))
+        elif event_id in first:
+            taken.add(event_id)
+        first[event_id], holder[event_id] = event.received_at, index
+    return kept, taken

@@ -507,6 +507,16 @@ class PostgresEngine:
             row = conn.execute(f"SELECT count(*) FROM {state.events}").fetchone()
         return int(row[0]) if row else 0
 
+    def count_event_ids(self, workspace_id: str) -> int:
+        """How many distinct ``event_id``s the workspace's events hold (unique: the rows with
+        one)."""
+        state = self._state(workspace_id)
+        if state is None:
+            return 0
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT count(event_id) FROM {state.events}").fetchone()
+        return int(row[0]) if row else 0
+
     def export_events(
         self, workspace_id: str, *, after: EventCursor | None, limit: int
     ) -> tuple[list[MovedEvent], EventCursor | None]:
@@ -526,7 +536,9 @@ class PostgresEngine:
     def import_events(
         self, workspace_id: str, events: Sequence[MovedEvent], *, after: EventCursor | None
     ) -> int:
-        """Copy in the events of a batch the table does not hold yet, in one transaction."""
+        """Copy in the events of a batch the table does not hold yet, in one transaction; an
+        ``event_id`` goes to its first copy (by ``received_at``), the others arrive without it
+        (``portable.first_copies_keep_ids``)."""
         state = self._state(workspace_id, create=True)
         assert state is not None
         with self._transaction() as conn:
@@ -536,6 +548,11 @@ class PostgresEngine:
             row = conn.execute(sql.last_event_cursor(state.events)).fetchone()
             held = EventCursor(int(row[0]), int(row[1])) if row else None
             fresh = portable.left_to_write(events, after, held)
+            # The unique index on event_id: a later copy of an id arrives without it.
+            ids = sorted({e.event_id for _, e in fresh if e.event_id is not None})
+            stored = events_sql.receipts_of_ids(conn, state.events, ids)
+            fresh, taken = portable.first_copies_keep_ids(fresh, stored)
+            events_sql.clear_ids(conn, state.events, taken)
             columns = ", ".join(
                 [*map(sql.quote, events_sql.EVENT_COLUMNS), *map(sql.quote, schema)]
             )

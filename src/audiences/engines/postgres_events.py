@@ -34,6 +34,22 @@ def stored_event_ids(conn: Connection, table: str, event_ids: list[str]) -> set[
     return {row[0] for row in conn.execute(query, [event_ids]).fetchall()}
 
 
+def receipts_of_ids(conn: Connection, table: str, event_ids: list[str]) -> dict[str, datetime]:
+    """The ``received_at`` of the stored event of each of ``event_ids`` the table holds."""
+    if not event_ids:
+        return {}
+    query = f"SELECT event_id, received_at FROM {table} WHERE event_id = ANY(%s)"
+    return {row[0]: row[1] for row in conn.execute(query, [event_ids]).fetchall()}
+
+
+def clear_ids(conn: Connection, table: str, event_ids: set[str]) -> None:
+    """Set the ``event_id`` of the stored events of ``event_ids`` to NULL (a move gives each
+    id to an earlier-received copy, ``portable.first_copies_keep_ids``)."""
+    if event_ids:
+        query = f"UPDATE {table} SET event_id = NULL WHERE event_id = ANY(%s)"
+        conn.execute(query, [sorted(event_ids)])
+
+
 def insert(
     conn: Connection,
     table: str,

@@ -4,7 +4,9 @@ An import writes its rows in chunks, with a checkpoint after each (the rows done
 its errors file) and resumes from the last one; rows without an ``event_id`` get one from the
 upload and row, so a chunk written again by a retry stores nothing twice. Only a retry can
 meet them stored: the first attempt (it leaves a marker in the upload's folder before writing)
-has the write take them as new without looking them up (``event_imports.write_chunk``).
+has the write take them as new without looking them up (``event_imports.write_chunk``). Ids
+are looked up among the events received since the dedupe window before the job was queued, so
+a retry after the window still finds what an earlier attempt wrote.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def import_events(context: JobContext, job: ClaimedJob) -> dict[str, Any]:
                     received_at=utcnow(),
                     first_run=first_run,
                     dedupe_window=timedelta(hours=settings.event_dedupe_window_hours),
+                    accepted_at=job.created_at,
                 )
             for row in outcome.refused:
                 context.error(

@@ -81,6 +81,8 @@ class ClaimedJob:
     total: int | None = None
     counts: Mapping[str, int] = field(default_factory=dict)
     created_by: str | None = None
+    created_at: datetime | None = None
+    """When the job was queued (an import's rows are looked up as received from then on)."""
 
 
 def enqueue(
@@ -213,6 +215,7 @@ def claim(
         total=row.total,
         counts=dict(row.counts or {}),
         created_by=row.created_by,
+        created_at=row.created_at,
     )
 
 

@@ -10,8 +10,8 @@ per workspace) records where the copy stands; run again, the move continues from
 batch the target committed before the checkpoint was written is sent again and skipped by the
 target's import (see :mod:`audiences.engines.portable`), so nothing is written twice. A target
 that holds data for the workspace is refused unless the checkpoint says it is this move's.
-At the end the counts of profiles and events must match, and a random sample of profiles (and
-their events) must read the same on both engines.
+At the end the counts of profiles, events and distinct event ids must match, and a random sample
+of profiles (and their events) must read the same on both engines.
 
 Writes must be stopped while a move runs (docs/deploy.md): the copy is not a live replication.
 """
@@ -202,9 +202,10 @@ def move_workspace(
 def check_copy(
     source: ProfileEngine, target: ProfileEngine, workspace_id: str, *, sample_size: int
 ) -> int:
-    """Compare the counts of profiles and events, the pid sequences, and a random sample of
-    pids' profiles and events on both engines; ``Conflict`` (``engine_move_mismatch``)
-    listing every difference. How many pids were sampled."""
+    """Compare the counts of profiles, events and distinct event ids (into PostgreSQL a later
+    copy of an id arrives without it, so ids are counted, not the events with one), the pid
+    sequences, and a random sample of pids' profiles and events on both engines; ``Conflict``
+    (``engine_move_mismatch``) listing every difference. How many pids were sampled."""
     old, new = _portable(source), _portable(target)
     problems: list[ErrorDetail] = []
 
@@ -215,6 +216,7 @@ def check_copy(
     pairs = [
         ("profiles", source.count(workspace_id), target.count(workspace_id)),
         ("events", old.count_events(workspace_id), new.count_events(workspace_id)),
+        ("event ids", old.count_event_ids(workspace_id), new.count_event_ids(workspace_id)),
     ]
     for what, was, now in pairs:
         if was != now:

@@ -164,6 +164,7 @@ def write_chunk(
     received_at: datetime,
     first_run: bool = False,
     dedupe_window: timedelta = events.DEDUPE_WINDOW,
+    accepted_at: datetime | None = None,
 ) -> Outcome:
     """Write one chunk's events; refused rows get their ``code`` and ``message``.
 
@@ -171,8 +172,9 @@ def write_chunk(
     of its events) the ids generated for rows without one are new: the write does not look
     them up, a scan of the workspace's events on DuckDB that made an import's cost grow with
     the square of its size. Ids the file gives are always looked up, among the events received
-    within ``dedupe_window`` (a retry comes minutes or hours after the attempt it repeats, so
-    the ids that attempt wrote are within it)."""
+    within ``dedupe_window`` before the upload was ``accepted_at`` or since: a retry may come
+    after the window has passed over the rows an earlier attempt wrote (its backoff, a worker
+    down for a weekend), and must still find them."""
     typed = fmt in (EventFileFormat.NDJSON, EventFileFormat.PARQUET)
     columns = fmt is not EventFileFormat.NDJSON
     schema = runtime.profiles.event_properties(workspace_id)
@@ -199,6 +201,7 @@ def write_chunk(
         received_at=received_at,
         typed=typed,
         known_new=frozenset(generated),
+        remembered_from=accepted_at,
     )
     counts = {"rows": len(chunk), "written": 0, "duplicates": 0, "invalid": 0}
     for (row, _), result in zip(ready, results, strict=True):

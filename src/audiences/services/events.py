@@ -17,6 +17,7 @@ from operator import itemgetter
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from audiences.config import EVENT_DEDUPE_WINDOW_HOURS
 from audiences.engines.base import EventPage, EventPosition, EventRecord, EventResult
 from audiences.errors import ErrorDetail, PayloadTooLarge
 from audiences.kit.clock import utcnow
@@ -30,8 +31,9 @@ EXPIRE_HANDLER = "events.expire"
 """The job that drops a workspace's events past its retention (queued hourly by the scheduler)."""
 
 
-DEDUPE_WINDOW = timedelta(days=7)
-"""How long an ``event_id`` is remembered by default (``event_dedupe_window_hours``)."""
+DEDUPE_WINDOW = timedelta(hours=EVENT_DEDUPE_WINDOW_HOURS)
+"""How long an ``event_id`` is remembered when a caller names no window: the setting's default
+(callers with settings pass ``event_dedupe_window_hours``)."""
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,16 @@ def write(
     received_at: datetime | None = None,
     typed: bool = True,
     known_new: frozenset[str] = frozenset(),
+    remembered_from: datetime | None = None,
 ) -> list[EventResult]:
     """Store events; a result per record, in order (see ``ProfileEngine.write_events``, which
     takes the ids in ``known_new`` as not stored without looking them up).
 
     A record whose ``event_id`` was received within ``limits.dedupe_window`` before
-    ``received_at`` is a duplicate (on PostgreSQL, one stored at all).
+    ``received_at`` is a duplicate (on PostgreSQL, one stored at all); with
+    ``remembered_from``, the window is counted back from it when it is earlier (an import
+    counts from its acceptance, so a retry hours or days later still finds every id an earlier
+    attempt wrote).
     A record timed more than ``limits.max_future`` after ``received_at`` is refused
     (``timestamp_in_future``); undeclared properties are declared from their first telling
     value (text values, ``typed`` False, as CSV cells are) unless the workspace is strict; the
@@ -101,7 +107,7 @@ def write(
         accepted,
         received_at=now,
         known_new=known_new,
-        dedupe_since=now - limits.dedupe_window,
+        dedupe_since=min(now, remembered_from or now) - limits.dedupe_window,
     )
     if refused:
         written = iter(results)
