@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from audiences.config import Settings
-from audiences.services import messages, static_members
+from audiences.errors import NotFound
+from audiences.services import delivery_log, messages, static_members
 from audiences.store.tables import (
     DestinationCursorRow,
     DestinationMessageBodyRow,
@@ -165,3 +166,40 @@ def test_a_message_filled_exactly_holds_only_its_audiences_changes(
         assert rest.first_change_at < full.first_change_at
     finally:
         assert tenant.admin.delete(f"/v1/destinations/{destination}").status_code == 204
+
+
+def test_a_delivery_deleted_between_its_two_reads_is_not_found(
+    app: FastAPI, tenant: Tenant, settings: Settings
+) -> None:
+    """The one-delivery view reads the message, then its body: a destination deleted (or a
+    purge) committed in between answers 404 ``delivery_not_found``, never a 500. Only on
+    PostgreSQL, whose statements each see the latest commits: on SQLite every transaction
+    begins immediate, so the delete would wait for the reader to end."""
+    if app.state.session_factory.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("SQLite serializes the reader and the delete")
+    audience = make_audience(tenant.admin, kind="static", name="gone")
+    made = tenant.admin.post(
+        "/v1/destinations",
+        json={
+            "name": "deleted meanwhile",
+            "kind": "webhook",
+            "url": "https://example.com/in",
+            "subscription": {"audience_ids": [audience["id"]]},
+        },
+    )
+    assert made.status_code == 201, made.text
+    destination = made.json()["id"]
+    with app.state.session_factory.begin() as session:
+        row = session.get_one(DestinationRow, destination)
+        assert messages.build(session, runtime=app.state.runtime, row=row, settings=settings)
+    reader = app.state.session_factory()
+    try:
+        message = reader.scalars(
+            select(DestinationMessageRow).where(DestinationMessageRow.destination_id == destination)
+        ).one()
+        assert tenant.admin.delete(f"/v1/destinations/{destination}").status_code == 204
+        with pytest.raises(NotFound) as caught:
+            delivery_log.detailed(reader, message)
+        assert caught.value.code == "delivery_not_found"
+    finally:
+        reader.close()

@@ -181,7 +181,8 @@ def finish_full(
     message = session.get(DestinationMessageRow, mirror.message_id)
     if message is None or message.status != "pending":
         return  # the destination was deleted meanwhile
-    file_deliveries.name_files(session, message, written)
+    if not file_deliveries.name_files(session, message, written):
+        return  # deleted between the two reads
     record(session, message_id=message.id, outcome=written.outcome, settings=settings)
     row = session.get_one(DestinationRow, message.destination_id)
     if written.outcome.ok:

@@ -163,7 +163,10 @@ def to_model(message: DestinationMessageRow) -> Delivery:
 def detailed(session: Session, message: DestinationMessageRow) -> Delivery:
     """The public shape of one message with its every attempt and its body (the only read of
     a body outside sending)."""
-    return _model(message, attempts_of(session, message), messages.body_of(session, message.id))
+    body = messages.body_of(session, message.id)
+    if body is None:  # purged or its destination deleted since it was read
+        raise NotFound(f"no delivery {message.id!r} of this destination", code="delivery_not_found")
+    return _model(message, attempts_of(session, message), body)
 
 
 def _model(

@@ -127,9 +127,13 @@ def write_full(
     return written
 
 
-def name_files(session: Session, message: DestinationMessageRow, written: Written) -> None:
-    """The message's body names the files a ``full`` run wrote, and counts their rows."""
-    body = json.loads(messages.body_of(session, message.id))
+def name_files(session: Session, message: DestinationMessageRow, written: Written) -> bool:
+    """The message's body names the files a ``full`` run wrote, and counts their rows; False
+    when the message was deleted since it was read (nothing to name)."""
+    stored = messages.body_of(session, message.id)
+    if stored is None:
+        return False
+    body = json.loads(stored)
     body["data"] = {"files": written.files}
     session.execute(
         update(DestinationMessageBodyRow)
@@ -138,6 +142,7 @@ def name_files(session: Session, message: DestinationMessageRow, written: Writte
         .execution_options(synchronize_session=False)
     )
     message.changes = sum(int(entry["rows"]) for entry in written.files)
+    return True
 
 
 @dataclass(frozen=True)

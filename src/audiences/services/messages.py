@@ -142,13 +142,15 @@ def add_message(
     return message, text
 
 
-def body_of(session: Session, message_id: str) -> str:
-    """A message's body (read only where it is sent or shown)."""
-    found: str = session.execute(
+def body_of(session: Session, message_id: str) -> str | None:
+    """A message's body (read only where it is sent or shown); None when the message was
+    deleted (purged, or its destination deleted) since the caller read it: on PostgreSQL each
+    statement sees the latest commits."""
+    found: str | None = session.execute(
         select(DestinationMessageBodyRow.body).where(
             DestinationMessageBodyRow.message_id == message_id
         )
-    ).scalar_one()
+    ).scalar_one_or_none()
     return found
 
 
