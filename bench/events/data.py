@@ -10,11 +10,12 @@ it exists only here, to load tens of millions of events quickly. The product's p
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import EventPropertyDeclare
 from audiences.services import event_properties
+from bench.membership import data as profile_data
 
 if TYPE_CHECKING:
     from bench.membership.run import Bench
@@ -115,3 +116,21 @@ def declare_properties(bench: Bench) -> None:
                 name=name,
                 data=EventPropertyDeclare(type=kind),
             )
+
+
+def bulk_load(bench: Bench, profiles: int, events: int, *, chunk: int, **options: Any) -> None:
+    """``profiles`` profiles and ``events`` events bulk-loaded by SQL into the bench
+    workspace's own tables (the benchmarks' fast path), ``chunk`` events a statement;
+    ``options`` go to :func:`bulk_sql`."""
+    profile_data.bulk_load(bench.engine, bench.ws, profiles)
+    declare_properties(bench)
+    state = bench.engine._workspace(bench.ws)
+    assert state is not None
+    con = bench.engine._con.cursor()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for start in range(0, events, chunk):
+            stop = min(events, start + chunk)
+            con.execute(bulk_sql(state.events, profiles, start, stop, **options))
+    finally:
+        con.close()

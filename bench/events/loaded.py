@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.events import data
-from bench.membership import data as profile_data
 from bench.membership.run import Bench
 
 CHUNK = 2_000_000
@@ -48,22 +47,16 @@ def build(folder: Path, profiles: int, events: int) -> Iterator[str]:
     started = time.perf_counter()
     bench = Bench(template)
     try:
-        profile_data.bulk_load(bench.engine, bench.ws, profiles)
-        data.declare_properties(bench)
-        state = bench.engine._workspace(bench.ws)
-        assert state is not None
-        con = bench.engine._con.cursor()
-        con.execute("SET TimeZone = 'UTC'")
-        now = datetime.now(UTC)
-        for start in range(0, events, CHUNK):
-            stop = min(events, start + CHUNK)
-            con.execute(
-                data.bulk_sql(
-                    state.events, profiles, start, stop, now=now, arrived=events, id_share=ID_SHARE
-                )
-            )
-        con.execute("CHECKPOINT")
-        con.close()
+        data.bulk_load(
+            bench,
+            profiles,
+            events,
+            chunk=CHUNK,
+            now=datetime.now(UTC),
+            arrived=events,
+            id_share=ID_SHARE,
+        )
+        bench.engine._con.cursor().execute("CHECKPOINT")
     finally:
         bench.close()
     marker.touch()

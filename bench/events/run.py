@@ -52,7 +52,6 @@ from bench.events import data, imports, loaded, streaming
 from bench.events.workload import BEHAVIOUR
 from bench.http import measure, servers
 from bench.http.client import call
-from bench.membership import data as profile_data
 from bench.membership.run import Bench, load_average, machine, rounds, spread
 
 NOW_SQL = f"TIMESTAMPTZ '{data.NOW.isoformat()}'"
@@ -66,15 +65,7 @@ def _bitmap(pids: Any) -> BitMap:
 def load(bench: Bench, profiles: int, events: int) -> Iterator[str]:
     """Profiles and events bulk-loaded into the engine's own tables (the benchmark's fast path)."""
     started = time.perf_counter()
-    profile_data.bulk_load(bench.engine, bench.ws, profiles)
-    data.declare_properties(bench)
-    state = bench.engine._workspace(bench.ws)
-    assert state is not None
-    con = bench.engine._con.cursor()
-    con.execute("SET TimeZone = 'UTC'")
-    for start in range(0, events, CHUNK):
-        con.execute(data.bulk_sql(state.events, profiles, start, min(events, start + CHUNK)))
-    con.close()
+    data.bulk_load(bench, profiles, events, chunk=CHUNK)
     yield (
         f"Loaded {profiles:,} profiles and {events:,} events in"
         f" {time.perf_counter() - started:.1f} s (bulk SQL into the engine's tables)."

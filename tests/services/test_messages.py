@@ -25,6 +25,22 @@ from tests import factories
 from tests.factories import Tenant, make_audience
 
 
+def _webhook(tenant: Tenant, name: str, audience_ids: list[str]) -> str:
+    """A webhook destination following the audiences (a public URL: nothing is sent here)."""
+    made = tenant.admin.post(
+        "/v1/destinations",
+        json={
+            "name": name,
+            "kind": "webhook",
+            "url": "https://example.com/in",
+            "subscription": {"audience_ids": audience_ids},
+        },
+    )
+    assert made.status_code == 201, made.text
+    destination: str = made.json()["id"]
+    return destination
+
+
 def _write(app: FastAPI, tenant: Tenant, audience_id: str, action: str, ids: list[str]) -> None:
     answer = tenant.admin.post(
         f"/v1/audiences/{audience_id}/members", json={"action": action, "ids": ids}
@@ -38,17 +54,7 @@ def test_a_large_revision_is_made_into_messages_a_few_at_a_time(
     app: FastAPI, tenant: Tenant, settings: Settings, limit: int
 ) -> None:
     audience = make_audience(tenant.admin, kind="static", name="big")
-    made = tenant.admin.post(
-        "/v1/destinations",
-        json={
-            "name": "chunks",
-            "kind": "webhook",
-            "url": "https://example.com/in",
-            "subscription": {"audience_ids": [audience["id"]]},
-        },
-    )
-    assert made.status_code == 201, made.text
-    destination = made.json()["id"]
+    destination = _webhook(tenant, "chunks", [audience["id"]])
     small = settings.model_copy(update={"webhook_batch_size": 10})
     runtime = app.state.runtime
 
@@ -116,17 +122,7 @@ def test_a_message_filled_exactly_holds_only_its_audiences_changes(
     earlier change does not lower the full message's)."""
     first_audience = make_audience(tenant.admin, kind="static", name="first")
     second_audience = make_audience(tenant.admin, kind="static", name="second")
-    made = tenant.admin.post(
-        "/v1/destinations",
-        json={
-            "name": "exact",
-            "kind": "webhook",
-            "url": "https://example.com/in",
-            "subscription": {"audience_ids": [first_audience["id"], second_audience["id"]]},
-        },
-    )
-    assert made.status_code == 201, made.text
-    destination = made.json()["id"]
+    destination = _webhook(tenant, "exact", [first_audience["id"], second_audience["id"]])
     small = settings.model_copy(update={"webhook_batch_size": 2})
 
     def build() -> list[tuple[DestinationMessageRow, str]]:
@@ -178,17 +174,7 @@ def test_a_delivery_deleted_between_its_two_reads_is_not_found(
     if app.state.session_factory.kw["bind"].dialect.name != "postgresql":
         pytest.skip("SQLite serializes the reader and the delete")
     audience = make_audience(tenant.admin, kind="static", name="gone")
-    made = tenant.admin.post(
-        "/v1/destinations",
-        json={
-            "name": "deleted meanwhile",
-            "kind": "webhook",
-            "url": "https://example.com/in",
-            "subscription": {"audience_ids": [audience["id"]]},
-        },
-    )
-    assert made.status_code == 201, made.text
-    destination = made.json()["id"]
+    destination = _webhook(tenant, "deleted meanwhile", [audience["id"]])
     with app.state.session_factory.begin() as session:
         row = session.get_one(DestinationRow, destination)
         assert messages.build(session, runtime=app.state.runtime, row=row, settings=settings)
