@@ -178,7 +178,8 @@ def finish_full(
     ``write_full``): its message names the files, then it is recorded as an attempt like a
     webhook's. Delivered: the next write one interval on. Failed: retried on the schedule
     (the destination's next write is the retry), disabling it past the schedule's end."""
-    message = session.get(DestinationMessageRow, mirror.message_id)
+    # Locked, so a destination deleted meanwhile cannot take the message between the reads.
+    message = session.get(DestinationMessageRow, mirror.message_id, with_for_update=True)
     if message is None or message.status != "pending":
         return  # the destination was deleted meanwhile
     if not file_deliveries.name_files(session, message, written):

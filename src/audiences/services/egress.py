@@ -56,10 +56,11 @@ def checked_url(url: str, *, allow_private: bool, resolve: bool = False) -> str:
         raise _refused("A URL must start with http:// or https://.")
     if parts.username or parts.password:
         raise _refused("A URL may not carry a user name or password; use a signing secret.")
-    host = (parts.hostname or "").removesuffix(".")  # a fully qualified name's final dot
-    if not host:
+    if not parts.hostname:
         raise _refused("The URL names no host.")
-    _check_name(url)
+    # The host as the HTTP client will send to it (IDNA-encoded, ideographic full stops read
+    # as dots), without a fully qualified name's final dot.
+    host = _check_name(url).removesuffix(".")
     if allow_private:
         return url
     literal = _address(host)
@@ -72,20 +73,21 @@ def checked_url(url: str, *, allow_private: bool, resolve: bool = False) -> str:
     return url
 
 
-def _check_name(url: str) -> None:
-    """Refuse a host httpx would refuse when sending: read by httpx itself (an IDNA name is
-    encoded as httpx encodes it, and an ``xn--`` one must decode), then each label of the
-    name it would connect to 1 to 63 characters and the name at most 253 (Python's resolver
-    raises ``UnicodeError``, not ``OSError``, on an empty or long label)."""
+def _check_name(url: str) -> str:
+    """The host httpx will connect to (its ``raw_host``), or a refusal when httpx would refuse
+    it at send: read by httpx itself (an IDNA name is encoded as httpx encodes it, and an
+    ``xn--`` one must decode), then each label of the name 1 to 63 characters and the name at
+    most 253 (Python's resolver raises ``UnicodeError``, not ``OSError``, on an empty or long
+    label)."""
     try:
         parsed = httpx.URL(url)
         _ = parsed.host  # decodes an xn-- name, as httpx does for the Host header
     except (httpx.InvalidURL, UnicodeError) as error:
         raise _refused(f"The URL cannot be sent to by the HTTP client: {error}"[:300]) from None
-    name = parsed.raw_host.decode("ascii")
-    if _address(name) is not None:
-        return
-    name = name.removesuffix(".")  # a fully qualified name's final dot
+    raw = parsed.raw_host.decode("ascii")
+    if _address(raw) is not None:
+        return raw
+    name = raw.removesuffix(".")  # a fully qualified name's final dot
     if len(name) > MAX_NAME_LENGTH:
         raise _refused(f"A host name is at most {MAX_NAME_LENGTH} characters (encoded).")
     if any(not 0 < len(label) <= MAX_LABEL_LENGTH for label in name.split(".")):
@@ -93,6 +95,7 @@ def _check_name(url: str) -> None:
             f"Each part of a host name between dots is 1 to {MAX_LABEL_LENGTH} characters "
             "(encoded)."
         )
+    return raw
 
 
 def check_resolved(host: str, port: int) -> None:
@@ -196,7 +199,7 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         pass
     try:
         return ipaddress.IPv4Address(socket.inet_aton(bare))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL or a character ASCII cannot encode
         return None
 
 
