@@ -16,6 +16,7 @@ import duckdb
 import pytest
 from fastapi import FastAPI
 
+from audiences.config import Settings
 from audiences.jobs.handlers import HANDLERS, HandlerRegistry
 from audiences.jobs.worker import Worker
 from audiences.kit.clock import utcnow
@@ -188,60 +189,13 @@ def test_a_parquet_file_keeps_its_types(app: FastAPI, bare: ApiClient, tmp_path:
     assert (refused.status_code, refused.json()["code"]) == (422, "import_file_invalid")
 
 
-def test_an_import_stopped_before_its_checkpoint_stores_each_row_once_when_resumed(
-    app: FastAPI, bare: ApiClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A worker shutting down after writing a chunk, before checkpointing it, gives the job
-    back uncounted: the next attempt is attempt 1 again, and must still look up the ids the
-    first wrote (a first run takes its generated ids as new without looking)."""
-    posted = bare.post("/v1/events", json={"profile_id": "a", "event": "ping", "event_id": "g"})
-    assert posted.status_code == 201, posted.text
-    body = b"profile_id,event,event_id\na,ping,g\n" + b"a,ping,\n" * 4
-    accepted = bare.post("/v1/events/imports", content=body, headers={"Content-Type": "text/csv"})
-    assert accepted.status_code == 202, accepted.text
+def _stopped_after_a_chunk(
+    app: FastAPI, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Worker:
+    """Run the queued import with a worker that shuts down once it has written a chunk,
+    before the checkpoint after it (which sees the shutdown and gives the job back); the
+    worker, ready to run the job again, is returned."""
     stopping = threading.Event()
-    worker = Worker(
-        session_factory=app.state.session_factory,
-        settings=app.state.settings.model_copy(update={"import_chunk_rows": 2}),
-        registry=HandlerRegistry({HANDLER: HANDLERS.get(HANDLER)}, frozenset({HANDLER})),
-        runtime=app.state.runtime,
-        stopping=stopping,
-    )
-    write_chunk = event_imports.write_chunk
-
-    def write_then_stop(*args: Any, **kwargs: Any) -> event_imports.Outcome:
-        outcome = write_chunk(*args, **kwargs)
-        stopping.set()  # the chunk is written; the checkpoint after it sees the shutdown
-        return outcome
-
-    monkeypatch.setattr(event_imports, "write_chunk", write_then_stop)
-    assert worker.run_once()
-    job = bare.get(f"/v1/jobs/{accepted.json()['id']}").json()
-    assert (job["state"], job["attempts"], job["progress"]["processed"]) == ("queued", 0, 0)
-    monkeypatch.undo()
-    stopping.clear()
-    assert worker.run_once()
-    job = bare.get(f"/v1/jobs/{accepted.json()['id']}").json()
-    assert job["state"] == "succeeded", job
-    assert job["counts"] == {"rows": 5, "written": 3, "duplicates": 2, "invalid": 0}
-    ids = [e["event_id"] for e in _events(bare, "a")]
-    assert len(ids) == 5 and len(set(ids)) == 5, "the posted event and the file's 4 new rows"
-
-
-def test_an_import_resumed_after_the_dedupe_window_still_stores_each_row_once(
-    app: FastAPI, bare: ApiClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Window 1 hour; the attempt that wrote the chunk stops before its checkpoint, the next
-    one writes at +65 minutes (a job's backoff reaches an hour): the ids are looked up from the
-    window before the job was queued, not only the hour before the retry (the reviewer's
-    reproducer: 8 events stored instead of 4)."""
-    body = b"profile_id,event,event_id\na,ping,given\n" + b"a,ping,\n" * 3
-    accepted = bare.post("/v1/events/imports", content=body, headers={"Content-Type": "text/csv"})
-    assert accepted.status_code == 202, accepted.text
-    stopping = threading.Event()
-    settings = app.state.settings.model_copy(
-        update={"import_chunk_rows": 4, "event_dedupe_window_hours": 1}
-    )
     worker = Worker(
         session_factory=app.state.session_factory,
         settings=settings,
@@ -260,6 +214,47 @@ def test_an_import_resumed_after_the_dedupe_window_still_stores_each_row_once(
     assert worker.run_once()
     monkeypatch.undo()
     stopping.clear()
+    return worker
+
+
+def test_an_import_stopped_before_its_checkpoint_stores_each_row_once_when_resumed(
+    app: FastAPI, bare: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker shutting down after writing a chunk, before checkpointing it, gives the job
+    back uncounted: the next attempt is attempt 1 again, and must still look up the ids the
+    first wrote (a first run takes its generated ids as new without looking)."""
+    posted = bare.post("/v1/events", json={"profile_id": "a", "event": "ping", "event_id": "g"})
+    assert posted.status_code == 201, posted.text
+    body = b"profile_id,event,event_id\na,ping,g\n" + b"a,ping,\n" * 4
+    accepted = bare.post("/v1/events/imports", content=body, headers={"Content-Type": "text/csv"})
+    assert accepted.status_code == 202, accepted.text
+    worker = _stopped_after_a_chunk(
+        app, app.state.settings.model_copy(update={"import_chunk_rows": 2}), monkeypatch
+    )
+    job = bare.get(f"/v1/jobs/{accepted.json()['id']}").json()
+    assert (job["state"], job["attempts"], job["progress"]["processed"]) == ("queued", 0, 0)
+    assert worker.run_once()
+    job = bare.get(f"/v1/jobs/{accepted.json()['id']}").json()
+    assert job["state"] == "succeeded", job
+    assert job["counts"] == {"rows": 5, "written": 3, "duplicates": 2, "invalid": 0}
+    ids = [e["event_id"] for e in _events(bare, "a")]
+    assert len(ids) == 5 and len(set(ids)) == 5, "the posted event and the file's 4 new rows"
+
+
+def test_an_import_resumed_after_the_dedupe_window_still_stores_each_row_once(
+    app: FastAPI, bare: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Window 1 hour; the attempt that wrote the chunk stops before its checkpoint, the next
+    one writes at +65 minutes (a job's backoff reaches an hour): the ids are looked up from the
+    window before the job was queued, not only the hour before the retry (the reviewer's
+    reproducer: 8 events stored instead of 4)."""
+    body = b"profile_id,event,event_id\na,ping,given\n" + b"a,ping,\n" * 3
+    accepted = bare.post("/v1/events/imports", content=body, headers={"Content-Type": "text/csv"})
+    assert accepted.status_code == 202, accepted.text
+    settings = app.state.settings.model_copy(
+        update={"import_chunk_rows": 4, "event_dedupe_window_hours": 1}
+    )
+    worker = _stopped_after_a_chunk(app, settings, monkeypatch)
     later = utcnow() + timedelta(hours=1, minutes=5)
     monkeypatch.setattr("audiences.jobs.event_jobs.utcnow", lambda: later)
     assert worker.run_once()
