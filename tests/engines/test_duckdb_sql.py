@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from audiences.engines.duckdb_sql import (
     checked_condition,
@@ -16,11 +18,22 @@ from audiences.errors import Unprocessable
 def test_table_names_keep_case_and_dashes_apart() -> None:
     names = [table_name(ws) for ws in ["acme", "Acme", "ACME", "a-b", "a_b", "a_hb", "aB", "a_b_"]]
     assert len({name.lower() for name in names}) == len(names)
-    assert table_name("Acme-1") == "profiles__acme_h1"
+    assert table_name("Acme-1") == "profiles__uacme_h1"
+    assert table_name("a-b") != table_name("aHb")
+
+
+_IDS = st.text(alphabet="abcHXZ019_-", max_size=8)
+
+
+@given(_IDS, _IDS)
+def test_distinct_workspace_ids_never_share_a_table(one: str, other: str) -> None:
+    """DuckDB matches names case-insensitively, so distinct ids need distinct lower-cased names."""
+    if one != other:
+        assert table_name(one).lower() != table_name(other).lower()
 
 
 def test_events_tables_sit_beside_profile_tables() -> None:
-    assert events_table_name("Acme-1") == "events__acme_h1"
+    assert events_table_name("Acme-1") == "events__uacme_h1"
 
 
 def test_quote_escapes_quotes() -> None:

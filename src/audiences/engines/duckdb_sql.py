@@ -48,13 +48,15 @@ def table_name(workspace_id: str) -> str:
     """The profile table of a workspace, unquoted.
 
     DuckDB matches identifiers case-insensitively even when quoted, so ``Acme`` and ``acme``
-    would share a table; upper-case letters and ``-`` are escaped with ``_`` to keep names apart.
+    would share a table; ``_``, ``-`` and upper-case letters are escaped with ``_`` to keep
+    names apart: ``_`` as ``__``, ``-`` as ``_h`` and ``X`` as ``_ux``, so each escape reads back
+    one way (workspace ids are lower-case UUIDs, so their names keep the ``_h`` they had).
     """
     escaped = "".join(_ESCAPES.get(char, char) for char in workspace_id)
     return f"profiles_{escaped}"
 
 
-_ESCAPES = {"_": "__", "-": "_h", **{c: f"_{c.lower()}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}}
+_ESCAPES = {"_": "__", "-": "_h", **{c: f"_u{c.lower()}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}}
 
 
 def checked_condition(where_sql: str) -> str:
