@@ -89,12 +89,10 @@ def _exact_sum(
     spelling = target.spelling
     units = target.build(spelling.micro_units, x=argument)
     total = target.build(spelling.exact_sum, u=units)
-    count = exp.Count(this=units.copy())
-    grouped = (
-        exp.select(_pid(ALIAS), exp.alias_(total, VALUE), exp.alias_(count, COUNT))
-        .from_(_events(ALIAS))
-        .group_by(_pid(ALIAS))
-    )
+    projections = [_pid(ALIAS), exp.alias_(total, VALUE)]
+    if name == "avg":
+        projections.append(exp.alias_(exp.Count(this=units.copy()), COUNT))
+    grouped = exp.select(*projections).from_(_events(ALIAS)).group_by(_pid(ALIAS))
     if conditions:
         grouped = grouped.where(exp.and_(*conditions))
     nearest = target.build(spelling.exact_double, s=exp.column(VALUE, table=GROUPED))

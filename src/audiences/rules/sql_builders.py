@@ -33,9 +33,9 @@ _STANDARD_AGGREGATES = {
 }
 _LIMIT, _MICRO = f"{FLOAT_SUM_LIMIT:.0f}", f"{MICRO:.0f}"
 _SPLIT = "4294967296"
-"""2**32: an exact integer sum is turned into a double as ``hi * 2**32 + lo``, both parts exact
-as doubles, so that the one rounding is that IEEE addition's (correct, ties to even)."""
-_LO = f"(((:s % {_SPLIT}) + {_SPLIT}) % {_SPLIT})"
+"""2**32: an exact integer sum is turned into a double as ``hi * 2**32 + lo`` (``hi = s >> 32``
+arithmetic, ``lo = s & (2**32 - 1)``), both parts exact as doubles, so that the one rounding is
+that IEEE addition's (correct, ties to even) for any sum below 2**85 in magnitude."""
 _MICRO_UNITS = (
     f"CASE WHEN ABS(CAST(:x AS DOUBLE)) <= {_LIMIT} THEN CAST(FLOOR(CAST(:x AS DOUBLE)"
     f" * CAST({_MICRO} AS DOUBLE) + CAST(0.5 AS DOUBLE)) AS BIGINT) END"
@@ -146,8 +146,8 @@ SPELLINGS: dict[str, Spelling] = {
         micro_units=_MICRO_UNITS,
         exact_sum="SUM(:u)",
         exact_double=(
-            f"CAST((:s - {_LO}) // {_SPLIT} AS DOUBLE) * CAST({_SPLIT} AS DOUBLE)"
-            f" + CAST({_LO} AS DOUBLE)"
+            f"CAST(:s >> 32 AS DOUBLE) * CAST({_SPLIT} AS DOUBLE)"
+            f" + CAST(:s & {int(_SPLIT) - 1} AS DOUBLE)"
         ),
     ),
     "postgres": Spelling(
@@ -222,8 +222,8 @@ SPELLINGS: dict[str, Spelling] = {
         ),
         exact_sum="sumOrNull(toInt128(:u))",  # a sum of Int64 would wrap
         exact_double=(
-            f"toFloat64(intDiv(:s - bitAnd(:s, {int(_SPLIT) - 1}), {_SPLIT}))"
-            f" * toFloat64({_SPLIT}) + toFloat64(bitAnd(:s, {int(_SPLIT) - 1}))"
+            f"toFloat64(bitShiftRight(:s, 32)) * toFloat64({_SPLIT})"
+            f" + toFloat64(bitAnd(:s, {int(_SPLIT) - 1}))"
         ),
         date="Nullable(Date32)",
         checked_integers=("toInt128(:x)", "accurateCast(:x, 'Nullable(Int64)')"),

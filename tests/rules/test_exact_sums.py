@@ -1,0 +1,104 @@
+"""The pieces of exact ``sum``/``avg`` of a FLOAT (``event_semantics``, ``Spelling.exact_double``):
+each engine turns an exact integer sum into the double nearest it, as Python's ``float(int)``.
+
+DuckDB's HUGEINT and ClickHouse's Int128 casts to a double are not guaranteed to round
+correctly, so the compiler splits the sum in two exact halves and adds them once; PostgreSQL's
+numeric cast rounds correctly. Checked on random large and negative sums and on ties.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+import os
+import random
+from typing import Any
+
+import duckdb
+import psycopg
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from audiences.engines import clickhouse_sql as chsql
+from audiences.rules.event_semantics import FLOAT_SUM_LIMIT, exact_sum, micro_units
+from audiences.rules.sql_builders import SPELLINGS, template
+from tests.engines.kinds import chdb_client
+
+POSTGRES_URL = os.environ.get(
+    "AUDIENCES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _sums() -> list[int]:
+    """Sums as large as a profile's micro-units can reach (|s| < 2**84: 1e18 micro-units times
+    millions of events), with ties between two doubles (rounded to even) and their neighbours."""
+    rng = random.Random(13)
+    found = [0, 1, -1, 2**53 + 1, -(2**53 + 1), 2**84 - 1, -(2**84 - 1), 2**32 - 1, -(2**32)]
+    for power in (60, 70, 83):
+        step = 2 ** (power - 52)  # the spacing of doubles at 2**power
+        for offset in (step // 2, 3 * step // 2, step // 2 + 1, step // 2 - 1):
+            found += [2**power + offset, -(2**power + offset)]
+    found += [rng.randrange(-(2**bits), 2**bits) for bits in rng.choices(range(20, 85), k=200)]
+    return found
+
+
+def _nearest(dialect: str, literal: str, rows: str) -> str:
+    """A query of each sum (as text) and the engine's double nearest it, from ``rows``."""
+    column = exp.column("s")
+    nearest = template(SPELLINGS[dialect].exact_double, dialect, s=column)
+    wide = sqlglot.parse_one(literal, read=dialect)
+    inner = exp.select(exp.alias_(wide, "s")).from_(f"({rows}) AS t")
+    text = exp.cast(column.copy(), exp.DataType.Type.TEXT)
+    query = exp.select(text, nearest).from_(exp.Subquery(this=inner, alias="w"))
+    return query.sql(dialect=dialect)
+
+
+def _check(rows: list[Any]) -> None:
+    wrong = [(s, got) for s, got in rows if float(got) != float(int(s))]
+    assert len(rows) == len(_sums()) and not wrong, wrong[:5]
+
+
+def test_duckdb_rounds_an_exact_sum_to_the_nearest_double() -> None:
+    values = ", ".join(f"('{s}')" for s in _sums())
+    query = _nearest("duckdb", "CAST(x AS HUGEINT)", f"SELECT * FROM (VALUES {values}) AS v(x)")
+    _check(duckdb.connect().execute(query).fetchall())
+
+
+def test_clickhouse_rounds_an_exact_sum_to_the_nearest_double() -> None:
+    values = ", ".join(f"'{s}'" for s in _sums())
+    query = _nearest("clickhouse", "toInt128(x)", f"SELECT arrayJoin([{values}]) AS x")
+    _check(chsql.rows(chdb_client().query(query, "JSONCompact")))
+
+
+def test_postgres_rounds_an_exact_sum_to_the_nearest_double() -> None:
+    try:
+        connection = psycopg.connect(POSTGRES_URL, connect_timeout=3)
+    except psycopg.OperationalError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable")
+    values = ", ".join(f"'{s}'" for s in _sums())
+    rows = f"SELECT UNNEST(ARRAY[{values}]) AS x"
+    with connection:
+        _check(connection.execute(_nearest("postgres", "CAST(x AS NUMERIC)", rows)).fetchall())
+
+
+def test_decimal_amounts_sum_exactly_whatever_their_order() -> None:
+    amounts = [61.35, 406.13, 48.59, 83.93]
+    one_by_one = {
+        functools.reduce(operator.add, order) for order in (amounts, [*amounts[:2], 83.93, 48.59])
+    }
+    assert one_by_one == {600.0, 600.0000000000001}  # doubles added as an engine adds them
+    for order in itertools.permutations(amounts):
+        assert exact_sum([micro_units(a) for a in order]) == 600.0  # type: ignore[misc]
+    assert exact_sum([micro_units(0.1), micro_units(0.2)]) == 0.3  # type: ignore[list-item]
+
+
+def test_micro_units_round_half_up_and_refuse_what_is_out_of_range() -> None:
+    halves = [micro_units(v) for v in (0.0000005, -0.0000005, 1.0000015, -0.0000025)]
+    assert halves == [1, 0, 1000002, -2]  # ties go up, as floor(x * 1e6 + 0.5) does
+    assert micro_units(FLOAT_SUM_LIMIT) == 10**18 and micro_units(-FLOAT_SUM_LIMIT) == -(10**18)
+    for value in (2e12, -2e12, float("inf"), float("nan"), None):
+        assert micro_units(value) is None
