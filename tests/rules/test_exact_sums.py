@@ -13,6 +13,7 @@ import itertools
 import operator
 import os
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -22,8 +23,12 @@ import sqlglot
 from sqlglot import exp
 
 from audiences.engines import clickhouse_sql as chsql
+from audiences.rules import EVENTS_KEY, validate_rule
 from audiences.rules.event_semantics import FLOAT_SUM_LIMIT, exact_sum, micro_units
+from audiences.rules.explain import explain
 from audiences.rules.sql_builders import SPELLINGS, template
+from audiences.schemas.attributes import AttributeType
+from audiences.schemas.events import Event, EventSchema
 from tests.engines.kinds import chdb_client
 
 POSTGRES_URL = os.environ.get(
@@ -102,3 +107,18 @@ def test_micro_units_round_half_up_and_refuse_what_is_out_of_range() -> None:
     assert micro_units(FLOAT_SUM_LIMIT) == 10**18 and micro_units(-FLOAT_SUM_LIMIT) == -(10**18)
     for value in (2e12, -2e12, float("inf"), float("nan"), None):
         assert micro_units(value) is None
+
+
+def test_explain_shows_the_exact_value_and_counts_only_the_values_added() -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    amounts = [61.35, 406.13, 83.93, 48.59, 2e12]  # one by one: 600.0000000000001
+    events = [
+        Event("order", when + timedelta(minutes=n), {"amount": a}) for n, a in enumerate(amounts)
+    ]
+    schema = EventSchema({"amount": AttributeType.FLOAT}, frozenset({"order"}))
+    for text, value in (("sum(amount) = 600", 600.0), ("avg(amount) = 150", 150.0)):
+        rule = validate_rule(text, {}, events=schema)
+        shown = explain(rule, {EVENTS_KEY: events}, now=when)
+        aggregate = shown["tree"]["children"][0]
+        assert shown["member"] and aggregate["value"] == value
+        assert aggregate["behaviour"]["total"] == 4  # 2e12 is no value to sum or avg

@@ -96,14 +96,15 @@ def _exact_sum(
     if conditions:
         grouped = grouped.where(exp.and_(*conditions))
     nearest = target.build(spelling.exact_double, s=exp.column(VALUE, table=GROUPED))
-    result = exp.Div(this=exp.paren(nearest), expression=_double(MICRO, target))
+    result = exp.Div(this=exp.paren(nearest), expression=_double(MICRO))
     if name == "avg":
         count_double = exp.cast(exp.column(COUNT, table=GROUPED), exp.DataType.Type.DOUBLE)
         result = exp.Div(this=result, expression=count_double)
     return grouped, result
 
 
-def _double(value: float, target: Target) -> exp.Expr:
+def _double(value: float) -> exp.Expr:
+    """A whole number as a double literal (``CAST(1000000 AS DOUBLE)``)."""
     return exp.cast(exp.Literal.number(f"{value:.0f}"), exp.DataType.Type.DOUBLE)
 
 

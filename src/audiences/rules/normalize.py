@@ -46,7 +46,7 @@ PRECEDENCE: dict[type[exp.Expr], int] = {
     **dict.fromkeys((exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Is), 4),
     **dict.fromkeys((exp.In, exp.Like, exp.ILike, exp.Between), 4),
     **dict.fromkeys((exp.Add, exp.Sub), 5),
-    **dict.fromkeys((exp.Mul, exp.Div, exp.IntDiv, exp.Mod), 6),
+    **dict.fromkeys((exp.Mul, exp.Div, exp.Mod), 6),
     exp.Neg: 7,
     exp.Collate: 8,
 }
