@@ -3,7 +3,9 @@ each engine turns an exact integer sum into the double nearest it, as Python's `
 
 DuckDB's HUGEINT and ClickHouse's Int128 casts to a double are not guaranteed to round
 correctly, so the compiler splits the sum in two exact halves and adds them once; PostgreSQL's
-numeric cast rounds correctly. Checked on random large and negative sums and on ties.
+numeric cast rounds correctly. Checked on random large and negative sums and on ties. And
+values beyond ±1e12 (which ingest refuses, but a table may hold) are no value to sum and avg
+in Python and on each engine, over tables written here directly.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import itertools
 import operator
 import os
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +26,7 @@ import sqlglot
 from sqlglot import exp
 
 from audiences.engines import clickhouse_sql as chsql
-from audiences.rules import EVENTS_KEY, validate_rule
+from audiences.rules import EVENTS_KEY, to_predicate, to_sql, validate_rule
 from audiences.rules.event_semantics import FLOAT_SUM_LIMIT, exact_sum, micro_units
 from audiences.rules.explain import explain
 from audiences.rules.sql_builders import SPELLINGS, template
@@ -122,3 +125,97 @@ def test_explain_shows_the_exact_value_and_counts_only_the_values_added() -> Non
         aggregate = shown["tree"]["children"][0]
         assert shown["member"] and aggregate["value"] == value
         assert aggregate["behaviour"]["total"] == 4  # 2e12 is no value to sum or avg
+
+
+STORED = {1: [2e12, 1.5, -2e12, None], 2: [2e12], 3: [0.1, 0.2, 0.2]}
+"""Each profile's stored amounts, values beyond ±1e12 among them (stored before ingest refused
+them, or written by another tool): sum and avg treat those as no value."""
+GUARDED = {
+    "sum(amount) = 1.5": {1},
+    "avg(amount) = 1.5": {1},
+    "count(amount) = 3": {1, 3},
+    "sum(amount) IS NULL": {2},
+    "avg(amount) IS NULL": {2},
+    "sum(amount) = 0.5": {3},
+}
+"""Rules over ``STORED`` and the profiles they hold."""
+
+
+def _guarded_rule(text: str) -> Any:
+    schema = EventSchema({"amount": AttributeType.FLOAT}, frozenset({"order"}))
+    return validate_rule(text, {}, events=schema)
+
+
+def _table_rows() -> list[tuple[int, float | None]]:
+    return [(pid, amount) for pid, amounts in STORED.items() for amount in amounts]
+
+
+def test_values_beyond_1e12_are_no_value_to_sum_and_avg_in_python() -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    profiles = {
+        pid: {EVENTS_KEY: [Event("order", when, {"amount": a} if a else {}) for a in amounts]}
+        for pid, amounts in STORED.items()
+    }
+    for text, expected in GUARDED.items():
+        member = to_predicate(_guarded_rule(text))
+        assert {pid for pid, profile in profiles.items() if member(profile)} == expected, text
+
+
+def _members(run: Any, dialect: str) -> dict[str, set[int]]:
+    found = {}
+    for text in GUARDED:
+        where = to_sql(_guarded_rule(text), dialect)
+        found[text] = {int(row[0]) for row in run(f"SELECT pid FROM profiles WHERE {where}")}
+    return found
+
+
+def test_values_beyond_1e12_are_no_value_to_sum_and_avg_on_duckdb() -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE profiles AS SELECT range AS pid FROM range(1, 4)")
+    con.execute("CREATE TABLE events (pid BIGINT, event VARCHAR, amount DOUBLE)")
+    con.executemany("INSERT INTO events VALUES (?, 'order', ?)", _table_rows())
+    assert _members(lambda q: con.execute(q).fetchall(), "duckdb") == GUARDED
+
+
+def test_values_beyond_1e12_are_no_value_to_sum_and_avg_on_clickhouse() -> None:
+    client = chdb_client()
+    database = f"guard_{uuid.uuid4().hex[:12]}"
+    client.command(f"CREATE DATABASE {database}")
+    try:
+        client.command(f"CREATE TABLE {database}.profiles (pid Int64) ENGINE = Memory")
+        client.command(f"INSERT INTO {database}.profiles VALUES (1), (2), (3)")
+        client.command(
+            f"CREATE TABLE {database}.events (pid Int64, event String,"
+            " amount Nullable(Float64)) ENGINE = Memory"
+        )
+        rows = ", ".join(
+            f"({p}, 'order', {'NULL' if a is None else a!r})" for p, a in _table_rows()
+        )
+        client.command(f"INSERT INTO {database}.events VALUES {rows}")
+
+        def run(query: str) -> list[Any]:
+            query = query.replace("FROM profiles", f"FROM {database}.profiles AS profiles")
+            query = query.replace("FROM events", f"FROM {database}.events")
+            return list(chsql.rows(client.query(query, "JSONCompact")))
+
+        assert _members(run, "clickhouse") == GUARDED
+    finally:
+        client.command(f"DROP DATABASE {database}")
+
+
+def test_values_beyond_1e12_are_no_value_to_sum_and_avg_on_postgres() -> None:
+    try:
+        connection = psycopg.connect(POSTGRES_URL, connect_timeout=3)
+    except psycopg.OperationalError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable")
+    with connection:
+        connection.execute("CREATE TEMPORARY TABLE profiles AS SELECT generate_series(1, 3) AS pid")
+        connection.execute(
+            "CREATE TEMPORARY TABLE events (pid BIGINT, event TEXT, amount DOUBLE PRECISION)"
+        )
+        with connection.cursor() as cursor:
+            cursor.executemany("INSERT INTO events VALUES (%s, 'order', %s)", _table_rows())
+        members = _members(lambda q: connection.execute(q).fetchall(), "postgres")
+        assert members == GUARDED

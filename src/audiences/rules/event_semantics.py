@@ -20,6 +20,7 @@ from typing import Any
 
 from audiences.rules.behaviour import EVENTS_KEY
 from audiences.rules.sql_semantics import Interval, timestamp
+from audiences.schemas.events import FLOAT_SUM_LIMIT as FLOAT_SUM_LIMIT
 from audiences.schemas.events import Event
 
 Test = Callable[[Event], bool]
@@ -70,9 +71,6 @@ def matching(events: Sequence[Event], keep: Test, read: Read) -> list[Event]:
     return [event for event in events if keep(event) and read(event) is not None]
 
 
-FLOAT_SUM_LIMIT = 1e12
-"""The largest magnitude of a FLOAT that ``sum`` and ``avg`` add up; a value beyond it (or not
-finite) is no value to them, as NULL is, so its micro-units always fit a 64-bit integer."""
 MICRO = 1e6
 """Micro-units per unit: FLOAT values are summed as whole numbers of millionths."""
 
