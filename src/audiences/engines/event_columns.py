@@ -174,8 +174,11 @@ def _floats_fit(column: list[Any]) -> bool:
 
 
 def _event_floats_fit(column: list[Any]) -> bool:
+    """Finite, and within ±``FLOAT_SUM_LIMIT`` (an event's FLOAT: ``coerce.to_event_float``)."""
     given = list(filter(None, column))
-    return _floats_fit(given) and (not given or max(map(abs, given)) <= FLOAT_SUM_LIMIT)
+    if not given:
+        return True
+    return min(given) >= -FLOAT_SUM_LIMIT and max(given) <= FLOAT_SUM_LIMIT and _floats_fit(given)
 
 
 def _integers_fit(column: list[Any]) -> bool:
