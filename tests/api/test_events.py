@@ -61,6 +61,23 @@ def test_one_event_creates_its_profile_and_infers_its_property_types(bare: ApiCl
     assert (name["name"], name["count"]) == ("order", 1)
 
 
+def test_a_float_property_beyond_1e12_is_refused(bare: ApiClient) -> None:
+    """sum and avg add a FLOAT as whole micro-units (docs/rules.md): a value beyond ±1e12 is
+    refused with its own code, the others written."""
+    assert bare.put("/v1/event-properties/amount", json={"type": "float"}).status_code == 201
+    batch = [
+        _event(profile_id="a", properties={"amount": -1e12}),
+        _event(profile_id="b", properties={"amount": 2.5e12}),
+    ]
+    answer = bare.post("/v1/events", json={"events": batch})
+    assert answer.status_code == 207, answer.text
+    [written, refused] = answer.json()["results"]
+    assert written["status"] == 201 and refused["status"] == 422
+    [error] = refused["problem"]["errors"]
+    assert error["code"] == "property_out_of_range"
+    assert error["location"] == ["properties", "amount"]
+
+
 def test_a_batch_with_refused_events_answers_207_and_writes_the_rest(bare: ApiClient) -> None:
     assert bare.put("/v1/event-properties/amount", json={"type": "float"}).status_code == 201
     future = (datetime.now(UTC) + timedelta(days=2)).isoformat()

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from audiences.engines import event_writes
 from audiences.engines.base import EventRecord, EventResult
-from audiences.engines.coerce import COERCERS
 from audiences.engines.event_writes import CheckedEvent, batch_results, check_events
 from audiences.errors import ErrorDetail
 from audiences.schemas.attributes import AttributeType as T
@@ -69,7 +68,7 @@ records = st.builds(
 
 def _one_by_one(batch: list[EventRecord]) -> tuple[list[CheckedEvent], dict[int, Any]]:
     """The full check alone, record by record (what the fast path must agree with)."""
-    coercers = {name: COERCERS[kind] for name, kind in SCHEMA.items()}
+    coercers = event_writes.event_coercers(SCHEMA)
     passed, refused = [], {}
     for position, record in enumerate(batch):
         when, found, problems = event_writes._check(record, SCHEMA, coercers)
@@ -122,7 +121,7 @@ def test_a_batch_checked_by_columns_is_checked_as_record_by_record(
     batch: list[EventRecord],
 ) -> None:
     passed, refused = check_events(batch, COLUMN_SCHEMA)
-    coercers = {name: COERCERS[kind] for name, kind in COLUMN_SCHEMA.items()}
+    coercers = event_writes.event_coercers(COLUMN_SCHEMA)
     one_by_one = [event_writes._check(record, COLUMN_SCHEMA, coercers) for record in batch]
     assert [n for n, (_, _, problems) in enumerate(one_by_one) if problems] == sorted(refused)
     assert typed(passed) == typed(
@@ -194,7 +193,7 @@ def test_one_odd_value_in_a_clean_batch_is_judged_as_record_by_record(
     odd = data.draw(ODD[column])
     batch[n] = batch[n]._replace(properties={**batch[n].properties, column: odd})
     passed, refused = check_events(batch, COLUMN_SCHEMA)
-    coercers = {name: COERCERS[kind] for name, kind in COLUMN_SCHEMA.items()}
+    coercers = event_writes.event_coercers(COLUMN_SCHEMA)
     one_by_one = [event_writes._check(record, COLUMN_SCHEMA, coercers) for record in batch]
     assert sorted(refused) == [k for k, (_, _, problems) in enumerate(one_by_one) if problems]
     expected = [

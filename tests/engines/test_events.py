@@ -332,3 +332,19 @@ def test_a_property_time_utc_cannot_hold_fails_its_record(
     assert codes == [[], [], [], ["property_type_mismatch"], ["property_type_mismatch"]]
     assert results[3].errors[0].location == ("properties", "p_timestamp")
     assert events_engine.pids_for(WS, ["bad"]) == [None]
+
+
+def test_a_float_beyond_1e12_fails_its_record(events_engine: ProfileEngine) -> None:
+    """A FLOAT property within ±1e12 is stored; beyond it the record is refused with
+    ``property_out_of_range`` (sum and avg add micro-units: docs/rules.md), in a clean batch
+    (checked by columns) as in one that is checked record by record."""
+    fine = [_at(n, external_id=f"fine{n}", properties={"p_float": 1e12 - n}) for n in range(3)]
+    bad = [_at(0, external_id="bad", properties={"p_float": v}) for v in (2e12, "-1e13")]
+    results = events_engine.write_events(WS, [*fine, *bad])
+    codes = [[e.code for e in r.errors] for r in results]
+    assert codes == [[], [], [], ["property_out_of_range"], ["property_out_of_range"]]
+    assert results[3].errors[0].location == ("properties", "p_float")
+    mixed = [_at(0, external_id="bad", name=""), *bad]  # a bad name: checked record by record
+    codes = [[e.code for e in r.errors] for r in events_engine.write_events(WS, mixed)]
+    assert codes == [["event_name_invalid"], ["property_out_of_range"], ["property_out_of_range"]]
+    assert events_engine.pids_for(WS, ["bad"]) == [None]

@@ -14,12 +14,18 @@ from typing import Any
 import orjson
 
 from audiences.schemas.attributes import AttributeType
+from audiences.schemas.events import FLOAT_SUM_LIMIT
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class TypeMismatchError(ValueError):
     """A value contradicts the declared type of its attribute; the message says how."""
+
+
+class OutOfRangeError(TypeMismatchError):
+    """A value of the right type that its property cannot hold (a FLOAT event property beyond
+    ``FLOAT_SUM_LIMIT``): reported as ``property_out_of_range``."""
 
 
 def _describe(value: object) -> str:
@@ -79,6 +85,15 @@ def to_float(value: object) -> float:
             result = None
     if result is None or not math.isfinite(result):
         raise TypeMismatchError(f"expected a finite number, got {_describe(value)}")
+    return result
+
+
+def to_event_float(value: object) -> float:
+    """A FLOAT event property value: a finite number (:func:`to_float`) at most
+    ``FLOAT_SUM_LIMIT`` (1e12) in magnitude, which ``sum`` and ``avg`` can add up exactly."""
+    result = to_float(value)
+    if not abs(result) <= FLOAT_SUM_LIMIT:
+        raise OutOfRangeError(f"at most 1e12 in magnitude (sums add micro-units), got {result!r}")
     return result
 
 

@@ -33,6 +33,7 @@ UNTYPED_FUNCTIONS: dict[str, frozenset[str]] = {
     # ClickHouse's own (``file``, ``url``, ``getSetting``, ``sleep``, ``dictGet``) are untyped too.
     "clickhouse": frozenset(
         {"accuratecast", "arrayall", "arrayexists", "positionutf8", "todatetime64", "toint128"}
+        | {"bitand", "bitshiftright", "tofloat64", "toint64"}  # exact sums (rules/sql_builders.py)
     ),
 }
 """The functions sqlglot reads as untyped (``exp.Anonymous``) that the rule compiler emits, by

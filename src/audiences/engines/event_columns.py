@@ -25,6 +25,7 @@ from audiences.engines.coerce import (
     INT64_MIN,
     TypeMismatchError,
     to_boolean,
+    to_event_float,
     to_float,
     to_integer,
     to_string,
@@ -32,6 +33,7 @@ from audiences.engines.coerce import (
 )
 from audiences.engines.event_records import EVENT_NAME, CheckedEvent, utc, valid_text
 from audiences.engines.writes import check_external_id
+from audiences.schemas.events import FLOAT_SUM_LIMIT
 from audiences.schemas.memberships import MAX_ID_LENGTH
 
 PLAIN_MAPPINGS = (dict, MappingProxyType)
@@ -171,6 +173,14 @@ def _floats_fit(column: list[Any]) -> bool:
         return False
 
 
+def _event_floats_fit(column: list[Any]) -> bool:
+    """Finite, and within ±``FLOAT_SUM_LIMIT`` (an event's FLOAT: ``coerce.to_event_float``)."""
+    given = list(filter(None, column))
+    if not given:
+        return True
+    return min(given) >= -FLOAT_SUM_LIMIT and max(given) <= FLOAT_SUM_LIMIT and _floats_fit(given)
+
+
 def _integers_fit(column: list[Any]) -> bool:
     given = list(filter(None, column))
     return not given or (min(given) >= INT64_MIN and max(given) <= INT64_MAX)
@@ -185,6 +195,7 @@ ColumnCheck = tuple[frozenset[type], Callable[[list[Any]], bool]]
 COLUMN_CHECKS: dict[Callable[[object], Any], ColumnCheck] = {
     to_string: (frozenset({str}), _strings_fit),
     to_float: (frozenset({float}), _floats_fit),
+    to_event_float: (frozenset({float}), _event_floats_fit),
     to_integer: (frozenset({int}), _integers_fit),
     to_boolean: (frozenset({bool}), _booleans_fit),
 }

@@ -15,7 +15,7 @@ from operator import attrgetter
 from typing import Any, cast
 
 from audiences.engines.base import EventRecord, EventResult
-from audiences.engines.coerce import COERCERS, TypeMismatchError
+from audiences.engines.coerce import COERCERS, OutOfRangeError, TypeMismatchError, to_event_float
 from audiences.engines.event_columns import PLAIN_MAPPINGS, check_columns
 from audiences.engines.event_records import (
     EVENT_ID,
@@ -47,8 +47,9 @@ def check_events(
     the records with a value of the wrong type checked again in full, to say why; a batch
     that fails anything else is tried record by record on a fast path that only says yes or
     no (its texts judged once per distinct value: a batch repeats its names and profile ids);
-    a record that path does not pass is checked again in full, to say why."""
-    coercers = {name: types[kind] for name, kind in schema.items()}
+    a record that path does not pass is checked again in full, to say why. A FLOAT property's
+    values are also held within ±1e12 (``coerce.to_event_float``)."""
+    coercers = event_coercers(schema, types)
     by_columns = check_columns(records, coercers)
     if by_columns is not None:
         passed, failing = by_columns
@@ -56,6 +57,18 @@ def check_events(
         if all(result.errors for result in refused.values()):  # else the records decide
             return passed, refused
     return _by_records(records, schema, coercers)
+
+
+def event_coercers(
+    schema: Mapping[str, AttributeType],
+    types: Mapping[AttributeType, Callable[[object], Any]] = COERCERS,
+) -> dict[str, Callable[[object], Any]]:
+    """The check of each property's values: its type's in ``types``, a FLOAT's narrowed to
+    ±1e12 (``coerce.to_event_float``)."""
+    return {
+        name: to_event_float if kind is AttributeType.FLOAT else types[kind]
+        for name, kind in schema.items()
+    }
 
 
 def _by_records(
@@ -247,6 +260,9 @@ def _values(
             continue
         try:
             values[key] = convert(value)
+        except OutOfRangeError as beyond:
+            message = f"{key}: {beyond}"
+            problems.append(ErrorDetail("property_out_of_range", message, ("properties", key)))
         except TypeMismatchError as mismatch:
             message = f"{key}: {mismatch}"
             problems.append(ErrorDetail("property_type_mismatch", message, ("properties", key)))

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 from sqlglot import exp
 
 from audiences.rules import dialect as d
+from audiences.rules.event_semantics import EXACT
+from audiences.rules.kinds import Kind
 from audiences.rules.literals import constant
 
 
@@ -31,6 +33,10 @@ class Codegen(Protocol):
 
     def wrap(self, node: exp.Expr) -> str:
         """The conversion an attribute's raw value needs (``{}`` for none)."""
+        ...
+
+    def kind(self, node: exp.Expr) -> Kind:
+        """The kind validation inferred for a node."""
         ...
 
 
@@ -54,7 +60,24 @@ def aggregate(gen: Codegen, node: exp.Expr) -> str:
     if argument is None:
         return f"_count(_events(p), {where})"
     name = "count_distinct" if node.args.get("distinct") else node.name
-    return f"_aggregate({name!r}, _events(p), {where}, lambda q: {gen.value(argument)})"
+    if _exact(gen, node):
+        name = EXACT[name]
+    return f"_aggregate({name!r}, _events(p), {where}, {_read(gen, node, argument)})"
+
+
+def _exact(gen: Codegen, node: exp.Expr) -> bool:
+    """Whether the node is ``sum`` or ``avg`` of a FLOAT, added up in micro-units."""
+    argument = node.args.get("expression")
+    exact = node.name in EXACT and not node.args.get("distinct")
+    return exact and argument is not None and gen.kind(argument) is Kind.FLOAT
+
+
+def _read(gen: Codegen, node: exp.Expr, argument: exp.Expr) -> str:
+    """The per-event read of an aggregate's argument: micro-units for an exact sum or average,
+    so a value beyond ``FLOAT_SUM_LIMIT`` is no value (nor a counted event)."""
+    if _exact(gen, node):
+        return f"lambda q: _micro_units({gen.value(argument)})"
+    return f"lambda q: {gen.value(argument)}"
 
 
 def matching(gen: Codegen, node: exp.Expr) -> str:
@@ -65,7 +88,7 @@ def matching(gen: Codegen, node: exp.Expr) -> str:
         steps = " or ".join(gen.truth(step) for step in node.expressions)
         return f"_matching(_events(p), {where}, lambda q: ({steps}) or None)"
     argument = node.args.get("expression")
-    read = "lambda q: True" if argument is None else f"lambda q: {gen.value(argument)}"
+    read = "lambda q: True" if argument is None else _read(gen, node, argument)
     return f"_matching(_events(p), {where}, {read})"
 
 

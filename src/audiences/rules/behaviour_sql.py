@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from audiences.rules.event_semantics import EXACT, MICRO
 from audiences.rules.kinds import Kind
 from audiences.rules.sql_builders import Target
 
@@ -19,8 +20,9 @@ PROFILES = "profiles"
 """The alias of the profile table in the engine's query."""
 ALIAS = "e"
 """The events alias inside an aggregate's subquery."""
-GROUPED, VALUE = "a", "v"
-"""The alias of an aggregate's events grouped by profile, and of the aggregate in it."""
+GROUPED, VALUE, COUNT = "a", "v", "n"
+"""The alias of an aggregate's events grouped by profile, of the aggregate in it, and of the
+count of values beside an exact sum (``avg`` of a FLOAT)."""
 LATEST, RANK = "l", "n"
 """The alias of the events ranked latest first per profile (``last``), and of the rank."""
 
@@ -43,8 +45,11 @@ def aggregate(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
     conditions: list[exp.Expr] = [] if where is None else [exp.Paren(this=where.copy())]
     if argument is not None and _text(original.args["expression"], target):
         argument = exp.Collate(this=argument, expression=exp.to_identifier("C", quoted=True))
+    result: exp.Expr = exp.column(VALUE, table=GROUPED)
     if name == "last" and argument is not None:
         grouped = _latest(argument, conditions)
+    elif argument is not None and _exact(original, target):
+        grouped, result = _exact_sum(name, argument, conditions, target)
     else:
         if argument is None:
             projection: exp.Expr = exp.Count(this=exp.Star())
@@ -59,13 +64,48 @@ def aggregate(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
         if conditions:
             grouped = grouped.where(exp.and_(*conditions))
     value = exp.Subquery(
-        this=exp.select(exp.column(VALUE, table=GROUPED))
+        this=exp.select(result)
         .from_(exp.Subquery(this=grouped, alias=exp.TableAlias(this=exp.to_identifier(GROUPED))))
         .where(exp.EQ(this=_pid(GROUPED), expression=_pid(PROFILES)))
     )
     if name == "count":
         return exp.Coalesce(this=value, expressions=[exp.Literal.number(0)])
     return value
+
+
+def _exact(original: exp.Expr, target: Target) -> bool:
+    """Whether the node is ``sum`` or ``avg`` of a FLOAT, added up in micro-units."""
+    argument = original.args.get("expression")
+    exact = original.name in EXACT and not original.args.get("distinct")
+    return exact and argument is not None and target.kind(argument) is Kind.FLOAT
+
+
+def _exact_sum(
+    name: str, argument: exp.Expr, conditions: list[exp.Expr], target: Target
+) -> tuple[exp.Select, exp.Expr]:
+    """``sum``/``avg`` of a FLOAT as ``event_semantics`` computes it: each profile's exact sum
+    of micro-units (and their count), and the value read from them: that sum as the nearest
+    double, over a million (and over the count)."""
+    spelling = target.spelling
+    units = target.build(spelling.micro_units, x=argument)
+    total = target.build(spelling.exact_sum, u=units)
+    projections = [_pid(ALIAS), exp.alias_(total, VALUE)]
+    if name == "avg":
+        projections.append(exp.alias_(exp.Count(this=units.copy()), COUNT))
+    grouped = exp.select(*projections).from_(_events(ALIAS)).group_by(_pid(ALIAS))
+    if conditions:
+        grouped = grouped.where(exp.and_(*conditions))
+    nearest = target.build(spelling.exact_double, s=exp.column(VALUE, table=GROUPED))
+    result = exp.Div(this=exp.paren(nearest), expression=_double(MICRO))
+    if name == "avg":
+        count_double = exp.cast(exp.column(COUNT, table=GROUPED), exp.DataType.Type.DOUBLE)
+        result = exp.Div(this=result, expression=count_double)
+    return grouped, result
+
+
+def _double(value: float) -> exp.Expr:
+    """A whole number as a double literal (``CAST(1000000 AS DOUBLE)``)."""
+    return exp.cast(exp.Literal.number(f"{value:.0f}"), exp.DataType.Type.DOUBLE)
 
 
 def _latest(argument: exp.Expr, conditions: list[exp.Expr]) -> exp.Select:

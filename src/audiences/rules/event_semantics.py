@@ -1,15 +1,26 @@
 """Helpers the generated Python predicates call for behavioural conditions: SQL's aggregates and
 the sequence test over one profile's events (``schemas.events.Event``), as the SQL back end
-computes them (see ``behaviour_sql``)."""
+computes them (see ``behaviour_sql``).
+
+``sum`` and ``avg`` of a FLOAT are exact and independent of the order the values are added in
+(docs/rules.md, "Sums and averages"): each value becomes a whole number of micro-units
+(:func:`micro_units`), those are summed exactly, and the exact sum is rounded to a double once
+(:func:`exact_sum`). Doubles added one by one are not: a sum could be 600 in one run and
+600.0000000000001 in the next as an engine's threads added the same values in another order,
+flipping ``avg(amount) > 150`` with no data changed (issue #13). Every engine's SQL computes
+the same numbers (``sql_builders.Spelling.micro_units`` and the two after it).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from audiences.rules.behaviour import EVENTS_KEY
 from audiences.rules.sql_semantics import Interval, timestamp
+from audiences.schemas.events import FLOAT_SUM_LIMIT as FLOAT_SUM_LIMIT
 from audiences.schemas.events import Event
 
 Test = Callable[[Event], bool]
@@ -60,6 +71,33 @@ def matching(events: Sequence[Event], keep: Test, read: Read) -> list[Event]:
     return [event for event in events if keep(event) and read(event) is not None]
 
 
+MICRO = 1e6
+"""Micro-units per unit: FLOAT values are summed as whole numbers of millionths."""
+
+
+def micro_units(value: float | None) -> int | None:
+    """A FLOAT value as a whole number of micro-units, ``floor(value * 1e6 + 0.5)`` in double
+    arithmetic (one multiply, one add, as every engine computes it); None for NULL and for a
+    value beyond :data:`FLOAT_SUM_LIMIT`.
+
+    >>> micro_units(61.35), micro_units(-0.0000005), micro_units(2e12)
+    (61350000, 0, None)
+    """
+    if value is None or not abs(value) <= FLOAT_SUM_LIMIT:
+        return None
+    return math.floor(value * MICRO + 0.5)
+
+
+def exact_sum(units: list[int]) -> float:
+    """The sum of FLOAT values from their micro-units: the exact integer sum rounded once to the
+    nearest double (ties to even), divided by a million.
+
+    >>> exact_sum([micro_units(v) for v in (61.35, 406.13, 48.59, 83.93)])
+    600.0
+    """
+    return float(sum(units)) / MICRO
+
+
 def _average(found: list[Any]) -> float:
     total: float = sum(found)
     return total / len(found)
@@ -70,10 +108,16 @@ REDUCE: dict[str, Callable[[list[Any]], Any]] = {
     "count_distinct": lambda found: len(set(found)),
     "sum": sum,
     "avg": _average,
+    "exact_sum": exact_sum,
+    "exact_avg": lambda found: exact_sum(found) / len(found),
     "min": min,
     "max": max,
 }
-"""How each aggregate reduces the non-NULL values (NULL when there are none, but counts)."""
+"""How each aggregate reduces the non-NULL values (NULL when there are none, but counts).
+``exact_sum``/``exact_avg`` are ``sum``/``avg`` of a FLOAT, over its :func:`micro_units`."""
+
+EXACT = {"sum": "exact_sum", "avg": "exact_avg"}
+"""The reduction ``sum`` and ``avg`` of a FLOAT use, by aggregate name."""
 
 
 def aggregate(name: str, events: Sequence[Event], keep: Test, read: Read) -> Any:

@@ -11,6 +11,7 @@ import sqlglot
 from sqlglot import exp
 
 from audiences.rules.dialect import Attr
+from audiences.rules.event_semantics import FLOAT_SUM_LIMIT, MICRO
 from audiences.rules.kinds import Kind
 from audiences.rules.nodes import operands
 from audiences.rules.sql_semantics import lower as lower_ascii
@@ -30,6 +31,15 @@ _STANDARD_AGGREGATES = {
     "min": "MIN(:x)",
     "max": "MAX(:x)",
 }
+_LIMIT, _MICRO = f"{FLOAT_SUM_LIMIT:.0f}", f"{MICRO:.0f}"
+_SPLIT = "4294967296"
+"""2**32: an exact integer sum is turned into a double as ``hi * 2**32 + lo`` (``hi = s >> 32``
+arithmetic, ``lo = s & (2**32 - 1)``), both parts exact as doubles, so that the one rounding is
+that IEEE addition's (correct, ties to even) for any sum below 2**85 in magnitude."""
+_MICRO_UNITS = (
+    f"CASE WHEN ABS(CAST(:x AS DOUBLE)) <= {_LIMIT} THEN CAST(FLOOR(CAST(:x AS DOUBLE)"
+    f" * CAST({_MICRO} AS DOUBLE) + CAST(0.5 AS DOUBLE)) AS BIGINT) END"
+)
 _LIST_GUARD = "CASE WHEN :l IS NULL OR :x IS NULL THEN NULL ELSE COALESCE({test}, FALSE) END"
 
 
@@ -84,6 +94,14 @@ class Spelling:
     """How a dotted attribute path reads: ``struct`` fields, or ``json`` text."""
     aggregates: Mapping[str, str]
     """Aggregates over events (``:x`` the argument): NULL over no values, ``avg`` a double."""
+    micro_units: str
+    """A FLOAT value ``:x`` as whole micro-units, ``floor(x * 1e6 + 0.5)`` in double arithmetic
+    cast to a 64-bit integer; NULL beyond ``FLOAT_SUM_LIMIT`` (see ``event_semantics``)."""
+    exact_sum: str
+    """The exact sum of micro-units ``:u`` (wider than 64 bits), NULL over no values."""
+    exact_double: str
+    """The exact integer sum ``:s`` as the double nearest it (ties to even), where a plain cast
+    of a 128-bit integer is not rounded correctly (DuckDB, ClickHouse): ``hi * 2**32 + lo``."""
     date: str = "DATE"
     """The engine's calendar date type (ClickHouse's ``Date`` stops at 2149: ``Date32``, which
     sqlglot would cast to without ``Nullable``, so a NULL would fail the cast)."""
@@ -125,6 +143,12 @@ SPELLINGS: dict[str, Spelling] = {
         bigint=True,
         nested="struct",
         aggregates=_STANDARD_AGGREGATES,
+        micro_units=_MICRO_UNITS,
+        exact_sum="SUM(:u)",
+        exact_double=(
+            f"CAST(:s >> 32 AS DOUBLE) * CAST({_SPLIT} AS DOUBLE)"
+            f" + CAST(:s & {int(_SPLIT) - 1} AS DOUBLE)"
+        ),
     ),
     "postgres": Spelling(
         timestamp="CAST(:t AS TIMESTAMPTZ)",
@@ -149,6 +173,9 @@ SPELLINGS: dict[str, Spelling] = {
         bigint=True,
         nested="json",
         aggregates={**_STANDARD_AGGREGATES, "avg": "CAST(AVG(:x) AS DOUBLE PRECISION)"},
+        micro_units=_MICRO_UNITS,
+        exact_sum="SUM(:u)",  # numeric
+        exact_double="CAST(:s AS DOUBLE)",  # numeric to double is correctly rounded
     ),
     "clickhouse": Spelling(
         timestamp="toDateTime64(:t, 6, 'UTC')",
@@ -189,6 +216,15 @@ SPELLINGS: dict[str, Spelling] = {
             "min": "minOrNull(:x)",
             "max": "maxOrNull(:x)",
         },
+        micro_units=(
+            f"CASE WHEN abs(toFloat64(:x)) <= {_LIMIT} THEN toInt64(floor(toFloat64(:x)"
+            f" * toFloat64({_MICRO}) + toFloat64(0.5))) END"
+        ),
+        exact_sum="sumOrNull(toInt128(:u))",  # a sum of Int64 would wrap
+        exact_double=(
+            f"toFloat64(bitShiftRight(:s, 32)) * toFloat64({_SPLIT})"
+            f" + toFloat64(bitAnd(:s, {int(_SPLIT) - 1}))"
+        ),
         date="Nullable(Date32)",
         checked_integers=("toInt128(:x)", "accurateCast(:x, 'Nullable(Int64)')"),
         widen_mixed_numbers=True,

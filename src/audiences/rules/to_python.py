@@ -363,6 +363,7 @@ _RUNTIME: dict[str, Any] = {
     "_events": event_semantics.events_of,
     "_count": event_semantics.count,
     "_aggregate": event_semantics.aggregate,
+    "_micro_units": event_semantics.micro_units,
     "_sequence": event_semantics.sequence,
     "_matching": event_semantics.matching,
     "_or3": sql_semantics.or3,

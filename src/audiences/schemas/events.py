@@ -21,6 +21,12 @@ from pydantic_core import SchemaValidator, core_schema
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.common import InputModel, Rfc3339
 
+FLOAT_SUM_LIMIT = 1e12
+"""The largest magnitude of a FLOAT event property value: ``sum`` and ``avg`` add up values as
+whole micro-units (``rules.event_semantics``) and treat one beyond it (or not finite) as no
+value, so its micro-units always fit a 64-bit integer; ingest refuses one
+(``property_out_of_range``), so only values stored before that rule can be beyond it."""
+
 RESERVED_EVENT_FIELDS = frozenset({"pid", "event", "timestamp", "event_id", "received_at"})
 """Names every stored event has; no property may be named like one of them."""
 
