@@ -27,6 +27,7 @@ _STANDARD_AGGREGATES = {
     "count": "COUNT(:x)",
     "count_distinct": "COUNT(DISTINCT :x)",
     "sum": "SUM(:x)",
+    "sum_integer": "SUM(:x)",
     "avg": "CAST(AVG(:x) AS DOUBLE)",
     "min": "MIN(:x)",
     "max": "MAX(:x)",
@@ -93,7 +94,8 @@ class Spelling:
     nested: str
     """How a dotted attribute path reads: ``struct`` fields, or ``json`` text."""
     aggregates: Mapping[str, str]
-    """Aggregates over events (``:x`` the argument): NULL over no values, ``avg`` a double."""
+    """Aggregates over events (``:x`` the argument): NULL over no values, ``avg`` a double,
+    ``sum_integer`` the exact sum of an INTEGER (wider than 64 bits where it must be)."""
     micro_units: str
     """A FLOAT value ``:x`` as whole micro-units, ``floor(x * 1e6 + 0.5)`` in double arithmetic
     cast to a 64-bit integer; NULL beyond ``FLOAT_SUM_LIMIT`` (see ``event_semantics``)."""
@@ -212,6 +214,8 @@ SPELLINGS: dict[str, Spelling] = {
             "count": "count(:x)",
             "count_distinct": "uniqExact(:x)",
             "sum": "sumOrNull(:x)",
+            # Int64 sums into Int64 and wraps around; Python, DuckDB and PostgreSQL are exact.
+            "sum_integer": "sumOrNull(toInt128(:x))",
             "avg": "avgOrNull(:x)",
             "min": "minOrNull(:x)",
             "max": "maxOrNull(:x)",
