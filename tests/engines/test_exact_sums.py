@@ -101,8 +101,8 @@ def test_sums_and_averages_at_the_threshold_match_decimal_arithmetic(
 
 
 def test_integer_sums_past_64_bits_do_not_wrap(engine: ProfileEngine) -> None:
-    """Two INTEGER values near the 64-bit limit sum past it, exactly, as in Python (ClickHouse
-    sums Int64 into Int64 and wrapped around to a negative number)."""
+    """Two INTEGER values near the 64-bit limit sum (and average) past it, exactly, as in
+    Python (ClickHouse sums Int64 into Int64 and wrapped around to a negative number)."""
     big = 9_000_000_000_000_000_000
     engine.ensure_event_properties(WS, PROPERTIES)
     records = [EventRecord("big", "order", T0 + timedelta(minutes=m), {"qty": big}) for m in (1, 2)]
@@ -111,7 +111,11 @@ def test_integer_sums_past_64_bits_do_not_wrap(engine: ProfileEngine) -> None:
     assert all(result.ok for result in results)
     big_pid = results[0].pid
     profile = {EVENTS_KEY: [Event(r.name, r.timestamp, r.properties) for r in records[:2]]}
-    for text in ("sum(qty) > 0", "sum(qty) FILTER (WHERE qty > 0) > 9007199254740992"):
+    for text in (
+        "sum(qty) > 0",
+        "sum(qty) FILTER (WHERE qty > 0) > 9007199254740992",
+        "avg(qty) > 0",
+    ):
         rule = validate_rule(text, {}, events=EVENTS)
         where = to_sql(rule, engine.dialect, column=engine_column, now=T0)  # type: ignore[arg-type]
         assert set(engine.select_pids(WS, where)) == {big_pid}, text

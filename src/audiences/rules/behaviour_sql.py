@@ -55,8 +55,8 @@ def aggregate(original: exp.Expr, new: exp.Expr, target: Target) -> exp.Expr:
             projection: exp.Expr = exp.Count(this=exp.Star())
         else:
             spelled = "count_distinct" if original.args.get("distinct") else name
-            if name == "sum" and target.kind(original.args["expression"]) is Kind.INTEGER:
-                spelled = "sum_integer"
+            if name in ("sum", "avg") and target.kind(original.args["expression"]) is Kind.INTEGER:
+                spelled = f"{name}_integer"
             projection = target.build(target.spelling.aggregates[spelled], x=argument)
         grouped = (
             exp.select(_pid(ALIAS), exp.alias_(projection, VALUE))

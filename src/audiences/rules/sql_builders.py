@@ -29,6 +29,7 @@ _STANDARD_AGGREGATES = {
     "sum": "SUM(:x)",
     "sum_integer": "SUM(:x)",
     "avg": "CAST(AVG(:x) AS DOUBLE)",
+    "avg_integer": "CAST(AVG(:x) AS DOUBLE)",
     "min": "MIN(:x)",
     "max": "MAX(:x)",
 }
@@ -95,7 +96,8 @@ class Spelling:
     """How a dotted attribute path reads: ``struct`` fields, or ``json`` text."""
     aggregates: Mapping[str, str]
     """Aggregates over events (``:x`` the argument): NULL over no values, ``avg`` a double,
-    ``sum_integer`` the exact sum of an INTEGER (wider than 64 bits where it must be)."""
+    ``sum_integer`` and ``avg_integer`` those of an INTEGER, summed exactly (wider than 64 bits
+    where the engine's own sum would wrap around)."""
     micro_units: str
     """A FLOAT value ``:x`` as whole micro-units, ``floor(x * 1e6 + 0.5)`` in double arithmetic
     cast to a 64-bit integer; NULL beyond ``FLOAT_SUM_LIMIT`` (see ``event_semantics``)."""
@@ -174,7 +176,11 @@ SPELLINGS: dict[str, Spelling] = {
         date_part=False,
         bigint=True,
         nested="json",
-        aggregates={**_STANDARD_AGGREGATES, "avg": "CAST(AVG(:x) AS DOUBLE PRECISION)"},
+        aggregates={
+            **_STANDARD_AGGREGATES,
+            "avg": "CAST(AVG(:x) AS DOUBLE PRECISION)",
+            "avg_integer": "CAST(AVG(:x) AS DOUBLE PRECISION)",
+        },
         micro_units=_MICRO_UNITS,
         exact_sum="SUM(:u)",  # numeric
         exact_double="CAST(:s AS DOUBLE)",  # numeric to double is correctly rounded
@@ -217,6 +223,7 @@ SPELLINGS: dict[str, Spelling] = {
             # Int64 sums into Int64 and wraps around; Python, DuckDB and PostgreSQL are exact.
             "sum_integer": "sumOrNull(toInt128(:x))",
             "avg": "avgOrNull(:x)",
+            "avg_integer": "avgOrNull(toInt128(:x))",
             "min": "minOrNull(:x)",
             "max": "maxOrNull(:x)",
         },
