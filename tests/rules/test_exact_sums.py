@@ -68,6 +68,17 @@ def _check(rows: list[Any]) -> None:
     assert len(rows) == len(_sums()) and not wrong, wrong[:5]
 
 
+@pytest.fixture
+def connection() -> psycopg.Connection[Any]:
+    """A connection to the test PostgreSQL (skipped when it is unreachable, outside CI)."""
+    try:
+        return psycopg.connect(POSTGRES_URL, connect_timeout=3)
+    except psycopg.OperationalError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable")
+
+
 def test_duckdb_rounds_an_exact_sum_to_the_nearest_double() -> None:
     values = ", ".join(f"('{s}')" for s in _sums())
     query = _nearest("duckdb", "CAST(x AS HUGEINT)", f"SELECT * FROM (VALUES {values}) AS v(x)")
@@ -80,13 +91,9 @@ def test_clickhouse_rounds_an_exact_sum_to_the_nearest_double() -> None:
     _check(chsql.rows(chdb_client().query(query, "JSONCompact")))
 
 
-def test_postgres_rounds_an_exact_sum_to_the_nearest_double() -> None:
-    try:
-        connection = psycopg.connect(POSTGRES_URL, connect_timeout=3)
-    except psycopg.OperationalError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable")
+def test_postgres_rounds_an_exact_sum_to_the_nearest_double(
+    connection: psycopg.Connection[Any],
+) -> None:
     values = ", ".join(f"'{s}'" for s in _sums())
     rows = f"SELECT UNNEST(ARRAY[{values}]) AS x"
     with connection:
@@ -203,13 +210,9 @@ def test_values_beyond_1e12_are_no_value_to_sum_and_avg_on_clickhouse() -> None:
         client.command(f"DROP DATABASE {database}")
 
 
-def test_values_beyond_1e12_are_no_value_to_sum_and_avg_on_postgres() -> None:
-    try:
-        connection = psycopg.connect(POSTGRES_URL, connect_timeout=3)
-    except psycopg.OperationalError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable")
+def test_values_beyond_1e12_are_no_value_to_sum_and_avg_on_postgres(
+    connection: psycopg.Connection[Any],
+) -> None:
     with connection:
         connection.execute("CREATE TEMPORARY TABLE profiles AS SELECT generate_series(1, 3) AS pid")
         connection.execute(
