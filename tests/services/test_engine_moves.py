@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,18 @@ ROUTE = "duckdb -> postgres"
 
 class Cut(Exception):
     """What the hooks below raise to stop a move midway, like a killed process."""
+
+
+def cut_after(reports: int | None) -> Callable[[MoveState], None]:
+    """A progress hook that raises :class:`Cut` at the ``reports``-th report (never if None)."""
+    calls = [0]
+
+    def stop(state: MoveState) -> None:
+        calls[0] += 1
+        if calls[0] == reports:
+            raise Cut
+
+    return stop
 
 
 @pytest.fixture
@@ -95,13 +107,7 @@ def test_a_cut_move_resumes_without_losing_or_repeating_anything(
 ) -> None:
     """Cut after ``cut_at`` progress reports (in the profiles, at the turn, in the events),
     then resumed with another batch size."""
-    calls = [0]
-
-    def stop(state: MoveState) -> None:
-        calls[0] += 1
-        if calls[0] == cut_at:
-            raise Cut
-
+    stop = cut_after(cut_at)
     checkpoints = Checkpoints(tmp_path / "moves")
     with pytest.raises(Cut):
         move_workspace(
@@ -290,13 +296,7 @@ def test_copies_of_one_event_id_move_into_postgres_the_first_keeping_it(
     """PostgreSQL's unique index on ``event_id``: the first copy (by ``received_at``) keeps
     the id, the later ones arrive without it; no event is lost, cut and resumed or not (the
     reviewer's reproducer: a UniqueViolation, every run)."""
-    calls = [0]
-
-    def stop(state: MoveState) -> None:
-        calls[0] += 1
-        if calls[0] == cut_at:
-            raise Cut
-
+    stop = cut_after(cut_at)
     checkpoints = Checkpoints(tmp_path / "moves")
     with opened("duckdb", tmp_path / "s") as duck, opened("postgres", tmp_path / "t") as pg:
         source = duck.open()

@@ -4,9 +4,12 @@ and a body goes with its message."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
+from alembic.config import Config
 from sqlalchemy import Connection, Integer, String, Text, column, delete, inspect, select, table
 
 from audiences.kit.clock import utcnow
@@ -42,27 +45,16 @@ OLD_MESSAGES = table(  # destination_messages as 0015 left it, with its body
 
 
 def test_bodies_move_to_their_table_and_back_keeping_every_attempt(tmp_path: Path) -> None:
-    config = alembic_config()
-    with fresh_database(tmp_path) as url:
-        engine = make_engine(url)  # foreign keys on, as the app's connections have them
-        try:
-            with engine.begin() as connection:
-                config.attributes["connection"] = connection
-                command.upgrade(config, "0015")
-                _old_rows(connection)
-                command.upgrade(config, "0016")
-                moved = dict(connection.execute(select(DestinationMessageBodyRow.__table__)).all())
-                columns = _columns(connection)
-                attempts_up = _attempts(connection)
-                command.downgrade(config, "0015")
-                back = dict(
-                    connection.execute(select(OLD_MESSAGES.c.id, OLD_MESSAGES.c.body)).all()
-                )
-                attempts_down = _attempts(connection)
-                nullable = {c["name"]: c["nullable"] for c in _columns(connection)}
-                tables = inspect(connection).get_table_names()
-        finally:
-            engine.dispose()
+    with _at_0015_with_old_rows(tmp_path) as (config, connection):
+        command.upgrade(config, "0016")
+        moved = dict(connection.execute(select(DestinationMessageBodyRow.__table__)).all())
+        columns = _columns(connection)
+        attempts_up = _attempts(connection)
+        command.downgrade(config, "0015")
+        back = dict(connection.execute(select(OLD_MESSAGES.c.id, OLD_MESSAGES.c.body)).all())
+        attempts_down = _attempts(connection)
+        nullable = {c["name"]: c["nullable"] for c in _columns(connection)}
+        tables = inspect(connection).get_table_names()
     assert moved == BODIES
     assert "body" not in {c["name"] for c in columns}
     assert attempts_up == attempts_down == [("att_a", "msg_a"), ("att_b", "msg_b")]
@@ -73,6 +65,22 @@ def test_bodies_move_to_their_table_and_back_keeping_every_attempt(tmp_path: Pat
 
 def test_a_body_goes_with_its_message(tmp_path: Path) -> None:
     """Deleting a message (the retention purge, a destination deleted) deletes its body."""
+    with _at_0015_with_old_rows(tmp_path) as (config, connection):
+        command.upgrade(config, "head")
+        connection.execute(delete(DestinationMessageRow).where(DestinationMessageRow.id == "msg_a"))
+        after_message = connection.execute(select(DestinationMessageBodyRow.message_id))
+        left = sorted(after_message.scalars())
+        connection.execute(delete(DestinationRow))
+        gone = connection.execute(select(DestinationMessageBodyRow.body)).scalars().all()
+    assert left == ["msg_b"]
+    assert gone == []
+
+
+@contextmanager
+def _at_0015_with_old_rows(tmp_path: Path) -> Iterator[tuple[Config, Connection]]:
+    """A fresh database migrated to 0015 holding :func:`_old_rows`, in one transaction on a
+    connection with foreign keys on (as the app's connections have them), and the Alembic
+    configuration that migrates it further."""
     config = alembic_config()
     with fresh_database(tmp_path) as url:
         engine = make_engine(url)
@@ -81,19 +89,9 @@ def test_a_body_goes_with_its_message(tmp_path: Path) -> None:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "0015")
                 _old_rows(connection)
-                command.upgrade(config, "head")
-                connection.execute(
-                    delete(DestinationMessageRow).where(DestinationMessageRow.id == "msg_a")
-                )
-                after_message = connection.execute(select(DestinationMessageBodyRow.message_id))
-                left = sorted(after_message.scalars())
-                connection.execute(delete(DestinationRow))
-                after_destination = connection.execute(select(DestinationMessageBodyRow.body))
-                gone = after_destination.scalars().all()
+                yield config, connection
         finally:
             engine.dispose()
-    assert left == ["msg_b"]
-    assert gone == []
 
 
 def _old_rows(connection: Connection) -> None:
