@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 from pyroaring import AbstractBitMap, BitMap
 
-from audiences.engines import conditions, duckdb_events, portable, queries
+from audiences.engines import conditions, duckdb_events, duckdb_streaming_copy, portable, queries
 from audiences.engines import duckdb_sql as sql
 from audiences.engines.base import (
     RESERVED_COLUMNS,
@@ -44,6 +44,7 @@ from audiences.engines.base import (
     pids_to_bitmap,
 )
 from audiences.engines.duckdb_idfiles import DuckDBStagedIds
+from audiences.engines.duckdb_streaming_copy import StreamingCopy
 from audiences.engines.event_writes import (
     batch_results,
     check_events,
@@ -98,6 +99,7 @@ class _Workspace:
     events: str = ""
     event_schema: dict[str, AttributeType] = field(default_factory=dict)
     index: IdIndex | None = None
+    copy: StreamingCopy | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class DuckDBEngine:
         if memory_limit:
             config["memory_limit"] = memory_limit
         self._con = duckdb.connect(str(self.path), config=config)
+        duckdb_streaming_copy.attach(self._con)
         self._lock = threading.RLock()
         self._cursor_lock = threading.Lock()
         self._idle: list[duckdb.DuckDBPyConnection] = []
@@ -235,6 +238,8 @@ class DuckDBEngine:
                 cur.execute("ROLLBACK")
                 raise
             self._index(state).remove(hashes[external_id], stored.pid)
+            erase = f"DELETE FROM {{}} WHERE pid = {stored.pid}"
+            self._follow_copy(state, lambda copy: cur.execute(erase.format(copy)))
             self._known.pop((workspace_id, external_id), None)
         return stored.pid
 
@@ -483,15 +488,18 @@ class DuckDBEngine:
                 pids = {eid: row.pid for eid, row in found.items()}
                 new = [eid for eid in external if eid not in pids]
                 pids.update(zip(new, self._insert_empty(state, new), strict=True))
+                batch = None
                 if fresh:
-                    schema = state.event_schema
+                    batch = duckdb_events.columns(state.event_schema, fresh, pids)
                     received = received_at or utcnow()
-                    duckdb_events.insert(cur, state.events, schema, fresh, pids, received)
+                    duckdb_events.insert(cur, state.events, state.event_schema, batch, received)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
             self._index(state).add_many([hashes[eid] for eid in new], [pids[eid] for eid in new])
+            if batch is not None:
+                self._follow_copy(state, lambda _: self._append_copy(state, batch))
         return batch_results(len(records), refused, fresh, duplicates, pids)
 
     def events_of(
@@ -506,6 +514,13 @@ class DuckDBEngine:
         state = self._workspace(workspace_id)
         if state is None or not pids or (slices is not None and not slices):
             return {}
+        if slices is not None and duckdb_streaming_copy.worth_copying(slices):
+            with self._lock:  # the copy changes only under the lock
+                table = self._copy_for(state, slices).table
+                if table is not None:
+                    return duckdb_events.read_of(
+                        self._writer, table, state.event_schema, _valid_pids(pids), slices
+                    )
         with self._cursor() as cur:
             return duckdb_events.read_of(
                 cur, state.events, state.event_schema, _valid_pids(pids), slices
@@ -546,9 +561,12 @@ class DuckDBEngine:
         state = self._workspace(workspace_id)
         if state is None:
             return 0
+        query = 'DELETE FROM {} WHERE "timestamp" < ?'
         with self._lock:
-            query = f'DELETE FROM {state.events} WHERE "timestamp" < ?'
-            row = self._writer.execute(query, [before]).fetchone()
+            row = self._writer.execute(query.format(state.events), [before]).fetchone()
+            self._follow_copy(
+                state, lambda copy: self._writer.execute(query.format(copy), [before])
+            )
         return int(row[0]) if row else 0
 
     # Moving a workspace (base.Portable): exact pids, events in copy order, idempotent imports.
@@ -666,6 +684,8 @@ class DuckDBEngine:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+            if fresh:
+                self._forget_copy(state)
         return len(fresh)
 
     def _last_pid(self, state: _Workspace) -> int:
@@ -778,6 +798,48 @@ class DuckDBEngine:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+
+    def _copy_for(self, state: _Workspace, slices: Sequence[EventSlice]) -> StreamingCopy:
+        """The workspace's streaming copy, (re)built when it does not serve ``slices``, and
+        pruned when due; under the lock."""
+        copy = state.copy
+        if copy is None or not copy.serves(slices, list(state.event_schema)):
+            state.copy = None  # until the new one stands
+            copy = duckdb_streaming_copy.build(
+                self._writer, state.events, state.event_schema, slices
+            )
+            state.copy = copy
+        else:
+            self._follow_copy(
+                state, lambda _: duckdb_streaming_copy.prune(self._writer, copy, slices)
+            )
+        return copy
+
+    def _append_copy(self, state: _Workspace, batch: duckdb_events.Columns) -> None:
+        held = state.copy
+        assert held is not None
+        if held.properties != tuple(state.event_schema):  # a property came since it was built
+            self._forget_copy(state)
+            return
+        with duckdb_events.registered(self._writer, batch) as source:
+            duckdb_streaming_copy.append(self._writer, held, source, state.event_schema)
+
+    def _follow_copy(self, state: _Workspace, change: Callable[[str], object]) -> None:
+        """Make the change the events table just had (a committed one) to the streaming copy,
+        if the workspace has one; a copy the change fails on is dropped (the next read
+        rebuilds it), never left behind the table."""
+        if state.copy is None or state.copy.table is None:
+            return
+        try:
+            change(state.copy.table)
+        except duckdb.Error:
+            log.warning("streaming copy of %s dropped after a failed change", state.events)
+            self._forget_copy(state)
+
+    def _forget_copy(self, state: _Workspace) -> None:
+        """Drop the workspace's streaming copy (the next streaming read builds a new one)."""
+        state.copy = None
+        duckdb_streaming_copy.drop(self._writer, state.events)
 
     def _index(self, state: _Workspace) -> IdIndex:
         if state.index is None:

@@ -7,7 +7,7 @@ text that is not ours is the WHERE-SQL from the rule compiler, checked by ``chec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -175,19 +175,28 @@ def insert_events(table: str, properties: dict[str, AttributeType]) -> str:
 
 
 def append_events(table: str, source: str, properties: dict[str, AttributeType]) -> str:
-    """Append events from the relation ``source``: ``pid``, ``event``, ``micros`` (the time in
-    microseconds since 1970, UTC), ``event_id`` and the properties as ``p0``, ``p1`` …, each
-    cast to its column's type; ``$received`` is every event's ``received_at``."""
+    """Append events from the relation ``source`` (see :func:`appended_event_columns`);
+    ``$received`` is every event's ``received_at``."""
     targets = ", ".join([*map(quote, EVENT_COLUMNS), *map(quote, properties)])
-    values = [
-        "pid",
-        "event",
-        "timezone('UTC', make_timestamp(micros))",
-        "event_id",
-        "$received",
-        *(f"CAST(p{n} AS {COLUMN_TYPES[kind]})" for n, kind in enumerate(properties.values())),
+    appended = appended_event_columns(source, properties, with_ids=True)
+    return f"INSERT INTO {table} ({targets}) {appended}"
+
+
+def appended_event_columns(
+    source: str, properties: Mapping[str, AttributeType], *, with_ids: bool
+) -> str:
+    """The events of the relation ``source`` as the events table's columns: ``pid``,
+    ``event``, ``micros`` (the time in microseconds since 1970, UTC) as ``timestamp``, with
+    ``with_ids`` its ``event_id`` and ``$received`` as ``received_at``, then the properties
+    as ``p0``, ``p1`` …, each cast to its column's type and named as it."""
+    values = ["pid", "event", "timezone('UTC', make_timestamp(micros)) AS \"timestamp\""]
+    if with_ids:
+        values += ["event_id", "$received AS received_at"]
+    values += [
+        f"CAST(p{n} AS {COLUMN_TYPES[kind]}) AS {quote(name)}"
+        for n, (name, kind) in enumerate(properties.items())
     ]
-    return f"INSERT INTO {table} ({targets}) SELECT {', '.join(values)} FROM {source}"
+    return f"SELECT {', '.join(values)} FROM {source}"
 
 
 def columns_document(rows: Sequence[Sequence[Any]], kinds: Sequence[AttributeType]) -> str:
