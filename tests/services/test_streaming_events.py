@@ -8,11 +8,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
+from audiences.engines import duckdb_streaming_copy
 from audiences.engines.base import EventRecord
 from audiences.schemas.api_keys import Role
 from audiences.services import evaluation, events, profiles
@@ -170,12 +172,15 @@ STEPS = st.builds(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(steps=st.lists(STEPS, min_size=1, max_size=6), scoped=st.booleans())
+@given(steps=st.lists(STEPS, min_size=1, max_size=6), scoped=st.booleans(), copied=st.booleans())
 def test_streaming_equals_batch_after_writes_and_as_time_moves(
-    app: FastAPI, steps: list[Step], scoped: bool
+    app: FastAPI, steps: list[Step], scoped: bool, copied: bool
 ) -> None:
     rules = SCOPED if scoped else RULES
-    with make_tenant(app) as tenant:
+    with make_tenant(app) as tenant, pytest.MonkeyPatch.context() as patch:
+        if copied:  # the DuckDB engine reads a streaming copy, however small, pruned each read
+            patch.setattr(duckdb_streaming_copy, "MAX_SHARE", 1.0)
+            patch.setattr(duckdb_streaming_copy, "PRUNE_SECONDS", 0.0)
         streaming_audiences(tenant, rules)
         now = START
         swept = sweep(app, tenant, None, now)  # the first sweep: an exact batch refresh
