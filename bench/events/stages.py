@@ -89,7 +89,12 @@ def main(argv: list[str] | None = None) -> None:
             stages[label] += now - started
             return now
 
-        for raw in bodies:
+        warm_up = time.process_time()
+        for number, raw in enumerate(bodies):
+            if number == 1:  # the first call is shown apart: it builds what a start leaves empty
+                warm_up = time.process_time() - warm_up
+                stages.clear()
+                spent.clear()
             at = time.process_time()
             parsed = event_bodies.parse(raw)
             at = stage("parse the body (orjson)", at)
@@ -108,9 +113,13 @@ def main(argv: list[str] | None = None) -> None:
             _, out = event_bodies.answer(body.records, results, "bench")
             orjson.dumps(out)
             stage("render the answer", at)
-        calls = len(bodies)
+        calls = len(bodies) - 1
         total = sum(stages.values())
-        print(f"{args.events:,} events in {calls} calls; CPU ms per call of 10,000 events:\n")
+        print(
+            f"{args.events:,} events in {calls + 1} calls. The first, after the start, took"
+            f" {warm_up * 1000:.0f} ms of CPU (with the DuckDB engine's streaming copy built);"
+            " CPU ms per call of 10,000 events of the others:\n"
+        )
         print("| stage | ms |\n| --- | ---: |")
         for label, seconds in stages.items():
             print(f"| {label} | {seconds / calls * 1000:.1f} |")
@@ -119,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
                     indent = "&nbsp;" * (2 + len(part) - len(part.lstrip()))
                     print(f"| {indent}{part.strip()} | {spent[part] / calls * 1000:.1f} |")
         print(f"| **total** | **{total / calls * 1000:.1f}** |")
-        print(f"\n{args.events / total:,.0f} events per CPU second; load average {load_average()}")
+        per_second = calls * 10_000 / total
+        print(f"\n{per_second:,.0f} events per CPU second; load average {load_average()}")
         bench.close()
 
 
