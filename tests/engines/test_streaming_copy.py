@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -261,3 +262,25 @@ def test_a_read_earlier_than_the_copy_holds_rebuilds_it(
 
     assert [read(T0), read(T0 + timedelta(hours=12))] == [1, 1]  # the second prunes
     assert read(T0 - timedelta(days=1)) == 2  # the clock set back: more than the copy holds
+
+
+def test_a_copy_that_fails_is_dropped_and_the_table_read(
+    engine: DuckDBEngine, copies_kept: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.write_events(WS, [EventRecord("u1", "order", T0)])
+    [pid] = engine.pids_for(WS, ["u1"])
+    slices = [EventSlice(("order",), None)]
+    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 1
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise duckdb.OutOfMemoryException("injected")
+
+    monkeypatch.setattr(duckdb_streaming_copy, "append", fail)
+    engine.write_events(WS, [EventRecord("u1", "order", T0 + timedelta(hours=1))])
+    assert _copy_tables(engine) == 0  # dropped, not left behind the table
+    monkeypatch.setattr(duckdb_streaming_copy, "build", fail)
+    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 2
+    monkeypatch.undo()
+    monkeypatch.setattr(duckdb_streaming_copy, "MAX_SHARE", 1.0)
+    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 2
+    assert _copy_tables(engine) == 0  # a failed build is not tried again for these slices

@@ -238,8 +238,10 @@ class DuckDBEngine:
                 cur.execute("ROLLBACK")
                 raise
             self._index(state).remove(hashes[external_id], stored.pid)
-            erase = f"DELETE FROM {{}} WHERE pid = {stored.pid}"
-            self._follow_copy(state, lambda copy: cur.execute(erase.format(copy)))
+            erase = [stored.pid]
+            self._follow_copy(
+                state, lambda copy: cur.execute(f"DELETE FROM {copy} WHERE pid = ?", erase)
+            )
             self._known.pop((workspace_id, external_id), None)
         return stored.pid
 
@@ -516,7 +518,7 @@ class DuckDBEngine:
             return {}
         if slices is not None and duckdb_streaming_copy.worth_copying(slices):
             with self._lock:  # the copy changes only under the lock
-                table = self._copy_for(state, slices).table
+                table = self._copy_for(state, slices)
                 if table is not None:
                     return duckdb_events.read_of(
                         self._writer, table, state.event_schema, _valid_pids(pids), slices
@@ -561,11 +563,12 @@ class DuckDBEngine:
         state = self._workspace(workspace_id)
         if state is None:
             return 0
-        query = 'DELETE FROM {} WHERE "timestamp" < ?'
         with self._lock:
-            row = self._writer.execute(query.format(state.events), [before]).fetchone()
+            query = f'DELETE FROM {state.events} WHERE "timestamp" < ?'
+            row = self._writer.execute(query, [before]).fetchone()
+            follow = 'DELETE FROM {} WHERE "timestamp" < ?'
             self._follow_copy(
-                state, lambda copy: self._writer.execute(query.format(copy), [before])
+                state, lambda copy: self._writer.execute(follow.format(copy), [before])
             )
         return int(row[0]) if row else 0
 
@@ -799,21 +802,25 @@ class DuckDBEngine:
             cur.execute("ROLLBACK")
             raise
 
-    def _copy_for(self, state: _Workspace, slices: Sequence[EventSlice]) -> StreamingCopy:
-        """The workspace's streaming copy, (re)built when it does not serve ``slices``, and
-        pruned when due; under the lock."""
+    def _copy_for(self, state: _Workspace, slices: Sequence[EventSlice]) -> str | None:
+        """The table of the workspace's streaming copy, (re)built when it does not serve
+        ``slices`` and pruned when due; None when the events table is to be read (no copy
+        is kept of these slices, or building one failed). Under the lock."""
         copy = state.copy
-        if copy is None or not copy.serves(slices, list(state.event_schema)):
-            state.copy = None  # until the new one stands
-            copy = duckdb_streaming_copy.build(
-                self._writer, state.events, state.event_schema, slices
-            )
-            state.copy = copy
-        else:
+        if copy is not None and copy.serves(slices, list(state.event_schema)):
             self._follow_copy(
                 state, lambda _: duckdb_streaming_copy.prune(self._writer, copy, slices)
             )
-        return copy
+            return state.copy.table if state.copy else None
+        state.copy = None  # until the new one stands
+        try:
+            state.copy = duckdb_streaming_copy.build(
+                self._writer, state.events, state.event_schema, slices
+            )
+        except duckdb.Error:  # read the table, and try no more until the slices change
+            log.warning("no streaming copy of %s: building it failed", state.events, exc_info=True)
+            state.copy = duckdb_streaming_copy.none(slices, state.event_schema)
+        return state.copy.table
 
     def _append_copy(self, state: _Workspace, batch: duckdb_events.Columns) -> None:
         held = state.copy

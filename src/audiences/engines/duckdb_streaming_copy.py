@@ -158,10 +158,15 @@ def build(
         params,
     )
     copied = _count(cur, table)
-    kept = copied <= MAX_SHARE * _count(cur, events_table)
-    if not kept:
+    if copied > MAX_SHARE * _count(cur, events_table):
         cur.execute(f"DROP TABLE {table}")
-    return StreamingCopy(table if kept else None, covered, tuple(properties), time.monotonic())
+        return none(slices, properties)
+    return StreamingCopy(table, covered, tuple(properties), time.monotonic())
+
+
+def none(slices: Sequence[EventSlice], properties: Mapping[str, AttributeType]) -> StreamingCopy:
+    """The decision to keep no copy of ``slices`` (reads of them read the events table)."""
+    return StreamingCopy(None, coverage(slices), tuple(properties), time.monotonic())
 
 
 def append(
