@@ -95,7 +95,7 @@ def _read(
 def _copy_tables(engine: DuckDBEngine) -> int:
     row = engine._writer.execute(  # the engine's own connection: the copies live in memory
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = ?",
-        [duckdb_streaming_copy.DATABASE],
+        [engine._copies],
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -189,7 +189,8 @@ def test_a_read_is_served_by_a_copy_that_holds_only_its_slices(
     first = engine.events_of(WS, [pid], slices=slices)[pid]
     assert [(e.name, e.properties) for e in first] == [("order", {"amount": 5.0}), ("page", {})]
     assert _copy_tables(engine) == 1
-    copy = duckdb_streaming_copy.table_of(engine._workspace(WS).events)  # type: ignore[union-attr]
+    events = engine._workspace(WS).events  # type: ignore[union-attr]
+    copy = duckdb_streaming_copy.table_of(engine._copies, events)
     held = engine._writer.execute(f"SELECT event FROM {copy} ORDER BY event").fetchall()
     assert held == [("order",), ("page",)]  # the page of three days ago is in no slice
     engine.write_events(WS, [EventRecord("u1", "signup", T0), EventRecord("u1", "order", T0)])
@@ -284,3 +285,17 @@ def test_a_copy_that_fails_is_dropped_and_the_table_read(
     monkeypatch.setattr(duckdb_streaming_copy, "MAX_SHARE", 1.0)
     assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 2
     assert _copy_tables(engine) == 0  # a failed build is not tried again for these slices
+
+
+def test_two_engines_of_one_process_on_one_file_keep_copies_of_their_own(
+    tmp_path: Path, copies_kept: None
+) -> None:
+    first, second = DuckDBEngine(tmp_path), DuckDBEngine(tmp_path)  # one DuckDB instance
+    first.write_events(WS, [EventRecord("u1", "order", T0)])
+    [pid] = first.pids_for(WS, ["u1"])
+    slices = [EventSlice(("order",), None)]
+    assert [len(e.events_of(WS, [pid], slices=slices)[pid]) for e in (first, second)] == [1, 1]
+    assert _copy_tables(first) == _copy_tables(second) == 1
+    first.close()
+    assert len(second.events_of(WS, [pid], slices=slices)[pid]) == 1
+    second.close()

@@ -132,7 +132,7 @@ class DuckDBEngine:
         if memory_limit:
             config["memory_limit"] = memory_limit
         self._con = duckdb.connect(str(self.path), config=config)
-        duckdb_streaming_copy.attach(self._con)
+        self._copies = duckdb_streaming_copy.attach(self._con)
         self._lock = threading.RLock()
         self._cursor_lock = threading.Lock()
         self._idle: list[duckdb.DuckDBPyConnection] = []
@@ -709,6 +709,7 @@ class DuckDBEngine:
                 idle, self._idle = self._idle, []
             for cur in idle:
                 cur.close()
+            duckdb_streaming_copy.detach(self._writer, self._copies)
             self._writer.close()
             self._con.close()
 
@@ -815,7 +816,7 @@ class DuckDBEngine:
         state.copy = None  # until the new one stands
         try:
             state.copy = duckdb_streaming_copy.build(
-                self._writer, state.events, state.event_schema, slices
+                self._writer, self._copies, state.events, state.event_schema, slices
             )
         except duckdb.Error:  # read the table, and try no more until the slices change
             log.warning("no streaming copy of %s: building it failed", state.events, exc_info=True)
@@ -846,7 +847,7 @@ class DuckDBEngine:
     def _forget_copy(self, state: _Workspace) -> None:
         """Drop the workspace's streaming copy (the next streaming read builds a new one)."""
         state.copy = None
-        duckdb_streaming_copy.drop(self._writer, state.events)
+        duckdb_streaming_copy.drop(self._writer, self._copies, state.events)
 
     def _index(self, state: _Workspace) -> IdIndex:
         if state.index is None:

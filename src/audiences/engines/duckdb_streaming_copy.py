@@ -24,6 +24,7 @@ so no read sees the events table and the copy disagree:
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ from audiences.engines.base import EventSlice, slices_condition
 from audiences.schemas.attributes import AttributeType
 
 DATABASE = "streaming_copies"
-"""The in-memory database, attached to the engine's connection, that holds the copies."""
+"""The name of each engine's in-memory database of copies (then a number of its own: two
+engines of one process on one file share DuckDB's instance, never their copies)."""
 
 MAX_SHARE = 0.25
 """The largest share of a workspace's events a copy may hold; beyond it a copy is not kept."""
@@ -68,14 +70,25 @@ class StreamingCopy:
         return tuple(properties) == self.properties and covers(self.covered, slices)
 
 
-def table_of(events_table: str) -> str:
-    """The copy's table for a workspace's (quoted) events table."""
-    return f"{DATABASE}.{events_table}"
+def table_of(database: str, events_table: str) -> str:
+    """The copy's table, in the engine's ``database`` of copies, for a workspace's (quoted)
+    events table."""
+    return f"{database}.{events_table}"
 
 
-def attach(con: Cursor) -> None:
-    """Attach the in-memory database of the copies to a new engine connection."""
-    con.execute(f"ATTACH ':memory:' AS {DATABASE}")
+def attach(con: Cursor) -> str:
+    """Attach an in-memory database of copies to a new engine's connection; its name."""
+    name = f"{DATABASE}_{next(_numbers)}"
+    con.execute(f"ATTACH ':memory:' AS {name}")
+    return name
+
+
+def detach(con: Cursor, database: str) -> None:
+    """Detach (and so free) an engine's database of copies."""
+    con.execute(f"DETACH {database}")
+
+
+_numbers = itertools.count(1)
 
 
 def worth_copying(slices: Sequence[EventSlice]) -> bool:
@@ -143,13 +156,14 @@ def condition(covered: Covered) -> tuple[str, list[Any]]:
 
 def build(
     cur: Cursor,
+    database: str,
     events_table: str,
     properties: Mapping[str, AttributeType],
     slices: Sequence[EventSlice],
 ) -> StreamingCopy:
     """A new copy of the events of ``slices`` (the old one, if any, replaced), or the decision
     not to keep one when it holds more than :data:`MAX_SHARE` of the events."""
-    table = table_of(events_table)
+    table = table_of(database, events_table)
     covered = coverage(slices)
     test, params = condition(covered)
     columns = ", ".join(['pid, event, "timestamp"', *map(sql.quote, properties)])
@@ -203,9 +217,9 @@ def _later(held: datetime | None, asked: datetime | None) -> datetime | None:
     return held if asked is None else asked if held is None else max(held, asked)
 
 
-def drop(cur: Cursor, events_table: str) -> None:
+def drop(cur: Cursor, database: str, events_table: str) -> None:
     """Drop a workspace's copy table, if there is one."""
-    cur.execute(f"DROP TABLE IF EXISTS {table_of(events_table)}")
+    cur.execute(f"DROP TABLE IF EXISTS {table_of(database, events_table)}")
 
 
 def _count(cur: Cursor, table: str) -> int:
