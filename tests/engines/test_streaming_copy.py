@@ -299,3 +299,9 @@ def test_two_engines_of_one_process_on_one_file_keep_copies_of_their_own(
     first.close()
     assert len(second.events_of(WS, [pid], slices=slices)[pid]) == 1
     second.close()
+
+
+def test_closing_twice_is_harmless(tmp_path: Path) -> None:
+    engine = DuckDBEngine(tmp_path)
+    engine.close()
+    engine.close()

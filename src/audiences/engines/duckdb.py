@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -709,7 +709,8 @@ class DuckDBEngine:
                 idle, self._idle = self._idle, []
             for cur in idle:
                 cur.close()
-            duckdb_streaming_copy.detach(self._writer, self._copies)
+            with suppress(duckdb.ConnectionException):  # closed before: closing is idempotent
+                duckdb_streaming_copy.detach(self._writer, self._copies)
             self._writer.close()
             self._con.close()
 

@@ -85,7 +85,7 @@ def attach(con: Cursor) -> str:
 
 def detach(con: Cursor, database: str) -> None:
     """Detach (and so free) an engine's database of copies."""
-    con.execute(f"DETACH {database}")
+    con.execute(f"DETACH DATABASE IF EXISTS {database}")
 
 
 _numbers = itertools.count(1)
