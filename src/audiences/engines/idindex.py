@@ -30,9 +30,11 @@ class IdIndex:
     """
 
     def __init__(self, hashes: HashArray, pids: npt.NDArray[np.int64]) -> None:
-        order = np.argsort(hashes, kind="stable")
-        self._keys = np.ascontiguousarray(hashes[order], dtype=np.uint64)
-        self._pids = np.ascontiguousarray(pids[order], dtype=np.int64)
+        # Not a stable sort: the pids of a shared hash are ambiguous in any order. For 1M
+        # profiles, with take: 130 against 151 ms of CPU (reading the hashes adds ~50).
+        order = np.argsort(hashes)
+        self._keys = np.ascontiguousarray(hashes, dtype=np.uint64).take(order)
+        self._pids = np.ascontiguousarray(pids, dtype=np.int64).take(order)
         self._recent: dict[int, int] = {}
         self._ambiguous: set[int] = set(_duplicates(self._keys))
 
