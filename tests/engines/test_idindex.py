@@ -8,7 +8,7 @@ import numpy as np
 
 from audiences.engines.duckdb import DuckDBEngine
 from audiences.engines.idfiles import IdFile
-from audiences.engines.idindex import ABSENT, AMBIGUOUS, IdIndex
+from audiences.engines.idindex import ABSENT, AMBIGUOUS, IdIndex, sorted_order
 
 
 def make(pairs: dict[int, int]) -> IdIndex:
@@ -27,6 +27,18 @@ def test_an_empty_index_knows_nothing() -> None:
     assert index.lookup([1, 2]) == [ABSENT, ABSENT]
     index.add_many([1], [9])
     assert index.lookup([1]) == [9]
+
+
+def test_sorted_order_sorts_hashes_sharing_a_high_half_by_the_whole_hash() -> None:
+    rng = np.random.default_rng(7)
+    hashes = rng.integers(0, 2**64 - 1, 5_000, dtype=np.uint64, endpoint=True)
+    high = np.uint64(0xDEAD_BEEF) << np.uint64(32)
+    shared = high | rng.integers(0, 2**32, 50, dtype=np.uint64)  # one high half, 50 lows
+    hashes = np.concatenate([hashes, shared, shared[:5], [high, high | np.uint64(2**32 - 1)]])
+    rng.shuffle(hashes)
+    order = sorted_order(hashes)
+    assert sorted(order.tolist()) == list(range(len(hashes)))
+    assert hashes[order].tolist() == sorted(hashes.tolist())
 
 
 def test_shared_hashes_are_ambiguous() -> None:

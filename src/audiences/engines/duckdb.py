@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import compress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,8 +49,8 @@ from audiences.engines.duckdb_streaming_copy import StreamingCopy
 from audiences.engines.event_writes import (
     batch_results,
     check_events,
+    event_ids,
     external_ids,
-    ids_to_check,
     split_duplicates,
 )
 from audiences.engines.idfiles import IdFile
@@ -62,6 +63,7 @@ from audiences.engines.schema import (
     held_columns,
     refuse_type_changes,
 )
+from audiences.engines.seen_ids import MAX_HELD, HashArray, SeenIds
 from audiences.engines.writes import WritePlan, merge_row, plan_writes
 from audiences.errors import Conflict, Unprocessable
 from audiences.kit.clock import utcnow
@@ -100,6 +102,7 @@ class _Workspace:
     event_schema: dict[str, AttributeType] = field(default_factory=dict)
     index: IdIndex | None = None
     copy: StreamingCopy | None = None
+    seen: SeenIds | None = None
 
 
 @dataclass(frozen=True)
@@ -472,21 +475,26 @@ class DuckDBEngine:
         known_new: frozenset[str] = frozenset(),
         dedupe_since: datetime | None = None,
     ) -> list[EventResult]:
-        """Check the batch, drop duplicates (ids received since ``dedupe_since``), then in one
-        transaction create the unknown profiles and append the events; the id index learns the
-        new profiles after the commit."""
+        """Check the batch, drop duplicates (ids received since ``dedupe_since``: those whose
+        hash the workspace's :class:`SeenIds` holds, confirmed in SQL), then in one transaction
+        create the unknown profiles and append the events; the id index learns the new
+        profiles, and the seen ids the batch's ids, after the commit."""
         state = self._workspace(workspace_id, create=True)
         assert state is not None
         with self._lock:
             passed, refused = check_events(records, state.event_schema)
             cur = self._writer
+            # Taken out while the write runs: after a failure it might lack an id stored.
+            seen, state.seen = state.seen, None
             cur.execute("BEGIN TRANSACTION")
             try:
-                ids = ids_to_check(passed, known_new)
-                stored = duckdb_events.stored_event_ids(cur, state.events, ids, dedupe_since)
+                ids = event_ids(passed)
+                hashes = duckdb_events.id_hashes(cur, ids) if ids else None
+                seen = self._seen_ids(state, seen, dedupe_since)
+                stored = self._stored_ids(state, seen, ids, hashes, known_new, dedupe_since)
                 fresh, duplicates = split_duplicates(passed, stored)
                 external = external_ids(fresh, duplicates)
-                hashes, found = self._resolve(state, external)
+                profile_hashes, found = self._resolve(state, external)
                 pids = {eid: row.pid for eid, row in found.items()}
                 new = [eid for eid in external if eid not in pids]
                 pids.update(zip(new, self._insert_empty(state, new), strict=True))
@@ -499,10 +507,50 @@ class DuckDBEngine:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-            self._index(state).add_many([hashes[eid] for eid in new], [pids[eid] for eid in new])
+            if seen is not None and hashes is not None:
+                seen.add(hashes)  # a duplicate's hash again too: harmless
+            state.seen = seen
+            self._index(state).add_many(
+                [profile_hashes[eid] for eid in new], [pids[eid] for eid in new]
+            )
             if batch is not None:
                 self._follow_copy(state, lambda _: self._append_copy(state, batch))
         return batch_results(len(records), refused, fresh, duplicates, pids)
+
+    def _seen_ids(
+        self, state: _Workspace, seen: SeenIds | None, since: datetime | None
+    ) -> SeenIds | None:
+        """The hashes of the stored ids to look a batch up in (under the lock, in the write's
+        transaction): ``seen``, or built now when there is none, it holds ids since a later
+        moment than ``since`` or it is stale; None when the window holds more than
+        :data:`~audiences.engines.seen_ids.MAX_HELD` events. Without ``since`` (every stored
+        id counts) the lookup scans, and ``seen`` is only kept."""
+        if since is None or (seen is not None and seen.since <= since and not seen.stale()):
+            return seen
+        cur = self._writer
+        if duckdb_events.received_since(cur, state.events, since) > MAX_HELD:
+            return None
+        return SeenIds(since, duckdb_events.held_hashes(cur, state.events, since))
+
+    def _stored_ids(
+        self,
+        state: _Workspace,
+        seen: SeenIds | None,
+        ids: list[str],
+        hashes: HashArray | None,
+        known_new: frozenset[str],
+        since: datetime | None,
+    ) -> set[str]:
+        """Which of ``ids`` (their ``hashes``) are stored, received since ``since``; those in
+        ``known_new`` are not looked up. Only the ids whose hash ``seen`` holds are looked up
+        in SQL, when it holds the ids since ``since``: usually none, and no scan."""
+        if seen is not None and since is not None and hashes is not None:
+            ids = list(compress(ids, seen.held(hashes).tolist()))
+        if known_new:
+            ids = [i for i in ids if i not in known_new]
+        if not ids:
+            return set()
+        return duckdb_events.stored_event_ids(self._writer, state.events, ids, since)
 
     def events_of(
         self,
@@ -674,6 +722,7 @@ class DuckDBEngine:
         assert state is not None
         with self._lock:
             cur, schema = self._writer, state.event_schema
+            state.seen = None  # it would lack the ids moved in: built again when next needed
             cur.execute("BEGIN TRANSACTION")
             try:
                 row = cur.execute(sql.last_event_cursor(state.events)).fetchone()

@@ -22,11 +22,15 @@ from audiences.engines import duckdb_sql as sql
 from audiences.engines.base import EventPage, EventPosition, EventSlice, slices_condition
 from audiences.engines.event_writes import CheckedEvent
 from audiences.engines.rows import EPOCH, EventReader, event_page, rule_events_by_pid
+from audiences.engines.seen_ids import HashArray
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import Event
 
 APPENDED = "appended_events"
 """The name under which a batch's numpy columns are registered for the append."""
+
+HASHED = "hashed_event_ids"
+"""The name under which a batch's event ids are registered to be hashed."""
 
 Cursor = duckdb.DuckDBPyConnection
 MICROSECOND = timedelta(microseconds=1)
@@ -36,7 +40,7 @@ def stored_event_ids(
     cur: Cursor, table: str, event_ids: list[str], since: datetime | None = None
 ) -> set[str]:
     """Which of ``event_ids`` the events table holds already (received at ``since`` or later,
-    when given).
+    when given). The engine asks only for the ids whose hash its ``SeenIds`` holds.
 
     Without ``since`` this reads the whole ``event_id`` column. With it, the row groups' zone
     maps on ``received_at`` skip those received before, as long as ``received_at`` grows with
@@ -53,6 +57,37 @@ def stored_event_ids(
         query += " AND received_at >= ?"
         params.append(since)
     return {row[0] for row in cur.execute(query, params).fetchall()}
+
+
+def id_hashes(cur: Cursor, event_ids: list[str]) -> HashArray:
+    """DuckDB's ``hash`` of each id, in order: how :class:`~audiences.engines.seen_ids.SeenIds`
+    holds the stored ids. The ids are scanned from a registered column (9,000 ids: 1.7 ms of
+    CPU, against 5 passed as a list parameter) and put back in order by their position."""
+    count = len(event_ids)
+    cur.register(HASHED, {"n": np.arange(count, dtype=np.int64), "id": np.array(event_ids, object)})
+    try:
+        found = cur.execute(f"SELECT n, hash(id) AS h FROM {HASHED}").fetchnumpy()
+    finally:
+        with contextlib.suppress(duckdb.TransactionException):
+            cur.unregister(HASHED)
+    hashes = np.empty(count, dtype=np.uint64)
+    hashes[np.asarray(found["n"])] = np.asarray(found["h"])
+    return hashes
+
+
+def received_since(cur: Cursor, table: str, since: datetime) -> int:
+    """How many events were received at ``since`` or later (zone maps skip the rest)."""
+    row = cur.execute(f"SELECT count(*) FROM {table} WHERE received_at >= ?", [since]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def held_hashes(cur: Cursor, table: str, since: datetime) -> HashArray:
+    """The hash of every event id received at ``since`` or later (350,000 of them: 45 ms of
+    CPU with the sort that follows, once; then each batch is looked up in about 2 ms)."""
+    query = (
+        f"SELECT hash(event_id) AS h FROM {table} WHERE event_id IS NOT NULL AND received_at >= ?"
+    )
+    return np.asarray(cur.execute(query, [since]).fetchnumpy()["h"], dtype=np.uint64)
 
 
 Columns = dict[str, "np.ndarray[Any, Any]"]

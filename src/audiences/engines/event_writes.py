@@ -165,7 +165,7 @@ def event_ids(events: Sequence[CheckedEvent]) -> list[str]:
 def ids_to_check(events: Sequence[CheckedEvent], known_new: frozenset[str]) -> list[str]:
     """The ``event_id`` of each event that has one, but those the caller knows are not stored
     (``known_new``, an event file's generated ids on a first run): what the stored-id lookup
-    reads, a scan of the workspace's events on DuckDB."""
+    reads, a scan of the workspace's events on ClickHouse."""
     ids = event_ids(events)
     return [i for i in ids if i not in known_new] if known_new else ids
 
