@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from audiences.engines import duckdb_streaming_copy
 from audiences.engines.base import EventCursor, EventRecord, EventSlice, StoredEvent
 from audiences.engines.duckdb import DuckDBEngine
+from audiences.engines.idindex import IdIndex
 from audiences.schemas.attributes import AttributeType
 from audiences.schemas.events import Event
 
@@ -32,6 +33,9 @@ FAMILIES: list[list[tuple[tuple[str, ...] | None, int | None]]] = [
     [(("order",), 30), (("page",), 2)],
     [(("order", "signup"), 10), (None, 1)],
     [(None, 5)],
+    [(("order", "signup"), 30), (("order",), 5)],
+    [(("order", "signup"), 1), (("order",), 20)],  # "order" held by the wider set's slice
+    [(("order",), 3)],  # a rule gone: the others' events may leave the copy
 ]
 """Sets of slices a read asks for: names (None: any) and how many days back (None: ever)."""
 
@@ -64,7 +68,8 @@ class Model:
 
 @pytest.fixture
 def copies_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Copies kept whatever their share of the events, and pruned at every read."""
+    """Copies kept however few the events and whatever their share, pruned at every read."""
+    monkeypatch.setattr(duckdb_streaming_copy, "MIN_EVENTS", 0)
     monkeypatch.setattr(duckdb_streaming_copy, "MAX_SHARE", 1.0)
     monkeypatch.setattr(duckdb_streaming_copy, "PRUNE_SECONDS", 0.0)
 
@@ -197,7 +202,10 @@ def test_a_read_is_served_by_a_copy_that_holds_only_its_slices(
     assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 3
 
 
-def test_a_copy_that_would_hold_most_events_is_not_kept(engine: DuckDBEngine) -> None:
+def test_a_copy_that_would_hold_most_events_is_not_kept(
+    engine: DuckDBEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(duckdb_streaming_copy, "MIN_EVENTS", 0)
     engine.write_events(
         WS, [EventRecord("u1", "order", T0 + timedelta(minutes=n)) for n in range(8)]
     )
@@ -290,7 +298,9 @@ def test_a_copy_that_fails_is_dropped_and_the_table_read(
 def test_two_engines_of_one_process_on_one_file_keep_copies_of_their_own(
     tmp_path: Path, copies_kept: None
 ) -> None:
-    first, second = DuckDBEngine(tmp_path), DuckDBEngine(tmp_path)  # one DuckDB instance
+    """They share DuckDB's instance, not their copies (only one of them may write: each
+    engine's caches see the writes made through it alone, the module's docstring says)."""
+    first, second = DuckDBEngine(tmp_path), DuckDBEngine(tmp_path)
     first.write_events(WS, [EventRecord("u1", "order", T0)])
     [pid] = first.pids_for(WS, ["u1"])
     slices = [EventSlice(("order",), None)]
@@ -305,3 +315,90 @@ def test_closing_twice_is_harmless(tmp_path: Path) -> None:
     engine = DuckDBEngine(tmp_path)
     engine.close()
     engine.close()
+
+
+def _held(engine: DuckDBEngine) -> int:
+    events = engine._workspace(WS).events  # type: ignore[union-attr]
+    table = duckdb_streaming_copy.table_of(engine._copies, events)
+    row = engine._writer.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_prune_keeps_what_a_read_covered_through_a_wider_slice_needs(
+    engine: DuckDBEngine, copies_kept: None
+) -> None:
+    engine.write_events(
+        WS,
+        [
+            EventRecord("u1", "a", T0 - timedelta(days=10)),
+            EventRecord("u1", "b", T0 - timedelta(days=10)),
+            EventRecord("u1", "a", T0),
+        ],
+    )
+    [pid] = engine.pids_for(WS, ["u1"])
+
+    def read(a_days: int, ab_days: int) -> int:
+        slices = [
+            EventSlice(("a",), T0 - timedelta(days=a_days)),
+            EventSlice(("a", "b"), T0 - timedelta(days=ab_days)),
+        ]
+        return len(engine.events_of(WS, [pid], slices=slices)[pid])
+
+    assert read(5, 30) == 3
+    assert read(20, 1) == 2  # "a" since 20 days: held by the ("a", "b") slice, pruned to it
+
+
+def test_the_events_of_a_rule_gone_leave_the_copy(engine: DuckDBEngine, copies_kept: None) -> None:
+    engine.write_events(
+        WS, [EventRecord("u1", name, T0 - timedelta(hours=1)) for name in ("a", "b", "b")]
+    )
+    [pid] = engine.pids_for(WS, ["u1"])
+    both = [EventSlice(("a",), T0 - timedelta(days=1)), EventSlice(("b",), T0 - timedelta(days=1))]
+    assert len(engine.events_of(WS, [pid], slices=both)[pid]) == 3
+    assert _held(engine) == 3
+    only_a = [EventSlice(("a",), T0 - timedelta(days=1))]
+    assert len(engine.events_of(WS, [pid], slices=only_a)[pid]) == 1
+    assert _held(engine) == 1
+
+
+def test_shares_are_judged_again(
+    engine: DuckDBEngine, copies_kept: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy grown past its share is dropped at a prune; a decision to keep none expires."""
+    monkeypatch.setattr(duckdb_streaming_copy, "MAX_SHARE", 0.5)
+    engine.write_events(WS, [EventRecord("u1", "a", T0), EventRecord("u1", "b", T0)])
+    [pid] = engine.pids_for(WS, ["u1"])
+    slices = [EventSlice(("a",), None)]
+    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 1
+    assert _copy_tables(engine) == 1  # 1 of 2 events
+    engine.write_events(WS, [EventRecord("u1", "a", T0)])
+    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 2
+    assert _copy_tables(engine) == 0  # 2 of 3: beyond the share
+    engine.write_events(WS, [EventRecord("u1", "b", T0)] * 3)
+    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 2
+    assert _copy_tables(engine) == 0  # the decision stands a while
+    monkeypatch.setattr(duckdb_streaming_copy, "RECHECK_SECONDS", 0.0)
+    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 2
+    assert _copy_tables(engine) == 1  # 2 of 6
+
+
+def test_a_failure_after_the_commit_leaves_the_copy_followed(
+    engine: DuckDBEngine, copies_kept: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.write_events(WS, [EventRecord("u1", "order", T0), EventRecord("u2", "order", T0)])
+    pids = engine.pids_for(WS, ["u1", "u2"])
+    slices = [EventSlice(("order",), None)]
+    assert len(engine.events_of(WS, pids, slices=slices)) == 2
+
+    def fail(*args: object) -> None:
+        raise MemoryError("injected")
+
+    monkeypatch.setattr(IdIndex, "add_many", fail)
+    monkeypatch.setattr(IdIndex, "remove", fail)
+    with pytest.raises(MemoryError):
+        engine.write_events(WS, [EventRecord("u3", "order", T0)])
+    with pytest.raises(MemoryError):
+        engine.delete_profile(WS, "u2")
+    monkeypatch.undo()
+    found = engine.events_of(WS, [*pids, pids[1] + 1], slices=slices)
+    assert sorted(found) == [pids[0], pids[1] + 1]  # u3 written, u2 erased, as in the table

@@ -179,6 +179,7 @@ def test_streaming_equals_batch_after_writes_and_as_time_moves(
     rules = SCOPED if scoped else RULES
     with make_tenant(app) as tenant, pytest.MonkeyPatch.context() as patch:
         if copied:  # the DuckDB engine reads a streaming copy, however small, pruned each read
+            patch.setattr(duckdb_streaming_copy, "MIN_EVENTS", 0)
             patch.setattr(duckdb_streaming_copy, "MAX_SHARE", 1.0)
             patch.setattr(duckdb_streaming_copy, "PRUNE_SECONDS", 0.0)
         streaming_audiences(tenant, rules)

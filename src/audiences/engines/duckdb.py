@@ -2,9 +2,12 @@
 
 One process owns the file. Writes (upserts, deletes, new columns) take one lock and run on one
 connection; reads run on a cursor of their own (taken from a small pool of idle ones), so they
-proceed in parallel with writes under DuckDB's snapshot isolation. An upsert appends the merged
-row and deletes the old one: updating several columns of 1,000 scattered rows in place costs
-DuckDB 5-10 times more.
+proceed in parallel with writes under DuckDB's snapshot isolation. The exception is streaming's
+read of events, served from the workspace's streaming copy (``duckdb_streaming_copy``) under
+the lock, which is held by its build (a scan of the events) too. One engine per file and
+process: its caches (the id index, the seen event ids, the streaming copies) see only the
+writes made through it. An upsert appends the merged row and deletes the old one: updating
+several columns of 1,000 scattered rows in place costs DuckDB 5-10 times more.
 """
 
 from __future__ import annotations
@@ -240,11 +243,11 @@ class DuckDBEngine:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-            self._index(state).remove(hashes[external_id], stored.pid)
-            erase = [stored.pid]
+            erase = [stored.pid]  # from the copy first: nothing after the commit may stop it
             self._follow_copy(
                 state, lambda copy: cur.execute(f"DELETE FROM {copy} WHERE pid = ?", erase)
             )
+            self._index(state).remove(hashes[external_id], stored.pid)
             self._known.pop((workspace_id, external_id), None)
         return stored.pid
 
@@ -507,14 +510,14 @@ class DuckDBEngine:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+            if batch is not None:  # first: nothing after the commit may leave it behind
+                self._follow_copy(state, lambda _: self._append_copy(state, batch))
             if seen is not None and hashes is not None:
                 seen.add(hashes)  # a duplicate's hash again too: harmless
             state.seen = seen
             self._index(state).add_many(
                 [profile_hashes[eid] for eid in new], [pids[eid] for eid in new]
             )
-            if batch is not None:
-                self._follow_copy(state, lambda _: self._append_copy(state, batch))
         return batch_results(len(records), refused, fresh, duplicates, pids)
 
     def _seen_ids(
@@ -855,12 +858,13 @@ class DuckDBEngine:
 
     def _copy_for(self, state: _Workspace, slices: Sequence[EventSlice]) -> str | None:
         """The table of the workspace's streaming copy, (re)built when it does not serve
-        ``slices`` and pruned when due; None when the events table is to be read (no copy
-        is kept of these slices, or building one failed). Under the lock."""
+        ``slices`` and pruned when due; None when the events table is to be read (no copy is
+        kept of these slices, or building one failed). Under the lock."""
         copy = state.copy
         if copy is not None and copy.serves(slices, list(state.event_schema)):
             self._follow_copy(
-                state, lambda _: duckdb_streaming_copy.prune(self._writer, copy, slices)
+                state,
+                lambda _: duckdb_streaming_copy.prune(self._writer, copy, slices, state.events),
             )
             return state.copy.table if state.copy else None
         state.copy = None  # until the new one stands
@@ -868,9 +872,9 @@ class DuckDBEngine:
             state.copy = duckdb_streaming_copy.build(
                 self._writer, self._copies, state.events, state.event_schema, slices
             )
-        except duckdb.Error:  # read the table, and try no more until the slices change
+        except duckdb.Error:  # read the table, and try again only after a while
             log.warning("no streaming copy of %s: building it failed", state.events, exc_info=True)
-            state.copy = duckdb_streaming_copy.none(slices, state.event_schema)
+            state.copy = duckdb_streaming_copy.no_copy(slices, state.event_schema)
         return state.copy.table
 
     def _append_copy(self, state: _Workspace, batch: duckdb_events.Columns) -> None:
@@ -897,7 +901,8 @@ class DuckDBEngine:
     def _forget_copy(self, state: _Workspace) -> None:
         """Drop the workspace's streaming copy (the next streaming read builds a new one)."""
         state.copy = None
-        duckdb_streaming_copy.drop(self._writer, self._copies, state.events)
+        with suppress(duckdb.Error):  # nothing reads it now; only its memory is at stake
+            duckdb_streaming_copy.drop(self._writer, self._copies, state.events)
 
     def _index(self, state: _Workspace) -> IdIndex:
         if state.index is None:

@@ -44,30 +44,39 @@ engines of one process on one file share DuckDB's instance, never their copies).
 MAX_SHARE = 0.25
 """The largest share of a workspace's events a copy may hold; beyond it a copy is not kept."""
 
+MIN_EVENTS = 100_000
+"""Below this many events a workspace keeps no copy: a scan of its table costs little."""
+
 PRUNE_SECONDS = 60.0
-"""How often (at most) events that left every slice asked for are deleted from a copy."""
+"""How often (at most) a copy loses the events that left every slice asked for, and its share
+of the events is judged again."""
+
+RECHECK_SECONDS = 600.0
+"""How long a decision to keep no copy stands (the events grow; a build that failed may not)."""
 
 Covered = dict[tuple[str, ...] | None, datetime | None]
-"""Slices as event names (None: any) -> the earliest time held (None: any time)."""
+"""Slices as event names, as the reads name them (None: any) -> the earliest time held (None:
+any time)."""
 
 Cursor = duckdb.DuckDBPyConnection
 
 
 @dataclass
 class StreamingCopy:
-    """A workspace's copy: its table (None when a copy of ``covered`` would not pay), the slices
-    it holds, the property columns it has (the events table's when it was built) and when it
-    was last pruned (``time.monotonic``)."""
+    """A workspace's copy: its table (None for a decision to keep none), the slices it holds,
+    the property columns it has (the events table's when it was built) and when it was built,
+    pruned or decided (``time.monotonic``)."""
 
     table: str | None
     covered: Covered
     properties: tuple[str, ...]
-    pruned_at: float
+    checked_at: float
 
     def serves(self, slices: Sequence[EventSlice], properties: Sequence[str]) -> bool:
-        """Whether this copy (or the decision not to keep one) answers a read of ``slices``
-        on an events table of these ``properties``."""
-        return tuple(properties) == self.properties and covers(self.covered, slices)
+        """Whether this copy (or the decision to keep none, while it stands) answers a read
+        of ``slices`` on an events table of these ``properties``."""
+        standing = self.table is not None or time.monotonic() - self.checked_at < RECHECK_SECONDS
+        return standing and tuple(properties) == self.properties and covers(self.covered, slices)
 
 
 def table_of(database: str, events_table: str) -> str:
@@ -131,12 +140,6 @@ def covers(covered: Covered, slices: Sequence[EventSlice]) -> bool:
     )
 
 
-def _holds(names: tuple[str, ...] | None, since: datetime | None, wanted: EventSlice) -> bool:
-    named = names is None or (wanted.names is not None and set(wanted.names) <= set(names))
-    timed = since is None or (wanted.since is not None and wanted.since >= since)
-    return named and timed
-
-
 def condition(covered: Covered) -> tuple[str, list[Any]]:
     """The SQL test (positional parameters, then their values) of an event lying in
     ``covered``, over the columns ``event`` and ``"timestamp"``."""
@@ -162,24 +165,32 @@ def build(
     slices: Sequence[EventSlice],
 ) -> StreamingCopy:
     """A new copy of the events of ``slices`` (the old one, if any, replaced), or the decision
-    not to keep one when it holds more than :data:`MAX_SHARE` of the events."""
+    to keep none: for fewer than :data:`MIN_EVENTS` events, or when it would hold more than
+    :data:`MAX_SHARE` of them. A failed build leaves no table behind."""
+    total = _count(cur, events_table)
+    if total < MIN_EVENTS:
+        return no_copy(slices, properties)
     table = table_of(database, events_table)
     covered = coverage(slices)
     test, params = condition(covered)
     columns = ", ".join(['pid, event, "timestamp"', *map(sql.quote, properties)])
-    cur.execute(
-        f"CREATE OR REPLACE TABLE {table} AS SELECT {columns} FROM {events_table} WHERE {test}",
-        params,
-    )
-    copied = _count(cur, table)
-    if copied > MAX_SHARE * _count(cur, events_table):
-        cur.execute(f"DROP TABLE {table}")
-        return none(slices, properties)
-    return StreamingCopy(table, covered, tuple(properties), time.monotonic())
+    try:
+        cur.execute(
+            f"CREATE OR REPLACE TABLE {table} AS SELECT {columns} FROM {events_table} WHERE {test}",
+            params,
+        )
+        if _count(cur, table) <= MAX_SHARE * total:
+            return StreamingCopy(table, covered, tuple(properties), time.monotonic())
+    except BaseException:
+        drop(cur, database, events_table)
+        raise
+    drop(cur, database, events_table)
+    return no_copy(slices, properties)
 
 
-def none(slices: Sequence[EventSlice], properties: Mapping[str, AttributeType]) -> StreamingCopy:
-    """The decision to keep no copy of ``slices`` (reads of them read the events table)."""
+def no_copy(slices: Sequence[EventSlice], properties: Mapping[str, AttributeType]) -> StreamingCopy:
+    """The decision to keep no copy of ``slices`` (reads of them read the events table) for
+    :data:`RECHECK_SECONDS`."""
     return StreamingCopy(None, coverage(slices), tuple(properties), time.monotonic())
 
 
@@ -197,24 +208,48 @@ def append(
     cur.execute(f"INSERT INTO {copy.table} SELECT * FROM ({appended}) WHERE {test}", params)
 
 
-def prune(cur: Cursor, copy: StreamingCopy, slices: Sequence[EventSlice]) -> None:
-    """Delete the events that left every slice, when ``slices`` name the sets of names the copy
-    holds (later reads ask for their times or later ones) and the last prune is old enough."""
-    asked = coverage(slices)
-    if copy.table is None or asked.keys() != copy.covered.keys():
+def prune(
+    cur: Cursor, copy: StreamingCopy, slices: Sequence[EventSlice], events_table: str
+) -> None:
+    """When the last check is old enough: delete from the copy the events no read of
+    ``slices`` or a later one needs (:func:`narrowed`), then judge its share of the events
+    again, and drop it (a decision to keep none) beyond :data:`MAX_SHARE`."""
+    if copy.table is None or time.monotonic() - copy.checked_at < PRUNE_SECONDS:
         return
-    if time.monotonic() - copy.pruned_at < PRUNE_SECONDS:
-        return
-    # Each slice only narrows (the later of the two times), so what stays is still all the
-    # table holds of the narrower slices.
-    covered = {names: _later(since, asked[names]) for names, since in copy.covered.items()}
-    test, params = condition(covered)
+    kept = narrowed(copy.covered, slices)
+    test, params = condition(kept)
     cur.execute(f"DELETE FROM {copy.table} WHERE NOT {test}", params)
-    copy.covered, copy.pruned_at = covered, time.monotonic()
+    copy.covered, copy.checked_at = kept, time.monotonic()
+    if _count(cur, copy.table) > MAX_SHARE * _count(cur, events_table):
+        cur.execute(f"DROP TABLE {copy.table}")
+        copy.table = None
 
 
-def _later(held: datetime | None, asked: datetime | None) -> datetime | None:
-    return held if asked is None else asked if held is None else max(held, asked)
+def narrowed(covered: Covered, slices: Sequence[EventSlice]) -> Covered:
+    """The slices of ``covered`` that hold some of ``slices`` (which it covers), each from the
+    earliest time those ask for: what a copy must keep for reads of ``slices`` and later ones
+    (of the same times or later; an earlier one is not covered, and rebuilds). Each slice only
+    narrows, so the copy still holds all that the table has of them.
+
+    >>> from datetime import UTC
+    >>> t = [datetime(2024, 5, day, tzinfo=UTC) for day in (1, 2, 3)]
+    >>> held = {("a",): t[1], ("a", "b"): t[0], ("c",): t[0]}
+    >>> narrowed(held, [EventSlice(("a",), t[0]), EventSlice(("a", "b"), t[2])]) == {
+    ...     ("a", "b"): t[0]}
+    True
+    """
+    kept: Covered = {}
+    for names, since in covered.items():
+        asked = [wanted.since for wanted in slices if _holds(names, since, wanted)]
+        if asked:
+            kept[names] = None if None in asked else min(a for a in asked if a is not None)
+    return kept
+
+
+def _holds(names: tuple[str, ...] | None, since: datetime | None, wanted: EventSlice) -> bool:
+    named = names is None or (wanted.names is not None and set(wanted.names) <= set(names))
+    timed = since is None or (wanted.since is not None and wanted.since >= since)
+    return named and timed
 
 
 def drop(cur: Cursor, database: str, events_table: str) -> None:
