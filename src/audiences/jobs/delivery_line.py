@@ -33,6 +33,10 @@ class Line:
         self._halted = False
         self._closing = False
         self._until: datetime | None = None
+        self._wake_at: int | None = None
+        """What :meth:`take` waits for (at most that many handed), while it waits: the line
+        wakes it only then, not at each message (each wake-up takes the interpreter from the
+        line)."""
         self._thread = threading.Thread(target=self._run, name="delivery-line", daemon=True)
         self._thread.start()
 
@@ -92,7 +96,9 @@ class Line:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
+                self._wake_at = leaving
                 self._changed.wait(left)
+            self._wake_at = None
             done, self._done = self._done, []
             return done
 
@@ -131,4 +137,5 @@ class Line:
                 if not outcome.ok:
                     self._halted = True
                     self._todo.clear()
-                self._changed.notify_all()
+                if self._wake_at is not None and len(self._todo) <= self._wake_at:
+                    self._changed.notify_all()

@@ -54,20 +54,22 @@ class Group:
     at: datetime
     attributes: list[str] | None = None
 
-    def encoded(self, start: int, end: int) -> str:
-        """Changes ``start`` to ``end`` as JSON objects joined by commas."""
+    def encoded(self, start: int, end: int) -> list[str]:
+        """Changes ``start`` to ``end`` as JSON objects joined by commas, in pieces."""
         fields = (
             f',"change":{encode(self.kind)},"revision":{self.revision},"cause":{encode(self.cause)}'
         )
         ids = self.ids[start:end]
         if self.attributes is not None:
-            return ",".join(
-                f'{{"id":{encode(external)}{fields},"attributes":{picked}}}'
-                for external, picked in zip(ids, self.attributes[start:end], strict=True)
-            )
+            return [
+                ",".join(
+                    f'{{"id":{encode(external)}{fields},"attributes":{picked}}}'
+                    for external, picked in zip(ids, self.attributes[start:end], strict=True)
+                )
+            ]
         if _plain(ids):  # no id needs escaping: each is written between quotes as it is
-            return '{"id":"' + f'"{fields}}},{{"id":"'.join(ids) + f'"{fields}}}'
-        return ",".join(f'{{"id":{encode(external)}{fields}}}' for external in ids)
+            return ['{"id":"', f'"{fields}}},{{"id":"'.join(ids), f'"{fields}}}']
+        return [",".join(f'{{"id":{encode(external)}{fields}}}' for external in ids)]
 
 
 def _plain(ids: list[str]) -> bool:
@@ -89,6 +91,8 @@ class Batch:
     done: list[tuple[str, int, datetime | None]] = field(default_factory=list)
     """Each message made: its ``data`` (JSON), its changes and its first change's time."""
     sections: list[str] = field(default_factory=list)
+    """The JSON of the message being filled, in pieces joined once when it is closed (a
+    message is about 100 KB: each concatenation on the way would copy it)."""
     count: int = 0
     first: datetime | None = None
 
@@ -110,23 +114,31 @@ class Batch:
         total = sum(len(group.ids) for group in groups)
         if total == 0:
             if snapshot:
-                self.sections.append(head + "]}")
+                self._open(head)
+                self.sections.append("]}")
             return
         start = 0
         while start < total:
             if self.count >= self.size:
                 self.close()
             take = min(self.size - self.count, total - start)
-            self.sections.append(head + _slice(groups, start, start + take) + "]}")
+            self._open(head)
+            self.sections += [*_slice(groups, start, start + take), "]}"]
             at = _first_at(groups, start, start + take)
             self.first = at if self.first is None else min(self.first, at)
             self.count += take
             start += take
 
+    def _open(self, head: str) -> None:
+        """Start a section of the message being filled."""
+        if self.sections:
+            self.sections.append(",")
+        self.sections.append(head)
+
     def close(self) -> None:
         """End the message being filled (if it has a section)."""
         if self.sections:
-            data = '{"audiences":[' + ",".join(self.sections) + "]}"
+            data = "".join(['{"audiences":[', *self.sections, "]}"])
             self.done.append((data, self.count, self.first))
         self.sections, self.count, self.first = [], 0, None
 
@@ -143,13 +155,16 @@ def _first_at(groups: Sequence[Group], start: int, end: int) -> datetime:
     return min(times)
 
 
-def _slice(groups: Sequence[Group], start: int, end: int) -> str:
-    """Changes ``start`` to ``end`` of the groups taken as one list, as JSON objects."""
-    parts = []
+def _slice(groups: Sequence[Group], start: int, end: int) -> list[str]:
+    """Changes ``start`` to ``end`` of the groups taken as one list, as JSON objects (in
+    pieces)."""
+    parts: list[str] = []
     offset = 0
     for group in groups:
         low, high = max(start - offset, 0), min(end - offset, len(group.ids))
         if low < high:
-            parts.append(group.encoded(low, high))
+            if parts:
+                parts.append(",")
+            parts += group.encoded(low, high)
         offset += len(group.ids)
-    return ",".join(parts)
+    return parts

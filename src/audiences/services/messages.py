@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from pyroaring import BitMap
+from pyroaring import AbstractBitMap, BitMap
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -289,7 +288,7 @@ def _changed(
 def _group(
     runtime: Runtime,
     row: DestinationRow,
-    pids: Iterable[int],
+    pids: AbstractBitMap,
     kind: str,
     revision: int,
     cause: dict[str, Any],
@@ -297,8 +296,8 @@ def _group(
 ) -> Group:
     """The changes of ``pids`` that still have a profile (an erased profile has no id to
     send), recorded at ``at``, with the attributes the destination asks for."""
-    ordered = list(pids)
     if row.attributes:
+        ordered = list(pids)
         ids: list[str] = []
         picked: list[str] = []
         for profile in runtime.profiles.get_profiles_by_pid(row.workspace_id, ordered):
@@ -307,7 +306,8 @@ def _group(
                 chosen = {name: profile.attributes.get(name) for name in row.attributes}
                 picked.append(encode(json.loads(json.dumps(chosen, default=str))))
         return Group(ids, kind, revision, cause, at, picked)
-    found = runtime.profiles.external_ids_for(row.workspace_id, ordered)
+    # The bitmap's pids as one array: no Python int each (a step asks up to 64,000).
+    found = runtime.profiles.external_ids_for(row.workspace_id, pids.to_array())
     if None in found:
         found = [external for external in found if external is not None]
     return Group(cast(list[str], found), kind, revision, cause, at)
