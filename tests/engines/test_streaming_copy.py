@@ -402,3 +402,22 @@ def test_a_failure_after_the_commit_leaves_the_copy_followed(
     monkeypatch.undo()
     found = engine.events_of(WS, [*pids, pids[1] + 1], slices=slices)
     assert sorted(found) == [pids[0], pids[1] + 1]  # u3 written, u2 erased, as in the table
+
+
+def test_any_failure_of_the_copy_leaves_the_other_caches_taught(
+    engine: DuckDBEngine, copies_kept: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.write_events(WS, [EventRecord("u1", "order", T0)])
+    [pid] = engine.pids_for(WS, ["u1"])
+    slices = [EventSlice(("order",), None)]
+    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 1
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(duckdb_streaming_copy, "append", fail)
+    [first] = engine.write_events(WS, [EventRecord("new", "order", T0)])
+    monkeypatch.undo()
+    assert _copy_tables(engine) == 0  # dropped
+    [again] = engine.write_events(WS, [EventRecord("new", "order", T0)])
+    assert again.pid == first.pid  # the id index learned the profile the write made

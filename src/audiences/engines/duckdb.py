@@ -243,11 +243,13 @@ class DuckDBEngine:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-            erase = [stored.pid]  # from the copy first: nothing after the commit may stop it
-            self._follow_copy(
-                state, lambda copy: cur.execute(f"DELETE FROM {copy} WHERE pid = ?", erase)
-            )
-            self._index(state).remove(hashes[external_id], stored.pid)
+            erase = [stored.pid]
+            try:  # the committed erasure reaches every cache, whichever step fails
+                self._follow_copy(
+                    state, lambda copy: cur.execute(f"DELETE FROM {copy} WHERE pid = ?", erase)
+                )
+            finally:
+                self._index(state).remove(hashes[external_id], stored.pid)
             self._known.pop((workspace_id, external_id), None)
         return stored.pid
 
@@ -513,14 +515,16 @@ class DuckDBEngine:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-            if batch is not None:  # first: nothing after the commit may leave it behind
-                self._follow_copy(state, lambda _: self._append_copy(state, batch))
-            if seen is not None and hashes is not None:
-                seen.add(hashes)  # a duplicate's hash again too: harmless
-            state.seen = seen
-            self._index(state).add_many(
-                [profile_hashes[eid] for eid in new], [pids[eid] for eid in new]
-            )
+            try:  # the committed write reaches every cache, whichever step fails
+                if batch is not None:
+                    self._follow_copy(state, lambda _: self._append_copy(state, batch))
+            finally:
+                if seen is not None and hashes is not None:
+                    seen.add(hashes)  # a duplicate's hash again too: harmless
+                state.seen = seen
+                self._index(state).add_many(
+                    [profile_hashes[eid] for eid in new], [pids[eid] for eid in new]
+                )
         return batch_results(len(records), refused, fresh, duplicates, pids)
 
     def _seen_ids(
@@ -897,7 +901,7 @@ class DuckDBEngine:
             return
         try:
             change(state.copy.table)
-        except duckdb.Error:
+        except Exception:  # a cache: whatever went wrong, it goes (and is built again)
             log.warning("streaming copy of %s dropped after a failed change", state.events)
             self._forget_copy(state)
 
