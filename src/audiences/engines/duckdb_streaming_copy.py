@@ -17,9 +17,11 @@ so no read sees the events table and the copy disagree:
   commits (a transaction of DuckDB writes to one database only);
 - an erased profile's and expired events leave it as they leave the table; any other change to
   the events (a move's import, a new property column) drops it, and the next read rebuilds it;
-- events older than every slice asked for are pruned from it once a minute;
-- a copy that would hold more than :data:`MAX_SHARE` of the events is not kept: the events
-  table is read, as without a copy.
+- at most once a minute it loses the events no slice read still needs, and its share of the
+  events is judged again;
+- no copy is kept of fewer than :data:`MIN_EVENTS` events, nor one that would hold more than
+  :data:`MAX_SHARE` of them (nor after a build failed): the events table is read, as without a
+  copy, and the decision is revisited after :data:`RECHECK_SECONDS`.
 """
 
 from __future__ import annotations
