@@ -97,6 +97,19 @@ def _read(
     }
 
 
+ORDERS = [EventSlice(("order",), None)]
+
+
+def _one_order_read(engine: DuckDBEngine) -> int:
+    """Profile u1 with one order, read once through ``ORDERS`` (which builds a copy when the
+    test keeps copies); its pid."""
+    engine.write_events(WS, [EventRecord("u1", "order", T0)])
+    [pid] = engine.pids_for(WS, ["u1"])
+    assert pid is not None
+    assert len(engine.events_of(WS, [pid], slices=ORDERS)[pid]) == 1
+    return pid
+
+
 def _copy_tables(engine: DuckDBEngine) -> int:
     row = engine._writer.execute(  # the engine's own connection: the copies live in memory
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = ?",
@@ -227,15 +240,11 @@ def test_reading_every_event_builds_no_copy(engine: DuckDBEngine, copies_kept: N
 def test_an_import_drops_the_copy_and_the_next_read_sees_its_events(
     engine: DuckDBEngine, copies_kept: None
 ) -> None:
-    engine.write_events(WS, [EventRecord("u1", "order", T0)])
-    [pid] = engine.pids_for(WS, ["u1"])
-    assert pid is not None
-    slices = [EventSlice(("order",), None)]
-    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 1
+    pid = _one_order_read(engine)
     moved = StoredEvent(Event("order", T0 + timedelta(hours=1), {}), None, T0)
     assert engine.import_events(WS, [(pid, moved)], after=EventCursor(pid, 1)) == 1
     assert _copy_tables(engine) == 0
-    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 2
+    assert len(engine.events_of(WS, [pid], slices=ORDERS)[pid]) == 2
 
 
 def test_erased_and_expired_events_leave_the_copy(engine: DuckDBEngine, copies_kept: None) -> None:
@@ -276,10 +285,7 @@ def test_a_read_earlier_than_the_copy_holds_rebuilds_it(
 def test_a_copy_that_fails_is_dropped_and_the_table_read(
     engine: DuckDBEngine, copies_kept: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine.write_events(WS, [EventRecord("u1", "order", T0)])
-    [pid] = engine.pids_for(WS, ["u1"])
-    slices = [EventSlice(("order",), None)]
-    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 1
+    pid = _one_order_read(engine)
 
     def fail(*args: object, **kwargs: object) -> None:
         raise duckdb.OutOfMemoryException("injected")
@@ -288,10 +294,10 @@ def test_a_copy_that_fails_is_dropped_and_the_table_read(
     engine.write_events(WS, [EventRecord("u1", "order", T0 + timedelta(hours=1))])
     assert _copy_tables(engine) == 0  # dropped, not left behind the table
     monkeypatch.setattr(duckdb_streaming_copy, "build", fail)
-    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 2
+    assert len(engine.events_of(WS, [pid], slices=ORDERS)[pid]) == 2
     monkeypatch.undo()
     monkeypatch.setattr(duckdb_streaming_copy, "MAX_SHARE", 1.0)
-    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 2
+    assert len(engine.events_of(WS, [pid], slices=ORDERS)[pid]) == 2
     assert _copy_tables(engine) == 0  # a failed build is not tried again for these slices
 
 
@@ -407,10 +413,8 @@ def test_a_failure_after_the_commit_leaves_the_copy_followed(
 def test_any_failure_of_the_copy_leaves_the_other_caches_taught(
     engine: DuckDBEngine, copies_kept: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine.write_events(WS, [EventRecord("u1", "order", T0)])
-    [pid] = engine.pids_for(WS, ["u1"])
-    slices = [EventSlice(("order",), None)]
-    assert len(engine.events_of(WS, [pid], slices=slices)[pid]) == 1
+    _one_order_read(engine)
+    assert _copy_tables(engine) == 1
 
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("injected")

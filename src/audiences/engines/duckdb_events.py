@@ -158,18 +158,27 @@ def read_of(
     where = "pid IN (SELECT unnest(?::UINTEGER[]))"
     params: list[Any] = [pids]
     if slices is not None:
-
-        def listed(names: tuple[str, ...]) -> str:
-            params.append(list(names))
-            return "list_contains(?::VARCHAR[], event)"
-
-        def since(moment: datetime) -> str:
-            params.append(moment)
-            return '"timestamp" >= ?'
-
-        where += " AND " + slices_condition(slices, listed, since)
+        test, values = slices_test(slices)
+        where += " AND " + test
+        params += values
     rows = cur.execute(sql.select_rule_events(table, list(schema), where), params).fetchall()
     return rule_events_by_pid(rows, schema)
+
+
+def slices_test(slices: Sequence[EventSlice]) -> tuple[str, list[Any]]:
+    """The SQL test of an event lying in one of ``slices`` (over the columns ``event`` and
+    ``"timestamp"``), with positional parameters, and their values."""
+    params: list[Any] = []
+
+    def listed(names: tuple[str, ...]) -> str:
+        params.append(list(names))
+        return "list_contains(?::VARCHAR[], event)"
+
+    def since(moment: datetime) -> str:
+        params.append(moment)
+        return '"timestamp" >= ?'
+
+    return slices_condition(slices, listed, since), params
 
 
 def read_page(

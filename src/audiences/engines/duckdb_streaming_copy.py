@@ -35,8 +35,9 @@ from typing import Any
 
 import duckdb
 
+from audiences.engines import duckdb_events
 from audiences.engines import duckdb_sql as sql
-from audiences.engines.base import EventSlice, slices_condition
+from audiences.engines.base import EventSlice
 from audiences.schemas.attributes import AttributeType
 
 DATABASE = "streaming_copies"
@@ -143,20 +144,8 @@ def covers(covered: Covered, slices: Sequence[EventSlice]) -> bool:
 
 
 def condition(covered: Covered) -> tuple[str, list[Any]]:
-    """The SQL test (positional parameters, then their values) of an event lying in
-    ``covered``, over the columns ``event`` and ``"timestamp"``."""
-    params: list[Any] = []
-
-    def listed(names: tuple[str, ...]) -> str:
-        params.append(list(names))
-        return "list_contains(?::VARCHAR[], event)"
-
-    def since(moment: datetime) -> str:
-        params.append(moment)
-        return '"timestamp" >= ?'
-
-    slices = [EventSlice(names, moment) for names, moment in covered.items()]
-    return slices_condition(slices, listed, since), params
+    """The SQL test of an event lying in ``covered`` (``duckdb_events.slices_test``)."""
+    return duckdb_events.slices_test([EventSlice(names, since) for names, since in covered.items()])
 
 
 def build(
