@@ -28,6 +28,9 @@ from tests.databases import fresh_database
 BODIES = {"msg_a": '{"type":"a","data":{}}', "msg_b": "x" * 200_000}
 """Two messages' bodies, one of them past a page (SQLite) and a TOAST threshold (PostgreSQL)."""
 
+BODIES_AT_0016 = table("destination_message_bodies", column("message_id"), column("body", Text))
+"""The bodies as 0016 left them, as text (0017 compresses them)."""
+
 OLD_MESSAGES = table(  # destination_messages as 0015 left it, with its body
     "destination_messages",
     column("id", String),
@@ -47,7 +50,7 @@ OLD_MESSAGES = table(  # destination_messages as 0015 left it, with its body
 def test_bodies_move_to_their_table_and_back_keeping_every_attempt(tmp_path: Path) -> None:
     with _at_0015_with_old_rows(tmp_path) as (config, connection):
         command.upgrade(config, "0016")
-        moved = dict(connection.execute(select(DestinationMessageBodyRow.__table__)).all())
+        moved = dict(connection.execute(select(BODIES_AT_0016)).all())
         columns = _columns(connection)
         attempts_up = _attempts(connection)
         command.downgrade(config, "0015")

@@ -9,7 +9,14 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, Unique
 from sqlalchemy.orm import Mapped, mapped_column
 
 from audiences.kit.clock import utcnow
-from audiences.store.tables.base import Base, IdMixin, JSONType, TimestampsMixin, UTCDateTime
+from audiences.store.tables.base import (
+    Base,
+    IdMixin,
+    JSONType,
+    PackedText,
+    TimestampsMixin,
+    UTCDateTime,
+)
 
 
 class DestinationRow(IdMixin, TimestampsMixin, Base):
@@ -111,14 +118,15 @@ class DestinationMessageBodyRow(Base):
     """A message's body, sent as is on every attempt, in a table of its own (migration 0016):
     SQLite rewrites a whole row on UPDATE, so a ~100 KB body beside the message's status was
     written again each time an attempt was logged (``bench/README.md``, deliveries). Written
-    in the message's transaction; deleted with it (``ON DELETE CASCADE``)."""
+    in the message's transaction; deleted with it (``ON DELETE CASCADE``). Kept compressed
+    (:class:`~audiences.store.tables.base.PackedText`, migration 0017)."""
 
     __tablename__ = "destination_message_bodies"
 
     message_id: Mapped[str] = mapped_column(
         ForeignKey("destination_messages.id", ondelete="CASCADE"), primary_key=True
     )
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(PackedText())
 
 
 class DestinationAttemptRow(IdMixin, Base):
