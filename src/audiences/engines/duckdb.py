@@ -11,7 +11,8 @@ several columns of 1,000 scattered rows in place costs DuckDB 5-10 times more.
 
 This class holds the lock, the cursors and each workspace's state; the writes it runs are in
 :mod:`~audiences.engines.duckdb_writes` (storage, profiles, the id index) and
-:mod:`~audiences.engines.duckdb_event_writes` (events, and the caches that follow them).
+:mod:`~audiences.engines.duckdb_event_writes` (events, and the caches that follow them), its
+selections of pids in :mod:`~audiences.engines.duckdb_selections`.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ import numpy as np
 from pyroaring import AbstractBitMap, BitMap
 
 from audiences.engines import (
-    conditions,
     duckdb_event_writes,
     duckdb_events,
     duckdb_streaming_copy,
     portable,
     queries,
 )
+from audiences.engines import duckdb_selections as selections
 from audiences.engines import duckdb_sql as sql
 from audiences.engines import duckdb_writes as writes
 from audiences.engines.base import (
@@ -66,24 +67,12 @@ from audiences.engines.schema import (
     refuse_type_changes,
 )
 from audiences.engines.writes import plan_writes
-from audiences.errors import Unprocessable
 from audiences.kit.clock import utcnow
 from audiences.kit.files import private_dir
 from audiences.schemas.attributes import AttributeSchema, AttributeType
 from audiences.schemas.events import RESERVED_EVENT_FIELDS, Event
 
 K = TypeVar("K")
-
-QUERY_ERRORS = (
-    duckdb.BinderException,
-    duckdb.CatalogException,
-    duckdb.ConversionException,
-    duckdb.InvalidInputException,
-    duckdb.NotImplementedException,
-    duckdb.OutOfRangeException,
-    duckdb.ParserException,
-)
-"""DuckDB errors that mean the WHERE-SQL cannot run on this data, not that the engine broke."""
 
 IDLE_CURSORS = 4
 """Read cursors kept open between reads: a new one costs ~0.5 ms (cursor and ``SET TimeZone``)."""
@@ -356,7 +345,7 @@ class DuckDBEngine:
                 members = np.asarray((memberships or {})[alias].to_array(), dtype=np.uint32)
                 cur.register(alias, {"pid": members})
             try:
-                return self._select(cur, state, condition, params, aliases)
+                return selections.select(cur, state, condition, params, aliases)
             finally:
                 for alias in aliases:
                     cur.unregister(alias)
@@ -376,32 +365,7 @@ class DuckDBEngine:
         # A cursor of its own, closed after: an interrupt that lands once the query is done
         # must not reach whatever a pooled cursor runs next.
         with closing(self._new_cursor()) as cur:
-            # Defence in depth behind the checker: a name the catalog lacks is never looked up
-            # among Python variables (a replacement scan; this setting holds for the cursor
-            # alone). enable_external_access would stop file reads too, but it is global and
-            # one-way: it would stop the engine's own imports; the checker refuses files.
-            cur.execute("SET python_enable_replacements = false")
-            timer = None
-            if timeout_seconds is not None:
-                timer = threading.Timer(timeout_seconds, cur.interrupt)
-                timer.start()
-            try:
-                described = cur.execute(f"DESCRIBE {pointed}").fetchall()
-                by_pid = str(described[0][1]).upper() in sql.INTEGER_TYPES
-                found = cur.execute(sql.members_of_query(state.table, pointed, by_pid))
-                return pids_to_bitmap(found.fetchnumpy()["pid"])
-            except duckdb.InterruptException:
-                raise Unprocessable(
-                    f"the SQL source ran longer than {timeout_seconds:g} s and was stopped",
-                    code="engine_query_timeout",
-                ) from None
-            except QUERY_ERRORS as error:
-                raise conditions.member_query_refused(
-                    error, str(error).splitlines()[0], tables
-                ) from None
-            finally:
-                if timer is not None:
-                    timer.cancel()
+            return selections.members(cur, state, pointed, tables, timeout_seconds)
 
     def select_many(
         self,
@@ -421,7 +385,7 @@ class DuckDBEngine:
         bound = params or {}
         with self._cursor() as cur:
             return {
-                key: self._select(cur, state, condition, bound.get(key, ()))
+                key: selections.select(cur, state, condition, bound.get(key, ()))
                 for key, condition in conditions.items()
             }
 
@@ -628,7 +592,7 @@ class DuckDBEngine:
             self._writer.close()
             self._con.close()
 
-    # Internals: cursors, workspace state, selections.
+    # Internals: cursors, workspace state.
 
     def _new_cursor(self) -> duckdb.DuckDBPyConnection:
         with self._cursor_lock:
@@ -665,42 +629,6 @@ class DuckDBEngine:
             if state is not None:
                 self._workspaces[workspace_id] = state
             return state
-
-    @staticmethod
-    def _select(
-        cur: duckdb.DuckDBPyConnection,
-        state: Workspace,
-        condition: str,
-        params: Params,
-        aliases: Sequence[str] = (),
-    ) -> BitMap:
-        joins = "".join(
-            f" LEFT JOIN {sql.quote(a)} ON {sql.quote(a)}.pid = profiles.pid" for a in aliases
-        )
-        # Behavioural conditions read the workspace's events as `events` (docs/rules.md).
-        reads = sql.reads_events(condition)
-        cte = f"WITH events AS (SELECT * FROM {state.events}) " if reads else ""
-        query = (
-            f"{cte}SELECT profiles.pid FROM {state.table} AS profiles{joins} WHERE ({condition})"
-        )
-        bound = dict(params) if isinstance(params, Mapping) else list(params)
-        try:
-            result = cur.execute(query, bound).fetchnumpy()
-        except QUERY_ERRORS as error:
-            raise conditions.condition_refused(error, _reason(error)) from None
-        return pids_to_bitmap(result["pid"])
-
-
-QUERY_FAILURES: tuple[tuple[type[Exception], str], ...] = (
-    (duckdb.ConversionException, "a value cannot be converted to the type the rule needs"),
-    (duckdb.OutOfRangeException, "a computed number is out of range"),
-)
-
-
-def _reason(error: Exception) -> str:
-    return next(
-        (words for kind, words in QUERY_FAILURES if isinstance(error, kind)), conditions.CANNOT_RUN
-    )
 
 
 def _pid_array(pids: Sequence[int]) -> np.ndarray[Any, np.dtype[np.int64]]:
