@@ -34,12 +34,12 @@ from bench.membership.run import Bench, load_average
 
 PARTS = [
     ("audiences.engines.duckdb", "DuckDBEngine.write_events", "engine: write_events"),
-    ("audiences.engines.duckdb", "check_events", "  check the records"),
+    ("audiences.engines.duckdb_event_writes", "check_events", "  check the records"),
     ("audiences.engines.duckdb_events", "id_hashes", "  hash the event ids"),
-    ("audiences.engines.duckdb", "DuckDBEngine._seen_ids", "  the stored ids' hashes (built once)"),
-    ("audiences.engines.duckdb", "DuckDBEngine._stored_ids", "  look the event ids up"),
-    ("audiences.engines.duckdb", "DuckDBEngine._resolve", "  find the profiles' pids"),
-    ("audiences.engines.duckdb", "DuckDBEngine._insert_empty", "  create the new profiles"),
+    ("audiences.engines.duckdb_event_writes", "seen_ids", "  the stored ids' hashes (built once)"),
+    ("audiences.engines.duckdb_event_writes", "stored_ids", "  look the event ids up"),
+    ("audiences.engines.duckdb_writes", "resolve", "  find the profiles' pids"),
+    ("audiences.engines.duckdb_writes", "insert_empty", "  create the new profiles"),
     ("audiences.engines.duckdb_events", "insert", "  append to the events table"),
     ("audiences.services.evaluation", "on_profiles_written", "streaming evaluation"),
     ("audiences.engines.duckdb", "DuckDBEngine.events_of", "  read the profiles' events"),

@@ -1,5 +1,6 @@
-"""The hashes of stored event ids: lookups and growth, and DuckDB's duplicates found through
-them staying exact (a hash held only names a candidate; an id stored is never missed)."""
+"""The hashes of stored event ids: lookups and growth (added hashes waiting apart until
+merged), and DuckDB's duplicates found through them staying exact (a hash held only names a
+candidate; an id stored is never missed)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from audiences.engines.base import EventRecord
 from audiences.engines.duckdb import DuckDBEngine
-from audiences.engines.seen_ids import MIN_REBUILD, SeenIds
+from audiences.engines.seen_ids import MERGE_SHARE, MIN_REBUILD, SeenIds
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SINCE = T0 - timedelta(days=7)
@@ -33,6 +36,52 @@ def test_an_empty_set_holds_nothing_until_added() -> None:
     assert seen.held(hashes(1, 2)).tolist() == [False, False]
     seen.add(hashes(2))
     assert seen.held(hashes(1, 2)).tolist() == [False, True]
+
+
+def test_added_hashes_wait_apart_until_past_their_bound() -> None:
+    seen = SeenIds(SINCE, hashes(1, 2, 3), merge_at=4)
+    seen.add(hashes(13, 10))
+    seen.add(hashes(12, 11))  # 4 added: at the bound, still apart
+    assert (len(seen._hashes), len(seen._added)) == (3, 4)
+    assert seen.held(hashes(3, 10, 13, 14)).tolist() == [True, True, True, False]
+    seen.add(hashes(0))  # past it: merged into the sorted array
+    assert (len(seen._hashes), len(seen._added)) == (8, 0)
+    assert seen._hashes.tolist() == [0, 1, 2, 3, 10, 11, 12, 13]
+    assert seen.held(hashes(0, 3, 10, 13, 14)).tolist() == [True, True, True, True, False]
+    assert len(seen) == 8
+
+
+def test_a_large_set_merges_past_a_share_of_its_size() -> None:
+    built = np.arange(10 * MERGE_SHARE, dtype=np.uint64)
+    seen = SeenIds(SINCE, built, merge_at=1)
+    seen.add(np.arange(10, dtype=np.uint64) + 2**40)  # 10 = the share: still apart
+    assert len(seen._added) == 10
+    seen.add(hashes(2**41))
+    assert (len(seen._hashes), len(seen._added)) == (len(built) + 11, 0)
+
+
+# Few distinct values, the extremes among them: repeats, neighbours and the last slot are common.
+values = st.one_of(st.integers(0, 40), st.integers(2**64 - 4, 2**64 - 1))
+
+
+@given(
+    built=st.lists(values, max_size=30),
+    batches=st.lists(st.lists(values, max_size=8), max_size=12),
+    probes=st.lists(values, max_size=20),
+    merge_at=st.integers(0, 12),
+)
+def test_it_answers_as_a_set_of_all_it_was_given(
+    built: list[int], batches: list[list[int]], probes: list[int], merge_at: int
+) -> None:
+    seen = SeenIds(SINCE, np.array(built, dtype=np.uint64), merge_at=merge_at)
+    oracle = set(built)
+    for batch in batches:
+        seen.add(np.array(batch, dtype=np.uint64))
+        oracle.update(batch)
+        asked = [*probes, *batch]
+        found = seen.held(np.array(asked, dtype=np.uint64)).tolist()
+        assert found == [value in oracle for value in asked]
+    assert len(seen) == len(built) + sum(map(len, batches))
 
 
 def test_it_is_stale_past_twice_its_built_size() -> None:

@@ -19,7 +19,13 @@ import duckdb
 import numpy as np
 
 from audiences.engines import duckdb_sql as sql
-from audiences.engines.base import EventPage, EventPosition, EventSlice, slices_condition
+from audiences.engines.base import (
+    EventPage,
+    EventPosition,
+    EventSlice,
+    MovedEvent,
+    slices_condition,
+)
 from audiences.engines.event_writes import CheckedEvent
 from audiences.engines.rows import EPOCH, EventReader, event_page, rule_events_by_pid
 from audiences.engines.seen_ids import HashArray
@@ -209,3 +215,19 @@ def read_page(
     query = sql.select_events(table, list(schema), where, "DESC") + " LIMIT ? OFFSET ?"
     rows = cur.execute(query, [*params, limit + 1, skip]).fetchall()
     return event_page(rows, EventReader(schema), limit=limit, after=after)
+
+
+def export(
+    cur: Cursor,
+    table: str,
+    schema: Mapping[str, AttributeType],
+    start: int,
+    skip: int,
+    limit: int,
+) -> list[MovedEvent]:
+    """Events in copy order from ``start`` on, ``skip`` of them left out (see
+    :func:`duckdb_sql.export_events`), each with its pid."""
+    query = sql.export_events(table, list(schema))
+    rows = cur.execute(query, {"start": start, "skip": skip, "limit": limit}).fetchall()
+    read = EventReader(schema)
+    return [(int(row[0]), read(row)) for row in rows]
