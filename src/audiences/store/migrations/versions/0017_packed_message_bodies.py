@@ -57,10 +57,9 @@ def downgrade() -> None:
             "ALTER COLUMN body TYPE text USING convert_from(body, 'UTF8')"
         )
     else:
+        # The copy casts each value to the new column's type: the UTF-8 bytes become text.
         with op.batch_alter_table("destination_message_bodies") as batch:
             batch.alter_column("body", existing_type=sa.LargeBinary(), type_=sa.Text())
-        # SQLite keeps what was written as it was (bytes): the text column holds text again.
-        op.execute("UPDATE destination_message_bodies SET body = CAST(body AS TEXT)")
 
 
 def _rewrite(change: Callable[[bytes], bytes]) -> None:
