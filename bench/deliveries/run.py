@@ -1,4 +1,4 @@
-"""Webhook deliveries beside a bare HTTP client, and the delay from a change to its delivery.
+"""Webhook deliveries beside bare HTTP clients, and the delay from a change to its delivery.
 
     .venv/bin/python -m bench.deliveries.run            # 200,000 changes a round, 10 s of writes
     .venv/bin/python -m bench.deliveries.run --rounds 7 --changes 500000 --seconds 30
@@ -8,8 +8,10 @@ answers 204 at once):
 
 1. Throughput: a batch run makes ``--changes`` profiles enter a webhook's audience; the
    delivery job (``destinations.deliver``: changes from the outbox into messages of 1,000,
-   each signed, sent, logged) runs until the receiver holds them all. Beside it a bare
-   ``httpx.Client`` (keep-alive) POSTs the very same message bodies to the same receiver.
+   each signed, sent, logged) runs until the receiver holds them all. Beside it two bare
+   clients, keep-alive, POST the very same message bodies to the same receiver: an
+   ``httpx.Client`` (the reference issue #15 names) and a ``urllib3.PoolManager`` (the
+   library our sender posts with, so the nearest tool doing the same work).
 2. Delay under load: streaming profile writes for ``--seconds`` (each moves a streaming
    audience) with the server's embedded workers delivering as they go; the delay of each
    message is its delivery time minus its first change's commit time (``first_change_at``).
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import urllib3
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -117,7 +120,7 @@ def throughput(app: Any, client: TestClient, counter: Receiver, changes: int, ro
     )
     while worker.run_once():  # the audience's first run and the first list: both empty
         pass
-    ratios = []
+    ratios: dict[str, list[float]] = {"httpx": [], "urllib3": []}
     for number in range(rounds):
         _profiles(client, changes, f"t{number}-", plan="pro")
         # The run is evaluated in the request; the delivery job it queued waits for the clock.
@@ -147,26 +150,56 @@ def throughput(app: Any, client: TestClient, counter: Receiver, changes: int, ro
                     .order_by(DestinationMessageRow.seq)
                 )
             )
-        before = counter.changes
-        started, cpu = time.perf_counter(), time.process_time()
-        with httpx.Client() as bare:
-            for body in bodies:
-                bare.post(url, content=body, headers={"content-type": "application/json"})
-        reference, reference_cpu = time.perf_counter() - started, time.process_time() - cpu
-        assert counter.changes - before == changes
-        ratios.append(reference / ours)
+        # Two bare clients post the same bodies: httpx (issue #15's reference) and urllib3
+        # (what our sender posts with); which goes first alternates from round to round.
+        bare = {}
+        for name in sorted(BARE, reverse=number % 2 == 1):
+            before = counter.changes
+            bare[name] = _bare(BARE[name], url, bodies)
+            assert counter.changes - before == changes
+        ratios["httpx"].append(bare["httpx"][0] / ours)
+        ratios["urllib3"].append(bare["urllib3"][0] / ours)
+        per = len(bodies) / 1000
+        figures = ", ".join(
+            f"bare {name} {changes / took:,.0f} changes/s ({spent / per:.1f} ms CPU a message, "
+            f"ratio {took / ours:.2f}x)"
+            for name, (took, spent) in bare.items()
+        )
         print(
             f"throughput round {number + 1}: {changes:,} changes in {len(bodies)} messages; "
-            f"ours {changes / ours:,.0f} changes/s ({ours_cpu / len(bodies) * 1000:.1f} ms "
-            f"CPU a message), bare httpx.Client (same bodies) {changes / reference:,.0f} "
-            f"changes/s ({reference_cpu / len(bodies) * 1000:.1f} ms CPU a message), "
-            f"ratio {reference / ours:.2f}x",
+            f"ours {changes / ours:,.0f} changes/s ({ours_cpu / per:.1f} ms CPU a message); "
+            f"{figures}",
             flush=True,
         )
-    print(
-        f"  ratio over {rounds} rounds: median {statistics.median(ratios):.2f}x, "
-        f"min {min(ratios):.2f}x, max {max(ratios):.2f}x"
-    )
+    for name, found in ratios.items():
+        print(
+            f"  ratio to bare {name} over {rounds} rounds: median {statistics.median(found):.2f}x, "
+            f"min {min(found):.2f}x, max {max(found):.2f}x"
+        )
+
+
+def _post_httpx(url: str, bodies: list[str]) -> None:
+    with httpx.Client() as bare:
+        for body in bodies:
+            bare.post(url, content=body, headers={"content-type": "application/json"})
+
+
+def _post_urllib3(url: str, bodies: list[str]) -> None:
+    with urllib3.PoolManager(maxsize=1, retries=False) as bare:
+        for body in bodies:
+            bare.request("POST", url, body=body.encode(), headers=JSON)
+
+
+JSON = {"content-type": "application/json"}
+BARE = {"httpx": _post_httpx, "urllib3": _post_urllib3}
+"""A bare client of each library, keep-alive, posting the bodies one after another."""
+
+
+def _bare(post: Any, url: str, bodies: list[str]) -> tuple[float, float]:
+    """Seconds and CPU seconds ``post`` takes to send ``bodies`` to ``url``."""
+    started, cpu = time.perf_counter(), time.process_time()
+    post(url, bodies)
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def delay(app: Any, client: TestClient, url: str, seconds: float) -> None:

@@ -7,9 +7,10 @@ import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 import trustme
+import urllib3
+from urllib3.util import connection
 
 from audiences.errors import InvalidParameter
 from audiences.services import egress
@@ -125,7 +126,7 @@ class Dns:
         self.answers: dict[str, list[list[str]]] = {}
         self.lookups: list[str] = []
         self.connected: list[str] = []
-        real_lookup, real_connect = socket.getaddrinfo, socket.create_connection
+        real_lookup, real_connect = socket.getaddrinfo, connection.create_connection
 
         def lookup(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
             if host not in self.answers:
@@ -148,7 +149,7 @@ class Dns:
             return real_connect((host, port), *args, **kwargs)
 
         monkeypatch.setattr(socket, "getaddrinfo", lookup)
-        monkeypatch.setattr(socket, "create_connection", connect)
+        monkeypatch.setattr(connection, "create_connection", connect)  # urllib3's connect
 
 
 def test_a_name_rebound_between_check_and_connect_never_reaches_loopback(
@@ -158,8 +159,11 @@ def test_a_name_rebound_between_check_and_connect_never_reaches_loopback(
     dns.answers["rebind.test"] = [["93.184.216.34"], ["127.0.0.1"]]  # public first, then not
     server.files["/secret"] = Served(body=b"internal")
     port = server.server.server_address[1]
-    with pinned_client(allow_private=False, timeout=5) as client, pytest.raises(httpx.ConnectError):
-        client.get(f"http://rebind.test:{port}/secret")
+    with (
+        pinned_client(allow_private=False, timeout=5) as client,
+        pytest.raises(urllib3.exceptions.NewConnectionError, match="the test refuses"),
+    ):
+        client.request("GET", f"http://rebind.test:{port}/secret")
     assert dns.lookups == ["rebind.test"]  # resolved once, connected to what was checked
     assert dns.connected == ["93.184.216.34"]
     assert server.requests == []
@@ -175,7 +179,7 @@ def test_a_name_that_resolves_to_loopback_as_it_connects_is_refused(
         pinned_client(allow_private=False, timeout=5) as client,
         pytest.raises(InvalidParameter) as refused,
     ):
-        client.get(f"http://inside.test:{port}/x")
+        client.request("GET", f"http://inside.test:{port}/x")
     assert refused.value.code == "url_not_allowed"
     assert dns.connected == [] and server.requests == []
 
@@ -188,8 +192,8 @@ def test_the_pinned_address_is_reached_with_the_name_as_host(
     server.files["/list.csv"] = Served(body=b"id\na\n")
     port = server.server.server_address[1]
     with pinned_client(allow_private=True, timeout=5) as client:
-        answer = client.get(f"http://files.test:{port}/list.csv")
-    assert (answer.status_code, answer.content) == (200, b"id\na\n")
+        answer = client.request("GET", f"http://files.test:{port}/list.csv")
+        assert (answer.status, answer.read()) == (200, b"id\na\n")
     assert server.hosts == [f"files.test:{port}"]
     assert dns.connected == ["127.0.0.1"]
 
@@ -205,7 +209,7 @@ def test_a_name_private_at_its_lookup_is_refused_though_it_would_turn_public(
         pinned_client(allow_private=False, timeout=5) as client,
         pytest.raises(InvalidParameter) as refused,
     ):
-        client.get(f"http://turns.test:{port}/x")
+        client.request("GET", f"http://turns.test:{port}/x")
     assert refused.value.code == "url_not_allowed"
     assert dns.lookups == ["turns.test"]
     assert dns.connected == [] and server.requests == []
@@ -223,11 +227,14 @@ def test_tls_to_the_pinned_address_names_and_checks_the_host(
     server.files["/list.csv"] = Served(body=b"id\na\n")
     port = server.server.server_address[1]
     with pinned_client(allow_private=True, timeout=5) as client:
-        answer = client.get(f"https://files.test:{port}/list.csv")
-        again = client.get(f"https://files.test:{port}/list.csv")
-        with pytest.raises(httpx.ConnectError, match="certificate"):
-            client.get(f"https://other.test:{port}/list.csv")
-    assert (answer.status_code, again.status_code) == (200, 200)
+        answers = []
+        for _ in range(2):
+            answer = client.request("GET", f"https://files.test:{port}/list.csv")
+            answers.append((answer.status, answer.read()))
+            client.done(answer)
+        with pytest.raises(urllib3.exceptions.SSLError, match="certificate"):
+            client.request("GET", f"https://other.test:{port}/list.csv")
+    assert answers == [(200, b"id\na\n")] * 2
     assert server.hosts == [f"files.test:{port}"] * 2
     assert sni == ["files.test", "other.test"]  # one handshake per name, the second refused
     assert dns.connected == ["127.0.0.1", "127.0.0.1"]
@@ -241,7 +248,7 @@ def test_a_private_address_in_the_url_is_refused_as_it_is_sent(server: FileServe
             pinned_client(allow_private=False, timeout=5) as client,
             pytest.raises(InvalidParameter) as refused,
         ):
-            client.get(f"http://{host}:{port}/x")
+            client.request("GET", f"http://{host}:{port}/x")
         assert refused.value.code == "url_not_allowed"
     assert server.requests == []
 
@@ -260,5 +267,5 @@ def test_an_address_in_the_url_is_not_looked_up(
     server.files["/list.csv"] = Served(body=b"id\na\n")
     port = server.server.server_address[1]
     with pinned_client(allow_private=True, timeout=5) as client:
-        assert client.get(f"http://127.0.0.1:{port}/list.csv").status_code == 200
-    assert looked == ["127.0.0.1"]  # the connection's own (socket.create_connection), no other
+        assert client.request("GET", f"http://127.0.0.1:{port}/list.csv").status == 200
+    assert looked == ["127.0.0.1"]  # the connection's own (urllib3's connect), no other

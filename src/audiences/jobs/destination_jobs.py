@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy.orm import Session
 
 from audiences.config import Settings
@@ -26,6 +25,7 @@ from audiences.services import (
     deliveries,
     delivery_leases,
     delivery_sends,
+    egress,
     file_deliveries,
     messages,
     outbox,
@@ -110,7 +110,7 @@ def _deliver_all(
     context: JobContext,
     job: ClaimedJob,
     lease: _Lease,
-    http: httpx.Client,
+    http: egress.PinnedClient,
 ) -> dict[str, Any]:
     settings = context.settings
     destination_id, hold = lease.destination_id, lease.hold

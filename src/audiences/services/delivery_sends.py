@@ -6,12 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audiences.config import Settings
-from audiences.services import destinations, file_deliveries, messages, senders
+from audiences.services import destinations, egress, file_deliveries, messages, senders
 from audiences.store.tables import DestinationMessageBodyRow, DestinationMessageRow, DestinationRow
 
 
@@ -123,7 +122,9 @@ def sends_of(row: DestinationRow, made: list[messages.Made], now: datetime) -> l
     return [_send(row, m.id, m.seq, m.body, secrets) for m in made]
 
 
-def send(send: Send, *, settings: Settings, client: httpx.Client | None = None) -> senders.Outcome:
+def send(
+    send: Send, *, settings: Settings, client: egress.PinnedClient | None = None
+) -> senders.Outcome:
     """One attempt: POST to the webhook (through ``client`` when given, to reuse its
     connections), or write the message's files."""
     if send.kind == "webhook":

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import duckdb
 import httpx
+import urllib3
 
 from audiences.config import Settings
 from audiences.errors import AudiencesError
@@ -42,10 +43,10 @@ class Outcome:
     gone: bool = False
 
 
-def client(settings: Settings) -> httpx.Client:
+def client(settings: Settings) -> egress.PinnedClient:
     """An HTTP client for webhook requests: the timeout, no redirects followed, no proxy
     from the environment, certificates verified for the name, and each request sent to an
-    address the SSRF guard checked for it (``egress.pinned_client``: a name re-pointed at a
+    address the SSRF guard checked for it (``egress.PinnedClient``: a name re-pointed at a
     private address after its check is never reached)."""
     return egress.pinned_client(
         allow_private=settings.egress_allow_private, timeout=settings.webhook_timeout_seconds
@@ -59,7 +60,7 @@ def post(
     msg_id: str,
     body: str,
     settings: Settings,
-    given: httpx.Client | None = None,
+    given: egress.PinnedClient | None = None,
 ) -> Outcome:
     """POST ``body`` to ``url`` signed with every secret; the guard checks the address each
     connection is made to (a name may point elsewhere since it was saved)."""
@@ -70,30 +71,33 @@ def post(
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }
-    timeout = httpx.Timeout(settings.webhook_timeout_seconds)
-    own = given is None
     http = given or client(settings)
     try:
-        with http.stream("POST", url, content=payload, headers=headers, timeout=timeout) as answer:
+        answer = http.request("POST", url, body=payload, headers=headers)
+        try:
             text = _read_capped(answer, settings.webhook_response_bytes)
-            elapsed = _ms(started)
-            status = answer.status_code
-            ok = 200 <= status < 300
-            return Outcome(
-                ok,
-                status,
-                elapsed,
-                error=None if ok else f"the receiver answered {status}",
-                response=text,
-                retry_after=_retry_after(answer.headers.get("retry-after")),
-                gone=status == 410,
-            )
+        finally:
+            http.done(answer)
+        elapsed = _ms(started)
+        status = answer.status
+        ok = 200 <= status < 300
+        return Outcome(
+            ok,
+            status,
+            elapsed,
+            error=None if ok else f"the receiver answered {status}",
+            response=text,
+            retry_after=_retry_after(answer.headers.get("retry-after")),
+            gone=status == 410,
+        )
     except AudiencesError as exc:  # the guard refused the address (url_not_allowed)
         return Outcome(False, None, _ms(started), error=exc.detail)
-    except httpx.TimeoutException:
+    except urllib3.exceptions.NewConnectionError as exc:  # a ConnectTimeoutError by descent
+        return Outcome(False, None, _ms(started), error=_failed(exc))
+    except urllib3.exceptions.TimeoutError:
         return Outcome(False, None, _ms(started), error="timed out")
-    except httpx.HTTPError as exc:
-        return Outcome(False, None, _ms(started), error=f"{type(exc).__name__}: {exc}"[:500])
+    except urllib3.exceptions.HTTPError as exc:
+        return Outcome(False, None, _ms(started), error=_failed(exc))
     except (httpx.InvalidURL, UnicodeError) as exc:  # a URL saved before names were checked
         return Outcome(
             False,
@@ -102,8 +106,14 @@ def post(
             error=f"{_host_of(url)} cannot be sent to: {exc}"[:500],
         )
     finally:
-        if own:
+        if given is None:
             http.close()
+
+
+def _failed(exc: Exception) -> str:
+    """A failed request's error: its kind and urllib3's words (which name the address
+    connected to, never the URL's credentials: the guard refuses URLs that carry any)."""
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def _host_of(url: str) -> str:
@@ -114,15 +124,12 @@ def _host_of(url: str) -> str:
         return "the URL's host"
 
 
-def _read_capped(answer: httpx.Response, cap: int) -> str | None:
-    """At most ``cap`` bytes of the answer; the rest is never read (the connection closes)."""
+def _read_capped(answer: urllib3.BaseHTTPResponse, cap: int) -> str | None:
+    """At most ``cap`` bytes of the answer, as sent (not decompressed); the rest is never
+    read (the connection closes)."""
     if cap == 0:
         return None
-    kept = bytearray()
-    for chunk in answer.iter_raw():
-        kept.extend(chunk[: cap - len(kept)])
-        if len(kept) >= cap:
-            break
+    kept = answer.read(cap, decode_content=False)
     return kept.decode("utf-8", "replace") or None
 
 

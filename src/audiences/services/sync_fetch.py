@@ -1,6 +1,6 @@
 """Fetching an external audience's file source into a private temporary copy: from its URL
-with httpx (streaming, under a size cap and a deadline, through the SSRF guard: each request
-and redirect checked, each request pinned to a checked address by ``egress.pinned_client``)
+streamed under a size cap and a deadline, through the SSRF guard (each request and redirect
+checked, each request pinned to a checked address by ``egress.PinnedClient``),
 or from its path under the workspace's sync folder (links resolved first). Whatever goes wrong
 raises :class:`~audiences.errors.SyncFailed` with a stable code. Reading the copy is
 ``services/sync_sources``'s job.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urljoin
 
-import httpx
+import urllib3
 
 from audiences.errors import InvalidParameter, SyncFailed
 from audiences.kit.files import private_dir
@@ -29,6 +29,10 @@ CHUNK_BYTES = 1 << 16
 """Bytes read from a response or a file at a time."""
 MAX_REDIRECTS = 3
 """Redirects a URL source may take, each checked by the guard."""
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+HEADERS = {**urllib3.util.make_headers(accept_encoding=True), "user-agent": "audiences-sync/1"}
+"""A download may come compressed (gzip or deflate, and brotli or zstd where their modules
+are installed); ``stream`` decodes it, and the size cap counts the decoded bytes."""
 
 
 class _Fetched:
@@ -72,39 +76,50 @@ def fetched(source: FileSource, rules: SourceRules, tracker: Tracker | None = No
 def _download(url: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) -> None:
     """Stream ``url`` into ``out`` (a redirect followed only to a URL the guard allows too)."""
     deadline = time.monotonic() + rules.timeout_seconds
-    timeout = httpx.Timeout(rules.timeout_seconds)
     try:
-        with egress.pinned_client(allow_private=rules.allow_private, timeout=timeout) as client:
+        with egress.pinned_client(
+            allow_private=rules.allow_private, timeout=rules.timeout_seconds
+        ) as client:
             for _ in range(MAX_REDIRECTS + 1):
                 _guard(url, rules)
-                with client.stream("GET", url) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = urljoin(url, response.headers["location"])
+                response = client.request("GET", url, headers=HEADERS)
+                try:
+                    location = response.headers.get("location")
+                    if response.status in REDIRECTS and location:
+                        url = urljoin(url, location)
                         continue
-                    if response.status_code != 200:
+                    if response.status != 200:
                         raise SyncFailed(
-                            f"the source answered HTTP {response.status_code}",
+                            f"the source answered HTTP {response.status}",
                             code="sync_fetch_failed",
                         )
                     size = _check_length(response.headers.get("content-length"), rules.max_bytes)
                     tracker.fetching(size)
-                    chunks = response.iter_bytes(CHUNK_BYTES)
+                    chunks = response.stream(CHUNK_BYTES, decode_content=True)
                     _save(chunks, out, rules.max_bytes, deadline, tracker)
                     return
+                finally:
+                    client.done(response)
     except InvalidParameter as refused:  # the address the name resolves to as it is sent
         raise SyncFailed(refused.detail, code=refused.code) from None
-    except httpx.TimeoutException:
+    except urllib3.exceptions.NewConnectionError as error:  # a ConnectTimeoutError by descent
+        raise _not_fetched(error) from None
+    except urllib3.exceptions.TimeoutError:
         raise _timed_out(rules) from None
-    except httpx.HTTPError as error:
-        message = f"the source could not be fetched: {type(error).__name__}"
-        raise SyncFailed(message, code="sync_fetch_failed") from None
+    except urllib3.exceptions.HTTPError as error:
+        raise _not_fetched(error) from None
     raise SyncFailed(f"more than {MAX_REDIRECTS} redirects", code="sync_fetch_failed")
+
+
+def _not_fetched(error: Exception) -> SyncFailed:
+    message = f"the source could not be fetched: {type(error).__name__}"
+    return SyncFailed(message, code="sync_fetch_failed")
 
 
 def _guard(url: str, rules: SourceRules) -> None:
     """The SSRF guard on each URL before it is requested (scheme, credentials, a literal
     address); the address a name resolves to is checked as each request is sent
-    (``egress.pinned_client``), so a name cannot point elsewhere between check and connect."""
+    (``egress.PinnedClient``), so a name cannot point elsewhere between check and connect."""
     try:
         egress.checked_url(url, allow_private=rules.allow_private)
     except InvalidParameter as refused:
