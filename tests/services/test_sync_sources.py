@@ -3,6 +3,7 @@ redirect, redirects, the size cap on a stream without a length, and temporary fi
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,33 @@ def test_a_redirect_to_a_name_that_cannot_be_sent_to_is_refused(
     with pytest.raises(SyncFailed) as refused:
         fetch(runtime, server.url("/far.csv"), rules)
     assert refused.value.code == "url_not_allowed"
+
+
+def test_a_redirect_to_a_location_that_is_no_url_fails_the_sync(
+    runtime: Runtime, server: FileServer, tmp_path: Path
+) -> None:
+    rules = SourceRules(allow_private=True, work_dir=tmp_path / "work")
+    server.files["/odd.csv"] = Served(302, headers={"Location": "http://[::1/x"})
+    with pytest.raises(SyncFailed) as failed:
+        fetch(runtime, server.url("/odd.csv"), rules)
+    assert failed.value.code == "sync_fetch_failed"
+
+
+def test_a_compressed_source_is_read_decoded_and_capped_on_its_decoded_size(
+    runtime: Runtime, server: FileServer, tmp_path: Path
+) -> None:
+    """A gzip-encoded answer is decoded; the cap counts what it decodes to, so a small
+    download that expands past it (a decompression bomb) fails without being held whole."""
+    body = b"id\n" + b"".join(b"id-%05d\n" % n for n in range(1000))
+    server.files["/list.csv"] = Served(
+        body=gzip.compress(body), headers={"Content-Encoding": "gzip"}
+    )
+    rules = SourceRules(allow_private=True, work_dir=tmp_path / "work")
+    assert len(fetch(runtime, server.url("/list.csv"), rules)) == 1000
+    capped = SourceRules(allow_private=True, max_bytes=len(body) - 1, work_dir=tmp_path / "work")
+    with pytest.raises(SyncFailed) as refused:
+        fetch(runtime, server.url("/list.csv"), capped)
+    assert refused.value.code == "sync_too_large"
 
 
 def test_the_cap_counts_the_bytes_when_no_length_is_given(

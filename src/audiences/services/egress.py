@@ -194,7 +194,7 @@ class PinnedClient:
         target = _target(url)
         address = resolved(target.name, target.port, allow_private=self.allow_private)
         pool = self._pool(target, address)
-        return pool.urlopen(
+        answer = pool.urlopen(
             method,
             target.path,
             body=body,
@@ -204,6 +204,16 @@ class PinnedClient:
             preload_content=False,
             assert_same_host=False,
         )
+        if answer.status < 200:
+            # http.client passes over 100 Continue only: another informational answer (103
+            # Early Hints) arrives as if final, with the real one still to come on the
+            # connection, which is closed so that no later request reads it.
+            answer.close()
+            answer.release_conn()
+            raise urllib3.exceptions.ProtocolError(
+                f"the server sent an informational answer ({answer.status}), which is not supported"
+            )
+        return answer
 
     @staticmethod
     def done(answer: urllib3.BaseHTTPResponse) -> None:
@@ -246,6 +256,20 @@ class PinnedClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def timed_out(error: urllib3.exceptions.HTTPError) -> bool:
+    """Whether a failed request ran out of time: connecting, reading the answer, or sending
+    the body (urllib3 reports a send that timed out as a dropped connection). A refused
+    connection is not, though urllib3's ``NewConnectionError`` descends from its
+    ``ConnectTimeoutError``."""
+    if isinstance(error, urllib3.exceptions.NewConnectionError):
+        return False
+    if isinstance(error, urllib3.exceptions.TimeoutError):
+        return True
+    return isinstance(error, urllib3.exceptions.ProtocolError) and any(
+        isinstance(arg, TimeoutError) for arg in error.args
+    )
 
 
 def pinned_client(*, allow_private: bool, timeout: float) -> PinnedClient:

@@ -92,12 +92,9 @@ def post(
         )
     except AudiencesError as exc:  # the guard refused the address (url_not_allowed)
         return Outcome(False, None, _ms(started), error=exc.detail)
-    except urllib3.exceptions.NewConnectionError as exc:  # a ConnectTimeoutError by descent
-        return Outcome(False, None, _ms(started), error=_failed(exc))
-    except urllib3.exceptions.TimeoutError:
-        return Outcome(False, None, _ms(started), error="timed out")
     except urllib3.exceptions.HTTPError as exc:
-        return Outcome(False, None, _ms(started), error=_failed(exc))
+        error = "timed out" if egress.timed_out(exc) else f"{type(exc).__name__}: {exc}"[:500]
+        return Outcome(False, None, _ms(started), error=error)
     except (httpx.InvalidURL, UnicodeError) as exc:  # a URL saved before names were checked
         return Outcome(
             False,
@@ -110,12 +107,6 @@ def post(
             http.close()
 
 
-def _failed(exc: Exception) -> str:
-    """A failed request's error: its kind and urllib3's words (which name the address
-    connected to, never the URL's credentials: the guard refuses URLs that carry any)."""
-    return f"{type(exc).__name__}: {exc}"[:500]
-
-
 def _host_of(url: str) -> str:
     """The URL's host for an error message (never its userinfo, which may hold a secret)."""
     try:
@@ -126,10 +117,15 @@ def _host_of(url: str) -> str:
 
 def _read_capped(answer: urllib3.BaseHTTPResponse, cap: int) -> str | None:
     """At most ``cap`` bytes of the answer, as sent (not decompressed); the rest is never
-    read (the connection closes)."""
-    if cap == 0:
-        return None
-    kept = answer.read(cap, decode_content=False)
+    read (the connection closes). Read until the cap or the answer's end: an answer cut
+    short of its length raises (``ProtocolError``), as urllib3 tells only on a read that
+    finds nothing more, so the attempt fails."""
+    kept = bytearray()
+    while len(kept) < cap:
+        chunk = answer.read(cap - len(kept), decode_content=False)
+        if not chunk:
+            break
+        kept += chunk
     return kept.decode("utf-8", "replace") or None
 
 
@@ -138,7 +134,7 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "¹", which isdigit() takes
         return float(value)
     try:
         moment = email.utils.parsedate_to_datetime(value)

@@ -86,7 +86,7 @@ def _download(url: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) ->
                 try:
                     location = response.headers.get("location")
                     if response.status in REDIRECTS and location:
-                        url = urljoin(url, location)
+                        url = _redirected(url, location)
                         continue
                     if response.status != 200:
                         raise SyncFailed(
@@ -102,18 +102,22 @@ def _download(url: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) ->
                     client.done(response)
     except InvalidParameter as refused:  # the address the name resolves to as it is sent
         raise SyncFailed(refused.detail, code=refused.code) from None
-    except urllib3.exceptions.NewConnectionError as error:  # a ConnectTimeoutError by descent
-        raise _not_fetched(error) from None
-    except urllib3.exceptions.TimeoutError:
-        raise _timed_out(rules) from None
     except urllib3.exceptions.HTTPError as error:
-        raise _not_fetched(error) from None
+        if egress.timed_out(error):
+            raise _timed_out(rules) from None
+        message = f"the source could not be fetched: {type(error).__name__}"
+        raise SyncFailed(message, code="sync_fetch_failed") from None
     raise SyncFailed(f"more than {MAX_REDIRECTS} redirects", code="sync_fetch_failed")
 
 
-def _not_fetched(error: Exception) -> SyncFailed:
-    message = f"the source could not be fetched: {type(error).__name__}"
-    return SyncFailed(message, code="sync_fetch_failed")
+def _redirected(url: str, location: str) -> str:
+    """Where a redirect's ``Location`` (relative to ``url``) points; one that cannot be read
+    as a URL fails the sync."""
+    try:
+        return urljoin(url, location)
+    except ValueError as error:  # "Invalid IPv6 URL": an unclosed bracket
+        message = f"the source redirected to a URL that cannot be read: {error}"
+        raise SyncFailed(message[:300], code="sync_fetch_failed") from None
 
 
 def _guard(url: str, rules: SourceRules) -> None:
