@@ -24,6 +24,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,7 @@ def throughput(app: Any, client: TestClient, counter: Receiver, changes: int, ro
 def _post_httpx(url: str, bodies: list[str]) -> None:
     with httpx.Client() as bare:
         for body in bodies:
-            bare.post(url, content=body, headers={"content-type": "application/json"})
+            bare.post(url, content=body, headers=JSON)
 
 
 def _post_urllib3(url: str, bodies: list[str]) -> None:
@@ -195,7 +196,9 @@ BARE = {"httpx": _post_httpx, "urllib3": _post_urllib3}
 """A bare client of each library, keep-alive, posting the bodies one after another."""
 
 
-def _bare(post: Any, url: str, bodies: list[str]) -> tuple[float, float]:
+def _bare(
+    post: Callable[[str, list[str]], None], url: str, bodies: list[str]
+) -> tuple[float, float]:
     """Seconds and CPU seconds ``post`` takes to send ``bodies`` to ``url``."""
     started, cpu = time.perf_counter(), time.process_time()
     post(url, bodies)

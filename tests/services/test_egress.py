@@ -14,7 +14,7 @@ from urllib3.util import connection
 
 from audiences.errors import InvalidParameter
 from audiences.services import egress
-from audiences.services.egress import check_resolved, checked_url, pinned_client
+from audiences.services.egress import PinnedClient, check_resolved, checked_url
 from tests.api.test_syncs import FileServer, Served
 
 Resolver = Callable[..., list[Any]]
@@ -160,7 +160,7 @@ def test_a_name_rebound_between_check_and_connect_never_reaches_loopback(
     server.files["/secret"] = Served(body=b"internal")
     port = server.server.server_address[1]
     with (
-        pinned_client(allow_private=False, timeout=5) as client,
+        PinnedClient(allow_private=False, timeout=5) as client,
         pytest.raises(urllib3.exceptions.NewConnectionError, match="the test refuses"),
     ):
         client.request("GET", f"http://rebind.test:{port}/secret")
@@ -176,7 +176,7 @@ def test_a_name_that_resolves_to_loopback_as_it_connects_is_refused(
     dns.answers["inside.test"] = [["127.0.0.1"]]
     port = server.server.server_address[1]
     with (
-        pinned_client(allow_private=False, timeout=5) as client,
+        PinnedClient(allow_private=False, timeout=5) as client,
         pytest.raises(InvalidParameter) as refused,
     ):
         client.request("GET", f"http://inside.test:{port}/x")
@@ -191,7 +191,7 @@ def test_the_pinned_address_is_reached_with_the_name_as_host(
     dns.answers["files.test"] = [["127.0.0.1"]]
     server.files["/list.csv"] = Served(body=b"id\na\n")
     port = server.server.server_address[1]
-    with pinned_client(allow_private=True, timeout=5) as client:
+    with PinnedClient(allow_private=True, timeout=5) as client:
         answer = client.request("GET", f"http://files.test:{port}/list.csv")
         assert (answer.status, answer.read()) == (200, b"id\na\n")
     assert server.hosts == [f"files.test:{port}"]
@@ -206,7 +206,7 @@ def test_a_name_private_at_its_lookup_is_refused_though_it_would_turn_public(
     dns.answers["turns.test"] = [["127.0.0.1"], ["93.184.216.34"]]
     port = server.server.server_address[1]
     with (
-        pinned_client(allow_private=False, timeout=5) as client,
+        PinnedClient(allow_private=False, timeout=5) as client,
         pytest.raises(InvalidParameter) as refused,
     ):
         client.request("GET", f"http://turns.test:{port}/x")
@@ -226,7 +226,7 @@ def test_tls_to_the_pinned_address_names_and_checks_the_host(
     dns.answers["other.test"] = [["127.0.0.1"]]
     server.files["/list.csv"] = Served(body=b"id\na\n")
     port = server.server.server_address[1]
-    with pinned_client(allow_private=True, timeout=5) as client:
+    with PinnedClient(allow_private=True, timeout=5) as client:
         answers = []
         for _ in range(2):
             answer = client.request("GET", f"https://files.test:{port}/list.csv")
@@ -245,7 +245,7 @@ def test_a_private_address_in_the_url_is_refused_as_it_is_sent(server: FileServe
     port = server.server.server_address[1]
     for host in ("127.0.0.1", "[::ffff:127.0.0.1]"):
         with (
-            pinned_client(allow_private=False, timeout=5) as client,
+            PinnedClient(allow_private=False, timeout=5) as client,
             pytest.raises(InvalidParameter) as refused,
         ):
             client.request("GET", f"http://{host}:{port}/x")
@@ -266,6 +266,6 @@ def test_an_address_in_the_url_is_not_looked_up(
     monkeypatch.setattr(socket, "getaddrinfo", lookup)
     server.files["/list.csv"] = Served(body=b"id\na\n")
     port = server.server.server_address[1]
-    with pinned_client(allow_private=True, timeout=5) as client:
+    with PinnedClient(allow_private=True, timeout=5) as client:
         assert client.request("GET", f"http://127.0.0.1:{port}/list.csv").status == 200
     assert looked == ["127.0.0.1"]  # the connection's own (urllib3's connect), no other

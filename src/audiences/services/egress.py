@@ -272,11 +272,6 @@ def timed_out(error: urllib3.exceptions.HTTPError) -> bool:
     )
 
 
-def pinned_client(*, allow_private: bool, timeout: float) -> PinnedClient:
-    """A client for client-given URLs (see :class:`PinnedClient`)."""
-    return PinnedClient(allow_private=allow_private, timeout=timeout)
-
-
 @functools.cache
 def _tls() -> ssl.SSLContext:
     """One TLS context per process (building one costs more than a request on loopback):

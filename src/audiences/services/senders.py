@@ -48,7 +48,7 @@ def client(settings: Settings) -> egress.PinnedClient:
     from the environment, certificates verified for the name, and each request sent to an
     address the SSRF guard checked for it (``egress.PinnedClient``: a name re-pointed at a
     private address after its check is never reached)."""
-    return egress.pinned_client(
+    return egress.PinnedClient(
         allow_private=settings.egress_allow_private, timeout=settings.webhook_timeout_seconds
     )
 

@@ -77,7 +77,7 @@ def _download(url: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) ->
     """Stream ``url`` into ``out`` (a redirect followed only to a URL the guard allows too)."""
     deadline = time.monotonic() + rules.timeout_seconds
     try:
-        with egress.pinned_client(
+        with egress.PinnedClient(
             allow_private=rules.allow_private, timeout=rules.timeout_seconds
         ) as client:
             for _ in range(MAX_REDIRECTS + 1):
