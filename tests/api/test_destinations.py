@@ -200,3 +200,48 @@ def test_kind_never_changes_and_unknown_deliveries_are_404(tenant: Tenant) -> No
         "next_cursor": None,
         "total": 0,
     }
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-05:00"])
+def test_a_redelivery_since_a_time_outside_the_calendar_is_refused(
+    tenant: Tenant, since: str
+) -> None:
+    """A time that is before the year 1 or after 9999 once in UTC is a 422, not a 500."""
+    made = create(tenant.admin)
+    answer = tenant.admin.post(f"/v1/destinations/{made['id']}/redeliver", json={"since": since})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "validation_failed"
+
+
+@pytest.mark.parametrize("follows", ["audience", "group"])
+def test_a_destination_stays_writable_after_what_it_follows_is_deleted(
+    tenant: Tenant, follows: str
+) -> None:
+    """The deleted audience (or group) stays named and follows nothing; the destination can
+    still be renamed and turned off and on, but a new unknown reference is still refused."""
+    audience = make_audience(tenant.admin)
+    group = make_group(tenant.admin)
+    if follows == "audience":
+        subscription: dict[str, Any] = {"audience_ids": [audience["id"]]}
+        gone = f"/v1/audiences/{audience['id']}"
+    else:
+        subscription = {"group_id": group["id"]}
+        gone = f"/v1/audience-groups/{group['id']}"
+    made = create(tenant.admin, subscription=subscription)
+    assert tenant.admin.delete(gone).status_code == 204
+    path = f"/v1/destinations/{made['id']}"
+    merge = {"Content-Type": "application/merge-patch+json"}
+    for change in ('{"name": "renamed"}', '{"enabled": false}', '{"enabled": true}'):
+        answer = tenant.admin.patch(path, content=change.encode(), headers=merge)
+        assert answer.status_code == 200, answer.text
+    shown = tenant.read.get(path).json()
+    assert (shown["name"], shown["enabled"], shown["subscription"]) == (
+        "renamed",
+        True,
+        subscription,
+    )
+    other = {"audience_ids": [audience["id"], "nope"]} if follows == "audience" else None
+    other = other or {"group_id": "nope"}
+    refused = tenant.admin.put(path, json=body(name="renamed", subscription=other))
+    assert refused.status_code == 422
+    assert refused.json()["code"] == f"unknown_{follows}"

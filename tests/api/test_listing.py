@@ -155,6 +155,9 @@ def test_sparse_fields_and_include(tenant: Tenant, populated: list[dict[str, Any
         ({"kind": "quantum"}, 422, "validation_failed"),
         ({"archived": "maybe"}, 422, "validation_failed"),
         ({"updated_since": "yesterday"}, 422, "validation_failed"),
+        # Times whose instant falls outside the years 1-9999 in UTC (stored times are UTC).
+        ({"updated_since": "0001-01-01T00:00:00+14:00"}, 422, "validation_failed"),
+        ({"updated_since": "9999-12-31T23:59:59-05:00"}, 422, "validation_failed"),
     ],
 )
 def test_bad_list_parameters(

@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, Union
 
 import orjson
@@ -247,9 +247,19 @@ def _rfc3339(value: Any) -> Any:
     return value
 
 
-Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
+def _in_range(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the first year in UTC
+            raise ValueError("must be a time between the years 1 and 9999 in UTC") from None
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_in_range)]
 """A time in a query: RFC 3339 text only (pydantic alone would also take ``0.5`` as a Unix
-time)."""
+time), whose instant falls within the years 1 to 9999 in UTC (compared with stored times,
+which are UTC)."""
 
 MAX_FILTER_VALUES = 100
 """Values one filter may name (repeated and comma-separated ones together)."""

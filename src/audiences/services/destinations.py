@@ -113,7 +113,7 @@ def replace(
         return row
     if data.kind != row.kind:
         raise invalid_field("kind", "destination_kind_fixed", "a destination's kind never changes")
-    _check(session, caller, data, settings)
+    _check(session, caller, data, settings, before=row)
     turned_on = data.enabled and not row.enabled
     _assign(row, data)
     if turned_on:
@@ -338,18 +338,28 @@ def _assign(row: DestinationRow, data: DestinationWrite) -> None:
         row.format = row.mode = row.interval_seconds = None
 
 
-def _check(session: Session, caller: Caller, data: DestinationWrite, settings: Settings) -> None:
+def _check(
+    session: Session,
+    caller: Caller,
+    data: DestinationWrite,
+    settings: Settings,
+    *,
+    before: DestinationRow | None = None,
+) -> None:
     """The fields of its kind; references and targets: audiences and group of the workspace,
     declared attributes, a URL the SSRF guard allows, a target the operator allows
-    (``file_targets``)."""
+    (``file_targets``). A replaced destination (``before``) may keep naming an audience or
+    group deleted since: it follows nothing there, and the destination stays writable (it can
+    be renamed, or turned on again, without rewriting its subscription first)."""
     _fits_kind(data)
     if data.url is not None:
         egress.checked_url(data.url, allow_private=settings.egress_allow_private)
     if data.path is not None:
         file_targets.resolve(settings, data.path)
     follows = data.subscription
+    kept = set(before.audience_ids or []) if before is not None else set()
     wanted = follows.audience_ids if isinstance(follows, AudienceList) else []
-    if wanted:
+    if set(wanted) - kept:
         known = set(
             session.scalars(
                 select(AudienceRow.id).where(
@@ -357,7 +367,7 @@ def _check(session: Session, caller: Caller, data: DestinationWrite, settings: S
                 )
             )
         )
-        missing = [(i, a) for i, a in enumerate(wanted) if a not in known]
+        missing = [(i, a) for i, a in enumerate(wanted) if a not in known | kept]
         if missing:
             raise ValidationFailed(
                 f"no audience {missing[0][1]!r} in this workspace",
@@ -372,6 +382,8 @@ def _check(session: Session, caller: Caller, data: DestinationWrite, settings: S
                 ],
             )
     group = follows.group_id if isinstance(follows, GroupAudiences) else None
+    if group is not None and before is not None and group == before.group_id:
+        group = None  # kept as it was
     if group is not None and GroupRepository(session, caller.workspace_id).get(group) is None:
         raise invalid_field(
             ("subscription", "group_id"), "unknown_group", f"no audience group {group!r}"
