@@ -5,6 +5,7 @@ answers as each test scripts it; file destinations write into a temporary root."
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,11 +42,13 @@ def write(app: FastAPI, client: ApiClient, audience_id: str, action: str, ids: l
     factories.run_jobs(app, *STATIC)
 
 
-def webhook(client: ApiClient, url: str, **subscription: Any) -> dict[str, Any]:
+def webhook(
+    client: ApiClient, url: str, *, name: str = "hook", **subscription: Any
+) -> dict[str, Any]:
     """A webhook destination through the API (its secret in the answer)."""
     answer = client.post(
         "/v1/destinations",
-        json={"name": "hook", "kind": "webhook", "url": url, "subscription": subscription},
+        json={"name": name, "kind": "webhook", "url": url, "subscription": subscription},
     )
     assert answer.status_code == 201, answer.text
     return dict(answer.json())
@@ -174,15 +177,37 @@ def test_failing_past_the_schedule_disables_with_the_reason(
     write(hooks_app, hooks.admin, audience["id"], "add", ["a"])
     with receiving(lambda n, h: (500, {})) as receiver:
         made = webhook(hooks.admin, receiver.url, audience_ids=[audience["id"]])
+        # Beside it, one whose attempts have no status: nobody listens on its port.
+        refused = webhook(
+            hooks.admin, f"http://127.0.0.1:{_closed_port()}/", name="refused", all=True
+        )
 
         def disabled() -> bool:
-            return hooks.admin.get(f"/v1/destinations/{made['id']}").json()["enabled"] is False
+            return all(
+                hooks.admin.get(f"/v1/destinations/{one['id']}").json()["enabled"] is False
+                for one in (made, refused)
+            )
 
         deliver(hooks_app, disabled)
     body = hooks.admin.get(f"/v1/destinations/{made['id']}").json()
     assert len(receiver.requests) == 4  # the whole schedule: 0, 0.2, 0.2, 0.2
     assert "every attempt since" in body["disabled_reason"] and "500" in body["disabled_reason"]
     assert body["backlog"] == 1 and body["last_error"] == "the receiver answered 500"
+    # Failures with and without a status are one series (a scrape with two is refused).
+    samples = [
+        line.rsplit(" ", 1)[0]
+        for line in hooks.anonymous.get("/metrics").text.splitlines()
+        if line.startswith("audiences_destination_attempts_total{")
+    ]
+    assert 'audiences_destination_attempts_total{kind="webhook",outcome="failed"}' in samples
+    assert len(samples) == len(set(samples)), samples
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on (bound, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def members_now(client: ApiClient, audience_id: str) -> set[str]:
@@ -365,6 +390,18 @@ def test_file_destinations_write_full_lists_and_changes(hooks_app: FastAPI, hook
         rows = con.execute(f"SELECT id, change FROM read_parquet('{parquet[0]}')").fetchall()
     assert rows == [("a", "entered"), ("b", "entered")]
     assert not list((root / folder).rglob(".tmp-*"))  # every file renamed into place
+    # A file written is a delivered attempt, though it has no HTTP status.
+    logged = [
+        (d["status"], d["last_status"])
+        for one in made.values()
+        for d in hooks.admin.get(f"/v1/destinations/{one['id']}/deliveries").json()["data"]
+    ]
+    assert logged and all(status == "delivered" for status, _ in logged)
+    metrics = hooks.anonymous.get("/metrics").text
+    assert metric(
+        metrics, 'audiences_destination_attempts_total{kind="file",outcome="delivered"}'
+    ) >= len(logged)
+    assert 'audiences_destination_attempts_total{kind="file",outcome="failed"}' not in metrics
 
 
 def run_files(app: FastAPI) -> None:
