@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,13 @@ from audiences.engines.duckdb import DuckDBEngine
 from audiences.errors import Unprocessable
 from audiences.membership.cache import BitmapCache
 from audiences.schemas.attributes import AttributeType
-from audiences.schemas.syncs import SourceType, SqlSource, SyncFormat, UrlFileSource
+from audiences.schemas.syncs import (
+    PathFileSource,
+    SourceType,
+    SqlSource,
+    SyncFormat,
+    UrlFileSource,
+)
 from audiences.services import sync_sources
 from audiences.services.import_formats import Row
 from audiences.services.runtime import Runtime
@@ -223,6 +231,67 @@ def test_a_pull_tells_its_tracker_bytes_then_rows(
         assert seen[first_row - 1][3] == 1000  # counted before any row was read
     if fmt is SyncFormat.NDJSON:  # read by Python, 100 ids an engine call
         assert [r for r in dict.fromkeys(rows) if r] == list(range(100, 1001, 100))
+
+
+def test_a_source_that_trickles_its_bytes_is_stopped_at_the_deadline(
+    runtime: Runtime, server: FileServer, tmp_path: Path
+) -> None:
+    """Each part arrives well within a read's timeout, but the whole takes longer than the
+    sync may: the fetch stops at its deadline, having copied (and told its tracker, which is
+    where a job sees a cancel) what had arrived, not after the source's last byte."""
+    body = b"id\n" + b"".join(b"t-%03d\n" % n for n in range(40))
+    parts = tuple((end, 0.1) for end in range(6, len(body), 6))
+    server.files["/trickle.csv"] = Served(body=body, trickle=parts)
+    seen: list[int] = []
+    with pytest.raises(SyncFailed) as failed:
+        pull(
+            runtime,
+            workspace_id=WS,
+            source=source(server.url("/trickle.csv")),
+            rules=SourceRules(allow_private=True, timeout_seconds=0.5, work_dir=tmp_path / "w"),
+            on_row_error=lambda row: None,
+            tracker=Tracker(report=lambda t: seen.append(t.bytes_fetched), every=0.0),
+        )
+    assert failed.value.code == "sync_timeout"
+    assert 0 < max(seen) < len(body)
+
+
+def test_a_named_pipe_under_the_sync_folder_is_refused_not_waited_on(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """A pipe nobody writes to would hold the worker for ever: refused as not a file."""
+    root = tmp_path / "root"
+    (root / WS).mkdir(parents=True)
+    os.mkfifo(root / WS / "pipe.csv")
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            pull(
+                runtime,
+                workspace_id=WS,
+                source=PathFileSource(
+                    type=SourceType.FILE, path=str(root / WS / "pipe.csv"), format=SyncFormat.CSV
+                ),
+                rules=SourceRules(root=root, work_dir=tmp_path / "w").for_workspace(WS),
+                on_row_error=lambda row: None,
+            )
+        except SyncFailed as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # unblock the reader, then fail
+        with open(root / WS / "pipe.csv", "wb"):
+            pass
+        reader.join(10)
+        pytest.fail("the pull waited on the pipe")
+    [error] = outcome
+    assert isinstance(error, SyncFailed) and error.code == "sync_fetch_failed"
+    assert "not a regular file" in error.detail
 
 
 def test_a_sql_pull_tells_its_rows_at_the_end(runtime: Runtime) -> None:

@@ -9,6 +9,7 @@ raises :class:`~audiences.errors.SyncFailed` with a stable code. Reading the cop
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -95,7 +96,10 @@ def _download(url: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) ->
                         )
                     size = _check_length(response.headers.get("content-length"), rules.max_bytes)
                     tracker.fetching(size)
-                    chunks = response.stream(CHUNK_BYTES, decode_content=True)
+                    # What has arrived, as it arrives (``stream`` would wait for a whole
+                    # chunk): a source that trickles its bytes still meets the deadline, the
+                    # progress and a cancel, which are seen between reads.
+                    chunks = iter(lambda: response.read1(CHUNK_BYTES, decode_content=True), b"")
                     _save(chunks, out, rules.max_bytes, deadline, tracker)
                     return
                 finally:
@@ -154,15 +158,24 @@ def _save(
 
 
 def _copy(path: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) -> None:
+    """Copy a regular file under the sync folder. Opened without waiting (a named pipe would
+    hold the worker until something writes to it), and refused unless it is a regular file:
+    a pipe or a device has no end to read to."""
     found = allowed_path(path, rules.root)
     try:
-        with found.open("rb") as source:
-            tracker.fetching(os.fstat(source.fileno()).st_size)
-            chunks = iter(lambda: source.read(CHUNK_BYTES), b"")
-            _save(chunks, out, rules.max_bytes, float("inf"), tracker)
+        handle = os.open(found, os.O_RDONLY | os.O_NONBLOCK)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
         message = f"no readable file at {path}: {type(error).__name__}"
         raise SyncFailed(message, code="sync_fetch_failed") from None
+    with open(handle, "rb") as source:
+        facts = os.fstat(handle)
+        if not stat.S_ISREG(facts.st_mode):
+            message = f"no readable file at {path}: not a regular file"
+            raise SyncFailed(message, code="sync_fetch_failed")
+        os.set_blocking(handle, True)
+        tracker.fetching(facts.st_size)
+        chunks = iter(lambda: source.read(CHUNK_BYTES), b"")
+        _save(chunks, out, rules.max_bytes, float("inf"), tracker)
 
 
 def allowed_path(path: str, root: Path | None) -> Path:
