@@ -8,6 +8,7 @@ raises :class:`~audiences.errors.SyncFailed` with a stable code. Reading the cop
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import tempfile
@@ -99,7 +100,8 @@ def _download(url: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) ->
                     # What has arrived, as it arrives (``stream`` would wait for a whole
                     # chunk): a source that trickles its bytes still meets the deadline, the
                     # progress and a cancel, which are seen between reads.
-                    chunks = iter(lambda: response.read1(CHUNK_BYTES, decode_content=True), b"")
+                    read = functools.partial(response.read1, CHUNK_BYTES, decode_content=True)
+                    chunks = iter(read, b"")
                     _save(chunks, out, rules.max_bytes, deadline, tracker)
                     return
                 finally:
