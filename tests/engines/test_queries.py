@@ -110,7 +110,20 @@ REFUSED = [
     ("SELECT CAST(current_schema() AS INT)", "sql_function_not_allowed", None),
     ("SELECT CAST(current_catalog AS INT)", "sql_function_not_allowed", None),
     ("SELECT CAST(session_user AS INT)", "sql_function_not_allowed", None),
+    # Names the engine reads as its own values when no column has them (quoted too).
+    ("SELECT 'u1' WHERE current_schema = 'main'", "sql_function_not_allowed", "current_schema"),
+    ("SELECT 'u1' WHERE current_role IS NOT NULL", "sql_function_not_allowed", "current_role"),
+    (
+        "SELECT external_id FROM profiles WHERE \"user\" = 'duckdb'",
+        "sql_function_not_allowed",
+        None,
+    ),
 ]
+
+
+def test_an_attribute_named_as_the_engine_s_values_is_read_qualified() -> None:
+    check_select("SELECT external_id FROM profiles WHERE profiles.user = 'ann'", "duckdb")
+    check_select("SELECT p.external_id FROM profiles AS p WHERE p.current_role = 'x'", "duckdb")
 
 
 @pytest.mark.parametrize(("query", "code", "spot"), REFUSED)

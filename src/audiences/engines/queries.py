@@ -9,8 +9,9 @@ so a CTE of one subquery never admits a table of the same name elsewhere), unqua
 schema, no catalog, no table function, no file name in quotes); every function is one sqlglot
 knows as such (``lower``, ``count``, ``list_contains`` …) and none that reads files, settings
 or sequences, or one of a few engine functions known harmless (:data:`SAFE_FUNCTIONS`), and
-none that names the engine, its catalog or its user (:data:`FORBIDDEN_FUNCTIONS`); and the
-query returns exactly one column. Each problem is reported with its position and a stable
+none that names the engine, its catalog or its user (:data:`FORBIDDEN_FUNCTIONS`), nor a
+name the engine reads as one of those unless qualified (:data:`ENGINE_NAMES`); and the query
+returns exactly one column. Each problem is reported with its position and a stable
 code. Any engine implements ``select_query_pids`` with :func:`check_select` and
 :func:`point_at` in its own dialect.
 """
@@ -51,6 +52,13 @@ FORBIDDEN_FUNCTIONS: tuple[type[exp.Func], ...] = (
 """Functions sqlglot does model that read files (``read_csv``), expand to columns chosen by
 pattern (``COLUMNS(*)``, which reaches past the one column a query returns), or tell about
 the engine rather than the data (``current_database()``, ``version()``, ``current_user`` …)."""
+
+ENGINE_NAMES = frozenset(
+    {"user", "current_user", "session_user", "current_role", "current_schema", "current_catalog"}
+)
+"""Names an engine reads as its own values when no column has them, quoted or not (DuckDB:
+``SELECT "current_schema"`` is ``main``; PostgreSQL, unquoted): a query names them only
+qualified (``profiles.user``, an attribute), which is never read that way."""
 
 CTE_PREFIX = "member_query_cte_"
 """What :func:`point_at` renames every CTE to (with its number), so the engine resolves each
@@ -96,6 +104,7 @@ def _checked(text: str, dialect: str) -> exp.Query:
         problem = _at(text, "sql_not_select", said, whole)
         raise _refused([problem])
     problems = [*_writes(text, query), *_tables(text, query), *_functions(text, query)]
+    problems += _engine_names(text, query)
     problems += _columns(text, query)
     if problems:
         raise _refused(problems)
@@ -225,6 +234,19 @@ def _functions(text: str, query: exp.Query) -> list[ErrorDetail]:
         elif where is not None and text[where[1] : where[1] + 2] == "()":  # no arguments
             where = (where[0], where[1] + 2)
         problems.append(_at(text, "sql_function_not_allowed", message, where))
+    return problems
+
+
+def _engine_names(text: str, query: exp.Query) -> list[ErrorDetail]:
+    problems = []
+    for column in query.find_all(exp.Column):
+        name = column.name.lower()
+        if not column.table and name in ENGINE_NAMES:
+            message = (
+                f"{name} names the engine, not the data; "
+                f"an attribute of that name is read as profiles.{name}"
+            )
+            problems.append(_at(text, "sql_function_not_allowed", message, _span(column)))
     return problems
 
 
