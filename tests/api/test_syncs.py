@@ -453,6 +453,18 @@ def test_a_sql_source_failing_on_the_data_keeps_the_members(sync_app: FastAPI, w
     assert (state["status"], state["last_error_code"]) == ("failed", "engine_query_failed")
     assert state["last_error"] == SQL_FAILED  # never the engine's words: they can quote values
     assert members_of(ws.read, audience["id"]) == {"s1"}
+    # A column of numbers with a fraction names no profile: refused, not an empty audience.
+    patched = ws.write.patch(
+        f"/v1/audiences/{audience['id']}",
+        json={"source": {"query": "SELECT pid * 1.5 FROM profiles"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 200, patched.text
+    run_syncs(sync_app)
+    state = sync_of(ws.read, audience["id"])
+    assert (state["status"], state["last_error_code"]) == ("failed", "sync_query_invalid")
+    assert "returns a column of type" in state["last_error"]
+    assert members_of(ws.read, audience["id"]) == {"s1"}
 
 
 def test_a_push_source_takes_writes_and_imports_as_a_static_audience(

@@ -266,6 +266,25 @@ def test_a_query_that_fails_on_the_data_says_why_without_the_real_tables(
         two_workspaces.select_query_pids(WS, "SELECT external_id FROM profiles_other")
 
 
+@pytest.mark.parametrize("column", ["pid * 1.5", "updated_at"])
+def test_a_column_neither_ids_nor_pids_is_refused_not_read_as_no_one(
+    two_workspaces: ProfileEngine, column: str
+) -> None:
+    """Numbers with a fraction or times name no profile: the query is refused with
+    the type it returns (a sync records that and keeps the members), where reading them as
+    ids would have emptied the audience; text and integers are still read."""
+    engine = two_workspaces
+    engine.upsert_profiles(WS, [("typed-1", {"age": 5})])
+    with pytest.raises(Unprocessable) as refused:
+        engine.select_query_pids(WS, f"SELECT {column} FROM profiles")
+    assert refused.value.code == "sync_query_invalid"
+    assert "returns a column of type" in refused.value.detail
+    by_text = engine.select_query_pids(WS, "SELECT lower(external_id) FROM profiles")
+    by_pid = engine.select_query_pids(WS, "SELECT pid FROM profiles WHERE age = 5")
+    assert "typed-1" in engine.external_ids_for(WS, list(by_text))
+    assert engine.external_ids_for(WS, list(by_pid)) == ["typed-1"]
+
+
 def test_a_query_running_past_its_time_is_stopped(two_workspaces: ProfileEngine) -> None:
     engine = two_workspaces
     engine.upsert_profiles(WS, [(f"slow-{n}", {"age": n}) for n in range(300)])

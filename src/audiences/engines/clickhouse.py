@@ -251,9 +251,10 @@ class ClickHouseEngine:
         self, workspace_id: str, select_sql: str, *, timeout_seconds: float | None = None
     ) -> BitMap:
         """Run a member query (checked again here) on the workspace's own tables: an integer
-        column is taken as pids, any other as external ids; ids of no profile are left out.
-        ``final = 1`` makes every read of the profiles take their latest, live rows; past
-        ``timeout_seconds`` ClickHouse stops the query (``max_execution_time``)."""
+        column is taken as pids, a text one as external ids, any other refused; ids of no
+        profile are left out. ``final = 1`` makes every read of the profiles take their
+        latest, live rows; past ``timeout_seconds`` ClickHouse stops the query
+        (``max_execution_time``)."""
         query = queries.check_select(select_sql, sql.DIALECT)
         state = self._workspace(workspace_id)
         if state is None:
@@ -265,7 +266,10 @@ class ClickHouseEngine:
             settings += f", max_execution_time = {max(float(timeout_seconds), 0.001)}"
         try:
             described = self._rows(f"DESCRIBE ({pointed}) SETTINGS {settings}")
-            by_pid = sql.INTEGER.fullmatch(described[0][1]) is not None
+            kind = str(described[0][1])
+            if sql.INTEGER.fullmatch(kind) is None and sql.TEXT.fullmatch(kind) is None:
+                raise queries.wrong_column(kind)
+            by_pid = sql.INTEGER.fullmatch(kind) is not None
             return self._bitmap(sql.members_of_query(state.profiles, pointed, by_pid, settings))
         except ClickHouseError as error:
             if error.code == sql.TIMEOUT_CODE:

@@ -290,7 +290,9 @@ def encode(values: list[Any], kind: AttributeType) -> list[Any]:
 
 
 INTEGER = re.compile(r"(Nullable\()?U?Int\d+\)?")
-"""A column type a member query's result is read as pids by (any other: external ids)."""
+"""A column type a member query's result is read as pids by."""
+TEXT = re.compile(r"(LowCardinality\()?(Nullable\()?(String|FixedString\(\d+\))\)?\)?")
+"""A column type a member query's result is read as external ids by; any other is refused."""
 
 TIMEOUT_CODE = 159
 """ClickHouse's ``TIMEOUT_EXCEEDED``: a query stopped by ``max_execution_time``."""

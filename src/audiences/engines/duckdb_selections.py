@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import duckdb
 from pyroaring import BitMap
 
-from audiences.engines import conditions
+from audiences.engines import conditions, queries
 from audiences.engines import duckdb_sql as sql
 from audiences.engines.base import Params, pids_to_bitmap
 from audiences.engines.duckdb_writes import Cursor, Workspace
@@ -69,8 +69,9 @@ def members(
     timeout_seconds: float | None,
 ) -> BitMap:
     """The pids a member query (checked, and ``pointed`` at the workspace's ``tables``) names:
-    an integer column is taken as pids, any other as external ids. Past ``timeout_seconds``
-    the cursor, one of the query's own, is interrupted (DuckDB stops between vectors)."""
+    an integer column is taken as pids, a text one as external ids, any other refused. Past
+    ``timeout_seconds`` the cursor, one of the query's own, is interrupted (DuckDB stops
+    between vectors)."""
     # Defence in depth behind the checker: a name the catalog lacks is never looked up
     # among Python variables (a replacement scan; this setting holds for the cursor
     # alone). enable_external_access would stop file reads too, but it is global and
@@ -82,7 +83,10 @@ def members(
         timer.start()
     try:
         described = cur.execute(f"DESCRIBE {pointed}").fetchall()
-        by_pid = str(described[0][1]).upper() in sql.INTEGER_TYPES
+        kind = str(described[0][1]).upper()
+        if kind not in sql.INTEGER_TYPES | sql.TEXT_TYPES:
+            raise queries.wrong_column(kind)
+        by_pid = kind in sql.INTEGER_TYPES
         found = cur.execute(sql.members_of_query(state.table, pointed, by_pid))
         return pids_to_bitmap(found.fetchnumpy()["pid"])
     except duckdb.InterruptException:

@@ -258,7 +258,9 @@ INTEGER_TYPES = frozenset(
     {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT"}
     | {"UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
 )
-"""Column types a member query's result is read as pids in; any other is external ids."""
+"""Column types a member query's result is read as pids in."""
+TEXT_TYPES = frozenset({"VARCHAR"})
+"""Column types a member query's result is read as external ids in; any other is refused."""
 
 
 def members_of_query(table: str, query: str, by_pid: bool) -> str:

@@ -302,7 +302,8 @@ class PostgresEngine:
         self, workspace_id: str, select_sql: str, *, timeout_seconds: float | None = None
     ) -> BitMap:
         """Run a member query (checked again here) on the workspace's own tables, in a
-        read-only transaction: an integer column is taken as pids, any other as external ids;
+        read-only transaction: an integer column is taken as pids, a text one as external ids,
+        any other refused;
         ids of no profile are left out. Past ``timeout_seconds`` PostgreSQL cancels it
         (``statement_timeout``)."""
         query = queries.check_select(select_sql, sql.DIALECT)
@@ -319,7 +320,10 @@ class PostgresEngine:
             try:
                 with conn.transaction():
                     described = conn.execute(f"SELECT * FROM ({pointed}) AS q LIMIT 0")
-                    by_pid = (described.description or [])[0].type_code in sql.INTEGER_OIDS
+                    column = (described.description or [])[0]
+                    if column.type_code not in sql.INTEGER_OIDS | sql.TEXT_OIDS:
+                        raise queries.wrong_column(_type_name(conn, column.type_code))
+                    by_pid = column.type_code in sql.INTEGER_OIDS
                     found = sql.members_of_query(state.profiles, pointed, by_pid)
                     return selected_pids(conn, found, _last_pid(conn, state))
             except pg_errors.QueryCanceled:
@@ -745,3 +749,9 @@ def _reason(error: Exception) -> str:
 
 def _valid_pids(pids: Sequence[int]) -> list[int]:
     return [pid for pid in pids if 0 < pid <= sql.MAX_PID]
+
+
+def _type_name(conn: Connection, oid: int) -> str:
+    """A type's name as PostgreSQL writes it (``double precision``), for an error message."""
+    row = conn.execute("SELECT format_type(%s, NULL)", (oid,)).fetchone()
+    return str(row[0]) if row is not None else f"oid {oid}"

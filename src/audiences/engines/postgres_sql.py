@@ -240,8 +240,10 @@ def _unbound(detail: str) -> InvalidParameter:
 
 
 INTEGER_OIDS = frozenset({20, 21, 23})
-"""Type oids (``bigint``, ``smallint``, ``integer``) of a member query's column read as pids;
-any other is read as external ids."""
+"""Type oids (``bigint``, ``smallint``, ``integer``) of a member query's column read as pids."""
+TEXT_OIDS = frozenset({25, 1043, 1042, 19, 705})
+"""Type oids (``text``, ``varchar``, ``char``, ``name``, an untyped literal's ``unknown``) of
+a member query's column read as external ids; any other is refused."""
 
 
 def members_of_query(table: str, query: str, by_pid: bool) -> str:

@@ -26,7 +26,7 @@ from sqlglot import exp
 from sqlglot.errors import OptimizeError, ParseError, TokenError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from audiences.errors import ErrorDetail, ValidationFailed
+from audiences.errors import ErrorDetail, Unprocessable, ValidationFailed
 
 TABLES = ("profiles", "events")
 """The relations a member query may read: the workspace's own profile and event tables."""
@@ -109,6 +109,17 @@ def _checked(text: str, dialect: str) -> exp.Query:
     if problems:
         raise _refused(problems)
     return query
+
+
+def wrong_column(type_name: str) -> Unprocessable:
+    """The error for a query whose column is neither integers (pids) nor text (external ids),
+    found when it runs: read as ids, its values would name no profile and the sync would empty
+    the audience without a word."""
+    return Unprocessable(
+        f"the query returns a column of type {type_name}; it must return external ids (text) "
+        "or pids (integers): cast it",
+        code=CODE,
+    )
 
 
 def point_at(query: exp.Query, tables: Mapping[str, str], dialect: str) -> str:
