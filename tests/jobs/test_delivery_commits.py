@@ -12,8 +12,9 @@ from fastapi import FastAPI
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from audiences.services import deliveries, delivery_sends, messages
-from audiences.store.tables import DestinationMessageRow
+from audiences.services import deliveries, delivery_sends, messages, outbox
+from audiences.store.tables import DestinationMessageRow, JobRow
+from tests import factories
 from tests.factories import Tenant
 from tests.jobs.test_deliveries import deliver, static, webhook, write
 from tests.webhook_receiver import Receiver, receiving
@@ -135,3 +136,39 @@ def test_a_redelivery_goes_before_the_backlog_being_sent(hooks_app: FastAPI, hoo
     again = len(sent) - 1 - sent[::-1].index(asked[0])
     assert again < len(sent) - 1  # not after the whole backlog: before the last message
     assert sent[again + 1 :] == [one for one in sent[again + 1 :] if one not in sent[:again]]
+
+
+def test_a_destination_deleted_while_its_messages_are_sent_ends_the_run_cleanly(
+    hooks_app: FastAPI, hooks: Tenant
+) -> None:
+    """Deleted between two answers: the run stops sending, logs nothing for the messages gone
+    with it, and its job succeeds at its first attempt (no error, no retry)."""
+    audience = static(hooks.admin)
+    write(hooks_app, hooks.admin, audience["id"], "add", [f"u{n}" for n in range(400)])
+    made: dict[str, str] = {}
+    deleted: list[int] = []
+
+    def delete_on_the_second(number: int, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+        if number == 1:
+            deleted.append(hooks.admin.delete(f"/v1/destinations/{made['id']}").status_code)
+        return 204, {}
+
+    with receiving(delete_on_the_second) as receiver:
+        made.update(webhook(hooks.admin, receiver.url, audience_ids=[audience["id"]]))
+        deliver(hooks_app, lambda: bool(deleted))
+        while factories.run_jobs(hooks_app, outbox.DELIVER_HANDLER):
+            pass
+        sent = len(receiver.requests)
+    assert deleted == [204]
+    assert sent < 8  # 400 changes in messages of 50: the run stopped well before the end
+    with hooks_app.state.session_factory() as session:
+        jobs = session.scalars(
+            select(JobRow).where(
+                JobRow.workspace_id == hooks.workspace_id,
+                JobRow.handler == outbox.DELIVER_HANDLER,
+                JobRow.subject_id == made["id"],
+            )
+        ).all()
+    assert jobs and all(
+        (job.state, job.attempts, job.last_error) == ("succeeded", 1, None) for job in jobs
+    )

@@ -115,6 +115,7 @@ def _deliver_all(
     settings = context.settings
     destination_id, hold = lease.destination_id, lease.hold
     lost = False  # a renewal found the lease taken over: stop sending
+    gone = False  # the destination was deleted
     built = sent = failed = 0
     later: datetime | None = None
     mirror: file_deliveries.Mirror | None = None
@@ -156,6 +157,12 @@ def _deliver_all(
             with context.session() as session:
                 # The attempts finished since the last step are logged in this transaction:
                 # a crash before it commits sends them again (at least once).
+                found = session.get(DestinationRow, destination_id)
+                if found is None:  # deleted while the run sent: its messages went with it
+                    line.halt()
+                    gone = True
+                    break
+                row = found
                 if done:
                     deliveries.record_sent(session, done, settings=settings)
                     failures = sum(not one.outcome.ok for one in done)
@@ -163,7 +170,6 @@ def _deliver_all(
                     context.count("attempts", len(done))
                     if failures:
                         context.count("failures", failures)
-                row = session.get_one(DestinationRow, destination_id)
                 if now - renewed >= hold / 2:
                     if not lease.renew(session, now):
                         line.halt()
@@ -248,9 +254,16 @@ def _deliver_all(
             after = sends[-1].seq
     finally:
         left = line.close()
-        if left:  # attempts made while the run was stopping (a cancel, a lost lease)
+        if left and not gone:  # attempts made while the run was stopping (a cancel, a lost lease)
             with context.session() as session:
                 deliveries.record_sent(session, left, settings=settings)
+    if gone:
+        return {
+            "messages_built": built,
+            "attempts": sent,
+            "failures": failed,
+            "stopped": "the destination was deleted",
+        }
     if lost:
         return {
             "messages_built": built,
