@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from audiences.services import deliveries, delivery_sends, messages, outbox
+from audiences.jobs.delivery_line import Line
+from audiences.services import delivery_sends, messages, outbox
 from audiences.store.tables import DestinationMessageRow, JobRow
 from tests import factories
 from tests.factories import Tenant
@@ -82,21 +83,22 @@ def test_a_redelivery_asked_while_an_attempt_is_logged_sends_the_message_again(
 
     audience = static(hooks.admin)
     write(hooks_app, hooks.admin, audience["id"], "add", ["u1", "u2"])
-    original = deliveries.record_sent
+    original = Line.take
     asked: list[str] = []
 
-    def redeliver_first(
-        session: Session, sent: list[delivery_sends.Sent], *, settings: Any
-    ) -> None:
+    def redeliver_first(line: Line, **waiting: Any) -> list[delivery_sends.Sent]:
+        """The run takes the first outcome; before the step that logs it (the step's
+        transaction holds the write lock from its first statement), a client asks again."""
+        sent = original(line, **waiting)
         if not asked and sent:
             one = sent[0].send
             asked.append(one.message_id)
             path = f"/v1/destinations/{one.destination_id}/deliveries/{one.message_id}/redeliver"
             answer = hooks.admin.post(path)
             assert answer.status_code == 202, answer.text
-        original(session, sent, settings=settings)
+        return sent
 
-    monkeypatch.setattr(deliveries, "record_sent", redeliver_first)
+    monkeypatch.setattr(Line, "take", redeliver_first)
     with receiving(script) as receiver:
         made = webhook(hooks.admin, receiver.url, audience_ids=[audience["id"]])
         receiver.secrets.append(made["secret"])
