@@ -22,7 +22,7 @@ from audiences.services import outbox, static_members
 from audiences.store.tables import DestinationMessageRow, DestinationRow
 from tests import factories
 from tests.client import ApiClient
-from tests.factories import Tenant, make_audience
+from tests.factories import Tenant, make_audience, make_tenant
 from tests.webhook_receiver import receiving
 
 STATIC = (static_members.WRITE_HANDLER, static_members.IMPORT_HANDLER)
@@ -485,3 +485,39 @@ def test_a_test_message_is_sent_after_its_transaction_commits(
         f"/v1/destinations/{made['id']}/deliveries/{tested.json()['delivery']['id']}"
     ).json()
     assert logged["status"] == "delivered" and len(logged["attempt_log"]) == 1
+
+
+def test_two_file_destinations_never_share_a_folder(hooks_app: FastAPI, hooks: Tenant) -> None:
+    """Their files would be named alike and overwrite each other: a second destination on the
+    same folder (however the path is spelled, in any workspace) is refused with 409; a
+    destination keeps its own folder when it is replaced."""
+    audience = static(hooks.admin)
+    folder = f"t-{hooks.slug}/shared"
+    first = {"kind": "file", "subscription": {"audience_ids": [audience["id"]]}, "path": folder}
+    made = hooks.admin.post("/v1/destinations", json={**first, "name": "one"})
+    assert made.status_code == 201, made.text
+    with make_tenant(hooks_app) as neighbour:
+        theirs = static(neighbour.admin)
+        for client, subscription, spelled in (
+            (hooks.admin, audience, f"{folder}/"),
+            (hooks.admin, audience, f"t-{hooks.slug}/./shared"),
+            (neighbour.admin, theirs, folder),
+        ):
+            body = {**first, "path": spelled, "name": "two"}
+            body["subscription"] = {"audience_ids": [subscription["id"]]}
+            refused = client.post("/v1/destinations", json=body)
+            assert refused.status_code == 409, (spelled, refused.text)
+            assert refused.json()["code"] == "destination_path_taken"
+    elsewhere = {**first, "name": "two", "path": f"{folder}-2"}
+    other = hooks.admin.post("/v1/destinations", json=elsewhere)
+    assert other.status_code == 201, other.text
+    moved = hooks.admin.patch(
+        f"/v1/destinations/{other.json()['id']}",
+        content=f'{{"path": "{folder}"}}'.encode(),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert moved.status_code == 409 and moved.json()["code"] == "destination_path_taken"
+    kept = hooks.admin.put(
+        f"/v1/destinations/{made.json()['id']}", json={**first, "name": "renamed"}
+    )
+    assert kept.status_code == 200, kept.text

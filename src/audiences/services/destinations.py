@@ -355,7 +355,8 @@ def _check(
     if data.url is not None:
         egress.checked_url(data.url, allow_private=settings.egress_allow_private)
     if data.path is not None:
-        file_targets.resolve(settings, data.path)
+        target = file_targets.resolve(settings, data.path)
+        _check_target_free(session, target, settings, but=None if before is None else before.id)
     follows = data.subscription
     kept = set(before.audience_ids or []) if before is not None else set()
     wanted = follows.audience_ids if isinstance(follows, AudienceList) else []
@@ -397,6 +398,30 @@ def _check(
         unknown = [name for name in data.attributes if name not in declared]
         if unknown:
             raise invalid_field("attributes", "unknown_attribute", f"no attribute {unknown[0]!r}")
+
+
+def _check_target_free(
+    session: Session, target: file_targets.Target, settings: Settings, *, but: str | None
+) -> None:
+    """:class:`Conflict` (``destination_path_taken``) when another file destination, of any
+    workspace (the operator's root and buckets are shared), writes to the same folder or bucket
+    prefix: both would name their files alike (audience key, time, message number) and each
+    would overwrite the other's."""
+    others = select(DestinationRow.path).where(
+        DestinationRow.kind == "file", DestinationRow.path.is_not(None)
+    )
+    if but is not None:
+        others = others.where(DestinationRow.id != but)
+    for path in session.scalars(others):
+        try:
+            taken = file_targets.resolve(settings, path or "")
+        except ValidationFailed:  # a target the operator no longer allows writes nowhere
+            continue
+        if taken == target:
+            raise Conflict(
+                "another file destination writes to this folder; choose another path",
+                code="destination_path_taken",
+            )
 
 
 def _fits_kind(data: DestinationWrite) -> None:
