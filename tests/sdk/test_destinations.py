@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -62,3 +63,20 @@ def test_async_destinations(app: FastAPI, tenant: Tenant) -> None:
             await client.destinations.delete(made.id)
 
     asyncio.run(scenario())
+
+
+def test_a_subscription_is_replaced_whole_and_times_need_no_offset(client: Client) -> None:
+    """``update(subscription=…)`` moves between the three forms (a merge patch alone would
+    merge their keys); ``redeliver(since=…)`` takes a datetime without an offset (UTC, as
+    the command line reads it) or RFC 3339 text."""
+    audience = client.audiences.create(key="sdk-sub", name="Sub", kind="static")
+    made = client.destinations.create(
+        name="subs", kind="webhook", url=URL, subscription=subscription([audience.id])
+    )
+    everything = client.destinations.update(made.id, subscription=subscription(all_audiences=True))
+    assert everything.subscription.model_dump() == {"all": True}
+    back = client.destinations.update(made.id, subscription=subscription([audience.id]))
+    assert back.subscription.model_dump() == {"audience_ids": [audience.id]}
+    naive = datetime(2026, 1, 1, 12, 0)
+    for since in (naive, "2026-01-01T12:00:00Z", naive.replace(tzinfo=UTC)):
+        assert client.destinations.redeliver(made.id, since=since).redelivered == 0

@@ -11,6 +11,7 @@ import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -83,6 +84,14 @@ def clean(params: Mapping[str, Any]) -> dict[str, Any]:
             value = ",".join(str(item) for item in value)
         out[name] = value
     return out
+
+
+def rfc3339(value: datetime | str) -> str:
+    """A time as the API takes it: a ``datetime`` written with its offset (one without an
+    offset is taken as UTC, as the command line takes it), RFC 3339 text as given."""
+    if isinstance(value, str):
+        return value
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).isoformat()
 
 
 def model(cls: type[M]) -> Callable[[httpx.Response], M]:

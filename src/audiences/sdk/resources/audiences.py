@@ -24,6 +24,7 @@ from audiences.sdk._call import (
     nothing,
     reading,
     reading_page,
+    rfc3339,
 )
 from audiences.sdk._resource import (
     AsyncResource,
@@ -57,8 +58,8 @@ class Calls:
         id: str | list[str] | None = None,
         sort: str | None = None,
         include: str | None = None,
-        updated_since: datetime | None = None,
-        members_changed_since: datetime | None = None,
+        updated_since: datetime | str | None = None,
+        members_changed_since: datetime | str | None = None,
         fields: Fields = None,
         limit: int | None = None,
     ) -> Call[Page[Audience]]:
@@ -75,9 +76,8 @@ class Calls:
                 "id": id,
                 "sort": sort,
                 "include": include,
-                "updated_since": updated_since and updated_since.isoformat(),
-                "members_changed_since": members_changed_since
-                and members_changed_since.isoformat(),
+                "updated_since": updated_since and rfc3339(updated_since),
+                "members_changed_since": members_changed_since and rfc3339(members_changed_since),
                 "fields": fields,
                 "limit": limit,
             }

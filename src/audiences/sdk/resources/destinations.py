@@ -14,7 +14,7 @@ from audiences.schemas.destinations import (
     SecretRotated,
     TestResult,
 )
-from audiences.sdk._call import Call, clean, created, merge_patch, model, nothing
+from audiences.sdk._call import Call, clean, created, merge_patch, model, nothing, rfc3339
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -28,6 +28,10 @@ from audiences.sdk.resources._targets import Target, match_headers, precondition
 PATH = "/v1/destinations"
 Names = list[str]
 """Audience ids or attribute names (``list`` is a method name inside :class:`Calls`)."""
+
+
+SUBSCRIPTION_KEYS = ("audience_ids", "group_id", "all")
+"""The keys of a subscription's three forms; an update sends those it leaves out as null."""
 
 
 def subscription(
@@ -100,7 +104,13 @@ class Calls:
     def update(
         destination: Target, *, if_match: bool | int | str | None = None, **changes: Any
     ) -> Call[Destination]:
-        """Change some fields (merge patch): ``enabled=True`` turns it on again."""
+        """Change some fields (merge patch): ``enabled=True`` turns it on again. A new
+        ``subscription`` replaces the old one whole (a merge patch would merge its keys)."""
+        if isinstance(changes.get("subscription"), dict):
+            changes["subscription"] = {
+                **dict.fromkeys(SUBSCRIPTION_KEYS),
+                **changes["subscription"],
+            }
         tag = precondition(destination, if_match)
         return merge_patch(f"{PATH}/{target_id(destination)}", model(Destination), changes, tag)
 
@@ -143,9 +153,13 @@ class Calls:
 
     @staticmethod
     def redeliver(
-        destination: Target, *, delivery_id: str | None = None, since: datetime | None = None
+        destination: Target,
+        *,
+        delivery_id: str | None = None,
+        since: datetime | str | None = None,
     ) -> Call[Any]:
-        """Send one message again (``delivery_id``), or every one created since ``since``."""
+        """Send one message again (``delivery_id``), or every one created since ``since`` (a
+        ``datetime``, UTC when it has no offset, or RFC 3339 text)."""
         base = f"{PATH}/{target_id(destination)}"
         if delivery_id is not None:
             return Call(
@@ -153,7 +167,7 @@ class Calls:
             )
         if since is None:
             raise ValueError("give delivery_id or since")
-        body = {"since": since.isoformat()}
+        body = {"since": rfc3339(since)}
         return Call("POST", f"{base}/redeliver", model(Redelivered), json=body, safe=True)
 
 

@@ -25,7 +25,7 @@ from audiences.schemas.events import (
     EventWriteResults,
 )
 from audiences.schemas.jobs import Job
-from audiences.sdk._call import Call, clean, endpoint, model
+from audiences.sdk._call import Call, clean, endpoint, model, rfc3339
 from audiences.sdk._resource import (
     AsyncResource,
     SyncResource,
@@ -76,7 +76,7 @@ class Calls:
     ) -> Call[EventWriteResult]:
         """Store one event and return its result (201 stored, 200 a duplicate); a refused one
         raises ``Unprocessable`` (``event_invalid``), as the API answers a single event."""
-        when = timestamp.isoformat() if isinstance(timestamp, datetime) else timestamp
+        when = None if timestamp is None else rfc3339(timestamp)
         body = {"profile_id": profile_id, "event": event, "properties": dict(properties or {})}
         body |= clean({"timestamp": when, "event_id": event_id})
         return Call("POST", PATH, _one, json=body, safe=event_id is not None)

@@ -14,7 +14,7 @@ from audiences.schemas.profiles import (
     Profile,
     ProfileAudiences,
 )
-from audiences.sdk._call import Call, endpoint, model, nothing
+from audiences.sdk._call import Call, endpoint, model, nothing, rfc3339
 from audiences.sdk._resource import AsyncResource, SyncResource, sends, sends_async
 
 PATH = "/v1/profiles"
@@ -27,7 +27,7 @@ def _event(event: EvaluateEventLike) -> dict[str, Any]:
         return event.model_dump(mode="json", exclude_none=True)
     body = dict(event)
     if isinstance(body.get("timestamp"), datetime):
-        body["timestamp"] = body["timestamp"].isoformat()
+        body["timestamp"] = rfc3339(body["timestamp"])
     return body
 
 
