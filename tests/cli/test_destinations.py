@@ -106,3 +106,54 @@ def test_a_missing_bucket_and_a_refused_path_exit_as_documented(
     assert as_json(failed)["delivery"]["last_error"].startswith("s3_bucket_not_found: ")
     refused = run(s3_live, "destinations", "create", "bad", "--path", "s3://Bad_Bucket/x", code=1)
     assert "path_not_allowed" in refused.stderr, refused.stderr
+
+
+def test_options_that_contradict_are_refused_and_an_update_changes_what_is_followed(
+    s3_live: Server,
+) -> None:
+    """Two subscriptions at once, or file options for a webhook, exit 2 and create nothing;
+    ``update`` moves a destination to every audience with attributes and turns it off;
+    ``list --disabled`` finds it; an unknown id points at ``destinations list``."""
+    hook = ("destinations", "create", "cli-hook", "--url", "https://hooks.example.com/in")
+    contradicting = (
+        ("--audience", "us-pro-over-30", "--group", "g1"),
+        ("--format", "ndjson"),
+        ("--every", "60"),
+    )
+    for extra in contradicting:
+        run(s3_live, *hook, *extra, code=2)
+    assert not as_json(run(s3_live, "destinations", "list", "--q", "cli-hook", "--json"))
+    made = as_json(run(s3_live, *hook, "--audience", "us-pro-over-30", "--json"))
+    run(s3_live, "destinations", "update", made["id"], "--all-audiences", "--group", "g", code=2)
+    changed = as_json(
+        run(s3_live, "destinations", "update", made["id"], "--all-audiences", "--attribute",
+            "country", "--disable", "--json")
+    )  # fmt: skip
+    assert (changed["subscription"], changed["attributes"], changed["enabled"]) == (
+        {"all": True},
+        ["country"],
+        False,
+    )
+    off = as_json(run(s3_live, "destinations", "list", "--disabled", "--json"))
+    on = as_json(run(s3_live, "destinations", "list", "--enabled", "--json"))
+    assert made["id"] in {d["id"] for d in off} and made["id"] not in {d["id"] for d in on}
+    cleared = as_json(
+        run(s3_live, "destinations", "update", made["id"], "--no-attributes", "--json")
+    )
+    assert cleared["attributes"] == []
+    missing = run(s3_live, "destinations", "get", "no-such-destination", code=3)
+    assert "audiences destinations list" in missing.stderr, missing.stderr
+
+
+def test_one_delivery_shows_its_attempts(s3_live: Server, s3: S3Server) -> None:
+    """``destinations delivery`` shows a test file's attempt and payload."""
+    bucket = s3.make_bucket(f"cli-{uuid.uuid4().hex[:8]}")
+    made = as_json(
+        run(s3_live, "destinations", "create", "one-delivery", "--path", f"s3://{bucket}/one",
+            "--mode", "changes", "--json")
+    )  # fmt: skip
+    tested = as_json(run(s3_live, "destinations", "test", made["id"], "--json"))
+    delivery_id = tested["delivery"]["id"]
+    shown = as_json(run(s3_live, "destinations", "delivery", made["id"], delivery_id, "--json"))
+    assert shown["id"] == delivery_id and shown["status"] == "delivered"
+    assert [attempt["error"] for attempt in shown["attempt_log"]] == [None]

@@ -105,6 +105,18 @@ def fail(message: str, code: int = FAILURE, hint: str | None = None) -> NoReturn
     raise typer.Exit(code)
 
 
+def _hint(status: int, running: typer.Context | None) -> str | None:
+    """The hint for an error's status; a 404 names the list of the ``running`` command's own
+    group (``audiences destinations get`` -> ``audiences destinations list``)."""
+    group = running.parent if running is not None else None
+    if status == 404 and group is not None and group.parent is not None:
+        finding = getattr(group.command, "get_command", None)  # a group: its commands
+        if finding is not None and finding(group, "list") is not None:
+            return f"check the id or key (`audiences {group.info_name} list` shows them)"
+        return "check the id or key"
+    return HINTS.get(status)
+
+
 def exit_code(error: errors.AudiencesError) -> int:
     """The documented exit code of ``error``."""
     if error.code == "unreachable":  # the SDK's Unreachable (not imported until it is used)
@@ -113,8 +125,9 @@ def exit_code(error: errors.AudiencesError) -> int:
 
 
 @contextmanager
-def handled(client: Client | None = None) -> Iterator[None]:
-    """Turn SDK errors, unreadable files and Ctrl-C into one line and an exit code."""
+def handled(client: Client | None = None, running: typer.Context | None = None) -> Iterator[None]:
+    """Turn SDK errors, unreadable files and Ctrl-C into one line and an exit code (and a
+    hint, which for a 404 names the ``running`` command's list)."""
     # The SDK is imported by the command using it, not with the command line (start-up time).
     from audiences.sdk import ApiError, Unreachable
 
@@ -129,7 +142,7 @@ def handled(client: Client | None = None) -> Iterator[None]:
         fail(
             f"{exc.detail} ({exc.code}; request {exc.request_id})",
             exit_code(exc),
-            HINTS.get(exc.http_status),
+            _hint(exc.http_status, running),
         )
     except Unreachable as exc:
         url = client.http_client.base_url if client is not None else "the server"
@@ -151,5 +164,5 @@ def handled(client: Client | None = None) -> Iterator[None]:
 def connected(ctx: typer.Context) -> Iterator[Client]:
     """An SDK client for the command, closed at the end, its errors :func:`handled`."""
     client = remote(ctx).client()
-    with handled(client):
+    with handled(client, ctx):
         yield client

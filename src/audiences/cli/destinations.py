@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,14 +12,33 @@ from audiences.cli.listing import All, Cursor, Limit, show
 from audiences.cli.output import Json, Out, Quiet
 from audiences.cli.refs import audience_id
 
+if TYPE_CHECKING:
+    from audiences.sdk import Client
+
 app = typer.Typer(
-    help="Destinations: list, get, create, update, delete, test, deliveries, redeliver, "
-    "rotate-secret, reset.",
+    help="Destinations: list, get, create, update, delete, test, deliveries, delivery, "
+    "redeliver, rotate-secret, reset.",
     no_args_is_help=True,
 )
 COLUMNS = ("id", "name", "kind", "enabled", "backlog", "last_delivery_at", "disabled_reason")
 DELIVERY_COLUMNS = ("id", "type", "status", "changes", "attempts", "last_status", "last_error")
 DestinationId = Annotated[str, typer.Argument(help="The destination's id.")]
+FileFormat = Annotated[
+    str | None, typer.Option("--format", help="File: csv (the default), ndjson or parquet.")
+]
+Mode = Annotated[
+    str | None, typer.Option(help="File: full (every member, the default) or changes.")
+]
+Every = Annotated[int | None, typer.Option("--every", help="File: seconds between writes (3600).")]
+Audiences = Annotated[
+    list[str] | None,
+    typer.Option("--audience", help="Follow this audience (key or id); repeat it."),
+]
+Group = Annotated[str | None, typer.Option(help="Follow the audiences of this group (its id).")]
+Attributes = Annotated[
+    list[str] | None,
+    typer.Option("--attribute", help="Send this attribute with each change; repeat it."),
+]
 
 
 @app.command("list")
@@ -27,6 +46,9 @@ def list_destinations(
     ctx: typer.Context,
     q: Annotated[str | None, typer.Option(help="Search in name and description.")] = None,
     kind: Annotated[str | None, typer.Option(help="webhook or file.")] = None,
+    enabled: Annotated[
+        bool | None, typer.Option("--enabled/--disabled", help="Only those on (or off).")
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
     every: All = False,
@@ -35,7 +57,8 @@ def list_destinations(
 ) -> None:
     """List destinations."""
     with connected(ctx) as client:
-        pager = client.destinations.list(q=q, kind=kind, limit=limit).starting_at(cursor)
+        found = client.destinations.list(q=q, kind=kind, enabled=enabled, limit=limit)
+        pager = found.starting_at(cursor)
         show(Out(as_json, quiet), pager, COLUMNS, every=every)
 
 
@@ -60,18 +83,12 @@ def create_destination(
             "s3://<bucket>/<prefix> on the server's S3 service."
         ),
     ] = None,
-    file_format: Annotated[str, typer.Option("--format", help="csv, ndjson or parquet.")] = "csv",
-    mode: Annotated[str, typer.Option(help="full (every member) or changes.")] = "full",
-    every_seconds: Annotated[
-        int, typer.Option("--every", help="File: seconds between writes.")
-    ] = 3600,
-    audience: Annotated[
-        list[str] | None, typer.Option(help="Follow this audience (key or id); repeat it.")
-    ] = None,
-    group: Annotated[str | None, typer.Option(help="Follow a group's audiences.")] = None,
-    attribute: Annotated[
-        list[str] | None, typer.Option(help="Send this attribute with each change; repeat it.")
-    ] = None,
+    file_format: FileFormat = None,
+    mode: Mode = None,
+    every_seconds: Every = None,
+    audience: Audiences = None,
+    group: Group = None,
+    attribute: Attributes = None,
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -80,20 +97,21 @@ def create_destination(
     printed this once."""
     if (url is None) == (path is None):
         raise typer.BadParameter("give exactly one of --url or --path")
+    files = {"format": file_format, "mode": mode, "interval_seconds": every_seconds}
+    if url is not None and any(value is not None for value in files.values()):
+        raise typer.BadParameter("--format, --mode and --every are for a file destination")
     with connected(ctx) as client:
-        ids = [audience_id(client, ref) for ref in audience] if audience else None
-        from audiences.sdk.resources.destinations import subscription  # the SDK only when used
-
-        follows = subscription(ids, group, all_audiences=ids is None and group is None)
+        follows = _subscription(client, audience, group, every=not audience and group is None)
+        assert follows is not None  # every audience when no other is named
         options: dict[str, Any] = (
             {"kind": "webhook", "url": url}
             if url is not None
             else {
                 "kind": "file",
                 "path": path,
-                "format": file_format,
-                "mode": mode,
-                "interval_seconds": every_seconds,
+                "format": file_format or "csv",
+                "mode": mode or "full",
+                "interval_seconds": every_seconds or 3600,
             }
         )
         made = client.destinations.create(
@@ -102,12 +120,40 @@ def create_destination(
         Out(as_json, quiet).one(made)
 
 
+def _subscription(
+    client: Client, audiences: list[str] | None, group: str | None, *, every: bool
+) -> dict[str, Any] | None:
+    """The subscription the options name: audiences (by key or id), a group, or ``every``
+    audience; None when they name none. Two of them at once are refused."""
+    if sum([bool(audiences), group is not None, every]) > 1:
+        raise typer.BadParameter("give one of --audience (repeated), --group or --all-audiences")
+    from audiences.sdk.resources.destinations import subscription  # the SDK only when used
+
+    if audiences:
+        return subscription([audience_id(client, ref) for ref in audiences])
+    if group is not None:
+        return subscription(group=group)
+    return subscription(all_audiences=True) if every else None
+
+
 @app.command("update")
 def update_destination(
     ctx: typer.Context,
     destination_id: DestinationId,
     name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    description: Annotated[str | None, typer.Option(help="A new description.")] = None,
     url: Annotated[str | None, typer.Option(help="A new webhook URL.")] = None,
+    path: Annotated[str | None, typer.Option(help="A file destination's new path.")] = None,
+    file_format: FileFormat = None,
+    mode: Mode = None,
+    every_seconds: Every = None,
+    audience: Audiences = None,
+    group: Group = None,
+    every: Annotated[bool, typer.Option("--all-audiences", help="Follow every audience.")] = False,
+    attribute: Attributes = None,
+    no_attributes: Annotated[
+        bool, typer.Option("--no-attributes", help="Send no attributes.")
+    ] = False,
     enable: Annotated[
         bool | None,
         typer.Option("--enable/--disable", help="Turn it on (sends what waited) or off."),
@@ -116,15 +162,29 @@ def update_destination(
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Rename, re-point or turn a destination on or off."""
-    changes: dict[str, Any] = {
-        key: value
-        for key, value in (("name", name), ("url", url), ("enabled", enable))
-        if value is not None
+    """Change what is given: its name, description, URL or path and file options, what it
+    follows (--audience repeated, --group or --all), the attributes it sends (--attribute
+    repeated, or --no-attributes), or turn it on or off."""
+    if attribute and no_attributes:
+        raise typer.BadParameter("give --attribute or --no-attributes, not both")
+    given = {
+        "name": name,
+        "description": description,
+        "url": url,
+        "path": path,
+        "format": file_format,
+        "mode": mode,
+        "interval_seconds": every_seconds,
+        "attributes": [] if no_attributes else attribute,
+        "enabled": enable,
     }
-    if not changes:
-        raise typer.BadParameter("nothing to change: give --name, --url or --enable/--disable")
+    changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     with connected(ctx) as client:
+        follows = _subscription(client, audience, group, every=every)
+        if follows is not None:
+            changes["subscription"] = follows
+        if not changes:
+            raise typer.BadParameter("nothing to change: see --help for what can be")
         Out(as_json, quiet).one(
             client.destinations.update(destination_id, if_match=if_match, **changes)
         )
@@ -173,6 +233,19 @@ def list_deliveries(
     with connected(ctx) as client:
         pager = client.destinations.deliveries(destination_id, status=status, limit=limit)
         show(Out(as_json, quiet), pager.starting_at(cursor), DELIVERY_COLUMNS, every=every)
+
+
+@app.command("delivery")
+def show_delivery(
+    ctx: typer.Context,
+    destination_id: DestinationId,
+    delivery_id: Annotated[str, typer.Argument(help="The delivery's id (its webhook-id).")],
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """One delivery: its status, every attempt (status, time, error) and its payload."""
+    with connected(ctx) as client:
+        Out(as_json, quiet).one(client.destinations.delivery(destination_id, delivery_id))
 
 
 @app.command("redeliver")
