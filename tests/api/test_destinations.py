@@ -114,6 +114,26 @@ def test_subscriptions_to_audiences_a_group_or_all(tenant: Tenant) -> None:
     assert taken.status_code == 409 and taken.json()["code"] == "duplicate_name"
 
 
+def test_an_audience_or_attribute_named_twice_counts_once(tenant: Tenant) -> None:
+    """Repeated ids and attributes are kept once, in the order first given, also when a JSON
+    Patch appends one already there."""
+    first, second = make_audience(tenant.admin), make_audience(tenant.admin)
+    tenant.admin.put("/v1/attributes/country", json={"type": "string"})
+    twice = [first["id"], second["id"], first["id"]]
+    made = create(
+        tenant.admin, subscription={"audience_ids": twice}, attributes=["country", "country"]
+    )
+    assert made["subscription"] == {"audience_ids": [first["id"], second["id"]]}
+    assert made["attributes"] == ["country"]
+    appended = tenant.admin.patch(
+        f"/v1/destinations/{made['id']}",
+        json=[{"op": "add", "path": "/subscription/audience_ids/-", "value": second["id"]}],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert appended.status_code == 200, appended.text
+    assert appended.json()["subscription"] == {"audience_ids": [first["id"], second["id"]]}
+
+
 def test_another_workspace_sees_nothing(tenant: Tenant, other_tenant: Tenant) -> None:
     """Another workspace's destination answers 404, and reads lists none."""
     made = create(tenant.admin)
@@ -141,6 +161,8 @@ def test_reading_keys_cannot_write(tenant: Tenant) -> None:
         ({"url": "https://user:pw@hooks.example.com/"}, 400, "url_not_allowed"),
         ({"url": f"https://{'h' * 64}.example.com/"}, 400, "url_not_allowed"),
         ({"url": "https://bad..example.com/"}, 400, "url_not_allowed"),
+        ({"url": "https://exa mple.com/"}, 400, "url_not_allowed"),
+        ({"url": "http://%31%32%37.0.0.1/"}, 400, "url_not_allowed"),
         ({"subscription": {"audience_ids": ["nope"]}}, 422, "unknown_audience"),
         ({"subscription": {"group_id": "nope"}}, 422, "unknown_group"),
         ({"subscription": {"all": True, "group_id": "g"}}, 422, "validation_failed"),

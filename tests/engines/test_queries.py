@@ -110,6 +110,8 @@ REFUSED = [
     ("SELECT CAST(current_schema() AS INT)", "sql_function_not_allowed", None),
     ("SELECT CAST(current_catalog AS INT)", "sql_function_not_allowed", None),
     ("SELECT CAST(session_user AS INT)", "sql_function_not_allowed", None),
+    ("   ", "sql_not_select", None),
+    ("-- only a comment", "sql_not_select", None),
     # Names the engine reads as its own values when no column has them (quoted too).
     ("SELECT 'u1' WHERE current_schema = 'main'", "sql_function_not_allowed", "current_schema"),
     ("SELECT 'u1' WHERE current_role IS NOT NULL", "sql_function_not_allowed", "current_role"),

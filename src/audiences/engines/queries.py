@@ -91,6 +91,8 @@ def _checked(text: str, dialect: str) -> exp.Query:
         statements = [s for s in sqlglot.parse(text, read=dialect) if s is not None]
     except (ParseError, TokenError) as error:
         raise _refused([_syntax(text, error)]) from None
+    if not statements:
+        raise _refused([_at(text, "sql_not_select", "the query is empty; write one SELECT", None)])
     if len(statements) != 1:
         where = _span(statements[1]) if len(statements) > 1 else None
         problem = _at(text, "sql_multiple_statements", "one SELECT statement only", where)

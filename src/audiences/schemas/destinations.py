@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from audiences.schemas.common import (
     ID_PATTERN,
@@ -29,10 +29,19 @@ MAX_SUBSCRIBED = 100
 MIN_FILE_INTERVAL = 60
 
 
+def _once(values: list[str]) -> list[str]:
+    """Each value once, in the order first given (a repeated id or attribute counts once)."""
+    return list(dict.fromkeys(values))
+
+
 class AudienceList(InputModel):
     """Follow these audiences."""
 
-    audience_ids: list[AudienceRef] = Field(min_length=1, max_length=MAX_SUBSCRIBED)
+    audience_ids: Annotated[
+        list[AudienceRef],
+        Field(min_length=1, max_length=MAX_SUBSCRIBED),
+        AfterValidator(_once),
+    ]
 
 
 class GroupAudiences(InputModel):
@@ -61,10 +70,11 @@ class DestinationWrite(InputModel):
     description: str | None = Field(default=None, max_length=5000)
     kind: DestinationKind
     subscription: Subscription
-    attributes: list[AttributeRef] = Field(
+    attributes: Annotated[list[AttributeRef], AfterValidator(_once)] = Field(
         default_factory=list,
         max_length=50,
-        description="Profile attributes sent with each change (besides the external id).",
+        description="Profile attributes sent with each change (besides the external id); "
+        "one named twice is sent once.",
     )
     enabled: bool = Field(
         default=True,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ SCHEMES = frozenset({"http", "https"})
 MAX_URL_LENGTH = 2048
 MAX_LABEL_LENGTH = 63
 """The longest label of a host name (RFC 1035 2.3.4), after IDNA encoding."""
+HOST_NAME = re.compile(r"[A-Za-z0-9._-]+")
+"""What a host name may hold once IDNA-encoded: anything else (a space, a ``%`` escape) names
+no host the resolver can look up."""
 MAX_NAME_LENGTH = 253
 """The longest host name in text, without a final dot (255 octets on the wire)."""
 
@@ -61,7 +65,7 @@ def checked_url(url: str, *, allow_private: bool, resolve: bool = False) -> str:
     if parts.scheme not in SCHEMES:
         raise _refused("A URL must start with http:// or https://.")
     if parts.username or parts.password:
-        raise _refused("A URL may not carry a user name or password; use a signing secret.")
+        raise _refused("A URL may not carry a user name or password.")
     if not parts.hostname:
         raise _refused("The URL names no host.")
     # The host as the HTTP client will send to it (IDNA-encoded, ideographic full stops read
@@ -94,6 +98,11 @@ def _check_name(url: str) -> str:
     if _address(raw) is not None:
         return raw
     name = raw.removesuffix(".")  # a fully qualified name's final dot
+    if not HOST_NAME.fullmatch(name):  # "exa mple.com" reaches here as "exa%20mple.com"
+        raise _refused(
+            "A host name holds letters, digits, hyphens, underscores and dots only "
+            "(a non-ASCII name as IDNA encodes it)."
+        )
     if len(name) > MAX_NAME_LENGTH:
         raise _refused(f"A host name is at most {MAX_NAME_LENGTH} characters (encoded).")
     if any(not 0 < len(label) <= MAX_LABEL_LENGTH for label in name.split(".")):
