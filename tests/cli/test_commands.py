@@ -133,6 +133,12 @@ def test_external_audience_create_and_sync(cli: Run) -> None:
     cli("audiences", "sync", "crm-vip", code=4)  # the demo's pushed list is not synced
     cli("audiences", "create", unique("x"), "--name", "X", "--kind", "external",
         "--source", '{"type": "sql", "query": "DROP TABLE profiles"}', code=1)  # fmt: skip
+    # --source replaces the source whole: its type may change (a merge patch of the stored
+    # SQL source would have kept its query beside the push source's fields).
+    pushed = json.dumps({"type": "push", "name": "crm"})
+    moved = as_json(cli("audiences", "update", key, "--source", pushed, "--json"))
+    assert moved["source"] == {"type": "push", "name": "crm", "external_id": None}
+    cli("audiences", "update", key, "--source", "[1]", code=2)
 
 
 def test_evaluate_with_events_from_a_file_or_stdin(cli: Run, tmp_path: Path) -> None:

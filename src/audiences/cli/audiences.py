@@ -109,6 +109,10 @@ def update_audience(
     archived: Annotated[
         bool | None, typer.Option("--archived/--unarchived", help="Archive or restore it.")
     ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="An external audience's new source, whole, as a JSON object."),
+    ] = None,
     set_json: Annotated[
         str | None, typer.Option("--set", help="More fields as a JSON object (merge patch).")
     ] = None,
@@ -119,7 +123,8 @@ def update_audience(
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Change some fields of an audience (a merge patch)."""
+    """Change some fields of an audience (a merge patch); ``--source`` replaces an external
+    audience's source whole, so it may change its type."""
     changes: dict[str, Any] = {
         "name": name,
         "rule": rule,
@@ -129,10 +134,19 @@ def update_audience(
     }
     patch = {key: value for key, value in changes.items() if value is not None}
     patch.update(_json_option(set_json, "--set") or {})
-    if not patch:
-        raise typer.BadParameter("nothing to change: give --name, --rule, … or --set")
+    replacing = _json_option(source, "--source")
+    if replacing is not None and not isinstance(replacing, dict):
+        raise typer.BadParameter("a JSON object", param_hint="--source")
+    if not patch and replacing is None:
+        raise typer.BadParameter("nothing to change: give --name, --rule, --source, … or --set")
     with connected(ctx) as client:
-        updated = client.audiences.update(audience_id(client, ref), if_match=if_match, **patch)
+        target = audience_id(client, ref)
+        if replacing is not None:
+            # A merge patch merges into the stored source: the fields the new one leaves
+            # out are sent as null, so the source stored is the one given.
+            stored = client.audiences.get(target).model_dump(mode="json").get("source") or {}
+            patch["source"] = {**dict.fromkeys(stored), **replacing}
+        updated = client.audiences.update(target, if_match=if_match, **patch)
         Out(as_json, quiet).one(updated, FIELDS)
 
 
