@@ -201,6 +201,12 @@ def test_failing_past_the_schedule_disables_with_the_reason(
     ]
     assert 'audiences_destination_attempts_total{kind="webhook",outcome="failed"}' in samples
     assert len(samples) == len(set(samples)), samples
+    # A counter never goes down: deleting the destinations (and their log) keeps the count.
+    failed = 'audiences_destination_attempts_total{kind="webhook",outcome="failed"}'
+    before = metric(hooks.anonymous.get("/metrics").text, failed)
+    for one in (made, refused):
+        assert hooks.admin.delete(f"/v1/destinations/{one['id']}").status_code == 204
+    assert metric(hooks.anonymous.get("/metrics").text, failed) == before
 
 
 def _closed_port() -> int:

@@ -15,7 +15,15 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, insert, inspect, select
 
 from audiences.store.migrate import alembic_config, migrate
-from audiences.store.tables import AudienceRow, Base, WorkspaceRow
+from audiences.store.tables import (
+    AudienceRow,
+    Base,
+    DeliveryAttemptTotalRow,
+    DestinationAttemptRow,
+    DestinationMessageRow,
+    DestinationRow,
+    WorkspaceRow,
+)
 from tests.databases import fresh_database
 
 
@@ -160,3 +168,51 @@ def test_external_sources_saved_before_types_become_push_sources(tmp_path: Path)
 
 RICH = {"name": "crm", "external_id": "list-9", "type": "salesforce", "segment": "vip"}
 """A source saved before types with more than a label: its own ``type``, another key."""
+
+
+def test_attempt_totals_start_from_the_attempts_logged(tmp_path: Path) -> None:
+    """0018 counts the attempts already in the delivery log, by destination kind and whether
+    each delivered (no error), so the counter goes on from there."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = alembic_config()
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0017")
+            connection.execute(insert(WorkspaceRow.__table__).values(id="w", slug="w", name="w"))
+            for ident, kind in (("hook", "webhook"), ("files", "file")):
+                connection.execute(
+                    insert(DestinationRow.__table__).values(
+                        id=ident, workspace_id="w", name=ident, kind=kind, all_audiences=True
+                    )
+                )
+                connection.execute(
+                    insert(DestinationMessageRow.__table__).values(
+                        id=f"msg_{ident}", workspace_id="w", destination_id=ident, seq=1,
+                        type="t", changes=0, status="pending", attempts=0,
+                    )
+                )  # fmt: skip
+            attempts = [("hook", None), ("hook", "timed out"), ("hook", None), ("files", None)]
+            for ident, error in attempts:
+                connection.execute(
+                    insert(DestinationAttemptRow.__table__).values(
+                        message_id=f"msg_{ident}", destination_id=ident, error=error
+                    )
+                )
+            command.upgrade(config, "0018")
+            totals = set(
+                connection.execute(
+                    select(
+                        DeliveryAttemptTotalRow.kind,
+                        DeliveryAttemptTotalRow.outcome,
+                        DeliveryAttemptTotalRow.count,
+                    )
+                )
+            )
+            command.downgrade(config, "0017")
+            left = inspect(connection).has_table("delivery_attempt_totals")
+    finally:
+        engine.dispose()
+    counted = {("webhook", "delivered", 2), ("webhook", "failed", 1), ("file", "delivered", 1)}
+    assert totals == counted
+    assert not left

@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audiences.kit.clock import utcnow
-from audiences.services import syncs
+from audiences.services import attempt_totals, syncs
 from audiences.store.tables import (
-    DestinationAttemptRow,
     DestinationMessageRow,
     DestinationRow,
     JobRow,
@@ -167,18 +166,10 @@ class _DeliveryCollector(Collector):
             "hour, by quantile (0.5, 0.99, 1 for the maximum).",
             labels=["quantile"],
         )
-        # Delivered: an attempt that logged no error (a 2xx answer, or files written: those
-        # have no status); never NULL, so each kind has one series an outcome.
-        ok = DestinationAttemptRow.error.is_(None)
         with self.session_factory() as session:
-            counted = session.execute(
-                select(DestinationRow.kind, ok, func.count())
-                .select_from(DestinationAttemptRow)
-                .join(DestinationRow, DestinationRow.id == DestinationAttemptRow.destination_id)
-                .group_by(DestinationRow.kind, ok)
-            )
-            for kind, delivered, count in counted:
-                attempts.add_metric([kind, "delivered" if delivered else "failed"], count)
+            # Counted as attempts are logged (never down, as the log's rows are deleted).
+            for kind, outcome, count in attempt_totals.totals(session):
+                attempts.add_metric([kind, outcome], count)
             pending = session.execute(
                 select(DestinationRow.kind, func.count())
                 .select_from(DestinationMessageRow)

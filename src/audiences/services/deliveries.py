@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from audiences.config import Settings
 from audiences.kit.clock import utcnow
 from audiences.schemas.jobs import JobState
-from audiences.services import destinations, file_deliveries, outbox, senders
+from audiences.services import attempt_totals, destinations, file_deliveries, outbox, senders
 from audiences.services.delivery_sends import Sent, head
 from audiences.store.tables import (
     DestinationAttemptRow,
@@ -60,12 +60,19 @@ def record(
             response=outcome.response,
         )
     )
+    row = session.get_one(DestinationRow, message.destination_id)
+    attempt_totals.add(
+        session,
+        destination_id=row.id,
+        kind=row.kind,
+        delivered=int(outcome.ok),
+        failed=int(not outcome.ok),
+    )
     if started_at is not None and message.next_attempt_at > started_at:
         return message
     message.attempts += 1
     message.last_status, message.last_error = outcome.status, outcome.error
     message.last_response_ms = outcome.response_ms
-    row = session.get_one(DestinationRow, message.destination_id)
     if outcome.ok:
         message.status, message.delivered_at = "delivered", now
         _touch(session, row.id, last_delivery_at=now, last_error=None)
@@ -142,6 +149,13 @@ def record_sent(session: Session, sent: list[Sent], *, settings: Settings) -> No
             ],
         )
         last = delivered[-1]
+        attempt_totals.add(
+            session,
+            destination_id=last.send.destination_id,
+            kind=last.send.kind,
+            delivered=len(delivered),
+            failed=0,
+        )
         _touch(
             session, last.send.destination_id, last_delivery_at=last.finished_at, last_error=None
         )

@@ -17,7 +17,14 @@ from audiences.errors import Conflict, NotFound
 from audiences.kit.clock import utcnow
 from audiences.schemas.common import ListQuery, PageResult
 from audiences.schemas.destinations import Delivery, DeliveryAttempt
-from audiences.services import destinations, file_deliveries, messages, outbox, senders
+from audiences.services import (
+    attempt_totals,
+    destinations,
+    file_deliveries,
+    messages,
+    outbox,
+    senders,
+)
 from audiences.services.callers import Caller
 from audiences.services.delivery_sends import Send, prepare, send
 from audiences.store.repositories.destinations import DeliveryRepository
@@ -145,6 +152,13 @@ def record_test(
             error=outcome.error,
             response=outcome.response,
         )
+    )
+    attempt_totals.add(
+        session,
+        destination_id=testing.destination_id,
+        kind=testing.send.kind,
+        delivered=int(outcome.ok),
+        failed=int(not outcome.ok),
     )
     message.attempts = 1
     message.status = "delivered" if outcome.ok else "failed"

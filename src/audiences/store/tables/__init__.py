@@ -5,6 +5,7 @@ from audiences.store.tables.attributes import AttributeRow
 from audiences.store.tables.audiences import AudienceLabelRow, AudienceRow
 from audiences.store.tables.base import Base
 from audiences.store.tables.destinations import (
+    DeliveryAttemptTotalRow,
     DestinationAttemptRow,
     DestinationCursorRow,
     DestinationMessageBodyRow,
@@ -34,6 +35,7 @@ __all__ = [
     "AudienceRow",
     "AudienceSyncRow",
     "Base",
+    "DeliveryAttemptTotalRow",
     "DestinationAttemptRow",
     "DestinationCursorRow",
     "DestinationMessageBodyRow",
