@@ -619,6 +619,11 @@ def test_scheduled_syncs_are_queued_when_due_and_counted_in_metrics(
     failures = _metric(metrics, "audiences_sync_failures_total")
     assert attempts >= 2 and failures >= 1
     assert 'audiences_syncs{status="failed"}' in metrics
+    # Counters never go down: deleting the audience (and its sync state) keeps them.
+    assert ws.write.delete(f"/v1/audiences/{audience['id']}").status_code == 204
+    after = ws.read.get("/metrics").text
+    assert _metric(after, "audiences_sync_attempts_total") >= attempts
+    assert _metric(after, "audiences_sync_failures_total") >= failures
 
 
 def _metric(text: str, name: str) -> float:

@@ -16,9 +16,10 @@ from sqlalchemy import Connection, create_engine, insert, inspect, select
 
 from audiences.store.migrate import alembic_config, migrate
 from audiences.store.tables import (
+    AttemptTotalRow,
     AudienceRow,
+    AudienceSyncRow,
     Base,
-    DeliveryAttemptTotalRow,
     DestinationAttemptRow,
     DestinationMessageRow,
     DestinationRow,
@@ -172,7 +173,8 @@ RICH = {"name": "crm", "external_id": "list-9", "type": "salesforce", "segment":
 
 def test_attempt_totals_start_from_the_attempts_logged(tmp_path: Path) -> None:
     """0018 counts the attempts already in the delivery log, by destination kind and whether
-    each delivered (no error), so the counter goes on from there."""
+    each delivered (no error), and the syncs the audiences' sync states count, so the
+    counters go on from there."""
     engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     config = alembic_config()
     try:
@@ -199,20 +201,38 @@ def test_attempt_totals_start_from_the_attempts_logged(tmp_path: Path) -> None:
                         message_id=f"msg_{ident}", destination_id=ident, error=error
                     )
                 )
+            for ident, attempts, failures in (("a1", 4, 1), ("a2", 1, 1)):
+                connection.execute(
+                    insert(AudienceRow.__table__).values(
+                        id=ident, workspace_id="w", key=ident, name="n", kind="external"
+                    )
+                )
+                connection.execute(
+                    insert(AudienceSyncRow.__table__).values(
+                        audience_id=ident, workspace_id="w", status="synced",
+                        attempts=attempts, failures=failures,
+                    )
+                )  # fmt: skip
             command.upgrade(config, "0018")
             totals = set(
                 connection.execute(
                     select(
-                        DeliveryAttemptTotalRow.kind,
-                        DeliveryAttemptTotalRow.outcome,
-                        DeliveryAttemptTotalRow.count,
+                        AttemptTotalRow.subject,
+                        AttemptTotalRow.kind,
+                        AttemptTotalRow.outcome,
+                        AttemptTotalRow.count,
                     )
                 )
             )
             command.downgrade(config, "0017")
-            left = inspect(connection).has_table("delivery_attempt_totals")
+            left = inspect(connection).has_table("attempt_totals")
     finally:
         engine.dispose()
-    counted = {("webhook", "delivered", 2), ("webhook", "failed", 1), ("file", "delivered", 1)}
-    assert totals == counted
+    assert totals == {
+        ("delivery", "webhook", "delivered", 2),
+        ("delivery", "webhook", "failed", 1),
+        ("delivery", "file", "delivered", 1),
+        ("sync", "", "synced", 3),
+        ("sync", "", "failed", 2),
+    }
     assert not left

@@ -168,7 +168,9 @@ class _DeliveryCollector(Collector):
         )
         with self.session_factory() as session:
             # Counted as attempts are logged (never down, as the log's rows are deleted).
-            for kind, outcome, count in attempt_totals.totals(session):
+            for (kind, outcome), count in attempt_totals.totals(
+                session, attempt_totals.DELIVERY
+            ).items():
                 attempts.add_metric([kind, outcome], count)
             pending = session.execute(
                 select(DestinationRow.kind, func.count())

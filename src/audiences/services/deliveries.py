@@ -61,12 +61,9 @@ def record(
         )
     )
     row = session.get_one(DestinationRow, message.destination_id)
+    outcome_name = "delivered" if outcome.ok else "failed"
     attempt_totals.add(
-        session,
-        destination_id=row.id,
-        kind=row.kind,
-        delivered=int(outcome.ok),
-        failed=int(not outcome.ok),
+        session, subject=attempt_totals.DELIVERY, of=row.id, kind=row.kind, counts={outcome_name: 1}
     )
     if started_at is not None and message.next_attempt_at > started_at:
         return message
@@ -151,10 +148,10 @@ def record_sent(session: Session, sent: list[Sent], *, settings: Settings) -> No
         last = delivered[-1]
         attempt_totals.add(
             session,
-            destination_id=last.send.destination_id,
+            subject=attempt_totals.DELIVERY,
+            of=last.send.destination_id,
             kind=last.send.kind,
-            delivered=len(delivered),
-            failed=0,
+            counts={"delivered": len(delivered)},
         )
         _touch(
             session, last.send.destination_id, last_delivery_at=last.finished_at, last_error=None

@@ -155,10 +155,10 @@ def record_test(
     )
     attempt_totals.add(
         session,
-        destination_id=testing.destination_id,
+        subject=attempt_totals.DELIVERY,
+        of=testing.destination_id,
         kind=testing.send.kind,
-        delivered=int(outcome.ok),
-        failed=int(not outcome.ok),
+        counts={"delivered" if outcome.ok else "failed": 1},
     )
     message.attempts = 1
     message.status = "delivered" if outcome.ok else "failed"

@@ -34,7 +34,7 @@ from audiences.schemas.syncs import (
     SyncStatus,
     push_source,
 )
-from audiences.services import freshness, lifecycle, memberships, run_history
+from audiences.services import attempt_totals, freshness, lifecycle, memberships, run_history
 from audiences.services.callers import Caller
 from audiences.store.repositories.audiences import AudienceRepository
 from audiences.store.tables import AudienceRow, AudienceSyncRow, JobRow, MembershipRow, RunRow
@@ -229,6 +229,8 @@ def _finish(
     row.status = (SyncStatus.SYNCED if error is None else SyncStatus.FAILED).value
     row.job_id, row.last_run_id, row.last_attempt_at = job_id, run.id, run.finished_at
     row.attempts += 1
+    counted = "synced" if error is None else "failed"
+    attempt_totals.add(session, subject=attempt_totals.SYNC, of=audience.id, counts={counted: 1})
     if error is None:
         row.last_synced_at, row.last_error, row.last_error_code = run.finished_at, None, None
     else:
@@ -344,12 +346,8 @@ def totals(session: Session) -> tuple[int, int, dict[str, int]]:
     """Every sync attempted and failed so far, and the external audiences by sync status
     (the metrics), a sync whose job ended without recording it counted ``failed`` as the API
     shows it."""
-    attempts, failures = session.execute(
-        select(
-            func.coalesce(func.sum(AudienceSyncRow.attempts), 0),
-            func.coalesce(func.sum(AudienceSyncRow.failures), 0),
-        )
-    ).one()
+    made = attempt_totals.totals(session, attempt_totals.SYNC)
+    attempts, failures = sum(made.values()), made.get(("", "failed"), 0)
     dead = AudienceSyncRow.status == SyncStatus.SYNCING.value
     status = case(
         (dead & JobRow.state.in_(ENDED_WITHOUT_RECORD), SyncStatus.FAILED.value),

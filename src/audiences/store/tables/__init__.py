@@ -1,11 +1,11 @@
 """ORM tables, one class per file, each ending in ``Row``; ``Base.metadata`` is the schema."""
 
 from audiences.store.tables.api_keys import ApiKeyRow
+from audiences.store.tables.attempt_totals import AttemptTotalRow
 from audiences.store.tables.attributes import AttributeRow
 from audiences.store.tables.audiences import AudienceLabelRow, AudienceRow
 from audiences.store.tables.base import Base
 from audiences.store.tables.destinations import (
-    DeliveryAttemptTotalRow,
     DestinationAttemptRow,
     DestinationCursorRow,
     DestinationMessageBodyRow,
@@ -29,13 +29,13 @@ from audiences.store.tables.workspaces import WorkspaceRow
 
 __all__ = [
     "ApiKeyRow",
+    "AttemptTotalRow",
     "AttributeRow",
     "AudienceGroupRow",
     "AudienceLabelRow",
     "AudienceRow",
     "AudienceSyncRow",
     "Base",
-    "DeliveryAttemptTotalRow",
     "DestinationAttemptRow",
     "DestinationCursorRow",
     "DestinationMessageBodyRow",

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -153,18 +152,3 @@ class DestinationAttemptRow(IdMixin, Base):
     response_ms: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     response: Mapped[str | None] = mapped_column(Text)
-
-
-class DeliveryAttemptTotalRow(Base):
-    """Delivery attempts made so far, by destination kind and outcome, spread over a few
-    ``shard`` rows (a destination always counts in the same one) so runs of different
-    destinations rarely wait for each other's row lock. Counted as attempts are logged and
-    never decreased: the delivery log's own rows go with retention and with their destination,
-    and a Prometheus counter must not go down."""
-
-    __tablename__ = "delivery_attempt_totals"
-
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
-    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
-    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
-    count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -17,7 +17,8 @@ class AudienceSyncRow(Base):
     ``status`` is how the latest sync stands as its writers left it: ``syncing`` from the moment
     its job is queued, ``synced`` or ``failed`` when it ends. A job that dies for good without
     ending it (its attempts spent) leaves ``syncing``; readers then report it failed, from the
-    job (``services/syncs.state``). ``attempts`` and ``failures`` only grow (the metrics).
+    job (``services/syncs.state``). ``attempts`` and ``failures`` only grow (the metrics count
+    in ``attempt_totals``, which outlive the audience).
     """
 
     __tablename__ = "audience_syncs"
