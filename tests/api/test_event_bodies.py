@@ -139,6 +139,20 @@ def test_a_plain_timestamp_reads_as_the_models_read_it(text: str) -> None:
     assert _read({"events": [{"profile_id": "u1", "event": "e", "timestamp": text}] * 2})
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00:00+14:00",  # before the year 1 in UTC: refused
+        "9999-12-31T23:59:59-05:00",  # after 9999 in UTC: refused
+        "0001-01-02T00:00:00+14:00",
+        "9999-12-31T00:00:00Z",
+    ],
+)
+def test_a_time_at_the_calendar_s_edges_reads_as_the_models_read_it(text: str) -> None:
+    data = {"events": [{"profile_id": "u1", "event": "e", "timestamp": text}] * 2}
+    assert _read(data) == _by_models(data)
+
+
 def test_the_common_times_come_out_in_utc_itself() -> None:
     data = {"events": [{"profile_id": "u1", "event": "e", "timestamp": "2026-01-02T03:04:05Z"}]}
     [record] = _read(data)
@@ -239,24 +253,29 @@ _EVENT_FIELDS = {
     "properties": ["dict[str, typing.Any]", "[]", "PydanticUndefined", "<class 'dict'>"],
     "timestamp": [
         "typing.Optional[typing.Annotated[datetime.datetime, BeforeValidator(func=<function"
-        " _rfc3339>, json_schema_input_type=PydanticUndefined)]]",
+        " _rfc3339>, json_schema_input_type=PydanticUndefined), AfterValidator(func=<function"
+        " _in_range>)]]",
         "[]",
         "None",
         "None",
     ],
 }
 _RFC3339 = "audiences.schemas.common._rfc3339 3a4f6dd036d8"
+_IN_RANGE = "audiences.schemas.common._in_range 3415ac38fecb"
+"""The time's instant within years 1-9999 in UTC: the quick path leaves times of those years
+to the models."""
 _NO_NUL = "audiences.schemas.common.InputModel._no_nul d8c79a007555"
 RECORDED_MODELS: dict[str, Any] = {
     "EventWrite": {
         "config": {"extra": "forbid"},
         "fields": _EVENT_FIELDS,
-        "validators": [_NO_NUL, _RFC3339],
+        "validators": [_NO_NUL, _IN_RANGE, _RFC3339],
     },
     "BatchedEvent": {
         "config": {"extra": "forbid"},
         "fields": _EVENT_FIELDS,
         "validators": [
+            _IN_RANGE,
             _RFC3339,
             "audiences.schemas.events.BatchedEvent._no_nul 063addba441e",
         ],

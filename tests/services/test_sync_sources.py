@@ -256,6 +256,63 @@ def test_a_source_that_trickles_its_bytes_is_stopped_at_the_deadline(
     assert 0 < max(seen) < len(body)
 
 
+def test_a_compressed_source_that_decodes_to_nothing_is_cut_at_the_deadline(
+    runtime: Runtime, server: FileServer, tmp_path: Path
+) -> None:
+    """A gzip header whose file name never ends decodes to nothing however many bytes come,
+    so the reader never hands a chunk back: the connection is cut at the deadline."""
+    header = b"\x1f\x8b\x08\x08" + bytes(6)  # gzip, with a file name (FNAME) to follow
+    body = header + b"n" * 20_000
+    parts = tuple((end, 0.05) for end in range(len(header) + 100, len(body), 100))
+    gate = threading.Event()
+    server.files["/endless.csv"] = Served(
+        body=body, trickle=parts, gate=gate, chunked=True, headers={"Content-Encoding": "gzip"}
+    )
+    outcome: list[BaseException | None] = []
+
+    def fetch_it() -> None:
+        rules = SourceRules(
+            allow_private=True, timeout_seconds=0.5, max_bytes=1000, work_dir=tmp_path / "w"
+        )
+        try:
+            fetch(runtime, server.url("/endless.csv"), rules)
+        except SyncFailed as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    reader = threading.Thread(target=fetch_it, daemon=True)
+    reader.start()
+    reader.join(5)  # the source sends a part every 50 ms for 10 s
+    gate.set()
+    assert not reader.is_alive(), "the fetch ran on past its deadline"
+    [error] = outcome
+    assert isinstance(error, SyncFailed) and error.code == "sync_timeout"
+
+
+def test_a_directory_under_the_sync_folder_is_refused_and_nothing_is_left_open(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    (root / WS / "folder.csv").mkdir(parents=True)
+    opened = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(SyncFailed) as refused:
+            pull(
+                runtime,
+                workspace_id=WS,
+                source=PathFileSource(
+                    type=SourceType.FILE,
+                    path=str(root / WS / "folder.csv"),
+                    format=SyncFormat.CSV,
+                ),
+                rules=SourceRules(root=root, work_dir=tmp_path / "w").for_workspace(WS),
+                on_row_error=lambda row: None,
+            )
+        assert refused.value.code == "sync_fetch_failed"
+    assert len(os.listdir("/proc/self/fd")) < opened + 20
+
+
 def test_a_named_pipe_under_the_sync_folder_is_refused_not_waited_on(
     runtime: Runtime, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ third of the CPU time of models and records built one by one (``bench/README.md`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from itertools import compress, count, repeat
@@ -88,6 +89,8 @@ def _quick_records(raw: bytes, data: Any, received: datetime) -> list[EventRecor
     except PydanticValidationError:
         return None
     texts = list(map(_TIMESTAMP, given))
+    if any(map(_EDGE_YEAR, filter(None, texts))):  # may fall outside years 1-9999 in UTC
+        return None
     try:
         if None in texts:
             times = [received if t is None else datetime.fromisoformat(t) for t in texts]
@@ -108,6 +111,9 @@ def _quick_records(raw: bytes, data: Any, received: datetime) -> list[EventRecor
     return list(map(tuple.__new__, repeat(EventRecord), columns))
 
 
+_EDGE_YEAR = re.compile(r"0001|9999").match
+"""A time in the first or last year, which an offset can move out of the calendar in UTC: the
+models check those (``schemas.common.Rfc3339``)."""
 _PROFILE_ID, _EVENT, _TIMESTAMP, _PROPERTIES, _ID = map(
     itemgetter, ("profile_id", "event", "timestamp", "properties", "event_id")
 )

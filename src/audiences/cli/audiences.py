@@ -144,8 +144,11 @@ def update_audience(
         if replacing is not None:
             # A merge patch merges into the stored source: the fields the new one leaves
             # out are sent as null, so the source stored is the one given.
-            stored = client.audiences.get(target).model_dump(mode="json").get("source") or {}
+            current = client.audiences.get(target)
+            stored = current.model_dump(mode="json").get("source") or {}
             patch["source"] = {**dict.fromkeys(stored), **replacing}
+            # Sent only if nobody changed it since it was read (else 412, exit 4).
+            if_match = if_match or str(current.version)
         updated = client.audiences.update(target, if_match=if_match, **patch)
         Out(as_json, quiet).one(updated, FIELDS)
 

@@ -109,9 +109,9 @@ def create_destination(
             else {
                 "kind": "file",
                 "path": path,
-                "format": file_format or "csv",
-                "mode": mode or "full",
-                "interval_seconds": every_seconds or 3600,
+                "format": "csv" if file_format is None else file_format,
+                "mode": "full" if mode is None else mode,
+                "interval_seconds": 3600 if every_seconds is None else every_seconds,
             }
         )
         made = client.destinations.create(
@@ -163,8 +163,8 @@ def update_destination(
     quiet: Quiet = False,
 ) -> None:
     """Change what is given: its name, description, URL or path and file options, what it
-    follows (--audience repeated, --group or --all), the attributes it sends (--attribute
-    repeated, or --no-attributes), or turn it on or off."""
+    follows (--audience repeated, --group or --all-audiences), the attributes it sends
+    (--attribute repeated, or --no-attributes), or turn it on or off."""
     if attribute and no_attributes:
         raise typer.BadParameter("give --attribute or --no-attributes, not both")
     given = {

@@ -157,7 +157,11 @@ def _deliver_all(
             with context.session() as session:
                 # The attempts finished since the last step are logged in this transaction:
                 # a crash before it commits sends them again (at least once).
-                found = session.get(DestinationRow, destination_id)
+                # Key-share locked (PostgreSQL): a delete waits for this step, whose logging
+                # of attempts refers to the destination's messages.
+                found = session.get(
+                    DestinationRow, destination_id, with_for_update={"key_share": True}
+                )
                 if found is None:  # deleted while the run sent: its messages went with it
                     line.halt()
                     gone = True

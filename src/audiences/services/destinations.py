@@ -356,7 +356,8 @@ def _check(
         egress.checked_url(data.url, allow_private=settings.egress_allow_private)
     if data.path is not None:
         target = file_targets.resolve(settings, data.path)
-        _check_target_free(session, target, settings, but=None if before is None else before.id)
+        if before is None or before.path != data.path:  # one kept may be shared from before
+            _check_target_free(session, target, settings, but=None if before is None else before.id)
     follows = data.subscription
     kept = set(before.audience_ids or []) if before is not None else set()
     wanted = follows.audience_ids if isinstance(follows, AudienceList) else []

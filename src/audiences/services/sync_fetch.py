@@ -12,8 +12,10 @@ import functools
 import os
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 from urllib.parse import urljoin
@@ -101,8 +103,14 @@ def _download(url: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) ->
                     # chunk): a source that trickles its bytes still meets the deadline, the
                     # progress and a cancel, which are seen between reads.
                     read = functools.partial(response.read1, CHUNK_BYTES, decode_content=True)
-                    chunks = iter(read, b"")
-                    _save(chunks, out, rules.max_bytes, deadline, tracker)
+                    with _cut_at(deadline, response) as cut:
+                        try:
+                            _save(iter(read, b""), out, rules.max_bytes, deadline, tracker)
+                        except (urllib3.exceptions.HTTPError, OSError):
+                            if not cut.is_set():
+                                raise
+                        if cut.is_set():  # what was read ends where the connection was cut
+                            raise _timed_out(rules)
                     return
                 finally:
                     client.done(response)
@@ -114,6 +122,26 @@ def _download(url: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) ->
         message = f"the source could not be fetched: {type(error).__name__}"
         raise SyncFailed(message, code="sync_fetch_failed") from None
     raise SyncFailed(f"more than {MAX_REDIRECTS} redirects", code="sync_fetch_failed")
+
+
+@contextmanager
+def _cut_at(deadline: float, response: urllib3.BaseHTTPResponse) -> Iterator[threading.Event]:
+    """Shut the answer's connection down at ``deadline`` (set in the event it yields), from a
+    timer: a read of a compressed answer goes on reading for as long as the bytes decode to
+    nothing (a gzip header's endless name), so no check between reads would ever run."""
+    cut = threading.Event()
+
+    def expire() -> None:
+        cut.set()
+        response.shutdown()
+
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield cut
+    finally:
+        timer.cancel()
 
 
 def _redirected(url: str, location: str) -> str:
@@ -169,12 +197,17 @@ def _copy(path: str, out: IO[bytes], rules: SourceRules, tracker: Tracker) -> No
     except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
         message = f"no readable file at {path}: {type(error).__name__}"
         raise SyncFailed(message, code="sync_fetch_failed") from None
-    with open(handle, "rb") as source:
+    try:
         facts = os.fstat(handle)
-        if not stat.S_ISREG(facts.st_mode):
+        if not stat.S_ISREG(facts.st_mode):  # a directory opens too, on Linux
             message = f"no readable file at {path}: not a regular file"
             raise SyncFailed(message, code="sync_fetch_failed")
         os.set_blocking(handle, True)
+        source = open(handle, "rb")  # noqa: SIM115 (it owns the descriptor from here)
+    except BaseException:
+        os.close(handle)
+        raise
+    with source:
         tracker.fetching(facts.st_size)
         chunks = iter(lambda: source.read(CHUNK_BYTES), b"")
         _save(chunks, out, rules.max_bytes, float("inf"), tracker)

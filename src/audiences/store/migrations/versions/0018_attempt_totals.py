@@ -37,16 +37,13 @@ def upgrade() -> None:
         "0, count(*) FROM destination_attempts a JOIN destinations d ON d.id = a.destination_id "
         "GROUP BY 2, 3"
     )
-    op.execute(
-        "INSERT INTO attempt_totals (subject, kind, outcome, shard, count) "
-        "SELECT 'sync', '', 'synced', 0, sum(attempts - failures) FROM audience_syncs "
-        "HAVING sum(attempts - failures) > 0"
-    )
-    op.execute(
-        "INSERT INTO attempt_totals (subject, kind, outcome, shard, count) "
-        "SELECT 'sync', '', 'failed', 0, sum(failures) FROM audience_syncs "
-        "HAVING sum(failures) > 0"
-    )
+    # A sum in a subquery, filtered outside: HAVING without GROUP BY needs SQLite 3.39.
+    for outcome, counted in (("synced", "attempts - failures"), ("failed", "failures")):
+        op.execute(
+            "INSERT INTO attempt_totals (subject, kind, outcome, shard, count) "
+            f"SELECT 'sync', '', '{outcome}', 0, total FROM "
+            f"(SELECT sum({counted}) AS total FROM audience_syncs) AS counted WHERE total > 0"
+        )
 
 
 def downgrade() -> None:
