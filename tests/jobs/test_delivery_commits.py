@@ -143,8 +143,10 @@ def test_a_redelivery_goes_before_the_backlog_being_sent(hooks_app: FastAPI, hoo
 def test_a_destination_deleted_while_its_messages_are_sent_ends_the_run_cleanly(
     hooks_app: FastAPI, hooks: Tenant
 ) -> None:
-    """Deleted between two answers: the run stops sending, logs nothing for the messages gone
-    with it, and its job succeeds at its first attempt (no error, no retry)."""
+    """Deleted between two answers: the run stops at its next step (what it had handed the
+    line may still go out), logs nothing for the messages gone with it, and its job succeeds
+    at its first attempt (no error, no retry). On PostgreSQL the delete waits for the step in
+    progress, which holds the destination key-share locked."""
     audience = static(hooks.admin)
     write(hooks_app, hooks.admin, audience["id"], "add", [f"u{n}" for n in range(400)])
     made: dict[str, str] = {}
@@ -160,9 +162,7 @@ def test_a_destination_deleted_while_its_messages_are_sent_ends_the_run_cleanly(
         deliver(hooks_app, lambda: bool(deleted))
         while factories.run_jobs(hooks_app, outbox.DELIVER_HANDLER):
             pass
-        sent = len(receiver.requests)
     assert deleted == [204]
-    assert sent < 8  # 400 changes in messages of 50: the run stopped well before the end
     with hooks_app.state.session_factory() as session:
         jobs = session.scalars(
             select(JobRow).where(
