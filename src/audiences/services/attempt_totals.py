@@ -38,6 +38,7 @@ def add(
     """Count attempts of ``subject`` made for ``of`` (a destination's or audience's id), by
     outcome (``{"delivered": 3}``), when the session's transaction commits (nothing if it
     rolls back)."""
+    session.connection()  # the counts belong to a transaction: begun now if it was not yet
     pending: Counter[tuple[str, str, str, int]] | None = session.info.get(PENDING)
     if pending is None:
         pending = session.info[PENDING] = Counter()
