@@ -157,3 +157,11 @@ def test_one_delivery_shows_its_attempts(s3_live: Server, s3: S3Server) -> None:
     shown = as_json(run(s3_live, "destinations", "delivery", made["id"], delivery_id, "--json"))
     assert shown["id"] == delivery_id and shown["status"] == "delivered"
     assert [attempt["error"] for attempt in shown["attempt_log"]] == [None]
+    # A time without an offset is read as UTC; test messages are never sent again.
+    later = run(s3_live, "destinations", "redeliver", made["id"], "--since",
+                "2099-01-01T00:00:00", "--json")  # fmt: skip
+    assert as_json(later) == {"redelivered": 0}
+    log = as_json(run(s3_live, "destinations", "deliveries", made["id"], "--json"))
+    again = run(s3_live, "destinations", "redeliver", made["id"], "--since",
+                "2000-01-01T00:00:00", "--json")  # fmt: skip
+    assert as_json(again) == {"redelivered": sum(d["type"] != "destination.test" for d in log)}

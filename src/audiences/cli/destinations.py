@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -264,8 +264,6 @@ def redeliver(
     """Send one message again (--delivery) or everything since a time (--since)."""
     if (delivery is None) == (since is None):
         raise typer.BadParameter("give exactly one of --delivery or --since")
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
     with connected(ctx) as client:
         found = client.destinations.redeliver(destination_id, delivery_id=delivery, since=since)
         Out(as_json, quiet).one(found)

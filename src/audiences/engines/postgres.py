@@ -303,9 +303,8 @@ class PostgresEngine:
     ) -> BitMap:
         """Run a member query (checked again here) on the workspace's own tables, in a
         read-only transaction: an integer column is taken as pids, a text one as external ids,
-        any other refused;
-        ids of no profile are left out. Past ``timeout_seconds`` PostgreSQL cancels it
-        (``statement_timeout``)."""
+        any other refused; ids of no profile are left out. Past ``timeout_seconds`` PostgreSQL
+        cancels it (``statement_timeout``)."""
         query = queries.check_select(select_sql, sql.DIALECT)
         state = self._state(workspace_id)
         if state is None:
